@@ -1,0 +1,43 @@
+"""MediaRouter: one room's media domain on this worker, and the Producer/Consumer records it groups.
+
+A MediaRouter is only a namespace: the transports created in it, and through them its producers and consumers. The
+fan-out tables themselves live in the Engine; these records keep what the Python side needs to answer control
+(ids, kinds, pause flags, layer preferences) and to close everything that hangs off a closed entity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class MediaRouter:
+    """Lifecycle: created by ``media_router.create``, closed with all its transports by ``media_router.close``."""
+
+    id: str
+    transports: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Producer:
+    """Inbound media of one track on one transport. Lifecycle: produce -> (pause/resume)* -> close."""
+
+    id: str
+    transport_id: str
+    kind: str
+    mid: str
+    paused: bool = False
+    consumers: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Consumer:
+    """One producer's media sent on another transport. Closed with its transport or its producer."""
+
+    id: str
+    transport_id: str
+    producer_id: str
+    kind: str
+    paused: bool = False
+    preferred_layer: int = -1
+    current_layer: int = -1

@@ -1,0 +1,257 @@
+"""WebRtcTransport: one client's ICE-lite, DTLS and SCTP state on the worker's shared UDP port.
+
+The transport glues the slow-path protocol objects (``ice.IceLite``, ``dtls.DtlsEndpoint``,
+``sctp.SctpAssociation``) to one fast-path handle: a valid connectivity check binds the tuple in the Engine, a
+connected DTLS association hands its exported SRTP keys to the Engine, and from then on RTP and RTCP never come back
+to Python. It must not parse media or touch SDP; control sends it numbers.
+
+Lifecycle: new -> (ICE checks) connected -> (DTLS) dtls connected -> closed; never reused after close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from router.dtls import DtlsCertificate, DtlsEndpoint
+from router.ice import IceLite
+
+if TYPE_CHECKING:
+    from router.sctp import SctpAssociation
+
+log = logging.getLogger("router.transport")
+
+Addr = tuple[str, int]
+Notify = Callable[[str, str, dict[str, Any]], None]
+
+# Records that arrive before control has told us the peer's fingerprint (the client may start DTLS as soon as it
+# has our offer, before its answer reaches control). They are replayed once connect() is called.
+MAX_EARLY_DTLS_RECORDS = 16
+# RFC 7675 consent: an ICE-lite server sees the client's checks; without one for this long the path is gone.
+CONSENT_TIMEOUT_S = 30.0
+
+
+@dataclass
+class TransportStats:
+    """Slow-path counters; the media counters come from the Engine snapshot."""
+
+    stun_requests: int = 0
+    stun_rejected: int = 0
+    dtls_records_in: int = 0
+    dtls_records_dropped: int = 0
+    sctp_messages_in: int = 0
+    sctp_messages_out: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class WebRtcTransport:
+    """One peer connection's transport inside a MediaRouter."""
+
+    def __init__(
+        self,
+        *,
+        transport_id: str,
+        router_id: str,
+        handle: int,
+        engine: Any,
+        certificate: DtlsCertificate,
+        ice_ufrag: str,
+        ice_pwd: str,
+        notify: Notify,
+        on_data_message: Callable[[WebRtcTransport, str, bytes | str], None],
+    ) -> None:
+        self.id = transport_id
+        self.router_id = router_id
+        self.handle = handle
+        self._engine = engine
+        self._certificate = certificate
+        self._notify = notify
+        self._on_data_message = on_data_message
+        self.ice = IceLite(ice_ufrag, ice_pwd)
+        self.dtls: DtlsEndpoint | None = None
+        self.sctp: SctpAssociation | None = None
+        self._sctp_remote_port: int | None = None
+        self._sctp_max_message_size = 262144
+        self.tuple: Addr | None = None
+        self.ice_state = "new"
+        self.dtls_state = "new"
+        self.sctp_state = "new"
+        self.closed = False
+        self.stats = TransportStats()
+        self._early_dtls: list[bytes] = []
+        self._dtls_timer: asyncio.TimerHandle | None = None
+        self._last_check = time.monotonic()
+        self._sctp_task: asyncio.Task[None] | None = None
+        self._wanted_channels: dict[str, tuple[bool, int | None]] = {}
+        engine.add_transport(handle)
+
+    # ---- ICE ---------------------------------------------------------------------------------------------
+    def handle_stun(self, data: bytes, addr: Addr) -> None:
+        self.stats.stun_requests += 1
+        result = self.ice.handle(data, addr)
+        if result.response is None:
+            self.stats.stun_rejected += 1
+            return
+        self._engine.send(addr[0], addr[1], result.response)
+        self._last_check = time.monotonic()
+        if result.select and addr != self.tuple:
+            self.tuple = addr
+            self._engine.bind_tuple(self.handle, addr[0], addr[1])
+            self._notify("transport.tuple_changed", self.id, {"host": addr[0], "port": addr[1]})
+            if self.ice_state != "connected":
+                self._set_ice_state("connected")
+            if self.dtls is not None and self.dtls.state == "new" and self.dtls.role == "client":
+                self.dtls.start()
+                self._arm_dtls_timer()
+
+    def _set_ice_state(self, state: str) -> None:
+        self.ice_state = state
+        self._notify("transport.ice_state", self.id, {"state": state})
+
+    def check_consent(self, now: float) -> None:
+        if self.ice_state == "connected" and now - self._last_check > CONSENT_TIMEOUT_S:
+            self._set_ice_state("disconnected")
+
+    def restart_ice(self, ufrag: str, pwd: str) -> None:
+        self.ice.restart(ufrag, pwd)
+
+    # ---- DTLS --------------------------------------------------------------------------------------------
+    def connect(
+        self,
+        *,
+        role: str,
+        fingerprints: list[tuple[str, str]],
+        sctp_port: int | None,
+        max_message_size: int,
+    ) -> None:
+        """Start DTLS toward the peer. ``role`` is our DTLS role ("client" or "server")."""
+        if self.dtls is not None:
+            raise InvalidState("transport already connected")
+        self.dtls = DtlsEndpoint(self._certificate, role, fingerprints, self._send_dtls)
+        self.dtls.on_connected = self._on_dtls_connected
+        self.dtls.on_state_change = self._on_dtls_state
+        self.dtls.on_application_data = self._on_dtls_application_data
+        self._sctp_remote_port = sctp_port
+        self._sctp_max_message_size = max_message_size
+        if role == "client" and self.tuple is not None:
+            self.dtls.start()
+        early, self._early_dtls = self._early_dtls, []
+        for record in early:
+            self.dtls.handle(record)
+        self._arm_dtls_timer()
+
+    def handle_dtls(self, data: bytes) -> None:
+        self.stats.dtls_records_in += 1
+        if self.dtls is None:
+            if len(self._early_dtls) < MAX_EARLY_DTLS_RECORDS:
+                self._early_dtls.append(data)
+            else:
+                self.stats.dtls_records_dropped += 1
+            return
+        self.dtls.handle(data)
+        self._arm_dtls_timer()
+
+    def _send_dtls(self, data: bytes) -> None:
+        if self.tuple is not None and not self.closed:
+            self._engine.send(self.tuple[0], self.tuple[1], data)
+
+    def _arm_dtls_timer(self) -> None:
+        if self.dtls is None or self.closed:
+            return
+        if self._dtls_timer is not None:
+            self._dtls_timer.cancel()
+            self._dtls_timer = None
+        delay = self.dtls.next_timeout_s()
+        if delay is not None:
+            self._dtls_timer = asyncio.get_running_loop().call_later(max(delay, 0.01), self._on_dtls_timer)
+
+    def _on_dtls_timer(self) -> None:
+        self._dtls_timer = None
+        if self.dtls is not None and not self.closed:
+            self.dtls.handle_timeout()
+            self._arm_dtls_timer()
+
+    def _on_dtls_state(self, state: str) -> None:
+        self.dtls_state = state
+        self._notify("transport.dtls_state", self.id, {"state": state})
+
+    def _on_dtls_connected(self) -> None:
+        assert self.dtls is not None
+        local_key, remote_key = self.dtls.srtp_keys()
+        self._engine.set_srtp(self.handle, self.dtls.srtp_profile, local_key, remote_key)
+        if self._sctp_remote_port is not None:
+            self._start_sctp()
+
+    def _on_dtls_application_data(self, data: bytes) -> None:
+        if self.sctp is not None:
+            self.sctp.receive(data)
+
+    # ---- SCTP --------------------------------------------------------------------------------------------
+    def _start_sctp(self) -> None:
+        from router.sctp import SctpAssociation
+
+        assert self.dtls is not None and self._sctp_remote_port is not None
+        self.sctp = SctpAssociation(self.dtls, max_message_size=self._sctp_max_message_size)
+        self.sctp.on_message = self._on_sctp_message
+        self.sctp.on_state_change = self._on_sctp_state
+        for label, (ordered, max_retransmits) in self._wanted_channels.items():
+            self.sctp.create_channel(label, ordered=ordered, max_retransmits=max_retransmits)
+        self._sctp_task = asyncio.get_running_loop().create_task(self.sctp.start(self._sctp_remote_port))
+
+    def _on_sctp_state(self, state: str) -> None:
+        self.sctp_state = state
+        self._notify("transport.sctp_state", self.id, {"state": state})
+
+    def _on_sctp_message(self, label: str, data: bytes | str) -> None:
+        self.stats.sctp_messages_in += 1
+        self._on_data_message(self, label, data)
+
+    def send_data(self, label: str, data: bytes | str) -> bool:
+        """Send one message on the channel with this label (opened by us or the peer). False if none is open."""
+        if self.sctp is None:
+            return False
+        sent = self.sctp.send(label, data)
+        if sent:
+            self.stats.sctp_messages_out += 1
+        return sent
+
+    def want_data_channel(self, label: str, *, ordered: bool = True, max_retransmits: int | None = None) -> None:
+        """Open a server-created channel now if SCTP is up, else as soon as it is."""
+        if label in self._wanted_channels:
+            return
+        self._wanted_channels[label] = (ordered, max_retransmits)
+        if self.sctp is not None:
+            self.sctp.create_channel(label, ordered=ordered, max_retransmits=max_retransmits)
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._dtls_timer is not None:
+            self._dtls_timer.cancel()
+        if self.sctp is not None:
+            self.sctp.close()
+        if self._sctp_task is not None:
+            self._sctp_task.cancel()
+        if self.dtls is not None:
+            self.dtls.close()
+        self._engine.remove_transport(self.handle)
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "router_id": self.router_id,
+            "ice_state": self.ice_state,
+            "dtls_state": self.dtls_state,
+            "sctp_state": self.sctp_state,
+            "tuple": list(self.tuple) if self.tuple else None,
+        }
+
+
+class InvalidState(Exception):
+    """A request that does not fit the transport's current state."""
