@@ -1,0 +1,1 @@
+"""mediarouter control process: command line, settings, worker supervision, signaling and rooms."""

@@ -1,0 +1,171 @@
+"""Settings of the control process: command line, environment and YAML file merged into one frozen object.
+
+This module owns the precedence rules and the validation of every setting; it does not start anything.
+Precedence is command line > environment > file > default. Only the API keys have an environment variable
+(``MEDIAROUTER_KEYS="key:secret,key2:secret2"``). With no key anywhere the server runs in development mode
+with ``{devkey: secret}`` (as ``livekit-server --dev`` does) and says so in a WARNING.
+
+YAML file (every field optional)::
+
+    workers: 2
+    node_ip: 127.0.0.1
+    rtc_port_base: 7882
+    http_host: 0.0.0.0
+    http_port: 7880
+    log_level: info
+    keys: {devkey: secret}
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+log = logging.getLogger("control.config")
+
+KEYS_ENV = "MEDIAROUTER_KEYS"
+DEV_KEYS: Mapping[str, str] = MappingProxyType({"devkey": "secret"})
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+DEFAULT_NODE_IP = "127.0.0.1"
+DEFAULT_RTC_PORT_BASE = 7882
+DEFAULT_HTTP_HOST = "0.0.0.0"
+DEFAULT_HTTP_PORT = 7880
+DEFAULT_LOG_LEVEL = "info"
+
+_FILE_FIELDS = ("workers", "node_ip", "rtc_port_base", "http_host", "http_port", "log_level", "keys")
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or out of range; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the control process needs to start (read-only)."""
+
+    workers: int
+    node_ip: str
+    rtc_port_base: int
+    http_host: str
+    http_port: int
+    keys: Mapping[str, str]
+    dev_mode: bool
+    log_level: str
+    config_path: str | None = None
+
+
+def parse_keys(text: str, source: str) -> dict[str, str]:
+    """Parses ``"key:secret[,key2:secret2]"``; ``source`` names where it came from in error messages."""
+    keys: dict[str, str] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, secret = item.partition(":")
+        key, secret = key.strip(), secret.strip()
+        if not sep or not key or not secret:
+            raise ConfigError(f"{source}: key {item!r} is not 'key:secret'")
+        if key in keys:
+            raise ConfigError(f"{source}: key {key!r} given twice")
+        keys[key] = secret
+    if not keys:
+        raise ConfigError(f"{source}: no key in {text!r}")
+    return keys
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Reads and checks the YAML file's shape (values are checked by :func:`load_settings`)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    unknown = sorted(str(k) for k in data if k not in _FILE_FIELDS)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}")
+    keys = data.get("keys")
+    if keys is not None:
+        if not isinstance(keys, dict) or not keys:
+            raise ConfigError(f"config file {path}: keys must be a non-empty mapping of key: secret")
+        for key, secret in keys.items():
+            if not isinstance(key, str) or not key or not isinstance(secret, str) or not secret:
+                raise ConfigError(f"config file {path}: key {key!r} needs a non-empty string secret")
+    return data
+
+
+def resolve_keys(cli_keys: str | None, environ: Mapping[str, str],
+                 file_keys: Mapping[str, str] | None) -> tuple[dict[str, str], bool]:
+    """Returns (keys, dev_mode) by precedence command line > environment > file > development keys."""
+    if cli_keys:
+        return parse_keys(cli_keys, "--keys"), False
+    env_keys = environ.get(KEYS_ENV, "").strip()
+    if env_keys:
+        return parse_keys(env_keys, KEYS_ENV), False
+    if file_keys:
+        return dict(file_keys), False
+    return dict(DEV_KEYS), True
+
+
+def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    """Builds :class:`Settings` from ``serve`` arguments (None = not given), the environment, the file."""
+    env = os.environ if environ is None else environ
+    path = getattr(args, "config", None)
+    file = read_config_file(path) if path else {}
+
+    def pick(name: str, default: Any) -> Any:
+        value = getattr(args, name, None)
+        if value is not None:
+            return value
+        return file.get(name, default)
+
+    workers = _integer("workers", pick("workers", os.cpu_count() or 1), 1, 1024)
+    rtc_port_base = _integer("rtc_port_base", pick("rtc_port_base", DEFAULT_RTC_PORT_BASE), 1, 65535)
+    if rtc_port_base + workers - 1 > 65535:
+        raise ConfigError(f"rtc_port_base {rtc_port_base} leaves no room for {workers} UDP ports")
+    http_port = _integer("http_port", pick("http_port", DEFAULT_HTTP_PORT), 1, 65535)
+    node_ip = _node_ip(pick("node_ip", DEFAULT_NODE_IP))
+    http_host = pick("http_host", DEFAULT_HTTP_HOST)
+    if not isinstance(http_host, str) or not http_host:
+        raise ConfigError(f"http_host must be a host name or address, not {http_host!r}")
+    log_level = pick("log_level", DEFAULT_LOG_LEVEL)
+    if not isinstance(log_level, str) or log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+    keys, dev_mode = resolve_keys(getattr(args, "keys", None), env, file.get("keys"))
+    if dev_mode:
+        log.warning("development mode: API key devkey, secret 'secret'")
+    return Settings(workers=workers, node_ip=node_ip, rtc_port_base=rtc_port_base, http_host=http_host,
+                    http_port=http_port, keys=MappingProxyType(keys), dev_mode=dev_mode,
+                    log_level=log_level.lower(), config_path=path)
+
+
+def _integer(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, not {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name} {value} out of range {low}-{high}")
+    return value
+
+
+def _node_ip(value: Any) -> str:
+    try:
+        address = ipaddress.ip_address(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"node_ip {value!r} is not an IP address") from exc
+    if address.is_unspecified:
+        raise ConfigError(f"node_ip {value} is unspecified; give the address clients can reach")
+    return str(address)

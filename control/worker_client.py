@@ -1,0 +1,227 @@
+"""Control's end of the worker channels: one ZeroMQ ROUTER shared by a :class:`WorkerClient` per worker.
+
+:class:`ControlSocket` owns the ROUTER bound on ``ipc://<runtime dir>/control.sock`` and routes every frame by
+the sender's routing id (``b"w<i>"``, docs/SEAMS.md §3) to that worker's client. :class:`WorkerClient` turns
+requests into futures keyed by request id (asynchronous, never REQ/REP lock-step): ``await request(...)``
+returns the reply body, raises :class:`WorkerError` on a false response, :class:`WorkerDied` when the worker
+dies (every pending request fails at once, as mediasoup's Channel does on close) and ``TimeoutError`` on
+timeout. Notifications go to callbacks registered with ``on_notification``. A malformed frame is logged and
+counted. This module does not spawn or watch processes; control/supervisor.py does and calls ``fail_all``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from router.channel import routing_id
+from router.protocol import Notification, ProtocolError, Request, Response, decode, encode
+
+log = logging.getLogger("control.worker_client")
+
+NotificationCallback = Callable[[str, str, dict[str, Any]], None]
+
+
+class WorkerDied(Exception):
+    """The worker died (or is not running) while a request was pending or about to be sent."""
+
+    def __init__(self, worker_id: int, reason: str) -> None:
+        super().__init__(f"worker {worker_id}: {reason}")
+        self.worker_id = worker_id
+        self.reason = reason
+
+
+class WorkerError(Exception):
+    """The worker answered a request with ``[1, id, false, {"error": error, "reason": reason}]``."""
+
+    def __init__(self, error: str, reason: str) -> None:
+        super().__init__(f"{error}: {reason}")
+        self.error = error
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class SocketCounters:
+    frames_in: int = 0
+    malformed: int = 0
+    unknown_peers: int = 0
+    stale_responses: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class ControlSocket:
+    """The ROUTER socket all workers connect to.
+
+    Lifecycle: ``ControlSocket(endpoint)`` → ``attach(client)`` per worker → ``start()`` (binds, receive loop)
+    → ``close()``.
+    """
+
+    def __init__(self, endpoint: str, *, context: zmq.asyncio.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.counters = SocketCounters()
+        self._context = context or zmq.asyncio.Context.instance()
+        self._sock: zmq.asyncio.Socket | None = None
+        self._clients: dict[bytes, WorkerClient] = {}
+        self._receiver: asyncio.Task[None] | None = None
+
+    def attach(self, client: WorkerClient) -> None:
+        rid = routing_id(client.worker_id)
+        if rid in self._clients:
+            raise ValueError(f"worker {client.worker_id} already has a client")
+        self._clients[rid] = client
+
+    async def start(self) -> None:
+        if self._sock is not None:
+            raise RuntimeError("control socket already started")
+        sock = self._context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        # Sending to a worker that is not connected raises EHOSTUNREACH instead of dropping silently.
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A respawned worker reuses its routing id; it takes the identity over from the dead connection.
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # NOTE: no high-water mark: a request is never dropped; a hung worker is killed by the supervisor.
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.bind(self.endpoint)
+        self._sock = sock
+        self._receiver = asyncio.get_running_loop().create_task(self._receive_loop())
+
+    async def close(self) -> None:
+        if self._receiver is not None:
+            self._receiver.cancel()
+            await asyncio.gather(self._receiver, return_exceptions=True)
+            self._receiver = None
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def send(self, worker_id: int, frame: bytes) -> None:
+        """Queues one frame to a worker; raises :class:`WorkerDied` when it is not connected."""
+        if self._sock is None:
+            raise WorkerDied(worker_id, "control socket is closed")
+        try:
+            self._sock.send_multipart([routing_id(worker_id), frame], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            if exc.errno == errno.EHOSTUNREACH:
+                raise WorkerDied(worker_id, "worker is not connected") from exc
+            raise
+
+    async def _receive_loop(self) -> None:
+        assert self._sock is not None
+        while True:
+            frames = await self._sock.recv_multipart(copy=True)
+            self.counters.frames_in += 1
+            if len(frames) != 2:
+                self._malformed(f"{len(frames)}-part message")
+                continue
+            rid, payload = frames
+            client = self._clients.get(rid)
+            if client is None:
+                self.counters.unknown_peers += 1
+                log.warning("frame from unknown peer %r dropped", rid)
+                continue
+            try:
+                envelope = decode(payload)
+            except ProtocolError as exc:
+                self._malformed(f"from worker {client.worker_id}: {exc.reason}")
+                continue
+            if isinstance(envelope, Response):
+                if not client._on_response(envelope):
+                    self.counters.stale_responses += 1
+            elif isinstance(envelope, Notification):
+                client._on_notification(envelope)
+            else:
+                self._malformed(f"request from worker {client.worker_id}")
+
+    def _malformed(self, reason: str) -> None:
+        self.counters.malformed += 1
+        log.warning("malformed frame dropped: %s", reason)
+
+
+class WorkerClient:
+    """Requests to and notifications from one worker slot, across its restarts.
+
+    The client is *available* between the worker's ``worker.running`` (``mark_running``) and its death
+    (``fail_all``); requests made while it is unavailable fail at once with :class:`WorkerDied`. Request
+    ids are never reused, so a late reply from a dead incarnation cannot resolve a new request.
+    """
+
+    def __init__(self, worker_id: int, socket: ControlSocket) -> None:
+        self.worker_id = worker_id
+        self._socket = socket
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._callbacks: list[NotificationCallback] = []
+        self._available = False
+        socket.attach(self)
+
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def mark_running(self) -> None:
+        self._available = True
+
+    def fail_all(self, reason: str) -> None:
+        """Marks the worker unavailable and fails every pending request with :class:`WorkerDied`."""
+        self._available = False
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(WorkerDied(self.worker_id, reason))
+
+    async def request(self, method: str, target_id: str = "", body: dict[str, Any] | None = None,
+                      timeout: float = 5.0) -> dict[str, Any]:
+        """Sends ``[0, id, method, target_id, body]`` and awaits the reply body."""
+        if not self._available:
+            raise WorkerDied(self.worker_id, "worker is not running")
+        request_id = next(self._ids)
+        frame = encode(Request(request_id, str(method), target_id, body or {}))
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            self._socket.send(self.worker_id, frame)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(request_id, None)
+
+    def on_notification(self, callback: NotificationCallback) -> Callable[[], None]:
+        """``callback(event, target_id, body)`` for every notification; returns an unsubscribe function."""
+        self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    def _on_response(self, response: Response) -> bool:
+        future = self._pending.pop(response.id, None)
+        if future is None or future.done():
+            return False
+        if response.ok:
+            future.set_result(response.body)
+        else:
+            future.set_exception(WorkerError(response.error or "", response.reason or ""))
+        return True
+
+    def _on_notification(self, notification: Notification) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(notification.event, notification.target_id, notification.body)
+            except Exception:
+                log.exception("notification callback for %s failed", notification.event)

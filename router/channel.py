@@ -1,0 +1,276 @@
+"""The worker's end of the control channel: a ZeroMQ DEALER speaking router/protocol.py envelopes.
+
+It owns the DEALER socket (routing id ``b"w<i>"``), the request handler table, the response path and
+notifications. Requests are served concurrently (never REQ/REP lock-step): each one runs its async handler
+``(target_id, body) -> dict`` in a task and is answered ``[1, id, true, reply]``. A :class:`RequestError`
+becomes ``{"error": e.error, "reason": e.reason}``; any other exception ``{"error": type name, "reason":
+str(exc)}``; a method without a handler ``{"error": "UnknownMethod"}``. A malformed frame is logged and
+counted, never fatal.
+
+Sending never blocks the event loop: frames go out with NOBLOCK; when the socket is full, responses and
+ordinary notifications wait in an ordered backlog that a task flushes, while droppable ones (heartbeats) are
+dropped and counted. A socket monitor records when the control peer disconnects so that the worker can exit
+when control is gone. The channel knows nothing about media.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from router.protocol import (
+    Envelope,
+    Notification,
+    ProtocolError,
+    Request,
+    RequestError,
+    Response,
+    decode,
+    encode,
+)
+
+log = logging.getLogger("router.channel")
+
+Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+def routing_id(worker_id: int) -> bytes:
+    """The DEALER routing id of worker ``worker_id`` (docs/SEAMS.md §3)."""
+    if worker_id < 0:
+        raise ValueError(f"worker id {worker_id} must be non-negative")
+    return b"w%d" % worker_id
+
+
+@dataclass(slots=True)
+class ChannelCounters:
+    """Running totals reported in heartbeats."""
+
+    requests: int = 0
+    failed_requests: int = 0
+    unknown_methods: int = 0
+    malformed: int = 0
+    notifications: int = 0
+    notifications_dropped: int = 0
+    backlog_max: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Channel:
+    """DEALER side of the control channel.
+
+    Lifecycle: ``Channel(...)`` → ``register()`` handlers → ``start()`` (connects, starts the receive loop) →
+    ``close()``. A closed channel is not reused.
+    """
+
+    def __init__(self, endpoint: str, worker_id: int, *, context: zmq.asyncio.Context | None = None,
+                 sndhwm: int = 10000) -> None:
+        self.endpoint = endpoint
+        self.worker_id = worker_id
+        self.counters = ChannelCounters()
+        self._context = context or zmq.asyncio.Context.instance()
+        self._sndhwm = sndhwm
+        self._handlers: dict[str, Handler] = {}
+        self._sock: zmq.asyncio.Socket | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._backlog: collections.deque[bytes] = collections.deque()
+        self._flusher: asyncio.Task[None] | None = None
+        self._connected = False
+        self._disconnected_since = time.monotonic()
+        self._closed = False
+
+    # ------------------------------------------------------------------------------------------- set-up
+
+    def register(self, method: str, handler: Handler) -> None:
+        """Routes requests named ``method`` to ``handler``; one handler per method."""
+        if method in self._handlers:
+            raise ValueError(f"a handler for {method!r} is already registered")
+        self._handlers[method] = handler
+
+    @property
+    def methods(self) -> frozenset[str]:
+        return frozenset(self._handlers)
+
+    async def start(self) -> None:
+        if self._sock is not None:
+            raise RuntimeError("channel already started")
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, routing_id(self.worker_id))
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, self._sndhwm)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        sock.connect(self.endpoint)
+        self._sock = sock
+        self._spawn(self._receive_loop())
+        self._spawn(self._monitor_loop())
+
+    async def close(self, linger_ms: int = 200) -> None:
+        """Stops the loops, tries once more to flush pending frames, and closes the socket.
+
+        ``linger_ms`` bounds how long ZeroMQ keeps trying to deliver frames already queued (a last reply).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._flusher is not None:
+            self._flusher.cancel()
+        tasks = [*self._tasks, *([self._flusher] if self._flusher else [])]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._sock is not None:
+            while self._backlog:
+                try:
+                    self._sock.send(self._backlog.popleft(), zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    break
+            if self._monitor is not None:
+                self._sock.disable_monitor()
+                self._monitor.close(linger=0)
+            self._sock.close(linger=linger_ms)
+
+    # ---------------------------------------------------------------------------------------- liveness
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def disconnected_for(self) -> float:
+        """Seconds since the control peer went away (0 while connected)."""
+        return 0.0 if self._connected else time.monotonic() - self._disconnected_since
+
+    # ------------------------------------------------------------------------------------------ output
+
+    def notify(self, event: str, target_id: str = "", body: dict[str, Any] | None = None, *,
+               droppable: bool = False) -> bool:
+        """Queues ``[2, event, target_id, body]`` without blocking; returns False when it was dropped.
+
+        Only ``droppable`` notifications (heartbeats) are ever dropped: when the socket is full or a backlog
+        exists. The others keep their order behind the backlog.
+        """
+        frame = encode(Notification(event, target_id, body or {}))
+        if droppable and (self._backlog or not self._try_send(frame)):
+            self.counters.notifications_dropped += 1
+            return False
+        if not droppable:
+            self._send_reliable(frame)
+        self.counters.notifications += 1
+        return True
+
+    def _send_reliable(self, frame: bytes) -> None:
+        if self._closed:
+            log.warning("frame dropped: channel closed")
+            return
+        if not self._backlog and self._try_send(frame):
+            return
+        self._backlog.append(frame)
+        self.counters.backlog_max = max(self.counters.backlog_max, len(self._backlog))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    def _try_send(self, frame: bytes) -> bool:
+        if self._sock is None:
+            return False
+        try:
+            self._sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    async def _flush(self) -> None:
+        assert self._sock is not None
+        while self._backlog:
+            # NOTE: an awaited send parks this task (not the loop) until the socket is writable again.
+            await self._sock.send(self._backlog[0])
+            self._backlog.popleft()
+
+    # ------------------------------------------------------------------------------------------- input
+
+    async def _receive_loop(self) -> None:
+        assert self._sock is not None
+        while True:
+            frames = await self._sock.recv_multipart(copy=True)
+            if len(frames) != 1:
+                self._malformed(f"{len(frames)}-part message")
+                continue
+            try:
+                envelope: Envelope = decode(frames[0])
+            except ProtocolError as exc:
+                self._malformed(exc.reason)
+                continue
+            if not isinstance(envelope, Request):
+                self._malformed(f"unexpected {type(envelope).__name__.lower()} from control")
+                continue
+            self.counters.requests += 1
+            self._spawn(self._serve(envelope))
+
+    def _malformed(self, reason: str) -> None:
+        self.counters.malformed += 1
+        log.warning("malformed frame from control dropped: %s", reason)
+
+    async def _serve(self, request: Request) -> None:
+        handler = self._handlers.get(request.method)
+        if handler is None:
+            self.counters.unknown_methods += 1
+            response = Response.failure(request.id, "UnknownMethod", f"no handler for {request.method!r}")
+        else:
+            response = await self._call(handler, request)
+        if not response.ok:
+            self.counters.failed_requests += 1
+        try:
+            frame = encode(response)
+        except (ProtocolError, TypeError, ValueError, OverflowError) as exc:
+            # NOTE: msgpack refuses some Python values (sets, objects); the caller still gets an answer.
+            frame = encode(Response.failure(request.id, "InvalidReply", f"reply not encodable: {exc}"))
+        self._send_reliable(frame)
+
+    async def _call(self, handler: Handler, request: Request) -> Response:
+        try:
+            reply = await handler(request.target_id, request.body)
+        except RequestError as exc:
+            return Response.failure(request.id, exc.error, exc.reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("handler of %s failed", request.method)
+            return Response.failure(request.id, type(exc).__name__, str(exc))
+        if reply is None:
+            reply = {}
+        if not isinstance(reply, dict):
+            return Response.failure(request.id, "InvalidReply",
+                                    f"handler of {request.method} returned {type(reply).__name__}, not a map")
+        return Response(request.id, True, reply)
+
+    async def _monitor_loop(self) -> None:
+        assert self._monitor is not None
+        while True:
+            event = parse_monitor_message(await self._monitor.recv_multipart())
+            if event["event"] == zmq.EVENT_CONNECTED:
+                self._connected = True
+                log.debug("connected to control at %s", self.endpoint)
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._connected = False
+                self._disconnected_since = time.monotonic()
+                log.warning("control channel disconnected")
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("channel task failed", exc_info=task.exception())

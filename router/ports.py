@@ -1,0 +1,85 @@
+"""The worker's UDP socket: bind one shared port, size its kernel buffers.
+
+Every transport on a worker shares this one socket (ARCHITECTURE.md decision 3, like mediasoup's
+WebRtcServer); demultiplexing by ICE ufrag and 5-tuple is done later by the media side. This module only binds
+the socket non-blocking on (node_ip, port) and asks the kernel for large receive/send buffers, reading back
+what it granted. Linux doubles the requested value for bookkeeping (socket(7)) and clamps it to
+net.core.rmem_max/wmem_max unless SO_RCVBUFFORCE/SO_SNDBUFFORCE (CAP_NET_ADMIN) is allowed; a clamp is logged
+as a warning.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass
+
+log = logging.getLogger("router.ports")
+
+DEFAULT_BUFFER_BYTES = 4 * 1024 * 1024
+
+# Not exported by the socket module on every Python build (values from <asm-generic/socket.h>).
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+class PortBindError(OSError):
+    """The UDP port could not be bound; ``errno`` is the kernel's (EADDRINUSE, EADDRNOTAVAIL, EACCES...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BoundSocket:
+    """A bound UDP socket and the buffer sizes the kernel reported back (SO_RCVBUF/SO_SNDBUF)."""
+
+    sock: socket.socket
+    rcvbuf: int
+    sndbuf: int
+
+
+def bind_udp(host: str, port: int, buffer_bytes: int = DEFAULT_BUFFER_BYTES) -> BoundSocket:
+    """Binds a non-blocking UDP socket on (host, port) with buffers of ``buffer_bytes`` requested.
+
+    Raises ValueError for a bad address or port and :class:`PortBindError` when the kernel refuses the bind.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise ValueError(f"invalid IP address {host!r}") from exc
+    if not 1 <= port <= 65535:
+        raise ValueError(f"UDP port {port} out of range 1-65535")
+    if buffer_bytes <= 0:
+        raise ValueError(f"buffer size {buffer_bytes} must be positive")
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        rcvbuf = _size_buffer(sock, socket.SO_RCVBUF, _SO_RCVBUFFORCE, buffer_bytes, "SO_RCVBUF")
+        sndbuf = _size_buffer(sock, socket.SO_SNDBUF, _SO_SNDBUFFORCE, buffer_bytes, "SO_SNDBUF")
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            reason = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            raise PortBindError(exc.errno, f"cannot bind UDP {host}:{port}: {reason}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    return BoundSocket(sock, rcvbuf, sndbuf)
+
+
+def _size_buffer(sock: socket.socket, option: int, force_option: int, wanted: int, name: str) -> int:
+    sock.setsockopt(socket.SOL_SOCKET, option, wanted)
+    granted = sock.getsockopt(socket.SOL_SOCKET, option)
+    if granted < wanted:
+        # NOTE: the *FORCE variants bypass the sysctl limit but need CAP_NET_ADMIN; without it they fail
+        # (EPERM).
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force_option, wanted)
+        except OSError:
+            pass
+        granted = sock.getsockopt(socket.SOL_SOCKET, option)
+    if granted < wanted:
+        log.warning("%s clamped by the kernel: asked %d bytes, got %d (raise net.core.%s)", name, wanted,
+                    granted, "rmem_max" if option == socket.SO_RCVBUF else "wmem_max")
+    return granted

@@ -1,0 +1,232 @@
+"""One worker process: pinned to one core, one UDP port, one control channel, one event loop.
+
+The Worker owns the process-level set-up (CPU affinity, signal dispositions, parent-death signal, uvloop), the
+UDP socket (router/ports.py), the DEALER channel (router/channel.py), ``worker.running``/``worker.heartbeat``
+and ``worker.close``. Everything media-related is installed by ``router.media_host.install_media(worker)``
+before the worker announces itself, through the attributes documented on :class:`Worker`.
+
+Like mediasoup's worker it ignores SIGPIPE, SIGHUP, SIGALRM, SIGUSR1 and SIGUSR2 and closes on SIGINT/SIGTERM.
+It never outlives the control process: PR_SET_PDEATHSIG(SIGKILL) (prctl(2)), a check of getppid() every 0.5 s,
+and the ZeroMQ socket monitor (control peer disconnected for 3 s) each end it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import gc
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from router import media_host
+from router.channel import Channel
+from router.ports import DEFAULT_BUFFER_BYTES, PortBindError, bind_udp
+from router.protocol import PROTOCOL_VERSION, Event, Method, WorkerHeartbeat, WorkerRunning
+
+log = logging.getLogger("router.worker")
+
+EXIT_OK = 0
+EXIT_BIND_FAILED = 3
+EXIT_CONTROL_LOST = 4
+EXIT_SETUP_FAILED = 5
+
+HEARTBEAT_INTERVAL_S = 1.0
+WATCH_INTERVAL_S = 0.5
+CONTROL_GRACE_S = 3.0
+
+IGNORED_SIGNALS = (signal.SIGPIPE, signal.SIGHUP, signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2)
+
+_PR_SET_PDEATHSIG = 1
+
+HeartbeatSource = Callable[[], dict[str, Any]]
+CloseCallback = Callable[[], Awaitable[None] | None]
+
+
+class Worker:
+    """A worker process.
+
+    Lifecycle: ``Worker(...)`` → ``run()`` (process set-up, then ``serve()`` on uvloop) → bound, media
+    installed, ``worker.running`` sent → heartbeats until ``stop()`` (SIGINT/SIGTERM, ``worker.close``, parent
+    or control lost) → close callbacks run → channel and socket closed → exit code returned.
+
+    Attributes for the media side (valid once ``install_media`` is called): ``loop``, ``sock`` (the bound
+    non-blocking UDP socket), ``channel`` (register request handlers, ``notify`` events), ``worker_id``,
+    ``core``, ``node_ip``, ``rtc_port``, ``rcvbuf``/``sndbuf`` (as read back from the kernel).
+    """
+
+    def __init__(self, worker_id: int, core: int, control_endpoint: str, node_ip: str, rtc_port: int, *,
+                 buffer_bytes: int = DEFAULT_BUFFER_BYTES) -> None:
+        if worker_id < 0:
+            raise ValueError(f"worker id {worker_id} must be non-negative")
+        if core < 0:
+            raise ValueError(f"core {core} must be non-negative")
+        if not 1 <= rtc_port <= 65535:
+            raise ValueError(f"rtc port {rtc_port} out of range 1-65535")
+        self.worker_id = worker_id
+        self.core = core
+        self.control_endpoint = control_endpoint
+        self.node_ip = node_ip
+        self.rtc_port = rtc_port
+        self.buffer_bytes = buffer_bytes
+        self.loop: asyncio.AbstractEventLoop
+        self.sock: socket.socket
+        self.channel: Channel
+        self.rcvbuf = 0
+        self.sndbuf = 0
+        self._parent_pid = os.getppid()
+        self._started_at = time.monotonic()
+        self._heartbeat_sources: list[HeartbeatSource] = []
+        self._close_callbacks: list[CloseCallback] = []
+        self._stopped: asyncio.Event | None = None
+        self._exit_code = EXIT_OK
+
+    # ------------------------------------------------------------------------------------ extension points
+
+    def add_heartbeat_source(self, source: HeartbeatSource) -> None:
+        """``source()`` is called for every heartbeat; its keys are merged into its ``counters``."""
+        self._heartbeat_sources.append(source)
+
+    def add_close_callback(self, callback: CloseCallback) -> None:
+        """Called (and awaited when it returns an awaitable) on close, in reverse order of registration."""
+        self._close_callbacks.append(callback)
+
+    def stop(self, exit_code: int = EXIT_OK, reason: str = "requested") -> None:
+        """Ends ``serve()``; the first reason wins."""
+        if self._stopped is None or self._stopped.is_set():
+            return
+        log.info("worker %d stopping: %s", self.worker_id, reason)
+        self._exit_code = exit_code
+        self._stopped.set()
+
+    # --------------------------------------------------------------------------------------------- process
+
+    def run(self) -> int:
+        """Process entry point: pin, set signals and the parent-death signal, then serve on uvloop."""
+        try:
+            self._pin()
+            self._set_signals()
+            self._set_parent_death_signal()
+        except (OSError, ValueError) as exc:
+            log.error("worker %d set-up failed: %s", self.worker_id, exc)
+            return EXIT_SETUP_FAILED
+        import uvloop
+
+        return uvloop.run(self.serve())
+
+    def _pin(self) -> None:
+        allowed = os.sched_getaffinity(0)
+        if self.core not in allowed:
+            raise ValueError(f"core {self.core} is not in this process's CPU set {sorted(allowed)}")
+        os.sched_setaffinity(0, {self.core})
+
+    def _set_signals(self) -> None:
+        for sig in IGNORED_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+    def _set_parent_death_signal(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(err)}")
+        # NOTE: the parent may have died between fork and prctl; then the signal will never come.
+        if os.getppid() != self._parent_pid:
+            raise OSError(0, "parent exited during start-up")
+
+    # --------------------------------------------------------------------------------------------- serving
+
+    async def serve(self) -> int:
+        """Binds, connects, installs media, announces ``worker.running`` and runs until stopped."""
+        self.loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        try:
+            bound = bind_udp(self.node_ip, self.rtc_port, self.buffer_bytes)
+        except PortBindError as exc:
+            log.error("worker %d: %s", self.worker_id, exc.strerror)
+            return EXIT_BIND_FAILED
+        except ValueError as exc:
+            log.error("worker %d: %s", self.worker_id, exc)
+            return EXIT_SETUP_FAILED
+        self.sock, self.rcvbuf, self.sndbuf = bound.sock, bound.rcvbuf, bound.sndbuf
+        self.channel = Channel(self.control_endpoint, self.worker_id)
+        try:
+            self.channel.register(Method.WORKER_CLOSE, self._on_close)
+            media_host.install_media(self)
+            await self.channel.start()
+        except Exception:
+            log.exception("worker %d set-up failed", self.worker_id)
+            await self.channel.close()
+            self.sock.close()
+            return EXIT_SETUP_FAILED
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, self.stop, EXIT_OK, signal.Signals(sig).name)
+        running = WorkerRunning(pid=os.getpid(), core=self.core, udp_port=self.rtc_port,
+                                protocol_version=PROTOCOL_VERSION, rcvbuf=self.rcvbuf, sndbuf=self.sndbuf)
+        self.channel.notify(Event.WORKER_RUNNING, "", running.to_wire())
+        log.info("worker %d running: pid %d, core %d, udp %s:%d", self.worker_id, os.getpid(), self.core,
+                 self.node_ip, self.rtc_port)
+        # Objects created during start-up live for the whole process; keep them out of the collector's scans.
+        gc.freeze()
+        tasks = [self.loop.create_task(self._heartbeat_loop()), self.loop.create_task(self._watch_loop())]
+        await self._stopped.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._close()
+        return self._exit_code
+
+    async def _close(self) -> None:
+        for callback in reversed(self._close_callbacks):
+            try:
+                result = callback()
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("close callback failed")
+        await self.channel.close()
+        self.sock.close()
+
+    async def _on_close(self, target_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        # Answer first: the reply is queued before the loop gets to stop.
+        self.loop.call_soon(self.stop, EXIT_OK, "worker.close")
+        return {}
+
+    def heartbeat_counters(self) -> dict[str, Any]:
+        """The worker's own counters plus every heartbeat source's."""
+        counters: dict[str, Any] = {"uptime_s": round(time.monotonic() - self._started_at, 3)}
+        counters.update(self.channel.counters.as_dict())
+        for source in self._heartbeat_sources:
+            try:
+                counters.update(source())
+            except Exception:
+                log.exception("heartbeat source failed")
+        return counters
+
+    async def _heartbeat_loop(self) -> None:
+        seq = 0
+        deadline = self.loop.time()
+        while True:
+            deadline += HEARTBEAT_INTERVAL_S
+            await asyncio.sleep(max(0.0, deadline - self.loop.time()))
+            lag_s = max(0.0, self.loop.time() - deadline)
+            if lag_s > HEARTBEAT_INTERVAL_S:
+                # The loop was blocked for more than a period: start again from now instead of bursting.
+                deadline = self.loop.time()
+            seq += 1
+            beat = WorkerHeartbeat(seq=seq, loop_lag_ms=round(lag_s * 1000.0, 3),
+                                   counters=self.heartbeat_counters())
+            self.channel.notify(Event.WORKER_HEARTBEAT, "", beat.to_wire(), droppable=True)
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            if os.getppid() != self._parent_pid:
+                self.stop(EXIT_CONTROL_LOST, f"parent {self._parent_pid} exited")
+                return
+            if self.channel.disconnected_for() > CONTROL_GRACE_S:
+                self.stop(EXIT_CONTROL_LOST, f"control channel down for more than {CONTROL_GRACE_S:.0f} s")
+                return
