@@ -225,7 +225,8 @@ def _id(value: Any) -> int:
 
 def _name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.match(value):
-        raise ProtocolError(f"{what} must be an 'entity.verb' string, not {value!r}")
+        shape = "entity.verb" if what == "method" else "entity.event"
+        raise ProtocolError(f"{what} must be an '{shape}' string, not {value!r}")
     return value
 
 
