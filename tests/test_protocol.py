@@ -1,4 +1,4 @@
-"""router/protocol.py: every envelope kind round-trips msgpack; bad frames raise ProtocolError with a reason."""
+"""router/protocol.py: envelopes round-trip msgpack; bad frames raise ProtocolError with a reason."""
 
 from __future__ import annotations
 
