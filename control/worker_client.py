@@ -22,7 +22,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from router.channel import routing_id
+from router.channel import routing_id, send_now
 from router.protocol import Notification, ProtocolError, Request, Response, decode, encode
 
 log = logging.getLogger("control.worker_client")
@@ -110,11 +110,14 @@ class ControlSocket:
         if self._sock is None:
             raise WorkerDied(worker_id, "control socket is closed")
         try:
-            self._sock.send_multipart([routing_id(worker_id), frame], zmq.NOBLOCK)
+            sent = send_now(self._sock, [routing_id(worker_id), frame])
         except zmq.ZMQError as exc:
             if exc.errno == errno.EHOSTUNREACH:
                 raise WorkerDied(worker_id, "worker is not connected") from exc
             raise
+        if not sent:
+            # Cannot happen with SNDHWM 0, but a silent drop would hang the caller until its timeout.
+            raise WorkerDied(worker_id, "send queue to the worker is full")
 
     async def _receive_loop(self) -> None:
         assert self._sock is not None

@@ -50,6 +50,30 @@ def routing_id(worker_id: int) -> bytes:
     return b"w%d" % worker_id
 
 
+def send_now(sock: zmq.asyncio.Socket, frames: list[bytes]) -> bool:
+    """Sends without waiting; False when the socket is full (EAGAIN); other ZeroMQ errors are raised.
+
+    NOTE: an asyncio socket's send always returns a Future; with NOBLOCK and no other send in flight it is
+    already resolved, with the result or the error (zmq/_future.py ``_add_send_event``).
+    """
+    future = sock.send_multipart(frames, zmq.NOBLOCK)
+    if not future.done():
+        # Queued behind an awaited send; it completes (or fails with EAGAIN) later, so consume its outcome.
+        future.add_done_callback(_consume_outcome)
+        return True
+    error = future.exception()
+    if error is None:
+        return True
+    if isinstance(error, zmq.Again):
+        return False
+    raise error
+
+
+def _consume_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("queued send failed: %s", future.exception())
+
+
 @dataclass(slots=True)
 class ChannelCounters:
     """Running totals reported in heartbeats."""
@@ -133,7 +157,8 @@ class Channel:
         if self._sock is not None:
             while self._backlog:
                 try:
-                    self._sock.send(self._backlog.popleft(), zmq.NOBLOCK)
+                    if not send_now(self._sock, [self._backlog.popleft()]):
+                        break
                 except zmq.ZMQError:
                     break
             if self._monitor is not None:
@@ -183,11 +208,7 @@ class Channel:
     def _try_send(self, frame: bytes) -> bool:
         if self._sock is None:
             return False
-        try:
-            self._sock.send(frame, zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        return True
+        return send_now(self._sock, [frame])
 
     async def _flush(self) -> None:
         assert self._sock is not None
