@@ -20,6 +20,7 @@ from router.data import DataConsumer, DataProducer
 from router.dtls import DtlsCertificate
 from router.ice import username_fragment
 from router.media_router import Consumer, MediaRouter, Producer
+from router.protocol import RequestError
 from router.registry import Registry
 from router.transport import InvalidState, WebRtcTransport
 
@@ -30,15 +31,6 @@ log = logging.getLogger("router.media")
 
 TICK_S = 0.02
 KINDS = {"audio": 0, "video": 1}
-
-
-class RequestError(Exception):
-    """A request control got wrong: answered with ``{"error": name, "reason": text}``."""
-
-    def __init__(self, error: str, reason: str) -> None:
-        super().__init__(reason)
-        self.error = error
-        self.reason = reason
 
 
 def _require(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
