@@ -1,0 +1,182 @@
+"""control/config.py and the argument side of control/cli.py: precedence, dev keys, validation, tokens."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from control.cli import build_parser, parse_duration, parse_grant, run_token, token_credentials
+from control.config import ConfigError, Settings, load_settings, parse_keys
+
+
+def serve_args(*argv: str) -> object:
+    return build_parser().parse_args(["serve", *argv])
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "mediarouter.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_without_keys_are_development_mode(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="control.config"):
+        settings = load_settings(serve_args(), environ={})
+    assert settings.workers >= 1
+    assert (settings.node_ip, settings.rtc_port_base) == ("127.0.0.1", 7882)
+    assert (settings.http_host, settings.http_port, settings.log_level) == ("0.0.0.0", 7880, "info")
+    assert dict(settings.keys) == {"devkey": "secret"}
+    assert settings.dev_mode
+    assert "development mode: API key devkey, secret 'secret'" in caplog.messages
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(serve_args("--keys", "k:s"), environ={})
+    with pytest.raises(AttributeError):
+        settings.workers = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        settings.keys["x"] = "y"  # type: ignore[index]
+
+
+def test_keys_precedence_is_cli_then_env_then_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = write(tmp_path, "keys: {filekey: filesecret}\n")
+    env = {"MEDIAROUTER_KEYS": "envkey:envsecret, envkey2:s2"}
+    with caplog.at_level(logging.WARNING, logger="control.config"):
+        from_cli = load_settings(serve_args("--config", config, "--keys", "clikey:clisecret"), environ=env)
+        from_env = load_settings(serve_args("--config", config), environ=env)
+        from_file = load_settings(serve_args("--config", config), environ={})
+    assert dict(from_cli.keys) == {"clikey": "clisecret"}
+    assert dict(from_env.keys) == {"envkey": "envsecret", "envkey2": "s2"}
+    assert dict(from_file.keys) == {"filekey": "filesecret"}
+    assert not (from_cli.dev_mode or from_env.dev_mode or from_file.dev_mode)
+    assert not [m for m in caplog.messages if "development mode" in m]
+
+
+def test_command_line_overrides_file_which_overrides_defaults(tmp_path: Path) -> None:
+    config = write(tmp_path, "workers: 3\nnode_ip: 10.0.0.5\nrtc_port_base: 40000\nhttp_port: 9000\n"
+                             "http_host: 127.0.0.1\nlog_level: debug\n")
+    args = serve_args("--config", config, "--workers", "1", "--http-port", "9100")
+    settings = load_settings(args, environ={})
+    assert settings == Settings(workers=1, node_ip="10.0.0.5", rtc_port_base=40000, http_host="127.0.0.1",
+                                http_port=9100, keys=settings.keys, dev_mode=True, log_level="debug",
+                                config_path=config)
+
+
+def test_parse_keys_accepts_several_and_trims() -> None:
+    assert parse_keys(" a:1 , b:2,", "--keys") == {"a": "1", "b": "2"}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("nocolon", "--keys: key 'nocolon' is not 'key:secret'"),
+    ("k:", "--keys: key 'k:' is not 'key:secret'"),
+    (":s", "--keys: key ':s' is not 'key:secret'"),
+    ("k:1,k:2", "--keys: key 'k' given twice"),
+    (" , ", "--keys: no key in ' , '"),
+])
+def test_bad_keys_are_refused(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_keys(text, "--keys")
+    assert str(info.value) == message
+
+
+def test_bad_env_keys_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="^MEDIAROUTER_KEYS: key 'oops' is not 'key:secret'$"):
+        load_settings(serve_args(), environ={"MEDIAROUTER_KEYS": "oops"})
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--workers", "0"], "workers 0 out of range 1-1024"),
+    (["--rtc-port-base", "70000"], "rtc_port_base 70000 out of range 1-65535"),
+    (["--rtc-port-base", "65535", "--workers", "2"], "rtc_port_base 65535 leaves no room for 2 UDP ports"),
+    (["--http-port", "0"], "http_port 0 out of range 1-65535"),
+    (["--node-ip", "example.org"], "node_ip 'example.org' is not an IP address"),
+    (["--node-ip", "0.0.0.0"], "node_ip 0.0.0.0 is unspecified; give the address clients can reach"),
+])
+def test_bad_command_line_values_are_refused(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(serve_args("--keys", "k:s", *argv), environ={})
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("- a\n- b\n", "must hold a mapping, not list"),
+    ("workers: 2\nport: 7880\n", "unknown setting 'port'"),
+    ("workers: two\n", "workers must be an integer, not 'two'"),
+    ("keys: devkey\n", "keys must be a non-empty mapping of key: secret"),
+    ("keys: {devkey: 12}\n", "key 'devkey' needs a non-empty string secret"),
+    ("log_level: loud\n", "log_level must be one of debug, info, warning, error, not 'loud'"),
+    ("workers: [\n", "is not valid YAML"),
+])
+def test_bad_config_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    config = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(serve_args("--config", config), environ={})
+    assert message in str(info.value)
+
+
+def test_missing_config_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file .*nope.yaml: No such file or directory"):
+        load_settings(serve_args("--config", str(tmp_path / "nope.yaml")), environ={})
+
+
+def test_empty_config_file_means_defaults(tmp_path: Path) -> None:
+    settings = load_settings(serve_args("--config", write(tmp_path, ""), "--keys", "k:s"), environ={})
+    assert settings.http_port == 7880
+
+
+# ------------------------------------------------------------------------------------------------ token
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("30m", 1800), ("6h", 21600),
+                                               ("1d", 86400), ("1h30m", 5400)])
+def test_durations(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("5x", "invalid duration '5x' (use e.g. 90s, 30m, 6h, 1d, 1h30m)"),
+    ("", "invalid duration '' (use e.g. 90s, 30m, 6h, 1d, 1h30m)"),
+    ("0s", "duration '0s' must be positive"),
+])
+def test_bad_durations(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_duration(text)
+    assert str(info.value) == message
+
+
+def test_grants_are_json_when_they_can_be() -> None:
+    assert parse_grant("canPublish=false") == ("canPublish", False)
+    assert parse_grant('canPublishSources=["camera"]') == ("canPublishSources", ["camera"])
+    assert parse_grant("destinationRoom=lobby") == ("destinationRoom", "lobby")
+    with pytest.raises(ValueError, match="invalid grant 'canPublish' \\(use key=value\\)"):
+        parse_grant("canPublish")
+
+
+def test_token_credentials_follow_serve_resolution(tmp_path: Path) -> None:
+    parser = build_parser()
+    args = parser.parse_args(["token", "--room", "r", "--identity", "i"])
+    assert token_credentials(args, {}) == ("devkey", "secret")
+    assert token_credentials(args, {"MEDIAROUTER_KEYS": "k1:s1,k2:s2"}) == ("k1", "s1")
+    args = parser.parse_args(["token", "--room", "r", "--identity", "i", "--api-key", "k2"])
+    assert token_credentials(args, {"MEDIAROUTER_KEYS": "k1:s1,k2:s2"}) == ("k2", "s2")
+    with pytest.raises(ConfigError, match="no secret known for API key 'k2'; give --api-secret"):
+        token_credentials(args, {})
+    config = write(tmp_path, "keys: {filekey: filesecret}\n")
+    args = parser.parse_args(["token", "--room", "r", "--identity", "i", "--config", config])
+    assert token_credentials(args, {}) == ("filekey", "filesecret")
+
+
+def test_token_command_makes_a_token_the_server_accepts() -> None:
+    auth = pytest.importorskip("control.auth")
+    args = build_parser().parse_args(["token", "--room", "r1", "--identity", "alice", "--name", "Alice",
+                                      "--no-can-publish", "--grant", "canPublishData=false",
+                                      "--valid-for", "1h"])
+    token = run_token(args, {"MEDIAROUTER_KEYS": "k:longsecret"})
+    claims = auth.verify_token(token, {"k": "longsecret"})
+    assert (claims.identity, claims.name, claims.api_key) == ("alice", "Alice", "k")
+    assert claims.grants.room == "r1"
+    assert not claims.grants.can_publish and not claims.grants.can_publish_data
+    assert claims.grants.can_subscribe
+    assert claims.expires_at - claims.not_before == 3600
