@@ -1,0 +1,382 @@
+"""control/supervisor.py and worker_client.py with real workers: in-process and through `python -m control`.
+
+Every process started here is killed and reaped by the `reaper` fixture, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control.supervisor import Supervisor
+from control.worker_client import WorkerDied, WorkerError
+from router.ports import PortBindError, bind_udp
+from router.protocol import Method
+from tests.conftest import (
+    ProcessReaper,
+    children_of,
+    free_tcp_port,
+    free_udp_ports,
+    process_gone,
+    udp_port_is_free,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+async def async_wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return predicate()
+
+
+def pinned_cpus(pid: int) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Cpus_allowed_list:"):
+                return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no Cpus_allowed_list for {pid}")
+
+
+def worker_processes(parent: int) -> list[int]:
+    def is_worker(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return b"\0router\0" in f.read()
+        except OSError:
+            return False
+
+    return [pid for pid in children_of(parent) if is_worker(pid)]
+
+
+# --------------------------------------------------------------------------------------- worker socket
+
+
+def test_bind_udp_reads_buffers_back_and_refuses_a_busy_port() -> None:
+    port = free_udp_ports(1)
+    bound = bind_udp("127.0.0.1", port)
+    try:
+        assert not bound.sock.getblocking()
+        assert bound.sock.getsockname() == ("127.0.0.1", port)
+        assert bound.rcvbuf == bound.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) > 0
+        assert bound.sndbuf == bound.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) > 0
+        with pytest.raises(PortBindError) as info:
+            bind_udp("127.0.0.1", port)
+        assert info.value.errno == errno.EADDRINUSE
+        assert info.value.strerror == f"cannot bind UDP 127.0.0.1:{port}: EADDRINUSE"
+    finally:
+        bound.sock.close()
+    with pytest.raises(ValueError, match="invalid IP address 'localhost'"):
+        bind_udp("localhost", port)
+    with pytest.raises(ValueError, match="UDP port 0 out of range 1-65535"):
+        bind_udp("127.0.0.1", 0)
+
+
+# ------------------------------------------------------------------------------------- in-process
+
+
+@pytest.fixture
+async def supervisor(runtime_root: str, reaper: ProcessReaper) -> AsyncIterator[Supervisor]:
+    sup = Supervisor(workers=1, node_ip="127.0.0.1", rtc_port_base=free_udp_ports(1),
+                     runtime_root=runtime_root, heartbeat_timeout_s=1.5)
+    try:
+        await sup.start()
+        assert sup.slots[0].running, "worker did not start"
+        reaper.track(sup.slots[0].pid or 0)
+        yield sup
+    finally:
+        for slot in sup.slots:
+            if slot.pid:
+                reaper.track(slot.pid)
+        await sup.stop()
+
+
+async def test_worker_dump_answers_and_runtime_dir_is_private(supervisor: Supervisor) -> None:
+    slot = supervisor.slots[0]
+    assert os.stat(supervisor.runtime_dir).st_mode & 0o777 == 0o700
+    reply = await supervisor.client(0).request(Method.WORKER_DUMP)
+    assert reply == {"worker_id": 0, "pid": slot.pid, "core": slot.core, "udp_port": slot.udp_port}
+    assert supervisor.status == "ok"
+
+
+async def test_pending_request_fails_at_once_when_the_worker_is_killed(supervisor: Supervisor) -> None:
+    died: list[int] = []
+    supervisor.on_worker_died(died.append)
+    client = supervisor.client(0)
+    pid = supervisor.slots[0].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    pending = asyncio.ensure_future(client.request(Method.WORKER_DUMP, timeout=30.0))
+    await asyncio.sleep(0.2)
+    assert not pending.done()
+    assert client.pending == 1
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(WorkerDied) as info:
+        await asyncio.wait_for(pending, 1.0)
+    assert info.value.worker_id == 0
+    assert info.value.reason == "worker process exited (killed by SIGKILL)"
+    assert died == [0]
+    assert client.pending == 0
+
+
+async def test_false_response_timeout_and_unavailable_worker(supervisor: Supervisor) -> None:
+    client = supervisor.client(0)
+    with pytest.raises(WorkerError) as info:
+        await client.request("transport.produce", "t1", {})
+    assert (info.value.error, info.value.reason) == ("UnknownMethod", "no handler for 'transport.produce'")
+    pid = supervisor.slots[0].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(TimeoutError):
+            await client.request(Method.WORKER_DUMP, timeout=0.2)
+        assert client.pending == 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert (await client.request(Method.WORKER_DUMP))["pid"] == pid
+    await supervisor.stop()
+    with pytest.raises(WorkerDied, match="worker 0: worker is not running"):
+        await client.request(Method.WORKER_DUMP)
+
+
+async def test_worker_ignores_the_signals_mediasoup_ignores(supervisor: Supervisor) -> None:
+    pid = supervisor.slots[0].pid
+    assert pid is not None
+    for sig in (signal.SIGPIPE, signal.SIGHUP, signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2):
+        os.kill(pid, sig)
+    await asyncio.sleep(0.2)
+    assert (await supervisor.client(0).request(Method.WORKER_DUMP))["pid"] == pid
+    assert supervisor.slots[0].restarts == 0
+
+
+async def test_hung_worker_is_killed_after_missing_heartbeats_and_respawned(supervisor: Supervisor,
+                                                                           reaper: ProcessReaper) -> None:
+    slot = supervisor.slots[0]
+    died: list[int] = []
+    running: list[int] = []
+    supervisor.on_worker_died(died.append)
+    supervisor.on_worker_running(running.append)
+    old_pid = slot.pid
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGSTOP)
+    assert await async_wait_until(lambda: slot.running and slot.pid != old_pid, 6.0)
+    reaper.track(slot.pid or 0)
+    assert process_gone(old_pid)
+    assert (slot.restarts, slot.last_exit, died, running) == (1, "killed by SIGKILL", [0], [0])
+    assert (await supervisor.client(0).request(Method.WORKER_DUMP))["pid"] == slot.pid
+
+
+async def test_crash_loop_backs_off_exponentially_then_recovers(runtime_root: str,
+                                                                 reaper: ProcessReaper) -> None:
+    port = free_udp_ports(1)
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind(("127.0.0.1", port))
+    sup = Supervisor(workers=1, node_ip="127.0.0.1", rtc_port_base=port, runtime_root=runtime_root,
+                     backoff_initial_s=0.05, backoff_max_s=0.4, backoff_reset_s=1.0)
+    slot = sup.slots[0]
+    died: list[int] = []
+    sup.on_worker_died(died.append)
+    delays: list[float] = []
+    most_workers = 0
+    try:
+        await sup.start()
+        while slot.consecutive_failures < 6:
+            if not delays or delays[-1] != slot.backoff_s:
+                delays.append(slot.backoff_s)
+            most_workers = max(most_workers, len(worker_processes(os.getpid())))
+            assert sup.status == "degraded"
+            await asyncio.sleep(0.01)
+            if slot.pid:
+                reaper.track(slot.pid)
+        assert delays[:5] == [0.0, 0.05, 0.1, 0.2, 0.4]
+        assert most_workers <= 1
+        assert slot.last_exit == "exit code 3"
+        assert died == []  # it never ran, so no room can have used it
+        blocker.close()
+        assert await async_wait_until(lambda: slot.running, 5.0)
+        assert slot.consecutive_failures >= 3 and sup.status == "degraded"
+        # After backoff_reset_s of uptime the failure count resets and the node is healthy again.
+        assert await async_wait_until(lambda: sup.status == "ok", 5.0)
+        assert (slot.consecutive_failures, slot.backoff_s) == (0, 0.0)
+    finally:
+        blocker.close()
+        if slot.pid:
+            reaper.track(slot.pid)
+        await sup.stop()
+    assert not os.path.exists(sup.runtime_dir)
+
+
+# ------------------------------------------------------------------------------ python -m control
+
+
+@dataclass
+class ControlServer:
+    process: subprocess.Popen[bytes]
+    http_port: int
+    rtc_port_base: int
+    log: Path
+
+    def health(self) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.http_port}/healthz"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return dict(json.load(response))
+
+    def try_health(self) -> dict[str, Any] | None:
+        try:
+            return self.health()
+        except OSError:
+            return None
+
+    def wait_all_alive(self, timeout: float = 15.0) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+
+        def all_alive() -> bool:
+            nonlocal state
+            state = self.try_health() or {}
+            return bool(state) and all(w["alive"] for w in state["workers"])
+
+        assert wait_until(all_alive, timeout, 0.05), f"workers not alive: {state}\n{self.log.read_text()}"
+        return state
+
+
+@pytest.fixture
+def start_control(reaper: ProcessReaper, runtime_root: str, tmp_path: Path) -> Callable[..., ControlServer]:
+    def start(workers: int = 2, rtc_port_base: int | None = None) -> ControlServer:
+        http_port = free_tcp_port()
+        rtc_port_base = rtc_port_base or free_udp_ports(workers)
+        log = tmp_path / f"control-{http_port}.log"
+        env = {**os.environ, "TMPDIR": runtime_root, "PYTHONPATH": str(ROOT)}
+        with open(log, "wb") as out:
+            process = reaper.spawn(
+                [sys.executable, "-m", "control", "serve", "--workers", str(workers),
+                 "--http-host", "127.0.0.1", "--http-port", str(http_port),
+                 "--rtc-port-base", str(rtc_port_base), "--keys", "k:s"],
+                cwd=str(ROOT), env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        return ControlServer(process, http_port, rtc_port_base, log)
+
+    return start
+
+
+def test_workers_are_pinned_bound_and_replaced_after_sigkill(start_control: Callable[..., ControlServer],
+                                                             reaper: ProcessReaper) -> None:
+    server = start_control(workers=2)
+    health = server.wait_all_alive()
+    assert health["status"] == "ok"
+    workers = health["workers"]
+    cpus = sorted(os.sched_getaffinity(0))
+    for i, worker in enumerate(workers):
+        reaper.track(worker["pid"])
+        assert {"id", "pid", "core", "udp_port", "alive", "restarts"} <= worker.keys()
+        assert (worker["id"], worker["core"], worker["udp_port"]) == (i, cpus[i % len(cpus)],
+                                                                      server.rtc_port_base + i)
+        assert pinned_cpus(worker["pid"]) == str(worker["core"])
+        assert not udp_port_is_free(worker["udp_port"])
+    assert sorted(worker_processes(server.process.pid)) == sorted(w["pid"] for w in workers)
+
+    old = workers[0]
+    os.kill(old["pid"], signal.SIGKILL)
+    replaced: dict[str, Any] = {}
+
+    def respawned() -> bool:
+        nonlocal replaced
+        state = server.try_health()
+        if not state:
+            return False
+        replaced = state["workers"][0]
+        return bool(replaced["alive"] and replaced["pid"] != old["pid"] and replaced["restarts"] == 1)
+
+    assert wait_until(respawned, 2.0), f"worker 0 not back within 2 s: {replaced}"
+    reaper.track(replaced["pid"])
+    assert (replaced["core"], replaced["udp_port"]) == (old["core"], old["udp_port"])
+    assert pinned_cpus(replaced["pid"]) == str(old["core"])
+    assert not udp_port_is_free(old["udp_port"])
+    other = server.health()["workers"][1]
+    assert (other["pid"], other["restarts"]) == (workers[1]["pid"], 0)
+
+
+def test_killing_control_takes_every_worker_down(start_control: Callable[..., ControlServer],
+                                                 reaper: ProcessReaper) -> None:
+    server = start_control(workers=2)
+    workers = server.wait_all_alive()["workers"]
+    for worker in workers:
+        reaper.track(worker["pid"])
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(timeout=5)
+    assert wait_until(lambda: all(process_gone(w["pid"]) for w in workers), 5.0)
+    assert all(udp_port_is_free(w["udp_port"]) for w in workers)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_shuts_down_cleanly(start_control: Callable[..., ControlServer], reaper: ProcessReaper,
+                                   runtime_root: str, sig: signal.Signals) -> None:
+    server = start_control(workers=2)
+    workers = server.wait_all_alive()["workers"]
+    for worker in workers:
+        reaper.track(worker["pid"])
+    assert len(os.listdir(runtime_root)) == 1
+    server.process.send_signal(sig)
+    assert server.process.wait(timeout=10) == 0
+    assert all(process_gone(w["pid"]) for w in workers)
+    assert all(udp_port_is_free(w["udp_port"]) for w in workers)
+    assert os.listdir(runtime_root) == []
+
+
+def test_crash_loop_reports_degraded_without_a_fork_storm(start_control: Callable[..., ControlServer],
+                                                          reaper: ProcessReaper) -> None:
+    rtc_port_base = free_udp_ports(2)
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    delays: list[float] = []
+    try:
+        # Worker 1's port is taken before control starts, so that worker can never bind it.
+        blocker.bind(("127.0.0.1", rtc_port_base + 1))
+        control = start_control(workers=2, rtc_port_base=rtc_port_base)
+
+        def backed_off_to_two_seconds() -> bool:
+            state = control.try_health()
+            for pid in worker_processes(control.process.pid):
+                reaper.track(pid)
+            assert len(worker_processes(control.process.pid)) <= 2
+            if not state:
+                return False
+            assert state["status"] == "degraded"
+            worker = state["workers"][1]
+            assert not worker["alive"]
+            if not delays or delays[-1] != worker["backoff_s"]:
+                delays.append(worker["backoff_s"])
+            return bool(worker["backoff_s"] >= 2.0)
+
+        assert wait_until(backed_off_to_two_seconds, 10.0, 0.05), f"delays seen: {delays}"
+        state = control.health()
+        assert state["workers"][0]["alive"]
+        assert state["workers"][1]["restarts"] >= 3
+        assert state["workers"][1]["last_exit"] == "exit code 3"
+        growth = [d for d in delays if d > 0]
+        assert growth == sorted(growth) and {0.5, 1.0, 2.0} <= set(growth)
+    finally:
+        blocker.close()
