@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import warnings
 
 from aiohttp import web
 
@@ -28,9 +29,11 @@ def build_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     app = web.Application()
     app[SUPERVISOR_KEY] = supervisor
     app[SETTINGS_KEY] = settings
-    # NOTE: plain string keys too, as the brief promises app["supervisor"] to later code.
-    app["supervisor"] = supervisor  # type: ignore[index]
-    app["settings"] = settings  # type: ignore[index]
+    # NOTE: plain string keys too, for code that reads app["supervisor"]; aiohttp prefers AppKey and warns.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        app["supervisor"] = supervisor
+        app["settings"] = settings
     app.router.add_get("/healthz", healthz)
     return app
 

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
+import zmq.asyncio
 
 from control.supervisor import Supervisor
-from control.worker_client import WorkerDied, WorkerError
+from control.worker_client import ControlSocket, WorkerClient, WorkerDied, WorkerError
 from router.ports import PortBindError, bind_udp
-from router.protocol import Method
+from router.protocol import Method, Notification, Request, Response, decode, encode
 from tests.conftest import (
     ProcessReaper,
     children_of,
@@ -99,6 +101,48 @@ def test_bind_udp_reads_buffers_back_and_refuses_a_busy_port() -> None:
 
 
 # ------------------------------------------------------------------------------------- in-process
+
+
+async def test_control_socket_counts_bad_frames_and_routes_good_ones(runtime_root: str) -> None:
+    """A raw DEALER plays worker 0: malformed, stale and unknown-peer frames are counted, never fatal."""
+    endpoint = f"ipc://{os.path.join(runtime_root, 'control.sock')}"
+    control = ControlSocket(endpoint)
+    client = WorkerClient(0, control)
+    seen: list[tuple[str, str, dict[str, Any]]] = []
+    client.on_notification(lambda event, target, body: seen.append((event, target, body)))
+    await control.start()
+    context = zmq.asyncio.Context.instance()
+    worker = context.socket(zmq.DEALER)
+    stranger = context.socket(zmq.DEALER)
+    worker.setsockopt(zmq.ROUTING_ID, b"w0")
+    stranger.setsockopt(zmq.ROUTING_ID, b"w9")
+    try:
+        worker.connect(endpoint)
+        stranger.connect(endpoint)
+        await worker.send(b"\xc1not msgpack")
+        await worker.send(encode(Request(1, "worker.dump", "", {})))
+        await worker.send(encode(Response(99, True, {})))
+        await stranger.send(encode(Notification("worker.heartbeat", "", {"seq": 1})))
+        await worker.send(encode(Notification("producer.score", "p1", {"score": 10})))
+        assert await async_wait_until(lambda: bool(seen), 5.0)
+        assert seen == [("producer.score", "p1", {"score": 10})]
+        assert (control.counters.malformed, control.counters.stale_responses,
+                control.counters.unknown_peers) == (2, 1, 1)
+
+        client.mark_running()
+        pending = asyncio.ensure_future(client.request("producer.pause", "p1", {"a": 1}))
+        request = decode(await asyncio.wait_for(worker.recv(), 5.0))
+        assert isinstance(request, Request)
+        assert (request.method, request.target_id, request.body) == ("producer.pause", "p1", {"a": 1})
+        await worker.send(encode(Response.failure(request.id, "InvalidState", "producer p1 is closed")))
+        with pytest.raises(WorkerError, match="^InvalidState: producer p1 is closed$"):
+            await asyncio.wait_for(pending, 5.0)
+    finally:
+        worker.close(linger=0)
+        stranger.close(linger=0)
+        await control.close()
+    with pytest.raises(WorkerDied, match="worker 0: control socket is closed"):
+        await client.request("worker.dump")
 
 
 @pytest.fixture
