@@ -1,0 +1,155 @@
+# RTCP ingress (included by engine.pyx): SR from publishers; RR, NACK, PLI and FIR from subscribers.
+# RFC 3550 6.4, RFC 4585 6.2.1 (NACK) and 6.3.1 (PLI), RFC 5104 4.3.1 (FIR). Key-frame requests toward
+# publishers are PLIs, throttled to one per publisher SSRC per KEYFRAME_THROTTLE_MS.
+
+
+cdef void request_keyframe(EngineState* e, Producer* p, int32_t layer) noexcept nogil:
+    cdef RecvStream* s
+    cdef Transport* t
+    cdef uint8_t* out
+    if layer < 0 or layer >= p.n_enc or p.kind != 1:
+        return
+    s = &p.enc[layer]
+    if s.ssrc == 0:
+        s.kf_pending = 1                      # sent once the stream's SSRC is learned
+        return
+    if s.last_kf_request_ms != 0 and e.now_ms - s.last_kf_request_ms < KEYFRAME_THROTTLE_MS:
+        s.kf_pending = 1
+        return
+    t = e.transports[p.transport]
+    if not t.bound or t.srtp_out == NULL:
+        s.kf_pending = 1
+        return
+    out = send_slot(e)
+    if send_rtcp(e, p.transport, rtcp_write_pli(out, e.rtcp_ssrc, s.ssrc)) != 0:
+        return
+    s.last_kf_request_ms = e.now_ms if e.now_ms != 0 else 1
+    s.kf_pending = 0
+    s.kf_requests += 1
+    push_event(e, EV_KEY_FRAME_REQUESTED, p.handle, layer, s.ssrc)
+
+
+cdef void consumer_request_keyframe(EngineState* e, Consumer* c) noexcept nogil:
+    if c.producer < 0:
+        return
+    request_keyframe(e, e.producers[c.producer], c.current if c.current >= 0 else c.target)
+
+
+cdef void retransmit(EngineState* e, Consumer* c, uint16_t out_seq) noexcept nogil:
+    """Resend the packet that went out as out_seq, rewritten as before (same seq, ts and SSRC)."""
+    cdef MetaSlot* m = &c.meta[out_seq & (META_RING - 1)]
+    cdef RecvStream* s
+    cdef const uint8_t* data
+    cdef int32_t length = 0
+    cdef int64_t ext
+    cdef int16_t out_pt
+    if not m.valid or m.out16 != out_seq or c.producer < 0:
+        c.drops[DROP_NACK_MISS] += 1
+        return
+    s = &e.producers[c.producer].enc[m.layer]
+    ext = s.max_ext_seq - <uint32_t>(<uint32_t>s.max_ext_seq - m.src_lo)
+    data = store_get(&s.store, ext, &length)
+    if data == NULL:
+        c.drops[DROP_NACK_MISS] += 1
+        return
+    out_pt = c.pt_map[data[1] & 0x7F]
+    if out_pt < 0:
+        c.drops[DROP_UNSUPPORTED_PT] += 1
+        return
+    if send_rtp(e, c, data, length, <uint8_t>out_pt, out_seq, m.out_ts) == 0:
+        c.retransmits += 1
+
+
+cdef void handle_report_blocks(EngineState* e, int32_t t_slot, const uint8_t* p, int32_t count,
+                               const uint8_t* end) noexcept nogil:
+    cdef int32_t i, cidx
+    cdef Consumer* c
+    cdef uint32_t cum, lsr, dlsr
+    for i in range(count):
+        if p + RTCP_REPORT_BLOCK_LEN > end:
+            return
+        cidx = ht_get(&e.tx_ssrc, ssrc_key(t_slot, rd32(p)))
+        if cidx >= 0:
+            c = e.consumers[cidx]
+            c.rr_count += 1
+            c.rr_fraction_lost = p[4]
+            cum = rd32(p + 4) & 0xFFFFFF
+            c.rr_cumulative_lost = <int32_t>(cum - 0x1000000 if cum & 0x800000 else cum)
+            c.rr_highest_seq = rd32(p + 8)
+            c.rr_jitter = rd32(p + 12)
+            lsr = rd32(p + 16)
+            dlsr = rd32(p + 20)
+            if lsr != 0 and lsr == c.last_sr_mid:
+                c.rtt_ms = e.now_ms - c.last_sr_ms - (<int64_t>dlsr * 1000) // 65536
+                if c.rtt_ms < 0:
+                    c.rtt_ms = 0
+        p += RTCP_REPORT_BLOCK_LEN
+
+
+cdef void handle_rtcp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf, int32_t n) noexcept nogil:
+    cdef int length = n
+    cdef int32_t pos = 0
+    cdef RtcpItem it
+    cdef int rc
+    cdef const uint8_t* p
+    cdef const uint8_t* end
+    cdef int32_t value, cidx
+    cdef RecvStream* s
+    cdef Consumer* c
+    cdef uint16_t pid, blp
+    cdef int k
+    if e.srtp.unprotect_rtcp(t.srtp_in, buf, &length) != SRTP_ERR_OK:
+        t.drops[DROP_SRTP_UNPROTECT] += 1
+        return
+    t.rtcp_rx += 1
+    while True:
+        rc = rtcp_next(buf, length, &pos, &it)
+        if rc == 0:
+            return
+        if rc < 0:
+            t.drops[DROP_BAD_RTCP] += 1
+            return
+        p = buf + it.offset
+        end = p + it.length
+        if it.pt == RTCP_SR and it.length >= 28:
+            value = ht_get(&e.rx_ssrc, ssrc_key(t_slot, rd32(p + 4)))
+            if value >= 0 and not (value & 1):
+                s = &e.producers[value >> 3].enc[(value >> 1) & 3]
+                s.have_sr = 1
+                s.sr_ntp_sec = rd32(p + 8)
+                s.sr_ntp_frac = rd32(p + 12)
+                s.sr_rtp = rd32(p + 16)
+                s.sr_arrival_ms = e.now_ms
+                s.sr_count += 1
+            handle_report_blocks(e, t_slot, p + 28, it.count, end)
+        elif it.pt == RTCP_RR and it.length >= 8:
+            handle_report_blocks(e, t_slot, p + 8, it.count, end)
+        elif it.pt == RTCP_RTPFB and it.count == RTCP_FMT_NACK and it.length >= 12:
+            cidx = ht_get(&e.tx_ssrc, ssrc_key(t_slot, rd32(p + 8)))
+            if cidx < 0:
+                continue
+            c = e.consumers[cidx]
+            p += 12
+            while p + 4 <= end:
+                pid = rd16(p)
+                blp = rd16(p + 2)
+                c.nack_rx += 1
+                if c.nack:
+                    retransmit(e, c, pid)
+                    for k in range(16):
+                        if blp & (1 << k):
+                            retransmit(e, c, <uint16_t>(pid + k + 1))
+                p += 4
+        elif it.pt == RTCP_PSFB and it.count == RTCP_FMT_PLI and it.length >= 12:
+            cidx = ht_get(&e.tx_ssrc, ssrc_key(t_slot, rd32(p + 8)))
+            if cidx >= 0:
+                e.consumers[cidx].pli_rx += 1
+                consumer_request_keyframe(e, e.consumers[cidx])
+        elif it.pt == RTCP_PSFB and it.count == RTCP_FMT_FIR and it.length >= 12:
+            p += 12
+            while p + 8 <= end:
+                cidx = ht_get(&e.tx_ssrc, ssrc_key(t_slot, rd32(p)))
+                if cidx >= 0:
+                    e.consumers[cidx].pli_rx += 1
+                    consumer_request_keyframe(e, e.consumers[cidx])
+                p += 8

@@ -1,0 +1,332 @@
+# RTP ingress and fan-out (included by engine.pyx): unprotect, route by SSRC (MID/RID on a miss), validate
+# and unwrap the sequence number, renumber extensions, store, then one rewritten copy per consumer.
+# FORWARDING.md sections 1-3; RFC 3550 A.1/A.8, RFC 4588 (RTX), RFC 8285, RFC 8852 (RID).
+
+
+cdef inline uint64_t ssrc_key(int32_t t_slot, uint32_t ssrc) noexcept nogil:
+    return (<uint64_t>t_slot << 32) | ssrc
+
+
+cdef inline void push_event(EngineState* e, int32_t code, int32_t a, int32_t b, int64_t c) noexcept nogil:
+    cdef Event* ev
+    if e.ev_tail - e.ev_head >= EVENT_RING:
+        e.ev_dropped += 1
+        return
+    ev = &e.events[e.ev_tail & (EVENT_RING - 1)]
+    ev.code = code
+    ev.a = a
+    ev.b = b
+    ev.c = c
+    e.ev_tail += 1
+
+
+cdef void stream_reset(RecvStream* s) noexcept nogil:
+    """Forget the sequence/report state of an encoding whose SSRC changed."""
+    s.seq_started = 0
+    s.bad_seq = -1
+    s.received = 0
+    s.expected_prior = 0
+    s.received_prior = 0
+    s.have_transit = 0
+    s.jitter_q4 = 0
+    s.have_sr = 0
+    store_clear(&s.store)
+
+
+cdef int32_t learn_ssrc(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
+                        const RtpHeader* h) noexcept nogil:
+    """Route an unknown SSRC by MID, then RID/RRID or the lone encoding (mediasoup Producer::GetRtpStream).
+    Returns the new rx_ssrc value, or -1."""
+    cdef ExtFound found
+    cdef Producer* p = NULL
+    cdef Producer* q
+    cdef RecvStream* s
+    cdef int32_t i, p_slot = -1, layer = -1, rid_off, rid_len, value
+    cdef bint is_rtx
+    if t.ids.mid == 0 or rtp_ext_walk(buf, h, &t.ids, &found, NULL) != RTP_OK or found.mid_off < 0:
+        return -1
+    for i in range(t.producers.n):
+        q = e.producers[t.producers.items[i]]
+        if q.mid_len == found.mid_len and memcmp(q.mid, buf + found.mid_off, found.mid_len) == 0:
+            p = q
+            p_slot = t.producers.items[i]
+            break
+    if p == NULL:
+        return -1
+    is_rtx = p.rtx_apt[h.pt] >= 0
+    if not is_rtx and not p.media_pt[h.pt]:
+        return -1
+    rid_off = found.rid_off
+    rid_len = found.rid_len
+    if is_rtx and found.rrid_off >= 0:
+        rid_off = found.rrid_off
+        rid_len = found.rrid_len
+    if rid_off >= 0:
+        for i in range(p.n_enc):
+            if p.enc[i].rid_len == rid_len and memcmp(p.enc[i].rid, buf + rid_off, rid_len) == 0:
+                layer = i
+                break
+    elif p.n_enc == 1:
+        layer = 0
+    if layer < 0:
+        return -1
+    s = &p.enc[layer]
+    value = (p_slot << 3) | (layer << 1) | (1 if is_rtx else 0)
+    if is_rtx:
+        if s.ssrc == 0:
+            return -1                         # RTX before its media stream: nothing to repair yet
+        if s.rtx_ssrc != 0:
+            ht_del(&e.rx_ssrc, ssrc_key(t_slot, s.rtx_ssrc))
+        s.rtx_ssrc = h.ssrc
+    else:
+        if s.ssrc != 0:
+            ht_del(&e.rx_ssrc, ssrc_key(t_slot, s.ssrc))
+        s.ssrc = h.ssrc
+        stream_reset(s)
+        push_event(e, EV_NEW_STREAM, p.handle, layer, h.ssrc)
+    if not ht_put_reserved(&e.rx_ssrc, ssrc_key(t_slot, h.ssrc), value):
+        return -1
+    return value
+
+
+cdef int64_t stream_update_seq(EngineState* e, Producer* p, int32_t layer, RecvStream* s,
+                               uint16_t seq) noexcept nogil:
+    """RFC 3550 A.1 validation on 64-bit ext seqs. Returns the ext seq, or -1 to drop (bad jump)."""
+    cdef uint16_t udelta
+    cdef int64_t ext
+    cdef int32_t i
+    cdef Consumer* c
+    if not s.seq_started:
+        s.seq_started = 1
+        s.max_ext_seq = seq + 0x10000           # one cycle of headroom keeps early reordering positive
+        s.base_ext_seq = s.max_ext_seq
+        s.bad_seq = -1
+        return s.max_ext_seq
+    udelta = <uint16_t>(seq - <uint16_t>s.max_ext_seq)
+    if udelta < MAX_DROPOUT:
+        ext = s.max_ext_seq + udelta
+        s.max_ext_seq = ext
+        return ext
+    if udelta <= 0x10000 - MAX_MISORDER:
+        if s.bad_seq != seq:
+            s.bad_seq = (seq + 1) & 0xFFFF
+            return -1
+        # Two sequential packets after a big jump: the source restarted. Re-sync everything downstream.
+        ext = s.max_ext_seq + udelta
+        s.max_ext_seq = ext
+        s.base_ext_seq = ext
+        s.received = 0
+        s.expected_prior = 0
+        s.received_prior = 0
+        s.bad_seq = -1
+        store_clear(&s.store)
+        for i in range(p.consumers.n):
+            c = e.consumers[p.consumers.items[i]]
+            if c.current == layer:
+                seq_rw_sync(c.seq)
+        s.kf_pending = 1
+        push_event(e, EV_STREAM_RESTARTED, p.handle, layer, s.ssrc)
+        return ext
+    # Reordered (or duplicated) packet from before the highest one.
+    return s.max_ext_seq - (0x10000 - udelta)
+
+
+cdef inline void stream_jitter(RecvStream* s, uint32_t clock_rate, int64_t now_ms, uint32_t ts) noexcept nogil:
+    # RFC 3550 A.8 with the jitter kept scaled by 16.
+    cdef uint32_t arrival = <uint32_t>(now_ms * clock_rate // 1000)
+    cdef uint32_t transit = arrival - ts
+    cdef int32_t d
+    if s.have_transit:
+        d = <int32_t>(transit - s.transit)
+        if d < 0:
+            d = -d
+        s.jitter_q4 += <uint32_t>d - ((s.jitter_q4 + 8) >> 4)
+    s.transit = transit
+    s.have_transit = 1
+
+
+cdef void consumer_switch(EngineState* e, Producer* p, Consumer* c, int32_t layer, uint32_t in_ts) noexcept nogil:
+    """Start forwarding `layer` to c at this key frame: sequence continues at last+1, ts re-based."""
+    cdef RecvStream* old
+    cdef RecvStream* new = &p.enc[layer]
+    cdef double t_old, t_new
+    cdef int64_t delta = 0
+    cdef uint8_t have_delta = 0
+    if c.current >= 0:
+        seq_rw_sync(c.seq)
+        old = &p.enc[c.current]
+        if old.have_sr and new.have_sr and p.clock_rate > 0:
+            # Capture times from each layer's last SR (NTP in seconds), FORWARDING.md 2 "Timestamps".
+            t_old = (old.sr_ntp_sec + old.sr_ntp_frac / 4294967296.0
+                     + <int32_t>(c.ts.max_out_in - old.sr_rtp) / <double>p.clock_rate)
+            t_new = (new.sr_ntp_sec + new.sr_ntp_frac / 4294967296.0
+                     + <int32_t>(in_ts - new.sr_rtp) / <double>p.clock_rate)
+            delta = <int64_t>((t_new - t_old) * p.clock_rate)
+            have_delta = 1
+        ts_rw_switch(&c.ts, in_ts, p.clock_rate // 30 if p.clock_rate >= 30 else 1, have_delta, delta)
+    c.current = layer
+    c.wait_keyframe = 0
+    c.layer_switches += 1
+    push_event(e, EV_LAYER_SWITCHED, c.handle, layer, 0)
+
+
+cdef void forward_to(EngineState* e, Producer* p, int32_t layer, Consumer* c, const uint8_t* buf,
+                     int32_t length, const RtpHeader* h, int64_t ext, int key) noexcept nogil:
+    cdef Transport* t = e.transports[c.transport]
+    cdef int16_t out_pt
+    cdef int64_t out_ext = 0
+    cdef uint32_t out_ts
+    cdef SeqResult r
+    cdef MetaSlot* m
+    if c.paused:
+        c.drops[DROP_PAUSED] += 1
+        return
+    if not t.bound or t.srtp_out == NULL:
+        c.drops[DROP_NO_ROUTE] += 1
+        return
+    if c.current != layer:
+        # Only the target layer may replace the current one, and only at a key frame (or when the
+        # codec has no key-frame detection, key == -1).
+        if layer != c.target:
+            c.drops[DROP_LAYER_FILTERED] += 1
+            return
+        if key == 0:
+            c.drops[DROP_WAIT_KEYFRAME if c.current < 0 else DROP_LAYER_FILTERED] += 1
+            return
+        consumer_switch(e, p, c, layer, h.ts)
+    elif c.wait_keyframe:
+        if key == 0:
+            c.drops[DROP_WAIT_KEYFRAME] += 1
+            return
+        c.wait_keyframe = 0
+    out_pt = c.pt_map[h.pt]
+    if out_pt < 0:
+        c.drops[DROP_UNSUPPORTED_PT] += 1
+        return
+    r = seq_rw_input(c.seq, ext, &out_ext)
+    if r != SEQ_FORWARD:
+        c.drops[DROP_DUPLICATE if r == SEQ_DUPLICATE else DROP_SEQ_TOO_OLD] += 1
+        return
+    out_ts = ts_rw_input(&c.ts, h.ts, e.now_ms)
+    if send_rtp(e, c, buf, length, <uint8_t>out_pt, <uint16_t>out_ext, out_ts) != 0:
+        return
+    m = &c.meta[out_ext & (META_RING - 1)]
+    m.src_lo = <uint32_t>ext
+    m.out16 = <uint16_t>out_ext
+    m.out_ts = out_ts
+    m.layer = <uint8_t>layer
+    m.valid = 1
+    c.packets += 1
+    c.bytes += length
+
+
+cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf, int32_t n) noexcept nogil:
+    cdef RtpHeader h
+    cdef ExtFound found
+    cdef uint32_t ssrc = rd32(buf + 8)
+    cdef int length = n
+    cdef int rc
+    cdef int32_t value, layer, i
+    cdef Producer* p
+    cdef RecvStream* s
+    cdef int16_t apt
+    cdef int64_t ext
+    cdef int key = -1
+    rc = e.srtp.unprotect(t.srtp_in, buf, &length)
+    if rc != SRTP_ERR_OK:
+        t.drops[DROP_SRTP_UNPROTECT] += 1
+        # NOTE: after a forward jump of more than 2^15 (a stalled reader, a sender restart) libsrtp guesses
+        # the rollover counter one too low and rejects every packet as "replay_old" before touching the
+        # buffer. After SRTP_RESET_AFTER consecutive such failures for a known SSRC, remove the libsrtp
+        # stream so the ssrc_any_inbound template re-creates it from this packet (PERFORMANCE.md).
+        if rc != SRTP_ERR_REPLAY_OLD or ht_get(&e.rx_ssrc, ssrc_key(t_slot, ssrc)) < 0:
+            return
+        if t.fail_ssrc != ssrc:
+            t.fail_ssrc = ssrc
+            t.fail_count = 0
+        t.fail_count += 1
+        if t.fail_count < SRTP_RESET_AFTER:
+            return
+        t.fail_count = 0
+        t.srtp_resets += 1
+        e.srtp.remove_stream(t.srtp_in, htonl(ssrc))
+        push_event(e, EV_SRTP_STREAM_RESET, t.handle, 0, ssrc)
+        length = n
+        if e.srtp.unprotect(t.srtp_in, buf, &length) != SRTP_ERR_OK:
+            return
+        t.drops[DROP_SRTP_UNPROTECT] -= 1
+    elif t.fail_ssrc == ssrc:
+        t.fail_count = 0
+    rc = rtp_parse(buf, length, &h)
+    if rc != RTP_OK:
+        t.drops[DROP_TOO_SHORT if rc == RTP_TOO_SHORT else
+                (DROP_BAD_VERSION if rc == RTP_BAD_VERSION else DROP_BAD_HEADER)] += 1
+        return
+    t.rtp_rx += 1
+    value = ht_get(&e.rx_ssrc, ssrc_key(t_slot, ssrc))
+    if value < 0:
+        value = learn_ssrc(e, t_slot, t, buf, &h)
+        if value < 0:
+            t.drops[DROP_UNKNOWN_SSRC] += 1
+            # An authenticated but unroutable SSRC: free the libsrtp stream it just created (MS #437).
+            e.srtp.remove_stream(t.srtp_in, htonl(ssrc))
+            return
+    p = e.producers[value >> 3]
+    layer = (value >> 1) & 3
+    s = &p.enc[layer]
+    if value & 1:
+        apt = p.rtx_apt[h.pt]
+        if apt < 0:
+            s.drops[DROP_UNSUPPORTED_PT] += 1
+            return
+        if h.payload_len < 2:
+            s.drops[DROP_RTX_EMPTY] += 1
+            return
+        # RFC 4588: restore OSN, media SSRC and PT; slide the header over the 2-byte OSN.
+        h.seq = rd16(buf + h.header_len)
+        memmove(buf + 2, buf, h.header_len)
+        buf += 2
+        length -= 2
+        h.payload_len -= 2
+        h.pt = <uint8_t>apt
+        h.ssrc = s.ssrc
+        rtp_set_header(buf, h.pt, h.seq, h.ts, h.ssrc)
+        s.rtx_packets += 1
+    elif not p.media_pt[h.pt]:
+        s.drops[DROP_UNSUPPORTED_PT] += 1
+        return
+    if rtp_ext_walk(buf, &h, &t.ids, &found, t.id_map if t.has_id_map else NULL) != RTP_OK:
+        s.drops[DROP_BAD_HEADER] += 1
+        return
+    if found.audio_level >= 0:
+        p.audio_level_sum += found.audio_level & 0x7F
+        p.audio_level_count += 1
+    ext = stream_update_seq(e, p, layer, s, h.seq)
+    if ext < 0:
+        s.drops[DROP_BAD_SEQ] += 1
+        return
+    if store_has(&s.store, ext):
+        s.drops[DROP_DUPLICATE] += 1
+        return
+    s.last_packet_ms = e.now_ms
+    if h.payload_len == 0:
+        # Padding-only (probing): never forwarded, and consumers close the hole it would leave.
+        s.drops[DROP_PADDING_ONLY] += 1
+        for i in range(p.consumers.n):
+            if e.consumers[p.consumers.items[i]].current == layer:
+                seq_rw_drop(e.consumers[p.consumers.items[i]].seq, ext)
+        return
+    if p.kind == 1:
+        key = keyframe_detect(p.codec[h.pt], buf + h.header_len, h.payload_len)
+        if key == 1:
+            s.keyframes += 1
+            s.kf_pending = 0
+    store_put(&s.store, ext, buf, length, STORE_KEY if key == 1 else 0)
+    s.packets += 1
+    s.bytes += length
+    if not (value & 1):
+        s.received += 1
+        if ext == s.max_ext_seq:
+            stream_jitter(s, p.clock_rate, e.now_ms, h.ts)
+    for i in range(p.consumers.n):
+        forward_to(e, p, layer, e.consumers[p.consumers.items[i]], buf, length, &h, ext, key)

@@ -1,0 +1,76 @@
+# Send arena (included by engine.pyx): per-consumer copies are written straight into sendmmsg slots,
+# protected in place and flushed in batches. No Python objects.
+
+
+cdef inline uint8_t* send_slot(EngineState* e) noexcept nogil:
+    if e.n_send == SEND_BATCH:
+        send_flush(e)
+    return e.send_buf + <size_t>e.n_send * SEND_SLOT_BYTES
+
+
+cdef inline void send_queue(EngineState* e, int32_t t_slot, int32_t length) noexcept nogil:
+    """Queue the datagram written at send_slot(e) toward transport t_slot's tuple."""
+    cdef int32_t i = e.n_send
+    e.send_iov[i].iov_len = length
+    e.send_msgs[i].msg_hdr.msg_name = &e.transports[t_slot].addr
+    e.send_t[i] = t_slot
+    e.n_send = i + 1
+
+
+cdef void send_flush(EngineState* e) noexcept nogil:
+    cdef int32_t i = 0
+    cdef int32_t k, r
+    cdef Transport* t
+    while i < e.n_send:
+        r = sendmmsg(e.fd, &e.send_msgs[i], e.n_send - i, MSG_DONTWAIT)
+        if r > 0:
+            for k in range(i, i + r):
+                t = e.transports[e.send_t[k]]
+                t.tx_packets += 1
+                t.tx_bytes += e.send_iov[k].iov_len
+            e.tx_datagrams += r
+            i += r
+            continue
+        if errno == EINTR:
+            continue
+        if errno == EAGAIN or errno == EWOULDBLOCK:
+            # The socket buffer is full: what is left of this batch is lost.
+            while i < e.n_send:
+                e.transports[e.send_t[i]].drops[DROP_SEND_FAILED] += 1
+                i += 1
+            break
+        # A per-destination error (e.g. ECONNREFUSED from an ICMP): skip that datagram only.
+        e.transports[e.send_t[i]].drops[DROP_SEND_FAILED] += 1
+        i += 1
+    e.n_send = 0
+
+
+cdef int send_rtp(EngineState* e, Consumer* c, const uint8_t* packet, int32_t length, uint8_t pt,
+                  uint16_t seq, uint32_t ts) noexcept nogil:
+    """Copy one packet for consumer c, rewrite PT/seq/ts/SSRC, protect and queue it. 0 = queued."""
+    cdef Transport* t = e.transports[c.transport]
+    cdef uint8_t* out
+    cdef int n = length
+    if length + SRTP_MAX_TRAILER > SEND_SLOT_BYTES:
+        c.drops[DROP_TOO_BIG] += 1
+        return -1
+    out = send_slot(e)
+    memcpy(out, packet, length)
+    rtp_set_header(out, pt, seq, ts, c.out_ssrc)
+    if e.srtp.protect(t.srtp_out, out, &n) != SRTP_ERR_OK:
+        c.drops[DROP_SRTP_PROTECT] += 1
+        return -1
+    send_queue(e, c.transport, n)
+    return 0
+
+
+cdef int send_rtcp(EngineState* e, int32_t t_slot, int32_t length) noexcept nogil:
+    """Protect the RTCP compound written at send_slot(e) and queue it toward t_slot."""
+    cdef Transport* t = e.transports[t_slot]
+    cdef int n = length
+    if e.srtp.protect_rtcp(t.srtp_out, send_slot(e), &n) != SRTP_ERR_OK:
+        t.drops[DROP_SRTP_PROTECT] += 1
+        return -1
+    send_queue(e, t_slot, n)
+    t.rtcp_tx += 1
+    return 0

@@ -1,0 +1,215 @@
+# The Engine's C state: transports, producers (one RecvStream per encoding), consumers, the receive and send
+# arenas and the event ring. Everything here is preallocated or grown by commands only.
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+from fastpath.counters cimport DROP_REASON_COUNT
+from fastpath.includes.linux cimport iovec, mmsghdr, sockaddr_in, sockaddr_in6
+from fastpath.includes.srtp cimport SrtpFns
+from fastpath.rtp cimport ExtIds
+from fastpath.seq cimport SeqRw, TsRw
+from fastpath.store cimport PacketStore
+from fastpath.table cimport HashTable
+
+cdef enum:
+    MAX_ENCODINGS = 4
+    MAX_MID_LEN = 16
+    MAX_RID_LEN = 16
+    RECV_SLOT_BYTES = 2048
+    RECV_MAX_DATAGRAM = RECV_SLOT_BYTES - 32   # keeps SRTP tail room for in-place work
+    SEND_BATCH = 256
+    SEND_SLOT_BYTES = 2048
+    EVENT_RING = 1024
+    META_RING = 512                           # per-consumer NACK metadata, indexed by output seq
+    STORE_SLOTS_VIDEO = 512
+    STORE_SLOTS_AUDIO = 128
+    PUMP_BUDGET_BATCHES = 16
+    MAX_DROPOUT = 3000                        # RFC 3550 A.1 / mediasoup
+    MAX_MISORDER = 1500
+    KEYFRAME_THROTTLE_MS = 500
+    STREAM_ACTIVE_MS = 1500
+    REPORT_INTERVAL_MS = 1000
+    SRTP_RESET_AFTER = 4                      # consecutive replay_old failures before a stream reset
+
+cdef enum EventCode:
+    EV_UNKNOWN = 0
+    EV_NEW_STREAM = 1                         # (p, layer, ssrc)
+    EV_LAYER_SWITCHED = 2                     # (c, layer)
+    EV_KEY_FRAME_REQUESTED = 3                # (p, layer, ssrc)
+    EV_STREAM_RESTARTED = 4                   # (p, layer, ssrc)
+    EV_PRODUCER_CLOSED = 5                    # (c,) its producer was removed
+    EV_SRTP_STREAM_RESET = 6                  # (t, ssrc) large sequence gap: libsrtp stream re-created
+
+
+ctypedef struct IntList:
+    int32_t* items
+    int32_t n
+    int32_t cap
+
+
+ctypedef struct Event:
+    int32_t code
+    int32_t a
+    int32_t b
+    int64_t c
+
+
+ctypedef struct RecvStream:
+    uint32_t ssrc                             # 0 = not known yet
+    uint32_t rtx_ssrc
+    uint8_t rid[MAX_RID_LEN]
+    int32_t rid_len
+    # sequence state (RFC 3550 A.1 with 64-bit unwrapping)
+    uint8_t seq_started
+    int64_t max_ext_seq
+    int64_t base_ext_seq
+    int32_t bad_seq                           # -1 = none
+    # receiver report state (RFC 3550 A.3, A.8)
+    uint64_t received
+    int64_t expected_prior
+    uint64_t received_prior
+    uint32_t transit
+    uint8_t have_transit
+    uint32_t jitter_q4
+    uint8_t have_sr
+    uint32_t sr_ntp_sec
+    uint32_t sr_ntp_frac
+    uint32_t sr_rtp
+    int64_t sr_arrival_ms
+    uint64_t sr_count
+    int64_t last_packet_ms
+    # key frames
+    int64_t last_kf_request_ms
+    uint8_t kf_pending
+    uint64_t keyframes
+    uint64_t kf_requests
+    # counters
+    uint64_t packets
+    uint64_t bytes
+    uint64_t rtx_packets
+    uint64_t drops[DROP_REASON_COUNT]
+    PacketStore store
+
+
+ctypedef struct Producer:
+    int32_t handle
+    int32_t transport
+    uint8_t kind                              # 0 audio, 1 video
+    uint8_t mid[MAX_MID_LEN]
+    int32_t mid_len
+    int32_t n_enc
+    RecvStream enc[MAX_ENCODINGS]
+    uint8_t media_pt[128]
+    int16_t rtx_apt[128]                      # -1 = not an RTX PT
+    uint8_t codec[128]
+    uint32_t clock_rate
+    IntList consumers
+    uint64_t audio_level_sum
+    uint64_t audio_level_count
+
+
+ctypedef struct MetaSlot:
+    uint32_t src_lo                           # low 32 bits of the source ext seq
+    uint32_t out_ts
+    uint16_t out16
+    uint8_t layer
+    uint8_t valid
+
+
+ctypedef struct Consumer:
+    int32_t handle
+    int32_t transport
+    int32_t producer                          # -1 once the producer is removed
+    uint32_t out_ssrc
+    int16_t pt_map[128]                       # -1 = unsupported
+    uint8_t nack
+    uint8_t paused
+    uint8_t wait_keyframe
+    int32_t preferred                         # asked (-1 = highest)
+    int32_t target
+    int32_t current                           # -1 = nothing sent yet
+    SeqRw* seq
+    TsRw ts
+    MetaSlot* meta
+    uint64_t packets
+    uint64_t bytes
+    uint64_t retransmits
+    uint64_t nack_rx
+    uint64_t pli_rx
+    uint64_t layer_switches
+    uint64_t drops[DROP_REASON_COUNT]
+    # from the subscriber's receiver reports
+    uint64_t rr_count
+    uint8_t rr_fraction_lost
+    int32_t rr_cumulative_lost
+    uint32_t rr_highest_seq
+    uint32_t rr_jitter
+    int64_t rtt_ms                            # -1 until measured
+    uint32_t last_sr_mid
+    int64_t last_sr_ms
+
+
+ctypedef struct Transport:
+    int32_t handle
+    uint8_t bound
+    sockaddr_in addr
+    uint64_t tuple_key
+    void* srtp_in
+    void* srtp_out
+    ExtIds ids
+    uint8_t has_id_map
+    uint8_t id_map[256]
+    IntList producers
+    IntList consumers
+    int64_t last_rr_ms
+    int64_t last_sr_ms
+    uint32_t fail_ssrc
+    int32_t fail_count
+    uint64_t rx_packets
+    uint64_t rx_bytes
+    uint64_t tx_packets
+    uint64_t tx_bytes
+    uint64_t rtp_rx
+    uint64_t rtcp_rx
+    uint64_t rtcp_tx
+    uint64_t stun_rx
+    uint64_t dtls_rx
+    uint64_t srtp_resets
+    uint64_t drops[DROP_REASON_COUNT]
+
+
+ctypedef struct EngineState:
+    int fd
+    SrtpFns srtp
+    uint32_t rtcp_ssrc
+    uint64_t rng
+    int64_t now_ms
+    Transport** transports
+    int32_t cap_transports
+    Producer** producers
+    int32_t cap_producers
+    Consumer** consumers
+    int32_t cap_consumers
+    HashTable tuples                          # (addr << 16 | port) -> transport slot
+    HashTable rx_ssrc                         # (transport << 32 | ssrc) -> producer << 3 | layer << 1 | rtx
+    HashTable tx_ssrc                         # (transport << 32 | out_ssrc) -> consumer slot
+    int32_t batch
+    uint8_t* recv_buf
+    mmsghdr* recv_msgs
+    iovec* recv_iov
+    sockaddr_in6* recv_addr
+    uint8_t* send_buf
+    mmsghdr send_msgs[SEND_BATCH]
+    iovec send_iov[SEND_BATCH]
+    int32_t send_t[SEND_BATCH]
+    int32_t n_send
+    Event events[EVENT_RING]
+    uint32_t ev_head
+    uint32_t ev_tail
+    uint64_t ev_dropped
+    uint8_t cname[32]
+    int32_t cname_len
+    uint64_t rx_datagrams
+    uint64_t tx_datagrams
+    uint64_t recv_errors
+    uint64_t pumps
+    uint64_t drops[DROP_REASON_COUNT]

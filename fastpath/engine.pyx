@@ -1,0 +1,846 @@
+"""``fastpath.Engine``: one worker's UDP socket, SRTP, routing, rewriting and RTCP in C (docs/SEAMS.md 1).
+
+Owns: the receive/send arenas (recvmmsg/sendmmsg), RFC 7983 demultiplexing, the tuple -> transport and
+SSRC -> producer-stream tables, libsrtp contexts per transport, per-stream packet stores, per-consumer
+sequence/timestamp rewriting and NACK metadata, RTCP generation (RR/SR/SDES/PLI) and counters.
+Must not: create a Python object per forwarded packet, log, block, or decide policy (layers preferred,
+pausing and bandwidth are the Python worker's calls). STUN and DTLS datagrams go back to Python.
+
+RFCs: 3550 (RTP/RTCP), 3711 and 7714 (SRTP), 4585 (feedback), 4588 (RTX), 5104 (FIR), 5761 and 7983 (demux),
+6464 (audio level), 8285 (header extensions), 8852 (RID). Algorithms: /work/shared/design/FORWARDING.md.
+
+Times: ``tick(now_ms)`` must use the clock ``pump()`` reads, CLOCK_MONOTONIC (``time.monotonic() * 1000``).
+"""
+
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcmp, memcpy, memmove, memset
+
+from fastpath.counters cimport (
+    DROP_BAD_HEADER,
+    DROP_BAD_RTCP,
+    DROP_BAD_SEQ,
+    DROP_BAD_VERSION,
+    DROP_DUPLICATE,
+    DROP_LAYER_FILTERED,
+    DROP_NACK_MISS,
+    DROP_NO_ROUTE,
+    DROP_NO_SRTP,
+    DROP_NOT_RTP,
+    DROP_PADDING_ONLY,
+    DROP_PAUSED,
+    DROP_REASON_COUNT,
+    DROP_RTX_EMPTY,
+    DROP_SEND_FAILED,
+    DROP_SEQ_TOO_OLD,
+    DROP_SRTP_PROTECT,
+    DROP_SRTP_UNPROTECT,
+    DROP_TOO_BIG,
+    DROP_TOO_SHORT,
+    DROP_UNKNOWN_SSRC,
+    DROP_UNKNOWN_TUPLE,
+    DROP_UNSUPPORTED_ADDRESS,
+    DROP_UNSUPPORTED_PT,
+    DROP_WAIT_KEYFRAME,
+)
+from fastpath.demux cimport KIND_DTLS, KIND_RTCP, KIND_STUN, KIND_UNKNOWN, PacketKind, demux_classify
+from fastpath.includes.linux cimport (
+    AF_INET,
+    AF_INET6,
+    CLOCK_REALTIME,
+    EAGAIN,
+    EINTR,
+    EWOULDBLOCK,
+    MSG_DONTWAIT,
+    MSG_TRUNC,
+    clock_gettime,
+    errno,
+    htonl,
+    htons,
+    inet_ntop,
+    inet_pton,
+    iovec,
+    mmsghdr,
+    monotonic_ms,
+    ntohs,
+    recvmmsg,
+    sendmmsg,
+    sendto,
+    sockaddr,
+    sockaddr_in,
+    sockaddr_in6,
+    timespec,
+)
+from fastpath.includes.srtp cimport SRTP_ERR_OK, SRTP_ERR_REPLAY_OLD, SRTP_MAX_TRAILER
+from fastpath.keyframe cimport CODEC_UNKNOWN, keyframe_detect
+from fastpath.rtcp cimport (
+    RTCP_FMT_FIR,
+    RTCP_FMT_NACK,
+    RTCP_FMT_PLI,
+    RTCP_PSFB,
+    RTCP_REPORT_BLOCK_LEN,
+    RTCP_RR,
+    RTCP_RTPFB,
+    RTCP_SDES,
+    RTCP_SR,
+    RtcpItem,
+    rtcp_next,
+    rtcp_write_header,
+    rtcp_write_pli,
+    rtcp_write_report_block,
+    rtcp_write_sdes_chunk,
+    rtcp_write_sr,
+)
+from fastpath.rtp cimport (
+    RTP_BAD_VERSION,
+    RTP_OK,
+    RTP_TOO_SHORT,
+    ExtFound,
+    RtpHeader,
+    rd16,
+    rd32,
+    rtp_ext_walk,
+    rtp_parse,
+    rtp_set_header,
+    wr32,
+)
+from fastpath.seq cimport SEQ_DUPLICATE, SEQ_FORWARD, SeqResult, seq_rw_drop, seq_rw_init, seq_rw_input, seq_rw_sync, ts_rw_input, ts_rw_switch
+from fastpath.srtp cimport SrtpContext, srtp_fns
+from fastpath.store cimport STORE_KEY, store_clear, store_free, store_get, store_has, store_init, store_put
+from fastpath.table cimport ht_del, ht_free, ht_get, ht_init, ht_put, ht_put_reserved, ht_reserve
+
+import os
+
+from fastpath.counters import DROP_REASON_NAMES
+
+include "_send.pxi"
+include "_forward.pxi"
+include "_feedback.pxi"
+include "_reports.pxi"
+
+CNAME = b"mediarouter"
+
+
+cdef int il_append(IntList* l, int32_t v) except -1:
+    cdef int32_t* items
+    if l.n == l.cap:
+        items = <int32_t*>realloc(l.items, (l.cap * 2 + 4) * sizeof(int32_t))
+        if items == NULL:
+            raise MemoryError()
+        l.items = items
+        l.cap = l.cap * 2 + 4
+    l.items[l.n] = v
+    l.n += 1
+    return 0
+
+
+cdef void il_remove(IntList* l, int32_t v) noexcept nogil:
+    cdef int32_t i
+    for i in range(l.n):
+        if l.items[i] == v:
+            l.items[i] = l.items[l.n - 1]
+            l.n -= 1
+            return
+
+
+cdef inline uint64_t tuple_key(uint32_t addr_be, uint16_t port_be) noexcept nogil:
+    return (<uint64_t>addr_be << 16) | port_be
+
+
+cdef uint32_t rng_next(EngineState* e) noexcept nogil:
+    # xorshift64*: initial sequence numbers and the RTCP SSRC only, not security relevant.
+    e.rng ^= e.rng >> 12
+    e.rng ^= e.rng << 25
+    e.rng ^= e.rng >> 27
+    return <uint32_t>((e.rng * 2685821657736338717ULL) >> 32)
+
+
+cdef int on_datagram(EngineState* e, int32_t i, int32_t* t_out) noexcept nogil:
+    """Handle received datagram i of the arena; 1 = give it to Python (STUN/DTLS) with t_out set."""
+    cdef uint8_t* buf = e.recv_buf + <size_t>i * RECV_SLOT_BYTES
+    cdef int32_t n = e.recv_msgs[i].msg_len
+    cdef PacketKind kind
+    cdef sockaddr_in* sa
+    cdef int32_t t_slot = -1
+    cdef Transport* t
+    if (e.recv_msgs[i].msg_hdr.msg_flags & MSG_TRUNC) or n > RECV_MAX_DATAGRAM:
+        e.drops[DROP_TOO_BIG] += 1
+        return 0
+    kind = demux_classify(buf, n)
+    if kind == KIND_UNKNOWN:
+        e.drops[DROP_NOT_RTP] += 1
+        return 0
+    if e.recv_addr[i].sin6_family == AF_INET:
+        sa = <sockaddr_in*>&e.recv_addr[i]
+        t_slot = ht_get(&e.tuples, tuple_key(sa.sin_addr.s_addr, sa.sin_port))
+    if kind == KIND_STUN:
+        t_out[0] = -1
+        if t_slot >= 0:
+            e.transports[t_slot].stun_rx += 1
+            t_out[0] = e.transports[t_slot].handle
+        return 1
+    if t_slot < 0:
+        e.drops[DROP_UNKNOWN_TUPLE if e.recv_addr[i].sin6_family == AF_INET else DROP_UNSUPPORTED_ADDRESS] += 1
+        return 0
+    t = e.transports[t_slot]
+    t.rx_packets += 1
+    t.rx_bytes += n
+    if kind == KIND_DTLS:
+        t.dtls_rx += 1
+        t_out[0] = t.handle
+        return 1
+    if t.srtp_in == NULL:
+        t.drops[DROP_NO_SRTP] += 1
+        return 0
+    if kind == KIND_RTCP:
+        handle_rtcp(e, t_slot, t, buf, n)
+    else:
+        handle_rtp(e, t_slot, t, buf, n)
+    return 0
+
+
+cdef tuple _address(sockaddr_in6* addr):
+    cdef char text[64]
+    cdef sockaddr_in* sa
+    if addr.sin6_family == AF_INET:
+        sa = <sockaddr_in*>addr
+        inet_ntop(AF_INET, &sa.sin_addr, text, sizeof(text))
+        return (text.decode(), ntohs(sa.sin_port))
+    inet_ntop(AF_INET6, &addr.sin6_addr, text, sizeof(text))
+    return (text.decode(), ntohs(addr.sin6_port))
+
+
+cdef dict _drops(const uint64_t* drops):
+    cdef int i
+    return {"drop_" + DROP_REASON_NAMES[i]: drops[i] for i in range(DROP_REASON_COUNT) if drops[i]}
+
+
+cdef class Engine:
+    """The per-worker fast path. See docs/SEAMS.md section 1 for the command set.
+
+    Lifecycle: created with the worker's bound, non-blocking UDP socket fd (Python keeps the socket
+    object alive); commands build transports/producers/consumers; ``pump()`` runs on socket readability,
+    ``tick()`` every 10-20 ms; dropping the Engine frees all C state (not the socket).
+    """
+
+    cdef EngineState* st
+    cdef dict _t
+    cdef dict _p
+    cdef dict _c
+    cdef dict _srtp
+    cdef list _free_t
+    cdef list _free_p
+    cdef list _free_c
+    cdef uint32_t _rx_budget
+    cdef readonly int fd
+    cdef readonly int batch_size
+
+    def __cinit__(self, int fd, *, int batch_size=64):
+        cdef int32_t i
+        cdef EngineState* e
+        if fd < 0:
+            raise ValueError(f"fd must be a socket descriptor, got {fd}")
+        if not 1 <= batch_size <= 1024:
+            raise ValueError(f"batch_size must be in 1..1024, got {batch_size}")
+        self.fd = fd
+        self.batch_size = batch_size
+        self._t = {}
+        self._p = {}
+        self._c = {}
+        self._srtp = {}
+        self._free_t = []
+        self._free_p = []
+        self._free_c = []
+        self._rx_budget = 0
+        e = <EngineState*>calloc(1, sizeof(EngineState))
+        if e == NULL:
+            raise MemoryError()
+        self.st = e
+        e.fd = fd
+        e.srtp = srtp_fns()
+        e.rng = int.from_bytes(os.urandom(8), "little") | 1
+        e.rtcp_ssrc = rng_next(e) | 1
+        e.now_ms = monotonic_ms()
+        e.batch = batch_size
+        memcpy(e.cname, <const char*>CNAME, len(CNAME))
+        e.cname_len = len(CNAME)
+        ht_init(&e.tuples, 64)
+        ht_init(&e.rx_ssrc, 64)
+        ht_init(&e.tx_ssrc, 64)
+        e.recv_buf = <uint8_t*>malloc(<size_t>batch_size * RECV_SLOT_BYTES)
+        e.recv_msgs = <mmsghdr*>calloc(batch_size, sizeof(mmsghdr))
+        e.recv_iov = <iovec*>calloc(batch_size, sizeof(iovec))
+        e.recv_addr = <sockaddr_in6*>calloc(batch_size, sizeof(sockaddr_in6))
+        e.send_buf = <uint8_t*>malloc(<size_t>SEND_BATCH * SEND_SLOT_BYTES)
+        if (e.recv_buf == NULL or e.recv_msgs == NULL or e.recv_iov == NULL or e.recv_addr == NULL
+                or e.send_buf == NULL):
+            raise MemoryError()
+        for i in range(batch_size):
+            e.recv_iov[i].iov_base = e.recv_buf + <size_t>i * RECV_SLOT_BYTES
+            e.recv_iov[i].iov_len = RECV_MAX_DATAGRAM
+            e.recv_msgs[i].msg_hdr.msg_iov = &e.recv_iov[i]
+            e.recv_msgs[i].msg_hdr.msg_iovlen = 1
+            e.recv_msgs[i].msg_hdr.msg_name = &e.recv_addr[i]
+        for i in range(SEND_BATCH):
+            e.send_iov[i].iov_base = e.send_buf + <size_t>i * SEND_SLOT_BYTES
+            e.send_msgs[i].msg_hdr.msg_iov = &e.send_iov[i]
+            e.send_msgs[i].msg_hdr.msg_iovlen = 1
+            e.send_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        self._grow_transports()
+        self._grow_producers()
+        self._grow_consumers()
+
+    def __dealloc__(self):
+        cdef EngineState* e = self.st
+        cdef int32_t i
+        if e == NULL:
+            return
+        for i in range(e.cap_consumers):
+            if e.consumers[i] != NULL:
+                _free_consumer(e.consumers[i])
+        for i in range(e.cap_producers):
+            if e.producers[i] != NULL:
+                _free_producer(e.producers[i])
+        for i in range(e.cap_transports):
+            if e.transports[i] != NULL:
+                _free_transport(e.transports[i])
+        free(e.transports)
+        free(e.producers)
+        free(e.consumers)
+        ht_free(&e.tuples)
+        ht_free(&e.rx_ssrc)
+        ht_free(&e.tx_ssrc)
+        free(e.recv_buf)
+        free(e.recv_msgs)
+        free(e.recv_iov)
+        free(e.recv_addr)
+        free(e.send_buf)
+        free(e)
+        self.st = NULL
+
+    # ---- slot tables (grown by commands only) ----
+
+    cdef _grow_transports(self):
+        cdef int32_t old = self.st.cap_transports
+        cdef int32_t new = old * 2 + 16
+        cdef Transport** arr = <Transport**>realloc(self.st.transports, new * sizeof(Transport*))
+        if arr == NULL:
+            raise MemoryError()
+        memset(arr + old, 0, (new - old) * sizeof(Transport*))
+        self.st.transports = arr
+        self.st.cap_transports = new
+        self._free_t.extend(range(new - 1, old - 1, -1))
+
+    cdef _grow_producers(self):
+        cdef int32_t old = self.st.cap_producers
+        cdef int32_t new = old * 2 + 16
+        cdef Producer** arr = <Producer**>realloc(self.st.producers, new * sizeof(Producer*))
+        if arr == NULL:
+            raise MemoryError()
+        memset(arr + old, 0, (new - old) * sizeof(Producer*))
+        self.st.producers = arr
+        self.st.cap_producers = new
+        self._free_p.extend(range(new - 1, old - 1, -1))
+
+    cdef _grow_consumers(self):
+        cdef int32_t old = self.st.cap_consumers
+        cdef int32_t new = old * 2 + 64
+        cdef Consumer** arr = <Consumer**>realloc(self.st.consumers, new * sizeof(Consumer*))
+        if arr == NULL:
+            raise MemoryError()
+        memset(arr + old, 0, (new - old) * sizeof(Consumer*))
+        self.st.consumers = arr
+        self.st.cap_consumers = new
+        self._free_c.extend(range(new - 1, old - 1, -1))
+
+    cdef int32_t _t_slot(self, int t) except -1:
+        slot = self._t.get(t)
+        if slot is None:
+            raise ValueError(f"unknown transport {t}")
+        return slot
+
+    cdef int32_t _p_slot(self, int p) except -1:
+        slot = self._p.get(p)
+        if slot is None:
+            raise ValueError(f"unknown producer {p}")
+        return slot
+
+    cdef int32_t _c_slot(self, int c) except -1:
+        slot = self._c.get(c)
+        if slot is None:
+            raise ValueError(f"unknown consumer {c}")
+        return slot
+
+    # ---- transports ----
+
+    def add_transport(self, int t) -> None:
+        cdef Transport* tr
+        if t < 0:
+            raise ValueError(f"handle must be >= 0, got {t}")
+        if t in self._t:
+            raise ValueError(f"transport {t} already exists")
+        if not self._free_t:
+            self._grow_transports()
+        slot = self._free_t.pop()
+        tr = <Transport*>calloc(1, sizeof(Transport))
+        if tr == NULL:
+            raise MemoryError()
+        tr.handle = t
+        self.st.transports[slot] = tr
+        self._t[t] = slot
+
+    def set_extension_map(self, int t, int mid_id, int rid_id, int rrid_id, int audio_level_id,
+                          const uint8_t[:] id_map) -> None:
+        cdef Transport* tr = self.st.transports[self._t_slot(t)]
+        for name, value in (("mid_id", mid_id), ("rid_id", rid_id), ("rrid_id", rrid_id),
+                            ("audio_level_id", audio_level_id)):
+            if not 0 <= value <= 255:
+                raise ValueError(f"{name} must be in 0..255 (0 = not negotiated), got {value}")
+        if id_map.shape[0] != 256:
+            raise ValueError(f"id_map must be 256 bytes, got {id_map.shape[0]}")
+        tr.ids.mid = mid_id
+        tr.ids.rid = rid_id
+        tr.ids.rrid = rrid_id
+        tr.ids.audio_level = audio_level_id
+        memcpy(tr.id_map, &id_map[0], 256)
+        tr.has_id_map = 1
+
+    def bind_tuple(self, int t, str host, int port) -> None:
+        cdef int32_t slot = self._t_slot(t)
+        cdef Transport* tr = self.st.transports[slot]
+        cdef uint32_t addr = 0
+        cdef uint64_t key
+        cdef bytes host_b = host.encode()
+        if not 0 < port < 65536:
+            raise ValueError(f"port must be in 1..65535, got {port}")
+        if inet_pton(AF_INET, host_b, &addr) != 1:
+            raise ValueError(f"fastpath binds IPv4 tuples only, got {host!r}")
+        key = tuple_key(addr, htons(port))
+        other = ht_get(&self.st.tuples, key)
+        if other >= 0 and other != slot:
+            raise ValueError(f"tuple {host}:{port} is already bound to transport "
+                             f"{self.st.transports[other].handle}")
+        send_flush(self.st)
+        if tr.bound:
+            ht_del(&self.st.tuples, tr.tuple_key)
+        tr.addr.sin_family = AF_INET
+        tr.addr.sin_port = htons(port)
+        tr.addr.sin_addr.s_addr = addr
+        tr.tuple_key = key
+        tr.bound = 1
+        ht_put(&self.st.tuples, key, slot)
+
+    def set_srtp(self, int t, int profile, bytes local_key, bytes remote_key) -> None:
+        cdef int32_t slot = self._t_slot(t)
+        cdef Transport* tr = self.st.transports[slot]
+        cdef SrtpContext rx = SrtpContext(profile, remote_key, False)
+        cdef SrtpContext tx = SrtpContext(profile, local_key, True)
+        send_flush(self.st)
+        self._srtp[slot] = (rx, tx)
+        tr.srtp_in = rx.ctx
+        tr.srtp_out = tx.ctx
+        tr.fail_count = 0
+
+    def remove_transport(self, int t) -> None:
+        cdef int32_t slot = self._t_slot(t)
+        cdef Transport* tr = self.st.transports[slot]
+        send_flush(self.st)
+        for i in [tr.consumers.items[k] for k in range(tr.consumers.n)]:
+            self.remove_consumer(self.st.consumers[i].handle)
+        for i in [tr.producers.items[k] for k in range(tr.producers.n)]:
+            self.remove_producer(self.st.producers[i].handle)
+        if tr.bound:
+            ht_del(&self.st.tuples, tr.tuple_key)
+        self._srtp.pop(slot, None)
+        _free_transport(tr)
+        self.st.transports[slot] = NULL
+        del self._t[t]
+        self._free_t.append(slot)
+
+    # ---- producers ----
+
+    def add_producer(self, int p, int t, int kind, bytes mid, list encodings, list payload_types,
+                     dict rtx_apt, int clock_rate, *, dict codecs=None) -> None:
+        """Add inbound media. ``codecs`` (an addition to SEAMS.md) maps PT -> CODEC_* for key-frame
+        detection; without it a video producer's packets are never recognised as key frames, so
+        consumers start and switch layers on the first packet instead."""
+        cdef int32_t t_slot = self._t_slot(t)
+        cdef Transport* tr = self.st.transports[t_slot]
+        cdef Producer* pr
+        cdef RecvStream* s
+        cdef int32_t slot, i
+        cdef uint32_t ssrc
+        if p < 0:
+            raise ValueError(f"handle must be >= 0, got {p}")
+        if p in self._p:
+            raise ValueError(f"producer {p} already exists")
+        if kind not in (0, 1):
+            raise ValueError(f"kind must be 0 (audio) or 1 (video), got {kind}")
+        if len(mid) > MAX_MID_LEN:
+            raise ValueError(f"mid longer than {MAX_MID_LEN} bytes")
+        if not 1 <= len(encodings) <= MAX_ENCODINGS:
+            raise ValueError(f"a producer has 1..{MAX_ENCODINGS} encodings, got {len(encodings)}")
+        if clock_rate <= 0:
+            raise ValueError(f"clock_rate must be positive, got {clock_rate}")
+        if not payload_types:
+            raise ValueError("payload_types must not be empty")
+        for pt in list(payload_types) + list(rtx_apt) + list(rtx_apt.values()) + list(codecs or ()):
+            if not 0 <= pt <= 127:
+                raise ValueError(f"payload type {pt} out of range 0..127")
+        for apt in rtx_apt.values():
+            if apt not in payload_types:
+                raise ValueError(f"rtx apt {apt} is not a media payload type")
+        ssrcs = []
+        for enc in encodings:
+            rid, media_ssrc, rtx_ssrc = enc
+            if len(rid) > MAX_RID_LEN:
+                raise ValueError(f"rid longer than {MAX_RID_LEN} bytes")
+            if not 0 <= media_ssrc <= 0xFFFFFFFF or not 0 <= rtx_ssrc <= 0xFFFFFFFF:
+                raise ValueError("ssrc out of range")
+            if rtx_ssrc and not media_ssrc:
+                raise ValueError("an rtx_ssrc needs its media ssrc")
+            if not media_ssrc and not rid and len(encodings) > 1:
+                raise ValueError("a simulcast encoding needs an ssrc or a rid")
+            ssrcs.extend(x for x in (media_ssrc, rtx_ssrc) if x)
+        if len(set(ssrcs)) != len(ssrcs):
+            raise ValueError("duplicate ssrc in encodings")
+        for x in ssrcs:
+            if ht_get(&self.st.rx_ssrc, ssrc_key(t_slot, x)) >= 0:
+                raise ValueError(f"ssrc {x} is already used on transport {t}")
+        if mid:
+            for i in range(tr.producers.n):
+                if self.st.producers[tr.producers.items[i]].mid_len == len(mid) and \
+                        memcmp(self.st.producers[tr.producers.items[i]].mid, <const char*>mid, len(mid)) == 0:
+                    raise ValueError(f"mid {mid!r} is already used on transport {t}")
+        if not self._free_p:
+            self._grow_producers()
+        pr = <Producer*>calloc(1, sizeof(Producer))
+        if pr == NULL:
+            raise MemoryError()
+        try:
+            pr.handle = p
+            pr.transport = t_slot
+            pr.kind = kind
+            memcpy(pr.mid, <const char*>mid, len(mid))
+            pr.mid_len = len(mid)
+            pr.n_enc = len(encodings)
+            pr.clock_rate = clock_rate
+            for i in range(128):
+                pr.rtx_apt[i] = -1
+                pr.codec[i] = CODEC_UNKNOWN
+            for pt in payload_types:
+                pr.media_pt[pt] = 1
+            for pt, apt in rtx_apt.items():
+                pr.rtx_apt[pt] = apt
+            for pt, codec in (codecs or {}).items():
+                pr.codec[pt] = codec
+            for i in range(pr.n_enc):
+                s = &pr.enc[i]
+                s.bad_seq = -1
+                store_init(&s.store, STORE_SLOTS_VIDEO if kind == 1 else STORE_SLOTS_AUDIO)
+        except BaseException:
+            _free_producer(pr)
+            raise
+        slot = self._free_p.pop()
+        self._rx_budget += 2 * pr.n_enc
+        ht_reserve(&self.st.rx_ssrc, self._rx_budget)
+        for i, enc in enumerate(encodings):
+            rid, media_ssrc, rtx_ssrc = enc
+            s = &pr.enc[i]
+            memcpy(s.rid, <const char*>rid, len(rid))
+            s.rid_len = len(rid)
+            s.ssrc = media_ssrc
+            s.rtx_ssrc = rtx_ssrc
+            if media_ssrc:
+                ht_put(&self.st.rx_ssrc, ssrc_key(t_slot, media_ssrc), (slot << 3) | (i << 1))
+            if rtx_ssrc:
+                ht_put(&self.st.rx_ssrc, ssrc_key(t_slot, rtx_ssrc), (slot << 3) | (i << 1) | 1)
+        self.st.producers[slot] = pr
+        il_append(&tr.producers, slot)
+        self._p[p] = slot
+
+    def remove_producer(self, int p) -> None:
+        cdef int32_t slot = self._p_slot(p)
+        cdef Producer* pr = self.st.producers[slot]
+        cdef Transport* tr = self.st.transports[pr.transport]
+        cdef Consumer* c
+        cdef int32_t i
+        send_flush(self.st)
+        for i in range(pr.consumers.n):
+            c = self.st.consumers[pr.consumers.items[i]]
+            c.producer = -1
+            push_event(self.st, EV_PRODUCER_CLOSED, c.handle, 0, 0)
+        for i in range(pr.n_enc):
+            for x in (pr.enc[i].ssrc, pr.enc[i].rtx_ssrc):
+                if x:
+                    ht_del(&self.st.rx_ssrc, ssrc_key(pr.transport, x))
+                    if tr.srtp_in != NULL:
+                        self.st.srtp.remove_stream(tr.srtp_in, htonl(x))
+        il_remove(&tr.producers, slot)
+        self._rx_budget -= 2 * pr.n_enc
+        _free_producer(pr)
+        self.st.producers[slot] = NULL
+        del self._p[p]
+        self._free_p.append(slot)
+
+    def request_key_frame(self, int p) -> None:
+        cdef Producer* pr = self.st.producers[self._p_slot(p)]
+        cdef int32_t i
+        self.st.now_ms = monotonic_ms()
+        for i in range(pr.n_enc):
+            request_keyframe(self.st, pr, i)
+        send_flush(self.st)
+
+    # ---- consumers ----
+
+    def add_consumer(self, int c, int t, int p, unsigned int out_ssrc, dict pt_map, bint nack,
+                     int spatial=-1) -> None:
+        cdef int32_t t_slot = self._t_slot(t)
+        cdef int32_t p_slot = self._p_slot(p)
+        cdef Transport* tr = self.st.transports[t_slot]
+        cdef Producer* pr = self.st.producers[p_slot]
+        cdef Consumer* co
+        cdef int32_t slot, i
+        if c < 0:
+            raise ValueError(f"handle must be >= 0, got {c}")
+        if c in self._c:
+            raise ValueError(f"consumer {c} already exists")
+        if out_ssrc == 0:
+            raise ValueError("out_ssrc must not be 0")
+        if ht_get(&self.st.tx_ssrc, ssrc_key(t_slot, out_ssrc)) >= 0:
+            raise ValueError(f"out_ssrc {out_ssrc} is already used on transport {t}")
+        if not pt_map:
+            raise ValueError("pt_map must not be empty")
+        for k, v in pt_map.items():
+            if not 0 <= k <= 127 or not 0 <= v <= 127:
+                raise ValueError(f"pt_map entry {k}->{v} out of range 0..127")
+        if not -1 <= spatial < pr.n_enc:
+            raise ValueError(f"spatial must be in -1..{pr.n_enc - 1}, got {spatial}")
+        if not self._free_c:
+            self._grow_consumers()
+        co = <Consumer*>calloc(1, sizeof(Consumer))
+        if co == NULL:
+            raise MemoryError()
+        co.seq = <SeqRw*>malloc(sizeof(SeqRw))
+        co.meta = <MetaSlot*>calloc(META_RING, sizeof(MetaSlot))
+        if co.seq == NULL or co.meta == NULL:
+            _free_consumer(co)
+            raise MemoryError()
+        slot = self._free_c.pop()
+        co.handle = c
+        co.transport = t_slot
+        co.producer = p_slot
+        co.out_ssrc = out_ssrc
+        for i in range(128):
+            co.pt_map[i] = -1
+        for k, v in pt_map.items():
+            co.pt_map[k] = v
+        co.nack = nack
+        # Initial output seq in [1000, 32767] (mediasoup): below 2^15 so an early wrap cannot confuse a
+        # libsrtp receiver's rollover guess.
+        seq_rw_init(co.seq, 1000 + rng_next(self.st) % 31768)
+        co.preferred = spatial
+        co.current = -1
+        co.target = -1
+        co.rtt_ms = -1
+        ht_put(&self.st.tx_ssrc, ssrc_key(t_slot, out_ssrc), slot)
+        self.st.consumers[slot] = co
+        il_append(&pr.consumers, slot)
+        il_append(&tr.consumers, slot)
+        self._c[c] = slot
+        self.st.now_ms = monotonic_ms()
+        consumer_retarget(self.st, co, self.st.now_ms)
+        request_keyframe(self.st, pr, co.target)
+        send_flush(self.st)
+
+    def set_consumer_layer(self, int c, int spatial) -> None:
+        cdef Consumer* co = self.st.consumers[self._c_slot(c)]
+        if co.producer < 0:
+            raise ValueError(f"consumer {c} has no producer")
+        if not -1 <= spatial < self.st.producers[co.producer].n_enc:
+            raise ValueError(f"spatial must be in -1..{self.st.producers[co.producer].n_enc - 1}, "
+                             f"got {spatial}")
+        co.preferred = spatial
+        self.st.now_ms = monotonic_ms()
+        consumer_retarget(self.st, co, self.st.now_ms)
+        if co.target != co.current:
+            request_keyframe(self.st, self.st.producers[co.producer], co.target)
+            send_flush(self.st)
+
+    def pause_consumer(self, int c) -> None:
+        self.st.consumers[self._c_slot(c)].paused = 1
+
+    def resume_consumer(self, int c) -> None:
+        cdef Consumer* co = self.st.consumers[self._c_slot(c)]
+        if not co.paused:
+            return
+        co.paused = 0
+        # Continue at last+1 (mediasoup SeqManager Sync); video waits for a key frame it asks for now.
+        seq_rw_sync(co.seq)
+        if co.producer >= 0 and self.st.producers[co.producer].kind == 1 and co.current >= 0:
+            co.wait_keyframe = 1
+            self.st.now_ms = monotonic_ms()
+            consumer_request_keyframe(self.st, co)
+            send_flush(self.st)
+
+    def remove_consumer(self, int c) -> None:
+        cdef int32_t slot = self._c_slot(c)
+        cdef Consumer* co = self.st.consumers[slot]
+        cdef Transport* tr = self.st.transports[co.transport]
+        send_flush(self.st)
+        if co.producer >= 0:
+            il_remove(&self.st.producers[co.producer].consumers, slot)
+        il_remove(&tr.consumers, slot)
+        ht_del(&self.st.tx_ssrc, ssrc_key(co.transport, co.out_ssrc))
+        if tr.srtp_out != NULL:
+            self.st.srtp.remove_stream(tr.srtp_out, htonl(co.out_ssrc))
+        _free_consumer(co)
+        self.st.consumers[slot] = NULL
+        del self._c[c]
+        self._free_c.append(slot)
+
+    # ---- I/O, time, events, counters ----
+
+    def pump(self) -> list:
+        """Drain the socket (up to PUMP_BUDGET_BATCHES batches), forward RTP/RTCP natively and return
+        the STUN/DTLS datagrams as (transport handle or -1, data, (host, port))."""
+        cdef EngineState* e = self.st
+        cdef int n, i, batches = 0
+        cdef int32_t t_out = -1
+        cdef list out = []
+        while batches < PUMP_BUDGET_BATCHES:
+            for i in range(e.batch):
+                e.recv_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6)
+            n = recvmmsg(e.fd, e.recv_msgs, e.batch, MSG_DONTWAIT, NULL)
+            if n <= 0:
+                if n < 0 and errno == EINTR:
+                    continue
+                if n < 0 and errno != EAGAIN and errno != EWOULDBLOCK:
+                    e.recv_errors += 1
+                break
+            e.now_ms = monotonic_ms()
+            e.pumps += 1
+            for i in range(n):
+                e.rx_datagrams += 1
+                if on_datagram(e, i, &t_out):
+                    out.append((t_out, (<char*>(e.recv_buf + <size_t>i * RECV_SLOT_BYTES))[:e.recv_msgs[i].msg_len],
+                                _address(&e.recv_addr[i])))
+            batches += 1
+            if n < e.batch:
+                break                         # the queue was empty: skip the EAGAIN round trip
+        send_flush(e)
+        return out
+
+    def send(self, str host, int port, bytes data) -> None:
+        """Slow-path output (STUN responses, DTLS records) to host:port, sent at once."""
+        cdef sockaddr_in sa4
+        cdef sockaddr_in6 sa6
+        cdef bytes host_b = host.encode()
+        cdef ssize_t r
+        if not 0 < port < 65536:
+            raise ValueError(f"port must be in 1..65535, got {port}")
+        memset(&sa4, 0, sizeof(sa4))
+        memset(&sa6, 0, sizeof(sa6))
+        if inet_pton(AF_INET, host_b, &sa4.sin_addr) == 1:
+            sa4.sin_family = AF_INET
+            sa4.sin_port = htons(port)
+            r = sendto(self.fd, <const char*>data, len(data), MSG_DONTWAIT, <sockaddr*>&sa4, sizeof(sa4))
+        elif inet_pton(AF_INET6, host_b, &sa6.sin6_addr) == 1:
+            sa6.sin6_family = AF_INET6
+            sa6.sin6_port = htons(port)
+            r = sendto(self.fd, <const char*>data, len(data), MSG_DONTWAIT, <sockaddr*>&sa6, sizeof(sa6))
+        else:
+            raise ValueError(f"not an IP address: {host!r}")
+        if r < 0:
+            raise OSError(errno, os.strerror(errno))
+        self.st.tx_datagrams += 1
+
+    def tick(self, long long now_ms) -> None:
+        """Timers: RR toward publishers and SR+SDES toward subscribers about every second per transport,
+        layer re-targeting, key-frame request retries. now_ms is CLOCK_MONOTONIC in milliseconds."""
+        cdef timespec wall
+        clock_gettime(CLOCK_REALTIME, &wall)
+        engine_tick(self.st, now_ms, <uint32_t>(wall.tv_sec + 2208988800),
+                    <uint32_t>((<uint64_t>wall.tv_nsec << 32) // 1000000000))
+
+    def poll_events(self) -> list:
+        cdef EngineState* e = self.st
+        cdef Event* ev
+        cdef list out = []
+        while e.ev_head != e.ev_tail:
+            ev = &e.events[e.ev_head & (EVENT_RING - 1)]
+            e.ev_head += 1
+            if ev.code in (EV_NEW_STREAM, EV_KEY_FRAME_REQUESTED, EV_STREAM_RESTARTED):
+                out.append((ev.code, ev.a, ev.b, ev.c))
+            elif ev.code == EV_LAYER_SWITCHED:
+                out.append((ev.code, ev.a, ev.b))
+            elif ev.code == EV_SRTP_STREAM_RESET:
+                out.append((ev.code, ev.a, ev.c))
+            else:
+                out.append((ev.code, ev.a))
+        return out
+
+    def snapshot_engine(self) -> dict:
+        cdef EngineState* e = self.st
+        d = {"rx_datagrams": e.rx_datagrams, "tx_datagrams": e.tx_datagrams, "recv_errors": e.recv_errors,
+             "pumps": e.pumps, "events_dropped": e.ev_dropped, "transports": len(self._t),
+             "producers": len(self._p), "consumers": len(self._c)}
+        d.update(_drops(e.drops))
+        return d
+
+    def snapshot_transport(self, int t) -> dict:
+        cdef Transport* tr = self.st.transports[self._t_slot(t)]
+        d = {"rx_packets": tr.rx_packets, "rx_bytes": tr.rx_bytes, "tx_packets": tr.tx_packets,
+             "tx_bytes": tr.tx_bytes, "rtp_rx": tr.rtp_rx, "rtcp_rx": tr.rtcp_rx, "rtcp_tx": tr.rtcp_tx,
+             "stun_rx": tr.stun_rx, "dtls_rx": tr.dtls_rx, "srtp_resets": tr.srtp_resets,
+             "bound": int(tr.bound), "srtp": int(tr.srtp_in != NULL)}
+        d.update(_drops(tr.drops))
+        return d
+
+    def snapshot_producer(self, int p) -> dict:
+        cdef Producer* pr = self.st.producers[self._p_slot(p)]
+        cdef RecvStream* s
+        cdef int32_t i
+        layers = []
+        for i in range(pr.n_enc):
+            s = &pr.enc[i]
+            layer = {"ssrc": s.ssrc, "rtx_ssrc": s.rtx_ssrc, "packets": s.packets, "bytes": s.bytes,
+                     "rtx_packets": s.rtx_packets, "keyframes": s.keyframes, "kf_requests": s.kf_requests,
+                     "received": s.received,
+                     "expected": (s.max_ext_seq - s.base_ext_seq + 1) if s.seq_started else 0,
+                     "jitter": s.jitter_q4 >> 4, "sr_count": s.sr_count}
+            layer.update(_drops(s.drops))
+            layers.append(layer)
+        return {"packets": sum(x["packets"] for x in layers), "bytes": sum(x["bytes"] for x in layers),
+                "consumers": pr.consumers.n, "audio_level_sum": pr.audio_level_sum,
+                "audio_level_count": pr.audio_level_count, "layers": layers}
+
+    def snapshot_consumer(self, int c) -> dict:
+        cdef Consumer* co = self.st.consumers[self._c_slot(c)]
+        d = {"packets": co.packets, "bytes": co.bytes, "retransmits": co.retransmits, "nack_rx": co.nack_rx,
+             "pli_rx": co.pli_rx, "layer_switches": co.layer_switches, "current_layer": co.current,
+             "target_layer": co.target, "paused": int(co.paused), "rr_count": co.rr_count,
+             "rr_fraction_lost": co.rr_fraction_lost, "rr_cumulative_lost": co.rr_cumulative_lost,
+             "rr_highest_seq": co.rr_highest_seq, "rr_jitter": co.rr_jitter, "rtt_ms": co.rtt_ms}
+        d.update(_drops(co.drops))
+        return d
+
+
+cdef void _free_transport(Transport* t) noexcept nogil:
+    free(t.producers.items)
+    free(t.consumers.items)
+    free(t)
+
+
+cdef void _free_producer(Producer* p) noexcept nogil:
+    cdef int32_t i
+    for i in range(MAX_ENCODINGS):
+        store_free(&p.enc[i].store)
+    free(p.consumers.items)
+    free(p)
+
+
+cdef void _free_consumer(Consumer* c) noexcept nogil:
+    free(c.seq)
+    free(c.meta)
+    free(c)

@@ -1,0 +1,85 @@
+# The Linux socket, byte-order and clock calls the fast path uses (only those).
+# recvmmsg(2)/sendmmsg(2) need _GNU_SOURCE, which Python.h already defines.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t
+
+
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void* iov_base
+        size_t iov_len
+
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    ctypedef int clockid_t
+    int clock_gettime(clockid_t clk, timespec* ts)
+    int CLOCK_MONOTONIC
+    int CLOCK_REALTIME
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef unsigned short sa_family_t
+    struct sockaddr:
+        sa_family_t sa_family
+    struct sockaddr_storage:
+        sa_family_t ss_family
+    struct msghdr:
+        void* msg_name
+        socklen_t msg_namelen
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+    int recvmmsg(int fd, mmsghdr* msgvec, unsigned int vlen, int flags, timespec* timeout)
+    int sendmmsg(int fd, mmsghdr* msgvec, unsigned int vlen, int flags)
+    ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* addr, socklen_t addr_len)
+    int AF_INET
+    int AF_INET6
+    int MSG_DONTWAIT
+    int MSG_TRUNC
+
+
+cdef extern from "<netinet/in.h>" nogil:
+    struct in_addr:
+        uint32_t s_addr
+    struct sockaddr_in:
+        sa_family_t sin_family
+        uint16_t sin_port
+        in_addr sin_addr
+    struct in6_addr:
+        uint8_t s6_addr[16]
+    struct sockaddr_in6:
+        sa_family_t sin6_family
+        uint16_t sin6_port
+        in6_addr sin6_addr
+
+
+cdef extern from "<arpa/inet.h>" nogil:
+    uint32_t htonl(uint32_t x)
+    uint32_t ntohl(uint32_t x)
+    uint16_t htons(uint16_t x)
+    uint16_t ntohs(uint16_t x)
+    int inet_pton(int af, const char* src, void* dst)
+    const char* inet_ntop(int af, const void* src, char* dst, socklen_t size)
+    int INET6_ADDRSTRLEN
+
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+    int EAGAIN
+    int EWOULDBLOCK
+    int EINTR
+
+
+cdef inline long long monotonic_ms() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <long long>ts.tv_sec * 1000 + ts.tv_nsec // 1000000

@@ -1,0 +1,112 @@
+"""SRTP for the fast path: libsrtp 2.x (the copy bundled in the pylibsrtp 1.0.0 wheel) called from C.
+
+Owns: creating libsrtp sessions through pylibsrtp (``SrtpContext``) and loading the C entry points
+(``srtp_protect``, ``srtp_unprotect``, ``srtp_protect_rtcp``, ``srtp_unprotect_rtcp``, ``srtp_remove_stream``)
+from pylibsrtp's cffi module as raw function pointers. Must not call pylibsrtp per packet.
+RFC 3711 (SRTP), RFC 7714 (AES-GCM), RFC 5764 (DTLS-SRTP profiles).
+
+Inbound contexts use ``ssrc_any_inbound``; outbound ones ``ssrc_any_outbound`` with ``allow_repeat_tx`` so a
+NACK retransmission with the same sequence number can be protected again. Both use a 1024-packet replay window.
+"""
+
+from libc.stdint cimport uint8_t, uintptr_t
+from libc.string cimport memcpy
+
+from fastpath.includes.linux cimport htonl
+from fastpath.includes.srtp cimport SRTP_MAX_TRAILER, SrtpFns, srtp_fn_t, srtp_remove_fn_t
+
+import pylibsrtp
+from pylibsrtp import Policy, Session
+from pylibsrtp._binding import ffi, lib
+
+PROFILE_AES128_CM_SHA1_80 = 1
+PROFILE_AEAD_AES_128_GCM = 7
+PROFILE_AEAD_AES_256_GCM = 8
+
+# key || salt lengths (RFC 3711 4.3, RFC 7714 12).
+KEY_LENGTHS = {PROFILE_AES128_CM_SHA1_80: 30, PROFILE_AEAD_AES_128_GCM: 28, PROFILE_AEAD_AES_256_GCM: 44}
+
+_REQUIRED_SYMBOLS = ("srtp_protect", "srtp_unprotect", "srtp_protect_rtcp", "srtp_unprotect_rtcp",
+                     "srtp_remove_stream")
+_missing = [name for name in _REQUIRED_SYMBOLS if not hasattr(lib, name)]
+if _missing:
+    raise ImportError(
+        f"fastpath needs the libsrtp 2.x entry points of pylibsrtp 1.0.0; pylibsrtp "
+        f"{getattr(pylibsrtp, '__version__', '?')} lacks {', '.join(_missing)}"
+    )
+
+cdef SrtpFns _fns
+
+
+cdef uintptr_t _address(str name) except 0:
+    return int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
+
+
+_fns.protect = <srtp_fn_t>_address("srtp_protect")
+_fns.unprotect = <srtp_fn_t>_address("srtp_unprotect")
+_fns.protect_rtcp = <srtp_fn_t>_address("srtp_protect_rtcp")
+_fns.unprotect_rtcp = <srtp_fn_t>_address("srtp_unprotect_rtcp")
+_fns.remove_stream = <srtp_remove_fn_t>_address("srtp_remove_stream")
+
+
+cdef SrtpFns srtp_fns() noexcept:
+    return _fns
+
+
+def srtp_error_reason(int status) -> str:
+    """The libsrtp text for an srtp_err_status_t value, prefixed "srtp: "."""
+    if 0 <= status < len(pylibsrtp.ERRORS):
+        return "srtp: " + pylibsrtp.ERRORS[status]
+    return f"srtp: error {status}"
+
+
+cdef bytes _run(SrtpContext self, srtp_fn_t fn, const uint8_t[:] data, int trailer):
+    cdef int n = <int>data.shape[0]
+    cdef bytearray buf = bytearray(n + trailer)
+    cdef int rc
+    if n == 0:
+        raise ValueError("srtp: empty packet")
+    memcpy(<char*>buf, &data[0], n)
+    rc = fn(self.ctx, <char*>buf, &n)
+    if rc != 0:
+        raise ValueError(srtp_error_reason(rc))
+    return bytes(buf[:n])
+
+
+cdef class SrtpContext:
+    """One libsrtp session (srtp_t) for one direction of one transport.
+
+    Lifecycle: created from DTLS-exported key material, used by the Engine until the transport is removed
+    or re-keyed; the pylibsrtp Session is kept in ``session`` so the srtp_t stays valid.
+    """
+
+    def __cinit__(self, int profile, bytes key, bint outbound):
+        if profile not in KEY_LENGTHS:
+            raise ValueError(f"srtp: unsupported profile {profile}")
+        if len(key) != KEY_LENGTHS[profile]:
+            raise ValueError(f"srtp: key must be {KEY_LENGTHS[profile]} bytes for profile {profile}, "
+                             f"got {len(key)}")
+        policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND if outbound else Policy.SSRC_ANY_INBOUND,
+                        srtp_profile=profile)
+        policy.allow_repeat_tx = bool(outbound)
+        policy.window_size = 1024
+        self.session = Session(policy)
+        self.ctx = <void*><uintptr_t>int(ffi.cast("uintptr_t", self.session._srtp[0]))
+        self.profile = profile
+        self.outbound = outbound
+
+    def protect(self, const uint8_t[:] data) -> bytes:
+        return _run(self, _fns.protect, data, SRTP_MAX_TRAILER)
+
+    def unprotect(self, const uint8_t[:] data) -> bytes:
+        return _run(self, _fns.unprotect, data, 0)
+
+    def protect_rtcp(self, const uint8_t[:] data) -> bytes:
+        return _run(self, _fns.protect_rtcp, data, SRTP_MAX_TRAILER)
+
+    def unprotect_rtcp(self, const uint8_t[:] data) -> bytes:
+        return _run(self, _fns.unprotect_rtcp, data, 0)
+
+    def remove_stream(self, unsigned int ssrc) -> bool:
+        """Forget the per-SSRC state (replay window, ROC); True if a stream existed."""
+        return _fns.remove_stream(self.ctx, htonl(ssrc)) == 0
