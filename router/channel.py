@@ -139,6 +139,7 @@ class Channel:
         self._sock = sock
         self._spawn(self._receive_loop())
         self._spawn(self._monitor_loop())
+        self._start_flusher()
 
     async def close(self, linger_ms: int = 200) -> None:
         """Stops the loops, tries once more to flush pending frames, and closes the socket.
@@ -202,7 +203,11 @@ class Channel:
             return
         self._backlog.append(frame)
         self.counters.backlog_max = max(self.counters.backlog_max, len(self._backlog))
-        if self._flusher is None or self._flusher.done():
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        # Frames queued before start() wait for the socket; start() calls this again.
+        if self._sock is not None and self._backlog and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     def _try_send(self, frame: bytes) -> bool:

@@ -155,8 +155,9 @@ class Worker:
         self.channel = Channel(self.control_endpoint, self.worker_id)
         try:
             self.channel.register(Method.WORKER_CLOSE, self._on_close)
-            media_host.install_media(self)
+            # Control sends no request before worker.running, so handlers may be added after the connect.
             await self.channel.start()
+            media_host.install_media(self)
         except Exception:
             log.exception("worker %d set-up failed", self.worker_id)
             await self.channel.close()

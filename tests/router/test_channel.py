@@ -225,3 +225,14 @@ async def test_registering_a_method_twice_is_refused(endpoint: str) -> None:
     with pytest.raises(ValueError, match="a handler for 'worker.dump' is already registered"):
         ch.register("worker.dump", handler)
     assert ch.methods == frozenset({"worker.dump"})
+
+
+async def test_notifications_queued_before_start_are_sent_after_it(endpoint: str, control: Control) -> None:
+    ch = Channel(endpoint, 8)
+    assert ch.notify("producer.stream_added", "p1", {"layer": 0})
+    await ch.start()
+    try:
+        rid, envelope = await control.recv()
+        assert (rid, envelope) == (b"w8", Notification("producer.stream_added", "p1", {"layer": 0}))
+    finally:
+        await ch.close(linger_ms=0)
