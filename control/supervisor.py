@@ -227,6 +227,8 @@ class Supervisor:
                 await asyncio.sleep(slot.backoff_s)
                 if self._closing:
                     return
+            # Set before the attempt so that a failed spawn counts as a short life and backs off too.
+            slot.spawned_at = time.monotonic()
             try:
                 process = await asyncio.create_subprocess_exec(
                     *self._command(slot), stdin=asyncio.subprocess.DEVNULL, env=self._environment())
@@ -238,7 +240,6 @@ class Supervisor:
                 slot.restarts += 1
             first = False
             slot.process, slot.pid = process, process.pid
-            slot.spawned_at = time.monotonic()
             log.info("worker %d spawned: pid %d, core %d, udp port %d", slot.worker_id, process.pid,
                      slot.core, slot.udp_port)
             returncode = await process.wait()

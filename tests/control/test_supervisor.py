@@ -424,3 +424,18 @@ def test_crash_loop_reports_degraded_without_a_fork_storm(start_control: Callabl
         assert growth == sorted(growth) and {0.5, 1.0, 2.0} <= set(growth)
     finally:
         blocker.close()
+
+
+async def test_a_worker_that_cannot_be_spawned_backs_off(runtime_root: str) -> None:
+    sup = Supervisor(workers=1, node_ip="127.0.0.1", rtc_port_base=free_udp_ports(1),
+                     runtime_root=runtime_root, python="/nonexistent/python3", backoff_initial_s=0.05,
+                     backoff_max_s=0.1, start_timeout_s=1.0)
+    slot = sup.slots[0]
+    try:
+        await sup.start()
+        assert await async_wait_until(lambda: slot.consecutive_failures >= 3, 5.0)
+        assert slot.backoff_s == 0.1
+        assert (slot.last_exit or "").startswith("spawn failed: ")
+        assert slot.pid is None and sup.status == "degraded"
+    finally:
+        await sup.stop()
