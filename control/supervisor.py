@@ -275,11 +275,12 @@ class Supervisor:
         if slot.running:
             with contextlib.suppress(Exception):
                 await slot.client.request(Method.WORKER_CLOSE, "", {}, timeout=1.0)
-        try:
-            await asyncio.wait_for(process.wait(), self.stop_timeout_s)
-            return
-        except TimeoutError:
-            pass
+            try:
+                await asyncio.wait_for(process.wait(), self.stop_timeout_s)
+                return
+            except TimeoutError:
+                pass
+        # A worker still starting has no channel to be asked on: signal it right away.
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(sig)
