@@ -65,7 +65,8 @@ def rtcp_rr(ssrc: int, blocks: list[tuple[int, int, int, int, int, int, int]] = 
     """blocks: (ssrc, fraction_lost, cumulative_lost, highest_seq, jitter, lsr, dlsr)."""
     body = struct.pack("!I", ssrc)
     for b_ssrc, fraction, cum, highest, jitter, lsr, dlsr in blocks:
-        body += struct.pack("!IIIIII", b_ssrc, (fraction << 24) | (cum & 0xFFFFFF), highest, jitter, lsr, dlsr)
+        loss = (fraction << 24) | (cum & 0xFFFFFF)
+        body += struct.pack("!IIIIII", b_ssrc, loss, highest, jitter, lsr, dlsr)
     return rtcp_header(len(blocks), 201, body)
 
 
