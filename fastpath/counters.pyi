@@ -1,0 +1,1 @@
+DROP_REASON_NAMES: tuple[str, ...]

@@ -1,0 +1,3 @@
+KIND_NAMES: tuple[str, ...]
+
+def classify(data: bytes) -> str: ...

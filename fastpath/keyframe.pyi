@@ -1,0 +1,3 @@
+CODECS: dict[str, int]
+
+def is_keyframe(codec: int, payload: bytes) -> bool | None: ...

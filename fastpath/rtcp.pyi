@@ -1,0 +1,3 @@
+RTCP_ERROR_REASONS: tuple[str, ...]
+
+def parse_rtcp(data: bytes) -> list[dict[str, object]]: ...
