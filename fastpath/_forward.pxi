@@ -220,6 +220,47 @@ cdef void forward_to(EngineState* e, Producer* p, int32_t layer, Consumer* c, co
     c.bytes += length
 
 
+cdef int srtp_recover_gap(EngineState* e, Transport* t, Producer* p, int32_t value, uint8_t* buf,
+                          int32_t n) noexcept nogil:
+    """Resynchronise libsrtp after a forward jump of more than 2^15 packets; the new length or -1.
+
+    NOTE: libsrtp then guesses the rollover counter one too low and rejects every packet as replay_old
+    before touching the buffer (PERFORMANCE.md). The true index is the first one above our last
+    authenticated index + 2^15 with this packet's seq; srtp_set_stream_roc pins that ROC for the next
+    unprotect (libsrtp's "packet index advanced" path), trying up to 4 ROCs for even longer stalls.
+    Without srtp_set_stream_roc, the stream is removed so the ssrc_any_inbound template re-creates it
+    (this only recovers senders still at ROC 0)."""
+    cdef uint32_t ssrc = rd32(buf + 8)
+    cdef uint32_t roc = 0
+    cdef uint16_t seq = rd16(buf + 2)
+    cdef RecvStream* s = &p.enc[(value >> 1) & 3]
+    cdef int64_t local, candidate
+    cdef int length, k
+    # A failed AEAD attempt may have decrypted the buffer in place: every attempt starts from a copy.
+    cdef uint8_t original[RECV_SLOT_BYTES]
+    memcpy(original, buf, n)
+    if (value & 1) == 0 and s.seq_started and e.srtp.set_stream_roc != NULL and e.srtp.get_stream_roc != NULL:
+        if e.srtp.get_stream_roc(t.srtp_in, ssrc, &roc) == SRTP_ERR_OK:
+            local = (<int64_t>roc << 16) | (<uint16_t>s.max_ext_seq)
+            candidate = (local & ~(<int64_t>0xFFFF)) | seq
+            while candidate <= local + 0x8000:
+                candidate += 0x10000
+            for k in range(4):
+                e.srtp.set_stream_roc(t.srtp_in, ssrc, <uint32_t>((candidate >> 16) + k))
+                memcpy(buf, original, n)
+                length = n
+                if e.srtp.unprotect(t.srtp_in, buf, &length) == SRTP_ERR_OK:
+                    return length
+            e.srtp.set_stream_roc(t.srtp_in, ssrc, 0)
+            return -1
+    e.srtp.remove_stream(t.srtp_in, htonl(ssrc))
+    memcpy(buf, original, n)
+    length = n
+    if e.srtp.unprotect(t.srtp_in, buf, &length) == SRTP_ERR_OK:
+        return length
+    return -1
+
+
 cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf, int32_t n) noexcept nogil:
     cdef RtpHeader h
     cdef ExtFound found
@@ -235,11 +276,10 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
     rc = e.srtp.unprotect(t.srtp_in, buf, &length)
     if rc != SRTP_ERR_OK:
         t.drops[DROP_SRTP_UNPROTECT] += 1
-        # NOTE: after a forward jump of more than 2^15 (a stalled reader, a sender restart) libsrtp guesses
-        # the rollover counter one too low and rejects every packet as "replay_old" before touching the
-        # buffer. After SRTP_RESET_AFTER consecutive such failures for a known SSRC, remove the libsrtp
-        # stream so the ssrc_any_inbound template re-creates it from this packet (PERFORMANCE.md).
-        if rc != SRTP_ERR_REPLAY_OLD or ht_get(&e.rx_ssrc, ssrc_key(t_slot, ssrc)) < 0:
+        if rc != SRTP_ERR_REPLAY_OLD:
+            return
+        value = ht_get(&e.rx_ssrc, ssrc_key(t_slot, ssrc))
+        if value < 0:
             return
         if t.fail_ssrc != ssrc:
             t.fail_ssrc = ssrc
@@ -248,13 +288,12 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
         if t.fail_count < SRTP_RESET_AFTER:
             return
         t.fail_count = 0
-        t.srtp_resets += 1
-        e.srtp.remove_stream(t.srtp_in, htonl(ssrc))
-        push_event(e, EV_SRTP_STREAM_RESET, t.handle, 0, ssrc)
-        length = n
-        if e.srtp.unprotect(t.srtp_in, buf, &length) != SRTP_ERR_OK:
+        length = srtp_recover_gap(e, t, e.producers[value >> 3], value, buf, n)
+        if length < 0:
             return
+        t.srtp_resets += 1
         t.drops[DROP_SRTP_UNPROTECT] -= 1
+        push_event(e, EV_SRTP_STREAM_RESET, t.handle, 0, ssrc)
     elif t.fail_ssrc == ssrc:
         t.fail_count = 0
     rc = rtp_parse(buf, length, &h)

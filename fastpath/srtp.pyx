@@ -13,9 +13,19 @@ from libc.stdint cimport uint8_t, uintptr_t
 from libc.string cimport memcpy
 
 from fastpath.includes.linux cimport htonl
-from fastpath.includes.srtp cimport SRTP_MAX_TRAILER, SrtpFns, srtp_fn_t, srtp_remove_fn_t
+from fastpath.includes.srtp cimport (
+    SRTP_MAX_TRAILER,
+    SrtpFns,
+    srtp_fn_t,
+    srtp_get_roc_fn_t,
+    srtp_remove_fn_t,
+    srtp_set_roc_fn_t,
+)
+
+import ctypes
 
 import pylibsrtp
+import pylibsrtp._binding
 from pylibsrtp import Policy, Session
 from pylibsrtp._binding import ffi, lib
 
@@ -47,6 +57,19 @@ _fns.unprotect = <srtp_fn_t>_address("srtp_unprotect")
 _fns.protect_rtcp = <srtp_fn_t>_address("srtp_protect_rtcp")
 _fns.unprotect_rtcp = <srtp_fn_t>_address("srtp_unprotect_rtcp")
 _fns.remove_stream = <srtp_remove_fn_t>_address("srtp_remove_stream")
+
+
+def _optional_symbol(name: str) -> int:
+    # The same shared object cffi already loaded; dlopen returns the existing handle.
+    try:
+        return ctypes.cast(getattr(ctypes.CDLL(pylibsrtp._binding.__file__), name), ctypes.c_void_p).value or 0
+    except (AttributeError, OSError):
+        return 0
+
+
+_fns.set_stream_roc = <srtp_set_roc_fn_t><uintptr_t>_optional_symbol("srtp_set_stream_roc")
+_fns.get_stream_roc = <srtp_get_roc_fn_t><uintptr_t>_optional_symbol("srtp_get_stream_roc")
+HAS_STREAM_ROC = _fns.set_stream_roc != NULL and _fns.get_stream_roc != NULL
 
 
 cdef SrtpFns srtp_fns() noexcept:

@@ -6,6 +6,10 @@
 
 ctypedef int (*srtp_fn_t)(void* ctx, void* hdr, int* length) noexcept nogil
 ctypedef int (*srtp_remove_fn_t)(void* ctx, unsigned int ssrc_be) noexcept nogil
+# srtp_set_stream_roc / srtp_get_stream_roc (libsrtp >= 2.3, ssrc in host order): exported by the wheel's
+# shared object but not by its cffi module, so they are looked up with ctypes and may be NULL.
+ctypedef int (*srtp_set_roc_fn_t)(void* ctx, unsigned int ssrc, unsigned int roc) noexcept nogil
+ctypedef int (*srtp_get_roc_fn_t)(void* ctx, unsigned int ssrc, unsigned int* roc) noexcept nogil
 
 ctypedef struct SrtpFns:
     srtp_fn_t protect
@@ -13,6 +17,8 @@ ctypedef struct SrtpFns:
     srtp_fn_t protect_rtcp
     srtp_fn_t unprotect_rtcp
     srtp_remove_fn_t remove_stream
+    srtp_set_roc_fn_t set_stream_roc
+    srtp_get_roc_fn_t get_stream_roc
 
 # srtp_err_status_t values used by the fast path.
 cdef enum:
