@@ -7,10 +7,10 @@ setup), RFC 8285 (extmap, extmap-allow-mixed), RFC 8830 (msid), RFC 5576 (ssrc, 
 RFC 8853 (simulcast), RFC 8841 (sctp-port, max-message-size), RFC 5761 (rtcp-mux), RFC 5506 (rtcp-rsize),
 RFC 4585 (rtcp-fb), RFC 3605 (rtcp).
 
-The model is typed, not textual: known attributes become fields and are written in one canonical order, unknown
-attributes are kept in order in ``attributes``. Hence ``parse(serialize(x)) == x`` for any parsed ``x``, while
-``serialize(parse(text))`` may order lines differently from ``text``. Bad input raises ``SdpError`` naming the
-1-based line number and the reason. Pure functions, no I/O.
+The model is typed, not textual: known attributes become fields and are written in one canonical order,
+unknown attributes are kept in order in ``attributes``. Hence ``parse(serialize(x)) == x`` for any parsed
+``x``, while ``serialize(parse(text))`` may order lines differently from ``text``. Bad input raises
+``SdpError`` naming the 1-based line number and the reason. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 SETUP_ROLES = ("actpass", "active", "passive", "holdconn")
 RID_DIRECTIONS = ("send", "recv")
 MAX_SSRC = 0xFFFFFFFF
+_SINGLE_MEDIA_ATTRIBUTES = frozenset(
+    ("mid", "rtcp", "ice-ufrag", "ice-pwd", "ice-options", "setup", "sctp-port", "max-message-size", "simulcast")
+)
 
 
 class SdpError(ValueError):
@@ -122,7 +125,7 @@ class Rid:
 
 @dataclass
 class Simulcast:
-    """``a=simulcast:`` (RFC 8853). Each stream is a list of alternative rids; a leading ``~`` means paused."""
+    """``a=simulcast:`` (RFC 8853). Each stream lists alternative rids; a leading ``~`` means paused."""
 
     send: list[list[str]] = field(default_factory=list)
     recv: list[list[str]] = field(default_factory=list)
@@ -246,7 +249,7 @@ class SessionDescription:
         return None
 
 
-# --- parsing -------------------------------------------------------------------------------------------------
+# --- parsing ------------------------------------------------------------------------------------------
 
 
 def _int(text: str, what: str, line: int, raw: str, lo: int = 0, hi: int | None = None) -> int:
@@ -300,9 +303,8 @@ def _parse_extmap(value: str, line: int, raw: str) -> ExtMap:
 def _parse_candidate(value: str, line: int, raw: str) -> Candidate:
     parts = value.split()
     if len(parts) < 8 or parts[6] != "typ":
-        raise SdpError(
-            "a=candidate needs '<foundation> <component> <transport> <priority> <ip> <port> typ <type>'", line, raw
-        )
+        grammar = "'<foundation> <component> <transport> <priority> <ip> <port> typ <type>'"
+        raise SdpError(f"a=candidate needs {grammar}", line, raw)
     rest = parts[8:]
     if len(rest) % 2:
         raise SdpError("a=candidate extensions must be name/value pairs", line, raw)
@@ -371,7 +373,8 @@ class _Parser:
             if kind == "m":
                 missing = [k for k, present in required.items() if not present]
                 if missing and self.media is None:
-                    raise SdpError(f"m= before the session's {', '.join(k + '=' for k in missing)}", number, raw)
+                    names = ", ".join(k + "=" for k in missing)
+                    raise SdpError(f"m= before the session's {names}", number, raw)
                 self.media = self.parse_m(value, number, raw)
                 self.session.media.append(self.media)
             elif self.media is None:
@@ -477,8 +480,7 @@ class _Parser:
         if arg is None:
             self.media_flag(m, name, line, raw)
             return
-        if name in ("mid", "rtcp", "ice-ufrag", "ice-pwd", "ice-options", "setup", "sctp-port",
-                    "max-message-size", "simulcast"):
+        if name in _SINGLE_MEDIA_ATTRIBUTES:
             self.once(f"a={name}", line, raw)
         if name == "mid":
             if not arg:
@@ -591,7 +593,7 @@ def parse(text: str) -> SessionDescription:
     return _Parser(text).run()
 
 
-# --- serialisation -------------------------------------------------------------------------------------------
+# --- serialisation ------------------------------------------------------------------------------------
 
 
 def _attr(name: str, value: str | None) -> str:
