@@ -23,7 +23,8 @@ SETUP_ROLES = ("actpass", "active", "passive", "holdconn")
 RID_DIRECTIONS = ("send", "recv")
 MAX_SSRC = 0xFFFFFFFF
 _SINGLE_MEDIA_ATTRIBUTES = frozenset(
-    ("mid", "rtcp", "ice-ufrag", "ice-pwd", "ice-options", "setup", "sctp-port", "max-message-size", "simulcast")
+    ("mid", "rtcp", "ice-ufrag", "ice-pwd", "ice-options", "setup", "sctp-port", "max-message-size")
+    + ("simulcast",)
 )
 
 
