@@ -21,9 +21,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from fastpath.limit import blast, run_limit
-
 import fastpath
+from fastpath.limit import blast, run_limit
 
 PUB_SSRC = 0x1234
 PT = 96

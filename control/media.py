@@ -86,6 +86,7 @@ class MediaClient:
                 "mid": track.mid,
                 "encodings": [[rid or "", ssrc or 0, rtx or 0] for rid, ssrc, rtx in track.encodings],
                 "payload_types": [c.pt for c in track.codecs],
+                "codecs": [[c.pt, c.name] for c in track.codecs],
                 "rtx_apt": [[rtx, apt] for rtx, apt in track.rtx_apt.items()],
                 "clock_rate": codec.clock_rate,
                 "extensions": {

@@ -43,7 +43,9 @@ class DataProducer:
 class DataConsumer:
     """A server-opened channel on the receiving transport. Lifecycle: consume_data -> open -> close."""
 
-    def __init__(self, data_consumer_id: str, transport: WebRtcTransport, producer: DataProducer, label: str) -> None:
+    def __init__(
+        self, data_consumer_id: str, transport: WebRtcTransport, producer: DataProducer, label: str
+    ) -> None:
         self.id = data_consumer_id
         self.transport = transport
         self.producer = producer

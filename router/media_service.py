@@ -259,16 +259,33 @@ class MediaService:
             router.transports.discard(transport_id)
 
     def _producers_of(self, transport_id: str) -> list[Producer]:
-        return [self.producers.get(pid) for pid in self.producers.ids() if self.producers.get(pid).transport_id == transport_id]
+        return [
+            self.producers.get(pid)
+            for pid in self.producers.ids()
+            if self.producers.get(pid).transport_id == transport_id
+        ]
 
     def _consumers_of(self, transport_id: str) -> list[Consumer]:
-        return [self.consumers.get(cid) for cid in self.consumers.ids() if self.consumers.get(cid).transport_id == transport_id]
+        return [
+            self.consumers.get(cid)
+            for cid in self.consumers.ids()
+            if self.consumers.get(cid).transport_id == transport_id
+        ]
 
     async def transport_get_stats(self, transport_id: str, body: dict[str, Any]) -> dict[str, Any]:
         transport = self.transports.get(transport_id)
-        stats: dict[str, Any] = {"transport": transport.dump(), "media": self.engine.snapshot_transport(transport.handle)}
-        stats["producers"] = {p.id: self.engine.snapshot_producer(self.producers.handle(p.id)) for p in self._producers_of(transport_id)}
-        stats["consumers"] = {c.id: self.engine.snapshot_consumer(self.consumers.handle(c.id)) for c in self._consumers_of(transport_id)}
+        stats: dict[str, Any] = {
+            "transport": transport.dump(),
+            "media": self.engine.snapshot_transport(transport.handle),
+        }
+        stats["producers"] = {
+            p.id: self.engine.snapshot_producer(self.producers.handle(p.id))
+            for p in self._producers_of(transport_id)
+        }
+        stats["consumers"] = {
+            c.id: self.engine.snapshot_consumer(self.consumers.handle(c.id))
+            for c in self._consumers_of(transport_id)
+        }
         s = transport.stats
         stats["slow_path"] = {
             "stun_requests": s.stun_requests,
@@ -299,7 +316,9 @@ class MediaService:
             int(ext.get("audio_level_id", 0)),
             id_map,
         )
-        encodings = [(str(rid).encode(), int(ssrc), int(rtx)) for rid, ssrc, rtx in _require(body, "encodings", list)]
+        encodings = [
+            (str(rid).encode(), int(ssrc), int(rtx)) for rid, ssrc, rtx in _require(body, "encodings", list)
+        ]
         if not encodings:
             raise RequestError("TypeError", "a producer needs at least one encoding")
         producer = Producer(producer_id, transport_id, kind, str(body.get("mid", "")))
@@ -314,6 +333,10 @@ class MediaService:
                 [int(pt) for pt in _require(body, "payload_types", list)],
                 {int(rtx): int(apt) for rtx, apt in body.get("rtx_apt", [])},
                 int(_require(body, "clock_rate", int)),
+                codecs={
+                    int(pt): fastpath.CODECS.get(str(name).lower(), fastpath.CODEC_UNKNOWN)
+                    for pt, name in body.get("codecs", [])
+                },
             )
         except Exception:
             self.producers.remove(producer_id)
@@ -354,7 +377,10 @@ class MediaService:
         dp_id = _require(body, "data_producer_id", str)
         if dp_id not in self.data_producers:
             self.data_producers[dp_id] = DataProducer(
-                dp_id, transport, _require(body, "label", str), relay_to_control=bool(body.get("relay_to_control"))
+                dp_id,
+                transport,
+                _require(body, "label", str),
+                relay_to_control=bool(body.get("relay_to_control")),
             )
         return {}
 

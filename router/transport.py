@@ -219,7 +219,9 @@ class WebRtcTransport:
             self.stats.sctp_messages_out += 1
         return sent
 
-    def want_data_channel(self, label: str, *, ordered: bool = True, max_retransmits: int | None = None) -> None:
+    def want_data_channel(
+        self, label: str, *, ordered: bool = True, max_retransmits: int | None = None
+    ) -> None:
         """Open a server-created channel now if SCTP is up, else as soon as it is."""
         if label in self._wanted_channels:
             return
