@@ -1,0 +1,618 @@
+"""Participant: one LiveKit client's session inside a Room (LiveKit's v0 dual peer-connection model).
+
+Owns the client's two WebRTC transports on the room's worker (the publisher PC, offered by the client, and the
+subscriber PC, offered by the server), its publications (AddTrackRequest -> TrackInfo, bound to an offer
+m-line by the msid track id, RFC 8830), its subscriptions (one consumer and one subscriber m-line per track),
+the serialised subscriber offer/answer rounds (JSEP, RFC 8829: one offer outstanding at a time) and the signal
+sink its messages go to. Room-wide effects (broadcasts, auto-subscribe, data forwarding) are the Room's
+(``control.rooms``).
+
+SDP is written and read by ``control.negotiation`` through the small :class:`Negotiator` seam below, so that
+the LiveKit state machine can be tested without SDP and the SDP layer without LiveKit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from livekit.protocol import models, rtc
+
+from control import lk_messages as lk
+from control.auth import Claims
+
+if TYPE_CHECKING:
+    from control.rooms import Room
+
+log = logging.getLogger("control.participant")
+
+State = models.ParticipantInfo.State
+RELIABLE = "_reliable"
+LOSSY = "_lossy"
+DATA_LABELS = (RELIABLE, LOSSY)
+_MID = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
+
+
+# --------------------------------------------------------------------------------------------- seams
+
+
+class SignalSink(Protocol):
+    """Where a participant's SignalResponses go (the WebSocket writer, or a list in tests)."""
+
+    def send(self, message: rtc.SignalResponse) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MediaApi(Protocol):
+    """The part of ``control.media.MediaClient`` rooms and participants use."""
+
+    async def create_router(self, router_id: str) -> None: ...
+    async def close_router(self, router_id: str) -> None: ...
+    async def create_transport(self, router_id: str, transport_id: str) -> Any: ...
+    async def connect(
+        self, transport_id: str, *, role: str, fingerprints: list[tuple[str, str]],
+        sctp_port: int | None = None, max_message_size: int = 262144,
+    ) -> None: ...
+    async def close_transport(self, transport_id: str) -> None: ...
+    async def produce(self, transport_id: str, producer_id: str, track: Any) -> None: ...
+    async def consume(
+        self, transport_id: str, consumer_id: str, producer_id: str, *, out_ssrc: int, pt_map: dict[int, int],
+        nack: bool = True, spatial: int = -1, paused: bool = False,
+    ) -> None: ...
+    async def close_producer(self, producer_id: str) -> None: ...
+    async def pause_producer(self, producer_id: str) -> None: ...
+    async def resume_producer(self, producer_id: str) -> None: ...
+    async def close_consumer(self, consumer_id: str) -> None: ...
+    async def pause_consumer(self, consumer_id: str) -> None: ...
+    async def resume_consumer(self, consumer_id: str) -> None: ...
+    async def set_preferred_layers(self, consumer_id: str, spatial: int) -> None: ...
+    async def produce_data(
+        self, transport_id: str, data_producer_id: str, label: str, *, relay_to_control: bool = False
+    ) -> None: ...
+    async def open_data_channel(
+        self, transport_id: str, label: str, *, ordered: bool = True, max_retransmits: int | None = None
+    ) -> None: ...
+    async def send_data(self, transport_id: str, label: str, data: bytes | str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class RemoteSide:
+    """What the client's SDP says about its end of one peer connection."""
+
+    fingerprints: list[tuple[str, str]]
+    dtls_role: str  # the worker's DTLS role: "server" when the client is the DTLS client (a=setup:active)
+    sctp_port: int | None
+    max_message_size: int = 262144
+
+
+@dataclass(frozen=True)
+class OfferedMedia:
+    """One active (sending) media m-line of a publisher offer, as negotiated."""
+
+    mid: str
+    kind: str  # "audio" | "video"
+    track_id: str  # the msid track id = the AddTrackRequest cid
+    mime_type: str  # the chosen codec, e.g. "video/VP8"
+    plan: Any  # control.negotiation.TrackPlan, handed to MediaClient.produce as is
+
+
+@dataclass(frozen=True)
+class PublisherAnswer:
+    sdp: str
+    remote: RemoteSide
+    media: list[OfferedMedia]
+
+
+@dataclass(frozen=True)
+class SubscribedSpec:
+    """One media m-line of a subscriber offer."""
+
+    mid: str
+    kind: str
+    plan: Any  # the publisher's TrackPlan
+    out_ssrc: int
+    stream_id: str  # "PA_x|TR_y" (LiveKit's PackStreamID)
+    track_id: str  # "TR_y"
+    cname: str
+
+
+class Negotiator(Protocol):
+    """SDP for LiveKit's two peer connections (implemented over ``control.negotiation`` in control.rooms)."""
+
+    def answer(self, offer_sdp: str, local: Any) -> PublisherAnswer: ...
+    def offer(
+        self, local: Any, tracks: list[SubscribedSpec], *, session_version: int, previous: str | None
+    ) -> str: ...
+    def parse_answer(self, answer_sdp: str) -> RemoteSide: ...
+    def pt_map(self, spec: SubscribedSpec) -> dict[int, int]: ...
+
+
+# ------------------------------------------------------------------------------------------ records
+
+
+@dataclass(frozen=True)
+class ClientParams:
+    """The client's query parameters on ``/rtc`` (LIVEKIT_PROTOCOL.md §1.2)."""
+
+    auto_subscribe: bool = True
+    adaptive_stream: bool = False
+    protocol: int = 0
+    client_protocol: int = 0
+    sdk: str = ""
+    version: str = ""
+    reconnect: bool = False
+    sid: str = ""
+
+
+@dataclass
+class Publication:
+    """A track the participant publishes (pending until its m-line is negotiated and produced)."""
+
+    info: models.TrackInfo
+    cid: str
+    media: OfferedMedia | None = None
+
+    @property
+    def sid(self) -> str:
+        return self.info.sid
+
+    @property
+    def producer_id(self) -> str:
+        return self.info.sid
+
+    @property
+    def published(self) -> bool:
+        return self.media is not None
+
+
+@dataclass
+class Subscription:
+    """This participant receives ``track_sid`` of ``publisher_sid`` through consumer ``consumer_id``."""
+
+    track_sid: str
+    publisher_sid: str
+    consumer_id: str
+    spec: SubscribedSpec
+    created: bool = False
+    removed: bool = False
+    disabled: bool = False
+
+
+@dataclass
+class _SubscriberPc:
+    """Subscriber peer-connection negotiation state (server offers, client answers)."""
+
+    offer_id: int = 0
+    awaiting_answer: bool = False
+    dirty: bool = False
+    connected: bool = False
+    last_offer: str | None = None
+    next_mid: int = 1
+    trickled: bool = False
+
+
+class ParticipantError(ValueError):
+    """A signal request this participant cannot carry out; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ------------------------------------------------------------------------------------------- session
+
+
+class Participant:
+    """One client's session. Created by the Room, driven by signaling (``handle_*``) and worker events."""
+
+    def __init__(
+        self,
+        *,
+        sid: str,
+        claims: Claims,
+        client: ClientParams,
+        room: Room,
+        sink: SignalSink,
+    ) -> None:
+        self.sid = sid
+        self.claims = claims
+        self.identity = claims.identity
+        self.name = claims.name
+        self.metadata = claims.metadata
+        self.attributes = dict(claims.attributes)
+        self.permission = claims.permission()
+        self.client = client
+        self.room = room
+        self.sink = sink
+        self.state: int = State.JOINING
+        self.version = 1
+        self.joined_at_ms = time.time_ns() // 1_000_000
+        self.pub_transport_id = f"{sid}.pub"
+        self.sub_transport_id = f"{sid}.sub"
+        self.data_producer_id = f"{sid}.data"
+        self.pub_params: Any = None
+        self.sub_params: Any = None
+        self.publications: dict[str, Publication] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self.last_reliable_seq = 0
+        self.disconnect_reason: int = models.DisconnectReason.UNKNOWN_REASON
+        self._pending_media: dict[str, OfferedMedia] = {}  # mid -> m-line without an AddTrackRequest yet
+        self._pub_connected = False
+        self._pub_trickled = False
+        self._sub = _SubscriberPc()
+        self._sub_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._grace: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    # ---- shared helpers --------------------------------------------------------------------------
+
+    @property
+    def media(self) -> MediaApi:
+        return self.room.media
+
+    @property
+    def negotiator(self) -> Negotiator:
+        return self.room.negotiator
+
+    @property
+    def hidden(self) -> bool:
+        return bool(self.permission.hidden)
+
+    @property
+    def can_subscribe(self) -> bool:
+        return bool(self.permission.can_subscribe)
+
+    def send(self, message: rtc.SignalResponse) -> None:
+        if not self.closed:
+            self.sink.send(message)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+        """Runs ``coro`` in the background, logging (never raising) its failure."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("%s %s failed: %r", self.sid, what, t.exception())
+
+        task.add_done_callback(done)
+
+    def info(self) -> models.ParticipantInfo:
+        """Full ParticipantInfo with every published track (clients unpublish tracks missing from it)."""
+        tracks = [p.info for p in self.publications.values() if p.published]
+        return lk.participant_info(
+            sid=self.sid,
+            identity=self.identity,
+            name=self.name,
+            joined_at_ms=self.joined_at_ms,
+            permission=self.permission,
+            state=self.state,
+            tracks=tracks,
+            metadata=self.metadata,
+            attributes=self.attributes,
+            kind=self.claims.participant_kind(),
+            version=self.version,
+            client_protocol=self.client.client_protocol,
+            is_publisher=bool(tracks),
+        )
+
+    def bump(self) -> None:
+        self.version += 1
+
+    # ---- life cycle ------------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Creates both transports, the data relay of the publisher PC and the server's data channels."""
+        router_id = self.room.router_id
+        self.pub_params, self.sub_params = await asyncio.gather(
+            self.media.create_transport(router_id, self.pub_transport_id),
+            self.media.create_transport(router_id, self.sub_transport_id),
+        )
+        # Client data arrives on the channels the client opens on its publisher PC; control applies LiveKit's
+        # DataPacket rules (sender identity, destinations, canPublishData) and re-sends it (§4.2).
+        await self.media.produce_data(
+            self.pub_transport_id, self.data_producer_id, "*", relay_to_control=True
+        )
+        await self.media.open_data_channel(self.sub_transport_id, RELIABLE, ordered=True)
+        await self.media.open_data_channel(self.sub_transport_id, LOSSY, ordered=False, max_retransmits=0)
+
+    def signal_lost(self, grace_s: float, on_expire: Callable[[], None]) -> None:
+        """The WebSocket is gone without a leave: ``on_expire`` runs after ``grace_s`` unless closed first."""
+        if self.closed or self._grace is not None:
+            return
+        self._grace = asyncio.get_running_loop().call_later(grace_s, on_expire)
+
+    async def close(self) -> None:
+        """Frees the worker side (both transports: their producers, consumers and channels) and the sink."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._grace is not None:
+            self._grace.cancel()
+        if self._sub_task is not None and not self._sub_task.done():
+            self._sub_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        self.sink.close()
+        for tid in (self.pub_transport_id, self.sub_transport_id):
+            try:
+                await self.media.close_transport(tid)
+            except Exception as exc:  # a dead worker has nothing left to free
+                log.debug("%s: close %s: %r", self.sid, tid, exc)
+
+    def on_transport_state(self, transport_id: str, event: str, state: str) -> bool:
+        """Worker transport events; returns True when the participant just became ACTIVE."""
+        primary = self.sub_transport_id if self.can_subscribe else self.pub_transport_id
+        if transport_id == primary and event == "transport.dtls_state" and state == "connected":
+            if self.state in (State.JOINING, State.JOINED):
+                self.state = State.ACTIVE
+                self.bump()
+                return True
+        return False
+
+    # ---- publisher PC ----------------------------------------------------------------------------
+
+    async def handle_offer(self, sd: rtc.SessionDescription) -> tuple[list[Publication], list[Publication]]:
+        """Answers a publisher offer; returns (newly published, unpublished) publications."""
+        if sd.type != "offer":
+            raise ParticipantError(f"publisher description must be an offer, not {sd.type!r}")
+        result = self.negotiator.answer(sd.sdp, self.pub_params)
+        if not self._pub_connected:
+            await self.media.connect(
+                self.pub_transport_id,
+                role=result.remote.dtls_role,
+                fingerprints=result.remote.fingerprints,
+                sctp_port=result.remote.sctp_port,
+                max_message_size=result.remote.max_message_size,
+            )
+            self._pub_connected = True
+        active = {m.mid: m for m in result.media}
+        removed = [p for p in self.publications.values() if p.media is not None and p.media.mid not in active]
+        bound_mids = {p.media.mid for p in self.publications.values() if p.media is not None}
+        self._pending_media = {mid: m for mid, m in self._pending_media.items() if mid in active}
+        for mid, m in active.items():
+            if mid not in bound_mids:
+                self._pending_media[mid] = m
+        published = await self._bind_pending()
+        for pub in removed:
+            await self._unpublish(pub)
+        self.send(lk.answer(result.sdp, sd.id))
+        if not self._pub_trickled:
+            self._pub_trickled = True
+            self._trickle(result.sdp, self.pub_params, rtc.SignalTarget.PUBLISHER)
+        return published, removed
+
+    def handle_add_track(self, req: rtc.AddTrackRequest) -> Publication | None:
+        """AddTrackRequest -> TrackPublishedResponse (or RequestResponse NOT_ALLOWED / UNSUPPORTED_TYPE)."""
+        if not self.permission.can_publish or (
+            self.permission.can_publish_sources and req.source not in self.permission.can_publish_sources
+        ):
+            self.send(lk.request_response(rtc.RequestResponse.Reason.NOT_ALLOWED, add_track=req,
+                                          message="participant may not publish this source"))
+            return None
+        if req.type not in (models.TrackType.AUDIO, models.TrackType.VIDEO):
+            self.send(lk.request_response(rtc.RequestResponse.Reason.UNSUPPORTED_TYPE, add_track=req,
+                                          message="only audio and video tracks are supported"))
+            return None
+        for pub in self.publications.values():
+            if pub.cid == req.cid:
+                self.send(lk.track_published(req.cid, pub.info))  # a repeated request gets the same track
+                return pub
+        try:
+            info = lk.track_info(req, enabled_codecs=self.room.enabled_codecs)
+        except ValueError as exc:
+            self.send(lk.request_response(rtc.RequestResponse.Reason.INVALID_REQUEST, add_track=req,
+                                          message=str(exc)))
+            return None
+        pub = Publication(info=info, cid=req.cid)
+        self.publications[info.sid] = pub
+        self.send(lk.track_published(req.cid, info))
+        return pub
+
+    async def bind_pending(self) -> list[Publication]:
+        """Binds m-lines that arrived before their AddTrackRequest; returns the newly published tracks."""
+        return await self._bind_pending()
+
+    async def _bind_pending(self) -> list[Publication]:
+        waiting = [p for p in self.publications.values() if p.media is None]
+        published: list[Publication] = []
+        for mid, media in list(self._pending_media.items()):
+            match = next((p for p in waiting if p.cid == media.track_id), None)
+            if match is None:
+                # Firefox-style msid track ids differ from the cid: match by kind when it is unambiguous.
+                same_kind = [p for p in waiting if _kind_of(p.info) == media.kind]
+                unmatched_media = [m for m in self._pending_media.values() if m.kind == media.kind]
+                if len(same_kind) == 1 and len(unmatched_media) == 1 and not any(
+                    p.cid == m.track_id for p in waiting for m in self._pending_media.values()
+                ):
+                    match = same_kind[0]
+            if match is None:
+                continue
+            del self._pending_media[mid]
+            waiting.remove(match)
+            await self.media.produce(self.pub_transport_id, match.producer_id, media.plan)
+            if match.info.muted:
+                await self.media.pause_producer(match.producer_id)
+            match.media = media
+            match.info.mid = mid
+            match.info.mime_type = media.mime_type
+            published.append(match)
+        return published
+
+    async def _unpublish(self, pub: Publication) -> None:
+        self.publications.pop(pub.sid, None)
+        if pub.media is not None:
+            pub.media = None
+            await self.media.close_producer(pub.producer_id)
+
+    async def unpublish(self, track_sid: str) -> Publication | None:
+        pub = self.publications.get(track_sid)
+        if pub is None:
+            return None
+        was_published = pub.published
+        await self._unpublish(pub)
+        return pub if was_published else None
+
+    async def handle_mute(self, req: rtc.MuteTrackRequest) -> Publication:
+        pub = self.publications.get(req.sid)
+        if pub is None:
+            raise ParticipantError(f"no published track {req.sid!r}")
+        if pub.info.muted != req.muted:
+            pub.info.muted = req.muted
+            if pub.published:
+                if req.muted:
+                    await self.media.pause_producer(pub.producer_id)
+                else:
+                    await self.media.resume_producer(pub.producer_id)
+        return pub
+
+    # ---- subscriber PC ---------------------------------------------------------------------------
+
+    def subscribe(self, publisher: Participant, pub: Publication) -> bool:
+        """Adds a subscription to ``pub`` (re-offers the subscriber PC); False if already subscribed."""
+        if pub.media is None:
+            return False
+        existing = self.subscriptions.get(pub.sid)
+        if existing is not None and not existing.removed:
+            return False
+        mid = str(self._sub.next_mid)
+        self._sub.next_mid += 1
+        spec = SubscribedSpec(
+            mid=mid,
+            kind=pub.media.kind,
+            plan=pub.media.plan,
+            out_ssrc=self.room.new_ssrc(),
+            stream_id=f"{publisher.sid}|{pub.sid}",
+            track_id=pub.sid,
+            cname=publisher.sid,
+        )
+        self.subscriptions[pub.sid] = Subscription(
+            track_sid=pub.sid, publisher_sid=publisher.sid, consumer_id=f"{self.sid}.{pub.sid}", spec=spec
+        )
+        self.negotiate_subscriber()
+        return True
+
+    def unsubscribe(self, track_sid: str) -> bool:
+        sub = self.subscriptions.get(track_sid)
+        if sub is None or sub.removed:
+            return False
+        sub.removed = True
+        self.negotiate_subscriber()
+        return True
+
+    async def set_track_settings(self, req: rtc.UpdateTrackSettings) -> None:
+        """``disabled`` pauses a subscription; width/height pick the smallest simulcast layer that fits."""
+        for track_sid in req.track_sids:
+            sub = self.subscriptions.get(track_sid)
+            if sub is None or sub.removed or not sub.created:
+                continue
+            if req.disabled != sub.disabled:
+                sub.disabled = req.disabled
+                if req.disabled:
+                    await self.media.pause_consumer(sub.consumer_id)
+                else:
+                    await self.media.resume_consumer(sub.consumer_id)
+            layers = self.room.track_layers(track_sid)
+            if not req.disabled and layers and (req.width or req.height):
+                spatial = len(layers) - 1
+                for index, layer in enumerate(layers):
+                    if layer.width >= req.width and layer.height >= req.height:
+                        spatial = index
+                        break
+                await self.media.set_preferred_layers(sub.consumer_id, spatial)
+
+    def negotiate_subscriber(self) -> None:
+        """Schedules a subscriber offer; only one offer is outstanding at a time (JSEP)."""
+        self._sub.dirty = True
+        if self.closed or self.sub_params is None:
+            return
+        if self._sub_task is None or self._sub_task.done():
+            self._sub_task = asyncio.get_running_loop().create_task(self._offer_subscriber())
+
+    async def _offer_subscriber(self) -> None:
+        try:
+            while self._sub.dirty and not self._sub.awaiting_answer and not self.closed:
+                self._sub.dirty = False
+                for sub in list(self.subscriptions.values()):
+                    if sub.removed:
+                        del self.subscriptions[sub.track_sid]
+                        if sub.created:
+                            await self.media.close_consumer(sub.consumer_id)
+                specs: list[SubscribedSpec] = []
+                for sub in self.subscriptions.values():
+                    if not sub.created:
+                        await self.media.consume(
+                            self.sub_transport_id,
+                            sub.consumer_id,
+                            sub.track_sid,
+                            out_ssrc=sub.spec.out_ssrc,
+                            pt_map=self.negotiator.pt_map(sub.spec),
+                        )
+                        sub.created = True
+                    specs.append(sub.spec)
+                self._sub.offer_id += 1
+                sdp = self.negotiator.offer(
+                    self.sub_params, specs, session_version=self._sub.offer_id, previous=self._sub.last_offer
+                )
+                self._sub.last_offer = sdp
+                self._sub.awaiting_answer = True
+                self.send(lk.offer(sdp, self._sub.offer_id))
+                if not self._sub.trickled:
+                    self._sub.trickled = True
+                    self._trickle(sdp, self.sub_params, rtc.SignalTarget.SUBSCRIBER)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: subscriber offer failed", self.sid)
+
+    async def handle_answer(self, sd: rtc.SessionDescription) -> None:
+        """The client's answer to our subscriber offer (JS echoes the id, Rust sends 0)."""
+        if sd.type != "answer":
+            raise ParticipantError(f"subscriber description must be an answer, not {sd.type!r}")
+        if not self._sub.awaiting_answer:
+            raise ParticipantError("no subscriber offer is outstanding")
+        if sd.id and sd.id != self._sub.offer_id:
+            raise ParticipantError(f"answer id {sd.id} does not match offer id {self._sub.offer_id}")
+        remote = self.negotiator.parse_answer(sd.sdp)
+        if not self._sub.connected:
+            await self.media.connect(
+                self.sub_transport_id,
+                role=remote.dtls_role,
+                fingerprints=remote.fingerprints,
+                sctp_port=remote.sctp_port,
+                max_message_size=remote.max_message_size,
+            )
+            self._sub.connected = True
+        self._sub.awaiting_answer = False
+        if self._sub.dirty:
+            self.negotiate_subscriber()
+
+    def _trickle(self, sdp: str, params: Any, target: int) -> None:
+        """Our host candidate as a trickle too (it is also in the SDP; ICE-lite has exactly one)."""
+        match = _MID.search(sdp)
+        if match is None or params is None:
+            return
+        ip, port = params.candidate_ip, params.candidate_port
+        candidate = f"candidate:1 1 udp 2130706431 {ip} {port} typ host generation 0"
+        self.send(lk.trickle(candidate, sdp_mid=match.group(1), sdp_mline_index=0, target=target,
+                             username_fragment=params.ice_ufrag))
+
+    # ---- data ------------------------------------------------------------------------------------
+
+    async def send_data(self, label: str, payload: bytes) -> bool:
+        """A DataPacket to this client on the subscriber PC's server-created channel."""
+        if self.closed:
+            return False
+        return await self.media.send_data(self.sub_transport_id, label, payload)
+
+
+def _kind_of(info: models.TrackInfo) -> str:
+    return "video" if info.type == models.TrackType.VIDEO else "audio"

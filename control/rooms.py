@@ -1,0 +1,463 @@
+"""Rooms: LiveKit rooms in control — membership, ParticipantUpdate broadcasts, subscriptions and data
+forwarding.
+
+A :class:`RoomManager` auto-creates a room on its first join, places its MediaRouter on the least-loaded
+worker (``control.placement``) and routes worker notifications (transport states, relayed data-channel
+messages) to the participant they belong to. A :class:`Room` applies LiveKit's room rules (LIVEKIT_PROTOCOL.md
+§3, §4.2): full ParticipantInfo updates with increasing versions, the update that lists a track before the
+subscriber offer that carries it, auto-subscribe, duplicate identities replacing the old session, DISCONNECTED
+updates on leave, and DataPacket forwarding with the sender set by the server, ``destination_identities`` and
+canPublishData enforced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from google.protobuf.message import DecodeError
+from livekit.protocol import models, rtc
+
+from control import lk_messages as lk
+from control.auth import Claims, refresh_token
+from control.participant import (
+    DATA_LABELS,
+    RELIABLE,
+    ClientParams,
+    MediaApi,
+    Negotiator,
+    Participant,
+    ParticipantError,
+    SignalSink,
+    State,
+)
+from control.placement import WorkerLoad, choose_worker
+
+log = logging.getLogger("control.rooms")
+
+Reason = models.DisconnectReason
+
+
+@dataclass(frozen=True)
+class RoomSettings:
+    """Server-wide knobs of the LiveKit surface."""
+
+    server_version: str = "1.9.0"
+    node_id: str = "ND_mediarouter"
+    region: str = ""
+    ping_interval: int = 5
+    ping_timeout: int = 15
+    grace_period_s: float = 10.0  # a session whose WebSocket dropped is removed after this
+    join_timeout_s: float = 60.0  # a participant must be ACTIVE (primary PC connected) within this
+    refresh_interval_s: float = 300.0
+    enabled_codecs: tuple[str, ...] = ("audio/opus", "video/VP8")
+    empty_timeout: int = 300
+    departure_timeout: int = 20
+    keys: Mapping[str, str] = field(default_factory=dict)
+
+
+class WorkerPool(Protocol):
+    """The workers rooms can be placed on (``SupervisorPool`` over the Supervisor; a fake in tests)."""
+
+    def loads(self, rooms_per_worker: Mapping[int, int]) -> list[WorkerLoad]: ...
+    def media(self, worker_id: int) -> MediaApi: ...
+
+
+class JoinRefused(Exception):
+    """A join that must be answered with a plain HTTP error (status, reason)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Room:
+    """One LiveKit room, living on one worker's MediaRouter."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        worker_id: int,
+        media: MediaApi,
+        negotiator: Negotiator,
+        settings: RoomSettings,
+        on_empty: Callable[[Room], None],
+    ) -> None:
+        self.sid = lk.new_room_sid()
+        self.name = name
+        self.worker_id = worker_id
+        self.media = media
+        self.negotiator = negotiator
+        self.settings = settings
+        self.router_id = self.sid
+        self.created_ms = time.time_ns() // 1_000_000
+        self.participants: dict[str, Participant] = {}  # identity -> session
+        self.by_target: dict[str, Participant] = {}  # worker object id -> session
+        self._ssrcs: set[int] = set()
+        self._on_empty = on_empty
+        self.joining = 0  # joins in flight (the room is not empty while one is)
+        self.closed = False
+
+    @property
+    def enabled_codecs(self) -> tuple[str, ...]:
+        return self.settings.enabled_codecs
+
+    def info(self) -> models.Room:
+        active = [p for p in self.participants.values() if p.state != State.DISCONNECTED]
+        return lk.room_info(
+            sid=self.sid,
+            name=self.name,
+            creation_time_ms=self.created_ms,
+            empty_timeout=self.settings.empty_timeout,
+            departure_timeout=self.settings.departure_timeout,
+            num_participants=len(active),
+            num_publishers=sum(1 for p in active if any(x.published for x in p.publications.values())),
+            enabled_codecs=self.settings.enabled_codecs,
+        )
+
+    def new_ssrc(self) -> int:
+        while True:
+            ssrc = secrets.randbits(32)
+            if ssrc and ssrc not in self._ssrcs:
+                self._ssrcs.add(ssrc)
+                return ssrc
+
+    def find_track(self, track_sid: str) -> tuple[Participant, Any] | None:
+        for p in self.participants.values():
+            pub = p.publications.get(track_sid)
+            if pub is not None and pub.published:
+                return p, pub
+        return None
+
+    def track_layers(self, track_sid: str) -> list[models.VideoLayer]:
+        found = self.find_track(track_sid)
+        return list(found[1].info.layers) if found else []
+
+    def by_sid(self, sid: str) -> Participant | None:
+        return next((p for p in self.participants.values() if p.sid == sid), None)
+
+    # ---- membership ------------------------------------------------------------------------------
+
+    async def join(self, claims: Claims, client: ClientParams, sink: SignalSink) -> Participant:
+        """Sends JoinResponse, announces the newcomer, subscribes it and sends the first subscriber offer."""
+        old = self.participants.get(claims.identity)
+        if old is not None:
+            old.send(lk.leave(Reason.DUPLICATE_IDENTITY))
+            await self.remove(old, Reason.DUPLICATE_IDENTITY)
+        p = Participant(sid=lk.new_participant_sid(), claims=claims, client=client, room=self, sink=sink)
+        self.participants[p.identity] = p
+        for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):
+            self.by_target[target] = p
+        try:
+            await p.setup()
+        except Exception:
+            await self.remove(p, Reason.JOIN_FAILURE, announce=False)
+            raise
+        others = [o.info() for o in self.participants.values() if o is not p and not o.hidden]
+        p.send(
+            lk.join_response(
+                self.info(),
+                p.info(),
+                others,
+                server_version=self.settings.server_version,
+                node_id=self.settings.node_id,
+                region=self.settings.region,
+                ping_interval=self.settings.ping_interval,
+                ping_timeout=self.settings.ping_timeout,
+                subscriber_primary=p.can_subscribe,
+                fast_publish=bool(p.permission.can_publish),
+                enabled_publish_codecs=self.settings.enabled_codecs,
+                client_configuration=models.ClientConfiguration(
+                    resume_connection=models.ClientConfigSetting.DISABLED
+                ),
+            )
+        )
+        p.state = State.JOINED
+        p.bump()
+        self.broadcast(p)
+        if p.client.auto_subscribe and p.can_subscribe:
+            for other in list(self.participants.values()):
+                if other is not p:
+                    for pub in other.publications.values():
+                        p.subscribe(other, pub)
+        if p.can_subscribe:
+            p.negotiate_subscriber()  # the first offer exists even with nothing to receive (data channels)
+        self._send_refresh_token(p)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.settings.join_timeout_s, self._check_active, p)
+        return p
+
+    def _send_refresh_token(self, p: Participant) -> None:
+        secret = self.settings.keys.get(p.claims.api_key)
+        if secret:
+            p.send(lk.refresh_token(refresh_token(p.claims, secret)))
+
+    def _check_active(self, p: Participant) -> None:
+        if not p.closed and p.state != State.ACTIVE and self.participants.get(p.identity) is p:
+            log.info("%s did not connect within %.0f s", p.sid, self.settings.join_timeout_s)
+            p.send(lk.leave(Reason.CONNECTION_TIMEOUT))
+            p.spawn(self.remove(p, Reason.CONNECTION_TIMEOUT), "join timeout")
+
+    async def remove(self, p: Participant, reason: int, *, announce: bool = True) -> None:
+        """Removes a session: DISCONNECTED to the others, its tracks dropped, its transports freed."""
+        if self.participants.get(p.identity) is p:
+            del self.participants[p.identity]
+        for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):
+            if self.by_target.get(target) is p:
+                del self.by_target[target]
+        if p.closed:
+            return
+        was_announced = p.state != State.JOINING
+        p.disconnect_reason = reason
+        if announce and was_announced and not p.hidden:
+            gone = lk.disconnected(p.info(), reason)
+            for other in self.participants.values():
+                other.send(lk.participant_update([gone]))
+        p.state = State.DISCONNECTED
+        for track_sid in list(p.publications):
+            for other in self.participants.values():
+                other.unsubscribe(track_sid)
+        for sub in p.subscriptions.values():
+            self._ssrcs.discard(sub.spec.out_ssrc)
+        await p.close()
+        self.check_empty()
+
+    def check_empty(self) -> None:
+        if not self.participants and not self.joining and not self.closed:
+            self._on_empty(self)
+
+    def signal_closed(self, p: Participant) -> None:
+        """The client's WebSocket closed without a leave: keep the session for the grace period."""
+        if p.closed:
+            return
+
+        def expire() -> None:
+            if not p.closed and self.participants.get(p.identity) is p:
+                log.info("%s: signal gone for %.0f s, removing", p.sid, self.settings.grace_period_s)
+                p.spawn(self.remove(p, Reason.SIGNAL_CLOSE), "grace removal")
+
+        p.signal_lost(self.settings.grace_period_s, expire)
+
+    # ---- state broadcasts ------------------------------------------------------------------------
+
+    def broadcast(self, p: Participant) -> None:
+        """Full info of ``p`` (bumped by the caller) to everyone; hidden participants only to themselves."""
+        update = lk.participant_update([p.info()])
+        for other in self.participants.values():
+            if other is p or not p.hidden:
+                other.send(update)
+
+    def on_transport_event(self, p: Participant, transport_id: str, event: str, state: str) -> None:
+        if p.on_transport_state(transport_id, event, state):
+            self.broadcast(p)
+
+    # ---- publishing ------------------------------------------------------------------------------
+
+    def tracks_changed(self, p: Participant, published: list[Any], removed: list[Any]) -> None:
+        """After a negotiation: announce first (update with the tracks), then subscribe (offers follow)."""
+        if not published and not removed:
+            return
+        p.bump()
+        self.broadcast(p)
+        for pub in removed:
+            for other in self.participants.values():
+                other.unsubscribe(pub.sid)
+        for pub in published:
+            for other in self.participants.values():
+                if other is not p and other.client.auto_subscribe and other.can_subscribe and other.state in (
+                    State.JOINED, State.ACTIVE
+                ):
+                    other.subscribe(p, pub)
+
+    async def handle_offer(self, p: Participant, sd: rtc.SessionDescription) -> None:
+        published, removed = await p.handle_offer(sd)
+        self.tracks_changed(p, published, removed)
+
+    async def handle_add_track(self, p: Participant, req: rtc.AddTrackRequest) -> None:
+        if p.handle_add_track(req) is not None:
+            self.tracks_changed(p, await p.bind_pending(), [])
+
+    async def handle_mute(self, p: Participant, req: rtc.MuteTrackRequest) -> None:
+        pub = await p.handle_mute(req)
+        if pub.published:
+            p.bump()
+            self.broadcast(p)
+
+    async def unpublish(self, p: Participant, track_sid: str) -> None:
+        """Server-initiated unpublish: the client is told, subscribers renegotiate."""
+        pub = await p.unpublish(track_sid)
+        p.send(lk.track_unpublished(track_sid))
+        if pub is not None:
+            self.tracks_changed(p, [], [pub])
+
+    def handle_subscription(self, p: Participant, req: rtc.UpdateSubscription) -> None:
+        sids = list(req.track_sids) + [s for pt in req.participant_tracks for s in pt.track_sids]
+        for track_sid in dict.fromkeys(sids):
+            if not req.subscribe:
+                p.unsubscribe(track_sid)
+                continue
+            found = self.find_track(track_sid)
+            if found is None or found[0] is p:
+                p.send(lk.subscription_response(track_sid, models.SubscriptionError.SE_TRACK_NOTFOUND))
+                continue
+            if not p.can_subscribe:
+                continue
+            p.subscribe(found[0], found[1])
+
+    # ---- data ------------------------------------------------------------------------------------
+
+    def forward_data(self, sender: Participant, label: str, data: bytes | str) -> int:
+        """One DataPacket from ``sender``'s publisher PC to its destinations; returns how many it went to."""
+        if label not in DATA_LABELS:
+            return 0
+        if not sender.permission.can_publish_data:
+            log.debug("%s may not publish data; packet dropped", sender.sid)
+            return 0
+        if isinstance(data, str):
+            log.debug("%s sent a text data message; LiveKit packets are binary", sender.sid)
+            return 0
+        try:
+            packet = models.DataPacket.FromString(data)
+        except DecodeError:
+            log.debug("%s sent an undecodable DataPacket", sender.sid)
+            return 0
+        if packet.WhichOneof("value") in (None, "metrics"):
+            return 0
+        identity, sid = ("", "") if sender.hidden else (sender.identity, sender.sid)
+        packet.participant_identity = identity
+        packet.participant_sid = sid
+        destinations = list(packet.destination_identities)
+        if packet.HasField("user"):
+            packet.user.participant_identity = identity
+            packet.user.participant_sid = sid
+            destinations += [d for d in packet.user.destination_identities if d not in destinations]
+            del packet.user.destination_identities[:]
+            packet.user.destination_identities.extend(destinations)
+        del packet.destination_identities[:]
+        packet.destination_identities.extend(destinations)
+        if label == RELIABLE and packet.sequence:
+            if packet.sequence <= sender.last_reliable_seq:
+                return 0
+            sender.last_reliable_seq = packet.sequence
+        payload = packet.SerializeToString()
+        wanted = set(destinations)
+        count = 0
+        for other in self.participants.values():
+            if other is sender or other.state == State.DISCONNECTED:
+                continue
+            if wanted and other.identity not in wanted:
+                continue
+            other.spawn(other.send_data(label, payload), f"data to {other.sid}")
+            count += 1
+        return count
+
+    async def close(self, reason: int = Reason.ROOM_DELETED) -> None:
+        for p in list(self.participants.values()):
+            p.send(lk.leave(reason))
+            await self.remove(p, reason, announce=False)
+        self.closed = True
+
+
+class RoomManager:
+    """All rooms of this node; the entry point of signaling."""
+
+    def __init__(self, pool: WorkerPool, negotiator: Negotiator, settings: RoomSettings) -> None:
+        self.pool = pool
+        self.negotiator = negotiator
+        self.settings = settings
+        self.rooms: dict[str, Room] = {}
+        self._creating: dict[str, asyncio.Lock] = {}
+        self._closing: set[asyncio.Task[Any]] = set()
+
+    def rooms_per_worker(self) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for room in self.rooms.values():
+            counts[room.worker_id] = counts.get(room.worker_id, 0) + 1
+        return counts
+
+    async def get_or_create(self, name: str) -> Room:
+        lock = self._creating.setdefault(name, asyncio.Lock())
+        async with lock:
+            room = self.rooms.get(name)
+            if room is not None and not room.closed:
+                room.joining += 1
+                return room
+            worker_id = choose_worker(self.pool.loads(self.rooms_per_worker()))
+            media = self.pool.media(worker_id)
+            room = Room(name=name, worker_id=worker_id, media=media, negotiator=self.negotiator,
+                        settings=self.settings, on_empty=self._room_empty)
+            await media.create_router(room.router_id)
+            self.rooms[name] = room
+            room.joining += 1
+            log.info("room %s (%s) placed on worker %d", name, room.sid, worker_id)
+            return room
+
+    async def join(self, claims: Claims, client: ClientParams, sink: SignalSink) -> tuple[Room, Participant]:
+        room = await self.get_or_create(claims.room)
+        try:
+            return room, await room.join(claims, client, sink)
+        finally:
+            room.joining -= 1
+            room.check_empty()
+
+    def _room_empty(self, room: Room) -> None:
+        if self.rooms.get(room.name) is room:
+            del self.rooms[room.name]
+        room.closed = True
+        task = asyncio.get_running_loop().create_task(self._close_router(room))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_router(self, room: Room) -> None:
+        try:
+            await room.media.close_router(room.router_id)
+        except Exception as exc:
+            log.debug("close router %s: %r", room.router_id, exc)
+
+    def find(self, target_id: str) -> tuple[Room, Participant] | None:
+        for room in self.rooms.values():
+            p = room.by_target.get(target_id)
+            if p is not None:
+                return room, p
+        return None
+
+    def on_notification(self, worker_id: int, event: str, target_id: str, body: dict[str, Any]) -> None:
+        """Worker events that matter to LiveKit sessions."""
+        found = self.find(target_id)
+        if found is None:
+            return
+        room, p = found
+        if room.worker_id != worker_id:
+            return
+        if event in ("transport.dtls_state", "transport.ice_state", "transport.sctp_state"):
+            room.on_transport_event(p, target_id, event, str(body.get("state", "")))
+        elif event == "data_producer.message":
+            data = body.get("data", b"")
+            room.forward_data(p, str(body.get("label", "")), data if isinstance(data, bytes | str) else b"")
+
+    def on_worker_died(self, worker_id: int) -> None:
+        """Every session on a dead worker is told to reconnect (a new room is placed on a live worker)."""
+        for room in [r for r in self.rooms.values() if r.worker_id == worker_id]:
+            del self.rooms[room.name]
+            room.closed = True
+            for p in list(room.participants.values()):
+                p.send(lk.leave(Reason.MIGRATION, rtc.LeaveRequest.Action.RECONNECT))
+                removal = room.remove(p, Reason.MIGRATION, announce=False)
+                task = asyncio.get_running_loop().create_task(removal)
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        for room in list(self.rooms.values()):
+            await room.close(Reason.SERVER_SHUTDOWN)
+        self.rooms.clear()
+
+
+__all__ = ["JoinRefused", "ParticipantError", "Room", "RoomManager", "RoomSettings", "WorkerPool"]

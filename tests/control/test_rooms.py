@@ -1,0 +1,628 @@
+"""Rooms, participants and placement against a fake worker (MediaApi) and a fake SDP layer (Negotiator).
+
+The fakes sit exactly at the seams of ``control.participant``: every worker request is recorded, and the SDP
+"offers" are a tiny line format (``m=<kind> <mid> <msid track id>``), so these tests check LiveKit's room rules
+(message order, versions, subscriptions, data forwarding, permissions) and nothing about SDP text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from livekit.protocol import models, rtc
+
+from control.auth import Claims, Grants
+from control.participant import (
+    ClientParams,
+    OfferedMedia,
+    PublisherAnswer,
+    RemoteSide,
+    SubscribedSpec,
+)
+from control.placement import NoWorkerAvailable, WorkerLoad, choose_worker, loads_from_slots
+from control.rooms import RoomManager, RoomSettings
+
+State = models.ParticipantInfo.State
+
+
+# ------------------------------------------------------------------------------------------ fakes
+
+
+@dataclass
+class FakeParams:
+    ice_ufrag: str
+    ice_pwd: str = "pwd"
+    fingerprints: list[tuple[str, str]] = field(default_factory=lambda: [("sha-256", "AB:CD")])
+    candidate_ip: str = "198.51.100.1"
+    candidate_port: int = 7882
+
+
+class FakeMedia:
+    """Records every request a room makes to its worker."""
+
+    def __init__(self, worker_id: int = 0) -> None:
+        self.worker_id = worker_id
+        self.calls: list[tuple[Any, ...]] = []
+        self.sent: list[tuple[str, str, bytes | str]] = []
+        self.fail_send = False
+
+    def names(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+    def find(self, name: str) -> list[tuple[Any, ...]]:
+        return [c for c in self.calls if c[0] == name]
+
+    async def create_router(self, router_id: str) -> None:
+        self.calls.append(("create_router", router_id))
+
+    async def close_router(self, router_id: str) -> None:
+        self.calls.append(("close_router", router_id))
+
+    async def create_transport(self, router_id: str, transport_id: str) -> FakeParams:
+        self.calls.append(("create_transport", router_id, transport_id))
+        return FakeParams(ice_ufrag=transport_id[-8:])
+
+    async def connect(self, transport_id: str, *, role: str, fingerprints: list[tuple[str, str]],
+                      sctp_port: int | None = None, max_message_size: int = 262144) -> None:
+        self.calls.append(("connect", transport_id, role, sctp_port))
+
+    async def close_transport(self, transport_id: str) -> None:
+        self.calls.append(("close_transport", transport_id))
+
+    async def produce(self, transport_id: str, producer_id: str, track: Any) -> None:
+        self.calls.append(("produce", transport_id, producer_id, track))
+
+    async def consume(self, transport_id: str, consumer_id: str, producer_id: str, *, out_ssrc: int,
+                      pt_map: dict[int, int], nack: bool = True, spatial: int = -1, paused: bool = False) -> None:
+        self.calls.append(("consume", transport_id, consumer_id, producer_id, out_ssrc))
+
+    async def close_producer(self, producer_id: str) -> None:
+        self.calls.append(("close_producer", producer_id))
+
+    async def pause_producer(self, producer_id: str) -> None:
+        self.calls.append(("pause_producer", producer_id))
+
+    async def resume_producer(self, producer_id: str) -> None:
+        self.calls.append(("resume_producer", producer_id))
+
+    async def close_consumer(self, consumer_id: str) -> None:
+        self.calls.append(("close_consumer", consumer_id))
+
+    async def pause_consumer(self, consumer_id: str) -> None:
+        self.calls.append(("pause_consumer", consumer_id))
+
+    async def resume_consumer(self, consumer_id: str) -> None:
+        self.calls.append(("resume_consumer", consumer_id))
+
+    async def set_preferred_layers(self, consumer_id: str, spatial: int) -> None:
+        self.calls.append(("set_preferred_layers", consumer_id, spatial))
+
+    async def produce_data(self, transport_id: str, data_producer_id: str, label: str, *,
+                           relay_to_control: bool = False) -> None:
+        self.calls.append(("produce_data", transport_id, data_producer_id, label, relay_to_control))
+
+    async def open_data_channel(self, transport_id: str, label: str, *, ordered: bool = True,
+                                max_retransmits: int | None = None) -> None:
+        self.calls.append(("open_data_channel", transport_id, label, ordered, max_retransmits))
+
+    async def send_data(self, transport_id: str, label: str, data: bytes | str) -> bool:
+        self.sent.append((transport_id, label, data))
+        return not self.fail_send
+
+
+class FakeNegotiator:
+    """Offers are lines ``m=<kind> <mid> <track id>``; answers and subscriber offers list ``a=mid``/msid."""
+
+    def answer(self, offer_sdp: str, local: Any) -> PublisherAnswer:
+        media = []
+        for line in offer_sdp.splitlines():
+            if line.startswith("m="):
+                kind, mid, track_id = line[2:].split()
+                mime = "audio/opus" if kind == "audio" else "video/VP8"
+                media.append(OfferedMedia(mid=mid, kind=kind, track_id=track_id, mime_type=mime,
+                                          plan=("plan", mid)))
+        body = "".join(f"a=mid:{m.mid}\r\n" for m in media) or "a=mid:dc\r\n"
+        return PublisherAnswer(sdp="v=0\r\n" + body, remote=RemoteSide([("sha-256", "EF")], "server", 5000),
+                               media=media)
+
+    def offer(self, local: Any, tracks: list[SubscribedSpec], *, session_version: int,
+              previous: str | None) -> str:
+        body = "".join(f"a=mid:{t.mid}\r\na=msid:{t.stream_id} {t.track_id}\r\n" for t in tracks)
+        return f"v=0\r\no=- 1 {session_version}\r\n{body}a=mid:dc\r\n"
+
+    def parse_answer(self, answer_sdp: str) -> RemoteSide:
+        return RemoteSide([("sha-256", "01")], "server", 5000)
+
+    def pt_map(self, spec: SubscribedSpec) -> dict[int, int]:
+        return {111: 111} if spec.kind == "audio" else {96: 96}
+
+
+class FakePool:
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = [FakeMedia(i) for i in range(workers)]
+        self.down: set[int] = set()
+
+    def loads(self, rooms_per_worker: Mapping[int, int]) -> list[WorkerLoad]:
+        return [WorkerLoad(i, i not in self.down, rooms_per_worker.get(i, 0)) for i in range(len(self.workers))]
+
+    def media(self, worker_id: int) -> FakeMedia:
+        return self.workers[worker_id]
+
+
+class Client:
+    """A SignalSink that keeps what the server sent."""
+
+    def __init__(self) -> None:
+        self.messages: list[rtc.SignalResponse] = []
+        self.closed = False
+
+    def send(self, message: rtc.SignalResponse) -> None:
+        assert not self.closed, "message sent after close"
+        self.messages.append(message)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def kinds(self) -> list[str]:
+        return [str(m.WhichOneof("message")) for m in self.messages]
+
+    def of(self, kind: str) -> list[Any]:
+        return [getattr(m, kind) for m in self.messages if m.WhichOneof("message") == kind]
+
+    def updates_for(self, sid: str) -> list[models.ParticipantInfo]:
+        return [p for u in self.of("update") for p in u.participants if p.sid == sid]
+
+
+def claims(identity: str, room: str = "r1", **grants: Any) -> Claims:
+    return Claims(identity=identity, api_key="devkey", expires_at=int(time.time()) + 3600,
+                  grants=Grants(room_join=True, room=room, **grants))
+
+
+async def settle() -> None:
+    for _ in range(30):
+        await asyncio.sleep(0)
+
+
+def make_manager(workers: int = 1, **overrides: Any) -> tuple[RoomManager, FakePool]:
+    pool = FakePool(workers)
+    settings = RoomSettings(keys={"devkey": "secret"}, **overrides)
+    return RoomManager(pool, FakeNegotiator(), settings), pool
+
+
+async def joined(manager: RoomManager, identity: str, room: str = "r1", *, auto_subscribe: bool = True,
+                 answer: bool = True, **grants: Any) -> tuple[Any, Any, Client]:
+    client = Client()
+    r, p = await manager.join(claims(identity, room, **grants), ClientParams(auto_subscribe=auto_subscribe), client)
+    await settle()
+    if answer and client.of("offer"):
+        await p.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+        await settle()
+    return r, p, client
+
+
+async def publish(room: Any, p: Any, cid: str, kind: str = "audio", mid: str = "0", offer_id: int = 1,
+                  extra: str = "") -> str:
+    req = rtc.AddTrackRequest(cid=cid, name=cid,
+                              type=models.TrackType.AUDIO if kind == "audio" else models.TrackType.VIDEO,
+                              source=models.TrackSource.MICROPHONE if kind == "audio" else models.TrackSource.CAMERA)
+    await room.handle_add_track(p, req)
+    await room.handle_offer(p, rtc.SessionDescription(type="offer", sdp=f"v=0\r\n{extra}m={kind} {mid} {cid}\r\n",
+                                                      id=offer_id))
+    await settle()
+    return next(pub.sid for pub in p.publications.values() if pub.cid == cid)
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+
+async def test_join_response_first_with_required_fields_then_subscriber_offer() -> None:
+    manager, pool = make_manager()
+    room, p, client = await joined(manager, "alice", answer=False)
+    assert client.kinds()[0] == "join"
+    join = client.messages[0].join
+    assert join.participant.sid.startswith("PA_") and join.participant.identity == "alice"
+    assert join.room.sid.startswith("RM_") and join.room.name == "r1"
+    assert join.ping_interval == 5 and join.ping_timeout == 15
+    assert join.server_info.version == join.server_version == "1.9.0"
+    assert join.subscriber_primary and join.fast_publish
+    assert [c.mime for c in join.enabled_publish_codecs] == ["audio/opus", "video/VP8"]
+    assert list(join.other_participants) == []
+    assert "offer" in client.kinds() and "refresh_token" in client.kinds()
+    assert client.of("offer")[0].id == 1
+    media = pool.workers[0]
+    assert ("create_router", room.router_id) in media.calls
+    assert ("open_data_channel", p.sub_transport_id, "_reliable", True, None) in media.calls
+    assert ("open_data_channel", p.sub_transport_id, "_lossy", False, 0) in media.calls
+    assert ("produce_data", p.pub_transport_id, p.data_producer_id, "*", True) in media.calls
+    assert p.state == State.JOINED
+
+
+async def test_second_participant_sees_first_and_first_gets_update() -> None:
+    manager, _ = make_manager()
+    _, a, client_a = await joined(manager, "alice")
+    _, b, client_b = await joined(manager, "bob")
+    join_b = client_b.messages[0].join
+    assert [o.identity for o in join_b.other_participants] == ["alice"]
+    updates = client_a.updates_for(b.sid)
+    assert updates and updates[-1].state == State.JOINED
+    assert updates[-1].identity == "bob"
+
+
+async def test_publish_update_precedes_subscriber_offer_with_packed_msid() -> None:
+    manager, pool = make_manager()
+    room, a, client_a = await joined(manager, "alice")
+    _, b, client_b = await joined(manager, "bob")
+    offers_before = len(client_b.of("offer"))
+    track_sid = await publish(room, a, "mic-1")
+    assert track_sid.startswith("TR_")
+    published = client_a.of("track_published")
+    assert published[0].cid == "mic-1" and published[0].track.sid == track_sid
+    answers = client_a.of("answer")
+    assert answers[-1].id == 1 and answers[-1].type == "answer"
+    media = pool.workers[0]
+    assert ("produce", a.pub_transport_id, track_sid, ("plan", "0")) in media.calls
+    # B: the ParticipantUpdate listing the track comes before the offer that carries it.
+    kinds = client_b.kinds()
+    update_index = max(i for i, m in enumerate(client_b.messages)
+                       if m.WhichOneof("message") == "update"
+                       and any(t.sid == track_sid for p in m.update.participants for t in p.tracks))
+    offer_index = len(kinds) - 1 - kinds[::-1].index("offer")
+    assert update_index < offer_index and len(client_b.of("offer")) == offers_before + 1
+    offer = client_b.of("offer")[-1]
+    assert f"a=msid:{a.sid}|{track_sid} {track_sid}" in offer.sdp
+    assert offer.id == 2
+    consume = media.find("consume")
+    assert consume and consume[-1][1] == b.sub_transport_id and consume[-1][3] == track_sid
+    info = client_b.updates_for(a.sid)[-1]
+    assert info.tracks[0].mid == "0" and info.tracks[0].mime_type == "audio/opus"
+
+
+async def test_offer_before_add_track_binds_when_request_arrives() -> None:
+    manager, pool = make_manager()
+    room, a, client_a = await joined(manager, "alice")
+    await room.handle_offer(a, rtc.SessionDescription(type="offer", sdp="v=0\r\nm=video 0 cam-1\r\n", id=3))
+    assert client_a.of("answer")[-1].id == 3
+    assert not pool.workers[0].find("produce")
+    await room.handle_add_track(a, rtc.AddTrackRequest(cid="cam-1", type=models.TrackType.VIDEO,
+                                                       source=models.TrackSource.CAMERA, width=640, height=480))
+    produced = pool.workers[0].find("produce")
+    assert len(produced) == 1 and produced[0][3] == ("plan", "0")
+    assert a.info().tracks[0].mime_type == "video/VP8"
+
+
+async def test_late_joiner_is_auto_subscribed_in_first_offer() -> None:
+    manager, pool = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    track_sid = await publish(room, a, "mic-1")
+    _, c, client_c = await joined(manager, "carol", answer=False)
+    join = client_c.messages[0].join
+    assert [t.sid for t in join.other_participants[0].tracks] == [track_sid]
+    first_offer = client_c.of("offer")[0]
+    assert f"a=msid:{a.sid}|{track_sid} {track_sid}" in first_offer.sdp
+
+
+async def test_auto_subscribe_off_needs_update_subscription() -> None:
+    manager, pool = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    track_sid = await publish(room, a, "mic-1")
+    _, b, client_b = await joined(manager, "bob", auto_subscribe=False)
+    assert track_sid not in client_b.of("offer")[-1].sdp
+    room.handle_subscription(b, rtc.UpdateSubscription(track_sids=[track_sid], subscribe=True))
+    await settle()
+    assert track_sid in client_b.of("offer")[-1].sdp
+    room.handle_subscription(b, rtc.UpdateSubscription(track_sids=["TR_missing00000"], subscribe=True))
+    assert client_b.of("subscription_response")[-1].err == models.SubscriptionError.SE_TRACK_NOTFOUND
+    await b.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+    room.handle_subscription(b, rtc.UpdateSubscription(track_sids=[track_sid], subscribe=False))
+    await settle()
+    assert track_sid not in client_b.of("offer")[-1].sdp
+    assert ("close_consumer", f"{b.sid}.{track_sid}") in pool.workers[0].calls
+
+
+async def test_only_one_subscriber_offer_outstanding() -> None:
+    manager, _ = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    _, b, client_b = await joined(manager, "bob", answer=False)
+    assert len(client_b.of("offer")) == 1
+    await publish(room, a, "mic-1")
+    assert len(client_b.of("offer")) == 1  # waits for the answer to offer 1
+    await b.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=1))
+    await settle()
+    assert [o.id for o in client_b.of("offer")] == [1, 2]
+    with pytest.raises(ValueError, match="answer id 7 does not match offer id 2"):
+        await b.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=7))
+
+
+async def test_can_publish_false_refused_but_subscribes() -> None:
+    manager, pool = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    track_sid = await publish(room, a, "mic-1")
+    _, v, client_v = await joined(manager, "viewer", can_publish=False)
+    assert not client_v.messages[0].join.fast_publish
+    await room.handle_add_track(v, rtc.AddTrackRequest(cid="x", type=models.TrackType.AUDIO))
+    refused = client_v.of("request_response")[-1]
+    assert refused.reason == rtc.RequestResponse.Reason.NOT_ALLOWED and refused.add_track.cid == "x"
+    assert not client_v.of("track_published")
+    assert track_sid in client_v.of("offer")[0].sdp
+
+
+async def test_publish_sources_enforced() -> None:
+    manager, _ = make_manager()
+    room, a, client_a = await joined(manager, "alice", can_publish_sources=("microphone",))
+    await room.handle_add_track(a, rtc.AddTrackRequest(cid="cam", type=models.TrackType.VIDEO,
+                                                       source=models.TrackSource.CAMERA))
+    assert client_a.of("request_response")[-1].reason == rtc.RequestResponse.Reason.NOT_ALLOWED
+    await room.handle_add_track(a, rtc.AddTrackRequest(cid="mic", type=models.TrackType.AUDIO,
+                                                       source=models.TrackSource.MICROPHONE))
+    assert client_a.of("track_published")[-1].cid == "mic"
+
+
+async def test_leave_broadcasts_disconnected_and_frees_transports() -> None:
+    manager, pool = make_manager()
+    room, a, client_a = await joined(manager, "alice")
+    _, b, client_b = await joined(manager, "bob")
+    version = client_a.updates_for(b.sid)[-1].version
+    await room.remove(b, models.DisconnectReason.CLIENT_INITIATED)
+    gone = client_a.updates_for(b.sid)[-1]
+    assert gone.state == State.DISCONNECTED
+    assert gone.disconnect_reason == models.DisconnectReason.CLIENT_INITIATED
+    assert gone.version > version
+    assert ("close_transport", b.pub_transport_id) in pool.workers[0].calls
+    assert ("close_transport", b.sub_transport_id) in pool.workers[0].calls
+    assert client_b.closed
+    await room.remove(a, models.DisconnectReason.CLIENT_INITIATED)
+    await settle()
+    assert ("close_router", room.router_id) in pool.workers[0].calls
+    assert "r1" not in manager.rooms
+
+
+async def test_publisher_leaving_removes_its_tracks_from_subscribers() -> None:
+    manager, _ = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    track_sid = await publish(room, a, "mic-1")
+    _, b, client_b = await joined(manager, "bob")
+    assert track_sid in client_b.of("offer")[-1].sdp
+    await room.remove(a, models.DisconnectReason.CLIENT_INITIATED)
+    await settle()
+    assert track_sid not in client_b.of("offer")[-1].sdp
+
+
+async def test_duplicate_identity_replaces_old_session() -> None:
+    manager, _ = make_manager()
+    room, a, client_a = await joined(manager, "alice")
+    _, b1, client_b1 = await joined(manager, "bob")
+    _, b2, client_b2 = await joined(manager, "bob")
+    assert client_b1.of("leave")[-1].reason == models.DisconnectReason.DUPLICATE_IDENTITY
+    assert client_b1.closed and b1.closed
+    assert room.participants["bob"] is b2 and b2.sid != b1.sid
+    assert client_a.updates_for(b1.sid)[-1].state == State.DISCONNECTED
+    assert client_a.updates_for(b2.sid)[-1].state == State.JOINED
+    assert client_b2.messages[0].join.other_participants[0].identity == "alice"
+
+
+async def test_duplicate_identity_alone_keeps_room() -> None:
+    manager, pool = make_manager()
+    room, _, _ = await joined(manager, "solo")
+    room2, p2, _ = await joined(manager, "solo")
+    assert room2 is room and not room.closed
+    assert room.participants["solo"] is p2
+    assert ("close_router", room.router_id) not in pool.workers[0].calls
+
+
+async def test_versions_increase_on_every_change() -> None:
+    manager, _ = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    _, b, client_b = await joined(manager, "bob")
+    track_sid = await publish(room, a, "mic-1")
+    await room.handle_mute(a, rtc.MuteTrackRequest(sid=track_sid, muted=True))
+    await room.handle_mute(a, rtc.MuteTrackRequest(sid=track_sid, muted=False))
+    versions = [u.version for u in client_b.updates_for(a.sid)]
+    assert versions == sorted(set(versions)) and len(versions) >= 3
+
+
+async def test_mute_pauses_producer_and_broadcasts() -> None:
+    manager, pool = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    _, _, client_b = await joined(manager, "bob")
+    track_sid = await publish(room, a, "mic-1")
+    await room.handle_mute(a, rtc.MuteTrackRequest(sid=track_sid, muted=True))
+    assert ("pause_producer", track_sid) in pool.workers[0].calls
+    assert client_b.updates_for(a.sid)[-1].tracks[0].muted
+    await room.handle_mute(a, rtc.MuteTrackRequest(sid=track_sid, muted=False))
+    assert ("resume_producer", track_sid) in pool.workers[0].calls
+    assert not client_b.updates_for(a.sid)[-1].tracks[0].muted
+    with pytest.raises(ValueError, match="no published track 'TR_nope'"):
+        await room.handle_mute(a, rtc.MuteTrackRequest(sid="TR_nope", muted=True))
+
+
+async def test_unpublish_by_reoffer_without_the_track() -> None:
+    manager, pool = make_manager()
+    room, a, client_a = await joined(manager, "alice")
+    _, b, client_b = await joined(manager, "bob")
+    audio = await publish(room, a, "mic-1", mid="0")
+    video = await publish(room, a, "cam-1", kind="video", mid="1", offer_id=2, extra="m=audio 0 mic-1\r\n")
+    await b.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+    await settle()
+    assert {t.sid for t in client_b.updates_for(a.sid)[-1].tracks} == {audio, video}
+    await room.handle_offer(a, rtc.SessionDescription(type="offer", sdp="v=0\r\nm=video 1 cam-1\r\n", id=3))
+    await settle()
+    assert ("close_producer", audio) in pool.workers[0].calls
+    assert [t.sid for t in client_b.updates_for(a.sid)[-1].tracks] == [video]
+    await b.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+    await settle()
+    assert audio not in client_b.of("offer")[-1].sdp and video in client_b.of("offer")[-1].sdp
+
+
+async def test_becomes_active_on_subscriber_dtls_connected() -> None:
+    manager, _ = make_manager()
+    room, a, client_a = await joined(manager, "alice")
+    _, b, _ = await joined(manager, "bob")
+    manager.on_notification(0, "transport.dtls_state", b.pub_transport_id, {"state": "connected"})
+    assert b.state == State.JOINED
+    manager.on_notification(0, "transport.dtls_state", b.sub_transport_id, {"state": "connected"})
+    assert b.state == State.ACTIVE
+    assert client_a.updates_for(b.sid)[-1].state == State.ACTIVE
+
+
+def user_packet(payload: bytes, *, to: list[str] | None = None, seq: int = 0,
+                claimed: str = "mallory") -> bytes:
+    return models.DataPacket(
+        kind=models.DataPacket.Kind.RELIABLE, participant_identity=claimed, sequence=seq,
+        user=models.UserPacket(payload=payload, topic="t", destination_identities=to or []),
+    ).SerializeToString()
+
+
+async def test_data_to_destination_only_with_sender_set_by_server() -> None:
+    manager, pool = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    _, b, _ = await joined(manager, "bob")
+    _, c, _ = await joined(manager, "carol")
+    manager.on_notification(0, "data_producer.message", a.data_producer_id,
+                            {"label": "_reliable", "data": user_packet(b"hi", to=["bob"], seq=1)})
+    await settle()
+    sent = pool.workers[0].sent
+    assert [(tid, label) for tid, label, _ in sent] == [(b.sub_transport_id, "_reliable")]
+    packet = models.DataPacket.FromString(sent[0][2])
+    assert packet.participant_identity == "alice" and packet.participant_sid == a.sid
+    assert packet.user.participant_identity == "alice" and packet.user.payload == b"hi"
+    assert list(packet.destination_identities) == ["bob"] and packet.sequence == 1
+    # a repeated or older sequence on the reliable channel is dropped
+    assert room.forward_data(a, "_reliable", user_packet(b"again", to=["bob"], seq=1)) == 0
+    # no destinations: everyone but the sender, lossy stays lossy
+    assert room.forward_data(a, "_lossy", user_packet(b"all")) == 2
+    await settle()
+    assert {(tid, label) for tid, label, _ in sent[1:]} == {(b.sub_transport_id, "_lossy"),
+                                                          (c.sub_transport_id, "_lossy")}
+
+
+async def test_data_forwarding_rpc_and_refusals() -> None:
+    manager, pool = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    _, b, _ = await joined(manager, "bob")
+    _, quiet, _ = await joined(manager, "quiet", can_publish_data=False)
+    rpc = models.DataPacket(destination_identities=["bob"],
+                            rpc_request=models.RpcRequest(id="1", method="m", payload="p")).SerializeToString()
+    assert room.forward_data(a, "_reliable", rpc) == 1
+    assert room.forward_data(quiet, "_reliable", user_packet(b"x")) == 0
+    assert room.forward_data(a, "_reliable", b"\xff\xff\xff") == 0
+    assert room.forward_data(a, "_reliable", "text") == 0
+    assert room.forward_data(a, "_data_track", user_packet(b"x")) == 0
+    metrics_packet = models.DataPacket()
+    metrics_packet.metrics.SetInParent()
+    metrics = metrics_packet.SerializeToString()
+    assert room.forward_data(a, "_lossy", metrics) == 0
+    await settle()
+    assert len(pool.workers[0].sent) == 1
+    assert models.DataPacket.FromString(pool.workers[0].sent[0][2]).rpc_request.method == "m"
+
+
+async def test_hidden_participant_not_listed_and_anonymous_data() -> None:
+    manager, pool = make_manager()
+    room, a, client_a = await joined(manager, "alice")
+    _, h, client_h = await joined(manager, "ghost", hidden=True)
+    assert not client_a.updates_for(h.sid)
+    _, b, client_b = await joined(manager, "bob")
+    assert [o.identity for o in client_b.messages[0].join.other_participants] == ["alice"]
+    room.forward_data(h, "_reliable", user_packet(b"boo", to=["bob"]))
+    await settle()
+    packet = models.DataPacket.FromString(pool.workers[0].sent[-1][2])
+    assert packet.participant_identity == "" and packet.participant_sid == ""
+
+
+async def test_grace_period_removes_session_after_signal_loss() -> None:
+    manager, _ = make_manager(grace_period_s=0.01)
+    room, a, client_a = await joined(manager, "alice")
+    _, b, _ = await joined(manager, "bob")
+    room.signal_closed(b)
+    for _ in range(100):
+        if b.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert b.closed and "bob" not in room.participants
+    gone = client_a.updates_for(b.sid)[-1]
+    assert gone.state == State.DISCONNECTED and gone.disconnect_reason == models.DisconnectReason.SIGNAL_CLOSE
+
+
+async def test_two_rooms_on_two_workers_are_separate() -> None:
+    manager, pool = make_manager(workers=2)
+    room1, a, client_a = await joined(manager, "alice", room="one")
+    room2, b, client_b = await joined(manager, "bob", room="two")
+    assert {room1.worker_id, room2.worker_id} == {0, 1}
+    await publish(room1, a, "mic-1")
+    assert not client_b.updates_for(a.sid) and not client_a.updates_for(b.sid)
+    assert not pool.workers[room2.worker_id].find("produce")
+    assert pool.workers[room1.worker_id].find("produce")
+
+
+async def test_worker_death_sends_reconnect_and_drops_rooms() -> None:
+    manager, _ = make_manager()
+    room, a, client_a = await joined(manager, "alice")
+    manager.on_worker_died(0)
+    await settle()
+    leave = client_a.of("leave")[-1]
+    assert leave.action == rtc.LeaveRequest.Action.RECONNECT
+    assert manager.rooms == {} and a.closed
+
+
+async def test_no_worker_available() -> None:
+    manager, pool = make_manager()
+    pool.down.add(0)
+    with pytest.raises(NoWorkerAvailable, match="no worker is running"):
+        await manager.join(claims("alice"), ClientParams(), Client())
+
+
+async def test_track_settings_pause_and_layers() -> None:
+    manager, pool = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    _, b, _ = await joined(manager, "bob")
+    req = rtc.AddTrackRequest(cid="cam", type=models.TrackType.VIDEO, source=models.TrackSource.CAMERA,
+                              width=1280, height=720, layers=[
+                                  models.VideoLayer(quality=models.VideoQuality.LOW, width=320, height=180),
+                                  models.VideoLayer(quality=models.VideoQuality.MEDIUM, width=640, height=360),
+                                  models.VideoLayer(quality=models.VideoQuality.HIGH, width=1280, height=720)])
+    await room.handle_add_track(a, req)
+    await room.handle_offer(a, rtc.SessionDescription(type="offer", sdp="v=0\r\nm=video 0 cam\r\n", id=1))
+    await settle()
+    track_sid = a.info().tracks[0].sid
+    consumer = f"{b.sid}.{track_sid}"
+    await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[track_sid], width=500, height=300))
+    assert ("set_preferred_layers", consumer, 1) in pool.workers[0].calls
+    await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[track_sid], disabled=True))
+    assert ("pause_consumer", consumer) in pool.workers[0].calls
+    await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[track_sid], disabled=False))
+    assert ("resume_consumer", consumer) in pool.workers[0].calls
+
+
+def test_choose_worker_least_loaded() -> None:
+    loads = [WorkerLoad(0, True, rooms=1), WorkerLoad(1, True, rooms=0, transports=4), WorkerLoad(2, False)]
+    assert choose_worker(loads) == 1
+    assert choose_worker([WorkerLoad(0, True, rooms=2), WorkerLoad(1, True, rooms=2)]) == 0
+    with pytest.raises(NoWorkerAvailable, match="no worker is running"):
+        choose_worker([WorkerLoad(0, False)])
+
+
+def test_loads_from_supervisor_slots() -> None:
+    @dataclass
+    class C:
+        available: bool
+
+    @dataclass
+    class Slot:
+        worker_id: int
+        running: bool
+        client: C
+        heartbeat: dict[str, Any]
+
+    slots = [Slot(0, True, C(True), {"counters": {"transports": 6, "consumers": 4}}),
+             Slot(1, True, C(False), {}),
+             Slot(2, True, C(True), {"counters": {"transports": "x"}})]
+    loads = loads_from_slots(slots, {2: 1})
+    assert loads[0] == WorkerLoad(0, True, 0, 6, 4)
+    assert not loads[1].available
+    assert loads[2] == WorkerLoad(2, True, 1, 0, 0)
+    assert choose_worker(loads) == 0  # 6 transports + 4 consumers (8) < one room (10)
