@@ -1,0 +1,303 @@
+"""LiveKit signaling endpoints: the ``/rtc`` WebSocket (v0, dual peer connection) and its HTTP companions.
+
+Owns the connection life cycle and framing (one binary protobuf ``SignalRequest``/``SignalResponse`` per
+WebSocket message, RFC 6455), token checks before the upgrade, dispatch of client requests to the room and
+participant, and keepalive answers. ``/rtc/v1`` and ``/rtc/v1/validate`` answer 404 with
+``Access-Control-Allow-Origin: *`` so that clients fall back to ``/rtc`` (LIVEKIT_PROTOCOL.md §1). Resumes are
+declined with ``leave {STATE_MISMATCH, RECONNECT}``, which makes clients rejoin (§3.11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from livekit.protocol import models, rtc
+
+from control import lk_messages as lk
+from control.auth import AuthError, Claims, require_join, token_from_request, verify_token
+from control.participant import ClientParams, Participant, ParticipantError
+from control.placement import NoWorkerAvailable, WorkerLoad, loads_from_slots
+from control.rooms import Room, RoomManager, RoomSettings
+
+log = logging.getLogger("control.signaling")
+
+MANAGER_KEY = web.AppKey("room_manager", RoomManager)
+CORS = {"Access-Control-Allow-Origin": "*"}
+Reason = models.DisconnectReason
+
+
+class SupervisorPool:
+    """Rooms' view of the Supervisor: worker loads for placement and a MediaClient per worker."""
+
+    def __init__(self, supervisor: Any) -> None:
+        self.supervisor = supervisor
+
+    def loads(self, rooms_per_worker: Mapping[int, int]) -> list[WorkerLoad]:
+        return loads_from_slots(self.supervisor.slots, rooms_per_worker)
+
+    def media(self, worker_id: int) -> Any:
+        from control.media import MediaClient
+
+        return MediaClient(self.supervisor.client(worker_id))
+
+
+def setup_signaling(
+    app: web.Application, *, manager: RoomManager | None = None, settings: RoomSettings | None = None
+) -> None:
+    """Adds the LiveKit routes. Without ``manager``, one is built over ``app["supervisor"]`` with the keys
+    of ``app["settings"]`` and the SDP layer of ``control.negotiation``."""
+    if manager is None:
+        supervisor = app["supervisor"]
+        keys = dict(app["settings"].keys)
+        settings = settings or RoomSettings(keys=keys)
+        if not settings.keys:
+            settings = RoomSettings(**{**settings.__dict__, "keys": keys})
+        from control.participant import LiveKitNegotiator
+
+        manager = RoomManager(SupervisorPool(supervisor), LiveKitNegotiator(), settings)
+        attach_supervisor(manager, supervisor)
+    app[MANAGER_KEY] = manager
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        app["room_manager"] = manager
+    app.router.add_get("/rtc", rtc_handler)
+    app.router.add_get("/rtc/validate", validate_handler)
+    app.router.add_get("/rtc/v1", v1_handler)
+    app.router.add_get("/rtc/v1/validate", v1_handler)
+    app.on_shutdown.append(_shutdown)
+
+
+def attach_supervisor(manager: RoomManager, supervisor: Any) -> None:
+    """Routes every worker's notifications and deaths to the room manager."""
+    for client in supervisor.clients:
+        worker_id = client.worker_id
+        client.on_notification(
+            lambda event, target, body, wid=worker_id: manager.on_notification(wid, event, target, body)
+        )
+    supervisor.on_worker_died(manager.on_worker_died)
+
+
+async def _shutdown(app: web.Application) -> None:
+    await app[MANAGER_KEY].close()
+
+
+# ------------------------------------------------------------------------------------------- HTTP
+
+
+def _keys(app: web.Application) -> Mapping[str, str]:
+    return app[MANAGER_KEY].settings.keys
+
+
+def authorize(request: web.Request) -> Claims:
+    """The verified claims of a join request (token from ``Authorization: Bearer`` or ``access_token``)."""
+    token = token_from_request(request.headers, request.query)
+    claims = verify_token(token, _keys(request.app))
+    require_join(claims)
+    return claims
+
+
+def client_params(query: Mapping[str, str]) -> ClientParams:
+    """ClientParams from the ``/rtc`` query (``auto_subscribe`` absent means true)."""
+
+    def flag(name: str, default: bool) -> bool:
+        value = query.get(name)
+        if value is None or value == "":
+            return default
+        return value.lower() in ("1", "true")
+
+    def number(name: str) -> int:
+        try:
+            return int(query.get(name, "0") or 0)
+        except ValueError:
+            return 0
+
+    return ClientParams(
+        auto_subscribe=flag("auto_subscribe", True),
+        adaptive_stream=flag("adaptive_stream", False),
+        protocol=number("protocol"),
+        client_protocol=number("client_protocol"),
+        sdk=query.get("sdk", ""),
+        version=query.get("version", ""),
+        reconnect=flag("reconnect", False),
+        sid=query.get("sid", ""),
+    )
+
+
+async def validate_handler(request: web.Request) -> web.Response:
+    """``GET /rtc/validate``: 200 ``success`` when a join would be accepted, else the plain reason."""
+    try:
+        authorize(request)
+    except AuthError as exc:
+        return web.Response(status=exc.status, text=exc.reason, headers=CORS)
+    return web.Response(text="success", headers=CORS)
+
+
+async def v1_handler(request: web.Request) -> web.Response:
+    """``/rtc/v1`` (single peer connection) is not served: 404 makes every SDK fall back to ``/rtc``."""
+    return web.Response(status=404, text="not found", headers=CORS)
+
+
+# -------------------------------------------------------------------------------------- WebSocket
+
+
+class WebSocketSink:
+    """Serialises SignalResponses onto one WebSocket in order, from synchronous callers."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self._write())
+        self.closed = False
+
+    def send(self, message: rtc.SignalResponse) -> None:
+        if not self.closed:
+            self.queue.put_nowait(message.SerializeToString())
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(None)
+
+    async def _write(self) -> None:
+        try:
+            while (frame := await self.queue.get()) is not None:
+                await self.ws.send_bytes(frame)
+        except (ConnectionError, RuntimeError) as exc:
+            log.debug("signal write failed: %r", exc)
+        finally:
+            self.closed = True
+            if not self.ws.closed:
+                await self.ws.close(code=1000)
+
+    async def drain(self) -> None:
+        """Closes after everything queued is written."""
+        self.close()
+        await asyncio.shield(self.task)
+
+
+async def rtc_handler(request: web.Request) -> web.StreamResponse:
+    """``GET /rtc``: verify, upgrade, JoinResponse, then one request at a time until leave or close."""
+    try:
+        claims = authorize(request)
+    except AuthError as exc:
+        return web.Response(status=exc.status, text=exc.reason, headers=CORS)
+    ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=lk.MAX_SIGNAL_REQUEST_BYTES)
+    if not ws.can_prepare(request).ok:
+        return web.Response(status=404, text="expected a WebSocket upgrade", headers=CORS)
+    manager = request.app[MANAGER_KEY]
+    params = client_params(request.query)
+    await ws.prepare(request)
+    sink = WebSocketSink(ws)
+    if params.reconnect:
+        # Resumes need ICE restarts of both PCs; decline them and the client rejoins from scratch.
+        sink.send(lk.leave(Reason.STATE_MISMATCH, rtc.LeaveRequest.Action.RECONNECT))
+        await sink.drain()
+        return ws
+    try:
+        room, participant = await manager.join(claims, params, sink)
+    except NoWorkerAvailable as exc:
+        log.warning("join %s/%s refused: %s", claims.room, claims.identity, exc)
+        sink.send(lk.leave(Reason.JOIN_FAILURE))
+        await sink.drain()
+        return ws
+    except Exception:
+        log.exception("join %s/%s failed", claims.room, claims.identity)
+        sink.send(lk.leave(Reason.JOIN_FAILURE))
+        await sink.drain()
+        return ws
+    log.info("%s joined %s as %s (%s %s)", claims.identity, claims.room, participant.sid, params.sdk,
+             params.version)
+    left = False
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                left = await dispatch(room, participant, msg.data)
+                if left:
+                    break
+            elif msg.type == WSMsgType.TEXT:
+                left = await dispatch(room, participant, msg.data)
+                if left:
+                    break
+            elif msg.type == WSMsgType.ERROR:
+                break
+    finally:
+        if left:
+            await sink.drain()
+        else:
+            sink.close()
+            room.signal_closed(participant)
+    return ws
+
+
+async def dispatch(room: Room, p: Participant, frame: bytes | str) -> bool:
+    """Handles one client frame; returns True when the client left."""
+    if p.closed:
+        return True
+    try:
+        kind, msg = lk.parse_signal_request(frame)
+    except lk.SignalMessageError as exc:
+        log.warning("%s: bad signal frame: %s", p.sid, exc.reason)
+        return False
+    try:
+        return await _handle(room, p, kind, msg)
+    except ParticipantError as exc:
+        log.warning("%s: %s refused: %s", p.sid, kind, exc.reason)
+    except Exception:
+        log.exception("%s: %s failed", p.sid, kind)
+    return False
+
+
+async def _handle(room: Room, p: Participant, kind: str, msg: Any) -> bool:
+    if kind == "ping":
+        p.send(lk.pong())
+    elif kind == "ping_req":
+        p.send(lk.pong_resp(msg.timestamp))
+    elif kind == "offer":
+        await room.handle_offer(p, msg)
+    elif kind == "answer":
+        await p.handle_answer(msg)
+    elif kind == "trickle":
+        # ICE-lite: the server never checks toward the client, so its candidates are only validated.
+        lk.parse_candidate_init(msg.candidateInit)
+    elif kind == "add_track":
+        await room.handle_add_track(p, msg)
+    elif kind == "mute":
+        await room.handle_mute(p, msg)
+    elif kind == "subscription":
+        room.handle_subscription(p, msg)
+    elif kind == "track_setting":
+        await p.set_track_settings(msg)
+    elif kind == "update_metadata":
+        _update_metadata(room, p, msg)
+    elif kind == "leave":
+        log.info("%s left (%s)", p.sid, models.DisconnectReason.Name(msg.reason) if msg.reason in
+                 models.DisconnectReason.values() else msg.reason)
+        await room.remove(p, Reason.CLIENT_INITIATED)
+        return True
+    else:
+        # subscription_permission, sync_state, simulate, update_layers, data tracks: not handled yet.
+        log.debug("%s: %s ignored", p.sid, kind)
+    return False
+
+
+def _update_metadata(room: Room, p: Participant, msg: rtc.UpdateParticipantMetadata) -> None:
+    if not p.permission.can_update_metadata:
+        p.send(lk.request_response(rtc.RequestResponse.Reason.NOT_ALLOWED, request_id=msg.request_id,
+                                   update_metadata=msg))
+        return
+    if msg.name:
+        p.name = msg.name
+    if msg.metadata:
+        p.metadata = msg.metadata
+    for key, value in msg.attributes.items():
+        if value:
+            p.attributes[key] = value
+        else:
+            p.attributes.pop(key, None)
+    p.bump()
+    room.broadcast(p)

@@ -1,0 +1,161 @@
+"""The LiveKit HTTP/WebSocket surface over a real aiohttp server on loopback, with a fake worker and SDP layer.
+
+Checks token refusal before any upgrade (and the reasons /rtc/validate gives), the 404 + CORS answers that make
+SDKs fall back from /rtc/v1, binary protobuf framing, JoinResponse as the first frame, ping/pong, declined resumes
+and leave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from livekit.protocol import models, rtc
+from test_rooms import FakeNegotiator, FakePool  # tests/control is on sys.path (rootdir-relative imports)
+
+from control.auth import create_token
+from control.rooms import RoomManager, RoomSettings
+from control.signaling import client_params, setup_signaling
+
+KEY, SECRET = "devkey", "secret-secret-secret-secret-secret"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient]:
+    manager = RoomManager(FakePool(1), FakeNegotiator(), RoomSettings(keys={KEY: SECRET}))
+    app = web.Application()
+    setup_signaling(app, manager=manager)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        yield c
+
+
+def token(identity: str = "alice", room: str = "r1", **kw: object) -> str:
+    return create_token(KEY, SECRET, identity=identity, room=room, **kw)  # type: ignore[arg-type]
+
+
+async def read(ws: aiohttp.ClientWebSocketResponse) -> rtc.SignalResponse:
+    msg = await ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.BINARY, msg
+    return rtc.SignalResponse.FromString(msg.data)
+
+
+async def read_until(ws: aiohttp.ClientWebSocketResponse, kind: str) -> rtc.SignalResponse:
+    for _ in range(20):
+        response = await read(ws)
+        if response.WhichOneof("message") == kind:
+            return response
+    raise AssertionError(f"no {kind} within 20 frames")
+
+
+async def test_validate_success_and_reasons(client: TestClient) -> None:
+    ok = await client.get("/rtc/validate", params={"access_token": token()})
+    assert ok.status == 200 and await ok.text() == "success"
+    bearer = await client.get("/rtc/validate", headers={"Authorization": f"Bearer {token()}"})
+    assert bearer.status == 200
+    bad = token()[:-2] + ("AA" if not token().endswith("AA") else "BB")
+    resp = await client.get("/rtc/validate", params={"access_token": bad})
+    assert resp.status == 401 and await resp.text() == "invalid token signature"
+    expired = create_token(KEY, SECRET, identity="a", room="r1", ttl_s=1, now=time.time() - 3600)
+    resp = await client.get("/rtc/validate", params={"access_token": expired})
+    assert resp.status == 401 and await resp.text() == "token expired"
+    no_join = token(grants={"roomJoin": False})
+    resp = await client.get("/rtc/validate", params={"access_token": no_join})
+    assert resp.status == 401 and await resp.text() == "token has no roomJoin grant"
+    resp = await client.get("/rtc/validate")
+    assert resp.status == 401 and await resp.text() == "no token"
+
+
+async def test_v1_paths_are_404_with_cors(client: TestClient) -> None:
+    for path in ("/rtc/v1", "/rtc/v1/validate"):
+        resp = await client.get(path, params={"access_token": token()})
+        assert resp.status == 404
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        assert "requested room does not exist" not in await resp.text()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+        await client.ws_connect("/rtc/v1", headers={"Authorization": f"Bearer {token()}"})
+    assert exc.value.status == 404
+
+
+async def test_refused_tokens_are_not_upgraded(client: TestClient) -> None:
+    expired = create_token(KEY, SECRET, identity="a", room="r1", ttl_s=1, now=time.time() - 3600)
+    for bad, status in ((expired, 401), (token(grants={"roomJoin": False}), 401), ("x.y.z", 401)):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+            await client.ws_connect("/rtc", params={"access_token": bad})
+        assert exc.value.status == status
+
+
+async def test_join_ping_and_leave(client: TestClient) -> None:
+    ws = await client.ws_connect("/rtc", headers={"Authorization": f"Bearer {token()}"},
+                                 params={"protocol": "17", "sdk": "python", "auto_subscribe": "1"})
+    first = await read(ws)
+    assert first.WhichOneof("message") == "join"
+    assert first.join.participant.identity == "alice" and first.join.participant.sid.startswith("PA_")
+    offer = await read_until(ws, "offer")
+    assert offer.offer.type == "offer" and offer.offer.id == 1
+    await ws.send_bytes(rtc.SignalRequest(ping_req=rtc.Ping(timestamp=1234, rtt=5)).SerializeToString())
+    pong = await read_until(ws, "pong_resp")
+    assert pong.pong_resp.last_ping_timestamp == 1234 and pong.pong_resp.timestamp > 0
+    await ws.send_bytes(rtc.SignalRequest(ping=99).SerializeToString())
+    legacy = await read_until(ws, "pong")
+    assert legacy.pong > 1_600_000_000_000  # server Unix time in ms
+    manager: RoomManager = client.app["room_manager"]
+    assert "alice" in manager.rooms["r1"].participants
+    leave = rtc.LeaveRequest(reason=models.DisconnectReason.CLIENT_INITIATED)
+    await ws.send_bytes(rtc.SignalRequest(leave=leave).SerializeToString())
+    closing = await ws.receive(timeout=5)
+    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert "r1" not in manager.rooms
+    await ws.close()
+
+
+async def test_second_client_gets_update_and_closed_socket_starts_grace(client: TestClient) -> None:
+    ws_a = await client.ws_connect("/rtc", params={"access_token": token("alice")})
+    assert (await read(ws_a)).WhichOneof("message") == "join"
+    ws_b = await client.ws_connect("/rtc", params={"access_token": token("bob")})
+    join_b = await read(ws_b)
+    assert [p.identity for p in join_b.join.other_participants] == ["alice"]
+    for _ in range(10):  # alice also gets her own JOINED info first
+        update = await read_until(ws_a, "update")
+        if update.update.participants[0].identity == "bob":
+            break
+    assert update.update.participants[0].identity == "bob"
+    assert update.update.participants[0].state == models.ParticipantInfo.State.JOINED
+    await ws_b.close()
+    manager: RoomManager = client.app["room_manager"]
+    bob = manager.rooms["r1"].participants["bob"]
+    for _ in range(100):
+        if bob._grace is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert bob._grace is not None and not bob.closed  # kept for the grace period
+    await ws_a.close()
+
+
+async def test_resume_is_declined_with_reconnect(client: TestClient) -> None:
+    ws = await client.ws_connect("/rtc", params={"access_token": token(), "reconnect": "1", "sid": "PA_x"})
+    first = await read(ws)
+    assert first.WhichOneof("message") == "leave"
+    assert first.leave.action == rtc.LeaveRequest.Action.RECONNECT
+    assert first.leave.reason == models.DisconnectReason.STATE_MISMATCH
+    await ws.close()
+
+
+async def test_bad_frames_do_not_end_the_session(client: TestClient) -> None:
+    ws = await client.ws_connect("/rtc", params={"access_token": token()})
+    await read(ws)
+    await ws.send_bytes(b"\xff\xff\xff\xff")
+    await ws.send_bytes(rtc.SignalRequest(ping_req=rtc.Ping(timestamp=7)).SerializeToString())
+    assert (await read_until(ws, "pong_resp")).pong_resp.last_ping_timestamp == 7
+    await ws.close()
+
+
+def test_client_params_defaults() -> None:
+    assert client_params({}).auto_subscribe is True
+    params = client_params({"auto_subscribe": "0", "protocol": "17", "client_protocol": "x", "reconnect": "1"})
+    assert not params.auto_subscribe and params.protocol == 17 and params.client_protocol == 0
+    assert params.reconnect
