@@ -616,3 +616,71 @@ class Participant:
 
 def _kind_of(info: models.TrackInfo) -> str:
     return "video" if info.type == models.TrackType.VIDEO else "audio"
+
+
+class LiveKitNegotiator:
+    """:class:`Negotiator` over ``control.negotiation`` (imported on first use).
+
+    Publisher answers accept opus and VP8 first (the codecs announced in ``enabled_publish_codecs``; the codec
+    order of the answer decides what libwebrtc sends, LIVEKIT_PROTOCOL.md §4.5); subscriber offers carry the
+    server's data channel m-line and one sendonly m-line per subscription with LiveKit's packed msid.
+    """
+
+    def __init__(self, allow_video_codecs: tuple[str, ...] | None = ("VP8", "H264", "VP9")) -> None:
+        from control import negotiation
+
+        self.neg = negotiation
+        self.allow_video_codecs = allow_video_codecs
+
+    def answer(self, offer_sdp: str, local: Any) -> PublisherAnswer:
+        sdp, plan = self.neg.answer_offer(offer_sdp, local, allow_video_codecs=self.allow_video_codecs)
+        media = [
+            OfferedMedia(
+                mid=t.mid,
+                kind=t.kind,
+                track_id=(t.msid[1] or "") if t.msid else "",
+                mime_type=f"{t.kind}/{t.codecs[0].name}",
+                plan=t,
+            )
+            for t in plan.tracks
+        ]
+        remote = RemoteSide(
+            fingerprints=list(plan.fingerprints),
+            dtls_role=plan.local_dtls_role,
+            sctp_port=plan.sctp.port if plan.sctp else None,
+            max_message_size=plan.sctp.max_message_size if plan.sctp else 262144,
+        )
+        return PublisherAnswer(sdp=sdp, remote=remote, media=media)
+
+    def _subscribed(self, spec: SubscribedSpec) -> Any:
+        return self.neg.SubscribedTrack(
+            mid=spec.mid,
+            kind=spec.kind,
+            codec=self.neg.subscriber_codec(spec.plan),
+            out_ssrc=spec.out_ssrc,
+            stream_id=spec.stream_id,
+            track_id=spec.track_id,
+            cname=spec.cname,
+        )
+
+    def offer(self, local: Any, tracks: list[SubscribedSpec], *, session_version: int, previous: str | None) -> str:
+        return self.neg.subscriber_offer(
+            local,
+            [self._subscribed(s) for s in tracks],
+            data_channel=True,
+            session_version=session_version,
+            previous=previous,
+        )
+
+    def parse_answer(self, answer_sdp: str) -> RemoteSide:
+        remote = self.neg.parse_answer(answer_sdp)
+        return RemoteSide(
+            fingerprints=list(remote.fingerprints),
+            dtls_role=remote.local_dtls_role,
+            sctp_port=remote.sctp.port if remote.sctp else None,
+            max_message_size=remote.sctp.max_message_size if remote.sctp else 262144,
+        )
+
+    def pt_map(self, spec: SubscribedSpec) -> dict[int, int]:
+        result: dict[int, int] = self.neg.consumer_pt_map(spec.plan, self._subscribed(spec))
+        return result
