@@ -452,8 +452,10 @@ def answer_offer(
     """Answer a publishing client's offer as an ICE-lite DTLS server; return the answer SDP and the plan.
 
     ``allow_video_codecs`` (names, any case) restricts the video codecs accepted; the first offered codec
-    that is supported and allowed wins. Raises ``sdp.SdpError`` for malformed SDP and ``NegotiationError``
-    when nothing usable is offered or the offer lacks ICE/DTLS parameters.
+    that is supported and allowed wins. Unsupported audio/video m-lines are answered inactive inside the
+    BUNDLE; m-lines outside the offer's BUNDLE group (all but the first when there is none) are rejected with
+    port 0, as one transport serves the client. Raises ``sdp.SdpError`` for malformed SDP and
+    ``NegotiationError`` when nothing usable is offered or the offer lacks ICE/DTLS parameters.
     """
     desc = sdp.parse(offer_sdp)
     allow = {n.lower() for n in allow_video_codecs} if allow_video_codecs is not None else None
@@ -514,8 +516,6 @@ def answer_offer(
         raise NegotiationError("offer has neither a supported sending track nor a data channel")
     if bundle:
         answer.groups.append(sdp.Group("BUNDLE", accepted))
-    elif len(accepted) > 1:
-        raise NegotiationError("offer has several m-lines but no a=group:BUNDLE (RFC 8843)")
 
     id_map, ids = _extension_table(tracks)
     transport_ids = {
