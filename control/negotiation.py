@@ -282,7 +282,7 @@ def _echo_first_format(offer: sdp.MediaSection, answer: sdp.MediaSection) -> Non
 def _tag_section(desc: sdp.SessionDescription, live: Sequence[sdp.MediaSection]) -> sdp.MediaSection | None:
     for mid in desc.bundle:
         m = desc.media_by_mid(mid)
-        if m is not None and m in live:
+        if m is not None and any(m is x for x in live):
             return m
     return live[0] if live else None
 
@@ -462,10 +462,15 @@ def answer_offer(
     if not desc.media:
         raise NegotiationError("offer has no m= sections")
     bundle = desc.bundle
+    seen_mids: set[str] = set()
     for index, m in enumerate(desc.media):
         if m.mid is None:
             raise NegotiationError(f"m-line {index} has no a=mid (RFC 9429 §5.2.1)")
+        if m.mid in seen_mids:
+            raise NegotiationError(f"mid {m.mid} is used by two m-lines (RFC 8843 §7.2.1)")
+        seen_mids.add(m.mid)
     live = [m for m in desc.media if m.port != 0 or (m.bundle_only and m.mid in bundle)]
+    live_mids = {m.mid for m in live}
     tag = _tag_section(desc, live)
     if tag is None:
         raise NegotiationError("every m-line of the offer is rejected (port 0)")
@@ -482,7 +487,7 @@ def answer_offer(
     for m in desc.media:
         a = sdp.MediaSection(kind=m.kind, port=0, protocol=m.protocol, formats=[], mid=m.mid)
         answer.media.append(a)
-        bundled = m in live and (m is tag or m.mid in bundle)
+        bundled = m.mid in live_mids and (m is tag or m.mid in bundle)
         if m.kind in KINDS and m.is_rtp and "SAVP" in m.protocol and m.rtcp_mux and bundled:
             _transport_attributes(a, local, local_setup, live=True)
             a.port = local.candidate_port

@@ -274,6 +274,7 @@ def test_bundle_id_conflict_is_refused() -> None:
         (lambda t: "".join(x for x in t.splitlines(True) if not x.startswith("a=fingerprint")), "no a=fingerprint"),
         (lambda t: "".join(x for x in t.splitlines(True) if not x.startswith("a=ice-pwd")), "no a=ice-ufrag/a=ice-pwd"),
         (lambda t: t.replace("a=mid:1\r\n", ""), "m-line 1 has no a=mid"),
+        (lambda t: t.replace("a=mid:1\r\n", "a=mid:0\r\n"), "mid 0 is used by two m-lines"),
         (lambda t: t.replace("a=setup:actpass", "a=setup:holdconn"), "a=setup:holdconn"),
     ],
 )
