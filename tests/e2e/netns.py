@@ -10,7 +10,8 @@ Outer use (pytest): ``run_scenario("basic", workers=1)`` -> dict (raises :class:
 or without unshare/ip, so the test can skip with that reason). Inner use (what the outer one runs):
 ``unshare --net -- python tests/e2e/netns.py --inner SCENARIO --workers N``.
 
-A scenario is ``tests/e2e/lk_scenarios/<name>.py`` with ``async def run(ctx: Context) -> dict``.
+A scenario is ``tests/e2e/lk_scenarios/<name>.py`` with ``async def run(ctx: Context, result: dict) -> None``
+that records what it observed in ``result`` as it goes.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class Context:
         """A token from livekit-api's AccessToken (the real SDK), with VideoGrants overrides."""
         from livekit import api
 
-        video = api.VideoGrants(room_join=True, room=room, **grants)
+        video = api.VideoGrants(**{"room_join": True, "room": room, **grants})
         return (
             api.AccessToken(self.api_key, self.api_secret)
             .with_identity(identity)
@@ -225,13 +226,16 @@ def inner(name: str, workers: int, timeout_s: float, log_level: str) -> dict[str
     log_dir = tempfile.mkdtemp(prefix="mr-netns-")
     log_path = os.path.join(log_dir, "server.log")
     server = start_server(workers, log_path, log_level)
+    partial: dict[str, Any] = {}  # the scenario fills it as it goes, so a failure still shows how far it got
     result: dict[str, Any]
     try:
         wait_ready(server, http, workers)
         scenario = load_scenario(name)
-        result = {"ok": True, "result": asyncio.run(asyncio.wait_for(scenario.run(ctx), timeout_s))}
+        asyncio.run(asyncio.wait_for(scenario.run(ctx, partial), timeout_s))
+        result = {"ok": True, "result": partial}
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the test as data
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+                  "result": partial}
     finally:
         stop_server(server)
     with open(log_path, "rb") as f:

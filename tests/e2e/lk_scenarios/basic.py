@@ -13,8 +13,7 @@ WIDTH, HEIGHT = 320, 240
 ROOM = "e2e-basic"
 
 
-async def run(ctx: Any) -> dict[str, Any]:
-    result: dict[str, Any] = {}
+async def run(ctx: Any, result: dict[str, Any]) -> None:
     room_a = await connect(ctx.url, ctx.token("alice", ROOM))
     result["a_sid"] = room_a.local_participant.sid
     gone: list[str] = []
@@ -51,4 +50,3 @@ async def run(ctx: Any) -> dict[str, Any]:
     await publisher.stop()
     await room_c.disconnect()
     await room_a.disconnect()
-    return result

@@ -1,0 +1,69 @@
+"""Issue 3 acceptance with the unmodified ``livekit`` Python SDK (libwebrtc) and ``livekit-api`` tokens.
+
+Each test runs one scenario of ``tests/e2e/lk_scenarios`` in a private network namespace (``tests/e2e/netns.py``)
+with its own ``python -m control serve``; the scenario reports what the clients observed and the assertions are
+here. Skipped only when this host cannot create a network namespace (not root, no unshare/ip).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from netns import NetnsUnavailable, check_available, run_scenario  # noqa: E402
+
+try:
+    check_available()
+except NetnsUnavailable as exc:
+    pytest.skip(f"network namespace unavailable: {exc}", allow_module_level=True)
+
+
+def scenario(name: str, **kw: Any) -> dict[str, Any]:
+    outcome = run_scenario(name, **kw)
+    if not outcome.get("ok"):
+        shown = {k: outcome.get(k) for k in ("error", "traceback", "result")}
+        pytest.fail(f"scenario {name} failed:\n{json.dumps(shown, indent=1)}\n--- server log ---\n"
+                    f"{outcome.get('server_log', '')[-6000:]}")
+    result: dict[str, Any] = outcome["result"]
+    return result
+
+
+def test_publish_subscribe_data_and_leave() -> None:
+    r = scenario("basic", workers=1, timeout_s=90)
+    assert len(r["published"]) == 2 and all(s.startswith("TR_") for s in r["published"])
+    assert "alice" in r["b_sees"]
+    assert r["b_video"].get("alice 320x240", 0) >= 30, r["b_video"]
+    assert r["b_audio"].get("alice", 0) > 0, r["b_audio"]
+    assert [d["data"] for d in r["b_data"]] == ["for bob only"]
+    assert r["b_data"][0]["from"] == "alice" and r["b_data"][0]["topic"] == "secret"
+    assert r["c_data"] == []
+    assert "bob" in r["a_saw_disconnected"]
+
+
+def test_refused_tokens_and_subscribe_only_participant() -> None:
+    r = scenario("auth", workers=1, timeout_s=120)
+    for case, reason in (("bad_signature", "invalid token signature"), ("expired", "token expired"),
+                         ("no_room_join", "token has no roomJoin grant")):
+        seen = r[case]
+        assert seen["sdk_error"], f"{case}: the SDK connected"
+        assert seen["upgrade_status"] == 401, f"{case}: {seen}"
+        assert seen["validate"] == [401, reason], f"{case}: {seen}"
+    assert r["viewer_publish_error"], "a canPublish=false participant published a track"
+    assert r["viewer_video"].get("presenter 320x240", 0) >= 10, r["viewer_video"]
+    assert r["presenter_sees_viewer_tracks"] == [0]
+
+
+def test_two_rooms_on_two_workers_are_isolated() -> None:
+    r = scenario("two_rooms", workers=2, timeout_s=120)
+    one, two = r["one"], r["two"]
+    assert set(one["video"]) == {"pub-one 320x240"} and one["video"]["pub-one 320x240"] >= 30
+    assert set(two["video"]) == {"pub-two 160x120"} and two["video"]["pub-two 160x120"] >= 30
+    assert one["sub_sees"] == ["pub-one"] and two["sub_sees"] == ["pub-two"]
+    assert one["pub_sees"] == ["sub-one"] and two["pub_sees"] == ["sub-two"]
+    assert one["ports"] and two["ports"] and set(one["ports"]).isdisjoint(two["ports"]), (one, two)
