@@ -626,3 +626,69 @@ def test_loads_from_supervisor_slots() -> None:
     assert not loads[1].available
     assert loads[2] == WorkerLoad(2, True, 1, 0, 0)
     assert choose_worker(loads) == 0  # 6 transports + 4 consumers (8) < one room (10)
+
+
+# ----------------------------------------------------------------- with the real SDP layer (control.negotiation)
+
+DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "data"
+
+
+class NegotiatingMedia(FakeMedia):
+    """FakeMedia whose transports have real ICE/DTLS parameters, so that control.negotiation can write SDP."""
+
+    async def create_transport(self, router_id: str, transport_id: str) -> Any:
+        from control.negotiation import TransportParams
+
+        self.calls.append(("create_transport", router_id, transport_id))
+        return TransportParams(ice_ufrag=f"u{len(self.calls):04d}", ice_pwd="p" * 24,
+                               fingerprints=[("sha-256", ":".join(["AB"] * 32))],
+                               candidate_ip="198.51.100.1", candidate_port=7882)
+
+
+async def test_real_negotiation_binds_msid_tracks_and_aiortc_answers_subscriber_offer() -> None:
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    from control import sdp
+    from control.participant import LiveKitNegotiator
+
+    pool = FakePool(1)
+    pool.workers = [NegotiatingMedia(0)]
+    manager = RoomManager(pool, LiveKitNegotiator(), RoomSettings(keys={"devkey": "secret"}))
+    offer = (DATA / "aiortc_offer.sdp").read_text()
+    msids = {m.kind: m.msids[0].track for m in sdp.parse(offer).media if m.msids}
+    client_a = Client()
+    room, a = await manager.join(claims("alice"), ClientParams(), client_a)
+    for kind, cid in msids.items():
+        await room.handle_add_track(a, rtc.AddTrackRequest(
+            cid=cid, type=models.TrackType.AUDIO if kind == "audio" else models.TrackType.VIDEO,
+            source=models.TrackSource.MICROPHONE if kind == "audio" else models.TrackSource.CAMERA))
+    await room.handle_offer(a, rtc.SessionDescription(type="offer", sdp=offer, id=4))
+    answer = client_a.of("answer")[-1]
+    assert answer.id == 4 and "a=ice-lite" in answer.sdp and "a=setup:passive" in answer.sdp
+    produced = pool.workers[0].find("produce")
+    assert sorted(c[3].kind for c in produced) == ["audio", "video"]
+    tracks = {t.type: t for t in a.info().tracks}
+    assert tracks[models.TrackType.AUDIO].mime_type.lower() == "audio/opus"
+    assert tracks[models.TrackType.VIDEO].mime_type.startswith("video/")
+    trickle = client_a.of("trickle")[0]
+    assert trickle.target == rtc.SignalTarget.PUBLISHER and "198.51.100.1 7882 typ host" in trickle.candidateInit
+
+    client_b = Client()
+    _, b = await manager.join(claims("bob"), ClientParams(), client_b)
+    await settle()
+    sub_offer = client_b.of("offer")[-1]
+    parsed = sdp.parse(sub_offer.sdp)
+    media_msids = [(m.msids[0].stream, m.msids[0].track) for m in parsed.media if m.msids]
+    assert sorted(media_msids) == sorted((f"{a.sid}|{t.sid}", t.sid) for t in a.info().tracks)
+    assert [m.kind for m in parsed.media].count("application") == 1
+    pc = RTCPeerConnection()
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sub_offer.sdp, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        await b.handle_answer(rtc.SessionDescription(type="answer", sdp=pc.localDescription.sdp, id=sub_offer.id))
+    finally:
+        await pc.close()
+    connects = [c for c in pool.workers[0].find("connect") if c[1] == b.sub_transport_id]
+    assert connects == [("connect", b.sub_transport_id, "server", 5000)]
+    consumed = {c[3] for c in pool.workers[0].find("consume") if c[1] == b.sub_transport_id}
+    assert consumed == {t.sid for t in a.info().tracks}
