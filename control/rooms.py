@@ -103,6 +103,7 @@ class Room:
         self._ssrcs: set[int] = set()
         self._on_empty = on_empty
         self.joining = 0  # joins in flight (the room is not empty while one is)
+        self.metadata = ""
         self.closed = False
 
     @property
@@ -115,6 +116,7 @@ class Room:
             sid=self.sid,
             name=self.name,
             creation_time_ms=self.created_ms,
+            metadata=self.metadata,
             empty_timeout=self.settings.empty_timeout,
             departure_timeout=self.settings.departure_timeout,
             num_participants=len(active),
@@ -362,7 +364,71 @@ class Room:
         for p in list(self.participants.values()):
             p.send(lk.leave(reason))
             await self.remove(p, reason, announce=False)
+        self.check_empty()
         self.closed = True
+
+    # ---- server API (Twirp RoomService) ------------------------------------------------------------
+
+    async def remove_participant(self, p: Participant) -> None:
+        """Server-initiated removal: the client is told (leave PARTICIPANT_REMOVED), the others see it go."""
+        p.send(lk.leave(Reason.PARTICIPANT_REMOVED))
+        await self.remove(p, Reason.PARTICIPANT_REMOVED)
+
+    async def admin_mute(self, p: Participant, track_sid: str, muted: bool) -> models.TrackInfo:
+        """Server-initiated mute: the client mutes its local track, subscribers see the new state."""
+        pub = await p.handle_mute(rtc.MuteTrackRequest(sid=track_sid, muted=muted))
+        p.send(lk.mute(track_sid, muted))
+        if pub.published:
+            p.bump()
+            self.broadcast(p)
+        return pub.info
+
+    def update_participant(self, p: Participant, *, name: str = "", metadata: str = "",
+                           attributes: Mapping[str, str] | None = None,
+                           permission: models.ParticipantPermission | None = None) -> models.ParticipantInfo:
+        """Name, metadata, attributes (an empty value deletes the key) or permission changed by the server."""
+        if name:
+            p.name = name
+        if metadata:
+            p.metadata = metadata
+        for key, value in (attributes or {}).items():
+            if value:
+                p.attributes[key] = value
+            else:
+                p.attributes.pop(key, None)
+        if permission is not None:
+            p.permission = permission
+            if not permission.can_subscribe:
+                for track_sid in list(p.subscriptions):
+                    p.unsubscribe(track_sid)
+        p.bump()
+        self.broadcast(p)
+        return p.info()
+
+    def send_server_data(self, payload: bytes, *, reliable: bool, destinations: list[str], topic: str = "") -> int:
+        """A user DataPacket from the server (no sender identity) to ``destinations`` or everyone."""
+        kind = models.DataPacket.Kind.RELIABLE if reliable else models.DataPacket.Kind.LOSSY
+        packet = models.DataPacket(kind=kind, destination_identities=destinations,
+                                   user=models.UserPacket(payload=payload, destination_identities=destinations))
+        if topic:
+            packet.user.topic = topic
+        data = packet.SerializeToString()
+        label = RELIABLE if reliable else "_lossy"
+        wanted = set(destinations)
+        count = 0
+        for p in self.participants.values():
+            if p.state != State.DISCONNECTED and (not wanted or p.identity in wanted):
+                p.spawn(p.send_data(label, data), f"server data to {p.sid}")
+                count += 1
+        return count
+
+    def set_metadata(self, metadata: str) -> models.Room:
+        self.metadata = metadata
+        info = self.info()
+        update = lk.room_update(info)
+        for p in self.participants.values():
+            p.send(update)
+        return info
 
 
 class RoomManager:
@@ -398,6 +464,23 @@ class RoomManager:
             room.joining += 1
             log.info("room %s (%s) placed on worker %d", name, room.sid, worker_id)
             return room
+
+    async def create_room(self, name: str, *, metadata: str = "") -> Room:
+        """CreateRoom: places the room now; it is closed if nobody joins within ``empty_timeout``."""
+        room = await self.get_or_create(name)
+        room.joining -= 1
+        if metadata:
+            room.metadata = metadata
+        if not room.participants:
+            asyncio.get_running_loop().call_later(self.settings.empty_timeout, room.check_empty)
+        return room
+
+    async def delete_room(self, name: str) -> bool:
+        room = self.rooms.get(name)
+        if room is None:
+            return False
+        await room.close(Reason.ROOM_DELETED)
+        return True
 
     async def join(self, claims: Claims, client: ClientParams, sink: SignalSink) -> tuple[Room, Participant]:
         room = await self.get_or_create(claims.room)

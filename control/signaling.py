@@ -23,6 +23,7 @@ from control.auth import AuthError, Claims, require_join, token_from_request, ve
 from control.participant import ClientParams, Participant, ParticipantError
 from control.placement import NoWorkerAvailable, WorkerLoad, loads_from_slots
 from control.rooms import Room, RoomManager, RoomSettings
+from control.twirp import setup_twirp
 
 log = logging.getLogger("control.signaling")
 
@@ -49,8 +50,10 @@ class SupervisorPool:
 def setup_signaling(
     app: web.Application, *, manager: RoomManager | None = None, settings: RoomSettings | None = None
 ) -> None:
-    """Adds the LiveKit routes. Without ``manager``, one is built over ``app["supervisor"]`` with the keys
-    of ``app["settings"]`` and the SDP layer of ``control.negotiation``."""
+    """Adds the LiveKit routes (``/rtc``, validate, the v1 404s and the Twirp RoomService).
+
+    Without ``manager``, one is built over ``app["supervisor"]`` with the keys of ``app["settings"]`` and the
+    SDP layer of ``control.negotiation``."""
     if manager is None:
         supervisor = app["supervisor"]
         keys = dict(app["settings"].keys)
@@ -69,6 +72,7 @@ def setup_signaling(
     app.router.add_get("/rtc/validate", validate_handler)
     app.router.add_get("/rtc/v1", v1_handler)
     app.router.add_get("/rtc/v1/validate", v1_handler)
+    setup_twirp(app, manager)
     app.on_shutdown.append(_shutdown)
 
 

@@ -159,3 +159,74 @@ def test_client_params_defaults() -> None:
     params = client_params({"auto_subscribe": "0", "protocol": "17", "client_protocol": "x", "reconnect": "1"})
     assert not params.auto_subscribe and params.protocol == 17 and params.client_protocol == 0
     assert params.reconnect
+
+
+# ------------------------------------------------------------------------ Twirp RoomService (livekit-api client)
+
+
+async def test_room_service_with_livekit_api(client: TestClient) -> None:
+    from livekit import api
+    from test_rooms import Client, claims, settle
+
+    manager: RoomManager = client.app["room_manager"]
+    url = str(client.make_url("/")).rstrip("/")
+    lkapi = api.LiveKitAPI(url, KEY, SECRET)
+    try:
+        created = await lkapi.room.create_room(api.CreateRoomRequest(name="api-room", metadata="m1"))
+        assert created.sid.startswith("RM_") and created.name == "api-room" and created.metadata == "m1"
+        listed = await lkapi.room.list_rooms(api.ListRoomsRequest())
+        assert [r.name for r in listed.rooms] == ["api-room"]
+        alice = Client()
+        bob = Client()
+        _, a = await manager.join(claims("alice", "api-room"), client_params({}), alice)
+        await manager.join(claims("bob", "api-room"), client_params({}), bob)
+        people = await lkapi.room.list_participants(api.ListParticipantsRequest(room="api-room"))
+        assert sorted(p.identity for p in people.participants) == ["alice", "bob"]
+        info = await lkapi.room.update_participant(api.UpdateParticipantRequest(
+            room="api-room", identity="alice", metadata="hello", attributes={"k": "v"}))
+        assert info.metadata == "hello" and dict(info.attributes) == {"k": "v"}
+        assert bob.updates_for(a.sid)[-1].metadata == "hello"
+        await lkapi.room.send_data(api.SendDataRequest(room="api-room", data=b"ping", kind=0,
+                                                       destination_identities=["bob"], topic="t"))
+        await settle()
+        sent = manager.rooms["api-room"].media.sent  # type: ignore[attr-defined]
+        assert len(sent) == 1 and sent[0][0].endswith(".sub") and sent[0][1] == "_reliable"
+        assert models.DataPacket.FromString(sent[0][2]).user.payload == b"ping"
+        room_info = await lkapi.room.update_room_metadata(api.UpdateRoomMetadataRequest(room="api-room",
+                                                                                          metadata="m2"))
+        assert room_info.metadata == "m2" and alice.of("room_update")[-1].room.metadata == "m2"
+        await lkapi.room.remove_participant(api.RoomParticipantIdentity(room="api-room", identity="bob"))
+        assert bob.of("leave")[-1].reason == models.DisconnectReason.PARTICIPANT_REMOVED and bob.closed
+        with pytest.raises(api.TwirpError) as missing:
+            await lkapi.room.get_participant(api.RoomParticipantIdentity(room="api-room", identity="bob"))
+        assert missing.value.code == "not_found"
+        await lkapi.room.delete_room(api.DeleteRoomRequest(room="api-room"))
+        assert alice.of("leave")[-1].reason == models.DisconnectReason.ROOM_DELETED
+        assert "api-room" not in manager.rooms
+    finally:
+        await lkapi.aclose()
+
+
+async def test_room_service_json_and_refusals(client: TestClient) -> None:
+    admin = create_token(KEY, SECRET, identity="svc", room="r9", grants={"roomAdmin": True, "roomJoin": False})
+    url = "/twirp/livekit.RoomService/ListParticipants"
+    resp = await client.post(url, data=b'{"room": "r9"}', headers={"Content-Type": "application/json",
+                                                                     "Authorization": f"Bearer {admin}"})
+    assert resp.status == 404 and resp.headers["Content-Type"] == "application/json"
+    assert (await resp.json())["code"] == "not_found"
+    resp = await client.post("/twirp/livekit.RoomService/ListRooms", data=b"{}",
+                             headers={"Content-Type": "application/json", "Authorization": f"Bearer {admin}"})
+    assert resp.status == 401 and "roomList" in (await resp.json())["msg"]
+    other = create_token(KEY, SECRET, identity="svc", room="elsewhere", grants={"roomAdmin": True})
+    resp = await client.post(url, data=b'{"room": "r9"}', headers={"Content-Type": "application/json",
+                                                                     "Authorization": f"Bearer {other}"})
+    assert resp.status == 401
+    resp = await client.post(url, data=b'{"room": "r9"}', headers={"Content-Type": "application/json"})
+    assert resp.status == 401 and (await resp.json())["msg"] == "no token"
+    resp = await client.post("/twirp/livekit.RoomService/Nope", data=b"{}",
+                             headers={"Content-Type": "application/json", "Authorization": f"Bearer {admin}"})
+    assert resp.status == 404 and (await resp.json())["code"] == "bad_route"
+    lister = create_token(KEY, SECRET, identity="svc", room="", grants={"roomList": True, "roomJoin": False})
+    resp = await client.post("/twirp/livekit.RoomService/ListRooms", data=b"{}",
+                             headers={"Content-Type": "application/json", "Authorization": f"Bearer {lister}"})
+    assert resp.status == 200 and await resp.json() == {}
