@@ -60,6 +60,7 @@ class MediaApi(Protocol):
         sctp_port: int | None = None, max_message_size: int = 262144,
     ) -> None: ...
     async def close_transport(self, transport_id: str) -> None: ...
+    async def get_stats(self, transport_id: str) -> dict[str, Any]: ...
     async def produce(self, transport_id: str, producer_id: str, track: Any) -> None: ...
     async def consume(
         self, transport_id: str, consumer_id: str, producer_id: str, *, out_ssrc: int, pt_map: dict[int, int],
@@ -249,6 +250,7 @@ class Participant:
         self._sub_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._grace: asyncio.TimerHandle | None = None
+        self.timers: list[asyncio.TimerHandle] = []  # cancelled on close (e.g. the join timeout)
         self.closed = False
 
     # ---- shared helpers --------------------------------------------------------------------------
@@ -337,6 +339,8 @@ class Participant:
         self.closed = True
         if self._grace is not None:
             self._grace.cancel()
+        for timer in self.timers:
+            timer.cancel()
         if self._sub_task is not None and not self._sub_task.done():
             self._sub_task.cancel()
         for task in list(self._tasks):

@@ -41,6 +41,9 @@ from control.placement import WorkerLoad, choose_worker
 log = logging.getLogger("control.rooms")
 
 Reason = models.DisconnectReason
+SPEAKER_INTERVAL_S = 0.4  # LiveKit's audio.update_interval
+ACTIVE_LEVEL_DBOV = 35.0  # LiveKit's audio.active_level: louder than -35 dBov counts as speaking
+LEVEL_STEP = 0.05  # smaller changes of a speaker's level are not re-sent
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,9 @@ class Room:
         self._on_empty = on_empty
         self.joining = 0  # joins in flight (the room is not empty while one is)
         self.metadata = ""
+        self._level_marks: dict[str, tuple[float, int]] = {}  # producer id -> (audio_level_sum, count) seen
+        self._speaking: dict[str, float] = {}  # participant sid -> level last announced
+        self._speaker_task: asyncio.Task[None] | None = None
         self.closed = False
 
     @property
@@ -192,8 +198,7 @@ class Room:
         if p.can_subscribe:
             p.negotiate_subscriber()  # the first offer exists even with nothing to receive (data channels)
         self._send_refresh_token(p)
-        loop = asyncio.get_running_loop()
-        loop.call_later(self.settings.join_timeout_s, self._check_active, p)
+        p.timers.append(asyncio.get_running_loop().call_later(self.settings.join_timeout_s, self._check_active, p))
         return p
 
     def _send_refresh_token(self, p: Participant) -> None:
@@ -367,6 +372,65 @@ class Room:
         self.check_empty()
         self.closed = True
 
+    # ---- active speakers (RFC 6464 audio levels, averaged by the worker's fast path) -------------------
+
+    def start_speaker_detection(self, interval_s: float = SPEAKER_INTERVAL_S) -> None:
+        if self._speaker_task is None:
+            self._speaker_task = asyncio.get_running_loop().create_task(self._speaker_loop(interval_s))
+
+    def stop_speaker_detection(self) -> None:
+        if self._speaker_task is not None:
+            self._speaker_task.cancel()
+            self._speaker_task = None
+
+    async def _speaker_loop(self, interval_s: float) -> None:
+        while not self.closed:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.detect_speakers()
+            except Exception as exc:  # a worker restart or a closing transport; try again next round
+                log.debug("room %s: speaker detection: %r", self.sid, exc)
+
+    async def detect_speakers(self) -> list[models.SpeakerInfo]:
+        """One round: mean audio level per publisher since the last round -> SpeakersChanged with the changes."""
+        levels: dict[str, float] = {}
+        for p in list(self.participants.values()):
+            audio = [pub for pub in p.publications.values()
+                     if pub.media is not None and pub.media.kind == "audio" and not pub.info.muted]
+            if not audio or p.closed:
+                continue
+            stats = await self.media.get_stats(p.pub_transport_id)
+            loudest: float | None = None
+            for pub in audio:
+                snap = stats.get("producers", {}).get(pub.producer_id)
+                if not snap:
+                    continue
+                total, count = float(snap.get("audio_level_sum", 0)), int(snap.get("audio_level_count", 0))
+                last_total, last_count = self._level_marks.get(pub.producer_id, (0.0, 0))
+                self._level_marks[pub.producer_id] = (total, count)
+                if count > last_count:
+                    dbov = (total - last_total) / (count - last_count)
+                    loudest = dbov if loudest is None else min(loudest, dbov)
+            if loudest is not None and loudest <= ACTIVE_LEVEL_DBOV:
+                levels[p.sid] = round(min(1.0, 10 ** (-loudest / 20)), 4)
+        changed: list[models.SpeakerInfo] = []
+        for sid, level in levels.items():
+            before = self._speaking.get(sid)
+            if before is None or abs(before - level) >= LEVEL_STEP:
+                changed.append(models.SpeakerInfo(sid=sid, level=level, active=True))
+                self._speaking[sid] = level
+        present = {p.sid for p in self.participants.values()}
+        for sid in list(self._speaking):
+            if sid not in levels:
+                del self._speaking[sid]
+                if sid in present:
+                    changed.append(models.SpeakerInfo(sid=sid, level=0.0, active=False))
+        if changed:
+            message = lk.speakers_changed(changed)
+            for p in self.participants.values():
+                p.send(message)
+        return changed
+
     # ---- server API (Twirp RoomService) ------------------------------------------------------------
 
     async def remove_participant(self, p: Participant) -> None:
@@ -461,6 +525,7 @@ class RoomManager:
                         settings=self.settings, on_empty=self._room_empty)
             await media.create_router(room.router_id)
             self.rooms[name] = room
+            room.start_speaker_detection()
             room.joining += 1
             log.info("room %s (%s) placed on worker %d", name, room.sid, worker_id)
             return room
@@ -494,6 +559,7 @@ class RoomManager:
         if self.rooms.get(room.name) is room:
             del self.rooms[room.name]
         room.closed = True
+        room.stop_speaker_detection()
         task = asyncio.get_running_loop().create_task(self._close_router(room))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -530,6 +596,7 @@ class RoomManager:
         for room in [r for r in self.rooms.values() if r.worker_id == worker_id]:
             del self.rooms[room.name]
             room.closed = True
+            room.stop_speaker_detection()
             for p in list(room.participants.values()):
                 p.send(lk.leave(Reason.MIGRATION, rtc.LeaveRequest.Action.RECONNECT))
                 removal = room.remove(p, Reason.MIGRATION, announce=False)

@@ -50,6 +50,7 @@ class FakeMedia:
         self.calls: list[tuple[Any, ...]] = []
         self.sent: list[tuple[str, str, bytes | str]] = []
         self.fail_send = False
+        self.producer_stats: dict[str, dict[str, Any]] = {}
 
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -73,6 +74,9 @@ class FakeMedia:
 
     async def close_transport(self, transport_id: str) -> None:
         self.calls.append(("close_transport", transport_id))
+
+    async def get_stats(self, transport_id: str) -> dict[str, Any]:
+        return {"producers": {pid: dict(snap) for pid, snap in self.producer_stats.items()}}
 
     async def produce(self, transport_id: str, producer_id: str, track: Any) -> None:
         self.calls.append(("produce", transport_id, producer_id, track))
@@ -692,3 +696,26 @@ async def test_real_negotiation_binds_msid_tracks_and_aiortc_answers_subscriber_
     assert connects == [("connect", b.sub_transport_id, "server", 5000)]
     consumed = {c[3] for c in pool.workers[0].find("consume") if c[1] == b.sub_transport_id}
     assert consumed == {t.sid for t in a.info().tracks}
+
+
+async def test_speakers_from_audio_levels() -> None:
+    manager, pool = make_manager()
+    room, a, client_a = await joined(manager, "alice")
+    _, b, client_b = await joined(manager, "bob")
+    mic = await publish(room, a, "mic-1")
+    media = pool.workers[0]
+    media.producer_stats[mic] = {"audio_level_sum": 0, "audio_level_count": 0}
+    assert await room.detect_speakers() == []
+    media.producer_stats[mic] = {"audio_level_sum": 20 * 50, "audio_level_count": 50}  # -20 dBov: speaking
+    changed = await room.detect_speakers()
+    assert [(s.sid, s.active) for s in changed] == [(a.sid, True)]
+    assert changed[0].level == pytest.approx(0.1, abs=1e-3)
+    speakers = client_b.of("speakers_changed")[-1].speakers
+    assert speakers[0].sid == a.sid and speakers[0].active and client_a.of("speakers_changed")
+    media.producer_stats[mic] = {"audio_level_sum": 20 * 50 + 20 * 10, "audio_level_count": 60}
+    assert await room.detect_speakers() == []  # same level: nothing new to say
+    media.producer_stats[mic] = {"audio_level_sum": 1200 + 127 * 50, "audio_level_count": 110}  # silence
+    changed = await room.detect_speakers()
+    assert [(s.sid, s.active, s.level) for s in changed] == [(a.sid, False, 0.0)]
+    await room.handle_mute(a, rtc.MuteTrackRequest(sid=mic, muted=True))
+    assert await room.detect_speakers() == []
