@@ -1,8 +1,8 @@
-"""Installs the media side of a worker on its channel (initial version: ``worker.dump`` only).
+"""Installs the media side of a worker on its channel.
 
-The media engineer replaces this module: it is the one place where the worker's process shell
-(router/worker.py) hands its loop, UDP socket and channel to the media code (MediaRouter, transports,
-fastpath). This initial version registers ``worker.dump`` and nothing else.
+This is the one place where the worker's process shell (router/worker.py) hands its loop, UDP socket and channel
+to the media code: ``worker.dump`` is answered here, and ``router.media_service.MediaService`` registers every
+media request (media routers, transports, producers, consumers, data channels) and drives the fast path.
 """
 
 from __future__ import annotations
@@ -10,17 +10,24 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from router.media_service import MediaService
 from router.protocol import Method, WorkerDump
 
 if TYPE_CHECKING:
     from router.worker import Worker
 
 
-def install_media(worker: Worker) -> None:
-    """Registers the media request handlers on ``worker.channel``; called once, before ``worker.running``."""
+def install_media(worker: Worker) -> MediaService:
+    """Registers the request handlers on ``worker.channel`` and starts the Engine; called once, before
+    ``worker.running``."""
 
     async def dump(target_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return WorkerDump(worker_id=worker.worker_id, pid=os.getpid(), core=worker.core,
-                          udp_port=worker.rtc_port).to_wire()
+        reply = WorkerDump(worker_id=worker.worker_id, pid=os.getpid(), core=worker.core,
+                           udp_port=worker.rtc_port).to_wire()
+        reply["media"] = service.heartbeat()
+        return reply
 
+    service = MediaService(worker)
     worker.channel.register(Method.WORKER_DUMP, dump)
+    service.start()
+    return service

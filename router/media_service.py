@@ -143,7 +143,7 @@ class MediaService:
             if now - self._last_consent_check >= 1.0:
                 self._last_consent_check = now
                 for tid in self.transports.ids():
-                    self.transports.get(tid).check_consent(now)
+                    self.transports.get(tid).check_consent(int(now * 1000))
 
     def _drain_events(self) -> None:
         for event in self.engine.poll_events():

@@ -31,8 +31,6 @@ Notify = Callable[[str, str, dict[str, Any]], None]
 # Records that arrive before control has told us the peer's fingerprint (the client may start DTLS as soon as it
 # has our offer, before its answer reaches control). They are replayed once connect() is called.
 MAX_EARLY_DTLS_RECORDS = 16
-# RFC 7675 consent: an ICE-lite server sees the client's checks; without one for this long the path is gone.
-CONSENT_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -84,7 +82,6 @@ class WebRtcTransport:
         self.stats = TransportStats()
         self._early_dtls: list[bytes] = []
         self._dtls_timer: asyncio.TimerHandle | None = None
-        self._last_check = time.monotonic()
         self._sctp_task: asyncio.Task[None] | None = None
         self._wanted_channels: dict[str, tuple[bool, int | None]] = {}
         engine.add_transport(handle)
@@ -92,12 +89,11 @@ class WebRtcTransport:
     # ---- ICE ---------------------------------------------------------------------------------------------
     def handle_stun(self, data: bytes, addr: Addr) -> None:
         self.stats.stun_requests += 1
-        result = self.ice.handle(data, addr)
+        result = self.ice.handle(data, addr, int(time.monotonic() * 1000))
         if result.response is None:
             self.stats.stun_rejected += 1
             return
         self._engine.send(addr[0], addr[1], result.response)
-        self._last_check = time.monotonic()
         if result.select and addr != self.tuple:
             self.tuple = addr
             self._engine.bind_tuple(self.handle, addr[0], addr[1])
@@ -112,8 +108,8 @@ class WebRtcTransport:
         self.ice_state = state
         self._notify("transport.ice_state", self.id, {"state": state})
 
-    def check_consent(self, now: float) -> None:
-        if self.ice_state == "connected" and now - self._last_check > CONSENT_TIMEOUT_S:
+    def check_consent(self, now_ms: int) -> None:
+        if self.ice_state == "connected" and self.ice.consent_expired(now_ms):
             self._set_ice_state("disconnected")
 
     def restart_ice(self, ufrag: str, pwd: str) -> None:
@@ -182,6 +178,7 @@ class WebRtcTransport:
     def _on_dtls_connected(self) -> None:
         assert self.dtls is not None
         local_key, remote_key = self.dtls.srtp_keys()
+        assert self.dtls.srtp_profile is not None
         self._engine.set_srtp(self.handle, self.dtls.srtp_profile, local_key, remote_key)
         if self._sctp_remote_port is not None:
             self._start_sctp()
@@ -195,12 +192,14 @@ class WebRtcTransport:
         from router.sctp import SctpAssociation
 
         assert self.dtls is not None and self._sctp_remote_port is not None
-        self.sctp = SctpAssociation(self.dtls, max_message_size=self._sctp_max_message_size)
+        self.sctp = SctpAssociation(self.dtls)
         self.sctp.on_message = self._on_sctp_message
         self.sctp.on_state_change = self._on_sctp_state
         for label, (ordered, max_retransmits) in self._wanted_channels.items():
             self.sctp.create_channel(label, ordered=ordered, max_retransmits=max_retransmits)
-        self._sctp_task = asyncio.get_running_loop().create_task(self.sctp.start(self._sctp_remote_port))
+        self._sctp_task = asyncio.get_running_loop().create_task(
+            self.sctp.start(self._sctp_remote_port, self._sctp_max_message_size)
+        )
 
     def _on_sctp_state(self, state: str) -> None:
         self.sctp_state = state
