@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import fractions
 import math
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -242,6 +244,80 @@ async def test_publish_subscribe_media_and_data(supervisor: Supervisor) -> None:
         consumers = stats["consumers"]
         assert consumers["tb-c0"]["packets"] > 0 and consumers["tb-c1"]["packets"] > 0
         assert set(out_ssrcs) == {"audio", "video"}
+    finally:
+        for task in tasks:
+            task.cancel()
+        await pc_a.close()
+        await pc_b.close()
+
+
+def _allowed_cpus(pid: int) -> str:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("Cpus_allowed_list:"):
+                return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no Cpus_allowed_list for {pid}")
+
+
+async def _inbound_packets_lost(pc: RTCPeerConnection, kind: str) -> tuple[int, int]:
+    report = await pc.getStats()
+    for stat in report.values():
+        if stat.type == "inbound-rtp" and stat.kind == kind:
+            return stat.packetsReceived, stat.packetsLost
+    raise AssertionError(f"no inbound-rtp stats for {kind}")
+
+
+@pytest.mark.usefixtures("loopback_candidates")
+async def test_media_keeps_flowing_while_the_other_worker_is_killed(supervisor: Supervisor) -> None:
+    """Worker 0 is SIGKILLed while B receives through worker 1: worker 0 is back within 2 s on the same core and
+    port, and B's video on worker 1 sees no lost packet and no stall."""
+    slots = supervisor.slots
+    assert len({_allowed_cpus(s.pid) for s in slots if s.pid}) == 2, "each worker pinned to its own core"
+    for slot in slots:
+        assert _allowed_cpus(slot.pid) == str(slot.core)  # type: ignore[arg-type]
+
+    media = MediaClient(supervisor.client(1))
+    await media.create_router("room-2")
+    pc_a, pc_b = RTCPeerConnection(), RTCPeerConnection()
+    received = Received()
+    arrivals: list[float] = []
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        pc_a.addTrack(MovingPatternTrack())
+        plan = await _publish(media, "room-2", "ta", pc_a)
+
+        @pc_b.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            async def drain() -> None:
+                while True:
+                    frame = await track.recv()
+                    received.video_frames.append((frame.width, frame.height))
+                    arrivals.append(time.monotonic())
+
+            tasks.append(asyncio.ensure_future(drain()))
+
+        await _subscribe(media, "room-2", "tb", pc_b, [(f"ta-p{t.mid}", t) for t in plan.tracks], data_channel=False)
+        await _wait_for(lambda: len(received.video_frames) >= 30, 30, "video at B before the kill")
+        _, lost_before = await _inbound_packets_lost(pc_b, "video")
+
+        victim = slots[0]
+        old_pid, core, port = victim.pid, victim.core, victim.udp_port
+        assert old_pid is not None
+        killed_at = time.monotonic()
+        os.kill(old_pid, signal.SIGKILL)
+        await _wait_for(lambda: victim.running and victim.pid != old_pid, 2.0, "worker 0 respawned")
+        respawn_s = time.monotonic() - killed_at
+        assert victim.core == core and victim.udp_port == port and victim.restarts == 1
+        assert _allowed_cpus(victim.pid) == str(core)  # type: ignore[arg-type]
+        await asyncio.sleep(max(0.0, 2.0 - respawn_s))
+
+        window = [t for t in arrivals if t >= killed_at - 0.5]
+        gaps = [b - a for a, b in zip(window, window[1:], strict=False)]
+        assert len(window) >= 30, f"only {len(window)} frames around the kill"
+        assert max(gaps) < 0.3, f"video stalled for {max(gaps):.3f} s while worker 0 restarted"
+        received_after, lost_after = await _inbound_packets_lost(pc_b, "video")
+        assert lost_after == lost_before, "packets lost on worker 1 while worker 0 was killed"
+        assert slots[1].restarts == 0
     finally:
         for task in tasks:
             task.cancel()
