@@ -109,11 +109,19 @@ class MediaService:
         self.worker.channel.notify(event, target_id, body)
 
     def heartbeat(self) -> dict[str, Any]:
+        engine = self.engine.snapshot_engine()
         return {
             "routers": len(self.routers),
             "transports": len(self.transports),
             "producers": len(self.producers),
             "consumers": len(self.consumers),
+            "data_producers": len(self.data_producers),
+            "data_consumers": len(self.data_consumers),
+            "engine_transports": engine["transports"],
+            "engine_producers": engine["producers"],
+            "engine_consumers": engine["consumers"],
+            "rx_datagrams": engine["rx_datagrams"],
+            "tx_datagrams": engine["tx_datagrams"],
         }
 
     # ---- I/O ---------------------------------------------------------------------------------------------

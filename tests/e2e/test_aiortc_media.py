@@ -36,6 +36,7 @@ from control.negotiation import (
     subscriber_offer,
 )
 from control.supervisor import Supervisor
+from control.worker_client import WorkerError
 from tests.conftest import free_udp_ports
 
 pytestmark = pytest.mark.timeout(90)
@@ -244,6 +245,17 @@ async def test_publish_subscribe_media_and_data(supervisor: Supervisor) -> None:
         consumers = stats["consumers"]
         assert consumers["tb-c0"]["packets"] > 0 and consumers["tb-c1"]["packets"] > 0
         assert set(out_ssrcs) == {"audio", "video"}
+
+        # Closing releases everything: the Python objects and the Engine's tables.
+        await media.close_transport("tb")
+        await media.close_transport("ta")
+        await media.close_router("room-1")
+        dump = (await supervisor.client(0).request("worker.dump", "", {}))["media"]
+        assert {k: v for k, v in dump.items() if k not in ("rx_datagrams", "tx_datagrams")} == dict.fromkeys(
+            dump.keys() - {"rx_datagrams", "tx_datagrams"}, 0
+        )
+        with pytest.raises(WorkerError, match="not found"):
+            await media.get_stats("ta")
     finally:
         for task in tasks:
             task.cancel()
