@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import cast
 
 import pytest
 
@@ -190,3 +191,122 @@ async def test_bad_arguments_and_states() -> None:
     loop_pair.close()
     with pytest.raises(SctpError, match="^association is closed$"):
         loop_pair.client_assoc.create_channel("late")
+
+
+class _SlowPathServer(asyncio.DatagramProtocol):
+    """ICE-lite + DTLS + SCTP on one loopback UDP socket, demuxed by first byte (RFC 7983)."""
+
+    def __init__(self, peer_fingerprints: list[tuple[str, str]], role: str) -> None:
+        from router.ice import IceLite
+
+        self.ice = IceLite("srvufrag", "p" * 24)
+        self.dtls = DtlsEndpoint(SERVER_CERT, role, peer_fingerprints, self._send_dtls)
+        self.assoc = SctpAssociation(self.dtls)
+        self.dtls.on_application_data = self.assoc.receive
+        self.dtls.on_connected = lambda: asyncio.get_running_loop().create_task(self.assoc.start(5000))
+        self.transport: asyncio.DatagramTransport | None = None
+        self.tuple: tuple[str, int] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast_datagram(transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        if data and data[0] < 4:
+            result = self.ice.handle(data, addr)
+            if result.response is not None:
+                self.transport.sendto(result.response, addr)
+            if result.select:
+                self.tuple = addr
+                self.dtls.start()  # sends the ClientHello in the client role; no-op once started
+        elif data and 20 <= data[0] <= 63 and addr == self.tuple:
+            self.dtls.handle(data)
+
+    def _send_dtls(self, data: bytes) -> None:
+        if self.transport is not None and self.tuple is not None:
+            self.transport.sendto(data, self.tuple)
+
+
+def cast_datagram(transport: asyncio.BaseTransport) -> asyncio.DatagramTransport:
+    # asyncio's UDP transport does not subclass DatagramTransport, so this is a typing cast only.
+    return cast(asyncio.DatagramTransport, transport)
+
+
+@pytest.mark.parametrize("our_role", ["server", "client"])
+async def test_interop_with_aiortc_ice_dtls_and_data_channel(monkeypatch: pytest.MonkeyPatch, our_role: str) -> None:
+    """An independent client stack (aioice full agent, aiortc DTLS + SCTP) against ours over loopback UDP."""
+    import aioice.ice
+    from aiortc import (
+        RTCCertificate,
+        RTCDtlsParameters,
+        RTCDtlsTransport,
+        RTCIceCandidate,
+        RTCIceGatherer,
+        RTCIceParameters,
+        RTCIceTransport,
+        RTCSctpTransport,
+    )
+    from aiortc.rtcdtlstransport import RTCDtlsFingerprint
+    from aiortc.rtcsctptransport import RTCSctpCapabilities
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    loop = asyncio.get_running_loop()
+    client_cert = RTCCertificate.generateCertificate()
+    fps = [(f.algorithm, f.value) for f in client_cert.getFingerprints()]
+    transport, server = await loop.create_datagram_endpoint(
+        lambda: _SlowPathServer(fps, our_role), local_addr=("127.0.0.1", 0)
+    )
+    port = transport.get_extra_info("sockname")[1]
+    gatherer = RTCIceGatherer(iceServers=[])
+    ice = RTCIceTransport(gatherer)
+    dtls = RTCDtlsTransport(ice, [client_cert])
+    sctp = RTCSctpTransport(dtls)
+    try:
+        await gatherer.gather()
+        await ice.addRemoteCandidate(
+            RTCIceCandidate(
+                component=1, foundation="1", ip="127.0.0.1", port=port, priority=2130706431, protocol="udp", type="host"
+            )
+        )
+        await ice.addRemoteCandidate(None)
+        ice._connection.ice_controlling = True  # the full agent facing a lite one controls (RFC 8445 §6.1.1)
+        await asyncio.wait_for(ice.start(RTCIceParameters("srvufrag", "p" * 24, iceLite=True)), 10)
+        assert server.tuple is not None and server.ice.selected == server.tuple
+        their_role = "client" if our_role == "server" else "server"
+        dtls._set_role(their_role)
+        await asyncio.wait_for(
+            dtls.start(RTCDtlsParameters([RTCDtlsFingerprint("sha-256", SERVER_CERT.fingerprint())], our_role)), 10
+        )
+        assert dtls.state == "connected"
+        await until(lambda: server.dtls.state == "connected", "our DTLS")
+        assert server.dtls.srtp_profile in (1, 7)
+
+        got: list[bytes | str] = []
+        server.assoc.on_message = lambda label, data: got.append(data)
+        await sctp.start(RTCSctpCapabilities(maxMessageSize=65536), 5000)
+        from aiortc import RTCDataChannel
+        from aiortc.rtcdatachannel import RTCDataChannelParameters
+
+        channel = RTCDataChannel(sctp, RTCDataChannelParameters(label="chat"))
+        echoes: list[bytes | str] = []
+        channel.on("message", echoes.append)
+        await asyncio.wait_for(until_async(lambda: channel.readyState == "open"), 10)
+        channel.send("ping from aiortc")
+        await asyncio.wait_for(until_async(lambda: got != []), 10)
+        assert got == ["ping from aiortc"]
+        assert server.assoc.send("chat", b"pong from mediarouter")
+        await asyncio.wait_for(until_async(lambda: echoes != []), 10)
+        assert echoes == [b"pong from mediarouter"]
+    finally:
+        server.assoc.close()
+        server.dtls.close()
+        await sctp.stop()
+        await dtls.stop()
+        await ice.stop()
+        transport.close()
+
+
+async def until_async(predicate: Callable[[], bool]) -> None:
+    """Real I/O is involved here, so yield to the loop with short sleeps; the caller bounds it with wait_for."""
+    while not predicate():
+        await asyncio.sleep(0.005)
