@@ -67,3 +67,16 @@ def test_two_rooms_on_two_workers_are_isolated() -> None:
     assert one["sub_sees"] == ["pub-one"] and two["sub_sees"] == ["pub-two"]
     assert one["pub_sees"] == ["sub-one"] and two["pub_sees"] == ["sub-two"]
     assert one["ports"] and two["ports"] and set(one["ports"]).isdisjoint(two["ports"]), (one, two)
+
+
+def test_rpc_streams_speakers_mute_metadata_unpublish() -> None:
+    r = scenario("features", workers=1, timeout_s=120)
+    assert r["rpc"] == "hello alice: hi"
+    assert r["texts"] == ["alice: a chat line"]
+    assert any("alice" in s for s in r["speakers"]), r["speakers"]
+    from livekit import rtc
+
+    audio, video = int(rtc.TrackKind.KIND_AUDIO), int(rtc.TrackKind.KIND_VIDEO)
+    assert r["events"] == [f"muted alice {audio}", f"unmuted alice {audio}", "metadata alice alice-meta",
+                           f"unpublished alice {audio}"]
+    assert r["b_sees_alice_tracks"] == [video]
