@@ -243,7 +243,8 @@ class DtlsEndpoint:
             self._handshake()
 
     def handle(self, record: bytes) -> None:
-        """Feed one datagram of DTLS records (first byte 20..63, RFC 7983). Output leaves through ``send``."""
+        """Feed one datagram of DTLS records (first byte 20..63, RFC 7983). Output leaves through ``send``;
+        decrypted application data goes to ``on_application_data`` (only once connected)."""
         if self.state in ("failed", "closed"):
             return
         if not record or not 20 <= record[0] <= 63:
@@ -349,8 +350,6 @@ class DtlsEndpoint:
     def close(self) -> None:
         """Send close_notify if a handshake was under way or done, then stay closed. Idempotent."""
         if self.state in ("closed", "failed"):
-            if self.state == "failed":
-                self._keys = None
             return
         if self.state in ("connecting", "connected"):
             self._shutdown()

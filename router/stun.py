@@ -130,7 +130,7 @@ def _xor_pad(transaction_id: bytes) -> bytes:
 
 def encode_xor_address(addr: Address, transaction_id: bytes) -> bytes:
     """XOR-MAPPED-ADDRESS value for ``addr`` (RFC 8489 §14.2): family, port ^ cookie>>16, address ^ pad."""
-    host, port = addr
+    host, port = addr[0], addr[1]  # asyncio gives IPv6 peers as 4-tuples
     if not 0 <= port <= 0xFFFF:
         raise StunError(f"port {port} out of range")
     try:

@@ -97,7 +97,7 @@ def test_rfc5769_responses(data: bytes, addr: tuple[str, int]) -> None:
 
 def test_binding_success_round_trip_ipv6_and_ipv4() -> None:
     req = stun.StunMessage(stun.METHOD_BINDING, stun.StunClass.REQUEST)
-    for addr in [("127.0.0.1", 5000), ("::1", 65535), ("fe80::1", 1)]:
+    for addr in [("127.0.0.1", 5000), ("::1", 65535), ("2001:db8::1", 1)]:
         resp = stun.parse(stun.binding_success(req, addr, b"key"))
         assert resp.transaction_id == req.transaction_id
         assert resp.cls == stun.StunClass.SUCCESS
@@ -215,3 +215,10 @@ def test_is_stun() -> None:
     assert stun.is_stun(RFC5769_REQUEST)
     assert not stun.is_stun(b"\x80" + RFC5769_REQUEST[1:])
     assert not stun.is_stun(RFC5769_REQUEST[:-4])
+
+
+def test_ipv6_four_tuple_address_is_accepted() -> None:
+    req = stun.StunMessage(stun.METHOD_BINDING, stun.StunClass.REQUEST)
+    four = ("2001:db8::7", 4444, 0, 0)
+    resp = stun.parse(stun.binding_success(req, four, b"key"))  # type: ignore[arg-type]
+    assert resp.xor_mapped_address == ("2001:db8::7", 4444)
