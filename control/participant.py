@@ -183,6 +183,7 @@ class Subscription:
     created: bool = False
     removed: bool = False
     disabled: bool = False
+    spatial: int = -1  # wanted simulcast layer, -1 = the highest available
 
 
 @dataclass
@@ -513,24 +514,30 @@ class Participant:
         return True
 
     async def set_track_settings(self, req: rtc.UpdateTrackSettings) -> None:
-        """``disabled`` pauses a subscription; width/height pick the smallest simulcast layer that fits."""
+        """``disabled`` (or quality OFF) pauses a subscription; width/height pick the smallest simulcast layer that
+        covers them, else ``quality`` is the highest layer wanted. Settings that arrive before the consumer exists
+        are applied when it is created."""
         for track_sid in req.track_sids:
             sub = self.subscriptions.get(track_sid)
-            if sub is None or sub.removed or not sub.created:
+            if sub is None or sub.removed:
                 continue
-            if req.disabled != sub.disabled:
-                sub.disabled = req.disabled
-                if req.disabled:
+            disabled = req.disabled or (not (req.width or req.height) and req.quality == models.VideoQuality.OFF)
+            spatial = sub.spatial
+            layers = self.room.track_layers(track_sid)
+            if not disabled and len(layers) > 1:
+                spatial = _layer_for(layers, req)
+            changed_pause = disabled != sub.disabled
+            changed_layer = spatial != sub.spatial
+            sub.disabled, sub.spatial = disabled, spatial
+            if not sub.created:
+                continue
+            if changed_pause:
+                if disabled:
                     await self.media.pause_consumer(sub.consumer_id)
                 else:
                     await self.media.resume_consumer(sub.consumer_id)
-            layers = self.room.track_layers(track_sid)
-            if not req.disabled and layers and (req.width or req.height):
-                spatial = len(layers) - 1
-                for index, layer in enumerate(layers):
-                    if layer.width >= req.width and layer.height >= req.height:
-                        spatial = index
-                        break
+            if changed_layer and spatial >= 0:
+                log.debug("%s: %s -> spatial layer %d of %d", self.sid, track_sid, spatial, len(layers))
                 await self.media.set_preferred_layers(sub.consumer_id, spatial)
 
     def negotiate_subscriber(self) -> None:
@@ -559,6 +566,8 @@ class Participant:
                             sub.track_sid,
                             out_ssrc=sub.spec.out_ssrc,
                             pt_map=self.negotiator.pt_map(sub.spec),
+                            spatial=sub.spatial,
+                            paused=sub.disabled,
                         )
                         sub.created = True
                     specs.append(sub.spec)
@@ -616,6 +625,20 @@ class Participant:
         if self.closed:
             return False
         return await self.media.send_data(self.sub_transport_id, label, payload)
+
+
+def _layer_for(layers: list[models.VideoLayer], req: rtc.UpdateTrackSettings) -> int:
+    """Spatial index (layers sorted low to high) for a subscriber's wanted size or quality."""
+    if req.width or req.height:
+        for index, layer in enumerate(layers):
+            if layer.width >= req.width and layer.height >= req.height:
+                return index
+        return len(layers) - 1
+    best = 0
+    for index, layer in enumerate(layers):
+        if layer.quality <= req.quality:
+            best = index
+    return best
 
 
 def _kind_of(info: models.TrackInfo) -> str:

@@ -107,6 +107,7 @@ class Room:
         self._on_empty = on_empty
         self.joining = 0  # joins in flight (the room is not empty while one is)
         self.metadata = ""
+        self.closing = False
         self._level_marks: dict[str, tuple[float, int]] = {}  # producer id -> (audio_level_sum, count) seen
         self._speaking: dict[str, float] = {}  # participant sid -> level last announced
         self._speaker_task: asyncio.Task[None] | None = None
@@ -228,9 +229,10 @@ class Room:
             for other in self.participants.values():
                 other.send(lk.participant_update([gone]))
         p.state = State.DISCONNECTED
-        for track_sid in list(p.publications):
-            for other in self.participants.values():
-                other.unsubscribe(track_sid)
+        if not self.closing:  # when the whole room goes, nobody needs a new subscriber offer
+            for track_sid in list(p.publications):
+                for other in self.participants.values():
+                    other.unsubscribe(track_sid)
         for sub in p.subscriptions.values():
             self._ssrcs.discard(sub.spec.out_ssrc)
         await p.close()
@@ -366,6 +368,7 @@ class Room:
         return count
 
     async def close(self, reason: int = Reason.ROOM_DELETED) -> None:
+        self.closing = True
         for p in list(self.participants.values()):
             p.send(lk.leave(reason))
             await self.remove(p, reason, announce=False)
@@ -595,7 +598,7 @@ class RoomManager:
         """Every session on a dead worker is told to reconnect (a new room is placed on a live worker)."""
         for room in [r for r in self.rooms.values() if r.worker_id == worker_id]:
             del self.rooms[room.name]
-            room.closed = True
+            room.closed = room.closing = True
             room.stop_speaker_detection()
             for p in list(room.participants.values()):
                 p.send(lk.leave(Reason.MIGRATION, rtc.LeaveRequest.Action.RECONNECT))

@@ -247,6 +247,8 @@ async def dispatch(room: Room, p: Participant, frame: bytes | str) -> bool:
     except lk.SignalMessageError as exc:
         log.warning("%s: bad signal frame: %s", p.sid, exc.reason)
         return False
+    if kind not in ("ping", "ping_req", "trickle"):
+        log.debug("%s: %s %s", p.sid, kind, str(msg).replace("\n", " ")[:300] if kind != "offer" else "")
     try:
         return await _handle(room, p, kind, msg)
     except ParticipantError as exc:

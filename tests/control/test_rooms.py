@@ -83,7 +83,7 @@ class FakeMedia:
 
     async def consume(self, transport_id: str, consumer_id: str, producer_id: str, *, out_ssrc: int,
                       pt_map: dict[int, int], nack: bool = True, spatial: int = -1, paused: bool = False) -> None:
-        self.calls.append(("consume", transport_id, consumer_id, producer_id, out_ssrc))
+        self.calls.append(("consume", transport_id, consumer_id, producer_id, out_ssrc, spatial, paused))
 
     async def close_producer(self, producer_id: str) -> None:
         self.calls.append(("close_producer", producer_id))
@@ -598,8 +598,23 @@ async def test_track_settings_pause_and_layers() -> None:
     assert ("set_preferred_layers", consumer, 1) in pool.workers[0].calls
     await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[track_sid], disabled=True))
     assert ("pause_consumer", consumer) in pool.workers[0].calls
-    await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[track_sid], disabled=False))
+    await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[track_sid], disabled=False, width=500,
+                                                       height=300))
     assert ("resume_consumer", consumer) in pool.workers[0].calls
+    await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[track_sid], quality=models.VideoQuality.LOW))
+    assert pool.workers[0].calls[-1] == ("set_preferred_layers", consumer, 0)
+    await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[track_sid], quality=models.VideoQuality.HIGH))
+    assert pool.workers[0].calls[-1] == ("set_preferred_layers", consumer, 2)
+    await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[track_sid], quality=models.VideoQuality.OFF))
+    assert pool.workers[0].calls[-1] == ("pause_consumer", consumer)
+    # settings given before the consumer exists are applied when it is created
+    _, c, _ = await joined(manager, "carol", auto_subscribe=False, answer=False)
+    room.handle_subscription(c, rtc.UpdateSubscription(track_sids=[track_sid], subscribe=True))
+    await c.set_track_settings(rtc.UpdateTrackSettings(track_sids=[track_sid], width=320, height=180))
+    await c.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+    await settle()
+    created = [x for x in pool.workers[0].find("consume") if x[1] == c.sub_transport_id]
+    assert created == [("consume", c.sub_transport_id, f"{c.sid}.{track_sid}", track_sid, created[0][4], 0, False)]
 
 
 def test_choose_worker_least_loaded() -> None:

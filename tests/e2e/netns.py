@@ -194,8 +194,9 @@ def wait_ready(proc: subprocess.Popen[bytes], http: str, workers: int, timeout_s
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the control process (it stops its workers), then SIGKILL to whatever is left of the group."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=8)
     except subprocess.TimeoutExpired:
