@@ -158,6 +158,7 @@ class Publication:
     info: models.TrackInfo
     cid: str
     media: OfferedMedia | None = None
+    subscribed_sent: bool = False  # TrackSubscribed sent to the publisher (first subscriber)
 
     @property
     def sid(self) -> str:
@@ -570,6 +571,7 @@ class Participant:
                             paused=sub.disabled,
                         )
                         sub.created = True
+                        self.room.consumer_created(sub)
                     specs.append(sub.spec)
                 self._sub.offer_id += 1
                 sdp = self.negotiator.offer(

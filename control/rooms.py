@@ -191,6 +191,7 @@ class Room:
         p.state = State.JOINED
         p.bump()
         self.broadcast(p)
+        self.send_room_update()
         if p.client.auto_subscribe and p.can_subscribe:
             for other in list(self.participants.values()):
                 if other is not p:
@@ -235,6 +236,8 @@ class Room:
                     other.unsubscribe(track_sid)
         for sub in p.subscriptions.values():
             self._ssrcs.discard(sub.spec.out_ssrc)
+        if announce and not self.closing and self.participants:
+            self.send_room_update()
         await p.close()
         self.check_empty()
 
@@ -262,6 +265,20 @@ class Room:
         for other in self.participants.values():
             if other is p or not p.hidden:
                 other.send(update)
+
+    def consumer_created(self, sub: Any) -> None:
+        """The first subscriber of a track: the publisher hears TrackSubscribed (LocalTrackSubscribed event)."""
+        publisher = self.by_sid(sub.publisher_sid)
+        pub = publisher.publications.get(sub.track_sid) if publisher else None
+        if publisher is not None and pub is not None and not pub.subscribed_sent:
+            pub.subscribed_sent = True
+            publisher.send(lk.track_subscribed(sub.track_sid))
+
+    def send_room_update(self) -> None:
+        """RoomUpdate (participant and publisher counts) to everyone still in the room."""
+        update = lk.room_update(self.info())
+        for p in self.participants.values():
+            p.send(update)
 
     def on_transport_event(self, p: Participant, transport_id: str, event: str, state: str) -> None:
         if p.on_transport_state(transport_id, event, state):

@@ -734,3 +734,17 @@ async def test_speakers_from_audio_levels() -> None:
     assert [(s.sid, s.active, s.level) for s in changed] == [(a.sid, False, 0.0)]
     await room.handle_mute(a, rtc.MuteTrackRequest(sid=mic, muted=True))
     assert await room.detect_speakers() == []
+
+
+async def test_track_subscribed_once_and_room_updates() -> None:
+    manager, _ = make_manager()
+    room, a, client_a = await joined(manager, "alice")
+    track_sid = await publish(room, a, "mic-1")
+    assert client_a.of("track_subscribed") == []
+    _, b, _ = await joined(manager, "bob")
+    _, c, _ = await joined(manager, "carol")
+    assert [t.track_sid for t in client_a.of("track_subscribed")] == [track_sid]
+    assert client_a.of("room_update")[-1].room.num_participants == 3
+    assert client_a.of("room_update")[-1].room.num_publishers == 1
+    await room.remove(c, models.DisconnectReason.CLIENT_INITIATED)
+    assert client_a.of("room_update")[-1].room.num_participants == 2
