@@ -165,7 +165,9 @@ async def test_worker_dump_answers_and_runtime_dir_is_private(supervisor: Superv
     slot = supervisor.slots[0]
     assert os.stat(supervisor.runtime_dir).st_mode & 0o777 == 0o700
     reply = await supervisor.client(0).request(Method.WORKER_DUMP)
+    media = reply.pop("media")
     assert reply == {"worker_id": 0, "pid": slot.pid, "core": slot.core, "udp_port": slot.udp_port}
+    assert media["transports"] == 0 and media["engine_transports"] == 0
     assert supervisor.status == "ok"
 
 
@@ -192,8 +194,11 @@ async def test_pending_request_fails_at_once_when_the_worker_is_killed(superviso
 async def test_false_response_timeout_and_unavailable_worker(supervisor: Supervisor) -> None:
     client = supervisor.client(0)
     with pytest.raises(WorkerError) as info:
+        await client.request("transport.frobnicate", "t1", {})
+    assert (info.value.error, info.value.reason) == ("UnknownMethod", "no handler for 'transport.frobnicate'")
+    with pytest.raises(WorkerError) as info:
         await client.request("transport.produce", "t1", {})
-    assert (info.value.error, info.value.reason) == ("UnknownMethod", "no handler for 'transport.produce'")
+    assert (info.value.error, info.value.reason) == ("NotFound", "transport 't1' not found")
     pid = supervisor.slots[0].pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
