@@ -108,6 +108,7 @@ class Room:
         self.joining = 0  # joins in flight (the room is not empty while one is)
         self.metadata = ""
         self.closing = False
+        self.max_participants = 0  # 0 = no limit (CreateRoom can set one)
         self._level_marks: dict[str, tuple[float, int]] = {}  # producer id -> (audio_level_sum, count) seen
         self._speaking: dict[str, float] = {}  # participant sid -> level last announced
         self._speaker_task: asyncio.Task[None] | None = None
@@ -124,6 +125,7 @@ class Room:
             name=self.name,
             creation_time_ms=self.created_ms,
             metadata=self.metadata,
+            max_participants=self.max_participants,
             empty_timeout=self.settings.empty_timeout,
             departure_timeout=self.settings.departure_timeout,
             num_participants=len(active),
@@ -154,8 +156,15 @@ class Room:
 
     # ---- membership ------------------------------------------------------------------------------
 
+    def admit(self, claims: Claims) -> None:
+        """Raises JoinRefused when the room is full (a returning identity replaces itself and always fits)."""
+        if (self.max_participants and claims.identity not in self.participants
+                and len(self.participants) >= self.max_participants):
+            raise JoinRefused(403, "room has exceeded its max participants")
+
     async def join(self, claims: Claims, client: ClientParams, sink: SignalSink) -> Participant:
         """Sends JoinResponse, announces the newcomer, subscribes it and sends the first subscriber offer."""
+        self.admit(claims)
         old = self.participants.get(claims.identity)
         if old is not None:
             old.send(lk.leave(Reason.DUPLICATE_IDENTITY))
@@ -467,10 +476,11 @@ class Room:
             self.broadcast(p)
         return pub.info
 
-    def update_participant(self, p: Participant, *, name: str = "", metadata: str = "",
-                           attributes: Mapping[str, str] | None = None,
-                           permission: models.ParticipantPermission | None = None) -> models.ParticipantInfo:
-        """Name, metadata, attributes (an empty value deletes the key) or permission changed by the server."""
+    async def update_participant(self, p: Participant, *, name: str = "", metadata: str = "",
+                                 attributes: Mapping[str, str] | None = None,
+                                 permission: models.ParticipantPermission | None = None) -> models.ParticipantInfo:
+        """Name, metadata, attributes (an empty value deletes the key) or permission changed by the server. A
+        revoked publish permission unpublishes the tracks it no longer covers (the client is told)."""
         if name:
             p.name = name
         if metadata:
@@ -480,13 +490,25 @@ class Room:
                 p.attributes[key] = value
             else:
                 p.attributes.pop(key, None)
+        removed = []
         if permission is not None:
             p.permission = permission
             if not permission.can_subscribe:
                 for track_sid in list(p.subscriptions):
                     p.unsubscribe(track_sid)
+            for pub in list(p.publications.values()):
+                sources = permission.can_publish_sources
+                if permission.can_publish and (not sources or pub.info.source in sources):
+                    continue
+                gone = await p.unpublish(pub.sid)
+                p.send(lk.track_unpublished(pub.sid))
+                if gone is not None:
+                    removed.append(gone)
         p.bump()
         self.broadcast(p)
+        for pub in removed:
+            for other in self.participants.values():
+                other.unsubscribe(pub.sid)
         return p.info()
 
     def send_server_data(self, payload: bytes, *, reliable: bool, destinations: list[str], topic: str = "") -> int:
@@ -550,12 +572,20 @@ class RoomManager:
             log.info("room %s (%s) placed on worker %d", name, room.sid, worker_id)
             return room
 
-    async def create_room(self, name: str, *, metadata: str = "") -> Room:
+    def admit(self, claims: Claims) -> None:
+        """Checks a join against an existing room's limits before the WebSocket upgrade (JoinRefused)."""
+        room = self.rooms.get(claims.room)
+        if room is not None and not room.closed:
+            room.admit(claims)
+
+    async def create_room(self, name: str, *, metadata: str = "", max_participants: int = 0) -> Room:
         """CreateRoom: places the room now; it is closed if nobody joins within ``empty_timeout``."""
         room = await self.get_or_create(name)
         room.joining -= 1
         if metadata:
             room.metadata = metadata
+        if max_participants:
+            room.max_participants = max_participants
         if not room.participants:
             asyncio.get_running_loop().call_later(self.settings.empty_timeout, room.check_empty)
         return room

@@ -22,7 +22,7 @@ from control import lk_messages as lk
 from control.auth import AuthError, Claims, require_join, token_from_request, verify_token
 from control.participant import ClientParams, Participant, ParticipantError
 from control.placement import NoWorkerAvailable, WorkerLoad, loads_from_slots
-from control.rooms import Room, RoomManager, RoomSettings
+from control.rooms import JoinRefused, Room, RoomManager, RoomSettings
 from control.twirp import setup_twirp
 
 log = logging.getLogger("control.signaling")
@@ -98,10 +98,15 @@ def _keys(app: web.Application) -> Mapping[str, str]:
 
 
 def authorize(request: web.Request) -> Claims:
-    """The verified claims of a join request (token from ``Authorization: Bearer`` or ``access_token``)."""
+    """The verified claims of an admissible join request (token from ``Authorization: Bearer`` or
+    ``access_token``); AuthError carries the HTTP status and plain reason otherwise."""
     token = token_from_request(request.headers, request.query)
     claims = verify_token(token, _keys(request.app))
     require_join(claims)
+    try:
+        request.app[MANAGER_KEY].admit(claims)
+    except JoinRefused as exc:
+        raise AuthError(exc.reason, status=exc.status) from None
     return claims
 
 
@@ -204,7 +209,7 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
         return ws
     try:
         room, participant = await manager.join(claims, params, sink)
-    except NoWorkerAvailable as exc:
+    except (NoWorkerAvailable, JoinRefused) as exc:
         log.warning("join %s/%s refused: %s", claims.room, claims.identity, exc)
         sink.send(lk.leave(Reason.JOIN_FAILURE))
         await sink.drain()

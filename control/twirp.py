@@ -76,7 +76,7 @@ def _participant(manager: RoomManager, name: str, identity: str) -> tuple[Room, 
 async def create_room(manager: RoomManager, claims: Claims, req: room_pb.CreateRoomRequest) -> Message:
     if not req.name:
         raise TwirpError("invalid_argument", "room name must not be empty")
-    room = await manager.create_room(req.name, metadata=req.metadata)
+    room = await manager.create_room(req.name, metadata=req.metadata, max_participants=req.max_participants)
     return room.info()
 
 
@@ -120,7 +120,7 @@ async def mute_published_track(manager: RoomManager, claims: Claims, req: room_p
 async def update_participant(manager: RoomManager, claims: Claims, req: room_pb.UpdateParticipantRequest) -> Message:
     room, p = _participant(manager, req.room, req.identity)
     permission = req.permission if req.HasField("permission") else None
-    return room.update_participant(p, name=req.name, metadata=req.metadata, attributes=dict(req.attributes),
+    return await room.update_participant(p, name=req.name, metadata=req.metadata, attributes=dict(req.attributes),
                                    permission=permission)
 
 

@@ -230,3 +230,41 @@ async def test_room_service_json_and_refusals(client: TestClient) -> None:
     resp = await client.post("/twirp/livekit.RoomService/ListRooms", data=b"{}",
                              headers={"Content-Type": "application/json", "Authorization": f"Bearer {lister}"})
     assert resp.status == 200 and await resp.json() == {}
+
+
+async def test_revoked_publish_permission_unpublishes_and_room_limit(client: TestClient) -> None:
+    from livekit import api
+    from test_rooms import Client, claims, publish, settle
+
+    manager: RoomManager = client.app["room_manager"]
+    url = str(client.make_url("/")).rstrip("/")
+    lkapi = api.LiveKitAPI(url, KEY, SECRET)
+    try:
+        await lkapi.room.create_room(api.CreateRoomRequest(name="small", max_participants=2))
+        alice, bob = Client(), Client()
+        room, a = await manager.join(claims("alice", "small"), client_params({}), alice)
+        _, b = await manager.join(claims("bob", "small"), client_params({}), bob)
+        await settle()
+        await b.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+        track_sid = await publish(room, a, "mic-1")
+        await settle()
+        assert track_sid in bob.of("offer")[-1].sdp
+        # G7: the room is full; a third identity is refused before any upgrade, validate says why
+        resp = await client.get("/rtc/validate", params={"access_token": token("carol", "small")})
+        assert resp.status == 403 and await resp.text() == "room has exceeded its max participants"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect("/rtc", params={"access_token": token("carol", "small")})
+        assert refused.value.status == 403
+        # G5: revoking canPublish unpublishes alice's track for everyone
+        info = await lkapi.room.update_participant(api.UpdateParticipantRequest(
+            room="small", identity="alice", permission=models.ParticipantPermission(can_subscribe=True)))
+        assert list(info.tracks) == [] and not info.permission.can_publish
+        assert [m.track_sid for m in alice.of("track_unpublished")] == [track_sid]
+        assert bob.updates_for(a.sid)[-1].tracks == []
+        await b.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+        await settle()
+        assert track_sid not in bob.of("offer")[-1].sdp
+        await room.handle_add_track(a, rtc.AddTrackRequest(cid="again", type=models.TrackType.AUDIO))
+        assert alice.of("request_response")[-1].reason == rtc.RequestResponse.Reason.NOT_ALLOWED
+    finally:
+        await lkapi.aclose()
