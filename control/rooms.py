@@ -36,7 +36,7 @@ from control.participant import (
     SignalSink,
     State,
 )
-from control.placement import WorkerLoad, choose_worker
+from control.placement import NoWorkerAvailable, WorkerLoad, choose_worker
 
 log = logging.getLogger("control.rooms")
 
@@ -57,6 +57,7 @@ class RoomSettings:
     ping_timeout: int = 15
     grace_period_s: float = 10.0  # a session whose WebSocket dropped is removed after this
     join_timeout_s: float = 60.0  # a participant must be ACTIVE (primary PC connected) within this
+    worker_wait_s: float = 3.0  # a join waits this long for a worker to be running (respawn after a crash)
     refresh_interval_s: float = 300.0
     enabled_codecs: tuple[str, ...] = ("audio/opus", "video/VP8")
     empty_timeout: int = 300
@@ -561,7 +562,7 @@ class RoomManager:
             if room is not None and not room.closed:
                 room.joining += 1
                 return room
-            worker_id = choose_worker(self.pool.loads(self.rooms_per_worker()))
+            worker_id = await self._choose_worker()
             media = self.pool.media(worker_id)
             room = Room(name=name, worker_id=worker_id, media=media, negotiator=self.negotiator,
                         settings=self.settings, on_empty=self._room_empty)
@@ -577,6 +578,18 @@ class RoomManager:
         room = self.rooms.get(claims.room)
         if room is not None and not room.closed:
             room.admit(claims)
+
+    async def _choose_worker(self) -> int:
+        """The least-loaded running worker; waits up to ``worker_wait_s`` for one (a respawn takes ~0.3 s)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.worker_wait_s
+        while True:
+            try:
+                return choose_worker(self.pool.loads(self.rooms_per_worker()))
+            except NoWorkerAvailable:
+                if loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(0.1)
 
     async def create_room(self, name: str, *, metadata: str = "", max_participants: int = 0) -> Room:
         """CreateRoom: places the room now; it is closed if nobody joins within ``empty_timeout``."""

@@ -574,10 +574,18 @@ async def test_worker_death_sends_reconnect_and_drops_rooms() -> None:
 
 
 async def test_no_worker_available() -> None:
-    manager, pool = make_manager()
+    manager, pool = make_manager(worker_wait_s=0.05)
     pool.down.add(0)
     with pytest.raises(NoWorkerAvailable, match="no worker is running"):
         await manager.join(claims("alice"), ClientParams(), Client())
+
+
+async def test_join_waits_for_a_respawning_worker() -> None:
+    manager, pool = make_manager(worker_wait_s=5.0)
+    pool.down.add(0)
+    asyncio.get_running_loop().call_later(0.05, pool.down.discard, 0)
+    room, p = await manager.join(claims("alice"), ClientParams(), Client())
+    assert room.worker_id == 0 and p.state == State.JOINED
 
 
 async def test_track_settings_pause_and_layers() -> None:

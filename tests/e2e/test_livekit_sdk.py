@@ -88,3 +88,11 @@ def test_simulcast_subscriber_gets_the_highest_layer() -> None:
     assert r["b_video"].get("alice 640x360", 0) >= 30, r["b_video"]
     # r["b_video_after_low"] shows whether the LOW request (UpdateTrackSettings) switched layers; not asserted
     # yet: the publisher stops sending rid q without bandwidth feedback from the worker (see the report).
+
+
+def test_worker_death_sessions_rejoin_and_media_resumes() -> None:
+    r = scenario("worker_death", workers=1, timeout_s=120)
+    assert r["frames_before"] >= 30
+    assert r["frames_after"] >= 30, r
+    assert "reconnecting" in r["b_events"] and "reconnected" in r["b_events"], r["b_events"]
+    assert r["workers_after"] == 1
