@@ -96,3 +96,10 @@ def test_worker_death_sessions_rejoin_and_media_resumes() -> None:
     assert r["frames_after"] >= 30, r
     assert "reconnecting" in r["b_events"] and "reconnected" in r["b_events"], r["b_events"]
     assert r["workers_after"] == 1
+
+
+def test_publish_unpublish_churn_reaches_the_subscriber_every_round() -> None:
+    r = scenario("churn", workers=1, timeout_s=150)
+    assert [x["size"] for x in r["rounds"]] == ["320x240", "160x120", "240x180"]
+    for entry in r["rounds"]:
+        assert entry["got"] and entry["frames"] >= 20 and entry["unpublished_seen"], entry
