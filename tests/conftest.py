@@ -50,6 +50,15 @@ def free_udp_ports(count: int, host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no {count} consecutive free UDP ports found")
 
 
+def pinned_cpus(pid: int) -> str:
+    """The CPU list a process may run on (``Cpus_allowed_list`` in /proc/<pid>/status), e.g. ``"1"``."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Cpus_allowed_list:"):
+                return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no Cpus_allowed_list for {pid}")
+
+
 def process_gone(pid: int) -> bool:
     """True when ``pid`` no longer exists or is a zombie (exited, not yet reaped by its new parent)."""
     try:

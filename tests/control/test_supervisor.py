@@ -33,6 +33,7 @@ from tests.conftest import (
     children_of,
     free_tcp_port,
     free_udp_ports,
+    pinned_cpus,
     process_gone,
     udp_port_is_free,
 )
@@ -56,14 +57,6 @@ async def async_wait_until(predicate: Callable[[], bool], timeout: float, interv
             return True
         await asyncio.sleep(interval)
     return predicate()
-
-
-def pinned_cpus(pid: int) -> str:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("Cpus_allowed_list:"):
-                return line.split(":", 1)[1].strip()
-    raise AssertionError(f"no Cpus_allowed_list for {pid}")
 
 
 def worker_processes(parent: int) -> list[int]:

@@ -37,7 +37,7 @@ from control.negotiation import (
 )
 from control.supervisor import Supervisor
 from control.worker_client import WorkerError
-from tests.conftest import free_udp_ports
+from tests.conftest import free_udp_ports, pinned_cpus
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -263,14 +263,6 @@ async def test_publish_subscribe_media_and_data(supervisor: Supervisor) -> None:
         await pc_b.close()
 
 
-def _allowed_cpus(pid: int) -> str:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("Cpus_allowed_list:"):
-                return line.split(":", 1)[1].strip()
-    raise AssertionError(f"no Cpus_allowed_list for {pid}")
-
-
 async def _inbound_packets_lost(pc: RTCPeerConnection, kind: str) -> tuple[int, int]:
     report = await pc.getStats()
     for stat in report.values():
@@ -284,9 +276,9 @@ async def test_media_keeps_flowing_while_the_other_worker_is_killed(supervisor: 
     """Worker 0 is SIGKILLed while B receives through worker 1: worker 0 is back within 2 s on the same core and
     port, and B's video on worker 1 sees no lost packet and no stall."""
     slots = supervisor.slots
-    assert len({_allowed_cpus(s.pid) for s in slots if s.pid}) == 2, "each worker pinned to its own core"
+    assert len({pinned_cpus(s.pid) for s in slots if s.pid}) == 2, "each worker pinned to its own core"
     for slot in slots:
-        assert _allowed_cpus(slot.pid) == str(slot.core)  # type: ignore[arg-type]
+        assert pinned_cpus(slot.pid) == str(slot.core)  # type: ignore[arg-type]
 
     media = MediaClient(supervisor.client(1))
     await media.create_router("room-2")
@@ -320,7 +312,7 @@ async def test_media_keeps_flowing_while_the_other_worker_is_killed(supervisor: 
         await _wait_for(lambda: victim.running and victim.pid != old_pid, 2.0, "worker 0 respawned")
         respawn_s = time.monotonic() - killed_at
         assert victim.core == core and victim.udp_port == port and victim.restarts == 1
-        assert _allowed_cpus(victim.pid) == str(core)  # type: ignore[arg-type]
+        assert pinned_cpus(victim.pid) == str(core)  # type: ignore[arg-type]
         await asyncio.sleep(max(0.0, 2.0 - respawn_s))
 
         window = [t for t in arrivals if t >= killed_at - 0.5]
