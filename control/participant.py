@@ -14,8 +14,10 @@ the LiveKit state machine can be tested without SDP and the SDP layer without Li
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ RELIABLE = "_reliable"
 LOSSY = "_lossy"
 DATA_LABELS = (RELIABLE, LOSSY)
 _MID = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
+_ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 
 
 # --------------------------------------------------------------------------------------------- seams
@@ -60,6 +63,7 @@ class MediaApi(Protocol):
         sctp_port: int | None = None, max_message_size: int = 262144,
     ) -> None: ...
     async def close_transport(self, transport_id: str) -> None: ...
+    async def restart_ice(self, transport_id: str, ice_ufrag: str, ice_pwd: str) -> None: ...
     async def get_stats(self, transport_id: str) -> dict[str, Any]: ...
     async def produce(self, transport_id: str, producer_id: str, track: Any) -> None: ...
     async def consume(
@@ -247,6 +251,7 @@ class Participant:
         self.disconnect_reason: int = models.DisconnectReason.UNKNOWN_REASON
         self._pending_media: dict[str, OfferedMedia] = {}  # mid -> m-line without an AddTrackRequest yet
         self._pub_connected = False
+        self._pub_remote_ufrag = ""
         self._pub_trickled = False
         self._sub = _SubscriberPc()
         self._sub_task: asyncio.Task[None] | None = None
@@ -334,6 +339,26 @@ class Participant:
             return
         self._grace = asyncio.get_running_loop().call_later(grace_s, on_expire)
 
+    def attach(self, sink: SignalSink) -> None:
+        """A resumed signal connection replaces the old one (which is closed) and stops the grace timer."""
+        old, self.sink = self.sink, sink
+        if old is not sink:
+            old.close()
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+
+    async def restart_subscriber_ice(self) -> None:
+        """New ICE credentials on the subscriber transport and a new offer carrying them (resume, RFC 8839)."""
+        self.sub_params = await self._restart_ice(self.sub_transport_id, self.sub_params)
+        self._sub.awaiting_answer = False
+        self.negotiate_subscriber()
+
+    async def _restart_ice(self, transport_id: str, params: Any) -> Any:
+        ufrag, pwd = secrets.token_hex(4), secrets.token_hex(16)
+        await self.media.restart_ice(transport_id, ufrag, pwd)
+        return dataclasses.replace(params, ice_ufrag=ufrag, ice_pwd=pwd)
+
     async def close(self) -> None:
         """Frees the worker side (both transports: their producers, consumers and channels) and the sink."""
         if self.closed:
@@ -370,6 +395,12 @@ class Participant:
         """Answers a publisher offer; returns (newly published, unpublished) publications."""
         if sd.type != "offer":
             raise ParticipantError(f"publisher description must be an offer, not {sd.type!r}")
+        remote_ufrag = _ICE_UFRAG.search(sd.sdp)
+        ufrag = remote_ufrag.group(1) if remote_ufrag else ""
+        if self._pub_remote_ufrag and ufrag and ufrag != self._pub_remote_ufrag:
+            # The client restarted ICE (after a resume): the answerer changes its credentials too (RFC 8839).
+            self.pub_params = await self._restart_ice(self.pub_transport_id, self.pub_params)
+        self._pub_remote_ufrag = ufrag or self._pub_remote_ufrag
         result = self.negotiator.answer(sd.sdp, self.pub_params)
         if not self._pub_connected:
             await self.media.connect(

@@ -255,9 +255,10 @@ class Room:
         if not self.participants and not self.joining and not self.closed:
             self._on_empty(self)
 
-    def signal_closed(self, p: Participant) -> None:
-        """The client's WebSocket closed without a leave: keep the session for the grace period."""
-        if p.closed:
+    def signal_closed(self, p: Participant, sink: SignalSink | None = None) -> None:
+        """The client's WebSocket closed without a leave: keep the session for the grace period (unless the
+        session has already moved to a newer signal connection)."""
+        if p.closed or (sink is not None and p.sink is not sink):
             return
 
         def expire() -> None:
@@ -266,6 +267,18 @@ class Room:
                 p.spawn(self.remove(p, Reason.SIGNAL_CLOSE), "grace removal")
 
         p.signal_lost(self.settings.grace_period_s, expire)
+
+    async def resume(self, p: Participant, sink: SignalSink) -> None:
+        """A resume (``reconnect=1``) of a live session on a new WebSocket (LIVEKIT_PROTOCOL.md §3.11):
+        ReconnectResponse, everyone's state, the room, then an ICE-restart subscriber offer. The client follows
+        with its own publisher ICE restart."""
+        p.attach(sink)
+        p.send(lk.reconnect(server_version=self.settings.server_version, node_id=self.settings.node_id,
+                            region=self.settings.region, last_message_seq=p.last_reliable_seq))
+        others = [o.info() for o in self.participants.values() if o is not p and not o.hidden]
+        p.send(lk.participant_update([p.info(), *others]))
+        p.send(lk.room_update(self.info()))
+        await p.restart_subscriber_ice()
 
     # ---- state broadcasts ------------------------------------------------------------------------
 
@@ -632,6 +645,14 @@ class RoomManager:
             await room.media.close_router(room.router_id)
         except Exception as exc:
             log.debug("close router %s: %r", room.router_id, exc)
+
+    def find_session(self, claims: Claims, sid: str) -> tuple[Room, Participant] | None:
+        """The live session a resume asks for: same room, same identity, same participant sid."""
+        room = self.rooms.get(claims.room)
+        p = room.participants.get(claims.identity) if room is not None and not room.closed else None
+        if p is None or p.closed or p.sid != sid:
+            return None
+        return room, p
 
     def find(self, target_id: str) -> tuple[Room, Participant] | None:
         for room in self.rooms.values():

@@ -44,7 +44,14 @@ class SupervisorPool:
     def media(self, worker_id: int) -> Any:
         from control.media import MediaClient
 
-        return MediaClient(self.supervisor.client(worker_id))
+        class LiveKitMediaClient(MediaClient):
+            """MediaClient plus the ICE restart that resumes need (``transport.restart_ice``)."""
+
+            async def restart_ice(self, transport_id: str, ice_ufrag: str, ice_pwd: str) -> None:
+                await self.worker.request("transport.restart_ice", transport_id,
+                                          {"ice_ufrag": ice_ufrag, "ice_pwd": ice_pwd})
+
+        return LiveKitMediaClient(self.supervisor.client(worker_id))
 
 
 def setup_signaling(
@@ -202,25 +209,35 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
     params = client_params(request.query)
     await ws.prepare(request)
     sink = WebSocketSink(ws)
-    if params.reconnect:
-        # Resumes need ICE restarts of both PCs; decline them and the client rejoins from scratch.
-        sink.send(lk.leave(Reason.STATE_MISMATCH, rtc.LeaveRequest.Action.RECONNECT))
-        await sink.drain()
-        return ws
     try:
-        room, participant = await manager.join(claims, params, sink)
+        if params.reconnect:
+            found = manager.find_session(claims, params.sid)
+            if found is None:
+                # Nothing to resume: the client is told to rejoin from scratch (full reconnect).
+                sink.send(lk.leave(Reason.STATE_MISMATCH, rtc.LeaveRequest.Action.RECONNECT))
+                await sink.drain()
+                return ws
+            room, participant = found
+            await room.resume(participant, sink)
+            log.info("%s resumed %s in %s", claims.identity, participant.sid, claims.room)
+        else:
+            room, participant = await manager.join(claims, params, sink)
     except (NoWorkerAvailable, JoinRefused) as exc:
         log.warning("join %s/%s refused: %s", claims.room, claims.identity, exc)
         sink.send(lk.leave(Reason.JOIN_FAILURE))
         await sink.drain()
         return ws
     except Exception:
-        log.exception("join %s/%s failed", claims.room, claims.identity)
-        sink.send(lk.leave(Reason.JOIN_FAILURE))
+        log.exception("%s %s/%s failed", "resume" if params.reconnect else "join", claims.room, claims.identity)
+        if params.reconnect:  # a failed resume becomes a full reconnect
+            sink.send(lk.leave(Reason.STATE_MISMATCH, rtc.LeaveRequest.Action.RECONNECT))
+        else:
+            sink.send(lk.leave(Reason.JOIN_FAILURE))
         await sink.drain()
         return ws
-    log.info("%s joined %s as %s (%s %s)", claims.identity, claims.room, participant.sid, params.sdk,
-             params.version)
+    if not params.reconnect:
+        log.info("%s joined %s as %s (%s %s)", claims.identity, claims.room, participant.sid, params.sdk,
+                 params.version)
     left = False
     try:
         async for msg in ws:
@@ -239,7 +256,7 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
             await sink.drain()
         else:
             sink.close()
-            room.signal_closed(participant)
+            room.signal_closed(participant, sink)
     return ws
 
 

@@ -75,6 +75,9 @@ class FakeMedia:
     async def close_transport(self, transport_id: str) -> None:
         self.calls.append(("close_transport", transport_id))
 
+    async def restart_ice(self, transport_id: str, ice_ufrag: str, ice_pwd: str) -> None:
+        self.calls.append(("restart_ice", transport_id, ice_ufrag))
+
     async def get_stats(self, transport_id: str) -> dict[str, Any]:
         return {"producers": {pid: dict(snap) for pid, snap in self.producer_stats.items()}}
 
@@ -756,3 +759,17 @@ async def test_track_subscribed_once_and_room_updates() -> None:
     assert client_a.of("room_update")[-1].room.num_publishers == 1
     await room.remove(c, models.DisconnectReason.CLIENT_INITIATED)
     assert client_a.of("room_update")[-1].room.num_participants == 2
+
+
+async def test_publisher_ice_restart_gets_new_server_credentials() -> None:
+    manager, pool = make_manager()
+    room, a, client_a = await joined(manager, "alice")
+    await room.handle_offer(a, rtc.SessionDescription(type="offer", sdp="v=0\r\na=ice-ufrag:aaaa\r\n", id=1))
+    await room.handle_offer(a, rtc.SessionDescription(type="offer", sdp="v=0\r\na=ice-ufrag:aaaa\r\n", id=2))
+    assert not pool.workers[0].find("restart_ice")
+    before = a.pub_params.ice_ufrag
+    await room.handle_offer(a, rtc.SessionDescription(type="offer", sdp="v=0\r\na=ice-ufrag:bbbb\r\n", id=3))
+    restarts = pool.workers[0].find("restart_ice")
+    assert [r[1] for r in restarts] == [a.pub_transport_id]
+    assert a.pub_params.ice_ufrag == restarts[0][2] != before
+    assert [x.id for x in client_a.of("answer")] == [1, 2, 3]

@@ -136,6 +136,41 @@ async def test_second_client_gets_update_and_closed_socket_starts_grace(client: 
     await ws_a.close()
 
 
+async def test_resume_attaches_the_live_session(client: TestClient) -> None:
+    ws_a = await client.ws_connect("/rtc", params={"access_token": token("alice")})
+    await read(ws_a)
+    ws = await client.ws_connect("/rtc", params={"access_token": token("bob")})
+    join = (await read(ws)).join
+    first_offer = (await read_until(ws, "offer")).offer
+    await ws.close()
+    manager: RoomManager = client.app["room_manager"]
+    bob = manager.rooms["r1"].participants["bob"]
+    for _ in range(100):
+        if bob._grace is not None:
+            break
+        await asyncio.sleep(0.01)
+    ws = await client.ws_connect("/rtc", params={"access_token": token("bob"), "reconnect": "1",
+                                                 "sid": join.participant.sid})
+    first = await read(ws)
+    assert first.WhichOneof("message") == "reconnect"
+    assert first.reconnect.server_info.version == "1.9.0"
+    update = await read(ws)
+    assert [p.identity for p in update.update.participants] == ["bob", "alice"]
+    assert update.update.participants[0].sid == join.participant.sid
+    assert (await read(ws)).WhichOneof("message") == "room_update"
+    offer = (await read_until(ws, "offer")).offer
+    assert offer.id == first_offer.id + 1  # an ICE-restart offer with new credentials
+    assert ("restart_ice", bob.sub_transport_id) == manager.rooms["r1"].media.calls[-1][:2]  # type: ignore[attr-defined]
+    assert bob._grace is None and manager.rooms["r1"].participants["bob"] is bob
+    # a stale sid is declined: the client must rejoin from scratch
+    stale = await client.ws_connect("/rtc", params={"access_token": token("bob"), "reconnect": "1",
+                                                    "sid": "PA_stale"})
+    assert (await read(stale)).leave.action == rtc.LeaveRequest.Action.RECONNECT
+    await stale.close()
+    await ws.close()
+    await ws_a.close()
+
+
 async def test_resume_is_declined_with_reconnect(client: TestClient) -> None:
     ws = await client.ws_connect("/rtc", params={"access_token": token(), "reconnect": "1", "sid": "PA_x"})
     first = await read(ws)

@@ -103,3 +103,12 @@ def test_publish_unpublish_churn_reaches_the_subscriber_every_round() -> None:
     assert [x["size"] for x in r["rounds"]] == ["320x240", "160x120", "240x180"]
     for entry in r["rounds"]:
         assert entry["got"] and entry["frames"] >= 20 and entry["unpublished_seen"], entry
+
+
+def test_signal_resume_keeps_the_session_and_full_reconnect_rejoins() -> None:
+    r = scenario("resume", workers=1, timeout_s=120)
+    assert r["resume_events"] == ["reconnecting", "reconnected"]
+    assert r["b_sid_after_resume"] == r["b_sid_before"]  # resumed, not rejoined
+    assert r["frames_after_resume"] >= 30 and r["b_subscriptions_after_resume"] == 1
+    assert sorted(r["data_after_resume"]) == ["after resume", "to bob"]
+    assert "reconnected" in r["full_events"] and r["frames_after_full"] >= 30 and r["connected"]
