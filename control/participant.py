@@ -654,10 +654,12 @@ class Participant:
     # ---- data ------------------------------------------------------------------------------------
 
     async def send_data(self, label: str, payload: bytes) -> bool:
-        """A DataPacket to this client on the subscriber PC's server-created channel."""
+        """A DataPacket to this client on its primary PC: the subscriber PC's server-created channel, or for a
+        participant that cannot subscribe (no subscriber PC), the channel it opened on its publisher PC (§4.2)."""
         if self.closed:
             return False
-        return await self.media.send_data(self.sub_transport_id, label, payload)
+        transport_id = self.sub_transport_id if self.can_subscribe else self.pub_transport_id
+        return await self.media.send_data(transport_id, label, payload)
 
 
 def _layer_for(layers: list[models.VideoLayer], req: rtc.UpdateTrackSettings) -> int:

@@ -29,6 +29,7 @@ log = logging.getLogger("control.signaling")
 
 MANAGER_KEY = web.AppKey("room_manager", RoomManager)
 CORS = {"Access-Control-Allow-Origin": "*"}
+MAX_QUEUED_FRAMES = 2000  # a client this far behind is cut off (it resumes or rejoins)
 Reason = models.DisconnectReason
 
 
@@ -171,8 +172,13 @@ class WebSocketSink:
         self.closed = False
 
     def send(self, message: rtc.SignalResponse) -> None:
-        if not self.closed:
-            self.queue.put_nowait(message.SerializeToString())
+        if self.closed:
+            return
+        if self.queue.qsize() >= MAX_QUEUED_FRAMES:
+            log.warning("signal connection does not keep up (%d frames queued); closing it", self.queue.qsize())
+            self.close()
+            return
+        self.queue.put_nowait(message.SerializeToString())
 
     def close(self) -> None:
         if not self.closed:

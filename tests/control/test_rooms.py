@@ -528,6 +528,16 @@ async def test_data_forwarding_rpc_and_refusals() -> None:
     assert models.DataPacket.FromString(pool.workers[0].sent[0][2]).rpc_request.method == "m"
 
 
+async def test_data_to_a_participant_without_subscriber_pc_uses_its_publisher_pc() -> None:
+    manager, pool = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    _, mute, client_m = await joined(manager, "nosub", can_subscribe=False)
+    assert not client_m.messages[0].join.subscriber_primary and not client_m.of("offer")
+    room.forward_data(a, "_reliable", user_packet(b"x", to=["nosub"]))
+    await settle()
+    assert [(tid, label) for tid, label, _ in pool.workers[0].sent] == [(mute.pub_transport_id, "_reliable")]
+
+
 async def test_hidden_participant_not_listed_and_anonymous_data() -> None:
     manager, pool = make_manager()
     room, a, client_a = await joined(manager, "alice")
