@@ -11,6 +11,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 MODULES = ("demux", "rtp", "rtcp", "seq", "keyframe", "srtp", "counters", "engine", "limit")
+# The benchmark's load generator (bench/_loadgen.pyx) builds on the fast path's SRTP and RTP helpers.
+BENCH_MODULES = ("_loadgen",)
 
 
 class fastpath_build_ext(build_ext):  # noqa: N801 - setuptools command naming
@@ -44,6 +46,14 @@ class fastpath_build_ext(build_ext):  # noqa: N801 - setuptools command naming
                 + ([] if self.cython_debug else ["-DNDEBUG"]),
             )
             for name in MODULES
+        ] + [
+            Extension(
+                f"bench.{name}",
+                [f"bench/{name}.pyx"],
+                extra_compile_args=["-O2", "-fno-strict-aliasing"]
+                + ([] if self.cython_debug else ["-DNDEBUG"]),
+            )
+            for name in BENCH_MODULES
         ]
         self.distribution.ext_modules = cythonize(
             extensions,
@@ -57,5 +67,6 @@ class fastpath_build_ext(build_ext):  # noqa: N801 - setuptools command naming
 
 setup(
     cmdclass={"build_ext": fastpath_build_ext},
-    ext_modules=[Extension(f"fastpath.{name}", [f"fastpath/{name}.pyx"]) for name in MODULES],
+    ext_modules=[Extension(f"fastpath.{name}", [f"fastpath/{name}.pyx"]) for name in MODULES]
+    + [Extension(f"bench.{name}", [f"bench/{name}.pyx"]) for name in BENCH_MODULES],
 )

@@ -1,0 +1,159 @@
+"""``python -m bench``: run one benchmark scenario, or the quick default suite (``make bench``).
+
+Usage::
+
+    python -m bench <fanout|conference|audio|scale> [--subscribers S] [--seconds T] [--workers W]
+                    [--srtp cm80|gcm] [--rate PPS] [--size BYTES] [--steps N] [--find-capacity]
+                    [--aiortc] [--no-limit] [--json FILE] [--plot FILE.png] [--url URL] [--profile-worker FILE]
+    python -m bench suite [--json FILE] [--plot FILE.png]
+
+Owns the command line, the suite's list of cases and the printed summary. Each run starts its own server
+(control's Supervisor in this process, workers pinned away from the generator's core when there are cores to spare);
+``--url`` (driving a running server through LiveKit signaling) is not supported yet and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from typing import Any
+
+from bench import report
+from bench.limit import MAX_DESTS
+from bench.scenarios import SCENARIOS, Options, fanout_degree, run_limit, run_server_steps
+
+log = logging.getLogger("bench")
+
+URL_UNSUPPORTED = ("--url is not supported yet: driving a running server needs the LiveKit signaling path, which "
+                   "the generator does not speak yet; run without --url to start a local server")
+
+
+async def run_one(opts: Options, label: str | None = None) -> dict[str, Any]:
+    points, info = await run_server_steps(opts)
+    limit = None
+    if opts.limit:
+        dests = max(1, min(fanout_degree(opts), MAX_DESTS))
+        size = opts.size if opts.scenario != "audio" else 100
+        limit = await run_limit(opts, dests, size)
+    capacity = None
+    if opts.find_capacity:
+        good = [p["load"] for p in points if p["loss_pct"] < 0.5 and not p["generator_bound"]]
+        capacity = max(good) if good else 0
+    aiortc_result = None
+    if opts.aiortc:
+        from bench.aiortc_relay import run_aiortc_relay
+
+        aiortc_result = await run_aiortc_relay(opts)
+    result = report.build_result(opts, points, info, limit, capacity)
+    if aiortc_result is not None:
+        result["aiortc_relay"] = aiortc_result
+        ours = 1e6 / max(result["cpu_us_per_packet"], 1e-9)
+        theirs = aiortc_result["packets_per_cpu_second"]
+        result["ratio_to_aiortc"] = round(ours / max(theirs, 1e-9), 2)
+    if label:
+        result["label"] = label
+    return result
+
+
+def suite_cases(quick: bool) -> list[tuple[str, Options]]:
+    """The default suite: the limit comparison with both profiles, a capacity point, the other scenarios, aiortc."""
+    s = 2.0 if quick else 3.0
+    return [
+        ("fanout 1->10 max", Options("fanout", subscribers=10, seconds=s, rate=0, srtp="cm80")),
+        ("fanout 1->10 max", Options("fanout", subscribers=10, seconds=s, rate=0, srtp="gcm")),
+        ("fanout 1.5Mbps ramp", Options("fanout", subscribers=1400, seconds=s, rate=156, steps=4, srtp="cm80")),
+        ("conference 8 a+v", Options("conference", subscribers=8, seconds=s, rate=156)),
+        ("audio 200 in rooms of 4", Options("audio", subscribers=200, seconds=s, rate=50, size=100)),
+        ("scale 400 over 1..2", Options("scale", subscribers=400, seconds=s, rate=156, workers=2)),
+        ("fanout 1->10 vs aiortc", Options("fanout", subscribers=10, seconds=s, rate=156, aiortc=True)),
+    ]
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("scenario", choices=(*SCENARIOS, "suite"))
+    ap.add_argument("--subscribers", type=int, default=10,
+                    help="fanout/scale: subscribers; conference/audio: participants (default 10)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per load step (default 3)")
+    ap.add_argument("--workers", type=int, default=1, help="workers (scale: 1..W); default 1")
+    ap.add_argument("--srtp", choices=("cm80", "gcm"), default="cm80")
+    ap.add_argument("--rate", type=float, default=156.0,
+                    help="packets/s per video stream (audio streams send 50/s); 0 = as fast as possible")
+    ap.add_argument("--size", type=int, default=1200, help="RTP packet bytes of video streams (default 1200)")
+    ap.add_argument("--room-size", type=int, default=4, help="audio: participants per room (default 4)")
+    ap.add_argument("--steps", type=int, default=1, help="fanout: measure at N evenly spaced loads up to S")
+    ap.add_argument("--find-capacity", action="store_true",
+                    help="fanout: add --capacity-step subscribers per step until loss >= 0.5 %% (S is the maximum)")
+    ap.add_argument("--capacity-step", type=int, default=200)
+    ap.add_argument("--verify-every", type=int, default=1,
+                    help="subscribers authenticate+decrypt every Nth packet (all are counted); default 1")
+    ap.add_argument("--no-limit", action="store_true", help="skip the limit-loop baseline")
+    ap.add_argument("--aiortc", action="store_true", help="also measure the aiortc relay baseline")
+    ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--plot", metavar="FILE.png")
+    ap.add_argument("--url", help="a running server (not supported yet)")
+    ap.add_argument("--profile-worker", nargs="?", const="worker-profile", metavar="FILE",
+                    help="record the worker with py-spy (or perf) during the last measurement")
+    ap.add_argument("--quick", action="store_true", help="suite: 2 s per step instead of 3")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    return ap
+
+
+async def _main(args: argparse.Namespace) -> int:
+    results: list[dict[str, Any]] = []
+    started = time.monotonic()
+    if args.scenario == "suite":
+        for label, opts in suite_cases(args.quick):
+            print(f"... {label} ({opts.srtp})", file=sys.stderr, flush=True)
+            results.append(await run_one(opts, label))
+    else:
+        opts = Options(args.scenario, subscribers=args.subscribers, seconds=args.seconds, workers=args.workers,
+                       srtp=args.srtp, rate=args.rate, size=args.size, room_size=args.room_size,
+                       steps=max(args.steps, 4 if args.plot and args.scenario == "fanout" else 1),
+                       find_capacity=args.find_capacity, capacity_step=args.capacity_step,
+                       verify_every=args.verify_every, limit=not args.no_limit, aiortc=args.aiortc,
+                       profile_worker=args.profile_worker)
+        results.append(await run_one(opts))
+    print(report.format_table(results))
+    for r in results:
+        notes = []
+        if r.get("ratio_to_aiortc") is not None:
+            notes.append(f"{r['ratio_to_aiortc']}x the aiortc relay's packets per CPU-second")
+        if r.get("capacity_subscribers") is not None:
+            notes.append(f"capacity {r['capacity_subscribers']} subscribers at < 0.5 % loss")
+        if r["generator_bound"]:
+            notes.append(f"GENERATOR BOUND: {r['generator_bound_reason']}")
+        if r.get("worker_profile"):
+            prof = r["worker_profile"]
+            notes.append(f"worker profile ({prof.get('tool')}): {prof.get('output') or prof.get('error')}")
+            for name, pct in (prof.get("top_self") or [])[:10]:
+                notes.append(f"    {pct:5.1f} %  {name}")
+        if notes:
+            print(f"{r.get('label', r['scenario'])}: " + "\n  ".join(notes))
+    print(f"{results[0]['machine']}; commit {results[0]['commit']}; {time.monotonic() - started:.0f} s")
+    if args.json:
+        report.write_json(args.json, results if args.scenario == "suite" else results[0])
+    if args.plot:
+        report.plot(results, args.plot)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.url:
+        print(URL_UNSUPPORTED, file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_main(args))
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

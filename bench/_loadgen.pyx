@@ -1,0 +1,710 @@
+"""The load generator's hot loop: paced SRTP senders and counting SRTP receivers on one UDP socket.
+
+Owns the per-packet work of the benchmark's synthetic participants once their ICE and DTLS set-up is done
+(``bench.peer``): building RTP packets with a bench payload (publisher stream id, packet counter, send time),
+protecting them with each publisher's SRTP context, sending them with ``sendmmsg`` from each participant's own
+loopback address (``IP_PKTINFO`` per message, the socket is bound to the wildcard address), receiving with
+``recvmmsg``, demultiplexing by SSRC, counting packets, sequence gaps and reordering per received stream,
+authenticating and decrypting (every ``verify_every``-th packet) and measuring one-way latency against the
+send time in the payload (``CLOCK_MONOTONIC``, same host). It also resends each participant's ICE consent
+check (a pre-built STUN request) every few seconds. The loop runs without the GIL.
+
+RFC 3550 (RTP), RFC 3711 (SRTP), RFC 7741 (VP8 payload descriptor: the first two payload bytes make the
+Engine's key-frame detection see frame starts and key frames), RFC 7675 (consent freshness).
+"""
+
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+
+from fastpath.includes.linux cimport (
+    AF_INET,
+    CLOCK_MONOTONIC,
+    EINTR,
+    MSG_DONTWAIT,
+    clock_gettime,
+    errno,
+    htons,
+    in_addr,
+    inet_pton,
+    iovec,
+    mmsghdr,
+    recvmmsg,
+    sendmmsg,
+    sockaddr_in,
+    timespec,
+)
+from fastpath.includes.srtp cimport SRTP_ERR_OK, SrtpFns
+from fastpath.rtp cimport rd16, rd32, wr16, wr32
+from fastpath.srtp cimport SrtpContext, srtp_fns
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    size_t CMSG_SPACE(size_t length)
+    size_t CMSG_LEN(size_t length)
+    unsigned char* CMSG_DATA(cmsghdr* c)
+
+
+cdef extern from "<netinet/in.h>" nogil:
+    struct in_pktinfo:
+        int ipi_ifindex
+        in_addr ipi_spec_dst
+        in_addr ipi_addr
+    int IPPROTO_IP
+    int IP_PKTINFO
+
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    short POLLIN
+    int ppoll(pollfd* fds, unsigned long nfds, const timespec* timeout, const void* sigmask)
+
+
+cdef extern from "<time.h>" nogil:
+    int CLOCK_THREAD_CPUTIME_ID
+
+
+cdef enum:
+    SLOT = 2048
+    CMSG_SLOT = 64
+    MAGIC = 0x4D524231                   # "MRB1": bench payload marker
+    PAYLOAD_OFFSET = 2                   # after the VP8 payload descriptor and payload header bytes
+    BENCH_HEADER = 24                    # magic, stream id, counter, send time
+    LAT_FINE = 2000                      # 10 us buckets up to 20 ms
+    LAT_COARSE = 2000                    # then 1 ms buckets up to 2.02 s, last bucket = overflow
+    LAT_BUCKETS = LAT_FINE + LAT_COARSE
+    LATE_NS = 10000000                   # a packet sent more than 10 ms after its due time is "late"
+    MAX_WAIT_NS = 5000000
+
+
+ctypedef struct Sender:
+    void* ctx
+    sockaddr_in dst
+    uint32_t src                         # source address, network order
+    uint32_t ssrc
+    uint32_t stream_id
+    uint8_t pt
+    uint8_t video
+    int payload_len
+    int64_t interval_ns                  # 0 = as fast as possible
+    int64_t phase_ns
+    uint32_t ts_step                     # RTP ticks per frame
+    uint32_t packets_per_frame
+    uint32_t keyframe_every              # frames
+    uint16_t seq
+    uint32_t ts
+    uint64_t counter                     # packets ever sent (payload counter)
+    uint64_t in_frame
+    uint64_t frame
+    int64_t next_due
+    uint64_t sent
+    uint64_t late
+    int64_t max_late_ns
+    uint64_t protect_failed
+
+
+ctypedef struct Receiver:
+    void* ctx
+    uint32_t ssrc
+    int64_t sender                       # expected stream id in the payload, -1 = any
+    uint64_t received
+    uint64_t bytes
+    int64_t first_ext
+    int64_t max_ext
+    uint64_t reordered
+    uint64_t verified
+    uint64_t auth_failed
+    uint64_t bad_payload
+
+
+ctypedef struct Consent:
+    sockaddr_in dst
+    uint32_t src
+    uint8_t* data
+    int length
+    int64_t next_ns
+
+
+cdef inline int64_t now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef inline int64_t thread_cpu_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef inline void wr64(uint8_t* p, uint64_t v) noexcept nogil:
+    wr32(p, <uint32_t>(v >> 32))
+    wr32(p + 4, <uint32_t>v)
+
+
+cdef inline uint64_t rd64(const uint8_t* p) noexcept nogil:
+    return (<uint64_t>rd32(p) << 32) | rd32(p + 4)
+
+
+cdef int _addr(str host, int port, sockaddr_in* sa) except -1:
+    memset(sa, 0, sizeof(sockaddr_in))
+    sa.sin_family = AF_INET
+    sa.sin_port = htons(port)
+    if inet_pton(AF_INET, host.encode(), &sa.sin_addr) != 1:
+        raise ValueError(f"IPv4 address expected, got {host!r}")
+    return 0
+
+
+cdef uint32_t _ip(str host) except? 0:
+    cdef in_addr a
+    if inet_pton(AF_INET, host.encode(), &a) != 1:
+        raise ValueError(f"IPv4 address expected, got {host!r}")
+    return a.s_addr
+
+
+cdef class LoadGen:
+    """Senders and receivers of synthetic participants sharing one non-blocking UDP socket ``fd``.
+
+    ``fd`` must be bound to 0.0.0.0 with ``IP_PKTINFO`` usable, so each participant can send from its own
+    127.x.y.z address. Contexts passed in are kept alive by this object.
+    """
+
+    cdef int fd
+    cdef int batch
+    cdef Sender* senders
+    cdef int nsenders
+    cdef int max_senders
+    cdef Receiver* receivers
+    cdef int nreceivers
+    cdef int max_receivers
+    cdef int* table                      # open addressing: ssrc -> receiver index + 1
+    cdef uint32_t table_mask
+    cdef Consent* consents
+    cdef int nconsents
+    cdef int max_consents
+    cdef list _keep
+    cdef SrtpFns fns
+    cdef uint64_t latency[LAT_BUCKETS]
+    cdef uint64_t c_rtcp, c_stun, c_dtls, c_unknown, c_foreign, c_short, c_recv_calls, c_send_calls
+    cdef uint64_t c_send_errors, c_consent_sent, c_polls
+    cdef int64_t cpu_ns, wall_ns
+    cdef uint8_t* rbuf
+    cdef mmsghdr* rmsgs
+    cdef iovec* riov
+    cdef sockaddr_in* rnames
+    cdef uint8_t* sbuf
+    cdef mmsghdr* smsgs
+    cdef iovec* siov
+    cdef uint8_t* scmsg
+
+    def __cinit__(self, int fd, int max_senders, int max_receivers, int max_consents=0, int batch=64):
+        cdef int i
+        cdef uint32_t size = 16
+        if fd < 0:
+            raise ValueError("fd must be a socket descriptor")
+        if max_senders < 0 or max_receivers < 0 or max_consents < 0:
+            raise ValueError("capacities must not be negative")
+        if not 1 <= batch <= 1024:
+            raise ValueError("batch must be in 1..1024")
+        self.fd = fd
+        self.batch = batch
+        self.max_senders = max_senders
+        self.max_receivers = max_receivers
+        self.max_consents = max_consents
+        self._keep = []
+        self.fns = srtp_fns()
+        while size < 2 * <uint32_t>max_receivers + 2:
+            size <<= 1
+        self.table_mask = size - 1
+        self.senders = <Sender*>calloc(max_senders + 1, sizeof(Sender))
+        self.receivers = <Receiver*>calloc(max_receivers + 1, sizeof(Receiver))
+        self.consents = <Consent*>calloc(max_consents + 1, sizeof(Consent))
+        self.table = <int*>calloc(size, sizeof(int))
+        self.rbuf = <uint8_t*>calloc(batch, SLOT)
+        self.rmsgs = <mmsghdr*>calloc(batch, sizeof(mmsghdr))
+        self.riov = <iovec*>calloc(batch, sizeof(iovec))
+        self.rnames = <sockaddr_in*>calloc(batch, sizeof(sockaddr_in))
+        self.sbuf = <uint8_t*>calloc(batch, SLOT)
+        self.smsgs = <mmsghdr*>calloc(batch, sizeof(mmsghdr))
+        self.siov = <iovec*>calloc(batch, sizeof(iovec))
+        self.scmsg = <uint8_t*>calloc(batch, CMSG_SLOT)
+        if (self.senders == NULL or self.receivers == NULL or self.consents == NULL or self.table == NULL
+                or self.rbuf == NULL or self.rmsgs == NULL or self.riov == NULL or self.rnames == NULL
+                or self.sbuf == NULL or self.smsgs == NULL or self.siov == NULL or self.scmsg == NULL):
+            raise MemoryError()
+        for i in range(batch):
+            self.riov[i].iov_base = self.rbuf + i * SLOT
+            self.riov[i].iov_len = SLOT
+            self.rmsgs[i].msg_hdr.msg_iov = &self.riov[i]
+            self.rmsgs[i].msg_hdr.msg_iovlen = 1
+            self.rmsgs[i].msg_hdr.msg_name = &self.rnames[i]
+            self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+            self.siov[i].iov_base = self.sbuf + i * SLOT
+            self.smsgs[i].msg_hdr.msg_iov = &self.siov[i]
+            self.smsgs[i].msg_hdr.msg_iovlen = 1
+            self.smsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+            self.smsgs[i].msg_hdr.msg_control = self.scmsg + i * CMSG_SLOT
+            self.smsgs[i].msg_hdr.msg_controllen = CMSG_SPACE(sizeof(in_pktinfo))
+        self.reset()
+
+    def __dealloc__(self):
+        cdef int i
+        if self.consents != NULL:
+            for i in range(self.nconsents):
+                free(self.consents[i].data)
+        free(self.senders)
+        free(self.receivers)
+        free(self.consents)
+        free(self.table)
+        free(self.rbuf)
+        free(self.rmsgs)
+        free(self.riov)
+        free(self.rnames)
+        free(self.sbuf)
+        free(self.smsgs)
+        free(self.siov)
+        free(self.scmsg)
+
+    # ---- configuration ---------------------------------------------------------------------------------
+    def add_sender(self, str src_host, str dst_host, int dst_port, SrtpContext ctx, unsigned int ssrc, int pt,
+                   int payload_len, double rate_pps, *, bint video, int clock_rate, double phase_s=0.0,
+                   int frames_per_s=30, int keyframe_every=30) -> int:
+        """A publisher stream; returns its stream id (carried in every payload). ``rate_pps`` 0 = flat out."""
+        cdef Sender* s
+        if self.nsenders >= self.max_senders:
+            raise ValueError(f"more than {self.max_senders} senders")
+        if not ctx.outbound:
+            raise ValueError("a sender needs an outbound SRTP context")
+        if not PAYLOAD_OFFSET + BENCH_HEADER <= payload_len <= SLOT - 128:
+            raise ValueError(f"payload_len must be in {PAYLOAD_OFFSET + BENCH_HEADER}..{SLOT - 128}")
+        if rate_pps < 0 or clock_rate <= 0 or frames_per_s <= 0 or keyframe_every <= 0:
+            raise ValueError("rate_pps >= 0, clock_rate, frames_per_s and keyframe_every > 0 required")
+        if not 0 <= pt <= 127:
+            raise ValueError("pt must be in 0..127")
+        s = &self.senders[self.nsenders]
+        memset(s, 0, sizeof(Sender))
+        _addr(dst_host, dst_port, &s.dst)
+        s.src = _ip(src_host)
+        s.ctx = ctx.ctx
+        s.ssrc = ssrc
+        s.stream_id = self.nsenders
+        s.pt = <uint8_t>pt
+        s.video = video
+        s.payload_len = payload_len
+        s.interval_ns = <int64_t>(1e9 / rate_pps) if rate_pps > 0 else 0
+        s.phase_ns = <int64_t>(phase_s * 1e9)
+        if video:
+            s.packets_per_frame = max(1, <uint32_t>(rate_pps / frames_per_s + 0.5)) if rate_pps > 0 else 5
+            s.ts_step = <uint32_t>(clock_rate // frames_per_s)
+        else:
+            s.packets_per_frame = 1
+            s.ts_step = <uint32_t>(clock_rate * s.interval_ns // 1000000000) if rate_pps > 0 else 960
+        s.keyframe_every = keyframe_every
+        s.seq = <uint16_t>(ssrc * 7919)
+        s.ts = ssrc * 104729
+        self._keep.append(ctx)
+        self.nsenders += 1
+        return s.stream_id
+
+    def add_receiver(self, unsigned int ssrc, SrtpContext ctx, int sender=-1) -> int:
+        """A stream this generator receives (demultiplexed by SSRC); ``sender`` is the expected stream id in
+        its payload (-1: not checked). One inbound context may be shared by a participant's streams."""
+        cdef uint32_t h
+        cdef int idx
+        if self.nreceivers >= self.max_receivers:
+            raise ValueError(f"more than {self.max_receivers} receivers")
+        if ctx.outbound:
+            raise ValueError("a receiver needs an inbound SRTP context")
+        h = (ssrc * 2654435761u) & self.table_mask
+        while self.table[h] != 0:
+            if self.receivers[self.table[h] - 1].ssrc == ssrc:
+                raise ValueError(f"SSRC {ssrc:#x} already has a receiver")
+            h = (h + 1) & self.table_mask
+        idx = self.nreceivers
+        memset(&self.receivers[idx], 0, sizeof(Receiver))
+        self.receivers[idx].ctx = ctx.ctx
+        self.receivers[idx].ssrc = ssrc
+        self.receivers[idx].sender = sender
+        self.receivers[idx].first_ext = -1
+        self.table[h] = idx + 1
+        self._keep.append(ctx)
+        self.nreceivers += 1
+        return idx
+
+    def add_consent(self, str src_host, str dst_host, int dst_port, bytes request, double first_s) -> None:
+        """Resend ``request`` (an authenticated STUN Binding request) from src to dst every consent period."""
+        cdef Consent* c
+        if self.nconsents >= self.max_consents:
+            raise ValueError(f"more than {self.max_consents} consent checks")
+        if not 20 <= len(request) <= SLOT:
+            raise ValueError("STUN request length out of range")
+        c = &self.consents[self.nconsents]
+        _addr(dst_host, dst_port, &c.dst)
+        c.src = _ip(src_host)
+        c.data = <uint8_t*>calloc(1, len(request))
+        if c.data == NULL:
+            raise MemoryError()
+        memcpy(c.data, <const uint8_t*>request, len(request))
+        c.length = len(request)
+        c.next_ns = <int64_t>(first_s * 1e9)
+        self.nconsents += 1
+
+    def reset(self) -> None:
+        """Zero every counter and the latency histogram (configuration and stream state stay)."""
+        cdef int i
+        cdef Sender* s
+        cdef Receiver* r
+        for i in range(self.nsenders):
+            s = &self.senders[i]
+            s.sent = 0
+            s.late = 0
+            s.max_late_ns = 0
+            s.protect_failed = 0
+        for i in range(self.nreceivers):
+            r = &self.receivers[i]
+            r.received = 0
+            r.bytes = 0
+            r.reordered = 0
+            r.verified = 0
+            r.auth_failed = 0
+            r.bad_payload = 0
+            r.first_ext = -1
+        memset(self.latency, 0, sizeof(self.latency))
+        self.c_rtcp = self.c_stun = self.c_dtls = self.c_unknown = self.c_foreign = self.c_short = 0
+        self.c_recv_calls = self.c_send_calls = self.c_send_errors = self.c_consent_sent = self.c_polls = 0
+        self.cpu_ns = self.wall_ns = 0
+
+    # ---- the loop --------------------------------------------------------------------------------------
+    def run(self, double seconds, bint send=True, int verify_every=1, double consent_period_s=5.0) -> None:
+        """Send (if ``send``) and receive for ``seconds``; paced senders start their schedule now."""
+        cdef int64_t start, deadline, cpu0
+        cdef int i
+        if seconds < 0 or verify_every < 1 or consent_period_s <= 0:
+            raise ValueError("seconds >= 0, verify_every >= 1 and consent_period_s > 0 required")
+        start = now_ns()
+        for i in range(self.nsenders):
+            self.senders[i].next_due = start + self.senders[i].phase_ns
+        for i in range(self.nconsents):
+            self.consents[i].next_ns = start + (self.consents[i].next_ns % <int64_t>(consent_period_s * 1e9))
+        deadline = start + <int64_t>(seconds * 1e9)
+        cpu0 = thread_cpu_ns()
+        with nogil:
+            self._loop(deadline, send, verify_every, <int64_t>(consent_period_s * 1e9))
+        self.cpu_ns += thread_cpu_ns() - cpu0
+        self.wall_ns += now_ns() - start
+
+    cdef void _loop(self, int64_t deadline, bint send, int verify_every, int64_t consent_ns) noexcept nogil:
+        cdef int64_t t, wake, rr = 0
+        cdef int i, got, saturating = 0
+        cdef pollfd pfd
+        cdef timespec ts
+        for i in range(self.nsenders):
+            if self.senders[i].interval_ns == 0:
+                saturating = 1
+        pfd.fd = self.fd
+        pfd.events = POLLIN
+        while True:
+            t = now_ns()
+            if t >= deadline:
+                break
+            got = 0
+            for i in range(16):
+                if self._receive(verify_every) < self.batch:
+                    break
+                got = 1
+            if send:
+                wake = self._send_due(t, saturating, &rr)
+                self._send_consents(t, consent_ns)
+            else:
+                wake = t + MAX_WAIT_NS
+            if saturating and send:
+                continue
+            if got:
+                continue
+            t = now_ns()
+            if wake > deadline:
+                wake = deadline
+            if wake - t > MAX_WAIT_NS:
+                wake = t + MAX_WAIT_NS
+            if wake > t:
+                ts.tv_sec = (wake - t) // 1000000000
+                ts.tv_nsec = (wake - t) % 1000000000
+                self.c_polls += 1
+                ppoll(&pfd, 1, &ts, NULL)
+
+    cdef int _receive(self, int verify_every) noexcept nogil:
+        cdef int n, i, length, hlen
+        cdef uint8_t* p
+        cdef uint32_t ssrc, h, src
+        cdef int idx
+        cdef Receiver* r
+        cdef int64_t ext, lat, t
+        cdef uint64_t b
+        for i in range(self.batch):
+            self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+            self.rmsgs[i].msg_hdr.msg_controllen = 0
+        n = recvmmsg(self.fd, self.rmsgs, self.batch, MSG_DONTWAIT, NULL)
+        self.c_recv_calls += 1
+        if n <= 0:
+            return 0
+        t = now_ns()
+        for i in range(n):
+            p = self.rbuf + i * SLOT
+            length = self.rmsgs[i].msg_len
+            src = self.rnames[i].sin_addr.s_addr
+            if (src & 0xFF) != 127:                 # network order: first octet in the low byte
+                self.c_foreign += 1
+                continue
+            if length < 12:
+                self.c_short += 1
+                continue
+            if p[0] < 4:
+                self.c_stun += 1
+                continue
+            if 20 <= p[0] <= 63:
+                self.c_dtls += 1
+                continue
+            if (p[0] & 0xC0) != 0x80:
+                self.c_unknown += 1
+                continue
+            if 192 <= p[1] <= 223:
+                self.c_rtcp += 1
+                continue
+            ssrc = rd32(p + 8)
+            h = (ssrc * 2654435761u) & self.table_mask
+            idx = -1
+            while self.table[h] != 0:
+                if self.receivers[self.table[h] - 1].ssrc == ssrc:
+                    idx = self.table[h] - 1
+                    break
+                h = (h + 1) & self.table_mask
+            if idx < 0:
+                self.c_unknown += 1
+                continue
+            r = &self.receivers[idx]
+            if r.first_ext < 0:
+                if r.max_ext == 0:
+                    r.max_ext = (<int64_t>1 << 32) + rd16(p + 2)
+                    ext = r.max_ext
+                else:
+                    ext = self._unwrap(r, rd16(p + 2))
+                r.first_ext = ext
+            else:
+                ext = self._unwrap(r, rd16(p + 2))
+            if ext > r.max_ext:
+                r.max_ext = ext
+            elif ext < r.max_ext:
+                r.reordered += 1
+            r.received += 1
+            r.bytes += length
+            if r.received % verify_every != 0:
+                continue
+            if self.fns.unprotect(r.ctx, p, &length) != SRTP_ERR_OK:
+                r.auth_failed += 1
+                continue
+            r.verified += 1
+            hlen = 12 + 4 * (p[0] & 0x0F)
+            if (p[0] & 0x10) and hlen + 4 <= length:
+                hlen += 4 + 4 * rd16(p + hlen + 2)
+            if hlen + PAYLOAD_OFFSET + BENCH_HEADER > length:
+                r.bad_payload += 1
+                continue
+            p += hlen + PAYLOAD_OFFSET
+            if rd32(p) != MAGIC or (r.sender >= 0 and rd32(p + 4) != <uint32_t>r.sender):
+                r.bad_payload += 1
+                continue
+            lat = (t - <int64_t>rd64(p + 16)) // 1000          # microseconds
+            if lat < 0:
+                lat = 0
+            if lat < LAT_FINE * 10:
+                b = lat // 10
+            else:
+                b = LAT_FINE + (lat - LAT_FINE * 10) // 1000
+                if b >= LAT_BUCKETS:
+                    b = LAT_BUCKETS - 1
+            self.latency[b] += 1
+        return n
+
+    cdef inline int64_t _unwrap(self, Receiver* r, uint16_t seq) noexcept nogil:
+        cdef int64_t cand = (r.max_ext & ~(<int64_t>0xFFFF)) | seq
+        if cand < r.max_ext - 32768:
+            cand += 65536
+        elif cand > r.max_ext + 32768:
+            cand -= 65536
+        return cand
+
+    cdef int64_t _send_due(self, int64_t t, int saturating, int64_t* rr) noexcept nogil:
+        """Build and send every packet that is due (paced senders) or one batch (flat-out senders);
+        returns the earliest next due time."""
+        cdef int i, n = 0, k
+        cdef int64_t wake = t + MAX_WAIT_NS, late
+        cdef Sender* s
+        if saturating:
+            for k in range(self.batch):
+                s = &self.senders[rr[0] % self.nsenders]
+                rr[0] += 1
+                if s.interval_ns != 0:
+                    continue
+                if self._build(s, n, t):
+                    n += 1
+            self._flush(n)
+            n = 0
+        for i in range(self.nsenders):
+            s = &self.senders[i]
+            if s.interval_ns == 0:
+                continue
+            while s.next_due <= t:
+                late = t - s.next_due
+                if late > LATE_NS:
+                    s.late += 1
+                if late > s.max_late_ns:
+                    s.max_late_ns = late
+                if self._build(s, n, t):
+                    n += 1
+                s.next_due += s.interval_ns
+                if n == self.batch:
+                    self._flush(n)
+                    n = 0
+            if s.next_due < wake:
+                wake = s.next_due
+        self._flush(n)
+        return wake
+
+    cdef bint _build(self, Sender* s, int slot, int64_t t) noexcept nogil:
+        cdef uint8_t* p = self.sbuf + slot * SLOT
+        cdef uint8_t* q
+        cdef int plen
+        cdef bint start = s.in_frame == 0
+        cdef bint last = s.in_frame + 1 >= s.packets_per_frame
+        cdef cmsghdr* c
+        cdef in_pktinfo* info
+        p[0] = 0x80
+        p[1] = s.pt | (0x80 if last else 0)
+        wr16(p + 2, s.seq)
+        wr32(p + 4, s.ts)
+        wr32(p + 8, s.ssrc)
+        q = p + 12
+        if s.video:
+            q[0] = 0x10 if start else 0x00           # VP8 descriptor: S bit, partition 0
+            q[1] = 0x00 if (start and s.frame % s.keyframe_every == 0) else 0x01   # P bit: 0 = key frame
+        else:
+            q[0] = 0
+            q[1] = 0
+        q += PAYLOAD_OFFSET
+        wr32(q, MAGIC)
+        wr32(q + 4, s.stream_id)
+        wr64(q + 8, s.counter)
+        wr64(q + 16, <uint64_t>t)
+        memset(q + BENCH_HEADER, 0x5A, s.payload_len - PAYLOAD_OFFSET - BENCH_HEADER)
+        plen = 12 + s.payload_len
+        s.seq += 1
+        s.counter += 1
+        s.in_frame += 1
+        if last:
+            s.in_frame = 0
+            s.frame += 1
+            s.ts += s.ts_step
+        if self.fns.protect(s.ctx, p, &plen) != SRTP_ERR_OK:
+            s.protect_failed += 1
+            return False
+        s.sent += 1
+        self.siov[slot].iov_len = plen
+        self.smsgs[slot].msg_hdr.msg_name = &s.dst
+        c = <cmsghdr*>(self.scmsg + slot * CMSG_SLOT)
+        c.cmsg_level = IPPROTO_IP
+        c.cmsg_type = IP_PKTINFO
+        c.cmsg_len = CMSG_LEN(sizeof(in_pktinfo))
+        info = <in_pktinfo*>CMSG_DATA(c)
+        info.ipi_ifindex = 0
+        info.ipi_spec_dst.s_addr = s.src
+        info.ipi_addr.s_addr = 0
+        return True
+
+    cdef void _send_consents(self, int64_t t, int64_t period) noexcept nogil:
+        cdef int i, n = 0
+        cdef Consent* c
+        cdef cmsghdr* h
+        cdef in_pktinfo* info
+        for i in range(self.nconsents):
+            c = &self.consents[i]
+            if c.next_ns > t:
+                continue
+            c.next_ns = t + period
+            memcpy(self.sbuf + n * SLOT, c.data, c.length)
+            self.siov[n].iov_len = c.length
+            self.smsgs[n].msg_hdr.msg_name = &c.dst
+            h = <cmsghdr*>(self.scmsg + n * CMSG_SLOT)
+            h.cmsg_level = IPPROTO_IP
+            h.cmsg_type = IP_PKTINFO
+            h.cmsg_len = CMSG_LEN(sizeof(in_pktinfo))
+            info = <in_pktinfo*>CMSG_DATA(h)
+            info.ipi_ifindex = 0
+            info.ipi_spec_dst.s_addr = c.src
+            info.ipi_addr.s_addr = 0
+            n += 1
+            self.c_consent_sent += 1
+            if n == self.batch:
+                self._flush(n)
+                n = 0
+        self._flush(n)
+
+    cdef void _flush(self, int n) noexcept nogil:
+        cdef int i = 0, r
+        while i < n:
+            r = sendmmsg(self.fd, self.smsgs + i, n - i, MSG_DONTWAIT)
+            self.c_send_calls += 1
+            if r > 0:
+                i += r
+            elif errno == EINTR:
+                continue
+            else:
+                self.c_send_errors += 1
+                i += 1                            # the datagram the kernel refused is lost
+
+    # ---- results ---------------------------------------------------------------------------------------
+    def senders_snapshot(self) -> list:
+        """Per sender: dict(sent, late, max_late_ms, protect_failed, counter)."""
+        cdef int i
+        out = []
+        for i in range(self.nsenders):
+            s = &self.senders[i]
+            out.append({"sent": s.sent, "late": s.late, "max_late_ms": s.max_late_ns / 1e6,
+                        "protect_failed": s.protect_failed, "counter": s.counter})
+        return out
+
+    def receivers_snapshot(self) -> list:
+        """Per receiver: dict(ssrc, received, bytes, gaps, reordered, verified, auth_failed, bad_payload)."""
+        cdef int i
+        cdef Receiver* r
+        out = []
+        for i in range(self.nreceivers):
+            r = &self.receivers[i]
+            span = (r.max_ext - r.first_ext + 1) if r.first_ext >= 0 else 0
+            out.append({"ssrc": r.ssrc, "received": r.received, "bytes": r.bytes,
+                        "gaps": max(0, span - <int64_t>r.received), "reordered": r.reordered,
+                        "verified": r.verified, "auth_failed": r.auth_failed, "bad_payload": r.bad_payload})
+        return out
+
+    def counters(self) -> dict:
+        return {"rtcp": self.c_rtcp, "stun": self.c_stun, "dtls": self.c_dtls, "unknown": self.c_unknown,
+                "foreign": self.c_foreign, "short": self.c_short, "recv_calls": self.c_recv_calls,
+                "send_calls": self.c_send_calls, "send_errors": self.c_send_errors,
+                "consent_sent": self.c_consent_sent, "polls": self.c_polls,
+                "cpu_s": self.cpu_ns / 1e9, "wall_s": self.wall_ns / 1e9}
+
+    def latency_histogram(self) -> list:
+        """(upper bound in ms, count) per non-empty bucket: 10 us buckets to 20 ms, then 1 ms to 2 s."""
+        cdef int b
+        out = []
+        for b in range(LAT_BUCKETS):
+            if self.latency[b]:
+                upper_us = (b + 1) * 10 if b < LAT_FINE else LAT_FINE * 10 + (b - LAT_FINE + 1) * 1000
+                out.append((upper_us / 1000.0, self.latency[b]))
+        return out

@@ -1,0 +1,281 @@
+"""A synthetic participant's set-up: ICE connectivity check, DTLS client handshake, SRTP key export.
+
+Owns the client half of what a browser does before media flows, written independently of ``router/`` so that the
+server is exercised as by a foreign peer: the participant is the controlling ICE agent and sends an authenticated
+Binding request (RFC 8445 §7.2.4, RFC 8489: USERNAME "server_ufrag:client_ufrag", PRIORITY, ICE-CONTROLLING,
+USE-CANDIDATE, MESSAGE-INTEGRITY keyed with the server's ice-pwd, FINGERPRINT) and checks the answer's integrity;
+then it runs a DTLS 1.2 client handshake with pyOpenSSL over memory BIOs offering exactly one DTLS-SRTP profile
+(RFC 5764), checks the server's certificate against the fingerprint the server reported, and exports the SRTP keys
+(RFC 5764 §4.2 layout). Retransmission: STUN every 100 ms, DTLS on OpenSSL's timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import datetime
+import hashlib
+import hmac
+import os
+import secrets
+import struct
+from dataclasses import dataclass
+
+from aioice import stun
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL, crypto
+
+from bench.net import GeneratorSocket
+
+# name on the command line -> (OpenSSL profile name, libsrtp srtp_profile_t, key length, salt length)
+SRTP_PROFILES: dict[str, tuple[bytes, int, int, int]] = {
+    "cm80": (b"SRTP_AES128_CM_SHA1_80", 1, 16, 14),
+    "gcm": (b"SRTP_AEAD_AES_128_GCM", 7, 16, 12),
+}
+_EXPORTER_LABEL = b"EXTRACTOR-dtls_srtp"
+_STUN_INTEGRITY = 0x0008
+_STUN_RETRY_S = 0.1
+DTLS1_2 = 0xFEFD
+
+
+class SetupError(Exception):
+    """A participant could not connect; the message says which step failed and why."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A participant's DTLS identity (shared by all participants of one run: key generation is not measured)."""
+
+    cert: crypto.X509
+    key: crypto.PKey
+    fingerprint: str
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mediarouter-bench")])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .sign(key, hashes.SHA256())
+        )
+        return cls(crypto.X509.from_cryptography(cert), crypto.PKey.from_cryptography_key(key),
+                   sha256_fingerprint(cert.public_bytes(_der())))
+
+
+def _der() -> object:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return Encoding.DER
+
+
+def sha256_fingerprint(der: bytes) -> str:
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+
+@dataclass(frozen=True)
+class ServerParams:
+    """What the server reported for a transport (``media_router.create_webrtc_transport``)."""
+
+    ice_ufrag: str
+    ice_pwd: str
+    fingerprint: str  # sha-256, colon-separated hex
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class SrtpKeys:
+    profile: int  # libsrtp srtp_profile_t
+    local: bytes  # our key||salt (we protect with it)
+    remote: bytes  # the server's key||salt (we unprotect with it)
+
+
+def binding_request(server: ServerParams, client_ufrag: str, tie_breaker: int, *, nominate: bool) -> bytes:
+    """An authenticated ICE Binding request from the controlling agent."""
+    msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+    msg.attributes["USERNAME"] = f"{server.ice_ufrag}:{client_ufrag}"
+    msg.attributes["PRIORITY"] = (110 << 24) | (65535 << 8) | 255  # peer-reflexive, component 1 (RFC 8445 §7.1.1)
+    msg.attributes["ICE-CONTROLLING"] = tie_breaker
+    if nominate:
+        msg.attributes["USE-CANDIDATE"] = None
+    msg.add_message_integrity(server.ice_pwd.encode())
+    msg.add_fingerprint()
+    return bytes(msg)
+
+
+def integrity_ok(data: bytes, key: bytes) -> bool:
+    """True when ``data`` carries a MESSAGE-INTEGRITY that verifies with ``key`` (RFC 8489 §14.5)."""
+    pos = 20
+    while pos + 4 <= len(data):
+        kind, length = struct.unpack_from("!HH", data, pos)
+        if kind == _STUN_INTEGRITY:
+            if length != 20 or pos + 24 > len(data):
+                return False
+            head = bytearray(data[:pos])
+            struct.pack_into("!H", head, 2, pos + 24 - 20)
+            expected = hmac.new(key, bytes(head), hashlib.sha1).digest()
+            return hmac.compare_digest(expected, data[pos + 4 : pos + 24])
+        pos += 4 + length + (-length % 4)
+    return False
+
+
+class SyntheticPeer:
+    """One participant's transport set-up toward one server transport, over the shared generator socket."""
+
+    def __init__(self, net: GeneratorSocket, address: str, credentials: Credentials, profile: str) -> None:
+        if profile not in SRTP_PROFILES:
+            raise ValueError(f"unknown SRTP profile {profile!r} (choose from {', '.join(SRTP_PROFILES)})")
+        self.net = net
+        self.address = address
+        self.credentials = credentials
+        self.profile = profile
+        self.ice_ufrag = secrets.token_hex(4)
+        self.ice_pwd = secrets.token_hex(16)
+        self.tie_breaker = int.from_bytes(os.urandom(8), "big")
+        self.server: ServerParams | None = None
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        net.register(address, self._on_datagram)
+
+    def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.server is not None and addr == (self.server.host, self.server.port):
+            self._inbox.put_nowait(data)
+
+    def consent_request(self) -> bytes:
+        """A Binding request to resend for consent freshness (RFC 7675) once connected."""
+        assert self.server is not None
+        return binding_request(self.server, self.ice_ufrag, self.tie_breaker, nominate=False)
+
+    async def connect(self, server: ServerParams, timeout: float = 10.0) -> SrtpKeys:
+        """ICE check, then DTLS handshake; returns the exported SRTP keys."""
+        self.server = server
+        try:
+            return await asyncio.wait_for(self._connect(server), timeout)
+        except TimeoutError:
+            raise SetupError(f"{self.address}: no connection to {server.host}:{server.port} in {timeout} s") from None
+        finally:
+            self.net.unregister(self.address)
+
+    async def _connect(self, server: ServerParams) -> SrtpKeys:
+        await self._ice(server)
+        return await self._dtls(server)
+
+    async def _ice(self, server: ServerParams) -> None:
+        request = binding_request(server, self.ice_ufrag, self.tie_breaker, nominate=True)
+        transaction = request[8:20]
+        key = server.ice_pwd.encode()
+        while True:
+            self.net.send_from(self.address, request, (server.host, server.port))
+            try:
+                data = await asyncio.wait_for(self._inbox.get(), _STUN_RETRY_S)
+            except TimeoutError:
+                continue
+            if len(data) < 20 or data[0] >= 4 or data[8:20] != transaction:
+                continue
+            message = stun.parse_message(data)
+            if message.message_class == stun.Class.ERROR:
+                raise SetupError(f"{self.address}: ICE check refused: {message.attributes.get('ERROR-CODE')}")
+            if message.message_class != stun.Class.RESPONSE or not integrity_ok(data, key):
+                raise SetupError(f"{self.address}: ICE answer without valid MESSAGE-INTEGRITY")
+            mapped = message.attributes.get("XOR-MAPPED-ADDRESS")
+            if mapped is None or mapped[0] != self.address:
+                raise SetupError(f"{self.address}: ICE answer maps us to {mapped}")
+            return
+
+    async def _dtls(self, server: ServerParams) -> SrtpKeys:
+        openssl_name, libsrtp, key_len, salt_len = SRTP_PROFILES[self.profile]
+        ctx = SSL.Context(SSL.DTLS_METHOD)
+        ctx.set_min_proto_version(DTLS1_2)
+        ctx.set_max_proto_version(DTLS1_2)
+        ctx.use_certificate(self.credentials.cert)
+        ctx.use_privatekey(self.credentials.key)
+        ctx.set_tlsext_use_srtp(openssl_name)
+        expected = server.fingerprint.upper()
+        mismatch: list[str] = []
+
+        def verify(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
+            if depth != 0:
+                return True
+            got = sha256_fingerprint(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert))
+            if got != expected:
+                mismatch.append(got)
+                return False
+            return True
+
+        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
+        conn = SSL.Connection(ctx, None)
+        conn.set_connect_state()
+        dest = (server.host, server.port)
+        while True:
+            try:
+                conn.do_handshake()
+                break
+            except SSL.WantReadError:
+                pass
+            except SSL.Error as exc:
+                why = "server certificate does not match its fingerprint" if mismatch else str(exc)
+                raise SetupError(f"{self.address}: DTLS handshake failed: {why}") from None
+            self._flush(conn, dest)
+            timeout = conn.DTLSv1_get_timeout()
+            try:
+                record = await asyncio.wait_for(self._inbox.get(), timeout if timeout is not None else 1.0)
+            except TimeoutError:
+                conn.DTLSv1_handle_timeout()
+                self._flush(conn, dest)
+                continue
+            if 20 <= record[0] <= 63:
+                conn.bio_write(record)
+        self._flush(conn, dest)
+        if conn.get_selected_srtp_profile() != openssl_name:
+            raise SetupError(f"{self.address}: server selected SRTP profile {conn.get_selected_srtp_profile()!r}")
+        material = conn.export_keying_material(_EXPORTER_LABEL, 2 * (key_len + salt_len))
+        k, s = key_len, salt_len
+        client = material[:k] + material[2 * k : 2 * k + s]
+        server_key = material[k : 2 * k] + material[2 * k + s : 2 * k + 2 * s]
+        return SrtpKeys(libsrtp, client, server_key)
+
+    def _flush(self, conn: SSL.Connection, dest: tuple[str, int]) -> None:
+        while True:
+            try:
+                data = conn.bio_read(65536)
+            except SSL.WantReadError:
+                return
+            if not data:
+                return
+            for record in _split_records(data):
+                self.net.send_from(self.address, record, dest)
+
+
+def _split_records(data: bytes, mtu: int = 1200) -> list[bytes]:
+    """Pack the DTLS 1.2 records of a BIO read (13-byte headers) into datagrams of at most ``mtu`` bytes."""
+    out: list[bytes] = []
+    current = b""
+    pos = 0
+    while pos + 13 <= len(data):
+        end = pos + 13 + int.from_bytes(data[pos + 11 : pos + 13], "big")
+        record = data[pos:end]
+        if current and len(current) + len(record) > mtu:
+            out.append(current)
+            current = b""
+        current += record
+        pos = end
+    if current:
+        out.append(current)
+    return out
+
+
+def fingerprint_of(value: str) -> str:
+    """Normalise a colon-separated hex fingerprint (checks it is sha-256 sized)."""
+    raw = binascii.unhexlify(value.replace(":", ""))
+    if len(raw) != 32:
+        raise ValueError(f"sha-256 fingerprint expected, got {value!r}")
+    return ":".join(f"{b:02X}" for b in raw)

@@ -1,0 +1,172 @@
+"""Turning scenario results into the report: the JSON object, the printed table and the plot.
+
+Owns the result keys (issue 4: ``scenario``, ``srtp_profile``, ``subscribers``, ``forwarded_pps``,
+``limit_forwarded_pps``, ``ratio_to_limit``, ``cpu_us_per_packet``, ``limit_cpu_us_per_packet``, ``loss_pct``,
+``latency_ms_p50``, ``latency_ms_p99``, ``generator_bound``, ``commit``, ``machine``, plus details), how the ratio to
+the limit is taken, the fixed-width table, and the matplotlib figure (forwarded packets/s and CPU per packet
+against load).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+from bench import procstat
+
+REQUIRED_KEYS = ("scenario", "srtp_profile", "subscribers", "forwarded_pps", "limit_forwarded_pps", "ratio_to_limit",
+                 "cpu_us_per_packet", "limit_cpu_us_per_packet", "loss_pct", "latency_ms_p50", "latency_ms_p99",
+                 "generator_bound", "commit", "machine")
+
+
+def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], limit: dict[str, Any] | None,
+                 capacity: int | None = None) -> dict[str, Any]:
+    """The JSON object of one scenario run. Headline figures come from the last load step (for a capacity
+    search: the last step that met the loss target, or the first step if none did)."""
+    headline = points[-1]
+    if capacity is not None:
+        good = [p for p in points if p["load"] == capacity]
+        headline = good[0] if good else points[0]
+    result: dict[str, Any] = {
+        "scenario": opts.scenario,
+        "srtp_profile": {"cm80": "AES_CM_128_HMAC_SHA1_80", "gcm": "AEAD_AES_128_GCM"}[opts.srtp],
+        "subscribers": headline["load"],
+        "workers": headline.get("workers", opts.workers),
+        "rate_pps_per_stream": opts.rate or "max",
+        "packet_bytes": opts.size,
+        "seconds": opts.seconds,
+        "forwarded_pps": headline["forwarded_pps"],
+        "forwarded_mbps": headline["mbps"],
+        "cpu_us_per_packet": headline["cpu_us_per_packet"],
+        "loss_pct": headline["loss_pct"],
+        "latency_ms_p50": headline["latency_ms_p50"],
+        "latency_ms_p99": headline["latency_ms_p99"],
+        "rss_mb_per_worker": headline["rss_mb_per_worker"],
+        "worker_cpu_pct": headline["worker_cpu_pct"],
+        "generator_bound": any(p["generator_bound"] for p in points if p is headline or capacity is None),
+        "generator_bound_reason": "; ".join(p["generator_bound_reason"] for p in points if p["generator_bound"]),
+        "limit_forwarded_pps": None,
+        "limit_cpu_us_per_packet": None,
+        "ratio_to_limit": None,
+        "ratio_basis": None,
+        "cpu_us_over_limit": None,
+    }
+    if limit is not None:
+        result["limit_forwarded_pps"] = limit["forwarded_pps"]
+        result["limit_cpu_us_per_packet"] = limit["cpu_us_per_packet"]
+        result["limit_destinations"] = limit["load"]
+        result["cpu_us_over_limit"] = round(headline["cpu_us_per_packet"] - limit["cpu_us_per_packet"], 3)
+        if opts.flat_out:
+            # Both flat out: the forwarded rates compare directly.
+            result["ratio_to_limit"] = round(headline["forwarded_pps"] / max(limit["forwarded_pps"], 1e-9), 3)
+            result["ratio_basis"] = "forwarded packets/s, both flat out"
+        else:
+            # Paced load: the rate is the offered load, so compare packets per CPU-second instead.
+            result["ratio_to_limit"] = round(limit["cpu_us_per_packet"] / max(headline["cpu_us_per_packet"], 1e-9), 3)
+            result["ratio_basis"] = "forwarded packets per CPU-second (paced load vs limit flat out)"
+        result["generator_bound"] = result["generator_bound"] or limit["generator_bound"]
+        if limit["generator_bound"]:
+            result["generator_bound_reason"] += f"; limit run: {limit['generator_bound_reason']}"
+    if capacity is not None:
+        result["capacity_subscribers"] = capacity
+        result["capacity_loss_target_pct"] = 0.5
+    result["points"] = points
+    result["limit"] = limit
+    result.update({k: v for k, v in info.items() if k != "profile"})
+    if "profile" in info:
+        result["worker_profile"] = info["profile"]
+    result["commit"] = procstat.commit()
+    result["machine"] = procstat.machine()
+    result["measured_at"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    missing = [k for k in REQUIRED_KEYS if k not in result]
+    assert not missing, missing
+    return result
+
+
+def write_json(path: str, result: dict[str, Any] | list[dict[str, Any]]) -> None:
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return format(value, spec)
+
+
+COLUMNS = (("scenario", "case", 24, "s"), ("srtp", "srtp", 5, "s"), ("load", "load", 6, "d"),
+           ("forwarded_pps", "fwd pkt/s", 10, ",.0f"), ("forwarded_mbps", "Mbps", 7, ".0f"),
+           ("cpu_us_per_packet", "us/pkt", 7, ".2f"), ("limit_cpu_us_per_packet", "lim us", 7, ".2f"),
+           ("ratio_to_limit", "x limit", 8, ".2f"), ("loss_pct", "loss %", 7, ".3f"),
+           ("latency_ms_p50", "p50 ms", 7, ".2f"), ("latency_ms_p99", "p99 ms", 7, ".2f"),
+           ("rss", "RSS MB", 7, "s"), ("gen", "gen", 4, "s"))
+
+
+def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for r in results:
+        rows.append({
+            "scenario": r.get("label", r["scenario"]),
+            "srtp": "gcm" if "GCM" in r["srtp_profile"] else "cm80",
+            "load": r["subscribers"],
+            "forwarded_pps": r["forwarded_pps"],
+            "forwarded_mbps": r["forwarded_mbps"],
+            "cpu_us_per_packet": r["cpu_us_per_packet"],
+            "limit_cpu_us_per_packet": r["limit_cpu_us_per_packet"],
+            "ratio_to_limit": r["ratio_to_limit"],
+            "loss_pct": r["loss_pct"],
+            "latency_ms_p50": r["latency_ms_p50"],
+            "latency_ms_p99": r["latency_ms_p99"],
+            "rss": "/".join(f"{x:.0f}" for x in r["rss_mb_per_worker"]),
+            "gen": "BND" if r["generator_bound"] else "ok",
+        })
+    return rows
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    head = " ".join(f"{title:>{width}}" if i else f"{title:<{width}}"
+                    for i, (_, title, width, _) in enumerate(COLUMNS))
+    lines = [head, "-" * len(head)]
+    for row in table_rows(results):
+        cells = []
+        for i, (key, _, width, spec) in enumerate(COLUMNS):
+            text = _fmt(row[key], spec)
+            cells.append(f"{text:>{width}}" if i else f"{text:<{width}}")
+        lines.append(" ".join(cells))
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: str) -> None:
+    """Forwarded packets/s and worker CPU per forwarded packet against load, one line per scenario run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for r in results:
+        pts = r["points"]
+        if not pts:
+            continue
+        label = f"{r.get('label', r['scenario'])} ({'gcm' if 'GCM' in r['srtp_profile'] else 'cm80'})"
+        xs = [p["receivers"] if r["scenario"] != "scale" else p["workers"] for p in pts]
+        ax1.plot(xs, [p["forwarded_pps"] for p in pts], marker="o", label=label)
+        ax2.plot(xs, [p["cpu_us_per_packet"] for p in pts], marker="o", label=label)
+        if r.get("limit_cpu_us_per_packet") is not None:
+            ax2.axhline(r["limit_cpu_us_per_packet"], linestyle=":", linewidth=1, color="grey")
+    ax1.set_xlabel("receiving streams (scale: workers)")
+    ax1.set_ylabel("forwarded packets/s")
+    ax1.grid(True, alpha=0.3)
+    ax2.set_xlabel("receiving streams (scale: workers)")
+    ax2.set_ylabel("worker CPU us per forwarded packet")
+    ax2.set_ylim(bottom=0)
+    ax2.grid(True, alpha=0.3)
+    ax1.legend(fontsize=7)
+    fig.suptitle(f"mediarouter bench: {results[0]['machine']} @ {results[0]['commit']}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

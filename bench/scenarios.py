@@ -1,0 +1,249 @@
+"""The benchmark scenarios: which rooms, which tracks, which load steps; and one scenario run end to end.
+
+Owns the four scenarios of issue 4 and what each measures:
+- ``fanout``: one video publisher -> S subscribers in one room on one worker (``--steps`` ramps S up on the same
+  server; ``--find-capacity`` keeps adding subscribers until loss reaches 0.5 % or the generator is the bottleneck);
+- ``conference``: N participants, each publishes audio + video and receives everyone else;
+- ``audio``: many small audio rooms (``--room-size`` participants each, everyone publishes and receives);
+- ``scale``: the fanout load split over 1..W workers (one room per worker), a fresh server per W.
+Each step is one :func:`bench.session.measure`; the limit loop (``bench.limit``) is measured after the server is
+stopped, in the same run, with the same generator, packet size and SRTP profile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastpath
+from bench._loadgen import LoadGen
+from bench.limit import LIMIT_SSRC_BASE, LimitProcess
+from bench.net import GeneratorSocket, participant_address
+from bench.peer import SRTP_PROFILES
+from bench.profile import WorkerProfiler
+from bench.server import BenchServer, plan_cores
+from bench.session import Measurement, ParticipantSpec, RoomSpec, Session, TrackSpec, measure
+
+log = logging.getLogger("bench")
+
+SCENARIOS = ("fanout", "conference", "audio", "scale")
+CAPACITY_LOSS_PCT = 0.5
+
+
+@dataclass
+class Options:
+    scenario: str
+    subscribers: int = 10
+    seconds: float = 3.0
+    workers: int = 1
+    srtp: str = "cm80"
+    rate: float = 156.0  # packets/s per video track; 0 = flat out
+    size: int = 1200
+    steps: int = 1
+    find_capacity: bool = False
+    capacity_step: int = 200
+    room_size: int = 4
+    verify_every: int = 1
+    limit: bool = True
+    aiortc: bool = False
+    profile_worker: str | None = None  # output file
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.scenario!r} (choose from {', '.join(SCENARIOS)})")
+        if self.srtp not in SRTP_PROFILES:
+            raise ValueError(f"unknown SRTP profile {self.srtp!r} (choose from {', '.join(SRTP_PROFILES)})")
+        if self.subscribers < 1 or self.workers < 1 or self.steps < 1 or self.room_size < 2:
+            raise ValueError("subscribers, workers and steps must be >= 1 and room size >= 2")
+        if self.seconds <= 0 or self.rate < 0 or not 40 <= self.size <= 1400:
+            raise ValueError("seconds > 0, rate >= 0 and size in 40..1400 bytes required")
+
+    @property
+    def flat_out(self) -> bool:
+        return self.rate == 0
+
+
+def generator_bound(m: Measurement, flat_out: bool) -> tuple[bool, str]:
+    """Whether the generator rather than the server limited this measurement, and why."""
+    wall = m.seconds
+    if m.generator_drops > 0.001 * max(m.received, 1):
+        return True, f"generator receive queue dropped {m.generator_drops} datagrams"
+    busy = m.generator_cpu_s / wall
+    if not flat_out:
+        if m.generator_late > 0.02 * max(m.sent, 1):
+            return True, f"{m.generator_late} of {m.sent} packets sent > 10 ms late"
+        if busy > 0.9:
+            return True, f"generator CPU {busy:.0%} of its core"
+        return False, ""
+    server_busy = max(m.server_cpu_s) / wall if m.server_cpu_s else 0.0
+    if m.server_drops == 0 and busy > 0.9 and server_busy < 0.85:
+        return True, f"generator CPU {busy:.0%}, worker {server_busy:.0%}, no drops at the worker socket"
+    return False, ""
+
+
+def point(m: Measurement, load: int, flat_out: bool) -> dict[str, Any]:
+    bound, why = generator_bound(m, flat_out)
+    return {
+        "load": load,
+        "seconds": round(m.seconds, 3),
+        "forwarded_pps": round(m.forwarded_pps, 1),
+        "mbps": round(m.mbps, 2),
+        "cpu_us_per_packet": round(m.cpu_us_per_packet, 3),
+        "loss_pct": round(m.loss_pct, 4),
+        "latency_ms_p50": m.latency_ms_p50,
+        "latency_ms_p99": m.latency_ms_p99,
+        "worker_cpu_pct": [round(100 * c / m.seconds, 1) for c in m.server_cpu_s],
+        "rss_mb_per_worker": [round(r / 2**20, 1) for r in m.server_rss],
+        "sent": m.sent,
+        "expected": m.expected,
+        "received": m.received,
+        "sequence_gaps": m.gaps,
+        "reordered": m.reordered,
+        "verified": m.verified,
+        "auth_failed": m.auth_failed,
+        "bad_payload": m.bad_payload,
+        "worker_socket_drops": m.server_drops,
+        "generator_socket_drops": m.generator_drops,
+        "generator_cpu_pct": round(100 * m.generator_cpu_s / m.seconds, 1),
+        "generator_late_packets": m.generator_late,
+        "generator_bound": bound,
+        "generator_bound_reason": why,
+        "udp_rcvbuf_errors_host": m.snmp_rcvbuf_errors,
+    }
+
+
+def _layout(opts: Options, subscribers: int, workers: int) -> list[RoomSpec]:
+    video = TrackSpec("video", opts.size, opts.rate)
+    if opts.scenario in ("fanout", "scale"):
+        rooms = []
+        for w in range(workers):
+            n = subscribers // workers + (1 if w < subscribers % workers else 0)
+            rooms.append(RoomSpec(w, (ParticipantSpec((video,), receives=False),)
+                                  + tuple(ParticipantSpec() for _ in range(n))))
+        return rooms
+    if opts.scenario == "conference":
+        audio = TrackSpec.audio(50.0 if opts.rate else 0.0)
+        return [RoomSpec(0, tuple(ParticipantSpec((audio, video)) for _ in range(subscribers)))]
+    # audio: rooms of room_size, spread over the workers
+    audio = TrackSpec("audio", min(opts.size, 100) if opts.size != 1200 else 100, 50.0 if opts.rate else 0.0)
+    count = max(1, subscribers // opts.room_size)
+    return [RoomSpec(r % workers, tuple(ParticipantSpec((audio,)) for _ in range(opts.room_size)))
+            for r in range(count)]
+
+
+def _steps(opts: Options) -> list[int]:
+    if opts.find_capacity:
+        return list(range(opts.capacity_step, opts.subscribers + 1, opts.capacity_step)) or [opts.subscribers]
+    n = opts.steps
+    return sorted({max(1, round(opts.subscribers * (i + 1) / n)) for i in range(n)})
+
+
+async def _measure_session(server: BenchServer, session: Session, opts: Options) -> Measurement:
+    return await measure(session.gen, server.worker_pids(), server.worker_ports(), session.net.port,
+                         session.fanout, opts.seconds, verify_every=opts.verify_every)
+
+
+async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The mediarouter part of a scenario: every load step, as report points."""
+    points: list[dict[str, Any]] = []
+    info: dict[str, Any] = {}
+    worker_counts = list(range(1, opts.workers + 1)) if opts.scenario == "scale" else [opts.workers]
+    for workers in worker_counts:
+        server = BenchServer(workers)
+        await server.start()
+        info["cores"] = {"generator": server.plan.generator, "workers": server.plan.workers,
+                         "shared": server.plan.shared}
+        layout_final = _layout(opts, opts.subscribers, workers)
+        session = Session(server, opts.srtp,
+                          max_participants=sum(len(r.participants) for r in layout_final) + 8,
+                          max_streams=sum(len(p.tracks) for r in layout_final for p in r.participants) + 8,
+                          max_receivers=_receivers(layout_final) + 8)
+        try:
+            steps = _steps(opts) if opts.scenario == "fanout" else [opts.subscribers]
+            room = None
+            for load in steps:
+                if opts.scenario == "fanout":
+                    if room is None:
+                        room = await session.add_room(_layout(opts, load, 1)[0])
+                    else:
+                        await session.extend(room, [ParticipantSpec()] * (load - session.receivers))
+                else:
+                    for spec in _layout(opts, load, workers):
+                        await session.add_room(spec)
+                profiler = None
+                if opts.profile_worker and load == steps[-1] and workers == worker_counts[-1]:
+                    profiler = WorkerProfiler(server.worker_pids()[0], opts.profile_worker, opts.seconds)
+                    profiler.start()
+                m = await _measure_session(server, session, opts)
+                if profiler is not None:
+                    info["profile"] = profiler.finish()
+                p = point(m, load, opts.flat_out)
+                p["workers"] = workers
+                p["receivers"] = session.receivers
+                p["participants"] = len(session.participants)
+                p["setup_s"] = round(session.setup_s, 2)
+                points.append(p)
+                log.info("%s load %d (%d workers): %.0f pkt/s, %.2f us/pkt, loss %.3f %%, p50 %s ms%s",
+                         opts.scenario, load, workers, p["forwarded_pps"], p["cpu_us_per_packet"], p["loss_pct"],
+                         p["latency_ms_p50"], " [generator bound]" if p["generator_bound"] else "")
+                if opts.find_capacity and (p["loss_pct"] >= CAPACITY_LOSS_PCT or p["generator_bound"]):
+                    break
+        finally:
+            session.close()
+            await server.stop()
+    return points, info
+
+
+def _receivers(rooms: list[RoomSpec]) -> int:
+    total = 0
+    for room in rooms:
+        tracks = sum(len(p.tracks) for p in room.participants)
+        for p in room.participants:
+            if p.receives:
+                total += tracks - len(p.tracks)
+    return total
+
+
+def fanout_degree(opts: Options) -> int:
+    if opts.scenario in ("fanout", "scale"):
+        return opts.subscribers
+    if opts.scenario == "conference":
+        return opts.subscribers - 1
+    return opts.room_size - 1
+
+
+async def run_limit(opts: Options, dests_count: int, size: int) -> dict[str, Any]:
+    """The limit loop flat out, 1 -> ``dests_count`` destinations, measured like a worker."""
+    profile = SRTP_PROFILES[opts.srtp][1]
+    n = fastpath.KEY_LENGTHS[profile]
+    rx_key, tx_key = os.urandom(n), os.urandom(n)
+    plan = plan_cores(1)
+    net = GeneratorSocket()
+    gen = LoadGen(net.fileno(), 1, dests_count, 0)
+    warmup, drain = 0.5, 0.3
+    dests = [(participant_address(1 + k), net.port) for k in range(dests_count)]
+    limit = LimitProcess(plan.workers[0], profile, rx_key, tx_key, dests, warmup + opts.seconds + drain + 1.0)
+    original = os.sched_getaffinity(0)
+    try:
+        port = limit.start()
+        if not plan.shared:
+            os.sched_setaffinity(0, {plan.generator})
+        gen.add_sender(participant_address(0), "127.0.0.1", port, fastpath.SrtpContext(profile, rx_key, True),
+                       0x1234, 96, size - 12, 0.0, video=True, clock_rate=90000)
+        for k in range(dests_count):
+            gen.add_receiver(LIMIT_SSRC_BASE + k, fastpath.SrtpContext(profile, tx_key, False), 0)
+        limit.go()
+        m = await measure(gen, [limit.pid], [port], net.port, [dests_count], opts.seconds,
+                          warmup=warmup, drain=drain, verify_every=opts.verify_every)
+        counters = await asyncio.to_thread(limit.result, opts.seconds + 10)
+    finally:
+        limit.stop()
+        net.close()
+        os.sched_setaffinity(0, original)
+    p = point(m, dests_count, True)
+    p["limit_counters"] = counters
+    return p

@@ -1,0 +1,112 @@
+"""The server under test, started inside the benchmark process: control's Supervisor with its workers.
+
+Owns core placement (workers on the cores the generator does not use, when there are cores to spare; the
+generator and this control process on the remaining core), the in-process :class:`control.supervisor.Supervisor`
+(its worker processes run exactly as under ``mediarouter serve``), one :class:`control.media.MediaClient` per worker,
+and the worker pids and UDP ports that the measurements read. No SDP and no LiveKit signaling: set-up goes straight
+through MediaClient requests (see ``bench.session``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import tempfile
+from dataclasses import dataclass
+
+from control.media import MediaClient
+from control.supervisor import Supervisor
+
+
+@dataclass(frozen=True)
+class CorePlan:
+    generator: int
+    workers: list[int]
+    shared: bool  # True when a worker shares the generator's core (not enough cores)
+
+
+def plan_cores(workers: int) -> CorePlan:
+    """Generator on the lowest allowed core, workers on the others (round robin); shared if there are too few."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) == 1:
+        return CorePlan(cores[0], [cores[0]] * workers, True)
+    generator, rest = cores[0], cores[1:]
+    if workers <= len(rest):
+        return CorePlan(generator, rest[:workers], False)
+    return CorePlan(generator, [cores[(i + 1) % len(cores)] for i in range(workers)], True)
+
+
+def _free_udp_ports(count: int) -> int:
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - count)
+        ok = True
+        for port in range(base, base + count):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError(f"no {count} consecutive free UDP ports")
+
+
+class BenchServer:
+    """``await start()`` spawns the workers pinned per :func:`plan_cores`; ``await stop()`` ends them."""
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        self.plan = plan_cores(workers)
+        self.workers = workers
+        self.supervisor: Supervisor | None = None
+        self._root = tempfile.mkdtemp(prefix="mrb-", dir="/tmp")
+        self._original_affinity: set[int] | None = None
+
+    async def start(self) -> None:
+        # The Supervisor places worker i on sorted(affinity)[i % n] when it is built, and each worker checks at
+        # start that its core is in the CPU set it inherited: build it with exactly the worker cores, spawn with
+        # the original set, then move this process (control + generator) to the generator core.
+        original = self._original_affinity = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, set(self.plan.workers))
+        try:
+            self.supervisor = Supervisor(workers=self.workers, node_ip="127.0.0.1",
+                                         rtc_port_base=_free_udp_ports(self.workers), runtime_root=self._root,
+                                         heartbeat_timeout_s=10.0)
+        finally:
+            os.sched_setaffinity(0, original)
+        for slot, core in zip(self.supervisor.slots, self.plan.workers, strict=True):
+            slot.core = core
+        await self.supervisor.start()
+        if not self.plan.shared:
+            os.sched_setaffinity(0, {self.plan.generator})
+        down = [s.worker_id for s in self.supervisor.slots if not s.running]
+        if down:
+            await self.stop()
+            raise RuntimeError(f"workers {down} did not start")
+
+    def media(self, worker: int) -> MediaClient:
+        assert self.supervisor is not None
+        return MediaClient(self.supervisor.client(worker))
+
+    def worker_pids(self) -> list[int]:
+        assert self.supervisor is not None
+        return [int(s.pid) for s in self.supervisor.slots if s.pid is not None]
+
+    def worker_ports(self) -> list[int]:
+        assert self.supervisor is not None
+        return [s.udp_port for s in self.supervisor.slots]
+
+    async def stop(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+            self.supervisor = None
+        if self._original_affinity is not None:
+            os.sched_setaffinity(0, self._original_affinity)
+            self._original_affinity = None
+        try:
+            os.rmdir(self._root)
+        except OSError:
+            pass

@@ -1,0 +1,319 @@
+"""Rooms of synthetic participants on a running server, and one measured load run over them.
+
+Owns turning a scenario's room layout (who publishes which tracks, who receives whom, on which worker) into server
+objects and generator streams: per participant one WebRTC transport (``MediaClient.create_transport``), the
+participant's certificate fingerprint given to the server (``MediaClient.connect``, server in the DTLS server role),
+a real ICE check and DTLS handshake (``bench.peer``), then producers built from a ``TrackPlan`` constructed here (no
+SDP: VP8 pt 96 / Opus pt 111, the SSRC signaled, no header extensions) and consumers with chosen outgoing SSRCs.
+Every published track becomes a paced (or flat-out) sender of the generator and every consumer a receiver.
+:func:`measure` runs the generator for warm-up + measurement + drain and reads the kernel's accounting of the
+worker processes over the measurement window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastpath
+from bench import procstat
+from bench._loadgen import LoadGen
+from bench.net import GeneratorSocket, participant_address
+from bench.peer import Credentials, ServerParams, SrtpKeys, SyntheticPeer
+from bench.server import BenchServer
+from control.codecs import Codec
+from control.negotiation import TrackPlan
+
+VIDEO_PT = 96
+AUDIO_PT = 111
+SETUP_CONCURRENCY = 48
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    kind: str  # "audio" or "video"
+    size: int  # RTP packet size without SRTP trailer (header 12 + payload)
+    rate: float  # packets per second; 0 = as fast as the generator can
+
+    @staticmethod
+    def video(rate: float, size: int = 1200) -> TrackSpec:
+        return TrackSpec("video", size, rate)
+
+    @staticmethod
+    def audio(rate: float = 50.0, size: int = 100) -> TrackSpec:
+        return TrackSpec("audio", size, rate)
+
+
+@dataclass(frozen=True)
+class ParticipantSpec:
+    tracks: tuple[TrackSpec, ...] = ()
+    receives: bool = True  # consumes every track of every other participant of its room
+
+
+@dataclass(frozen=True)
+class RoomSpec:
+    worker: int
+    participants: tuple[ParticipantSpec, ...]
+
+
+@dataclass
+class _Track:
+    producer_id: str
+    spec: TrackSpec
+    ssrc: int
+    stream: int = -1  # generator sender id
+
+
+@dataclass
+class _Participant:
+    index: int
+    address: str
+    transport_id: str
+    spec: ParticipantSpec
+    keys: SrtpKeys | None = None
+    tracks: list[_Track] = field(default_factory=list)
+    consent: bytes = b""
+    server: ServerParams | None = None
+    tx: Any = None  # fastpath.SrtpContext, outbound (our key)
+    rx: Any = None  # fastpath.SrtpContext, inbound (the server's key)
+
+
+@dataclass
+class Room:
+    router_id: str
+    worker: int
+    members: list[_Participant]
+
+
+class Session:
+    """All rooms of one run on one server, sharing one generator socket and one :class:`LoadGen`."""
+
+    def __init__(self, server: BenchServer, profile: str, *, max_participants: int, max_streams: int,
+                 max_receivers: int) -> None:
+        self.server = server
+        self.profile = profile
+        self.net = GeneratorSocket()
+        self.gen = LoadGen(self.net.fileno(), max_streams, max_receivers, max_participants)
+        self.credentials = Credentials.generate()
+        self.participants: list[_Participant] = []
+        self.rooms: list[Room] = []
+        self.fanout: list[int] = []  # receivers per generator sender stream
+        self._consumed: set[tuple[int, int]] = set()
+        self._next_ssrc = 0x0100_0000
+        self._next_out_ssrc = 0x4000_0000
+        self.setup_s = 0.0
+
+    async def add_room(self, room: RoomSpec) -> Room:
+        """Create the room's router, connect its participants, then produce and consume."""
+        handle = Room(f"room-{len(self.rooms)}", room.worker, [])
+        self.rooms.append(handle)
+        await self.server.media(room.worker).create_router(handle.router_id)
+        await self.extend(handle, room.participants)
+        return handle
+
+    async def extend(self, room: Room, specs: Sequence[ParticipantSpec]) -> None:
+        """Add participants to a room: new tracks are published, then every receiving member (old and new)
+        consumes every track it does not consume yet."""
+        start = time.monotonic()
+        media = self.server.media(room.worker)
+        members = [self._new_participant(spec) for spec in specs]
+        await self._connect_all(media, room.router_id, members)
+        for p in members:
+            for t, spec in enumerate(p.spec.tracks):
+                track = _Track(f"{p.transport_id}-p{t}", spec, self._ssrc())
+                await media.produce(p.transport_id, track.producer_id, _track_plan(str(t), spec, track.ssrc))
+                track.stream = self._add_sender(p, track)
+                self.fanout.append(0)
+                p.tracks.append(track)
+        room.members.extend(members)
+        for p in room.members:
+            if not p.spec.receives:
+                continue
+            for other in room.members:
+                if other is p:
+                    continue
+                for track in other.tracks:
+                    if (p.index, track.stream) in self._consumed:
+                        continue
+                    out_ssrc = self._next_out_ssrc
+                    self._next_out_ssrc += 1
+                    await media.consume(p.transport_id, f"{p.transport_id}-c{out_ssrc:x}", track.producer_id,
+                                        out_ssrc=out_ssrc, pt_map={_pt(track.spec): _pt(track.spec)})
+                    self.gen.add_receiver(out_ssrc, p.rx, track.stream)
+                    self._consumed.add((p.index, track.stream))
+                    self.fanout[track.stream] += 1
+        self.setup_s += time.monotonic() - start
+
+    @property
+    def receivers(self) -> int:
+        return sum(self.fanout)
+
+    def _ssrc(self) -> int:
+        self._next_ssrc += 1
+        return self._next_ssrc
+
+    def _new_participant(self, spec: ParticipantSpec) -> _Participant:
+        index = len(self.participants)
+        p = _Participant(index, participant_address(index), f"t{index}", spec)
+        self.participants.append(p)
+        return p
+
+    async def _connect_all(self, media: Any, router_id: str, members: Sequence[_Participant]) -> None:
+        self.net.start_dispatch()
+        gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+
+        async def connect(p: _Participant) -> None:
+            async with gate:
+                params = await media.create_transport(router_id, p.transport_id)
+                server = ServerParams(params.ice_ufrag, params.ice_pwd, dict(params.fingerprints)["sha-256"],
+                                      params.candidate_ip, params.candidate_port)
+                peer = SyntheticPeer(self.net, p.address, self.credentials, self.profile)
+                await media.connect(p.transport_id, role="server",
+                                    fingerprints=[("sha-256", self.credentials.fingerprint)])
+                p.keys = await peer.connect(server)
+                p.server = server
+                p.consent = peer.consent_request()
+                p.tx = fastpath.SrtpContext(p.keys.profile, p.keys.local, True)
+                p.rx = fastpath.SrtpContext(p.keys.profile, p.keys.remote, False)
+                self.gen.add_consent(p.address, server.host, server.port, p.consent, (p.index % 97) * 0.05)
+
+        try:
+            await asyncio.gather(*(connect(p) for p in members))
+        finally:
+            self.net.stop_dispatch()
+
+    def _add_sender(self, p: _Participant, track: _Track) -> int:
+        assert p.server is not None
+        spec = track.spec
+        # Spread the publishers' phases over one packet interval so they do not send in lockstep.
+        phase = ((track.ssrc * 0.618) % 1.0) / spec.rate if spec.rate > 0 else 0.0
+        return self.gen.add_sender(p.address, p.server.host, p.server.port, p.tx,
+                                   track.ssrc, _pt(spec), spec.size - 12, spec.rate, video=spec.kind == "video",
+                                   clock_rate=90000 if spec.kind == "video" else 48000, phase_s=phase)
+
+    def close(self) -> None:
+        self.net.close()
+
+
+def _pt(spec: TrackSpec) -> int:
+    return VIDEO_PT if spec.kind == "video" else AUDIO_PT
+
+
+def _track_plan(mid: str, spec: TrackSpec, ssrc: int) -> TrackPlan:
+    codec = (Codec("VP8", VIDEO_PT, 90000, 1, {}, ("nack", "nack pli", "ccm fir")) if spec.kind == "video"
+             else Codec("opus", AUDIO_PT, 48000, 2, {"minptime": "10", "useinbandfec": "1"}, ("nack",)))
+    return TrackPlan(mid=mid, kind=spec.kind, codecs=[codec], rtx_apt={}, encodings=[("", ssrc, 0)],
+                     extensions={}, msid=None, cname=None, id_map=bytes(256))
+
+
+# ---- one measured run ----------------------------------------------------------------------------------------
+
+@dataclass
+class Measurement:
+    seconds: float
+    sent: int
+    expected: int
+    received: int
+    received_bytes: int
+    gaps: int
+    reordered: int
+    verified: int
+    auth_failed: int
+    bad_payload: int
+    latency_ms_p50: float | None
+    latency_ms_p99: float | None
+    server_cpu_s: list[float]
+    server_rss: list[int]
+    server_drops: int
+    generator_drops: int
+    generator_cpu_s: float
+    generator_late: int
+    generator_max_late_ms: float
+    snmp_rcvbuf_errors: int
+    counters: dict[str, Any]
+
+    @property
+    def forwarded_pps(self) -> float:
+        return self.received / self.seconds
+
+    @property
+    def mbps(self) -> float:
+        return self.received_bytes * 8 / self.seconds / 1e6
+
+    @property
+    def loss_pct(self) -> float:
+        if self.expected <= 0:
+            return 0.0
+        return max(0.0, 100.0 * (1 - self.received / self.expected))
+
+    @property
+    def cpu_us_per_packet(self) -> float:
+        return 1e6 * sum(self.server_cpu_s) / max(self.received, 1)
+
+
+def percentile(histogram: list[tuple[float, int]], q: float) -> float | None:
+    """The upper bound (ms) of the bucket holding quantile ``q`` of a (upper_ms, count) histogram."""
+    total = sum(c for _, c in histogram)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for upper, count in histogram:
+        seen += count
+        if seen >= rank:
+            return upper
+    return histogram[-1][0]
+
+
+async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], generator_port: int,
+                  fanout_of: list[int], seconds: float, *, warmup: float = 0.5, drain: float = 0.3,
+                  verify_every: int = 1) -> Measurement:
+    """Warm up, then measure ``seconds`` of load; ``fanout_of[stream]`` = receivers of each sender stream."""
+    await asyncio.to_thread(gen.run, warmup, True, verify_every)
+    gen.reset()
+    cpu0 = [procstat.cpu_seconds(p) for p in pids]
+    sdrop0 = sum(procstat.udp_drops(p) for p in server_ports)
+    gdrop0 = procstat.udp_drops(generator_port)
+    snmp0 = procstat.udp_snmp()
+    t0 = time.monotonic()
+    await asyncio.to_thread(gen.run, seconds, True, verify_every)
+    elapsed = time.monotonic() - t0
+    cpu1 = [procstat.cpu_seconds(p) for p in pids]
+    rss = [procstat.rss_bytes(p) for p in pids]
+    senders = gen.senders_snapshot()
+    await asyncio.to_thread(gen.run, drain, False, verify_every)
+    receivers = gen.receivers_snapshot()
+    counters = gen.counters()
+    hist = gen.latency_histogram()
+    snmp1 = procstat.udp_snmp()
+    return Measurement(
+        seconds=elapsed,
+        sent=sum(s["sent"] for s in senders),
+        expected=sum(s["sent"] * n for s, n in zip(senders, fanout_of, strict=True)),
+        received=sum(r["received"] for r in receivers),
+        received_bytes=sum(r["bytes"] for r in receivers),
+        gaps=sum(r["gaps"] for r in receivers),
+        reordered=sum(r["reordered"] for r in receivers),
+        verified=sum(r["verified"] for r in receivers),
+        auth_failed=sum(r["auth_failed"] for r in receivers),
+        bad_payload=sum(r["bad_payload"] for r in receivers),
+        latency_ms_p50=percentile(hist, 0.5),
+        latency_ms_p99=percentile(hist, 0.99),
+        server_cpu_s=[b - a for a, b in zip(cpu0, cpu1, strict=True)],
+        server_rss=rss,
+        server_drops=sum(procstat.udp_drops(p) for p in server_ports) - sdrop0,
+        generator_drops=procstat.udp_drops(generator_port) - gdrop0,
+        generator_cpu_s=counters["cpu_s"],
+        generator_late=sum(s["late"] for s in senders),
+        generator_max_late_ms=max((s["max_late_ms"] for s in senders), default=0.0),
+        snmp_rcvbuf_errors=snmp1["RcvbufErrors"] - snmp0["RcvbufErrors"],
+        counters=counters,
+    )
+
+
+def median_of(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else 0.0
