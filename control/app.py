@@ -1,9 +1,8 @@
 """Composition root of the control process: settings -> Supervisor + aiohttp application, run until a signal.
 
 This module only wires parts together: the :class:`~control.supervisor.Supervisor` (reachable as
-``app["supervisor"]`` so that signaling code can reach the workers), ``app["settings"]``, and ``GET
-/healthz``. Later parts (signaling, Twirp RoomService, metrics) add their routes to the same application on
-the same port. SIGINT/SIGTERM stop the HTTP server, then the workers, then remove the runtime directory.
+``app["supervisor"]`` so that signaling code can reach the workers), ``app["settings"]``, ``GET /healthz``,
+and LiveKit's signaling and Twirp RoomService (control/signaling.py), all on the same port. SIGINT/SIGTERM stop the HTTP server, then the workers, then remove the runtime directory.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import warnings
 from aiohttp import web
 
 from control.config import Settings
+from control.signaling import setup_signaling
 from control.supervisor import Supervisor
 
 log = logging.getLogger("control.app")
@@ -25,7 +25,8 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 
 
 def build_app(settings: Settings, supervisor: Supervisor) -> web.Application:
-    """The aiohttp application with the health route; the supervisor's lifetime is managed by the caller."""
+    """The aiohttp application: health, LiveKit signaling (``/rtc``, validate) and the Twirp RoomService; the
+    supervisor's lifetime is managed by the caller."""
     app = web.Application()
     app[SUPERVISOR_KEY] = supervisor
     app[SETTINGS_KEY] = settings
@@ -35,6 +36,7 @@ def build_app(settings: Settings, supervisor: Supervisor) -> web.Application:
         app["supervisor"] = supervisor
         app["settings"] = settings
     app.router.add_get("/healthz", healthz)
+    setup_signaling(app)
     return app
 
 
