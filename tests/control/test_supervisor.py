@@ -371,7 +371,9 @@ def test_killing_control_takes_every_worker_down(start_control: Callable[..., Co
     server.process.send_signal(signal.SIGKILL)
     server.process.wait(timeout=5)
     assert wait_until(lambda: all(process_gone(w["pid"]) for w in workers), 5.0)
-    assert all(udp_port_is_free(w["udp_port"]) for w in workers)
+    # NOTE: a multi-threaded process's leader shows as a zombie while its other threads still exit and hold the
+    # socket, so the ports are checked within the same 5 s bound rather than at the instant the leader is gone.
+    assert wait_until(lambda: all(udp_port_is_free(w["udp_port"]) for w in workers), 5.0)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
