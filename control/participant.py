@@ -590,17 +590,24 @@ class Participant:
                         if sub.created:
                             await self.media.close_consumer(sub.consumer_id)
                 specs: list[SubscribedSpec] = []
-                for sub in self.subscriptions.values():
+                for sub in list(self.subscriptions.values()):
                     if not sub.created:
-                        await self.media.consume(
-                            self.sub_transport_id,
-                            sub.consumer_id,
-                            sub.track_sid,
-                            out_ssrc=sub.spec.out_ssrc,
-                            pt_map=self.negotiator.pt_map(sub.spec),
-                            spatial=sub.spatial,
-                            paused=sub.disabled,
-                        )
+                        try:
+                            await self.media.consume(
+                                self.sub_transport_id,
+                                sub.consumer_id,
+                                sub.track_sid,
+                                out_ssrc=sub.spec.out_ssrc,
+                                pt_map=self.negotiator.pt_map(sub.spec),
+                                spatial=sub.spatial,
+                                paused=sub.disabled,
+                            )
+                        except Exception as exc:  # e.g. the track went away meanwhile: offer without it
+                            log.warning("%s: cannot consume %s: %r", self.sid, sub.track_sid, exc)
+                            del self.subscriptions[sub.track_sid]
+                            self.send(lk.subscription_response(sub.track_sid,
+                                                               models.SubscriptionError.SE_TRACK_NOTFOUND))
+                            continue
                         sub.created = True
                         self.room.consumer_created(sub)
                     specs.append(sub.spec)

@@ -51,6 +51,7 @@ class FakeMedia:
         self.sent: list[tuple[str, str, bytes | str]] = []
         self.fail_send = False
         self.producer_stats: dict[str, dict[str, Any]] = {}
+        self.gone: set[str] = set()  # producers the worker no longer has
 
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -86,6 +87,8 @@ class FakeMedia:
 
     async def consume(self, transport_id: str, consumer_id: str, producer_id: str, *, out_ssrc: int,
                       pt_map: dict[int, int], nack: bool = True, spatial: int = -1, paused: bool = False) -> None:
+        if producer_id in self.gone:
+            raise KeyError(f"producer {producer_id!r} not found")
         self.calls.append(("consume", transport_id, consumer_id, producer_id, out_ssrc, spatial, paused))
 
     async def close_producer(self, producer_id: str) -> None:
@@ -783,3 +786,16 @@ async def test_publisher_ice_restart_gets_new_server_credentials() -> None:
     assert [r[1] for r in restarts] == [a.pub_transport_id]
     assert a.pub_params.ice_ufrag == restarts[0][2] != before
     assert [x.id for x in client_a.of("answer")] == [1, 2, 3]
+
+
+async def test_consume_failure_drops_the_subscription_and_still_offers() -> None:
+    manager, pool = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    mic = await publish(room, a, "mic-1")
+    cam = await publish(room, a, "cam-1", kind="video", mid="1", offer_id=2, extra="m=audio 0 mic-1\r\n")
+    pool.workers[0].gone.add(mic)
+    _, b, client_b = await joined(manager, "bob", answer=False)
+    offer = client_b.of("offer")[-1].sdp
+    assert cam in offer and mic not in offer
+    assert client_b.of("subscription_response")[-1].track_sid == mic
+    assert set(b.subscriptions) == {cam}
