@@ -39,7 +39,7 @@ class WorkerProfiler:
         duration = str(max(1, int(self.seconds + 0.999)))
         if self.tool == "py-spy":
             self.path = self.output if self.output.endswith(".txt") else self.output + ".txt"
-            cmd = [str(_tool("py-spy")), "record", "--native", "--nonblocking", "--format", "raw", "--rate", "250",
+            cmd = [str(_tool("py-spy")), "record", "--native", "--format", "raw", "--rate", "250",
                    "--duration", duration, "--pid", str(self.pid), "--output", self.path]
         else:
             self.path = self.output if self.output.endswith(".data") else self.output + ".data"
