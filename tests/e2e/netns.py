@@ -147,38 +147,15 @@ def _healthz(http: str) -> dict[str, Any] | None:
         return None
 
 
-# Until control/app.py calls setup_signaling itself, the harness adds the LiveKit routes to the app it builds.
-_WITH_SIGNALING = """
-import sys
-import control.app as app
-from control.signaling import setup_signaling
-_build = app.build_app
-def build_app(settings, supervisor):
-    application = _build(settings, supervisor)
-    setup_signaling(application)
-    return application
-app.build_app = build_app
-from control.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def _app_has_signaling() -> bool:
-    return "setup_signaling" in (ROOT / "control" / "app.py").read_text()
-
-
 def start_server(workers: int, log_path: str, log_level: str) -> subprocess.Popen[bytes]:
     args = ["serve", "--node-ip", NODE_IP, "--workers", str(workers), "--http-host", NODE_IP,
             "--http-port", str(HTTP_PORT), "--rtc-port-base", str(RTC_PORT_BASE),
             "--keys", f"{API_KEY}:{API_SECRET}", "--log-level", log_level]
-    if _app_has_signaling():
-        cmd = [sys.executable, "-m", "control", *args]
-    else:
-        cmd = [sys.executable, "-c", _WITH_SIGNALING, *args]
-    log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the server
+    cmd = [sys.executable, "-m", "control", *args]
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                            start_new_session=True)
+    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                start_new_session=True)
 
 
 def wait_ready(proc: subprocess.Popen[bytes], http: str, workers: int, timeout_s: float = 30.0) -> None:
