@@ -258,6 +258,7 @@ class Participant:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._grace: asyncio.TimerHandle | None = None
         self.timers: list[asyncio.TimerHandle] = []  # cancelled on close (e.g. the join timeout)
+        self.drop_next_resume = ""  # SimulateScenario: "", "silent" or "after_reconnect"
         self.closed = False
 
     # ---- shared helpers --------------------------------------------------------------------------

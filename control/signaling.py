@@ -224,6 +224,15 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
                 await sink.drain()
                 return ws
             room, participant = found
+            drop, participant.drop_next_resume = participant.drop_next_resume, ""
+            if drop:  # SimulateScenario: this resume loses its signal connection again
+                participant.attach(sink)
+                if drop == "after_reconnect":
+                    sink.send(lk.reconnect(server_version=manager.settings.server_version,
+                                           node_id=manager.settings.node_id, region=manager.settings.region))
+                await sink.drain()
+                room.signal_closed(participant, sink)
+                return ws
             await room.resume(participant, sink)
             log.info("%s resumed %s in %s", claims.identity, participant.sid, claims.room)
         else:
@@ -313,9 +322,29 @@ async def _handle(room: Room, p: Participant, kind: str, msg: Any) -> bool:
                  models.DisconnectReason.values() else msg.reason)
         await room.remove(p, Reason.CLIENT_INITIATED)
         return True
+    elif kind == "simulate":
+        return await _simulate(room, p, msg)
     else:
-        # subscription_permission, sync_state, simulate, update_layers, data tracks: not handled yet.
+        # subscription_permission, sync_state, update_layers, data tracks: not handled yet.
         log.debug("%s: %s ignored", p.sid, kind)
+    return False
+
+
+async def _simulate(room: Room, p: Participant, msg: rtc.SimulateScenario) -> bool:
+    """The SDKs' test hooks (SimulateScenario): server-side leaves and a dropped signal on the next resume."""
+    scenario = msg.WhichOneof("scenario")
+    log.info("%s: simulate %s", p.sid, scenario)
+    if scenario in ("leave_request_full_reconnect", "node_failure", "migration"):
+        reason = Reason.MIGRATION if scenario == "migration" else Reason.STATE_MISMATCH
+        p.send(lk.leave(reason, rtc.LeaveRequest.Action.RECONNECT))
+        await room.remove(p, reason)
+        return True
+    if scenario == "server_leave":
+        p.send(lk.leave(Reason.SERVER_SHUTDOWN))
+        await room.remove(p, Reason.SERVER_SHUTDOWN)
+        return True
+    if scenario in ("disconnect_signal_on_resume", "disconnect_signal_on_resume_no_messages"):
+        p.drop_next_resume = "silent" if scenario.endswith("no_messages") else "after_reconnect"
     return False
 
 

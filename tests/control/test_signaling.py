@@ -303,3 +303,29 @@ async def test_revoked_publish_permission_unpublishes_and_room_limit(client: Tes
         assert alice.of("request_response")[-1].reason == rtc.RequestResponse.Reason.NOT_ALLOWED
     finally:
         await lkapi.aclose()
+
+
+async def test_simulate_scenarios(client: TestClient) -> None:
+    manager: RoomManager = client.app["room_manager"]
+    ws = await client.ws_connect("/rtc", params={"access_token": token("alice")})
+    join = (await read(ws)).join
+    drop = rtc.SimulateScenario(disconnect_signal_on_resume_no_messages=True)
+    await ws.send_bytes(rtc.SignalRequest(simulate=drop).SerializeToString())
+    await ws.send_bytes(rtc.SignalRequest(ping=1).SerializeToString())
+    await read_until(ws, "pong")
+    await ws.close()
+    resumed = await client.ws_connect("/rtc", params={"access_token": token("alice"), "reconnect": "1",
+                                                      "sid": join.participant.sid})
+    closing = await resumed.receive(timeout=5)
+    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)  # dropped without a message
+    alice = manager.rooms["r1"].participants["alice"]
+    assert alice.sid == join.participant.sid and not alice.closed
+    again = await client.ws_connect("/rtc", params={"access_token": token("alice"), "reconnect": "1",
+                                                    "sid": join.participant.sid})
+    assert (await read(again)).WhichOneof("message") == "reconnect"  # the next resume works
+    full = rtc.SimulateScenario(leave_request_full_reconnect=True)
+    await again.send_bytes(rtc.SignalRequest(simulate=full).SerializeToString())
+    leave = (await read_until(again, "leave")).leave
+    assert leave.action == rtc.LeaveRequest.Action.RECONNECT
+    assert "r1" not in manager.rooms and alice.closed
+    await again.close()
