@@ -29,6 +29,8 @@ log = logging.getLogger("control.signaling")
 
 MANAGER_KEY = web.AppKey("room_manager", RoomManager)
 CORS = {"Access-Control-Allow-Origin": "*"}
+MAX_METADATA_BYTES = 512 * 1024
+MAX_ATTRIBUTES_BYTES = 64 * 1024
 MAX_QUEUED_FRAMES = 2000  # a client this far behind is cut off (it resumes or rejoins)
 Reason = models.DisconnectReason
 
@@ -349,9 +351,15 @@ async def _simulate(room: Room, p: Participant, msg: rtc.SimulateScenario) -> bo
 
 
 def _update_metadata(room: Room, p: Participant, msg: rtc.UpdateParticipantMetadata) -> None:
+    """Own name/metadata/attributes (canUpdateOwnMetadata; LiveKit's limits: 512 KiB metadata, 64 KiB attributes)."""
     if not p.permission.can_update_metadata:
         p.send(lk.request_response(rtc.RequestResponse.Reason.NOT_ALLOWED, request_id=msg.request_id,
                                    update_metadata=msg))
+        return
+    attributes_size = sum(len(k.encode()) + len(v.encode()) for k, v in msg.attributes.items())
+    if len(msg.metadata.encode()) > MAX_METADATA_BYTES or attributes_size > MAX_ATTRIBUTES_BYTES:
+        p.send(lk.request_response(rtc.RequestResponse.Reason.LIMIT_EXCEEDED, request_id=msg.request_id,
+                                   update_metadata=msg, message="metadata or attributes too large"))
         return
     if msg.name:
         p.name = msg.name

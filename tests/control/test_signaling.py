@@ -329,3 +329,27 @@ async def test_simulate_scenarios(client: TestClient) -> None:
     assert leave.action == rtc.LeaveRequest.Action.RECONNECT
     assert "r1" not in manager.rooms and alice.closed
     await again.close()
+
+
+async def test_update_own_metadata_permission_and_limits(client: TestClient) -> None:
+    ws = await client.ws_connect("/rtc", params={"access_token": token("alice")})
+    await read(ws)
+    await ws.send_bytes(rtc.SignalRequest(update_metadata=rtc.UpdateParticipantMetadata(
+        metadata="m", request_id=3)).SerializeToString())
+    refused = (await read_until(ws, "request_response")).request_response
+    assert refused.reason == rtc.RequestResponse.Reason.NOT_ALLOWED and refused.request_id == 3
+    await ws.close()
+    ws = await client.ws_connect("/rtc", params={"access_token": token("bob", grants={"canUpdateOwnMetadata": True})})
+    await read(ws)
+    await ws.send_bytes(rtc.SignalRequest(update_metadata=rtc.UpdateParticipantMetadata(
+        metadata="x" * (512 * 1024 + 1), request_id=4)).SerializeToString())
+    too_big = (await read_until(ws, "request_response")).request_response
+    assert too_big.reason == rtc.RequestResponse.Reason.LIMIT_EXCEEDED and too_big.request_id == 4
+    await ws.send_bytes(rtc.SignalRequest(update_metadata=rtc.UpdateParticipantMetadata(
+        metadata="fine", attributes={"a": "1"}, request_id=5)).SerializeToString())
+    for _ in range(10):
+        update = (await read_until(ws, "update")).update.participants[0]
+        if update.metadata == "fine":
+            break
+    assert update.identity == "bob" and update.metadata == "fine" and dict(update.attributes) == {"a": "1"}
+    await ws.close()
