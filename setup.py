@@ -12,7 +12,7 @@ from setuptools.command.build_ext import build_ext
 
 MODULES = ("demux", "rtp", "rtcp", "seq", "keyframe", "srtp", "counters", "engine", "limit")
 # The benchmark's load generator (bench/_loadgen.pyx) builds on the fast path's SRTP and RTP helpers.
-BENCH_MODULES = ("_loadgen",)
+BENCH_MODULES = ("_loadgen", "_limit")
 
 
 class fastpath_build_ext(build_ext):  # noqa: N801 - setuptools command naming

@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 from bench import report
-from bench.limit import MAX_DESTS
 from bench.scenarios import SCENARIOS, Options, fanout_degree, run_limit, run_server_steps
 
 log = logging.getLogger("bench")
@@ -35,7 +34,7 @@ async def run_one(opts: Options, label: str | None = None) -> dict[str, Any]:
     points, info = await run_server_steps(opts)
     limit = None
     if opts.limit:
-        dests = max(1, min(fanout_degree(opts), MAX_DESTS))
+        dests = max(1, fanout_degree(opts))
         size = opts.size if opts.scenario != "audio" else 100
         limit = await run_limit(opts, dests, size)
     capacity = None

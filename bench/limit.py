@@ -1,7 +1,8 @@
 """The "limit" baseline of PERFORMANCE.md: the minimal SRTP forwarder, run in its own process on a worker core.
 
-Owns running ``fastpath.limit.run_limit`` (recvmmsg, unprotect once, rewrite SSRC and sequence number per
-destination, protect per destination, sendmmsg; no SFU logic) as a child process pinned like a worker, fed and read
+Owns running ``bench._limit.run_limit`` (recvmmsg, unprotect once, rewrite SSRC and sequence number per
+destination, protect per destination, sendmmsg; no SFU logic; like ``fastpath.limit.run_limit`` without its
+64-destination cap) as a child process pinned like a worker, fed and read
 by the same load generator as mediarouter, so that both are measured the same way (the kernel's CPU accounting of
 the forwarding process over the same window, packets counted by the generator's receivers). The keys are made here
 (no DTLS: the limit has no signaling). Destination k gets SSRC ``LIMIT_SSRC_BASE + k`` (as ``run_limit`` writes).
@@ -20,7 +21,6 @@ import sys
 from pathlib import Path
 
 LIMIT_SSRC_BASE = 0x1000_0000
-MAX_DESTS = 64  # fastpath.limit.MAX_DESTS
 
 
 class LimitProcess:
@@ -28,8 +28,8 @@ class LimitProcess:
 
     def __init__(self, core: int, profile: int, rx_key: bytes, tx_key: bytes, dests: list[tuple[str, int]],
                  seconds: float) -> None:
-        if not 1 <= len(dests) <= MAX_DESTS:
-            raise ValueError(f"the limit loop forwards to 1..{MAX_DESTS} destinations, not {len(dests)}")
+        if not dests:
+            raise ValueError("the limit loop needs at least one destination")
         self.config = {"core": core, "profile": profile, "rx_key": rx_key.hex(), "tx_key": tx_key.hex(),
                        "dests": [list(d) for d in dests], "seconds": seconds}
         self.process: subprocess.Popen[str] | None = None
@@ -73,7 +73,7 @@ class LimitProcess:
 
 def _child() -> None:
     import fastpath
-    from fastpath.limit import run_limit
+    from bench._limit import run_limit
 
     config = json.loads(sys.stdin.readline())
     os.sched_setaffinity(0, {config["core"]})
@@ -92,7 +92,7 @@ def _child() -> None:
     print(sock.getsockname()[1], flush=True)
     if sys.stdin.readline().strip() != "go":
         return
-    stats = run_limit(sock.fileno(), dests, rx, tx, float(config["seconds"]))
+    stats = run_limit(sock.fileno(), dests, rx, tx, float(config["seconds"]), LIMIT_SSRC_BASE)
     print(json.dumps(stats), flush=True)
 
 

@@ -64,7 +64,7 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
         else:
             # Paced load: the rate is the offered load, so compare packets per CPU-second instead.
             result["ratio_to_limit"] = round(limit["cpu_us_per_packet"] / max(headline["cpu_us_per_packet"], 1e-9), 3)
-            result["ratio_basis"] = "forwarded packets per CPU-second (paced load vs limit flat out)"
+            result["ratio_basis"] = "forwarded packets per CPU-second, both at the same paced load"
         result["generator_bound"] = result["generator_bound"] or limit["generator_bound"]
         if limit["generator_bound"]:
             result["generator_bound_reason"] += f"; limit run: {limit['generator_bound_reason']}"

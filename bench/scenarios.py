@@ -217,13 +217,15 @@ def fanout_degree(opts: Options) -> int:
 
 
 async def run_limit(opts: Options, dests_count: int, size: int) -> dict[str, Any]:
-    """The limit loop flat out, 1 -> ``dests_count`` destinations, measured like a worker."""
+    """The limit loop, 1 -> ``dests_count`` destinations at the scenario's per-stream rate (0 = flat out),
+    measured like a worker."""
     profile = SRTP_PROFILES[opts.srtp][1]
     n = fastpath.KEY_LENGTHS[profile]
     rx_key, tx_key = os.urandom(n), os.urandom(n)
     plan = plan_cores(1)
     net = GeneratorSocket()
     gen = LoadGen(net.fileno(), 1, dests_count, 0)
+    rate = opts.rate if opts.scenario != "audio" else (50.0 if opts.rate else 0.0)
     warmup, drain = 0.5, 0.3
     dests = [(participant_address(1 + k), net.port) for k in range(dests_count)]
     limit = LimitProcess(plan.workers[0], profile, rx_key, tx_key, dests, warmup + opts.seconds + drain + 1.0)
@@ -233,7 +235,7 @@ async def run_limit(opts: Options, dests_count: int, size: int) -> dict[str, Any
         if not plan.shared:
             os.sched_setaffinity(0, {plan.generator})
         gen.add_sender(participant_address(0), "127.0.0.1", port, fastpath.SrtpContext(profile, rx_key, True),
-                       0x1234, 96, size - 12, 0.0, video=True, clock_rate=90000)
+                       0x1234, 96, size - 12, rate, video=True, clock_rate=90000)
         for k in range(dests_count):
             gen.add_receiver(LIMIT_SSRC_BASE + k, fastpath.SrtpContext(profile, tx_key, False), 0)
         limit.go()
@@ -244,6 +246,6 @@ async def run_limit(opts: Options, dests_count: int, size: int) -> dict[str, Any
         limit.stop()
         net.close()
         os.sched_setaffinity(0, original)
-    p = point(m, dests_count, True)
+    p = point(m, dests_count, opts.flat_out)
     p["limit_counters"] = counters
     return p
