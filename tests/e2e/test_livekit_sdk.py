@@ -112,3 +112,18 @@ def test_signal_resume_keeps_the_session_and_full_reconnect_rejoins() -> None:
     assert r["frames_after_resume"] >= 30 and r["b_subscriptions_after_resume"] == 1
     assert sorted(r["data_after_resume"]) == ["after resume", "to bob"]
     assert "reconnected" in r["full_events"] and r["frames_after_full"] >= 30 and r["connected"]
+
+
+def test_javascript_sdk_in_chromium_with_a_python_peer() -> None:
+    r = scenario("js_client", workers=1, timeout_s=180)
+    if "skipped" in r:
+        pytest.skip(r["skipped"])
+    js = r["js"]
+    assert "error" not in js, js
+    assert js["connected"] and js["remote"] == ["py"] and len(js["published"]) == 2
+    assert sorted(s.split("/")[1] for s in js["subscribed"]) == ["audio", "video"]
+    assert js["video"]["framesDecoded"] >= 30 and (js["video"]["width"], js["video"]["height"]) == (320, 240)
+    assert js["data"] == [["from py", "py", "py"]]
+    assert r["py_video"].get("js 320x240", 0) >= 30, r["py_video"]
+    assert r["py_audio"].get("js", 0) > 0
+    assert [(d["data"], d["from"]) for d in r["py_data"]] == [("from js", "js")]

@@ -1,0 +1,165 @@
+"""The JavaScript SDK (``livekit-client`` in headless Chromium, driven by ``playwright-core``) with a Python SDK peer.
+
+The browser participant goes through the JS connect path (WebSocket on ``/rtc/v1`` fails, ``GET /rtc/v1/validate``
+answers 404 with CORS, fallback to ``/rtc`` with ``access_token`` in the query), publishes its fake camera and
+microphone, decodes the Python participant's camera and sends it a reliable data packet; the Python participant
+receives the browser's video, audio and packet, and sends one back.
+
+Needs ``chromium`` (Debian package) and an npm folder with ``livekit-client`` and ``playwright-core``, found in
+``$MEDIAROUTER_E2E_NODE_MODULES`` or ``~/.cache/mediarouter-e2e/node_modules``; without them the scenario records
+``skipped`` with the reason and does nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from common import Publisher, Receiver, connect, wait_for
+
+ROOM = "e2e-js"
+PAGE_PORT = 8080
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><script src="/livekit-client.umd.js"></script>
+</head><body></body></html>"""
+
+IN_PAGE = """
+async ({url, token, seconds}) => {
+  const { Room, RoomEvent, createLocalTracks } = LivekitClient;
+  const out = {subscribed: [], data: [], remote: [], video: null, connected: false, published: []};
+  const room = new Room();
+  const videos = [];
+  room.on(RoomEvent.TrackSubscribed, (track, pub, participant) => {
+    out.subscribed.push(participant.identity + "/" + track.kind + "/" + pub.trackSid);
+    const el = track.attach();
+    el.muted = true;
+    document.body.appendChild(el);
+    if (track.kind === "video") videos.push(track);
+  });
+  room.on(RoomEvent.DataReceived, (payload, participant, kind, topic) => {
+    out.data.push([new TextDecoder().decode(payload), participant ? participant.identity : null, topic || ""]);
+  });
+  await room.connect(url, token);
+  out.connected = true;
+  const tracks = await createLocalTracks({audio: true, video: {resolution: {width: 320, height: 240}}});
+  for (const t of tracks) {
+    const pub = await room.localParticipant.publishTrack(t, {simulcast: false});
+    out.published.push(pub.trackSid);
+  }
+  const deadline = Date.now() + seconds * 1000;
+  while (Date.now() < deadline) {
+    if (videos.length) {
+      const report = await videos[0].getRTCStatsReport();
+      if (report) {
+        report.forEach((s) => {
+          if (s.type === "inbound-rtp" && s.kind === "video") {
+            out.video = {framesDecoded: s.framesDecoded || 0, width: s.frameWidth || 0, height: s.frameHeight || 0};
+          }
+        });
+      }
+      if (out.video && out.video.framesDecoded >= 30) break;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  await room.localParticipant.publishData(new TextEncoder().encode("from js"),
+                                          {reliable: true, destinationIdentities: ["py"], topic: "js"});
+  await new Promise((r) => setTimeout(r, 3000));
+  out.remote = Array.from(room.remoteParticipants.values()).map((p) => p.identity);
+  await room.disconnect();
+  return out;
+}
+"""
+
+DRIVER = """
+const { chromium } = require("playwright-core");
+(async () => {
+  const [pageUrl, wsUrl, token, chromiumPath, fn] = process.argv.slice(2);
+  const browser = await chromium.launch({executablePath: chromiumPath, headless: true, args: [
+    "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+    "--unsafely-treat-insecure-origin-as-secure=" + new URL(pageUrl).origin]});
+  try {
+    const page = await browser.newPage();
+    const logs = [];
+    page.on("console", (m) => logs.push((m.type() + ": " + m.text()).slice(0, 300)));
+    await page.goto(pageUrl);
+    const result = await page.evaluate(eval(fn), {url: wsUrl, token, seconds: 25});
+    result.console_tail = logs.slice(-15);
+    process.stdout.write(JSON.stringify(result) + "\\n");
+  } finally {
+    await browser.close();
+  }
+})().catch((e) => { process.stdout.write(JSON.stringify({error: String(e && e.stack || e)}) + "\\n"); });
+"""
+
+
+def node_modules() -> Path | None:
+    candidates = [os.environ.get("MEDIAROUTER_E2E_NODE_MODULES", ""),
+                  str(Path.home() / ".cache" / "mediarouter-e2e" / "node_modules")]
+    for candidate in candidates:
+        path = Path(candidate) if candidate else None
+        if path and (path / "livekit-client" / "dist" / "livekit-client.umd.js").is_file() and (
+                path / "playwright-core").is_dir():
+            return path
+    return None
+
+
+async def run(ctx: Any, result: dict[str, Any]) -> None:
+    modules = node_modules()
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    node = shutil.which("node")
+    if modules is None or chromium is None or node is None:
+        result["skipped"] = (f"needs chromium ({chromium}), node ({node}) and livekit-client + playwright-core in "
+                             f"$MEDIAROUTER_E2E_NODE_MODULES or ~/.cache/mediarouter-e2e/node_modules ({modules})")
+        return
+    host = ctx.url.split("//", 1)[1].rsplit(":", 1)[0]
+    app = web.Application()
+    app.router.add_get("/", lambda _: web.Response(text=PAGE, content_type="text/html"))
+    umd = modules / "livekit-client" / "dist" / "livekit-client.umd.js"
+    app.router.add_get("/livekit-client.umd.js", lambda _: web.FileResponse(umd))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, PAGE_PORT).start()
+    workdir = tempfile.mkdtemp(prefix="mr-js-")
+    try:
+        room_py = await connect(ctx.url, ctx.token("py", ROOM))
+        publisher = Publisher(room_py, 320, 240)
+        await publisher.publish()
+        receiver = Receiver(room_py).attach()
+        script = Path(workdir) / "driver.js"
+        script.write_text(DRIVER)
+        env = dict(os.environ, NODE_PATH=str(modules))
+        proc = await asyncio.create_subprocess_exec(
+            node, str(script), f"http://{host}:{PAGE_PORT}/", ctx.url, ctx.token("js", ROOM), chromium, IN_PAGE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=workdir)
+
+        async def greet_js() -> None:
+            await wait_for(lambda: any(p.identity == "js" for p in room_py.remote_participants.values()), 30)
+            await asyncio.sleep(2)
+            await room_py.local_participant.publish_data(b"from py", reliable=True, destination_identities=["js"],
+                                                         topic="py")
+
+        greeter = asyncio.create_task(greet_js())
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 90)
+        except TimeoutError:
+            proc.kill()
+            out, err = await proc.communicate()
+        lines = [line for line in out.decode(errors="replace").splitlines() if line.startswith("{")]
+        result["js"] = json.loads(lines[-1]) if lines else {"error": err.decode(errors="replace")[-3000:]}
+        greeter.cancel()
+        await wait_for(lambda: bool(receiver.data), 5)
+        result["py_video"] = dict(receiver.video)
+        result["py_audio"] = dict(receiver.audio)
+        result["py_data"] = receiver.data
+        await receiver.stop()
+        await publisher.stop()
+        await room_py.disconnect()
+    finally:
+        await runner.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
