@@ -193,9 +193,7 @@ class Room:
                 subscriber_primary=p.can_subscribe,
                 fast_publish=bool(p.permission.can_publish),
                 enabled_publish_codecs=self.settings.enabled_codecs,
-                client_configuration=models.ClientConfiguration(
-                    resume_connection=models.ClientConfigSetting.DISABLED
-                ),
+
             )
         )
         p.state = State.JOINED

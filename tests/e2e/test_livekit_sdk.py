@@ -124,6 +124,8 @@ def test_javascript_sdk_in_chromium_with_a_python_peer() -> None:
     assert sorted(s.split("/")[1] for s in js["subscribed"]) == ["audio", "video"]
     assert js["video"]["framesDecoded"] >= 30 and (js["video"]["width"], js["video"]["height"]) == (320, 240)
     assert js["data"] == [["from py", "py", "py"]]
+    assert js["resume"]["same_sid"] and js["resume"]["states"][-1] == "reconnected", js["resume"]
+    assert js["framesAfterResume"] >= 30
     assert r["py_video"].get("js 320x240", 0) >= 30, r["py_video"]
     assert r["py_audio"].get("js", 0) > 0
     assert [(d["data"], d["from"]) for d in r["py_data"]] == [("from js", "js")]

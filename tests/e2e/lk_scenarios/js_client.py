@@ -2,8 +2,9 @@
 
 The browser participant goes through the JS connect path (WebSocket on ``/rtc/v1`` fails, ``GET /rtc/v1/validate``
 answers 404 with CORS, fallback to ``/rtc`` with ``access_token`` in the query), publishes its fake camera and
-microphone, decodes the Python participant's camera and sends it a reliable data packet; the Python participant
-receives the browser's video, audio and packet, and sends one back.
+microphone, decodes the Python participant's camera, resumes after a dropped signal connection (SimulationScenario
+"signal-reconnect": same participant sid, media keeps decoding) and sends a reliable data packet; the Python
+participant receives the browser's video, audio and packet, and sends one back.
 
 Needs ``chromium`` (Debian package) and an npm folder with ``livekit-client`` and ``playwright-core``, found in
 ``$MEDIAROUTER_E2E_NODE_MODULES`` or ``~/.cache/mediarouter-e2e/node_modules``; without them the scenario records
@@ -66,6 +67,21 @@ async ({url, token, seconds}) => {
     }
     await new Promise((r) => setTimeout(r, 250));
   }
+  const sidBefore = room.localParticipant.sid;
+  const framesBefore = out.video ? out.video.framesDecoded : 0;
+  const states = [];
+  room.on(RoomEvent.Reconnecting, () => states.push("reconnecting"));
+  room.on(RoomEvent.SignalReconnecting, () => states.push("signal-reconnecting"));
+  room.on(RoomEvent.Reconnected, () => states.push("reconnected"));
+  await room.simulateScenario("signal-reconnect");
+  const d2 = Date.now() + 15000;
+  while (Date.now() < d2 && !states.includes("reconnected")) await new Promise((r) => setTimeout(r, 200));
+  await new Promise((r) => setTimeout(r, 3000));
+  const report = await videos[0].getRTCStatsReport();
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") out.framesAfterResume = s.framesDecoded - framesBefore;
+  });
+  out.resume = {states, same_sid: sidBefore === room.localParticipant.sid, sid: room.localParticipant.sid};
   await room.localParticipant.publishData(new TextEncoder().encode("from js"),
                                           {reliable: true, destinationIdentities: ["py"], topic: "js"});
   await new Promise((r) => setTimeout(r, 3000));
