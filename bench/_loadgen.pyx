@@ -106,6 +106,7 @@ ctypedef struct Sender:
     int64_t next_due
     uint64_t sent
     uint64_t late
+    uint64_t behind                      # packets due but not sent when a run ended
     int64_t max_late_ns
     uint64_t protect_failed
 
@@ -365,6 +366,7 @@ cdef class LoadGen:
             s = &self.senders[i]
             s.sent = 0
             s.late = 0
+            s.behind = 0
             s.max_late_ns = 0
             s.protect_failed = 0
         for i in range(self.nreceivers):
@@ -384,8 +386,9 @@ cdef class LoadGen:
     # ---- the loop --------------------------------------------------------------------------------------
     def run(self, double seconds, bint send=True, int verify_every=1, double consent_period_s=5.0) -> None:
         """Send (if ``send``) and receive for ``seconds``; paced senders start their schedule now."""
-        cdef int64_t start, deadline, cpu0
+        cdef int64_t start, deadline, cpu0, end
         cdef int i
+        cdef Sender* s
         if seconds < 0 or verify_every < 1 or consent_period_s <= 0:
             raise ValueError("seconds >= 0, verify_every >= 1 and consent_period_s > 0 required")
         start = now_ns()
@@ -397,6 +400,12 @@ cdef class LoadGen:
         cpu0 = thread_cpu_ns()
         with nogil:
             self._loop(deadline, send, verify_every, <int64_t>(consent_period_s * 1e9))
+        if send:
+            end = now_ns()
+            for i in range(self.nsenders):
+                s = &self.senders[i]
+                if s.interval_ns > 0 and s.next_due < end:
+                    s.behind += <uint64_t>((end - s.next_due) // s.interval_ns + 1)
         self.cpu_ns += thread_cpu_ns() - cpu0
         self.wall_ns += now_ns() - start
 
@@ -670,12 +679,12 @@ cdef class LoadGen:
 
     # ---- results ---------------------------------------------------------------------------------------
     def senders_snapshot(self) -> list:
-        """Per sender: dict(sent, late, max_late_ms, protect_failed, counter)."""
+        """Per sender: dict(sent, late, behind, max_late_ms, protect_failed, counter)."""
         cdef int i
         out = []
         for i in range(self.nsenders):
             s = &self.senders[i]
-            out.append({"sent": s.sent, "late": s.late, "max_late_ms": s.max_late_ns / 1e6,
+            out.append({"sent": s.sent, "late": s.late, "behind": s.behind, "max_late_ms": s.max_late_ns / 1e6,
                         "protect_failed": s.protect_failed, "counter": s.counter})
         return out
 

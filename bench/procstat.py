@@ -41,6 +41,18 @@ def udp_drops(port: int) -> int:
     return total
 
 
+def udp_rx_queue(port: int) -> int:
+    """Bytes waiting in the receive queue(s) of the IPv4 UDP socket(s) bound to local ``port``."""
+    total = 0
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if int(parts[1].split(":")[1], 16) == port:
+                total += int(parts[4].split(":")[1], 16)
+    return total
+
+
 def udp_snmp() -> dict[str, int]:
     """The host-wide ``Udp:`` counters of /proc/net/snmp."""
     with open("/proc/net/snmp") as f:

@@ -31,6 +31,8 @@ log = logging.getLogger("bench")
 
 SCENARIOS = ("fanout", "conference", "audio", "scale")
 CAPACITY_LOSS_PCT = 0.5
+# About 1,500 full-size datagrams (kernel truesize): more than a few ms of any load we generate.
+GENERATOR_BACKLOG_BYTES = 4 << 20
 
 
 @dataclass
@@ -73,9 +75,11 @@ def generator_bound(m: Measurement, flat_out: bool) -> tuple[bool, str]:
     if m.generator_drops > 0.001 * max(m.received, 1):
         return True, f"generator receive queue dropped {m.generator_drops} datagrams"
     busy = m.generator_cpu_s / wall
+    if m.generator_rx_backlog > GENERATOR_BACKLOG_BYTES:
+        return True, f"{m.generator_rx_backlog} bytes waiting in the generator's receive queue at the end"
     if not flat_out:
-        if m.generator_late > 0.02 * max(m.sent, 1):
-            return True, f"{m.generator_late} of {m.sent} packets sent > 10 ms late"
+        if m.generator_behind > 0.01 * max(m.sent, 1):
+            return True, f"{m.generator_behind} packets due but not sent ({m.sent} sent)"
         if busy > 0.9:
             return True, f"generator CPU {busy:.0%} of its core"
         return False, ""
@@ -110,9 +114,12 @@ def point(m: Measurement, load: int, flat_out: bool) -> dict[str, Any]:
         "generator_socket_drops": m.generator_drops,
         "generator_cpu_pct": round(100 * m.generator_cpu_s / m.seconds, 1),
         "generator_late_packets": m.generator_late,
+        "generator_unsent_packets": m.generator_behind,
+        "generator_rx_backlog_bytes": m.generator_rx_backlog,
         "generator_bound": bound,
         "generator_bound_reason": why,
         "udp_rcvbuf_errors_host": m.snmp_rcvbuf_errors,
+        "worker_backlog_drain_s": m.backlog_drain_s,
     }
 
 

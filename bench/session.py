@@ -232,9 +232,12 @@ class Measurement:
     generator_drops: int
     generator_cpu_s: float
     generator_late: int
+    generator_behind: int
+    generator_rx_backlog: int
     generator_max_late_ms: float
     snmp_rcvbuf_errors: int
     counters: dict[str, Any]
+    backlog_drain_s: float = 0.0
 
     @property
     def forwarded_pps(self) -> float:
@@ -285,11 +288,13 @@ async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], genera
     cpu1 = [procstat.cpu_seconds(p) for p in pids]
     rss = [procstat.rss_bytes(p) for p in pids]
     senders = gen.senders_snapshot()
+    rx_backlog = procstat.udp_rx_queue(generator_port)
     await asyncio.to_thread(gen.run, drain, False, verify_every)
     receivers = gen.receivers_snapshot()
     counters = gen.counters()
     hist = gen.latency_histogram()
     snmp1 = procstat.udp_snmp()
+    backlog = await _drain_backlog(gen, server_ports, verify_every)
     return Measurement(
         seconds=elapsed,
         sent=sum(s["sent"] for s in senders),
@@ -309,10 +314,23 @@ async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], genera
         generator_drops=procstat.udp_drops(generator_port) - gdrop0,
         generator_cpu_s=counters["cpu_s"],
         generator_late=sum(s["late"] for s in senders),
+        generator_behind=sum(s["behind"] for s in senders),
+        generator_rx_backlog=rx_backlog,
         generator_max_late_ms=max((s["max_late_ms"] for s in senders), default=0.0),
         snmp_rcvbuf_errors=snmp1["RcvbufErrors"] - snmp0["RcvbufErrors"],
         counters=counters,
+        backlog_drain_s=backlog,
     )
+
+
+async def _drain_backlog(gen: LoadGen, server_ports: list[int], verify_every: int, limit_s: float = 30.0) -> float:
+    """After an overloaded step the server may still hold seconds of input: keep receiving (uncounted: the next
+    step resets the counters) until its sockets are empty, so the next set-up is not stuck behind it."""
+    waited = 0.0
+    while waited < limit_s and any(procstat.udp_rx_queue(p) for p in server_ports):
+        await asyncio.to_thread(gen.run, 0.25, False, verify_every)
+        waited += 0.25
+    return waited
 
 
 def median_of(values: Sequence[float]) -> float:

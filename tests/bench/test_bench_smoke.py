@@ -186,7 +186,7 @@ def _measurement(**changes: object) -> Measurement:
         seconds=2.0, sent=1000, expected=10000, received=10000, received_bytes=0, gaps=0, reordered=0,
         verified=10000, auth_failed=0, bad_payload=0, latency_ms_p50=0.2, latency_ms_p99=1.0, server_cpu_s=[1.0],
         server_rss=[1], server_drops=0, generator_drops=0, generator_cpu_s=0.5, generator_late=0,
-        generator_max_late_ms=0.0, snmp_rcvbuf_errors=0, counters={})
+        generator_behind=0, generator_rx_backlog=0, generator_max_late_ms=0.0, snmp_rcvbuf_errors=0, counters={})
     base.update(changes)
     return Measurement(**base)  # type: ignore[arg-type]
 
@@ -194,7 +194,9 @@ def _measurement(**changes: object) -> Measurement:
 def test_generator_bound_rule() -> None:
     assert generator_bound(_measurement(), flat_out=False) == (False, "")
     assert generator_bound(_measurement(generator_drops=500), flat_out=False)[0]
-    assert generator_bound(_measurement(generator_late=100), flat_out=False)[0]
+    assert not generator_bound(_measurement(generator_late=100), flat_out=False)[0]  # late but all sent
+    assert generator_bound(_measurement(generator_behind=100), flat_out=False)[0]
+    assert generator_bound(_measurement(generator_rx_backlog=8 << 20), flat_out=False)[0]
     assert generator_bound(_measurement(generator_cpu_s=1.9), flat_out=False)[0]
     # Flat out: a busy generator is expected; it is the bottleneck only if the worker was not.
     assert not generator_bound(_measurement(generator_cpu_s=1.9, server_cpu_s=[1.95]), flat_out=True)[0]
