@@ -371,8 +371,10 @@ class Participant:
             timer.cancel()
         if self._sub_task is not None and not self._sub_task.done():
             self._sub_task.cancel()
+        current = asyncio.current_task()
         for task in list(self._tasks):
-            task.cancel()
+            if task is not current:  # a removal running as this participant's own task must finish
+                task.cancel()
         self.sink.close()
         for tid in (self.pub_transport_id, self.sub_transport_id):
             try:

@@ -193,7 +193,6 @@ class Room:
                 subscriber_primary=p.can_subscribe,
                 fast_publish=bool(p.permission.can_publish),
                 enabled_publish_codecs=self.settings.enabled_codecs,
-
             )
         )
         p.state = State.JOINED

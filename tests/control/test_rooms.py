@@ -74,6 +74,7 @@ class FakeMedia:
         self.calls.append(("connect", transport_id, role, sctp_port))
 
     async def close_transport(self, transport_id: str) -> None:
+        await asyncio.sleep(0)  # a real request suspends: cancellation would land here
         self.calls.append(("close_transport", transport_id))
 
     async def restart_ice(self, transport_id: str, ice_ufrag: str, ice_pwd: str) -> None:
@@ -555,7 +556,7 @@ async def test_hidden_participant_not_listed_and_anonymous_data() -> None:
 
 
 async def test_grace_period_removes_session_after_signal_loss() -> None:
-    manager, _ = make_manager(grace_period_s=0.01)
+    manager, pool = make_manager(grace_period_s=0.01)
     room, a, client_a = await joined(manager, "alice")
     _, b, _ = await joined(manager, "bob")
     room.signal_closed(b)
@@ -564,6 +565,12 @@ async def test_grace_period_removes_session_after_signal_loss() -> None:
             break
         await asyncio.sleep(0.01)
     assert b.closed and "bob" not in room.participants
+    for _ in range(100):
+        if ("close_transport", b.sub_transport_id) in pool.workers[0].calls:
+            break
+        await asyncio.sleep(0.01)
+    assert ("close_transport", b.pub_transport_id) in pool.workers[0].calls
+    assert ("close_transport", b.sub_transport_id) in pool.workers[0].calls
     gone = client_a.updates_for(b.sid)[-1]
     assert gone.state == State.DISCONNECTED and gone.disconnect_reason == models.DisconnectReason.SIGNAL_CLOSE
 
