@@ -129,3 +129,10 @@ def test_javascript_sdk_in_chromium_with_a_python_peer() -> None:
     assert r["py_video"].get("js 320x240", 0) >= 30, r["py_video"]
     assert r["py_audio"].get("js", 0) > 0
     assert [(d["data"], d["from"]) for d in r["py_data"]] == [("from js", "js")]
+
+
+def test_killed_client_is_removed_after_the_grace_period() -> None:
+    r = scenario("abrupt_leave", workers=1, timeout_s=120)
+    assert r["child"] == "ready" and r["frames_from_doomed"] >= 10
+    assert r["disconnect_seen_after_s"] is not None and r["disconnect_seen_after_s"] <= 20, r
+    assert r["listed"] == ["bob"]
