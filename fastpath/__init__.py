@@ -2,14 +2,14 @@
 
 Build with ``python setup.py build_ext --inplace``. The Engine's contract is docs/SEAMS.md section 1; the
 wrappers (``parse_rtp``, ``parse_rtcp``, ``classify``, ``SeqRewriter``, ``TsRewriter``, ``Unwrapper``,
-``SrtpContext``, ``is_keyframe``) run the same C code the Engine runs per packet.
+``SrtpContext``, ``is_keyframe``, ``TwccRecorder``, ``NackGenerator``) run the same C code the Engine runs.
 """
 
 from fastpath.counters import DROP_REASON_NAMES
 from fastpath.demux import classify
 from fastpath.engine import Engine
 from fastpath.keyframe import CODECS, is_keyframe
-from fastpath.rtcp import parse_rtcp
+from fastpath.rtcp import NackGenerator, TwccRecorder, parse_rtcp
 from fastpath.rtp import parse_rtp, rewrite_extensions
 from fastpath.seq import SeqRewriter, TsRewriter, Unwrapper
 from fastpath.srtp import (
@@ -47,7 +47,8 @@ __all__ = [
     "CODEC_AV1", "CODEC_H264", "CODEC_OPUS", "CODEC_UNKNOWN", "CODEC_VP8", "CODEC_VP9", "CODECS",
     "DROP_REASON_NAMES", "EV_KEY_FRAME_REQUESTED", "EV_LAYER_SWITCHED", "EV_NEW_STREAM",
     "EV_PRODUCER_CLOSED", "EV_SRTP_STREAM_RESET", "EV_STREAM_RESTARTED", "EV_UNKNOWN", "EXT_ID_UNUSED",
-    "Engine", "KEY_LENGTHS", "KIND_AUDIO", "KIND_VIDEO", "PROFILE_AEAD_AES_128_GCM",
+    "Engine", "KEY_LENGTHS", "KIND_AUDIO", "KIND_VIDEO", "NackGenerator", "PROFILE_AEAD_AES_128_GCM",
     "PROFILE_AEAD_AES_256_GCM", "PROFILE_AES128_CM_SHA1_80", "SeqRewriter", "SrtpContext", "TsRewriter",
+    "TwccRecorder",
     "Unwrapper", "classify", "is_keyframe", "parse_rtcp", "parse_rtp", "rewrite_extensions",
 ]

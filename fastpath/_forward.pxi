@@ -31,6 +31,8 @@ cdef void stream_reset(RecvStream* s) noexcept nogil:
     s.jitter_q4 = 0
     s.have_sr = 0
     store_clear(&s.store)
+    if s.nack != NULL:
+        nack_reset(s.nack)
 
 
 cdef int32_t learn_ssrc(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
@@ -120,6 +122,8 @@ cdef int64_t stream_update_seq(EngineState* e, Producer* p, int32_t layer, RecvS
         s.received_prior = 0
         s.bad_seq = -1
         store_clear(&s.store)
+        if s.nack != NULL:
+            nack_reset(s.nack)
         for i in range(p.consumers.n):
             c = e.consumers[p.consumers.items[i]]
             if c.current == layer:
@@ -273,6 +277,7 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
     cdef int16_t apt
     cdef int64_t ext
     cdef int key = -1
+    cdef int32_t twcc_off, twcc_len = 0
     rc = e.srtp.unprotect(t.srtp_in, buf, &length)
     if rc != SRTP_ERR_OK:
         t.drops[DROP_SRTP_UNPROTECT] += 1
@@ -302,6 +307,13 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
                 (DROP_BAD_VERSION if rc == RTP_BAD_VERSION else DROP_BAD_HEADER)] += 1
         return
     t.rtp_rx += 1
+    if t.ids.twcc != 0:
+        # Every authenticated packet with a transport-wide seq counts for the publisher's estimate, also
+        # the ones dropped below (padding and RTX probes, unknown SSRCs).
+        twcc_off = rtp_ext_find(buf, &h, t.ids.twcc, &twcc_len)
+        if twcc_off >= 0 and twcc_len >= 2 and \
+                twcc_record(t.twcc, rd16(buf + twcc_off), e.now_us, ssrc) >= TWCC_FLUSH_PENDING:
+            send_twcc(e, t_slot, t)
     value = ht_get(&e.rx_ssrc, ssrc_key(t_slot, ssrc))
     if value < 0:
         value = learn_ssrc(e, t_slot, t, buf, &h)
@@ -344,6 +356,8 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
     if ext < 0:
         s.drops[DROP_BAD_SEQ] += 1
         return
+    if s.nack != NULL and nack_received(s.nack, ext, e.now_ms):
+        request_keyframe(e, p, layer)         # too many losses to repair
     if store_has(&s.store, ext):
         s.drops[DROP_DUPLICATE] += 1
         return
@@ -360,6 +374,8 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
         if key == 1:
             s.keyframes += 1
             s.kf_pending = 0
+            if s.nack != NULL:
+                nack_key_frame(s.nack, ext)
     store_put(&s.store, ext, buf, length, STORE_KEY if key == 1 else 0)
     s.packets += 1
     s.bytes += length

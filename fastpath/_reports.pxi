@@ -1,6 +1,7 @@
 # Timer work (included by engine.pyx): receiver reports toward publishers, sender reports toward
-# subscribers (each compound ends with an SDES CNAME, RFC 3550 6.1/6.4), layer re-targeting and
-# key-frame request retries. Runs from Engine.tick(), never per packet.
+# subscribers (each compound ends with an SDES CNAME, RFC 3550 6.1/6.4), TWCC feedback and NACKs toward
+# publishers (_publisher_feedback.pxi), layer re-targeting and key-frame request retries. Runs from
+# Engine.tick(), never per packet.
 
 cdef enum:
     RTCP_COMPOUND_BUDGET = 1100               # stay below the path MTU after SRTCP's trailer
@@ -143,6 +144,7 @@ cdef void engine_tick(EngineState* e, int64_t now_ms, uint32_t ntp_sec, uint32_t
         if t.consumers.n > 0 and now_ms - t.last_sr_ms >= REPORT_INTERVAL_MS:
             t.last_sr_ms = now_ms
             send_sr(e, i, t, now_ms, ntp_sec, ntp_frac)
+        tick_twcc(e, i, t, now_ms)
     for i in range(e.cap_consumers):
         c = e.consumers[i]
         if c == NULL or c.producer < 0 or c.paused:
@@ -157,4 +159,6 @@ cdef void engine_tick(EngineState* e, int64_t now_ms, uint32_t ntp_sec, uint32_t
         for j in range(p.n_enc):
             if p.enc[j].kf_pending:
                 request_keyframe(e, p, j)
+            if p.enc[j].nack != NULL and p.enc[j].nack.n > 0:
+                send_nacks(e, p, j, now_ms)
     send_flush(e)

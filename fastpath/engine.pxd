@@ -5,10 +5,12 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
 from fastpath.counters cimport DROP_REASON_COUNT
 from fastpath.includes.linux cimport iovec, mmsghdr, sockaddr_in, sockaddr_in6
 from fastpath.includes.srtp cimport SrtpFns
+from fastpath.nack cimport NackGen
 from fastpath.rtp cimport ExtIds
 from fastpath.seq cimport SeqRw, TsRw
 from fastpath.store cimport PacketStore
 from fastpath.table cimport HashTable
+from fastpath.twcc cimport TwccRecv
 
 cdef enum:
     MAX_ENCODINGS = 4
@@ -88,6 +90,7 @@ ctypedef struct RecvStream:
     uint64_t rtx_packets
     uint64_t drops[DROP_REASON_COUNT]
     PacketStore store
+    NackGen* nack                             # video only: NACK generation toward the publisher
 
 
 ctypedef struct Producer:
@@ -158,6 +161,8 @@ ctypedef struct Transport:
     ExtIds ids
     uint8_t has_id_map
     uint8_t id_map[256]
+    TwccRecv* twcc                            # created when transport-cc is negotiated (ids.twcc != 0)
+    int64_t rtt_ms                            # toward the peer as a publisher, 0 = unknown
     IntList producers
     IntList consumers
     int64_t last_rr_ms
@@ -183,6 +188,8 @@ ctypedef struct EngineState:
     uint32_t rtcp_ssrc
     uint64_t rng
     int64_t now_ms
+    int64_t now_us                            # same clock, microseconds since epoch_us (TWCC arrivals)
+    int64_t epoch_us
     Transport** transports
     int32_t cap_transports
     Producer** producers

@@ -2,12 +2,14 @@
 
 Owns: the receive/send arenas (recvmmsg/sendmmsg), RFC 7983 demultiplexing, the tuple -> transport and
 SSRC -> producer-stream tables, libsrtp contexts per transport, per-stream packet stores, per-consumer
-sequence/timestamp rewriting and NACK metadata, RTCP generation (RR/SR/SDES/PLI) and counters.
+sequence/timestamp rewriting and NACK metadata, RTCP generation (RR/SR/SDES/PLI), feedback toward
+publishers (transport-wide CC feedback, generic NACK) and counters.
 Must not: create a Python object per forwarded packet, log, block, or decide policy (layers preferred,
 pausing and bandwidth are the Python worker's calls). STUN and DTLS datagrams go back to Python.
 
 RFCs: 3550 (RTP/RTCP), 3711 and 7714 (SRTP), 4585 (feedback), 4588 (RTX), 5104 (FIR), 5761 and 7983 (demux),
-6464 (audio level), 8285 (header extensions), 8852 (RID). Algorithms: /work/shared/design/FORWARDING.md.
+6464 (audio level), 8285 (header extensions), 8852 (RID); draft-holmer-rmcat-transport-wide-cc-extensions-01
+(TWCC). Algorithms: /work/shared/design/FORWARDING.md.
 
 Times: ``tick(now_ms)`` must use the clock ``pump()`` reads, CLOCK_MONOTONIC (``time.monotonic() * 1000``).
 """
@@ -62,6 +64,7 @@ from fastpath.includes.linux cimport (
     iovec,
     mmsghdr,
     monotonic_ms,
+    monotonic_us,
     ntohs,
     recvmmsg,
     sendmmsg,
@@ -73,6 +76,18 @@ from fastpath.includes.linux cimport (
 )
 from fastpath.includes.srtp cimport SRTP_ERR_OK, SRTP_ERR_REPLAY_OLD, SRTP_MAX_TRAILER
 from fastpath.keyframe cimport CODEC_UNKNOWN, keyframe_detect
+from fastpath.nack cimport (
+    NACK_DEFAULT_RTT_MS,
+    NACK_MAX_FCI_PER_PACKET,
+    NACK_MAX_PENDING,
+    NackGen,
+    nack_collect,
+    nack_init,
+    nack_key_frame,
+    nack_received,
+    nack_reset,
+    nack_write,
+)
 from fastpath.rtcp cimport (
     RTCP_FMT_FIR,
     RTCP_FMT_NACK,
@@ -99,6 +114,7 @@ from fastpath.rtp cimport (
     RtpHeader,
     rd16,
     rd32,
+    rtp_ext_find,
     rtp_ext_walk,
     rtp_parse,
     rtp_set_header,
@@ -108,6 +124,17 @@ from fastpath.seq cimport SEQ_DUPLICATE, SEQ_FORWARD, SeqResult, seq_rw_drop, se
 from fastpath.srtp cimport SrtpContext, srtp_fns
 from fastpath.store cimport STORE_KEY, store_clear, store_free, store_get, store_has, store_init, store_put
 from fastpath.table cimport ht_del, ht_free, ht_get, ht_init, ht_put, ht_put_reserved, ht_reserve
+from fastpath.twcc cimport (
+    TWCC_FEEDBACK_BYTES,
+    TWCC_FLUSH_PENDING,
+    TWCC_INTERVAL_MS,
+    TwccRecv,
+    twcc_build,
+    twcc_free,
+    twcc_init,
+    twcc_pending,
+    twcc_record,
+)
 
 import os
 
@@ -116,6 +143,7 @@ from fastpath.counters import DROP_REASON_NAMES
 include "_send.pxi"
 include "_forward.pxi"
 include "_feedback.pxi"
+include "_publisher_feedback.pxi"
 include "_reports.pxi"
 
 CNAME = b"mediarouter"
@@ -261,6 +289,7 @@ cdef class Engine:
         e.rng = int.from_bytes(os.urandom(8), "little") | 1
         e.rtcp_ssrc = rng_next(e) | 1
         e.now_ms = monotonic_ms()
+        e.epoch_us = monotonic_us()
         e.batch = batch_size
         memcpy(e.cname, <const char*>CNAME, len(CNAME))
         e.cname_len = len(CNAME)
@@ -390,18 +419,33 @@ cdef class Engine:
         self._t[t] = slot
 
     def set_extension_map(self, int t, int mid_id, int rid_id, int rrid_id, int audio_level_id,
-                          const uint8_t[:] id_map) -> None:
+                          const uint8_t[:] id_map, *, int twcc_id=0) -> None:
+        """The peer's extension ids on transport t. ``twcc_id`` (the peer's transport-cc id, 0 = not
+        negotiated) turns on transport-wide CC feedback toward this transport; the arrival state is kept
+        when the map is set again."""
         cdef Transport* tr = self.st.transports[self._t_slot(t)]
+        cdef TwccRecv* twcc
         for name, value in (("mid_id", mid_id), ("rid_id", rid_id), ("rrid_id", rrid_id),
-                            ("audio_level_id", audio_level_id)):
+                            ("audio_level_id", audio_level_id), ("twcc_id", twcc_id)):
             if not 0 <= value <= 255:
                 raise ValueError(f"{name} must be in 0..255 (0 = not negotiated), got {value}")
         if id_map.shape[0] != 256:
             raise ValueError(f"id_map must be 256 bytes, got {id_map.shape[0]}")
+        if twcc_id and tr.twcc == NULL:
+            twcc = <TwccRecv*>calloc(1, sizeof(TwccRecv))
+            if twcc == NULL:
+                raise MemoryError()
+            try:
+                twcc_init(twcc)
+            except BaseException:
+                free(twcc)
+                raise
+            tr.twcc = twcc
         tr.ids.mid = mid_id
         tr.ids.rid = rid_id
         tr.ids.rrid = rrid_id
         tr.ids.audio_level = audio_level_id
+        tr.ids.twcc = twcc_id
         memcpy(tr.id_map, &id_map[0], 256)
         tr.has_id_map = 1
 
@@ -538,6 +582,11 @@ cdef class Engine:
                 s = &pr.enc[i]
                 s.bad_seq = -1
                 store_init(&s.store, STORE_SLOTS_VIDEO if kind == 1 else STORE_SLOTS_AUDIO)
+                if kind == 1:
+                    s.nack = <NackGen*>malloc(sizeof(NackGen))
+                    if s.nack == NULL:
+                        raise MemoryError()
+                    nack_init(s.nack)
         except BaseException:
             _free_producer(pr)
             raise
@@ -718,7 +767,9 @@ cdef class Engine:
                 if n < 0 and errno != EAGAIN and errno != EWOULDBLOCK:
                     e.recv_errors += 1
                 break
-            e.now_ms = monotonic_ms()
+            e.now_us = monotonic_us()
+            e.now_ms = e.now_us // 1000
+            e.now_us -= e.epoch_us
             e.pumps += 1
             for i in range(n):
                 e.rx_datagrams += 1
@@ -757,6 +808,7 @@ cdef class Engine:
 
     def tick(self, long long now_ms) -> None:
         """Timers: RR toward publishers and SR+SDES toward subscribers about every second per transport,
+        transport-wide CC feedback toward publishers every TWCC_INTERVAL_MS, NACKs toward publishers,
         layer re-targeting, key-frame request retries. now_ms is CLOCK_MONOTONIC in milliseconds."""
         cdef timespec wall
         clock_gettime(CLOCK_REALTIME, &wall)
@@ -794,6 +846,10 @@ cdef class Engine:
              "tx_bytes": tr.tx_bytes, "rtp_rx": tr.rtp_rx, "rtcp_rx": tr.rtcp_rx, "rtcp_tx": tr.rtcp_tx,
              "stun_rx": tr.stun_rx, "dtls_rx": tr.dtls_rx, "srtp_resets": tr.srtp_resets,
              "bound": int(tr.bound), "srtp": int(tr.srtp_in != NULL)}
+        if tr.twcc != NULL:
+            d.update(twcc_packets=tr.twcc.packets, twcc_duplicates=tr.twcc.duplicates,
+                     twcc_too_old=tr.twcc.too_old, twcc_feedbacks=tr.twcc.feedbacks,
+                     twcc_pending=twcc_pending(tr.twcc))
         d.update(_drops(tr.drops))
         return d
 
@@ -809,6 +865,10 @@ cdef class Engine:
                      "received": s.received,
                      "expected": (s.max_ext_seq - s.base_ext_seq + 1) if s.seq_started else 0,
                      "jitter": s.jitter_q4 >> 4, "sr_count": s.sr_count}
+            if s.nack != NULL:
+                layer.update(nack_requested=s.nack.requested, nack_packets=s.nack.packets,
+                             nack_recovered=s.nack.recovered, nack_expired=s.nack.expired,
+                             nack_overflows=s.nack.overflows, nack_pending=s.nack.n)
             layer.update(_drops(s.drops))
             layers.append(layer)
         return {"packets": sum(x["packets"] for x in layers), "bytes": sum(x["bytes"] for x in layers),
@@ -827,6 +887,9 @@ cdef class Engine:
 
 
 cdef void _free_transport(Transport* t) noexcept nogil:
+    if t.twcc != NULL:
+        twcc_free(t.twcc)
+        free(t.twcc)
     free(t.producers.items)
     free(t.consumers.items)
     free(t)
@@ -836,6 +899,7 @@ cdef void _free_producer(Producer* p) noexcept nogil:
     cdef int32_t i
     for i in range(MAX_ENCODINGS):
         store_free(&p.enc[i].store)
+        free(p.enc[i].nack)
     free(p.consumers.items)
     free(p)
 

@@ -1,13 +1,40 @@
-"""Python face of the RTCP compound walker in ``rtcp.pxd`` (RFC 3550, RFC 4585, RFC 5104).
+"""Python face of the RTCP compound walker in ``rtcp.pxd`` (RFC 3550, RFC 4585, RFC 5104) and of the feedback
+generators toward publishers (``twcc.pxd``: draft-holmer-rmcat-transport-wide-cc-extensions-01; ``nack.pxd``:
+RFC 4585 6.2.1 generic NACK), so tests run the C code the Engine runs.
 
 ``parse_rtcp`` returns every packet of a compound as a dict and raises ``ValueError("rtcp: ...")`` with the
-same reason the Engine counts when it drops a malformed compound.
+same reason the Engine counts when it drops a malformed compound. ``TwccRecorder`` and ``NackGenerator``
+wrap one publisher transport's arrival ring and one video stream's NACK state.
 """
 
-from libc.stdint cimport int32_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdlib cimport free, malloc
+
+from fastpath.nack cimport (
+    NACK_MAX_FCI_PER_PACKET,
+    NACK_MAX_PENDING,
+    NackGen,
+    nack_collect,
+    nack_has,
+    nack_init,
+    nack_key_frame,
+    nack_received,
+    nack_write,
+)
 
 from fastpath.rtcp cimport RTCP_OK, RtcpItem, rtcp_next
 from fastpath.rtp cimport rd16, rd32
+from fastpath.seq cimport Unwrap, unwrap_seq
+from fastpath.twcc cimport (
+    TWCC_FEEDBACK_BYTES,
+    TWCC_MIN_FEEDBACK_BYTES,
+    TwccRecv,
+    twcc_build,
+    twcc_free,
+    twcc_init,
+    twcc_pending,
+    twcc_record,
+)
 
 RTCP_ERROR_REASONS = ("ok", "rtcp: too short", "rtcp: bad version", "rtcp: length exceeds packet")
 
@@ -112,3 +139,107 @@ def parse_rtcp(const uint8_t[:] data) -> list:
         if rc < 0:
             raise ValueError(RTCP_ERROR_REASONS[-rc])
         out.append(_packet(data, &it))
+
+
+cdef class TwccRecorder:
+    """One publisher transport's transport-wide CC arrival ring and feedback builder (twcc.pxd)."""
+
+    cdef TwccRecv _r
+
+    def __cinit__(self):
+        twcc_init(&self._r)
+
+    def __dealloc__(self):
+        twcc_free(&self._r)
+
+    def record(self, seq: int, arrival_us: int, ssrc: int = 0) -> int:
+        """Record the first arrival of transport-wide seq at arrival_us; returns the seqs awaiting feedback."""
+        if not 0 <= seq <= 0xFFFF:
+            raise ValueError(f"seq must be in 0..65535, got {seq}")
+        if arrival_us < 0:
+            raise ValueError(f"arrival_us must be >= 0, got {arrival_us}")
+        if not 0 <= ssrc <= 0xFFFFFFFF:
+            raise ValueError(f"ssrc must be in 0..2^32-1, got {ssrc}")
+        return twcc_record(&self._r, <uint16_t>seq, <int64_t>arrival_us, <uint32_t>ssrc)
+
+    def build(self, sender_ssrc: int, max_bytes: int = TWCC_FEEDBACK_BYTES) -> list:
+        """Every feedback packet (RTPFB FMT 15) for what was recorded since the last build."""
+        cdef uint8_t buf[2048]
+        cdef int32_t n
+        cdef list out = []
+        if not TWCC_MIN_FEEDBACK_BYTES <= max_bytes <= 2048:
+            raise ValueError(f"max_bytes must be in {TWCC_MIN_FEEDBACK_BYTES}..2048, got {max_bytes}")
+        while True:
+            n = twcc_build(&self._r, buf, max_bytes, <uint32_t>sender_ssrc)
+            if n == 0:
+                return out
+            out.append(bytes(buf[:n]))
+
+    @property
+    def pending(self) -> int:
+        return twcc_pending(&self._r)
+
+    @property
+    def counters(self) -> dict:
+        return {"packets": self._r.packets, "duplicates": self._r.duplicates, "too_old": self._r.too_old,
+                "feedbacks": self._r.feedbacks}
+
+
+cdef class NackGenerator:
+    """One video stream's NACK generator (nack.pxd) over 16-bit sequence numbers unwrapped inside."""
+
+    cdef NackGen* _g
+    cdef Unwrap _u
+
+    def __cinit__(self):
+        self._g = <NackGen*>malloc(sizeof(NackGen))
+        if self._g == NULL:
+            raise MemoryError()
+        nack_init(self._g)
+        self._u.started = 0
+        self._u.highest = 0
+
+    def __dealloc__(self):
+        free(self._g)
+
+    cdef int64_t _ext(self, seq) except -1:
+        if not 0 <= seq <= 0xFFFF:
+            raise ValueError(f"seq must be in 0..65535, got {seq}")
+        return unwrap_seq(&self._u, <uint16_t>seq) + 0x10000
+
+    def receive(self, seq: int, now_ms: int) -> bool:
+        """A packet arrived; True = the pending list overflowed and was cleared (request a key frame)."""
+        return nack_received(self._g, self._ext(seq), now_ms)
+
+    def key_frame(self, seq: int) -> None:
+        """seq (already received) starts a key frame: on overflow, older entries are dropped first."""
+        nack_key_frame(self._g, self._ext(seq))
+
+    def nack(self, now_ms: int, rtt_ms: int, sender_ssrc: int, media_ssrc: int) -> list:
+        """The NACK packets due at now_ms, split as the Engine splits them."""
+        cdef uint32_t fci[NACK_MAX_PENDING]
+        cdef uint8_t buf[12 + 4 * NACK_MAX_FCI_PER_PACKET]
+        cdef int32_t n, i = 0, k, length
+        cdef list out = []
+        if rtt_ms < 0:
+            raise ValueError(f"rtt_ms must be >= 0, got {rtt_ms}")
+        n = nack_collect(self._g, now_ms, rtt_ms, fci, NACK_MAX_PENDING)
+        while i < n:
+            k = n - i if n - i < NACK_MAX_FCI_PER_PACKET else NACK_MAX_FCI_PER_PACKET
+            length = nack_write(buf, <uint32_t>sender_ssrc, <uint32_t>media_ssrc, fci + i, k)
+            out.append(bytes(buf[:length]))
+            self._g.packets += 1
+            i += k
+        return out
+
+    @property
+    def pending(self) -> list:
+        """The 16-bit seqs still waiting (not yet received, not given up), ascending."""
+        return [<uint16_t>self._g.pending[i].seq for i in range(self._g.n)
+                if not nack_has(self._g, self._g.pending[i].seq)]
+
+    @property
+    def counters(self) -> dict:
+        g = self._g
+        return {"requested": g.requested, "packets": g.packets, "recovered": g.recovered,
+                "expired": g.expired, "overflows": g.overflows}

@@ -61,6 +61,7 @@ ctypedef struct ExtIds:
     uint8_t rid
     uint8_t rrid
     uint8_t audio_level
+    uint8_t twcc             # transport-wide sequence number (draft-holmer-rmcat-transport-wide-cc-01)
 
 
 ctypedef struct ExtFound:
@@ -189,6 +190,48 @@ cdef inline int rtp_ext_walk(uint8_t* data, const RtpHeader* h, const ExtIds* id
                 data[i] = _ext_new_id(id_map, peer_id, 255)
             i += 2 + n
     return RTP_OK
+
+
+cdef inline int32_t rtp_ext_find(const uint8_t* data, const RtpHeader* h, uint8_t ext_id,
+                                 int32_t* length) noexcept nogil:
+    """Offset (from the packet start) of the first element with the peer's id ext_id, or -1; its data
+    length in length[0]. Read-only; malformed blocks give -1."""
+    cdef int32_t i, end, n
+    cdef uint8_t b
+    if h.ext_offset < 0 or ext_id == 0:
+        return -1
+    i = h.ext_offset + 4
+    end = i + h.ext_len
+    if h.ext_profile == RTP_EXT_PROFILE_ONE_BYTE:
+        while i < end:
+            b = data[i]
+            if b == 0:
+                i += 1
+                continue
+            if (b >> 4) == 15:
+                return -1
+            n = (b & 0x0F) + 1
+            if i + 1 + n > end:
+                return -1
+            if (b >> 4) == ext_id:
+                length[0] = n
+                return i + 1
+            i += 1 + n
+    elif (h.ext_profile & 0xFFF0) == RTP_EXT_PROFILE_TWO_BYTE:
+        while i < end:
+            if data[i] == 0:
+                i += 1
+                continue
+            if i + 2 > end:
+                return -1
+            n = data[i + 1]
+            if i + 2 + n > end:
+                return -1
+            if data[i] == ext_id:
+                length[0] = n
+                return i + 2
+            i += 2 + n
+    return -1
 
 
 cdef inline void rtp_set_header(uint8_t* data, uint8_t pt, uint16_t seq, uint32_t ts,

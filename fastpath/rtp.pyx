@@ -72,6 +72,7 @@ def parse_rtp(const uint8_t[:] data) -> dict:
     ids.rid = 0
     ids.rrid = 0
     ids.audio_level = 0
+    ids.twcc = 0
     copy = bytearray(data)
     rc = rtp_ext_walk(<uint8_t*>(<char*>copy), &h, &ids, &found, NULL)
     if rc != RTP_OK:
@@ -117,6 +118,7 @@ def rewrite_extensions(const uint8_t[:] data, const uint8_t[:] id_map, int mid_i
     ids.rid = rid_id
     ids.rrid = rrid_id
     ids.audio_level = audio_level_id
+    ids.twcc = 0
     copy = bytearray(data)
     rc = rtp_ext_walk(<uint8_t*>(<char*>copy), &h, &ids, &found, &id_map[0])
     if rc != RTP_OK:

@@ -83,3 +83,9 @@ cdef inline long long monotonic_ms() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return <long long>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
+
+
+cdef inline long long monotonic_us() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <long long>ts.tv_sec * 1000000 + ts.tv_nsec // 1000
