@@ -61,13 +61,13 @@ def suite_cases(quick: bool) -> list[tuple[str, Options]]:
     """The default suite: the limit comparison with both profiles, a capacity point, the other scenarios, aiortc."""
     s = 2.0 if quick else 3.0
     return [
-        ("fanout 1->10 max", Options("fanout", subscribers=10, seconds=s, rate=0, srtp="cm80")),
+        ("fanout 1->10 max", Options("fanout", subscribers=10, seconds=s, rate=0, srtp="cm80", aiortc=True)),
         ("fanout 1->10 max", Options("fanout", subscribers=10, seconds=s, rate=0, srtp="gcm")),
-        ("fanout 1.5Mbps ramp", Options("fanout", subscribers=1400, seconds=s, rate=156, steps=4, srtp="cm80")),
+        ("fanout 1->10 1000/s", Options("fanout", subscribers=10, seconds=s, rate=1000, aiortc=True)),
+        ("fanout 1.5 Mbps ramp", Options("fanout", subscribers=1400, seconds=s, rate=156, steps=4)),
         ("conference 8 a+v", Options("conference", subscribers=8, seconds=s, rate=156)),
-        ("audio 200 in rooms of 4", Options("audio", subscribers=200, seconds=s, rate=50, size=100)),
-        ("scale 400 over 1..2", Options("scale", subscribers=400, seconds=s, rate=156, workers=2)),
-        ("fanout 1->10 vs aiortc", Options("fanout", subscribers=10, seconds=s, rate=156, aiortc=True)),
+        ("audio 200, rooms of 4", Options("audio", subscribers=200, seconds=s, rate=50, size=100)),
+        ("scale 400 on 1..2", Options("scale", subscribers=400, seconds=s, rate=156, workers=2)),
     ]
 
 

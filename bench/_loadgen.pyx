@@ -82,6 +82,7 @@ cdef enum:
     LAT_BUCKETS = LAT_FINE + LAT_COARSE
     LATE_NS = 10000000                   # a packet sent more than 10 ms after its due time is "late"
     MAX_WAIT_NS = 5000000
+    STALL_NS = 50000000                  # flat out: no packet back for 50 ms -> the window's packets are lost
 
 
 ctypedef struct Sender:
@@ -109,6 +110,7 @@ ctypedef struct Sender:
     uint64_t behind                      # packets due but not sent when a run ended
     int64_t max_late_ns
     uint64_t protect_failed
+    uint32_t fanout                      # receivers of this stream
 
 
 ctypedef struct Receiver:
@@ -196,6 +198,9 @@ cdef class LoadGen:
     cdef uint64_t c_rtcp, c_stun, c_dtls, c_unknown, c_foreign, c_short, c_recv_calls, c_send_calls
     cdef uint64_t c_send_errors, c_consent_sent, c_polls
     cdef int64_t cpu_ns, wall_ns
+    cdef uint64_t sent_weighted, recv_matched, forgiven, c_forgiven, c_blocked
+    cdef int64_t window_out, last_progress_ns
+    cdef bint blocked
     cdef uint8_t* rbuf
     cdef mmsghdr* rmsgs
     cdef iovec* riov
@@ -335,6 +340,8 @@ cdef class LoadGen:
         self.receivers[idx].sender = sender
         self.receivers[idx].first_ext = -1
         self.table[h] = idx + 1
+        if 0 <= sender < self.nsenders:
+            self.senders[sender].fanout += 1
         self._keep.append(ctx)
         self.nreceivers += 1
         return idx
@@ -381,19 +388,36 @@ cdef class LoadGen:
         memset(self.latency, 0, sizeof(self.latency))
         self.c_rtcp = self.c_stun = self.c_dtls = self.c_unknown = self.c_foreign = self.c_short = 0
         self.c_recv_calls = self.c_send_calls = self.c_send_errors = self.c_consent_sent = self.c_polls = 0
+        self.c_forgiven = self.c_blocked = 0
         self.cpu_ns = self.wall_ns = 0
 
     # ---- the loop --------------------------------------------------------------------------------------
-    def run(self, double seconds, bint send=True, int verify_every=1, double consent_period_s=5.0) -> None:
-        """Send (if ``send``) and receive for ``seconds``; paced senders start their schedule now."""
+    def run(self, double seconds, bint send=True, int verify_every=1, double consent_period_s=5.0,
+            int flat_window=256) -> None:
+        """Send (if ``send``) and receive for ``seconds``; paced senders start their schedule now.
+
+        Flat-out senders (rate 0) are window-limited: at most ``flat_window`` of their packets times their
+        fan-out may be on the way (sent and not yet received back), so the forwarder under test always has
+        work queued but its socket never overflows (no drops, bounded queueing delay)."""
         cdef int64_t start, deadline, cpu0, end
-        cdef int i
+        cdef int i, flat
+        cdef int64_t total_fanout
         cdef Sender* s
         if seconds < 0 or verify_every < 1 or consent_period_s <= 0:
             raise ValueError("seconds >= 0, verify_every >= 1 and consent_period_s > 0 required")
+        if flat_window < 1:
+            raise ValueError("flat_window must be >= 1")
         start = now_ns()
+        total_fanout = 0
+        flat = 0
         for i in range(self.nsenders):
             self.senders[i].next_due = start + self.senders[i].phase_ns
+            if self.senders[i].interval_ns == 0:
+                flat += 1
+                total_fanout += max(1, self.senders[i].fanout)
+        self.window_out = flat_window * (total_fanout // flat if flat else 1)
+        self.sent_weighted = self.recv_matched = self.forgiven = 0
+        self.last_progress_ns = start
         for i in range(self.nconsents):
             self.consents[i].next_ns = start + (self.consents[i].next_ns % <int64_t>(consent_period_s * 1e9))
         deadline = start + <int64_t>(seconds * 1e9)
@@ -433,10 +457,12 @@ cdef class LoadGen:
                 self._send_consents(t, consent_ns)
             else:
                 wake = t + MAX_WAIT_NS
-            if saturating and send:
+            if saturating and send and not self.blocked:
                 continue
             if got:
                 continue
+            if self.blocked:
+                wake = t + 1000000
             t = now_ns()
             if wake > deadline:
                 wake = deadline
@@ -498,6 +524,8 @@ cdef class LoadGen:
                 self.c_unknown += 1
                 continue
             r = &self.receivers[idx]
+            self.recv_matched += 1
+            self.last_progress_ns = t
             if r.first_ext < 0:
                 if r.max_ext == 0:
                     r.max_ext = (<int64_t>1 << 32) + rd16(p + 2)
@@ -555,7 +583,11 @@ cdef class LoadGen:
         cdef int i, n = 0, k
         cdef int64_t wake = t + MAX_WAIT_NS, late
         cdef Sender* s
-        if saturating:
+        self.blocked = False
+        if saturating and not self._window_open(t):
+            self.blocked = True
+            self.c_blocked += 1
+        elif saturating:
             for k in range(self.batch):
                 s = &self.senders[rr[0] % self.nsenders]
                 rr[0] += 1
@@ -585,6 +617,18 @@ cdef class LoadGen:
                 wake = s.next_due
         self._flush(n)
         return wake
+
+    cdef bint _window_open(self, int64_t t) noexcept nogil:
+        cdef int64_t inflight = <int64_t>(self.sent_weighted - self.recv_matched - self.forgiven)
+        if inflight < self.window_out:
+            return True
+        if t - self.last_progress_ns > STALL_NS:
+            # Nothing came back for a while: what is on the way is lost; open the window again.
+            self.forgiven += inflight
+            self.c_forgiven += inflight
+            self.last_progress_ns = t
+            return True
+        return False
 
     cdef bint _build(self, Sender* s, int slot, int64_t t) noexcept nogil:
         cdef uint8_t* p = self.sbuf + slot * SLOT
@@ -624,6 +668,8 @@ cdef class LoadGen:
             s.protect_failed += 1
             return False
         s.sent += 1
+        if s.interval_ns == 0:
+            self.sent_weighted += max(1, s.fanout)
         self.siov[slot].iov_len = plen
         self.smsgs[slot].msg_hdr.msg_name = &s.dst
         c = <cmsghdr*>(self.scmsg + slot * CMSG_SLOT)
@@ -706,6 +752,7 @@ cdef class LoadGen:
                 "foreign": self.c_foreign, "short": self.c_short, "recv_calls": self.c_recv_calls,
                 "send_calls": self.c_send_calls, "send_errors": self.c_send_errors,
                 "consent_sent": self.c_consent_sent, "polls": self.c_polls,
+                "flat_window_blocked": self.c_blocked, "flat_window_forgiven": self.c_forgiven,
                 "cpu_s": self.cpu_ns / 1e9, "wall_s": self.wall_ns / 1e9}
 
     def latency_histogram(self) -> list:
