@@ -37,6 +37,7 @@ State = models.ParticipantInfo.State
 RELIABLE = "_reliable"
 LOSSY = "_lossy"
 DATA_LABELS = (RELIABLE, LOSSY)
+RID_RANK = {"q": 0, "h": 1, "f": 2}  # LiveKit's simulcast rids, low to high (videoQualityForRid)
 _MID = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
 _ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 
@@ -706,6 +707,11 @@ class LiveKitNegotiator:
 
     def answer(self, offer_sdp: str, local: Any) -> PublisherAnswer:
         sdp, plan = self.neg.answer_offer(offer_sdp, local, allow_video_codecs=self.allow_video_codecs)
+        for track in plan.tracks:
+            # LiveKit rids name qualities (q < h < f); the Rust SDK offers them high first ("a=simulcast:send
+            # h;q"), while the worker's layer index must go from low to high (SEAMS.md §1).
+            if len(track.encodings) > 1 and all(e[0] in RID_RANK for e in track.encodings):
+                track.encodings = sorted(track.encodings, key=lambda e: RID_RANK[e[0]])
         media = [
             OfferedMedia(
                 mid=t.mid,

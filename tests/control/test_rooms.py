@@ -806,3 +806,20 @@ async def test_consume_failure_drops_the_subscription_and_still_offers() -> None
     assert cam in offer and mic not in offer
     assert client_b.of("subscription_response")[-1].track_sid == mic
     assert set(b.subscriptions) == {cam}
+
+
+def test_livekit_negotiator_orders_simulcast_layers_low_to_high() -> None:
+    from control.negotiation import TransportParams
+    from control.participant import LiveKitNegotiator
+
+    offer = (DATA / "chrome_simulcast_offer.sdp").read_text()
+    assert "a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f" in offer
+    # the same offer with the rids listed high first, as the Rust SDK writes them ("a=simulcast:send h;q")
+    high_first = offer.replace("a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f",
+                               "a=rid:f send\r\na=rid:h send\r\na=rid:q send\r\na=simulcast:send f;h;q")
+    local = TransportParams(ice_ufrag="uuuu", ice_pwd="p" * 24, fingerprints=[("sha-256", ":".join(["AB"] * 32))],
+                            candidate_ip="198.51.100.1", candidate_port=7882)
+    for text in (offer, high_first):
+        answer = LiveKitNegotiator().answer(text, local)
+        video = next(m for m in answer.media if m.kind == "video")
+        assert [e[0] for e in video.plan.encodings] == ["q", "h", "f"]
