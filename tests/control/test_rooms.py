@@ -812,7 +812,7 @@ def test_livekit_negotiator_orders_simulcast_layers_low_to_high() -> None:
     from control.negotiation import TransportParams
     from control.participant import LiveKitNegotiator
 
-    offer = (DATA / "chrome_simulcast_offer.sdp").read_text()
+    offer = (DATA / "chrome_simulcast_offer.sdp").read_text().replace("\r\n", "\n").replace("\n", "\r\n")
     assert "a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f" in offer
     # the same offer with the rids listed high first, as the Rust SDK writes them ("a=simulcast:send h;q")
     high_first = offer.replace("a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f",
