@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from control.codecs import URI_TRANSPORT_CC
 from control.negotiation import TrackPlan, TransportParams
 
 
@@ -94,6 +95,7 @@ class MediaClient:
                     "rid_id": track.rid_id,
                     "rrid_id": track.rrid_id,
                     "audio_level_id": track.audio_level_id,
+                    "twcc_id": track.extensions.get(URI_TRANSPORT_CC, 0),
                     "id_map": bytes(track.id_map),
                 },
             },

@@ -323,6 +323,7 @@ class MediaService:
             int(ext.get("rrid_id", 0)),
             int(ext.get("audio_level_id", 0)),
             id_map,
+            twcc_id=int(ext.get("twcc_id", 0)),
         )
         encodings = [
             (str(rid).encode(), int(ssrc), int(rtx)) for rid, ssrc, rtx in _require(body, "encodings", list)
