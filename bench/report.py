@@ -154,15 +154,17 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
             continue
         label = f"{r.get('label', r['scenario'])} ({'gcm' if 'GCM' in r['srtp_profile'] else 'cm80'})"
         xs = [p["receivers"] if r["scenario"] != "scale" else p["workers"] for p in pts]
-        ax1.plot(xs, [p["forwarded_pps"] for p in pts], marker="o", label=label)
+        line = ax1.plot(xs, [p["forwarded_pps"] for p in pts], marker="o", label=label)[0]
+        ax1.plot(xs, [p["expected"] / p["seconds"] for p in pts], linestyle="--", linewidth=1,
+                 color=line.get_color())
         ax2.plot(xs, [p["cpu_us_per_packet"] for p in pts], marker="o", label=label)
         if r.get("limit_cpu_us_per_packet") is not None:
             ax2.axhline(r["limit_cpu_us_per_packet"], linestyle=":", linewidth=1, color="grey")
     ax1.set_xlabel("receiving streams (scale: workers)")
-    ax1.set_ylabel("forwarded packets/s")
+    ax1.set_ylabel("forwarded packets/s (dashed: offered)")
     ax1.grid(True, alpha=0.3)
     ax2.set_xlabel("receiving streams (scale: workers)")
-    ax2.set_ylabel("worker CPU us per forwarded packet")
+    ax2.set_ylabel("worker CPU us per forwarded packet (dotted: limit loop)")
     ax2.set_ylim(bottom=0)
     ax2.grid(True, alpha=0.3)
     ax1.legend(fontsize=7)

@@ -196,7 +196,7 @@ def test_generator_bound_rule() -> None:
     assert generator_bound(_measurement(generator_drops=500), flat_out=False)[0]
     assert not generator_bound(_measurement(generator_late=100), flat_out=False)[0]  # late but all sent
     assert generator_bound(_measurement(generator_behind=100), flat_out=False)[0]
-    assert generator_bound(_measurement(generator_rx_backlog=8 << 20), flat_out=False)[0]
+    assert generator_bound(_measurement(generator_rx_backlog=32 << 20), flat_out=False)[0]
     assert generator_bound(_measurement(generator_cpu_s=1.9), flat_out=False)[0]
     # Flat out: a busy generator is expected; it is the bottleneck only if the worker was not.
     assert not generator_bound(_measurement(generator_cpu_s=1.9, server_cpu_s=[1.95]), flat_out=True)[0]
