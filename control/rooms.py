@@ -93,8 +93,10 @@ class Room:
         negotiator: Negotiator,
         settings: RoomSettings,
         on_empty: Callable[[Room], None],
+        targets: dict[str, Room] | None = None,
     ) -> None:
         self.sid = lk.new_room_sid()
+        self.targets = targets if targets is not None else {}  # node-wide: worker object id -> room
         self.name = name
         self.worker_id = worker_id
         self.media = media
@@ -174,6 +176,7 @@ class Room:
         self.participants[p.identity] = p
         for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):
             self.by_target[target] = p
+            self.targets[target] = self
         try:
             await p.setup()
         except Exception:
@@ -228,6 +231,8 @@ class Room:
         for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):
             if self.by_target.get(target) is p:
                 del self.by_target[target]
+                if self.targets.get(target) is self:
+                    del self.targets[target]
         if p.closed:
             return
         was_announced = p.state != State.JOINING
@@ -556,6 +561,7 @@ class RoomManager:
         self.negotiator = negotiator
         self.settings = settings
         self.rooms: dict[str, Room] = {}
+        self.targets: dict[str, Room] = {}
         self._creating: dict[str, asyncio.Lock] = {}
         self._closing: set[asyncio.Task[Any]] = set()
 
@@ -575,7 +581,7 @@ class RoomManager:
             worker_id = await self._choose_worker()
             media = self.pool.media(worker_id)
             room = Room(name=name, worker_id=worker_id, media=media, negotiator=self.negotiator,
-                        settings=self.settings, on_empty=self._room_empty)
+                        settings=self.settings, on_empty=self._room_empty, targets=self.targets)
             await media.create_router(room.router_id)
             self.rooms[name] = room
             room.start_speaker_detection()
@@ -652,11 +658,10 @@ class RoomManager:
         return room, p
 
     def find(self, target_id: str) -> tuple[Room, Participant] | None:
-        for room in self.rooms.values():
-            p = room.by_target.get(target_id)
-            if p is not None:
-                return room, p
-        return None
+        """The session a worker object (transport or data producer id) belongs to, in O(1)."""
+        room = self.targets.get(target_id)
+        p = room.by_target.get(target_id) if room is not None else None
+        return (room, p) if room is not None and p is not None else None
 
     def on_notification(self, worker_id: int, event: str, target_id: str, body: dict[str, Any]) -> None:
         """Worker events that matter to LiveKit sessions."""

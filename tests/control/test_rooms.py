@@ -390,6 +390,7 @@ async def test_leave_broadcasts_disconnected_and_frees_transports() -> None:
     await settle()
     assert ("close_router", room.router_id) in pool.workers[0].calls
     assert "r1" not in manager.rooms
+    assert manager.targets == {}  # no worker object id still routes to a session
 
 
 async def test_publisher_leaving_removes_its_tracks_from_subscribers() -> None:
@@ -594,6 +595,7 @@ async def test_worker_death_sends_reconnect_and_drops_rooms() -> None:
     leave = client_a.of("leave")[-1]
     assert leave.action == rtc.LeaveRequest.Action.RECONNECT
     assert manager.rooms == {} and a.closed
+    assert manager.targets == {}
 
 
 async def test_no_worker_available() -> None:
