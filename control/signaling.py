@@ -246,8 +246,11 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
         return ws
     except Exception:
         log.exception("%s %s/%s failed", "resume" if params.reconnect else "join", claims.room, claims.identity)
-        if params.reconnect:  # a failed resume becomes a full reconnect
+        if params.reconnect:  # a failed resume becomes a full reconnect; the old session ends after the grace
             sink.send(lk.leave(Reason.STATE_MISMATCH, rtc.LeaveRequest.Action.RECONNECT))
+            found = manager.find_session(claims, params.sid)
+            if found is not None:
+                found[0].signal_closed(found[1], found[1].sink)
         else:
             sink.send(lk.leave(Reason.JOIN_FAILURE))
         await sink.drain()
