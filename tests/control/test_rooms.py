@@ -52,6 +52,7 @@ class FakeMedia:
         self.fail_send = False
         self.producer_stats: dict[str, dict[str, Any]] = {}
         self.gone: set[str] = set()  # producers the worker no longer has
+        self.fail_restart = False
 
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -78,6 +79,8 @@ class FakeMedia:
         self.calls.append(("close_transport", transport_id))
 
     async def restart_ice(self, transport_id: str, ice_ufrag: str, ice_pwd: str) -> None:
+        if self.fail_restart:
+            raise RuntimeError("worker refused the ICE restart")
         self.calls.append(("restart_ice", transport_id, ice_ufrag))
 
     async def get_stats(self, transport_id: str) -> dict[str, Any]:

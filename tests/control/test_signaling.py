@@ -353,3 +353,25 @@ async def test_update_own_metadata_permission_and_limits(client: TestClient) -> 
             break
     assert update.identity == "bob" and update.metadata == "fine" and dict(update.attributes) == {"a": "1"}
     await ws.close()
+
+
+async def test_failed_resume_becomes_full_reconnect_and_old_session_expires(client: TestClient) -> None:
+    manager: RoomManager = client.app["room_manager"]
+    ws = await client.ws_connect("/rtc", params={"access_token": token("alice")})
+    join = (await read(ws)).join
+    await ws.close()
+    room = manager.rooms["r1"]
+    alice = room.participants["alice"]
+    room.media.fail_restart = True  # type: ignore[attr-defined]
+    resumed = await client.ws_connect("/rtc", params={"access_token": token("alice"), "reconnect": "1",
+                                                      "sid": join.participant.sid})
+    kinds = []
+    for _ in range(5):
+        msg = await resumed.receive(timeout=5)
+        if msg.type != aiohttp.WSMsgType.BINARY:
+            break
+        kinds.append(rtc.SignalResponse.FromString(msg.data))
+    leave = [k.leave for k in kinds if k.WhichOneof("message") == "leave"]
+    assert leave and leave[-1].action == rtc.LeaveRequest.Action.RECONNECT
+    assert alice._grace is not None and not alice.closed
+    await resumed.close()
