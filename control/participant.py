@@ -260,6 +260,7 @@ class Participant:
         self._grace: asyncio.TimerHandle | None = None
         self.timers: list[asyncio.TimerHandle] = []  # cancelled on close (e.g. the join timeout)
         self.drop_next_resume = ""  # SimulateScenario: "", "silent" or "after_reconnect"
+        self.subscription_policy: rtc.SubscriptionPermission | None = None  # None: everyone may subscribe
         self.closed = False
 
     # ---- shared helpers --------------------------------------------------------------------------

@@ -112,6 +112,7 @@ class Room:
         self.metadata = ""
         self.closing = False
         self.max_participants = 0  # 0 = no limit (CreateRoom can set one)
+        self._permission_sent: dict[tuple[str, str], bool] = {}  # (subscriber sid, track sid) -> last told
         self._level_marks: dict[str, tuple[float, int]] = {}  # producer id -> (audio_level_sum, count) seen
         self._speaking: dict[str, float] = {}  # participant sid -> level last announced
         self._speaker_task: asyncio.Task[None] | None = None
@@ -206,7 +207,7 @@ class Room:
             for other in list(self.participants.values()):
                 if other is not p:
                     for pub in other.publications.values():
-                        p.subscribe(other, pub)
+                        self.subscribe(p, other, pub)
         if p.can_subscribe:
             p.negotiate_subscriber()  # the first offer exists even with nothing to receive (data channels)
         self._send_refresh_token(p)
@@ -325,7 +326,7 @@ class Room:
                 if other is not p and other.client.auto_subscribe and other.can_subscribe and other.state in (
                     State.JOINED, State.ACTIVE
                 ):
-                    other.subscribe(p, pub)
+                    self.subscribe(other, p, pub)
 
     async def handle_offer(self, p: Participant, sd: rtc.SessionDescription) -> None:
         published, removed = await p.handle_offer(sd)
@@ -360,7 +361,55 @@ class Room:
                 continue
             if not p.can_subscribe:
                 continue
-            p.subscribe(found[0], found[1])
+            self.subscribe(p, found[0], found[1])
+
+    # ---- subscription permissions (a publisher's SubscriptionPermission, LIVEKIT_PROTOCOL.md §3.6) -----------
+
+    @staticmethod
+    def allowed(subscriber: Participant, publisher: Participant, track_sid: str) -> bool:
+        policy = publisher.subscription_policy
+        if policy is None or policy.all_participants:
+            return True
+        for rule in policy.track_permissions:
+            if rule.participant_sid == subscriber.sid or (
+                    rule.participant_identity and rule.participant_identity == subscriber.identity):
+                return rule.all_tracks or track_sid in rule.track_sids
+        return False
+
+    def _tell_permission(self, subscriber: Participant, publisher: Participant, track_sid: str,
+                         allowed: bool) -> None:
+        key = (subscriber.sid, track_sid)
+        if self._permission_sent.get(key, True) != allowed:
+            self._permission_sent[key] = allowed
+            update = rtc.SubscriptionPermissionUpdate(participant_sid=publisher.sid, track_sid=track_sid,
+                                                      allowed=allowed)
+            subscriber.send(rtc.SignalResponse(subscription_permission_update=update))
+
+    def subscribe(self, subscriber: Participant, publisher: Participant, pub: Any) -> bool:
+        """Subscribes unless the publisher's permissions exclude this subscriber (who is then told so)."""
+        if not self.allowed(subscriber, publisher, pub.sid):
+            self._tell_permission(subscriber, publisher, pub.sid, False)
+            return False
+        return subscriber.subscribe(publisher, pub)
+
+    def handle_subscription_permission(self, p: Participant, msg: rtc.SubscriptionPermission) -> None:
+        """A publisher's new permissions: excluded subscribers lose the tracks, newly allowed auto-subscribers
+        get them, and each affected subscriber hears SubscriptionPermissionUpdate."""
+        policy = rtc.SubscriptionPermission()
+        policy.CopyFrom(msg)
+        p.subscription_policy = policy
+        for other in list(self.participants.values()):
+            if other is p:
+                continue
+            for pub in [x for x in p.publications.values() if x.published]:
+                if self.allowed(other, p, pub.sid):
+                    self._tell_permission(other, p, pub.sid, True)
+                    if other.client.auto_subscribe and other.can_subscribe and other.state in (
+                            State.JOINED, State.ACTIVE):
+                        other.subscribe(p, pub)
+                else:
+                    other.unsubscribe(pub.sid)
+                    self._tell_permission(other, p, pub.sid, False)
 
     # ---- data ------------------------------------------------------------------------------------
 

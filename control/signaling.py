@@ -329,8 +329,10 @@ async def _handle(room: Room, p: Participant, kind: str, msg: Any) -> bool:
         return True
     elif kind == "simulate":
         return await _simulate(room, p, msg)
+    elif kind == "subscription_permission":
+        room.handle_subscription_permission(p, msg)
     else:
-        # subscription_permission, sync_state, update_layers, data tracks: not handled yet.
+        # sync_state (resumes re-offer everything), update_layers, data tracks: not handled.
         log.debug("%s: %s ignored", p.sid, kind)
     return False
 

@@ -828,3 +828,32 @@ def test_livekit_negotiator_orders_simulcast_layers_low_to_high() -> None:
         answer = LiveKitNegotiator().answer(text, local)
         video = next(m for m in answer.media if m.kind == "video")
         assert [e[0] for e in video.plan.encodings] == ["q", "h", "f"]
+
+
+async def test_subscription_permissions_of_a_publisher() -> None:
+    manager, _ = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    _, b, client_b = await joined(manager, "bob")
+    _, c, client_c = await joined(manager, "carol")
+    mic = await publish(room, a, "mic-1")
+    assert mic in b.subscriptions and mic in c.subscriptions
+    only_bob = rtc.SubscriptionPermission(all_participants=False, track_permissions=[
+        rtc.TrackPermission(
+            participant_identity="bob", all_tracks=True)])
+    room.handle_subscription_permission(a, only_bob)
+    assert mic in b.subscriptions and not b.subscriptions[mic].removed
+    assert c.subscriptions[mic].removed
+    update = client_c.of("subscription_permission_update")[-1]
+    assert (update.participant_sid, update.track_sid, update.allowed) == (a.sid, mic, False)
+    assert client_b.of("subscription_permission_update") == []
+    # an explicit request from an excluded subscriber is refused the same way, and said only once
+    room.handle_subscription(c, rtc.UpdateSubscription(track_sids=[mic], subscribe=True))
+    assert len(client_c.of("subscription_permission_update")) == 1
+    await c.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+    await settle()
+    assert mic not in client_c.of("offer")[-1].sdp
+    room.handle_subscription_permission(a, rtc.SubscriptionPermission(all_participants=True))
+    await c.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+    await settle()
+    assert client_c.of("subscription_permission_update")[-1].allowed
+    assert mic in client_c.of("offer")[-1].sdp
