@@ -480,9 +480,13 @@ class Participant:
                 continue
             del self._pending_media[mid]
             waiting.remove(match)
-            await self.media.produce(self.pub_transport_id, match.producer_id, media.plan)
-            if match.info.muted:
-                await self.media.pause_producer(match.producer_id)
+            try:
+                await self.media.produce(self.pub_transport_id, match.producer_id, media.plan)
+                if match.info.muted:
+                    await self.media.pause_producer(match.producer_id)
+            except Exception as exc:  # the answer still goes out; this track stays unpublished
+                log.warning("%s: cannot produce %s (mid %s): %r", self.sid, match.sid, mid, exc)
+                continue
             match.media = media
             match.info.mid = mid
             match.info.mime_type = media.mime_type

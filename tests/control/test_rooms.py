@@ -87,6 +87,8 @@ class FakeMedia:
         return {"producers": {pid: dict(snap) for pid, snap in self.producer_stats.items()}}
 
     async def produce(self, transport_id: str, producer_id: str, track: Any) -> None:
+        if producer_id in self.gone:
+            raise ValueError(f"worker refused producer {producer_id!r}")
         self.calls.append(("produce", transport_id, producer_id, track))
 
     async def consume(self, transport_id: str, consumer_id: str, producer_id: str, *, out_ssrc: int,
@@ -857,3 +859,14 @@ async def test_subscription_permissions_of_a_publisher() -> None:
     await settle()
     assert client_c.of("subscription_permission_update")[-1].allowed
     assert mic in client_c.of("offer")[-1].sdp
+
+
+async def test_a_refused_producer_still_gets_the_answer() -> None:
+    manager, pool = make_manager()
+    room, a, client_a = await joined(manager, "alice")
+    pub = a.handle_add_track(rtc.AddTrackRequest(cid="mic-1", type=models.TrackType.AUDIO))
+    assert pub is not None
+    pool.workers[0].gone.add(pub.sid)
+    await room.handle_offer(a, rtc.SessionDescription(type="offer", sdp="v=0\r\nm=audio 0 mic-1\r\n", id=9))
+    assert client_a.of("answer")[-1].id == 9
+    assert a.info().tracks == [] and not pub.published
