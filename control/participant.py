@@ -406,7 +406,10 @@ class Participant:
             # The client restarted ICE (after a resume): the answerer changes its credentials too (RFC 8839).
             self.pub_params = await self._restart_ice(self.pub_transport_id, self.pub_params)
         self._pub_remote_ufrag = ufrag or self._pub_remote_ufrag
-        result = self.negotiator.answer(sd.sdp, self.pub_params)
+        try:
+            result = self.negotiator.answer(sd.sdp, self.pub_params)
+        except ValueError as exc:  # SdpError / NegotiationError: the client's offer cannot be answered
+            raise ParticipantError(f"cannot answer the publisher offer: {exc}") from exc
         if not self._pub_connected:
             await self.media.connect(
                 self.pub_transport_id,

@@ -870,3 +870,14 @@ async def test_a_refused_producer_still_gets_the_answer() -> None:
     await room.handle_offer(a, rtc.SessionDescription(type="offer", sdp="v=0\r\nm=audio 0 mic-1\r\n", id=9))
     assert client_a.of("answer")[-1].id == 9
     assert a.info().tracks == [] and not pub.published
+
+
+async def test_unanswerable_offer_is_refused_with_a_reason() -> None:
+    from control.participant import LiveKitNegotiator
+
+    pool = FakePool(1)
+    pool.workers = [NegotiatingMedia(0)]
+    manager = RoomManager(pool, LiveKitNegotiator(), RoomSettings(keys={"devkey": "secret"}))
+    room, a = await manager.join(claims("alice"), ClientParams(), Client())
+    with pytest.raises(ValueError, match="cannot answer the publisher offer: "):
+        await room.handle_offer(a, rtc.SessionDescription(type="offer", sdp="v=0\r\nbogus\r\n", id=1))
