@@ -10,6 +10,7 @@ declined with ``leave {STATE_MISMATCH, RECONNECT}``, which makes clients rejoin 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import warnings
 from collections.abc import Mapping
@@ -69,7 +70,7 @@ def setup_signaling(
         keys = dict(app["settings"].keys)
         settings = settings or RoomSettings(keys=keys)
         if not settings.keys:
-            settings = RoomSettings(**{**settings.__dict__, "keys": keys})
+            settings = dataclasses.replace(settings, keys=keys)
         from control.participant import LiveKitNegotiator
 
         manager = RoomManager(SupervisorPool(supervisor), LiveKitNegotiator(), settings)
