@@ -4,8 +4,9 @@ Usage::
 
     python -m bench <fanout|conference|audio|scale> [--subscribers S] [--seconds T] [--workers W]
                     [--srtp cm80|gcm] [--rate PPS] [--size BYTES] [--steps N] [--find-capacity]
-                    [--aiortc] [--no-limit] [--json FILE] [--plot FILE.png] [--url URL] [--profile-worker FILE]
-    python -m bench suite [--json FILE] [--plot FILE.png]
+                    [--aiortc] [--no-limit] [--repeat N] [--json FILE] [--plot FILE.png] [--url URL]
+                    [--profile-worker [FILE]]
+    python -m bench suite [--quick] [--repeat N] [--json FILE] [--plot FILE.png]
 
 Owns the command line, the suite's list of cases and the printed summary. Each run starts its own server
 (control's Supervisor in this process, workers pinned away from the generator's core when there are cores to spare);
@@ -96,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--url", help="a running server (not supported yet)")
     ap.add_argument("--profile-worker", nargs="?", const="worker-profile", metavar="FILE",
                     help="record the worker with py-spy (or perf) during the last measurement")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each case N times and report the median of each figure (runs listed in the JSON)")
     ap.add_argument("--quick", action="store_true", help="suite: 2 s per step instead of 3")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap
@@ -107,7 +110,7 @@ async def _main(args: argparse.Namespace) -> int:
     if args.scenario == "suite":
         for label, opts in suite_cases(args.quick):
             print(f"... {label} ({opts.srtp})", file=sys.stderr, flush=True)
-            results.append(await run_one(opts, label))
+            results.append(report.combine_runs([await run_one(opts, label) for _ in range(args.repeat)]))
     else:
         opts = Options(args.scenario, subscribers=args.subscribers, seconds=args.seconds, workers=args.workers,
                        srtp=args.srtp, rate=args.rate, size=args.size, room_size=args.room_size,
@@ -115,7 +118,7 @@ async def _main(args: argparse.Namespace) -> int:
                        find_capacity=args.find_capacity, capacity_step=args.capacity_step,
                        verify_every=args.verify_every, limit=not args.no_limit, aiortc=args.aiortc,
                        profile_worker=args.profile_worker)
-        results.append(await run_one(opts))
+        results.append(report.combine_runs([await run_one(opts) for _ in range(args.repeat)]))
     print(report.format_table(results))
     for r in results:
         notes = []
@@ -123,6 +126,8 @@ async def _main(args: argparse.Namespace) -> int:
             notes.append(f"{r['ratio_to_aiortc']}x the aiortc relay's packets per CPU-second")
         if r.get("capacity_subscribers") is not None:
             notes.append(f"capacity {r['capacity_subscribers']} subscribers at < 0.5 % loss")
+        if r.get("subscribers_per_core_estimate") is not None:
+            notes.append(f"{r['subscribers_per_core_estimate']} subscribers per whole core at this CPU cost per packet")
         if r["generator_bound"]:
             notes.append(f"GENERATOR BOUND: {r['generator_bound_reason']}")
         if r.get("worker_profile"):
@@ -146,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.url:
         print(URL_UNSUPPORTED, file=sys.stderr)
+        return 2
+    if args.repeat < 1:
+        print("bench: --repeat must be at least 1", file=sys.stderr)
         return 2
     try:
         return asyncio.run(_main(args))

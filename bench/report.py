@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import statistics
 from typing import Any
 
 from bench import procstat
@@ -71,6 +72,11 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
     if capacity is not None:
         result["capacity_subscribers"] = capacity
         result["capacity_loss_target_pct"] = 0.5
+    if opts.scenario == "fanout" and not opts.flat_out:
+        # What one whole core would carry at the CPU cost per packet of the highest load measured (a worker that
+        # shares its core with other processes falls behind before it runs out of its own CPU time).
+        top = max(points, key=lambda p: p["load"])
+        result["subscribers_per_core_estimate"] = int(1e6 / (top["cpu_us_per_packet"] * opts.rate))
     result["points"] = points
     result["limit"] = limit
     result.update({k: v for k, v in info.items() if k != "profile"})
@@ -82,6 +88,31 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
     missing = [k for k in REQUIRED_KEYS if k not in result]
     assert not missing, missing
     return result
+
+
+MEDIAN_KEYS = ("forwarded_pps", "forwarded_mbps", "cpu_us_per_packet", "limit_forwarded_pps", "limit_cpu_us_per_packet",
+               "ratio_to_limit", "cpu_us_over_limit", "loss_pct", "latency_ms_p50", "latency_ms_p99",
+               "ratio_to_aiortc", "capacity_subscribers", "subscribers_per_core_estimate")
+
+
+def combine_runs(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from repeated runs of the same case: the median of each headline figure (the machine is shared
+    and noisy; compare medians), ``generator_bound`` if any run was, every run's figures under ``runs``, and the
+    points of the run whose forwarded rate is the median."""
+    if len(results) == 1:
+        return results[0]
+    by_rate = sorted(results, key=lambda r: r["forwarded_pps"])
+    combined = dict(by_rate[len(by_rate) // 2])
+    for key in MEDIAN_KEYS:
+        values = [r[key] for r in results if isinstance(r.get(key), int | float) and not isinstance(r[key], bool)]
+        if values:
+            combined[key] = round(statistics.median(values), 3)
+    combined["generator_bound"] = any(r["generator_bound"] for r in results)
+    combined["generator_bound_reason"] = "; ".join(r["generator_bound_reason"] for r in results
+                                                   if r["generator_bound_reason"])
+    combined["runs"] = [{k: r.get(k) for k in (*MEDIAN_KEYS, "generator_bound", "measured_at")} for r in results]
+    combined["median_of"] = len(results)
+    return combined
 
 
 def write_json(path: str, result: dict[str, Any] | list[dict[str, Any]]) -> None:

@@ -247,6 +247,10 @@ async def run_limit(opts: Options, dests_count: int, size: int) -> dict[str, Any
         for k in range(dests_count):
             gen.add_receiver(LIMIT_SSRC_BASE + k, fastpath.SrtpContext(profile, tx_key, False), 0)
         limit.go()
+        profiler = None
+        if opts.profile_worker:
+            profiler = WorkerProfiler(limit.pid, opts.profile_worker + "-limit", opts.seconds)
+            profiler.start()
         m = await measure(gen, [limit.pid], [port], net.port, [dests_count], opts.seconds,
                           warmup=warmup, drain=drain, verify_every=opts.verify_every)
         counters = await asyncio.to_thread(limit.result, opts.seconds + 10)
@@ -256,4 +260,6 @@ async def run_limit(opts: Options, dests_count: int, size: int) -> dict[str, Any
         os.sched_setaffinity(0, original)
     p = point(m, dests_count, opts.flat_out)
     p["limit_counters"] = counters
+    if profiler is not None:
+        p["profile"] = profiler.finish()
     return p

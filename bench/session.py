@@ -273,9 +273,12 @@ def percentile(histogram: list[tuple[float, int]], q: float) -> float | None:
 
 
 async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], generator_port: int,
-                  fanout_of: list[int], seconds: float, *, warmup: float = 0.5, drain: float = 0.3,
+                  fanout_of: list[int], seconds: float, *, warmup: float = 1.2, drain: float = 0.3,
                   verify_every: int = 1) -> Measurement:
-    """Warm up, then measure ``seconds`` of load; ``fanout_of[stream]`` = receivers of each sender stream."""
+    """Warm up, then measure ``seconds`` of load; ``fanout_of[stream]`` = receivers of each sender stream.
+
+    The warm-up outlasts the publishers' key-frame interval (30 frames, about 1 s): a new video consumer forwards
+    nothing before the next key frame, and the generator's publishers do not answer PLI."""
     await asyncio.to_thread(gen.run, warmup, True, verify_every)
     gen.reset()
     cpu0 = [procstat.cpu_seconds(p) for p in pids]

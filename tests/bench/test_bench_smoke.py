@@ -24,7 +24,7 @@ import fastpath
 from bench.net import GeneratorSocket, participant_address
 from bench.peer import ServerParams, _split_records, binding_request, integrity_ok
 from bench.profile import summarize_collapsed
-from bench.report import REQUIRED_KEYS, format_table
+from bench.report import REQUIRED_KEYS, combine_runs, format_table
 from bench.scenarios import Options, generator_bound
 from bench.session import Measurement, percentile
 
@@ -231,3 +231,15 @@ def test_table_has_one_row_per_result() -> None:
     lines = format_table([row, dict(row, generator_bound=True)]).splitlines()
     assert len(lines) == 4
     assert lines[2].split()[:3] == ["fanout", "gcm", "10"] and lines[3].endswith("BND")
+
+
+def test_repeated_runs_report_medians_and_keep_every_run() -> None:
+    def run(pps: float, us: float, bound: bool) -> dict[str, object]:
+        return {"forwarded_pps": pps, "cpu_us_per_packet": us, "ratio_to_limit": pps / 100.0, "loss_pct": 0.0,
+                "generator_bound": bound, "generator_bound_reason": "busy" if bound else "", "points": [pps]}
+
+    combined = combine_runs([run(90.0, 5.0, False), run(120.0, 4.0, False), run(100.0, 4.5, True)])
+    assert combined["forwarded_pps"] == 100.0 and combined["cpu_us_per_packet"] == 4.5
+    assert combined["ratio_to_limit"] == 1.0 and combined["points"] == [100.0]
+    assert combined["generator_bound"] is True and combined["median_of"] == 3
+    assert [r["forwarded_pps"] for r in combined["runs"]] == [90.0, 120.0, 100.0]
