@@ -2,10 +2,10 @@
 
 Owns the socket that all synthetic participants share (bound to the wildcard address so that datagrams for any
 127.x.y.z arrive on it; ``IP_PKTINFO`` picks each participant's source address per datagram and reports the
-destination address of each received one), the address plan (participant i -> 127.77.i/256.i%256+1... see
-:func:`participant_address`) and, during set-up, the dispatch of received datagrams to the participant that owns
-the destination address. After set-up the Cython hot loop (``bench._loadgen``) reads the same socket.
-Only datagrams from 127.0.0.0/8 are ever handed on. Linux only (``IP_PKTINFO``, ``SO_RCVBUFFORCE``).
+destination address of each received one), the address plan (participant i sends from 127.77.x.y with
+x.y = i + 1, see :func:`participant_address`) and, during set-up, the dispatch of received datagrams to the
+participant that owns the destination address. After set-up the Cython hot loop (``bench._loadgen``) reads the
+same socket. Only datagrams from 127.0.0.0/8 are ever handed on. Linux only (``IP_PKTINFO``, ``SO_RCVBUFFORCE``).
 """
 
 from __future__ import annotations
