@@ -620,7 +620,8 @@ class RoomManager:
             counts[room.worker_id] = counts.get(room.worker_id, 0) + 1
         return counts
 
-    async def get_or_create(self, name: str) -> Room:
+    async def _enter(self, name: str) -> Room:
+        """The room called ``name``, placed now if new, with one more join in flight (the caller ends it)."""
         lock = self._creating.setdefault(name, asyncio.Lock())
         async with lock:
             room = self.rooms.get(name)
@@ -658,7 +659,7 @@ class RoomManager:
 
     async def create_room(self, name: str, *, metadata: str = "", max_participants: int = 0) -> Room:
         """CreateRoom: places the room now; it is closed if nobody joins within ``empty_timeout``."""
-        room = await self.get_or_create(name)
+        room = await self._enter(name)
         room.joining -= 1
         if metadata:
             room.metadata = metadata
@@ -676,7 +677,7 @@ class RoomManager:
         return True
 
     async def join(self, claims: Claims, client: ClientParams, sink: SignalSink) -> tuple[Room, Participant]:
-        room = await self.get_or_create(claims.room)
+        room = await self._enter(claims.room)
         try:
             return room, await room.join(claims, client, sink)
         finally:
