@@ -1,8 +1,9 @@
 """Composition root of the control process: settings -> Supervisor + aiohttp application, run until a signal.
 
 This module only wires parts together: the :class:`~control.supervisor.Supervisor` (reachable as
-``app["supervisor"]`` so that signaling code can reach the workers), ``app["settings"]``, ``GET /healthz``,
-and LiveKit's signaling and Twirp RoomService (control/signaling.py), all on the same port. SIGINT/SIGTERM stop the HTTP server, then the workers, then remove the runtime directory.
+``app["supervisor"]`` so that signaling code can reach the workers), ``app["settings"]``, ``GET /healthz``, and
+LiveKit's signaling and Twirp RoomService (control/signaling.py), all on the same port. SIGINT/SIGTERM stop the
+HTTP server, then the workers, then remove the runtime directory.
 """
 
 from __future__ import annotations

@@ -70,6 +70,10 @@ class MediaClient:
             },
         )
 
+    async def restart_ice(self, transport_id: str, ice_ufrag: str, ice_pwd: str) -> None:
+        """New ICE credentials (ICE restart); the old ones stay valid until the first check with the new ones."""
+        await self.worker.request("transport.restart_ice", transport_id, {"ice_ufrag": ice_ufrag, "ice_pwd": ice_pwd})
+
     async def close_transport(self, transport_id: str) -> None:
         await self.worker.request("transport.close", transport_id, {})
 

@@ -21,6 +21,7 @@ from livekit.protocol import models, rtc
 
 from control import lk_messages as lk
 from control.auth import AuthError, Claims, require_join, token_from_request, verify_token
+from control.media import MediaClient
 from control.participant import ClientParams, Participant, ParticipantError
 from control.placement import NoWorkerAvailable, WorkerLoad, loads_from_slots
 from control.rooms import JoinRefused, Room, RoomManager, RoomSettings
@@ -45,17 +46,8 @@ class SupervisorPool:
     def loads(self, rooms_per_worker: Mapping[int, int]) -> list[WorkerLoad]:
         return loads_from_slots(self.supervisor.slots, rooms_per_worker)
 
-    def media(self, worker_id: int) -> Any:
-        from control.media import MediaClient
-
-        class LiveKitMediaClient(MediaClient):
-            """MediaClient plus the ICE restart that resumes need (``transport.restart_ice``)."""
-
-            async def restart_ice(self, transport_id: str, ice_ufrag: str, ice_pwd: str) -> None:
-                await self.worker.request("transport.restart_ice", transport_id,
-                                          {"ice_ufrag": ice_ufrag, "ice_pwd": ice_pwd})
-
-        return LiveKitMediaClient(self.supervisor.client(worker_id))
+    def media(self, worker_id: int) -> MediaClient:
+        return MediaClient(self.supervisor.client(worker_id))
 
 
 def setup_signaling(
