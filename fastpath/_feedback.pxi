@@ -1,5 +1,5 @@
-# RTCP ingress (included by engine.pyx): SR from publishers; RR, NACK, PLI and FIR from subscribers.
-# RFC 3550 6.4, RFC 4585 6.2.1 (NACK) and 6.3.1 (PLI), RFC 5104 4.3.1 (FIR). Key-frame requests toward
+# RTCP ingress (included by engine.pyx): SR and XR DLRR from publishers; RR, NACK, PLI and FIR from
+# subscribers. RFC 3550 6.4, RFC 4585 6.2.1 (NACK) and 6.3.1 (PLI), RFC 5104 4.3.1 (FIR), RFC 3611 4.5 (DLRR). Key-frame requests toward
 # publishers are PLIs, throttled to one per publisher SSRC per KEYFRAME_THROTTLE_MS.
 
 
@@ -86,6 +86,28 @@ cdef void handle_report_blocks(EngineState* e, int32_t t_slot, const uint8_t* p,
         p += RTCP_REPORT_BLOCK_LEN
 
 
+cdef void handle_xr(EngineState* e, Transport* t, const uint8_t* p, const uint8_t* end) noexcept nogil:
+    """XR report blocks: a DLRR sub-block for our RRTR gives the RTT toward this publisher (RFC 3611 4.5)."""
+    cdef const uint8_t* q
+    cdef int32_t block
+    cdef uint32_t lrr, dlrr
+    cdef int64_t rtt
+    while p + 4 <= end:
+        block = (<int32_t>rd16(p + 2) + 1) * 4
+        if p + block > end:
+            return
+        if p[0] == RTCP_XR_DLRR:
+            q = p + 4
+            while q + 12 <= p + block:
+                lrr = rd32(q + 4)
+                dlrr = rd32(q + 8)
+                if rd32(q) == e.rtcp_ssrc and lrr != 0 and lrr == t.rrtr_mid:
+                    rtt = e.now_ms - t.rrtr_ms - (<int64_t>dlrr * 1000) // 65536
+                    t.rtt_ms = rtt if rtt > 0 else 1
+                q += 12
+        p += block
+
+
 cdef void handle_rtcp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf, int32_t n) noexcept nogil:
     cdef int length = n
     cdef int32_t pos = 0
@@ -124,6 +146,8 @@ cdef void handle_rtcp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf
             handle_report_blocks(e, t_slot, p + 28, it.count, end)
         elif it.pt == RTCP_RR and it.length >= 8:
             handle_report_blocks(e, t_slot, p + 8, it.count, end)
+        elif it.pt == RTCP_XR and it.length >= 8:
+            handle_xr(e, t, p + 8, end)
         elif it.pt == RTCP_RTPFB and it.count == RTCP_FMT_NACK and it.length >= 12:
             cidx = ht_get(&e.tx_ssrc, ssrc_key(t_slot, rd32(p + 8)))
             if cidx < 0:

@@ -29,9 +29,13 @@ cdef int32_t write_rr_block(RecvStream* s, uint8_t* out, int64_t now_ms) noexcep
                                    <uint32_t>(s.max_ext_seq - 0x10000), s.jitter_q4 >> 4, lsr, dlsr)
 
 
-cdef void send_rr(EngineState* e, int32_t t_slot, Transport* t, int64_t now_ms) noexcept nogil:
+cdef void send_rr(EngineState* e, int32_t t_slot, Transport* t, int64_t now_ms, uint32_t ntp_sec,
+                  uint32_t ntp_frac) noexcept nogil:
+    """RRs for every publisher stream of t; the first compound also carries an XR RRTR (RFC 3611 4.4) whose
+    DLRR answer gives the RTT toward the publisher (NACK retry interval)."""
     cdef uint8_t* out = NULL
     cdef int32_t length = 0, count = 0, i, j
+    cdef bint rrtr = True
     cdef Producer* p
     cdef RecvStream* s
     for i in range(t.producers.n):
@@ -46,17 +50,24 @@ cdef void send_rr(EngineState* e, int32_t t_slot, Transport* t, int64_t now_ms) 
                 count = 0
             length += write_rr_block(s, out + length, now_ms)
             count += 1
-            if count == 31 or length + RTCP_REPORT_BLOCK_LEN + 64 > RTCP_COMPOUND_BUDGET:
-                finish_rr(e, t_slot, out, length, count)
+            if count == 31 or length + RTCP_REPORT_BLOCK_LEN + 64 + RTCP_XR_RRTR_LEN > RTCP_COMPOUND_BUDGET:
+                finish_rr(e, t_slot, out, length, count, rrtr, ntp_sec, ntp_frac)
+                rrtr = False
                 out = NULL
     if out != NULL:
-        finish_rr(e, t_slot, out, length, count)
+        finish_rr(e, t_slot, out, length, count, rrtr, ntp_sec, ntp_frac)
 
 
-cdef void finish_rr(EngineState* e, int32_t t_slot, uint8_t* out, int32_t length, int32_t count) noexcept nogil:
+cdef void finish_rr(EngineState* e, int32_t t_slot, uint8_t* out, int32_t length, int32_t count, bint rrtr,
+                    uint32_t ntp_sec, uint32_t ntp_frac) noexcept nogil:
+    cdef Transport* t = e.transports[t_slot]
     rtcp_write_header(out, <uint8_t>count, RTCP_RR, length)
     wr32(out + 4, e.rtcp_ssrc)
     length += write_sdes(e, out + length, &e.rtcp_ssrc, 1)
+    if rrtr:
+        length += rtcp_write_xr_rrtr(out + length, e.rtcp_ssrc, ntp_sec, ntp_frac)
+        t.rrtr_mid = (ntp_sec << 16) | (ntp_frac >> 16)
+        t.rrtr_ms = e.now_ms
     send_rtcp(e, t_slot, length)
 
 
@@ -140,7 +151,7 @@ cdef void engine_tick(EngineState* e, int64_t now_ms, uint32_t ntp_sec, uint32_t
             continue
         if t.producers.n > 0 and now_ms - t.last_rr_ms >= REPORT_INTERVAL_MS:
             t.last_rr_ms = now_ms
-            send_rr(e, i, t, now_ms)
+            send_rr(e, i, t, now_ms, ntp_sec, ntp_frac)
         if t.consumers.n > 0 and now_ms - t.last_sr_ms >= REPORT_INTERVAL_MS:
             t.last_sr_ms = now_ms
             send_sr(e, i, t, now_ms, ntp_sec, ntp_frac)

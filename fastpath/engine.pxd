@@ -163,6 +163,8 @@ ctypedef struct Transport:
     uint8_t id_map[256]
     TwccRecv* twcc                            # created when transport-cc is negotiated (ids.twcc != 0)
     int64_t rtt_ms                            # toward the peer as a publisher, 0 = unknown
+    uint32_t rrtr_mid                         # middle 32 bits of the NTP time of our last XR RRTR
+    int64_t rrtr_ms
     IntList producers
     IntList consumers
     int64_t last_rr_ms

@@ -98,6 +98,9 @@ from fastpath.rtcp cimport (
     RTCP_RTPFB,
     RTCP_SDES,
     RTCP_SR,
+    RTCP_XR,
+    RTCP_XR_DLRR,
+    RTCP_XR_RRTR_LEN,
     RtcpItem,
     rtcp_next,
     rtcp_write_header,
@@ -105,6 +108,7 @@ from fastpath.rtcp cimport (
     rtcp_write_report_block,
     rtcp_write_sdes_chunk,
     rtcp_write_sr,
+    rtcp_write_xr_rrtr,
 )
 from fastpath.rtp cimport (
     RTP_BAD_VERSION,
@@ -845,7 +849,7 @@ cdef class Engine:
         d = {"rx_packets": tr.rx_packets, "rx_bytes": tr.rx_bytes, "tx_packets": tr.tx_packets,
              "tx_bytes": tr.tx_bytes, "rtp_rx": tr.rtp_rx, "rtcp_rx": tr.rtcp_rx, "rtcp_tx": tr.rtcp_tx,
              "stun_rx": tr.stun_rx, "dtls_rx": tr.dtls_rx, "srtp_resets": tr.srtp_resets,
-             "bound": int(tr.bound), "srtp": int(tr.srtp_in != NULL)}
+             "bound": int(tr.bound), "srtp": int(tr.srtp_in != NULL), "rtt_ms": tr.rtt_ms}
         if tr.twcc != NULL:
             d.update(twcc_packets=tr.twcc.packets, twcc_duplicates=tr.twcc.duplicates,
                      twcc_too_old=tr.twcc.too_old, twcc_feedbacks=tr.twcc.feedbacks,

@@ -1,5 +1,5 @@
 # RTCP compound walking and the few packets the fast path writes (RFC 3550 6.4-6.5, RFC 4585 6.2-6.3,
-# RFC 5104 4.3.1). The walk never reads past the datagram: each packet's length is checked first.
+# RFC 5104 4.3.1, RFC 3611 4.4 RRTR). The walk never reads past the datagram: each packet's length is checked first.
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy
 
@@ -16,6 +16,9 @@ cdef enum RtcpType:
     RTCP_XR = 207
 
 cdef enum:
+    RTCP_XR_RRTR = 4                          # RFC 3611 4.4 receiver reference time
+    RTCP_XR_DLRR = 5                          # RFC 3611 4.5 delay since last RR
+    RTCP_XR_RRTR_LEN = 20                     # XR header + SSRC + one RRTR block
     RTCP_FMT_NACK = 1
     RTCP_FMT_PLI = 1
     RTCP_FMT_FIR = 4
@@ -117,3 +120,15 @@ cdef inline int32_t rtcp_write_sdes_chunk(uint8_t* buf, uint32_t ssrc, const uin
     for i in range(6 + cname_len, n):
         buf[i] = 0
     return n
+
+
+cdef inline int32_t rtcp_write_xr_rrtr(uint8_t* buf, uint32_t ssrc, uint32_t ntp_sec, uint32_t ntp_frac) noexcept nogil:
+    """An XR with one Receiver Reference Time block (the peer answers with a DLRR: RTT as a receiver)."""
+    rtcp_write_header(buf, 0, RTCP_XR, RTCP_XR_RRTR_LEN)
+    wr32(buf + 4, ssrc)
+    buf[8] = RTCP_XR_RRTR
+    buf[9] = 0
+    wr16(buf + 10, 2)
+    wr32(buf + 12, ntp_sec)
+    wr32(buf + 16, ntp_frac)
+    return RTCP_XR_RRTR_LEN

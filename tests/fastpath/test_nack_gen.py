@@ -200,3 +200,28 @@ def test_burst_loss_beyond_the_list_requests_a_key_frame_instead(rig: Rig) -> No
     assert len(plis) == 1 and plis[0]["media_ssrc"] == PUB_SSRC
     assert nacks_after_tick(rig, now_ms() + 50) == []
     assert rig.engine.snapshot_producer(10)["layers"][0]["nack_overflows"] == 1
+
+
+def test_rtt_from_the_publishers_dlrr_spaces_the_retries(rig: Rig) -> None:
+    add_video(rig)
+    for s in (1, 2, 4):
+        rig.pub.send_rtp(video(s, key=s == 1))
+    rig.pump()
+    rig.pub.drain(0.02)
+    t0 = now_ms()
+    rig.engine.tick(t0 - 300)                                   # the RR compound with our RRTR, "300 ms ago"
+    _, rtcp = rig.pub.drain()
+    xr = [p for c in rtcp for p in fastpath.parse_rtcp(c) if p["type"] == 207]
+    assert len(xr) == 1
+    engine_ssrc, bt, _, words, ntp_sec, ntp_frac = struct.unpack("!IBBHII", xr[0]["body"])
+    assert (bt, words) == (4, 2)
+    lrr = ((ntp_sec & 0xFFFF) << 16) | (ntp_frac >> 16)
+    dlrr = 65536 // 10                                          # the publisher held it for 100 ms
+    rig.pub.send_rtcp(packets.rtcp_header(0, 207, struct.pack("!IBBHIII", 0x7777, 5, 0, 3, engine_ssrc, lrr, dlrr)))
+    rig.pump()
+    rtt = rig.engine.snapshot_transport(1)["rtt_ms"]
+    assert 200 <= rtt < 1200                                    # 300 ms ago - 100 ms held, plus this test's run time
+    t1 = now_ms()
+    assert nacks_after_tick(rig, t1 + 20) == [3]
+    assert nacks_after_tick(rig, t1 + 20 + rtt - 5) == []       # not before one RTT
+    assert nacks_after_tick(rig, t1 + 20 + rtt) == [3]
