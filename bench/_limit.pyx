@@ -123,7 +123,7 @@ def run_limit(int fd, list dests, SrtpContext rx, list tx, double seconds, unsig
         pfd.fd = fd
         pfd.events = POLLIN
         wait.tv_sec = 0
-        wait.tv_nsec = 2000000
+        wait.tv_nsec = 50000000                 # idle: wake for data, or every 50 ms to check the deadline
         with nogil:
             deadline = monotonic_ms() + <long long>(seconds * 1000)
             while monotonic_ms() < deadline:

@@ -77,6 +77,7 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
         # shares its core with other processes falls behind before it runs out of its own CPU time).
         top = max(points, key=lambda p: p["load"])
         result["subscribers_per_core_estimate"] = int(1e6 / (top["cpu_us_per_packet"] * opts.rate))
+    result["worker_restarts"] = sum(p.get("worker_restarts", 0) for p in points)
     result["points"] = points
     result["limit"] = limit
     result.update({k: v for k, v in info.items() if k != "profile"})

@@ -190,6 +190,7 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
                 if profiler is not None:
                     info["profile"] = profiler.finish()
                 p = point(m, load, opts.flat_out)
+                p["worker_restarts"] = server.worker_restarts()
                 p["workers"] = workers
                 p["receivers"] = session.receivers
                 p["participants"] = len(session.participants)
@@ -198,6 +199,9 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
                 log.info("%s load %d (%d workers): %.0f pkt/s, %.2f us/pkt, loss %.3f %%, p50 %s ms%s",
                          opts.scenario, load, workers, p["forwarded_pps"], p["cpu_us_per_packet"], p["loss_pct"],
                          p["latency_ms_p50"], " [generator bound]" if p["generator_bound"] else "")
+                if p["worker_restarts"]:
+                    log.error("a worker died during load %d; later steps are skipped", load)
+                    break
                 if opts.find_capacity and (p["loss_pct"] >= CAPACITY_LOSS_PCT or p["generator_bound"]):
                     break
         finally:
