@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install build run test lint bench annotate clean
+.PHONY: install build run test lint bench annotate clean browser-deps
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ bench: build
 
 annotate: install
 	$(PY) setup.py -q build_ext --inplace --cython-annotate
+
+# Optional: Chromium (Debian) and the pinned livekit-client + playwright-core for the browser end-to-end test,
+# which skips with its reason when they are missing. Needs root for apt-get.
+browser-deps:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	cd tests/e2e/js && npm ci --silent --no-audit --no-fund
 
 clean:
 	rm -rf build $(VENV) fastpath/*.so fastpath/*.c fastpath/*.html

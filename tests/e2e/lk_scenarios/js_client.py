@@ -7,7 +7,8 @@ microphone, decodes the Python participant's camera, resumes after a dropped sig
 participant receives the browser's video, audio and packet, and sends one back.
 
 Needs ``chromium`` (Debian package) and an npm folder with ``livekit-client`` and ``playwright-core``, found in
-``$MEDIAROUTER_E2E_NODE_MODULES`` or ``~/.cache/mediarouter-e2e/node_modules``; without them the scenario records
+``$MEDIAROUTER_E2E_NODE_MODULES``, ``tests/e2e/js/node_modules`` (``make browser-deps``) or
+``~/.cache/mediarouter-e2e/node_modules``; without them the scenario records
 ``skipped`` with the reason and does nothing else.
 """
 
@@ -116,6 +117,7 @@ const { chromium } = require("playwright-core");
 
 def node_modules() -> Path | None:
     candidates = [os.environ.get("MEDIAROUTER_E2E_NODE_MODULES", ""),
+                  str(Path(__file__).resolve().parents[1] / "js" / "node_modules"),  # make browser-deps
                   str(Path.home() / ".cache" / "mediarouter-e2e" / "node_modules")]
     for candidate in candidates:
         path = Path(candidate) if candidate else None
