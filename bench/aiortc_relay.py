@@ -48,6 +48,7 @@ class LitePeer(SyntheticPeer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.nominated = asyncio.Event()
+        self.nominated_by: tuple[str, int] | None = None
 
     def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         if data and data[0] < 4 and len(data) >= 20:
@@ -69,14 +70,17 @@ class LitePeer(SyntheticPeer):
         response.add_message_integrity(self.ice_pwd.encode())
         response.add_fingerprint()
         self.net.send_from(self.address, bytes(response), addr)
-        if "USE-CANDIDATE" in request.attributes and self.server is not None and addr == (
-                self.server.host, self.server.port):
+        if "USE-CANDIDATE" in request.attributes:
+            # May arrive before connect_lite() knows the server's address: remember where it came from.
+            self.nominated_by = addr
             self.nominated.set()
 
     async def connect_lite(self, server: ServerParams, timeout: float = 15.0) -> Any:
         self.server = server
         try:
             await asyncio.wait_for(self.nominated.wait(), timeout)
+            if self.nominated_by != (server.host, server.port):
+                raise SetupError(f"{self.address}: nominated from {self.nominated_by}, not from aiortc's candidate")
             return await asyncio.wait_for(self._dtls(server), timeout)
         except TimeoutError:
             raise SetupError(f"{self.address}: aiortc did not connect in {timeout} s") from None
