@@ -138,7 +138,8 @@ def _fmt(value: Any, spec: str) -> str:
 COLUMNS = (("scenario", "case", 24, "s"), ("srtp", "srtp", 5, "s"), ("load", "load", 6, "d"),
            ("forwarded_pps", "fwd pkt/s", 10, ",.0f"), ("forwarded_mbps", "Mbps", 7, ".0f"),
            ("cpu_us_per_packet", "us/pkt", 7, ".2f"), ("limit_cpu_us_per_packet", "lim us", 7, ".2f"),
-           ("ratio_to_limit", "x limit", 8, ".2f"), ("loss_pct", "loss %", 7, ".3f"),
+           ("ratio_to_limit", "x limit", 8, ".2f"), ("ratio_to_limit_per_cpu", "x lim/cpu", 9, ".2f"),
+           ("loss_pct", "loss %", 7, ".3f"),
            ("latency_ms_p50", "p50 ms", 7, ".2f"), ("latency_ms_p99", "p99 ms", 7, ".2f"),
            ("rss", "RSS MB", 7, "s"), ("gen", "gen", 4, "s"))
 
@@ -155,6 +156,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "cpu_us_per_packet": r["cpu_us_per_packet"],
             "limit_cpu_us_per_packet": r["limit_cpu_us_per_packet"],
             "ratio_to_limit": r["ratio_to_limit"],
+            "ratio_to_limit_per_cpu": r.get("ratio_to_limit_per_cpu"),
             "loss_pct": r["loss_pct"],
             "latency_ms_p50": r["latency_ms_p50"],
             "latency_ms_p99": r["latency_ms_p99"],
