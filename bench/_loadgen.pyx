@@ -125,6 +125,15 @@ ctypedef struct Receiver:
     uint64_t verified
     uint64_t auth_failed
     uint64_t bad_payload
+    # receiver reports (RFC 3550 6.4.2) back to the server, when configured
+    void* rtcp_ctx                       # the participant's outbound context
+    sockaddr_in rtcp_dst
+    uint32_t rtcp_src
+    uint32_t reporter_ssrc
+    int64_t next_rr_ns
+    uint64_t rr_received                 # received at the previous report
+    int64_t rr_expected                  # expected at the previous report
+    uint64_t rr_sent
 
 
 ctypedef struct Consent:
@@ -196,7 +205,7 @@ cdef class LoadGen:
     cdef SrtpFns fns
     cdef uint64_t latency[LAT_BUCKETS]
     cdef uint64_t c_rtcp, c_stun, c_dtls, c_unknown, c_foreign, c_short, c_recv_calls, c_send_calls
-    cdef uint64_t c_send_errors, c_consent_sent, c_polls
+    cdef uint64_t c_send_errors, c_consent_sent, c_polls, c_rr_sent
     cdef int64_t cpu_ns, wall_ns
     cdef uint64_t sent_weighted, recv_matched, forgiven, c_forgiven, c_blocked
     cdef int64_t window_out, last_progress_ns
@@ -319,11 +328,18 @@ cdef class LoadGen:
         self.nsenders += 1
         return s.stream_id
 
-    def add_receiver(self, unsigned int ssrc, SrtpContext ctx, int sender=-1) -> int:
+    def add_receiver(self, unsigned int ssrc, SrtpContext ctx, int sender=-1, *, SrtpContext report_ctx=None,
+                     str report_from=None, str report_to=None, int report_port=0,
+                     unsigned int reporter_ssrc=0) -> int:
         """A stream this generator receives (demultiplexed by SSRC); ``sender`` is the expected stream id in
-        its payload (-1: not checked). One inbound context may be shared by a participant's streams."""
+        its payload (-1: not checked). One inbound context may be shared by a participant's streams.
+
+        With ``report_ctx`` (the participant's outbound context), the receiver sends an SRTCP receiver report
+        for the stream about once a second from ``report_from`` to ``report_to``:``report_port``, as browsers do."""
         cdef uint32_t h
         cdef int idx
+        if report_ctx is not None and (not report_ctx.outbound or report_from is None or report_to is None):
+            raise ValueError("receiver reports need an outbound context and both addresses")
         if self.nreceivers >= self.max_receivers:
             raise ValueError(f"more than {self.max_receivers} receivers")
         if ctx.outbound:
@@ -339,6 +355,13 @@ cdef class LoadGen:
         self.receivers[idx].ssrc = ssrc
         self.receivers[idx].sender = sender
         self.receivers[idx].first_ext = -1
+        if report_ctx is not None:
+            _addr(report_to, report_port, &self.receivers[idx].rtcp_dst)
+            self.receivers[idx].rtcp_src = _ip(report_from)
+            self.receivers[idx].rtcp_ctx = report_ctx.ctx
+            self.receivers[idx].reporter_ssrc = reporter_ssrc
+            self.receivers[idx].next_rr_ns = <int64_t>((idx * 7919) % 1000) * 1000000   # spread over 1 s
+            self._keep.append(report_ctx)
         self.table[h] = idx + 1
         if 0 <= sender < self.nsenders:
             self.senders[sender].fanout += 1
@@ -388,7 +411,7 @@ cdef class LoadGen:
         memset(self.latency, 0, sizeof(self.latency))
         self.c_rtcp = self.c_stun = self.c_dtls = self.c_unknown = self.c_foreign = self.c_short = 0
         self.c_recv_calls = self.c_send_calls = self.c_send_errors = self.c_consent_sent = self.c_polls = 0
-        self.c_forgiven = self.c_blocked = 0
+        self.c_forgiven = self.c_blocked = self.c_rr_sent = 0
         self.cpu_ns = self.wall_ns = 0
 
     # ---- the loop --------------------------------------------------------------------------------------
@@ -420,6 +443,8 @@ cdef class LoadGen:
         self.last_progress_ns = start
         for i in range(self.nconsents):
             self.consents[i].next_ns = start + (self.consents[i].next_ns % <int64_t>(consent_period_s * 1e9))
+        for i in range(self.nreceivers):
+            self.receivers[i].next_rr_ns = start + (self.receivers[i].next_rr_ns % 1000000000)
         deadline = start + <int64_t>(seconds * 1e9)
         cpu0 = thread_cpu_ns()
         with nogil:
@@ -455,6 +480,7 @@ cdef class LoadGen:
             if send:
                 wake = self._send_due(t, saturating, &rr)
                 self._send_consents(t, consent_ns)
+                self._send_reports(t)
             else:
                 wake = t + MAX_WAIT_NS
             if saturating and send and not self.blocked:
@@ -682,6 +708,62 @@ cdef class LoadGen:
         info.ipi_addr.s_addr = 0
         return True
 
+    cdef void _send_reports(self, int64_t t) noexcept nogil:
+        """One SRTCP receiver report per due receiver (RFC 3550 6.4.2: fraction lost, cumulative lost, extended
+        highest sequence number; no jitter, LSR or DLSR)."""
+        cdef int i, n = 0, plen
+        cdef Receiver* r
+        cdef uint8_t* p
+        cdef int64_t expected, lost, interval_expected, interval_lost
+        cdef uint32_t fraction
+        cdef cmsghdr* h
+        cdef in_pktinfo* info
+        for i in range(self.nreceivers):
+            r = &self.receivers[i]
+            if r.rtcp_ctx == NULL or r.next_rr_ns > t:
+                continue
+            r.next_rr_ns = t + 1000000000
+            if r.first_ext < 0:
+                continue
+            expected = r.max_ext - r.first_ext + 1
+            lost = expected - <int64_t>r.received
+            interval_expected = expected - r.rr_expected
+            interval_lost = interval_expected - <int64_t>(r.received - r.rr_received)
+            fraction = <uint32_t>((interval_lost << 8) // interval_expected) if interval_expected > 0 and interval_lost > 0 else 0
+            r.rr_expected = expected
+            r.rr_received = r.received
+            p = self.sbuf + n * SLOT
+            p[0] = 0x81                                   # V=2, RC=1
+            p[1] = 201                                    # RR
+            wr16(p + 2, 7)                                # length in words - 1
+            wr32(p + 4, r.reporter_ssrc)
+            wr32(p + 8, r.ssrc)
+            wr32(p + 12, (min(fraction, 255) << 24) | (<uint32_t>max(0, min(lost, 0x7FFFFF)) & 0xFFFFFF))
+            wr32(p + 16, <uint32_t>r.max_ext)
+            wr32(p + 20, 0)
+            wr32(p + 24, 0)
+            wr32(p + 28, 0)
+            plen = 32
+            if self.fns.protect_rtcp(r.rtcp_ctx, p, &plen) != SRTP_ERR_OK:
+                continue
+            self.siov[n].iov_len = plen
+            self.smsgs[n].msg_hdr.msg_name = &r.rtcp_dst
+            h = <cmsghdr*>(self.scmsg + n * CMSG_SLOT)
+            h.cmsg_level = IPPROTO_IP
+            h.cmsg_type = IP_PKTINFO
+            h.cmsg_len = CMSG_LEN(sizeof(in_pktinfo))
+            info = <in_pktinfo*>CMSG_DATA(h)
+            info.ipi_ifindex = 0
+            info.ipi_spec_dst.s_addr = r.rtcp_src
+            info.ipi_addr.s_addr = 0
+            r.rr_sent += 1
+            self.c_rr_sent += 1
+            n += 1
+            if n == self.batch:
+                self._flush(n)
+                n = 0
+        self._flush(n)
+
     cdef void _send_consents(self, int64_t t, int64_t period) noexcept nogil:
         cdef int i, n = 0
         cdef Consent* c
@@ -751,7 +833,8 @@ cdef class LoadGen:
         return {"rtcp": self.c_rtcp, "stun": self.c_stun, "dtls": self.c_dtls, "unknown": self.c_unknown,
                 "foreign": self.c_foreign, "short": self.c_short, "recv_calls": self.c_recv_calls,
                 "send_calls": self.c_send_calls, "send_errors": self.c_send_errors,
-                "consent_sent": self.c_consent_sent, "polls": self.c_polls,
+                "consent_sent": self.c_consent_sent, "receiver_reports_sent": self.c_rr_sent,
+                "polls": self.c_polls,
                 "flat_window_blocked": self.c_blocked, "flat_window_forgiven": self.c_forgiven,
                 "cpu_s": self.cpu_ns / 1e9, "wall_s": self.wall_ns / 1e9}
 

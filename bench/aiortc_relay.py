@@ -186,8 +186,11 @@ async def run_aiortc_relay(opts: Any) -> dict[str, Any]:
         assert pub_peer.server is not None
         stream = gen.add_sender(pub_peer.address, pub_peer.server.host, pub_peer.server.port, pub_tx, 0x2000,
                                 pub_offer["vp8_pt"], opts.size - 12, opts.rate, video=True, clock_rate=90000)
-        for keys, offer, _peer in subs:
-            gen.add_receiver(offer["ssrc"], fastpath.SrtpContext(keys.profile, keys.remote, False), stream)
+        for i, (keys, offer, peer) in enumerate(subs):
+            assert peer.server is not None
+            gen.add_receiver(offer["ssrc"], fastpath.SrtpContext(keys.profile, keys.remote, False), stream,
+                             report_ctx=fastpath.SrtpContext(keys.profile, keys.local, True), report_from=peer.address,
+                             report_to=peer.server.host, report_port=peer.server.port, reporter_ssrc=0x7000_0000 + i)
         setup_s = time.monotonic() - started
         m = await measure(gen, [relay.process.pid], [], net.port, [subscribers], opts.seconds,
                           verify_every=opts.verify_every)

@@ -5,7 +5,8 @@ objects and generator streams: per participant one WebRTC transport (``MediaClie
 participant's certificate fingerprint given to the server (``MediaClient.connect``, server in the DTLS server role),
 a real ICE check and DTLS handshake (``bench.peer``), then producers built from a ``TrackPlan`` constructed here (no
 SDP: VP8 pt 96 / Opus pt 111, the SSRC signaled, no header extensions) and consumers with chosen outgoing SSRCs.
-Every published track becomes a paced (or flat-out) sender of the generator and every consumer a receiver.
+Every published track becomes a paced (or flat-out) sender of the generator and every consumer a receiver that
+also sends the server an SRTCP receiver report about once a second.
 :func:`measure` runs the generator for warm-up + measurement + drain and reads the kernel's accounting of the
 worker processes over the measurement window.
 """
@@ -31,6 +32,7 @@ from control.negotiation import TrackPlan
 VIDEO_PT = 96
 AUDIO_PT = 111
 SETUP_CONCURRENCY = 48
+REPORTER_SSRC_BASE = 0x7000_0000  # the SSRC a subscribing participant's receiver reports come from
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,10 @@ class Session:
                     self._next_out_ssrc += 1
                     await media.consume(p.transport_id, f"{p.transport_id}-c{out_ssrc:x}", track.producer_id,
                                         out_ssrc=out_ssrc, pt_map={_pt(track.spec): _pt(track.spec)})
-                    self.gen.add_receiver(out_ssrc, p.rx, track.stream)
+                    assert p.server is not None
+                    self.gen.add_receiver(out_ssrc, p.rx, track.stream, report_ctx=p.tx, report_from=p.address,
+                                          report_to=p.server.host, report_port=p.server.port,
+                                          reporter_ssrc=REPORTER_SSRC_BASE + p.index)
                     self._consumed.add((p.index, track.stream))
                     self.fanout[track.stream] += 1
         self.setup_s += time.monotonic() - start

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench._loadgen import LoadGen
 
 import fastpath
+from bench._loadgen import LoadGen
 from bench.net import GeneratorSocket, participant_address
 from bench.peer import ServerParams, _split_records, binding_request, integrity_ok
 from bench.profile import summarize_collapsed
@@ -86,8 +86,11 @@ def test_loadgen_sends_paced_srtp_and_counts_it(profile: int) -> None:
         gen = LoadGen(net.fileno(), 2, 2, 1)
         stream = gen.add_sender(participant_address(5), "127.0.0.1", port, fastpath.SrtpContext(profile, key, True),
                                 0x1111, 96, 1188, 400.0, video=True, clock_rate=90000)
-        gen.add_receiver(0x1111, fastpath.SrtpContext(profile, key, False), stream)
-        gen.run(0.25)
+        report_key = os.urandom(fastpath.KEY_LENGTHS[profile])
+        gen.add_receiver(0x1111, fastpath.SrtpContext(profile, key, False), stream,
+                         report_ctx=fastpath.SrtpContext(profile, report_key, True), report_from=participant_address(6),
+                         report_to="127.0.0.1", report_port=port, reporter_ssrc=0x7000_0001)
+        gen.run(1.1)
         gen.run(0.1, send=False)
         sent = gen.senders_snapshot()[0]["sent"]
         got = gen.receivers_snapshot()[0]
@@ -96,6 +99,8 @@ def test_loadgen_sends_paced_srtp_and_counts_it(profile: int) -> None:
         assert got["gaps"] == 0 and got["auth_failed"] == 0 and got["bad_payload"] == 0
         assert got["bytes"] == sent * (1200 + (10 if profile == 1 else 16))
         assert sum(c for _, c in gen.latency_histogram()) == sent
+        counters = gen.counters()
+        assert counters["receiver_reports_sent"] >= 1 and counters["rtcp"] == counters["receiver_reports_sent"]
     finally:
         net.close()
 
@@ -135,6 +140,8 @@ def test_loadgen_rejects_bad_configuration() -> None:
             gen.add_sender("nowhere", "127.0.0.1", port, out, 1, 96, 500, 10.0, video=True, clock_rate=90000)
         with pytest.raises(ValueError, match="inbound SRTP context"):
             gen.add_receiver(1, out)
+        with pytest.raises(ValueError, match="receiver reports need an outbound context"):
+            gen.add_receiver(1, inbound, report_ctx=inbound, report_from="127.0.0.2", report_to="127.0.0.1")
         gen.add_receiver(7, inbound)
         with pytest.raises(ValueError, match="more than 1 receivers"):
             gen.add_receiver(8, inbound)
