@@ -852,8 +852,8 @@ cdef class Engine:
              "bound": int(tr.bound), "srtp": int(tr.srtp_in != NULL), "rtt_ms": tr.rtt_ms}
         if tr.twcc != NULL:
             d.update(twcc_packets=tr.twcc.packets, twcc_duplicates=tr.twcc.duplicates,
-                     twcc_too_old=tr.twcc.too_old, twcc_feedbacks=tr.twcc.feedbacks,
-                     twcc_pending=twcc_pending(tr.twcc))
+                     twcc_too_old=tr.twcc.too_old, twcc_resyncs=tr.twcc.resyncs,
+                     twcc_feedbacks=tr.twcc.feedbacks, twcc_pending=twcc_pending(tr.twcc))
         d.update(_drops(tr.drops))
         return d
 

@@ -182,7 +182,7 @@ cdef class TwccRecorder:
     @property
     def counters(self) -> dict:
         return {"packets": self._r.packets, "duplicates": self._r.duplicates, "too_old": self._r.too_old,
-                "feedbacks": self._r.feedbacks}
+                "resyncs": self._r.resyncs, "feedbacks": self._r.feedbacks}
 
 
 cdef class NackGenerator:

@@ -24,6 +24,7 @@ cdef enum:
     TWCC_TICKS_PER_REF = 256
     TWCC_MAX_RUN = 8191               # 13-bit run length
     TWCC_SEQ_BIAS = 0x10000           # keeps unwrapped seqs positive (slot.seq -1 = empty)
+    TWCC_RESYNC_AFTER = 64            # consecutive too-old seqs: the sender's counter jumped, start again
 
 cdef enum:  # packet status symbols
     TWCC_NOT_RECEIVED = 0
@@ -49,6 +50,8 @@ ctypedef struct TwccRecv:
     uint64_t duplicates
     uint64_t too_old
     uint64_t feedbacks
+    uint64_t resyncs
+    int32_t old_run                   # consecutive too-old seqs
 
 
 cdef inline int twcc_init(TwccRecv* r) except -1:
@@ -69,6 +72,8 @@ cdef inline int twcc_init(TwccRecv* r) except -1:
     r.duplicates = 0
     r.too_old = 0
     r.feedbacks = 0
+    r.resyncs = 0
+    r.old_run = 0
     return 0
 
 
@@ -85,6 +90,7 @@ cdef inline int64_t twcc_record(TwccRecv* r, uint16_t seq, int64_t arrival_us, u
     """Record one packet's arrival (arrival_us >= 0); returns the number of seqs waiting for feedback."""
     cdef int64_t ext = unwrap_seq(&r.unwrap, seq) + TWCC_SEQ_BIAS
     cdef TwccSlot* slot
+    cdef int32_t i
     if not r.started:
         r.started = 1
         r.start = ext
@@ -96,8 +102,21 @@ cdef inline int64_t twcc_record(TwccRecv* r, uint16_t seq, int64_t arrival_us, u
     elif ext < r.start:
         if r.end - ext > TWCC_RING:
             r.too_old += 1
-            return r.end - r.start
-        r.start = ext
+            r.old_run += 1
+            if r.old_run < TWCC_RESYNC_AFTER:
+                return r.end - r.start
+            # A jump of more than half the 16-bit space (the unwrapper took it as a step back): what was
+            # not reported is lost anyway; restart the window at this seq.
+            r.resyncs += 1
+            for i in range(TWCC_RING):
+                r.ring[i].seq = -1
+            r.unwrap.started = 0
+            ext = unwrap_seq(&r.unwrap, seq) + TWCC_SEQ_BIAS
+            r.start = ext
+            r.end = ext + 1
+        else:
+            r.start = ext
+    r.old_run = 0
     slot = &r.ring[ext & TWCC_RING_MASK]
     if slot.seq == ext:
         r.duplicates += 1

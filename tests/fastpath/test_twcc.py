@@ -302,3 +302,15 @@ def test_no_feedback_without_negotiated_transport_cc(rig: Rig) -> None:
 def test_twcc_id_out_of_range_is_refused(rig: Rig) -> None:
     with pytest.raises(ValueError, match="twcc_id must be in 0..255"):
         rig.engine.set_extension_map(1, 1, 2, 3, 0, bytes(256), twcc_id=300)
+
+
+def test_a_jump_beyond_half_the_seq_space_restarts_the_window() -> None:
+    r = recorder([(0, 0), (1, 1000)])
+    r.build(SENDER)
+    for i in range(64):                                 # 40000 ahead reads as a step back: too old ...
+        r.record(40000 + i, 2000 + i)
+    assert r.counters["too_old"] == 64 and r.counters["resyncs"] == 1
+    fb = decode(r.build(SENDER)[0])                     # ... until the 64th restarts the window there
+    assert (fb.base, fb.count, fb.received) == (40063, 1, [40063])
+    r.record(40064, 3000)
+    assert decode(r.build(SENDER)[0]).received == [40064]
