@@ -33,15 +33,18 @@ URL_UNSUPPORTED = ("--url is not supported yet: driving a running server needs t
 
 async def run_one(opts: Options, label: str | None = None) -> dict[str, Any]:
     points, info = await run_server_steps(opts)
-    limit = None
-    if opts.limit:
-        dests = max(1, fanout_degree(opts))
-        size = opts.size if opts.scenario != "audio" else 100
-        limit = await run_limit(opts, dests, size)
     capacity = None
     if opts.find_capacity:
         good = [p["load"] for p in points if p["loss_pct"] < 0.5 and not p["generator_bound"]]
         capacity = max(good) if good else 0
+    limit = None
+    if opts.limit:
+        # The limit runs at the fan-out of the headline figures: the capacity found, or the last load measured.
+        dests = fanout_degree(opts)
+        if opts.scenario == "fanout":
+            dests = capacity or points[-1]["load"]
+        size = opts.size if opts.scenario != "audio" else 100
+        limit = await run_limit(opts, max(1, dests), size)
     aiortc_result = None
     if opts.aiortc:
         from bench.aiortc_relay import run_aiortc_relay
