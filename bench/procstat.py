@@ -1,7 +1,7 @@
 """What the kernel says about the processes and sockets of a benchmark run (Linux ``/proc``).
 
-Owns reading CPU time (the scheduler's per-thread run time in ``/proc/<pid>/task/*/schedstat``, summed over the
-process's threads; ``/proc/<pid>/stat`` utime + stime as the fallback), resident memory
+Owns reading CPU time (``/proc/<pid>/stat`` utime + stime of the whole process, all threads; and the scheduler's
+nanosecond run time from ``/proc/<pid>/task/*/schedstat`` as a finer cross-check), resident memory
 (``/proc/<pid>/status`` VmRSS), per-socket receive-queue drops (``/proc/net/udp``, by local port), the host-wide UDP
 counters (``/proc/net/snmp``: RcvbufErrors, SndbufErrors, InErrors) and the machine description for reports.
 """
@@ -16,24 +16,24 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time of process ``pid`` (all its live threads), in seconds: the scheduler's nanosecond run time
-    (``/proc/<pid>/task/*/schedstat``), or user + system ticks of ``/proc/<pid>/stat`` (10 ms resolution) where
-    schedstat is not available."""
-    try:
-        total = 0
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        return total / 1e9
-    except (OSError, ValueError, IndexError):
-        return cpu_ticks_seconds(pid)
-
-
-def cpu_ticks_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (all its threads) from /proc/<pid>/stat, in seconds."""
+    """User + system CPU time of process ``pid`` (all its threads) from /proc/<pid>/stat, in seconds (clock-tick
+    resolution, 10 ms)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def run_seconds(pid: int) -> float:
+    """The scheduler's run time of process ``pid``'s live threads (``/proc/<pid>/task/*/schedstat``, nanosecond
+    resolution), in seconds; a cross-check of :func:`cpu_seconds` for short or light measurements."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
 
 
 def rss_bytes(pid: int) -> int:

@@ -98,6 +98,7 @@ def point(m: Measurement, load: int, flat_out: bool) -> dict[str, Any]:
         "forwarded_pps": round(m.forwarded_pps, 1),
         "mbps": round(m.mbps, 2),
         "cpu_us_per_packet": round(m.cpu_us_per_packet, 3),
+        "cpu_us_per_packet_schedstat": round(1e6 * sum(m.server_run_s) / max(m.received, 1), 3),
         "loss_pct": round(m.loss_pct, 4),
         "latency_ms_p50": m.latency_ms_p50,
         "latency_ms_p99": m.latency_ms_p99,

@@ -231,7 +231,8 @@ class Measurement:
     bad_payload: int
     latency_ms_p50: float | None
     latency_ms_p99: float | None
-    server_cpu_s: list[float]
+    server_cpu_s: list[float]  # utime + stime (/proc/<pid>/stat)
+    server_run_s: list[float]  # scheduler run time (schedstat), finer
     server_rss: list[int]
     server_drops: int
     generator_drops: int
@@ -287,6 +288,7 @@ async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], genera
     await asyncio.to_thread(gen.run, warmup, True, verify_every)
     gen.reset()
     cpu0 = [procstat.cpu_seconds(p) for p in pids]
+    run0 = [procstat.run_seconds(p) for p in pids]
     sdrop0 = sum(procstat.udp_drops(p) for p in server_ports)
     gdrop0 = procstat.udp_drops(generator_port)
     snmp0 = procstat.udp_snmp()
@@ -294,6 +296,7 @@ async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], genera
     await asyncio.to_thread(gen.run, seconds, True, verify_every)
     elapsed = time.monotonic() - t0
     cpu1 = [procstat.cpu_seconds(p) for p in pids]
+    run1 = [procstat.run_seconds(p) for p in pids]
     rss = [procstat.rss_bytes(p) for p in pids]
     senders = gen.senders_snapshot()
     rx_backlog = procstat.udp_rx_queue(generator_port)
@@ -317,6 +320,7 @@ async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], genera
         latency_ms_p50=percentile(hist, 0.5),
         latency_ms_p99=percentile(hist, 0.99),
         server_cpu_s=[b - a for a, b in zip(cpu0, cpu1, strict=True)],
+        server_run_s=[b - a for a, b in zip(run0, run1, strict=True)],
         server_rss=rss,
         server_drops=sum(procstat.udp_drops(p) for p in server_ports) - sdrop0,
         generator_drops=procstat.udp_drops(generator_port) - gdrop0,

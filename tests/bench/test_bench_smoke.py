@@ -192,7 +192,7 @@ def _measurement(**changes: object) -> Measurement:
     base: dict[str, object] = dict(
         seconds=2.0, sent=1000, expected=10000, received=10000, received_bytes=0, gaps=0, reordered=0,
         verified=10000, auth_failed=0, bad_payload=0, latency_ms_p50=0.2, latency_ms_p99=1.0, server_cpu_s=[1.0],
-        server_rss=[1], server_drops=0, generator_drops=0, generator_cpu_s=0.5, generator_late=0,
+        server_run_s=[1.0], server_rss=[1], server_drops=0, generator_drops=0, generator_cpu_s=0.5, generator_late=0,
         generator_behind=0, generator_rx_backlog=0, generator_max_late_ms=0.0, snmp_rcvbuf_errors=0, counters={})
     base.update(changes)
     return Measurement(**base)  # type: ignore[arg-type]
