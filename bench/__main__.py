@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from bench import report
+from bench.peer import SetupError
 from bench.scenarios import SCENARIOS, Options, fanout_degree, run_limit, run_server_steps
 
 log = logging.getLogger("bench")
@@ -166,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
+    except (SetupError, RuntimeError) as exc:
+        print(f"bench: the run failed: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
