@@ -82,12 +82,12 @@ def test_rpc_streams_speakers_mute_metadata_unpublish() -> None:
     assert r["b_sees_alice_tracks"] == [video]
 
 
-def test_simulcast_subscriber_gets_the_highest_layer() -> None:
+def test_simulcast_subscriber_gets_the_highest_layer_then_switches_to_low() -> None:
     r = scenario("simulcast", workers=1, timeout_s=120)
     assert r["simulcasted"] is True
-    assert r["b_video"].get("alice 640x360", 0) >= 30, r["b_video"]
-    # r["b_video_after_low"] shows whether the LOW request (UpdateTrackSettings) switched layers; not asserted
-    # yet: the publisher stops sending rid q without bandwidth feedback from the worker (see the report).
+    assert r["b_video"].get("alice 960x540", 0) >= 30, r["b_video"]
+    # UpdateTrackSettings(quality LOW) moves the consumer to rid q at its next key frame.
+    assert r["b_video_after_low"].get("alice 320x180", 0) >= 30, r["b_video_after_low"]
 
 
 def test_worker_death_sessions_rejoin_and_media_resumes() -> None:

@@ -1,5 +1,6 @@
-"""Simulcast with the LiveKit SDK: a 640x360 camera published with simulcast (rids q and h); a subscriber gets
-the highest layer on a single-SSRC m-line, then asks for LOW quality (UpdateTrackSettings) and gets 320x180."""
+"""Simulcast with the LiveKit SDK: a 960x540 camera published with simulcast (rids q 320x180, h 640x360, f 960x540:
+the Rust SDK adds the 180p layer only from 960 pixels up; below that its q is also full size); a subscriber gets the
+highest layer on a single-SSRC m-line, then asks for LOW quality (UpdateTrackSettings) and gets 320x180."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from common import Publisher, Receiver, connect, wait_for
 from livekit import rtc
 
 ROOM = "e2e-simulcast"
-WIDTH, HEIGHT = 640, 360
+WIDTH, HEIGHT = 960, 540
 
 
 async def run(ctx: Any, result: dict[str, Any]) -> None:
@@ -24,7 +25,7 @@ async def run(ctx: Any, result: dict[str, Any]) -> None:
     pub = next(iter(info.track_publications.values()))
     result["simulcasted"] = bool(pub.simulcasted)
     pub.set_video_quality(rtc.VideoQuality.VIDEO_QUALITY_LOW)
-    await wait_for(lambda: bob.frames("alice", WIDTH // 2, HEIGHT // 2) >= 30, 25)
+    await wait_for(lambda: bob.frames("alice", WIDTH // 3, HEIGHT // 3) >= 30, 25)
     result["b_video_after_low"] = dict(bob.video)
     await bob.stop()
     await publisher.stop()
