@@ -312,7 +312,7 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
         # the ones dropped below (padding and RTX probes, unknown SSRCs).
         twcc_off = rtp_ext_find(buf, &h, t.ids.twcc, &twcc_len)
         if twcc_off >= 0 and twcc_len >= 2 and \
-                twcc_record(t.twcc, rd16(buf + twcc_off), e.now_us, ssrc) >= TWCC_FLUSH_PENDING:
+                twcc_record(t.twcc, rd16(buf + twcc_off), rx_arrival_us(e), ssrc) >= TWCC_FLUSH_PENDING:
             send_twcc(e, t_slot, t)
     value = ht_get(&e.rx_ssrc, ssrc_key(t_slot, ssrc))
     if value < 0:

@@ -18,6 +18,7 @@ cdef enum:
     MAX_RID_LEN = 16
     RECV_SLOT_BYTES = 2048
     RECV_MAX_DATAGRAM = RECV_SLOT_BYTES - 32   # keeps SRTP tail room for in-place work
+    RECV_CMSG_BYTES = 128                     # ancillary data per datagram (the SO_TIMESTAMPNS timespec)
     SEND_BATCH = 256
     SEND_SLOT_BYTES = 2048
     EVENT_RING = 1024
@@ -192,6 +193,9 @@ ctypedef struct EngineState:
     int64_t now_ms
     int64_t now_us                            # same clock, microseconds since epoch_us (TWCC arrivals)
     int64_t epoch_us
+    uint8_t kernel_ts                         # SO_TIMESTAMPNS is on: datagrams carry their arrival time
+    int64_t realtime_offset_us                # CLOCK_REALTIME - CLOCK_MONOTONIC at the last recvmmsg
+    int32_t cur_rx                            # arena index of the datagram being handled
     Transport** transports
     int32_t cap_transports
     Producer** producers
@@ -206,6 +210,7 @@ ctypedef struct EngineState:
     mmsghdr* recv_msgs
     iovec* recv_iov
     sockaddr_in6* recv_addr
+    uint8_t* recv_cmsg
     uint8_t* send_buf
     mmsghdr send_msgs[SEND_BATCH]
     iovec send_iov[SEND_BATCH]

@@ -12,6 +12,8 @@ RFCs: 3550 (RTP/RTCP), 3711 and 7714 (SRTP), 4585 (feedback), 4588 (RTX), 5104 (
 (TWCC). Algorithms: /work/shared/design/FORWARDING.md.
 
 Times: ``tick(now_ms)`` must use the clock ``pump()`` reads, CLOCK_MONOTONIC (``time.monotonic() * 1000``).
+The Engine turns SO_TIMESTAMPNS on for its socket: TWCC feedback reports the kernel's receive time of each
+packet (mapped onto CLOCK_MONOTONIC), not the time a batch was read.
 """
 
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -50,12 +52,19 @@ from fastpath.includes.linux cimport (
     AF_INET,
     AF_INET6,
     CLOCK_REALTIME,
+    CMSG_DATA,
+    CMSG_FIRSTHDR,
+    CMSG_NXTHDR,
     EAGAIN,
     EINTR,
     EWOULDBLOCK,
     MSG_DONTWAIT,
     MSG_TRUNC,
+    SCM_TIMESTAMPNS,
+    SO_TIMESTAMPNS,
+    SOL_SOCKET,
     clock_gettime,
+    cmsghdr,
     errno,
     htonl,
     htons,
@@ -65,10 +74,12 @@ from fastpath.includes.linux cimport (
     mmsghdr,
     monotonic_ms,
     monotonic_us,
+    msghdr,
     ntohs,
     recvmmsg,
     sendmmsg,
     sendto,
+    setsockopt,
     sockaddr,
     sockaddr_in,
     sockaddr_in6,
@@ -187,6 +198,30 @@ cdef uint32_t rng_next(EngineState* e) noexcept nogil:
     return <uint32_t>((e.rng * 2685821657736338717ULL) >> 32)
 
 
+cdef int64_t rx_arrival_us(EngineState* e) noexcept nogil:
+    """Arrival time (e.now_us's clock) of the datagram being handled: the kernel's receive timestamp when
+    SO_TIMESTAMPNS is on (packets that waited in the socket buffer keep their own times, which the
+    publisher's delay-based estimate needs), else the time of the recvmmsg that returned it."""
+    cdef msghdr* h
+    cdef cmsghdr* c
+    cdef timespec ts
+    cdef int64_t at
+    if not e.kernel_ts or e.cur_rx < 0:
+        return e.now_us
+    h = &e.recv_msgs[e.cur_rx].msg_hdr
+    c = CMSG_FIRSTHDR(h)
+    while c != NULL:
+        if c.cmsg_level == SOL_SOCKET and c.cmsg_type == SCM_TIMESTAMPNS:
+            memcpy(&ts, CMSG_DATA(c), sizeof(timespec))
+            at = <int64_t>ts.tv_sec * 1000000 + ts.tv_nsec // 1000 - e.realtime_offset_us - e.epoch_us
+            # A stepped wall clock would move it: only trust it within the last second before now.
+            if e.now_us - 1000000 < at <= e.now_us:
+                return at
+            return e.now_us
+        c = CMSG_NXTHDR(h, c)
+    return e.now_us
+
+
 cdef int on_datagram(EngineState* e, int32_t i, int32_t* t_out) noexcept nogil:
     """Handle received datagram i of the arena; 1 = give it to Python (STUN/DTLS) with t_out set."""
     cdef uint8_t* buf = e.recv_buf + <size_t>i * RECV_SLOT_BYTES
@@ -227,7 +262,9 @@ cdef int on_datagram(EngineState* e, int32_t i, int32_t* t_out) noexcept nogil:
     if kind == KIND_RTCP:
         handle_rtcp(e, t_slot, t, buf, n)
     else:
+        e.cur_rx = i
         handle_rtp(e, t_slot, t, buf, n)
+        e.cur_rx = -1
     return 0
 
 
@@ -269,6 +306,7 @@ cdef class Engine:
 
     def __cinit__(self, int fd, *, int batch_size=64):
         cdef int32_t i
+        cdef int one = 1
         cdef EngineState* e
         if fd < 0:
             raise ValueError(f"fd must be a socket descriptor, got {fd}")
@@ -304,16 +342,21 @@ cdef class Engine:
         e.recv_msgs = <mmsghdr*>calloc(batch_size, sizeof(mmsghdr))
         e.recv_iov = <iovec*>calloc(batch_size, sizeof(iovec))
         e.recv_addr = <sockaddr_in6*>calloc(batch_size, sizeof(sockaddr_in6))
+        e.recv_cmsg = <uint8_t*>calloc(batch_size, RECV_CMSG_BYTES)
         e.send_buf = <uint8_t*>malloc(<size_t>SEND_BATCH * SEND_SLOT_BYTES)
         if (e.recv_buf == NULL or e.recv_msgs == NULL or e.recv_iov == NULL or e.recv_addr == NULL
-                or e.send_buf == NULL):
+                or e.recv_cmsg == NULL or e.send_buf == NULL):
             raise MemoryError()
+        e.cur_rx = -1
+        e.kernel_ts = setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(int)) == 0
         for i in range(batch_size):
             e.recv_iov[i].iov_base = e.recv_buf + <size_t>i * RECV_SLOT_BYTES
             e.recv_iov[i].iov_len = RECV_MAX_DATAGRAM
             e.recv_msgs[i].msg_hdr.msg_iov = &e.recv_iov[i]
             e.recv_msgs[i].msg_hdr.msg_iovlen = 1
             e.recv_msgs[i].msg_hdr.msg_name = &e.recv_addr[i]
+            if e.kernel_ts:
+                e.recv_msgs[i].msg_hdr.msg_control = e.recv_cmsg + <size_t>i * RECV_CMSG_BYTES
         for i in range(SEND_BATCH):
             e.send_iov[i].iov_base = e.send_buf + <size_t>i * SEND_SLOT_BYTES
             e.send_msgs[i].msg_hdr.msg_iov = &e.send_iov[i]
@@ -347,6 +390,7 @@ cdef class Engine:
         free(e.recv_msgs)
         free(e.recv_iov)
         free(e.recv_addr)
+        free(e.recv_cmsg)
         free(e.send_buf)
         free(e)
         self.st = NULL
@@ -760,10 +804,13 @@ cdef class Engine:
         cdef EngineState* e = self.st
         cdef int n, i, batches = 0
         cdef int32_t t_out = -1
+        cdef timespec wall
         cdef list out = []
         while batches < PUMP_BUDGET_BATCHES:
             for i in range(e.batch):
                 e.recv_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6)
+                if e.kernel_ts:
+                    e.recv_msgs[i].msg_hdr.msg_controllen = RECV_CMSG_BYTES
             n = recvmmsg(e.fd, e.recv_msgs, e.batch, MSG_DONTWAIT, NULL)
             if n <= 0:
                 if n < 0 and errno == EINTR:
@@ -773,6 +820,9 @@ cdef class Engine:
                 break
             e.now_us = monotonic_us()
             e.now_ms = e.now_us // 1000
+            if e.kernel_ts:
+                clock_gettime(CLOCK_REALTIME, &wall)
+                e.realtime_offset_us = <int64_t>wall.tv_sec * 1000000 + wall.tv_nsec // 1000 - e.now_us
             e.now_us -= e.epoch_us
             e.pumps += 1
             for i in range(n):
@@ -840,7 +890,7 @@ cdef class Engine:
         cdef EngineState* e = self.st
         d = {"rx_datagrams": e.rx_datagrams, "tx_datagrams": e.tx_datagrams, "recv_errors": e.recv_errors,
              "pumps": e.pumps, "events_dropped": e.ev_dropped, "transports": len(self._t),
-             "producers": len(self._p), "consumers": len(self._c)}
+             "producers": len(self._p), "consumers": len(self._c), "kernel_timestamps": int(e.kernel_ts)}
         d.update(_drops(e.drops))
         return d
 

@@ -47,6 +47,22 @@ cdef extern from "<sys/socket.h>" nogil:
     int MSG_TRUNC
 
 
+cdef extern from "<sys/socket.h>" nogil:
+    # Ancillary data (cmsg(3)): the kernel's receive timestamp of each datagram (SO_TIMESTAMPNS, socket(7)).
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    cmsghdr* CMSG_FIRSTHDR(msghdr* msg)
+    cmsghdr* CMSG_NXTHDR(msghdr* msg, cmsghdr* cmsg)
+    unsigned char* CMSG_DATA(cmsghdr* cmsg)
+    size_t CMSG_SPACE(size_t length)
+    int setsockopt(int fd, int level, int optname, const void* optval, socklen_t optlen)
+    int SOL_SOCKET
+    int SO_TIMESTAMPNS
+    int SCM_TIMESTAMPNS
+
+
 cdef extern from "<netinet/in.h>" nogil:
     struct in_addr:
         uint32_t s_addr

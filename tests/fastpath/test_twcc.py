@@ -314,3 +314,19 @@ def test_a_jump_beyond_half_the_seq_space_restarts_the_window() -> None:
     assert (fb.base, fb.count, fb.received) == (40063, 1, [40063])
     r.record(40064, 3000)
     assert decode(r.build(SENDER)[0]).received == [40064]
+
+
+def test_arrival_times_are_the_kernels_not_the_read_time(rig: Rig) -> None:
+    """Packets that wait in the socket buffer keep their own receive times (SO_TIMESTAMPNS)."""
+    assert rig.engine.snapshot_engine()["kernel_timestamps"] == 1
+    enable_twcc(rig)
+    for i in range(4):
+        if i:
+            time.sleep(0.03)
+        rig.pub.send_rtp(packets.rtp(VP8, i, 1, PUB_SSRC, packets.vp8_payload(key=i == 0), extensions=twcc_ext(i)))
+    rig.pump()                                               # one read for all four
+    rig.engine.tick(now_ms() + 1000)
+    (fb,) = feedback_of(rig.pub.drain()[1])
+    times = list(fb.arrivals_us.values())
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(gaps) == 3 and all(g >= 25_000 for g in gaps), gaps   # the sender slept >= 30 ms between them
