@@ -180,34 +180,42 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 
 def plot(results: list[dict[str, Any]], path: str) -> None:
-    """Forwarded packets/s and worker CPU per forwarded packet against load, one line per scenario run."""
+    """Forwarded packets/s (offered load dashed) and worker CPU per forwarded packet (the limit loop's dotted)
+    against load. With several results, only those with more than one load step are drawn (a ramp says more than
+    a point), and ``scale`` (whose x axis is workers) only when it is alone."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    drawn = [r for r in results if len(r["points"]) > 1] if len(results) > 1 else results
+    if any(r["scenario"] != "scale" for r in drawn):
+        drawn = [r for r in drawn if r["scenario"] != "scale"]
+    if not drawn:
+        drawn = results[:1]
+    by_workers = all(r["scenario"] == "scale" for r in drawn)
+    xlabel = "workers" if by_workers else "receiving streams"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for r in results:
+    for r in drawn:
         pts = r["points"]
-        if not pts:
-            continue
         label = f"{r.get('label', r['scenario'])} ({'gcm' if 'GCM' in r['srtp_profile'] else 'cm80'})"
-        xs = [p["receivers"] if r["scenario"] != "scale" else p["workers"] for p in pts]
+        xs = [p["workers"] if by_workers else p["receivers"] for p in pts]
         line = ax1.plot(xs, [p["forwarded_pps"] for p in pts], marker="o", label=label)[0]
         ax1.plot(xs, [p["expected"] / p["seconds"] for p in pts], linestyle="--", linewidth=1,
                  color=line.get_color())
-        ax2.plot(xs, [p["cpu_us_per_packet"] for p in pts], marker="o", label=label)
+        ax2.plot(xs, [p["cpu_us_per_packet"] for p in pts], marker="o", label=label, color=line.get_color())
         if r.get("limit_cpu_us_per_packet") is not None:
-            ax2.axhline(r["limit_cpu_us_per_packet"], linestyle=":", linewidth=1, color="grey")
-    ax1.set_xlabel("receiving streams (scale: workers)")
-    ax1.set_ylabel("forwarded packets/s (dashed: offered)")
+            ax2.axhline(r["limit_cpu_us_per_packet"], linestyle=":", linewidth=1, color=line.get_color())
+    ax1.set_xlabel(xlabel)
+    ax1.set_ylabel("forwarded pkt/s (dashed: offered)")
     ax1.grid(True, alpha=0.3)
-    ax2.set_xlabel("receiving streams (scale: workers)")
-    ax2.set_ylabel("worker CPU us per forwarded packet (dotted: limit loop)")
+    ax2.set_xlabel(xlabel)
+    ax2.set_ylabel("worker CPU us/pkt (dotted: limit)")
     ax2.set_ylim(bottom=0)
     ax2.grid(True, alpha=0.3)
     ax1.legend(fontsize=7)
-    fig.suptitle(f"mediarouter bench: {results[0]['machine']} @ {results[0]['commit']}", fontsize=8)
+    fig.suptitle(f"mediarouter bench: {results[0]['machine']} @ {results[0]['commit']}, "
+                 f"{results[0].get('measured_at', '')}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
