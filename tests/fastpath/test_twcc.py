@@ -330,3 +330,18 @@ def test_arrival_times_are_the_kernels_not_the_read_time(rig: Rig) -> None:
     times = list(fb.arrivals_us.values())
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert len(gaps) == 3 and all(g >= 25_000 for g in gaps), gaps   # the sender slept >= 30 ms between them
+
+
+def test_two_byte_extension_form_and_a_second_produce_keep_one_window(rig: Rig) -> None:
+    enable_twcc(rig)
+    rig.pub.send_rtp(packets.rtp(VP8, 1, 1, PUB_SSRC, packets.vp8_payload(key=True),
+                                 extensions=[(TWCC_ID, struct.pack("!H", 700))], two_byte=True))
+    rig.pump()
+    ids = bytearray(256)
+    ids[1] = 1
+    rig.engine.set_extension_map(1, 1, 2, 3, 0, bytes(ids), twcc_id=TWCC_ID)   # the next track's produce
+    rig.pub.send_rtp(packets.rtp(VP8, 2, 1, PUB_SSRC, packets.vp8_payload(key=False), extensions=twcc_ext(701)))
+    rig.pump()
+    rig.engine.tick(now_ms() + 1000)
+    (fb,) = feedback_of(rig.pub.drain()[1])
+    assert (fb.base, fb.count, fb.received) == (700, 2, [700, 701])
