@@ -244,6 +244,11 @@ class Measurement:
     snmp_rcvbuf_errors: int
     counters: dict[str, Any]
     backlog_drain_s: float = 0.0
+    streams: int = 0
+    stream_received_min: int = 0
+    stream_received_max: int = 0
+    streams_with_gaps: int = 0
+    streams_with_reordering: int = 0
 
     @property
     def forwarded_pps(self) -> float:
@@ -332,6 +337,11 @@ async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], genera
         snmp_rcvbuf_errors=snmp1["RcvbufErrors"] - snmp0["RcvbufErrors"],
         counters=counters,
         backlog_drain_s=backlog,
+        streams=len(receivers),
+        stream_received_min=min((r["received"] for r in receivers), default=0),
+        stream_received_max=max((r["received"] for r in receivers), default=0),
+        streams_with_gaps=sum(1 for r in receivers if r["gaps"]),
+        streams_with_reordering=sum(1 for r in receivers if r["reordered"]),
     )
 
 

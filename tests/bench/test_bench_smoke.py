@@ -59,6 +59,7 @@ def test_fanout_end_to_end_writes_the_issue_keys(tmp_path: Path) -> None:
     assert point["received"] > 0 and result["forwarded_pps"] > 0
     assert point["verified"] == point["received"]  # every packet authenticated and decrypted by its subscriber
     assert point["auth_failed"] == 0 and point["bad_payload"] == 0
+    assert point["streams"] == 3 and point["stream_received_min"] > 0  # every subscriber got its stream
     assert result["latency_ms_p50"] is not None
     assert result["limit_forwarded_pps"] > 0 and result["limit"]["load"] == 3
     assert result["cpu_us_per_packet"] > 0
