@@ -189,7 +189,9 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
                     for spec in _layout(opts, load, workers):
                         await session.add_room(spec)
                 profiler = None
-                if opts.profile_worker and load == steps[-1] and workers == worker_counts[-1]:
+                # The last step is profiled (a capacity search does not know which step is last: each one is).
+                if (opts.profile_worker and (opts.find_capacity or load == steps[-1])
+                        and workers == worker_counts[-1]):
                     profiler = WorkerProfiler(server.worker_pids()[0], opts.profile_worker, opts.seconds)
                     profiler.start()
                 m = await _measure_session(server, session, opts)
