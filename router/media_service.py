@@ -316,6 +316,9 @@ class MediaService:
         id_map = _require(ext, "id_map", bytes)
         if len(id_map) != 256:
             raise RequestError("TypeError", "extensions.id_map must be 256 bytes")
+        # NOTE: transport-cc is transport-wide and BUNDLE gives a URI one id on every m-line, but a peer may put it
+        # on some m-lines only (aiortc: video only); an m-line without it must not switch TWCC off for the others.
+        transport.twcc_id = int(ext.get("twcc_id", 0)) or transport.twcc_id
         self.engine.set_extension_map(
             transport.handle,
             int(ext.get("mid_id", 0)),
@@ -323,7 +326,7 @@ class MediaService:
             int(ext.get("rrid_id", 0)),
             int(ext.get("audio_level_id", 0)),
             id_map,
-            twcc_id=int(ext.get("twcc_id", 0)),
+            twcc_id=transport.twcc_id,
         )
         encodings = [
             (str(rid).encode(), int(ssrc), int(rtx)) for rid, ssrc, rtx in _require(body, "encodings", list)

@@ -84,6 +84,7 @@ class WebRtcTransport:
         self._dtls_timer: asyncio.TimerHandle | None = None
         self._sctp_task: asyncio.Task[None] | None = None
         self._wanted_channels: dict[str, tuple[bool, int | None]] = {}
+        self.twcc_id = 0  # the peer's transport-cc extension id, 0 until a producer negotiates it
         engine.add_transport(handle)
 
     # ---- ICE ---------------------------------------------------------------------------------------------
