@@ -136,3 +136,13 @@ def test_killed_client_is_removed_after_the_grace_period() -> None:
     assert r["child"] == "ready" and r["frames_from_doomed"] >= 10
     assert r["disconnect_seen_after_s"] is not None and r["disconnect_seen_after_s"] <= 20, r
     assert r["listed"] == ["bob"]
+
+
+def test_publisher_bandwidth_estimate_climbs_with_transport_cc_feedback() -> None:
+    r = scenario("bwe", workers=1, timeout_s=90)
+    last = r["samples"][-1]
+    # Without the worker's TWCC feedback libwebrtc's target fell to about 49 kbps in this scenario.
+    assert last["target_bps"] >= 1_000_000, r["samples"]
+    sent = [s["bytes_sent"] for s in r["samples"]]
+    assert (sent[-1] - sent[-4]) * 8 / 3 >= 800_000, r["samples"]  # about 1 Mbps or more actually sent
+    assert sum(r["bob_video"].values()) >= 30, r["bob_video"]
