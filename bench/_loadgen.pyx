@@ -111,6 +111,7 @@ ctypedef struct Sender:
     int64_t max_late_ns
     uint64_t protect_failed
     uint32_t fanout                      # receivers of this stream
+    uint8_t force_key                    # a PLI/FIR asked for a key frame: the next frame is one
 
 
 ctypedef struct Receiver:
@@ -218,6 +219,11 @@ cdef class LoadGen:
     cdef mmsghdr* smsgs
     cdef iovec* siov
     cdef uint8_t* scmsg
+    cdef uint8_t* rcmsg
+    cdef uint32_t* rtcp_addr             # participant address (network order) -> inbound context, open addressing
+    cdef void** rtcp_ctx
+    cdef uint32_t rtcp_mask
+    cdef uint64_t c_pli, c_rtcp_auth_failed
 
     def __cinit__(self, int fd, int max_senders, int max_receivers, int max_consents=0, int batch=64):
         cdef int i
@@ -250,6 +256,15 @@ cdef class LoadGen:
         self.smsgs = <mmsghdr*>calloc(batch, sizeof(mmsghdr))
         self.siov = <iovec*>calloc(batch, sizeof(iovec))
         self.scmsg = <uint8_t*>calloc(batch, CMSG_SLOT)
+        self.rcmsg = <uint8_t*>calloc(batch, CMSG_SLOT)
+        size = 16
+        while size < 2 * <uint32_t>max_consents + 2:
+            size <<= 1
+        self.rtcp_mask = size - 1
+        self.rtcp_addr = <uint32_t*>calloc(size, sizeof(uint32_t))
+        self.rtcp_ctx = <void**>calloc(size, sizeof(void*))
+        if self.rcmsg == NULL or self.rtcp_addr == NULL or self.rtcp_ctx == NULL:
+            raise MemoryError()
         if (self.senders == NULL or self.receivers == NULL or self.consents == NULL or self.table == NULL
                 or self.rbuf == NULL or self.rmsgs == NULL or self.riov == NULL or self.rnames == NULL
                 or self.sbuf == NULL or self.smsgs == NULL or self.siov == NULL or self.scmsg == NULL):
@@ -286,6 +301,9 @@ cdef class LoadGen:
         free(self.smsgs)
         free(self.siov)
         free(self.scmsg)
+        free(self.rcmsg)
+        free(self.rtcp_addr)
+        free(self.rtcp_ctx)
 
     # ---- configuration ---------------------------------------------------------------------------------
     def add_sender(self, str src_host, str dst_host, int dst_port, SrtpContext ctx, unsigned int ssrc, int pt,
@@ -369,6 +387,25 @@ cdef class LoadGen:
         self.nreceivers += 1
         return idx
 
+    def add_rtcp_endpoint(self, str host, SrtpContext ctx) -> None:
+        """SRTCP the server sends to ``host`` (a participant's address) is authenticated with ``ctx`` (the
+        participant's inbound context) and read for PLI/FIR toward that participant's senders. Capacity: the
+        ``max_consents`` given at construction."""
+        cdef uint32_t a = _ip(host)
+        cdef uint32_t h = (a * 2654435761u) & self.rtcp_mask
+        cdef int used = 0
+        if ctx.outbound:
+            raise ValueError("RTCP from the server needs an inbound SRTP context")
+        for i in range(self.rtcp_mask + 1):
+            used += self.rtcp_addr[i] != 0
+        if used >= self.max_consents:
+            raise ValueError(f"more than {self.max_consents} RTCP endpoints")
+        while self.rtcp_addr[h] != 0 and self.rtcp_addr[h] != a:
+            h = (h + 1) & self.rtcp_mask
+        self.rtcp_addr[h] = a
+        self.rtcp_ctx[h] = ctx.ctx
+        self._keep.append(ctx)
+
     def add_consent(self, str src_host, str dst_host, int dst_port, bytes request, double first_s) -> None:
         """Resend ``request`` (an authenticated STUN Binding request) from src to dst every consent period."""
         cdef Consent* c
@@ -412,6 +449,7 @@ cdef class LoadGen:
         self.c_rtcp = self.c_stun = self.c_dtls = self.c_unknown = self.c_foreign = self.c_short = 0
         self.c_recv_calls = self.c_send_calls = self.c_send_errors = self.c_consent_sent = self.c_polls = 0
         self.c_forgiven = self.c_blocked = self.c_rr_sent = 0
+        self.c_pli = self.c_rtcp_auth_failed = 0
         self.cpu_ns = self.wall_ns = 0
 
     # ---- the loop --------------------------------------------------------------------------------------
@@ -510,7 +548,8 @@ cdef class LoadGen:
         cdef uint64_t b
         for i in range(self.batch):
             self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
-            self.rmsgs[i].msg_hdr.msg_controllen = 0
+            self.rmsgs[i].msg_hdr.msg_control = self.rcmsg + i * CMSG_SLOT
+            self.rmsgs[i].msg_hdr.msg_controllen = CMSG_SLOT
         n = recvmmsg(self.fd, self.rmsgs, self.batch, MSG_DONTWAIT, NULL)
         self.c_recv_calls += 1
         if n <= 0:
@@ -537,6 +576,7 @@ cdef class LoadGen:
                 continue
             if 192 <= p[1] <= 223:
                 self.c_rtcp += 1
+                self._rtcp(i, p, length)
                 continue
             ssrc = rd32(p + 8)
             h = (ssrc * 2654435761u) & self.table_mask
@@ -594,6 +634,43 @@ cdef class LoadGen:
                     b = LAT_BUCKETS - 1
             self.latency[b] += 1
         return n
+
+    cdef void _rtcp(self, int i, uint8_t* p, int length) noexcept nogil:
+        """SRTCP from the server to a publishing participant: a PLI or FIR makes that sender's next frame a key
+        frame (RFC 4585 6.3.1, RFC 5104 4.3.1), as a browser's encoder does."""
+        cdef cmsghdr* c = <cmsghdr*>(self.rcmsg + i * CMSG_SLOT)
+        cdef in_pktinfo* info
+        cdef uint32_t dst, h, media
+        cdef void* ctx = NULL
+        cdef int pos = 0, plen, k
+        cdef uint8_t fmt, pt
+        if self.rmsgs[i].msg_hdr.msg_controllen < CMSG_LEN(sizeof(in_pktinfo)) or c.cmsg_level != IPPROTO_IP \
+                or c.cmsg_type != IP_PKTINFO:
+            return
+        info = <in_pktinfo*>CMSG_DATA(c)
+        dst = info.ipi_addr.s_addr
+        h = (dst * 2654435761u) & self.rtcp_mask
+        while self.rtcp_addr[h] != 0:
+            if self.rtcp_addr[h] == dst:
+                ctx = self.rtcp_ctx[h]
+                break
+            h = (h + 1) & self.rtcp_mask
+        if ctx == NULL:
+            return
+        plen = length
+        if self.fns.unprotect_rtcp(ctx, p, &plen) != SRTP_ERR_OK:
+            self.c_rtcp_auth_failed += 1
+            return
+        while pos + 12 <= plen:
+            fmt = p[pos] & 0x1F
+            pt = p[pos + 1]
+            if pt == 206 and (fmt == 1 or (fmt == 4 and pos + 16 <= plen)):
+                media = rd32(p + pos + 8) if fmt == 1 else rd32(p + pos + 12)
+                self.c_pli += 1
+                for k in range(self.nsenders):
+                    if self.senders[k].ssrc == media and self.senders[k].src == dst:
+                        self.senders[k].force_key = 1
+            pos += 4 * (rd16(p + pos + 2) + 1)
 
     cdef inline int64_t _unwrap(self, Receiver* r, uint16_t seq) noexcept nogil:
         cdef int64_t cand = (r.max_ext & ~(<int64_t>0xFFFF)) | seq
@@ -672,7 +749,11 @@ cdef class LoadGen:
         q = p + 12
         if s.video:
             q[0] = 0x10 if start else 0x00           # VP8 descriptor: S bit, partition 0
-            q[1] = 0x00 if (start and s.frame % s.keyframe_every == 0) else 0x01   # P bit: 0 = key frame
+            if start and (s.frame % s.keyframe_every == 0 or s.force_key):
+                q[1] = 0x00                          # VP8 payload header P bit: 0 = key frame
+                s.force_key = 0
+            else:
+                q[1] = 0x01
         else:
             q[0] = 0
             q[1] = 0
@@ -834,6 +915,7 @@ cdef class LoadGen:
                 "foreign": self.c_foreign, "short": self.c_short, "recv_calls": self.c_recv_calls,
                 "send_calls": self.c_send_calls, "send_errors": self.c_send_errors,
                 "consent_sent": self.c_consent_sent, "receiver_reports_sent": self.c_rr_sent,
+                "key_frame_requests": self.c_pli, "rtcp_auth_failed": self.c_rtcp_auth_failed,
                 "polls": self.c_polls,
                 "flat_window_blocked": self.c_blocked, "flat_window_forgiven": self.c_forgiven,
                 "cpu_s": self.cpu_ns / 1e9, "wall_s": self.wall_ns / 1e9}

@@ -127,6 +127,7 @@ def point(m: Measurement, load: int, flat_out: bool) -> dict[str, Any]:
         "generator_bound_reason": why,
         "udp_rcvbuf_errors_host": m.snmp_rcvbuf_errors,
         "worker_backlog_drain_s": m.backlog_drain_s,
+        "generator_counters": m.counters,
     }
 
 

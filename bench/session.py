@@ -185,6 +185,7 @@ class Session:
                 p.tx = fastpath.SrtpContext(p.keys.profile, p.keys.local, True)
                 p.rx = fastpath.SrtpContext(p.keys.profile, p.keys.remote, False)
                 self.gen.add_consent(p.address, server.host, server.port, p.consent, (p.index % 97) * 0.05)
+                self.gen.add_rtcp_endpoint(p.address, p.rx)  # PLI/FIR toward this participant's senders
 
         try:
             await asyncio.gather(*(connect(p) for p in members))

@@ -106,6 +106,30 @@ def test_loadgen_sends_paced_srtp_and_counts_it(profile: int) -> None:
         net.close()
 
 
+def test_loadgen_answers_a_pli_and_ignores_a_forged_one() -> None:
+    net, port = _loop_socket()
+    try:
+        p = fastpath.PROFILE_AES128_CM_SHA1_80
+        server_key = os.urandom(30)
+        gen = LoadGen(net.fileno(), 1, 1, 1)
+        address = participant_address(9)
+        gen.add_sender(address, "127.0.0.1", 9, fastpath.SrtpContext(p, os.urandom(30), True), 0xABC, 96, 500, 0.0,
+                       video=True, clock_rate=90000)
+        gen.add_rtcp_endpoint(address, fastpath.SrtpContext(p, server_key, False))
+        pli = bytes([0x81, 206, 0, 2]) + (0x5555).to_bytes(4, "big") + (0xABC).to_bytes(4, "big")
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sender.sendto(fastpath.SrtpContext(p, server_key, True).protect_rtcp(pli), (address, port))
+            sender.sendto(fastpath.SrtpContext(p, os.urandom(30), True).protect_rtcp(pli), (address, port))
+            gen.run(0.1, send=False)
+        finally:
+            sender.close()
+        counters = gen.counters()
+        assert counters["key_frame_requests"] == 1 and counters["rtcp_auth_failed"] == 1
+    finally:
+        net.close()
+
+
 def test_loadgen_flags_a_wrong_key_and_a_wrong_stream() -> None:
     net, port = _loop_socket()
     try:
