@@ -250,9 +250,9 @@ class MediaService:
 
     def _close_transport(self, transport_id: str) -> None:
         transport = self.transports.get(transport_id)
-        for pid in [p.id for p in self._producers_of(transport_id)]:
+        for pid in list(transport.producer_ids):
             self._close_producer(pid)
-        for cid in [c.id for c in self._consumers_of(transport_id)]:
+        for cid in list(transport.consumer_ids):
             self._close_consumer(cid)
         for dpid in [d.id for d in self.data_producers.values() if d.transport is transport]:
             self._close_data_producer(dpid)
@@ -266,20 +266,6 @@ class MediaService:
         if router is not None:
             router.transports.discard(transport_id)
 
-    def _producers_of(self, transport_id: str) -> list[Producer]:
-        return [
-            self.producers.get(pid)
-            for pid in self.producers.ids()
-            if self.producers.get(pid).transport_id == transport_id
-        ]
-
-    def _consumers_of(self, transport_id: str) -> list[Consumer]:
-        return [
-            self.consumers.get(cid)
-            for cid in self.consumers.ids()
-            if self.consumers.get(cid).transport_id == transport_id
-        ]
-
     async def transport_get_stats(self, transport_id: str, body: dict[str, Any]) -> dict[str, Any]:
         transport = self.transports.get(transport_id)
         stats: dict[str, Any] = {
@@ -287,12 +273,10 @@ class MediaService:
             "media": self.engine.snapshot_transport(transport.handle),
         }
         stats["producers"] = {
-            p.id: self.engine.snapshot_producer(self.producers.handle(p.id))
-            for p in self._producers_of(transport_id)
+            pid: self.engine.snapshot_producer(self.producers.handle(pid)) for pid in transport.producer_ids
         }
         stats["consumers"] = {
-            c.id: self.engine.snapshot_consumer(self.consumers.handle(c.id))
-            for c in self._consumers_of(transport_id)
+            cid: self.engine.snapshot_consumer(self.consumers.handle(cid)) for cid in transport.consumer_ids
         }
         s = transport.stats
         stats["slow_path"] = {
@@ -353,6 +337,7 @@ class MediaService:
         except Exception:
             self.producers.remove(producer_id)
             raise
+        transport.producer_ids.add(producer_id)
         return {}
 
     async def transport_consume(self, transport_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -379,9 +364,10 @@ class MediaService:
             self.consumers.remove(consumer_id)
             raise
         producer.consumers.add(consumer_id)
-        if body.get("paused"):
+        transport.consumer_ids.add(consumer_id)
+        consumer.paused = bool(body.get("paused"))
+        if consumer.paused or producer.paused:
             self.engine.pause_consumer(handle)
-            consumer.paused = True
         return {}
 
     async def transport_produce_data(self, transport_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -450,6 +436,9 @@ class MediaService:
                 self.notify("consumer.producer_closed", cid, {})
         self.engine.remove_producer(self.producers.handle(producer_id))
         self.producers.remove(producer_id)
+        transport = self.transports.find(producer.transport_id)
+        if transport is not None:
+            transport.producer_ids.discard(producer_id)
 
     async def producer_pause(self, producer_id: str, body: dict[str, Any]) -> dict[str, Any]:
         producer = self.producers.get(producer_id)
@@ -475,6 +464,9 @@ class MediaService:
         consumer = self.consumers.get(consumer_id)
         self.engine.remove_consumer(self.consumers.handle(consumer_id))
         self.consumers.remove(consumer_id)
+        transport = self.transports.find(consumer.transport_id)
+        if transport is not None:
+            transport.consumer_ids.discard(consumer_id)
         producer = self.producers.find(consumer.producer_id)
         if producer is not None:
             producer.consumers.discard(consumer_id)

@@ -85,6 +85,8 @@ class WebRtcTransport:
         self._sctp_task: asyncio.Task[None] | None = None
         self._wanted_channels: dict[str, tuple[bool, int | None]] = {}
         self.twcc_id = 0  # the peer's transport-cc extension id, 0 until a producer negotiates it
+        self.producer_ids: set[str] = set()  # kept by MediaService, so that close and stats need no scan
+        self.consumer_ids: set[str] = set()
         engine.add_transport(handle)
 
     # ---- ICE ---------------------------------------------------------------------------------------------
