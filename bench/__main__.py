@@ -64,7 +64,7 @@ async def run_one(opts: Options, label: str | None = None) -> dict[str, Any]:
 
 def suite_cases(quick: bool) -> list[tuple[str, Options]]:
     """The default suite: the limit comparison with both profiles, a capacity point, the other scenarios, aiortc."""
-    s = 2.0 if quick else 3.0
+    s = 1.0 if quick else 2.0
     return [
         ("fanout 1->10 max", Options("fanout", subscribers=10, seconds=s, rate=0, srtp="cm80", aiortc=True)),
         ("fanout 1->10 max", Options("fanout", subscribers=10, seconds=s, rate=0, srtp="gcm")),
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="record the worker with py-spy (or perf) during the last measurement")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each case N times and report the median of each figure (runs listed in the JSON)")
-    ap.add_argument("--quick", action="store_true", help="suite: 2 s per step instead of 3")
+    ap.add_argument("--quick", action="store_true", help="suite: 1 s per step instead of 2")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap
 
