@@ -26,6 +26,7 @@ cdef enum:
     STORE_SLOTS_VIDEO = 512
     STORE_SLOTS_AUDIO = 128
     PUMP_BUDGET_BATCHES = 16
+    PUMP_BUDGET_TX = 16384                    # datagrams sent per pump() before the event loop gets a turn
     MAX_DROPOUT = 3000                        # RFC 3550 A.1 / mediasoup
     MAX_MISORDER = 1500
     KEYFRAME_THROTTLE_MS = 500

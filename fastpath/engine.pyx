@@ -799,13 +799,14 @@ cdef class Engine:
     # ---- I/O, time, events, counters ----
 
     def pump(self) -> list:
-        """Drain the socket (up to PUMP_BUDGET_BATCHES batches), forward RTP/RTCP natively and return
-        the STUN/DTLS datagrams as (transport handle or -1, data, (host, port))."""
+        """Drain the socket (up to PUMP_BUDGET_BATCHES batches or PUMP_BUDGET_TX sends), forward RTP/RTCP
+        natively and return the STUN/DTLS datagrams as (transport handle or -1, data, (host, port))."""
         cdef EngineState* e = self.st
         cdef int n, i, batches = 0
         cdef int32_t t_out = -1
         cdef timespec wall
         cdef list out = []
+        cdef uint64_t tx_start = e.tx_datagrams + <uint64_t>e.n_send
         while batches < PUMP_BUDGET_BATCHES:
             for i in range(e.batch):
                 e.recv_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6)
@@ -833,6 +834,11 @@ cdef class Engine:
             batches += 1
             if n < e.batch:
                 break                         # the queue was empty: skip the EAGAIN round trip
+            if e.tx_datagrams + <uint64_t>e.n_send - tx_start >= PUMP_BUDGET_TX:
+                # NOTE: a large fan-out turns one batch into tens of thousands of sends; the reader fires again
+                # at once while the socket stays readable, so yielding here costs no throughput but lets the
+                # worker's loop answer control and send heartbeats (an overloaded worker is not a hung one).
+                break
         send_flush(e)
         return out
 
