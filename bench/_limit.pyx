@@ -4,9 +4,9 @@ Owns one deliberately minimal loop built from the fast path's primitives (recvmm
 function pointers of ``fastpath.srtp``, in-place RTP header writes) without any SFU logic: receive a batch,
 unprotect each packet once, then for each destination copy, rewrite SSRC (``ssrc_base + k``) and sequence number,
 protect with that destination's context and queue it; ``sendmmsg`` whenever the send arena is full and at the end of
-each receive batch. It is ``fastpath.limit.run_limit`` without its 64-destination cap (the send arena has a fixed
-size instead of one slot per destination and received packet), so capacity runs with thousands of subscribers have a
-limit to compare against, and it waits in ``ppoll`` instead of Python's ``select`` when idle. RFC 3550, RFC 3711.
+each receive batch. The send arena has a fixed size (not one slot per destination and received packet), so capacity
+runs with thousands of subscribers have a limit to compare against; it waits in ``ppoll`` when idle. RFC 3550,
+RFC 3711.
 """
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t

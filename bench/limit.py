@@ -1,8 +1,8 @@
 """The "limit" baseline of PERFORMANCE.md: the minimal SRTP forwarder, run in its own process on a worker core.
 
 Owns running ``bench._limit.run_limit`` (recvmmsg, unprotect once, rewrite SSRC and sequence number per
-destination, protect per destination, sendmmsg; no SFU logic; like ``fastpath.limit.run_limit`` without its
-64-destination cap) as a child process pinned like a worker, fed and read
+destination, protect per destination, sendmmsg; no SFU logic; built from the fast path's SRTP and RTP primitives)
+as a child process pinned like a worker, fed and read
 by the same load generator as mediarouter, so that both are measured the same way (the kernel's CPU accounting of
 the forwarding process over the same window, packets counted by the generator's receivers). The keys are made here
 (no DTLS: the limit has no signaling). Destination k gets SSRC ``LIMIT_SSRC_BASE + k`` (as ``run_limit`` writes).

@@ -1,6 +1,0 @@
-from fastpath.srtp import SrtpContext
-
-def run_limit(fd: int, dests: list[tuple[str, int]], rx: SrtpContext, tx: list[SrtpContext], seconds: float,
-              batch: int = 64) -> dict[str, int]: ...
-def blast(fd: int, host: str, port: int, tx: SrtpContext, ssrc: int, pt: int, payload_len: int,
-          seconds: float, batch: int = 32, max_packets: int = -1, first_seq: int = 1) -> int: ...
