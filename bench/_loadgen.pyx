@@ -739,8 +739,6 @@ cdef class LoadGen:
         cdef int plen
         cdef bint start = s.in_frame == 0
         cdef bint last = s.in_frame + 1 >= s.packets_per_frame
-        cdef cmsghdr* c
-        cdef in_pktinfo* info
         p[0] = 0x80
         p[1] = s.pt | (0x80 if last else 0)
         wr16(p + 2, s.seq)
@@ -777,17 +775,22 @@ cdef class LoadGen:
         s.sent += 1
         if s.interval_ns == 0:
             self.sent_weighted += max(1, s.fanout)
-        self.siov[slot].iov_len = plen
-        self.smsgs[slot].msg_hdr.msg_name = &s.dst
-        c = <cmsghdr*>(self.scmsg + slot * CMSG_SLOT)
+        self._address(slot, plen, &s.dst, s.src)
+        return True
+
+    cdef inline void _address(self, int slot, size_t length, void* dst, uint32_t src) noexcept nogil:
+        """Send slot ``slot``: ``length`` bytes to ``dst``, from the participant's own address ``src`` (IP_PKTINFO)."""
+        cdef cmsghdr* c = <cmsghdr*>(self.scmsg + slot * CMSG_SLOT)
+        cdef in_pktinfo* info
+        self.siov[slot].iov_len = length
+        self.smsgs[slot].msg_hdr.msg_name = dst
         c.cmsg_level = IPPROTO_IP
         c.cmsg_type = IP_PKTINFO
         c.cmsg_len = CMSG_LEN(sizeof(in_pktinfo))
         info = <in_pktinfo*>CMSG_DATA(c)
         info.ipi_ifindex = 0
-        info.ipi_spec_dst.s_addr = s.src
+        info.ipi_spec_dst.s_addr = src
         info.ipi_addr.s_addr = 0
-        return True
 
     cdef void _send_reports(self, int64_t t) noexcept nogil:
         """One SRTCP receiver report per due receiver (RFC 3550 6.4.2: fraction lost, cumulative lost, extended
@@ -797,8 +800,6 @@ cdef class LoadGen:
         cdef uint8_t* p
         cdef int64_t expected, lost, interval_expected, interval_lost
         cdef uint32_t fraction
-        cdef cmsghdr* h
-        cdef in_pktinfo* info
         for i in range(self.nreceivers):
             r = &self.receivers[i]
             if r.rtcp_ctx == NULL or r.next_rr_ns > t:
@@ -827,16 +828,7 @@ cdef class LoadGen:
             plen = 32
             if self.fns.protect_rtcp(r.rtcp_ctx, p, &plen) != SRTP_ERR_OK:
                 continue
-            self.siov[n].iov_len = plen
-            self.smsgs[n].msg_hdr.msg_name = &r.rtcp_dst
-            h = <cmsghdr*>(self.scmsg + n * CMSG_SLOT)
-            h.cmsg_level = IPPROTO_IP
-            h.cmsg_type = IP_PKTINFO
-            h.cmsg_len = CMSG_LEN(sizeof(in_pktinfo))
-            info = <in_pktinfo*>CMSG_DATA(h)
-            info.ipi_ifindex = 0
-            info.ipi_spec_dst.s_addr = r.rtcp_src
-            info.ipi_addr.s_addr = 0
+            self._address(n, plen, &r.rtcp_dst, r.rtcp_src)
             r.rr_sent += 1
             self.c_rr_sent += 1
             n += 1
@@ -848,24 +840,13 @@ cdef class LoadGen:
     cdef void _send_consents(self, int64_t t, int64_t period) noexcept nogil:
         cdef int i, n = 0
         cdef Consent* c
-        cdef cmsghdr* h
-        cdef in_pktinfo* info
         for i in range(self.nconsents):
             c = &self.consents[i]
             if c.next_ns > t:
                 continue
             c.next_ns = t + period
             memcpy(self.sbuf + n * SLOT, c.data, c.length)
-            self.siov[n].iov_len = c.length
-            self.smsgs[n].msg_hdr.msg_name = &c.dst
-            h = <cmsghdr*>(self.scmsg + n * CMSG_SLOT)
-            h.cmsg_level = IPPROTO_IP
-            h.cmsg_type = IP_PKTINFO
-            h.cmsg_len = CMSG_LEN(sizeof(in_pktinfo))
-            info = <in_pktinfo*>CMSG_DATA(h)
-            info.ipi_ifindex = 0
-            info.ipi_spec_dst.s_addr = c.src
-            info.ipi_addr.s_addr = 0
+            self._address(n, c.length, &c.dst, c.src)
             n += 1
             self.c_consent_sent += 1
             if n == self.batch:
