@@ -154,3 +154,17 @@ async def connect(url: str, token: str, *, auto_subscribe: bool = True) -> rtc.R
     room = rtc.Room()
     await room.connect(url, token, rtc.RoomOptions(auto_subscribe=auto_subscribe, connect_timeout=10))
     return room
+
+
+async def alice_to_bob(ctx: Any, room: str) -> tuple[rtc.Room, Publisher, rtc.Room, Receiver, list[str]]:
+    """alice publishes 320x240 video, bob receives it; bob's reconnecting/reconnected/disconnected events are
+    recorded in the returned list, in order."""
+    room_a = await connect(ctx.url, ctx.token("alice", room))
+    publisher = Publisher(room_a, 320, 240)
+    await publisher.publish(audio=False)
+    room_b = await connect(ctx.url, ctx.token("bob", room))
+    bob = Receiver(room_b).attach()
+    events: list[str] = []
+    for name in ("reconnecting", "reconnected", "disconnected"):
+        room_b.on(name, lambda *args, n=name: events.append(n))
+    return room_a, publisher, room_b, bob, events

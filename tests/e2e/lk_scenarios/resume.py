@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import Publisher, Receiver, connect, wait_for
+from common import Receiver, alice_to_bob, wait_for
 from livekit import rtc
 from livekit.rtc._proto import room_pb2
 
@@ -14,14 +14,7 @@ ROOM = "e2e-resume"
 
 
 async def run(ctx: Any, result: dict[str, Any]) -> None:
-    room_a = await connect(ctx.url, ctx.token("alice", ROOM))
-    publisher = Publisher(room_a, 320, 240)
-    await publisher.publish(audio=False)
-    room_b = await connect(ctx.url, ctx.token("bob", ROOM))
-    bob = Receiver(room_b).attach()
-    events: list[str] = []
-    for name in ("reconnecting", "reconnected", "disconnected"):
-        room_b.on(name, lambda *args, n=name: events.append(n))
+    room_a, publisher, room_b, bob, events = await alice_to_bob(ctx, ROOM)
     await wait_for(lambda: bob.frames("alice", 320, 240) >= 20, 20)
     result["b_sid_before"] = room_b.local_participant.sid
     before = bob.frames("alice", 320, 240)

@@ -10,7 +10,7 @@ import signal
 import urllib.request
 from typing import Any
 
-from common import Publisher, Receiver, connect, wait_for
+from common import alice_to_bob, wait_for
 
 ROOM = "e2e-worker-death"
 
@@ -21,14 +21,7 @@ def worker_pids(http: str) -> list[int]:
 
 
 async def run(ctx: Any, result: dict[str, Any]) -> None:
-    room_a = await connect(ctx.url, ctx.token("alice", ROOM))
-    publisher = Publisher(room_a, 320, 240)
-    await publisher.publish(audio=False)
-    room_b = await connect(ctx.url, ctx.token("bob", ROOM))
-    bob = Receiver(room_b).attach()
-    events: list[str] = []
-    for name in ("reconnecting", "reconnected", "disconnected"):
-        room_b.on(name, lambda *args, n=name: events.append(n))
+    room_a, publisher, room_b, bob, events = await alice_to_bob(ctx, ROOM)
     await wait_for(lambda: bob.frames("alice", 320, 240) >= 30, 20)
     before = bob.frames("alice", 320, 240)
     result["frames_before"] = before
