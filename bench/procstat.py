@@ -44,28 +44,21 @@ def rss_bytes(pid: int) -> int:
     raise ValueError(f"process {pid} has no VmRSS (kernel thread or gone)")
 
 
-def udp_drops(port: int) -> int:
-    """Datagrams dropped at the receive queue of the IPv4 UDP socket(s) bound to local ``port``."""
-    total = 0
+def _udp_sockets(port: int) -> list[list[str]]:
+    """The /proc/net/udp rows of the IPv4 UDP socket(s) bound to local ``port``."""
     with open("/proc/net/udp") as f:
         next(f)
-        for line in f:
-            parts = line.split()
-            if int(parts[1].split(":")[1], 16) == port:
-                total += int(parts[-1])
-    return total
+        return [parts for parts in (line.split() for line in f) if int(parts[1].split(":")[1], 16) == port]
+
+
+def udp_drops(port: int) -> int:
+    """Datagrams dropped at the receive queue of the IPv4 UDP socket(s) bound to local ``port``."""
+    return sum(int(parts[-1]) for parts in _udp_sockets(port))
 
 
 def udp_rx_queue(port: int) -> int:
     """Bytes waiting in the receive queue(s) of the IPv4 UDP socket(s) bound to local ``port``."""
-    total = 0
-    with open("/proc/net/udp") as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            if int(parts[1].split(":")[1], 16) == port:
-                total += int(parts[4].split(":")[1], 16)
-    return total
+    return sum(int(parts[4].split(":")[1], 16) for parts in _udp_sockets(port))
 
 
 def udp_snmp() -> dict[str, int]:
