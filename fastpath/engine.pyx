@@ -137,6 +137,7 @@ from fastpath.rtp cimport (
 )
 from fastpath.seq cimport SEQ_DUPLICATE, SEQ_FORWARD, SeqResult, seq_rw_drop, seq_rw_init, seq_rw_input, seq_rw_sync, ts_rw_input, ts_rw_switch
 from fastpath.srtp cimport SrtpContext, srtp_fns
+from fastpath.srtp import context_pair
 from fastpath.store cimport STORE_KEY, store_clear, store_free, store_get, store_has, store_init, store_put
 from fastpath.table cimport ht_del, ht_free, ht_get, ht_init, ht_put, ht_put_reserved, ht_reserve
 from fastpath.twcc cimport (
@@ -525,8 +526,9 @@ cdef class Engine:
     def set_srtp(self, int t, int profile, bytes local_key, bytes remote_key) -> None:
         cdef int32_t slot = self._t_slot(t)
         cdef Transport* tr = self.st.transports[slot]
-        cdef SrtpContext rx = SrtpContext(profile, remote_key, False)
-        cdef SrtpContext tx = SrtpContext(profile, local_key, True)
+        cdef SrtpContext rx
+        cdef SrtpContext tx
+        rx, tx = context_pair(profile, local_key, remote_key)
         send_flush(self.st)
         self._srtp[slot] = (rx, tx)
         tr.srtp_in = rx.ctx
