@@ -43,7 +43,9 @@ cdef void retransmit(EngineState* e, Consumer* c, uint16_t out_seq) noexcept nog
     cdef int32_t length = 0
     cdef int64_t ext
     cdef int16_t out_pt
-    if not m.valid or m.out16 != out_seq or c.producer < 0:
+    if not m.valid or m.out16 != out_seq or c.producer < 0 \
+            or <uint16_t>(<uint16_t>c.seq.max_out - out_seq) >= META_RING:
+        # Unknown, or older than the outbound SRTP replay window (512, fastpath/srtp.pyx) would accept.
         c.drops[DROP_NACK_MISS] += 1
         return
     s = &e.producers[c.producer].enc[m.layer]

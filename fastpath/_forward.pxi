@@ -149,6 +149,18 @@ cdef inline void stream_jitter(RecvStream* s, uint32_t clock_rate, int64_t now_m
     s.have_transit = 1
 
 
+cdef inline void prefetch_struct(Consumer* c) noexcept nogil:
+    __builtin_prefetch(c)
+    __builtin_prefetch((<uint8_t*>c) + 64)
+
+
+cdef inline void prefetch_state(EngineState* e, Consumer* c, int64_t ext) noexcept nogil:
+    # c's own lines were requested one consumer earlier: follow its pointers now.
+    __builtin_prefetch(e.transports[c.transport])
+    __builtin_prefetch(c.seq)
+    __builtin_prefetch(&c.seq.ring[ext & SEQ_RING_MASK])
+
+
 cdef void consumer_switch(EngineState* e, Producer* p, Consumer* c, int32_t layer, uint32_t in_ts) noexcept nogil:
     """Start forwarding `layer` to c at this key frame: sequence continues at last+1, ts re-based."""
     cdef RecvStream* old
@@ -203,7 +215,12 @@ cdef void forward_to(EngineState* e, Producer* p, int32_t layer, Consumer* c, co
             c.drops[DROP_WAIT_KEYFRAME] += 1
             return
         c.wait_keyframe = 0
-    out_pt = c.pt_map[h.pt]
+    if h.pt == c.last_pt_in:
+        out_pt = c.last_pt_out
+    else:
+        out_pt = c.pt_map[h.pt]
+        c.last_pt_in = h.pt
+        c.last_pt_out = out_pt
     if out_pt < 0:
         c.drops[DROP_UNSUPPORTED_PT] += 1
         return
@@ -278,6 +295,8 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
     cdef int64_t ext
     cdef int key = -1
     cdef int32_t twcc_off, twcc_len = 0
+    cdef int32_t n_consumers
+    cdef int32_t* items
     rc = e.srtp.unprotect(t.srtp_in, buf, &length)
     if rc != SRTP_ERR_OK:
         t.drops[DROP_SRTP_UNPROTECT] += 1
@@ -383,5 +402,17 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
         s.received += 1
         if ext == s.max_ext_seq:
             stream_jitter(s, p.clock_rate, e.now_ms, h.ts)
-    for i in range(p.consumers.n):
-        forward_to(e, p, layer, e.consumers[p.consumers.items[i]], buf, length, &h, ext, key)
+    # The fan-out loop is bound by cache misses on per-consumer state: while one consumer's copy is protected
+    # and queued, the next one's struct is already on its way, and the one after that has been requested.
+    n_consumers = p.consumers.n
+    items = p.consumers.items
+    if n_consumers > 0:
+        prefetch_struct(e.consumers[items[0]])
+    if n_consumers > 1:
+        prefetch_struct(e.consumers[items[1]])
+    for i in range(n_consumers):
+        if i + 2 < n_consumers:
+            prefetch_struct(e.consumers[items[i + 2]])
+        if i + 1 < n_consumers:
+            prefetch_state(e, e.consumers[items[i + 1]], ext)
+        forward_to(e, p, layer, e.consumers[items[i]], buf, length, &h, ext, key)

@@ -20,6 +20,13 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 
+
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void** memptr, size_t alignment, size_t size)
+
+cdef extern from *:
+    void __builtin_prefetch(const void* address) nogil
+
 from fastpath.counters cimport (
     DROP_BAD_HEADER,
     DROP_BAD_RTCP,
@@ -135,7 +142,7 @@ from fastpath.rtp cimport (
     rtp_set_header,
     wr32,
 )
-from fastpath.seq cimport SEQ_DUPLICATE, SEQ_FORWARD, SeqResult, seq_rw_drop, seq_rw_init, seq_rw_input, seq_rw_sync, ts_rw_input, ts_rw_switch
+from fastpath.seq cimport SEQ_DUPLICATE, SEQ_FORWARD, SEQ_RING_MASK, SeqResult, seq_rw_drop, seq_rw_init, seq_rw_input, seq_rw_sync, ts_rw_input, ts_rw_switch
 from fastpath.srtp cimport SrtpContext, srtp_fns
 from fastpath.srtp import context_pair
 from fastpath.store cimport STORE_KEY, store_clear, store_free, store_get, store_has, store_init, store_put
@@ -460,7 +467,7 @@ cdef class Engine:
         if not self._free_t:
             self._grow_transports()
         slot = self._free_t.pop()
-        tr = <Transport*>calloc(1, sizeof(Transport))
+        tr = <Transport*>_zalloc_lines(sizeof(Transport))
         if tr == NULL:
             raise MemoryError()
         tr.handle = t
@@ -717,10 +724,10 @@ cdef class Engine:
             raise ValueError(f"spatial must be in -1..{pr.n_enc - 1}, got {spatial}")
         if not self._free_c:
             self._grow_consumers()
-        co = <Consumer*>calloc(1, sizeof(Consumer))
+        co = <Consumer*>_zalloc_lines(sizeof(Consumer))
         if co == NULL:
             raise MemoryError()
-        co.seq = <SeqRw*>malloc(sizeof(SeqRw))
+        co.seq = <SeqRw*>_zalloc_lines(sizeof(SeqRw))
         co.meta = <MetaSlot*>calloc(META_RING, sizeof(MetaSlot))
         if co.seq == NULL or co.meta == NULL:
             _free_consumer(co)
@@ -734,6 +741,7 @@ cdef class Engine:
             co.pt_map[i] = -1
         for k, v in pt_map.items():
             co.pt_map[k] = v
+        co.last_pt_in = 255
         co.nack = nack
         # Initial output seq in [1000, 32767] (mediasoup): below 2^15 so an early wrap cannot confuse a
         # libsrtp receiver's rollover guess.
@@ -946,6 +954,15 @@ cdef class Engine:
              "rr_highest_seq": co.rr_highest_seq, "rr_jitter": co.rr_jitter, "rtt_ms": co.rtt_ms}
         d.update(_drops(co.drops))
         return d
+
+
+cdef void* _zalloc_lines(size_t size) noexcept nogil:
+    """Zeroed memory starting on a cache line: a struct's hot first fields then share one line."""
+    cdef void* p = NULL
+    if posix_memalign(&p, 64, size) != 0:
+        return NULL
+    memset(p, 0, size)
+    return p
 
 
 cdef void _free_transport(Transport* t) noexcept nogil:

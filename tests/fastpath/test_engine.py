@@ -111,6 +111,22 @@ def test_nack_for_unknown_seq_is_counted_not_sent(rig: Rig) -> None:
     assert rig.engine.snapshot_consumer(20)["drop_nack_miss"] == 1
 
 
+def test_nack_older_than_the_outbound_replay_window_is_a_miss(rig: Rig) -> None:
+    add_video(rig)
+    send_frames(rig, [1, 514])                     # output seqs base and base + 513 (the hole is never sent)
+    rig.pump()
+    got, _ = rig.sub.drain()
+    assert len(got) == 2
+    base = header(got[0])[1]
+    assert header(got[1])[1] == (base + 513) & 0xFFFF
+    rig.sub.forget_received()
+    rig.sub.send_rtcp(packets.rtcp_nack(0xABC, OUT_SSRC, [base]))
+    rig.pump()
+    assert rig.sub.drain(0.05)[0] == []
+    c = rig.engine.snapshot_consumer(20)
+    assert (c["drop_nack_miss"], c["retransmits"]) == (1, 0)
+
+
 def test_pli_from_subscriber_becomes_pli_for_publisher_ssrc(rig: Rig) -> None:
     add_video(rig)
     send_frames(rig, [7, 8, 9])
