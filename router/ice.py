@@ -22,6 +22,10 @@ while nothing is selected yet (so a peer that never nominates still gets a path)
 
 ICE restart: :meth:`IceLite.restart` installs new credentials next to the current ones; requests with either are
 accepted until the first valid request with the new ones, after which the old ones are forgotten.
+
+Cost: every connected peer sends a consent check every few seconds, so :meth:`IceLite.handle` is on a worker's
+busy path. It uses :func:`stun.scan` (the checks of ``stun.parse`` without building a message), a per-password
+:class:`stun.IntegrityKey` and :func:`stun.success_response`; the order of the checks above is unchanged.
 """
 
 from __future__ import annotations
@@ -49,6 +53,17 @@ class IceResult:
 
 
 _DROP = IceResult(None, False)
+_BINDING_REQUEST = 0x0001  # message type of a Binding request (RFC 8489 §5, §18.2)
+_GOOG_NETWORK_INFO = 0xC057  # Chrome's network id and cost, comprehension-optional
+# Attribute types a browser's check carries that need no 420 check: the understood comprehension-required ones
+# plus common comprehension-optional ones (SOFTWARE, ICE-CONTROLLED/-CONTROLLING, Chrome's GOOG-NETWORK-INFO).
+# A request with any other type gets the exact test (any type < 0x8000 not understood).
+_USUAL_ATTRIBUTES = stun.KNOWN_REQUIRED_ATTRIBUTES | {
+    stun.ATTR_SOFTWARE,
+    stun.ATTR_ICE_CONTROLLED,
+    stun.ATTR_ICE_CONTROLLING,
+    _GOOG_NETWORK_INFO,
+}
 
 
 @dataclass(slots=True)
@@ -56,6 +71,7 @@ class _Credentials:
     ufrag: str
     pwd: str
     key: bytes
+    integrity: stun.IntegrityKey
 
 
 def _credentials(ufrag: str, pwd: str) -> _Credentials:
@@ -64,7 +80,8 @@ def _credentials(ufrag: str, pwd: str) -> _Credentials:
         raise ValueError(f"invalid ICE ufrag {ufrag!r}: need at least 4 ASCII characters and no ':'")
     if len(pwd) < 22 or not pwd.isascii():
         raise ValueError("invalid ICE password: need at least 22 ASCII characters")
-    return _Credentials(ufrag, pwd, pwd.encode("ascii"))
+    key = pwd.encode("ascii")
+    return _Credentials(ufrag, pwd, key, stun.IntegrityKey(key))
 
 
 @dataclass(slots=True)
@@ -126,16 +143,24 @@ class IceLite:
             return False
         return now_ms - self.last_valid_check_ms > timeout_ms
 
+    def consent_deadline_ms(self, timeout_ms: int = CONSENT_TIMEOUT_MS) -> int | None:
+        """The first time at which :meth:`consent_expired` turns true if no valid check arrives before it; None
+        while nothing is selected (then consent cannot expire until a check selects a tuple)."""
+        if self.selected is None or self.last_valid_check_ms is None:
+            return None
+        return self.last_valid_check_ms + timeout_ms + 1
+
     def _remember(self, addr: Address, now_ms: int) -> None:
-        entry = self._tuples.pop(addr, None)
-        if entry is None:
-            if len(self._tuples) >= MAX_TUPLES:
-                victim = next((a for a in self._tuples if a != self.selected), None)
-                if victim is not None:
-                    del self._tuples[victim]
-            entry = _Tuple(now_ms, now_ms)
-        entry.last_ms = now_ms
-        self._tuples[addr] = entry
+        entry = self._tuples.get(addr)
+        if entry is not None:
+            entry.last_ms = now_ms
+            self._tuples.move_to_end(addr)
+            return
+        if len(self._tuples) >= MAX_TUPLES:
+            victim = next((a for a in self._tuples if a != self.selected), None)
+            if victim is not None:
+                del self._tuples[victim]
+        self._tuples[addr] = _Tuple(now_ms, now_ms)
 
     # ---- the check -----------------------------------------------------------------------------------------
     def _reject(self, reason: str) -> IceResult:
@@ -144,19 +169,22 @@ class IceLite:
 
     def handle(self, data: bytes, addr: Address, now_ms: int | None = None) -> IceResult:
         """Process one STUN datagram from ``addr``; ``now_ms`` defaults to the monotonic clock."""
+        data = bytes(data)  # no copy for bytes; what the Engine gives
         try:
-            message = stun.parse(data)
+            message_type, attributes, integrity_offset, _ = stun.scan(data)
         except stun.StunError:
             return self._reject("malformed")
-        if message.method != stun.METHOD_BINDING or message.cls != stun.StunClass.REQUEST:
+        if message_type != _BINDING_REQUEST:
             return self._reject("not a binding request")
-        try:
-            username = message.username
-        except stun.StunError:
-            return self._reject("bad USERNAME")
-        if username is None:
+        first = dict(reversed(attributes))  # the first value of each attribute type, as StunMessage.get gives
+        raw_username = first.get(stun.ATTR_USERNAME)
+        if raw_username is None:
             return self._reject("no USERNAME")
-        if not message.has_integrity:
+        try:
+            username = raw_username.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._reject("bad USERNAME")
+        if integrity_offset is None:
             return self._reject("no MESSAGE-INTEGRITY")
         local_ufrag, sep, remote_ufrag = username.partition(":")
         if not sep:
@@ -167,29 +195,28 @@ class IceLite:
             credentials = self._pending
         else:
             return self._reject("unknown ufrag")
-        if not message.check_integrity(credentials.key):
+        if not stun.verify_integrity(data, integrity_offset, credentials.integrity):
             return self._reject("bad MESSAGE-INTEGRITY")
         # Authenticated from here on: errors are answered (integrity-protected) but still change no state.
-        unknown = message.unknown_required_attributes()
-        if unknown:
-            self.rejected["unknown attribute"] += 1
-            return IceResult(
-                stun.binding_error(message, 420, "Unknown Attribute", credentials.key, unknown_attributes=unknown)
-            )
-        try:
-            controlled = message.ice_controlled
-            priority = message.priority
-        except stun.StunError:
+        transaction_id = data[8:20]
+        if not first.keys() <= _USUAL_ATTRIBUTES:
+            unknown = [t for t, _ in attributes if t < 0x8000 and t not in stun.KNOWN_REQUIRED_ATTRIBUTES]
+            if unknown:
+                self.rejected["unknown attribute"] += 1
+                return IceResult(_error(transaction_id, 420, "Unknown Attribute", credentials.key, unknown))
+        controlled = first.get(stun.ATTR_ICE_CONTROLLED)
+        priority = first.get(stun.ATTR_PRIORITY)
+        if (controlled is not None and len(controlled) != 8) or (priority is not None and len(priority) != 4):
             self.rejected["bad attribute"] += 1
-            return IceResult(stun.binding_error(message, 400, "Bad Request", credentials.key))
+            return IceResult(_error(transaction_id, 400, "Bad Request", credentials.key))
         if controlled is not None:
             self.rejected["role conflict"] += 1
-            return IceResult(stun.binding_error(message, 487, "Role Conflict", credentials.key))
+            return IceResult(_error(transaction_id, 487, "Role Conflict", credentials.key))
         if priority is None:
             self.rejected["no PRIORITY"] += 1
-            return IceResult(stun.binding_error(message, 400, "Bad Request", credentials.key))
+            return IceResult(_error(transaction_id, 400, "Bad Request", credentials.key))
         try:
-            response = stun.binding_success(message, addr, credentials.key)
+            response = stun.success_response(transaction_id, addr, credentials.integrity)
         except stun.StunError:
             return self._reject("bad source address")
 
@@ -198,13 +225,18 @@ class IceLite:
             self._current, self._pending = self._pending, None
         self.remote_ufrag = remote_ufrag
         self._remember(addr, now)
-        select = message.use_candidate or self.selected is None
+        select = stun.ATTR_USE_CANDIDATE in first or self.selected is None
         if select:
             self.selected = addr
         if addr == self.selected:
             self.last_valid_check_ms = now
         self.answered += 1
         return IceResult(response, select)
+
+
+def _error(transaction_id: bytes, code: int, reason: str, key: bytes, unknown: list[int] | None = None) -> bytes:
+    request = stun.StunMessage(stun.METHOD_BINDING, stun.StunClass.REQUEST, transaction_id)
+    return stun.binding_error(request, code, reason, key, unknown_attributes=unknown)
 
 
 def username_fragment(data: bytes) -> str | None:

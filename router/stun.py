@@ -20,16 +20,24 @@ after MESSAGE-INTEGRITY other than MESSAGE-INTEGRITY-SHA256 and FINGERPRINT (med
 attribute after FINGERPRINT, a FINGERPRINT that is not 4 bytes or does not match. MESSAGE-INTEGRITY is checked
 later with :meth:`StunMessage.check_integrity`, because the key depends on the USERNAME. MESSAGE-INTEGRITY-SHA256
 is carried but not verified (ICE peers use SHA-1 MESSAGE-INTEGRITY).
+
+The consent-check path (RFC 7675: every connected peer sends one authenticated Binding request every few seconds)
+has lean forms of the same rules, because a worker answers thousands of them per second in Python: :func:`scan`
+does every check of :func:`parse` without building a :class:`StunMessage`, :class:`IntegrityKey` hashes the HMAC
+pads of a password once, and :func:`success_response` writes a Binding success response in one pass. They produce
+the same bytes and the same errors as the general code (tests/router/test_stun.py compares them).
 """
 
 from __future__ import annotations
 
-import binascii
 import enum
+import hashlib
 import hmac
 import ipaddress
 import os
+import socket
 import struct
+import zlib
 from dataclasses import dataclass, field
 
 MAGIC_COOKIE = 0x2112A442
@@ -80,6 +88,19 @@ _INTEGRITY_ATTR_LENGTH = 4 + _INTEGRITY_VALUE_LENGTH
 _FINGERPRINT_ATTR_LENGTH = 8
 _FAMILY_IPV4 = 0x01
 _FAMILY_IPV6 = 0x02
+_COOKIE_BYTES = struct.pack("!I", MAGIC_COOKIE)
+_XOR_PORT = MAGIC_COOKIE >> 16
+_BINDING_SUCCESS = 0x0101  # _pack_type(METHOD_BINDING, StunClass.SUCCESS)
+
+_H = struct.Struct("!H")
+_I = struct.Struct("!I")
+_HH = struct.Struct("!HH")
+_HHI = struct.Struct("!HHI")
+_BBH = struct.Struct("!BBH")
+_BBHI = struct.Struct("!BBHI")
+_INTEGRITY_HEADER = _HH.pack(ATTR_MESSAGE_INTEGRITY, _INTEGRITY_VALUE_LENGTH)
+_IPAD = bytes(b ^ 0x36 for b in range(256))  # translate tables for the HMAC pads (RFC 2104 §2)
+_OPAD = bytes(b ^ 0x5C for b in range(256))
 
 Address = tuple[str, int]
 
@@ -108,20 +129,52 @@ def _unpack_type(message_type: int) -> tuple[int, StunClass]:
     return method, cls
 
 
-def _with_length(data: bytes | bytearray, length: int) -> bytes:
-    return bytes(data[:2]) + struct.pack("!H", length) + bytes(data[4:])
+def _with_length(data: bytes | bytearray, length: int) -> bytes | bytearray:
+    return data[:2] + _H.pack(length) + data[4:]
 
 
-def compute_integrity(message_prefix: bytes | bytearray, key: bytes) -> bytes:
+class IntegrityKey:
+    """A MESSAGE-INTEGRITY key (for ICE, the password) with its HMAC-SHA1 inner and outer pads hashed once.
+
+    ``key.mac(message) == hmac.digest(key.key, message, "sha1")`` (RFC 2104): the two SHA-1 states after the padded
+    key are kept and copied per message, which costs less than setting up an HMAC each time.
+    """
+
+    __slots__ = ("_inner", "_outer", "key")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = bytes(key)
+        block = (hashlib.sha1(self.key).digest() if len(self.key) > 64 else self.key).ljust(64, b"\0")
+        self._inner = hashlib.sha1(block.translate(_IPAD))
+        self._outer = hashlib.sha1(block.translate(_OPAD))
+
+    def mac(self, message: bytes | bytearray) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+def compute_integrity(message_prefix: bytes | bytearray, key: bytes | IntegrityKey) -> bytes:
     """HMAC-SHA1 for a MESSAGE-INTEGRITY attribute that follows ``message_prefix`` (RFC 8489 §14.5)."""
     adjusted = _with_length(message_prefix, len(message_prefix) - HEADER_LENGTH + _INTEGRITY_ATTR_LENGTH)
-    return hmac.new(key, adjusted, "sha1").digest()
+    if isinstance(key, IntegrityKey):
+        return key.mac(adjusted)
+    return hmac.digest(key, adjusted, "sha1")
+
+
+def verify_integrity(data: bytes, offset: int, key: bytes | IntegrityKey) -> bool:
+    """True if the MESSAGE-INTEGRITY attribute at ``offset`` of ``data`` verifies with ``key`` (constant time)."""
+    adjusted = data[:2] + _H.pack(offset - HEADER_LENGTH + _INTEGRITY_ATTR_LENGTH) + data[4:offset]
+    mac = key.mac(adjusted) if isinstance(key, IntegrityKey) else hmac.digest(key, adjusted, "sha1")
+    return hmac.compare_digest(data[offset + 4 : offset + _INTEGRITY_ATTR_LENGTH], mac)
 
 
 def compute_fingerprint(message_prefix: bytes | bytearray) -> int:
     """CRC-32 XOR 0x5354554E for a FINGERPRINT attribute that follows ``message_prefix`` (RFC 8489 §14.7)."""
     adjusted = _with_length(message_prefix, len(message_prefix) - HEADER_LENGTH + _FINGERPRINT_ATTR_LENGTH)
-    return (binascii.crc32(adjusted) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
+    return (zlib.crc32(adjusted) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
 
 
 def _xor_pad(transaction_id: bytes) -> bytes:
@@ -133,14 +186,26 @@ def encode_xor_address(addr: Address, transaction_id: bytes) -> bytes:
     host, port = addr[0], addr[1]  # asyncio gives IPv6 peers as 4-tuples
     if not 0 <= port <= 0xFFFF:
         raise StunError(f"port {port} out of range")
+    # Fast form for the address strings the Engine and asyncio give. Whatever inet_pton refuses (a zone id, a
+    # host that is not a str) goes to the ipaddress form below, which decides what is valid and how it packs.
+    try:
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except (OSError, TypeError, ValueError):
+        packed = None
+    if packed is not None and len(transaction_id) == 12:
+        xport = port ^ _XOR_PORT
+        if len(packed) == 4:
+            return _BBHI.pack(0, _FAMILY_IPV4, xport, int.from_bytes(packed, "big") ^ MAGIC_COOKIE)
+        pad = int.from_bytes(_COOKIE_BYTES + transaction_id, "big")
+        return _BBH.pack(0, _FAMILY_IPV6, xport) + (int.from_bytes(packed, "big") ^ pad).to_bytes(16, "big")
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise StunError(f"not an IP address: {host!r}") from None
     family = _FAMILY_IPV4 if ip.version == 4 else _FAMILY_IPV6
     pad = _xor_pad(transaction_id)
-    packed = bytes(b ^ p for b, p in zip(ip.packed, pad, strict=False))
-    return struct.pack("!BBH", 0, family, port ^ (MAGIC_COOKIE >> 16)) + packed
+    xored = bytes(b ^ p for b, p in zip(ip.packed, pad, strict=False))
+    return struct.pack("!BBH", 0, family, port ^ (MAGIC_COOKIE >> 16)) + xored
 
 
 def decode_xor_address(value: bytes, transaction_id: bytes) -> Address:
@@ -262,13 +327,11 @@ class StunMessage:
         """Comprehension-required attribute types (< 0x8000) this implementation does not understand."""
         return [t for t, _ in self.attributes if t < 0x8000 and t not in KNOWN_REQUIRED_ATTRIBUTES]
 
-    def check_integrity(self, key: bytes) -> bool:
+    def check_integrity(self, key: bytes | IntegrityKey) -> bool:
         """True if the parsed MESSAGE-INTEGRITY verifies with ``key`` (constant-time compare)."""
         if self.integrity_offset is None:
             return False
-        offset = self.integrity_offset
-        received = self.raw[offset + 4 : offset + _INTEGRITY_ATTR_LENGTH]
-        return hmac.compare_digest(received, compute_integrity(self.raw[:offset], key))
+        return verify_integrity(self.raw, self.integrity_offset, key)
 
     # ---- building ------------------------------------------------------------------------------------------
     def add(self, attr_type: int, value: bytes = b"") -> StunMessage:
@@ -334,60 +397,88 @@ def is_stun(data: bytes) -> bool:
     )
 
 
-def parse(data: bytes) -> StunMessage:
-    """Parse one STUN message; raise :class:`StunError` with the exact reason if it is malformed."""
-    if len(data) < HEADER_LENGTH:
-        raise StunError(f"message too short: {len(data)} bytes")
-    message_type, length, cookie = struct.unpack_from("!HHI", data)
+def scan(data: bytes) -> tuple[int, list[tuple[int, bytes]], int | None, bool]:
+    """Every check of :func:`parse`, in the same order and with the same :class:`StunError` reasons, without
+    building a message: returns (message type, attributes in wire order as in :attr:`StunMessage.attributes`,
+    offset of MESSAGE-INTEGRITY or None, FINGERPRINT present and verified)."""
+    raw = bytes(data)
+    end = len(raw)
+    if end < HEADER_LENGTH:
+        raise StunError(f"message too short: {end} bytes")
+    message_type, length, cookie = _HHI.unpack_from(raw)
     if message_type & 0xC000:
         raise StunError("first two bits of the message type are not zero")
     if cookie != MAGIC_COOKIE:
         raise StunError(f"bad magic cookie 0x{cookie:08x}")
     if length % 4:
         raise StunError(f"message length {length} is not a multiple of 4")
-    if length != len(data) - HEADER_LENGTH:
-        raise StunError(f"message length {length} does not match datagram body of {len(data) - HEADER_LENGTH} bytes")
-    method, cls = _unpack_type(message_type)
-    raw = bytes(data)
-    message = StunMessage(method, cls, raw[8:20], raw=raw)
+    if length != end - HEADER_LENGTH:
+        raise StunError(f"message length {length} does not match datagram body of {end - HEADER_LENGTH} bytes")
+    attributes: list[tuple[int, bytes]] = []
+    integrity_offset: int | None = None
+    has_fingerprint = False
+    unpack = _HH.unpack_from
     pos = HEADER_LENGTH
-    while pos < len(raw):
-        if len(raw) - pos < 4:
-            raise StunError(f"truncated attribute header at offset {pos}")
-        attr_type, attr_len = struct.unpack_from("!HH", raw, pos)
+    # NOTE: pos and end are both 20 plus a multiple of 4, so a whole attribute header is left whenever pos < end,
+    # and value_end (<= end) rounded up to 4 never passes end: no truncated-header or padding check is needed.
+    while pos < end:
+        attr_type, attr_len = unpack(raw, pos)
         value_end = pos + 4 + attr_len
-        if value_end > len(raw):
+        if value_end > end:
             raise StunError(f"attribute 0x{attr_type:04x} at offset {pos} runs past the end of the message")
-        if message.has_fingerprint:
+        if has_fingerprint:
             raise StunError(f"attribute 0x{attr_type:04x} after FINGERPRINT")
-        value = raw[pos + 4 : value_end]
         if attr_type == ATTR_FINGERPRINT:
             if attr_len != 4:
                 raise StunError(f"FINGERPRINT length {attr_len}, expected 4")
-            if struct.unpack("!I", value)[0] != compute_fingerprint(raw[:pos]):
+            if value_end == end:  # the usual last attribute: the header length already ends right after it
+                expected = (zlib.crc32(raw[:pos]) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
+            else:
+                expected = compute_fingerprint(raw[:pos])
+            if _I.unpack_from(raw, pos + 4)[0] != expected:
                 raise StunError("FINGERPRINT mismatch")
-            message.has_fingerprint = True
+            has_fingerprint = True
         elif attr_type == ATTR_MESSAGE_INTEGRITY:
-            if message.integrity_offset is not None:
+            if integrity_offset is not None:
                 raise StunError("second MESSAGE-INTEGRITY")
             if attr_len != _INTEGRITY_VALUE_LENGTH:
                 raise StunError(f"MESSAGE-INTEGRITY length {attr_len}, expected {_INTEGRITY_VALUE_LENGTH}")
-            message.integrity_offset = pos
-        elif message.integrity_offset is not None and attr_type != ATTR_MESSAGE_INTEGRITY_SHA256:
+            integrity_offset = pos
+        elif integrity_offset is not None and attr_type != ATTR_MESSAGE_INTEGRITY_SHA256:
             raise StunError(f"attribute 0x{attr_type:04x} after MESSAGE-INTEGRITY")
         else:
-            message.attributes.append((attr_type, value))
-        pos = value_end + (-attr_len % 4)
-    if pos != len(raw):
-        raise StunError("attribute padding runs past the end of the message")
-    return message
+            attributes.append((attr_type, raw[pos + 4 : value_end]))
+        pos = (value_end + 3) & ~3
+    return message_type, attributes, integrity_offset, has_fingerprint
+
+
+def parse(data: bytes) -> StunMessage:
+    """Parse one STUN message; raise :class:`StunError` with the exact reason if it is malformed."""
+    message_type, attributes, integrity_offset, has_fingerprint = scan(data)
+    method, cls = _unpack_type(message_type)
+    raw = bytes(data)
+    return StunMessage(method, cls, raw[8:20], attributes, raw, integrity_offset, has_fingerprint)
+
+
+def success_response(transaction_id: bytes, addr: Address, key: IntegrityKey) -> bytes:
+    """The bytes of :func:`binding_success` for a request with ``transaction_id``, written in one pass."""
+    value = encode_xor_address(addr, transaction_id)
+    attribute = _HH.pack(ATTR_XOR_MAPPED_ADDRESS, len(value)) + value
+    length = len(attribute) + _INTEGRITY_ATTR_LENGTH  # as MESSAGE-INTEGRITY sees it: FINGERPRINT not counted
+    mac = key.mac(_HHI.pack(_BINDING_SUCCESS, length, MAGIC_COOKIE) + transaction_id + attribute)
+    body = (
+        _HHI.pack(_BINDING_SUCCESS, length + _FINGERPRINT_ATTR_LENGTH, MAGIC_COOKIE)
+        + transaction_id
+        + attribute
+        + _INTEGRITY_HEADER
+        + mac
+    )
+    return body + _HHI.pack(ATTR_FINGERPRINT, 4, zlib.crc32(body) ^ FINGERPRINT_XOR)
 
 
 def binding_success(request: StunMessage, addr: Address, integrity_key: bytes) -> bytes:
     """Binding success response to ``request``: XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY, FINGERPRINT."""
-    response = StunMessage(METHOD_BINDING, StunClass.SUCCESS, request.transaction_id)
-    response.add_xor_mapped_address(addr)
-    return response.to_bytes(integrity_key)
+    return success_response(request.transaction_id, addr, IntegrityKey(integrity_key))
 
 
 def binding_error(

@@ -222,3 +222,65 @@ def test_username_fragment() -> None:
     # A success response is not a request.
     req = stun.StunMessage(stun.METHOD_BINDING, stun.StunClass.REQUEST)
     assert username_fragment(stun.binding_success(req, PEER, b"k")) is None
+
+
+def test_ipv6_peer_gets_its_xor_address() -> None:
+    ice = IceLite(UFRAG, PWD)
+    peer6 = ("2001:db8::7", 40000)
+    result = ice.handle(request(), peer6, now_ms=0)
+    assert result.response is not None
+    resp = stun.parse(result.response)
+    assert resp.xor_mapped_address == peer6 and resp.check_integrity(PWD.encode())
+    assert ice.selected == peer6
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [(stun.ATTR_PRIORITY, b"\x00\x01")],  # a second PRIORITY is ignored: the first one counts
+        [(0x8055, b"abc")],  # comprehension-optional, not one a browser sends
+    ],
+)
+def test_optional_and_repeated_attributes_are_accepted(extra: list[tuple[int, bytes]]) -> None:
+    ice = IceLite(UFRAG, PWD)
+    assert ice.handle(request(extra=extra), PEER, now_ms=0).select
+
+
+def test_bad_attribute_values_get_400_and_no_state() -> None:
+    ice = IceLite(UFRAG, PWD)
+    short_priority = request(priority=None, extra=[(stun.ATTR_PRIORITY, b"\x00\x01")])
+    long_controlled = request(extra=[(stun.ATTR_ICE_CONTROLLED, b"\x00" * 9)])
+    for data in (short_priority, long_controlled):
+        resp = stun.parse(ice.handle(data, PEER, now_ms=0).response or b"")
+        assert resp.error_code == (400, "Bad Request") and resp.check_integrity(PWD.encode())
+    assert ice.rejected == {"bad attribute": 2}
+    assert_no_state(ice)
+
+
+def test_unknown_attributes_are_listed_in_wire_order_with_repeats() -> None:
+    ice = IceLite(UFRAG, PWD)
+    extra = [(0x0043, b""), (0xC057, b"\x00\x01\x00\x0a"), (0x0042, b"\x00\x00\x00\x00"), (0x0043, b"")]
+    resp = stun.parse(ice.handle(request(extra=extra), PEER, now_ms=0).response or b"")
+    assert resp.error_code == (420, "Unknown Attribute")
+    assert resp.get(stun.ATTR_UNKNOWN_ATTRIBUTES) == b"\x00\x43\x00\x42\x00\x43"
+    assert_no_state(ice)
+
+
+def test_username_that_is_not_utf8_is_dropped() -> None:
+    ice = IceLite(UFRAG, PWD)
+    m = stun.StunMessage(stun.METHOD_BINDING, stun.StunClass.REQUEST)
+    m.add(stun.ATTR_USERNAME, b"srvA:\xff\xfe").add_priority(1)
+    assert ice.handle(m.to_bytes(PWD.encode()), PEER, now_ms=0).response is None
+    assert ice.rejected == {"bad USERNAME": 1}
+    assert_no_state(ice)
+
+
+def test_consent_deadline_is_the_first_expired_millisecond() -> None:
+    ice = IceLite(UFRAG, PWD)
+    assert ice.consent_deadline_ms() is None
+    ice.handle(request(), PEER, now_ms=1_000)
+    deadline = ice.consent_deadline_ms()
+    assert deadline == 31_001
+    assert not ice.consent_expired(deadline - 1) and ice.consent_expired(deadline)
+    ice.remove_tuple(PEER)
+    assert ice.consent_deadline_ms() is None and not ice.consent_expired(10**9)

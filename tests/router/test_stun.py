@@ -222,3 +222,81 @@ def test_ipv6_four_tuple_address_is_accepted() -> None:
     four = ("2001:db8::7", 4444, 0, 0)
     resp = stun.parse(stun.binding_success(req, four, b"key"))  # type: ignore[arg-type]
     assert resp.xor_mapped_address == ("2001:db8::7", 4444)
+
+
+# ---- the lean consent-check forms give what the general code gives ------------------------------------------
+
+
+def _xor_address_by_ipaddress(addr: tuple[str, int], transaction_id: bytes) -> bytes:
+    """RFC 8489 §14.2 written out with ipaddress, as a reference for encode_xor_address's inet_pton form."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(addr[0])
+    pad = (stun.MAGIC_COOKIE.to_bytes(4, "big") + transaction_id)[: len(ip.packed)]
+    family = 1 if ip.version == 4 else 2
+    xored = bytes(a ^ b for a, b in zip(ip.packed, pad, strict=True))
+    return bytes([0, family]) + (addr[1] ^ 0x2112).to_bytes(2, "big") + xored
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["192.0.2.1", "0.0.0.0", "255.255.255.255", "::", "::1", "2001:db8:1234:5678:11:2233:4455:6677",
+     "::ffff:192.0.2.1", "fe80::1%lo", "2001:DB8::A"],
+)  # fmt: skip
+def test_xor_address_matches_ipaddress(host: str) -> None:
+    for port in (0, 32853, 65535):
+        assert stun.encode_xor_address((host, port), TID) == _xor_address_by_ipaddress((host, port), TID)
+
+
+@pytest.mark.parametrize("host", ["01.2.3.4", "1.2.3", "1.2.3.4 ", "", "localhost", "1:2", "::1%", "1.2.3.4\x00"])
+def test_xor_address_refuses_what_ipaddress_refuses(host: str) -> None:
+    with pytest.raises(stun.StunError, match="^not an IP address: "):
+        stun.encode_xor_address((host, 1), TID)
+
+
+def test_integrity_key_is_hmac_sha1() -> None:
+    import hmac
+
+    message = bytes(range(256)) * 2
+    for length in (0, 1, 22, 32, 63, 64, 65, 128, 200):
+        key = bytes((i * 7 + length) & 0xFF for i in range(length))
+        ours = stun.IntegrityKey(key)
+        for size in (0, 20, 55, 56, 64, 100, 512):
+            assert ours.mac(message[:size]) == hmac.digest(key, message[:size], "sha1")
+    assert stun.compute_integrity(RFC5769_REQUEST[:76], stun.IntegrityKey(PASSWORD)) == RFC5769_REQUEST[80:100]
+
+
+@pytest.mark.parametrize(
+    "addr", [("192.0.2.1", 32853), ("2001:db8:1234:5678:11:2233:4455:6677", 32853), ("::1", 1, 0, 0)]
+)
+def test_success_response_equals_the_general_builder(addr: tuple[str, int]) -> None:
+    general = stun.StunMessage(stun.METHOD_BINDING, stun.StunClass.SUCCESS, TID)
+    general.add(stun.ATTR_XOR_MAPPED_ADDRESS, _xor_address_by_ipaddress(addr, TID))
+    lean = stun.success_response(TID, addr, stun.IntegrityKey(PASSWORD))
+    assert lean == general.to_bytes(PASSWORD)
+    request = stun.parse(RFC5769_REQUEST)
+    assert stun.binding_success(request, addr, PASSWORD) == lean
+
+
+def test_scan_returns_what_parse_holds() -> None:
+    for data in (RFC5769_REQUEST, RFC5769_RESPONSE_V4, RFC5769_RESPONSE_V6, _signed()):
+        m = stun.parse(data)
+        message_type, attributes, integrity_offset, has_fingerprint = stun.scan(data)
+        assert (message_type >> 4 & 1 | message_type >> 7 & 2) == m.cls
+        assert (attributes, integrity_offset, has_fingerprint) == (m.attributes, m.integrity_offset, m.has_fingerprint)
+        assert integrity_offset is not None
+        assert stun.verify_integrity(data, integrity_offset, PASSWORD) == m.check_integrity(PASSWORD)
+
+
+def test_fingerprint_before_another_attribute_is_checked_with_its_own_length() -> None:
+    # FINGERPRINT not last: its CRC covers the message with the length ending right after it (RFC 8489 §14.7),
+    # so a valid one verifies and the attribute after it is what is refused.
+    good = _signed()
+    after_fp = good + b"\x80\x22\x00\x00"
+    after_fp = after_fp[:2] + (len(after_fp) - 20).to_bytes(2, "big") + after_fp[4:]
+    with pytest.raises(stun.StunError, match="^attribute 0x8022 after FINGERPRINT$"):
+        stun.parse(after_fp)
+    flipped = bytearray(after_fp)
+    flipped[len(good) - 1] ^= 1
+    with pytest.raises(stun.StunError, match="^FINGERPRINT mismatch$"):
+        stun.parse(bytes(flipped))
