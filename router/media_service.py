@@ -22,7 +22,7 @@ from router.ice import username_fragment
 from router.media_router import Consumer, MediaRouter, Producer
 from router.protocol import RequestError
 from router.registry import Registry
-from router.transport import InvalidState, WebRtcTransport
+from router.transport import ConsentSchedule, InvalidState, WebRtcTransport
 
 if TYPE_CHECKING:
     from router.worker import Worker
@@ -56,6 +56,7 @@ class MediaService:
         self.data_consumers: dict[str, DataConsumer] = {}
         self._by_ufrag: dict[str, WebRtcTransport] = {}
         self._tick_task: asyncio.Task[None] | None = None
+        self.consent = ConsentSchedule()  # connected transports by consent deadline (RFC 7675)
         self._last_consent_check = 0.0
 
     # ---- wiring ------------------------------------------------------------------------------------------
@@ -150,8 +151,7 @@ class MediaService:
             self._drain_events()
             if now - self._last_consent_check >= 1.0:
                 self._last_consent_check = now
-                for tid in self.transports.ids():
-                    self.transports.get(tid).check_consent(int(now * 1000))
+                self.consent.run(int(now * 1000))  # only the transports whose deadline has passed
 
     def _drain_events(self) -> None:
         for event in self.engine.poll_events():
@@ -207,6 +207,7 @@ class MediaService:
                     ice_pwd=pwd,
                     notify=self.notify,
                     on_data_message=self._on_data_message,
+                    consent=self.consent,
                 ),
             )
             self._by_ufrag[ufrag] = transport

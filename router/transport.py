@@ -6,11 +6,17 @@ connected DTLS association hands its exported SRTP keys to the Engine, and from 
 to Python. It must not parse media or touch SDP; control sends it numbers.
 
 Lifecycle: new -> (ICE checks) connected -> (DTLS) dtls connected -> closed; never reused after close.
+
+Consent (RFC 7675, RELIABILITY B9): a connected transport whose peer sent no valid check on the selected tuple for
+``ice.CONSENT_TIMEOUT_MS`` goes to ice state "disconnected". The worker checks this once a second through a
+:class:`ConsentSchedule`, which looks only at transports whose deadline has passed instead of at every transport.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -18,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from router.dtls import DtlsCertificate, DtlsEndpoint
-from router.ice import IceLite
+from router.ice import CONSENT_TIMEOUT_MS, IceLite
 
 if TYPE_CHECKING:
     from router.sctp import SctpAssociation
@@ -31,6 +37,44 @@ Notify = Callable[[str, str, dict[str, Any]], None]
 # Records that arrive before control has told us the peer's fingerprint (the client may start DTLS as soon as it
 # has our offer, before its answer reaches control). They are replayed once connect() is called.
 MAX_EARLY_DTLS_RECORDS = 16
+
+
+class ConsentSchedule:
+    """Consent deadlines of connected transports, earliest first, for the worker's once-a-second consent check.
+
+    Each connected transport has one entry holding a time no later than the first time its consent can expire
+    (:meth:`router.ice.IceLite.consent_deadline_ms`). Valid checks move the real deadline later without touching
+    the schedule; :meth:`run` pops only entries that are due, checks those transports exactly as a scan of every
+    transport would, and files the ones still connected again under their current deadline. A transport is popped
+    about once per consent timeout, so a second's work follows the number of deadlines that came up, not the
+    number of transports. Entries are lists so that :meth:`cancel` can blank one in place (the ``heapq``
+    documentation's removal idiom); a blank entry is dropped when it comes up.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[list[Any]] = []  # [due_ms, sequence, transport or None]
+        self._sequence = itertools.count()
+
+    def __len__(self) -> int:
+        """Entries held, cancelled ones included until they come up."""
+        return len(self._heap)
+
+    def add(self, transport: WebRtcTransport, due_ms: int) -> list[Any]:
+        entry = [due_ms, next(self._sequence), transport]
+        heapq.heappush(self._heap, entry)
+        return entry
+
+    @staticmethod
+    def cancel(entry: list[Any]) -> None:
+        entry[2] = None
+
+    def run(self, now_ms: int) -> None:
+        """Check every transport whose entry is due at ``now_ms``."""
+        heap = self._heap
+        while heap and heap[0][0] <= now_ms:
+            transport = heapq.heappop(heap)[2]
+            if transport is not None:
+                transport.consent_due(now_ms)
 
 
 @dataclass
@@ -61,6 +105,7 @@ class WebRtcTransport:
         ice_pwd: str,
         notify: Notify,
         on_data_message: Callable[[WebRtcTransport, str, bytes | str], None],
+        consent: ConsentSchedule | None = None,
     ) -> None:
         self.id = transport_id
         self.router_id = router_id
@@ -70,6 +115,8 @@ class WebRtcTransport:
         self._notify = notify
         self._on_data_message = on_data_message
         self.ice = IceLite(ice_ufrag, ice_pwd)
+        self._consent = consent  # None: the owner calls check_consent itself
+        self._consent_entry: list[Any] | None = None
         self.dtls: DtlsEndpoint | None = None
         self.sctp: SctpAssociation | None = None
         self._sctp_remote_port: int | None = None
@@ -110,10 +157,34 @@ class WebRtcTransport:
     def _set_ice_state(self, state: str) -> None:
         self.ice_state = state
         self._notify("transport.ice_state", self.id, {"state": state})
+        if state == "connected":
+            self._schedule_consent(int(time.monotonic() * 1000))
 
     def check_consent(self, now_ms: int) -> None:
         if self.ice_state == "connected" and self.ice.consent_expired(now_ms):
             self._set_ice_state("disconnected")
+
+    def consent_due(self, now_ms: int) -> None:
+        """Called by the :class:`ConsentSchedule` when this transport's entry comes up."""
+        self._consent_entry = None
+        self.check_consent(now_ms)
+        self._schedule_consent(now_ms)
+
+    def _schedule_consent(self, now_ms: int) -> None:
+        """Keep one schedule entry while connected, due when consent could expire at the earliest."""
+        if self._consent is None:
+            return
+        if self._consent_entry is not None:
+            ConsentSchedule.cancel(self._consent_entry)
+            self._consent_entry = None
+        if self.ice_state != "connected" or self.closed:
+            return
+        due = self.ice.consent_deadline_ms()
+        if due is None:
+            # Nothing selected (a tuple was removed): consent cannot expire before a check selects one again, and
+            # that check moves the deadline to a full timeout after it, so a timeout from now is not too late.
+            due = now_ms + CONSENT_TIMEOUT_MS
+        self._consent_entry = self._consent.add(self, due)
 
     def restart_ice(self, ufrag: str, pwd: str) -> None:
         self.ice.restart(ufrag, pwd)
@@ -236,6 +307,9 @@ class WebRtcTransport:
         if self.closed:
             return
         self.closed = True
+        if self._consent_entry is not None:
+            ConsentSchedule.cancel(self._consent_entry)
+            self._consent_entry = None
         if self._dtls_timer is not None:
             self._dtls_timer.cancel()
         if self.sctp is not None:

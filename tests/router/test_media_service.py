@@ -2,7 +2,7 @@
 
 The end-to-end tests drive the same handlers through a worker process; these check the request-level rules that are
 hard to see from outside: idempotent creates, exact errors for bad bodies, transport-wide state kept across m-lines,
-and that closing releases every entry.
+that closing releases every entry, and that consent expiry goes through the worker's consent schedule.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from router import stun
+from router.ice import CONSENT_TIMEOUT_MS
 from router.media_service import MediaService
 from router.protocol import RequestError
 
@@ -144,3 +146,29 @@ async def test_closing_the_router_releases_every_entry(service: tuple[MediaServi
     assert {k: v for k, v in counts.items() if not k.endswith("_datagrams")} == dict.fromkeys(
         [k for k in counts if not k.endswith("_datagrams")], 0
     )
+
+
+async def test_consent_expiry_reaches_control_through_the_schedule(service: tuple[MediaService, FakeChannel]) -> None:
+    """A transport's first valid check files it in the worker's consent schedule; when the peer goes quiet for the
+    consent timeout the once-a-second pass turns it "disconnected" and tells control (RELIABILITY B9)."""
+    media, ch = service
+    await call(ch, "media_router.create", "r", {})
+    params = await call(ch, "media_router.create_webrtc_transport", "r", {"transport_id": "t"})
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    try:
+        check = stun.StunMessage(stun.METHOD_BINDING, stun.StunClass.REQUEST)
+        check.add_username(f"{params['ice_ufrag']}:peer").add_priority(1).add_ice_controlling(1).add_use_candidate()
+        transport = media.transports.get("t")
+        transport.handle_stun(check.to_bytes(params["ice_pwd"].encode()), peer.getsockname())
+        assert transport.ice_state == "connected" and len(media.consent) == 1
+        last = transport.ice.last_valid_check_ms
+        assert last is not None
+        media.consent.run(last + CONSENT_TIMEOUT_MS)
+        assert transport.ice_state == "connected"
+        media.consent.run(last + CONSENT_TIMEOUT_MS + 1)
+        assert ch.notifications[-1] == ("transport.ice_state", "t", {"state": "disconnected"})
+        await call(ch, "transport.close", "t", {})
+        assert len(media.consent) == 0
+    finally:
+        peer.close()
