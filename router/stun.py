@@ -22,7 +22,7 @@ later with :meth:`StunMessage.check_integrity`, because the key depends on the U
 is carried but not verified (ICE peers use SHA-1 MESSAGE-INTEGRITY).
 
 The consent-check path (RFC 7675: every connected peer sends one authenticated Binding request every few seconds)
-has lean forms of the same rules, because a worker answers thousands of them per second in Python: :func:`scan`
+has lean forms of the same rules, because a worker answers hundreds of them per second in Python: :func:`scan`
 does every check of :func:`parse` without building a :class:`StunMessage`, :class:`IntegrityKey` hashes the HMAC
 pads of a password once, and :func:`success_response` writes a Binding success response in one pass. They produce
 the same bytes and the same errors as the general code (tests/router/test_stun.py compares them).
