@@ -45,6 +45,9 @@ _ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 # --------------------------------------------------------------------------------------------- seams
 
 
+# What may reach a participant before its JoinResponse: the JoinResponse itself and a refusal.
+_BEFORE_JOIN = frozenset({"join", "leave"})
+
 class SignalSink(Protocol):
     """Where a participant's SignalResponses go (the WebSocket writer, or a list in tests)."""
 
@@ -282,8 +285,11 @@ class Participant:
         return bool(self.permission.can_subscribe)
 
     def send(self, message: rtc.SignalResponse) -> None:
-        if not self.closed:
-            self.sink.send(message)
+        # Nothing may precede the JoinResponse (SDKs fail the join on any other first message). What others
+        # broadcast while this participant is still being set up is in the JoinResponse's snapshot anyway.
+        if self.closed or (self.state == State.JOINING and message.WhichOneof("message") not in _BEFORE_JOIN):
+            return
+        self.sink.send(message)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
         """Runs ``coro`` in the background, logging (never raising) its failure."""

@@ -269,6 +269,17 @@ async def test_second_participant_sees_first_and_first_gets_update() -> None:
     assert updates[-1].identity == "bob"
 
 
+async def test_concurrent_joins_each_get_join_response_first() -> None:
+    manager, _ = make_manager()
+    clients = [Client() for _ in range(4)]
+    await asyncio.gather(*(manager.join(claims(f"p{i}"), ClientParams(), c) for i, c in enumerate(clients)))
+    await settle()
+    for c in clients:
+        assert c.kinds()[0] == "join", c.kinds()
+    # Whoever joined later is announced to the ones before it, after their own JoinResponse.
+    assert sum(len(c.of("update")) for c in clients) > 0
+
+
 async def test_publish_update_precedes_subscriber_offer_with_packed_msid() -> None:
     manager, pool = make_manager()
     room, a, client_a = await joined(manager, "alice")
