@@ -5,12 +5,13 @@ Usage::
     python -m bench <fanout|conference|audio|scale> [--subscribers S] [--seconds T] [--workers W]
                     [--srtp cm80|gcm] [--rate PPS] [--size BYTES] [--steps N] [--find-capacity]
                     [--aiortc] [--no-limit] [--repeat N] [--json FILE] [--plot FILE.png] [--url URL]
-                    [--profile-worker [FILE]]
+                    [--profile-worker [FILE]] [--api-key KEY] [--api-secret SECRET]
     python -m bench suite [--quick] [--repeat N] [--json FILE] [--plot FILE.png]
 
 Owns the command line, the suite's list of cases and the printed summary. Each run starts its own server
-(control's Supervisor in this process, workers pinned away from the generator's core when there are cores to spare);
-``--url`` (driving a running server through LiveKit signaling) is not supported yet and says so.
+(control's Supervisor in this process, workers pinned away from the generator's core when there are cores to spare)
+unless ``--url ws://HOST:PORT`` names a running one on this host's loopback: then every participant joins it through
+LiveKit signaling with a token signed by ``--api-key``/``--api-secret`` (``bench.remote``).
 """
 
 from __future__ import annotations
@@ -18,18 +19,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
 from typing import Any
 
 from bench import report
+from bench.lk_client import SignalingError
 from bench.peer import SetupError
+from bench.remote import RemoteError, check_url
 from bench.scenarios import SCENARIOS, Options, fanout_degree, run_limit, run_server_steps
 
 log = logging.getLogger("bench")
-
-URL_UNSUPPORTED = ("--url is not supported yet: driving a running server needs the LiveKit signaling path, which "
-                   "the generator does not speak yet; run without --url to start a local server")
+STEAL_WARN_PCT = 3.0
 
 
 async def run_one(opts: Options, label: str | None = None) -> dict[str, Any]:
@@ -57,6 +59,10 @@ async def run_one(opts: Options, label: str | None = None) -> dict[str, Any]:
         ours = 1e6 / max(result["cpu_us_per_packet"], 1e-9)
         theirs = aiortc_result["packets_per_cpu_second"]
         result["ratio_to_aiortc"] = round(ours / max(theirs, 1e-9), 2)
+        if limit is not None:
+            # The ceiling of that ratio on this machine: the limit loop's own packets per CPU-second against aiortc's.
+            limit_pps_per_cpu = 1e6 / max(limit["cpu_us_per_packet"], 1e-9)
+            result["limit_ratio_to_aiortc"] = round(limit_pps_per_cpu / max(theirs, 1e-9), 2)
     if label:
         result["label"] = label
     return result
@@ -98,7 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--aiortc", action="store_true", help="also measure the aiortc relay baseline")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--plot", metavar="FILE.png")
-    ap.add_argument("--url", help="a running server (not supported yet)")
+    ap.add_argument("--url", metavar="ws://HOST:PORT",
+                    help="drive a running mediarouter on this host's loopback through LiveKit signaling instead of "
+                         "starting one (not with scale)")
+    ap.add_argument("--api-key", default=os.environ.get("LIVEKIT_API_KEY", "devkey"),
+                    help="--url: key the participants' tokens are signed with (env LIVEKIT_API_KEY; default devkey)")
+    ap.add_argument("--api-secret", default=os.environ.get("LIVEKIT_API_SECRET", "secret"),
+                    help="--url: its secret (env LIVEKIT_API_SECRET; default secret, the server's dev key)")
     ap.add_argument("--profile-worker", nargs="?", const="worker-profile", metavar="FILE",
                     help="record the worker with py-spy (or perf) during the last measurement")
     ap.add_argument("--repeat", type=int, default=1,
@@ -121,20 +133,28 @@ async def _main(args: argparse.Namespace) -> int:
                        steps=max(args.steps, 4 if args.plot and args.scenario == "fanout" else 1),
                        find_capacity=args.find_capacity, capacity_step=args.capacity_step,
                        verify_every=args.verify_every, limit=not args.no_limit, aiortc=args.aiortc,
-                       profile_worker=args.profile_worker)
+                       profile_worker=args.profile_worker, url=args.url, api_key=args.api_key,
+                       api_secret=args.api_secret)
         results.append(report.combine_runs([await run_one(opts) for _ in range(args.repeat)]))
     print(report.format_table(results))
     for r in results:
         notes = []
         if r.get("ratio_to_aiortc") is not None:
-            notes.append(f"{r['ratio_to_aiortc']}x the aiortc relay's packets per CPU-second")
+            notes.append(f"{r['ratio_to_aiortc']}x the aiortc relay's packets per CPU-second"
+                         + (f" (the limit loop: {r['limit_ratio_to_aiortc']}x)"
+                            if r.get("limit_ratio_to_aiortc") is not None else ""))
         if r.get("capacity_subscribers") is not None:
             notes.append(f"capacity {r['capacity_subscribers']} subscribers at < 0.5 % loss")
         if r.get("subscribers_per_core_estimate") is not None:
             notes.append(f"{r['subscribers_per_core_estimate']} subscribers at {r['rate_pps_per_stream']} pkt/s would "
-                         f"fill one whole core at this CPU cost per packet")
+                         f"fill one whole core at this CPU cost per packet"
+                         + (f" (the limit loop: {r['limit_subscribers_per_core_estimate']})"
+                            if r.get("limit_subscribers_per_core_estimate") is not None else ""))
         if r.get("worker_restarts"):
             notes.append(f"INVALID: {r['worker_restarts']} worker death(s) during the run")
+        if r.get("host_steal_pct_max", 0) >= STEAL_WARN_PCT:
+            notes.append(f"NOISY HOST: the hypervisor stole up to {r['host_steal_pct_max']} % of the vCPUs' time "
+                         "during a measurement; repeat when the machine is quiet")
         if r["generator_bound"]:
             notes.append(f"GENERATOR BOUND: {r['generator_bound_reason']}")
         if r.get("worker_profile"):
@@ -157,8 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.url:
-        print(URL_UNSUPPORTED, file=sys.stderr)
-        return 2
+        try:
+            check_url(args.url)
+        except RemoteError as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 2
+        if args.scenario == "suite":
+            print("bench: the suite starts its own servers; run one scenario with --url", file=sys.stderr)
+            return 2
     if args.repeat < 1:
         print("bench: --repeat must be at least 1", file=sys.stderr)
         return 2
@@ -167,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
-    except (SetupError, RuntimeError) as exc:
+    except (SetupError, SignalingError, RemoteError, RuntimeError) as exc:
         print(f"bench: the run failed: {exc}", file=sys.stderr)
         return 1
 

@@ -68,6 +68,19 @@ def udp_snmp() -> dict[str, int]:
     return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:], strict=True)}
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(all, steal) jiffies of the host's CPUs from ``/proc/stat``: on a shared VM the hypervisor's steal time says
+    how much of the measured window the vCPUs did not get at all."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields), fields[7] if len(fields) > 7 else 0
+
+
+def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[0] - before[0]
+    return round(100.0 * (after[1] - before[1]) / total, 1) if total > 0 else 0.0
+
+
 def machine() -> str:
     """CPU model, vCPU count and kernel, e.g. "AMD EPYC 7B13, 2 vCPU, Linux 6.1"."""
     model = platform.processor() or "unknown CPU"

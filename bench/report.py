@@ -85,6 +85,9 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
         if limit is not None:
             # The same estimate for the limit loop (at its fan-out): the ceiling this machine puts on the figure.
             result["limit_subscribers_per_core_estimate"] = int(1e6 / (limit["cpu_us_per_packet"] * opts.rate))
+    # The hypervisor's steal time during the measured windows (this one's and the limit loop's): figures taken
+    # while a shared VM lost a noticeable share of its vCPUs are not comparable with quiet ones.
+    result["host_steal_pct_max"] = max(p.get("host_steal_pct", 0.0) for p in [*points, *([limit] if limit else [])])
     result["worker_restarts"] = sum(p.get("worker_restarts", 0) for p in points)
     result["points"] = points
     result["limit"] = limit
@@ -101,8 +104,8 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
 
 MEDIAN_KEYS = ("forwarded_pps", "forwarded_mbps", "cpu_us_per_packet", "limit_forwarded_pps", "limit_cpu_us_per_packet",
                "ratio_to_limit", "ratio_to_limit_per_cpu", "cpu_us_over_limit", "loss_pct", "latency_ms_p50",
-               "latency_ms_p99", "ratio_to_aiortc", "capacity_subscribers", "subscribers_per_core_estimate",
-               "limit_subscribers_per_core_estimate")
+               "latency_ms_p99", "ratio_to_aiortc", "limit_ratio_to_aiortc", "capacity_subscribers",
+               "subscribers_per_core_estimate", "limit_subscribers_per_core_estimate", "host_steal_pct_max")
 
 
 def combine_runs(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from bench.limit import LIMIT_SSRC_BASE, LimitProcess
 from bench.net import GeneratorSocket, participant_address
 from bench.peer import SRTP_PROFILES
 from bench.profile import WorkerProfiler
+from bench.remote import RemoteServer, SignalingSession
 from bench.server import BenchServer, plan_cores
 from bench.session import Measurement, ParticipantSpec, RoomSpec, Session, TrackSpec, measure
 
@@ -53,6 +54,9 @@ class Options:
     limit: bool = True
     aiortc: bool = False
     profile_worker: str | None = None  # output file
+    url: str | None = None  # a running server (ws://HOST:PORT) instead of one started here
+    api_key: str = "devkey"
+    api_secret: str = "secret"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -64,6 +68,8 @@ class Options:
             raise ValueError("subscribers, workers and steps must be >= 1 and room size >= 2")
         if self.seconds <= 0 or self.rate < 0 or not 40 <= self.size <= 1400:
             raise ValueError("seconds > 0, rate >= 0 and size in 40..1400 bytes required")
+        if self.url and self.scenario == "scale":
+            raise ValueError("scale starts 1..W workers itself; it cannot run against --url")
 
     @property
     def flat_out(self) -> bool:
@@ -126,6 +132,7 @@ def point(m: Measurement, load: int, flat_out: bool) -> dict[str, Any]:
         "generator_bound": bound,
         "generator_bound_reason": why,
         "udp_rcvbuf_errors_host": m.snmp_rcvbuf_errors,
+        "host_steal_pct": m.steal_pct,
         "worker_backlog_drain_s": m.backlog_drain_s,
         "generator_counters": m.counters,
     }
@@ -168,15 +175,18 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
     info: dict[str, Any] = {}
     worker_counts = list(range(1, opts.workers + 1)) if opts.scenario == "scale" else [opts.workers]
     for workers in worker_counts:
-        server = BenchServer(workers)
+        server: Any = RemoteServer(opts.url) if opts.url else BenchServer(workers)
         await server.start()
         info["cores"] = {"generator": server.plan.generator, "workers": server.plan.workers,
                          "shared": server.plan.shared}
+        if opts.url:
+            info["url"] = opts.url
         layout_final = _layout(opts, opts.subscribers, workers)
-        session = Session(server, opts.srtp,
-                          max_participants=sum(len(r.participants) for r in layout_final) + 8,
-                          max_streams=sum(len(p.tracks) for r in layout_final for p in r.participants) + 8,
-                          max_receivers=_receivers(layout_final) + 8)
+        sizes = {"max_participants": sum(len(r.participants) for r in layout_final) + 8,
+                 "max_streams": sum(len(p.tracks) for r in layout_final for p in r.participants) + 8,
+                 "max_receivers": _receivers(layout_final) + 8}
+        session = (SignalingSession(server, opts.srtp, api_key=opts.api_key, api_secret=opts.api_secret, **sizes)
+                   if opts.url else Session(server, opts.srtp, **sizes))
         try:
             steps = _steps(opts) if opts.scenario == "fanout" else [opts.subscribers]
             room = None
@@ -214,6 +224,8 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
                 if opts.find_capacity and (p["loss_pct"] >= CAPACITY_LOSS_PCT or p["generator_bound"]):
                     break
         finally:
+            if isinstance(session, SignalingSession):
+                await session.leave_all()
             session.close()
             await server.stop()
     return points, info

@@ -4,7 +4,7 @@ Owns core placement (workers on the cores the generator does not use, when there
 generator and this control process on the remaining core), the in-process :class:`control.supervisor.Supervisor`
 (its worker processes run exactly as under ``mediarouter serve``), one :class:`control.media.MediaClient` per worker,
 and the worker pids and UDP ports that the measurements read. No SDP and no LiveKit signaling: set-up goes straight
-through MediaClient requests (see ``bench.session``).
+through MediaClient requests (see ``bench.session``); ``--url`` replaces all of this with ``bench.remote``.
 """
 
 from __future__ import annotations

@@ -145,12 +145,7 @@ class Session:
                     self._next_out_ssrc += 1
                     await media.consume(p.transport_id, f"{p.transport_id}-c{out_ssrc:x}", track.producer_id,
                                         out_ssrc=out_ssrc, pt_map={_pt(track.spec): _pt(track.spec)})
-                    assert p.server is not None
-                    self.gen.add_receiver(out_ssrc, p.rx, track.stream, report_ctx=p.tx, report_from=p.address,
-                                          report_to=p.server.host, report_port=p.server.port,
-                                          reporter_ssrc=REPORTER_SSRC_BASE + p.index)
-                    self._consumed.add((p.index, track.stream))
-                    self.fanout[track.stream] += 1
+                    self._add_receiver(p, track.stream, out_ssrc)
         self.setup_s += time.monotonic() - start
 
     @property
@@ -179,18 +174,32 @@ class Session:
                 peer = SyntheticPeer(self.net, p.address, self.credentials, self.profile)
                 await media.connect(p.transport_id, role="server",
                                     fingerprints=[("sha-256", self.credentials.fingerprint)])
-                p.keys = await peer.connect(server)
-                p.server = server
-                p.consent = peer.consent_request()
-                p.tx = fastpath.SrtpContext(p.keys.profile, p.keys.local, True)
-                p.rx = fastpath.SrtpContext(p.keys.profile, p.keys.remote, False)
-                self.gen.add_consent(p.address, server.host, server.port, p.consent, (p.index % 97) * 0.05)
-                self.gen.add_rtcp_endpoint(p.address, p.rx)  # PLI/FIR toward this participant's senders
+                await self._establish(p, peer, server)
 
         try:
             await asyncio.gather(*(connect(p) for p in members))
         finally:
             self.net.stop_dispatch()
+
+    async def _establish(self, p: _Participant, peer: SyntheticPeer, server: ServerParams) -> None:
+        """ICE check and DTLS handshake toward ``server``, then the participant's SRTP contexts and its consent
+        checks and RTCP endpoint in the generator."""
+        p.keys = await peer.connect(server)
+        p.server = server
+        p.consent = peer.consent_request()
+        p.tx = fastpath.SrtpContext(p.keys.profile, p.keys.local, True)
+        p.rx = fastpath.SrtpContext(p.keys.profile, p.keys.remote, False)
+        self.gen.add_consent(p.address, server.host, server.port, p.consent, (p.index % 97) * 0.05)
+        self.gen.add_rtcp_endpoint(p.address, p.rx)  # PLI/FIR toward this participant's senders
+
+    def _add_receiver(self, p: _Participant, stream: int, out_ssrc: int) -> None:
+        """Count ``out_ssrc`` arriving at ``p`` as one more receiver of generator stream ``stream``."""
+        assert p.server is not None
+        self.gen.add_receiver(out_ssrc, p.rx, stream, report_ctx=p.tx, report_from=p.address,
+                              report_to=p.server.host, report_port=p.server.port,
+                              reporter_ssrc=REPORTER_SSRC_BASE + p.index)
+        self._consumed.add((p.index, stream))
+        self.fanout[stream] += 1
 
     def _add_sender(self, p: _Participant, track: _Track) -> int:
         assert p.server is not None
@@ -244,6 +253,7 @@ class Measurement:
     generator_max_late_ms: float
     snmp_rcvbuf_errors: int
     counters: dict[str, Any]
+    steal_pct: float = 0.0  # the hypervisor's steal time over the window, % of all vCPU time
     backlog_drain_s: float = 0.0
     streams: int = 0
     stream_received_min: int = 0
@@ -298,9 +308,11 @@ async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], genera
     sdrop0 = sum(procstat.udp_drops(p) for p in server_ports)
     gdrop0 = procstat.udp_drops(generator_port)
     snmp0 = procstat.udp_snmp()
+    ticks0 = procstat.cpu_ticks()
     t0 = time.monotonic()
     await asyncio.to_thread(gen.run, seconds, True, verify_every)
     elapsed = time.monotonic() - t0
+    ticks1 = procstat.cpu_ticks()
     cpu1 = [procstat.cpu_seconds(p) for p in pids]
     run1 = [procstat.run_seconds(p) for p in pids]
     rss = [procstat.rss_bytes(p) for p in pids]
@@ -337,6 +349,7 @@ async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], genera
         generator_max_late_ms=max((s["max_late_ms"] for s in senders), default=0.0),
         snmp_rcvbuf_errors=snmp1["RcvbufErrors"] - snmp0["RcvbufErrors"],
         counters=counters,
+        steal_pct=procstat.steal_pct(ticks0, ticks1),
         backlog_drain_s=backlog,
         streams=len(receivers),
         stream_received_min=min((r["received"] for r in receivers), default=0),

@@ -68,12 +68,6 @@ def test_fanout_end_to_end_writes_the_issue_keys(tmp_path: Path) -> None:
     assert "fanout" in done.stdout  # the table
 
 
-def test_url_is_refused_with_a_reason() -> None:
-    done = _run_bench(["fanout", "--url", "ws://127.0.0.1:7880"], timeout=60)
-    assert done.returncode == 2
-    assert "--url is not supported yet" in done.stderr
-
-
 def _loop_socket() -> tuple[GeneratorSocket, int]:
     net = GeneratorSocket(buffer_bytes=4 << 20)
     return net, net.port

@@ -1,0 +1,279 @@
+"""A synthetic participant's LiveKit signaling: what ``python -m bench --url`` speaks to a running server.
+
+Owns one participant's ``/rtc`` WebSocket (binary protobuf ``SignalRequest``/``SignalResponse`` frames from
+``livekit-protocol``): the join, ``AddTrackRequest`` -> ``TrackPublishedResponse``, the publisher offer built here
+(one m-line per track: VP8 pt 96 or Opus pt 111 with the SSRC the generator sends, ``a=msid`` naming the AddTrack
+cid, our ICE credentials and DTLS fingerprint, ``a=setup:actpass``), the server's answer, the subscriber offers the
+server sends and our answers (``a=setup:active``, every RTP m-line received, the data channel m-line accepted but
+never used), and
+the ping that keeps the session alive. It builds and reads SDP text itself rather than through ``control.sdp``
+because it plays the *client* side, whose SDP the server must accept from any SDK; the ICE and DTLS work that follows
+is ``bench.peer``'s. Only what a load test needs: no simulcast, no trickle from our side (the server is ICE-lite and
+puts its one candidate in its SDP), no resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+import aiohttp
+from livekit.protocol import models, rtc
+
+from bench.peer import ServerParams
+
+PROTOCOL_VERSION = 15
+VIDEO_PT = 96
+AUDIO_PT = 111
+SIGNAL_TIMEOUT_S = 15.0
+
+
+class SignalingError(RuntimeError):
+    """The server refused or did not answer a signaling step."""
+
+
+@dataclass(frozen=True)
+class Offered:
+    """One RTP m-line of a server offer: what the subscriber will receive on it."""
+
+    mid: str
+    kind: str
+    ssrc: int
+    track_sid: str
+
+
+@dataclass
+class LocalTrack:
+    cid: str
+    kind: str  # "audio" | "video"
+    ssrc: int
+    sid: str = ""
+
+
+@dataclass
+class SubscriberOffer:
+    offer_id: int
+    sdp: str
+    server: ServerParams
+    tracks: list[Offered] = field(default_factory=list)
+
+
+def server_params(sdp: str) -> ServerParams:
+    """ICE credentials, sha-256 fingerprint and the host candidate from a server SDP (offer or answer)."""
+    ufrag = re.search(r"^a=ice-ufrag:(\S+)", sdp, re.M)
+    pwd = re.search(r"^a=ice-pwd:(\S+)", sdp, re.M)
+    fingerprint = re.search(r"^a=fingerprint:sha-256 (\S+)", sdp, re.M)
+    candidate = re.search(r"^a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host", sdp, re.M | re.I)
+    if not (ufrag and pwd and fingerprint and candidate):
+        raise SignalingError("server SDP lacks ice-ufrag, ice-pwd, a sha-256 fingerprint or a host candidate")
+    return ServerParams(ufrag.group(1), pwd.group(1), fingerprint.group(1).upper(), candidate.group(1),
+                        int(candidate.group(2)))
+
+
+def offered_tracks(sdp: str) -> list[Offered]:
+    """The sending RTP m-lines of a subscriber offer with their SSRC and msid track id (the track sid)."""
+    out: list[Offered] = []
+    for section in re.split(r"^(?=m=)", sdp, flags=re.M)[1:]:
+        kind = section.split(" ", 1)[0][2:]
+        if kind not in ("audio", "video") or section.split(" ", 2)[1] == "0":
+            continue
+        mid = re.search(r"^a=mid:(\S+)", section, re.M)
+        direction = re.search(r"^a=(sendonly|sendrecv|recvonly|inactive)\s*$", section, re.M)
+        if mid is None or direction is None or direction.group(1) not in ("sendonly", "sendrecv"):
+            continue
+        ssrc = re.search(r"^a=ssrc:(\d+) ", section, re.M)
+        msid = re.search(r"^a=msid:\S+ (\S+)", section, re.M)
+        if ssrc is None or msid is None:
+            raise SignalingError(f"subscriber offer m-line {mid.group(1)} has no a=ssrc or a=msid")
+        out.append(Offered(mid.group(1), kind, int(ssrc.group(1)), msid.group(1)))
+    return out
+
+
+def _session_header(ice_ufrag: str, ice_pwd: str, fingerprint: str, setup: str, mids: list[str]) -> list[str]:
+    return [
+        "v=0",
+        f"o=- {int(time.time() * 1000)} 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        f"a=group:BUNDLE {' '.join(mids)}",
+        "a=msid-semantic: WMS bench",
+        f"a=ice-ufrag:{ice_ufrag}",
+        f"a=ice-pwd:{ice_pwd}",
+        f"a=fingerprint:sha-256 {fingerprint}",
+        f"a=setup:{setup}",
+    ]
+
+
+def _rtp_lines(kind: str, mid: str, direction: str) -> list[str]:
+    if kind == "video":
+        lines = [f"m=video 9 UDP/TLS/RTP/SAVPF {VIDEO_PT}", f"a=rtpmap:{VIDEO_PT} VP8/90000",
+                 f"a=rtcp-fb:{VIDEO_PT} nack", f"a=rtcp-fb:{VIDEO_PT} nack pli", f"a=rtcp-fb:{VIDEO_PT} ccm fir"]
+    else:
+        lines = [f"m=audio 9 UDP/TLS/RTP/SAVPF {AUDIO_PT}", f"a=rtpmap:{AUDIO_PT} opus/48000/2",
+                 f"a=fmtp:{AUDIO_PT} minptime=10;useinbandfec=1"]
+    return [lines[0], "c=IN IP4 0.0.0.0", "a=rtcp:9 IN IP4 0.0.0.0", f"a=mid:{mid}", f"a={direction}",
+            "a=rtcp-mux", *lines[1:]]
+
+
+def publisher_offer(ice_ufrag: str, ice_pwd: str, fingerprint: str, tracks: list[LocalTrack]) -> str:
+    mids = [str(i) for i in range(len(tracks))]
+    lines = _session_header(ice_ufrag, ice_pwd, fingerprint, "actpass", mids)
+    for mid, track in zip(mids, tracks, strict=True):
+        lines += _rtp_lines(track.kind, mid, "sendonly")
+        lines += [f"a=msid:bench {track.cid}", f"a=ssrc:{track.ssrc} cname:bench",
+                  f"a=ssrc:{track.ssrc} msid:bench {track.cid}"]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def subscriber_answer(offer_sdp: str, ice_ufrag: str, ice_pwd: str, fingerprint: str) -> str:
+    """Receive every RTP m-line of the offer with its first codec; reject anything else (port 0)."""
+    sections = re.split(r"^(?=m=)", offer_sdp, flags=re.M)[1:]
+    mids: list[str] = []
+    body: list[str] = []
+    for section in sections:
+        m_line = section.splitlines()[0]
+        kind, port, proto, *formats = m_line[2:].split()
+        mid_match = re.search(r"^a=mid:(\S+)", section, re.M)
+        mid = mid_match.group(1) if mid_match else str(len(body))
+        if kind == "application" and port != "0" and "webrtc-datachannel" in formats:
+            # Accepted so that the transport has a live m-line even in the first offer (data channels only), but
+            # the participant never starts SCTP on it: the server, as the DTLS server, waits for an INIT.
+            mids.append(mid)
+            body += [f"m=application 9 {proto} webrtc-datachannel", "c=IN IP4 0.0.0.0", f"a=mid:{mid}",
+                     "a=sctp-port:5000", "a=max-message-size:262144"]
+            continue
+        wanted = {"video": VIDEO_PT, "audio": AUDIO_PT}.get(kind)
+        if port == "0" or wanted is None or str(wanted) not in formats:
+            body += [f"m={kind} 0 {proto} {formats[0] if formats else '0'}", "c=IN IP4 0.0.0.0", f"a=mid:{mid}"]
+            continue
+        mids.append(mid)
+        body += _rtp_lines(kind, mid, "recvonly")
+    lines = _session_header(ice_ufrag, ice_pwd, fingerprint, "active", mids) + body
+    return "\r\n".join(lines) + "\r\n"
+
+
+class SignalClient:
+    """One participant's signaling connection; responses are sorted into queues the caller awaits."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.join: rtc.JoinResponse | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
+        self._published: dict[str, asyncio.Future[models.TrackInfo]] = {}
+        self.answers: asyncio.Queue[rtc.SessionDescription] = asyncio.Queue()
+        self.offers: asyncio.Queue[rtc.SessionDescription] = asyncio.Queue()
+        self.left: asyncio.Event = asyncio.Event()
+        self.leave_reason = ""
+
+    async def connect(self) -> rtc.JoinResponse:
+        query = urlencode({"access_token": self.token, "auto_subscribe": "1", "protocol": PROTOCOL_VERSION,
+                           "sdk": "python", "version": "bench"})
+        self._http = aiohttp.ClientSession()
+        try:
+            self._ws = await self._http.ws_connect(f"{self.url}/rtc?{query}", heartbeat=None, max_msg_size=0)
+        except aiohttp.WSServerHandshakeError as exc:
+            await self.close()
+            raise SignalingError(f"join refused: HTTP {exc.status} {exc.message}") from None
+        first = await asyncio.wait_for(self._ws.receive(), SIGNAL_TIMEOUT_S)
+        if first.type != aiohttp.WSMsgType.BINARY:
+            raise SignalingError(f"expected a binary JoinResponse, got {first.type!r}")
+        response = rtc.SignalResponse.FromString(first.data)
+        if response.WhichOneof("message") != "join":
+            raise SignalingError(f"expected a JoinResponse, got {response.WhichOneof('message')}")
+        self.join = response.join
+        self._reader = asyncio.create_task(self._read())
+        self._pinger = asyncio.create_task(self._ping(max(1, self.join.ping_interval or 5)))
+        return self.join
+
+    async def send(self, request: rtc.SignalRequest) -> None:
+        assert self._ws is not None
+        await self._ws.send_bytes(request.SerializeToString())
+
+    async def add_track(self, track: LocalTrack) -> models.TrackInfo:
+        future: asyncio.Future[models.TrackInfo] = asyncio.get_running_loop().create_future()
+        self._published[track.cid] = future
+        kind = models.TrackType.VIDEO if track.kind == "video" else models.TrackType.AUDIO
+        req = rtc.AddTrackRequest(cid=track.cid, name=track.cid, type=kind,
+                                  source=models.TrackSource.CAMERA if track.kind == "video"
+                                  else models.TrackSource.MICROPHONE)
+        if track.kind == "video":
+            req.width, req.height = 640, 360
+        await self.send(rtc.SignalRequest(add_track=req))
+        return await self._wait(future, f"TrackPublished for {track.cid}")
+
+    async def offer(self, sdp: str) -> str:
+        await self.send(rtc.SignalRequest(offer=rtc.SessionDescription(type="offer", sdp=sdp, id=1)))
+        answer = await self._wait(self.answers.get(), "the publisher answer")
+        return answer.sdp
+
+    async def next_offer(self, timeout: float = SIGNAL_TIMEOUT_S) -> rtc.SessionDescription:
+        return await self._wait(self.offers.get(), "a subscriber offer", timeout)
+
+    async def answer(self, sdp: str, offer_id: int) -> None:
+        await self.send(rtc.SignalRequest(answer=rtc.SessionDescription(type="answer", sdp=sdp, id=offer_id)))
+
+    async def _wait(self, awaitable: object, what: str, timeout: float = SIGNAL_TIMEOUT_S) -> object:
+        leave = asyncio.ensure_future(self.left.wait())
+        task = asyncio.ensure_future(awaitable)  # type: ignore[arg-type]
+        try:
+            done, _ = await asyncio.wait({task, leave}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            leave.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        if leave in done:
+            raise SignalingError(f"server ended the session waiting for {what}: {self.leave_reason}")
+        raise SignalingError(f"no {what} within {timeout} s")
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        try:
+            async for msg in self._ws:
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+                        break
+                    continue
+                response = rtc.SignalResponse.FromString(msg.data)
+                kind = response.WhichOneof("message")
+                if kind == "track_published":
+                    future = self._published.pop(response.track_published.cid, None)
+                    if future is not None and not future.done():
+                        future.set_result(response.track_published.track)
+                elif kind == "answer":
+                    self.answers.put_nowait(response.answer)
+                elif kind == "offer":
+                    self.offers.put_nowait(response.offer)
+                elif kind == "leave":
+                    self.leave_reason = models.DisconnectReason.Name(response.leave.reason)
+                    break
+        finally:
+            if not self.leave_reason:
+                self.leave_reason = "signal connection closed"
+            self.left.set()
+
+    async def _ping(self, interval: int) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while not self.left.is_set():
+                await asyncio.sleep(interval)
+                await self.send(rtc.SignalRequest(ping=int(time.time() * 1000)))
+
+    async def close(self) -> None:
+        for task in (self._pinger, self._reader):
+            if task is not None:
+                task.cancel()
+        if self._ws is not None and not self._ws.closed:
+            with contextlib.suppress(Exception):
+                await self.send(rtc.SignalRequest(leave=rtc.LeaveRequest(
+                    reason=models.DisconnectReason.CLIENT_INITIATED)))
+            await self._ws.close()
+        if self._http is not None:
+            await self._http.close()
