@@ -25,10 +25,9 @@ import aiohttp
 from livekit.protocol import models, rtc
 
 from bench.peer import ServerParams
+from bench.session import AUDIO_PT, VIDEO_PT
 
 PROTOCOL_VERSION = 15
-VIDEO_PT = 96
-AUDIO_PT = 111
 SIGNAL_TIMEOUT_S = 15.0
 
 
