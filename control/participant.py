@@ -20,7 +20,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from livekit.protocol import models, rtc
@@ -190,6 +190,7 @@ class Subscription:
     consumer_id: str
     spec: SubscribedSpec
     created: bool = False
+    negotiated: bool = False  # the client answered an offer with its m-line; until then the consumer is paused
     removed: bool = False
     disabled: bool = False
     spatial: int = -1  # wanted simulcast layer, -1 = the highest available
@@ -204,6 +205,7 @@ class _SubscriberPc:
     dirty: bool = False
     connected: bool = False
     last_offer: str | None = None
+    unanswered: list[Subscription] = field(default_factory=list)  # consumers waiting for the client's answer
     next_mid: int = 1
     trickled: bool = False
 
@@ -581,7 +583,7 @@ class Participant:
             sub.disabled, sub.spatial = disabled, spatial
             if not sub.created:
                 continue
-            if changed_pause:
+            if changed_pause and sub.negotiated:  # before the answer the consumer stays paused anyway
                 if disabled:
                     await self.media.pause_consumer(sub.consumer_id)
                 else:
@@ -618,7 +620,9 @@ class Participant:
                                 out_ssrc=sub.spec.out_ssrc,
                                 pt_map=self.negotiator.pt_map(sub.spec),
                                 spatial=sub.spatial,
-                                paused=sub.disabled,
+                                # Nothing is sent before the client has answered: RTP that reaches libwebrtc
+                                # before its receiver exists can leave the track without a decodable frame.
+                                paused=True,
                             )
                         except Exception as exc:  # e.g. the track went away meanwhile: offer without it
                             log.warning("%s: cannot consume %s: %r", self.sid, sub.track_sid, exc)
@@ -627,6 +631,7 @@ class Participant:
                                                                models.SubscriptionError.SE_TRACK_NOTFOUND))
                             continue
                         sub.created = True
+                        self._sub.unanswered.append(sub)
                         self.room.consumer_created(sub)
                     specs.append(sub.spec)
                 self._sub.offer_id += 1
@@ -663,6 +668,13 @@ class Participant:
             )
             self._sub.connected = True
         self._sub.awaiting_answer = False
+        answered, self._sub.unanswered = self._sub.unanswered, []
+        for sub in answered:
+            if self.subscriptions.get(sub.track_sid) is not sub or sub.removed:
+                continue
+            sub.negotiated = True
+            if not sub.disabled:
+                await self.media.resume_consumer(sub.consumer_id)
         if self._sub.dirty:
             self.negotiate_subscriber()
 

@@ -782,10 +782,11 @@ cdef class Engine:
         if not co.paused:
             return
         co.paused = 0
-        # Continue at last+1 (mediasoup SeqManager Sync); video waits for a key frame it asks for now.
+        # Continue at last+1 (mediasoup SeqManager Sync); video waits for a key frame it asks for now (a consumer
+        # that never forwarded waits for its first layer switch, which needs one too).
         seq_rw_sync(co.seq)
-        if co.producer >= 0 and self.st.producers[co.producer].kind == 1 and co.current >= 0:
-            co.wait_keyframe = 1
+        if co.producer >= 0 and self.st.producers[co.producer].kind == 1:
+            co.wait_keyframe = co.current >= 0
             self.st.now_ms = monotonic_ms()
             consumer_request_keyframe(self.st, co)
             send_flush(self.st)

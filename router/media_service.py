@@ -431,6 +431,9 @@ class MediaService:
 
     def _close_producer(self, producer_id: str) -> None:
         producer = self.producers.get(producer_id)
+        if log.isEnabledFor(logging.DEBUG):  # its whole life in one line: what a post-mortem needs first
+            log.debug("producer %s closed: %s", producer_id,
+                      self.engine.snapshot_producer(self.producers.handle(producer_id)))
         for cid in list(producer.consumers):
             if cid in self.consumers:
                 self._close_consumer(cid)
@@ -463,6 +466,9 @@ class MediaService:
 
     def _close_consumer(self, consumer_id: str) -> None:
         consumer = self.consumers.get(consumer_id)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("consumer %s closed: %s", consumer_id,
+                      self.engine.snapshot_consumer(self.consumers.handle(consumer_id)))
         self.engine.remove_consumer(self.consumers.handle(consumer_id))
         self.consumers.remove(consumer_id)
         transport = self.transports.find(consumer.transport_id)

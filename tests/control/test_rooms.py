@@ -643,6 +643,7 @@ async def test_track_settings_pause_and_layers() -> None:
     await settle()
     track_sid = a.info().tracks[0].sid
     consumer = f"{b.sid}.{track_sid}"
+    await b.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
     await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[track_sid], width=500, height=300))
     assert ("set_preferred_layers", consumer, 1) in pool.workers[0].calls
     await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[track_sid], disabled=True))
@@ -663,7 +664,35 @@ async def test_track_settings_pause_and_layers() -> None:
     await c.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
     await settle()
     created = [x for x in pool.workers[0].find("consume") if x[1] == c.sub_transport_id]
-    assert created == [("consume", c.sub_transport_id, f"{c.sid}.{track_sid}", track_sid, created[0][4], 0, False)]
+    assert created == [("consume", c.sub_transport_id, f"{c.sid}.{track_sid}", track_sid, created[0][4], 0, True)]
+    assert ("resume_consumer", f"{c.sid}.{track_sid}") not in pool.workers[0].calls  # its offer is unanswered
+    await c.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+    assert pool.workers[0].calls[-1] == ("resume_consumer", f"{c.sid}.{track_sid}")
+
+
+async def test_consumer_is_paused_until_the_subscriber_answers_the_offer_with_its_track() -> None:
+    manager, pool = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    _, b, client_b = await joined(manager, "bob")
+    _, c, client_c = await joined(manager, "carol")
+    await publish(room, a, "mic")
+    await settle()
+    track_sid = a.info().tracks[0].sid
+    for p, client in ((b, client_b), (c, client_c)):
+        consumer = f"{p.sid}.{track_sid}"
+        assert [x[-1] for x in pool.workers[0].find("consume") if x[2] == consumer] == [True]  # created paused
+        assert ("resume_consumer", consumer) not in pool.workers[0].calls
+        assert track_sid in client.of("offer")[-1].sdp  # the offer carrying the track is out, unanswered
+    # carol turns the track off before answering: her consumer stays paused after the answer
+    await c.set_track_settings(rtc.UpdateTrackSettings(track_sids=[track_sid], disabled=True))
+    await b.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+    await c.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+    await settle()
+    resumed = [x[1] for x in pool.workers[0].find("resume_consumer")]
+    assert resumed == [f"{b.sid}.{track_sid}"]
+    assert ("pause_consumer", f"{c.sid}.{track_sid}") not in pool.workers[0].calls
+    await c.set_track_settings(rtc.UpdateTrackSettings(track_sids=[track_sid], disabled=False))
+    assert pool.workers[0].calls[-1] == ("resume_consumer", f"{c.sid}.{track_sid}")
 
 
 def test_choose_worker_least_loaded() -> None:

@@ -240,6 +240,27 @@ def test_pause_resume_keeps_sequence_continuous(rig: Rig) -> None:
     assert c["drop_paused"] == 3 and c["drop_wait_keyframe"] == 1
 
 
+def test_consumer_paused_from_creation_starts_at_a_key_frame_it_asks_for_on_resume(rig: Rig) -> None:
+    add_video(rig)
+    rig.engine.pause_consumer(20)                        # created paused: the subscriber has not answered yet
+    send_frames(rig, [40, 41, 42])
+    rig.pump()
+    assert rig.sub.drain(0.05)[0] == []
+    rig.pub.drain(0.05)
+    time.sleep(0.55)                                     # past the publisher's PLI throttle (500 ms)
+    rig.engine.resume_consumer(20)
+    _, rtcp = rig.pub.drain()
+    plis = [p for c in rtcp for p in fastpath.parse_rtcp(c) if p["type"] == 206 and p["count"] == 1]
+    assert [p["media_ssrc"] for p in plis] == [PUB_SSRC]
+    send_frames(rig, [43, 44], key_first=False)          # the key frame went by while paused
+    send_frames(rig, [45, 46], key_first=True)
+    rig.pump()
+    got, _ = rig.sub.drain()
+    assert [header(p)[2] for p in got] == [1000 + 3000 * 15] * 2
+    c = rig.engine.snapshot_consumer(20)
+    assert c["drop_paused"] == 3 and c["drop_wait_keyframe"] == 2 and c["packets"] == 2
+
+
 def test_simulcast_learns_rids_and_switches_on_keyframes(rig: Rig) -> None:
     e = rig.engine
     e.add_producer(10, 1, fastpath.KIND_VIDEO, b"v", [(b"lo", 0, 0), (b"hi", 0, 0)], [VP8], {}, 90000,

@@ -31,7 +31,7 @@ async def run(ctx: Any, result: dict[str, Any]) -> None:
         gone = await wait_for(lambda s=video_sid: s in unpublished, 10)
         await room_c.disconnect()
         rounds.append({"size": f"{width}x{height}", "frames": bob.frames("alice", width, height), "got": got,
-                       "unpublished_seen": gone})
+                       "unpublished_seen": gone, "b_video": dict(bob.video)})
     result["b_subscribed"] = list(bob.subscribed)
     await bob.stop()
     await room_b.disconnect()
