@@ -159,7 +159,9 @@ async def _main(args: argparse.Namespace) -> int:
             notes.append(f"GENERATOR BOUND: {r['generator_bound_reason']}")
         if r.get("worker_profile"):
             prof = r["worker_profile"]
-            notes.append(f"worker profile ({prof.get('tool')}): {prof.get('output') or prof.get('error')}")
+            notes.append(f"worker profile ({prof.get('tool')}): {prof.get('output') or prof.get('error')}"
+                         + (f" ({prof['samples']} busy samples; {prof['waiting_samples']} of waiting threads left out)"
+                            if prof.get("waiting_samples") else ""))
             for name, pct in (prof.get("top_self") or [])[:10]:
                 notes.append(f"    {pct:5.1f} %  {name}")
         if notes:

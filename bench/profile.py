@@ -60,37 +60,47 @@ class WorkerProfiler:
             return {"tool": self.tool, "error": err.decode(errors="replace").strip()[-500:]}
         if self.tool == "py-spy":
             with open(self.path) as f:
-                self_top, total_top, samples = summarize_collapsed(f.read())
-            return {"tool": "py-spy", "output": self.path, "samples": samples, "top_self": self_top,
-                    "top_total": total_top}
+                self_top, total_top, samples, waiting = summarize_collapsed(f.read())
+            return {"tool": "py-spy", "output": self.path, "samples": samples, "waiting_samples": waiting,
+                    "top_self": self_top, "top_total": total_top}
         report = subprocess.run([str(_tool("perf")), "report", "--stdio", "--no-children", "-i", self.path,
                                  "--percent-limit", "1"], capture_output=True, text=True, timeout=120)
         return {"tool": "perf", "output": self.path,
                 "report": [line for line in report.stdout.splitlines() if line and not line.startswith("#")][:60]}
 
 
-def summarize_collapsed(text: str, top: int = 15) -> tuple[list[tuple[str, float]], list[tuple[str, float]], int]:
-    """Top functions by self and by total share of samples from collapsed stacks ("a;b;c count" lines)."""
+# A stack through one of these is a thread waiting (py-spy --native samples blocked threads too, e.g. the libsrtp
+# allocation thread parked on its queue); such samples are not CPU time and are left out of the shares.
+WAIT_FRAMES = ("PyThread_acquire_lock_timed", "epoll_wait", "epoll_pwait", "pthread_cond_wait",
+               "pthread_cond_timedwait", "sem_wait", "sem_timedwait", "sem_clockwait")
+
+
+def summarize_collapsed(text: str, top: int = 15) -> tuple[list[tuple[str, float]], list[tuple[str, float]], int, int]:
+    """Top functions by self and by total share of busy samples from collapsed stacks ("a;b;c count" lines);
+    returns (self top, total top, busy samples, waiting samples left out)."""
     self_counts: Counter[str] = Counter()
     total_counts: Counter[str] = Counter()
-    samples = 0
+    samples = waiting = 0
     for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        samples += n
         frames = stack.split(";")
+        if any(f.split(" (", 1)[0] in WAIT_FRAMES for f in frames):
+            waiting += n
+            continue
+        samples += n
         self_counts[_short(frames[-1])] += n
         for name in {_short(f) for f in frames}:
             total_counts[name] += n
     if samples == 0:
-        return [], [], 0
+        return [], [], 0, waiting
 
     def share(c: Counter[str]) -> list[tuple[str, float]]:
         return [(name, round(100 * n / samples, 1)) for name, n in c.most_common(top)]
 
-    return share(self_counts), share(total_counts), samples
+    return share(self_counts), share(total_counts), samples, waiting
 
 
 def _short(frame: str) -> str:

@@ -242,9 +242,11 @@ def test_options_refuse_bad_values_with_reasons() -> None:
 
 
 def test_collapsed_stacks_summary() -> None:
-    text = "main (w.py:1);pump (engine.pyx:10);sendmmsg (libc.so.6) 30\nmain (w.py:1);tick (engine.pyx:20) 10\n"
-    self_top, total_top, samples = summarize_collapsed(text)
-    assert samples == 40
+    text = ("main (w.py:1);pump (engine.pyx:10);sendmmsg (libc.so.6) 30\nmain (w.py:1);tick (engine.pyx:20) 10\n"
+            "worker (thread.py:1);_queue_SimpleQueue_get_impl (q.c:1);PyThread_acquire_lock_timed (t.c:1);"
+            "0x7f00 (libc.so.6) 50\n")
+    self_top, total_top, samples, waiting = summarize_collapsed(text)
+    assert (samples, waiting) == (40, 50)  # a thread parked on a lock is not CPU time
     assert self_top[0] == ("sendmmsg (libc.so.6)", 75.0)
     assert ("main (w.py)", 100.0) in total_top
 
