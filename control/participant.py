@@ -2,10 +2,10 @@
 
 Owns the client's two WebRTC transports on the room's worker (the publisher PC, offered by the client, and the
 subscriber PC, offered by the server), its publications (AddTrackRequest -> TrackInfo, bound to an offer
-m-line by the msid track id, RFC 8830), its subscriptions (one consumer and one subscriber m-line per track),
-the serialised subscriber offer/answer rounds (JSEP, RFC 8829: one offer outstanding at a time) and the signal
-sink its messages go to. Room-wide effects (broadcasts, auto-subscribe, data forwarding) are the Room's
-(``control.rooms``).
+m-line by the msid track id, RFC 8830), its subscriptions (one consumer and one subscriber m-line per track; the
+consumer stays paused until the client has answered the offer that carries its m-line), the serialised subscriber
+offer/answer rounds (JSEP, RFC 8829: one offer outstanding at a time) and the signal sink its messages go to.
+Room-wide effects (broadcasts, auto-subscribe, data forwarding) are the Room's (``control.rooms``).
 
 SDP is written and read by ``control.negotiation`` through the small :class:`Negotiator` seam below, so that
 the LiveKit state machine can be tested without SDP and the SDP layer without LiveKit.
