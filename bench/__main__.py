@@ -5,13 +5,13 @@ Usage::
     python -m bench <fanout|conference|audio|scale> [--subscribers S] [--seconds T] [--workers W]
                     [--srtp cm80|gcm] [--rate PPS] [--size BYTES] [--steps N] [--find-capacity]
                     [--aiortc] [--no-limit] [--repeat N] [--json FILE] [--plot FILE.png] [--url URL]
-                    [--profile-worker [FILE]] [--api-key KEY] [--api-secret SECRET]
+                    [--source-net CIDR] [--profile-worker [FILE]] [--api-key KEY] [--api-secret SECRET]
     python -m bench suite [--quick] [--repeat N] [--json FILE] [--plot FILE.png]
 
 Owns the command line, the suite's list of cases and the printed summary. Each run starts its own server
 (control's Supervisor in this process, workers pinned away from the generator's core when there are cores to spare)
-unless ``--url ws://HOST:PORT`` names a running one on this host's loopback: then every participant joins it through
-LiveKit signaling with a token signed by ``--api-key``/``--api-secret`` (``bench.remote``).
+unless ``--url ws://HOST:PORT`` names a running one, on this host or another (then ``--source-net``): every participant
+joins it through LiveKit signaling with a token signed by ``--api-key``/``--api-secret`` (``bench.remote``).
 """
 
 from __future__ import annotations
@@ -105,8 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--plot", metavar="FILE.png")
     ap.add_argument("--url", metavar="ws://HOST:PORT",
-                    help="drive a running mediarouter on this host's loopback through LiveKit signaling instead of "
-                         "starting one (not with scale)")
+                    help="drive a running mediarouter through LiveKit signaling instead of starting one (not with "
+                         "scale); its worker CPU, RSS and drops are read from its /healthz")
+    ap.add_argument("--source-net", metavar="CIDR",
+                    help="--url: the network the participants send from, one address each (default 127.77.0.0/16 "
+                         "on loopback; required for a server on another host: local here, routed back from there)")
     ap.add_argument("--api-key", default=os.environ.get("LIVEKIT_API_KEY", "devkey"),
                     help="--url: key the participants' tokens are signed with (env LIVEKIT_API_KEY; default devkey)")
     ap.add_argument("--api-secret", default=os.environ.get("LIVEKIT_API_SECRET", "secret"),
@@ -133,7 +136,8 @@ async def _main(args: argparse.Namespace) -> int:
                        steps=max(args.steps, 4 if args.plot and args.scenario == "fanout" else 1),
                        find_capacity=args.find_capacity, capacity_step=args.capacity_step,
                        verify_every=args.verify_every, limit=not args.no_limit, aiortc=args.aiortc,
-                       profile_worker=args.profile_worker, url=args.url, api_key=args.api_key,
+                       profile_worker=args.profile_worker, url=args.url, source_net=args.source_net,
+                       api_key=args.api_key,
                        api_secret=args.api_secret)
         results.append(report.combine_runs([await run_one(opts) for _ in range(args.repeat)]))
     print(report.format_table(results))
@@ -150,6 +154,8 @@ async def _main(args: argparse.Namespace) -> int:
                          f"fill one whole core at this CPU cost per packet"
                          + (f" (the limit loop: {r['limit_subscribers_per_core_estimate']})"
                             if r.get("limit_subscribers_per_core_estimate") is not None else ""))
+        if r.get("server_on_this_host") is False and (r.get("limit") or r.get("aiortc_relay")):
+            notes.append("the baselines ran on this host, the server on another: their ratios compare two machines")
         if r.get("worker_restarts"):
             notes.append(f"INVALID: {r['worker_restarts']} worker death(s) during the run")
         if r.get("host_steal_pct_max", 0) >= STEAL_WARN_PCT:
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.url:
         try:
-            check_url(args.url)
+            check_url(args.url, args.source_net)
         except RemoteError as exc:
             print(f"bench: {exc}", file=sys.stderr)
             return 2

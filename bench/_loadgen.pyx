@@ -73,6 +73,7 @@ cdef extern from "<time.h>" nogil:
 
 cdef enum:
     SLOT = 2048
+    MAX_ACCEPT = 16                      # source networks the receive loop reads from
     CMSG_SLOT = 64
     MAGIC = 0x4D524231                   # "MRB1": bench payload marker
     PAYLOAD_OFFSET = 2                   # after the VP8 payload descriptor and payload header bytes
@@ -186,7 +187,8 @@ cdef class LoadGen:
     """Senders and receivers of synthetic participants sharing one non-blocking UDP socket ``fd``.
 
     ``fd`` must be bound to 0.0.0.0 with ``IP_PKTINFO`` usable, so each participant can send from its own
-    127.x.y.z address. Contexts passed in are kept alive by this object.
+    address. Datagrams are read only from the networks of :meth:`accept_from` (127.0.0.0/8 until it is called).
+    Contexts passed in are kept alive by this object.
     """
 
     cdef int fd
@@ -224,6 +226,9 @@ cdef class LoadGen:
     cdef void** rtcp_ctx
     cdef uint32_t rtcp_mask
     cdef uint64_t c_pli, c_rtcp_auth_failed
+    cdef uint32_t accept_net[MAX_ACCEPT]      # network order, already masked
+    cdef uint32_t accept_mask[MAX_ACCEPT]
+    cdef int naccept
 
     def __cinit__(self, int fd, int max_senders, int max_receivers, int max_consents=0, int batch=64):
         cdef int i
@@ -236,6 +241,9 @@ cdef class LoadGen:
             raise ValueError("batch must be in 1..1024")
         self.fd = fd
         self.batch = batch
+        self.accept_net[0] = _ip("127.0.0.0")
+        self.accept_mask[0] = _ip("255.0.0.0")
+        self.naccept = 1
         self.max_senders = max_senders
         self.max_receivers = max_receivers
         self.max_consents = max_consents
@@ -386,6 +394,25 @@ cdef class LoadGen:
         self._keep.append(ctx)
         self.nreceivers += 1
         return idx
+
+    def accept_from(self, list networks) -> None:
+        """Read datagrams only from these sources (``"a.b.c.d"`` or ``"a.b.c.d/n"``, at most 16): the server's
+        addresses. Anything else counts as ``foreign`` and is dropped unread."""
+        cdef int i, bits
+        if not 1 <= len(networks) <= MAX_ACCEPT:
+            raise ValueError(f"give 1..{MAX_ACCEPT} networks, got {len(networks)}")
+        parsed = []
+        for network in networks:
+            address, _, prefix = str(network).partition("/")
+            bits = int(prefix) if prefix else 32
+            if not 0 <= bits <= 32:
+                raise ValueError(f"bad prefix length in {network!r}")
+            mask = 0 if bits == 0 else (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+            parsed.append((_ip(address), _ip(".".join(str((mask >> s) & 0xFF) for s in (24, 16, 8, 0)))))
+        for i in range(len(parsed)):
+            self.accept_mask[i] = parsed[i][1]
+            self.accept_net[i] = parsed[i][0] & parsed[i][1]
+        self.naccept = len(parsed)
 
     def add_rtcp_endpoint(self, str host, SrtpContext ctx) -> None:
         """SRTCP the server sends to ``host`` (a participant's address) is authenticated with ``ctx`` (the
@@ -538,6 +565,13 @@ cdef class LoadGen:
                 self.c_polls += 1
                 ppoll(&pfd, 1, &ts, NULL)
 
+    cdef inline bint _accepted(self, uint32_t src) noexcept nogil:
+        cdef int k
+        for k in range(self.naccept):
+            if (src & self.accept_mask[k]) == self.accept_net[k]:
+                return True
+        return False
+
     cdef int _receive(self, int verify_every) noexcept nogil:
         cdef int n, i, length, hlen
         cdef uint8_t* p
@@ -559,7 +593,7 @@ cdef class LoadGen:
             p = self.rbuf + i * SLOT
             length = self.rmsgs[i].msg_len
             src = self.rnames[i].sin_addr.s_addr
-            if (src & 0xFF) != 127:                 # network order: first octet in the low byte
+            if not self._accepted(src):
                 self.c_foreign += 1
                 continue
             if length < 12:

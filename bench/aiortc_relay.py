@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import fastpath
-from bench import procstat
 from bench._loadgen import LoadGen
 from bench.net import GeneratorSocket, participant_address
 from bench.peer import Credentials, ServerParams, SetupError, SyntheticPeer, integrity_ok
+from bench.probe import ProcProbe
 from bench.server import plan_cores
 from bench.session import measure
+from control import procstat
 
 # ---- the generator side ------------------------------------------------------------------------------------------
 
@@ -192,7 +193,7 @@ async def run_aiortc_relay(opts: Any) -> dict[str, Any]:
                              report_ctx=fastpath.SrtpContext(keys.profile, keys.local, True), report_from=peer.address,
                              report_to=peer.server.host, report_port=peer.server.port, reporter_ssrc=0x7000_0000 + i)
         setup_s = time.monotonic() - started
-        m = await measure(gen, [relay.process.pid], [], net.port, [subscribers], opts.seconds,
+        m = await measure(gen, ProcProbe([relay.process.pid], []), net.port, [subscribers], opts.seconds,
                           verify_every=opts.verify_every)
         rss = procstat.rss_bytes(relay.process.pid)
     finally:

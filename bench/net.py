@@ -1,16 +1,23 @@
-"""The load generator's one UDP socket: every synthetic participant sends from its own loopback address.
+"""The load generator's one UDP socket: every synthetic participant sends from its own address.
 
-Owns the socket that all synthetic participants share (bound to the wildcard address so that datagrams for any
-127.x.y.z arrive on it; ``IP_PKTINFO`` picks each participant's source address per datagram and reports the
-destination address of each received one), the address plan (participant i sends from 127.77.x.y with
-x.y = i + 1, see :func:`participant_address`) and, during set-up, the dispatch of received datagrams to the
-participant that owns the destination address. After set-up the Cython hot loop (``bench._loadgen``) reads the
-same socket. Only datagrams from 127.0.0.0/8 are ever handed on. Linux only (``IP_PKTINFO``, ``SO_RCVBUFFORCE``).
+Owns the socket that all synthetic participants share (bound to the wildcard address so that datagrams for any of
+their addresses arrive on it; ``IP_PKTINFO`` picks each participant's source address per datagram and reports the
+destination address of each received one), the address plan (participant i sends from the (i + 1)-th address of
+the source network, 127.77.0.0/16 by default: 127.77.0.1, 127.77.0.2, ...; see :func:`participant_address`) and,
+during set-up, the dispatch of received datagrams to the participant that owns the destination address. After
+set-up the Cython hot loop (``bench._loadgen``) reads the same socket.
+
+Only datagrams from the server are handed on: from 127.0.0.0/8 when the participants are on loopback, otherwise
+from the addresses given to :meth:`GeneratorSocket.accept_from` (the server's ICE candidates). A source network
+off loopback must be local on this host and routed back to it from the server, e.g. ``ip route add local
+10.77.0.0/16 dev lo`` here and ``ip route add 10.77.0.0/16 via <this host>`` on the server. Linux only
+(``IP_PKTINFO``, ``SO_RCVBUFFORCE``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import struct
 from collections.abc import Callable
@@ -19,24 +26,39 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 _PKTINFO = struct.Struct("=i4s4s")
-ADDRESS_PREFIX = (127, 77)
-MAX_PARTICIPANTS = 65000
+DEFAULT_SOURCE_NET = ipaddress.IPv4Network("127.77.0.0/16")
+LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 Datagram = Callable[[bytes, tuple[str, int]], None]
 
 
-def participant_address(index: int) -> str:
-    """The loopback address participant ``index`` sends from (127.77.0.1, 127.77.0.2, ...)."""
-    if not 0 <= index < MAX_PARTICIPANTS:
-        raise ValueError(f"participant index must be in 0..{MAX_PARTICIPANTS - 1}, got {index}")
-    n = index + 1
-    return f"{ADDRESS_PREFIX[0]}.{ADDRESS_PREFIX[1]}.{n >> 8}.{n & 0xFF}"
+def source_network(text: str) -> ipaddress.IPv4Network:
+    """``--source-net``: an IPv4 network with room for at least 254 participants (a /24 or larger)."""
+    try:
+        net = ipaddress.IPv4Network(text, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"source network {text!r} is not an IPv4 network: {exc}") from None
+    if net.prefixlen > 24:
+        raise ValueError(f"source network {net} is too small: give a /24 or larger")
+    return net
+
+
+def participant_address(index: int, net: ipaddress.IPv4Network = DEFAULT_SOURCE_NET) -> str:
+    """The address participant ``index`` sends from: the (index + 1)-th of ``net`` (127.77.0.1, 127.77.0.2, ...)."""
+    room = net.num_addresses - 2  # neither the network nor the broadcast address
+    if not 0 <= index < room:
+        raise ValueError(f"participant index must be in 0..{room - 1} for source network {net}, got {index}")
+    return str(net.network_address + index + 1)
 
 
 class GeneratorSocket:
     """The shared socket; ``register(address, callback)`` routes set-up datagrams sent to ``address``."""
 
-    def __init__(self, buffer_bytes: int = 64 << 20) -> None:
+    def __init__(self, buffer_bytes: int = 64 << 20,
+                 source_net: ipaddress.IPv4Network = DEFAULT_SOURCE_NET) -> None:
+        self.source_net = source_net
+        # What the receive paths accept: all of loopback for loopback participants, else only the server.
+        self._accepted: list[ipaddress.IPv4Network] = [LOOPBACK] if source_net.subnet_of(LOOPBACK) else []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
             try:
@@ -54,6 +76,24 @@ class GeneratorSocket:
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def address(self, index: int) -> str:
+        """The source address of participant ``index`` (see :func:`participant_address`)."""
+        return participant_address(index, self.source_net)
+
+    @property
+    def accepted(self) -> list[str]:
+        """The source networks datagrams are handed on from (for ``LoadGen.accept_from``)."""
+        return [str(n) for n in self._accepted]
+
+    def accept_from(self, host: str) -> None:
+        """Hand on datagrams from ``host`` (a server address the participants talk to) from now on."""
+        if not self.is_accepted(host):
+            self._accepted.append(ipaddress.IPv4Network(host))
+
+    def is_accepted(self, host: str) -> bool:
+        address = ipaddress.IPv4Address(host)
+        return any(address in n for n in self._accepted)
 
     def register(self, address: str, callback: Datagram) -> None:
         self._routes[address] = callback
@@ -84,7 +124,7 @@ class GeneratorSocket:
                 data, ancdata, _flags, addr = self.sock.recvmsg(2048, 64)
             except (BlockingIOError, InterruptedError):
                 return
-            if not addr[0].startswith("127."):
+            if not self.is_accepted(addr[0]):
                 continue
             destination = None
             for level, kind, value in ancdata:

@@ -1,13 +1,16 @@
 """``python -m bench <scenario> --url ws://HOST:PORT``: the same load against a server that is already running.
 
 Owns the two pieces that replace the in-process server of ``bench.server``/``bench.session`` when ``--url`` is given:
-:class:`RemoteServer` (the running server's workers, pids and UDP ports from its ``GET /healthz``, and where to pin
-the generator) and :class:`SignalingSession` (every participant joins with its own access token over LiveKit
-signaling, ``bench.lk_client``, exactly as an SDK does: AddTrack, publisher offer/answer, subscriber offers answered,
-auto-subscribe; then the ICE check, DTLS handshake and SRTP of ``bench.peer``, and the generator of
-``bench.session``). The worker CPU per packet comes from ``/proc/<pid>`` of the pids the server reports, so the
-server must run on this host (and, because every synthetic participant sends from its own 127.77.x.y address, on
-loopback): a non-loopback URL is refused with a message.
+:class:`RemoteServer` (the running server's workers from its ``GET /healthz``, the probe that reads their CPU time,
+RSS and socket drops from the same document, and where to pin the generator) and :class:`SignalingSession` (every
+participant joins with its own access token over LiveKit signaling, ``bench.lk_client``, exactly as an SDK does:
+AddTrack, publisher offer/answer, subscriber offers answered, auto-subscribe; then the ICE check, DTLS handshake and
+SRTP of ``bench.peer``, and the generator of ``bench.session``).
+
+The server may run on this host or another one. On loopback the participants send from 127.77.0.0/16; for a server
+elsewhere ``--source-net`` names a network that is local here and routed back here from the server (see
+``bench.net``), since every synthetic participant sends from its own address. The generator is pinned away from the
+workers' cores only when the server is on this host; ``--profile-worker`` needs it here too.
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 from typing import Any
 from urllib.parse import urlparse
 from urllib.request import urlopen
 
 from bench import lk_client
 from bench.lk_client import LocalTrack, SignalClient
+from bench.net import DEFAULT_SOURCE_NET
 from bench.peer import SyntheticPeer
+from bench.probe import HealthzProbe, ProbeError
 from bench.server import CorePlan
 from bench.session import (
     SETUP_CONCURRENCY,
@@ -40,36 +46,62 @@ from bench.session import (
 )
 from control.auth import create_token
 
-LOOPBACK_ONLY = ("--url needs a server on this host's loopback (e.g. ws://127.0.0.1:7880): the generator sends "
-                 "from one 127.77.x.y address per participant and reads the workers' CPU time in /proc")
+SOURCE_NET_NEEDED = (
+    "--url {host} is not on loopback: give --source-net, a network the participants send from (one address each) "
+    "that is local on this host and routed back to it from the server, e.g. here `ip route add local 10.77.0.0/16 "
+    "dev lo` and on the server `ip route add 10.77.0.0/16 via <this host's address>`, then --source-net "
+    "10.77.0.0/16")
 
 
 class RemoteError(RuntimeError):
-    """The running server cannot be benchmarked (unreachable, not local, no workers)."""
+    """The running server cannot be benchmarked (unreachable, no workers, no way back to the participants)."""
 
 
-def check_url(url: str) -> tuple[str, int]:
-    """(host, port) of a ws:// or http:// URL whose host is a loopback address; RemoteError otherwise."""
+@dataclass(frozen=True)
+class Target:
+    """Where ``--url`` points: the host as given, its IPv4 address, the port, and whether it is this host."""
+
+    host: str
+    address: str
+    port: int
+    local: bool
+
+
+def check_url(url: str, source_net: str | None = None) -> Target:
+    """The target of a ws:// or http:// URL; RemoteError when it does not resolve, or when it is off loopback and
+    no ``source_net`` says where the participants send from."""
     parsed = urlparse(url)
     if parsed.scheme not in ("ws", "http") or not parsed.hostname:
         raise RemoteError(f"--url must look like ws://127.0.0.1:7880, got {url!r}")
     try:
-        address = ipaddress.ip_address(socket.gethostbyname(parsed.hostname))
+        address = ipaddress.IPv4Address(socket.gethostbyname(parsed.hostname))
     except (OSError, ValueError) as exc:
         raise RemoteError(f"--url host {parsed.hostname!r} does not resolve: {exc}") from None
-    if not address.is_loopback:
-        raise RemoteError(LOOPBACK_ONLY)
-    return parsed.hostname, parsed.port or 80
+    if not address.is_loopback and source_net is None:
+        raise RemoteError(SOURCE_NET_NEEDED.format(host=parsed.hostname))
+    return Target(parsed.hostname, str(address), parsed.port or 80, address.is_loopback or _is_local(str(address)))
+
+
+def _is_local(address: str) -> bool:
+    """Whether ``address`` belongs to this host (a socket can be bound to it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((address, 0))
+        except OSError:
+            return False
+    return True
 
 
 class RemoteServer:
     """The running server as the measurement sees it: worker pids, UDP ports and restarts from ``/healthz``."""
 
-    def __init__(self, url: str) -> None:
-        self.host, self.port = check_url(url)
+    def __init__(self, url: str, source_net: str | None = None, *, profile_worker: bool = False) -> None:
+        self.target = check_url(url, source_net)
+        self.host, self.port = self.target.host, self.target.port
         self.ws_url = f"ws://{self.host}:{self.port}"
         self.workers: list[dict[str, Any]] = []
-        self.plan = CorePlan(0, [], True)
+        self.plan = CorePlan(-1, [], False)
+        self.profile_worker = profile_worker
         self._restarts0 = 0
         self._affinity = os.sched_getaffinity(0)
 
@@ -85,11 +117,17 @@ class RemoteServer:
         self.workers = [w for w in state.get("workers", []) if w.get("alive")]
         if not self.workers:
             raise RemoteError(f"the server at {self.host}:{self.port} reports no live worker")
-        missing = [w["pid"] for w in self.workers if not os.path.exists(f"/proc/{w['pid']}")]
-        if missing:
-            raise RemoteError(f"worker pids {missing} are not visible here; {LOOPBACK_ONLY}")
+        if "host" not in state or any(not w.get("usage") for w in self.workers):
+            raise RemoteError(f"the server at {self.host}:{self.port} reports no usage counters in /healthz "
+                              "(a mediarouter older than this benchmark?)")
         self._restarts0 = sum(int(w.get("restarts", 0)) for w in self.workers)
         worker_cores = [int(w["core"]) for w in self.workers if w.get("core") is not None]
+        if not self.target.local:
+            if self.profile_worker:
+                pids = ", ".join(str(w["pid"]) for w in self.workers)
+                raise RemoteError(f"--profile-worker records a worker process, and the server's (pids {pids}) run "
+                                  f"on {self.host}: run py-spy or perf there")
+            return  # the workers' cores are another machine's: the generator may use all of this one
         free = sorted(set(self._affinity) - set(worker_cores))
         generator = free[0] if free else min(self._affinity)
         self.plan = CorePlan(generator, worker_cores, not free)
@@ -99,8 +137,15 @@ class RemoteServer:
     def worker_pids(self) -> list[int]:
         return [int(w["pid"]) for w in self.workers]
 
-    def worker_ports(self) -> list[int]:
-        return [int(w["udp_port"]) for w in self.workers]
+    def probe(self) -> HealthzProbe:
+        """The workers as a measurement reads them: the counters in the server's ``/healthz``."""
+        return HealthzProbe(self._probe_healthz, {int(w["id"]): int(w["pid"]) for w in self.workers})
+
+    def _probe_healthz(self) -> dict[str, Any]:
+        try:
+            return self.healthz()
+        except RemoteError as exc:
+            raise ProbeError(str(exc)) from None
 
     def worker_restarts(self) -> int:
         return sum(int(w.get("restarts", 0)) for w in self.healthz().get("workers", [])) - self._restarts0
@@ -127,10 +172,11 @@ class SignalingSession(Session):
     """Rooms on a running server, set up through LiveKit signaling; measured like :class:`Session`."""
 
     def __init__(self, server: RemoteServer, profile: str, *, api_key: str, api_secret: str,
-                 max_participants: int, max_streams: int, max_receivers: int) -> None:
+                 max_participants: int, max_streams: int, max_receivers: int,
+                 source_net: IPv4Network = DEFAULT_SOURCE_NET) -> None:
         # Every LiveKit participant may need two endpoints (publisher and subscriber peer connections).
         super().__init__(server, profile, max_participants=2 * max_participants, max_streams=max_streams,
-                         max_receivers=max_receivers)
+                         max_receivers=max_receivers, source_net=source_net)
         self.remote = server
         self.api_key = api_key
         self.api_secret = api_secret

@@ -3,18 +3,19 @@
 Owns the result keys (issue 4: ``scenario``, ``srtp_profile``, ``subscribers``, ``forwarded_pps``,
 ``limit_forwarded_pps``, ``ratio_to_limit``, ``cpu_us_per_packet``, ``limit_cpu_us_per_packet``, ``loss_pct``,
 ``latency_ms_p50``, ``latency_ms_p99``, ``generator_bound``, ``commit``, ``machine``, plus details), how the ratio to
-the limit is taken, the fixed-width table, and the matplotlib figure (forwarded packets/s and CPU per packet
-against load).
+the limit is taken, the fixed-width table, the matplotlib figure (forwarded packets/s and CPU per packet
+against load) and where a result came from (the checkout's commit, the machine).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
+import platform
 import statistics
+import subprocess
 from typing import Any
-
-from bench import procstat
 
 REQUIRED_KEYS = ("scenario", "srtp_profile", "subscribers", "forwarded_pps", "limit_forwarded_pps", "ratio_to_limit",
                  "cpu_us_per_packet", "limit_cpu_us_per_packet", "loss_pct", "latency_ms_p50", "latency_ms_p99",
@@ -94,8 +95,8 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
     result.update({k: v for k, v in info.items() if k != "profile"})
     if "profile" in info:
         result["worker_profile"] = info["profile"]
-    result["commit"] = procstat.commit()
-    result["machine"] = procstat.machine()
+    result["commit"] = commit()
+    result["machine"] = machine()
     result["measured_at"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     missing = [k for k in REQUIRED_KEYS if k not in result]
     assert not missing, missing
@@ -226,3 +227,30 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def machine() -> str:
+    """CPU model, vCPU count and kernel, e.g. "AMD EPYC 7B13, 2 vCPU, Linux 6.1"."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} vCPU, Linux {platform.release()}"
+
+
+def commit() -> str:
+    """The git commit of the checkout the benchmark runs from ("unknown" outside git), "+dirty" if modified."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")

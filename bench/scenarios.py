@@ -16,13 +16,15 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 from typing import Any
 
 import fastpath
 from bench._loadgen import LoadGen
 from bench.limit import LIMIT_SSRC_BASE, LimitProcess
-from bench.net import GeneratorSocket, participant_address
+from bench.net import DEFAULT_SOURCE_NET, GeneratorSocket, participant_address, source_network
 from bench.peer import SRTP_PROFILES
+from bench.probe import ProcProbe
 from bench.profile import WorkerProfiler
 from bench.remote import RemoteServer, SignalingSession
 from bench.server import BenchServer, plan_cores
@@ -57,6 +59,7 @@ class Options:
     aiortc: bool = False
     profile_worker: str | None = None  # output file
     url: str | None = None  # a running server (ws://HOST:PORT) instead of one started here
+    source_net: str | None = None  # --url: the network the participants send from (default 127.77.0.0/16)
     api_key: str = "devkey"
     api_secret: str = "secret"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +75,10 @@ class Options:
             raise ValueError("seconds > 0, rate >= 0 and size in 40..1400 bytes required")
         if self.url and self.scenario == "scale":
             raise ValueError("scale starts 1..W workers itself; it cannot run against --url")
+        if self.source_net is not None:
+            if not self.url:
+                raise ValueError("--source-net is for --url: a server the benchmark starts itself is on loopback")
+            source_network(self.source_net)  # a clear error now rather than at the first participant
 
     @property
     def flat_out(self) -> bool:
@@ -167,8 +174,8 @@ def _steps(opts: Options) -> list[int]:
 
 
 async def _measure_session(server: BenchServer, session: Session, opts: Options) -> Measurement:
-    return await measure(session.gen, server.worker_pids(), server.worker_ports(), session.net.port,
-                         session.fanout, opts.seconds, verify_every=opts.verify_every)
+    return await measure(session.gen, server.probe(), session.net.port, session.fanout, opts.seconds,
+                         verify_every=opts.verify_every)
 
 
 async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -177,17 +184,23 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
     info: dict[str, Any] = {}
     worker_counts = list(range(1, opts.workers + 1)) if opts.scenario == "scale" else [opts.workers]
     for workers in worker_counts:
-        server: Any = RemoteServer(opts.url) if opts.url else BenchServer(workers)
+        server: Any = (RemoteServer(opts.url, opts.source_net, profile_worker=bool(opts.profile_worker))
+                       if opts.url else BenchServer(workers))
         await server.start()
-        info["cores"] = {"generator": server.plan.generator, "workers": server.plan.workers,
+        # generator None: not pinned (the server's workers run on another machine's cores)
+        info["cores"] = {"generator": server.plan.generator if server.plan.generator >= 0 else None,
+                         "workers": server.plan.workers,
                          "shared": server.plan.shared}
         if opts.url:
             info["url"] = opts.url
+            info["server_on_this_host"] = server.target.local
+            info["source_net"] = str(_source_net(opts))
         layout_final = _layout(opts, opts.subscribers, workers)
         sizes = {"max_participants": sum(len(r.participants) for r in layout_final) + 8,
                  "max_streams": sum(len(p.tracks) for r in layout_final for p in r.participants) + 8,
                  "max_receivers": _receivers(layout_final) + 8}
-        session = (SignalingSession(server, opts.srtp, api_key=opts.api_key, api_secret=opts.api_secret, **sizes)
+        session = (SignalingSession(server, opts.srtp, api_key=opts.api_key, api_secret=opts.api_secret,
+                                    source_net=_source_net(opts), **sizes)
                    if opts.url else Session(server, opts.srtp, **sizes))
         try:
             steps = _steps(opts) if opts.scenario == "fanout" else [opts.subscribers]
@@ -244,6 +257,10 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
     return points, info
 
 
+def _source_net(opts: Options) -> IPv4Network:
+    return source_network(opts.source_net) if opts.source_net else DEFAULT_SOURCE_NET
+
+
 def _receivers(rooms: list[RoomSpec]) -> int:
     total = 0
     for room in rooms:
@@ -289,7 +306,7 @@ async def run_limit(opts: Options, dests_count: int, size: int) -> dict[str, Any
         if opts.profile_worker:
             profiler = WorkerProfiler(limit.pid, opts.profile_worker + "-limit", opts.seconds)
             profiler.start()
-        m = await measure(gen, [limit.pid], [port], net.port, [dests_count], opts.seconds,
+        m = await measure(gen, ProcProbe([limit.pid], [port]), net.port, [dests_count], opts.seconds,
                           warmup=warmup, drain=drain, verify_every=opts.verify_every)
         counters = await asyncio.to_thread(limit.result, opts.seconds + 10)
     finally:

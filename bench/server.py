@@ -15,6 +15,7 @@ import socket
 import tempfile
 from dataclasses import dataclass
 
+from bench.probe import ProcProbe
 from control.media import MediaClient
 from control.supervisor import Supervisor
 
@@ -109,6 +110,10 @@ class BenchServer:
     def worker_ports(self) -> list[int]:
         assert self.supervisor is not None
         return [s.udp_port for s in self.supervisor.slots]
+
+    def probe(self) -> ProcProbe:
+        """The workers' processes and sockets as a measurement reads them (``/proc``, this host)."""
+        return ProcProbe(self.worker_pids(), self.worker_ports())
 
     async def stop(self) -> None:
         if self.supervisor is not None:

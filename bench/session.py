@@ -8,7 +8,7 @@ SDP: VP8 pt 96 / Opus pt 111, the SSRC signaled, no header extensions) and consu
 Every published track becomes a paced (or flat-out) sender of the generator and every consumer a receiver that
 also sends the server an SRTCP receiver report about once a second.
 :func:`measure` runs the generator for warm-up + measurement + drain and reads the kernel's accounting of the
-worker processes over the measurement window.
+worker processes over the measurement window (``bench.probe``: from ``/proc`` here, or the server's ``/healthz``).
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 from typing import Any
 
 import fastpath
-from bench import procstat
 from bench._loadgen import LoadGen
-from bench.net import GeneratorSocket, participant_address
+from bench.net import DEFAULT_SOURCE_NET, GeneratorSocket
 from bench.peer import Credentials, ServerParams, SrtpKeys, SyntheticPeer
+from bench.probe import Probe
 from bench.server import BenchServer
+from control import procstat
 from control.codecs import Codec
 from control.negotiation import TrackPlan
 
@@ -95,10 +97,10 @@ class Session:
     """All rooms of one run on one server, sharing one generator socket and one :class:`LoadGen`."""
 
     def __init__(self, server: BenchServer, profile: str, *, max_participants: int, max_streams: int,
-                 max_receivers: int) -> None:
+                 max_receivers: int, source_net: IPv4Network = DEFAULT_SOURCE_NET) -> None:
         self.server = server
         self.profile = profile
-        self.net = GeneratorSocket()
+        self.net = GeneratorSocket(source_net=source_net)
         self.gen = LoadGen(self.net.fileno(), max_streams, max_receivers, max_participants)
         self.credentials = Credentials.generate()
         self.participants: list[_Participant] = []
@@ -158,7 +160,7 @@ class Session:
 
     def _new_participant(self, spec: ParticipantSpec) -> _Participant:
         index = len(self.participants)
-        p = _Participant(index, participant_address(index), f"t{index}", spec)
+        p = _Participant(index, self.net.address(index), f"t{index}", spec)
         self.participants.append(p)
         return p
 
@@ -184,6 +186,8 @@ class Session:
     async def _establish(self, p: _Participant, peer: SyntheticPeer, server: ServerParams) -> None:
         """ICE check and DTLS handshake toward ``server``, then the participant's SRTP contexts and its consent
         checks and RTCP endpoint in the generator."""
+        self.net.accept_from(server.host)
+        self.gen.accept_from(self.net.accepted)
         p.keys = await peer.connect(server)
         p.server = server
         p.consent = peer.consent_request()
@@ -241,7 +245,7 @@ class Measurement:
     bad_payload: int
     latency_ms_p50: float | None
     latency_ms_p99: float | None
-    server_cpu_s: list[float]  # utime + stime (/proc/<pid>/stat)
+    server_cpu_s: list[float]  # utime + stime (/proc/<pid>/stat, read here or by the server's /healthz)
     server_run_s: list[float]  # scheduler run time (schedstat), finer
     server_rss: list[int]
     server_drops: int
@@ -294,28 +298,22 @@ def percentile(histogram: list[tuple[float, int]], q: float) -> float | None:
     return histogram[-1][0]
 
 
-async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], generator_port: int,
-                  fanout_of: list[int], seconds: float, *, warmup: float = 1.2, drain: float = 0.3,
-                  verify_every: int = 1) -> Measurement:
-    """Warm up, then measure ``seconds`` of load; ``fanout_of[stream]`` = receivers of each sender stream.
+async def measure(gen: LoadGen, probe: Probe, generator_port: int, fanout_of: list[int], seconds: float, *,
+                  warmup: float = 1.2, drain: float = 0.3, verify_every: int = 1) -> Measurement:
+    """Warm up, then measure ``seconds`` of load; ``fanout_of[stream]`` = receivers of each sender stream; the
+    server's side is read from ``probe`` before and after the window.
 
     The warm-up outlasts the publishers' key-frame interval (30 frames, about 1 s): a new video consumer forwards
     nothing before the next key frame, and the generator's publishers do not answer PLI."""
     await asyncio.to_thread(gen.run, warmup, True, verify_every)
     gen.reset()
-    cpu0 = [procstat.cpu_seconds(p) for p in pids]
-    run0 = [procstat.run_seconds(p) for p in pids]
-    sdrop0 = sum(procstat.udp_drops(p) for p in server_ports)
+    before = await asyncio.to_thread(probe.sample)
     gdrop0 = procstat.udp_drops(generator_port)
     snmp0 = procstat.udp_snmp()
-    ticks0 = procstat.cpu_ticks()
     t0 = time.monotonic()
     await asyncio.to_thread(gen.run, seconds, True, verify_every)
     elapsed = time.monotonic() - t0
-    ticks1 = procstat.cpu_ticks()
-    cpu1 = [procstat.cpu_seconds(p) for p in pids]
-    run1 = [procstat.run_seconds(p) for p in pids]
-    rss = [procstat.rss_bytes(p) for p in pids]
+    after = await asyncio.to_thread(probe.sample)
     senders = gen.senders_snapshot()
     rx_backlog = procstat.udp_rx_queue(generator_port)
     await asyncio.to_thread(gen.run, drain, False, verify_every)
@@ -323,7 +321,7 @@ async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], genera
     counters = gen.counters()
     hist = gen.latency_histogram()
     snmp1 = procstat.udp_snmp()
-    backlog = await _drain_backlog(gen, server_ports, verify_every)
+    backlog = await _drain_backlog(gen, probe, verify_every)
     return Measurement(
         seconds=elapsed,
         sent=sum(s["sent"] for s in senders),
@@ -337,10 +335,10 @@ async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], genera
         bad_payload=sum(r["bad_payload"] for r in receivers),
         latency_ms_p50=percentile(hist, 0.5),
         latency_ms_p99=percentile(hist, 0.99),
-        server_cpu_s=[b - a for a, b in zip(cpu0, cpu1, strict=True)],
-        server_run_s=[b - a for a, b in zip(run0, run1, strict=True)],
-        server_rss=rss,
-        server_drops=sum(procstat.udp_drops(p) for p in server_ports) - sdrop0,
+        server_cpu_s=[b - a for a, b in zip(before.cpu_s, after.cpu_s, strict=True)],
+        server_run_s=[b - a for a, b in zip(before.run_s, after.run_s, strict=True)],
+        server_rss=after.rss,
+        server_drops=after.drops - before.drops,
         generator_drops=procstat.udp_drops(generator_port) - gdrop0,
         generator_cpu_s=counters["cpu_s"],
         generator_late=sum(s["late"] for s in senders),
@@ -349,7 +347,7 @@ async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], genera
         generator_max_late_ms=max((s["max_late_ms"] for s in senders), default=0.0),
         snmp_rcvbuf_errors=snmp1["RcvbufErrors"] - snmp0["RcvbufErrors"],
         counters=counters,
-        steal_pct=procstat.steal_pct(ticks0, ticks1),
+        steal_pct=procstat.steal_pct(before.ticks, after.ticks),
         backlog_drain_s=backlog,
         streams=len(receivers),
         stream_received_min=min((r["received"] for r in receivers), default=0),
@@ -359,11 +357,11 @@ async def measure(gen: LoadGen, pids: list[int], server_ports: list[int], genera
     )
 
 
-async def _drain_backlog(gen: LoadGen, server_ports: list[int], verify_every: int, limit_s: float = 30.0) -> float:
+async def _drain_backlog(gen: LoadGen, probe: Probe, verify_every: int, limit_s: float = 30.0) -> float:
     """After an overloaded step the server may still hold seconds of input: keep receiving (uncounted: the next
     step resets the counters) until its sockets are empty, so the next set-up is not stuck behind it."""
     waited = 0.0
-    while waited < limit_s and any(procstat.udp_rx_queue(p) for p in server_ports):
+    while waited < limit_s and await asyncio.to_thread(probe.rx_queue):
         await asyncio.to_thread(gen.run, 0.25, False, verify_every)
         waited += 0.25
     return waited

@@ -15,6 +15,7 @@ import warnings
 
 from aiohttp import web
 
+from control import procstat
 from control.config import Settings
 from control.signaling import setup_signaling
 from control.supervisor import Supervisor
@@ -43,9 +44,12 @@ def build_app(settings: Settings, supervisor: Supervisor) -> web.Application:
 
 async def healthz(request: web.Request) -> web.Response:
     """Health: ``{"status": "ok"|"degraded", "workers": [{"id", "pid", "core", "udp_port", "alive",
-    "restarts", ...}]}``."""
+    "restarts", ..., "usage": {"cpu_s", "run_s", "rss_bytes", "udp_drops", "udp_rx_queue_bytes"}}],
+    "host": {"cpu_ticks", "steal_ticks"}}``: ``usage`` and ``host`` are cumulative kernel counters (``null`` for a
+    worker that is not running), which ``python -m bench --url`` samples before and after a measurement."""
     supervisor = request.app[SUPERVISOR_KEY]
-    return web.json_response({"status": supervisor.status, "workers": supervisor.snapshot()})
+    return web.json_response({"status": supervisor.status, "workers": supervisor.snapshot(),
+                              "host": procstat.host_usage()})
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:

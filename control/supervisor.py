@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import router
+from control import procstat
 from control.worker_client import ControlSocket, WorkerClient
 from router.protocol import PROTOCOL_VERSION, Event, Method, ProtocolError, WorkerHeartbeat, WorkerRunning
 
@@ -86,7 +87,17 @@ class WorkerSlot:
             "loop_lag_ms": self.heartbeat.get("loop_lag_ms") if self.running else None,
             "rcvbuf": self.rcvbuf,
             "sndbuf": self.sndbuf,
+            "usage": self.usage(),
         }
+
+    def usage(self) -> dict[str, Any] | None:
+        """The kernel's accounting of the live process and its socket (``control.procstat.worker_usage``)."""
+        if not self.running or self.pid is None:
+            return None
+        try:
+            return procstat.worker_usage(self.pid, self.udp_port)
+        except (OSError, ValueError, IndexError):
+            return None  # the process went away between the check and the read
 
 
 class Supervisor:

@@ -2,9 +2,11 @@
 
 Starts ``mediarouter serve`` (one worker, free loopback ports, its own API key) as a subprocess, runs a small
 ``fanout`` and a small ``conference`` against it with ``--url`` and checks what came back: every subscriber joined
-through ``/rtc`` and received its streams (packets forwarded and authenticated), the worker CPU was read from the pid
-the server's ``/healthz`` reports, and the server saw the participants leave. Refusals (a non-loopback URL, the
-scale scenario, a wrong secret) exit with a reason. No timing is asserted.
+through ``/rtc`` and received its streams (packets forwarded and authenticated), the worker CPU and RSS came from the
+server's ``/healthz``, and the server saw the participants leave. The same against a server on "another host" (two
+network namespaces joined by a veth link, participants from ``--source-net``). Refusals (a non-loopback URL without
+``--source-net``, a bad source network, the scale scenario, a wrong secret) exit with a reason. No timing is
+asserted.
 """
 
 from __future__ import annotations
@@ -88,7 +90,9 @@ def test_fanout_through_signaling_forwards_to_every_subscriber(server: str, tmp_
     assert point["verified"] == point["received"] > 0
     assert point["auth_failed"] == 0 and point["bad_payload"] == 0
     assert result["loss_pct"] < 5
-    assert result["cpu_us_per_packet"] > 0  # read from the worker pid /healthz reported
+    assert result["cpu_us_per_packet"] > 0  # the worker's CPU time as the server's /healthz reports it
+    assert point["rss_mb_per_worker"][0] > 8 and point["worker_socket_drops"] == 0
+    assert result["server_on_this_host"] is True and result["source_net"] == "127.77.0.0/16"
     assert point["participants"] == 4  # one publisher endpoint + three subscriber endpoints
 
 
@@ -109,7 +113,10 @@ def test_wrong_secret_is_refused_with_the_server_reason(server: str, tmp_path: P
 
 
 @pytest.mark.parametrize("args, reason", [
-    (["fanout", "--url", "ws://192.0.2.1:7880"], "--url needs a server on this host's loopback"),
+    (["fanout", "--url", "ws://192.0.2.1:7880"], "is not on loopback: give --source-net"),
+    (["fanout", "--source-net", "10.77.0.0/16"], "--source-net is for --url"),
+    (["fanout", "--url", "ws://127.0.0.1:9", "--source-net", "10.77.0.0/28"], "is too small"),
+    (["fanout", "--url", "ws://127.0.0.1:9", "--source-net", "10.77.0.300/16"], "is not an IPv4 network"),
     (["scale", "--url", "ws://127.0.0.1:9"], "cannot run against --url"),
     (["suite", "--url", "ws://127.0.0.1:9"], "run one scenario with --url"),
 ])
@@ -117,3 +124,27 @@ def test_url_refusals_exit_2_with_a_reason(args: list[str], reason: str) -> None
     done = _run_bench(args, timeout=60)
     assert done.returncode == 2
     assert reason in done.stderr
+
+
+@pytest.mark.timeout(180)
+def test_fanout_against_a_server_on_another_host_reads_its_workers_from_healthz() -> None:
+    """The server in one network namespace on 198.51.100.1, the benchmark in another joined by a veth link, its
+    participants sending from 10.77.0.0/16 (``--source-net``) routed as the README says for two hosts."""
+    from tests.e2e.netns import NetnsUnavailable, run_scenario
+
+    try:
+        outcome = run_scenario("bench_other_host", workers=1, timeout_s=120)
+    except NetnsUnavailable as exc:
+        pytest.skip(f"network namespace unavailable: {exc}")
+    r = outcome["result"]
+    assert outcome.get("ok") and r.get("returncode") == 0, json.dumps(
+        {k: outcome.get(k) for k in ("error", "result")}, indent=1)[-4000:] + outcome.get("server_log", "")[-3000:]
+    result = r["bench"]
+    point = result["points"][0]
+    assert result["server_on_this_host"] is False and result["source_net"] == "10.77.0.0/16"
+    assert result["cores"] == {"generator": None, "workers": [], "shared": False}  # not pinned: no worker here
+    assert point["streams"] == 3 and point["stream_received_min"] > 0
+    assert point["verified"] == point["received"] > 0 and point["auth_failed"] == 0
+    assert result["loss_pct"] < 5
+    assert result["cpu_us_per_packet"] > 0 and point["rss_mb_per_worker"][0] > 8  # from the server's /healthz
+    assert point["participants"] == 4

@@ -339,6 +339,11 @@ def test_workers_are_pinned_bound_and_replaced_after_sigkill(start_control: Call
                                                                       server.rtc_port_base + i)
         assert pinned_cpus(worker["pid"]) == str(worker["core"])
         assert not udp_port_is_free(worker["udp_port"])
+        # The kernel's accounting of this process and its socket, for a benchmark on another host.
+        usage = worker["usage"]
+        assert usage["rss_bytes"] > 8 << 20 and usage["cpu_s"] > 0 and usage["run_s"] > 0, usage
+        assert usage["udp_drops"] == 0 and usage["udp_rx_queue_bytes"] == 0, usage
+    assert health["host"]["cpu_ticks"] > health["host"]["steal_ticks"] >= 0
     assert sorted(worker_processes(server.process.pid)) == sorted(w["pid"] for w in workers)
 
     old = workers[0]

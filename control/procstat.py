@@ -1,16 +1,18 @@
-"""What the kernel says about the processes and sockets of a benchmark run (Linux ``/proc``).
+"""What the kernel says about this host's processes and UDP sockets (Linux ``/proc``).
 
-Owns reading CPU time (``/proc/<pid>/stat`` utime + stime of the whole process, all threads; and the scheduler's
-nanosecond run time from ``/proc/<pid>/task/*/schedstat`` as a finer cross-check), resident memory
-(``/proc/<pid>/status`` VmRSS), per-socket receive-queue drops (``/proc/net/udp``, by local port), the host-wide UDP
-counters (``/proc/net/snmp``: RcvbufErrors, SndbufErrors, InErrors) and the machine description for reports.
+The control process reports its workers' usage from here in ``GET /healthz`` (:func:`worker_usage`,
+:func:`host_usage`: so that a benchmark on another host can read them), and the benchmark reads the same for the
+servers it starts itself. Owns reading CPU time (``/proc/<pid>/stat`` utime + stime of the whole process, all
+threads; and the scheduler's nanosecond run time from ``/proc/<pid>/task/*/schedstat`` as a finer cross-check),
+resident memory (``/proc/<pid>/status`` VmRSS), per-socket receive-queue drops (``/proc/net/udp``, by local port),
+the host-wide UDP counters (``/proc/net/snmp``: RcvbufErrors, SndbufErrors, InErrors) and the host's CPU and steal
+time (``/proc/stat``).
 """
 
 from __future__ import annotations
 
 import os
-import platform
-import subprocess
+from typing import Any
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -81,28 +83,15 @@ def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
     return round(100.0 * (after[1] - before[1]) / total, 1) if total > 0 else 0.0
 
 
-def machine() -> str:
-    """CPU model, vCPU count and kernel, e.g. "AMD EPYC 7B13, 2 vCPU, Linux 6.1"."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} vCPU, Linux {platform.release()}"
+def worker_usage(pid: int, port: int) -> dict[str, Any]:
+    """What ``/healthz`` reports about one live worker process and its UDP socket: ``cpu_s`` (utime + stime),
+    ``run_s`` (scheduler run time), ``rss_bytes``, ``udp_drops`` and ``udp_rx_queue_bytes`` (cumulative counters
+    and current levels; a reader takes differences)."""
+    return {"cpu_s": cpu_seconds(pid), "run_s": run_seconds(pid), "rss_bytes": rss_bytes(pid),
+            "udp_drops": udp_drops(port), "udp_rx_queue_bytes": udp_rx_queue(port)}
 
 
-def commit() -> str:
-    """The git commit of the checkout the benchmark runs from ("unknown" outside git), "+dirty" if modified."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                              text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
+def host_usage() -> dict[str, int]:
+    """The host's CPU jiffies since boot, all and stolen by the hypervisor (see :func:`cpu_ticks`)."""
+    total, steal = cpu_ticks()
+    return {"cpu_ticks": total, "steal_ticks": steal}
