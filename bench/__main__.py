@@ -3,7 +3,7 @@
 Usage::
 
     python -m bench <fanout|conference|audio|scale> [--subscribers S] [--seconds T] [--workers W]
-                    [--srtp cm80|gcm] [--rate PPS] [--size BYTES] [--steps N] [--find-capacity]
+                    [--srtp cm80|gcm] [--rate PPS] [--size BYTES] [--steps N] [--find-capacity] [--simulcast]
                     [--aiortc] [--no-limit] [--repeat N] [--json FILE] [--plot FILE.png] [--url URL]
                     [--source-net CIDR] [--profile-worker [FILE]] [--api-key KEY] [--api-secret SECRET]
     python -m bench suite [--quick] [--repeat N] [--json FILE] [--plot FILE.png]
@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--capacity-step", type=int, default=200)
     ap.add_argument("--verify-every", type=int, default=1,
                     help="subscribers authenticate+decrypt every Nth packet (all are counted); default 1")
+    ap.add_argument("--simulcast", action="store_true",
+                    help="video publishers send three layers (1/10, 1/3 and all of --rate); subscribers get the top")
     ap.add_argument("--no-limit", action="store_true", help="skip the limit-loop baseline")
     ap.add_argument("--aiortc", action="store_true", help="also measure the aiortc relay baseline")
     ap.add_argument("--json", metavar="FILE")
@@ -135,9 +137,9 @@ async def _main(args: argparse.Namespace) -> int:
                        srtp=args.srtp, rate=args.rate, size=args.size, room_size=args.room_size,
                        steps=max(args.steps, 4 if args.plot and args.scenario == "fanout" else 1),
                        find_capacity=args.find_capacity, capacity_step=args.capacity_step,
-                       verify_every=args.verify_every, limit=not args.no_limit, aiortc=args.aiortc,
-                       profile_worker=args.profile_worker, url=args.url, source_net=args.source_net,
-                       api_key=args.api_key,
+                       verify_every=args.verify_every, simulcast=args.simulcast, limit=not args.no_limit,
+                       aiortc=args.aiortc, profile_worker=args.profile_worker, url=args.url,
+                       source_net=args.source_net, api_key=args.api_key,
                        api_secret=args.api_secret)
         results.append(report.combine_runs([await run_one(opts) for _ in range(args.repeat)]))
     print(report.format_table(results))

@@ -74,6 +74,7 @@ cdef extern from "<time.h>" nogil:
 cdef enum:
     SLOT = 2048
     MAX_ACCEPT = 16                      # source networks the receive loop reads from
+    MAX_HEADER_EXT = 64                  # bytes of RTP header extension block a sender may add
     CMSG_SLOT = 64
     MAGIC = 0x4D524231                   # "MRB1": bench payload marker
     PAYLOAD_OFFSET = 2                   # after the VP8 payload descriptor and payload header bytes
@@ -113,6 +114,8 @@ ctypedef struct Sender:
     uint64_t protect_failed
     uint32_t fanout                      # receivers of this stream
     uint8_t force_key                    # a PLI/FIR asked for a key frame: the next frame is one
+    uint8_t ext_len                      # bytes of ``ext`` after the fixed header (0: no X bit)
+    uint8_t ext[MAX_HEADER_EXT]          # the RTP header extension block, RFC 8285 (e.g. MID and RID)
 
 
 ctypedef struct Receiver:
@@ -316,8 +319,10 @@ cdef class LoadGen:
     # ---- configuration ---------------------------------------------------------------------------------
     def add_sender(self, str src_host, str dst_host, int dst_port, SrtpContext ctx, unsigned int ssrc, int pt,
                    int payload_len, double rate_pps, *, bint video, int clock_rate, double phase_s=0.0,
-                   int frames_per_s=30, int keyframe_every=30) -> int:
-        """A publisher stream; returns its stream id (carried in every payload). ``rate_pps`` 0 = flat out."""
+                   int frames_per_s=30, int keyframe_every=30, bytes header_ext=b"") -> int:
+        """A publisher stream; returns its stream id (carried in every payload). ``rate_pps`` 0 = flat out.
+        ``header_ext``: an RTP header extension block (RFC 8285: 0xBEDE, length in words, elements, padding)
+        put in every packet between the fixed header and the payload, as browsers send MID and RID."""
         cdef Sender* s
         if self.nsenders >= self.max_senders:
             raise ValueError(f"more than {self.max_senders} senders")
@@ -329,6 +334,10 @@ cdef class LoadGen:
             raise ValueError("rate_pps >= 0, clock_rate, frames_per_s and keyframe_every > 0 required")
         if not 0 <= pt <= 127:
             raise ValueError("pt must be in 0..127")
+        if header_ext and (len(header_ext) > MAX_HEADER_EXT or len(header_ext) < 8 or len(header_ext) % 4
+                           or (header_ext[2] << 8 | header_ext[3]) != len(header_ext) // 4 - 1):
+            raise ValueError(f"header_ext must be an extension block of 8..{MAX_HEADER_EXT} bytes whose length "
+                             "field counts its words after the first")
         s = &self.senders[self.nsenders]
         memset(s, 0, sizeof(Sender))
         _addr(dst_host, dst_port, &s.dst)
@@ -348,6 +357,9 @@ cdef class LoadGen:
             s.packets_per_frame = 1
             s.ts_step = <uint32_t>(clock_rate * s.interval_ns // 1000000000) if rate_pps > 0 else 960
         s.keyframe_every = keyframe_every
+        s.ext_len = <uint8_t>len(header_ext)
+        if s.ext_len:
+            memcpy(s.ext, <const uint8_t*>header_ext, s.ext_len)
         s.seq = <uint16_t>(ssrc * 7919)
         s.ts = ssrc * 104729
         self._keep.append(ctx)
@@ -773,12 +785,14 @@ cdef class LoadGen:
         cdef int plen
         cdef bint start = s.in_frame == 0
         cdef bint last = s.in_frame + 1 >= s.packets_per_frame
-        p[0] = 0x80
+        p[0] = 0x90 if s.ext_len else 0x80
         p[1] = s.pt | (0x80 if last else 0)
         wr16(p + 2, s.seq)
         wr32(p + 4, s.ts)
         wr32(p + 8, s.ssrc)
-        q = p + 12
+        if s.ext_len:
+            memcpy(p + 12, s.ext, s.ext_len)
+        q = p + 12 + s.ext_len
         if s.video:
             q[0] = 0x10 if start else 0x00           # VP8 descriptor: S bit, partition 0
             if start and (s.frame % s.keyframe_every == 0 or s.force_key):
@@ -795,7 +809,7 @@ cdef class LoadGen:
         wr64(q + 8, s.counter)
         wr64(q + 16, <uint64_t>t)
         memset(q + BENCH_HEADER, 0x5A, s.payload_len - PAYLOAD_OFFSET - BENCH_HEADER)
-        plen = 12 + s.payload_len
+        plen = 12 + s.ext_len + s.payload_len
         s.seq += 1
         s.counter += 1
         s.in_frame += 1

@@ -6,10 +6,13 @@ Owns one participant's ``/rtc`` WebSocket (binary protobuf ``SignalRequest``/``S
 cid, our ICE credentials and DTLS fingerprint, ``a=setup:actpass``), the server's answer, the subscriber offers the
 server sends and our answers (``a=setup:active``, every RTP m-line received, the data channel m-line accepted but
 never used), and
-the ping that keeps the session alive. It builds and reads SDP text itself rather than through ``control.sdp``
+the ping that keeps the session alive. A simulcast video track is published as browsers do it: AddTrack with three
+``VideoLayer`` sizes, and an m-line with ``a=rid:q/h/f send``, ``a=simulcast:send q;h;f`` and the MID and RID header
+extensions (ids :data:`MID_EXT_ID`, :data:`RID_EXT_ID`) instead of SSRC lines, so the server learns each layer's
+SSRC from the extensions in the packets. It builds and reads SDP text itself rather than through ``control.sdp``
 because it plays the *client* side, whose SDP the server must accept from any SDK; the ICE and DTLS work that follows
-is ``bench.peer``'s. Only what a load test needs: no simulcast, no trickle from our side (the server is ICE-lite and
-puts its one candidate in its SDP), no resume.
+is ``bench.peer``'s. Only what a load test needs: no trickle from our side (the server is ICE-lite and puts its one
+candidate in its SDP), no resume.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ from bench.session import AUDIO_PT, VIDEO_PT
 
 PROTOCOL_VERSION = 15
 SIGNAL_TIMEOUT_S = 15.0
+MID_EXT_ID = 1  # urn:ietf:params:rtp-hdrext:sdes:mid in our offers
+RID_EXT_ID = 2  # urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id
+# AddTrack layer sizes of a simulcast track, lowest first (LiveKit's default presets for a 640x360 camera).
+SIMULCAST_SIZES = ((models.VideoQuality.LOW, 160, 90), (models.VideoQuality.MEDIUM, 320, 180),
+                   (models.VideoQuality.HIGH, 640, 360))
 
 
 class SignalingError(RuntimeError):
@@ -51,6 +59,7 @@ class LocalTrack:
     kind: str  # "audio" | "video"
     ssrc: int
     sid: str = ""
+    rids: tuple[str, ...] = ()  # simulcast layers, lowest first (then ``ssrc`` is not signaled)
 
 
 @dataclass
@@ -119,13 +128,30 @@ def _rtp_lines(kind: str, mid: str, direction: str) -> list[str]:
 
 
 def publisher_offer(ice_ufrag: str, ice_pwd: str, fingerprint: str, tracks: list[LocalTrack]) -> str:
+    """m-line i (mid "i") sends ``tracks[i]``: with SSRC lines, or for simulcast with rids and the MID/RID
+    extensions."""
     mids = [str(i) for i in range(len(tracks))]
     lines = _session_header(ice_ufrag, ice_pwd, fingerprint, "actpass", mids)
     for mid, track in zip(mids, tracks, strict=True):
         lines += _rtp_lines(track.kind, mid, "sendonly")
-        lines += [f"a=msid:bench {track.cid}", f"a=ssrc:{track.ssrc} cname:bench",
-                  f"a=ssrc:{track.ssrc} msid:bench {track.cid}"]
+        lines.append(f"a=msid:bench {track.cid}")
+        if track.rids:
+            lines += [f"a=extmap:{MID_EXT_ID} urn:ietf:params:rtp-hdrext:sdes:mid",
+                      f"a=extmap:{RID_EXT_ID} urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+                      *(f"a=rid:{rid} send" for rid in track.rids), f"a=simulcast:send {';'.join(track.rids)}"]
+        else:
+            lines += [f"a=ssrc:{track.ssrc} cname:bench", f"a=ssrc:{track.ssrc} msid:bench {track.cid}"]
     return "\r\n".join(lines) + "\r\n"
+
+
+def simulcast_accepted(answer_sdp: str, mid: str) -> list[str]:
+    """The rids the server's answer receives on m-line ``mid`` (``a=simulcast:recv``), lowest first as offered;
+    empty if it did not accept simulcast there."""
+    for section in re.split(r"^(?=m=)", answer_sdp, flags=re.M)[1:]:
+        if re.search(rf"^a=mid:{re.escape(mid)}\s*$", section, re.M):
+            found = re.search(r"^a=simulcast:recv (\S+)", section, re.M)
+            return [alt.split(",")[0].lstrip("~") for alt in found.group(1).split(";")] if found else []
+    return []
 
 
 def subscriber_answer(offer_sdp: str, ice_ufrag: str, ice_pwd: str, fingerprint: str) -> str:
@@ -205,6 +231,9 @@ class SignalClient:
                                   else models.TrackSource.MICROPHONE)
         if track.kind == "video":
             req.width, req.height = 640, 360
+            if track.rids:
+                req.layers.extend(models.VideoLayer(quality=q, width=w, height=h)
+                                  for q, w, h in SIMULCAST_SIZES[-len(track.rids):])
         await self.send(rtc.SignalRequest(add_track=req))
         return await self._wait(future, f"TrackPublished for {track.cid}")
 

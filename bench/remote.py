@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 from urllib.request import urlopen
 
 from bench import lk_client
-from bench.lk_client import LocalTrack, SignalClient
+from bench.lk_client import LocalTrack, SignalClient, SignalingError
 from bench.net import DEFAULT_SOURCE_NET
 from bench.peer import SyntheticPeer
 from bench.probe import HealthzProbe, ProbeError
@@ -43,6 +43,7 @@ from bench.session import (
     Session,
     _Participant,
     _Track,
+    header_extension,
 )
 from control.auth import create_token
 
@@ -222,7 +223,9 @@ class SignalingSession(Session):
         return _Member(identity, spec, SignalClient(self.remote.ws_url, token))
 
     async def _publish(self, m: _Member) -> None:
-        local = [LocalTrack(f"{m.identity}-t{i}", spec.kind, self._ssrc()) for i, spec in enumerate(m.spec.tracks)]
+        local = [LocalTrack(f"{m.identity}-t{i}", spec.kind, self._ssrc(),
+                            rids=tuple(rid for rid, _ in spec.layers) if spec.simulcast else ())
+                 for i, spec in enumerate(m.spec.tracks)]
         for track in local:
             track.sid = (await m.client.add_track(track)).sid
         p = self._new_participant(ParticipantSpec(m.spec.tracks, receives=False))
@@ -231,10 +234,18 @@ class SignalingSession(Session):
                                                                 self.credentials.fingerprint, local))
         await self._establish(p, peer, lk_client.server_params(answer))
         m.pub = p
-        for spec, track in zip(m.spec.tracks, local, strict=True):
-            t = _Track(track.sid, spec, track.ssrc)
-            t.stream = self._add_sender(p, t)
-            self.fanout.append(0)
+        for mid, (spec, track) in enumerate(zip(m.spec.tracks, local, strict=True)):
+            header_ext: list[bytes] = []
+            if track.rids:
+                accepted = lk_client.simulcast_accepted(answer, str(mid))
+                if accepted != list(track.rids):
+                    raise SignalingError(f"the server accepted simulcast layers {accepted} of {list(track.rids)}")
+                # As a browser: every packet names its m-line and layer, the server learns the SSRCs from them.
+                header_ext = [header_extension([(lk_client.MID_EXT_ID, str(mid).encode()),
+                                                (lk_client.RID_EXT_ID, rid.encode())]) for rid in track.rids]
+            ssrcs = [track.ssrc] + [self._ssrc() for _ in track.rids[1:]]
+            t = _Track(track.sid, spec, ssrcs[-1], ssrcs=ssrcs)
+            t.stream = self._add_senders(p, t, header_ext)
             self._stream_of[track.sid] = t.stream
             m.tracks.append(t)
             p.tracks.append(t)

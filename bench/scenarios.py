@@ -55,6 +55,7 @@ class Options:
     capacity_step: int = 200
     room_size: int = 4
     verify_every: int = 1
+    simulcast: bool = False  # video tracks publish three layers (bench.session.SIMULCAST_LAYERS)
     limit: bool = True
     aiortc: bool = False
     profile_worker: str | None = None  # output file
@@ -73,6 +74,9 @@ class Options:
             raise ValueError("subscribers, workers and steps must be >= 1 and room size >= 2")
         if self.seconds <= 0 or self.rate < 0 or not 40 <= self.size <= 1400:
             raise ValueError("seconds > 0, rate >= 0 and size in 40..1400 bytes required")
+        if self.simulcast and (self.rate == 0 or self.scenario == "audio"):
+            raise ValueError("--simulcast needs video at a paced --rate (flat out, each layer would be a "
+                             "publisher of its own) and a scenario with video")
         if self.url and self.scenario == "scale":
             raise ValueError("scale starts 1..W workers itself; it cannot run against --url")
         if self.source_net is not None:
@@ -148,7 +152,7 @@ def point(m: Measurement, load: int, flat_out: bool) -> dict[str, Any]:
 
 
 def _layout(opts: Options, subscribers: int, workers: int) -> list[RoomSpec]:
-    video = TrackSpec("video", opts.size, opts.rate)
+    video = TrackSpec("video", opts.size, opts.rate, simulcast=opts.simulcast)
     if opts.scenario in ("fanout", "scale"):
         rooms = []
         for w in range(workers):
@@ -197,7 +201,8 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
             info["source_net"] = str(_source_net(opts))
         layout_final = _layout(opts, opts.subscribers, workers)
         sizes = {"max_participants": sum(len(r.participants) for r in layout_final) + 8,
-                 "max_streams": sum(len(p.tracks) for r in layout_final for p in r.participants) + 8,
+                 "max_streams": sum(len(t.layers) for r in layout_final for p in r.participants
+                                    for t in p.tracks) + 8,
                  "max_receivers": _receivers(layout_final) + 8}
         session = (SignalingSession(server, opts.srtp, api_key=opts.api_key, api_secret=opts.api_secret,
                                     source_net=_source_net(opts), **sizes)

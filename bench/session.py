@@ -37,11 +37,22 @@ SETUP_CONCURRENCY = 48
 REPORTER_SSRC_BASE = 0x7000_0000  # the SSRC a subscribing participant's receiver reports come from
 
 
+# Simulcast layers, lowest first: (rid, share of the track's packet rate). About what a browser sends for 1.5 Mbit/s
+# at the top: 1/10 and 1/3 of the packets at quarter and half resolution.
+SIMULCAST_LAYERS = (("q", 0.1), ("h", 1 / 3), ("f", 1.0))
+
+
 @dataclass(frozen=True)
 class TrackSpec:
     kind: str  # "audio" or "video"
     size: int  # RTP packet size without SRTP trailer (header 12 + payload)
     rate: float  # packets per second; 0 = as fast as the generator can
+    simulcast: bool = False  # video: three layers (SIMULCAST_LAYERS); subscribers get the top one
+
+    @property
+    def layers(self) -> tuple[tuple[str, float], ...]:
+        """(rid, share of ``rate``) of each encoding, lowest first; one unnamed encoding without simulcast."""
+        return SIMULCAST_LAYERS if self.simulcast else (("", 1.0),)
 
     @staticmethod
     def video(rate: float, size: int = 1200) -> TrackSpec:
@@ -68,8 +79,13 @@ class RoomSpec:
 class _Track:
     producer_id: str
     spec: TrackSpec
-    ssrc: int
-    stream: int = -1  # generator sender id
+    ssrc: int  # the top (or only) encoding's
+    stream: int = -1  # generator sender id of the top encoding: what subscribers receive
+    ssrcs: list[int] = field(default_factory=list)  # every encoding's, lowest first
+
+    def __post_init__(self) -> None:
+        if not self.ssrcs:
+            self.ssrcs = [self.ssrc]
 
 
 @dataclass
@@ -128,10 +144,10 @@ class Session:
         await self._connect_all(media, room.router_id, members)
         for p in members:
             for t, spec in enumerate(p.spec.tracks):
-                track = _Track(f"{p.transport_id}-p{t}", spec, self._ssrc())
-                await media.produce(p.transport_id, track.producer_id, _track_plan(str(t), spec, track.ssrc))
-                track.stream = self._add_sender(p, track)
-                self.fanout.append(0)
+                ssrcs = [self._ssrc() for _ in spec.layers]
+                track = _Track(f"{p.transport_id}-p{t}", spec, ssrcs[-1], ssrcs=ssrcs)
+                await media.produce(p.transport_id, track.producer_id, _track_plan(str(t), spec, ssrcs))
+                track.stream = self._add_senders(p, track)
                 p.tracks.append(track)
         room.members.extend(members)
         for p in room.members:
@@ -205,14 +221,22 @@ class Session:
         self._consumed.add((p.index, stream))
         self.fanout[stream] += 1
 
-    def _add_sender(self, p: _Participant, track: _Track) -> int:
+    def _add_senders(self, p: _Participant, track: _Track, header_ext: Sequence[bytes] = ()) -> int:
+        """One generator sender per encoding of ``track`` (``header_ext[i]``: the RTP header extension block of
+        encoding i, if any); returns the top encoding's stream, the one subscribers receive."""
         assert p.server is not None
         spec = track.spec
-        # Spread the publishers' phases over one packet interval so they do not send in lockstep.
-        phase = ((track.ssrc * 0.618) % 1.0) / spec.rate if spec.rate > 0 else 0.0
-        return self.gen.add_sender(p.address, p.server.host, p.server.port, p.tx,
-                                   track.ssrc, _pt(spec), spec.size - 12, spec.rate, video=spec.kind == "video",
-                                   clock_rate=90000 if spec.kind == "video" else 48000, phase_s=phase)
+        stream = -1
+        for i, ((_rid, share), ssrc) in enumerate(zip(spec.layers, track.ssrcs, strict=True)):
+            rate = spec.rate * share
+            # Spread the publishers' phases over one packet interval so they do not send in lockstep.
+            phase = ((ssrc * 0.618) % 1.0) / rate if rate > 0 else 0.0
+            stream = self.gen.add_sender(p.address, p.server.host, p.server.port, p.tx, ssrc, _pt(spec),
+                                         spec.size - 12, rate, video=spec.kind == "video",
+                                         clock_rate=90000 if spec.kind == "video" else 48000, phase_s=phase,
+                                         header_ext=header_ext[i] if header_ext else b"")
+            self.fanout.append(0)
+        return stream
 
     def close(self) -> None:
         self.net.close()
@@ -222,11 +246,27 @@ def _pt(spec: TrackSpec) -> int:
     return VIDEO_PT if spec.kind == "video" else AUDIO_PT
 
 
-def _track_plan(mid: str, spec: TrackSpec, ssrc: int) -> TrackPlan:
+def _track_plan(mid: str, spec: TrackSpec, ssrcs: Sequence[int]) -> TrackPlan:
+    """What the server is told about a published track: its codec and every encoding's SSRC (signaled, as with
+    ``a=ssrc-group:SIM``, so no RID header extension is needed)."""
     codec = (Codec("VP8", VIDEO_PT, 90000, 1, {}, ("nack", "nack pli", "ccm fir")) if spec.kind == "video"
              else Codec("opus", AUDIO_PT, 48000, 2, {"minptime": "10", "useinbandfec": "1"}, ("nack",)))
-    return TrackPlan(mid=mid, kind=spec.kind, codecs=[codec], rtx_apt={}, encodings=[("", ssrc, 0)],
+    encodings = [(rid, ssrc, 0) for (rid, _share), ssrc in zip(spec.layers, ssrcs, strict=True)]
+    return TrackPlan(mid=mid, kind=spec.kind, codecs=[codec], rtx_apt={}, encodings=encodings,
                      extensions={}, msid=None, cname=None, id_map=bytes(256))
+
+
+def header_extension(elements: Sequence[tuple[int, bytes]]) -> bytes:
+    """An RTP header extension block in the one-byte form (RFC 8285 4.2): 0xBEDE, its length in 32-bit words, each
+    element as (id << 4 | len - 1) + data, zero padding to a word boundary."""
+    body = bytearray()
+    for ext_id, data in elements:
+        if not 1 <= ext_id <= 14 or not 1 <= len(data) <= 16:
+            raise ValueError(f"one-byte extension elements need an id in 1..14 and 1..16 bytes, got {ext_id}, "
+                             f"{len(data)} bytes")
+        body += bytes([ext_id << 4 | (len(data) - 1)]) + data
+    body += bytes(-len(body) % 4)
+    return b"\xbe\xde" + (len(body) // 4).to_bytes(2, "big") + bytes(body)
 
 
 # ---- one measured run ----------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from bench.peer import ServerParams, _split_records, binding_request, integrity_
 from bench.profile import summarize_collapsed
 from bench.report import REQUIRED_KEYS, combine_runs, format_table
 from bench.scenarios import Options, generator_bound
-from bench.session import Measurement, percentile
+from bench.session import Measurement, header_extension, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,6 +66,69 @@ def test_fanout_end_to_end_writes_the_issue_keys(tmp_path: Path) -> None:
     assert isinstance(result["generator_bound"], bool)
     assert result["commit"] and result["machine"]
     assert "fanout" in done.stdout  # the table
+
+
+@pytest.mark.timeout(150)
+def test_simulcast_fanout_forwards_the_top_layer_to_every_subscriber(tmp_path: Path) -> None:
+    """Three layers per publisher (SSRCs signaled in the TrackPlan): each subscriber's packets carry the stream id
+    of the top layer's sender (``bad_payload`` counts any other), and the lower layers reach the worker."""
+    out = tmp_path / "simulcast.json"
+    done = _run_bench(["fanout", "--subscribers", "3", "--seconds", "1", "--rate", "150", "--simulcast",
+                       "--no-limit", "--json", str(out)], timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    point = result["points"][0]
+    assert result["simulcast"] is True
+    assert point["streams"] == 3 and point["stream_received_min"] > 0
+    assert point["verified"] == point["received"] > 0 and point["bad_payload"] == 0
+    assert result["loss_pct"] < 5
+    # 150 + 50 + 15 packets/s offered by the publisher, only the top layer's 150 forwarded to each of three.
+    assert 2.5 * 150 < point["forwarded_pps"] < 3.5 * 150
+
+
+def test_simulcast_needs_a_paced_rate_and_video() -> None:
+    with pytest.raises(ValueError, match="--simulcast needs video at a paced --rate"):
+        Options("fanout", rate=0, simulcast=True)
+    with pytest.raises(ValueError, match="--simulcast needs video"):
+        Options("audio", simulcast=True)
+
+
+def test_header_extension_is_rfc_8285_one_byte_form() -> None:
+    assert header_extension([(1, b"0"), (2, b"f")]) == bytes.fromhex("bede0001" "1030" "2066")
+    assert header_extension([(1, b"12"), (2, b"hi")]) == bytes.fromhex("bede0002" "113132" "216869" "0000")
+    with pytest.raises(ValueError, match="id in 1..14"):
+        header_extension([(15, b"x")])
+
+
+def test_loadgen_sends_a_header_extension_its_receivers_skip() -> None:
+    net, port = _loop_socket()
+    plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        plain.bind(("127.0.0.1", 0))
+        plain.settimeout(2)
+        p = fastpath.PROFILE_AES128_CM_SHA1_80
+        key = os.urandom(30)
+        ext = header_extension([(1, b"0"), (2, b"h")])
+        gen = LoadGen(net.fileno(), 3, 1, 0)
+        looped = gen.add_sender(participant_address(3), "127.0.0.1", port, fastpath.SrtpContext(p, key, True),
+                                0x31, 96, 300, 200.0, video=True, clock_rate=90000, header_ext=ext)
+        gen.add_sender(participant_address(4), "127.0.0.1", plain.getsockname()[1],
+                       fastpath.SrtpContext(p, key, True), 0x32, 96, 300, 200.0, video=True, clock_rate=90000,
+                       header_ext=ext)
+        gen.add_receiver(0x31, fastpath.SrtpContext(p, key, False), looped)
+        gen.run(0.2)
+        gen.run(0.05, send=False)
+        got = gen.receivers_snapshot()[0]
+        assert got["received"] > 0 and got["verified"] == got["received"] and got["bad_payload"] == 0
+        packet = fastpath.SrtpContext(p, key, False).unprotect(plain.recv(2048))
+        assert packet[0] == 0x90 and packet[12:20] == ext and len(packet) == 12 + len(ext) + 300
+        assert packet[20 + 2:20 + 6] == (0x4D524231).to_bytes(4, "big")  # the bench header follows the block
+        with pytest.raises(ValueError, match="extension block"):
+            gen.add_sender(participant_address(5), "127.0.0.1", port, fastpath.SrtpContext(p, key, True), 0x33, 96,
+                           300, 200.0, video=True, clock_rate=90000, header_ext=bytes.fromhex("bede0005" "1030"))
+    finally:
+        plain.close()
+        net.close()
 
 
 def _loop_socket() -> tuple[GeneratorSocket, int]:

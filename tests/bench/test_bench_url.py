@@ -105,6 +105,18 @@ def test_conference_through_signaling_everyone_receives_everyone(server: str, tm
     assert point["participants"] == 6  # a publisher and a subscriber endpoint per participant
 
 
+@pytest.mark.timeout(150)
+def test_simulcast_through_signaling_the_server_learns_the_layers_from_rid(server: str, tmp_path: Path) -> None:
+    """Published as a browser does: rids and a=simulcast in the offer, no SSRCs, MID and RID in every packet. The
+    subscribers get the top layer (bad_payload counts packets of any other sender)."""
+    result = _bench_url(server, ["fanout", "--subscribers", "2", "--rate", "150", "--simulcast"], tmp_path)
+    point = result["points"][0]
+    assert result["simulcast"] is True
+    assert point["streams"] == 2 and point["stream_received_min"] > 0
+    assert point["verified"] == point["received"] > 0 and point["bad_payload"] == 0
+    assert result["loss_pct"] < 5
+
+
 def test_wrong_secret_is_refused_with_the_server_reason(server: str, tmp_path: Path) -> None:
     done = _run_bench(["fanout", "--subscribers", "1", "--url", server, "--api-key", KEY, "--api-secret", "nope",
                        "--no-limit"], timeout=60)
