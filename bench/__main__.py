@@ -69,7 +69,8 @@ async def run_one(opts: Options, label: str | None = None) -> dict[str, Any]:
 
 
 def suite_cases(quick: bool) -> list[tuple[str, Options]]:
-    """The default suite: the limit comparison with both profiles, a capacity point, the other scenarios, aiortc."""
+    """The default suite: the limit comparison with both profiles, a capacity point, the other scenarios (a
+    conference also with simulcast publishers), aiortc."""
     s = 1.0 if quick else 2.0
     return [
         ("fanout 1->10 max", Options("fanout", subscribers=10, seconds=s, rate=0, srtp="cm80", aiortc=True)),
@@ -77,6 +78,7 @@ def suite_cases(quick: bool) -> list[tuple[str, Options]]:
         ("fanout 1->10 1000/s", Options("fanout", subscribers=10, seconds=s, rate=1000, aiortc=True)),
         ("fanout 1.5 Mbps ramp", Options("fanout", subscribers=800, seconds=s, rate=156, steps=4)),
         ("conference 8 a+v", Options("conference", subscribers=8, seconds=s, rate=156)),
+        ("conference 8 simulcast", Options("conference", subscribers=8, seconds=s, rate=156, simulcast=True)),
         ("audio 200, rooms of 4", Options("audio", subscribers=200, seconds=s, rate=50, size=100)),
         ("scale 400 on 1..2", Options("scale", subscribers=400, seconds=s, rate=156, workers=2)),
     ]
