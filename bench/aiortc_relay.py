@@ -14,7 +14,7 @@ protect, ICE send). This skips aiortc's jitter buffer and decoder: it is the che
 The generator's participants speak to aiortc as an ICE-lite peer: aiortc offers (ICE full, controlling; DTLS
 actpass), the participant answers ``a=ice-lite`` and ``a=setup:active``, answers aiortc's authenticated checks
 (MESSAGE-INTEGRITY with its own password) and then runs its DTLS client (``bench.peer``). Measured: forwarded packets
-per CPU-second of the relay process (``/proc/<pid>/stat``), loss and latency at the generator.
+per CPU-second of the relay process (the scheduler's run time of its threads), loss and latency at the generator.
 
 Parent/child protocol: JSON lines. Parent -> child: {"op": "publisher"|"subscriber", "profile": "cm80"|"gcm"},
 {"op": "answer", "id": i, "sdp": ...}, {"op": "wire"}; child -> parent: {"id": i, "sdp": offer} / {"ok": true}.
@@ -200,7 +200,7 @@ async def run_aiortc_relay(opts: Any) -> dict[str, Any]:
         net.close()
         relay.stop()
         os.sched_setaffinity(0, original)
-    cpu = sum(m.server_cpu_s)
+    cpu = sum(m.worker_cpu_s)
     return {
         "subscribers": subscribers,
         "rate_pps": opts.rate or "max",

@@ -288,11 +288,18 @@ def test_generator_bound_rule() -> None:
     assert generator_bound(_measurement(generator_rx_backlog=32 << 20), flat_out=False)[0]
     assert generator_bound(_measurement(generator_cpu_s=1.9), flat_out=False)[0]
     # Flat out: a busy generator is expected; it is the bottleneck only if the worker was not.
-    assert not generator_bound(_measurement(generator_cpu_s=1.9, server_cpu_s=[1.95]), flat_out=True)[0]
-    assert generator_bound(_measurement(generator_cpu_s=1.9, server_cpu_s=[1.0]), flat_out=True)[0]
-    assert not generator_bound(_measurement(generator_cpu_s=1.9, server_cpu_s=[1.0], server_drops=5),
+    assert not generator_bound(_measurement(generator_cpu_s=1.9, server_run_s=[1.95]), flat_out=True)[0]
+    assert generator_bound(_measurement(generator_cpu_s=1.9, server_run_s=[1.0]), flat_out=True)[0]
+    assert not generator_bound(_measurement(generator_cpu_s=1.9, server_run_s=[1.0], server_drops=5),
                                flat_out=True)[0]
     assert _measurement(received=9950).loss_pct == pytest.approx(0.5)
+
+
+def test_cpu_per_packet_uses_the_schedulers_nanoseconds_where_reported() -> None:
+    """20 ms of CPU for 1,000 packets: utime + stime may say 10 or 30 ms (ticks), the run time says 20.3."""
+    m = _measurement(received=1000, server_cpu_s=[0.03], server_run_s=[0.0203])
+    assert m.cpu_us_per_packet == pytest.approx(20.3)
+    assert _measurement(received=1000, server_cpu_s=[0.03], server_run_s=[0.0]).cpu_us_per_packet == pytest.approx(30)
 
 
 def test_options_refuse_bad_values_with_reasons() -> None:
