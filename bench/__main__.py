@@ -4,7 +4,8 @@ Usage::
 
     python -m bench <fanout|conference|audio|scale> [--subscribers S] [--seconds T] [--workers W]
                     [--srtp cm80|gcm] [--rate PPS] [--size BYTES] [--steps N] [--find-capacity] [--simulcast]
-                    [--aiortc] [--no-limit] [--repeat N] [--json FILE] [--plot FILE.png] [--url URL]
+                    [--downlink-loss PCT] [--aiortc] [--no-limit] [--repeat N] [--json FILE] [--plot FILE.png]
+                    [--url URL]
                     [--source-net CIDR] [--profile-worker [FILE]] [--api-key KEY] [--api-secret SECRET]
     python -m bench suite [--quick] [--repeat N] [--json FILE] [--plot FILE.png]
 
@@ -104,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="subscribers authenticate+decrypt every Nth packet (all are counted); default 1")
     ap.add_argument("--simulcast", action="store_true",
                     help="video publishers send three layers (1/10, 1/3 and all of --rate); subscribers get the top")
+    ap.add_argument("--downlink-loss", type=float, default=0.0, metavar="PCT",
+                    help="drop PCT %% of the packets reaching subscribers and NACK them, as a lossy downlink and a "
+                         "browser would; loss %% is then what retransmission left (default 0)")
     ap.add_argument("--no-limit", action="store_true", help="skip the limit-loop baseline")
     ap.add_argument("--aiortc", action="store_true", help="also measure the aiortc relay baseline")
     ap.add_argument("--json", metavar="FILE")
@@ -140,7 +144,8 @@ async def _main(args: argparse.Namespace) -> int:
                        steps=max(args.steps, 4 if args.plot and args.scenario == "fanout" else 1),
                        find_capacity=args.find_capacity, capacity_step=args.capacity_step,
                        verify_every=args.verify_every, simulcast=args.simulcast, limit=not args.no_limit,
-                       aiortc=args.aiortc, profile_worker=args.profile_worker, url=args.url,
+                       downlink_loss=args.downlink_loss, aiortc=args.aiortc,
+                       profile_worker=args.profile_worker, url=args.url,
                        source_net=args.source_net, api_key=args.api_key,
                        api_secret=args.api_secret)
         results.append(report.combine_runs([await run_one(opts) for _ in range(args.repeat)]))

@@ -75,6 +75,7 @@ cdef enum:
     SLOT = 2048
     MAX_ACCEPT = 16                      # source networks the receive loop reads from
     MAX_HEADER_EXT = 64                  # bytes of RTP header extension block a sender may add
+    MAX_NACK_FCI = 16                    # (PID, BLP) pairs per generic NACK: up to 272 packets
     CMSG_SLOT = 64
     MAGIC = 0x4D524231                   # "MRB1": bench payload marker
     PAYLOAD_OFFSET = 2                   # after the VP8 payload descriptor and payload header bytes
@@ -139,6 +140,10 @@ ctypedef struct Receiver:
     uint64_t rr_received                 # received at the previous report
     int64_t rr_expected                  # expected at the previous report
     uint64_t rr_sent
+    # simulated downlink loss and its recovery (RFC 4585 generic NACK), when configured
+    uint64_t dropped                     # packets the generator discarded as if the network had lost them
+    uint64_t nacks_sent
+    uint64_t nacked                      # sequence numbers asked for again
 
 
 ctypedef struct Consent:
@@ -229,6 +234,9 @@ cdef class LoadGen:
     cdef void** rtcp_ctx
     cdef uint32_t rtcp_mask
     cdef uint64_t c_pli, c_rtcp_auth_failed
+    cdef uint64_t drop_below                 # simulated downlink loss: drop when the PRNG draws below this
+    cdef uint64_t rng                        # xorshift64* state
+    cdef int nack_queued                     # NACKs built in the send arena during one _receive
     cdef uint32_t accept_net[MAX_ACCEPT]      # network order, already masked
     cdef uint32_t accept_mask[MAX_ACCEPT]
     cdef int naccept
@@ -407,6 +415,56 @@ cdef class LoadGen:
         self.nreceivers += 1
         return idx
 
+    def set_downlink_loss(self, double pct, unsigned long long seed=0x9E3779B97F4A7C15) -> None:
+        """Discard ``pct`` % of the RTP packets arriving for receivers (at random, as a lossy downlink would) and
+        ask the server for every missing sequence number with a generic NACK (RFC 4585 6.2.1) from the
+        receiver's report address as soon as the gap shows, as browsers do (once: a retransmission lost again
+        stays lost). Needs receivers with ``report_ctx``; retransmissions count as received, so ``loss`` is what
+        recovery left. 0 turns it off."""
+        if not 0 <= pct <= 50:
+            raise ValueError("downlink loss must be in 0..50 %")
+        self.drop_below = <uint64_t>(pct / 100.0 * 18446744073709551615.0)
+        self.rng = seed if seed else 1
+
+    cdef inline uint64_t _draw(self) noexcept nogil:
+        self.rng ^= self.rng >> 12
+        self.rng ^= self.rng << 25
+        self.rng ^= self.rng >> 27
+        return self.rng * 2685821657736338717ULL
+
+    cdef void _nack(self, Receiver* r, int64_t first, int64_t last) noexcept nogil:
+        """Queue a generic NACK for the extended sequence numbers ``first..last`` of ``r``'s stream in the send
+        arena (sent at the end of ``_receive``)."""
+        cdef uint8_t* p
+        cdef int nfci = 0, plen
+        cdef int64_t s = first, k
+        cdef uint16_t blp
+        if r.rtcp_ctx == NULL or self.nack_queued >= self.batch:
+            return
+        p = self.sbuf + self.nack_queued * SLOT
+        p[0] = 0x81                                   # V=2, FMT=1 (generic NACK)
+        p[1] = 205                                    # RTPFB
+        wr32(p + 4, r.reporter_ssrc)
+        wr32(p + 8, r.ssrc)
+        while s <= last and nfci < MAX_NACK_FCI:
+            blp = 0
+            k = s + 1
+            while k <= last and k <= s + 16:
+                blp |= <uint16_t>(1 << (k - s - 1))
+                k += 1
+            wr16(p + 12 + 4 * nfci, <uint16_t>s)
+            wr16(p + 14 + 4 * nfci, blp)
+            r.nacked += k - s
+            nfci += 1
+            s = k
+        wr16(p + 2, <uint16_t>(2 + nfci))
+        plen = 12 + 4 * nfci
+        if self.fns.protect_rtcp(r.rtcp_ctx, p, &plen) != SRTP_ERR_OK:
+            return
+        self._address(self.nack_queued, plen, &r.rtcp_dst, r.rtcp_src)
+        self.nack_queued += 1
+        r.nacks_sent += 1
+
     def accept_from(self, list networks) -> None:
         """Read datagrams only from these sources (``"a.b.c.d"`` or ``"a.b.c.d/n"``, at most 16): the server's
         addresses. Anything else counts as ``foreign`` and is dropped unread."""
@@ -483,6 +541,9 @@ cdef class LoadGen:
             r.verified = 0
             r.auth_failed = 0
             r.bad_payload = 0
+            r.dropped = 0
+            r.nacks_sent = 0
+            r.nacked = 0
             r.first_ext = -1
         memset(self.latency, 0, sizeof(self.latency))
         self.c_rtcp = self.c_stun = self.c_dtls = self.c_unknown = self.c_foreign = self.c_short = 0
@@ -601,6 +662,7 @@ cdef class LoadGen:
         if n <= 0:
             return 0
         t = now_ns()
+        self.nack_queued = 0
         for i in range(n):
             p = self.rbuf + i * SLOT
             length = self.rmsgs[i].msg_len
@@ -638,6 +700,9 @@ cdef class LoadGen:
             r = &self.receivers[idx]
             self.recv_matched += 1
             self.last_progress_ns = t
+            if self.drop_below and self._draw() < self.drop_below:
+                r.dropped += 1                          # lost on the simulated downlink: never seen
+                continue
             if r.first_ext < 0:
                 if r.max_ext == 0:
                     r.max_ext = (<int64_t>1 << 32) + rd16(p + 2)
@@ -648,6 +713,8 @@ cdef class LoadGen:
             else:
                 ext = self._unwrap(r, rd16(p + 2))
             if ext > r.max_ext:
+                if self.drop_below and ext > r.max_ext + 1 and r.first_ext < ext:
+                    self._nack(r, r.max_ext + 1, ext - 1)
                 r.max_ext = ext
             elif ext < r.max_ext:
                 r.reordered += 1
@@ -679,6 +746,7 @@ cdef class LoadGen:
                 if b >= LAT_BUCKETS:
                     b = LAT_BUCKETS - 1
             self.latency[b] += 1
+        self._flush(self.nack_queued)                 # the NACKs this batch's gaps asked for
         return n
 
     cdef void _rtcp(self, int i, uint8_t* p, int length) noexcept nogil:
@@ -936,7 +1004,8 @@ cdef class LoadGen:
             span = (r.max_ext - r.first_ext + 1) if r.first_ext >= 0 else 0
             out.append({"ssrc": r.ssrc, "received": r.received, "bytes": r.bytes,
                         "gaps": max(0, span - <int64_t>r.received), "reordered": r.reordered,
-                        "verified": r.verified, "auth_failed": r.auth_failed, "bad_payload": r.bad_payload})
+                        "verified": r.verified, "auth_failed": r.auth_failed, "bad_payload": r.bad_payload,
+                        "dropped": r.dropped, "nacks_sent": r.nacks_sent, "nacked": r.nacked})
         return out
 
     def counters(self) -> dict:

@@ -56,6 +56,7 @@ class Options:
     room_size: int = 4
     verify_every: int = 1
     simulcast: bool = False  # video tracks publish three layers (bench.session.SIMULCAST_LAYERS)
+    downlink_loss: float = 0.0  # % of the packets to subscribers the generator drops and NACKs (LoadGen)
     limit: bool = True
     aiortc: bool = False
     profile_worker: str | None = None  # output file
@@ -77,6 +78,8 @@ class Options:
         if self.simulcast and (self.rate == 0 or self.scenario == "audio"):
             raise ValueError("--simulcast needs video at a paced --rate (flat out, each layer would be a "
                              "publisher of its own) and a scenario with video")
+        if not 0 <= self.downlink_loss <= 50:
+            raise ValueError("--downlink-loss must be in 0..50 %")
         if self.url and self.scenario == "scale":
             raise ValueError("scale starts 1..W workers itself; it cannot run against --url")
         if self.source_net is not None:
@@ -147,6 +150,12 @@ def point(m: Measurement, load: int, flat_out: bool) -> dict[str, Any]:
         "udp_rcvbuf_errors_host": m.snmp_rcvbuf_errors,
         "host_steal_pct": m.steal_pct,
         "worker_backlog_drain_s": m.backlog_drain_s,
+        "downlink_dropped": m.downlink_dropped,
+        "nacks_sent": m.nacks_sent,
+        "nacked": m.nacked,
+        # Of the packets the simulated downlink lost, the share that NACK and retransmission brought back.
+        "recovered_pct": (round(100.0 * max(0, m.downlink_dropped - max(0, m.expected - m.received))
+                                / m.downlink_dropped, 2) if m.downlink_dropped else None),
         "generator_counters": m.counters,
     }
 
@@ -207,6 +216,7 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
         session = (SignalingSession(server, opts.srtp, api_key=opts.api_key, api_secret=opts.api_secret,
                                     source_net=_source_net(opts), **sizes)
                    if opts.url else Session(server, opts.srtp, **sizes))
+        session.gen.set_downlink_loss(opts.downlink_loss)
         try:
             steps = _steps(opts) if opts.scenario == "fanout" else [opts.subscribers]
             room = None

@@ -304,6 +304,9 @@ class Measurement:
     stream_received_max: int = 0
     streams_with_gaps: int = 0
     streams_with_reordering: int = 0
+    downlink_dropped: int = 0  # packets the generator discarded as a lossy downlink (--downlink-loss)
+    nacks_sent: int = 0
+    nacked: int = 0  # sequence numbers the subscribers asked for again
 
     @property
     def forwarded_pps(self) -> float:
@@ -401,6 +404,9 @@ async def measure(gen: LoadGen, probe: Probe, generator_port: int, fanout_of: li
         stream_received_max=max((r["received"] for r in receivers), default=0),
         streams_with_gaps=sum(1 for r in receivers if r["gaps"]),
         streams_with_reordering=sum(1 for r in receivers if r["reordered"]),
+        downlink_dropped=sum(r["dropped"] for r in receivers),
+        nacks_sent=sum(r["nacks_sent"] for r in receivers),
+        nacked=sum(r["nacked"] for r in receivers),
     )
 
 

@@ -131,6 +131,67 @@ def test_loadgen_sends_a_header_extension_its_receivers_skip() -> None:
         net.close()
 
 
+@pytest.mark.timeout(150)
+def test_downlink_loss_is_nacked_and_mostly_recovered_by_the_server(tmp_path: Path) -> None:
+    """5 % of the packets to the subscribers dropped by the generator: each gap is NACKed, the worker retransmits
+    from its NACK history, and what stays lost is about the retransmissions lost again (5 % of 5 %)."""
+    out = tmp_path / "loss.json"
+    done = _run_bench(["fanout", "--subscribers", "5", "--seconds", "2", "--rate", "200", "--downlink-loss", "5",
+                       "--no-limit", "--json", str(out)], timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    point = result["points"][0]
+    assert result["downlink_loss_pct"] == 5.0
+    assert point["downlink_dropped"] > 50 and point["nacks_sent"] > 0
+    assert point["nacked"] >= 0.8 * point["downlink_dropped"]
+    assert point["recovered_pct"] > 80 and result["loss_pct"] < 1.5
+    assert point["verified"] == point["received"] and point["bad_payload"] == 0
+
+
+def test_loadgen_nacks_exactly_the_packets_it_dropped() -> None:
+    """A sender looped back to the generator's own receiver with 20 % simulated loss: the generic NACKs the
+    receiver sends (RFC 4585: PID + BLP bitmask) name the sequence numbers that never counted as received."""
+    net, port = _loop_socket()
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(0.2)
+        p = fastpath.PROFILE_AES128_CM_SHA1_80
+        key, report_key = os.urandom(30), os.urandom(30)
+        gen = LoadGen(net.fileno(), 1, 1, 0)
+        stream = gen.add_sender(participant_address(7), "127.0.0.1", port, fastpath.SrtpContext(p, key, True),
+                                0x51, 96, 200, 2000.0, video=True, clock_rate=90000)
+        gen.add_receiver(0x51, fastpath.SrtpContext(p, key, False), stream,
+                         report_ctx=fastpath.SrtpContext(p, report_key, True), report_from=participant_address(8),
+                         report_to="127.0.0.1", report_port=server.getsockname()[1], reporter_ssrc=0x7000_0008)
+        gen.set_downlink_loss(20.0, seed=12345)
+        gen.run(0.5)
+        gen.run(0.05, send=False)
+        got = gen.receivers_snapshot()[0]
+        nacked: list[int] = []
+        reader = fastpath.SrtpContext(p, report_key, False)
+        while True:
+            try:
+                rtcp = reader.unprotect_rtcp(server.recv(2048))
+            except TimeoutError:
+                break
+            if rtcp[1] != 205:
+                continue  # a receiver report
+            assert rtcp[0] == 0x81 and int.from_bytes(rtcp[8:12], "big") == 0x51
+            for at in range(12, len(rtcp), 4):
+                pid, blp = int.from_bytes(rtcp[at:at + 2], "big"), int.from_bytes(rtcp[at + 2:at + 4], "big")
+                nacked += [pid] + [(pid + 1 + k) & 0xFFFF for k in range(16) if blp >> k & 1]
+        assert got["dropped"] > 100 and got["nacks_sent"] > 0
+        assert len(nacked) == got["nacked"] == len(set(nacked))
+        # Nothing retransmits here, so every dropped packet but those after the last one received is a gap.
+        assert got["dropped"] - 5 <= got["gaps"] == got["nacked"] <= got["dropped"]
+        with pytest.raises(ValueError, match="0..50"):
+            gen.set_downlink_loss(60.0)
+    finally:
+        server.close()
+        net.close()
+
+
 def _loop_socket() -> tuple[GeneratorSocket, int]:
     net = GeneratorSocket(buffer_bytes=4 << 20)
     return net, net.port
