@@ -157,7 +157,9 @@ async def _main(args: argparse.Namespace) -> int:
                          + (f" (the limit loop: {r['limit_ratio_to_aiortc']}x)"
                             if r.get("limit_ratio_to_aiortc") is not None else ""))
         if r.get("capacity_subscribers") is not None:
-            notes.append(f"capacity {r['capacity_subscribers']} subscribers at < 0.5 % loss")
+            notes.append(f"capacity {r['capacity_subscribers']} subscribers at < 0.5 % loss (median latency "
+                         f"{r['latency_ms_p50']} ms there); {r['capacity_low_latency_subscribers']} with the median "
+                         f"latency also under {r['capacity_low_latency_p50_ms']:.0f} ms")
         if r.get("subscribers_per_core_estimate") is not None:
             notes.append(f"{r['subscribers_per_core_estimate']} subscribers at {r['rate_pps_per_stream']} pkt/s would "
                          f"fill one whole core at this CPU cost per packet"

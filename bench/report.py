@@ -17,6 +17,7 @@ import statistics
 import subprocess
 from typing import Any
 
+LOW_LATENCY_P50_MS = 20.0  # a capacity step "keeps latency low" when its median one-way latency is at most this
 REQUIRED_KEYS = ("scenario", "srtp_profile", "subscribers", "forwarded_pps", "limit_forwarded_pps", "ratio_to_limit",
                  "cpu_us_per_packet", "limit_cpu_us_per_packet", "loss_pct", "latency_ms_p50", "latency_ms_p99",
                  "generator_bound", "commit", "machine")
@@ -81,6 +82,12 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
     if capacity is not None:
         result["capacity_subscribers"] = capacity
         result["capacity_loss_target_pct"] = 0.5
+        # Loss stays low until the worker's core is full, latency does not: near that point packets queue for
+        # hundreds of ms. The load a deployment can plan for also keeps the median latency low.
+        low = [p["load"] for p in points if p["loss_pct"] < 0.5 and not p["generator_bound"]
+               and p["latency_ms_p50"] is not None and p["latency_ms_p50"] <= LOW_LATENCY_P50_MS]
+        result["capacity_low_latency_subscribers"] = max(low) if low else 0
+        result["capacity_low_latency_p50_ms"] = LOW_LATENCY_P50_MS
     if opts.scenario == "fanout" and not opts.flat_out:
         # What one whole core would carry at the CPU cost per packet of the highest load measured (a worker that
         # shares its core with other processes falls behind before it runs out of its own CPU time).
@@ -109,6 +116,7 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
 MEDIAN_KEYS = ("forwarded_pps", "forwarded_mbps", "cpu_us_per_packet", "limit_forwarded_pps", "limit_cpu_us_per_packet",
                "ratio_to_limit", "ratio_to_limit_per_cpu", "cpu_us_over_limit", "loss_pct", "latency_ms_p50",
                "latency_ms_p99", "ratio_to_aiortc", "limit_ratio_to_aiortc", "capacity_subscribers",
+               "capacity_low_latency_subscribers",
                "subscribers_per_core_estimate", "limit_subscribers_per_core_estimate", "host_steal_pct_max")
 
 

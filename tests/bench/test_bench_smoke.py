@@ -24,7 +24,7 @@ from bench._loadgen import LoadGen
 from bench.net import GeneratorSocket, participant_address
 from bench.peer import ServerParams, _split_records, binding_request, integrity_ok
 from bench.profile import summarize_collapsed
-from bench.report import REQUIRED_KEYS, combine_runs, format_table
+from bench.report import REQUIRED_KEYS, build_result, combine_runs, format_table
 from bench.scenarios import Options, generator_bound
 from bench.session import Measurement, header_extension, percentile
 
@@ -402,3 +402,22 @@ def test_repeated_runs_report_medians_and_keep_every_run() -> None:
     assert combined["ratio_to_limit"] == 1.0 and combined["points"] == [100.0]
     assert combined["generator_bound"] is True and combined["median_of"] == 3
     assert [r["forwarded_pps"] for r in combined["runs"]] == [90.0, 120.0, 100.0]
+
+
+def _point(load: int, loss: float, p50: float) -> dict[str, object]:
+    return {"load": load, "forwarded_pps": 156.0 * load, "mbps": 1.5 * load, "cpu_us_per_packet": 4.0,
+            "loss_pct": loss, "latency_ms_p50": p50, "latency_ms_p99": 3 * p50, "rss_mb_per_worker": [100.0],
+            "worker_cpu_pct": [50.0], "generator_bound": False, "generator_bound_reason": "", "host_steal_pct": 0.0}
+
+
+def test_capacity_reports_the_load_with_low_loss_and_the_one_with_low_latency_too() -> None:
+    """Loss stays under 0.5 % up to 1,300 subscribers here, but the median latency passes 20 ms after 1,100: both
+    figures are reported, the headline is the loss capacity (issue 4's definition)."""
+    opts = Options("fanout", subscribers=1400, rate=156, find_capacity=True, capacity_step=100)
+    points = [_point(1000, 0.0, 3.0), _point(1100, 0.0, 4.0), _point(1200, 0.0, 46.0), _point(1300, 0.2, 147.0),
+              _point(1400, 9.0, 430.0)]
+    result = build_result(opts, points, {}, None, capacity=1300)
+    assert result["capacity_subscribers"] == 1300 and result["subscribers"] == 1300
+    assert result["capacity_low_latency_subscribers"] == 1100 and result["capacity_low_latency_p50_ms"] == 20.0
+    assert result["latency_ms_p50"] == 147.0
+    assert build_result(opts, [_point(100, 0.0, 25.0)], {}, None, capacity=100)["capacity_low_latency_subscribers"] == 0
