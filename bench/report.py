@@ -83,10 +83,15 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
         result["capacity_subscribers"] = capacity
         result["capacity_loss_target_pct"] = 0.5
         # Loss stays low until the worker's core is full, latency does not: near that point packets queue for
-        # hundreds of ms. The load a deployment can plan for also keeps the median latency low.
-        low = [p["load"] for p in points if p["loss_pct"] < 0.5 and not p["generator_bound"]
-               and p["latency_ms_p50"] is not None and p["latency_ms_p50"] <= LOW_LATENCY_P50_MS]
-        result["capacity_low_latency_subscribers"] = max(low) if low else 0
+        # hundreds of ms. The load a deployment can plan for also keeps the median latency low, at every step up
+        # to it (the ramp's first step that queued ends it).
+        low = 0
+        for p in sorted(points, key=lambda p: p["load"]):
+            if (p["loss_pct"] >= 0.5 or p["generator_bound"] or p["latency_ms_p50"] is None
+                    or p["latency_ms_p50"] > LOW_LATENCY_P50_MS):
+                break
+            low = p["load"]
+        result["capacity_low_latency_subscribers"] = low
         result["capacity_low_latency_p50_ms"] = LOW_LATENCY_P50_MS
     if opts.scenario == "fanout" and not opts.flat_out:
         # What one whole core would carry at the CPU cost per packet of the highest load measured (a worker that

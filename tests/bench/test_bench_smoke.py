@@ -421,3 +421,6 @@ def test_capacity_reports_the_load_with_low_loss_and_the_one_with_low_latency_to
     assert result["capacity_low_latency_subscribers"] == 1100 and result["capacity_low_latency_p50_ms"] == 20.0
     assert result["latency_ms_p50"] == 147.0
     assert build_result(opts, [_point(100, 0.0, 25.0)], {}, None, capacity=100)["capacity_low_latency_subscribers"] == 0
+    # A step that queued ends the low-latency ramp even if a later one (less stolen time) did not queue.
+    ramp = [_point(100, 0.0, 2.0), _point(200, 0.0, 150.0), _point(300, 0.0, 3.0)]
+    assert build_result(opts, ramp, {}, None, capacity=300)["capacity_low_latency_subscribers"] == 100
