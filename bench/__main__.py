@@ -4,9 +4,9 @@ Usage::
 
     python -m bench <fanout|conference|audio|scale> [--subscribers S] [--seconds T] [--workers W]
                     [--srtp cm80|gcm] [--rate PPS] [--size BYTES] [--steps N] [--find-capacity] [--simulcast]
-                    [--downlink-loss PCT] [--aiortc] [--no-limit] [--repeat N] [--json FILE] [--plot FILE.png]
-                    [--url URL]
-                    [--source-net CIDR] [--profile-worker [FILE]] [--api-key KEY] [--api-secret SECRET]
+                    [--downlink-loss PCT] [--uplink-loss PCT] [--aiortc] [--no-limit] [--repeat N]
+                    [--json FILE] [--plot FILE.png] [--url URL] [--source-net CIDR] [--profile-worker [FILE]]
+                    [--api-key KEY] [--api-secret SECRET]
     python -m bench suite [--quick] [--repeat N] [--json FILE] [--plot FILE.png]
 
 Owns the command line, the suite's list of cases and the printed summary. Each run starts its own server
@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--downlink-loss", type=float, default=0.0, metavar="PCT",
                     help="drop PCT %% of the packets reaching subscribers and NACK them, as a lossy downlink and a "
                          "browser would; loss %% is then what retransmission left (default 0)")
+    ap.add_argument("--uplink-loss", type=float, default=0.0, metavar="PCT",
+                    help="lose PCT %% of the publishers' packets; they answer the server's NACKs from a 512-packet "
+                         "history, as browsers do (paced rates only; default 0)")
     ap.add_argument("--no-limit", action="store_true", help="skip the limit-loop baseline")
     ap.add_argument("--aiortc", action="store_true", help="also measure the aiortc relay baseline")
     ap.add_argument("--json", metavar="FILE")
@@ -144,7 +147,7 @@ async def _main(args: argparse.Namespace) -> int:
                        steps=max(args.steps, 4 if args.plot and args.scenario == "fanout" else 1),
                        find_capacity=args.find_capacity, capacity_step=args.capacity_step,
                        verify_every=args.verify_every, simulcast=args.simulcast, limit=not args.no_limit,
-                       downlink_loss=args.downlink_loss, aiortc=args.aiortc,
+                       downlink_loss=args.downlink_loss, uplink_loss=args.uplink_loss, aiortc=args.aiortc,
                        profile_worker=args.profile_worker, url=args.url,
                        source_net=args.source_net, api_key=args.api_key,
                        api_secret=args.api_secret)

@@ -13,8 +13,8 @@ RFC 3550 (RTP), RFC 3711 (SRTP), RFC 7741 (VP8 payload descriptor: the first two
 Engine's key-frame detection see frame starts and key frames), RFC 7675 (consent freshness).
 """
 
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from fastpath.includes.linux cimport (
@@ -76,6 +76,7 @@ cdef enum:
     MAX_ACCEPT = 16                      # source networks the receive loop reads from
     MAX_HEADER_EXT = 64                  # bytes of RTP header extension block a sender may add
     MAX_NACK_FCI = 16                    # (PID, BLP) pairs per generic NACK: up to 272 packets
+    HISTORY = 512                        # packets a sender keeps for retransmission (uplink loss only)
     CMSG_SLOT = 64
     MAGIC = 0x4D524231                   # "MRB1": bench payload marker
     PAYLOAD_OFFSET = 2                   # after the VP8 payload descriptor and payload header bytes
@@ -117,6 +118,13 @@ ctypedef struct Sender:
     uint8_t force_key                    # a PLI/FIR asked for a key frame: the next frame is one
     uint8_t ext_len                      # bytes of ``ext`` after the fixed header (0: no X bit)
     uint8_t ext[MAX_HEADER_EXT]          # the RTP header extension block, RFC 8285 (e.g. MID and RID)
+    # simulated uplink loss and the publisher's answer to the server's NACKs, when configured
+    uint8_t* hist                        # HISTORY plaintext packets of SLOT bytes, by sequence number
+    int32_t* hist_len                    # 0 = empty
+    uint16_t* hist_seq
+    uint64_t up_dropped                  # packets "sent" that the simulated uplink lost
+    uint64_t retransmitted               # packets sent again because the server NACKed them
+    uint64_t nack_missing                # NACKed sequence numbers no longer (or never) in the history
 
 
 ctypedef struct Receiver:
@@ -235,8 +243,10 @@ cdef class LoadGen:
     cdef uint32_t rtcp_mask
     cdef uint64_t c_pli, c_rtcp_auth_failed
     cdef uint64_t drop_below                 # simulated downlink loss: drop when the PRNG draws below this
+    cdef uint64_t up_drop_below              # simulated uplink loss, the same way
+    cdef uint64_t c_nack_received
     cdef uint64_t rng                        # xorshift64* state
-    cdef int nack_queued                     # NACKs built in the send arena during one _receive
+    cdef int nack_queued                     # datagrams (NACKs, retransmissions) queued during one _receive
     cdef uint32_t accept_net[MAX_ACCEPT]      # network order, already masked
     cdef uint32_t accept_mask[MAX_ACCEPT]
     cdef int naccept
@@ -308,6 +318,11 @@ cdef class LoadGen:
         if self.consents != NULL:
             for i in range(self.nconsents):
                 free(self.consents[i].data)
+        if self.senders != NULL:
+            for i in range(self.nsenders):
+                free(self.senders[i].hist)
+                free(self.senders[i].hist_len)
+                free(self.senders[i].hist_seq)
         free(self.senders)
         free(self.receivers)
         free(self.consents)
@@ -365,6 +380,12 @@ cdef class LoadGen:
             s.packets_per_frame = 1
             s.ts_step = <uint32_t>(clock_rate * s.interval_ns // 1000000000) if rate_pps > 0 else 960
         s.keyframe_every = keyframe_every
+        if self.up_drop_below:
+            s.hist = <uint8_t*>malloc(HISTORY * SLOT)
+            s.hist_len = <int32_t*>calloc(HISTORY, sizeof(int32_t))
+            s.hist_seq = <uint16_t*>calloc(HISTORY, sizeof(uint16_t))
+            if s.hist == NULL or s.hist_len == NULL or s.hist_seq == NULL:
+                raise MemoryError()
         s.ext_len = <uint8_t>len(header_ext)
         if s.ext_len:
             memcpy(s.ext, <const uint8_t*>header_ext, s.ext_len)
@@ -426,6 +447,50 @@ cdef class LoadGen:
         self.drop_below = <uint64_t>(pct / 100.0 * 18446744073709551615.0)
         self.rng = seed if seed else 1
 
+    def set_uplink_loss(self, double pct) -> None:
+        """Lose ``pct`` % of the packets the senders send (they count as sent, as a lossy uplink would have them)
+        and answer the server's generic NACKs for them, and for any of the last 512 packets, by protecting and
+        sending the kept packet again, as a browser's publisher does. 0 turns it off."""
+        cdef int i
+        cdef Sender* s
+        if not 0 <= pct <= 50:
+            raise ValueError("uplink loss must be in 0..50 %")
+        for i in range(self.nsenders):
+            s = &self.senders[i]
+            if pct > 0 and s.hist == NULL:
+                s.hist = <uint8_t*>malloc(HISTORY * SLOT)
+                s.hist_len = <int32_t*>calloc(HISTORY, sizeof(int32_t))
+                s.hist_seq = <uint16_t*>calloc(HISTORY, sizeof(uint16_t))
+                if s.hist == NULL or s.hist_len == NULL or s.hist_seq == NULL:
+                    raise MemoryError()
+        self.up_drop_below = <uint64_t>(pct / 100.0 * 18446744073709551615.0)
+        if self.rng == 0:
+            self.rng = 0x9E3779B97F4A7C15
+
+    cdef inline int _rx_slot(self) noexcept nogil:
+        """A send-arena slot for a datagram built while receiving (flushed at the end of ``_receive``, or now
+        when the arena is full)."""
+        if self.nack_queued >= self.batch:
+            self._flush(self.nack_queued)
+            self.nack_queued = 0
+        self.nack_queued += 1
+        return self.nack_queued - 1
+
+    cdef void _retransmit(self, Sender* s, uint16_t seq) noexcept nogil:
+        cdef int k = seq & (HISTORY - 1), slot, plen
+        if s.hist_len[k] == 0 or s.hist_seq[k] != seq:
+            s.nack_missing += 1
+            return
+        slot = self._rx_slot()
+        plen = s.hist_len[k]
+        memcpy(self.sbuf + slot * SLOT, s.hist + k * SLOT, plen)
+        if self.fns.protect(s.ctx, self.sbuf + slot * SLOT, &plen) != SRTP_ERR_OK:
+            s.protect_failed += 1
+            self.nack_queued -= 1
+            return
+        self._address(slot, plen, &s.dst, s.src)
+        s.retransmitted += 1
+
     cdef inline uint64_t _draw(self) noexcept nogil:
         self.rng ^= self.rng >> 12
         self.rng ^= self.rng << 25
@@ -436,12 +501,13 @@ cdef class LoadGen:
         """Queue a generic NACK for the extended sequence numbers ``first..last`` of ``r``'s stream in the send
         arena (sent at the end of ``_receive``)."""
         cdef uint8_t* p
-        cdef int nfci = 0, plen
+        cdef int nfci = 0, plen, slot
         cdef int64_t s = first, k
         cdef uint16_t blp
-        if r.rtcp_ctx == NULL or self.nack_queued >= self.batch:
+        if r.rtcp_ctx == NULL:
             return
-        p = self.sbuf + self.nack_queued * SLOT
+        slot = self._rx_slot()
+        p = self.sbuf + slot * SLOT
         p[0] = 0x81                                   # V=2, FMT=1 (generic NACK)
         p[1] = 205                                    # RTPFB
         wr32(p + 4, r.reporter_ssrc)
@@ -460,9 +526,9 @@ cdef class LoadGen:
         wr16(p + 2, <uint16_t>(2 + nfci))
         plen = 12 + 4 * nfci
         if self.fns.protect_rtcp(r.rtcp_ctx, p, &plen) != SRTP_ERR_OK:
+            self.nack_queued -= 1
             return
-        self._address(self.nack_queued, plen, &r.rtcp_dst, r.rtcp_src)
-        self.nack_queued += 1
+        self._address(slot, plen, &r.rtcp_dst, r.rtcp_src)
         r.nacks_sent += 1
 
     def accept_from(self, list networks) -> None:
@@ -533,6 +599,9 @@ cdef class LoadGen:
             s.behind = 0
             s.max_late_ns = 0
             s.protect_failed = 0
+            s.up_dropped = 0
+            s.retransmitted = 0
+            s.nack_missing = 0
         for i in range(self.nreceivers):
             r = &self.receivers[i]
             r.received = 0
@@ -549,7 +618,7 @@ cdef class LoadGen:
         self.c_rtcp = self.c_stun = self.c_dtls = self.c_unknown = self.c_foreign = self.c_short = 0
         self.c_recv_calls = self.c_send_calls = self.c_send_errors = self.c_consent_sent = self.c_polls = 0
         self.c_forgiven = self.c_blocked = self.c_rr_sent = 0
-        self.c_pli = self.c_rtcp_auth_failed = 0
+        self.c_pli = self.c_rtcp_auth_failed = self.c_nack_received = 0
         self.cpu_ns = self.wall_ns = 0
 
     # ---- the loop --------------------------------------------------------------------------------------
@@ -751,13 +820,16 @@ cdef class LoadGen:
 
     cdef void _rtcp(self, int i, uint8_t* p, int length) noexcept nogil:
         """SRTCP from the server to a publishing participant: a PLI or FIR makes that sender's next frame a key
-        frame (RFC 4585 6.3.1, RFC 5104 4.3.1), as a browser's encoder does."""
+        frame (RFC 4585 6.3.1, RFC 5104 4.3.1), as a browser's encoder does; with uplink loss configured, a
+        generic NACK makes it send the named packets again from its history."""
         cdef cmsghdr* c = <cmsghdr*>(self.rcmsg + i * CMSG_SLOT)
         cdef in_pktinfo* info
         cdef uint32_t dst, h, media
         cdef void* ctx = NULL
-        cdef int pos = 0, plen, k
+        cdef int pos = 0, plen, k, end, q, b
         cdef uint8_t fmt, pt
+        cdef uint16_t pid, blp
+        cdef Sender* s
         if self.rmsgs[i].msg_hdr.msg_controllen < CMSG_LEN(sizeof(in_pktinfo)) or c.cmsg_level != IPPROTO_IP \
                 or c.cmsg_type != IP_PKTINFO:
             return
@@ -778,13 +850,32 @@ cdef class LoadGen:
         while pos + 12 <= plen:
             fmt = p[pos] & 0x1F
             pt = p[pos + 1]
+            end = pos + 4 * (rd16(p + pos + 2) + 1)
+            if end > plen:
+                end = plen
             if pt == 206 and (fmt == 1 or (fmt == 4 and pos + 16 <= plen)):
                 media = rd32(p + pos + 8) if fmt == 1 else rd32(p + pos + 12)
                 self.c_pli += 1
                 for k in range(self.nsenders):
                     if self.senders[k].ssrc == media and self.senders[k].src == dst:
                         self.senders[k].force_key = 1
-            pos += 4 * (rd16(p + pos + 2) + 1)
+            elif pt == 205 and fmt == 1:                     # generic NACK (RFC 4585 6.2.1): PID + BLP pairs
+                self.c_nack_received += 1
+                media = rd32(p + pos + 8)
+                for k in range(self.nsenders):
+                    s = &self.senders[k]
+                    if s.ssrc != media or s.src != dst or s.hist == NULL:
+                        continue
+                    q = pos + 12
+                    while q + 4 <= end:
+                        pid = rd16(p + q)
+                        blp = rd16(p + q + 2)
+                        self._retransmit(s, pid)
+                        for b in range(16):
+                            if (blp >> b) & 1:
+                                self._retransmit(s, <uint16_t>(pid + 1 + b))
+                        q += 4
+            pos = end
 
     cdef inline int64_t _unwrap(self, Receiver* r, uint16_t seq) noexcept nogil:
         cdef int64_t cand = (r.max_ext & ~(<int64_t>0xFFFF)) | seq
@@ -850,7 +941,7 @@ cdef class LoadGen:
     cdef bint _build(self, Sender* s, int slot, int64_t t) noexcept nogil:
         cdef uint8_t* p = self.sbuf + slot * SLOT
         cdef uint8_t* q
-        cdef int plen
+        cdef int plen, k
         cdef bint start = s.in_frame == 0
         cdef bint last = s.in_frame + 1 >= s.packets_per_frame
         p[0] = 0x90 if s.ext_len else 0x80
@@ -878,6 +969,11 @@ cdef class LoadGen:
         wr64(q + 16, <uint64_t>t)
         memset(q + BENCH_HEADER, 0x5A, s.payload_len - PAYLOAD_OFFSET - BENCH_HEADER)
         plen = 12 + s.ext_len + s.payload_len
+        if s.hist != NULL:                           # kept in clear for a NACK (protected again when resent)
+            k = s.seq & (HISTORY - 1)
+            memcpy(s.hist + k * SLOT, p, plen)
+            s.hist_len[k] = plen
+            s.hist_seq[k] = s.seq
         s.seq += 1
         s.counter += 1
         s.in_frame += 1
@@ -889,6 +985,9 @@ cdef class LoadGen:
             s.protect_failed += 1
             return False
         s.sent += 1
+        if self.up_drop_below and self._draw() < self.up_drop_below:
+            s.up_dropped += 1                        # lost on the simulated uplink
+            return False
         if s.interval_ns == 0:
             self.sent_weighted += max(1, s.fanout)
         self._address(slot, plen, &s.dst, s.src)
@@ -991,7 +1090,8 @@ cdef class LoadGen:
         for i in range(self.nsenders):
             s = &self.senders[i]
             out.append({"sent": s.sent, "late": s.late, "behind": s.behind, "max_late_ms": s.max_late_ns / 1e6,
-                        "protect_failed": s.protect_failed, "counter": s.counter})
+                        "protect_failed": s.protect_failed, "counter": s.counter, "uplink_dropped": s.up_dropped,
+                        "retransmitted": s.retransmitted, "nack_missing": s.nack_missing})
         return out
 
     def receivers_snapshot(self) -> list:
@@ -1014,6 +1114,7 @@ cdef class LoadGen:
                 "send_calls": self.c_send_calls, "send_errors": self.c_send_errors,
                 "consent_sent": self.c_consent_sent, "receiver_reports_sent": self.c_rr_sent,
                 "key_frame_requests": self.c_pli, "rtcp_auth_failed": self.c_rtcp_auth_failed,
+                "nacks_received": self.c_nack_received,
                 "polls": self.c_polls,
                 "flat_window_blocked": self.c_blocked, "flat_window_forgiven": self.c_forgiven,
                 "cpu_s": self.cpu_ns / 1e9, "wall_s": self.wall_ns / 1e9}

@@ -94,7 +94,8 @@ def _is_local(address: str) -> bool:
 
 
 class RemoteServer:
-    """The running server as the measurement sees it: worker pids, UDP ports and restarts from ``/healthz``."""
+    """The running server as the measurement sees it: its workers, their usage counters and restarts, all from
+    ``/healthz``."""
 
     def __init__(self, url: str, source_net: str | None = None, *, profile_worker: bool = False) -> None:
         self.target = check_url(url, source_net)

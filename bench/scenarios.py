@@ -57,6 +57,7 @@ class Options:
     verify_every: int = 1
     simulcast: bool = False  # video tracks publish three layers (bench.session.SIMULCAST_LAYERS)
     downlink_loss: float = 0.0  # % of the packets to subscribers the generator drops and NACKs (LoadGen)
+    uplink_loss: float = 0.0  # % of the publishers' packets the generator drops; it answers the server's NACKs
     limit: bool = True
     aiortc: bool = False
     profile_worker: str | None = None  # output file
@@ -78,8 +79,10 @@ class Options:
         if self.simulcast and (self.rate == 0 or self.scenario == "audio"):
             raise ValueError("--simulcast needs video at a paced --rate (flat out, each layer would be a "
                              "publisher of its own) and a scenario with video")
-        if not 0 <= self.downlink_loss <= 50:
-            raise ValueError("--downlink-loss must be in 0..50 %")
+        if not 0 <= self.downlink_loss <= 50 or not 0 <= self.uplink_loss <= 50:
+            raise ValueError("--downlink-loss and --uplink-loss must be in 0..50 %")
+        if self.uplink_loss and self.rate == 0:
+            raise ValueError("--uplink-loss needs a paced --rate (flat out, the publishers keep no history)")
         if self.url and self.scenario == "scale":
             raise ValueError("scale starts 1..W workers itself; it cannot run against --url")
         if self.source_net is not None:
@@ -153,9 +156,10 @@ def point(m: Measurement, load: int, flat_out: bool) -> dict[str, Any]:
         "downlink_dropped": m.downlink_dropped,
         "nacks_sent": m.nacks_sent,
         "nacked": m.nacked,
-        # Of the packets the simulated downlink lost, the share that NACK and retransmission brought back.
-        "recovered_pct": (round(100.0 * max(0, m.downlink_dropped - max(0, m.expected - m.received))
-                                / m.downlink_dropped, 2) if m.downlink_dropped else None),
+        "uplink_dropped": m.uplink_dropped,
+        "uplink_retransmitted": m.uplink_retransmitted,
+        "uplink_nack_missing": m.uplink_nack_missing,
+        "recovered_pct": m.recovered_pct,
         "generator_counters": m.counters,
     }
 
@@ -217,6 +221,7 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
                                     source_net=_source_net(opts), **sizes)
                    if opts.url else Session(server, opts.srtp, **sizes))
         session.gen.set_downlink_loss(opts.downlink_loss)
+        session.gen.set_uplink_loss(opts.uplink_loss)
         try:
             steps = _steps(opts) if opts.scenario == "fanout" else [opts.subscribers]
             room = None

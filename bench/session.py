@@ -307,6 +307,18 @@ class Measurement:
     downlink_dropped: int = 0  # packets the generator discarded as a lossy downlink (--downlink-loss)
     nacks_sent: int = 0
     nacked: int = 0  # sequence numbers the subscribers asked for again
+    uplink_dropped: int = 0  # packets the publishers "sent" that the generator discarded (--uplink-loss)
+    uplink_retransmitted: int = 0  # packets the publishers sent again because the server NACKed them
+    uplink_nack_missing: int = 0  # NACKed packets a publisher no longer had
+    lost_before_recovery: int = 0  # deliveries the simulated losses took: downlink drops + uplink drops x fan-out
+
+    @property
+    def recovered_pct(self) -> float | None:
+        """Of the deliveries the simulated links lost, the share NACK and retransmission brought back."""
+        if not self.lost_before_recovery:
+            return None
+        residual = max(0, self.expected - self.received)
+        return round(100.0 * max(0, self.lost_before_recovery - residual) / self.lost_before_recovery, 2)
 
     @property
     def forwarded_pps(self) -> float:
@@ -407,6 +419,11 @@ async def measure(gen: LoadGen, probe: Probe, generator_port: int, fanout_of: li
         downlink_dropped=sum(r["dropped"] for r in receivers),
         nacks_sent=sum(r["nacks_sent"] for r in receivers),
         nacked=sum(r["nacked"] for r in receivers),
+        uplink_dropped=sum(s["uplink_dropped"] for s in senders),
+        uplink_retransmitted=sum(s["retransmitted"] for s in senders),
+        uplink_nack_missing=sum(s["nack_missing"] for s in senders),
+        lost_before_recovery=(sum(r["dropped"] for r in receivers)
+                              + sum(s["uplink_dropped"] * n for s, n in zip(senders, fanout_of, strict=True))),
     )
 
 

@@ -148,6 +148,70 @@ def test_downlink_loss_is_nacked_and_mostly_recovered_by_the_server(tmp_path: Pa
     assert point["verified"] == point["received"] and point["bad_payload"] == 0
 
 
+@pytest.mark.timeout(150)
+def test_uplink_loss_is_nacked_by_the_worker_and_resent_by_the_publisher(tmp_path: Path) -> None:
+    """5 % of the publisher's packets never reach the worker: it NACKs them, the generator's publisher resends them
+    from its history, and the subscribers get them late instead of never."""
+    out = tmp_path / "uplink.json"
+    done = _run_bench(["fanout", "--subscribers", "3", "--seconds", "2", "--rate", "300", "--uplink-loss", "5",
+                       "--no-limit", "--json", str(out)], timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    point = result["points"][0]
+    assert result["uplink_loss_pct"] == 5.0
+    assert point["uplink_dropped"] > 10 and point["uplink_retransmitted"] >= 0.8 * point["uplink_dropped"]
+    assert point["generator_counters"]["nacks_received"] > 0
+    assert point["recovered_pct"] > 80 and result["loss_pct"] < 1.5
+    assert point["verified"] == point["received"] and point["bad_payload"] == 0
+
+
+def test_loadgen_resends_what_a_nack_names_from_its_history() -> None:
+    """A publisher with uplink loss: the packets a fake server never got are named in an SRTCP generic NACK and
+    come back protected again with their original sequence numbers; a sequence number it never sent is counted as
+    missing, not invented."""
+    net, port = _loop_socket()
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(0.2)
+        p = fastpath.PROFILE_AES128_CM_SHA1_80
+        media_key, rtcp_key = os.urandom(30), os.urandom(30)
+        address = participant_address(11)
+        gen = LoadGen(net.fileno(), 1, 0, 1)
+        gen.set_uplink_loss(20.0)
+        gen.add_sender(address, "127.0.0.1", server.getsockname()[1], fastpath.SrtpContext(p, media_key, True),
+                       0x61, 96, 200, 1000.0, video=True, clock_rate=90000)
+        gen.add_rtcp_endpoint(address, fastpath.SrtpContext(p, rtcp_key, False))
+        gen.run(0.2)
+        reader = fastpath.SrtpContext(p, media_key, False)
+
+        def drain() -> list[int]:
+            seqs = []
+            while True:
+                try:
+                    seqs.append(int.from_bytes(reader.unprotect(server.recv(2048))[2:4], "big"))
+                except TimeoutError:
+                    return seqs
+
+        got = drain()
+        sent = gen.senders_snapshot()[0]
+        first, last = min(got), max(got)
+        missing = sorted(set(range(first, last + 1)) - set(got))
+        assert len(missing) == sent["uplink_dropped"] - (sent["sent"] - 1 - (last - first)) > 5
+        fci = b"".join(seq.to_bytes(2, "big") + b"\0\0" for seq in [*missing, (first - 600) & 0xFFFF])
+        nack = bytes([0x81, 205]) + (2 + len(fci) // 4).to_bytes(2, "big") + (1).to_bytes(4, "big") \
+            + (0x61).to_bytes(4, "big") + fci
+        server.sendto(fastpath.SrtpContext(p, rtcp_key, True).protect_rtcp(nack), (address, port))
+        gen.run(0.05, send=False)
+        assert sorted(drain()) == missing
+        sent = gen.senders_snapshot()[0]
+        assert sent["retransmitted"] == len(missing) and sent["nack_missing"] == 1
+        assert gen.counters()["nacks_received"] == 1
+    finally:
+        server.close()
+        net.close()
+
+
 def test_loadgen_nacks_exactly_the_packets_it_dropped() -> None:
     """A sender looped back to the generator's own receiver with 20 % simulated loss: the generic NACKs the
     receiver sends (RFC 4585: PID + BLP bitmask) name the sequence numbers that never counted as received."""
