@@ -44,6 +44,14 @@ def _run_bench(args: list[str], timeout: float) -> subprocess.CompletedProcess[s
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+def _bench_result(args: list[str], tmp_path: Path) -> dict:
+    """``python -m bench ARGS --no-limit --json F`` must succeed; its JSON result."""
+    out = tmp_path / "result.json"
+    done = _run_bench([*args, "--no-limit", "--json", str(out)], timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
 @pytest.mark.timeout(150)
 def test_fanout_end_to_end_writes_the_issue_keys(tmp_path: Path) -> None:
     out = tmp_path / "fanout.json"
@@ -72,11 +80,8 @@ def test_fanout_end_to_end_writes_the_issue_keys(tmp_path: Path) -> None:
 def test_simulcast_fanout_forwards_the_top_layer_to_every_subscriber(tmp_path: Path) -> None:
     """Three layers per publisher (SSRCs signaled in the TrackPlan): each subscriber's packets carry the stream id
     of the top layer's sender (``bad_payload`` counts any other), and the lower layers reach the worker."""
-    out = tmp_path / "simulcast.json"
-    done = _run_bench(["fanout", "--subscribers", "3", "--seconds", "1", "--rate", "150", "--simulcast",
-                       "--no-limit", "--json", str(out)], timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = _bench_result(["fanout", "--subscribers", "3", "--seconds", "1", "--rate", "150", "--simulcast"],
+                           tmp_path)
     point = result["points"][0]
     assert result["simulcast"] is True
     assert point["streams"] == 3 and point["stream_received_min"] > 0
@@ -135,11 +140,8 @@ def test_loadgen_sends_a_header_extension_its_receivers_skip() -> None:
 def test_downlink_loss_is_nacked_and_mostly_recovered_by_the_server(tmp_path: Path) -> None:
     """5 % of the packets to the subscribers dropped by the generator: each gap is NACKed, the worker retransmits
     from its NACK history, and what stays lost is about the retransmissions lost again (5 % of 5 %)."""
-    out = tmp_path / "loss.json"
-    done = _run_bench(["fanout", "--subscribers", "5", "--seconds", "2", "--rate", "200", "--downlink-loss", "5",
-                       "--no-limit", "--json", str(out)], timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = _bench_result(["fanout", "--subscribers", "5", "--seconds", "2", "--rate", "200", "--downlink-loss",
+                            "5"], tmp_path)
     point = result["points"][0]
     assert result["downlink_loss_pct"] == 5.0
     assert point["downlink_dropped"] > 50 and point["nacks_sent"] > 0
@@ -152,11 +154,8 @@ def test_downlink_loss_is_nacked_and_mostly_recovered_by_the_server(tmp_path: Pa
 def test_uplink_loss_is_nacked_by_the_worker_and_resent_by_the_publisher(tmp_path: Path) -> None:
     """5 % of the publisher's packets never reach the worker: it NACKs them, the generator's publisher resends them
     from its history, and the subscribers get them late instead of never."""
-    out = tmp_path / "uplink.json"
-    done = _run_bench(["fanout", "--subscribers", "3", "--seconds", "2", "--rate", "300", "--uplink-loss", "5",
-                       "--no-limit", "--json", str(out)], timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = _bench_result(["fanout", "--subscribers", "3", "--seconds", "2", "--rate", "300", "--uplink-loss", "5"],
+                           tmp_path)
     point = result["points"][0]
     assert result["uplink_loss_pct"] == 5.0
     assert point["uplink_dropped"] > 10 and point["uplink_retransmitted"] >= 0.8 * point["uplink_dropped"]
