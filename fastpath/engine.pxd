@@ -200,6 +200,7 @@ ctypedef struct EngineState:
     int64_t now_us                            # same clock, microseconds since epoch_us (TWCC arrivals)
     int64_t epoch_us
     uint8_t kernel_ts                         # SO_TIMESTAMPNS is on: datagrams carry their arrival time
+    int32_t twcc_transports                   # transports that want TWCC feedback: only they need kernel_ts
     int64_t realtime_offset_us                # CLOCK_REALTIME - CLOCK_MONOTONIC at the last recvmmsg
     int32_t cur_rx                            # arena index of the datagram being handled
     Transport** transports

@@ -12,8 +12,8 @@ RFCs: 3550 (RTP/RTCP), 3711 and 7714 (SRTP), 4585 (feedback), 4588 (RTX), 5104 (
 (TWCC). Algorithms: /work/shared/design/FORWARDING.md.
 
 Times: ``tick(now_ms)`` must use the clock ``pump()`` reads, CLOCK_MONOTONIC (``time.monotonic() * 1000``).
-The Engine turns SO_TIMESTAMPNS on for its socket: TWCC feedback reports the kernel's receive time of each
-packet (mapped onto CLOCK_MONOTONIC), not the time a batch was read.
+While a transport wants TWCC feedback the Engine turns SO_TIMESTAMPNS on for its socket: the feedback reports the
+kernel's receive time of each packet (mapped onto CLOCK_MONOTONIC), not the time a batch was read.
 """
 
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -314,7 +314,6 @@ cdef class Engine:
 
     def __cinit__(self, int fd, *, int batch_size=64):
         cdef int32_t i
-        cdef int one = 1
         cdef EngineState* e
         if fd < 0:
             raise ValueError(f"fd must be a socket descriptor, got {fd}")
@@ -356,15 +355,14 @@ cdef class Engine:
                 or e.recv_cmsg == NULL or e.send_buf == NULL):
             raise MemoryError()
         e.cur_rx = -1
-        e.kernel_ts = setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(int)) == 0
+        e.kernel_ts = 0                       # on while a transport wants TWCC feedback (_want_timestamps)
         for i in range(batch_size):
             e.recv_iov[i].iov_base = e.recv_buf + <size_t>i * RECV_SLOT_BYTES
             e.recv_iov[i].iov_len = RECV_MAX_DATAGRAM
             e.recv_msgs[i].msg_hdr.msg_iov = &e.recv_iov[i]
             e.recv_msgs[i].msg_hdr.msg_iovlen = 1
             e.recv_msgs[i].msg_hdr.msg_name = &e.recv_addr[i]
-            if e.kernel_ts:
-                e.recv_msgs[i].msg_hdr.msg_control = e.recv_cmsg + <size_t>i * RECV_CMSG_BYTES
+            e.recv_msgs[i].msg_hdr.msg_control = e.recv_cmsg + <size_t>i * RECV_CMSG_BYTES
         for i in range(SEND_BATCH):
             e.send_iov[i].iov_base = e.send_buf + <size_t>i * SEND_SLOT_BYTES
             e.send_msgs[i].msg_hdr.msg_iov = &e.send_iov[i]
@@ -497,6 +495,8 @@ cdef class Engine:
                 free(twcc)
                 raise
             tr.twcc = twcc
+            self.st.twcc_transports += 1
+            _want_timestamps(self.st)
         tr.ids.mid = mid_id
         tr.ids.rid = rid_id
         tr.ids.rrid = rrid_id
@@ -553,6 +553,9 @@ cdef class Engine:
         if tr.bound:
             ht_del(&self.st.tuples, tr.tuple_key)
         self._srtp.pop(slot, None)
+        if tr.twcc != NULL:
+            self.st.twcc_transports -= 1
+            _want_timestamps(self.st)
         _free_transport(tr)
         self.st.transports[slot] = NULL
         del self._t[t]
@@ -964,6 +967,19 @@ cdef void* _zalloc_lines(size_t size) noexcept nogil:
         return NULL
     memset(p, 0, size)
     return p
+
+
+cdef void _want_timestamps(EngineState* e) noexcept nogil:
+    """Kernel receive timestamps (SO_TIMESTAMPNS) only while some transport wants TWCC feedback, the one user of
+    arrival times: once any socket asks for them the kernel stamps every packet it receives, which on loopback
+    includes everything this worker sends (about 2 % of a fan-out worker's CPU)."""
+    cdef int want = 1 if e.twcc_transports > 0 else 0
+    if want == e.kernel_ts:
+        return
+    if setsockopt(e.fd, SOL_SOCKET, SO_TIMESTAMPNS, &want, sizeof(int)) == 0:
+        e.kernel_ts = want
+    elif not want:
+        e.kernel_ts = 0
 
 
 cdef void _free_transport(Transport* t) noexcept nogil:

@@ -8,6 +8,7 @@ read the protected feedback the publisher receives.
 
 from __future__ import annotations
 
+import socket
 import struct
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ import pytest
 import fastpath
 from tests import packets
 from tests.fastpath.conftest import Rig
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 SENDER = 0x01020304
 MEDIA = 0xAABBCCDD
@@ -316,10 +319,34 @@ def test_a_jump_beyond_half_the_seq_space_restarts_the_window() -> None:
     assert decode(r.build(SENDER)[0]).received == [40064]
 
 
+def wait_for_kernel_stamping(timeout_s: float = 5.0) -> None:
+    """The kernel turns on stamping packets at arrival from a work queue after the first socket asks for it, not
+    within setsockopt: until then a packet gets the time it is read. Wait until a datagram that sat 20 ms in a
+    socket carries its arrival time."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        probe.bind(("127.0.0.1", 0))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            probe.sendto(b"x", probe.getsockname())
+            time.sleep(0.02)
+            _, ancdata, _, _ = probe.recvmsg(16, 64)
+            read_at = time.time()
+            for level, kind, data in ancdata:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("qq", data[:16])
+                    if read_at - (sec + nsec / 1e9) >= 0.015:
+                        return
+        raise AssertionError("the kernel never stamped a packet at its arrival")
+
+
 def test_arrival_times_are_the_kernels_not_the_read_time(rig: Rig) -> None:
-    """Packets that wait in the socket buffer keep their own receive times (SO_TIMESTAMPNS)."""
-    assert rig.engine.snapshot_engine()["kernel_timestamps"] == 1
+    """Packets that wait in the socket buffer keep their own receive times (SO_TIMESTAMPNS, which the Engine asks
+    for only once a transport wants TWCC feedback)."""
+    assert rig.engine.snapshot_engine()["kernel_timestamps"] == 0
     enable_twcc(rig)
+    assert rig.engine.snapshot_engine()["kernel_timestamps"] == 1
+    wait_for_kernel_stamping()
     for i in range(4):
         if i:
             time.sleep(0.03)
@@ -330,6 +357,24 @@ def test_arrival_times_are_the_kernels_not_the_read_time(rig: Rig) -> None:
     times = list(fb.arrivals_us.values())
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert len(gaps) == 3 and all(g >= 25_000 for g in gaps), gaps   # the sender slept >= 30 ms between them
+
+
+def test_kernel_timestamps_are_on_while_any_transport_wants_twcc(rig: Rig) -> None:
+    """Asking the kernel for receive timestamps makes it stamp every packet the host receives, so the Engine asks
+    only while a transport wants TWCC feedback, the one user of arrival times; the socket option follows."""
+    def on() -> tuple[int, int]:
+        kernel = rig.sock.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS)
+        return rig.engine.snapshot_engine()["kernel_timestamps"], kernel
+
+    assert on() == (0, 0)
+    enable_twcc(rig)
+    rig.engine.set_extension_map(2, 1, 2, 3, 0, bytes(256), twcc_id=TWCC_ID)
+    assert on() == (1, 1)
+    rig.engine.set_extension_map(2, 1, 2, 3, 0, bytes(256), twcc_id=TWCC_ID)   # set again: counted once
+    rig.engine.remove_transport(1)
+    assert on() == (1, 1)
+    rig.engine.remove_transport(2)
+    assert on() == (0, 0)
 
 
 def test_two_byte_extension_form_and_a_second_produce_keep_one_window(rig: Rig) -> None:
