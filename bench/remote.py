@@ -245,7 +245,7 @@ class SignalingSession(Session):
                 header_ext = [header_extension([(lk_client.MID_EXT_ID, str(mid).encode()),
                                                 (lk_client.RID_EXT_ID, rid.encode())]) for rid in track.rids]
             ssrcs = [track.ssrc] + [self._ssrc() for _ in track.rids[1:]]
-            t = _Track(track.sid, spec, ssrcs[-1], ssrcs=ssrcs)
+            t = _Track(track.sid, spec, ssrcs)
             t.stream = self._add_senders(p, t, header_ext)
             self._stream_of[track.sid] = t.stream
             m.tracks.append(t)

@@ -79,13 +79,8 @@ class RoomSpec:
 class _Track:
     producer_id: str
     spec: TrackSpec
-    ssrc: int  # the top (or only) encoding's
+    ssrcs: list[int]  # every encoding's, lowest first
     stream: int = -1  # generator sender id of the top encoding: what subscribers receive
-    ssrcs: list[int] = field(default_factory=list)  # every encoding's, lowest first
-
-    def __post_init__(self) -> None:
-        if not self.ssrcs:
-            self.ssrcs = [self.ssrc]
 
 
 @dataclass
@@ -145,7 +140,7 @@ class Session:
         for p in members:
             for t, spec in enumerate(p.spec.tracks):
                 ssrcs = [self._ssrc() for _ in spec.layers]
-                track = _Track(f"{p.transport_id}-p{t}", spec, ssrcs[-1], ssrcs=ssrcs)
+                track = _Track(f"{p.transport_id}-p{t}", spec, ssrcs)
                 await media.produce(p.transport_id, track.producer_id, _track_plan(str(t), spec, ssrcs))
                 track.stream = self._add_senders(p, track)
                 p.tracks.append(track)

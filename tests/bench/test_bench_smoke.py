@@ -107,10 +107,8 @@ def test_header_extension_is_rfc_8285_one_byte_form() -> None:
 
 def test_loadgen_sends_a_header_extension_its_receivers_skip() -> None:
     net, port = _loop_socket()
-    plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    plain = _bound_socket(2.0)
     try:
-        plain.bind(("127.0.0.1", 0))
-        plain.settimeout(2)
         p = fastpath.PROFILE_AES128_CM_SHA1_80
         key = os.urandom(30)
         ext = header_extension([(1, b"0"), (2, b"h")])
@@ -169,10 +167,8 @@ def test_loadgen_resends_what_a_nack_names_from_its_history() -> None:
     come back protected again with their original sequence numbers; a sequence number it never sent is counted as
     missing, not invented."""
     net, port = _loop_socket()
-    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server = _bound_socket(0.2)
     try:
-        server.bind(("127.0.0.1", 0))
-        server.settimeout(0.2)
         p = fastpath.PROFILE_AES128_CM_SHA1_80
         media_key, rtcp_key = os.urandom(30), os.urandom(30)
         address = participant_address(11)
@@ -215,10 +211,8 @@ def test_loadgen_nacks_exactly_the_packets_it_dropped() -> None:
     """A sender looped back to the generator's own receiver with 20 % simulated loss: the generic NACKs the
     receiver sends (RFC 4585: PID + BLP bitmask) name the sequence numbers that never counted as received."""
     net, port = _loop_socket()
-    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server = _bound_socket(0.2)
     try:
-        server.bind(("127.0.0.1", 0))
-        server.settimeout(0.2)
         p = fastpath.PROFILE_AES128_CM_SHA1_80
         key, report_key = os.urandom(30), os.urandom(30)
         gen = LoadGen(net.fileno(), 1, 1, 0)
@@ -253,6 +247,14 @@ def test_loadgen_nacks_exactly_the_packets_it_dropped() -> None:
     finally:
         server.close()
         net.close()
+
+
+def _bound_socket(timeout_s: float) -> socket.socket:
+    """A loopback UDP socket that plays the server: what the generator sends to it, read with a timeout."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(timeout_s)
+    return sock
 
 
 def _loop_socket() -> tuple[GeneratorSocket, int]:
