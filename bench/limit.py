@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from router.ports import IP_MTU_DISCOVER, IP_PMTUDISC_PROBE
+
 LIMIT_SSRC_BASE = 0x1000_0000
 
 
@@ -83,6 +85,7 @@ def _child() -> None:
             sock.setsockopt(socket.SOL_SOCKET, option, size)
         except PermissionError:
             pass
+    sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)  # DF, IP ID 0: as a worker does
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
     profile = int(config["profile"])

@@ -22,6 +22,8 @@ import socket
 import struct
 from collections.abc import Callable
 
+from router.ports import IP_MTU_DISCOVER, IP_PMTUDISC_PROBE
+
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
@@ -66,6 +68,8 @@ class GeneratorSocket:
             except PermissionError:
                 self.sock.setsockopt(socket.SOL_SOCKET, plain, buffer_bytes)
         self.sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        # DF with IP ID 0, as the worker sends (router.ports): no per-packet ID from the kernel's shared table.
+        self.sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
         self.sock.bind(("0.0.0.0", 0))
         self.sock.setblocking(False)
         self.port: int = self.sock.getsockname()[1]

@@ -26,7 +26,7 @@ import zmq.asyncio
 
 from control.supervisor import Supervisor
 from control.worker_client import ControlSocket, WorkerClient, WorkerDied, WorkerError
-from router.ports import PortBindError, bind_udp
+from router.ports import IP_MTU_DISCOVER, IP_PMTUDISC_PROBE, PortBindError, bind_udp
 from router.protocol import Method, Notification, Request, Response, decode, encode
 from tests.conftest import (
     ProcessReaper,
@@ -91,6 +91,50 @@ def test_bind_udp_reads_buffers_back_and_refuses_a_busy_port() -> None:
         bind_udp("localhost", port)
     with pytest.raises(ValueError, match="UDP port 0 out of range 1-65535"):
         bind_udp("127.0.0.1", 0)
+
+
+def _ip_headers_sent(sender: socket.socket, count: int) -> list[tuple[int, int]]:
+    """(flags+fragment offset, IP ID) of ``count`` datagrams ``sender`` sends to a local port, read back from
+    a raw socket (needs CAP_NET_RAW)."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    try:
+        receiver.bind(("127.0.0.1", 0))
+        raw.settimeout(2.0)
+        source_port = sender.getsockname()[1]
+        destination = receiver.getsockname()
+        for i in range(count):
+            sender.sendto(b"probe %d" % i, destination)
+        headers = []
+        while len(headers) < count:
+            packet = raw.recv(2048)
+            ihl = (packet[0] & 0x0F) * 4
+            ports = (int.from_bytes(packet[ihl:ihl + 2], "big"), int.from_bytes(packet[ihl + 2:ihl + 4], "big"))
+            if ports == (source_port, destination[1]):
+                headers.append((int.from_bytes(packet[6:8], "big"), int.from_bytes(packet[4:6], "big")))
+        return headers
+    finally:
+        raw.close()
+        receiver.close()
+
+
+def test_bind_udp_sends_ipv4_with_dont_fragment_and_ip_id_zero() -> None:
+    """IP_PMTUDISC_PROBE: every datagram has DF and ID 0, so the kernel never takes an ID from its shared table."""
+    bound = bind_udp("127.0.0.1", free_udp_ports(1))
+    plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert bound.sock.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER) == IP_PMTUDISC_PROBE
+        plain.bind(("127.0.0.1", 0))
+        try:
+            ours = _ip_headers_sent(bound.sock, 3)
+        except PermissionError:
+            pytest.skip("reading IP headers needs a raw socket (CAP_NET_RAW)")
+        assert ours == [(0x4000, 0)] * 3  # DF, offset 0, ID 0
+        # The kernel's default mode numbers the same datagrams from its ID table: what the option avoids.
+        assert any(ip_id != 0 for _, ip_id in _ip_headers_sent(plain, 3))
+    finally:
+        plain.close()
+        bound.sock.close()
 
 
 # ------------------------------------------------------------------------------------- in-process
