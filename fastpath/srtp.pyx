@@ -10,6 +10,9 @@ NACK retransmission with the same sequence number can be protected again. Inboun
 replay window; outbound ones 512, which libsrtp shifts on every protected packet (a measurable share of the
 fan-out cost at a thousand subscribers) and which still covers every resend the Engine makes (its per-consumer
 NACK metadata ring, META_RING in engine.pxd, holds 512 packets and older requests are refused before protect).
+
+Importing this module installs ``fastpath.hmac_sha1`` as libsrtp's HMAC-SHA1 (the AES-CM-80 tag) before any session
+is made; see that module for why.
 """
 
 from libc.stdint cimport uint8_t, uintptr_t
@@ -32,6 +35,8 @@ import pylibsrtp
 import pylibsrtp._binding
 from pylibsrtp import Policy, Session
 from pylibsrtp._binding import ffi, lib
+
+from fastpath.hmac_sha1 import install as _install_hmac_sha1
 
 PROFILE_AES128_CM_SHA1_80 = 1
 PROFILE_AEAD_AES_128_GCM = 7
@@ -61,6 +66,8 @@ _fns.unprotect = <srtp_fn_t>_address("srtp_unprotect")
 _fns.protect_rtcp = <srtp_fn_t>_address("srtp_protect_rtcp")
 _fns.unprotect_rtcp = <srtp_fn_t>_address("srtp_unprotect_rtcp")
 _fns.remove_stream = <srtp_remove_fn_t>_address("srtp_remove_stream")
+# Before any session exists: AES-CM-80 sessions then authenticate with fastpath.hmac_sha1.
+_install_hmac_sha1()
 
 
 def _optional_symbol(name: str) -> int:

@@ -1,0 +1,85 @@
+"""fastpath.hmac_sha1 against libsrtp's own HMAC-SHA1, which a second interpreter keeps
+(MEDIAROUTER_SRTP_HMAC=libsrtp): the same keys and packets must give the same bytes on the wire, both ways."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fastpath
+from fastpath import hmac_sha1
+from tests import packets
+
+CM80 = fastpath.PROFILE_AES128_CM_SHA1_80
+
+# Run in a child that imports fastpath with libsrtp's HMAC: protect the given packets, unprotect ours.
+_STOCK = r"""
+import json, sys
+import fastpath
+from fastpath import hmac_sha1
+job = json.loads(sys.stdin.read())
+key = bytes.fromhex(job["key"])
+tx = fastpath.SrtpContext(fastpath.PROFILE_AES128_CM_SHA1_80, key, True)
+rx = fastpath.SrtpContext(fastpath.PROFILE_AES128_CM_SHA1_80, key, False)
+print(json.dumps({
+    "hmac": hmac_sha1.installed(),
+    "rtp": [tx.protect(bytes.fromhex(p)).hex() for p in job["rtp"]],
+    "rtcp": [tx.protect_rtcp(bytes.fromhex(p)).hex() for p in job["rtcp"]],
+    "unprotected": [rx.unprotect(bytes.fromhex(p)).hex() for p in job["ours"]],
+}))
+"""
+
+# Payload sizes around SHA-1's 64-byte blocks once the 12-byte header and 4-byte ROC are added.
+PAYLOAD_SIZES = [0, 1, 47, 48, 49, 51, 52, 111, 112, 500, 1188, 1288]
+
+
+def stock_libsrtp(key: bytes, rtp: list[bytes], rtcp: list[bytes], ours: list[bytes]) -> dict:
+    job = {"key": key.hex(), "rtp": [p.hex() for p in rtp], "rtcp": [p.hex() for p in rtcp],
+           "ours": [p.hex() for p in ours]}
+    env = dict(os.environ, MEDIAROUTER_SRTP_HMAC="libsrtp")
+    done = subprocess.run([sys.executable, "-c", _STOCK], input=json.dumps(job), capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_this_process_authenticates_with_the_fast_path_hmac() -> None:
+    assert hmac_sha1.installed().startswith("mediarouter")
+    assert hmac_sha1.install() == hmac_sha1.installed()  # a second install changes nothing
+
+
+def test_tags_equal_libsrtp_own_hmac_for_rtp_and_rtcp_both_ways() -> None:
+    key = os.urandom(30)
+    rtp = [packets.rtp(96, seq, 3000 * seq, 0x51A7E, os.urandom(size)) for seq, size in enumerate(PAYLOAD_SIZES)]
+    rtcp = [packets.rtcp_pli(1, 2), packets.rtcp_rr(5), packets.rtcp_nack(1, 2, list(range(40)))]
+    ours_tx = fastpath.SrtpContext(CM80, key, True)
+    ours_wire = [ours_tx.protect(p) for p in rtp]
+    ours_rtcp = [ours_tx.protect_rtcp(p) for p in rtcp]
+
+    stock = stock_libsrtp(key, rtp, rtcp, ours_wire)
+
+    assert stock["hmac"] == "libsrtp (MEDIAROUTER_SRTP_HMAC=libsrtp)"
+    assert [p.hex() for p in ours_wire] == stock["rtp"]
+    assert [p.hex() for p in ours_rtcp] == stock["rtcp"]
+    assert stock["unprotected"] == [p.hex() for p in rtp]
+    ours_rx = fastpath.SrtpContext(CM80, key, False)
+    assert [ours_rx.unprotect(bytes.fromhex(p)) for p in stock["rtp"]] == rtp
+    assert [ours_rx.unprotect_rtcp(bytes.fromhex(p)) for p in stock["rtcp"]] == rtcp
+
+
+def test_a_tag_from_another_key_or_a_changed_byte_fails_authentication() -> None:
+    key = os.urandom(30)
+    wire = fastpath.SrtpContext(CM80, key, True).protect(packets.rtp(96, 1, 1, 9, os.urandom(300)))
+    for position in (2, 12, len(wire) - 11, len(wire) - 1):  # header, payload, ciphertext end, tag
+        changed = bytearray(wire)
+        changed[position] ^= 0x80
+        with pytest.raises(ValueError, match="^srtp: authentication failure$"):
+            fastpath.SrtpContext(CM80, key, False).unprotect(bytes(changed))
+    other = bytes([key[0] ^ 1]) + key[1:]
+    with pytest.raises(ValueError, match="^srtp: authentication failure$"):
+        fastpath.SrtpContext(CM80, other, False).unprotect(wire)
+    assert fastpath.SrtpContext(CM80, key, False).unprotect(wire)[:12] == wire[:12]
