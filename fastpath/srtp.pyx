@@ -11,8 +11,8 @@ replay window; outbound ones 512, which libsrtp shifts on every protected packet
 fan-out cost at a thousand subscribers) and which still covers every resend the Engine makes (its per-consumer
 NACK metadata ring, META_RING in engine.pxd, holds 512 packets and older requests are refused before protect).
 
-Importing this module installs ``fastpath.hmac_sha1`` as libsrtp's HMAC-SHA1 (the AES-CM-80 tag) before any session
-is made; see that module for why.
+Importing this module installs ``fastpath.crypto_kernel`` (libsrtp's HMAC-SHA1 and AES-ICM-128, the AES-CM-80
+primitives) before any session is made; see that module for why.
 """
 
 from libc.stdint cimport uint8_t, uintptr_t
@@ -36,7 +36,7 @@ import pylibsrtp._binding
 from pylibsrtp import Policy, Session
 from pylibsrtp._binding import ffi, lib
 
-from fastpath.hmac_sha1 import install as _install_hmac_sha1
+from fastpath.crypto_kernel import install as _install_crypto_kernel
 
 PROFILE_AES128_CM_SHA1_80 = 1
 PROFILE_AEAD_AES_128_GCM = 7
@@ -66,8 +66,8 @@ _fns.unprotect = <srtp_fn_t>_address("srtp_unprotect")
 _fns.protect_rtcp = <srtp_fn_t>_address("srtp_protect_rtcp")
 _fns.unprotect_rtcp = <srtp_fn_t>_address("srtp_unprotect_rtcp")
 _fns.remove_stream = <srtp_remove_fn_t>_address("srtp_remove_stream")
-# Before any session exists: AES-CM-80 sessions then authenticate with fastpath.hmac_sha1.
-_install_hmac_sha1()
+# Before any session exists: AES-CM-80 sessions then encrypt and authenticate with fastpath.crypto_kernel.
+_install_crypto_kernel()
 
 
 def _optional_symbol(name: str) -> int:

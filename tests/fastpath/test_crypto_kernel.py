@@ -1,5 +1,6 @@
-"""fastpath.hmac_sha1 against libsrtp's own HMAC-SHA1, which a second interpreter keeps
-(MEDIAROUTER_SRTP_HMAC=libsrtp): the same keys and packets must give the same bytes on the wire, both ways."""
+"""fastpath.crypto_kernel against libsrtp's own HMAC-SHA1 and AES-ICM-128, which a second interpreter keeps
+(MEDIAROUTER_SRTP_CRYPTO=libsrtp): the same keys and packets must give the same bytes on the wire, both ways, for
+every profile (the GCM profiles derive their keys with AES-ICM)."""
 
 from __future__ import annotations
 
@@ -11,62 +12,67 @@ import sys
 import pytest
 
 import fastpath
-from fastpath import hmac_sha1
+from fastpath import crypto_kernel
 from tests import packets
 
 CM80 = fastpath.PROFILE_AES128_CM_SHA1_80
+PROFILES = [CM80, fastpath.PROFILE_AEAD_AES_128_GCM, fastpath.PROFILE_AEAD_AES_256_GCM]
 
-# Run in a child that imports fastpath with libsrtp's HMAC: protect the given packets, unprotect ours.
+# Run in a child that imports fastpath with libsrtp's primitives: protect the given packets, unprotect ours.
 _STOCK = r"""
 import json, sys
 import fastpath
-from fastpath import hmac_sha1
+from fastpath import crypto_kernel
 job = json.loads(sys.stdin.read())
 key = bytes.fromhex(job["key"])
-tx = fastpath.SrtpContext(fastpath.PROFILE_AES128_CM_SHA1_80, key, True)
-rx = fastpath.SrtpContext(fastpath.PROFILE_AES128_CM_SHA1_80, key, False)
+tx = fastpath.SrtpContext(job["profile"], key, True)
+rx = fastpath.SrtpContext(job["profile"], key, False)
 print(json.dumps({
-    "hmac": hmac_sha1.installed(),
+    "installed": crypto_kernel.installed(),
     "rtp": [tx.protect(bytes.fromhex(p)).hex() for p in job["rtp"]],
     "rtcp": [tx.protect_rtcp(bytes.fromhex(p)).hex() for p in job["rtcp"]],
     "unprotected": [rx.unprotect(bytes.fromhex(p)).hex() for p in job["ours"]],
 }))
 """
 
-# Payload sizes around SHA-1's 64-byte blocks once the 12-byte header and 4-byte ROC are added.
+# Payload sizes around AES's 16-byte blocks and SHA-1's 64-byte ones (with the 12-byte header and 4-byte ROC).
 PAYLOAD_SIZES = [0, 1, 47, 48, 49, 51, 52, 111, 112, 500, 1188, 1288]
 
 
-def stock_libsrtp(key: bytes, rtp: list[bytes], rtcp: list[bytes], ours: list[bytes]) -> dict:
-    job = {"key": key.hex(), "rtp": [p.hex() for p in rtp], "rtcp": [p.hex() for p in rtcp],
+def stock_libsrtp(profile: int, key: bytes, rtp: list[bytes], rtcp: list[bytes], ours: list[bytes]) -> dict:
+    job = {"profile": profile, "key": key.hex(), "rtp": [p.hex() for p in rtp], "rtcp": [p.hex() for p in rtcp],
            "ours": [p.hex() for p in ours]}
-    env = dict(os.environ, MEDIAROUTER_SRTP_HMAC="libsrtp")
+    env = dict(os.environ, MEDIAROUTER_SRTP_CRYPTO="libsrtp")
     done = subprocess.run([sys.executable, "-c", _STOCK], input=json.dumps(job), capture_output=True, text=True,
                           env=env, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
 
-def test_this_process_authenticates_with_the_fast_path_hmac() -> None:
-    assert hmac_sha1.installed().startswith("mediarouter")
-    assert hmac_sha1.install() == hmac_sha1.installed()  # a second install changes nothing
+def test_this_process_uses_the_fast_path_primitives() -> None:
+    status = crypto_kernel.installed()
+    assert set(status) == {"hmac_sha1", "aes_icm_128"}
+    assert status["hmac_sha1"].startswith("mediarouter"), status
+    assert status["aes_icm_128"].startswith("mediarouter"), status  # CI and these hosts have AES-NI
+    assert crypto_kernel.install() == status  # a second install changes nothing
 
 
-def test_tags_equal_libsrtp_own_hmac_for_rtp_and_rtcp_both_ways() -> None:
-    key = os.urandom(30)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_wire_bytes_equal_libsrtp_own_primitives_for_rtp_and_rtcp_both_ways(profile: int) -> None:
+    key = os.urandom(fastpath.KEY_LENGTHS[profile])
     rtp = [packets.rtp(96, seq, 3000 * seq, 0x51A7E, os.urandom(size)) for seq, size in enumerate(PAYLOAD_SIZES)]
     rtcp = [packets.rtcp_pli(1, 2), packets.rtcp_rr(5), packets.rtcp_nack(1, 2, list(range(40)))]
-    ours_tx = fastpath.SrtpContext(CM80, key, True)
+    ours_tx = fastpath.SrtpContext(profile, key, True)
     ours_wire = [ours_tx.protect(p) for p in rtp]
     ours_rtcp = [ours_tx.protect_rtcp(p) for p in rtcp]
 
-    stock = stock_libsrtp(key, rtp, rtcp, ours_wire)
+    stock = stock_libsrtp(profile, key, rtp, rtcp, ours_wire)
 
-    assert stock["hmac"] == "libsrtp (MEDIAROUTER_SRTP_HMAC=libsrtp)"
+    assert set(stock["installed"].values()) == {"libsrtp (MEDIAROUTER_SRTP_CRYPTO=libsrtp)"}
     assert [p.hex() for p in ours_wire] == stock["rtp"]
     assert [p.hex() for p in ours_rtcp] == stock["rtcp"]
     assert stock["unprotected"] == [p.hex() for p in rtp]
-    ours_rx = fastpath.SrtpContext(CM80, key, False)
+    ours_rx = fastpath.SrtpContext(profile, key, False)
     assert [ours_rx.unprotect(bytes.fromhex(p)) for p in stock["rtp"]] == rtp
     assert [ours_rx.unprotect_rtcp(bytes.fromhex(p)) for p in stock["rtcp"]] == rtcp
 
