@@ -21,6 +21,10 @@ the key blocks and counter mode only the key schedule, so ``init`` computes thos
 SHA-1 and AES work plus a few copies. Each session's state is one 64-byte-aligned block instead of about ten
 OpenSSL objects, which also shortens the per-subscriber working set at a thousand subscribers.
 
+AEAD-AES-128-GCM keeps libsrtp's OpenSSL cipher: the same replacement over OpenSSL's ``CRYPTO_gcm128_*`` functions
+was measured at -0.17 to +0.08 us per 1,200-byte protect, because EVP's GCM runs the stitched AVX-512 code that the
+GCM128 API does not reach (it encrypts, then hashes, in two passes).
+
 ``MEDIAROUTER_SRTP_CRYPTO=libsrtp`` in the environment keeps libsrtp's own functions; ``installed()`` says which
 are in use and why.
 """

@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fastpath import crypto_kernel
 from router import media_host
 from router.channel import Channel
 from router.ports import DEFAULT_BUFFER_BYTES, PortBindError, bind_udp
@@ -170,6 +171,11 @@ class Worker:
         self.channel.notify(Event.WORKER_RUNNING, "", running.to_wire())
         log.info("worker %d running: pid %d, core %d, udp %s:%d", self.worker_id, os.getpid(), self.core,
                  self.node_ip, self.rtc_port)
+        for primitive, provider in crypto_kernel.installed().items():
+            # libsrtp's own function is slower, not wrong: a warning unless the operator asked for it.
+            quiet = provider.startswith("mediarouter") or "MEDIAROUTER_SRTP_CRYPTO" in provider
+            log.log(logging.INFO if quiet else logging.WARNING, "worker %d SRTP %s: %s", self.worker_id, primitive,
+                    provider)
         # Objects created during start-up live for the whole process; keep them out of the collector's scans.
         gc.freeze()
         tasks = [self.loop.create_task(self._heartbeat_loop()), self.loop.create_task(self._watch_loop())]
