@@ -161,6 +161,13 @@ cdef inline void prefetch_state(EngineState* e, Consumer* c, int64_t ext) noexce
     __builtin_prefetch(&c.seq.ring[ext & SEQ_RING_MASK])
 
 
+cdef inline void prefetch_crypto(EngineState* e, Consumer* c) noexcept nogil:
+    # c's transport line was requested one consumer earlier: its libsrtp session and the cipher/HMAC states.
+    cdef Transport* t = e.transports[c.transport]
+    __builtin_prefetch(t.srtp_out)
+    prefetch_session(&t.out_hot)
+
+
 cdef void consumer_switch(EngineState* e, Producer* p, Consumer* c, int32_t layer, uint32_t in_ts) noexcept nogil:
     """Start forwarding `layer` to c at this key frame: sequence continues at last+1, ts re-based."""
     cdef RecvStream* old
@@ -403,16 +410,21 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
         if ext == s.max_ext_seq:
             stream_jitter(s, p.clock_rate, e.now_ms, h.ts)
     # The fan-out loop is bound by cache misses on per-consumer state: while one consumer's copy is protected
-    # and queued, the next one's struct is already on its way, and the one after that has been requested.
+    # and queued, the next one's SRTP states are on their way, the transport and sequence slot of the one after,
+    # and the struct of the third (each stage reads pointers from lines the previous stage requested).
     n_consumers = p.consumers.n
     items = p.consumers.items
+    for i in range(min(n_consumers, 3)):
+        prefetch_struct(e.consumers[items[i]])
+    for i in range(min(n_consumers, 2)):
+        prefetch_state(e, e.consumers[items[i]], ext)
     if n_consumers > 0:
-        prefetch_struct(e.consumers[items[0]])
-    if n_consumers > 1:
-        prefetch_struct(e.consumers[items[1]])
+        prefetch_crypto(e, e.consumers[items[0]])
     for i in range(n_consumers):
+        if i + 3 < n_consumers:
+            prefetch_struct(e.consumers[items[i + 3]])
         if i + 2 < n_consumers:
-            prefetch_struct(e.consumers[items[i + 2]])
+            prefetch_state(e, e.consumers[items[i + 2]], ext)
         if i + 1 < n_consumers:
-            prefetch_state(e, e.consumers[items[i + 1]], ext)
+            prefetch_crypto(e, e.consumers[items[i + 1]])
         forward_to(e, p, layer, e.consumers[items[i]], buf, length, &h, ext, key)

@@ -46,6 +46,9 @@ cdef extern from "<string.h>" nogil:
     void explicit_bzero(void* s, size_t n)
 
 cdef extern from *:
+    void __builtin_prefetch(const void* address) nogil
+
+cdef extern from *:
     """
     static int mr_cpu_has_aesni(void) {
     #if defined(__x86_64__) || defined(__i386__)
@@ -57,6 +60,17 @@ cdef extern from *:
     }
     """
     int mr_cpu_has_aesni() nogil
+
+cdef extern from *:
+    """
+    /* The states allocated while this thread captures (see capture_begin in crypto_kernel.pxd). */
+    static __thread int mr_capturing;
+    static __thread void* mr_captured_cipher;
+    static __thread void* mr_captured_auth;
+    """
+    int mr_capturing
+    void* mr_captured_cipher
+    void* mr_captured_auth
 
 
 # ---- OpenSSL (<openssl/sha.h>, <openssl/aes.h>, <openssl/modes.h>; layouts unchanged since 1.0) -----------------
@@ -172,6 +186,11 @@ ctypedef struct IcmBox:
     AES_KEY key
     srtp_cipher_t cipher
 
+# Lines a protect touches from a block's start: HmacBox's three SHA_CTX (288 bytes), IcmBox up to key.rounds (296).
+cdef enum:
+    HMAC_HOT_LINES = 5
+    ICM_HOT_LINES = 5
+
 cdef sha1_init_t _sha1_init = NULL
 cdef sha1_update_t _sha1_update = NULL
 cdef sha1_final_t _sha1_final = NULL
@@ -195,11 +214,14 @@ cdef void* _aligned_zeroed(size_t size) noexcept nogil:
 # ---- HMAC-SHA1 -------------------------------------------------------------------------------------------------
 
 cdef int _hmac_alloc(srtp_auth_t** ap, int key_len, int out_len) noexcept nogil:
+    global mr_captured_auth
     if out_len < 0 or out_len > SHA1_DIGEST or key_len < 0 or key_len > SHA1_BLOCK:
         return ERR_BAD_PARAM
     cdef HmacBox* box = <HmacBox*>_aligned_zeroed(sizeof(HmacBox))
     if box == NULL:
         return ERR_ALLOC_FAIL
+    if mr_capturing and mr_captured_auth == NULL:
+        mr_captured_auth = box
     box.auth.type = &_hmac_type
     box.auth.state = box
     box.auth.out_len = out_len
@@ -270,11 +292,14 @@ cdef int _hmac_compute(void* state, const uint8_t* buffer, int octets, int tag_l
 # ---- AES-ICM-128 (RFC 3711 4.1.1) -------------------------------------------------------------------------------
 
 cdef int _icm_alloc(srtp_cipher_t** cp, int key_len, int tag_len) noexcept nogil:
+    global mr_captured_cipher
     if key_len != AES_ICM_128_KEY_WITH_SALT:
         return ERR_BAD_PARAM
     cdef IcmBox* box = <IcmBox*>_aligned_zeroed(sizeof(IcmBox))
     if box == NULL:
         return ERR_ALLOC_FAIL
+    if mr_capturing and mr_captured_cipher == NULL:
+        mr_captured_cipher = box
     box.cipher.type = &_icm_type
     box.cipher.state = box
     box.cipher.key_len = key_len
@@ -316,6 +341,35 @@ cdef int _icm_encrypt(void* state, uint8_t* buffer, unsigned int* octets) noexce
     cdef IcmBox* box = <IcmBox*>state
     _ctr128_encrypt(buffer, buffer, octets[0], &box.key, box.counter, box.ecount, &box.num, _aes_ctr32_blocks)
     return ERR_OK
+
+
+# ---- what a session's packets touch, for prefetching ------------------------------------------------------------
+
+cdef void capture_begin() noexcept nogil:
+    global mr_capturing, mr_captured_cipher, mr_captured_auth
+    mr_capturing = 1
+    mr_captured_cipher = NULL
+    mr_captured_auth = NULL
+
+
+cdef void capture_end(SessionState* out) noexcept nogil:
+    global mr_capturing
+    mr_capturing = 0
+    out.cipher = mr_captured_cipher
+    out.auth = mr_captured_auth
+
+
+cdef inline void prefetch_lines(const void* p, int lines) noexcept nogil:
+    cdef int i
+    for i in range(lines):
+        __builtin_prefetch((<const uint8_t*>p) + 64 * i)
+
+
+cdef void prefetch_session(const SessionState* s) noexcept nogil:
+    if s.cipher != NULL:
+        prefetch_lines(s.cipher, ICM_HOT_LINES)
+    if s.auth != NULL:
+        prefetch_lines(s.auth, HMAC_HOT_LINES)
 
 
 # ---- installation -----------------------------------------------------------------------------------------------
@@ -394,6 +448,7 @@ _NEEDS = {
 
 def install() -> dict[str, str]:
     """Replace libsrtp's HMAC-SHA1 and AES-ICM-128 with these (once per process); returns :func:`installed`."""
+    assert 3 * sizeof(SHA_CTX) <= 64 * HMAC_HOT_LINES and sizeof(IcmBox) - sizeof(srtp_cipher_t) <= 64 * ICM_HOT_LINES
     if os.environ.get("MEDIAROUTER_SRTP_CRYPTO", "").lower() == "libsrtp":
         for name, status in _status.items():
             if not status.startswith("mediarouter"):

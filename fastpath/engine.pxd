@@ -4,6 +4,7 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
 
 from fastpath.counters cimport DROP_REASON_COUNT
 from fastpath.includes.linux cimport iovec, mmsghdr, sockaddr_in, sockaddr_in6
+from fastpath.crypto_kernel cimport SessionState
 from fastpath.includes.srtp cimport SrtpFns
 from fastpath.nack cimport NackGen
 from fastpath.rtp cimport ExtIds
@@ -158,13 +159,15 @@ ctypedef struct Consumer:
 
 
 ctypedef struct Transport:
-    # Per-forwarded-packet fields first (one cache line: handle, bound, addr, srtp_out, tx counters).
+    # Per-forwarded-packet fields first (one cache line: handle, bound, addr, srtp_out, tx counters, and where
+    # srtp_out keeps its cipher and HMAC states, prefetched one consumer ahead).
     int32_t handle
     uint8_t bound
     sockaddr_in addr
     void* srtp_out
     uint64_t tx_packets
     uint64_t tx_bytes
+    SessionState out_hot
     void* srtp_in
     uint64_t tuple_key
     ExtIds ids

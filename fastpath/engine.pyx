@@ -54,6 +54,7 @@ from fastpath.counters cimport (
     DROP_UNSUPPORTED_PT,
     DROP_WAIT_KEYFRAME,
 )
+from fastpath.crypto_kernel cimport prefetch_session
 from fastpath.demux cimport KIND_DTLS, KIND_RTCP, KIND_STUN, KIND_UNKNOWN, PacketKind, demux_classify
 from fastpath.includes.linux cimport (
     AF_INET,
@@ -540,6 +541,7 @@ cdef class Engine:
         self._srtp[slot] = (rx, tx)
         tr.srtp_in = rx.ctx
         tr.srtp_out = tx.ctx
+        tr.out_hot = tx.hot
         tr.fail_count = 0
 
     def remove_transport(self, int t) -> None:

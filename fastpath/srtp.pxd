@@ -1,4 +1,5 @@
 # SRTP contexts made by pylibsrtp, used from C through the wheel's libsrtp function pointers.
+from fastpath.crypto_kernel cimport SessionState
 from fastpath.includes.srtp cimport SrtpFns
 
 
@@ -7,6 +8,7 @@ cdef class SrtpContext:
     cdef void* ctx                     # its srtp_t
     cdef readonly int profile
     cdef readonly bint outbound
+    cdef SessionState hot              # its RTP cipher/auth state blocks when fastpath.crypto_kernel's (prefetching)
 
 
 cdef SrtpFns srtp_fns() noexcept

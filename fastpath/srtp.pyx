@@ -18,6 +18,7 @@ primitives) before any session is made; see that module for why.
 from libc.stdint cimport uint8_t, uintptr_t
 from libc.string cimport memcpy
 
+from fastpath.crypto_kernel cimport capture_begin, capture_end
 from fastpath.includes.linux cimport htonl
 from fastpath.includes.srtp cimport (
     SRTP_MAX_TRAILER,
@@ -124,10 +125,23 @@ cdef class SrtpContext:
                         srtp_profile=profile)
         policy.allow_repeat_tx = bool(outbound)
         policy.window_size = 512 if outbound else 1024
-        self.session = Session(policy)
+        capture_begin()
+        try:
+            self.session = Session(policy)
+        finally:
+            capture_end(&self.hot)
+        if profile != PROFILE_AES128_CM_SHA1_80:
+            # GCM sessions have no HMAC and libsrtp's own cipher: what was captured is the key derivation's
+            # AES-ICM state, freed already.
+            self.hot.cipher = NULL
+            self.hot.auth = NULL
         self.ctx = <void*><uintptr_t>int(ffi.cast("uintptr_t", self.session._srtp[0]))
         self.profile = profile
         self.outbound = outbound
+
+    def hot_states(self) -> tuple:
+        """(cipher, auth) addresses of the RTP state blocks the Engine prefetches; 0 where libsrtp's own are used."""
+        return <uintptr_t>self.hot.cipher, <uintptr_t>self.hot.auth
 
     def protect(self, const uint8_t[:] data) -> bytes:
         return _run(self, _fns.protect, data, SRTP_MAX_TRAILER)

@@ -4,6 +4,7 @@ every profile (the GCM profiles keep libsrtp's cipher but derive their keys with
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -93,3 +94,19 @@ def test_a_tag_from_another_key_or_a_changed_byte_fails_authentication(profile: 
     with pytest.raises(ValueError, match="^srtp: authentication failure$"):
         fastpath.SrtpContext(profile, other, False).unprotect(wire)
     assert fastpath.SrtpContext(profile, key, False).unprotect(wire)[:12] == wire[:12]
+
+
+def test_the_prefetched_states_are_the_rtp_cipher_and_hmac() -> None:
+    """The Engine prefetches the blocks a context captured while libsrtp made it: RTP's, not RTCP's or the KDF's."""
+    ctx = fastpath.SrtpContext(CM80, os.urandom(30), True)
+    cipher, auth = ctx.hot_states()
+    assert cipher and auth and cipher != auth
+    counter = (ctypes.c_uint8 * 16).from_address(cipher)  # IcmBox.counter: salt XOR the packet's IV
+    work = (ctypes.c_uint8 * 96).from_address(auth + 96)  # HmacBox.work: the running inner digest
+    before = bytes(counter), bytes(work)
+    ctx.protect_rtcp(packets.rtcp_rr(5))
+    assert (bytes(counter), bytes(work)) == before
+    ctx.protect(packets.rtp(96, 1, 1, 0xABC, os.urandom(100)))
+    assert bytes(counter) != before[0] and bytes(work) != before[1]
+    for profile in (fastpath.PROFILE_AEAD_AES_128_GCM, fastpath.PROFILE_AEAD_AES_256_GCM):
+        assert fastpath.SrtpContext(profile, os.urandom(fastpath.KEY_LENGTHS[profile]), True).hot_states() == (0, 0)
