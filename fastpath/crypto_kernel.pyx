@@ -33,14 +33,13 @@ from libc.stdint cimport uint8_t, uintptr_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
+from fastpath.includes.linux cimport zalloc_lines
+
 import ctypes
 import os
 
 import pylibsrtp
 import pylibsrtp._binding
-
-cdef extern from "<stdlib.h>" nogil:
-    int posix_memalign(void** memptr, size_t alignment, size_t size)
 
 cdef extern from "<string.h>" nogil:
     void explicit_bzero(void* s, size_t n)
@@ -203,21 +202,13 @@ cdef const char* _HMAC_DESCRIPTION = b"hmac sha-1 (mediarouter: precomputed pads
 cdef const char* _ICM_DESCRIPTION = b"AES-128 counter mode (mediarouter: OpenSSL AES-NI ctr32)"
 
 
-cdef void* _aligned_zeroed(size_t size) noexcept nogil:
-    cdef void* mem = NULL
-    if posix_memalign(&mem, 64, size) != 0:
-        return NULL
-    memset(mem, 0, size)
-    return mem
-
-
 # ---- HMAC-SHA1 -------------------------------------------------------------------------------------------------
 
 cdef int _hmac_alloc(srtp_auth_t** ap, int key_len, int out_len) noexcept nogil:
     global mr_captured_auth
     if out_len < 0 or out_len > SHA1_DIGEST or key_len < 0 or key_len > SHA1_BLOCK:
         return ERR_BAD_PARAM
-    cdef HmacBox* box = <HmacBox*>_aligned_zeroed(sizeof(HmacBox))
+    cdef HmacBox* box = <HmacBox*>zalloc_lines(sizeof(HmacBox))
     if box == NULL:
         return ERR_ALLOC_FAIL
     if mr_capturing and mr_captured_auth == NULL:
@@ -295,7 +286,7 @@ cdef int _icm_alloc(srtp_cipher_t** cp, int key_len, int tag_len) noexcept nogil
     global mr_captured_cipher
     if key_len != AES_ICM_128_KEY_WITH_SALT:
         return ERR_BAD_PARAM
-    cdef IcmBox* box = <IcmBox*>_aligned_zeroed(sizeof(IcmBox))
+    cdef IcmBox* box = <IcmBox*>zalloc_lines(sizeof(IcmBox))
     if box == NULL:
         return ERR_ALLOC_FAIL
     if mr_capturing and mr_captured_cipher == NULL:

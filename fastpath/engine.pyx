@@ -21,9 +21,6 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 
 
-cdef extern from "<stdlib.h>" nogil:
-    int posix_memalign(void** memptr, size_t alignment, size_t size)
-
 cdef extern from *:
     void __builtin_prefetch(const void* address) nogil
 
@@ -92,6 +89,7 @@ from fastpath.includes.linux cimport (
     sockaddr_in,
     sockaddr_in6,
     timespec,
+    zalloc_lines,
 )
 from fastpath.includes.srtp cimport SRTP_ERR_OK, SRTP_ERR_REPLAY_OLD, SRTP_MAX_TRAILER
 from fastpath.keyframe cimport CODEC_UNKNOWN, keyframe_detect
@@ -466,7 +464,7 @@ cdef class Engine:
         if not self._free_t:
             self._grow_transports()
         slot = self._free_t.pop()
-        tr = <Transport*>_zalloc_lines(sizeof(Transport))
+        tr = <Transport*>zalloc_lines(sizeof(Transport))
         if tr == NULL:
             raise MemoryError()
         tr.handle = t
@@ -729,10 +727,10 @@ cdef class Engine:
             raise ValueError(f"spatial must be in -1..{pr.n_enc - 1}, got {spatial}")
         if not self._free_c:
             self._grow_consumers()
-        co = <Consumer*>_zalloc_lines(sizeof(Consumer))
+        co = <Consumer*>zalloc_lines(sizeof(Consumer))
         if co == NULL:
             raise MemoryError()
-        co.seq = <SeqRw*>_zalloc_lines(sizeof(SeqRw))
+        co.seq = <SeqRw*>zalloc_lines(sizeof(SeqRw))
         co.meta = <MetaSlot*>calloc(META_RING, sizeof(MetaSlot))
         if co.seq == NULL or co.meta == NULL:
             _free_consumer(co)
@@ -960,15 +958,6 @@ cdef class Engine:
              "rr_highest_seq": co.rr_highest_seq, "rr_jitter": co.rr_jitter, "rtt_ms": co.rtt_ms}
         d.update(_drops(co.drops))
         return d
-
-
-cdef void* _zalloc_lines(size_t size) noexcept nogil:
-    """Zeroed memory starting on a cache line: a struct's hot first fields then share one line."""
-    cdef void* p = NULL
-    if posix_memalign(&p, 64, size) != 0:
-        return NULL
-    memset(p, 0, size)
-    return p
 
 
 cdef void _want_timestamps(EngineState* e) noexcept nogil:
