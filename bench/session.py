@@ -305,7 +305,12 @@ class Measurement:
     uplink_dropped: int = 0  # packets the publishers "sent" that the generator discarded (--uplink-loss)
     uplink_retransmitted: int = 0  # packets the publishers sent again because the server NACKed them
     uplink_nack_missing: int = 0  # NACKed packets a publisher no longer had
-    lost_before_recovery: int = 0  # deliveries the simulated losses took: downlink drops + uplink drops x fan-out
+    uplink_lost_deliveries: int = 0  # uplink drops x the fan-out of their stream
+
+    @property
+    def lost_before_recovery(self) -> int:
+        """Deliveries the simulated losses took: downlink drops + uplink drops x fan-out."""
+        return self.downlink_dropped + self.uplink_lost_deliveries
 
     @property
     def recovered_pct(self) -> float | None:
@@ -417,8 +422,7 @@ async def measure(gen: LoadGen, probe: Probe, generator_port: int, fanout_of: li
         uplink_dropped=sum(s["uplink_dropped"] for s in senders),
         uplink_retransmitted=sum(s["retransmitted"] for s in senders),
         uplink_nack_missing=sum(s["nack_missing"] for s in senders),
-        lost_before_recovery=(sum(r["dropped"] for r in receivers)
-                              + sum(s["uplink_dropped"] * n for s, n in zip(senders, fanout_of, strict=True))),
+        uplink_lost_deliveries=sum(s["uplink_dropped"] * n for s, n in zip(senders, fanout_of, strict=True)),
     )
 
 

@@ -96,8 +96,8 @@ def test_bind_udp_reads_buffers_back_and_refuses_a_busy_port() -> None:
 def _ip_headers_sent(sender: socket.socket, count: int) -> list[tuple[int, int]]:
     """(flags+fragment offset, IP ID) of ``count`` datagrams ``sender`` sends to a local port, read back from
     a raw socket (needs CAP_NET_RAW)."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)  # PermissionError without the right
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
     try:
         receiver.bind(("127.0.0.1", 0))
         raw.settimeout(2.0)
