@@ -18,17 +18,31 @@ cdef inline void send_queue(EngineState* e, int32_t t_slot, int32_t length) noex
 
 
 cdef void send_flush(EngineState* e) noexcept nogil:
-    cdef int32_t i = 0
+    if e.n_send == 0:
+        return
+    if e.gso and e.n_send > 1:
+        gso_flush(e)                          # _gso.pxi: falls back to send_plain when nothing coalesces
+    else:
+        send_plain(e, 0)
+    e.n_send = 0
+
+
+cdef inline void send_account(EngineState* e, int32_t k) noexcept nogil:
+    cdef Transport* t = e.transports[e.send_t[k]]
+    t.tx_packets += 1
+    t.tx_bytes += e.send_iov[k].iov_len
+
+
+cdef void send_plain(EngineState* e, int32_t i) noexcept nogil:
+    """Send slots i..n_send-1, one datagram per sendmmsg message."""
     cdef int32_t k, r
-    cdef Transport* t
     while i < e.n_send:
         r = sendmmsg(e.fd, &e.send_msgs[i], e.n_send - i, MSG_DONTWAIT)
         if r > 0:
             for k in range(i, i + r):
-                t = e.transports[e.send_t[k]]
-                t.tx_packets += 1
-                t.tx_bytes += e.send_iov[k].iov_len
+                send_account(e, k)
             e.tx_datagrams += r
+            e.tx_messages += r
             i += r
             continue
         if errno == EINTR:
@@ -42,7 +56,6 @@ cdef void send_flush(EngineState* e) noexcept nogil:
         # A per-destination error (e.g. ECONNREFUSED from an ICMP): skip that datagram only.
         e.transports[e.send_t[i]].drops[DROP_SEND_FAILED] += 1
         i += 1
-    e.n_send = 0
 
 
 cdef int send_rtp(EngineState* e, Consumer* c, const uint8_t* packet, int32_t length, uint8_t pt,

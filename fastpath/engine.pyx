@@ -59,18 +59,27 @@ from fastpath.includes.linux cimport (
     CLOCK_REALTIME,
     CMSG_DATA,
     CMSG_FIRSTHDR,
+    CMSG_LEN,
     CMSG_NXTHDR,
+    CMSG_SPACE,
     EAGAIN,
     EINTR,
+    EINVAL,
+    EIO,
+    ENOPROTOOPT,
+    EOPNOTSUPP,
     EWOULDBLOCK,
+    IPPROTO_UDP,
     MSG_DONTWAIT,
     MSG_TRUNC,
     SCM_TIMESTAMPNS,
     SO_TIMESTAMPNS,
     SOL_SOCKET,
+    UDP_SEGMENT,
     clock_gettime,
     cmsghdr,
     errno,
+    getsockopt,
     htonl,
     htons,
     inet_ntop,
@@ -88,6 +97,7 @@ from fastpath.includes.linux cimport (
     sockaddr,
     sockaddr_in,
     sockaddr_in6,
+    socklen_t,
     timespec,
     zalloc_lines,
 )
@@ -163,6 +173,7 @@ import os
 from fastpath.counters import DROP_REASON_NAMES
 
 include "_send.pxi"
+include "_gso.pxi"
 include "_forward.pxi"
 include "_feedback.pxi"
 include "_publisher_feedback.pxi"
@@ -291,6 +302,13 @@ cdef dict _drops(const uint64_t* drops):
     return {"drop_" + DROP_REASON_NAMES[i]: drops[i] for i in range(DROP_REASON_COUNT) if drops[i]}
 
 
+cdef bint gso_supported(int fd) noexcept nogil:
+    """Whether the kernel knows UDP_SEGMENT on this socket (asked without setting a default segment size)."""
+    cdef int value = 0
+    cdef socklen_t n = sizeof(int)
+    return getsockopt(fd, IPPROTO_UDP, UDP_SEGMENT, &value, &n) == 0
+
+
 cdef class Engine:
     """The per-worker fast path. See docs/SEAMS.md section 1 for the command set.
 
@@ -311,7 +329,7 @@ cdef class Engine:
     cdef readonly int fd
     cdef readonly int batch_size
 
-    def __cinit__(self, int fd, *, int batch_size=64):
+    def __cinit__(self, int fd, *, int batch_size=64, bint gso=True):
         cdef int32_t i
         cdef EngineState* e
         if fd < 0:
@@ -339,6 +357,7 @@ cdef class Engine:
         e.now_ms = monotonic_ms()
         e.epoch_us = monotonic_us()
         e.batch = batch_size
+        e.gso = gso and gso_supported(fd)
         memcpy(e.cname, <const char*>CNAME, len(CNAME))
         e.cname_len = len(CNAME)
         ht_init(&e.tuples, 64)
@@ -906,9 +925,22 @@ cdef class Engine:
                 out.append((ev.code, ev.a))
         return out
 
+    @property
+    def gso(self) -> bool:
+        """True while queued datagrams to one transport leave as one segmented message (UDP GSO)."""
+        return bool(self.st.gso)
+
+    @gso.setter
+    def gso(self, bint on) -> None:
+        send_flush(self.st)
+        self.st.gso = on and gso_supported(self.fd)
+        if self.st.gso:
+            self.st.gso_errno = 0
+
     def snapshot_engine(self) -> dict:
         cdef EngineState* e = self.st
-        d = {"rx_datagrams": e.rx_datagrams, "tx_datagrams": e.tx_datagrams, "recv_errors": e.recv_errors,
+        d = {"rx_datagrams": e.rx_datagrams, "tx_datagrams": e.tx_datagrams, "tx_messages": e.tx_messages,
+             "gso": int(e.gso), "gso_errno": e.gso_errno, "recv_errors": e.recv_errors,
              "pumps": e.pumps, "events_dropped": e.ev_dropped, "transports": len(self._t),
              "producers": len(self._p), "consumers": len(self._c), "kernel_timestamps": int(e.kernel_ts)}
         d.update(_drops(e.drops))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -45,7 +46,8 @@ class MediaService:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.engine = fastpath.Engine(worker.sock.fileno())
+        # UDP GSO (fastpath/_gso.pxi) is on where the kernel has it; MEDIAROUTER_GSO=0 sends one datagram per message.
+        self.engine = fastpath.Engine(worker.sock.fileno(), gso=os.environ.get("MEDIAROUTER_GSO", "1") != "0")
         self.certificate = DtlsCertificate.generate()
         self.fingerprints = [["sha-256", self.certificate.fingerprint("sha-256")]]
         self.routers: dict[str, MediaRouter] = {}

@@ -158,7 +158,7 @@ class Worker:
             self.channel.register(Method.WORKER_CLOSE, self._on_close)
             # Control sends no request before worker.running, so handlers may be added after the connect.
             await self.channel.start()
-            media_host.install_media(self)
+            media = media_host.install_media(self)
         except Exception:
             log.exception("worker %d set-up failed", self.worker_id)
             await self.channel.close()
@@ -176,6 +176,8 @@ class Worker:
             quiet = provider.startswith("mediarouter") or "MEDIAROUTER_SRTP_CRYPTO" in provider
             log.log(logging.INFO if quiet else logging.WARNING, "worker %d SRTP %s: %s", self.worker_id, primitive,
                     provider)
+        log.info("worker %d UDP GSO: %s", self.worker_id,
+                 "on" if media.engine.gso else "off (MEDIAROUTER_GSO=0, or the kernel has no UDP_SEGMENT)")
         # Objects created during start-up live for the whole process; keep them out of the collector's scans.
         gc.freeze()
         tasks = [self.loop.create_task(self._heartbeat_loop()), self.loop.create_task(self._watch_loop())]

@@ -58,6 +58,8 @@ cdef extern from "<sys/socket.h>" nogil:
     cmsghdr* CMSG_NXTHDR(msghdr* msg, cmsghdr* cmsg)
     unsigned char* CMSG_DATA(cmsghdr* cmsg)
     size_t CMSG_SPACE(size_t length)
+    size_t CMSG_LEN(size_t length)
+    int getsockopt(int fd, int level, int optname, void* optval, socklen_t* optlen)
     int setsockopt(int fd, int level, int optname, const void* optval, socklen_t optlen)
     int SOL_SOCKET
     int SO_TIMESTAMPNS
@@ -79,6 +81,18 @@ cdef extern from "<netinet/in.h>" nogil:
         in6_addr sin6_addr
 
 
+cdef extern from *:
+    # udp(7) segmentation offload: one sendmsg carries equal-sized datagrams to one destination (Linux 4.18+).
+    """
+    #include <netinet/in.h>
+    #ifndef UDP_SEGMENT
+    #define UDP_SEGMENT 103
+    #endif
+    """
+    int IPPROTO_UDP
+    int UDP_SEGMENT
+
+
 cdef extern from "<arpa/inet.h>" nogil:
     uint32_t htonl(uint32_t x)
     uint32_t ntohl(uint32_t x)
@@ -94,6 +108,10 @@ cdef extern from "<errno.h>" nogil:
     int EAGAIN
     int EWOULDBLOCK
     int EINTR
+    int EIO
+    int EINVAL
+    int ENOPROTOOPT
+    int EOPNOTSUPP
 
 
 cdef inline long long monotonic_ms() noexcept nogil:

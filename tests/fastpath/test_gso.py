@@ -1,0 +1,164 @@
+"""UDP GSO in the Engine's send arena: one publisher burst fanned out to several subscribers.
+
+Each subscriber's queued copies of one length leave as one segmented sendmmsg message (a shorter copy ends a
+message; 64 segments or 65,000 bytes at most); the subscribers must still read every datagram, in order and
+decryptable, exactly as with GSO off. A socket that refuses segmented sends turns GSO off without losing a packet.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+import fastpath
+from tests import packets
+from tests.fastpath.conftest import Peer, make_peer, udp_socket
+
+PUB_SSRC = 0x1111
+VP8 = 96
+SO_NO_CHECK = 11  # socket(7): no UDP checksum on send, which the kernel refuses to combine with UDP_SEGMENT
+
+
+class Fanout:
+    def __init__(self, profile: int, subscribers: int, *, gso: bool, batch_size: int = 64) -> None:
+        self.sock = udp_socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self.engine = fastpath.Engine(self.sock.fileno(), batch_size=batch_size, gso=gso)
+        self.pub = make_peer(profile, self.engine, self.sock, 1)
+        self.engine.add_producer(10, 1, fastpath.KIND_VIDEO, b"0", [(b"", PUB_SSRC, 0)], [VP8], {}, 90000,
+                                 codecs={VP8: fastpath.CODEC_VP8})
+        self.subs: list[Peer] = []
+        for i in range(subscribers):
+            sub = make_peer(profile, self.engine, self.sock, 2 + i)
+            sub.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            self.engine.add_consumer(20 + i, 2 + i, 10, 0x5000 + i, {VP8: 100}, False)
+            self.subs.append(sub)
+
+    def burst(self, sizes: list[int], first_seq: int = 100) -> list[bytes]:
+        """Send one packet per size (the first a key frame), then let the Engine read them in one pump."""
+        sent = []
+        for i, size in enumerate(sizes):
+            pkt = packets.rtp(VP8, first_seq + i, 3000, PUB_SSRC, packets.vp8_payload(key=i == 0, size=size))
+            self.pub.send_rtp(pkt)
+            sent.append(pkt)
+        select.select([self.sock], [], [], 1.0)
+        self.engine.pump()
+        return sent
+
+    def close(self) -> None:
+        del self.engine
+        for s in [self.sock, self.pub.sock, *(p.sock for p in self.subs)]:
+            s.close()
+
+
+@pytest.fixture(params=[fastpath.PROFILE_AES128_CM_SHA1_80, fastpath.PROFILE_AEAD_AES_128_GCM],
+                ids=["aes-cm-80", "aes-gcm-128"])
+def profile(request: pytest.FixtureRequest) -> int:
+    return request.param
+
+
+@pytest.fixture
+def make(profile: int) -> Iterator:
+    made: list[Fanout] = []
+
+    def factory(subscribers: int, **kw: object) -> Fanout:
+        f = Fanout(profile, subscribers, **kw)
+        made.append(f)
+        return f
+
+    yield factory
+    for f in made:
+        f.close()
+
+
+def payloads(sub: Peer) -> list[tuple[int, bytes]]:
+    got, _ = sub.drain()
+    return [(struct.unpack("!H", p[2:4])[0], p[12:]) for p in got]
+
+
+def check_delivery(f: Fanout, sent: list[bytes]) -> None:
+    for sub in f.subs:
+        got = payloads(sub)
+        assert [p for _, p in got] == [s[12:] for s in sent]
+        seqs = [s for s, _ in got]
+        assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(len(sent))]
+
+
+# sizes of one burst, subscribers -> sendmmsg messages (when GSO is on)
+GROUPING = [
+    pytest.param([400] * 12, 3, 3, id="equal-sizes-one-message-per-subscriber"),
+    pytest.param([400] * 6 + [200] + [400] * 5, 2, 4, id="a-shorter-packet-ends-its-message"),
+    pytest.param([400, 800, 400], 1, 2, id="a-longer-packet-starts-a-new-message-a-shorter-one-ends-it"),
+    pytest.param([1200] * 60, 1, 2, id="at-most-65000-bytes-per-message"),
+    pytest.param([100] * 100, 1, 2, id="at-most-64-segments-per-message"),
+    pytest.param([300], 4, 4, id="lone-datagrams-unchanged"),
+]
+
+
+@pytest.mark.parametrize(("sizes", "subscribers", "messages"), GROUPING)
+def test_a_burst_leaves_as_one_message_per_subscriber_and_size(make, sizes: list[int], subscribers: int,
+                                                              messages: int) -> None:
+    f = make(subscribers, gso=True, batch_size=128)
+    assert f.engine.gso
+    before = f.engine.snapshot_engine()
+    sent = f.burst(sizes)
+    after = f.engine.snapshot_engine()
+    assert after["tx_datagrams"] - before["tx_datagrams"] == len(sizes) * subscribers
+    assert after["tx_messages"] - before["tx_messages"] == messages
+    check_delivery(f, sent)
+    for i in range(subscribers):
+        t = f.engine.snapshot_transport(2 + i)
+        assert t["tx_packets"] == len(sizes)
+        assert t.get("drop_send_failed", 0) == 0
+
+
+def test_gso_off_sends_one_message_per_datagram_with_the_same_bytes(make) -> None:
+    f = make(3, gso=False)
+    assert not f.engine.gso
+    before = f.engine.snapshot_engine()
+    sent = f.burst([400] * 10)
+    e = f.engine.snapshot_engine()
+    assert e["tx_messages"] - before["tx_messages"] == e["tx_datagrams"] - before["tx_datagrams"] == 30
+    assert e["gso"] == 0
+    check_delivery(f, sent)
+
+
+def test_gso_can_be_switched_at_run_time(make) -> None:
+    f = make(2, gso=False)
+    f.engine.gso = True
+    assert f.engine.gso
+    before = f.engine.snapshot_engine()["tx_messages"]
+    sent = f.burst([500] * 8)
+    assert f.engine.snapshot_engine()["tx_messages"] - before == 2
+    check_delivery(f, sent)
+
+
+def test_a_socket_that_refuses_segmentation_turns_gso_off_and_loses_nothing(make) -> None:
+    f = make(3, gso=True)
+    f.sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+    before = f.engine.snapshot_engine()
+    sent = f.burst([400] * 10)
+    e = f.engine.snapshot_engine()
+    assert not f.engine.gso
+    assert e["gso_errno"] == errno.EINVAL
+    assert e["tx_datagrams"] - before["tx_datagrams"] == 30
+    check_delivery(f, sent)
+    more = f.burst([400] * 4, first_seq=200)  # later bursts go out plainly
+    assert f.engine.snapshot_engine()["tx_messages"] == e["tx_messages"] + 12
+    for sub in f.subs:
+        assert [p for _, p in payloads(sub)] == [s[12:] for s in more]
+
+
+def test_engine_rejects_nothing_on_a_socket_without_udp_segment() -> None:
+    # A stream socket has no UDP options: GSO stays off instead of failing at the first send.
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        assert not fastpath.Engine(a.fileno(), gso=True).gso
+    finally:
+        a.close()
+        b.close()
