@@ -4,15 +4,17 @@ Owns one deliberately minimal loop built from the fast path's primitives (recvmm
 function pointers of ``fastpath.srtp``, in-place RTP header writes) without any SFU logic: receive a batch,
 unprotect each packet once, then for each destination copy, rewrite SSRC (``ssrc_base + k``) and sequence number,
 protect with that destination's context and queue it; ``sendmmsg`` whenever the send arena is full and at the end of
-each receive batch. The send arena has a fixed size (not one slot per destination and received packet), so capacity
+each receive batch, with each destination's datagrams grouped into UDP GSO messages (``fastpath.gso``, as the
+Engine's send arena does) unless ``gso`` is off. The send arena has a fixed size (not one slot per destination and received packet), so capacity
 runs with thousands of subscribers have a limit to compare against; it waits in ``ppoll`` when idle. RFC 3550,
 RFC 3711.
 """
 
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
+from fastpath.gso cimport GSO_ARENA, GsoArena, gso_group, gso_layout, gso_refused, gso_supported
 from fastpath.includes.linux cimport (
     AF_INET,
     EINTR,
@@ -45,7 +47,7 @@ cdef extern from "<poll.h>" nogil:
 
 cdef enum:
     SLOT = 2048
-    SEND_ARENA = 256
+    SEND_ARENA = GSO_ARENA
 
 
 cdef void _flush(int fd, mmsghdr* msgs, int n) noexcept nogil:
@@ -60,8 +62,34 @@ cdef void _flush(int fd, mmsghdr* msgs, int n) noexcept nogil:
             i += 1                            # the datagram the kernel refused is dropped
 
 
+cdef void _flush_gso(int fd, GsoArena* g, mmsghdr* msgs, iovec* iov, int32_t* dest, int n,
+                     bint* gso) noexcept nogil:
+    cdef int32_t n_msgs, i = 0, j, r
+    if not gso[0] or n < 2:
+        _flush(fd, msgs, n)
+        return
+    n_msgs = gso_group(g, dest, iov, n)
+    if n_msgs == n:
+        _flush(fd, msgs, n)
+        return
+    gso_layout(g, n_msgs, msgs, iov)
+    while i < n_msgs:
+        r = sendmmsg(fd, g.msgs + i, n_msgs - i, MSG_DONTWAIT)
+        if r > 0:
+            i += r
+        elif errno == EINTR:
+            continue
+        elif g.msg[i].nseg > 1 and gso_refused(errno):
+            gso[0] = 0                        # plain sends from here on, as the Engine does
+            for j in range(g.msg[i].base, n):
+                _flush(fd, msgs + g.slot[j], 1)
+            return
+        else:
+            i += 1                            # the message the kernel refused is dropped
+
+
 def run_limit(int fd, list dests, SrtpContext rx, list tx, double seconds, unsigned int ssrc_base=0x10000000,
-              int batch=64) -> dict:
+              int batch=64, bint gso=True) -> dict:
     """Forward everything arriving on ``fd`` to every (host, port) in ``dests`` for ``seconds``."""
     cdef SrtpFns fns = srtp_fns()
     cdef int k, i, n, ndest = len(dests), nsend = 0, length, plen, fail_streak = 0, rc
@@ -73,6 +101,8 @@ def run_limit(int fd, list dests, SrtpContext rx, list tx, double seconds, unsig
     cdef iovec* riov = NULL
     cdef mmsghdr* smsgs = NULL
     cdef iovec* siov = NULL
+    cdef int32_t* sdest = NULL
+    cdef GsoArena* arena = NULL
     cdef uint8_t* pkt
     cdef uint8_t* out
     cdef uint64_t received = 0, forwarded = 0, failed = 0, resets = 0, protect_failed = 0
@@ -100,9 +130,12 @@ def run_limit(int fd, list dests, SrtpContext rx, list tx, double seconds, unsig
         riov = <iovec*>calloc(batch, sizeof(iovec))
         smsgs = <mmsghdr*>calloc(SEND_ARENA, sizeof(mmsghdr))
         siov = <iovec*>calloc(SEND_ARENA, sizeof(iovec))
+        sdest = <int32_t*>calloc(SEND_ARENA, sizeof(int32_t))
+        arena = <GsoArena*>calloc(1, sizeof(GsoArena))
         if (addrs == NULL or txc == NULL or rbuf == NULL or sbuf == NULL or rmsgs == NULL or riov == NULL
-                or smsgs == NULL or siov == NULL):
+                or smsgs == NULL or siov == NULL or sdest == NULL or arena == NULL):
             raise MemoryError()
+        gso = gso and gso_supported(fd)
         for k in range(ndest):
             host, port = dests[k]
             addrs[k].sin_family = AF_INET
@@ -162,12 +195,13 @@ def run_limit(int fd, list dests, SrtpContext rx, list tx, double seconds, unsig
                             continue
                         siov[nsend].iov_len = plen
                         smsgs[nsend].msg_hdr.msg_name = &addrs[k]
+                        sdest[nsend] = k
                         nsend += 1
                         forwarded += 1
                         if nsend == SEND_ARENA:
-                            _flush(fd, smsgs, nsend)
+                            _flush_gso(fd, arena, smsgs, siov, sdest, nsend, &gso)
                             nsend = 0
-                _flush(fd, smsgs, nsend)
+                _flush_gso(fd, arena, smsgs, siov, sdest, nsend, &gso)
                 nsend = 0
     finally:
         free(addrs)
@@ -178,5 +212,7 @@ def run_limit(int fd, list dests, SrtpContext rx, list tx, double seconds, unsig
         free(riov)
         free(smsgs)
         free(siov)
+        free(sdest)
+        free(arena)
     return {"received": received, "forwarded": forwarded, "unprotect_failed": failed, "srtp_resets": resets,
-            "protect_failed": protect_failed}
+            "protect_failed": protect_failed, "gso": bool(gso)}

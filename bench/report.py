@@ -113,6 +113,8 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
         result["worker_profile"] = info["profile"]
     result["commit"] = commit()
     result["machine"] = machine()
+    # UDP GSO in the workers (and the limit loop, in limit["limit_counters"]): None for a server at --url.
+    result["udp_gso"] = None if getattr(opts, "url", None) else udp_gso()
     result["measured_at"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     missing = [k for k in REQUIRED_KEYS if k not in result]
     assert not missing, missing
@@ -244,6 +246,19 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def udp_gso() -> bool:
+    """Whether a worker started here segments its sends (fastpath/gso.pxd): the kernel has UDP_SEGMENT and
+    MEDIAROUTER_GSO is not 0 (the limit loop follows the same switch)."""
+    import socket
+
+    import fastpath
+
+    if os.environ.get("MEDIAROUTER_GSO", "1") == "0":
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        return bool(fastpath.Engine(s.fileno()).gso)
 
 
 def machine() -> str:

@@ -5,6 +5,7 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
 from fastpath.counters cimport DROP_REASON_COUNT
 from fastpath.includes.linux cimport iovec, mmsghdr, sockaddr_in, sockaddr_in6
 from fastpath.crypto_kernel cimport SessionState
+from fastpath.gso cimport GSO_ARENA, GsoArena
 from fastpath.includes.srtp cimport SrtpFns
 from fastpath.nack cimport NackGen
 from fastpath.rtp cimport ExtIds
@@ -20,13 +21,8 @@ cdef enum:
     RECV_SLOT_BYTES = 2048
     RECV_MAX_DATAGRAM = RECV_SLOT_BYTES - 32   # keeps SRTP tail room for in-place work
     RECV_CMSG_BYTES = 128                     # ancillary data per datagram (the SO_TIMESTAMPNS timespec)
-    SEND_BATCH = 256
+    SEND_BATCH = GSO_ARENA                    # one flush is one GSO grouping (fastpath/gso.pxd)
     SEND_SLOT_BYTES = 2048
-    GSO_MAX_SEGMENTS = 64                     # the kernel's UDP_MAX_SEGMENTS
-    GSO_MAX_BYTES = 65000                     # under 65,507, the largest UDP payload over IPv4
-    GSO_TABLE_BITS = 9
-    GSO_TABLE = 1 << GSO_TABLE_BITS           # > SEND_BATCH: the open-addressing probe always ends
-    GSO_CMSG_WORDS = 3                        # CMSG_SPACE(sizeof(uint16_t)) = 24 bytes
     EVENT_RING = 1024
     META_RING = 512                           # per-consumer NACK metadata, indexed by output seq
     STORE_SLOTS_VIDEO = 512
@@ -199,17 +195,6 @@ ctypedef struct Transport:
     uint64_t drops[DROP_REASON_COUNT]
 
 
-ctypedef struct GsoMsg:
-    # One sendmmsg message of the segmented flush: the send slots of one transport, linked through gso_next.
-    int32_t first
-    int32_t last
-    int32_t base                              # its first entry in gso_iov
-    int32_t nseg
-    int32_t seglen                            # every segment's length but the last one's
-    int32_t bytes
-    uint8_t closed                            # a shorter segment ended it
-
-
 ctypedef struct EngineState:
     int fd
     SrtpFns srtp
@@ -245,16 +230,7 @@ ctypedef struct EngineState:
     # UDP GSO at flush time (_gso.pxi): each transport's queued datagrams of one size leave as one message.
     uint8_t gso                               # 1 while segmented sends are on
     int32_t gso_errno                         # the error that turned them off, 0 = none
-    uint32_t gso_gen                          # stamp of the current flush in gso_tab_gen
-    uint32_t gso_tab_gen[GSO_TABLE]
-    int32_t gso_tab_key[GSO_TABLE]            # transport slot
-    int32_t gso_tab_msg[GSO_TABLE]            # its open message
-    int32_t gso_next[SEND_BATCH]
-    GsoMsg gso_msg[SEND_BATCH]
-    mmsghdr gso_msgs[SEND_BATCH]
-    iovec gso_iov[SEND_BATCH]
-    int32_t gso_slot[SEND_BATCH]              # the send slot behind gso_iov[j]
-    uint64_t gso_cmsg[SEND_BATCH * GSO_CMSG_WORDS]
+    GsoArena gso_arena
     uint64_t tx_messages                      # sendmmsg messages; fewer than tx_datagrams when GSO coalesces
     Event events[EVENT_RING]
     uint32_t ev_head

@@ -53,33 +53,25 @@ from fastpath.counters cimport (
 )
 from fastpath.crypto_kernel cimport prefetch_session
 from fastpath.demux cimport KIND_DTLS, KIND_RTCP, KIND_STUN, KIND_UNKNOWN, PacketKind, demux_classify
+from fastpath.gso cimport GsoArena, GsoMsg, gso_group, gso_layout, gso_refused, gso_supported
 from fastpath.includes.linux cimport (
     AF_INET,
     AF_INET6,
     CLOCK_REALTIME,
     CMSG_DATA,
     CMSG_FIRSTHDR,
-    CMSG_LEN,
     CMSG_NXTHDR,
-    CMSG_SPACE,
     EAGAIN,
     EINTR,
-    EINVAL,
-    EIO,
-    ENOPROTOOPT,
-    EOPNOTSUPP,
     EWOULDBLOCK,
-    IPPROTO_UDP,
     MSG_DONTWAIT,
     MSG_TRUNC,
     SCM_TIMESTAMPNS,
     SO_TIMESTAMPNS,
     SOL_SOCKET,
-    UDP_SEGMENT,
     clock_gettime,
     cmsghdr,
     errno,
-    getsockopt,
     htonl,
     htons,
     inet_ntop,
@@ -97,7 +89,6 @@ from fastpath.includes.linux cimport (
     sockaddr,
     sockaddr_in,
     sockaddr_in6,
-    socklen_t,
     timespec,
     zalloc_lines,
 )
@@ -300,13 +291,6 @@ cdef tuple _address(sockaddr_in6* addr):
 cdef dict _drops(const uint64_t* drops):
     cdef int i
     return {"drop_" + DROP_REASON_NAMES[i]: drops[i] for i in range(DROP_REASON_COUNT) if drops[i]}
-
-
-cdef bint gso_supported(int fd) noexcept nogil:
-    """Whether the kernel knows UDP_SEGMENT on this socket (asked without setting a default segment size)."""
-    cdef int value = 0
-    cdef socklen_t n = sizeof(int)
-    return getsockopt(fd, IPPROTO_UDP, UDP_SEGMENT, &value, &n) == 0
 
 
 cdef class Engine:

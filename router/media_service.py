@@ -125,6 +125,7 @@ class MediaService:
             "engine_consumers": engine["consumers"],
             "rx_datagrams": engine["rx_datagrams"],
             "tx_datagrams": engine["tx_datagrams"],
+            "tx_messages": engine["tx_messages"],  # fewer than tx_datagrams while UDP GSO groups sends
         }
 
     # ---- I/O ---------------------------------------------------------------------------------------------

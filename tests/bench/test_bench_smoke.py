@@ -70,6 +70,8 @@ def test_fanout_end_to_end_writes_the_issue_keys(tmp_path: Path) -> None:
     assert point["streams"] == 3 and point["stream_received_min"] > 0  # every subscriber got its stream
     assert result["latency_ms_p50"] is not None
     assert result["limit_forwarded_pps"] > 0 and result["limit"]["load"] == 3
+    assert isinstance(result["udp_gso"], bool)
+    assert result["limit"]["limit_counters"]["gso"] is result["udp_gso"]  # both segment sends, or neither
     assert result["cpu_us_per_packet"] > 0
     assert isinstance(result["generator_bound"], bool)
     assert result["commit"] and result["machine"]
