@@ -1,5 +1,8 @@
 # UDP GSO for the send arena (included by engine.pyx): the grouping is fastpath/gso.pxd's; this file sends the
 # messages, counts each datagram on its transport and falls back to plain sends when the kernel refuses to segment.
+# A refused message is resent datagram by datagram at once (nothing is lost). The cause may be that one message
+# (a segment longer than its route's device MTU) or every message (a device without checksum offload, a socket with
+# SO_NO_CHECK), so segmentation stays on until GSO_REFUSALS_OFF messages in a row have been refused.
 
 
 cdef void gso_account(EngineState* e, int32_t i) noexcept nogil:
@@ -46,6 +49,7 @@ cdef void gso_flush(EngineState* e) noexcept nogil:
             for k in range(i, i + r):
                 gso_account(e, k)
             i += r
+            e.gso_refusals = 0
             continue
         if errno == EINTR:
             continue
@@ -55,11 +59,17 @@ cdef void gso_flush(EngineState* e) noexcept nogil:
                 i += 1
             break
         if g.msg[i].nseg > 1 and gso_refused(errno):
-            e.gso = 0
             e.gso_errno = errno
-            while i < n_msgs:
-                gso_unsegmented(e, i)
-                i += 1
-            break
+            e.gso_refused += 1
+            gso_unsegmented(e, i)
+            i += 1
+            e.gso_refusals += 1
+            if e.gso_refusals >= GSO_REFUSALS_OFF:
+                e.gso = 0
+                while i < n_msgs:
+                    gso_unsegmented(e, i)
+                    i += 1
+                break
+            continue
         gso_drop(e, i)                        # a per-destination error: that message only
         i += 1

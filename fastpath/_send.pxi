@@ -1,5 +1,6 @@
 # Send arena (included by engine.pyx): per-consumer copies are written straight into sendmmsg slots,
-# protected in place and flushed in batches. No Python objects.
+# protected in place and flushed in batches, grouped per transport into UDP GSO messages while the kernel takes
+# them (_gso.pxi), else one datagram per message. No Python objects.
 
 
 cdef inline uint8_t* send_slot(EngineState* e) noexcept nogil:

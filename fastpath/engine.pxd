@@ -22,6 +22,7 @@ cdef enum:
     RECV_MAX_DATAGRAM = RECV_SLOT_BYTES - 32   # keeps SRTP tail room for in-place work
     RECV_CMSG_BYTES = 128                     # ancillary data per datagram (the SO_TIMESTAMPNS timespec)
     SEND_BATCH = GSO_ARENA                    # one flush is one GSO grouping (fastpath/gso.pxd)
+    GSO_REFUSALS_OFF = 3
     SEND_SLOT_BYTES = 2048
     EVENT_RING = 1024
     META_RING = 512                           # per-consumer NACK metadata, indexed by output seq
@@ -229,7 +230,9 @@ ctypedef struct EngineState:
     int32_t n_send
     # UDP GSO at flush time (_gso.pxi): each transport's queued datagrams of one size leave as one message.
     uint8_t gso                               # 1 while segmented sends are on
-    int32_t gso_errno                         # the error that turned them off, 0 = none
+    int32_t gso_errno                         # the kernel's last refusal of a segmented send, 0 = none
+    int32_t gso_refusals                      # refused segmented messages in a row (GSO_REFUSALS_OFF turns it off)
+    uint64_t gso_refused                      # refused segmented messages (each resent unsegmented)
     GsoArena gso_arena
     uint64_t tx_messages                      # sendmmsg messages; fewer than tx_datagrams when GSO coalesces
     Event events[EVENT_RING]

@@ -918,13 +918,13 @@ cdef class Engine:
     def gso(self, bint on) -> None:
         send_flush(self.st)
         self.st.gso = on and gso_supported(self.fd)
-        if self.st.gso:
-            self.st.gso_errno = 0
+        self.st.gso_refusals = 0
 
     def snapshot_engine(self) -> dict:
         cdef EngineState* e = self.st
         d = {"rx_datagrams": e.rx_datagrams, "tx_datagrams": e.tx_datagrams, "tx_messages": e.tx_messages,
-             "gso": int(e.gso), "gso_errno": e.gso_errno, "recv_errors": e.recv_errors,
+             "gso": int(e.gso), "gso_errno": e.gso_errno, "gso_refused": e.gso_refused,
+             "recv_errors": e.recv_errors,
              "pumps": e.pumps, "events_dropped": e.ev_dropped, "transports": len(self._t),
              "producers": len(self._p), "consumers": len(self._c), "kernel_timestamps": int(e.kernel_ts)}
         d.update(_drops(e.drops))

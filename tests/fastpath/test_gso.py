@@ -2,7 +2,8 @@
 
 Each subscriber's queued copies of one length leave as one segmented sendmmsg message (a shorter copy ends a
 message; 64 segments or 65,000 bytes at most); the subscribers must still read every datagram, in order and
-decryptable, exactly as with GSO off. A socket that refuses segmented sends turns GSO off without losing a packet.
+decryptable, exactly as with GSO off. A refused segmented message is resent datagram by datagram; three refusals in
+a row turn GSO off. No packet is lost either way.
 """
 
 from __future__ import annotations
@@ -144,12 +145,26 @@ def test_a_socket_that_refuses_segmentation_turns_gso_off_and_loses_nothing(make
     before = f.engine.snapshot_engine()
     sent = f.burst([400] * 10)
     e = f.engine.snapshot_engine()
-    assert not f.engine.gso
-    assert e["gso_errno"] == errno.EINVAL
+    assert not f.engine.gso                    # three refused messages in a row
+    assert e["gso_errno"] == errno.EINVAL and e["gso_refused"] == 3
     assert e["tx_datagrams"] - before["tx_datagrams"] == 30
     check_delivery(f, sent)
     more = f.burst([400] * 4, first_seq=200)  # later bursts go out plainly
     assert f.engine.snapshot_engine()["tx_messages"] == e["tx_messages"] + 12
+    for sub in f.subs:
+        assert [p for _, p in payloads(sub)] == [s[12:] for s in more]
+
+
+def test_a_refusal_or_two_resend_plainly_and_keep_gso_on(make) -> None:
+    f = make(2, gso=True)
+    f.sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+    sent = f.burst([400] * 6)
+    assert f.engine.gso and f.engine.snapshot_engine()["gso_refused"] == 2
+    check_delivery(f, sent)
+    f.sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 0)  # the cause went away: segmented sends work again
+    before = f.engine.snapshot_engine()["tx_messages"]
+    more = f.burst([400] * 6, first_seq=300)
+    assert f.engine.snapshot_engine()["tx_messages"] - before == 2
     for sub in f.subs:
         assert [p for _, p in payloads(sub)] == [s[12:] for s in more]
 
