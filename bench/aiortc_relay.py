@@ -24,6 +24,7 @@ Parent/child protocol: JSON lines. Parent -> child: {"op": "publisher"|"subscrib
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
 import re
@@ -218,7 +219,16 @@ async def run_aiortc_relay(opts: Any) -> dict[str, Any]:
         "setup_s": round(setup_s, 2),
         "what": "aiortc 1 RTCPeerConnection per participant; encoded RTP relayed from the publisher's receiver "
                 "to each subscriber's RTCDtlsTransport._send_rtp (no jitter buffer, no decode/encode)",
+        # The baseline's speed moves with these releases (pyproject pins only aiortc's lower bound).
+        "versions": {name: _version(name) for name in ("aiortc", "aioice", "pylibsrtp")},
     }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 # ---- the relay process -------------------------------------------------------------------------------------------

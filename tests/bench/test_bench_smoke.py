@@ -79,6 +79,20 @@ def test_fanout_end_to_end_writes_the_issue_keys(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(150)
+def test_aiortc_baseline_relays_to_every_subscriber_and_is_compared(tmp_path: Path) -> None:
+    """``--aiortc``: the relay built on aiortc forwards the same publisher to the same subscribers (its own
+    process, its own CPU accounting) and the result states mediarouter's packets per CPU-second as a multiple."""
+    result = _bench_result(["fanout", "--subscribers", "2", "--seconds", "1", "--rate", "200", "--aiortc"], tmp_path)
+    relay = result["aiortc_relay"]
+    assert relay["subscribers"] == 2
+    assert 1.5 * 200 < relay["forwarded_pps"] < 2.5 * 200
+    assert relay["packets_per_cpu_second"] > 0 and relay["cpu_us_per_packet"] > 0
+    assert relay["versions"]["aiortc"] and relay["versions"]["pylibsrtp"] == "1.0.0"
+    assert result["ratio_to_aiortc"] == pytest.approx(
+        1e6 / result["cpu_us_per_packet"] / relay["packets_per_cpu_second"], rel=0.05)
+
+
+@pytest.mark.timeout(150)
 def test_simulcast_fanout_forwards_the_top_layer_to_every_subscriber(tmp_path: Path) -> None:
     """Three layers per publisher (SSRCs signaled in the TrackPlan): each subscriber's packets carry the stream id
     of the top layer's sender (``bad_payload`` counts any other), and the lower layers reach the worker."""
