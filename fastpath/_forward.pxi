@@ -1,5 +1,6 @@
 # RTP ingress and fan-out (included by engine.pyx): unprotect, route by SSRC (MID/RID on a miss), validate
-# and unwrap the sequence number, renumber extensions, store, then one rewritten copy per consumer.
+# and unwrap the sequence number, renumber extensions, store, then one rewritten copy per consumer, made when the
+# run of consecutive packets of one producer layer in the receive batch ends (fanout_flush).
 # FORWARDING.md sections 1-3; RFC 3550 A.1/A.8, RFC 4588 (RTX), RFC 8285, RFC 8852 (RID).
 
 
@@ -113,7 +114,9 @@ cdef int64_t stream_update_seq(EngineState* e, Producer* p, int32_t layer, RecvS
         if s.bad_seq != seq:
             s.bad_seq = (seq + 1) & 0xFFFF
             return -1
-        # Two sequential packets after a big jump: the source restarted. Re-sync everything downstream.
+        # Two sequential packets after a big jump: the source restarted. Re-sync everything downstream, after
+        # the packets before the jump have gone out.
+        fanout_flush(e)
         ext = s.max_ext_seq + udelta
         s.max_ext_seq = ext
         s.base_ext_seq = ext
@@ -302,8 +305,6 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
     cdef int64_t ext
     cdef int key = -1
     cdef int32_t twcc_off, twcc_len = 0
-    cdef int32_t n_consumers
-    cdef int32_t* items
     rc = e.srtp.unprotect(t.srtp_in, buf, &length)
     if rc != SRTP_ERR_OK:
         t.drops[DROP_SRTP_UNPROTECT] += 1
@@ -342,6 +343,7 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
             send_twcc(e, t_slot, t)
     value = ht_get(&e.rx_ssrc, ssrc_key(t_slot, ssrc))
     if value < 0:
+        fanout_flush(e)                       # a new stream may replace the run's
         value = learn_ssrc(e, t_slot, t, buf, &h)
         if value < 0:
             t.drops[DROP_UNKNOWN_SSRC] += 1
@@ -351,6 +353,8 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
     p = e.producers[value >> 3]
     layer = (value >> 1) & 3
     s = &p.enc[layer]
+    if e.n_run > 0 and (e.run_p != (value >> 3) or e.run_layer != layer):
+        fanout_flush(e)
     if value & 1:
         apt = p.rtx_apt[h.pt]
         if apt < 0:
@@ -389,8 +393,10 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
         return
     s.last_packet_ms = e.now_ms
     if h.payload_len == 0:
-        # Padding-only (probing): never forwarded, and consumers close the hole it would leave.
+        # Padding-only (probing): never forwarded, and consumers close the hole it would leave (after the run's
+        # earlier packets are theirs).
         s.drops[DROP_PADDING_ONLY] += 1
+        fanout_flush(e)
         for i in range(p.consumers.n):
             if e.consumers[p.consumers.items[i]].current == layer:
                 seq_rw_drop(e.consumers[p.consumers.items[i]].seq, ext)
@@ -409,9 +415,45 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
         s.received += 1
         if ext == s.max_ext_seq:
             stream_jitter(s, p.clock_rate, e.now_ms, h.ts)
-    # The fan-out loop is bound by cache misses on per-consumer state: while one consumer's copy is protected
-    # and queued, the next one's SRTP states are on their way, the transport and sequence slot of the one after,
-    # and the struct of the third (each stage reads pointers from lines the previous stage requested).
+    fanout_queue(e, value >> 3, layer, buf, length, &h, ext, key)
+
+
+cdef inline void fanout_queue(EngineState* e, int32_t p_slot, int32_t layer, uint8_t* buf, int32_t length,
+                              const RtpHeader* h, int64_t ext, int key) noexcept nogil:
+    """Add a packet to the fan-out run (handle_rtp has flushed a run of another producer or layer)."""
+    cdef PendingRtp* r = &e.run[e.n_run]
+    if e.n_run == 0:
+        e.run_p = p_slot
+        e.run_layer = layer
+    r.buf = buf
+    r.length = length
+    r.h = h[0]
+    r.ext = ext
+    r.key = key
+    e.n_run += 1
+
+
+cdef void fanout_flush(EngineState* e) noexcept nogil:
+    """Forward the run: every consumer gets its copies of the run's packets in order, one consumer after another.
+
+    Between two runs nothing else touches consumer state, so each consumer sees the same packets in the same order
+    as with one fan-out per packet; what changes is that its copies queue back to back (the send arena groups them
+    into one UDP GSO message) and its state is fetched once per run. The loop is bound by cache misses on
+    per-consumer state: while one consumer's copies are protected and queued, the next one's SRTP states are on
+    their way, the transport and sequence slot of the one after, and the struct of the third (each stage reads
+    pointers from lines the previous stage requested)."""
+    cdef int32_t n = e.n_run
+    cdef int32_t i, j, n_consumers
+    cdef int32_t* items
+    cdef Producer* p
+    cdef Consumer* c
+    cdef PendingRtp* r
+    cdef int64_t ext
+    if n == 0:
+        return
+    e.n_run = 0
+    p = e.producers[e.run_p]
+    ext = e.run[0].ext
     n_consumers = p.consumers.n
     items = p.consumers.items
     for i in range(min(n_consumers, 3)):
@@ -427,4 +469,7 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
             prefetch_state(e, e.consumers[items[i + 2]], ext)
         if i + 1 < n_consumers:
             prefetch_crypto(e, e.consumers[items[i + 1]])
-        forward_to(e, p, layer, e.consumers[items[i]], buf, length, &h, ext, key)
+        c = e.consumers[items[i]]
+        for j in range(n):
+            r = &e.run[j]
+            forward_to(e, p, e.run_layer, c, r.buf, r.length, &r.h, r.ext, r.key)

@@ -8,7 +8,7 @@ from fastpath.crypto_kernel cimport SessionState
 from fastpath.gso cimport GSO_ARENA, GsoArena
 from fastpath.includes.srtp cimport SrtpFns
 from fastpath.nack cimport NackGen
-from fastpath.rtp cimport ExtIds
+from fastpath.rtp cimport ExtIds, RtpHeader
 from fastpath.seq cimport SeqRw, TsRw
 from fastpath.store cimport PacketStore
 from fastpath.table cimport HashTable
@@ -196,6 +196,15 @@ ctypedef struct Transport:
     uint64_t drops[DROP_REASON_COUNT]
 
 
+ctypedef struct PendingRtp:
+    # A received packet whose copies are not made yet (the fan-out run, _forward.pxi).
+    uint8_t* buf                              # in the receive arena: valid until the next recvmmsg
+    RtpHeader h
+    int64_t ext
+    int32_t length
+    int32_t key
+
+
 ctypedef struct EngineState:
     int fd
     SrtpFns srtp
@@ -223,6 +232,13 @@ ctypedef struct EngineState:
     iovec* recv_iov
     sockaddr_in6* recv_addr
     uint8_t* recv_cmsg
+    # The fan-out run (_forward.pxi): consecutive packets of one producer's layer within a receive batch are
+    # forwarded consumer by consumer when the run ends, so each consumer's copies queue back to back (one GSO
+    # message) and its state is loaded once per run instead of once per packet.
+    PendingRtp* run                           # batch entries
+    int32_t n_run
+    int32_t run_p                             # producer slot and layer of the run
+    int32_t run_layer
     uint8_t* send_buf
     mmsghdr send_msgs[SEND_BATCH]
     iovec send_iov[SEND_BATCH]

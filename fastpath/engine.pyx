@@ -269,6 +269,7 @@ cdef int on_datagram(EngineState* e, int32_t i, int32_t* t_out) noexcept nogil:
         t.drops[DROP_NO_SRTP] += 1
         return 0
     if kind == KIND_RTCP:
+        fanout_flush(e)                       # a NACK, SR or PLI sees every earlier packet forwarded
         handle_rtcp(e, t_slot, t, buf, n)
     else:
         e.cur_rx = i
@@ -353,8 +354,9 @@ cdef class Engine:
         e.recv_addr = <sockaddr_in6*>calloc(batch_size, sizeof(sockaddr_in6))
         e.recv_cmsg = <uint8_t*>calloc(batch_size, RECV_CMSG_BYTES)
         e.send_buf = <uint8_t*>malloc(<size_t>SEND_BATCH * SEND_SLOT_BYTES)
+        e.run = <PendingRtp*>calloc(batch_size, sizeof(PendingRtp))
         if (e.recv_buf == NULL or e.recv_msgs == NULL or e.recv_iov == NULL or e.recv_addr == NULL
-                or e.recv_cmsg == NULL or e.send_buf == NULL):
+                or e.recv_cmsg == NULL or e.send_buf == NULL or e.run == NULL):
             raise MemoryError()
         e.cur_rx = -1
         e.kernel_ts = 0                       # on while a transport wants TWCC feedback (_want_timestamps)
@@ -400,6 +402,7 @@ cdef class Engine:
         free(e.recv_addr)
         free(e.recv_cmsg)
         free(e.send_buf)
+        free(e.run)
         free(e)
         self.st = NULL
 
@@ -848,6 +851,7 @@ cdef class Engine:
                 if on_datagram(e, i, &t_out):
                     out.append((t_out, (<char*>(e.recv_buf + <size_t>i * RECV_SLOT_BYTES))[:e.recv_msgs[i].msg_len],
                                 _address(&e.recv_addr[i])))
+            fanout_flush(e)                   # before the next recvmmsg reuses the arena
             batches += 1
             if n < e.batch:
                 break                         # the queue was empty: skip the EAGAIN round trip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,7 +17,11 @@ import pytest
 from pylibsrtp import Policy, Session
 
 import fastpath
+from tests import packets
 
+PUB_SSRC = 0x1111
+VP8 = 96
+SO_NO_CHECK = 11  # socket(7): no UDP checksum on send, which the kernel refuses to combine with UDP_SEGMENT
 KEY_LEN = {fastpath.PROFILE_AES128_CM_SHA1_80: 30, fastpath.PROFILE_AEAD_AES_128_GCM: 28}
 
 
@@ -126,3 +131,67 @@ def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
     del engine
     for s in (sock, pub.sock, sub.sock):
         s.close()
+
+
+class Fanout:
+    """One publisher peer and N subscriber peers, each subscriber consuming the publisher's one video producer."""
+
+    def __init__(self, profile: int, subscribers: int, *, gso: bool, batch_size: int = 64, nack: bool = False) -> None:
+        self.sock = udp_socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self.engine = fastpath.Engine(self.sock.fileno(), batch_size=batch_size, gso=gso)
+        self.pub = make_peer(profile, self.engine, self.sock, 1)
+        self.engine.add_producer(10, 1, fastpath.KIND_VIDEO, b"0", [(b"", PUB_SSRC, 0)], [VP8], {}, 90000,
+                                 codecs={VP8: fastpath.CODEC_VP8})
+        self.subs: list[Peer] = []
+        for i in range(subscribers):
+            sub = make_peer(profile, self.engine, self.sock, 2 + i)
+            sub.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            self.engine.add_consumer(20 + i, 2 + i, 10, 0x5000 + i, {VP8: 100}, nack)
+            self.subs.append(sub)
+
+    def burst(self, sizes: list[int], first_seq: int = 100) -> list[bytes]:
+        """Send one packet per size (the first a key frame), then let the Engine read them in one pump."""
+        sent = []
+        for i, size in enumerate(sizes):
+            pkt = packets.rtp(VP8, first_seq + i, 3000, PUB_SSRC, packets.vp8_payload(key=i == 0, size=size))
+            self.pub.send_rtp(pkt)
+            sent.append(pkt)
+        self.pump_once()
+        return sent
+
+    def pump_once(self) -> None:
+        """One Engine.pump(): what was sent before it is read in one receive batch."""
+        select.select([self.sock], [], [], 1.0)
+        self.engine.pump()
+
+    def close(self) -> None:
+        del self.engine
+        for s in [self.sock, self.pub.sock, *(p.sock for p in self.subs)]:
+            s.close()
+
+
+@pytest.fixture(params=[fastpath.PROFILE_AES128_CM_SHA1_80, fastpath.PROFILE_AEAD_AES_128_GCM],
+                ids=["aes-cm-80", "aes-gcm-128"])
+def fanout_profile(request: pytest.FixtureRequest) -> int:
+    return request.param
+
+
+@pytest.fixture
+def fanouts(fanout_profile: int) -> Iterator:
+    """A factory of Fanout rigs (closed at the end of the test), once per SRTP profile."""
+    made: list[Fanout] = []
+
+    def factory(subscribers: int, **kw: object) -> Fanout:
+        f = Fanout(fanout_profile, subscribers, **kw)
+        made.append(f)
+        return f
+
+    yield factory
+    for f in made:
+        f.close()
+
+
+def payloads(sub: Peer) -> list[tuple[int, bytes]]:
+    got, _ = sub.drain()
+    return [(struct.unpack("!H", p[2:4])[0], p[12:]) for p in got]

@@ -9,77 +9,12 @@ a row turn GSO off. No packet is lost either way.
 from __future__ import annotations
 
 import errno
-import select
 import socket
-import struct
-from collections.abc import Iterator
 
 import pytest
 
 import fastpath
-from tests import packets
-from tests.fastpath.conftest import Peer, make_peer, udp_socket
-
-PUB_SSRC = 0x1111
-VP8 = 96
-SO_NO_CHECK = 11  # socket(7): no UDP checksum on send, which the kernel refuses to combine with UDP_SEGMENT
-
-
-class Fanout:
-    def __init__(self, profile: int, subscribers: int, *, gso: bool, batch_size: int = 64) -> None:
-        self.sock = udp_socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        self.engine = fastpath.Engine(self.sock.fileno(), batch_size=batch_size, gso=gso)
-        self.pub = make_peer(profile, self.engine, self.sock, 1)
-        self.engine.add_producer(10, 1, fastpath.KIND_VIDEO, b"0", [(b"", PUB_SSRC, 0)], [VP8], {}, 90000,
-                                 codecs={VP8: fastpath.CODEC_VP8})
-        self.subs: list[Peer] = []
-        for i in range(subscribers):
-            sub = make_peer(profile, self.engine, self.sock, 2 + i)
-            sub.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            self.engine.add_consumer(20 + i, 2 + i, 10, 0x5000 + i, {VP8: 100}, False)
-            self.subs.append(sub)
-
-    def burst(self, sizes: list[int], first_seq: int = 100) -> list[bytes]:
-        """Send one packet per size (the first a key frame), then let the Engine read them in one pump."""
-        sent = []
-        for i, size in enumerate(sizes):
-            pkt = packets.rtp(VP8, first_seq + i, 3000, PUB_SSRC, packets.vp8_payload(key=i == 0, size=size))
-            self.pub.send_rtp(pkt)
-            sent.append(pkt)
-        select.select([self.sock], [], [], 1.0)
-        self.engine.pump()
-        return sent
-
-    def close(self) -> None:
-        del self.engine
-        for s in [self.sock, self.pub.sock, *(p.sock for p in self.subs)]:
-            s.close()
-
-
-@pytest.fixture(params=[fastpath.PROFILE_AES128_CM_SHA1_80, fastpath.PROFILE_AEAD_AES_128_GCM],
-                ids=["aes-cm-80", "aes-gcm-128"])
-def profile(request: pytest.FixtureRequest) -> int:
-    return request.param
-
-
-@pytest.fixture
-def make(profile: int) -> Iterator:
-    made: list[Fanout] = []
-
-    def factory(subscribers: int, **kw: object) -> Fanout:
-        f = Fanout(profile, subscribers, **kw)
-        made.append(f)
-        return f
-
-    yield factory
-    for f in made:
-        f.close()
-
-
-def payloads(sub: Peer) -> list[tuple[int, bytes]]:
-    got, _ = sub.drain()
-    return [(struct.unpack("!H", p[2:4])[0], p[12:]) for p in got]
+from tests.fastpath.conftest import SO_NO_CHECK, Fanout, payloads
 
 
 def check_delivery(f: Fanout, sent: list[bytes]) -> None:
@@ -102,9 +37,9 @@ GROUPING = [
 
 
 @pytest.mark.parametrize(("sizes", "subscribers", "messages"), GROUPING)
-def test_a_burst_leaves_as_one_message_per_subscriber_and_size(make, sizes: list[int], subscribers: int,
+def test_a_burst_leaves_as_one_message_per_subscriber_and_size(fanouts, sizes: list[int], subscribers: int,
                                                               messages: int) -> None:
-    f = make(subscribers, gso=True, batch_size=128)
+    f = fanouts(subscribers, gso=True, batch_size=128)
     assert f.engine.gso
     before = f.engine.snapshot_engine()
     sent = f.burst(sizes)
@@ -118,8 +53,8 @@ def test_a_burst_leaves_as_one_message_per_subscriber_and_size(make, sizes: list
         assert t.get("drop_send_failed", 0) == 0
 
 
-def test_gso_off_sends_one_message_per_datagram_with_the_same_bytes(make) -> None:
-    f = make(3, gso=False)
+def test_gso_off_sends_one_message_per_datagram_with_the_same_bytes(fanouts) -> None:
+    f = fanouts(3, gso=False)
     assert not f.engine.gso
     before = f.engine.snapshot_engine()
     sent = f.burst([400] * 10)
@@ -129,8 +64,8 @@ def test_gso_off_sends_one_message_per_datagram_with_the_same_bytes(make) -> Non
     check_delivery(f, sent)
 
 
-def test_gso_can_be_switched_at_run_time(make) -> None:
-    f = make(2, gso=False)
+def test_gso_can_be_switched_at_run_time(fanouts) -> None:
+    f = fanouts(2, gso=False)
     f.engine.gso = True
     assert f.engine.gso
     before = f.engine.snapshot_engine()["tx_messages"]
@@ -139,8 +74,8 @@ def test_gso_can_be_switched_at_run_time(make) -> None:
     check_delivery(f, sent)
 
 
-def test_a_socket_that_refuses_segmentation_turns_gso_off_and_loses_nothing(make) -> None:
-    f = make(3, gso=True)
+def test_a_socket_that_refuses_segmentation_turns_gso_off_and_loses_nothing(fanouts) -> None:
+    f = fanouts(3, gso=True)
     f.sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
     before = f.engine.snapshot_engine()
     sent = f.burst([400] * 10)
@@ -155,8 +90,8 @@ def test_a_socket_that_refuses_segmentation_turns_gso_off_and_loses_nothing(make
         assert [p for _, p in payloads(sub)] == [s[12:] for s in more]
 
 
-def test_a_refusal_or_two_resend_plainly_and_keep_gso_on(make) -> None:
-    f = make(2, gso=True)
+def test_a_refusal_or_two_resend_plainly_and_keep_gso_on(fanouts) -> None:
+    f = fanouts(2, gso=True)
     f.sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
     sent = f.burst([400] * 6)
     assert f.engine.gso and f.engine.snapshot_engine()["gso_refused"] == 2
