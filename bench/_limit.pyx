@@ -5,8 +5,8 @@ function pointers of ``fastpath.srtp``, in-place RTP header writes) without any 
 unprotect each packet once, then for each destination copy, rewrite SSRC (``ssrc_base + k``) and sequence number,
 protect with that destination's context and queue it; ``sendmmsg`` whenever the send arena is full and at the end of
 each receive batch, with each destination's datagrams grouped into UDP GSO messages (``fastpath.gso``, as the
-Engine's send arena does) unless ``gso`` is off. The send arena has a fixed size (not one slot per destination and received packet), so capacity
-runs with thousands of subscribers have a limit to compare against; it waits in ``ppoll`` when idle. RFC 3550,
+Engine's send arena does) unless ``gso`` is off. The send arena has a fixed size (not one slot per destination and
+received packet), so capacity runs with thousands of subscribers have a limit to compare against; it waits in ``ppoll`` when idle. RFC 3550,
 RFC 3711.
 """
 

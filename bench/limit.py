@@ -95,8 +95,8 @@ def _child() -> None:
     print(sock.getsockname()[1], flush=True)
     if sys.stdin.readline().strip() != "go":
         return
-    gso = os.environ.get("MEDIAROUTER_GSO", "1") != "0"  # UDP GSO like a worker's, and the same switch
-    stats = run_limit(sock.fileno(), dests, rx, tx, float(config["seconds"]), LIMIT_SSRC_BASE, gso=gso)
+    stats = run_limit(sock.fileno(), dests, rx, tx, float(config["seconds"]), LIMIT_SSRC_BASE,
+                      gso=fastpath.gso_wanted())  # UDP GSO like a worker's, and the same switch
     print(json.dumps(stats), flush=True)
 
 

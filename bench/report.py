@@ -255,7 +255,7 @@ def udp_gso() -> bool:
 
     import fastpath
 
-    if os.environ.get("MEDIAROUTER_GSO", "1") == "0":
+    if not fastpath.gso_wanted():
         return False
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         return bool(fastpath.Engine(s.fileno()).gso)

@@ -22,6 +22,15 @@ from fastpath.srtp import (
 
 EXT_ID_UNUSED = 14
 
+
+def gso_wanted() -> bool:
+    """UDP GSO unless ``MEDIAROUTER_GSO=0`` is in the environment (workers and the bench's limit loop follow it;
+    ``Engine(fd, gso=True)`` still turns it off where the kernel has no UDP_SEGMENT)."""
+    import os
+
+    return os.environ.get("MEDIAROUTER_GSO", "1") != "0"
+
+
 KIND_AUDIO = 0
 KIND_VIDEO = 1
 

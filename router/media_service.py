@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -46,8 +45,8 @@ class MediaService:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        # UDP GSO (fastpath/_gso.pxi) is on where the kernel has it; MEDIAROUTER_GSO=0 sends one datagram per message.
-        self.engine = fastpath.Engine(worker.sock.fileno(), gso=os.environ.get("MEDIAROUTER_GSO", "1") != "0")
+        # UDP GSO (fastpath/gso.pxd) where the kernel has it, unless MEDIAROUTER_GSO=0.
+        self.engine = fastpath.Engine(worker.sock.fileno(), gso=fastpath.gso_wanted())
         self.certificate = DtlsCertificate.generate()
         self.fingerprints = [["sha-256", self.certificate.fingerprint("sha-256")]]
         self.routers: dict[str, MediaRouter] = {}
