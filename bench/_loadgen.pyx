@@ -20,33 +20,35 @@ from libc.string cimport memcpy, memset
 from fastpath.includes.linux cimport (
     AF_INET,
     CLOCK_MONOTONIC,
+    CMSG_DATA,
+    CMSG_FIRSTHDR,
+    CMSG_LEN,
+    CMSG_NXTHDR,
+    CMSG_SPACE,
     EINTR,
+    IPPROTO_UDP,
     MSG_DONTWAIT,
+    MSG_TRUNC,
+    UDP_GRO,
     clock_gettime,
+    cmsghdr,
+    getsockopt,
     errno,
     htons,
     in_addr,
     inet_pton,
     iovec,
     mmsghdr,
+    msghdr,
     recvmmsg,
     sendmmsg,
     sockaddr_in,
+    socklen_t,
     timespec,
 )
 from fastpath.includes.srtp cimport SRTP_ERR_OK, SrtpFns
 from fastpath.rtp cimport rd16, rd32, wr16, wr32
 from fastpath.srtp cimport SrtpContext, srtp_fns
-
-
-cdef extern from "<sys/socket.h>" nogil:
-    struct cmsghdr:
-        size_t cmsg_len
-        int cmsg_level
-        int cmsg_type
-    size_t CMSG_SPACE(size_t length)
-    size_t CMSG_LEN(size_t length)
-    unsigned char* CMSG_DATA(cmsghdr* c)
 
 
 cdef extern from "<netinet/in.h>" nogil:
@@ -73,11 +75,12 @@ cdef extern from "<time.h>" nogil:
 
 cdef enum:
     SLOT = 2048
+    GRO_SLOT = 65536                     # a receive slot when the socket has UDP_GRO: up to 64 datagrams in one
     MAX_ACCEPT = 16                      # source networks the receive loop reads from
     MAX_HEADER_EXT = 64                  # bytes of RTP header extension block a sender may add
     MAX_NACK_FCI = 16                    # (PID, BLP) pairs per generic NACK: up to 272 packets
     HISTORY = 512                        # packets a sender keeps for retransmission (uplink loss only)
-    CMSG_SLOT = 64
+    CMSG_SLOT = 64                       # IP_PKTINFO (32 bytes) and, with UDP_GRO, the segment length (24)
     MAGIC = 0x4D524231                   # "MRB1": bench payload marker
     PAYLOAD_OFFSET = 2                   # after the VP8 payload descriptor and payload header bytes
     BENCH_HEADER = 24                    # magic, stream id, counter, send time
@@ -192,6 +195,13 @@ cdef int _addr(str host, int port, sockaddr_in* sa) except -1:
     return 0
 
 
+cdef bint _gro_enabled(int fd) noexcept nogil:
+    """Whether the socket delivers a train of datagrams as one buffer (UDP_GRO set, udp(7))."""
+    cdef int value = 0
+    cdef socklen_t n = sizeof(int)
+    return getsockopt(fd, IPPROTO_UDP, UDP_GRO, &value, &n) == 0 and value != 0
+
+
 cdef uint32_t _ip(str host) except? 0:
     cdef in_addr a
     if inet_pton(AF_INET, host.encode(), &a) != 1:
@@ -230,6 +240,9 @@ cdef class LoadGen:
     cdef int64_t window_out, last_progress_ns
     cdef bint blocked
     cdef uint8_t* rbuf
+    cdef int rslot                       # bytes per receive slot: SLOT, or GRO_SLOT with UDP_GRO
+    cdef bint gro
+    cdef uint64_t c_gro_buffers, c_gro_datagrams, c_truncated
     cdef mmsghdr* rmsgs
     cdef iovec* riov
     cdef sockaddr_in* rnames
@@ -262,6 +275,8 @@ cdef class LoadGen:
             raise ValueError("batch must be in 1..1024")
         self.fd = fd
         self.batch = batch
+        self.gro = _gro_enabled(fd)      # bench.net.GeneratorSocket asks for it (before any LoadGen reads)
+        self.rslot = GRO_SLOT if self.gro else SLOT
         self.accept_net[0] = _ip("127.0.0.0")
         self.accept_mask[0] = _ip("255.0.0.0")
         self.naccept = 1
@@ -277,7 +292,7 @@ cdef class LoadGen:
         self.receivers = <Receiver*>calloc(max_receivers + 1, sizeof(Receiver))
         self.consents = <Consent*>calloc(max_consents + 1, sizeof(Consent))
         self.table = <int*>calloc(size, sizeof(int))
-        self.rbuf = <uint8_t*>calloc(batch, SLOT)
+        self.rbuf = <uint8_t*>calloc(batch, self.rslot)
         self.rmsgs = <mmsghdr*>calloc(batch, sizeof(mmsghdr))
         self.riov = <iovec*>calloc(batch, sizeof(iovec))
         self.rnames = <sockaddr_in*>calloc(batch, sizeof(sockaddr_in))
@@ -299,8 +314,8 @@ cdef class LoadGen:
                 or self.sbuf == NULL or self.smsgs == NULL or self.siov == NULL or self.scmsg == NULL):
             raise MemoryError()
         for i in range(batch):
-            self.riov[i].iov_base = self.rbuf + i * SLOT
-            self.riov[i].iov_len = SLOT
+            self.riov[i].iov_base = self.rbuf + <size_t>i * self.rslot
+            self.riov[i].iov_len = self.rslot
             self.rmsgs[i].msg_hdr.msg_iov = &self.riov[i]
             self.rmsgs[i].msg_hdr.msg_iovlen = 1
             self.rmsgs[i].msg_hdr.msg_name = &self.rnames[i]
@@ -618,6 +633,7 @@ cdef class LoadGen:
         self.c_rtcp = self.c_stun = self.c_dtls = self.c_unknown = self.c_foreign = self.c_short = 0
         self.c_recv_calls = self.c_send_calls = self.c_send_errors = self.c_consent_sent = self.c_polls = 0
         self.c_forgiven = self.c_blocked = self.c_rr_sent = 0
+        self.c_gro_buffers = self.c_gro_datagrams = self.c_truncated = 0
         self.c_pli = self.c_rtcp_auth_failed = self.c_nack_received = 0
         self.cpu_ns = self.wall_ns = 0
 
@@ -715,13 +731,11 @@ cdef class LoadGen:
         return False
 
     cdef int _receive(self, int verify_every) noexcept nogil:
-        cdef int n, i, length, hlen
+        """One ``recvmmsg``: every datagram of the batch counted (a UDP_GRO buffer split into its datagrams), then
+        the NACKs its gaps asked for sent. Returns the messages read."""
+        cdef int n, i, length, seg, off
         cdef uint8_t* p
-        cdef uint32_t ssrc, h, src
-        cdef int idx
-        cdef Receiver* r
-        cdef int64_t ext, lat, t
-        cdef uint64_t b
+        cdef int64_t t
         for i in range(self.batch):
             self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
             self.rmsgs[i].msg_hdr.msg_control = self.rcmsg + i * CMSG_SLOT
@@ -733,107 +747,146 @@ cdef class LoadGen:
         t = now_ns()
         self.nack_queued = 0
         for i in range(n):
-            p = self.rbuf + i * SLOT
+            p = self.rbuf + <size_t>i * self.rslot
             length = self.rmsgs[i].msg_len
-            src = self.rnames[i].sin_addr.s_addr
-            if not self._accepted(src):
+            if not self._accepted(self.rnames[i].sin_addr.s_addr):
                 self.c_foreign += 1
                 continue
-            if length < 12:
-                self.c_short += 1
+            if self.rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC:
+                self.c_truncated += 1                 # larger than a receive slot: never half-counted
                 continue
-            if p[0] < 4:
-                self.c_stun += 1
+            seg = self._gro_segment(i) if self.gro else 0
+            if seg <= 0 or seg >= length:
+                self._datagram(i, p, length, t, verify_every)
                 continue
-            if 20 <= p[0] <= 63:
-                self.c_dtls += 1
-                continue
-            if (p[0] & 0xC0) != 0x80:
-                self.c_unknown += 1
-                continue
-            if 192 <= p[1] <= 223:
-                self.c_rtcp += 1
-                self._rtcp(i, p, length)
-                continue
-            ssrc = rd32(p + 8)
-            h = (ssrc * 2654435761u) & self.table_mask
-            idx = -1
-            while self.table[h] != 0:
-                if self.receivers[self.table[h] - 1].ssrc == ssrc:
-                    idx = self.table[h] - 1
-                    break
-                h = (h + 1) & self.table_mask
-            if idx < 0:
-                self.c_unknown += 1
-                continue
-            r = &self.receivers[idx]
-            self.recv_matched += 1
-            self.last_progress_ns = t
-            if self.drop_below and self._draw() < self.drop_below:
-                r.dropped += 1                          # lost on the simulated downlink: never seen
-                continue
-            if r.first_ext < 0:
-                if r.max_ext == 0:
-                    r.max_ext = (<int64_t>1 << 32) + rd16(p + 2)
-                    ext = r.max_ext
-                else:
-                    ext = self._unwrap(r, rd16(p + 2))
-                r.first_ext = ext
-            else:
-                ext = self._unwrap(r, rd16(p + 2))
-            if ext > r.max_ext:
-                if self.drop_below and ext > r.max_ext + 1 and r.first_ext < ext:
-                    self._nack(r, r.max_ext + 1, ext - 1)
-                r.max_ext = ext
-            elif ext < r.max_ext:
-                r.reordered += 1
-            r.received += 1
-            r.bytes += length
-            if r.received % verify_every != 0:
-                continue
-            if self.fns.unprotect(r.ctx, p, &length) != SRTP_ERR_OK:
-                r.auth_failed += 1
-                continue
-            r.verified += 1
-            hlen = 12 + 4 * (p[0] & 0x0F)
-            if (p[0] & 0x10) and hlen + 4 <= length:
-                hlen += 4 + 4 * rd16(p + hlen + 2)
-            if hlen + PAYLOAD_OFFSET + BENCH_HEADER > length:
-                r.bad_payload += 1
-                continue
-            p += hlen + PAYLOAD_OFFSET
-            if rd32(p) != MAGIC or (r.sender >= 0 and rd32(p + 4) != <uint32_t>r.sender):
-                r.bad_payload += 1
-                continue
-            lat = (t - <int64_t>rd64(p + 16)) // 1000          # microseconds
-            if lat < 0:
-                lat = 0
-            if lat < LAT_FINE * 10:
-                b = lat // 10
-            else:
-                b = LAT_FINE + (lat - LAT_FINE * 10) // 1000
-                if b >= LAT_BUCKETS:
-                    b = LAT_BUCKETS - 1
-            self.latency[b] += 1
+            self.c_gro_buffers += 1
+            off = 0
+            while off < length:                       # equal segments, the last one may be shorter (udp(7))
+                self._datagram(i, p + off, seg if length - off > seg else length - off, t, verify_every)
+                self.c_gro_datagrams += 1
+                off += seg
         self._flush(self.nack_queued)                 # the NACKs this batch's gaps asked for
         return n
+
+    cdef int _gro_segment(self, int i) noexcept nogil:
+        """The segment length of message ``i`` when the kernel delivered a train of datagrams as one buffer
+        (a UDP_GRO cmsg), else 0."""
+        cdef msghdr* m = &self.rmsgs[i].msg_hdr
+        cdef cmsghdr* c = CMSG_FIRSTHDR(m)
+        cdef int seg
+        while c != NULL:
+            if c.cmsg_level == IPPROTO_UDP and c.cmsg_type == UDP_GRO and c.cmsg_len >= CMSG_LEN(sizeof(int)):
+                memcpy(&seg, CMSG_DATA(c), sizeof(int))
+                return seg
+            c = CMSG_NXTHDR(m, c)
+        return 0
+
+    cdef void _datagram(self, int i, uint8_t* p, int length, int64_t t, int verify_every) noexcept nogil:
+        """One datagram of message ``i`` (received at ``t``): RTCP to :meth:`_rtcp`, SRTP counted against its
+        receiver (sequence gaps, reordering, every ``verify_every``-th one authenticated, decrypted, timed)."""
+        cdef int hlen, idx
+        cdef uint32_t ssrc, h
+        cdef Receiver* r
+        cdef int64_t ext, lat
+        cdef uint64_t b
+        if length < 12:
+            self.c_short += 1
+            return
+        if p[0] < 4:
+            self.c_stun += 1
+            return
+        if 20 <= p[0] <= 63:
+            self.c_dtls += 1
+            return
+        if (p[0] & 0xC0) != 0x80:
+            self.c_unknown += 1
+            return
+        if 192 <= p[1] <= 223:
+            self.c_rtcp += 1
+            self._rtcp(i, p, length)
+            return
+        ssrc = rd32(p + 8)
+        h = (ssrc * 2654435761u) & self.table_mask
+        idx = -1
+        while self.table[h] != 0:
+            if self.receivers[self.table[h] - 1].ssrc == ssrc:
+                idx = self.table[h] - 1
+                break
+            h = (h + 1) & self.table_mask
+        if idx < 0:
+            self.c_unknown += 1
+            return
+        r = &self.receivers[idx]
+        self.recv_matched += 1
+        self.last_progress_ns = t
+        if self.drop_below and self._draw() < self.drop_below:
+            r.dropped += 1                          # lost on the simulated downlink: never seen
+            return
+        if r.first_ext < 0:
+            if r.max_ext == 0:
+                r.max_ext = (<int64_t>1 << 32) + rd16(p + 2)
+                ext = r.max_ext
+            else:
+                ext = self._unwrap(r, rd16(p + 2))
+            r.first_ext = ext
+        else:
+            ext = self._unwrap(r, rd16(p + 2))
+        if ext > r.max_ext:
+            if self.drop_below and ext > r.max_ext + 1 and r.first_ext < ext:
+                self._nack(r, r.max_ext + 1, ext - 1)
+            r.max_ext = ext
+        elif ext < r.max_ext:
+            r.reordered += 1
+        r.received += 1
+        r.bytes += length
+        if r.received % verify_every != 0:
+            return
+        if self.fns.unprotect(r.ctx, p, &length) != SRTP_ERR_OK:
+            r.auth_failed += 1
+            return
+        r.verified += 1
+        hlen = 12 + 4 * (p[0] & 0x0F)
+        if (p[0] & 0x10) and hlen + 4 <= length:
+            hlen += 4 + 4 * rd16(p + hlen + 2)
+        if hlen + PAYLOAD_OFFSET + BENCH_HEADER > length:
+            r.bad_payload += 1
+            return
+        p += hlen + PAYLOAD_OFFSET
+        if rd32(p) != MAGIC or (r.sender >= 0 and rd32(p + 4) != <uint32_t>r.sender):
+            r.bad_payload += 1
+            return
+        lat = (t - <int64_t>rd64(p + 16)) // 1000          # microseconds
+        if lat < 0:
+            lat = 0
+        if lat < LAT_FINE * 10:
+            b = lat // 10
+        else:
+            b = LAT_FINE + (lat - LAT_FINE * 10) // 1000
+            if b >= LAT_BUCKETS:
+                b = LAT_BUCKETS - 1
+        self.latency[b] += 1
 
     cdef void _rtcp(self, int i, uint8_t* p, int length) noexcept nogil:
         """SRTCP from the server to a publishing participant: a PLI or FIR makes that sender's next frame a key
         frame (RFC 4585 6.3.1, RFC 5104 4.3.1), as a browser's encoder does; with uplink loss configured, a
         generic NACK makes it send the named packets again from its history."""
-        cdef cmsghdr* c = <cmsghdr*>(self.rcmsg + i * CMSG_SLOT)
-        cdef in_pktinfo* info
+        cdef msghdr* m = &self.rmsgs[i].msg_hdr
+        cdef cmsghdr* c = CMSG_FIRSTHDR(m)
+        cdef in_pktinfo* info = NULL
         cdef uint32_t dst, h, media
         cdef void* ctx = NULL
         cdef int pos = 0, plen, k, end, q, b
         cdef uint8_t fmt, pt
         cdef uint16_t pid, blp
         cdef Sender* s
-        if self.rmsgs[i].msg_hdr.msg_controllen < CMSG_LEN(sizeof(in_pktinfo)) or c.cmsg_level != IPPROTO_IP \
-                or c.cmsg_type != IP_PKTINFO:
+        while c != NULL:                              # after a UDP_GRO cmsg when the datagram came in a train
+            if c.cmsg_level == IPPROTO_IP and c.cmsg_type == IP_PKTINFO \
+                    and c.cmsg_len >= CMSG_LEN(sizeof(in_pktinfo)):
+                info = <in_pktinfo*>CMSG_DATA(c)
+                break
+            c = CMSG_NXTHDR(m, c)
+        if info == NULL:
             return
-        info = <in_pktinfo*>CMSG_DATA(c)
         dst = info.ipi_addr.s_addr
         h = (dst * 2654435761u) & self.rtcp_mask
         while self.rtcp_addr[h] != 0:
@@ -1115,7 +1168,8 @@ cdef class LoadGen:
                 "consent_sent": self.c_consent_sent, "receiver_reports_sent": self.c_rr_sent,
                 "key_frame_requests": self.c_pli, "rtcp_auth_failed": self.c_rtcp_auth_failed,
                 "nacks_received": self.c_nack_received,
-                "polls": self.c_polls,
+                "polls": self.c_polls, "gro": bool(self.gro), "gro_buffers": self.c_gro_buffers,
+                "gro_datagrams": self.c_gro_datagrams, "truncated": self.c_truncated,
                 "flat_window_blocked": self.c_blocked, "flat_window_forgiven": self.c_forgiven,
                 "cpu_s": self.cpu_ns / 1e9, "wall_s": self.wall_ns / 1e9}
 

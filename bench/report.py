@@ -115,6 +115,8 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
     result["machine"] = machine()
     # UDP GSO in the workers (and the limit loop, in limit["limit_counters"]): None for a server at --url.
     result["udp_gso"] = None if getattr(opts, "url", None) else udp_gso()
+    # UDP_GRO on the generator's socket (bench/net.py): trains of datagrams are not split in the sender's context.
+    result["generator_gro"] = any(p.get("generator_counters", {}).get("gro", False) for p in points)
     result["measured_at"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     missing = [k for k in REQUIRED_KEYS if k not in result]
     assert not missing, missing

@@ -88,9 +88,13 @@ cdef extern from *:
     #ifndef UDP_SEGMENT
     #define UDP_SEGMENT 103
     #endif
+    #ifndef UDP_GRO
+    #define UDP_GRO 104
+    #endif
     """
     int IPPROTO_UDP
     int UDP_SEGMENT
+    int UDP_GRO            # receive side (Linux 5.0+): such trains arrive as one buffer, cmsg = segment length
 
 
 cdef extern from "<arpa/inet.h>" nogil:
