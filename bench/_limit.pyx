@@ -5,7 +5,8 @@ function pointers of ``fastpath.srtp``, in-place RTP header writes) without any 
 unprotect each packet once, then for each destination copy, rewrite SSRC (``ssrc_base + k``) and sequence number,
 protect with that destination's context and queue it; ``sendmmsg`` whenever the send arena is full and at the end of
 each receive batch, with each destination's datagrams grouped into UDP GSO messages (``fastpath.gso``, as the
-Engine's send arena does) unless ``gso`` is off. The send arena has a fixed size (not one slot per destination and
+Engine's send arena does) unless ``gso`` is off, and AES-CM-80 tags written in batches just before each send
+(``fastpath.crypto_kernel``'s HMAC batches, as the Engine does). The send arena has a fixed size (not one slot per destination and
 received packet), so capacity runs with thousands of subscribers have a limit to compare against; it waits in ``ppoll`` when idle. RFC 3550,
 RFC 3711.
 """
@@ -14,6 +15,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
+from fastpath.crypto_kernel cimport HmacBatch, hmac_batch_new, hmac_defer, hmac_flush
 from fastpath.gso cimport GSO_ARENA, GsoArena, gso_group, gso_layout, gso_refused, gso_supported
 from fastpath.includes.linux cimport (
     AF_INET,
@@ -92,7 +94,7 @@ def run_limit(int fd, list dests, SrtpContext rx, list tx, double seconds, unsig
               int batch=64, bint gso=True) -> dict:
     """Forward everything arriving on ``fd`` to every (host, port) in ``dests`` for ``seconds``."""
     cdef SrtpFns fns = srtp_fns()
-    cdef int k, i, n, ndest = len(dests), nsend = 0, length, plen, fail_streak = 0, rc
+    cdef int k, i, n, ndest = len(dests), nsend = 0, length, plen, fail_streak = 0, rc, queued
     cdef sockaddr_in* addrs = NULL
     cdef void** txc = NULL
     cdef uint8_t* rbuf = NULL
@@ -103,6 +105,7 @@ def run_limit(int fd, list dests, SrtpContext rx, list tx, double seconds, unsig
     cdef iovec* siov = NULL
     cdef int32_t* sdest = NULL
     cdef GsoArena* arena = NULL
+    cdef HmacBatch* hmac = NULL
     cdef uint8_t* pkt
     cdef uint8_t* out
     cdef uint64_t received = 0, forwarded = 0, failed = 0, resets = 0, protect_failed = 0
@@ -132,8 +135,9 @@ def run_limit(int fd, list dests, SrtpContext rx, list tx, double seconds, unsig
         siov = <iovec*>calloc(SEND_ARENA, sizeof(iovec))
         sdest = <int32_t*>calloc(SEND_ARENA, sizeof(int32_t))
         arena = <GsoArena*>calloc(1, sizeof(GsoArena))
+        hmac = hmac_batch_new()
         if (addrs == NULL or txc == NULL or rbuf == NULL or sbuf == NULL or rmsgs == NULL or riov == NULL
-                or smsgs == NULL or siov == NULL or sdest == NULL or arena == NULL):
+                or smsgs == NULL or siov == NULL or sdest == NULL or arena == NULL or hmac == NULL):
             raise MemoryError()
         gso = gso and gso_supported(fd)
         for k in range(ndest):
@@ -190,7 +194,12 @@ def run_limit(int fd, list dests, SrtpContext rx, list tx, double seconds, unsig
                         wr32(out + 8, ssrc_base + k)
                         wr16(out + 2, <uint16_t>(seq + 1000 * k))
                         plen = length
-                        if fns.protect(txc[k], out, &plen) != SRTP_ERR_OK:
+                        queued = hmac.n
+                        hmac_defer(hmac)
+                        rc = fns.protect(txc[k], out, &plen)
+                        hmac_defer(NULL)
+                        if rc != SRTP_ERR_OK:
+                            hmac.n = queued
                             protect_failed += 1
                             continue
                         siov[nsend].iov_len = plen
@@ -199,8 +208,10 @@ def run_limit(int fd, list dests, SrtpContext rx, list tx, double seconds, unsig
                         nsend += 1
                         forwarded += 1
                         if nsend == SEND_ARENA:
+                            hmac_flush(hmac)
                             _flush_gso(fd, arena, smsgs, siov, sdest, nsend, &gso)
                             nsend = 0
+                hmac_flush(hmac)
                 _flush_gso(fd, arena, smsgs, siov, sdest, nsend, &gso)
                 nsend = 0
     finally:
@@ -214,5 +225,6 @@ def run_limit(int fd, list dests, SrtpContext rx, list tx, double seconds, unsig
         free(siov)
         free(sdest)
         free(arena)
+        free(hmac)
     return {"received": received, "forwarded": forwarded, "unprotect_failed": failed, "srtp_resets": resets,
             "protect_failed": protect_failed, "gso": bool(gso)}

@@ -18,6 +18,7 @@ from fastpath.srtp import (
     PROFILE_AEAD_AES_256_GCM,
     PROFILE_AES128_CM_SHA1_80,
     SrtpContext,
+    protect_batched,
 )
 
 EXT_ID_UNUSED = 14
@@ -59,5 +60,5 @@ __all__ = [
     "Engine", "KEY_LENGTHS", "KIND_AUDIO", "KIND_VIDEO", "NackGenerator", "PROFILE_AEAD_AES_128_GCM",
     "PROFILE_AEAD_AES_256_GCM", "PROFILE_AES128_CM_SHA1_80", "SeqRewriter", "SrtpContext", "TsRewriter",
     "TwccRecorder",
-    "Unwrapper", "classify", "is_keyframe", "parse_rtcp", "parse_rtp", "rewrite_extensions",
+    "Unwrapper", "classify", "is_keyframe", "parse_rtcp", "parse_rtp", "protect_batched", "rewrite_extensions",
 ]

@@ -4,7 +4,7 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
 
 from fastpath.counters cimport DROP_REASON_COUNT
 from fastpath.includes.linux cimport iovec, mmsghdr, sockaddr_in, sockaddr_in6
-from fastpath.crypto_kernel cimport SessionState
+from fastpath.crypto_kernel cimport HmacBatch, SessionState
 from fastpath.gso cimport GSO_ARENA, GsoArena
 from fastpath.includes.srtp cimport SrtpFns
 from fastpath.nack cimport NackGen
@@ -240,6 +240,7 @@ ctypedef struct EngineState:
     int32_t run_p                             # producer slot and layer of the run
     int32_t run_layer
     uint8_t* send_buf
+    HmacBatch* hmac                           # tags of the send arena's AES-CM-80 packets, written at flush
     mmsghdr send_msgs[SEND_BATCH]
     iovec send_iov[SEND_BATCH]
     int32_t send_t[SEND_BATCH]

@@ -51,7 +51,7 @@ from fastpath.counters cimport (
     DROP_UNSUPPORTED_PT,
     DROP_WAIT_KEYFRAME,
 )
-from fastpath.crypto_kernel cimport prefetch_session
+from fastpath.crypto_kernel cimport hmac_batch_new, hmac_defer, hmac_flush, prefetch_session
 from fastpath.demux cimport KIND_DTLS, KIND_RTCP, KIND_STUN, KIND_UNKNOWN, PacketKind, demux_classify
 from fastpath.gso cimport GsoArena, GsoMsg, gso_group, gso_layout, gso_refused, gso_supported
 from fastpath.includes.linux cimport (
@@ -354,9 +354,10 @@ cdef class Engine:
         e.recv_addr = <sockaddr_in6*>calloc(batch_size, sizeof(sockaddr_in6))
         e.recv_cmsg = <uint8_t*>calloc(batch_size, RECV_CMSG_BYTES)
         e.send_buf = <uint8_t*>malloc(<size_t>SEND_BATCH * SEND_SLOT_BYTES)
+        e.hmac = hmac_batch_new()
         e.run = <PendingRtp*>calloc(batch_size, sizeof(PendingRtp))
         if (e.recv_buf == NULL or e.recv_msgs == NULL or e.recv_iov == NULL or e.recv_addr == NULL
-                or e.recv_cmsg == NULL or e.send_buf == NULL or e.run == NULL):
+                or e.recv_cmsg == NULL or e.send_buf == NULL or e.run == NULL or e.hmac == NULL):
             raise MemoryError()
         e.cur_rx = -1
         e.kernel_ts = 0                       # on while a transport wants TWCC feedback (_want_timestamps)
@@ -402,6 +403,7 @@ cdef class Engine:
         free(e.recv_addr)
         free(e.recv_cmsg)
         free(e.send_buf)
+        free(e.hmac)
         free(e.run)
         free(e)
         self.st = NULL

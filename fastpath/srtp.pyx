@@ -18,7 +18,8 @@ primitives) before any session is made; see that module for why.
 from libc.stdint cimport uint8_t, uintptr_t
 from libc.string cimport memcpy
 
-from fastpath.crypto_kernel cimport capture_begin, capture_end
+from fastpath.crypto_kernel cimport HmacBatch, capture_begin, capture_end, hmac_batch_new, hmac_defer, hmac_flush
+from libc.stdlib cimport free
 from fastpath.includes.linux cimport htonl
 from fastpath.includes.srtp cimport (
     SRTP_MAX_TRAILER,
@@ -106,6 +107,45 @@ cdef bytes _run(SrtpContext self, srtp_fn_t fn, const uint8_t[:] data, int trail
     if rc != 0:
         raise ValueError(srtp_error_reason(rc))
     return bytes(buf[:n])
+
+
+def protect_batched(list contexts, list packets) -> list:
+    """Protect ``packets[i]`` with ``contexts[i]`` as the Engine does within one send flush: AES-CM-80 tags queued
+    while protecting and written together at the end (crypto_kernel's HMAC batches). The bytes must equal
+    :meth:`SrtpContext.protect`'s; for tests and tools, not per packet."""
+    cdef Py_ssize_t i, count = len(packets)
+    cdef list bufs = []
+    cdef list sizes = []
+    cdef bytearray buf
+    cdef int n, rc = 0
+    cdef HmacBatch* batch
+    if len(contexts) != count:
+        raise ValueError("one context per packet")
+    for i in range(count):
+        if not (<SrtpContext?>contexts[i]).outbound:
+            raise ValueError("srtp: protect needs outbound contexts")
+        if not 0 < len(packets[i]) <= 65000:
+            raise ValueError("srtp: empty or oversized packet")
+        bufs.append(bytearray(bytes(packets[i]) + bytes(SRTP_MAX_TRAILER)))
+    batch = hmac_batch_new()
+    if batch == NULL:
+        raise MemoryError()
+    try:
+        for i in range(count):
+            buf = bufs[i]
+            n = len(packets[i])
+            hmac_defer(batch)
+            rc = _fns.protect((<SrtpContext>contexts[i]).ctx, <char*>buf, &n)
+            hmac_defer(NULL)
+            if rc != 0:
+                break
+            sizes.append(n)
+        hmac_flush(batch)
+    finally:
+        free(batch)
+    if rc != 0:
+        raise ValueError(srtp_error_reason(rc))
+    return [bytes(bufs[i][:sizes[i]]) for i in range(count)]
 
 
 cdef class SrtpContext:

@@ -110,3 +110,46 @@ def test_the_prefetched_states_are_the_rtp_cipher_and_hmac() -> None:
     assert bytes(counter) != before[0] and bytes(work) != before[1]
     for profile in (fastpath.PROFILE_AEAD_AES_128_GCM, fastpath.PROFILE_AEAD_AES_256_GCM):
         assert fastpath.SrtpContext(profile, os.urandom(fastpath.KEY_LENGTHS[profile]), True).hot_states() == (0, 0)
+
+
+def test_tags_are_batched_where_openssl_has_multi_buffer_sha1() -> None:
+    # CI and these hosts are x86-64, whose OpenSSL has sha1_multi_block; the batched path passed its self-test.
+    assert "tags in batches of 4" in crypto_kernel.installed()["hmac_sha1"]
+
+
+@pytest.mark.parametrize("count", [1, 3, 4, 5, 8, 13, 40, 600])
+def test_batched_tags_equal_one_at_a_time_tags(count: int) -> None:
+    """What the Engine sends (tags written together at the flush) against SrtpContext.protect (tags at once, the
+    same bytes as libsrtp's own primitives above): three sessions interleaved, every size, batch sizes across the
+    four-lane groups."""
+    keys = [os.urandom(30) for _ in range(3)]
+    batched_tx = [fastpath.SrtpContext(CM80, k, True) for k in keys]
+    single_tx = [fastpath.SrtpContext(CM80, k, True) for k in keys]
+    sizes = [PAYLOAD_SIZES[i % len(PAYLOAD_SIZES)] for i in range(count)]
+    rtp = [packets.rtp(96, 100 + i, 3000 * i, 0x51A7E + i % 3, os.urandom(size)) for i, size in enumerate(sizes)]
+    owners = [i % 3 for i in range(count)]
+    batched = fastpath.protect_batched([batched_tx[k] for k in owners], rtp)
+    single = [single_tx[k].protect(p) for k, p in zip(owners, rtp, strict=True)]
+    assert batched == single
+    rx = [fastpath.SrtpContext(CM80, k, False) for k in keys]
+    assert [rx[k].unprotect(p) for k, p in zip(owners, batched, strict=True)] == rtp
+
+
+def test_a_batch_refuses_what_protect_refuses() -> None:
+    tx = fastpath.SrtpContext(CM80, os.urandom(30), True)
+    with pytest.raises(ValueError, match="one context per packet"):
+        fastpath.protect_batched([tx], [])
+    with pytest.raises(ValueError, match="outbound"):
+        fastpath.protect_batched([fastpath.SrtpContext(CM80, os.urandom(30), False)], [b"\x80" * 20])
+    with pytest.raises(ValueError, match="empty"):
+        fastpath.protect_batched([tx], [b""])
+
+
+def test_batching_can_be_turned_off() -> None:
+    done = subprocess.run([sys.executable, "-c", "import fastpath, json; from fastpath import crypto_kernel; "
+                           "print(json.dumps(crypto_kernel.installed()))"],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, MEDIAROUTER_HMAC_BATCH="0"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    status = json.loads(done.stdout)["hmac_sha1"]
+    assert status.startswith("mediarouter") and "tags one at a time: MEDIAROUTER_HMAC_BATCH=0" in status
