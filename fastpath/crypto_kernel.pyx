@@ -12,7 +12,9 @@ computed by the same OpenSSL code of the pylibsrtp wheel (its exported symbols, 
 its own known-answer tests on each type while replacing it (RFC 2202 case 0; its AES-ICM-128 vector) and a
 failure, a missing symbol or a CPU without AES-NI leaves libsrtp's function in place. Sessions made after
 installation use them. It also records which state blocks a new session got (``capture_begin``/``capture_end``) so
-that the Engine can prefetch them one subscriber ahead (``prefetch_session``).
+that the Engine can prefetch them one subscriber ahead (``prefetch_session``), and it owns the HMAC batches
+(``hmac_defer``/``hmac_flush``): the tags of a send arena's packets computed together with OpenSSL's multi-buffer
+SHA-1, after a start-up self-test against the one-at-a-time path (``MEDIAROUTER_HMAC_BATCH=0`` keeps that path).
 
 Why by hand: libsrtp built against OpenSSL 3 reaches both primitives through EVP and re-initialises an EVP
 context for every packet: ``EVP_MAC_init`` with ``EVP_MD_CTX_copy_ex``/``sha1_copyctx`` for the tag (13 % of a
