@@ -11,6 +11,9 @@ replay window; outbound ones 512, which libsrtp shifts on every protected packet
 fan-out cost at a thousand subscribers) and which still covers every resend the Engine makes (its per-consumer
 NACK metadata ring, META_RING in engine.pxd, holds 512 packets and older requests are refused before protect).
 
+``protect_batched`` protects a list of packets the way the Engine's send flush does (AES-CM-80 tags written
+together at the end), so tests can compare its bytes with ``SrtpContext.protect``'s.
+
 Importing this module installs ``fastpath.crypto_kernel`` (libsrtp's HMAC-SHA1 and AES-ICM-128, the AES-CM-80
 primitives) before any session is made; see that module for why.
 """
