@@ -6,9 +6,9 @@ unprotect each packet once, then for each destination copy, rewrite SSRC (``ssrc
 protect with that destination's context and queue it; ``sendmmsg`` whenever the send arena is full and at the end of
 each receive batch, with each destination's datagrams grouped into UDP GSO messages (``fastpath.gso``, as the
 Engine's send arena does) unless ``gso`` is off, and AES-CM-80 tags written in batches just before each send
-(``fastpath.crypto_kernel``'s HMAC batches, as the Engine does). The send arena has a fixed size (not one slot per destination and
-received packet), so capacity runs with thousands of subscribers have a limit to compare against; it waits in ``ppoll`` when idle. RFC 3550,
-RFC 3711.
+(``fastpath.crypto_kernel``'s HMAC batches, as the Engine does). The send arena has a fixed size (not one slot per
+destination and received packet), so capacity runs with thousands of subscribers have a limit to compare against; it
+waits in ``ppoll`` when idle. RFC 3550, RFC 3711.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
