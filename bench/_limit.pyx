@@ -15,7 +15,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
-from fastpath.crypto_kernel cimport HmacBatch, hmac_batch_new, hmac_defer, hmac_flush
+from fastpath.crypto_kernel cimport HmacBatch, hmac_batch_new, hmac_flush, protect_queued
 from fastpath.gso cimport GSO_ARENA, GsoArena, gso_group, gso_layout, gso_refused, gso_supported
 from fastpath.includes.linux cimport (
     AF_INET,
@@ -94,7 +94,7 @@ def run_limit(int fd, list dests, SrtpContext rx, list tx, double seconds, unsig
               int batch=64, bint gso=True) -> dict:
     """Forward everything arriving on ``fd`` to every (host, port) in ``dests`` for ``seconds``."""
     cdef SrtpFns fns = srtp_fns()
-    cdef int k, i, n, ndest = len(dests), nsend = 0, length, plen, fail_streak = 0, rc, queued
+    cdef int k, i, n, ndest = len(dests), nsend = 0, length, plen, fail_streak = 0, rc
     cdef sockaddr_in* addrs = NULL
     cdef void** txc = NULL
     cdef uint8_t* rbuf = NULL
@@ -194,12 +194,7 @@ def run_limit(int fd, list dests, SrtpContext rx, list tx, double seconds, unsig
                         wr32(out + 8, ssrc_base + k)
                         wr16(out + 2, <uint16_t>(seq + 1000 * k))
                         plen = length
-                        queued = hmac.n
-                        hmac_defer(hmac)
-                        rc = fns.protect(txc[k], out, &plen)
-                        hmac_defer(NULL)
-                        if rc != SRTP_ERR_OK:
-                            hmac.n = queued
+                        if protect_queued(fns.protect, txc[k], out, &plen, hmac) != SRTP_ERR_OK:
                             protect_failed += 1
                             continue
                         siov[nsend].iov_len = plen

@@ -65,19 +65,15 @@ cdef int send_rtp(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
     """Copy one packet for consumer c, rewrite PT/seq/ts/SSRC, protect and queue it. 0 = queued."""
     cdef Transport* t = e.transports[c.transport]
     cdef uint8_t* out
-    cdef int n = length, rc, queued
+    cdef int n = length
     if length + SRTP_MAX_TRAILER > SEND_SLOT_BYTES:
         c.drops[DROP_TOO_BIG] += 1
         return -1
     out = send_slot(e)
     memcpy(out, packet, length)
     rtp_set_header(out, pt, seq, ts, c.out_ssrc)
-    queued = e.hmac.n
-    hmac_defer(e.hmac)                        # the tag is written at the next send_flush, before sendmmsg
-    rc = e.srtp.protect(t.srtp_out, out, &n)
-    hmac_defer(NULL)
-    if rc != SRTP_ERR_OK:
-        e.hmac.n = queued                     # this slot is reused: nothing may be written into it later
+    # The tag is written at the next send_flush, before sendmmsg.
+    if protect_queued(e.srtp.protect, t.srtp_out, out, &n, e.hmac) != SRTP_ERR_OK:
         c.drops[DROP_SRTP_PROTECT] += 1
         return -1
     send_queue(e, c.transport, n)

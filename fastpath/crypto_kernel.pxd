@@ -1,4 +1,5 @@
 # The C entry points of fastpath/crypto_kernel.pyx that other fast-path modules call.
+from fastpath.includes.srtp cimport srtp_fn_t
 
 ctypedef struct SessionState:
     void* cipher     # the RTP cipher's state block (AES-ICM-128), NULL when libsrtp's own cipher is in use
@@ -38,3 +39,16 @@ ctypedef struct HmacBatch:
 cdef HmacBatch* hmac_batch_new() noexcept nogil
 cdef void hmac_defer(HmacBatch* b) noexcept nogil
 cdef void hmac_flush(HmacBatch* b) noexcept nogil
+
+
+cdef inline int protect_queued(srtp_fn_t protect, void* ctx, void* packet, int* length, HmacBatch* b) noexcept nogil:
+    """protect(ctx, packet, length) with its AES-CM-80 tag queued in b (written by hmac_flush); a protect that fails
+    leaves nothing queued, so the packet's slot can be reused."""
+    cdef int queued = b.n
+    cdef int rc
+    hmac_defer(b)
+    rc = protect(ctx, packet, length)
+    hmac_defer(NULL)
+    if rc != 0:
+        b.n = queued
+    return rc

@@ -51,7 +51,7 @@ from fastpath.counters cimport (
     DROP_UNSUPPORTED_PT,
     DROP_WAIT_KEYFRAME,
 )
-from fastpath.crypto_kernel cimport hmac_batch_new, hmac_defer, hmac_flush, prefetch_session
+from fastpath.crypto_kernel cimport hmac_batch_new, hmac_flush, prefetch_session, protect_queued
 from fastpath.demux cimport KIND_DTLS, KIND_RTCP, KIND_STUN, KIND_UNKNOWN, PacketKind, demux_classify
 from fastpath.gso cimport GsoArena, GsoMsg, gso_group, gso_layout, gso_refused, gso_supported
 from fastpath.includes.linux cimport (

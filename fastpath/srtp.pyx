@@ -19,10 +19,10 @@ primitives) before any session is made; see that module for why.
 """
 
 from libc.stdint cimport uint8_t, uintptr_t
+from libc.stdlib cimport free
 from libc.string cimport memcpy
 
-from fastpath.crypto_kernel cimport HmacBatch, capture_begin, capture_end, hmac_batch_new, hmac_defer, hmac_flush
-from libc.stdlib cimport free
+from fastpath.crypto_kernel cimport HmacBatch, capture_begin, capture_end, hmac_batch_new, hmac_flush, protect_queued
 from fastpath.includes.linux cimport htonl
 from fastpath.includes.srtp cimport (
     SRTP_MAX_TRAILER,
@@ -137,9 +137,7 @@ def protect_batched(list contexts, list packets) -> list:
         for i in range(count):
             buf = bufs[i]
             n = len(packets[i])
-            hmac_defer(batch)
-            rc = _fns.protect((<SrtpContext>contexts[i]).ctx, <char*>buf, &n)
-            hmac_defer(NULL)
+            rc = protect_queued(_fns.protect, (<SrtpContext>contexts[i]).ctx, <char*>buf, &n, batch)
             if rc != 0:
                 break
             sizes.append(n)
