@@ -1,4 +1,4 @@
-"""The bench's "limit loop": the minimal SRTP forwarder of PERFORMANCE.md, for any number of destinations.
+"""The bench's "limit loop": the minimal SRTP forwarder of docs/PERFORMANCE.md, for any number of destinations.
 
 Owns one deliberately minimal loop built from the fast path's primitives (recvmmsg/sendmmsg arenas, the libsrtp
 function pointers of ``fastpath.srtp``, in-place RTP header writes) without any SFU logic: receive a batch,

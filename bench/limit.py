@@ -1,4 +1,4 @@
-"""The "limit" baseline of PERFORMANCE.md: the minimal SRTP forwarder, run in its own process on a worker core.
+"""The "limit" baseline of docs/PERFORMANCE.md: the minimal SRTP forwarder, run in its own process on a worker core.
 
 Owns running ``bench._limit.run_limit`` (recvmmsg, unprotect once, rewrite SSRC and sequence number per
 destination, protect per destination, sendmmsg; no SFU logic; built from the fast path's SRTP and RTP primitives)

@@ -10,7 +10,7 @@ semantics of LiveKit's `auth/verifier.go` and `auth/grants.go`:
 - the `video` claim is LiveKit's VideoGrant in camelCase; unset `canPublish` / `canSubscribe` mean true,
   unset `canPublishData` follows `canPublish`, a non-empty `canPublishSources` restricts sources.
 
-`token_from_request` implements the two ways clients pass tokens (LIVEKIT_PROTOCOL.md §1.4): an
+`token_from_request` implements the two ways clients pass tokens (docs/PROTOCOL.md, Tokens): an
 `Authorization: Bearer <jwt>` header, or the `access_token` query parameter.
 """
 
@@ -388,7 +388,7 @@ def refresh_token(
     claims: Claims, api_secret: str, *, ttl_s: int = DEFAULT_TTL_S, now: float | None = None
 ) -> str:
     """A new token for the same holder and grants that expires no earlier than the original, and at
-    least MIN_REFRESH_TTL_S from now (LIVEKIT_PROTOCOL.md §3.10)."""
+    least MIN_REFRESH_TTL_S from now (docs/PROTOCOL.md, Token refresh)."""
     issued = _now(now)
     expires = max(claims.expires_at, issued + max(int(ttl_s), MIN_REFRESH_TTL_S))
     g = claims.grants

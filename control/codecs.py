@@ -4,8 +4,8 @@ Owns the capability tables that negotiation answers and offers with, and the rul
 descriptions are the same codec: by name and clock rate, and for H.264 by profile and packetization mode
 (RFC 6184 §8.1, level ignored as with level-asymmetry-allowed), for VP9 by profile-id, for AV1 by profile.
 Payload types avoid 64-95 so that no RTP packet looks like RTCP (RFC 5761 §4). Header extension ids follow
-RFC 8285; the router-wide ids are the ids every packet carries after ingress normalisation (FORWARDING.md §1,
-SEAMS.md §1) and the ids every subscriber offer negotiates.
+RFC 8285; the router-wide ids are the ids every packet carries after ingress normalisation (docs/FORWARDING.md,
+Ingress normalisation; docs/SEAMS.md §1) and the ids every subscriber offer negotiates.
 """
 
 from __future__ import annotations

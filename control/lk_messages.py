@@ -1,7 +1,7 @@
 """Pure builders for the LiveKit signal messages the server sends, and the decoder for what clients send.
 
 Owns the shape of every `livekit.SignalResponse` mediarouter emits on the `/rtc` WebSocket and the checks
-that keep LiveKit clients from crashing on them (LIVEKIT_PROTOCOL.md §3 and the checklist in §7):
+that keep LiveKit clients from crashing on them (docs/PROTOCOL.md, Mistakes that crash clients):
 `PA_`/`TR_`/`RM_` sids, ping interval/timeout > 0, a server version >= 1.8.0, complete ParticipantInfo,
 trickle candidates in the `RTCIceCandidateInit` JSON form (W3C WebRTC §4.8.1.3) with a string `sdpMid`
 and an integer `sdpMLineIndex`, never an end-of-candidates trickle. The messages are the protobufs of
@@ -257,7 +257,7 @@ def track_info(
     mid: str = "",
     now_us: int | None = None,
 ) -> models.TrackInfo:
-    """The `livekit.TrackInfo` for an AddTrackRequest (LIVEKIT_PROTOCOL.md §3.4, step 2).
+    """The `livekit.TrackInfo` for an AddTrackRequest (docs/PROTOCOL.md, Publishing, step 2).
 
     `enabled_codecs` (mime types) drops requested codecs that are not enabled and substitutes the first
     enabled one of the track's kind when none of the requested ones is. Raises ValueError for a DATA or
@@ -427,7 +427,7 @@ def join_response(
     protocol: int = SERVER_PROTOCOL,
     client_configuration: models.ClientConfiguration | None = None,
 ) -> rtc.SignalResponse:
-    """The first message on a new signal connection (LIVEKIT_PROTOCOL.md §3.1).
+    """The first message on a new signal connection (docs/PROTOCOL.md, Join).
 
     `fast_publish` defaults to the participant's canPublish. Hidden participants must not be listed in
     `other_participants`.
@@ -483,7 +483,7 @@ def reconnect(
     protocol: int = SERVER_PROTOCOL,
     client_configuration: models.ClientConfiguration | None = None,
 ) -> rtc.SignalResponse:
-    """ReconnectResponse, the first message of an accepted resume (§3.11)."""
+    """ReconnectResponse, the first message of an accepted resume (docs/PROTOCOL.md, Resume)."""
     if last_message_seq < 0:
         raise ValueError("last_message_seq must not be negative")
     resp = rtc.ReconnectResponse(

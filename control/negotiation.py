@@ -2,12 +2,12 @@
 
 Owns the control side of JSEP (RFC 9429) for an ICE-lite, DTLS-server SFU: ``answer_offer`` answers a
 publishing client's offer and returns a ``PublishPlan`` with everything a worker needs (remote ICE and DTLS
-parameters, SCTP, and per track codecs, RTX, encodings and the header-extension table of SEAMS.md §1);
+parameters, SCTP, and per track codecs, RTX, encodings and the header-extension table of docs/SEAMS.md §1);
 ``subscriber_offer`` writes the server's offer toward a receiving client with stable m-line order across
 renegotiations; ``parse_answer`` reads that client's answer; ``consumer_pt_map`` maps payload types between the
 two sides. Follows RFC 3264 (offer/answer), RFC 8843 (BUNDLE), RFC 8839 (ICE, ice-lite), RFC 8842 (DTLS setup
 roles), RFC 8285 (extmap), RFC 8851/8853 (rid, simulcast), RFC 8841 (SCTP), RFC 4588 (RTX) and the subscriber
-offer shape of LIVEKIT_PROTOCOL.md §4. Pure functions, no I/O.
+offer shape of docs/PROTOCOL.md (Subscriber offers). Pure functions, no I/O.
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ class Negotiator(Protocol):
 
 @dataclass(frozen=True)
 class ClientParams:
-    """The client's query parameters on ``/rtc`` (LIVEKIT_PROTOCOL.md §1.2)."""
+    """The client's query parameters on ``/rtc`` (docs/PROTOCOL.md, Query parameters)."""
 
     auto_subscribe: bool = True
     adaptive_stream: bool = False
@@ -337,7 +337,7 @@ class Participant:
             self.media.create_transport(router_id, self.sub_transport_id),
         )
         # Client data arrives on the channels the client opens on its publisher PC; control applies LiveKit's
-        # DataPacket rules (sender identity, destinations, canPublishData) and re-sends it (§4.2).
+        # DataPacket rules (sender, destinations, canPublishData) and re-sends it (docs/PROTOCOL.md, Data packets).
         await self.media.produce_data(
             self.pub_transport_id, self.data_producer_id, "*", relay_to_control=True
         )
@@ -692,7 +692,7 @@ class Participant:
 
     async def send_data(self, label: str, payload: bytes) -> bool:
         """A DataPacket to this client on its primary PC: the subscriber PC's server-created channel, or for a
-        participant that cannot subscribe (no subscriber PC), the channel it opened on its publisher PC (§4.2)."""
+        participant that cannot subscribe (no subscriber PC), its own channel on its publisher PC (docs/PROTOCOL.md)."""
         if self.closed:
             return False
         transport_id = self.sub_transport_id if self.can_subscribe else self.pub_transport_id
@@ -721,7 +721,7 @@ class LiveKitNegotiator:
     """:class:`Negotiator` over ``control.negotiation`` (imported on first use).
 
     Publisher answers accept opus and VP8 first (the codecs announced in ``enabled_publish_codecs``; the codec
-    order of the answer decides what libwebrtc sends, LIVEKIT_PROTOCOL.md §4.5); subscriber offers carry the
+    order of the answer decides what libwebrtc sends, docs/PROTOCOL.md, Codecs); subscriber offers carry the
     server's data channel m-line and one sendonly m-line per subscription with LiveKit's packed msid.
     """
 
@@ -735,7 +735,7 @@ class LiveKitNegotiator:
         sdp, plan = self.neg.answer_offer(offer_sdp, local, allow_video_codecs=self.allow_video_codecs)
         for track in plan.tracks:
             # LiveKit rids name qualities (q < h < f); the Rust SDK offers them high first ("a=simulcast:send
-            # h;q"), while the worker's layer index must go from low to high (SEAMS.md §1).
+            # h;q"), while the worker's layer index must go from low to high (docs/SEAMS.md §1).
             if len(track.encodings) > 1 and all(e[0] in RID_RANK for e in track.encodings):
                 track.encodings = sorted(track.encodings, key=lambda e: RID_RANK[e[0]])
         media = [

@@ -3,8 +3,8 @@ forwarding.
 
 A :class:`RoomManager` auto-creates a room on its first join, places its MediaRouter on the least-loaded
 worker (``control.placement``) and routes worker notifications (transport states, relayed data-channel
-messages) to the participant they belong to. A :class:`Room` applies LiveKit's room rules (LIVEKIT_PROTOCOL.md
-§3, §4.2): full ParticipantInfo updates with increasing versions, the update that lists a track before the
+messages) to the participant they belong to. A :class:`Room` applies LiveKit's room rules (docs/PROTOCOL.md, Participant
+updates, Data packets): full ParticipantInfo updates with increasing versions, the update that lists a track before the
 subscriber offer that carries it, auto-subscribe, duplicate identities replacing the old session, DISCONNECTED
 updates on leave, and DataPacket forwarding with the sender set by the server, ``destination_identities`` and
 canPublishData enforced.
@@ -272,7 +272,7 @@ class Room:
         p.signal_lost(self.settings.grace_period_s, expire)
 
     async def resume(self, p: Participant, sink: SignalSink) -> None:
-        """A resume (``reconnect=1``) of a live session on a new WebSocket (LIVEKIT_PROTOCOL.md §3.11):
+        """A resume (``reconnect=1``) of a live session on a new WebSocket (docs/PROTOCOL.md, Resume):
         ReconnectResponse, everyone's state, the room, then an ICE-restart subscriber offer. The client follows
         with its own publisher ICE restart."""
         p.attach(sink)
@@ -363,7 +363,7 @@ class Room:
                 continue
             self.subscribe(p, found[0], found[1])
 
-    # ---- subscription permissions (a publisher's SubscriptionPermission, LIVEKIT_PROTOCOL.md §3.6) -----------
+    # ---- subscription permissions (a publisher's SubscriptionPermission, docs/PROTOCOL.md) ----------------------
 
     @staticmethod
     def allowed(subscriber: Participant, publisher: Participant, track_sid: str) -> bool:

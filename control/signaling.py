@@ -3,7 +3,7 @@
 Owns the connection life cycle and framing (one binary protobuf ``SignalRequest``/``SignalResponse`` per
 WebSocket message, RFC 6455), token checks before the upgrade, dispatch of client requests to the room and
 participant, and keepalive answers. ``/rtc/v1`` and ``/rtc/v1/validate`` answer 404 with
-``Access-Control-Allow-Origin: *`` so that clients fall back to ``/rtc`` (LIVEKIT_PROTOCOL.md §1). Resumes are
+``Access-Control-Allow-Origin: *`` so that clients fall back to ``/rtc`` (docs/PROTOCOL.md, Connection). Resumes are
 declined with ``leave {STATE_MISMATCH, RECONNECT}``, which makes clients rejoin (§3.11).
 """
 

@@ -3,7 +3,7 @@
 ``POST /twirp/livekit.RoomService/<Method>`` with a binary protobuf body (``application/protobuf``, the Python
 ``livekit-api``) or proto3 JSON (``application/json``, the Node server SDK); the answer uses the request's
 encoding. Auth is a Bearer JWT signed with an API secret: CreateRoom/DeleteRoom need ``roomCreate``, ListRooms
-``roomList``, every other method ``roomAdmin`` for the request's room (LIVEKIT_PROTOCOL.md §5). Errors are Twirp
+``roomList``, every other method ``roomAdmin`` for the request's room (docs/PROTOCOL.md, Server API). Errors are Twirp
 JSON ``{"code", "msg"}`` with ``Content-Type: application/json`` and Twirp's HTTP status codes.
 """
 

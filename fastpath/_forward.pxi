@@ -1,7 +1,7 @@
 # RTP ingress and fan-out (included by engine.pyx): unprotect, route by SSRC (MID/RID on a miss), validate
 # and unwrap the sequence number, renumber extensions, store, then one rewritten copy per consumer, made when the
 # run of consecutive packets of one producer layer in the receive batch ends (fanout_flush).
-# FORWARDING.md sections 1-3; RFC 3550 A.1/A.8, RFC 4588 (RTX), RFC 8285, RFC 8852 (RID).
+# docs/FORWARDING.md, Routing to Key frames; RFC 3550 A.1/A.8, RFC 4588 (RTX), RFC 8285, RFC 8852 (RID).
 
 
 cdef inline uint64_t ssrc_key(int32_t t_slot, uint32_t ssrc) noexcept nogil:
@@ -182,7 +182,7 @@ cdef void consumer_switch(EngineState* e, Producer* p, Consumer* c, int32_t laye
         seq_rw_sync(c.seq)
         old = &p.enc[c.current]
         if old.have_sr and new.have_sr and p.clock_rate > 0:
-            # Capture times from each layer's last SR (NTP in seconds), FORWARDING.md 2 "Timestamps".
+            # Capture times from each layer's last SR (NTP in seconds), docs/FORWARDING.md, Timestamps.
             t_old = (old.sr_ntp_sec + old.sr_ntp_frac / 4294967296.0
                      + <int32_t>(c.ts.max_out_in - old.sr_rtp) / <double>p.clock_rate)
             t_new = (new.sr_ntp_sec + new.sr_ntp_frac / 4294967296.0
@@ -256,7 +256,7 @@ cdef int srtp_recover_gap(EngineState* e, Transport* t, Producer* p, int32_t val
     """Resynchronise libsrtp after a forward jump of more than 2^15 packets; the new length or -1.
 
     NOTE: libsrtp then guesses the rollover counter one too low and rejects every packet as replay_old
-    before touching the buffer (PERFORMANCE.md). The true index is the first one above our last
+    before touching the buffer (docs/FORWARDING.md, SRTP). The true index is the first one above our last
     authenticated index + 2^15 with this packet's seq; srtp_set_stream_roc pins that ROC for the next
     unprotect (libsrtp's "packet index advanced" path), trying up to 4 ROCs for even longer stalls.
     Without srtp_set_stream_roc, the stream is removed so the ssrc_any_inbound template re-creates it

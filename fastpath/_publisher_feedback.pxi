@@ -2,7 +2,7 @@
 # transport-wide-cc-extensions-01, twcc.pxd) and generic NACKs (RFC 4585 6.2.1, nack.pxd), both protected
 # with the publisher transport's SRTCP session. TWCC goes out every TWCC_INTERVAL_MS from tick(), or at
 # once from the packet path when TWCC_FLUSH_PENDING seqs wait; NACKs are scanned on every tick().
-# FORWARDING.md 5.1 and 5.4. No Python objects.
+# docs/FORWARDING.md, NACK and retransmission, Transport-wide congestion control. No Python objects.
 
 
 cdef void send_twcc(EngineState* e, int32_t t_slot, Transport* t) noexcept nogil:

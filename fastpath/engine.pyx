@@ -9,7 +9,7 @@ pausing and bandwidth are the Python worker's calls). STUN and DTLS datagrams go
 
 RFCs: 3550 (RTP/RTCP), 3711 and 7714 (SRTP), 4585 (feedback), 4588 (RTX), 5104 (FIR), 5761 and 7983 (demux),
 6464 (audio level), 8285 (header extensions), 8852 (RID); draft-holmer-rmcat-transport-wide-cc-extensions-01
-(TWCC). Algorithms: /work/shared/design/FORWARDING.md.
+(TWCC). Algorithms: docs/FORWARDING.md.
 
 Times: ``tick(now_ms)`` must use the clock ``pump()`` reads, CLOCK_MONOTONIC (``time.monotonic() * 1000``).
 While a transport wants TWCC feedback the Engine turns SO_TIMESTAMPNS on for its socket: the feedback reports the
@@ -573,7 +573,7 @@ cdef class Engine:
 
     def add_producer(self, int p, int t, int kind, bytes mid, list encodings, list payload_types,
                      dict rtx_apt, int clock_rate, *, dict codecs=None) -> None:
-        """Add inbound media. ``codecs`` (an addition to SEAMS.md) maps PT -> CODEC_* for key-frame
+        """Add inbound media. ``codecs`` (docs/SEAMS.md section 1) maps PT -> CODEC_* for key-frame
         detection; without it a video producer's packets are never recognised as key frames, so
         consumers start and switch layers on the first packet instead."""
         cdef int32_t t_slot = self._t_slot(t)

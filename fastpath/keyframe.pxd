@@ -1,4 +1,4 @@
-# Key-frame peeks into the first bytes of a video RTP payload (FORWARDING.md section 3):
+# Key-frame peeks into the first bytes of a video RTP payload (docs/FORWARDING.md, Key frames):
 # VP8 RFC 7741, VP9 RFC 9628, H.264 RFC 6184 (SPS as the marker, as mediasoup and LiveKit do), AV1 RTP spec
 # (aggregation header N bit + sequence header OBU). Only reads inside [payload, payload + length).
 from libc.stdint cimport int32_t, uint8_t

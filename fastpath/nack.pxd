@@ -1,6 +1,6 @@
-# NACK generation toward publishers (RFC 4585 6.2.1 Generic NACK; FORWARDING.md 5.1). One NackGen per video
-# stream (encoding), a receive bitmap over the last NACK_BITMAP_BITS ext seqs (O(1) per packet, pion's receive log)
-# plus an ordered pending array of missing seqs (<= NACK_MAX_PENDING, mediasoup's NackGenerator limits)
+# NACK generation toward publishers (RFC 4585 6.2.1 Generic NACK; docs/FORWARDING.md, NACK and retransmission). One
+# NackGen per video stream (encoding), a receive bitmap over the last NACK_BITMAP_BITS ext seqs (O(1) per packet, pion's
+# receive log) plus an ordered pending array of missing seqs (<= NACK_MAX_PENDING, mediasoup's NackGenerator limits)
 # that the Engine's tick scans: first request once an entry is NACK_FIRST_DELAY_MS old (reordering),
 # retries every max(RTT, NACK_MIN_INTERVAL_MS), at most NACK_MAX_TRIES, dropped after NACK_MAX_AGE_MS or
 # NACK_MAX_AGE_SEQS. A late or RTX-recovered packet sets its bit and its entry leaves on the next scan.

@@ -1,6 +1,6 @@
 # Sequence-number and timestamp arithmetic for the fast path: 16->64-bit unwrapping (LiveKit style, plain
 # 64-bit compares), the per-consumer sequence rewriter (mediasoup SeqManager Sync/Drop/Input semantics on an
-# O(1) offset ring, FORWARDING.md section 2) and the timestamp rewriter. RFC 3550 section 5.1 / appendix A.1.
+# O(1) offset ring; docs/FORWARDING.md, Sequence numbers) and the timestamp rewriter. RFC 3550 5.1 / appendix A.1.
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memset
 

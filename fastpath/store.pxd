@@ -1,6 +1,6 @@
 # Per-stream packet store for NACK retransmission and duplicate detection: a power-of-two ring of fixed
 # slots indexed by ext_seq & mask, each with a header {ext_seq, length, flags} so stale slots are never sent
-# (LiveKit bucket, FORWARDING.md 5.2). The store holds decrypted packets with router-wide extension ids.
+# (LiveKit's bucket; docs/FORWARDING.md, Packet store). It holds decrypted packets with router-wide extension ids.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy

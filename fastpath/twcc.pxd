@@ -1,7 +1,7 @@
 # Transport-wide congestion control feedback toward publishers (draft-holmer-rmcat-transport-wide-cc-
-# extensions-01 section 3.1: RTCP RTPFB FMT 15; FORWARDING.md 5.4). One TwccRecv per publisher transport
-# that negotiated the transport-cc extension: an arrival ring keyed by the unwrapped transport-wide seq
-# (first arrival wins; a late seq below the window start moves the start back, as libwebrtc's
+# extensions-01 section 3.1: RTCP RTPFB FMT 15; docs/FORWARDING.md, Transport-wide congestion control). One TwccRecv per
+# publisher transport that negotiated the transport-cc extension: an arrival ring keyed by the unwrapped transport-wide
+# seq (first arrival wins; a late seq below the window start moves the start back, as libwebrtc's
 # RemoteEstimatorProxy does) and a builder that turns [start, end) into feedback packets. nogil C only.
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc

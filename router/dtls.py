@@ -8,8 +8,8 @@ the ``send`` callback, and the owner drives retransmission with :meth:`DtlsEndpo
 :meth:`DtlsEndpoint.handle_timeout` (OpenSSL's own DTLS timer via ``DTLSv1_get_timeout``/``DTLSv1_handle_timeout``:
 1 s initial, doubling, fatal after OpenSSL's retransmission limit). No sockets, no event loop.
 
-Security rules (RELIABILITY C1-C3, C5): the fingerprint is checked twice, in the verify callback (a mismatch aborts
-the handshake with a bad_certificate alert) and again on the finished handshake before anything is exported; a
+Security rules (docs/RELIABILITY.md, C1-C3 and C5): the fingerprint is checked twice, in the verify callback (a mismatch
+aborts the handshake with a bad_certificate alert) and again on the finished handshake before anything is exported; a
 mismatch, a handshake without ``use_srtp`` or any handshake error puts the endpoint in "failed" for good, where no
 keys can be read and no application data is delivered. Fingerprint lists are validated at construction: an empty
 list, an unknown algorithm or a malformed value raise ValueError. A certificate matches if any listed fingerprint

@@ -6,8 +6,8 @@ never sends checks), RFC 7675 (consent freshness: the owner times a transport ou
 selected tuple for 30 s) and RFC 8489 (STUN). Pure protocol object: bytes in, response bytes out, time given by the
 caller; no sockets.
 
-Error policy (RELIABILITY B1-B6, B8). Anything that is not an authenticated Binding request gets **no answer and
-creates no state**: malformed STUN, responses and indications, a request without USERNAME or without
+Error policy (docs/RELIABILITY.md, B1-B6 and B8). Anything that is not an authenticated Binding request gets **no answer
+and creates no state**: malformed STUN, responses and indications, a request without USERNAME or without
 MESSAGE-INTEGRITY, a USERNAME whose part before the colon is not our ufrag, a MESSAGE-INTEGRITY that does not verify
 with our password, a wrong FINGERPRINT (a FINGERPRINT is optional, but must verify when present). We drop instead of
 answering 400/401 (the choice pion/ice makes) so that spoofed sources cannot use us as a reflector and a prober

@@ -1,6 +1,6 @@
 """The worker's UDP socket: bind one shared port, size its kernel buffers, set Don't Fragment.
 
-Every transport on a worker shares this one socket (ARCHITECTURE.md decision 3, like mediasoup's
+Every transport on a worker shares this one socket (docs/FORWARDING.md, Demultiplexing; like mediasoup's
 WebRtcServer); demultiplexing by ICE ufrag and 5-tuple is done later by the media side. This module only binds
 the socket non-blocking on (node_ip, port) and asks the kernel for large receive/send buffers, reading back
 what it granted. Linux doubles the requested value for bookkeeping (socket(7)) and clamps it to

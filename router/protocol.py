@@ -62,7 +62,7 @@ class Kind(IntEnum):
 
 
 class Method(StrEnum):
-    """Requests, control -> worker (STYLE.md §3)."""
+    """Requests, control -> worker (docs/SEAMS.md §3)."""
 
     WORKER_DUMP = "worker.dump"
     WORKER_CLOSE = "worker.close"
@@ -90,7 +90,7 @@ class Method(StrEnum):
 
 
 class Event(StrEnum):
-    """Notifications, worker -> control (STYLE.md §3)."""
+    """Notifications, worker -> control (docs/SEAMS.md §3)."""
 
     WORKER_RUNNING = "worker.running"
     WORKER_HEARTBEAT = "worker.heartbeat"

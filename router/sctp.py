@@ -9,7 +9,7 @@ How it is reused: ``RTCSctpTransport`` expects an ``RTCDtlsTransport``. It uses 
 :class:`_DtlsAdapter` provides over our endpoint: ``state``, ``_role`` (picks the stream-id parity),
 ``_register_data_receiver``/``_unregister_data_receiver`` and ``async _send_data``. A subclass overrides two
 internal hooks: ``_set_state`` (to report association state, which aiortc does not emit as an event) and
-``_receive`` (to drop incoming messages above our ``max_message_size``, RELIABILITY F1). Incoming records go to
+``_receive`` (to drop incoming messages above our ``max_message_size``; docs/RELIABILITY.md, F1). Incoming records go to
 aiortc's ``_handle_data`` (the ``DataReceiver`` protocol) from one pump task, in arrival order; a record that makes
 aiortc raise (malformed chunk, duplicate DCEP OPEN) is dropped and counted, the association carries on. Everything
 else goes through aiortc's public API (``start``, ``stop``, ``RTCDataChannel``). Writing SCTP from scratch would be

@@ -7,8 +7,8 @@ to Python. It must not parse media or touch SDP; control sends it numbers.
 
 Lifecycle: new -> (ICE checks) connected -> (DTLS) dtls connected -> closed; never reused after close.
 
-Consent (RFC 7675, RELIABILITY B9): a connected transport whose peer sent no valid check on the selected tuple for
-``ice.CONSENT_TIMEOUT_MS`` goes to ice state "disconnected". The worker checks this once a second through a
+Consent (RFC 7675; docs/RELIABILITY.md, B9): a connected transport whose peer sent no valid check on the selected tuple
+for ``ice.CONSENT_TIMEOUT_MS`` goes to ice state "disconnected". The worker checks this once a second through a
 :class:`ConsentSchedule`, which looks only at transports whose deadline has passed instead of at every transport.
 """
 

@@ -1,5 +1,5 @@
 """Tests for control.lk_messages: every builder round-trips through protobuf bytes with the fields clients
-rely on, and the client-crashing mistakes of LIVEKIT_PROTOCOL.md §7 are refused at build time."""
+rely on, and the mistakes that crash clients (docs/PROTOCOL.md) are refused at build time."""
 
 from __future__ import annotations
 

@@ -380,8 +380,8 @@ def test_bad_commands_raise_with_reason(rig: Rig) -> None:
 
 
 def test_recovers_after_a_sequence_jump_beyond_half_the_range(rig: Rig) -> None:
-    """PERFORMANCE.md's trap: the reader misses > 2^15 packets (here across a rollover); libsrtp would
-    reject everything after as replay_old. The Engine re-pins the rollover counter and carries on."""
+    """The large-gap trap (docs/FORWARDING.md, SRTP): the reader misses > 2^15 packets (here across a rollover); libsrtp
+    would reject everything after as replay_old. The Engine re-pins the rollover counter and carries on."""
     add_video(rig)
     send_frames(rig, list(range(40000, 40010)))
     rig.pump()

@@ -1,4 +1,4 @@
-"""NACK generation toward publishers (RFC 4585 6.2.1 generic NACK, FORWARDING.md 5.1).
+"""NACK generation toward publishers (RFC 4585 6.2.1 generic NACK; docs/FORWARDING.md, NACK and retransmission).
 
 ``NackGenerator`` runs the Engine's C generator on explicit times; its packets are parsed with aiortc's
 RTCP parser (an independent implementation). The Engine tests send SRTP video with gaps over loopback and

@@ -1,5 +1,5 @@
 """DTLS-SRTP endpoints back to back in memory: handshake, fingerprint check, key export, data, close (RFC 5764,
-RELIABILITY C1-C3, C5)."""
+docs/RELIABILITY.md, C1-C3 and C5)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """ICE-lite responder: only authenticated Binding requests are answered; rejections create no state (RFC 8445 §7.3,
-RELIABILITY B1-B9)."""
+docs/RELIABILITY.md, B1-B9)."""
 
 from __future__ import annotations
 

@@ -149,7 +149,7 @@ async def test_closing_the_router_releases_every_entry(service: tuple[MediaServi
 
 async def test_consent_expiry_reaches_control_through_the_schedule(service: tuple[MediaService, FakeChannel]) -> None:
     """A transport's first valid check files it in the worker's consent schedule; when the peer goes quiet for the
-    consent timeout the once-a-second pass turns it "disconnected" and tells control (RELIABILITY B9)."""
+    consent timeout the once-a-second pass turns it "disconnected" and tells control (docs/RELIABILITY.md, B9)."""
     media, ch = service
     await call(ch, "media_router.create", "r", {})
     params = await call(ch, "media_router.create_webrtc_transport", "r", {"transport_id": "t"})

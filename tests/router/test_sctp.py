@@ -1,5 +1,5 @@
 """SCTP associations and data channels over two DTLS endpoints joined in memory (RFC 8261, 8831, 8832;
-RELIABILITY F1)."""
+docs/RELIABILITY.md, F1)."""
 
 from __future__ import annotations
 

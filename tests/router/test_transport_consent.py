@@ -1,4 +1,4 @@
-"""Consent expiry of transports through the worker's ConsentSchedule (RFC 7675, RELIABILITY B9).
+"""Consent expiry of transports through the worker's ConsentSchedule (RFC 7675; docs/RELIABILITY.md, B9).
 
 The schedule must disconnect exactly the transports, and at exactly the once-a-second checks, that calling
 ``check_consent`` on every transport would, while looking only at transports whose deadline has come up.

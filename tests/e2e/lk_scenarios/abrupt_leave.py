@@ -1,5 +1,5 @@
-"""Abrupt leave (RELIABILITY K3): a publishing client process is SIGKILLed without a Leave; its WebSocket closes,
-the server keeps the session for the grace period, then removes it: the other participant sees it disconnect and
+"""Abrupt leave (docs/RELIABILITY.md, K3): a publishing client process is SIGKILLed without a Leave; its WebSocket
+closes, the server keeps the session for the grace period, then removes it: the other participant sees it disconnect and
 the RoomService lists only the survivor."""
 
 from __future__ import annotations
