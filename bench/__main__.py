@@ -6,23 +6,32 @@ Usage::
                     [--srtp cm80|gcm] [--rate PPS] [--size BYTES] [--steps N] [--find-capacity] [--simulcast]
                     [--downlink-loss PCT] [--uplink-loss PCT] [--aiortc] [--no-limit] [--repeat N]
                     [--json FILE] [--plot FILE.png] [--url URL] [--source-net CIDR] [--profile-worker [FILE]]
-                    [--api-key KEY] [--api-secret SECRET]
-    python -m bench suite [--quick] [--repeat N] [--json FILE] [--plot FILE.png]
+                    [--api-key KEY] [--api-secret SECRET] [--no-gso] [--no-hmac-batch] [--srtp-crypto C] [--no-gro]
+    python -m bench suite [--quick] [--repeat N] [--json FILE] [--plot FILE.png] [--no-gso] ...
 
 Owns the command line, the suite's list of cases and the printed summary. Each run starts its own server
 (control's Supervisor in this process, workers pinned away from the generator's core when there are cores to spare)
 unless ``--url ws://HOST:PORT`` names a running one, on this host or another (then ``--source-net``): every participant
 joins it through LiveKit signaling with a token signed by ``--api-key``/``--api-secret`` (``bench.remote``).
+
+The fast-path switches are the server's (control/config.py): ``--[no-]gso``, ``--[no-]hmac-batch`` and
+``--srtp-crypto`` go to the workers the benchmark starts and to the limit loop (``--srtp-crypto`` also to this
+process's generator), ``--[no-]gro`` is the generator socket's UDP_GRO (bench/net.py). Their defaults are the
+environment's ``MEDIAROUTER_GSO``, ``MEDIAROUTER_HMAC_BATCH``, ``MEDIAROUTER_SRTP_CRYPTO`` and ``MEDIAROUTER_GRO``
+(e.g. ``MEDIAROUTER_GSO=0``), else on and ``mediarouter``; the JSON records them (``udp_gso``, ``hmac_batch``,
+``srtp_crypto``, ``generator_gro``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from bench import report
@@ -30,6 +39,7 @@ from bench.lk_client import SignalingError
 from bench.peer import SetupError
 from bench.remote import RemoteError, check_url
 from bench.scenarios import SCENARIOS, Options, fanout_degree, run_limit, run_server_steps
+from control.config import SRTP_CRYPTO, ConfigError, from_environment, parse_flag
 
 log = logging.getLogger("bench")
 STEAL_WARN_PCT = 3.0
@@ -86,7 +96,23 @@ def suite_cases(quick: bool) -> list[tuple[str, Options]]:
     ]
 
 
-def _parser() -> argparse.ArgumentParser:
+SWITCHES = ("gso", "hmac_batch", "srtp_crypto", "gro")
+
+
+def switch_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The fast-path switches' defaults: the environment variables the server reads (control/config.py) and
+    ``MEDIAROUTER_GRO`` for the generator, else on and ``mediarouter``. Raises ConfigError for a bad value."""
+    gso = from_environment("gso", environ)
+    hmac_batch = from_environment("hmac_batch", environ)
+    srtp_crypto = (from_environment("srtp_crypto", environ) or "mediarouter").lower()
+    if srtp_crypto not in SRTP_CRYPTO:
+        raise ConfigError(f"MEDIAROUTER_SRTP_CRYPTO must be one of {', '.join(SRTP_CRYPTO)}, not {srtp_crypto!r}")
+    gro = environ.get("MEDIAROUTER_GRO", "").strip()
+    return {"gso": True if gso is None else gso, "hmac_batch": True if hmac_batch is None else hmac_batch,
+            "srtp_crypto": srtp_crypto, "gro": parse_flag("MEDIAROUTER_GRO", gro) if gro else True}
+
+
+def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("scenario", choices=(*SCENARIOS, "suite"))
     ap.add_argument("--subscribers", type=int, default=10,
@@ -133,15 +159,27 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each case N times and report the median of each figure (runs listed in the JSON)")
     ap.add_argument("--quick", action="store_true", help="suite: 1 s per step instead of 2")
+    ap.add_argument("--gso", action=argparse.BooleanOptionalAction,
+                    help="workers and the limit loop send with UDP GSO (default on; env MEDIAROUTER_GSO)")
+    ap.add_argument("--hmac-batch", action=argparse.BooleanOptionalAction,
+                    help="workers and the limit loop batch AES-CM-80 tags (default on; env MEDIAROUTER_HMAC_BATCH)")
+    ap.add_argument("--srtp-crypto", choices=SRTP_CRYPTO,
+                    help="AES-CM-80 primitives under libsrtp everywhere but the aiortc relay (default mediarouter; "
+                         "env MEDIAROUTER_SRTP_CRYPTO)")
+    ap.add_argument("--gro", action=argparse.BooleanOptionalAction,
+                    help="UDP_GRO on the generator's socket (default on; env MEDIAROUTER_GRO)")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.set_defaults(**switch_defaults(os.environ if environ is None else environ))
     return ap
 
 
 async def _main(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     started = time.monotonic()
+    switches = {name: getattr(args, name) for name in SWITCHES}
     if args.scenario == "suite":
-        for label, opts in suite_cases(args.quick):
+        for label, case in suite_cases(args.quick):
+            opts = dataclasses.replace(case, **switches)
             print(f"... {label} ({opts.srtp})", file=sys.stderr, flush=True)
             results.append(report.combine_runs([await run_one(opts, label) for _ in range(args.repeat)]))
     else:
@@ -154,7 +192,7 @@ async def _main(args: argparse.Namespace) -> int:
                        downlink_loss=args.downlink_loss, uplink_loss=args.uplink_loss, aiortc=args.aiortc,
                        profile_worker=args.profile_worker, url=args.url,
                        source_net=args.source_net, api_key=args.api_key,
-                       api_secret=args.api_secret)
+                       api_secret=args.api_secret, **switches)
         results.append(report.combine_runs([await run_one(opts) for _ in range(args.repeat)]))
     print(report.format_table(results))
     for r in results:
@@ -199,7 +237,16 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        parser = _parser()
+    except ConfigError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    # This process's SRTP sessions (the generator's) use the primitives the workers use.
+    from fastpath import crypto_kernel
+
+    crypto_kernel.install(srtp_crypto=args.srtp_crypto, hmac_batch=args.hmac_batch)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.url:

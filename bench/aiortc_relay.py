@@ -15,7 +15,8 @@ The generator's participants speak to aiortc as an ICE-lite peer: aiortc offers 
 actpass), the participant answers ``a=ice-lite`` and ``a=setup:active``, answers aiortc's authenticated checks
 (MESSAGE-INTEGRITY with its own password) and then runs its DTLS client (``bench.peer``). Measured: forwarded packets
 per CPU-second of the relay process (the scheduler's run time of its threads), loss and latency at the generator.
-The relay's libsrtp keeps its own crypto primitives (``MEDIAROUTER_SRTP_CRYPTO=libsrtp``), as aiortc has them.
+The relay's libsrtp keeps its own crypto primitives (``crypto_kernel.install(srtp_crypto="libsrtp")``), as aiortc
+has them.
 
 Parent/child protocol: JSON lines. Parent -> child: {"op": "publisher"|"subscriber", "profile": "cm80"|"gcm"},
 {"op": "answer", "id": i, "sdp": ...}, {"op": "wire"}; child -> parent: {"id": i, "sdp": offer} / {"ok": true}.
@@ -125,10 +126,8 @@ def answer_sdp(offer: dict[str, Any], peer: SyntheticPeer, *, direction: str, ss
 class RelayProcess:
     def __init__(self, core: int) -> None:
         root = str(Path(__file__).resolve().parent.parent)
-        # The child imports fastpath (through this module); libsrtp keeps its own primitives there, as aiortc
-        # has them anywhere else (fastpath.crypto_kernel is mediarouter's, not the baseline's).
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
-                   BENCH_RELAY_CORE=str(core), MEDIAROUTER_SRTP_CRYPTO="libsrtp")
+                   BENCH_RELAY_CORE=str(core))
         self.process = subprocess.Popen([sys.executable, "-m", "bench.aiortc_relay"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, env=env, cwd=root)
 
@@ -159,7 +158,7 @@ async def run_aiortc_relay(opts: Any) -> dict[str, Any]:
     """1 publisher -> ``opts.subscribers`` through the aiortc relay at ``opts.rate`` (0 = flat out)."""
     plan = plan_cores(1)
     relay = RelayProcess(plan.workers[0])
-    net = GeneratorSocket()
+    net = GeneratorSocket(gro=opts.gro)
     subscribers = opts.subscribers
     gen = LoadGen(net.fileno(), 1, subscribers, 0)
     credentials = Credentials.generate()
@@ -313,7 +312,10 @@ async def _relay_main() -> None:
 def _child() -> None:
     from fastpath import crypto_kernel
 
-    replaced = {name: how for name, how in crypto_kernel.installed().items() if not how.startswith("libsrtp")}
+    # The child imports fastpath (through this module); libsrtp keeps its own primitives here, as aiortc has them
+    # anywhere else (fastpath.crypto_kernel is mediarouter's, not the baseline's).
+    replaced = {name: how for name, how in crypto_kernel.install(srtp_crypto="libsrtp").items()
+                if not how.startswith("libsrtp")}
     if replaced:
         sys.exit(f"aiortc relay: libsrtp must keep its own primitives here, but {replaced}")
     core = os.environ.get("BENCH_RELAY_CORE")

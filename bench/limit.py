@@ -7,8 +7,9 @@ by the same load generator as mediarouter, so that both are measured the same wa
 the forwarding process over the same window, packets counted by the generator's receivers). The keys are made here
 (no DTLS: the limit has no signaling). Destination k gets SSRC ``LIMIT_SSRC_BASE + k`` (as ``run_limit`` writes).
 
-Child protocol (``python -m bench.limit``): one JSON line on stdin {core, profile, rx_key, tx_key, dests, seconds};
-the child answers its UDP port as one line, waits for "go", forwards for ``seconds`` and prints its counters.
+Child protocol (``python -m bench.limit``): one JSON line on stdin {core, profile, rx_key, tx_key, dests, seconds,
+gso, hmac_batch, srtp_crypto} (the switches a worker gets, control/config.py); the child answers its UDP port as one
+line, waits for "go", forwards for ``seconds`` and prints its counters.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ class LimitProcess:
     """``start()`` spawns the child and returns its UDP port; ``go()`` starts forwarding; ``result()`` waits."""
 
     def __init__(self, core: int, profile: int, rx_key: bytes, tx_key: bytes, dests: list[tuple[str, int]],
-                 seconds: float) -> None:
+                 seconds: float, *, gso: bool = True, hmac_batch: bool = True,
+                 srtp_crypto: str = "mediarouter") -> None:
         if not dests:
             raise ValueError("the limit loop needs at least one destination")
         self.config = {"core": core, "profile": profile, "rx_key": rx_key.hex(), "tx_key": tx_key.hex(),
-                       "dests": [list(d) for d in dests], "seconds": seconds}
+                       "dests": [list(d) for d in dests], "seconds": seconds, "gso": gso, "hmac_batch": hmac_batch,
+                       "srtp_crypto": srtp_crypto}
         self.process: subprocess.Popen[str] | None = None
         self.port = 0
 
@@ -76,8 +79,11 @@ class LimitProcess:
 def _child() -> None:
     import fastpath
     from bench._limit import run_limit
+    from fastpath import crypto_kernel
 
     config = json.loads(sys.stdin.readline())
+    # Before its first SRTP session, as a worker does: the same primitives and tag batching as the workers.
+    crypto_kernel.install(srtp_crypto=config["srtp_crypto"], hmac_batch=config["hmac_batch"])
     os.sched_setaffinity(0, {config["core"]})
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for option, size in ((33, 8 << 20), (32, 8 << 20)):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE, as a worker does
@@ -96,7 +102,7 @@ def _child() -> None:
     if sys.stdin.readline().strip() != "go":
         return
     stats = run_limit(sock.fileno(), dests, rx, tx, float(config["seconds"]), LIMIT_SSRC_BASE,
-                      gso=fastpath.gso_wanted())  # UDP GSO like a worker's, and the same switch
+                      gso=config["gso"])  # UDP GSO like a worker's, and the same switch
     print(json.dumps(stats), flush=True)
 
 

@@ -13,18 +13,18 @@ off loopback must be local on this host and routed back to it from the server, e
 10.77.0.0/16 dev lo`` here and ``ip route add 10.77.0.0/16 via <this host>`` on the server. Linux only
 (``IP_PKTINFO``, ``SO_RCVBUFFORCE``).
 
-The socket asks for UDP_GRO (udp(7), Linux 5.0+) unless ``MEDIAROUTER_GRO=0``: a train of datagrams the server
-sent as one UDP_SEGMENT message then arrives as one buffer plus its segment length, and both receive paths split it
-back into the datagrams. On loopback this matters for what is measured: the kernel delivers into this socket in the
-sender's context, so without GRO each worker would also pay for splitting its trains and queueing every datagram
-here, work that lands on the receiving host, not on the server, in a deployment.
+The socket asks for UDP_GRO (udp(7), Linux 5.0+) unless ``gro=False`` (``python -m bench --no-gro``, whose default
+is the environment's ``MEDIAROUTER_GRO``): a train of datagrams the server sent as one UDP_SEGMENT message then
+arrives as one buffer plus its segment length, and both receive paths split it back into the datagrams. On
+loopback this matters for what is measured: the kernel delivers into this socket in the sender's context, so
+without GRO each worker would also pay for splitting its trains and queueing every datagram here, work that lands
+on the receiving host, not on the server, in a deployment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
 import struct
 from collections.abc import Callable
@@ -42,11 +42,6 @@ DEFAULT_SOURCE_NET = ipaddress.IPv4Network("127.77.0.0/16")
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 Datagram = Callable[[bytes, tuple[str, int]], None]
-
-
-def gro_wanted() -> bool:
-    """UDP_GRO on the generator's socket unless ``MEDIAROUTER_GRO=0`` is in the environment."""
-    return os.environ.get("MEDIAROUTER_GRO", "1") != "0"
 
 
 def split_segments(data: bytes, segment: int) -> list[bytes]:
@@ -79,7 +74,7 @@ class GeneratorSocket:
     """The shared socket; ``register(address, callback)`` routes set-up datagrams sent to ``address``."""
 
     def __init__(self, buffer_bytes: int = 64 << 20,
-                 source_net: ipaddress.IPv4Network = DEFAULT_SOURCE_NET, gro: bool | None = None) -> None:
+                 source_net: ipaddress.IPv4Network = DEFAULT_SOURCE_NET, gro: bool = True) -> None:
         self.source_net = source_net
         # What the receive paths accept: all of loopback for loopback participants, else only the server.
         self._accepted: list[ipaddress.IPv4Network] = [LOOPBACK] if source_net.subnet_of(LOOPBACK) else []
@@ -94,7 +89,7 @@ class GeneratorSocket:
         self.sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
         #: whether the kernel delivers UDP_SEGMENT trains as one buffer (``LoadGen`` reads this from the socket)
         self.gro = False
-        if gro_wanted() if gro is None else gro:
+        if gro:
             try:
                 self.sock.setsockopt(socket.IPPROTO_UDP, UDP_GRO, 1)
                 self.gro = True

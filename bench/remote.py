@@ -175,10 +175,10 @@ class SignalingSession(Session):
 
     def __init__(self, server: RemoteServer, profile: str, *, api_key: str, api_secret: str,
                  max_participants: int, max_streams: int, max_receivers: int,
-                 source_net: IPv4Network = DEFAULT_SOURCE_NET) -> None:
+                 source_net: IPv4Network = DEFAULT_SOURCE_NET, gro: bool = True) -> None:
         # Every LiveKit participant may need two endpoints (publisher and subscriber peer connections).
         super().__init__(server, profile, max_participants=2 * max_participants, max_streams=max_streams,
-                         max_receivers=max_receivers, source_net=source_net)
+                         max_receivers=max_receivers, source_net=source_net, gro=gro)
         self.remote = server
         self.api_key = api_key
         self.api_secret = api_secret

@@ -113,8 +113,12 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
         result["worker_profile"] = info["profile"]
     result["commit"] = commit()
     result["machine"] = machine()
-    # UDP GSO in the workers (and the limit loop, in limit["limit_counters"]): None for a server at --url.
-    result["udp_gso"] = None if getattr(opts, "url", None) else udp_gso()
+    # UDP GSO in the workers (and the limit loop, in limit["limit_counters"]): None for a server at --url, as are
+    # the other switches the benchmark gives the server it starts (and the limit loop).
+    remote = bool(getattr(opts, "url", None))
+    result["udp_gso"] = None if remote else udp_gso(opts.gso)
+    result["hmac_batch"] = None if remote else opts.hmac_batch
+    result["srtp_crypto"] = None if remote else opts.srtp_crypto
     # UDP_GRO on the generator's socket (bench/net.py): trains of datagrams are not split in the sender's context.
     result["generator_gro"] = any(p.get("generator_counters", {}).get("gro", False) for p in points)
     result["measured_at"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -250,14 +254,14 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
     plt.close(fig)
 
 
-def udp_gso() -> bool:
-    """Whether a worker started here segments its sends (fastpath/gso.pxd): the kernel has UDP_SEGMENT and
-    MEDIAROUTER_GSO is not 0 (the limit loop follows the same switch)."""
+def udp_gso(wanted: bool = True) -> bool:
+    """Whether a worker started here segments its sends (fastpath/gso.pxd): the kernel has UDP_SEGMENT and the
+    benchmark's gso switch is on (``--no-gso`` turns it off; the limit loop follows the same switch)."""
     import socket
 
     import fastpath
 
-    if not fastpath.gso_wanted():
+    if not wanted:
         return False
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         return bool(fastpath.Engine(s.fileno()).gso)

@@ -29,6 +29,7 @@ from bench.profile import WorkerProfiler
 from bench.remote import RemoteServer, SignalingSession
 from bench.server import BenchServer, plan_cores
 from bench.session import Measurement, ParticipantSpec, RoomSpec, Session, TrackSpec, measure
+from control.config import SRTP_CRYPTO
 
 log = logging.getLogger("bench")
 
@@ -65,6 +66,12 @@ class Options:
     source_net: str | None = None  # --url: the network the participants send from (default 127.77.0.0/16)
     api_key: str = "devkey"
     api_secret: str = "secret"
+    # The fast-path switches (control/config.py): the server's workers and the limit loop get gso, hmac_batch and
+    # srtp_crypto (this process's generator srtp_crypto too); gro is the generator socket's UDP_GRO (bench.net).
+    gso: bool = True
+    hmac_batch: bool = True
+    srtp_crypto: str = "mediarouter"
+    gro: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -83,6 +90,8 @@ class Options:
             raise ValueError("--downlink-loss and --uplink-loss must be in 0..50 %")
         if self.uplink_loss and self.rate == 0:
             raise ValueError("--uplink-loss needs a paced --rate (flat out, the publishers keep no history)")
+        if self.srtp_crypto not in SRTP_CRYPTO:
+            raise ValueError(f"srtp_crypto must be one of {', '.join(SRTP_CRYPTO)}, not {self.srtp_crypto!r}")
         if self.url and self.scenario == "scale":
             raise ValueError("scale starts 1..W workers itself; it cannot run against --url")
         if self.source_net is not None:
@@ -202,7 +211,8 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
     worker_counts = list(range(1, opts.workers + 1)) if opts.scenario == "scale" else [opts.workers]
     for workers in worker_counts:
         server: Any = (RemoteServer(opts.url, opts.source_net, profile_worker=bool(opts.profile_worker))
-                       if opts.url else BenchServer(workers))
+                       if opts.url else BenchServer(workers, gso=opts.gso, hmac_batch=opts.hmac_batch,
+                                                    srtp_crypto=opts.srtp_crypto))
         await server.start()
         # generator None: not pinned (the server's workers run on another machine's cores)
         info["cores"] = {"generator": server.plan.generator if server.plan.generator >= 0 else None,
@@ -218,8 +228,8 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
                                     for t in p.tracks) + 8,
                  "max_receivers": _receivers(layout_final) + 8}
         session = (SignalingSession(server, opts.srtp, api_key=opts.api_key, api_secret=opts.api_secret,
-                                    source_net=_source_net(opts), **sizes)
-                   if opts.url else Session(server, opts.srtp, **sizes))
+                                    source_net=_source_net(opts), gro=opts.gro, **sizes)
+                   if opts.url else Session(server, opts.srtp, gro=opts.gro, **sizes))
         session.gen.set_downlink_loss(opts.downlink_loss)
         session.gen.set_uplink_loss(opts.uplink_loss)
         try:
@@ -306,12 +316,13 @@ async def run_limit(opts: Options, dests_count: int, size: int) -> dict[str, Any
     n = fastpath.KEY_LENGTHS[profile]
     rx_key, tx_key = os.urandom(n), os.urandom(n)
     plan = plan_cores(1)
-    net = GeneratorSocket()
+    net = GeneratorSocket(gro=opts.gro)
     gen = LoadGen(net.fileno(), 1, dests_count, 0)
     rate = opts.rate if opts.scenario != "audio" else (50.0 if opts.rate else 0.0)
     warmup, drain = 0.5, 0.3
     dests = [(participant_address(1 + k), net.port) for k in range(dests_count)]
-    limit = LimitProcess(plan.workers[0], profile, rx_key, tx_key, dests, warmup + opts.seconds + drain + 1.0)
+    limit = LimitProcess(plan.workers[0], profile, rx_key, tx_key, dests, warmup + opts.seconds + drain + 1.0,
+                         gso=opts.gso, hmac_batch=opts.hmac_batch, srtp_crypto=opts.srtp_crypto)
     original = os.sched_getaffinity(0)
     try:
         port = limit.start()

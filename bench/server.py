@@ -62,11 +62,13 @@ def _free_udp_ports(count: int) -> int:
 class BenchServer:
     """``await start()`` spawns the workers pinned per :func:`plan_cores`; ``await stop()`` ends them."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, gso: bool = True, hmac_batch: bool = True,
+                 srtp_crypto: str = "mediarouter") -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.plan = plan_cores(workers)
         self.workers = workers
+        self.switches = {"gso": gso, "hmac_batch": hmac_batch, "srtp_crypto": srtp_crypto}  # for every worker
         self.supervisor: Supervisor | None = None
         self._root = tempfile.mkdtemp(prefix="mrb-", dir="/tmp")
         self._original_affinity: set[int] | None = None
@@ -80,7 +82,7 @@ class BenchServer:
         try:
             self.supervisor = Supervisor(workers=self.workers, node_ip="127.0.0.1",
                                          rtc_port_base=_free_udp_ports(self.workers), runtime_root=self._root,
-                                         heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
+                                         heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S, **self.switches)
         finally:
             os.sched_setaffinity(0, original)
         for slot, core in zip(self.supervisor.slots, self.plan.workers, strict=True):

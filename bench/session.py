@@ -108,10 +108,10 @@ class Session:
     """All rooms of one run on one server, sharing one generator socket and one :class:`LoadGen`."""
 
     def __init__(self, server: BenchServer, profile: str, *, max_participants: int, max_streams: int,
-                 max_receivers: int, source_net: IPv4Network = DEFAULT_SOURCE_NET) -> None:
+                 max_receivers: int, source_net: IPv4Network = DEFAULT_SOURCE_NET, gro: bool = True) -> None:
         self.server = server
         self.profile = profile
-        self.net = GeneratorSocket(source_net=source_net)
+        self.net = GeneratorSocket(source_net=source_net, gro=gro)
         self.gen = LoadGen(self.net.fileno(), max_streams, max_receivers, max_participants)
         self.credentials = Credentials.generate()
         self.participants: list[_Participant] = []

@@ -3,7 +3,7 @@
 This module owns argument parsing only. ``serve`` hands its arguments to control/config.py and runs
 control/app.py; ``token`` prints a LiveKit-compatible access token made by control/auth.py (imported lazily so
 that ``serve`` does not depend on it). Options left out are None here so that config.py can apply the
-precedence command line > environment > file.
+precedence command line > environment > file (config.py's docstring lists every setting).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from control.config import LOG_LEVELS, ConfigError, load_settings, read_config_file, resolve_keys
+from control.config import LOG_LEVELS, SRTP_CRYPTO, ConfigError, load_settings, read_config_file, resolve_keys
 
 # Boolean grants with a --flag/--no-flag pair, mapped to the claim names of LiveKit's VideoGrant.
 BOOL_GRANTS = {
@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, help="HTTP/WebSocket port (default 7880)")
     serve.add_argument("--keys", metavar="KEY:SECRET[,...]", help="API keys (else $MEDIAROUTER_KEYS or file)")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default info)")
+    serve.add_argument("--gso", action=argparse.BooleanOptionalAction, default=None,
+                       help="workers send with UDP GSO where the kernel has it (default on)")
+    serve.add_argument("--hmac-batch", action=argparse.BooleanOptionalAction, default=None,
+                       help="AES-CM-80 tags computed in batches (default on)")
+    serve.add_argument("--srtp-crypto", choices=SRTP_CRYPTO,
+                       help="AES-CM-80 primitives under libsrtp: the fast path's (mediarouter, the default) or "
+                            "libsrtp's own")
 
     token = commands.add_parser("token", help="print an access token")
     token.add_argument("--room", required=True)

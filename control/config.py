@@ -1,9 +1,31 @@
 """Settings of the control process: command line, environment and YAML file merged into one frozen object.
 
 This module owns the precedence rules and the validation of every setting; it does not start anything.
-Precedence is command line > environment > file > default. Only the API keys have an environment variable
-(``MEDIAROUTER_KEYS="key:secret,key2:secret2"``). With no key anywhere the server runs in development mode
-with ``{devkey: secret}`` (as ``livekit-server --dev`` does) and says so in a WARNING.
+Precedence is command line > environment > file > default, for every setting. Each setting's environment
+variable is ``MEDIAROUTER_`` and its YAML key in capitals; an empty variable counts as unset. With no key
+anywhere the server runs in development mode with ``{devkey: secret}`` (as ``livekit-server --dev`` does) and
+says so in a WARNING.
+
+=============  =========================  =============================  =======================================
+YAML key       environment variable       mediarouter serve              default
+=============  =========================  =============================  =======================================
+workers        MEDIAROUTER_WORKERS        --workers N                    CPU count
+node_ip        MEDIAROUTER_NODE_IP        --node-ip IP                   127.0.0.1
+rtc_port_base  MEDIAROUTER_RTC_PORT_BASE  --rtc-port-base P              7882
+http_host      MEDIAROUTER_HTTP_HOST      --http-host H                  0.0.0.0
+http_port      MEDIAROUTER_HTTP_PORT      --http-port P                  7880
+log_level      MEDIAROUTER_LOG_LEVEL      --log-level L                  info
+keys           MEDIAROUTER_KEYS           --keys K:S[,K2:S2]             development mode
+gso            MEDIAROUTER_GSO            --gso, --no-gso                on (where the kernel has UDP_SEGMENT)
+hmac_batch     MEDIAROUTER_HMAC_BATCH     --hmac-batch, --no-hmac-batch  on (where OpenSSL has sha1_multi_block)
+srtp_crypto    MEDIAROUTER_SRTP_CRYPTO    --srtp-crypto C                mediarouter (or libsrtp)
+=============  =========================  =============================  =======================================
+
+``gso``: the workers send with UDP generic segmentation offload (fastpath/gso.pxd). ``hmac_batch``: AES-CM-80
+tags are computed in batches with OpenSSL's multi-buffer SHA-1. ``srtp_crypto``: ``mediarouter`` gives libsrtp
+the fast path's AES-CM-80 primitives (fastpath/crypto_kernel.pyx), ``libsrtp`` keeps its own. The Supervisor
+passes these three to every worker on its command line (router/__main__.py). In the environment the keys are
+``key:secret[,key2:secret2]`` and a switch is ``1``/``0`` (or ``true``/``false``, ``yes``/``no``, ``on``/``off``).
 
 YAML file (every field optional)::
 
@@ -14,6 +36,9 @@ YAML file (every field optional)::
     http_port: 7880
     log_level: info
     keys: {devkey: secret}
+    gso: true
+    hmac_batch: true
+    srtp_crypto: mediarouter
 """
 
 from __future__ import annotations
@@ -22,7 +47,7 @@ import argparse
 import ipaddress
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -31,17 +56,23 @@ import yaml
 
 log = logging.getLogger("control.config")
 
+ENV_PREFIX = "MEDIAROUTER_"
 KEYS_ENV = "MEDIAROUTER_KEYS"
 DEV_KEYS: Mapping[str, str] = MappingProxyType({"devkey": "secret"})
 LOG_LEVELS = ("debug", "info", "warning", "error")
+SRTP_CRYPTO = ("mediarouter", "libsrtp")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 DEFAULT_NODE_IP = "127.0.0.1"
 DEFAULT_RTC_PORT_BASE = 7882
 DEFAULT_HTTP_HOST = "0.0.0.0"
 DEFAULT_HTTP_PORT = 7880
 DEFAULT_LOG_LEVEL = "info"
+DEFAULT_SRTP_CRYPTO = "mediarouter"
 
-_FILE_FIELDS = ("workers", "node_ip", "rtc_port_base", "http_host", "http_port", "log_level", "keys")
+_FILE_FIELDS = ("workers", "node_ip", "rtc_port_base", "http_host", "http_port", "log_level", "keys", "gso",
+                "hmac_batch", "srtp_crypto")
 
 
 class ConfigError(ValueError):
@@ -60,6 +91,9 @@ class Settings:
     keys: Mapping[str, str]
     dev_mode: bool
     log_level: str
+    gso: bool = True
+    hmac_batch: bool = True
+    srtp_crypto: str = DEFAULT_SRTP_CRYPTO
     config_path: str | None = None
 
 
@@ -121,6 +155,46 @@ def resolve_keys(cli_keys: str | None, environ: Mapping[str, str],
     return dict(DEV_KEYS), True
 
 
+def env_name(name: str) -> str:
+    """The environment variable of setting ``name``: ``MEDIAROUTER_`` and the name in capitals."""
+    return ENV_PREFIX + name.upper()
+
+
+def parse_flag(source: str, text: str) -> bool:
+    """A switch written in the environment: 1/0, true/false, yes/no, on/off (any case)."""
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ConfigError(f"{source} must be 1 or 0 (or true/false, yes/no, on/off), not {text!r}")
+
+
+def _parse_integer(source: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{source} must be an integer, not {text!r}") from None
+
+
+def _parse_text(source: str, text: str) -> str:
+    return text
+
+
+_ENV_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "workers": _parse_integer, "rtc_port_base": _parse_integer, "http_port": _parse_integer,
+    "gso": parse_flag, "hmac_batch": parse_flag,
+}
+
+
+def from_environment(name: str, environ: Mapping[str, str]) -> Any:
+    """Setting ``name`` as its environment variable gives it (an int, a bool or a string), or None if unset."""
+    text = environ.get(env_name(name), "").strip()
+    if not text:
+        return None
+    return _ENV_PARSERS.get(name, _parse_text)(env_name(name), text)
+
+
 def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
     """Builds :class:`Settings` from ``serve`` arguments (None = not given), the environment, the file."""
     env = os.environ if environ is None else environ
@@ -129,6 +203,9 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
 
     def pick(name: str, default: Any) -> Any:
         value = getattr(args, name, None)
+        if value is not None:
+            return value
+        value = from_environment(name, env)
         if value is not None:
             return value
         return file.get(name, default)
@@ -145,12 +222,18 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     log_level = pick("log_level", DEFAULT_LOG_LEVEL)
     if not isinstance(log_level, str) or log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+    gso = _boolean("gso", pick("gso", True))
+    hmac_batch = _boolean("hmac_batch", pick("hmac_batch", True))
+    srtp_crypto = pick("srtp_crypto", DEFAULT_SRTP_CRYPTO)
+    if not isinstance(srtp_crypto, str) or srtp_crypto.lower() not in SRTP_CRYPTO:
+        raise ConfigError(f"srtp_crypto must be one of {', '.join(SRTP_CRYPTO)}, not {srtp_crypto!r}")
     keys, dev_mode = resolve_keys(getattr(args, "keys", None), env, file.get("keys"))
     if dev_mode:
         log.warning("development mode: API key devkey, secret 'secret'")
     return Settings(workers=workers, node_ip=node_ip, rtc_port_base=rtc_port_base, http_host=http_host,
                     http_port=http_port, keys=MappingProxyType(keys), dev_mode=dev_mode,
-                    log_level=log_level.lower(), config_path=path)
+                    log_level=log_level.lower(), gso=gso, hmac_batch=hmac_batch, srtp_crypto=srtp_crypto.lower(),
+                    config_path=path)
 
 
 def _integer(name: str, value: Any, low: int, high: int) -> int:
@@ -158,6 +241,12 @@ def _integer(name: str, value: Any, low: int, high: int) -> int:
         raise ConfigError(f"{name} must be an integer, not {value!r}")
     if not low <= value <= high:
         raise ConfigError(f"{name} {value} out of range {low}-{high}")
+    return value
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
     return value
 
 

@@ -3,7 +3,9 @@
 The Supervisor owns the private runtime directory (mode 0700) holding ``control.sock``, the shared
 :class:`~control.worker_client.ControlSocket`, and one slot per worker with a fixed core (``i % len(cpus)``
 over ``os.sched_getaffinity(0)``) and UDP port (``rtc_port_base + i``). Each slot runs ``python -m router
---worker-id i --core c --control ipc://... --rtc-port P --node-ip IP`` and waits for it:
+--worker-id i --core c --control ipc://... --rtc-port P --node-ip IP --log-level L --[no-]gso --[no-]hmac-batch
+--srtp-crypto C`` (every setting a worker has is on its command line; it reads none from the environment) and
+waits for it:
 
 - death is seen through the child's exit (asyncio subprocess wait, i.e. SIGCHLD/pidfd), not only heartbeats;
   every pending request fails at once with WorkerDied, ``worker_died(worker_id)`` callbacks run (for a worker
@@ -109,6 +111,7 @@ class Supervisor:
     """
 
     def __init__(self, *, workers: int, node_ip: str, rtc_port_base: int, log_level: str = "info",
+                 gso: bool = True, hmac_batch: bool = True, srtp_crypto: str = "mediarouter",
                  python: str = sys.executable, runtime_root: str | None = None,
                  start_timeout_s: float = 10.0, heartbeat_timeout_s: float = 3.0,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
@@ -119,6 +122,9 @@ class Supervisor:
             raise ValueError(f"UDP ports {rtc_port_base}-{rtc_port_base + workers - 1} out of range 1-65535")
         self.node_ip = node_ip
         self.log_level = log_level
+        self.gso = gso
+        self.hmac_batch = hmac_batch
+        self.srtp_crypto = srtp_crypto
         self.python = python
         self.start_timeout_s = start_timeout_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -220,7 +226,8 @@ class Supervisor:
     def _command(self, slot: WorkerSlot) -> list[str]:
         return [self.python, "-m", "router", "--worker-id", str(slot.worker_id), "--core", str(slot.core),
                 "--control", self.endpoint, "--rtc-port", str(slot.udp_port), "--node-ip", self.node_ip,
-                "--log-level", self.log_level]
+                "--log-level", self.log_level, "--gso" if self.gso else "--no-gso",
+                "--hmac-batch" if self.hmac_batch else "--no-hmac-batch", "--srtp-crypto", self.srtp_crypto]
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)

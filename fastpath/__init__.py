@@ -3,6 +3,8 @@
 Build with ``python setup.py build_ext --inplace``. The Engine's contract is docs/SEAMS.md section 1; the
 wrappers (``parse_rtp``, ``parse_rtcp``, ``classify``, ``SeqRewriter``, ``TsRewriter``, ``Unwrapper``,
 ``SrtpContext``, ``is_keyframe``, ``TwccRecorder``, ``NackGenerator``) run the same C code the Engine runs.
+Nothing here reads the environment: the caller passes each choice (``Engine(fd, gso=...)``,
+``crypto_kernel.install(srtp_crypto=..., hmac_batch=...)``).
 """
 
 from fastpath.counters import DROP_REASON_NAMES
@@ -22,14 +24,6 @@ from fastpath.srtp import (
 )
 
 EXT_ID_UNUSED = 14
-
-
-def gso_wanted() -> bool:
-    """UDP GSO unless ``MEDIAROUTER_GSO=0`` is in the environment (workers and the bench's limit loop follow it;
-    ``Engine(fd, gso=True)`` still turns it off where the kernel has no UDP_SEGMENT)."""
-    import os
-
-    return os.environ.get("MEDIAROUTER_GSO", "1") != "0"
 
 
 KIND_AUDIO = 0

@@ -14,7 +14,7 @@ failure, a missing symbol or a CPU without AES-NI leaves libsrtp's function in p
 installation use them. It also records which state blocks a new session got (``capture_begin``/``capture_end``) so
 that the Engine can prefetch them one subscriber ahead (``prefetch_session``), and it owns the HMAC batches
 (``hmac_defer``/``hmac_flush``): the tags of a send arena's packets computed together with OpenSSL's multi-buffer
-SHA-1, after a start-up self-test against the one-at-a-time path (``MEDIAROUTER_HMAC_BATCH=0`` keeps that path).
+SHA-1, after a start-up self-test against the one-at-a-time path (``install(hmac_batch=False)`` keeps that path).
 
 Why by hand: libsrtp built against OpenSSL 3 reaches both primitives through EVP and re-initialises an EVP
 context for every packet: ``EVP_MAC_init`` with ``EVP_MD_CTX_copy_ex``/``sha1_copyctx`` for the tag (13 % of a
@@ -28,8 +28,11 @@ AEAD-AES-128-GCM keeps libsrtp's OpenSSL cipher: the same replacement over OpenS
 was measured at -0.17 to +0.08 us per 1,200-byte protect, because EVP's GCM runs the stitched AVX-512 code that the
 GCM128 API does not reach (it encrypts, then hashes, in two passes).
 
-``MEDIAROUTER_SRTP_CRYPTO=libsrtp`` in the environment keeps libsrtp's own functions; ``installed()`` says which
-are in use and why.
+The process chooses once, before its first SRTP session: ``install(srtp_crypto="libsrtp")`` keeps libsrtp's own
+functions, ``install(hmac_batch=False)`` computes every tag at once; a worker calls it with its settings
+(``mediarouter serve --srtp-crypto``, ``--no-hmac-batch``). A process that never calls it gets the defaults
+(both replaced, tags batched) with its first ``SrtpContext`` or ``Engine`` (:func:`ensure_installed`).
+``installed()`` says which functions are in use and why.
 """
 
 from libc.stdint cimport uint8_t, uintptr_t
@@ -563,7 +566,7 @@ def _reason(rc: int) -> str:
 _status: dict[str, str] = {"hmac_sha1": "libsrtp (not installed)", "aes_icm_128": "libsrtp (not installed)"}
 
 
-def _install_hmac(symbols: dict[str, int]) -> str:
+def _install_hmac(symbols: dict[str, int], hmac_batch: bool) -> str:
     global _sha1_init, _sha1_update, _sha1_final
     cdef int rc
     _sha1_init = <sha1_init_t><uintptr_t>symbols["SHA1_Init"]
@@ -581,7 +584,8 @@ def _install_hmac(symbols: dict[str, int]) -> str:
     rc = (<replace_auth_t><uintptr_t>symbols["srtp_replace_auth_type"])(&_hmac_type, SRTP_HMAC_SHA1)
     if rc != 0:
         return f"libsrtp (replacing its HMAC-SHA1 failed: {_reason(rc)})"
-    return "mediarouter (precomputed HMAC pads over OpenSSL SHA1" + _install_batches(symbols) + ")"
+    batches = _install_batches(symbols) if hmac_batch else "; tags one at a time: hmac_batch off"
+    return "mediarouter (precomputed HMAC pads over OpenSSL SHA1" + batches + ")"
 
 
 # Lengths the self-test authenticates: empty, around each block boundary, RTP audio and video sizes.
@@ -593,8 +597,6 @@ def _install_batches(symbols: dict[str, int]) -> str:
     """Turn on batched tags if sha1_multi_block is there and gives, for every test length and batch size, the
     tags the one-at-a-time path gives."""
     global _sha1_mb
-    if os.environ.get("MEDIAROUTER_HMAC_BATCH", "1") == "0":
-        return "; tags one at a time: MEDIAROUTER_HMAC_BATCH=0"
     address = _symbols("sha1_multi_block")["sha1_multi_block"]
     if not address:
         return "; tags one at a time: no sha1_multi_block"
@@ -688,26 +690,48 @@ _NEEDS = {
 }
 
 
-def install() -> dict[str, str]:
-    """Replace libsrtp's HMAC-SHA1 and AES-ICM-128 with these (once per process); returns :func:`installed`."""
+SRTP_CRYPTO = ("mediarouter", "libsrtp")
+_chosen: tuple[str, bool] | None = None
+
+
+def install(srtp_crypto: str = "mediarouter", hmac_batch: bool = True) -> dict[str, str]:
+    """Replace libsrtp's HMAC-SHA1 and AES-ICM-128 with these (``srtp_crypto="mediarouter"``) or keep libsrtp's
+    (``"libsrtp"``), with the tags batched or not; returns :func:`installed`.
+
+    Once per process, before its first SRTP session: a second call with the same choice changes nothing, one
+    with another choice raises RuntimeError (sessions made already keep the functions they got)."""
+    global _chosen
+    if srtp_crypto not in SRTP_CRYPTO:
+        raise ValueError(f"srtp_crypto must be one of {', '.join(SRTP_CRYPTO)}, not {srtp_crypto!r}")
+    choice = (srtp_crypto, bool(hmac_batch))
+    if _chosen is not None:
+        if _chosen != choice:
+            raise RuntimeError(f"the SRTP crypto kernel is installed already (srtp_crypto={_chosen[0]!r}, "
+                               f"hmac_batch={_chosen[1]}); install() must come before the first SRTP session")
+        return installed()
+    _chosen = choice
     assert 3 * sizeof(SHA_CTX) <= 64 * HMAC_HOT_LINES and sizeof(IcmBox) - sizeof(srtp_cipher_t) <= 64 * ICM_HOT_LINES
-    if os.environ.get("MEDIAROUTER_SRTP_CRYPTO", "").lower() == "libsrtp":
-        for name, status in _status.items():
-            if not status.startswith("mediarouter"):
-                _status[name] = "libsrtp (MEDIAROUTER_SRTP_CRYPTO=libsrtp)"
+    if srtp_crypto == "libsrtp":
+        for name in _status:
+            _status[name] = "libsrtp (srtp_crypto=libsrtp)"
         return installed()
     for name, needs in _NEEDS.items():
-        if _status[name].startswith("mediarouter"):
-            continue
         symbols = _symbols(*needs)
         missing = [symbol for symbol, address in symbols.items() if not address]
         if missing:
             _status[name] = f"libsrtp (pylibsrtp's library lacks {', '.join(missing)})"
         elif name == "hmac_sha1":
-            _status[name] = _install_hmac(symbols)
+            _status[name] = _install_hmac(symbols, choice[1])
         else:
             _status[name] = _install_icm(symbols)
     return installed()
+
+
+def ensure_installed() -> None:
+    """The defaults of :func:`install` unless the process chose already: called before a session or an Engine is
+    made, so that every session of a process uses the same functions."""
+    if _chosen is None:
+        install()
 
 
 def installed() -> dict[str, str]:

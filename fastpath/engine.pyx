@@ -162,6 +162,7 @@ from fastpath.twcc cimport (
 import os
 
 from fastpath.counters import DROP_REASON_NAMES
+from fastpath.crypto_kernel import ensure_installed
 
 include "_send.pxi"
 include "_gso.pxi"
@@ -354,6 +355,7 @@ cdef class Engine:
         e.recv_addr = <sockaddr_in6*>calloc(batch_size, sizeof(sockaddr_in6))
         e.recv_cmsg = <uint8_t*>calloc(batch_size, RECV_CMSG_BYTES)
         e.send_buf = <uint8_t*>malloc(<size_t>SEND_BATCH * SEND_SLOT_BYTES)
+        ensure_installed()                    # the crypto kernel decides whether tags are batched
         e.hmac = hmac_batch_new()
         e.run = <PendingRtp*>calloc(batch_size, sizeof(PendingRtp))
         if (e.recv_buf == NULL or e.recv_msgs == NULL or e.recv_iov == NULL or e.recv_addr == NULL

@@ -14,8 +14,9 @@ NACK metadata ring, META_RING in engine.pxd, holds 512 packets and older request
 ``protect_batched`` protects a list of packets the way the Engine's send flush does (AES-CM-80 tags written
 together at the end), so tests can compare its bytes with ``SrtpContext.protect``'s.
 
-Importing this module installs ``fastpath.crypto_kernel`` (libsrtp's HMAC-SHA1 and AES-ICM-128, the AES-CM-80
-primitives) before any session is made; see that module for why.
+The first ``SrtpContext`` of a process installs ``fastpath.crypto_kernel`` (libsrtp's HMAC-SHA1 and AES-ICM-128,
+the AES-CM-80 primitives) with its defaults unless the process called ``crypto_kernel.install`` with its own choice
+before; see that module for why.
 """
 
 from libc.stdint cimport uint8_t, uintptr_t
@@ -41,7 +42,7 @@ import pylibsrtp._binding
 from pylibsrtp import Policy, Session
 from pylibsrtp._binding import ffi, lib
 
-from fastpath.crypto_kernel import install as _install_crypto_kernel
+from fastpath.crypto_kernel import ensure_installed
 
 PROFILE_AES128_CM_SHA1_80 = 1
 PROFILE_AEAD_AES_128_GCM = 7
@@ -71,8 +72,6 @@ _fns.unprotect = <srtp_fn_t>_address("srtp_unprotect")
 _fns.protect_rtcp = <srtp_fn_t>_address("srtp_protect_rtcp")
 _fns.unprotect_rtcp = <srtp_fn_t>_address("srtp_unprotect_rtcp")
 _fns.remove_stream = <srtp_remove_fn_t>_address("srtp_remove_stream")
-# Before any session exists: AES-CM-80 sessions then encrypt and authenticate with fastpath.crypto_kernel.
-_install_crypto_kernel()
 
 
 def _optional_symbol(name: str) -> int:
@@ -166,6 +165,7 @@ cdef class SrtpContext:
                         srtp_profile=profile)
         policy.allow_repeat_tx = bool(outbound)
         policy.window_size = 512 if outbound else 1024
+        ensure_installed()  # before the first session: AES-CM-80 then runs on fastpath.crypto_kernel's functions
         capture_begin()
         try:
             self.session = Session(policy)

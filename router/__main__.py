@@ -1,7 +1,8 @@
 """``python -m router``: the worker process entry point, spawned by control/supervisor.py.
 
 It only parses the command line, sets up logging and runs :class:`router.worker.Worker`; the exit code tells
-the supervisor why the worker ended (router/worker.py EXIT_*).
+the supervisor why the worker ended (router/worker.py EXIT_*). Every setting comes on the command line (the
+supervisor passes what control/config.py resolved); the worker reads none from the environment.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import sys
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+SRTP_CRYPTO = ("mediarouter", "libsrtp")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -21,6 +23,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rtc-port", type=int, required=True, help="UDP port for every transport")
     parser.add_argument("--node-ip", required=True, help="IP address the UDP port is bound to")
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    parser.add_argument("--gso", action=argparse.BooleanOptionalAction, default=True,
+                        help="send with UDP GSO where the kernel has it (default on)")
+    parser.add_argument("--hmac-batch", action=argparse.BooleanOptionalAction, default=True,
+                        help="compute AES-CM-80 tags in batches (default on)")
+    parser.add_argument("--srtp-crypto", default="mediarouter", choices=SRTP_CRYPTO,
+                        help="AES-CM-80 primitives under libsrtp: the fast path's or libsrtp's own")
     return parser.parse_args(argv)
 
 
@@ -31,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     from router.worker import Worker
 
     try:
-        worker = Worker(args.worker_id, args.core, args.control, args.node_ip, args.rtc_port)
+        worker = Worker(args.worker_id, args.core, args.control, args.node_ip, args.rtc_port, gso=args.gso,
+                        hmac_batch=args.hmac_batch, srtp_crypto=args.srtp_crypto)
     except ValueError as exc:
         logging.getLogger("router.worker").error("%s", exc)
         return 2

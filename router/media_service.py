@@ -45,8 +45,8 @@ class MediaService:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        # UDP GSO (fastpath/gso.pxd) where the kernel has it, unless MEDIAROUTER_GSO=0.
-        self.engine = fastpath.Engine(worker.sock.fileno(), gso=fastpath.gso_wanted())
+        # UDP GSO (fastpath/gso.pxd) where the kernel has it, unless the gso setting is off.
+        self.engine = fastpath.Engine(worker.sock.fileno(), gso=worker.gso)
         self.certificate = DtlsCertificate.generate()
         self.fingerprints = [["sha-256", self.certificate.fingerprint("sha-256")]]
         self.routers: dict[str, MediaRouter] = {}

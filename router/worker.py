@@ -57,23 +57,34 @@ class Worker:
 
     Attributes for the media side (valid once ``install_media`` is called): ``loop``, ``sock`` (the bound
     non-blocking UDP socket), ``channel`` (register request handlers, ``notify`` events), ``worker_id``,
-    ``core``, ``node_ip``, ``rtc_port``, ``rcvbuf``/``sndbuf`` (as read back from the kernel).
+    ``core``, ``node_ip``, ``rtc_port``, ``rcvbuf``/``sndbuf`` (as read back from the kernel), ``gso`` (send
+    with UDP GSO where the kernel has it).
+
+    Fast-path settings (``mediarouter serve``'s, control/config.py): ``gso``; ``hmac_batch`` and
+    ``srtp_crypto`` go to ``fastpath.crypto_kernel.install`` before the media side makes its first SRTP session.
+    Heartbeats report ``gso`` (1 while the Engine segments its sends).
     """
 
     def __init__(self, worker_id: int, core: int, control_endpoint: str, node_ip: str, rtc_port: int, *,
-                 buffer_bytes: int = DEFAULT_BUFFER_BYTES) -> None:
+                 buffer_bytes: int = DEFAULT_BUFFER_BYTES, gso: bool = True, hmac_batch: bool = True,
+                 srtp_crypto: str = "mediarouter") -> None:
         if worker_id < 0:
             raise ValueError(f"worker id {worker_id} must be non-negative")
         if core < 0:
             raise ValueError(f"core {core} must be non-negative")
         if not 1 <= rtc_port <= 65535:
             raise ValueError(f"rtc port {rtc_port} out of range 1-65535")
+        if srtp_crypto not in crypto_kernel.SRTP_CRYPTO:
+            raise ValueError(f"srtp crypto {srtp_crypto!r} is not one of {', '.join(crypto_kernel.SRTP_CRYPTO)}")
         self.worker_id = worker_id
         self.core = core
         self.control_endpoint = control_endpoint
         self.node_ip = node_ip
         self.rtc_port = rtc_port
         self.buffer_bytes = buffer_bytes
+        self.gso = gso
+        self.hmac_batch = hmac_batch
+        self.srtp_crypto = srtp_crypto
         self.loop: asyncio.AbstractEventLoop
         self.sock: socket.socket
         self.channel: Channel
@@ -158,6 +169,7 @@ class Worker:
             self.channel.register(Method.WORKER_CLOSE, self._on_close)
             # Control sends no request before worker.running, so handlers may be added after the connect.
             await self.channel.start()
+            crypto_kernel.install(srtp_crypto=self.srtp_crypto, hmac_batch=self.hmac_batch)
             media = media_host.install_media(self)
         except Exception:
             log.exception("worker %d set-up failed", self.worker_id)
@@ -173,11 +185,12 @@ class Worker:
                  self.node_ip, self.rtc_port)
         for primitive, provider in crypto_kernel.installed().items():
             # libsrtp's own function is slower, not wrong: a warning unless the operator asked for it.
-            quiet = provider.startswith("mediarouter") or "MEDIAROUTER_SRTP_CRYPTO" in provider
+            quiet = provider.startswith("mediarouter") or self.srtp_crypto == "libsrtp"
             log.log(logging.INFO if quiet else logging.WARNING, "worker %d SRTP %s: %s", self.worker_id, primitive,
                     provider)
-        log.info("worker %d UDP GSO: %s", self.worker_id,
-                 "on" if media.engine.gso else "off (MEDIAROUTER_GSO=0, or the kernel has no UDP_SEGMENT)")
+        log.info("worker %d UDP GSO: %s", self.worker_id, "on" if media.engine.gso else
+                 "off (the kernel has no UDP_SEGMENT)" if self.gso else "off (gso setting)")
+        self.add_heartbeat_source(lambda: {"gso": int(media.engine.gso)})
         # Objects created during start-up live for the whole process; keep them out of the collector's scans.
         gc.freeze()
         tasks = [self.loop.create_task(self._heartbeat_loop()), self.loop.create_task(self._watch_loop())]

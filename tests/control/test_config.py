@@ -29,6 +29,7 @@ def test_defaults_without_keys_are_development_mode(caplog: pytest.LogCaptureFix
     assert (settings.http_host, settings.http_port, settings.log_level) == ("0.0.0.0", 7880, "info")
     assert dict(settings.keys) == {"devkey": "secret"}
     assert settings.dev_mode
+    assert (settings.gso, settings.hmac_batch, settings.srtp_crypto) == (True, True, "mediarouter")
     assert "development mode: API key devkey, secret 'secret'" in caplog.messages
 
 
@@ -62,6 +63,40 @@ def test_command_line_overrides_file_which_overrides_defaults(tmp_path: Path) ->
     assert settings == Settings(workers=1, node_ip="10.0.0.5", rtc_port_base=40000, http_host="127.0.0.1",
                                 http_port=9100, keys=settings.keys, dev_mode=True, log_level="debug",
                                 config_path=config)
+
+
+# setting, command line, environment variable and value, YAML line, what each gives (cli, env, file)
+PRECEDENCE = [
+    ("workers", ["--workers", "1"], ("MEDIAROUTER_WORKERS", "2"), "workers: 3", (1, 2, 3)),
+    ("node_ip", ["--node-ip", "10.0.0.1"], ("MEDIAROUTER_NODE_IP", "10.0.0.2"), "node_ip: 10.0.0.3",
+     ("10.0.0.1", "10.0.0.2", "10.0.0.3")),
+    ("rtc_port_base", ["--rtc-port-base", "40000"], ("MEDIAROUTER_RTC_PORT_BASE", "41000"), "rtc_port_base: 42000",
+     (40000, 41000, 42000)),
+    ("http_host", ["--http-host", "127.0.0.1"], ("MEDIAROUTER_HTTP_HOST", "127.0.0.2"), "http_host: 127.0.0.3",
+     ("127.0.0.1", "127.0.0.2", "127.0.0.3")),
+    ("http_port", ["--http-port", "9001"], ("MEDIAROUTER_HTTP_PORT", "9002"), "http_port: 9003", (9001, 9002, 9003)),
+    ("log_level", ["--log-level", "debug"], ("MEDIAROUTER_LOG_LEVEL", "WARNING"), "log_level: error",
+     ("debug", "warning", "error")),
+    ("gso", ["--gso"], ("MEDIAROUTER_GSO", "0"), "gso: true", (True, False, True)),
+    ("gso", ["--no-gso"], ("MEDIAROUTER_GSO", "on"), "gso: false", (False, True, False)),
+    ("hmac_batch", ["--hmac-batch"], ("MEDIAROUTER_HMAC_BATCH", "false"), "hmac_batch: yes", (True, False, True)),
+    ("hmac_batch", ["--no-hmac-batch"], ("MEDIAROUTER_HMAC_BATCH", "1"), "hmac_batch: off", (False, True, False)),
+    ("srtp_crypto", ["--srtp-crypto", "mediarouter"], ("MEDIAROUTER_SRTP_CRYPTO", "libsrtp"),
+     "srtp_crypto: mediarouter", ("mediarouter", "libsrtp", "mediarouter")),
+    ("srtp_crypto", ["--srtp-crypto", "libsrtp"], ("MEDIAROUTER_SRTP_CRYPTO", "MediaRouter"), "srtp_crypto: libsrtp",
+     ("libsrtp", "mediarouter", "libsrtp")),
+]
+
+
+@pytest.mark.parametrize(("name", "argv", "env", "line", "expected"), PRECEDENCE)
+def test_every_setting_is_cli_then_env_then_file(tmp_path: Path, name: str, argv: list[str], env: tuple[str, str],
+                                                 line: str, expected: tuple[object, object, object]) -> None:
+    config = write(tmp_path, line + "\n")
+    environ = {env[0]: env[1], "MEDIAROUTER_KEYS": "k:s"}
+    from_cli = load_settings(serve_args("--config", config, *argv), environ=environ)
+    from_env = load_settings(serve_args("--config", config), environ=environ)
+    from_file = load_settings(serve_args("--config", config), environ={"MEDIAROUTER_KEYS": "k:s", env[0]: " "})
+    assert (getattr(from_cli, name), getattr(from_env, name), getattr(from_file, name)) == expected
 
 
 def test_parse_keys_accepts_several_and_trims() -> None:
@@ -100,6 +135,30 @@ def test_bad_command_line_values_are_refused(argv: list[str], message: str) -> N
     assert str(info.value) == message
 
 
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("MEDIAROUTER_WORKERS", "two", "MEDIAROUTER_WORKERS must be an integer, not 'two'"),
+    ("MEDIAROUTER_WORKERS", "0", "workers 0 out of range 1-1024"),
+    ("MEDIAROUTER_HTTP_PORT", "80.5", "MEDIAROUTER_HTTP_PORT must be an integer, not '80.5'"),
+    ("MEDIAROUTER_RTC_PORT_BASE", "70000", "rtc_port_base 70000 out of range 1-65535"),
+    ("MEDIAROUTER_NODE_IP", "localhost", "node_ip 'localhost' is not an IP address"),
+    ("MEDIAROUTER_LOG_LEVEL", "loud", "log_level must be one of debug, info, warning, error, not 'loud'"),
+    ("MEDIAROUTER_GSO", "2", "MEDIAROUTER_GSO must be 1 or 0 (or true/false, yes/no, on/off), not '2'"),
+    ("MEDIAROUTER_HMAC_BATCH", "maybe",
+     "MEDIAROUTER_HMAC_BATCH must be 1 or 0 (or true/false, yes/no, on/off), not 'maybe'"),
+    ("MEDIAROUTER_SRTP_CRYPTO", "openssl", "srtp_crypto must be one of mediarouter, libsrtp, not 'openssl'"),
+])
+def test_bad_environment_values_are_refused(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(serve_args(), environ={"MEDIAROUTER_KEYS": "k:s", name: value})
+    assert str(info.value) == message
+
+
+def test_the_command_line_refuses_an_unknown_srtp_crypto(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        serve_args("--srtp-crypto", "openssl")
+    assert "argument --srtp-crypto: invalid choice: 'openssl' (choose from " in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("- a\n- b\n", "must hold a mapping, not list"),
     ("workers: 2\nport: 7880\n", "unknown setting 'port'"),
@@ -107,6 +166,10 @@ def test_bad_command_line_values_are_refused(argv: list[str], message: str) -> N
     ("keys: devkey\n", "keys must be a non-empty mapping of key: secret"),
     ("keys: {devkey: 12}\n", "key 'devkey' needs a non-empty string secret"),
     ("log_level: loud\n", "log_level must be one of debug, info, warning, error, not 'loud'"),
+    ("gso: 0\n", "gso must be true or false, not 0"),
+    ("hmac_batch: 'no'\n", "hmac_batch must be true or false, not 'no'"),
+    ("srtp_crypto: openssl\n", "srtp_crypto must be one of mediarouter, libsrtp, not 'openssl'"),
+    ("srtp_crypto: true\n", "srtp_crypto must be one of mediarouter, libsrtp, not True"),
     ("workers: [\n", "is not valid YAML"),
 ])
 def test_bad_config_files_are_refused(tmp_path: Path, text: str, message: str) -> None:

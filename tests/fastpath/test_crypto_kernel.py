@@ -1,5 +1,5 @@
 """fastpath.crypto_kernel against libsrtp's own HMAC-SHA1 and AES-ICM-128, which a second interpreter keeps
-(MEDIAROUTER_SRTP_CRYPTO=libsrtp): the same keys and packets must give the same bytes on the wire, both ways, for
+(``install(srtp_crypto="libsrtp")``): the same keys and packets must give the same bytes on the wire, both ways, for
 every profile (the GCM profiles keep libsrtp's cipher but derive their keys with AES-ICM)."""
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from tests import packets
 CM80 = fastpath.PROFILE_AES128_CM_SHA1_80
 PROFILES = [CM80, fastpath.PROFILE_AEAD_AES_128_GCM, fastpath.PROFILE_AEAD_AES_256_GCM]
 
-# Run in a child that imports fastpath with libsrtp's primitives: protect the given packets, unprotect ours.
+# Run in a child that keeps libsrtp's primitives: protect the given packets, unprotect ours.
 _STOCK = r"""
 import json, sys
 import fastpath
 from fastpath import crypto_kernel
+crypto_kernel.install(srtp_crypto="libsrtp")
 job = json.loads(sys.stdin.read())
 key = bytes.fromhex(job["key"])
 tx = fastpath.SrtpContext(job["profile"], key, True)
@@ -43,19 +44,40 @@ PAYLOAD_SIZES = [0, 1, 47, 48, 49, 51, 52, 111, 112, 500, 1188, 1288]
 def stock_libsrtp(profile: int, key: bytes, rtp: list[bytes], rtcp: list[bytes], ours: list[bytes]) -> dict:
     job = {"profile": profile, "key": key.hex(), "rtp": [p.hex() for p in rtp], "rtcp": [p.hex() for p in rtcp],
            "ours": [p.hex() for p in ours]}
-    env = dict(os.environ, MEDIAROUTER_SRTP_CRYPTO="libsrtp")
     done = subprocess.run([sys.executable, "-c", _STOCK], input=json.dumps(job), capture_output=True, text=True,
-                          env=env, timeout=60)
+                          timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
 
 def test_this_process_uses_the_fast_path_primitives() -> None:
+    fastpath.SrtpContext(CM80, os.urandom(30), True)  # the first session installs the defaults, if nothing did
     status = crypto_kernel.installed()
     assert set(status) == {"hmac_sha1", "aes_icm_128"}
     # CI and these hosts have AES-NI; each replacement also passed libsrtp's own known-answer test to get here.
     assert all(provider.startswith("mediarouter") for provider in status.values()), status
     assert crypto_kernel.install() == status  # a second install changes nothing
+    with pytest.raises(RuntimeError, match=r"^the SRTP crypto kernel is installed already \(srtp_crypto="
+                                           r"'mediarouter', hmac_batch=True\); install\(\) must come before"):
+        crypto_kernel.install(srtp_crypto="libsrtp")
+    with pytest.raises(ValueError, match="^srtp_crypto must be one of mediarouter, libsrtp, not 'openssl'$"):
+        crypto_kernel.install(srtp_crypto="openssl")
+    assert crypto_kernel.installed() == status
+
+
+def _installed_in_a_child(code: str) -> dict[str, str]:
+    script = ("import fastpath, json, os\nfrom fastpath import crypto_kernel\n" + code
+              + "\nprint(json.dumps(crypto_kernel.installed()))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_importing_installs_nothing_and_the_first_session_installs_the_defaults() -> None:
+    assert set(_installed_in_a_child("").values()) == {"libsrtp (not installed)"}
+    status = _installed_in_a_child("fastpath.SrtpContext(fastpath.PROFILE_AES128_CM_SHA1_80, os.urandom(30), True)")
+    assert all(provider.startswith("mediarouter") for provider in status.values()), status
+    assert "tags in batches of 4" in status["hmac_sha1"]
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -69,7 +91,7 @@ def test_wire_bytes_equal_libsrtp_own_primitives_for_rtp_and_rtcp_both_ways(prof
 
     stock = stock_libsrtp(profile, key, rtp, rtcp, ours_wire)
 
-    assert set(stock["installed"].values()) == {"libsrtp (MEDIAROUTER_SRTP_CRYPTO=libsrtp)"}
+    assert set(stock["installed"].values()) == {"libsrtp (srtp_crypto=libsrtp)"}
     assert [p.hex() for p in ours_wire] == stock["rtp"]
     assert [p.hex() for p in ours_rtcp] == stock["rtcp"]
     assert stock["unprotected"] == [p.hex() for p in rtp]
@@ -114,7 +136,7 @@ def test_the_prefetched_states_are_the_rtp_cipher_and_hmac() -> None:
 
 def test_tags_are_batched_where_openssl_has_multi_buffer_sha1() -> None:
     # CI and these hosts are x86-64, whose OpenSSL has sha1_multi_block; the batched path passed its self-test.
-    assert "tags in batches of 4" in crypto_kernel.installed()["hmac_sha1"]
+    assert "tags in batches of 4" in crypto_kernel.install()["hmac_sha1"]
 
 
 @pytest.mark.parametrize("count", [1, 3, 4, 5, 8, 13, 40, 600])
@@ -146,10 +168,5 @@ def test_a_batch_refuses_what_protect_refuses() -> None:
 
 
 def test_batching_can_be_turned_off() -> None:
-    done = subprocess.run([sys.executable, "-c", "import fastpath, json; from fastpath import crypto_kernel; "
-                           "print(json.dumps(crypto_kernel.installed()))"],
-                          capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, MEDIAROUTER_HMAC_BATCH="0"))
-    assert done.returncode == 0, done.stderr[-2000:]
-    status = json.loads(done.stdout)["hmac_sha1"]
-    assert status.startswith("mediarouter") and "tags one at a time: MEDIAROUTER_HMAC_BATCH=0" in status
+    status = _installed_in_a_child("crypto_kernel.install(hmac_batch=False)")["hmac_sha1"]
+    assert status.startswith("mediarouter") and "tags one at a time: hmac_batch off" in status

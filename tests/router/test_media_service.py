@@ -65,6 +65,7 @@ class FakeWorker:
         self.sock.setblocking(False)
         self.node_ip = "127.0.0.1"
         self.rtc_port = self.sock.getsockname()[1]
+        self.gso = True
         self.channel = FakeChannel()
         self.heartbeat_sources: list[Any] = []
 
