@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,16 @@ def test_every_body_round_trips_through_msgpack(body: Body) -> None:
                      Notification("a.b", "t", body.to_wire())):
         decoded = decode(encode(envelope))
         assert type(body).from_wire(decoded.body) == body
+
+
+def test_seams_doc_names_every_body_and_only_files_that_exist() -> None:
+    text = (ROOT / "docs" / "SEAMS.md").read_text()
+    undocumented = sorted(t.__name__ for t in body_types() if f"`{t.__name__}`" not in text)
+    assert missing(undocumented, "is not in docs/SEAMS.md") == ""
+    files = {p.name for package in ("control", "router", "fastpath", "bench", "tests")
+             for p in (ROOT / package).rglob("*.py*")}
+    named = set(re.findall(r"\b([a-z_]+\.pyx?)\b", text))
+    assert missing(sorted(named - files), "is named in docs/SEAMS.md but does not exist") == ""
 
 
 # -------------------------------------------------------------------------------------- worker handlers
