@@ -1,7 +1,8 @@
 """A synthetic participant's set-up: ICE connectivity check, DTLS client handshake, SRTP key export.
 
-Owns the client half of what a browser does before media flows, written independently of ``router/`` so that the
-server is exercised as by a foreign peer: the participant is the controlling ICE agent and sends an authenticated
+Owns the client half of what a browser does before media flows, written independently of ``router/``'s ICE and
+DTLS code so that the server is exercised as by a foreign peer (only the certificate is the worker's kind, made by
+``router.dtls.DtlsCertificate``): the participant is the controlling ICE agent and sends an authenticated
 Binding request (RFC 8445 §7.2.4, RFC 8489: USERNAME "server_ufrag:client_ufrag", PRIORITY, ICE-CONTROLLING,
 USE-CANDIDATE, MESSAGE-INTEGRITY keyed with the server's ice-pwd, FINGERPRINT) and checks the answer's integrity;
 then it runs a DTLS 1.2 client handshake with pyOpenSSL over memory BIOs offering exactly one DTLS-SRTP profile
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import datetime
 import hashlib
 import hmac
 import os
@@ -22,13 +22,10 @@ import struct
 from dataclasses import dataclass
 
 from aioice import stun
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
 
 from bench.net import GeneratorSocket
+from router.dtls import DtlsCertificate, certificate_fingerprint
 
 # name on the command line -> (OpenSSL profile name, libsrtp srtp_profile_t, key length, salt length)
 SRTP_PROFILES: dict[str, tuple[bytes, int, int, int]] = {
@@ -55,31 +52,10 @@ class Credentials:
 
     @classmethod
     def generate(cls) -> Credentials:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mediarouter-bench")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .sign(key, hashes.SHA256())
-        )
-        return cls(crypto.X509.from_cryptography(cert), crypto.PKey.from_cryptography_key(key),
-                   sha256_fingerprint(cert.public_bytes(_der())))
-
-
-def _der() -> object:
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return Encoding.DER
-
-
-def sha256_fingerprint(der: bytes) -> str:
-    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+        """The worker's kind of certificate (``router.dtls.DtlsCertificate``: ECDSA P-256, self-signed)."""
+        certificate = DtlsCertificate.generate()
+        return cls(crypto.X509.from_cryptography(certificate.cert), crypto.PKey.from_cryptography_key(certificate.key),
+                   certificate.fingerprint("sha-256"))
 
 
 @dataclass(frozen=True)
@@ -205,7 +181,7 @@ class SyntheticPeer:
         def verify(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
             if depth != 0:
                 return True
-            got = sha256_fingerprint(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert))
+            got = certificate_fingerprint(cert.to_cryptography(), "sha-256")
             if got != expected:
                 mismatch.append(got)
                 return False

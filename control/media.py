@@ -1,9 +1,10 @@
 """MediaClient: control's typed face of one worker's media requests.
 
 Everything control asks a worker to build goes through here: media routers, WebRTC transports, producers,
-consumers and data channels. It turns negotiation results (``control.negotiation``) into the numeric request bodies
-of ``router/protocol.py`` and returns what the worker reports, so that rooms and signaling never write a request
-body by hand. It holds no state of its own; the caller keeps ids.
+consumers and data channels. It turns negotiation results (``control.negotiation``) into the typed request bodies
+of router/messages.py, sends each under its ``Method`` and parses the reply with the reply body's ``from_wire``,
+so that rooms and signaling never write a request body by hand. It holds no state of its own; the caller keeps
+ids.
 """
 
 from __future__ import annotations
@@ -12,6 +13,25 @@ from typing import Any, Protocol
 
 from control.codecs import URI_TRANSPORT_CC
 from control.negotiation import TrackPlan, TransportParams
+from router.messages import (
+    ConnectRequest,
+    ConsumeDataRequest,
+    ConsumeRequest,
+    CreateWebRtcTransportReply,
+    CreateWebRtcTransportRequest,
+    GetStatsReply,
+    IceParameters,
+    OpenDataChannelRequest,
+    ProduceDataRequest,
+    ProduceRequest,
+    RtpExtensions,
+    SendDataReply,
+    SendDataRequest,
+    SetPreferredLayersRequest,
+)
+from router.protocol import Body, Empty, Method, WorkerDump
+
+EMPTY = Empty()
 
 
 class RequestSender(Protocol):
@@ -28,25 +48,34 @@ class MediaClient:
     def __init__(self, worker: RequestSender) -> None:
         self.worker = worker
 
+    async def _request(self, method: Method, target_id: str, body: Body) -> dict[str, Any]:
+        return await self.worker.request(method, target_id, body.to_wire())
+
+    async def dump(self) -> WorkerDump:
+        """The worker's identity and its media counts (``worker.dump``), for operators and tests."""
+        return WorkerDump.from_wire(await self._request(Method.WORKER_DUMP, "", EMPTY))
+
     async def create_router(self, router_id: str) -> None:
-        await self.worker.request("media_router.create", router_id, {})
+        await self._request(Method.MEDIA_ROUTER_CREATE, router_id, EMPTY)
 
     async def close_router(self, router_id: str) -> None:
-        await self.worker.request("media_router.close", router_id, {})
+        await self._request(Method.MEDIA_ROUTER_CLOSE, router_id, EMPTY)
 
     async def create_transport(
         self, router_id: str, transport_id: str, *, ice_ufrag: str | None = None, ice_pwd: str | None = None
     ) -> TransportParams:
-        body: dict[str, Any] = {"transport_id": transport_id}
+        request = CreateWebRtcTransportRequest(transport_id=transport_id)
         if ice_ufrag and ice_pwd:
-            body.update(ice_ufrag=ice_ufrag, ice_pwd=ice_pwd)
-        reply = await self.worker.request("media_router.create_webrtc_transport", router_id, body)
+            request = CreateWebRtcTransportRequest(transport_id=transport_id, ice_ufrag=ice_ufrag, ice_pwd=ice_pwd)
+        reply = CreateWebRtcTransportReply.from_wire(
+            await self._request(Method.MEDIA_ROUTER_CREATE_WEBRTC_TRANSPORT, router_id, request)
+        )
         return TransportParams(
-            ice_ufrag=reply["ice_ufrag"],
-            ice_pwd=reply["ice_pwd"],
-            fingerprints=[(str(a), str(v)) for a, v in reply["fingerprints"]],
-            candidate_ip=reply["candidate"]["ip"],
-            candidate_port=int(reply["candidate"]["port"]),
+            ice_ufrag=reply.ice_ufrag,
+            ice_pwd=reply.ice_pwd,
+            fingerprints=list(reply.fingerprints),
+            candidate_ip=reply.candidate.ip,
+            candidate_port=reply.candidate.port,
         )
 
     async def connect(
@@ -59,51 +88,46 @@ class MediaClient:
         max_message_size: int = 262144,
     ) -> None:
         """``role`` is the worker's DTLS role: "server" when the peer is the DTLS client."""
-        await self.worker.request(
-            "transport.connect",
-            transport_id,
-            {
-                "role": role,
-                "fingerprints": [list(f) for f in fingerprints],
-                "sctp_port": sctp_port,
-                "max_message_size": max_message_size,
-            },
+        request = ConnectRequest(
+            role=role,  # type: ignore[arg-type]  # checked by the worker: "client" or "server"
+            fingerprints=fingerprints,
+            sctp_port=sctp_port,
+            max_message_size=max_message_size,
         )
+        await self._request(Method.TRANSPORT_CONNECT, transport_id, request)
 
     async def restart_ice(self, transport_id: str, ice_ufrag: str, ice_pwd: str) -> None:
         """New ICE credentials (ICE restart); the old ones stay valid until the first check with the new ones."""
-        await self.worker.request("transport.restart_ice", transport_id, {"ice_ufrag": ice_ufrag, "ice_pwd": ice_pwd})
+        await self._request(Method.TRANSPORT_RESTART_ICE, transport_id, IceParameters(ice_ufrag=ice_ufrag,
+                                                                                      ice_pwd=ice_pwd))
 
     async def close_transport(self, transport_id: str) -> None:
-        await self.worker.request("transport.close", transport_id, {})
+        await self._request(Method.TRANSPORT_CLOSE, transport_id, EMPTY)
 
     async def get_stats(self, transport_id: str) -> dict[str, Any]:
-        return await self.worker.request("transport.get_stats", transport_id, {})
+        reply = await self._request(Method.TRANSPORT_GET_STATS, transport_id, EMPTY)
+        return GetStatsReply.from_wire(reply).to_wire()
 
     async def produce(self, transport_id: str, producer_id: str, track: TrackPlan) -> None:
-        codec = track.codecs[0]
-        await self.worker.request(
-            "transport.produce",
-            transport_id,
-            {
-                "producer_id": producer_id,
-                "kind": track.kind,
-                "mid": track.mid,
-                "encodings": [[rid or "", ssrc or 0, rtx or 0] for rid, ssrc, rtx in track.encodings],
-                "payload_types": [c.pt for c in track.codecs],
-                "codecs": [[c.pt, c.name] for c in track.codecs],
-                "rtx_apt": [[rtx, apt] for rtx, apt in track.rtx_apt.items()],
-                "clock_rate": codec.clock_rate,
-                "extensions": {
-                    "mid_id": track.mid_id,
-                    "rid_id": track.rid_id,
-                    "rrid_id": track.rrid_id,
-                    "audio_level_id": track.audio_level_id,
-                    "twcc_id": track.extensions.get(URI_TRANSPORT_CC, 0),
-                    "id_map": bytes(track.id_map),
-                },
-            },
+        request = ProduceRequest(
+            producer_id=producer_id,
+            kind=track.kind,  # type: ignore[arg-type]  # "audio" or "video" for a media m-line
+            mid=track.mid,
+            encodings=[(rid or "", ssrc or 0, rtx or 0) for rid, ssrc, rtx in track.encodings],
+            payload_types=[c.pt for c in track.codecs],
+            codecs=[(c.pt, c.name) for c in track.codecs],
+            rtx_apt=list(track.rtx_apt.items()),
+            clock_rate=track.codecs[0].clock_rate,
+            extensions=RtpExtensions(
+                id_map=bytes(track.id_map),
+                mid_id=track.mid_id,
+                rid_id=track.rid_id,
+                rrid_id=track.rrid_id,
+                audio_level_id=track.audio_level_id,
+                twcc_id=track.extensions.get(URI_TRANSPORT_CC, 0),
+            ),
         )
+        await self._request(Method.TRANSPORT_PRODUCE, transport_id, request)
 
     async def consume(
         self,
@@ -117,80 +141,71 @@ class MediaClient:
         spatial: int = -1,
         paused: bool = False,
     ) -> None:
-        await self.worker.request(
-            "transport.consume",
-            transport_id,
-            {
-                "consumer_id": consumer_id,
-                "producer_id": producer_id,
-                "out_ssrc": out_ssrc,
-                "pt_map": [[a, b] for a, b in pt_map.items()],
-                "nack": nack,
-                "spatial": spatial,
-                "paused": paused,
-            },
+        request = ConsumeRequest(
+            consumer_id=consumer_id,
+            producer_id=producer_id,
+            out_ssrc=out_ssrc,
+            pt_map=list(pt_map.items()),
+            nack=nack,
+            spatial=spatial,
+            paused=paused,
         )
+        await self._request(Method.TRANSPORT_CONSUME, transport_id, request)
 
     async def close_producer(self, producer_id: str) -> None:
-        await self.worker.request("producer.close", producer_id, {})
+        await self._request(Method.PRODUCER_CLOSE, producer_id, EMPTY)
 
     async def pause_producer(self, producer_id: str) -> None:
-        await self.worker.request("producer.pause", producer_id, {})
+        await self._request(Method.PRODUCER_PAUSE, producer_id, EMPTY)
 
     async def resume_producer(self, producer_id: str) -> None:
-        await self.worker.request("producer.resume", producer_id, {})
+        await self._request(Method.PRODUCER_RESUME, producer_id, EMPTY)
 
     async def close_consumer(self, consumer_id: str) -> None:
-        await self.worker.request("consumer.close", consumer_id, {})
+        await self._request(Method.CONSUMER_CLOSE, consumer_id, EMPTY)
 
     async def pause_consumer(self, consumer_id: str) -> None:
-        await self.worker.request("consumer.pause", consumer_id, {})
+        await self._request(Method.CONSUMER_PAUSE, consumer_id, EMPTY)
 
     async def resume_consumer(self, consumer_id: str) -> None:
-        await self.worker.request("consumer.resume", consumer_id, {})
+        await self._request(Method.CONSUMER_RESUME, consumer_id, EMPTY)
 
     async def set_preferred_layers(self, consumer_id: str, spatial: int) -> None:
-        await self.worker.request("consumer.set_preferred_layers", consumer_id, {"spatial": spatial})
+        await self._request(Method.CONSUMER_SET_PREFERRED_LAYERS, consumer_id,
+                            SetPreferredLayersRequest(spatial=spatial))
 
     async def request_key_frame(self, consumer_id: str) -> None:
-        await self.worker.request("consumer.request_key_frame", consumer_id, {})
+        await self._request(Method.CONSUMER_REQUEST_KEY_FRAME, consumer_id, EMPTY)
 
     async def produce_data(
         self, transport_id: str, data_producer_id: str, label: str, *, relay_to_control: bool = False
     ) -> None:
         """Messages on ``label`` ("*" = any) go to this DataProducer's consumers, and with ``relay_to_control``
         also to control as ``data_producer.message`` notifications."""
-        await self.worker.request(
-            "transport.produce_data",
-            transport_id,
-            {"data_producer_id": data_producer_id, "label": label, "relay_to_control": relay_to_control},
-        )
+        request = ProduceDataRequest(data_producer_id=data_producer_id, label=label,
+                                     relay_to_control=relay_to_control)
+        await self._request(Method.TRANSPORT_PRODUCE_DATA, transport_id, request)
 
     async def open_data_channel(
         self, transport_id: str, label: str, *, ordered: bool = True, max_retransmits: int | None = None
     ) -> None:
         """A server-created channel (LiveKit's ``_reliable``/``_lossy``), opened as soon as SCTP is up."""
-        await self.worker.request(
-            "transport.open_data_channel",
-            transport_id,
-            {"label": label, "ordered": ordered, "max_retransmits": max_retransmits},
-        )
+        request = OpenDataChannelRequest(label=label, ordered=ordered, max_retransmits=max_retransmits)
+        await self._request(Method.TRANSPORT_OPEN_DATA_CHANNEL, transport_id, request)
 
     async def send_data(self, transport_id: str, label: str, data: bytes | str) -> bool:
-        reply = await self.worker.request("transport.send_data", transport_id, {"label": label, "data": data})
-        return bool(reply.get("sent"))
+        reply = await self._request(Method.TRANSPORT_SEND_DATA, transport_id, SendDataRequest(label=label, data=data))
+        return SendDataReply.from_wire(reply).sent
 
     async def consume_data(
         self, transport_id: str, data_consumer_id: str, data_producer_id: str, label: str
     ) -> None:
-        await self.worker.request(
-            "transport.consume_data",
-            transport_id,
-            {"data_consumer_id": data_consumer_id, "data_producer_id": data_producer_id, "label": label},
-        )
+        request = ConsumeDataRequest(data_consumer_id=data_consumer_id, data_producer_id=data_producer_id,
+                                     label=label)
+        await self._request(Method.TRANSPORT_CONSUME_DATA, transport_id, request)
 
     async def close_data_producer(self, data_producer_id: str) -> None:
-        await self.worker.request("data_producer.close", data_producer_id, {})
+        await self._request(Method.DATA_PRODUCER_CLOSE, data_producer_id, EMPTY)
 
     async def close_data_consumer(self, data_consumer_id: str) -> None:
-        await self.worker.request("data_consumer.close", data_consumer_id, {})
+        await self._request(Method.DATA_CONSUMER_CLOSE, data_consumer_id, EMPTY)

@@ -37,6 +37,8 @@ from control.participant import (
     State,
 )
 from control.placement import NoWorkerAvailable, WorkerLoad, choose_worker
+from router.messages import DataMessage, TransportState
+from router.protocol import Event
 
 log = logging.getLogger("control.rooms")
 
@@ -721,11 +723,11 @@ class RoomManager:
         room, p = found
         if room.worker_id != worker_id:
             return
-        if event in ("transport.dtls_state", "transport.ice_state", "transport.sctp_state"):
-            room.on_transport_event(p, target_id, event, str(body.get("state", "")))
-        elif event == "data_producer.message":
-            data = body.get("data", b"")
-            room.forward_data(p, str(body.get("label", "")), data if isinstance(data, bytes | str) else b"")
+        if event in (Event.TRANSPORT_DTLS_STATE, Event.TRANSPORT_ICE_STATE, Event.TRANSPORT_SCTP_STATE):
+            room.on_transport_event(p, target_id, event, TransportState.from_wire(body).state)
+        elif event == Event.DATA_PRODUCER_MESSAGE:
+            message = DataMessage.from_wire(body)
+            room.forward_data(p, message.label, message.data)
 
     def on_worker_died(self, worker_id: int) -> None:
         """Every session on a dead worker is told to reconnect (a new room is placed on a live worker)."""

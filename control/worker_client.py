@@ -5,8 +5,10 @@ the sender's routing id (``b"w<i>"``, docs/SEAMS.md §3) to that worker's client
 requests into futures keyed by request id (asynchronous, never REQ/REP lock-step): ``await request(...)``
 returns the reply body, raises :class:`WorkerError` on a false response, :class:`WorkerDied` when the worker
 dies (every pending request fails at once, as mediasoup's Channel does on close) and ``TimeoutError`` on
-timeout. Notifications go to callbacks registered with ``on_notification``. A malformed frame is logged and
-counted. This module does not spawn or watch processes; control/supervisor.py does and calls ``fail_all``.
+timeout. Notifications are checked against their body type (router/messages.py ``EVENTS``) and go to callbacks
+registered with ``on_notification``; a malformed frame, an unknown event or a bad body is logged and counted,
+never passed on. Events control only logs (:data:`LOGGED_EVENTS`) are logged here at debug level. This module
+does not spawn or watch processes; control/supervisor.py does and calls ``fail_all``.
 """
 
 from __future__ import annotations
@@ -23,11 +25,21 @@ import zmq
 import zmq.asyncio
 
 from router.channel import routing_id, send_now
-from router.protocol import Notification, ProtocolError, Request, Response, decode, encode
+from router.messages import EVENTS
+from router.protocol import Event, Notification, ProtocolError, Request, Response, decode, encode
 
 log = logging.getLogger("control.worker_client")
 
 NotificationCallback = Callable[[str, str, dict[str, Any]], None]
+
+# Events control takes no action on: it keeps its own record of producers and consumers (it closes them itself),
+# and the selected tuple and layers in use are in transport.get_stats. They are logged at debug level.
+LOGGED_EVENTS = frozenset({
+    Event.TRANSPORT_TUPLE_CHANGED,
+    Event.PRODUCER_STREAM_ADDED,
+    Event.CONSUMER_LAYERS_CHANGED,
+    Event.CONSUMER_PRODUCER_CLOSED,
+})
 
 
 class WorkerDied(Exception):
@@ -142,6 +154,10 @@ class ControlSocket:
                 if not client._on_response(envelope):
                     self.counters.stale_responses += 1
             elif isinstance(envelope, Notification):
+                reason = _bad_notification(envelope)
+                if reason is not None:
+                    self._malformed(f"from worker {client.worker_id}: {reason}")
+                    continue
                 client._on_notification(envelope)
             else:
                 self._malformed(f"request from worker {client.worker_id}")
@@ -149,6 +165,19 @@ class ControlSocket:
     def _malformed(self, reason: str) -> None:
         self.counters.malformed += 1
         log.warning("malformed frame dropped: %s", reason)
+
+
+def _bad_notification(notification: Notification) -> str | None:
+    """Why a notification does not follow router/messages.py ``EVENTS``, or None."""
+    try:
+        body_type = EVENTS[Event(notification.event)]
+    except ValueError:
+        return f"unknown event {notification.event!r}"
+    try:
+        body_type.from_wire(notification.body)
+    except ProtocolError as exc:
+        return f"{notification.event}: {exc.reason}"
+    return None
 
 
 class WorkerClient:
@@ -223,6 +252,9 @@ class WorkerClient:
         return True
 
     def _on_notification(self, notification: Notification) -> None:
+        if notification.event in LOGGED_EVENTS and log.isEnabledFor(logging.DEBUG):
+            log.debug("worker %d: %s %s %r", self.worker_id, notification.event, notification.target_id,
+                      EVENTS[Event(notification.event)].from_wire(notification.body))
         for callback in list(self._callbacks):
             try:
                 callback(notification.event, notification.target_id, notification.body)

@@ -2,10 +2,13 @@
 
 It owns the DEALER socket (routing id ``b"w<i>"``), the request handler table, the response path and
 notifications. Requests are served concurrently (never REQ/REP lock-step): each one runs its async handler
-``(target_id, body) -> dict`` in a task and is answered ``[1, id, true, reply]``. A :class:`RequestError`
-becomes ``{"error": e.error, "reason": e.reason}``; any other exception ``{"error": type name, "reason":
-str(exc)}``; a method without a handler ``{"error": "UnknownMethod"}``. A malformed frame is logged and
-counted, never fatal.
+``(target_id, body) -> dict`` in a task and is answered ``[1, id, true, reply]``. Handlers registered with
+:meth:`Channel.handle` work on typed bodies instead (router/messages.py ``REQUESTS``): the request body is parsed
+before the handler runs (a bad body is answered ``TypeError`` with the parser's reason) and the reply must be the
+method's reply body; :meth:`Channel.emit` sends a notification whose body type matches ``EVENTS``. A
+:class:`RequestError` becomes ``{"error": e.error, "reason": e.reason}``; any other exception ``{"error": type
+name, "reason": str(exc)}``; a method without a handler ``{"error": "UnknownMethod"}``. A malformed frame is
+logged and counted, never fatal.
 
 Sending never blocks the event loop: frames go out with NOBLOCK; when the socket is full, responses and
 ordinary notifications wait in an ordered backlog that a task flushes, while droppable ones (heartbeats) are
@@ -27,8 +30,12 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from router.messages import EVENTS, REQUESTS
 from router.protocol import (
+    Body,
     Envelope,
+    Event,
+    Method,
     Notification,
     ProtocolError,
     Request,
@@ -41,6 +48,26 @@ from router.protocol import (
 log = logging.getLogger("router.channel")
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+# (target_id, parsed request body) -> reply body; the body types are the method's pair in REQUESTS.
+BodyHandler = Callable[[str, Any], Awaitable[Body]]
+
+
+def body_handler(method: Method, handler: BodyHandler) -> Handler:
+    """Wraps ``handler`` so that it receives the parsed request body and its reply is checked and serialised."""
+    request_type, reply_type = REQUESTS[method]
+
+    async def run(target_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            parsed = request_type.from_wire(body)
+        except ProtocolError as exc:
+            raise RequestError("TypeError", exc.reason) from None
+        reply = await handler(target_id, parsed)
+        if type(reply) is not reply_type:
+            raise RequestError("InvalidReply", f"handler of {method} returned {type(reply).__name__}, "
+                                               f"not {reply_type.__name__}")
+        return reply.to_wire()
+
+    return run
 
 
 def routing_id(worker_id: int) -> bytes:
@@ -122,6 +149,10 @@ class Channel:
             raise ValueError(f"a handler for {method!r} is already registered")
         self._handlers[method] = handler
 
+    def handle(self, method: Method, handler: BodyHandler) -> None:
+        """Routes requests named ``method`` to a handler of typed bodies (:func:`body_handler`)."""
+        self.register(method, body_handler(method, handler))
+
     @property
     def methods(self) -> frozenset[str]:
         return frozenset(self._handlers)
@@ -194,6 +225,12 @@ class Channel:
             self._send_reliable(frame)
         self.counters.notifications += 1
         return True
+
+    def emit(self, event: Event, target_id: str, body: Body, *, droppable: bool = False) -> bool:
+        """:meth:`notify` with the typed body of ``event``; a body of another type is a TypeError."""
+        if type(body) is not EVENTS[event]:
+            raise TypeError(f"{event} takes {EVENTS[event].__name__}, not {type(body).__name__}")
+        return self.notify(event, target_id, body.to_wire(), droppable=droppable)
 
     def _send_reliable(self, frame: bytes) -> None:
         if self._closed:

@@ -8,10 +8,10 @@ media request (media routers, transports, producers, consumers, data channels) a
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from router.media_service import MediaService
-from router.protocol import Method, WorkerDump
+from router.protocol import Empty, Method, WorkerDump
 
 if TYPE_CHECKING:
     from router.worker import Worker
@@ -21,13 +21,11 @@ def install_media(worker: Worker) -> MediaService:
     """Registers the request handlers on ``worker.channel`` and starts the Engine; called once, before
     ``worker.running``."""
 
-    async def dump(target_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        reply = WorkerDump(worker_id=worker.worker_id, pid=os.getpid(), core=worker.core,
-                           udp_port=worker.rtc_port).to_wire()
-        reply["media"] = service.heartbeat()
-        return reply
+    async def dump(target_id: str, body: Empty) -> WorkerDump:
+        return WorkerDump(worker_id=worker.worker_id, pid=os.getpid(), core=worker.core, udp_port=worker.rtc_port,
+                          media=service.heartbeat())
 
     service = MediaService(worker)
-    worker.channel.register(Method.WORKER_DUMP, dump)
+    worker.channel.handle(Method.WORKER_DUMP, dump)
     service.start()
     return service

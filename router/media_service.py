@@ -3,8 +3,10 @@
 MediaService owns the worker's one ``fastpath.Engine`` (driven by ``loop.add_reader`` on the shared UDP socket and a
 20 ms tick), the registries that turn control's string ids into Engine handles, and the request handlers for
 ``media_router.*``, ``transport.*``, ``producer.*``, ``consumer.*`` and ``data_*``. Every create is idempotent
-(the same id and body again answers the same result) so that control can replay after a restart. It never sees SDP,
-tokens or room names; control sends numbers.
+(the same id and body again answers the same result) so that control can replay after a restart. Handlers are
+registered by :class:`router.protocol.Method` and receive their request body already parsed (router/messages.py);
+notifications go out as the typed bodies of ``EVENTS``. It never sees SDP, tokens or room names; control sends
+numbers.
 """
 
 from __future__ import annotations
@@ -16,11 +18,31 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import fastpath
+from router.channel import BodyHandler
 from router.data import DataConsumer, DataProducer
 from router.dtls import DtlsCertificate
 from router.ice import username_fragment
 from router.media_router import Consumer, MediaRouter, Producer
-from router.protocol import RequestError
+from router.messages import (
+    ConnectRequest,
+    ConsumeDataRequest,
+    ConsumeRequest,
+    CreateWebRtcTransportReply,
+    CreateWebRtcTransportRequest,
+    DataMessage,
+    GetStatsReply,
+    IceCandidate,
+    IceParameters,
+    LayersChanged,
+    OpenDataChannelRequest,
+    ProduceDataRequest,
+    ProduceRequest,
+    SendDataReply,
+    SendDataRequest,
+    SetPreferredLayersRequest,
+    StreamAdded,
+)
+from router.protocol import Body, Empty, Event, Method, RequestError
 from router.registry import Registry
 from router.transport import ConsentSchedule, InvalidState, WebRtcTransport
 
@@ -33,13 +55,6 @@ TICK_S = 0.02
 KINDS = {"audio": 0, "video": 1}
 
 
-def _require(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
-    value = body.get(key)
-    if not isinstance(value, kind):
-        raise RequestError("TypeError", f"missing or invalid field {key!r}")
-    return value
-
-
 class MediaService:
     """All media entities of one worker and the Engine that forwards their packets."""
 
@@ -48,7 +63,7 @@ class MediaService:
         # UDP GSO (fastpath/gso.pxd) where the kernel has it, unless the gso setting is off.
         self.engine = fastpath.Engine(worker.sock.fileno(), gso=worker.gso)
         self.certificate = DtlsCertificate.generate()
-        self.fingerprints = [["sha-256", self.certificate.fingerprint("sha-256")]]
+        self.fingerprints = [("sha-256", self.certificate.fingerprint("sha-256"))]
         self.routers: dict[str, MediaRouter] = {}
         self.transports: Registry[WebRtcTransport] = Registry("transport")
         self.producers: Registry[Producer] = Registry("producer")
@@ -65,37 +80,40 @@ class MediaService:
         loop = self.worker.loop
         loop.add_reader(self.worker.sock.fileno(), self._on_readable)
         self._tick_task = loop.create_task(self._tick_loop())
-        ch = self.worker.channel
-        for method, handler in {
-            "media_router.create": self.media_router_create,
-            "media_router.close": self.media_router_close,
-            "media_router.create_webrtc_transport": self.create_webrtc_transport,
-            "transport.connect": self.transport_connect,
-            "transport.restart_ice": self.transport_restart_ice,
-            "transport.close": self.transport_close,
-            "transport.get_stats": self.transport_get_stats,
-            "transport.produce": self.transport_produce,
-            "transport.consume": self.transport_consume,
-            "transport.produce_data": self.transport_produce_data,
-            "transport.consume_data": self.transport_consume_data,
-            "transport.open_data_channel": self.transport_open_data_channel,
-            "transport.send_data": self.transport_send_data,
-            "producer.close": self.producer_close,
-            "producer.pause": self.producer_pause,
-            "producer.resume": self.producer_resume,
-            "consumer.close": self.consumer_close,
-            "consumer.pause": self.consumer_pause,
-            "consumer.resume": self.consumer_resume,
-            "consumer.set_preferred_layers": self.consumer_set_preferred_layers,
-            "consumer.request_key_frame": self.consumer_request_key_frame,
-            "data_producer.close": self.data_producer_close,
-            "data_consumer.close": self.data_consumer_close,
-        }.items():
-            ch.register(method, self._guard(handler))
+        for method, handler in self.request_handlers().items():
+            self.worker.channel.handle(method, self._guard(handler))
         self.worker.add_heartbeat_source(self.heartbeat)
 
-    def _guard(self, handler: Any) -> Any:
-        async def run(target_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def request_handlers(self) -> dict[Method, BodyHandler]:
+        """Every media request this service answers, by method."""
+        return {
+            Method.MEDIA_ROUTER_CREATE: self.media_router_create,
+            Method.MEDIA_ROUTER_CLOSE: self.media_router_close,
+            Method.MEDIA_ROUTER_CREATE_WEBRTC_TRANSPORT: self.create_webrtc_transport,
+            Method.TRANSPORT_CONNECT: self.transport_connect,
+            Method.TRANSPORT_RESTART_ICE: self.transport_restart_ice,
+            Method.TRANSPORT_CLOSE: self.transport_close,
+            Method.TRANSPORT_GET_STATS: self.transport_get_stats,
+            Method.TRANSPORT_PRODUCE: self.transport_produce,
+            Method.TRANSPORT_CONSUME: self.transport_consume,
+            Method.TRANSPORT_PRODUCE_DATA: self.transport_produce_data,
+            Method.TRANSPORT_CONSUME_DATA: self.transport_consume_data,
+            Method.TRANSPORT_OPEN_DATA_CHANNEL: self.transport_open_data_channel,
+            Method.TRANSPORT_SEND_DATA: self.transport_send_data,
+            Method.PRODUCER_CLOSE: self.producer_close,
+            Method.PRODUCER_PAUSE: self.producer_pause,
+            Method.PRODUCER_RESUME: self.producer_resume,
+            Method.CONSUMER_CLOSE: self.consumer_close,
+            Method.CONSUMER_PAUSE: self.consumer_pause,
+            Method.CONSUMER_RESUME: self.consumer_resume,
+            Method.CONSUMER_SET_PREFERRED_LAYERS: self.consumer_set_preferred_layers,
+            Method.CONSUMER_REQUEST_KEY_FRAME: self.consumer_request_key_frame,
+            Method.DATA_PRODUCER_CLOSE: self.data_producer_close,
+            Method.DATA_CONSUMER_CLOSE: self.data_consumer_close,
+        }
+
+    def _guard(self, handler: BodyHandler) -> BodyHandler:
+        async def run(target_id: str, body: Body) -> Body:
             try:
                 return await handler(target_id, body)
             except RequestError:
@@ -107,8 +125,8 @@ class MediaService:
 
         return run
 
-    def notify(self, event: str, target_id: str, body: dict[str, Any]) -> None:
-        self.worker.channel.notify(event, target_id, body)
+    def notify(self, event: Event, target_id: str, body: Body) -> None:
+        self.worker.channel.emit(event, target_id, body)
 
     def heartbeat(self) -> dict[str, Any]:
         engine = self.engine.snapshot_engine()
@@ -162,25 +180,25 @@ class MediaService:
                 _, p, layer, ssrc = event[:4]
                 producer = self.producers.by_handle(p)
                 if producer is not None:
-                    self.notify("producer.stream_added", producer.id, {"layer": layer, "ssrc": ssrc})
+                    self.notify(Event.PRODUCER_STREAM_ADDED, producer.id, StreamAdded(layer=layer, ssrc=ssrc))
             elif kind == fastpath.EV_LAYER_SWITCHED:
                 _, c, layer = event[:3]
                 consumer = self.consumers.by_handle(c)
                 if consumer is not None:
                     consumer.current_layer = layer
-                    self.notify("consumer.layers_changed", consumer.id, {"spatial": layer})
+                    self.notify(Event.CONSUMER_LAYERS_CHANGED, consumer.id, LayersChanged(spatial=layer))
 
     # ---- media_router.* ----------------------------------------------------------------------------------
-    async def media_router_create(self, router_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def media_router_create(self, router_id: str, body: Empty) -> Empty:
         self.routers.setdefault(router_id, MediaRouter(router_id))
-        return {}
+        return Empty()
 
-    async def media_router_close(self, router_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def media_router_close(self, router_id: str, body: Empty) -> Empty:
         router = self.routers.pop(router_id, None)
         if router is not None:
             for tid in list(router.transports):
                 self._close_transport(tid)
-        return {}
+        return Empty()
 
     def _router(self, router_id: str) -> MediaRouter:
         router = self.routers.get(router_id)
@@ -188,13 +206,15 @@ class MediaService:
             raise RequestError("NotFound", f"media router {router_id!r} not found")
         return router
 
-    async def create_webrtc_transport(self, router_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def create_webrtc_transport(
+        self, router_id: str, body: CreateWebRtcTransportRequest
+    ) -> CreateWebRtcTransportReply:
         router = self._router(router_id)
-        transport_id = _require(body, "transport_id", str)
+        transport_id = body.transport_id
         existing = self.transports.find(transport_id)
         if existing is None:
-            ufrag = body.get("ice_ufrag") or secrets.token_hex(4)
-            pwd = body.get("ice_pwd") or secrets.token_hex(16)
+            ufrag = body.ice_ufrag or secrets.token_hex(4)
+            pwd = body.ice_pwd or secrets.token_hex(16)
             if ufrag in self._by_ufrag:
                 raise RequestError("DuplicateId", f"ICE ufrag {ufrag!r} already in use")
             transport = self.transports.create(
@@ -215,41 +235,34 @@ class MediaService:
             self._by_ufrag[ufrag] = transport
             router.transports.add(transport_id)
             existing = transport
-        return {
-            "ice_ufrag": existing.ice.local_ufrag,
-            "ice_pwd": existing.ice.local_pwd,
-            "fingerprints": self.fingerprints,
-            "candidate": {"ip": self.worker.node_ip, "port": self.worker.rtc_port, "protocol": "udp"},
-        }
+        return CreateWebRtcTransportReply(
+            ice_ufrag=existing.ice.local_ufrag,
+            ice_pwd=existing.ice.local_pwd,
+            fingerprints=self.fingerprints,
+            candidate=IceCandidate(ip=self.worker.node_ip, port=self.worker.rtc_port),
+        )
 
     # ---- transport.* -------------------------------------------------------------------------------------
-    async def transport_connect(self, transport_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def transport_connect(self, transport_id: str, body: ConnectRequest) -> Empty:
         transport = self.transports.get(transport_id)
-        role = _require(body, "role", str)
-        if role not in ("client", "server"):
-            raise RequestError("TypeError", f"invalid DTLS role {role!r}")
-        fingerprints = [(str(a), str(v)) for a, v in _require(body, "fingerprints", list)]
-        sctp_port = body.get("sctp_port")
         transport.connect(
-            role=role,
-            fingerprints=fingerprints,
-            sctp_port=int(sctp_port) if sctp_port is not None else None,
-            max_message_size=int(body.get("max_message_size", 262144)),
+            role=body.role,
+            fingerprints=body.fingerprints,
+            sctp_port=body.sctp_port,
+            max_message_size=body.max_message_size,
         )
-        return {}
+        return Empty()
 
-    async def transport_restart_ice(self, transport_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def transport_restart_ice(self, transport_id: str, body: IceParameters) -> IceParameters:
         transport = self.transports.get(transport_id)
-        ufrag = _require(body, "ice_ufrag", str)
-        pwd = _require(body, "ice_pwd", str)
-        transport.restart_ice(ufrag, pwd)
-        self._by_ufrag[ufrag] = transport
-        return {"ice_ufrag": ufrag, "ice_pwd": pwd}
+        transport.restart_ice(body.ice_ufrag, body.ice_pwd)
+        self._by_ufrag[body.ice_ufrag] = transport
+        return body
 
-    async def transport_close(self, transport_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def transport_close(self, transport_id: str, body: Empty) -> Empty:
         if transport_id in self.transports:
             self._close_transport(transport_id)
-        return {}
+        return Empty()
 
     def _close_transport(self, transport_id: str) -> None:
         transport = self.transports.get(transport_id)
@@ -269,152 +282,126 @@ class MediaService:
         if router is not None:
             router.transports.discard(transport_id)
 
-    async def transport_get_stats(self, transport_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def transport_get_stats(self, transport_id: str, body: Empty) -> GetStatsReply:
         transport = self.transports.get(transport_id)
-        stats: dict[str, Any] = {
-            "transport": transport.dump(),
-            "media": self.engine.snapshot_transport(transport.handle),
-        }
-        stats["producers"] = {
-            pid: self.engine.snapshot_producer(self.producers.handle(pid)) for pid in transport.producer_ids
-        }
-        stats["consumers"] = {
-            cid: self.engine.snapshot_consumer(self.consumers.handle(cid)) for cid in transport.consumer_ids
-        }
         s = transport.stats
-        stats["slow_path"] = {
-            "stun_requests": s.stun_requests,
-            "stun_rejected": s.stun_rejected,
-            "dtls_records_in": s.dtls_records_in,
-            "sctp_messages_in": s.sctp_messages_in,
-            "sctp_messages_out": s.sctp_messages_out,
-        }
-        return stats
+        return GetStatsReply(
+            transport=transport.dump(),
+            media=self.engine.snapshot_transport(transport.handle),
+            producers={
+                pid: self.engine.snapshot_producer(self.producers.handle(pid)) for pid in transport.producer_ids
+            },
+            consumers={
+                cid: self.engine.snapshot_consumer(self.consumers.handle(cid)) for cid in transport.consumer_ids
+            },
+            slow_path={
+                "stun_requests": s.stun_requests,
+                "stun_rejected": s.stun_rejected,
+                "dtls_records_in": s.dtls_records_in,
+                "sctp_messages_in": s.sctp_messages_in,
+                "sctp_messages_out": s.sctp_messages_out,
+            },
+        )
 
-    async def transport_produce(self, transport_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def transport_produce(self, transport_id: str, body: ProduceRequest) -> Empty:
         transport = self.transports.get(transport_id)
-        producer_id = _require(body, "producer_id", str)
+        producer_id = body.producer_id
         if producer_id in self.producers:
-            return {}
-        kind = _require(body, "kind", str)
-        if kind not in KINDS:
-            raise RequestError("TypeError", f"invalid kind {kind!r}")
-        ext = _require(body, "extensions", dict)
-        id_map = _require(ext, "id_map", bytes)
-        if len(id_map) != 256:
-            raise RequestError("TypeError", "extensions.id_map must be 256 bytes")
+            return Empty()
+        ext = body.extensions
         # NOTE: transport-cc is transport-wide and BUNDLE gives a URI one id on every m-line, but a peer may put it
         # on some m-lines only (aiortc: video only); an m-line without it must not switch TWCC off for the others.
-        transport.twcc_id = int(ext.get("twcc_id", 0)) or transport.twcc_id
+        transport.twcc_id = ext.twcc_id or transport.twcc_id
         self.engine.set_extension_map(
             transport.handle,
-            int(ext.get("mid_id", 0)),
-            int(ext.get("rid_id", 0)),
-            int(ext.get("rrid_id", 0)),
-            int(ext.get("audio_level_id", 0)),
-            id_map,
+            ext.mid_id,
+            ext.rid_id,
+            ext.rrid_id,
+            ext.audio_level_id,
+            ext.id_map,
             twcc_id=transport.twcc_id,
         )
-        encodings = [
-            (str(rid).encode(), int(ssrc), int(rtx)) for rid, ssrc, rtx in _require(body, "encodings", list)
-        ]
-        if not encodings:
-            raise RequestError("TypeError", "a producer needs at least one encoding")
-        producer = Producer(producer_id, transport_id, kind, str(body.get("mid", "")))
+        encodings = [(rid.encode(), ssrc, rtx) for rid, ssrc, rtx in body.encodings]
+        producer = Producer(producer_id, transport_id, body.kind, body.mid)
         handle = self.producers.add(producer_id, producer)
         try:
             self.engine.add_producer(
                 handle,
                 transport.handle,
-                KINDS[kind],
+                KINDS[body.kind],
                 producer.mid.encode(),
                 encodings,
-                [int(pt) for pt in _require(body, "payload_types", list)],
-                {int(rtx): int(apt) for rtx, apt in body.get("rtx_apt", [])},
-                int(_require(body, "clock_rate", int)),
-                codecs={
-                    int(pt): fastpath.CODECS.get(str(name).lower(), fastpath.CODEC_UNKNOWN)
-                    for pt, name in body.get("codecs", [])
-                },
+                body.payload_types,
+                dict(body.rtx_apt),
+                body.clock_rate,
+                codecs={pt: fastpath.CODECS.get(name.lower(), fastpath.CODEC_UNKNOWN) for pt, name in body.codecs},
             )
         except Exception:
             self.producers.remove(producer_id)
             raise
         transport.producer_ids.add(producer_id)
-        return {}
+        return Empty()
 
-    async def transport_consume(self, transport_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def transport_consume(self, transport_id: str, body: ConsumeRequest) -> Empty:
         transport = self.transports.get(transport_id)
-        consumer_id = _require(body, "consumer_id", str)
+        consumer_id = body.consumer_id
         if consumer_id in self.consumers:
-            return {}
-        producer_id = _require(body, "producer_id", str)
-        p_handle = self.producers.handle(producer_id)
-        producer = self.producers.get(producer_id)
-        consumer = Consumer(consumer_id, transport_id, producer_id, producer.kind)
+            return Empty()
+        p_handle = self.producers.handle(body.producer_id)
+        producer = self.producers.get(body.producer_id)
+        consumer = Consumer(consumer_id, transport_id, body.producer_id, producer.kind)
         handle = self.consumers.add(consumer_id, consumer)
         try:
             self.engine.add_consumer(
                 handle,
                 transport.handle,
                 p_handle,
-                int(_require(body, "out_ssrc", int)),
-                {int(a): int(b) for a, b in _require(body, "pt_map", list)},
-                bool(body.get("nack", True)),
-                int(body.get("spatial", -1)),
+                body.out_ssrc,
+                dict(body.pt_map),
+                body.nack,
+                body.spatial,
             )
         except Exception:
             self.consumers.remove(consumer_id)
             raise
         producer.consumers.add(consumer_id)
         transport.consumer_ids.add(consumer_id)
-        consumer.paused = bool(body.get("paused"))
+        consumer.paused = body.paused
         if consumer.paused or producer.paused:
             self.engine.pause_consumer(handle)
-        return {}
+        return Empty()
 
-    async def transport_produce_data(self, transport_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def transport_produce_data(self, transport_id: str, body: ProduceDataRequest) -> Empty:
         transport = self.transports.get(transport_id)
-        dp_id = _require(body, "data_producer_id", str)
-        if dp_id not in self.data_producers:
-            self.data_producers[dp_id] = DataProducer(
-                dp_id,
-                transport,
-                _require(body, "label", str),
-                relay_to_control=bool(body.get("relay_to_control")),
+        if body.data_producer_id not in self.data_producers:
+            self.data_producers[body.data_producer_id] = DataProducer(
+                body.data_producer_id, transport, body.label, relay_to_control=body.relay_to_control
             )
-        return {}
+        return Empty()
 
-    async def transport_consume_data(self, transport_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def transport_consume_data(self, transport_id: str, body: ConsumeDataRequest) -> Empty:
         transport = self.transports.get(transport_id)
-        dc_id = _require(body, "data_consumer_id", str)
+        dc_id = body.data_consumer_id
         if dc_id in self.data_consumers:
-            return {}
-        dp_id = _require(body, "data_producer_id", str)
-        producer = self.data_producers.get(dp_id)
+            return Empty()
+        producer = self.data_producers.get(body.data_producer_id)
         if producer is None:
-            raise RequestError("NotFound", f"data producer {dp_id!r} not found")
-        consumer = DataConsumer(dc_id, transport, producer, str(body.get("label", producer.label)))
+            raise RequestError("NotFound", f"data producer {body.data_producer_id!r} not found")
+        label = body.label if body.label is not None else producer.label
+        consumer = DataConsumer(dc_id, transport, producer, label)
         self.data_consumers[dc_id] = consumer
         producer.consumers[dc_id] = consumer
         consumer.open()
-        return {}
+        return Empty()
 
-    async def transport_open_data_channel(self, transport_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def transport_open_data_channel(self, transport_id: str, body: OpenDataChannelRequest) -> Empty:
         transport = self.transports.get(transport_id)
-        transport.want_data_channel(
-            _require(body, "label", str),
-            ordered=bool(body.get("ordered", True)),
-            max_retransmits=body.get("max_retransmits"),
-        )
-        return {}
+        transport.want_data_channel(body.label, ordered=body.ordered, max_retransmits=body.max_retransmits)
+        return Empty()
 
-    async def transport_send_data(self, transport_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def transport_send_data(self, transport_id: str, body: SendDataRequest) -> SendDataReply:
         transport = self.transports.get(transport_id)
-        data = body.get("data")
-        if not isinstance(data, bytes | str):
-            raise RequestError("TypeError", "missing or invalid field 'data'")
-        return {"sent": transport.send_data(_require(body, "label", str), data)}
+        return SendDataReply(sent=transport.send_data(body.label, body.data))
 
     def _on_data_message(self, transport: WebRtcTransport, label: str, data: bytes | str) -> None:
         for producer in self.data_producers.values():
@@ -422,14 +409,14 @@ class MediaService:
                 continue
             if producer.relay_to_control:
                 # LiveKit's DataPacket semantics (sender identity, destinations, permissions) live in control.
-                self.notify("data_producer.message", producer.id, {"label": label, "data": data})
+                self.notify(Event.DATA_PRODUCER_MESSAGE, producer.id, DataMessage(label=label, data=data))
             producer.forward(data)
 
     # ---- producer.* / consumer.* / data_*.close ---------------------------------------------------------
-    async def producer_close(self, producer_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def producer_close(self, producer_id: str, body: Empty) -> Empty:
         if producer_id in self.producers:
             self._close_producer(producer_id)
-        return {}
+        return Empty()
 
     def _close_producer(self, producer_id: str) -> None:
         producer = self.producers.get(producer_id)
@@ -439,32 +426,32 @@ class MediaService:
         for cid in list(producer.consumers):
             if cid in self.consumers:
                 self._close_consumer(cid)
-                self.notify("consumer.producer_closed", cid, {})
+                self.notify(Event.CONSUMER_PRODUCER_CLOSED, cid, Empty())
         self.engine.remove_producer(self.producers.handle(producer_id))
         self.producers.remove(producer_id)
         transport = self.transports.find(producer.transport_id)
         if transport is not None:
             transport.producer_ids.discard(producer_id)
 
-    async def producer_pause(self, producer_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def producer_pause(self, producer_id: str, body: Empty) -> Empty:
         producer = self.producers.get(producer_id)
         producer.paused = True
         for cid in producer.consumers:
             self.engine.pause_consumer(self.consumers.handle(cid))
-        return {}
+        return Empty()
 
-    async def producer_resume(self, producer_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def producer_resume(self, producer_id: str, body: Empty) -> Empty:
         producer = self.producers.get(producer_id)
         producer.paused = False
         for cid in producer.consumers:
             if not self.consumers.get(cid).paused:
                 self.engine.resume_consumer(self.consumers.handle(cid))
-        return {}
+        return Empty()
 
-    async def consumer_close(self, consumer_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def consumer_close(self, consumer_id: str, body: Empty) -> Empty:
         if consumer_id in self.consumers:
             self._close_consumer(consumer_id)
-        return {}
+        return Empty()
 
     def _close_consumer(self, consumer_id: str) -> None:
         consumer = self.consumers.get(consumer_id)
@@ -480,34 +467,33 @@ class MediaService:
         if producer is not None:
             producer.consumers.discard(consumer_id)
 
-    async def consumer_pause(self, consumer_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def consumer_pause(self, consumer_id: str, body: Empty) -> Empty:
         self.consumers.get(consumer_id).paused = True
         self.engine.pause_consumer(self.consumers.handle(consumer_id))
-        return {}
+        return Empty()
 
-    async def consumer_resume(self, consumer_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def consumer_resume(self, consumer_id: str, body: Empty) -> Empty:
         consumer = self.consumers.get(consumer_id)
         consumer.paused = False
         producer = self.producers.find(consumer.producer_id)
         if producer is None or not producer.paused:
             self.engine.resume_consumer(self.consumers.handle(consumer_id))
-        return {}
+        return Empty()
 
-    async def consumer_set_preferred_layers(self, consumer_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        spatial = int(_require(body, "spatial", int))
-        self.consumers.get(consumer_id).preferred_layer = spatial
-        self.engine.set_consumer_layer(self.consumers.handle(consumer_id), spatial)
-        return {}
+    async def consumer_set_preferred_layers(self, consumer_id: str, body: SetPreferredLayersRequest) -> Empty:
+        self.consumers.get(consumer_id).preferred_layer = body.spatial
+        self.engine.set_consumer_layer(self.consumers.handle(consumer_id), body.spatial)
+        return Empty()
 
-    async def consumer_request_key_frame(self, consumer_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def consumer_request_key_frame(self, consumer_id: str, body: Empty) -> Empty:
         consumer = self.consumers.get(consumer_id)
         self.engine.request_key_frame(self.producers.handle(consumer.producer_id))
-        return {}
+        return Empty()
 
-    async def data_producer_close(self, dp_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def data_producer_close(self, dp_id: str, body: Empty) -> Empty:
         if dp_id in self.data_producers:
             self._close_data_producer(dp_id)
-        return {}
+        return Empty()
 
     def _close_data_producer(self, dp_id: str) -> None:
         producer = self.data_producers.pop(dp_id)
@@ -516,9 +502,9 @@ class MediaService:
             if consumer is not None:
                 consumer.close()
 
-    async def data_consumer_close(self, dc_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def data_consumer_close(self, dc_id: str, body: Empty) -> Empty:
         consumer = self.data_consumers.pop(dc_id, None)
         if consumer is not None:
             consumer.producer.consumers.pop(dc_id, None)
             consumer.close()
-        return {}
+        return Empty()

@@ -10,14 +10,18 @@ bodies are maps with string keys::
 
 It validates every frame it decodes and raises :class:`ProtocolError` with an exact reason, so a malformed
 frame is rejected (and counted by the channel) instead of crashing either process. It must not know about
-sockets, rooms or media; the media bodies are added next to the ``worker.*`` ones by the media side. The
-naming follows mediasoup's channel (``ENTITY_VERB`` requests, notifications addressed by handler id).
+sockets, rooms or media. Bodies are typed: :class:`Body` dataclasses whose ``from_wire`` checks every field
+(nested maps, arrays of fixed-size tuples, optional values) and names the first bad one. The ``worker.*`` bodies
+are here; the media bodies and the tables that say which body goes with which :class:`Method` and :class:`Event`
+(``REQUESTS``, ``EVENTS``) are in router/messages.py. The naming follows mediasoup's channel (``ENTITY_VERB``
+requests, notifications addressed by handler id).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
@@ -62,7 +66,7 @@ class Kind(IntEnum):
 
 
 class Method(StrEnum):
-    """Requests, control -> worker (docs/SEAMS.md §3)."""
+    """Requests, control -> worker (docs/SEAMS.md §3); each has a request and a reply body in ``REQUESTS``."""
 
     WORKER_DUMP = "worker.dump"
     WORKER_CLOSE = "worker.close"
@@ -77,6 +81,8 @@ class Method(StrEnum):
     TRANSPORT_CONSUME = "transport.consume"
     TRANSPORT_PRODUCE_DATA = "transport.produce_data"
     TRANSPORT_CONSUME_DATA = "transport.consume_data"
+    TRANSPORT_OPEN_DATA_CHANNEL = "transport.open_data_channel"
+    TRANSPORT_SEND_DATA = "transport.send_data"
     PRODUCER_PAUSE = "producer.pause"
     PRODUCER_RESUME = "producer.resume"
     PRODUCER_CLOSE = "producer.close"
@@ -90,7 +96,7 @@ class Method(StrEnum):
 
 
 class Event(StrEnum):
-    """Notifications, worker -> control (docs/SEAMS.md §3)."""
+    """Notifications, worker -> control (docs/SEAMS.md §3); each has a body in ``EVENTS``."""
 
     WORKER_RUNNING = "worker.running"
     WORKER_HEARTBEAT = "worker.heartbeat"
@@ -98,11 +104,10 @@ class Event(StrEnum):
     TRANSPORT_DTLS_STATE = "transport.dtls_state"
     TRANSPORT_SCTP_STATE = "transport.sctp_state"
     TRANSPORT_TUPLE_CHANGED = "transport.tuple_changed"
-    PRODUCER_SCORE = "producer.score"
     PRODUCER_STREAM_ADDED = "producer.stream_added"
     CONSUMER_LAYERS_CHANGED = "consumer.layers_changed"
-    CONSUMER_SCORE = "consumer.score"
     CONSUMER_PRODUCER_CLOSED = "consumer.producer_closed"
+    DATA_PRODUCER_MESSAGE = "data_producer.message"
 
 
 # ----------------------------------------------------------------------------------------------- envelopes
@@ -251,51 +256,154 @@ def _body(value: Any) -> dict[str, Any]:
 class Body:
     """Base of the body dataclasses: ``to_wire()`` gives the map, ``from_wire(map)`` checks and builds one.
 
-    ``from_wire`` requires every field without a default, checks each value's type and ignores unknown keys
-    (so that a newer peer may add optional fields).
+    ``from_wire`` requires every field without a default, checks each value against the field's annotation and
+    ignores unknown keys (so that a newer peer may add optional fields). Annotations it checks: ``int`` (not
+    bool), ``float`` (an int is accepted), ``bool``, ``str``, ``bytes``, ``Literal[...]``, unions such as
+    ``int | None`` and ``bytes | str``, ``list[X]``, fixed-size ``tuple[X, Y]`` (an array on the wire),
+    ``dict[str, X]`` and a nested Body (a map). A subclass states rules beyond the types in :meth:`problem`.
+    A bad body raises :class:`ProtocolError` naming the body, the field (``encodings[0][1]``,
+    ``extensions.id_map``) and what is wrong with it.
     """
 
     __slots__ = ()
     __dataclass_fields__: ClassVar[dict[str, Any]]
 
     def to_wire(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {f.name: _to_wire(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def problem(self) -> tuple[str, str] | None:
+        """``(field, why)`` when the values break a rule the types cannot say (``("id_map", "must be 256
+        bytes, not 3")``), else None."""
+        return None
 
     @classmethod
     def from_wire(cls, body: Any) -> Self:
+        return cls._parse(body, cls.__name__, "")
+
+    @classmethod
+    def _parse(cls, body: Any, owner: str, prefix: str) -> Self:
         if not isinstance(body, dict):
-            raise ProtocolError(f"{cls.__name__} body must be a map, not {type(body).__name__}")
-        hints = typing.get_type_hints(cls)
+            if prefix:
+                raise ProtocolError(f"{owner}: field '{prefix[:-1]}' must be a map, not {type(body).__name__}")
+            raise ProtocolError(f"{owner} body must be a map, not {type(body).__name__}")
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if f.name not in body:
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                    raise ProtocolError(f"{cls.__name__}: missing field '{f.name}'")
+        for name, hint, required in _fields(cls):
+            if name not in body:
+                if required:
+                    raise ProtocolError(f"{owner}: missing field '{prefix}{name}'")
                 continue
-            values[f.name] = _check_type(cls.__name__, f.name, hints[f.name], body[f.name])
-        return cls(**values)
+            values[name] = _check(owner, prefix + name, hint, body[name])
+        parsed = cls(**values)
+        problem = parsed.problem()
+        if problem is not None:
+            raise ProtocolError(f"{owner}: field '{prefix}{problem[0]}' {problem[1]}")
+        return parsed
 
 
-def _check_type(owner: str, name: str, hint: Any, value: Any) -> Any:
-    origin = typing.get_origin(hint) or hint
-    if origin is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif origin is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif origin is dict:
-        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    else:
-        ok = isinstance(value, origin)
-    if not ok:
-        raise ProtocolError(f"{owner}: field '{name}' must be {getattr(origin, '__name__', origin)}, "
-                            f"not {type(value).__name__}")
+_FIELDS: dict[type, list[tuple[str, Any, bool]]] = {}
+
+
+def _fields(cls: type) -> list[tuple[str, Any, bool]]:
+    """(name, resolved annotation, required) of a body class, resolved once."""
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        hints = typing.get_type_hints(cls)
+        fields = _FIELDS[cls] = [
+            (f.name, hints[f.name],
+             f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+            for f in dataclasses.fields(cls)
+        ]
+    return fields
+
+
+def _to_wire(value: Any) -> Any:
+    if isinstance(value, Body):
+        return value.to_wire()
+    if isinstance(value, list | tuple):
+        return [_to_wire(v) for v in value]
     return value
+
+
+_SCALARS = (int, float, bool, str, bytes, type(None))
+
+
+def _scalar(hint: Any, value: Any) -> tuple[bool, Any]:
+    """Whether ``value`` is of the scalar type ``hint`` (int excludes bool; float takes an int), and the value."""
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    return isinstance(value, hint), value
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(arg) for arg in typing.get_args(hint))
+    if origin is tuple:
+        return f"an array of {len(typing.get_args(hint))}"
+    if hint is type(None):
+        return "None"
+    if isinstance(hint, type) and issubclass(hint, Body):
+        return "a map"
+    return getattr(origin or hint, "__name__", str(hint))
+
+
+def _check(owner: str, path: str, hint: Any, value: Any) -> Any:
+    """``value`` checked against ``hint`` (and converted: arrays to tuples, ints to floats, maps to Bodies)."""
+    if hint is Any:
+        return value
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        arms = [arg for arg in args if arg is not type(None)]
+        if len(arms) == 1 and arms[0] not in _SCALARS:
+            return _check(owner, path, arms[0], value)  # Body | None, list[X] | None: the precise reason
+        for arm in arms:
+            ok, converted = _scalar(arm, value)
+            if ok:
+                return converted
+    elif origin is typing.Literal:
+        if any(value == arg and type(value) is type(arg) for arg in args):
+            return value
+        raise ProtocolError(f"{owner}: field '{path}' must be {_describe(hint)}, not {value!r}")
+    elif isinstance(hint, type) and issubclass(hint, Body):
+        return hint._parse(value, owner, path + ".")
+    elif origin is list:
+        if isinstance(value, list | tuple):
+            return [_check(owner, f"{path}[{i}]", args[0], v) for i, v in enumerate(value)]
+    elif origin is tuple:
+        if isinstance(value, list | tuple):
+            if len(value) != len(args):
+                raise ProtocolError(f"{owner}: field '{path}' must be {_describe(hint)}, not an array of {len(value)}")
+            pairs = enumerate(zip(args, value, strict=True))
+            return tuple(_check(owner, f"{path}[{i}]", arg, v) for i, (arg, v) in pairs)
+    elif origin is dict:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise ProtocolError(f"{owner}: field '{path}' keys must be str, not {type(key).__name__}")
+                if args and args[1] is not Any:
+                    _check(owner, f"{path}.{key}", args[1], item)
+            return value
+    else:
+        ok, converted = _scalar(hint, value)
+        if ok:
+            return converted
+    raise ProtocolError(f"{owner}: field '{path}' must be {_describe(hint)}, not {type(value).__name__}")
 
 
 @dataclass(frozen=True, slots=True)
 class Empty(Body):
-    """A body without fields (``worker.close`` request and reply)."""
+    """A body without fields (the request and reply of most methods that only name their target)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,9 +429,10 @@ class WorkerHeartbeat(Body):
 
 @dataclass(frozen=True, slots=True)
 class WorkerDump(Body):
-    """Reply of ``worker.dump`` (the media side adds its own keys next to these)."""
+    """Reply of ``worker.dump``: the worker's identity and, in ``media``, the media side's heartbeat counts."""
 
     worker_id: int
     pid: int
     core: int
     udp_port: int
+    media: dict[str, Any] = field(default_factory=dict)

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from router.dtls import DtlsCertificate, DtlsEndpoint
 from router.ice import CONSENT_TIMEOUT_MS, IceLite
+from router.messages import TransportState, TupleChanged
+from router.protocol import Body, Event
 
 if TYPE_CHECKING:
     from router.sctp import SctpAssociation
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("router.transport")
 
 Addr = tuple[str, int]
-Notify = Callable[[str, str, dict[str, Any]], None]
+Notify = Callable[[Event, str, Body], None]  # (event, transport id, the event's body in router/messages.py EVENTS)
 
 # Records that arrive before control has told us the peer's fingerprint (the client may start DTLS as soon as it
 # has our offer, before its answer reaches control). They are replayed once connect() is called.
@@ -147,7 +149,7 @@ class WebRtcTransport:
         if result.select and addr != self.tuple:
             self.tuple = addr
             self._engine.bind_tuple(self.handle, addr[0], addr[1])
-            self._notify("transport.tuple_changed", self.id, {"host": addr[0], "port": addr[1]})
+            self._notify(Event.TRANSPORT_TUPLE_CHANGED, self.id, TupleChanged(host=addr[0], port=addr[1]))
             if self.ice_state != "connected":
                 self._set_ice_state("connected")
             if self.dtls is not None and self.dtls.state == "new" and self.dtls.role == "client":
@@ -156,7 +158,7 @@ class WebRtcTransport:
 
     def _set_ice_state(self, state: str) -> None:
         self.ice_state = state
-        self._notify("transport.ice_state", self.id, {"state": state})
+        self._notify(Event.TRANSPORT_ICE_STATE, self.id, TransportState(state=state))
         if state == "connected":
             self._schedule_consent(int(time.monotonic() * 1000))
 
@@ -247,7 +249,7 @@ class WebRtcTransport:
 
     def _on_dtls_state(self, state: str) -> None:
         self.dtls_state = state
-        self._notify("transport.dtls_state", self.id, {"state": state})
+        self._notify(Event.TRANSPORT_DTLS_STATE, self.id, TransportState(state=state))
 
     def _on_dtls_connected(self) -> None:
         assert self.dtls is not None
@@ -277,7 +279,7 @@ class WebRtcTransport:
 
     def _on_sctp_state(self, state: str) -> None:
         self.sctp_state = state
-        self._notify("transport.sctp_state", self.id, {"state": state})
+        self._notify(Event.TRANSPORT_SCTP_STATE, self.id, TransportState(state=state))
 
     def _on_sctp_message(self, label: str, data: bytes | str) -> None:
         self.stats.sctp_messages_in += 1

@@ -25,9 +25,9 @@ from typing import Any
 
 from fastpath import crypto_kernel
 from router import media_host
-from router.channel import Channel
+from router.channel import BodyHandler, Channel
 from router.ports import DEFAULT_BUFFER_BYTES, PortBindError, bind_udp
-from router.protocol import PROTOCOL_VERSION, Event, Method, WorkerHeartbeat, WorkerRunning
+from router.protocol import PROTOCOL_VERSION, Empty, Event, Method, WorkerHeartbeat, WorkerRunning
 
 log = logging.getLogger("router.worker")
 
@@ -166,7 +166,8 @@ class Worker:
         self.sock, self.rcvbuf, self.sndbuf = bound.sock, bound.rcvbuf, bound.sndbuf
         self.channel = Channel(self.control_endpoint, self.worker_id)
         try:
-            self.channel.register(Method.WORKER_CLOSE, self._on_close)
+            for method, handler in self.request_handlers().items():
+                self.channel.handle(method, handler)
             # Control sends no request before worker.running, so handlers may be added after the connect.
             await self.channel.start()
             crypto_kernel.install(srtp_crypto=self.srtp_crypto, hmac_batch=self.hmac_batch)
@@ -180,7 +181,7 @@ class Worker:
             self.loop.add_signal_handler(sig, self.stop, EXIT_OK, signal.Signals(sig).name)
         running = WorkerRunning(pid=os.getpid(), core=self.core, udp_port=self.rtc_port,
                                 protocol_version=PROTOCOL_VERSION, rcvbuf=self.rcvbuf, sndbuf=self.sndbuf)
-        self.channel.notify(Event.WORKER_RUNNING, "", running.to_wire())
+        self.channel.emit(Event.WORKER_RUNNING, "", running)
         log.info("worker %d running: pid %d, core %d, udp %s:%d", self.worker_id, os.getpid(), self.core,
                  self.node_ip, self.rtc_port)
         for primitive, provider in crypto_kernel.installed().items():
@@ -212,10 +213,14 @@ class Worker:
         await self.channel.close()
         self.sock.close()
 
-    async def _on_close(self, target_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def request_handlers(self) -> dict[Method, BodyHandler]:
+        """The worker's own requests; ``install_media`` registers the media ones (and ``worker.dump``)."""
+        return {Method.WORKER_CLOSE: self._on_close}
+
+    async def _on_close(self, target_id: str, body: Empty) -> Empty:
         # Answer first: the reply is queued before the loop gets to stop.
         self.loop.call_soon(self.stop, EXIT_OK, "worker.close")
-        return {}
+        return Empty()
 
     def heartbeat_counters(self) -> dict[str, Any]:
         """The worker's own counters plus every heartbeat source's."""
@@ -241,7 +246,7 @@ class Worker:
             seq += 1
             beat = WorkerHeartbeat(seq=seq, loop_lag_ms=round(lag_s * 1000.0, 3),
                                    counters=self.heartbeat_counters())
-            self.channel.notify(Event.WORKER_HEARTBEAT, "", beat.to_wire(), droppable=True)
+            self.channel.emit(Event.WORKER_HEARTBEAT, "", beat, droppable=True)
 
     async def _watch_loop(self) -> None:
         while True:

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
+from typing import Literal
 
 import msgpack
 import pytest
 
+from router.messages import (
+    ConnectRequest,
+    CreateWebRtcTransportReply,
+    OpenDataChannelRequest,
+    ProduceRequest,
+    RtpExtensions,
+    SendDataRequest,
+)
 from router.protocol import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
+    Body,
     Empty,
     Event,
     Method,
@@ -114,12 +125,13 @@ def test_encode_refuses_an_invalid_envelope() -> None:
         encode(Response(1, False, {}))
 
 
-def test_methods_and_events_are_the_style_guide_lists() -> None:
+def test_methods_and_events_are_the_seam_lists() -> None:
     assert {m.value for m in Method} == {
         "worker.dump", "worker.close",
         "media_router.create", "media_router.close", "media_router.create_webrtc_transport",
         "transport.connect", "transport.restart_ice", "transport.close", "transport.get_stats",
         "transport.produce", "transport.consume", "transport.produce_data", "transport.consume_data",
+        "transport.open_data_channel", "transport.send_data",
         "producer.pause", "producer.resume", "producer.close",
         "consumer.pause", "consumer.resume", "consumer.close", "consumer.set_preferred_layers",
         "consumer.request_key_frame", "data_producer.close", "data_consumer.close",
@@ -127,8 +139,7 @@ def test_methods_and_events_are_the_style_guide_lists() -> None:
     assert {e.value for e in Event} == {
         "worker.running", "worker.heartbeat",
         "transport.ice_state", "transport.dtls_state", "transport.sctp_state", "transport.tuple_changed",
-        "producer.score", "producer.stream_added",
-        "consumer.layers_changed", "consumer.score", "consumer.producer_closed",
+        "producer.stream_added", "consumer.layers_changed", "consumer.producer_closed", "data_producer.message",
     }
     # Every name is valid on the wire.
     for name in [*Method, *Event]:
@@ -193,3 +204,107 @@ def test_random_and_mutated_frames_only_ever_raise_protocol_error() -> None:
         except ProtocolError:
             continue
         assert isinstance(envelope, Request | Response | Notification)
+
+
+# ------------------------------------------------------------------------------- body type checking
+
+
+@dataclass(frozen=True, slots=True)
+class Inner(Body):
+    n: int
+
+    def problem(self) -> tuple[str, str] | None:
+        return ("n", f"must be even, not {self.n}") if self.n % 2 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Sample(Body):
+    pairs: list[tuple[int, str]]
+    maybe: int | None = None
+    blob: bytes | str = b""
+    inner: Inner | None = None
+    mode: Literal["a", "b"] = "a"
+    ratio: float = 0.0
+    flag: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@pytest.mark.parametrize(("wire", "body"), [
+    ({"pairs": []}, Sample(pairs=[])),
+    ({"pairs": [[1, "x"], [2, "y"]], "maybe": 3, "blob": "s", "inner": {"n": 2}, "mode": "b", "ratio": 1,
+      "flag": True, "counts": {"a": 1}, "newer_field": [1]},
+     Sample(pairs=[(1, "x"), (2, "y")], maybe=3, blob="s", inner=Inner(2), mode="b", ratio=1.0, flag=True,
+            counts={"a": 1})),
+    ({"pairs": [], "maybe": None, "inner": None, "blob": b"\x00"}, Sample(pairs=[], blob=b"\x00")),
+])
+def test_good_bodies_parse_into_typed_values(wire: dict[str, object], body: Sample) -> None:
+    parsed = Sample.from_wire(wire)
+    assert parsed == body
+    assert all(isinstance(pair, tuple) for pair in parsed.pairs)
+    assert Sample.from_wire(decode(encode(Notification("a.b", "", parsed.to_wire()))).body) == parsed  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("wire", "reason"), [
+    ({}, "Sample: missing field 'pairs'"),
+    ({"pairs": {}}, "Sample: field 'pairs' must be list, not dict"),
+    ({"pairs": [7]}, "Sample: field 'pairs[0]' must be an array of 2, not int"),
+    ({"pairs": [[1]]}, "Sample: field 'pairs[0]' must be an array of 2, not an array of 1"),
+    ({"pairs": [[1, "x"], [1, 2]]}, "Sample: field 'pairs[1][1]' must be str, not int"),
+    ({"pairs": [["1", "x"]]}, "Sample: field 'pairs[0][0]' must be int, not str"),
+    ({"pairs": [], "maybe": "3"}, "Sample: field 'maybe' must be int or None, not str"),
+    ({"pairs": [], "maybe": True}, "Sample: field 'maybe' must be int or None, not bool"),
+    ({"pairs": [], "blob": 5}, "Sample: field 'blob' must be bytes or str, not int"),
+    ({"pairs": [], "inner": []}, "Sample: field 'inner' must be a map, not list"),
+    ({"pairs": [], "inner": {}}, "Sample: missing field 'inner.n'"),
+    ({"pairs": [], "inner": {"n": "2"}}, "Sample: field 'inner.n' must be int, not str"),
+    ({"pairs": [], "inner": {"n": 3}}, "Sample: field 'inner.n' must be even, not 3"),
+    ({"pairs": [], "mode": "c"}, "Sample: field 'mode' must be one of 'a', 'b', not 'c'"),
+    ({"pairs": [], "ratio": "1"}, "Sample: field 'ratio' must be float, not str"),
+    ({"pairs": [], "flag": 1}, "Sample: field 'flag' must be bool, not int"),
+    ({"pairs": [], "counts": {"a": "x"}}, "Sample: field 'counts.a' must be int, not str"),
+    ({"pairs": [], "counts": {1: 2}}, "Sample: field 'counts' keys must be str, not int"),
+    ("pairs", "Sample body must be a map, not str"),
+])
+def test_bad_bodies_raise_one_reason_naming_the_field(wire: object, reason: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        Sample.from_wire(wire)
+    assert info.value.reason == reason
+
+
+GOOD_EXTENSIONS = {"id_map": bytes(256), "mid_id": 1}
+GOOD_PRODUCE = {"producer_id": "p", "kind": "video", "encodings": [["", 1111, 0]], "payload_types": [96],
+                "clock_rate": 90000, "extensions": GOOD_EXTENSIONS}
+
+
+@pytest.mark.parametrize(("body_type", "wire", "reason"), [
+    (ProduceRequest, {**GOOD_PRODUCE, "extensions": {**GOOD_EXTENSIONS, "id_map": b"abc"}},
+     "ProduceRequest: field 'extensions.id_map' must be 256 bytes, not 3"),
+    (ProduceRequest, {**GOOD_PRODUCE, "encodings": []},
+     "ProduceRequest: field 'encodings' must hold at least one encoding"),
+    (ProduceRequest, {**GOOD_PRODUCE, "kind": "data"},
+     "ProduceRequest: field 'kind' must be one of 'audio', 'video', not 'data'"),
+    (ProduceRequest, {**GOOD_PRODUCE, "encodings": [["", "1111", 0]]},
+     "ProduceRequest: field 'encodings[0][1]' must be int, not str"),
+    (ProduceRequest, {**GOOD_PRODUCE, "codecs": [[96]]},
+     "ProduceRequest: field 'codecs[0]' must be an array of 2, not an array of 1"),
+    (ConnectRequest, {"role": "both", "fingerprints": []},
+     "ConnectRequest: field 'role' must be one of 'client', 'server', not 'both'"),
+    (ConnectRequest, {"role": "server", "fingerprints": [["sha-256", "AB"]], "sctp_port": "5000"},
+     "ConnectRequest: field 'sctp_port' must be int or None, not str"),
+    (CreateWebRtcTransportReply, {"ice_ufrag": "u", "ice_pwd": "p", "fingerprints": [], "candidate": {"ip": "x"}},
+     "CreateWebRtcTransportReply: missing field 'candidate.port'"),
+    (SendDataRequest, {"label": "_reliable", "data": None},
+     "SendDataRequest: field 'data' must be bytes or str, not NoneType"),
+    (OpenDataChannelRequest, {"label": "_lossy", "max_retransmits": 0.5},
+     "OpenDataChannelRequest: field 'max_retransmits' must be int or None, not float"),
+])
+def test_bad_media_bodies_raise_one_reason(body_type: type[Body], wire: object, reason: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        body_type.from_wire(wire)
+    assert info.value.reason == reason
+
+
+def test_a_good_produce_body_parses_nested_extensions_and_tuples() -> None:
+    body = ProduceRequest.from_wire(GOOD_PRODUCE)
+    assert body.extensions == RtpExtensions(id_map=bytes(256), mid_id=1)
+    assert body.encodings == [("", 1111, 0)] and body.mid == "" and body.rtx_apt == []

@@ -160,11 +160,13 @@ async def test_control_socket_counts_bad_frames_and_routes_good_ones(runtime_roo
         await worker.send(encode(Request(1, "worker.dump", "", {})))
         await worker.send(encode(Response(99, True, {})))
         await stranger.send(encode(Notification("worker.heartbeat", "", {"seq": 1})))
-        await worker.send(encode(Notification("producer.score", "p1", {"score": 10})))
+        await worker.send(encode(Notification("producer.score", "p1", {"score": 10})))  # no such event
+        await worker.send(encode(Notification("transport.dtls_state", "t1", {"state": 3})))  # a bad body
+        await worker.send(encode(Notification("transport.dtls_state", "t1", {"state": "connected"})))
         assert await async_wait_until(lambda: bool(seen), 5.0)
-        assert seen == [("producer.score", "p1", {"score": 10})]
+        assert seen == [("transport.dtls_state", "t1", {"state": "connected"})]
         assert (control.counters.malformed, control.counters.stale_responses,
-                control.counters.unknown_peers) == (2, 1, 1)
+                control.counters.unknown_peers) == (4, 1, 1)
 
         client.mark_running()
         pending = asyncio.ensure_future(client.request("producer.pause", "p1", {"a": 1}))
@@ -234,8 +236,11 @@ async def test_false_response_timeout_and_unavailable_worker(supervisor: Supervi
         await client.request("transport.frobnicate", "t1", {})
     assert (info.value.error, info.value.reason) == ("UnknownMethod", "no handler for 'transport.frobnicate'")
     with pytest.raises(WorkerError) as info:
-        await client.request("transport.produce", "t1", {})
+        await client.request("transport.get_stats", "t1", {})
     assert (info.value.error, info.value.reason) == ("NotFound", "transport 't1' not found")
+    with pytest.raises(WorkerError) as info:
+        await client.request("transport.produce", "t1", {})
+    assert (info.value.error, info.value.reason) == ("TypeError", "ProduceRequest: missing field 'producer_id'")
     pid = supervisor.slots[0].pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)

@@ -59,7 +59,7 @@ def make(index: int, events: list[tuple[str, str, dict[str, Any]]], consent: Con
         certificate=None,  # type: ignore[arg-type]  # DTLS is not started in these tests
         ice_ufrag=f"u{index:04d}",
         ice_pwd=PWD,
-        notify=lambda event, target, body: events.append((event, target, body)),
+        notify=lambda event, target, body: events.append((event, target, body.to_wire())),
         on_data_message=lambda t, label, data: None,
         consent=consent,
     )

@@ -1,0 +1,300 @@
+"""The media bodies of the control <-> worker channel, and the tables that pair every name with its bodies.
+
+One frozen :class:`router.protocol.Body` per request, reply and notification of the ``media_router.*``,
+``transport.*``, ``producer.*``, ``consumer.*`` and ``data_*`` methods (the ``worker.*`` bodies are in
+router/protocol.py). :data:`REQUESTS` says which request and reply body goes with each :class:`Method` and
+:data:`EVENTS` which body goes with each :class:`Event`: control's ``MediaClient`` sends ``Body(...).to_wire()``
+and parses the reply with the reply body's ``from_wire``; the worker's handlers receive the request body already
+parsed (router/channel.py ``Channel.handle``). docs/SEAMS.md §3 lists them.
+
+Maps keyed by numbers travel as arrays of pairs (msgpack maps have string keys here); fixed-size tuples travel as
+arrays. Numbers only: SDP, tokens and room names never reach a worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from router.protocol import (
+    Body,
+    Empty,
+    Event,
+    Method,
+    WorkerDump,
+    WorkerHeartbeat,
+    WorkerRunning,
+)
+
+ID_MAP_BYTES = 256  # one byte per RTP header extension id a peer may use (RFC 8285 two-byte form: 1-255)
+DEFAULT_MAX_MESSAGE_SIZE = 262144  # RFC 8841 default a=max-message-size when the peer names none
+
+Fingerprint = tuple[str, str]  # (algorithm, "AB:CD:..."), as in an SDP a=fingerprint line (RFC 8122)
+
+# ------------------------------------------------------------------------------------------ media_router.*
+
+
+@dataclass(frozen=True, slots=True)
+class CreateWebRtcTransportRequest(Body):
+    """``media_router.create_webrtc_transport`` (target: the router id). Without credentials the worker picks
+    them; with them (a resumed session keeps its ICE credentials) it uses these."""
+
+    transport_id: str
+    ice_ufrag: str | None = None
+    ice_pwd: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IceCandidate(Body):
+    """The worker's one ICE-lite host candidate: its node address and shared UDP port."""
+
+    ip: str
+    port: int
+    protocol: Literal["udp"] = "udp"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateWebRtcTransportReply(Body):
+    """What control writes into its SDP for this transport."""
+
+    ice_ufrag: str
+    ice_pwd: str
+    fingerprints: list[Fingerprint]
+    candidate: IceCandidate
+
+
+# --------------------------------------------------------------------------------------------- transport.*
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest(Body):
+    """``transport.connect``: ``role`` is the worker's DTLS role ("server" when the peer is the DTLS client);
+    ``sctp_port`` is the peer's SCTP port (None: no data channels); ``max_message_size`` the peer's."""
+
+    role: Literal["client", "server"]
+    fingerprints: list[Fingerprint]
+    sctp_port: int | None = None
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class IceParameters(Body):
+    """``transport.restart_ice`` request and reply: the new local ICE credentials."""
+
+    ice_ufrag: str
+    ice_pwd: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetStatsReply(Body):
+    """``transport.get_stats``: slow-path state, the Engine's counters for the transport and for each of its
+    producers and consumers (by id), and the slow-path counters."""
+
+    transport: dict[str, Any]
+    media: dict[str, Any]
+    producers: dict[str, dict[str, Any]]
+    consumers: dict[str, dict[str, Any]]
+    slow_path: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RtpExtensions(Body):
+    """A producer's negotiated RTP header extension ids (0 = not negotiated) and the peer-id -> router-id map.
+
+    ``id_map[i]`` is the router-wide id for the peer's id ``i``; ``twcc_id`` is transport-wide (transport-cc).
+    """
+
+    id_map: bytes
+    mid_id: int = 0
+    rid_id: int = 0
+    rrid_id: int = 0
+    audio_level_id: int = 0
+    twcc_id: int = 0
+
+    def problem(self) -> tuple[str, str] | None:
+        if len(self.id_map) != ID_MAP_BYTES:
+            return "id_map", f"must be {ID_MAP_BYTES} bytes, not {len(self.id_map)}"
+        return None
+
+
+Encoding = tuple[str, int, int]  # (rid or "", ssrc or 0 = learn it, rtx ssrc or 0); index = spatial layer
+Codec = tuple[int, str]  # (payload type, codec name as in SDP: "VP8", "opus")
+PayloadTypePair = tuple[int, int]  # (rtx pt, apt) in rtx_apt, (pt in, pt out) in pt_map
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceRequest(Body):
+    """``transport.produce``: one inbound track of the transport's peer."""
+
+    producer_id: str
+    kind: Literal["audio", "video"]
+    encodings: list[Encoding]
+    payload_types: list[int]
+    clock_rate: int
+    extensions: RtpExtensions
+    mid: str = ""
+    codecs: list[Codec] = field(default_factory=list)
+    rtx_apt: list[PayloadTypePair] = field(default_factory=list)
+
+    def problem(self) -> tuple[str, str] | None:
+        if not self.encodings:
+            return "encodings", "must hold at least one encoding"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeRequest(Body):
+    """``transport.consume``: forward a producer of the same worker to this transport under ``out_ssrc``.
+
+    ``spatial`` is the preferred layer (-1 = the highest available); a ``paused`` consumer forwards nothing
+    until ``consumer.resume``.
+    """
+
+    consumer_id: str
+    producer_id: str
+    out_ssrc: int
+    pt_map: list[PayloadTypePair]
+    nack: bool = True
+    spatial: int = -1
+    paused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceDataRequest(Body):
+    """``transport.produce_data``: messages on ``label`` ("*" = any) go to this DataProducer's consumers and,
+    with ``relay_to_control``, to control as ``data_producer.message``."""
+
+    data_producer_id: str
+    label: str
+    relay_to_control: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeDataRequest(Body):
+    """``transport.consume_data``: a server-opened channel relaying a DataProducer's messages; ``label`` defaults
+    to the DataProducer's."""
+
+    data_consumer_id: str
+    data_producer_id: str
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenDataChannelRequest(Body):
+    """``transport.open_data_channel``: a server-created channel, opened as soon as SCTP is up."""
+
+    label: str
+    ordered: bool = True
+    max_retransmits: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendDataRequest(Body):
+    """``transport.send_data``: one message on the open channel with this label."""
+
+    label: str
+    data: bytes | str
+
+
+@dataclass(frozen=True, slots=True)
+class SendDataReply(Body):
+    """False when no channel with that label is open."""
+
+    sent: bool
+
+
+# ---------------------------------------------------------------------------------------------- consumer.*
+
+
+@dataclass(frozen=True, slots=True)
+class SetPreferredLayersRequest(Body):
+    """``consumer.set_preferred_layers``: switch to this spatial layer on its next key frame."""
+
+    spatial: int
+
+
+# ------------------------------------------------------------------------------------------- notifications
+
+
+@dataclass(frozen=True, slots=True)
+class TransportState(Body):
+    """``transport.ice_state``, ``transport.dtls_state`` and ``transport.sctp_state``."""
+
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class TupleChanged(Body):
+    """``transport.tuple_changed``: the peer address a connectivity check selected."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAdded(Body):
+    """``producer.stream_added``: the first packet of a layer arrived (its SSRC learned or confirmed)."""
+
+    layer: int
+    ssrc: int
+
+
+@dataclass(frozen=True, slots=True)
+class LayersChanged(Body):
+    """``consumer.layers_changed``: the consumer now forwards this spatial layer."""
+
+    spatial: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataMessage(Body):
+    """``data_producer.message``: a message of a DataProducer made with ``relay_to_control``."""
+
+    label: str
+    data: bytes | str
+
+
+# ------------------------------------------------------------------------------------------------- tables
+
+REQUESTS: dict[Method, tuple[type[Body], type[Body]]] = {
+    Method.WORKER_DUMP: (Empty, WorkerDump),
+    Method.WORKER_CLOSE: (Empty, Empty),
+    Method.MEDIA_ROUTER_CREATE: (Empty, Empty),
+    Method.MEDIA_ROUTER_CLOSE: (Empty, Empty),
+    Method.MEDIA_ROUTER_CREATE_WEBRTC_TRANSPORT: (CreateWebRtcTransportRequest, CreateWebRtcTransportReply),
+    Method.TRANSPORT_CONNECT: (ConnectRequest, Empty),
+    Method.TRANSPORT_RESTART_ICE: (IceParameters, IceParameters),
+    Method.TRANSPORT_CLOSE: (Empty, Empty),
+    Method.TRANSPORT_GET_STATS: (Empty, GetStatsReply),
+    Method.TRANSPORT_PRODUCE: (ProduceRequest, Empty),
+    Method.TRANSPORT_CONSUME: (ConsumeRequest, Empty),
+    Method.TRANSPORT_PRODUCE_DATA: (ProduceDataRequest, Empty),
+    Method.TRANSPORT_CONSUME_DATA: (ConsumeDataRequest, Empty),
+    Method.TRANSPORT_OPEN_DATA_CHANNEL: (OpenDataChannelRequest, Empty),
+    Method.TRANSPORT_SEND_DATA: (SendDataRequest, SendDataReply),
+    Method.PRODUCER_PAUSE: (Empty, Empty),
+    Method.PRODUCER_RESUME: (Empty, Empty),
+    Method.PRODUCER_CLOSE: (Empty, Empty),
+    Method.CONSUMER_PAUSE: (Empty, Empty),
+    Method.CONSUMER_RESUME: (Empty, Empty),
+    Method.CONSUMER_CLOSE: (Empty, Empty),
+    Method.CONSUMER_SET_PREFERRED_LAYERS: (SetPreferredLayersRequest, Empty),
+    Method.CONSUMER_REQUEST_KEY_FRAME: (Empty, Empty),
+    Method.DATA_PRODUCER_CLOSE: (Empty, Empty),
+    Method.DATA_CONSUMER_CLOSE: (Empty, Empty),
+}
+"""Request body and reply body of every method."""
+
+EVENTS: dict[Event, type[Body]] = {
+    Event.WORKER_RUNNING: WorkerRunning,
+    Event.WORKER_HEARTBEAT: WorkerHeartbeat,
+    Event.TRANSPORT_ICE_STATE: TransportState,
+    Event.TRANSPORT_DTLS_STATE: TransportState,
+    Event.TRANSPORT_SCTP_STATE: TransportState,
+    Event.TRANSPORT_TUPLE_CHANGED: TupleChanged,
+    Event.PRODUCER_STREAM_ADDED: StreamAdded,
+    Event.CONSUMER_LAYERS_CHANGED: LayersChanged,
+    Event.CONSUMER_PRODUCER_CLOSED: Empty,
+    Event.DATA_PRODUCER_MESSAGE: DataMessage,
+}
+"""Body of every notification."""
