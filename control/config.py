@@ -250,7 +250,7 @@ def load_room_settings(section: Any, environ: Mapping[str, str], path: str | Non
             values[name] = _room_value(name, section[name], f"room.{name}", from_env=False)
     room = RoomSettings(**values)
     if room.ping_timeout <= room.ping_interval:
-        raise ConfigError(f"room ping_timeout {room.ping_timeout} must be greater than ping_interval "
+        raise ConfigError(f"room.ping_timeout {room.ping_timeout} must be greater than room.ping_interval "
                           f"{room.ping_interval}")
     return room
 

@@ -1,8 +1,8 @@
 """The LiveKit HTTP/WebSocket surface over a real aiohttp server on loopback, with a fake worker and SDP layer.
 
 Checks token refusal before any upgrade (and the reasons /rtc/validate gives), the 404 + CORS answers that make
-SDKs fall back from /rtc/v1, binary protobuf framing, JoinResponse as the first frame, ping/pong, declined resumes
-and leave.
+SDKs fall back from /rtc/v1, binary protobuf framing, JoinResponse as the first frame, ping/pong, resumes (attached or
+declined) and leave.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from livekit.protocol import models, rtc
 from test_rooms import FakeNegotiator, FakePool  # tests/control is on sys.path (rootdir-relative imports)
 
-from control.auth import create_token
-from control.rooms import RoomManager, RoomSettings
 from control.app import add_livekit
+from control.auth import create_token
 from control.keys import MANAGER_KEY
+from control.rooms import RoomManager, RoomSettings
 from control.signaling import client_params
 
 KEY, SECRET = "devkey", "secret-secret-secret-secret-secret"
