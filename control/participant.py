@@ -416,10 +416,10 @@ class Participant:
     def first_subscription(self, track_sid: str) -> bool:
         """True once per published track: when its first subscriber's consumer exists (TrackSubscribed is due)."""
         pub = self.publications.get(track_sid)
-        if pub is None or pub.subscribed_sent:
-            return False
-        pub.subscribed_sent = True
-        return True
+        first = pub is not None and not pub.subscribed_sent
+        if pub is not None:
+            pub.subscribed_sent = True
+        return first
 
     def call_later(self, delay_s: float, callback: Callable[..., object], *args: object) -> None:
         """Runs ``callback(*args)`` after ``delay_s`` unless the participant is closed first."""
