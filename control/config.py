@@ -23,7 +23,9 @@ YAML file (every field optional)::
       worker_wait_s: 3    # s a join waits for a running worker (a respawn takes ~0.3 s), 0-600
       empty_timeout: 300  # s a room made by CreateRoom lives without anyone joining, 1-86400
       departure_timeout: 20  # s reported to clients in the room's info, 0-86400
-      enabled_codecs: [audio/opus, video/VP8]  # announced publish codecs (audio/opus, video/VP8, H264, VP9, AV1)
+      enabled_codecs: [audio/opus, video/VP8]  # publish codecs announced to clients (JoinResponse, Room);
+                          # an AddTrackRequest's other codecs are dropped. Any of audio/opus, video/VP8,
+                          # video/H264, video/VP9, video/AV1
 
 Room settings come from the environment (``MEDIAROUTER_ROOM_PING_INTERVAL=10``,
 ``MEDIAROUTER_ROOM_ENABLED_CODECS=audio/opus,video/H264``), else from the file's ``room:`` section, else the
