@@ -1,55 +1,59 @@
 """Composition root of the control process: settings -> Supervisor + aiohttp application, run until a signal.
 
-This module only wires parts together: the :class:`~control.supervisor.Supervisor` (reachable as
-``app["supervisor"]`` so that signaling code can reach the workers), ``app["settings"]``, ``GET /healthz``, and
-LiveKit's signaling and Twirp RoomService (control/signaling.py), all on the same port. SIGINT/SIGTERM stop the
-HTTP server, then the workers, then remove the runtime directory.
+This module only wires parts together: the :class:`~control.supervisor.Supervisor`, the
+:class:`~control.rooms.RoomManager` over it (its room settings with the API keys, the SDP layer of
+``control.negotiation``, the workers' notifications), the typed application keys of ``control.keys``, and the
+routes: ``GET /healthz`` (control/health.py), LiveKit's signaling (control/signaling.py) and Twirp RoomService
+(control/twirp.py), all on the same port. SIGINT/SIGTERM stop the HTTP server, then the workers, then remove the
+runtime directory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
-import warnings
 
 from aiohttp import web
 
-from control import procstat
+from control import signaling, twirp
 from control.config import Settings
-from control.signaling import setup_signaling
+from control.health import healthz
+from control.keys import MANAGER_KEY, SETTINGS_KEY, SUPERVISOR_KEY
+from control.participant import LiveKitNegotiator
+from control.rooms import RoomManager
 from control.supervisor import Supervisor
+from control.worker_pool import SupervisorPool, attach_supervisor
 
 log = logging.getLogger("control.app")
-
-SUPERVISOR_KEY = web.AppKey("supervisor", Supervisor)
-SETTINGS_KEY = web.AppKey("settings", Settings)
 
 
 def build_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     """The aiohttp application: health, LiveKit signaling (``/rtc``, validate) and the Twirp RoomService; the
     supervisor's lifetime is managed by the caller."""
     app = web.Application()
-    app[SUPERVISOR_KEY] = supervisor
     app[SETTINGS_KEY] = settings
-    # NOTE: plain string keys too, for code that reads app["supervisor"]; aiohttp prefers AppKey and warns.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        app["supervisor"] = supervisor
-        app["settings"] = settings
+    app[SUPERVISOR_KEY] = supervisor
     app.router.add_get("/healthz", healthz)
-    setup_signaling(app)
+    room_settings = dataclasses.replace(settings.room, keys=dict(settings.keys))
+    manager = RoomManager(SupervisorPool(supervisor), LiveKitNegotiator(), room_settings)
+    attach_supervisor(manager, supervisor)
+    add_livekit(app, manager)
     return app
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """Health: ``{"status": "ok"|"degraded", "workers": [{"id", "pid", "core", "udp_port", "alive",
-    "restarts", ..., "usage": {"cpu_s", "run_s", "rss_bytes", "udp_drops", "udp_rx_queue_bytes"}}],
-    "host": {"cpu_ticks", "steal_ticks"}}``: ``usage`` and ``host`` are cumulative kernel counters (``null`` for a
-    worker that is not running), which ``python -m bench --url`` samples before and after a measurement."""
-    supervisor = request.app[SUPERVISOR_KEY]
-    return web.json_response({"status": supervisor.status, "workers": supervisor.snapshot(),
-                              "host": procstat.host_usage()})
+def add_livekit(app: web.Application, manager: RoomManager) -> None:
+    """LiveKit's surface over ``manager``: ``/rtc`` and its companions, the Twirp RoomService, and every room
+    closed on shutdown."""
+    app[MANAGER_KEY] = manager
+    signaling.add_routes(app)
+    twirp.add_routes(app)
+    app.on_shutdown.append(_close_rooms)
+
+
+async def _close_rooms(app: web.Application) -> None:
+    await app[MANAGER_KEY].close()
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:

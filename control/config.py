@@ -2,7 +2,8 @@
 
 This module owns the precedence rules and the validation of every setting; it does not start anything.
 Precedence is command line > environment > file > default, for every setting. Each setting's environment
-variable is ``MEDIAROUTER_`` and its YAML key in capitals; an empty variable counts as unset. With no key
+variable is ``MEDIAROUTER_`` and its YAML key in capitals (for the fields of the ``room:`` section,
+``MEDIAROUTER_ROOM_`` and the field); an empty variable counts as unset. With no key
 anywhere the server runs in development mode with ``{devkey: secret}`` (as ``livekit-server --dev`` does) and
 says so in a WARNING.
 
@@ -39,6 +40,21 @@ YAML file (every field optional)::
     gso: true
     hmac_batch: true
     srtp_crypto: mediarouter
+    room:                 # the LiveKit rooms (RoomSettings); MEDIAROUTER_ROOM_<FIELD> overrides each
+      ping_interval: 5    # s between the clients' pings (JoinResponse), 1-3600
+      ping_timeout: 15    # s without a pong before a client gives up, greater than ping_interval, up to 3600
+      grace_period_s: 10  # s a session whose WebSocket dropped waits for a resume, 0-3600
+      join_timeout_s: 60  # s a participant has to connect its primary peer connection, 1-3600
+      worker_wait_s: 3    # s a join waits for a running worker (a respawn takes ~0.3 s), 0-600
+      empty_timeout: 300  # s a room made by CreateRoom lives without anyone joining, 1-86400
+      departure_timeout: 20  # s reported to clients in the room's info, 0-86400
+      enabled_codecs: [audio/opus, video/VP8]  # publish codecs announced to clients (JoinResponse, Room);
+                          # an AddTrackRequest's other codecs are dropped. Any of audio/opus, video/VP8,
+                          # video/H264, video/VP9, video/AV1
+
+Room settings come from the environment (``MEDIAROUTER_ROOM_PING_INTERVAL=10``,
+``MEDIAROUTER_ROOM_ENABLED_CODECS=audio/opus,video/H264``), else from the file's ``room:`` section, else the
+defaults above; an unknown ``MEDIAROUTER_ROOM_*`` variable is refused.
 """
 
 from __future__ import annotations
@@ -48,11 +64,13 @@ import ipaddress
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 import yaml
+
+from control.codecs import SUPPORTED_CODECS
 
 log = logging.getLogger("control.config")
 
@@ -72,7 +90,7 @@ DEFAULT_LOG_LEVEL = "info"
 DEFAULT_SRTP_CRYPTO = "mediarouter"
 
 _FILE_FIELDS = ("workers", "node_ip", "rtc_port_base", "http_host", "http_port", "log_level", "keys", "gso",
-                "hmac_batch", "srtp_crypto")
+                "hmac_batch", "srtp_crypto", "room")
 
 
 class ConfigError(ValueError):
@@ -95,6 +113,7 @@ class Settings:
     hmac_batch: bool = True
     srtp_crypto: str = DEFAULT_SRTP_CRYPTO
     config_path: str | None = None
+    room: RoomSettings = field(default_factory=lambda: RoomSettings())  # without the keys (control.app adds them)
 
 
 def parse_keys(text: str, source: str) -> dict[str, str]:
@@ -233,7 +252,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     return Settings(workers=workers, node_ip=node_ip, rtc_port_base=rtc_port_base, http_host=http_host,
                     http_port=http_port, keys=MappingProxyType(keys), dev_mode=dev_mode,
                     log_level=log_level.lower(), gso=gso, hmac_batch=hmac_batch, srtp_crypto=srtp_crypto.lower(),
-                    config_path=path)
+                    config_path=path, room=load_room_settings(file.get("room"), env, path))
 
 
 def _integer(name: str, value: Any, low: int, high: int) -> int:
@@ -258,3 +277,104 @@ def _node_ip(value: Any) -> str:
     if address.is_unspecified:
         raise ConfigError(f"node_ip {value} is unspecified; give the address clients can reach")
     return str(address)
+
+
+# ------------------------------------------------------------------------------------ room settings
+# The ``room:`` section of the file and the MEDIAROUTER_ROOM_* variables: environment > file > default.
+
+ROOM_ENV_PREFIX = "MEDIAROUTER_ROOM_"
+_PUBLISH_CODECS = tuple(dict.fromkeys(f"{s.kind}/{s.codec.name}" for s in SUPPORTED_CODECS))
+
+
+@dataclass(frozen=True)
+class RoomSettings:
+    """Server-wide knobs of the LiveKit surface (control.rooms)."""
+
+    server_version: str = "1.9.0"
+    node_id: str = "ND_mediarouter"
+    region: str = ""
+    ping_interval: int = 5
+    ping_timeout: int = 15
+    grace_period_s: float = 10.0  # a session whose WebSocket dropped is removed after this
+    join_timeout_s: float = 60.0  # a participant must be ACTIVE (primary PC connected) within this
+    worker_wait_s: float = 3.0  # a join waits this long for a worker to be running (respawn after a crash)
+    refresh_interval_s: float = 300.0  # not configurable: nothing refreshes tokens periodically yet
+    enabled_codecs: tuple[str, ...] = ("audio/opus", "video/VP8")
+    empty_timeout: int = 300
+    departure_timeout: int = 20
+    keys: Mapping[str, str] = field(default_factory=dict)
+
+
+# The configurable fields: name -> (type, lowest, highest); enabled_codecs is a list of mime types.
+_ROOM_NUMBERS: dict[str, tuple[type, float, float]] = {
+    "ping_interval": (int, 1, 3600),
+    "ping_timeout": (int, 1, 3600),
+    "grace_period_s": (float, 0, 3600),
+    "join_timeout_s": (float, 1, 3600),
+    "worker_wait_s": (float, 0, 600),
+    "empty_timeout": (int, 1, 86400),
+    "departure_timeout": (int, 0, 86400),
+}
+_ROOM_FIELDS = (*_ROOM_NUMBERS, "enabled_codecs")
+
+
+def load_room_settings(section: Any, environ: Mapping[str, str], path: str | None = None) -> RoomSettings:
+    """:class:`RoomSettings` from the file's ``room:`` section (None = absent) and the environment."""
+    where = f"config file {path}: room" if path else "room"
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} must be a mapping, not {type(section).__name__}")
+    unknown = sorted(str(k) for k in section if k not in _ROOM_FIELDS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r}")
+    names = {ROOM_ENV_PREFIX + name.upper(): name for name in _ROOM_FIELDS}
+    stray = sorted(k for k in environ if k.startswith(ROOM_ENV_PREFIX) and k not in names)
+    if stray:
+        raise ConfigError(f"unknown environment variable {stray[0]} (known: {', '.join(names)})")
+    values: dict[str, Any] = {}
+    for variable, name in names.items():
+        if variable in environ:
+            values[name] = _room_value(name, environ[variable], variable, from_env=True)
+        elif name in section:
+            values[name] = _room_value(name, section[name], f"room.{name}", from_env=False)
+    room = RoomSettings(**values)
+    if room.ping_timeout <= room.ping_interval:
+        raise ConfigError(f"room.ping_timeout {room.ping_timeout} must be greater than room.ping_interval "
+                          f"{room.ping_interval}")
+    return room
+
+
+def _room_value(name: str, value: Any, source: str, *, from_env: bool) -> Any:
+    """One checked room setting; ``source`` (the variable or ``room.<name>``) is named in errors."""
+    if name == "enabled_codecs":
+        items = value.split(",") if from_env and isinstance(value, str) else value
+        return _codecs(items, source)
+    kind, low, high = _ROOM_NUMBERS[name]
+    if from_env:
+        try:
+            value = kind(value.strip())
+        except ValueError:
+            raise ConfigError(f"{source} must be {'an integer' if kind is int else 'a number'}, "
+                              f"not {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and not isinstance(value, int)):
+        raise ConfigError(f"{source} must be {'an integer' if kind is int else 'a number'}, not {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{source} {value} out of range {low:g}-{high:g}")
+    return kind(value)
+
+
+def _codecs(items: Any, source: str) -> tuple[str, ...]:
+    """Mime types of supported codecs, in their canonical spelling, each once, at least one."""
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{source} must be a non-empty list of codec mime types")
+    canonical = {mime.lower(): mime for mime in _PUBLISH_CODECS}
+    chosen: list[str] = []
+    for item in items:
+        mime = canonical.get(item.strip().lower()) if isinstance(item, str) else None
+        if mime is None:
+            raise ConfigError(f"{source}: codec {item!r} is not one of {', '.join(_PUBLISH_CODECS)}")
+        if mime in chosen:
+            raise ConfigError(f"{source}: codec {mime} given twice")
+        chosen.append(mime)
+    return tuple(chosen)

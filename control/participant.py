@@ -5,7 +5,8 @@ subscriber PC, offered by the server), its publications (AddTrackRequest -> Trac
 m-line by the msid track id, RFC 8830), its subscriptions (one consumer and one subscriber m-line per track; the
 consumer stays paused until the client has answered the offer that carries its m-line), the serialised subscriber
 offer/answer rounds (JSEP, RFC 8829: one offer outstanding at a time) and the signal sink its messages go to.
-Room-wide effects (broadcasts, auto-subscribe, data forwarding) are the Room's (``control.rooms``).
+Room-wide effects (broadcasts, auto-subscribe, data forwarding) are the Room's (``control.rooms``): a participant
+knows its room only as a :class:`ParticipantListener`, and the room changes a participant only through its methods.
 
 SDP is written and read by ``control.negotiation`` through the small :class:`Negotiator` seam below, so that
 the LiveKit state machine can be tested without SDP and the SDP layer without LiveKit.
@@ -19,17 +20,16 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from livekit.protocol import models, rtc
 
 from control import lk_messages as lk
+from control import negotiation
 from control.auth import Claims
-
-if TYPE_CHECKING:
-    from control.rooms import Room
+from control.negotiation import SubscribedTrack, TrackPlan, TransportParams
 
 log = logging.getLogger("control.participant")
 
@@ -61,7 +61,7 @@ class MediaApi(Protocol):
 
     async def create_router(self, router_id: str) -> None: ...
     async def close_router(self, router_id: str) -> None: ...
-    async def create_transport(self, router_id: str, transport_id: str) -> Any: ...
+    async def create_transport(self, router_id: str, transport_id: str) -> TransportParams: ...
     async def connect(
         self, transport_id: str, *, role: str, fingerprints: list[tuple[str, str]],
         sctp_port: int | None = None, max_message_size: int = 262144,
@@ -69,7 +69,7 @@ class MediaApi(Protocol):
     async def close_transport(self, transport_id: str) -> None: ...
     async def restart_ice(self, transport_id: str, ice_ufrag: str, ice_pwd: str) -> None: ...
     async def get_stats(self, transport_id: str) -> dict[str, Any]: ...
-    async def produce(self, transport_id: str, producer_id: str, track: Any) -> None: ...
+    async def produce(self, transport_id: str, producer_id: str, track: TrackPlan) -> None: ...
     async def consume(
         self, transport_id: str, consumer_id: str, producer_id: str, *, out_ssrc: int, pt_map: dict[int, int],
         nack: bool = True, spatial: int = -1, paused: bool = False,
@@ -108,7 +108,7 @@ class OfferedMedia:
     kind: str  # "audio" | "video"
     track_id: str  # the msid track id = the AddTrackRequest cid
     mime_type: str  # the chosen codec, e.g. "video/VP8"
-    plan: Any  # control.negotiation.TrackPlan, handed to MediaClient.produce as is
+    plan: TrackPlan  # handed to MediaClient.produce as is
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class SubscribedSpec:
 
     mid: str
     kind: str
-    plan: Any  # the publisher's TrackPlan
+    plan: TrackPlan  # the publisher's
     out_ssrc: int
     stream_id: str  # "PA_x|TR_y" (LiveKit's PackStreamID)
     track_id: str  # "TR_y"
@@ -134,12 +134,54 @@ class SubscribedSpec:
 class Negotiator(Protocol):
     """SDP for LiveKit's two peer connections (implemented over ``control.negotiation`` in control.rooms)."""
 
-    def answer(self, offer_sdp: str, local: Any) -> PublisherAnswer: ...
+    def answer(self, offer_sdp: str, local: TransportParams) -> PublisherAnswer: ...
     def offer(
-        self, local: Any, tracks: list[SubscribedSpec], *, session_version: int, previous: str | None
+        self, local: TransportParams, tracks: list[SubscribedSpec], *, session_version: int, previous: str | None
     ) -> str: ...
     def parse_answer(self, answer_sdp: str) -> RemoteSide: ...
     def pt_map(self, spec: SubscribedSpec) -> dict[int, int]: ...
+
+
+class ParticipantListener(Protocol):
+    """What a participant tells or asks its room (``control.rooms.Room`` implements it), as LiveKit's
+    ``ParticipantListener`` and mediasoup's ``Transport::Listener``: the participant never sees the Room itself."""
+
+    def new_ssrc(self) -> int:
+        """An SSRC for a new subscriber m-line, unique in the room."""
+        ...
+
+    def track_layers(self, track_sid: str) -> list[models.VideoLayer]:
+        """The simulcast layers (low to high) of a track published in the room; [] when it is gone."""
+        ...
+
+    def on_consumer_created(self, sub: Subscription) -> None:
+        """The worker now has the consumer of ``sub`` (its publisher may hear TrackSubscribed)."""
+        ...
+
+
+def new_ssrc(taken: set[int]) -> int:
+    """A random non-zero SSRC not in ``taken`` (RFC 3550 §8.1), added to it."""
+    while True:
+        ssrc = secrets.randbits(32)
+        if ssrc and ssrc not in taken:
+            taken.add(ssrc)
+            return ssrc
+
+
+class NullParticipantListener:
+    """A :class:`ParticipantListener` without a room (tests): fresh SSRCs, no layers, nothing to tell."""
+
+    def __init__(self) -> None:
+        self._ssrcs: set[int] = set()
+
+    def new_ssrc(self) -> int:
+        return new_ssrc(self._ssrcs)
+
+    def track_layers(self, track_sid: str) -> list[models.VideoLayer]:
+        return []
+
+    def on_consumer_created(self, sub: Subscription) -> None:
+        pass
 
 
 # ------------------------------------------------------------------------------------------ records
@@ -230,8 +272,12 @@ class Participant:
         sid: str,
         claims: Claims,
         client: ClientParams,
-        room: Room,
         sink: SignalSink,
+        media: MediaApi,
+        negotiator: Negotiator,
+        router_id: str,
+        enabled_codecs: Sequence[str],
+        listener: ParticipantListener,
     ) -> None:
         self.sid = sid
         self.claims = claims
@@ -241,16 +287,20 @@ class Participant:
         self.attributes = dict(claims.attributes)
         self.permission = claims.permission()
         self.client = client
-        self.room = room
         self.sink = sink
+        self.media = media
+        self.negotiator = negotiator
+        self.router_id = router_id  # the room's MediaRouter on the worker
+        self.enabled_codecs = tuple(enabled_codecs)
+        self.listener = listener
         self.state: int = State.JOINING
         self.version = 1
         self.joined_at_ms = time.time_ns() // 1_000_000
         self.pub_transport_id = f"{sid}.pub"
         self.sub_transport_id = f"{sid}.sub"
         self.data_producer_id = f"{sid}.data"
-        self.pub_params: Any = None
-        self.sub_params: Any = None
+        self.pub_params: TransportParams | None = None
+        self.sub_params: TransportParams | None = None
         self.publications: dict[str, Publication] = {}
         self.subscriptions: dict[str, Subscription] = {}
         self.last_reliable_seq = 0
@@ -263,20 +313,12 @@ class Participant:
         self._sub_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._grace: asyncio.TimerHandle | None = None
-        self.timers: list[asyncio.TimerHandle] = []  # cancelled on close (e.g. the join timeout)
-        self.drop_next_resume = ""  # SimulateScenario: "", "silent" or "after_reconnect"
+        self._timers: list[asyncio.TimerHandle] = []  # cancelled on close (e.g. the join timeout)
+        self._drop_next_resume = ""  # SimulateScenario: "", "silent" or "after_reconnect"
         self.subscription_policy: rtc.SubscriptionPermission | None = None  # None: everyone may subscribe
         self.closed = False
 
     # ---- shared helpers --------------------------------------------------------------------------
-
-    @property
-    def media(self) -> MediaApi:
-        return self.room.media
-
-    @property
-    def negotiator(self) -> Negotiator:
-        return self.room.negotiator
 
     @property
     def hidden(self) -> bool:
@@ -285,6 +327,11 @@ class Participant:
     @property
     def can_subscribe(self) -> bool:
         return bool(self.permission.can_subscribe)
+
+    @property
+    def auto_subscribes(self) -> bool:
+        """Subscribes to the room's tracks as they are published: asked for it, may subscribe, and in the room."""
+        return self.client.auto_subscribe and self.can_subscribe and self.state in (State.JOINED, State.ACTIVE)
 
     def send(self, message: rtc.SignalResponse) -> None:
         # Nothing may precede the JoinResponse (SDKs fail the join on any other first message). What others
@@ -327,14 +374,73 @@ class Participant:
     def bump(self) -> None:
         self.version += 1
 
+    # ---- what the room changes -------------------------------------------------------------------
+
+    def mark_joined(self) -> None:
+        """The JoinResponse is out: JOINED, with a new version."""
+        self.state = State.JOINED
+        self.bump()
+
+    def mark_disconnected(self, reason: int) -> None:
+        self.disconnect_reason = reason
+        self.state = State.DISCONNECTED
+
+    def update_info(self, *, name: str = "", metadata: str = "", attributes: Mapping[str, str] | None = None) -> None:
+        """LiveKit's rule for name, metadata and attributes: empty values keep the old ones, except that an
+        attribute with an empty value is deleted."""
+        if name:
+            self.name = name
+        if metadata:
+            self.metadata = metadata
+        for key, value in (attributes or {}).items():
+            if value:
+                self.attributes[key] = value
+            else:
+                self.attributes.pop(key, None)
+
+    def set_permission(self, permission: models.ParticipantPermission) -> None:
+        self.permission = permission
+
+    def set_subscription_policy(self, policy: rtc.SubscriptionPermission) -> None:
+        """Who may subscribe to this participant's tracks (a copy of the publisher's SubscriptionPermission)."""
+        self.subscription_policy = rtc.SubscriptionPermission()
+        self.subscription_policy.CopyFrom(policy)
+
+    def accept_reliable_seq(self, sequence: int) -> bool:
+        """False for a reliable DataPacket whose sequence number was seen already (a resent packet)."""
+        if sequence <= self.last_reliable_seq:
+            return False
+        self.last_reliable_seq = sequence
+        return True
+
+    def first_subscription(self, track_sid: str) -> bool:
+        """True once per published track: when its first subscriber's consumer exists (TrackSubscribed is due)."""
+        pub = self.publications.get(track_sid)
+        first = pub is not None and not pub.subscribed_sent
+        if pub is not None:
+            pub.subscribed_sent = True
+        return first
+
+    def call_later(self, delay_s: float, callback: Callable[..., object], *args: object) -> None:
+        """Runs ``callback(*args)`` after ``delay_s`` unless the participant is closed first."""
+        self._timers.append(asyncio.get_running_loop().call_later(delay_s, callback, *args))
+
+    def drop_next_resume(self, how: str) -> None:
+        """SimulateScenario: the next resume loses its signal connection, ``"silent"``ly or ``"after_reconnect"``."""
+        self._drop_next_resume = how
+
+    def take_resume_drop(self) -> str:
+        """How the resume now under way is to be dropped ("" = not at all); asked once per resume."""
+        how, self._drop_next_resume = self._drop_next_resume, ""
+        return how
+
     # ---- life cycle ------------------------------------------------------------------------------
 
     async def setup(self) -> None:
         """Creates both transports, the data relay of the publisher PC and the server's data channels."""
-        router_id = self.room.router_id
         self.pub_params, self.sub_params = await asyncio.gather(
-            self.media.create_transport(router_id, self.pub_transport_id),
-            self.media.create_transport(router_id, self.sub_transport_id),
+            self.media.create_transport(self.router_id, self.pub_transport_id),
+            self.media.create_transport(self.router_id, self.sub_transport_id),
         )
         # Client data arrives on the channels the client opens on its publisher PC; control applies LiveKit's
         # DataPacket rules (sender, destinations, canPublishData) and re-sends it (docs/PROTOCOL.md, Data packets).
@@ -365,7 +471,9 @@ class Participant:
         self._sub.awaiting_answer = False
         self.negotiate_subscriber()
 
-    async def _restart_ice(self, transport_id: str, params: Any) -> Any:
+    async def _restart_ice(self, transport_id: str, params: TransportParams | None) -> TransportParams:
+        if params is None:
+            raise ParticipantError(f"transport {transport_id} is not set up")
         ufrag, pwd = secrets.token_hex(4), secrets.token_hex(16)
         await self.media.restart_ice(transport_id, ufrag, pwd)
         return dataclasses.replace(params, ice_ufrag=ufrag, ice_pwd=pwd)
@@ -377,7 +485,7 @@ class Participant:
         self.closed = True
         if self._grace is not None:
             self._grace.cancel()
-        for timer in self.timers:
+        for timer in self._timers:
             timer.cancel()
         if self._sub_task is not None and not self._sub_task.done():
             self._sub_task.cancel()
@@ -460,7 +568,7 @@ class Participant:
                 self.send(lk.track_published(req.cid, pub.info))  # a repeated request gets the same track
                 return pub
         try:
-            info = lk.track_info(req, enabled_codecs=self.room.enabled_codecs)
+            info = lk.track_info(req, enabled_codecs=self.enabled_codecs)
         except ValueError as exc:
             self.send(lk.request_response(rtc.RequestResponse.Reason.INVALID_REQUEST, add_track=req,
                                           message=str(exc)))
@@ -546,7 +654,7 @@ class Participant:
             mid=mid,
             kind=pub.media.kind,
             plan=pub.media.plan,
-            out_ssrc=self.room.new_ssrc(),
+            out_ssrc=self.listener.new_ssrc(),
             stream_id=f"{publisher.sid}|{pub.sid}",
             track_id=pub.sid,
             cname=publisher.sid,
@@ -575,7 +683,7 @@ class Participant:
                 continue
             disabled = req.disabled or (not (req.width or req.height) and req.quality == models.VideoQuality.OFF)
             spatial = sub.spatial
-            layers = self.room.track_layers(track_sid)
+            layers = self.listener.track_layers(track_sid)
             if not disabled and len(layers) > 1:
                 spatial = _layer_for(layers, req)
             changed_pause = disabled != sub.disabled
@@ -632,7 +740,7 @@ class Participant:
                             continue
                         sub.created = True
                         self._sub.unanswered.append(sub)
-                        self.room.consumer_created(sub)
+                        self.listener.on_consumer_created(sub)
                     specs.append(sub.spec)
                 self._sub.offer_id += 1
                 sdp = self.negotiator.offer(
@@ -678,7 +786,7 @@ class Participant:
         if self._sub.dirty:
             self.negotiate_subscriber()
 
-    def _trickle(self, sdp: str, params: Any, target: int) -> None:
+    def _trickle(self, sdp: str, params: TransportParams | None, target: int) -> None:
         """Our host candidate as a trickle too (it is also in the SDP; ICE-lite has exactly one)."""
         match = _MID.search(sdp)
         if match is None or params is None:
@@ -718,7 +826,7 @@ def _kind_of(info: models.TrackInfo) -> str:
 
 
 class LiveKitNegotiator:
-    """:class:`Negotiator` over ``control.negotiation`` (imported on first use).
+    """:class:`Negotiator` over ``control.negotiation``.
 
     Publisher answers accept opus and VP8 first (the codecs announced in ``enabled_publish_codecs``; the codec
     order of the answer decides what libwebrtc sends, docs/PROTOCOL.md, Codecs); subscriber offers carry the
@@ -726,13 +834,10 @@ class LiveKitNegotiator:
     """
 
     def __init__(self, allow_video_codecs: tuple[str, ...] | None = ("VP8", "H264", "VP9")) -> None:
-        from control import negotiation
-
-        self.neg = negotiation
         self.allow_video_codecs = allow_video_codecs
 
-    def answer(self, offer_sdp: str, local: Any) -> PublisherAnswer:
-        sdp, plan = self.neg.answer_offer(offer_sdp, local, allow_video_codecs=self.allow_video_codecs)
+    def answer(self, offer_sdp: str, local: TransportParams) -> PublisherAnswer:
+        sdp, plan = negotiation.answer_offer(offer_sdp, local, allow_video_codecs=self.allow_video_codecs)
         for track in plan.tracks:
             # LiveKit rids name qualities (q < h < f); the Rust SDK offers them high first ("a=simulcast:send
             # h;q"), while the worker's layer index must go from low to high (docs/SEAMS.md §1).
@@ -756,19 +861,21 @@ class LiveKitNegotiator:
         )
         return PublisherAnswer(sdp=sdp, remote=remote, media=media)
 
-    def _subscribed(self, spec: SubscribedSpec) -> Any:
-        return self.neg.SubscribedTrack(
+    def _subscribed(self, spec: SubscribedSpec) -> SubscribedTrack:
+        return SubscribedTrack(
             mid=spec.mid,
             kind=spec.kind,
-            codec=self.neg.subscriber_codec(spec.plan),
+            codec=negotiation.subscriber_codec(spec.plan),
             out_ssrc=spec.out_ssrc,
             stream_id=spec.stream_id,
             track_id=spec.track_id,
             cname=spec.cname,
         )
 
-    def offer(self, local: Any, tracks: list[SubscribedSpec], *, session_version: int, previous: str | None) -> str:
-        return self.neg.subscriber_offer(
+    def offer(
+        self, local: TransportParams, tracks: list[SubscribedSpec], *, session_version: int, previous: str | None
+    ) -> str:
+        return negotiation.subscriber_offer(
             local,
             [self._subscribed(s) for s in tracks],
             data_channel=True,
@@ -777,7 +884,7 @@ class LiveKitNegotiator:
         )
 
     def parse_answer(self, answer_sdp: str) -> RemoteSide:
-        remote = self.neg.parse_answer(answer_sdp)
+        remote = negotiation.parse_answer(answer_sdp)
         return RemoteSide(
             fingerprints=list(remote.fingerprints),
             dtls_role=remote.local_dtls_role,
@@ -786,5 +893,4 @@ class LiveKitNegotiator:
         )
 
     def pt_map(self, spec: SubscribedSpec) -> dict[int, int]:
-        result: dict[int, int] = self.neg.consumer_pt_map(spec.plan, self._subscribed(spec))
-        return result
+        return negotiation.consumer_pt_map(spec.plan, self._subscribed(spec))

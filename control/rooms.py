@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError
@@ -25,6 +23,7 @@ from livekit.protocol import models, rtc
 
 from control import lk_messages as lk
 from control.auth import Claims, refresh_token
+from control.config import RoomSettings
 from control.participant import (
     DATA_LABELS,
     RELIABLE,
@@ -33,8 +32,11 @@ from control.participant import (
     Negotiator,
     Participant,
     ParticipantError,
+    Publication,
     SignalSink,
     State,
+    Subscription,
+    new_ssrc,
 )
 from control.placement import NoWorkerAvailable, WorkerLoad, choose_worker
 from router.messages import DataMessage, TransportState
@@ -46,25 +48,6 @@ Reason = models.DisconnectReason
 SPEAKER_INTERVAL_S = 0.4  # LiveKit's audio.update_interval
 ACTIVE_LEVEL_DBOV = 35.0  # LiveKit's audio.active_level: louder than -35 dBov counts as speaking
 LEVEL_STEP = 0.05  # smaller changes of a speaker's level are not re-sent
-
-
-@dataclass(frozen=True)
-class RoomSettings:
-    """Server-wide knobs of the LiveKit surface."""
-
-    server_version: str = "1.9.0"
-    node_id: str = "ND_mediarouter"
-    region: str = ""
-    ping_interval: int = 5
-    ping_timeout: int = 15
-    grace_period_s: float = 10.0  # a session whose WebSocket dropped is removed after this
-    join_timeout_s: float = 60.0  # a participant must be ACTIVE (primary PC connected) within this
-    worker_wait_s: float = 3.0  # a join waits this long for a worker to be running (respawn after a crash)
-    refresh_interval_s: float = 300.0
-    enabled_codecs: tuple[str, ...] = ("audio/opus", "video/VP8")
-    empty_timeout: int = 300
-    departure_timeout: int = 20
-    keys: Mapping[str, str] = field(default_factory=dict)
 
 
 class WorkerPool(Protocol):
@@ -84,7 +67,8 @@ class JoinRefused(Exception):
 
 
 class Room:
-    """One LiveKit room, living on one worker's MediaRouter."""
+    """One LiveKit room, living on one worker's MediaRouter; the :class:`~control.participant.ParticipantListener`
+    of its participants."""
 
     def __init__(
         self,
@@ -120,10 +104,6 @@ class Room:
         self._speaker_task: asyncio.Task[None] | None = None
         self.closed = False
 
-    @property
-    def enabled_codecs(self) -> tuple[str, ...]:
-        return self.settings.enabled_codecs
-
     def info(self) -> models.Room:
         active = [p for p in self.participants.values() if p.state != State.DISCONNECTED]
         return lk.room_info(
@@ -140,13 +120,9 @@ class Room:
         )
 
     def new_ssrc(self) -> int:
-        while True:
-            ssrc = secrets.randbits(32)
-            if ssrc and ssrc not in self._ssrcs:
-                self._ssrcs.add(ssrc)
-                return ssrc
+        return new_ssrc(self._ssrcs)
 
-    def find_track(self, track_sid: str) -> tuple[Participant, Any] | None:
+    def find_track(self, track_sid: str) -> tuple[Participant, Publication] | None:
         for p in self.participants.values():
             pub = p.publications.get(track_sid)
             if pub is not None and pub.published:
@@ -175,7 +151,9 @@ class Room:
         if old is not None:
             old.send(lk.leave(Reason.DUPLICATE_IDENTITY))
             await self.remove(old, Reason.DUPLICATE_IDENTITY)
-        p = Participant(sid=lk.new_participant_sid(), claims=claims, client=client, room=self, sink=sink)
+        p = Participant(sid=lk.new_participant_sid(), claims=claims, client=client, sink=sink, media=self.media,
+                        negotiator=self.negotiator, router_id=self.router_id,
+                        enabled_codecs=self.settings.enabled_codecs, listener=self)
         self.participants[p.identity] = p
         for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):
             self.by_target[target] = p
@@ -201,11 +179,10 @@ class Room:
                 enabled_publish_codecs=self.settings.enabled_codecs,
             )
         )
-        p.state = State.JOINED
-        p.bump()
+        p.mark_joined()
         self.broadcast(p)
         self.send_room_update()
-        if p.client.auto_subscribe and p.can_subscribe:
+        if p.auto_subscribes:
             for other in list(self.participants.values()):
                 if other is not p:
                     for pub in other.publications.values():
@@ -213,7 +190,7 @@ class Room:
         if p.can_subscribe:
             p.negotiate_subscriber()  # the first offer exists even with nothing to receive (data channels)
         self._send_refresh_token(p)
-        p.timers.append(asyncio.get_running_loop().call_later(self.settings.join_timeout_s, self._check_active, p))
+        p.call_later(self.settings.join_timeout_s, self._check_active, p)
         return p
 
     def _send_refresh_token(self, p: Participant) -> None:
@@ -239,12 +216,11 @@ class Room:
         if p.closed:
             return
         was_announced = p.state != State.JOINING
-        p.disconnect_reason = reason
+        p.mark_disconnected(reason)
         if announce and was_announced and not p.hidden:
             gone = lk.disconnected(p.info(), reason)
             for other in self.participants.values():
                 other.send(lk.participant_update([gone]))
-        p.state = State.DISCONNECTED
         if not self.closing:  # when the whole room goes, nobody needs a new subscriber offer
             for track_sid in list(p.publications):
                 for other in self.participants.values():
@@ -294,12 +270,10 @@ class Room:
             if other is p or not p.hidden:
                 other.send(update)
 
-    def consumer_created(self, sub: Any) -> None:
+    def on_consumer_created(self, sub: Subscription) -> None:
         """The first subscriber of a track: the publisher hears TrackSubscribed (LocalTrackSubscribed event)."""
         publisher = self.by_sid(sub.publisher_sid)
-        pub = publisher.publications.get(sub.track_sid) if publisher else None
-        if publisher is not None and pub is not None and not pub.subscribed_sent:
-            pub.subscribed_sent = True
+        if publisher is not None and publisher.first_subscription(sub.track_sid):
             publisher.send(lk.track_subscribed(sub.track_sid))
 
     def send_room_update(self) -> None:
@@ -314,7 +288,7 @@ class Room:
 
     # ---- publishing ------------------------------------------------------------------------------
 
-    def tracks_changed(self, p: Participant, published: list[Any], removed: list[Any]) -> None:
+    def tracks_changed(self, p: Participant, published: list[Publication], removed: list[Publication]) -> None:
         """After a negotiation: announce first (update with the tracks), then subscribe (offers follow)."""
         if not published and not removed:
             return
@@ -325,9 +299,7 @@ class Room:
                 other.unsubscribe(pub.sid)
         for pub in published:
             for other in self.participants.values():
-                if other is not p and other.client.auto_subscribe and other.can_subscribe and other.state in (
-                    State.JOINED, State.ACTIVE
-                ):
+                if other is not p and other.auto_subscribes:
                     self.subscribe(other, p, pub)
 
     async def handle_offer(self, p: Participant, sd: rtc.SessionDescription) -> None:
@@ -387,7 +359,7 @@ class Room:
                                                       allowed=allowed)
             subscriber.send(rtc.SignalResponse(subscription_permission_update=update))
 
-    def subscribe(self, subscriber: Participant, publisher: Participant, pub: Any) -> bool:
+    def subscribe(self, subscriber: Participant, publisher: Participant, pub: Publication) -> bool:
         """Subscribes unless the publisher's permissions exclude this subscriber (who is then told so)."""
         if not self.allowed(subscriber, publisher, pub.sid):
             self._tell_permission(subscriber, publisher, pub.sid, False)
@@ -397,17 +369,14 @@ class Room:
     def handle_subscription_permission(self, p: Participant, msg: rtc.SubscriptionPermission) -> None:
         """A publisher's new permissions: excluded subscribers lose the tracks, newly allowed auto-subscribers
         get them, and each affected subscriber hears SubscriptionPermissionUpdate."""
-        policy = rtc.SubscriptionPermission()
-        policy.CopyFrom(msg)
-        p.subscription_policy = policy
+        p.set_subscription_policy(msg)
         for other in list(self.participants.values()):
             if other is p:
                 continue
             for pub in [x for x in p.publications.values() if x.published]:
                 if self.allowed(other, p, pub.sid):
                     self._tell_permission(other, p, pub.sid, True)
-                    if other.client.auto_subscribe and other.can_subscribe and other.state in (
-                            State.JOINED, State.ACTIVE):
+                    if other.auto_subscribes:
                         other.subscribe(p, pub)
                 else:
                     other.unsubscribe(pub.sid)
@@ -444,10 +413,8 @@ class Room:
             packet.user.destination_identities.extend(destinations)
         del packet.destination_identities[:]
         packet.destination_identities.extend(destinations)
-        if label == RELIABLE and packet.sequence:
-            if packet.sequence <= sender.last_reliable_seq:
-                return 0
-            sender.last_reliable_seq = packet.sequence
+        if label == RELIABLE and packet.sequence and not sender.accept_reliable_seq(packet.sequence):
+            return 0
         payload = packet.SerializeToString()
         wanted = set(destinations)
         count = 0
@@ -548,18 +515,10 @@ class Room:
                                  permission: models.ParticipantPermission | None = None) -> models.ParticipantInfo:
         """Name, metadata, attributes (an empty value deletes the key) or permission changed by the server. A
         revoked publish permission unpublishes the tracks it no longer covers (the client is told)."""
-        if name:
-            p.name = name
-        if metadata:
-            p.metadata = metadata
-        for key, value in (attributes or {}).items():
-            if value:
-                p.attributes[key] = value
-            else:
-                p.attributes.pop(key, None)
-        removed = []
+        p.update_info(name=name, metadata=metadata, attributes=attributes)
+        removed: list[Publication] = []
         if permission is not None:
-            p.permission = permission
+            p.set_permission(permission)
             if not permission.can_subscribe:
                 for track_sid in list(p.subscriptions):
                     p.unsubscribe(track_sid)

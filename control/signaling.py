@@ -3,16 +3,17 @@
 Owns the connection life cycle and framing (one binary protobuf ``SignalRequest``/``SignalResponse`` per
 WebSocket message, RFC 6455), token checks before the upgrade, dispatch of client requests to the room and
 participant, and keepalive answers. ``/rtc/v1`` and ``/rtc/v1/validate`` answer 404 with
-``Access-Control-Allow-Origin: *`` so that clients fall back to ``/rtc`` (docs/PROTOCOL.md, Connection). Resumes are
-declined with ``leave {STATE_MISMATCH, RECONNECT}``, which makes clients rejoin (§3.11).
+``Access-Control-Allow-Origin: *`` so that clients fall back to ``/rtc`` (docs/PROTOCOL.md, Connection).
+A resume (``reconnect=1&sid=PA_...``) of a live session moves it to the new WebSocket (``Room.resume``); a resume
+with nothing to resume, or one that fails, gets ``leave {STATE_MISMATCH, RECONNECT}``, which makes the client
+rejoin from scratch (docs/PROTOCOL.md, Resume). The handlers reach the RoomManager through
+``control.keys.MANAGER_KEY``; ``control.app`` wires it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,15 +22,13 @@ from livekit.protocol import models, rtc
 
 from control import lk_messages as lk
 from control.auth import AuthError, Claims, require_join, token_from_request, verify_token
-from control.media import MediaClient
+from control.keys import MANAGER_KEY
 from control.participant import ClientParams, Participant, ParticipantError
-from control.placement import NoWorkerAvailable, WorkerLoad, loads_from_slots
-from control.rooms import JoinRefused, Room, RoomManager, RoomSettings
-from control.twirp import setup_twirp
+from control.placement import NoWorkerAvailable
+from control.rooms import JoinRefused, Room, RoomManager
 
 log = logging.getLogger("control.signaling")
 
-MANAGER_KEY = web.AppKey("room_manager", RoomManager)
 CORS = {"Access-Control-Allow-Origin": "*"}
 MAX_METADATA_BYTES = 512 * 1024
 MAX_ATTRIBUTES_BYTES = 64 * 1024
@@ -37,60 +36,12 @@ MAX_QUEUED_FRAMES = 2000  # a client this far behind is cut off (it resumes or r
 Reason = models.DisconnectReason
 
 
-class SupervisorPool:
-    """Rooms' view of the Supervisor: worker loads for placement and a MediaClient per worker."""
-
-    def __init__(self, supervisor: Any) -> None:
-        self.supervisor = supervisor
-
-    def loads(self, rooms_per_worker: Mapping[int, int]) -> list[WorkerLoad]:
-        return loads_from_slots(self.supervisor.slots, rooms_per_worker)
-
-    def media(self, worker_id: int) -> MediaClient:
-        return MediaClient(self.supervisor.client(worker_id))
-
-
-def setup_signaling(
-    app: web.Application, *, manager: RoomManager | None = None, settings: RoomSettings | None = None
-) -> None:
-    """Adds the LiveKit routes (``/rtc``, validate, the v1 404s and the Twirp RoomService).
-
-    Without ``manager``, one is built over ``app["supervisor"]`` with the keys of ``app["settings"]`` and the
-    SDP layer of ``control.negotiation``."""
-    if manager is None:
-        supervisor = app["supervisor"]
-        keys = dict(app["settings"].keys)
-        settings = settings or RoomSettings(keys=keys)
-        if not settings.keys:
-            settings = dataclasses.replace(settings, keys=keys)
-        from control.participant import LiveKitNegotiator
-
-        manager = RoomManager(SupervisorPool(supervisor), LiveKitNegotiator(), settings)
-        attach_supervisor(manager, supervisor)
-    app[MANAGER_KEY] = manager
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        app["room_manager"] = manager
+def add_routes(app: web.Application) -> None:
+    """Adds ``/rtc``, ``/rtc/validate`` and the ``/rtc/v1`` 404s; they serve the application's ``MANAGER_KEY``."""
     app.router.add_get("/rtc", rtc_handler)
     app.router.add_get("/rtc/validate", validate_handler)
     app.router.add_get("/rtc/v1", v1_handler)
     app.router.add_get("/rtc/v1/validate", v1_handler)
-    setup_twirp(app, manager)
-    app.on_shutdown.append(_shutdown)
-
-
-def attach_supervisor(manager: RoomManager, supervisor: Any) -> None:
-    """Routes every worker's notifications and deaths to the room manager."""
-    for client in supervisor.clients:
-        worker_id = client.worker_id
-        client.on_notification(
-            lambda event, target, body, wid=worker_id: manager.on_notification(wid, event, target, body)
-        )
-    supervisor.on_worker_died(manager.on_worker_died)
-
-
-async def _shutdown(app: web.Application) -> None:
-    await app[MANAGER_KEY].close()
 
 
 # ------------------------------------------------------------------------------------------- HTTP
@@ -198,7 +149,7 @@ class WebSocketSink:
 
 
 async def rtc_handler(request: web.Request) -> web.StreamResponse:
-    """``GET /rtc``: verify, upgrade, JoinResponse, then one request at a time until leave or close."""
+    """``GET /rtc``: verify, upgrade, join or resume, then one request at a time until leave or close."""
     try:
         claims = authorize(request)
     except AuthError as exc:
@@ -206,37 +157,35 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=lk.MAX_SIGNAL_REQUEST_BYTES)
     if not ws.can_prepare(request).ok:
         return web.Response(status=404, text="expected a WebSocket upgrade", headers=CORS)
-    manager = request.app[MANAGER_KEY]
     params = client_params(request.query)
     await ws.prepare(request)
     sink = WebSocketSink(ws)
+    session = await _open_session(request.app[MANAGER_KEY], claims, params, sink)
+    if session is None:
+        await sink.drain()
+        return ws
+    room, participant = session
+    left = False
+    try:
+        left = await _read_requests(ws, room, participant)
+    finally:
+        await _end(room, participant, sink, left)
+    return ws
+
+
+async def _open_session(
+    manager: RoomManager, claims: Claims, params: ClientParams, sink: WebSocketSink
+) -> tuple[Room, Participant] | None:
+    """Joins, or resumes the session ``params.sid``; None when this connection ends here (the client was told
+    why, and only needs what is queued to be written)."""
     try:
         if params.reconnect:
-            found = manager.find_session(claims, params.sid)
-            if found is None:
-                # Nothing to resume: the client is told to rejoin from scratch (full reconnect).
-                sink.send(lk.leave(Reason.STATE_MISMATCH, rtc.LeaveRequest.Action.RECONNECT))
-                await sink.drain()
-                return ws
-            room, participant = found
-            drop, participant.drop_next_resume = participant.drop_next_resume, ""
-            if drop:  # SimulateScenario: this resume loses its signal connection again
-                participant.attach(sink)
-                if drop == "after_reconnect":
-                    sink.send(lk.reconnect(server_version=manager.settings.server_version,
-                                           node_id=manager.settings.node_id, region=manager.settings.region))
-                await sink.drain()
-                room.signal_closed(participant, sink)
-                return ws
-            await room.resume(participant, sink)
-            log.info("%s resumed %s in %s", claims.identity, participant.sid, claims.room)
-        else:
-            room, participant = await manager.join(claims, params, sink)
+            return await _resume(manager, claims, params, sink)
+        room, participant = await manager.join(claims, params, sink)
     except (NoWorkerAvailable, JoinRefused) as exc:
         log.warning("join %s/%s refused: %s", claims.room, claims.identity, exc)
         sink.send(lk.leave(Reason.JOIN_FAILURE))
-        await sink.drain()
-        return ws
+        return None
     except Exception:
         log.exception("%s %s/%s failed", "resume" if params.reconnect else "join", claims.room, claims.identity)
         if params.reconnect:  # a failed resume becomes a full reconnect; the old session ends after the grace
@@ -246,31 +195,53 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
                 found[0].signal_closed(found[1], found[1].sink)
         else:
             sink.send(lk.leave(Reason.JOIN_FAILURE))
+        return None
+    log.info("%s joined %s as %s (%s %s)", claims.identity, claims.room, participant.sid, params.sdk, params.version)
+    return room, participant
+
+
+async def _resume(
+    manager: RoomManager, claims: Claims, params: ClientParams, sink: WebSocketSink
+) -> tuple[Room, Participant] | None:
+    """Moves the live session to this connection; without one, the client is told to rejoin from scratch."""
+    found = manager.find_session(claims, params.sid)
+    if found is None:
+        sink.send(lk.leave(Reason.STATE_MISMATCH, rtc.LeaveRequest.Action.RECONNECT))
+        return None
+    room, participant = found
+    drop = participant.take_resume_drop()
+    if drop:  # SimulateScenario: this resume loses its signal connection again
+        participant.attach(sink)
+        if drop == "after_reconnect":
+            settings = manager.settings
+            sink.send(lk.reconnect(server_version=settings.server_version, node_id=settings.node_id,
+                                   region=settings.region))
         await sink.drain()
-        return ws
-    if not params.reconnect:
-        log.info("%s joined %s as %s (%s %s)", claims.identity, claims.room, participant.sid, params.sdk,
-                 params.version)
-    left = False
-    try:
-        async for msg in ws:
-            if msg.type == WSMsgType.BINARY:
-                left = await dispatch(room, participant, msg.data)
-                if left:
-                    break
-            elif msg.type == WSMsgType.TEXT:
-                left = await dispatch(room, participant, msg.data)
-                if left:
-                    break
-            elif msg.type == WSMsgType.ERROR:
-                break
-    finally:
-        if left:
-            await sink.drain()
-        else:
-            sink.close()
-            room.signal_closed(participant, sink)
-    return ws
+        room.signal_closed(participant, sink)
+        return None
+    await room.resume(participant, sink)
+    log.info("%s resumed %s in %s", claims.identity, participant.sid, claims.room)
+    return room, participant
+
+
+async def _read_requests(ws: web.WebSocketResponse, room: Room, participant: Participant) -> bool:
+    """Dispatches the client's frames in order; True when the client left, False when the socket closed."""
+    async for msg in ws:
+        if msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+            if await dispatch(room, participant, msg.data):
+                return True
+        elif msg.type == WSMsgType.ERROR:
+            break
+    return False
+
+
+async def _end(room: Room, participant: Participant, sink: WebSocketSink, left: bool) -> None:
+    """After a leave the queued answers are written; a lost connection starts the grace period instead."""
+    if left:
+        await sink.drain()
+    else:
+        sink.close()
+        room.signal_closed(participant, sink)
 
 
 async def dispatch(room: Room, p: Participant, frame: bytes | str) -> bool:
@@ -314,7 +285,7 @@ async def _handle(room: Room, p: Participant, kind: str, msg: Any) -> bool:
     elif kind == "track_setting":
         await p.set_track_settings(msg)
     elif kind == "update_metadata":
-        _update_metadata(room, p, msg)
+        await _update_metadata(room, p, msg)
     elif kind == "leave":
         log.info("%s left (%s)", p.sid, models.DisconnectReason.Name(msg.reason) if msg.reason in
                  models.DisconnectReason.values() else msg.reason)
@@ -344,11 +315,11 @@ async def _simulate(room: Room, p: Participant, msg: rtc.SimulateScenario) -> bo
         await room.remove(p, Reason.SERVER_SHUTDOWN)
         return True
     if scenario in ("disconnect_signal_on_resume", "disconnect_signal_on_resume_no_messages"):
-        p.drop_next_resume = "silent" if scenario.endswith("no_messages") else "after_reconnect"
+        p.drop_next_resume("silent" if scenario.endswith("no_messages") else "after_reconnect")
     return False
 
 
-def _update_metadata(room: Room, p: Participant, msg: rtc.UpdateParticipantMetadata) -> None:
+async def _update_metadata(room: Room, p: Participant, msg: rtc.UpdateParticipantMetadata) -> None:
     """Own name/metadata/attributes (canUpdateOwnMetadata; LiveKit's limits: 512 KiB metadata, 64 KiB attributes)."""
     if not p.permission.can_update_metadata:
         p.send(lk.request_response(rtc.RequestResponse.Reason.NOT_ALLOWED, request_id=msg.request_id,
@@ -359,14 +330,4 @@ def _update_metadata(room: Room, p: Participant, msg: rtc.UpdateParticipantMetad
         p.send(lk.request_response(rtc.RequestResponse.Reason.LIMIT_EXCEEDED, request_id=msg.request_id,
                                    update_metadata=msg, message="metadata or attributes too large"))
         return
-    if msg.name:
-        p.name = msg.name
-    if msg.metadata:
-        p.metadata = msg.metadata
-    for key, value in msg.attributes.items():
-        if value:
-            p.attributes[key] = value
-        else:
-            p.attributes.pop(key, None)
-    p.bump()
-    room.broadcast(p)
+    await room.update_participant(p, name=msg.name, metadata=msg.metadata, attributes=msg.attributes)

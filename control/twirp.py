@@ -17,10 +17,12 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
-from livekit.protocol import models
+from livekit.protocol import models, rtc
 from livekit.protocol import room as room_pb
 
 from control.auth import AuthError, Claims, token_from_request, verify_token
+from control.keys import MANAGER_KEY
+from control.participant import Participant
 from control.rooms import Room, RoomManager
 
 log = logging.getLogger("control.twirp")
@@ -65,7 +67,7 @@ def _room(manager: RoomManager, name: str) -> Room:
     return room
 
 
-def _participant(manager: RoomManager, name: str, identity: str) -> tuple[Room, Any]:
+def _participant(manager: RoomManager, name: str, identity: str) -> tuple[Room, Participant]:
     room = _room(manager, name)
     p = room.participants.get(identity)
     if p is None:
@@ -126,8 +128,6 @@ async def update_participant(manager: RoomManager, claims: Claims, req: room_pb.
 
 async def update_subscriptions(manager: RoomManager, claims: Claims,
                                req: room_pb.UpdateSubscriptionsRequest) -> Message:
-    from livekit.protocol import rtc
-
     room, p = _participant(manager, req.room, req.identity)
     room.handle_subscription(p, rtc.UpdateSubscription(track_sids=list(req.track_sids), subscribe=req.subscribe,
                                                        participant_tracks=list(req.participant_tracks)))
@@ -161,13 +161,14 @@ METHODS: dict[str, tuple[type[Message], Handler]] = {
 }
 
 
-def setup_twirp(app: web.Application, manager: RoomManager) -> None:
-    """Adds ``POST /twirp/livekit.RoomService/{method}`` for the RoomService methods above."""
+def add_routes(app: web.Application) -> None:
+    """Adds ``POST /twirp/livekit.RoomService/{method}`` for the RoomService methods above, served by the
+    application's RoomManager (``MANAGER_KEY``)."""
+    app.router.add_post(PREFIX + "{method}", twirp_handler)
 
-    async def handler(request: web.Request) -> web.Response:
-        return await handle(request, manager)
 
-    app.router.add_post(PREFIX + "{method}", handler)
+async def twirp_handler(request: web.Request) -> web.Response:
+    return await handle(request, request.app[MANAGER_KEY])
 
 
 async def handle(request: web.Request, manager: RoomManager) -> web.Response:

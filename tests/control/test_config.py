@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from control.cli import build_parser, parse_duration, parse_grant, run_token, token_credentials
-from control.config import ConfigError, Settings, load_settings, parse_keys
+from control.config import ConfigError, RoomSettings, Settings, load_settings, parse_keys
 
 
 def serve_args(*argv: str) -> object:
@@ -243,3 +243,71 @@ def test_token_command_makes_a_token_the_server_accepts() -> None:
     assert not claims.grants.can_publish and not claims.grants.can_publish_data
     assert claims.grants.can_subscribe
     assert claims.expires_at - claims.not_before == 3600
+
+
+# ---- room settings (the room: section and MEDIAROUTER_ROOM_*) ------------------------------------------------
+
+
+def test_room_settings_default_without_section() -> None:
+    settings = load_settings(serve_args("--keys", "k:s"), environ={})
+    assert settings.room == RoomSettings()
+    assert settings.room.ping_interval == 5 and settings.room.enabled_codecs == ("audio/opus", "video/VP8")
+
+
+def test_room_section_and_environment(tmp_path: Path) -> None:
+    config = write(tmp_path, "room:\n  ping_interval: 7\n  ping_timeout: 30\n  grace_period_s: 2.5\n"
+                             "  join_timeout_s: 20\n  worker_wait_s: 0\n  empty_timeout: 60\n"
+                             "  departure_timeout: 0\n  enabled_codecs: [audio/OPUS, video/h264]\n")
+    room = load_settings(serve_args("--config", config, "--keys", "k:s"), environ={}).room
+    assert (room.ping_interval, room.ping_timeout, room.grace_period_s, room.join_timeout_s) == (7, 30, 2.5, 20.0)
+    assert (room.worker_wait_s, room.empty_timeout, room.departure_timeout) == (0.0, 60, 0)
+    assert isinstance(room.join_timeout_s, float)
+    assert room.enabled_codecs == ("audio/opus", "video/H264")  # canonical spelling
+    assert room.keys == {} and room.server_version == RoomSettings().server_version
+    env = {"MEDIAROUTER_ROOM_PING_INTERVAL": "9", "MEDIAROUTER_ROOM_GRACE_PERIOD_S": " 0.5 ",
+           "MEDIAROUTER_ROOM_ENABLED_CODECS": "audio/opus,video/VP9,video/VP8"}
+    room = load_settings(serve_args("--config", config, "--keys", "k:s"), environ=env).room
+    assert (room.ping_interval, room.ping_timeout, room.grace_period_s) == (9, 30, 0.5)  # environment > file
+    assert room.enabled_codecs == ("audio/opus", "video/VP9", "video/VP8")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("room: 5\n", "config file {config}: room must be a mapping, not int"),
+    ("room:\n  ping: 5\n", "config file {config}: room: unknown setting 'ping'"),
+    ("room:\n  refresh_interval_s: 60\n", "config file {config}: room: unknown setting 'refresh_interval_s'"),
+    ("room:\n  ping_interval: five\n", "room.ping_interval must be an integer, not 'five'"),
+    ("room:\n  ping_interval: 2.5\n", "room.ping_interval must be an integer, not 2.5"),
+    ("room:\n  ping_interval: true\n", "room.ping_interval must be an integer, not True"),
+    ("room:\n  ping_interval: 0\n", "room.ping_interval 0 out of range 1-3600"),
+    ("room:\n  grace_period_s: -1\n", "room.grace_period_s -1 out of range 0-3600"),
+    ("room:\n  join_timeout_s: soon\n", "room.join_timeout_s must be a number, not 'soon'"),
+    ("room:\n  empty_timeout: 100000\n", "room.empty_timeout 100000 out of range 1-86400"),
+    ("room:\n  ping_interval: 20\n", "room.ping_timeout 15 must be greater than room.ping_interval 20"),
+    ("room:\n  enabled_codecs: audio/opus\n", "room.enabled_codecs must be a non-empty list of codec mime types"),
+    ("room:\n  enabled_codecs: []\n", "room.enabled_codecs must be a non-empty list of codec mime types"),
+    ("room:\n  enabled_codecs: [video/H265]\n",
+     "room.enabled_codecs: codec 'video/H265' is not one of audio/opus, video/VP8, video/H264, video/VP9, video/AV1"),
+    ("room:\n  enabled_codecs: [audio/opus, audio/Opus]\n", "room.enabled_codecs: codec audio/opus given twice"),
+])
+def test_bad_room_sections_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    config = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(serve_args("--config", config, "--keys", "k:s"), environ={})
+    assert str(info.value) == message.format(config=config)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"MEDIAROUTER_ROOM_PING_TIMEOUT": "15s"}, "MEDIAROUTER_ROOM_PING_TIMEOUT must be an integer, not '15s'"),
+    ({"MEDIAROUTER_ROOM_WORKER_WAIT_S": "700"}, "MEDIAROUTER_ROOM_WORKER_WAIT_S 700.0 out of range 0-600"),
+    ({"MEDIAROUTER_ROOM_ENABLED_CODECS": "audio/opus,"},
+     "MEDIAROUTER_ROOM_ENABLED_CODECS: codec '' is not one of audio/opus, video/VP8, video/H264, video/VP9, "
+     "video/AV1"),
+    ({"MEDIAROUTER_ROOM_GRACE_PERIOD": "5"}, "unknown environment variable MEDIAROUTER_ROOM_GRACE_PERIOD (known: "
+     "MEDIAROUTER_ROOM_PING_INTERVAL, MEDIAROUTER_ROOM_PING_TIMEOUT, MEDIAROUTER_ROOM_GRACE_PERIOD_S, "
+     "MEDIAROUTER_ROOM_JOIN_TIMEOUT_S, MEDIAROUTER_ROOM_WORKER_WAIT_S, MEDIAROUTER_ROOM_EMPTY_TIMEOUT, "
+     "MEDIAROUTER_ROOM_DEPARTURE_TIMEOUT, MEDIAROUTER_ROOM_ENABLED_CODECS)"),
+])
+def test_bad_room_environment_is_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(serve_args("--keys", "k:s"), environ=env)
+    assert str(info.value) == message

@@ -1,8 +1,8 @@
 """The LiveKit HTTP/WebSocket surface over a real aiohttp server on loopback, with a fake worker and SDP layer.
 
 Checks token refusal before any upgrade (and the reasons /rtc/validate gives), the 404 + CORS answers that make
-SDKs fall back from /rtc/v1, binary protobuf framing, JoinResponse as the first frame, ping/pong, declined resumes
-and leave.
+SDKs fall back from /rtc/v1, binary protobuf framing, JoinResponse as the first frame, ping/pong, resumes (attached or
+declined) and leave.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from livekit.protocol import models, rtc
 from test_rooms import FakeNegotiator, FakePool  # tests/control is on sys.path (rootdir-relative imports)
 
+from control.app import add_livekit
 from control.auth import create_token
+from control.keys import MANAGER_KEY
 from control.rooms import RoomManager, RoomSettings
-from control.signaling import client_params, setup_signaling
+from control.signaling import client_params
 
 KEY, SECRET = "devkey", "secret-secret-secret-secret-secret"
 
@@ -29,7 +31,7 @@ KEY, SECRET = "devkey", "secret-secret-secret-secret-secret"
 async def client() -> AsyncIterator[TestClient]:
     manager = RoomManager(FakePool(1), FakeNegotiator(), RoomSettings(keys={KEY: SECRET}))
     app = web.Application()
-    setup_signaling(app, manager=manager)
+    add_livekit(app, manager)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c
 
@@ -103,7 +105,7 @@ async def test_join_ping_and_leave(client: TestClient) -> None:
     await ws.send_bytes(rtc.SignalRequest(ping=99).SerializeToString())
     legacy = await read_until(ws, "pong")
     assert legacy.pong > 1_600_000_000_000  # server Unix time in ms
-    manager: RoomManager = client.app["room_manager"]
+    manager: RoomManager = client.app[MANAGER_KEY]
     assert "alice" in manager.rooms["r1"].participants
     leave = rtc.LeaveRequest(reason=models.DisconnectReason.CLIENT_INITIATED)
     await ws.send_bytes(rtc.SignalRequest(leave=leave).SerializeToString())
@@ -126,7 +128,7 @@ async def test_second_client_gets_update_and_closed_socket_starts_grace(client: 
     assert update.update.participants[0].identity == "bob"
     assert update.update.participants[0].state == models.ParticipantInfo.State.JOINED
     await ws_b.close()
-    manager: RoomManager = client.app["room_manager"]
+    manager: RoomManager = client.app[MANAGER_KEY]
     bob = manager.rooms["r1"].participants["bob"]
     for _ in range(100):
         if bob._grace is not None:
@@ -143,7 +145,7 @@ async def test_resume_attaches_the_live_session(client: TestClient) -> None:
     join = (await read(ws)).join
     first_offer = (await read_until(ws, "offer")).offer
     await ws.close()
-    manager: RoomManager = client.app["room_manager"]
+    manager: RoomManager = client.app[MANAGER_KEY]
     bob = manager.rooms["r1"].participants["bob"]
     for _ in range(100):
         if bob._grace is not None:
@@ -203,7 +205,7 @@ async def test_room_service_with_livekit_api(client: TestClient) -> None:
     from livekit import api
     from test_rooms import Client, claims, settle
 
-    manager: RoomManager = client.app["room_manager"]
+    manager: RoomManager = client.app[MANAGER_KEY]
     url = str(client.make_url("/")).rstrip("/")
     lkapi = api.LiveKitAPI(url, KEY, SECRET)
     try:
@@ -271,7 +273,7 @@ async def test_revoked_publish_permission_unpublishes_and_room_limit(client: Tes
     from livekit import api
     from test_rooms import Client, claims, publish, settle
 
-    manager: RoomManager = client.app["room_manager"]
+    manager: RoomManager = client.app[MANAGER_KEY]
     url = str(client.make_url("/")).rstrip("/")
     lkapi = api.LiveKitAPI(url, KEY, SECRET)
     try:
@@ -306,7 +308,7 @@ async def test_revoked_publish_permission_unpublishes_and_room_limit(client: Tes
 
 
 async def test_simulate_scenarios(client: TestClient) -> None:
-    manager: RoomManager = client.app["room_manager"]
+    manager: RoomManager = client.app[MANAGER_KEY]
     ws = await client.ws_connect("/rtc", params={"access_token": token("alice")})
     join = (await read(ws)).join
     drop = rtc.SimulateScenario(disconnect_signal_on_resume_no_messages=True)
@@ -356,7 +358,7 @@ async def test_update_own_metadata_permission_and_limits(client: TestClient) -> 
 
 
 async def test_failed_resume_becomes_full_reconnect_and_old_session_expires(client: TestClient) -> None:
-    manager: RoomManager = client.app["room_manager"]
+    manager: RoomManager = client.app[MANAGER_KEY]
     ws = await client.ws_connect("/rtc", params={"access_token": token("alice")})
     join = (await read(ws)).join
     await ws.close()

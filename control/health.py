@@ -1,0 +1,18 @@
+"""``GET /healthz``: the workers' state and usage counters, read from the Supervisor."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from control import procstat
+from control.keys import SUPERVISOR_KEY
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Health: ``{"status": "ok"|"degraded", "workers": [{"id", "pid", "core", "udp_port", "alive",
+    "restarts", ..., "usage": {"cpu_s", "run_s", "rss_bytes", "udp_drops", "udp_rx_queue_bytes"}}],
+    "host": {"cpu_ticks", "steal_ticks"}}``: ``usage`` and ``host`` are cumulative kernel counters (``null`` for a
+    worker that is not running), which ``python -m bench --url`` samples before and after a measurement."""
+    supervisor = request.app[SUPERVISOR_KEY]
+    return web.json_response({"status": supervisor.status, "workers": supervisor.snapshot(),
+                              "host": procstat.host_usage()})
