@@ -74,7 +74,7 @@ cdef int32_t learn_ssrc(EngineState* e, int32_t t_slot, Transport* t, uint8_t* b
     if layer < 0:
         return -1
     s = &p.enc[layer]
-    value = (p_slot << 3) | (layer << 1) | (1 if is_rtx else 0)
+    value = route_pack(p_slot, layer, is_rtx)
     if is_rtx:
         if s.ssrc == 0:
             return -1                         # RTX before its media stream: nothing to repair yet
@@ -264,13 +264,13 @@ cdef int srtp_recover_gap(EngineState* e, Transport* t, Producer* p, int32_t val
     cdef uint32_t ssrc = rd32(buf + 8)
     cdef uint32_t roc = 0
     cdef uint16_t seq = rd16(buf + 2)
-    cdef RecvStream* s = &p.enc[(value >> 1) & 3]
+    cdef RecvStream* s = &p.enc[route_layer(value)]
     cdef int64_t local, candidate
     cdef int length, k
     # A failed AEAD attempt may have decrypted the buffer in place: every attempt starts from a copy.
     cdef uint8_t original[RECV_SLOT_BYTES]
     memcpy(original, buf, n)
-    if (value & 1) == 0 and s.seq_started and e.srtp.set_stream_roc != NULL and e.srtp.get_stream_roc != NULL:
+    if not route_is_rtx(value) and s.seq_started and e.srtp.set_stream_roc != NULL and e.srtp.get_stream_roc != NULL:
         if e.srtp.get_stream_roc(t.srtp_in, ssrc, &roc) == SRTP_ERR_OK:
             local = (<int64_t>roc << 16) | (<uint16_t>s.max_ext_seq)
             candidate = (local & ~(<int64_t>0xFFFF)) | seq
@@ -320,7 +320,7 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
         if t.fail_count < SRTP_RESET_AFTER:
             return
         t.fail_count = 0
-        length = srtp_recover_gap(e, t, e.producers[value >> 3], value, buf, n)
+        length = srtp_recover_gap(e, t, e.producers[route_slot(value)], value, buf, n)
         if length < 0:
             return
         t.srtp_resets += 1
@@ -350,12 +350,12 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
             # An authenticated but unroutable SSRC: free the libsrtp stream it just created (MS #437).
             e.srtp.remove_stream(t.srtp_in, htonl(ssrc))
             return
-    p = e.producers[value >> 3]
-    layer = (value >> 1) & 3
+    p = e.producers[route_slot(value)]
+    layer = route_layer(value)
     s = &p.enc[layer]
-    if e.n_run > 0 and (e.run_p != (value >> 3) or e.run_layer != layer):
+    if e.n_run > 0 and (e.run_p != route_slot(value) or e.run_layer != layer):
         fanout_flush(e)
-    if value & 1:
+    if route_is_rtx(value):
         apt = p.rtx_apt[h.pt]
         if apt < 0:
             s.drops[DROP_UNSUPPORTED_PT] += 1
@@ -411,11 +411,11 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
     store_put(&s.store, ext, buf, length, STORE_KEY if key == 1 else 0)
     s.packets += 1
     s.bytes += length
-    if not (value & 1):
+    if not route_is_rtx(value):
         s.received += 1
         if ext == s.max_ext_seq:
             stream_jitter(s, p.clock_rate, e.now_ms, h.ts)
-    fanout_queue(e, value >> 3, layer, buf, length, &h, ext, key)
+    fanout_queue(e, route_slot(value), layer, buf, length, &h, ext, key)
 
 
 cdef inline void fanout_queue(EngineState* e, int32_t p_slot, int32_t layer, uint8_t* buf, int32_t length,
