@@ -137,8 +137,8 @@ cdef void handle_rtcp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf
         end = p + it.length
         if it.pt == RTCP_SR and it.length >= 28:
             value = ht_get(&e.rx_ssrc, ssrc_key(t_slot, rd32(p + 4)))
-            if value >= 0 and not (value & 1):
-                s = &e.producers[value >> 3].enc[(value >> 1) & 3]
+            if value >= 0 and not route_is_rtx(value):
+                s = &e.producers[route_slot(value)].enc[route_layer(value)]
                 s.have_sr = 1
                 s.sr_ntp_sec = rd32(p + 8)
                 s.sr_ntp_frac = rd32(p + 12)

@@ -74,7 +74,7 @@ cdef int32_t learn_ssrc(EngineState* e, int32_t t_slot, Transport* t, uint8_t* b
     if layer < 0:
         return -1
     s = &p.enc[layer]
-    value = (p_slot << 3) | (layer << 1) | (1 if is_rtx else 0)
+    value = route_pack(p_slot, layer, is_rtx)
     if is_rtx:
         if s.ssrc == 0:
             return -1                         # RTX before its media stream: nothing to repair yet
@@ -264,13 +264,13 @@ cdef int srtp_recover_gap(EngineState* e, Transport* t, Producer* p, int32_t val
     cdef uint32_t ssrc = rd32(buf + 8)
     cdef uint32_t roc = 0
     cdef uint16_t seq = rd16(buf + 2)
-    cdef RecvStream* s = &p.enc[(value >> 1) & 3]
+    cdef RecvStream* s = &p.enc[route_layer(value)]
     cdef int64_t local, candidate
     cdef int length, k
     # A failed AEAD attempt may have decrypted the buffer in place: every attempt starts from a copy.
     cdef uint8_t original[RECV_SLOT_BYTES]
     memcpy(original, buf, n)
-    if (value & 1) == 0 and s.seq_started and e.srtp.set_stream_roc != NULL and e.srtp.get_stream_roc != NULL:
+    if not route_is_rtx(value) and s.seq_started and e.srtp.set_stream_roc != NULL and e.srtp.get_stream_roc != NULL:
         if e.srtp.get_stream_roc(t.srtp_in, ssrc, &roc) == SRTP_ERR_OK:
             local = (<int64_t>roc << 16) | (<uint16_t>s.max_ext_seq)
             candidate = (local & ~(<int64_t>0xFFFF)) | seq
@@ -292,115 +292,151 @@ cdef int srtp_recover_gap(EngineState* e, Transport* t, Producer* p, int32_t val
     return -1
 
 
-cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf, int32_t n) noexcept nogil:
-    cdef RtpHeader h
-    cdef ExtFound found
-    cdef uint32_t ssrc = rd32(buf + 8)
+cdef inline int rtp_unprotect(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf, int32_t n,
+                              uint32_t ssrc) noexcept nogil:
+    """Unprotect in place: the plaintext length, or -1 (dropped). A stream that keeps failing as replay_old (a
+    forward jump libsrtp misreads) is resynchronised after SRTP_RESET_AFTER packets (srtp_recover_gap)."""
     cdef int length = n
     cdef int rc
-    cdef int32_t value, layer, i
-    cdef Producer* p
-    cdef RecvStream* s
-    cdef int16_t apt
-    cdef int64_t ext
-    cdef int key = -1
-    cdef int32_t twcc_off, twcc_len = 0
+    cdef int32_t value
     rc = e.srtp.unprotect(t.srtp_in, buf, &length)
     if rc != SRTP_ERR_OK:
         t.drops[DROP_SRTP_UNPROTECT] += 1
         if rc != SRTP_ERR_REPLAY_OLD:
-            return
+            return -1
         value = ht_get(&e.rx_ssrc, ssrc_key(t_slot, ssrc))
         if value < 0:
-            return
+            return -1
         if t.fail_ssrc != ssrc:
             t.fail_ssrc = ssrc
             t.fail_count = 0
         t.fail_count += 1
         if t.fail_count < SRTP_RESET_AFTER:
-            return
+            return -1
         t.fail_count = 0
-        length = srtp_recover_gap(e, t, e.producers[value >> 3], value, buf, n)
+        length = srtp_recover_gap(e, t, e.producers[route_slot(value)], value, buf, n)
         if length < 0:
-            return
+            return -1
         t.srtp_resets += 1
         t.drops[DROP_SRTP_UNPROTECT] -= 1
         push_event(e, EV_SRTP_STREAM_RESET, t.handle, 0, ssrc)
     elif t.fail_ssrc == ssrc:
         t.fail_count = 0
-    rc = rtp_parse(buf, length, &h)
+    return length
+
+
+cdef inline bint rtp_header_in(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf, int length,
+                               RtpHeader* h, uint32_t ssrc) noexcept nogil:
+    """Parse the fixed header into h (False: dropped) and record the transport-wide seq for TWCC feedback."""
+    cdef int rc = rtp_parse(buf, length, h)
+    cdef int32_t twcc_off, twcc_len = 0
     if rc != RTP_OK:
         t.drops[DROP_TOO_SHORT if rc == RTP_TOO_SHORT else
                 (DROP_BAD_VERSION if rc == RTP_BAD_VERSION else DROP_BAD_HEADER)] += 1
-        return
+        return False
     t.rtp_rx += 1
     if t.ids.twcc != 0:
         # Every authenticated packet with a transport-wide seq counts for the publisher's estimate, also
-        # the ones dropped below (padding and RTX probes, unknown SSRCs).
-        twcc_off = rtp_ext_find(buf, &h, t.ids.twcc, &twcc_len)
+        # the ones the later stages drop (padding and RTX probes, unknown SSRCs).
+        twcc_off = rtp_ext_find(buf, h, t.ids.twcc, &twcc_len)
         if twcc_off >= 0 and twcc_len >= 2 and \
                 twcc_record(t.twcc, rd16(buf + twcc_off), rx_arrival_us(e), ssrc) >= TWCC_FLUSH_PENDING:
             send_twcc(e, t_slot, t)
-    value = ht_get(&e.rx_ssrc, ssrc_key(t_slot, ssrc))
+    return True
+
+
+cdef inline int32_t rtp_route(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf, const RtpHeader* h,
+                              uint32_t ssrc) noexcept nogil:
+    """The route value of the packet's SSRC (learnt by MID/RID on a miss), or -1 (dropped)."""
+    cdef int32_t value = ht_get(&e.rx_ssrc, ssrc_key(t_slot, ssrc))
+    if value >= 0:
+        return value
+    fanout_flush(e)                           # a new stream may replace the run's
+    value = learn_ssrc(e, t_slot, t, buf, h)
     if value < 0:
-        fanout_flush(e)                       # a new stream may replace the run's
-        value = learn_ssrc(e, t_slot, t, buf, &h)
-        if value < 0:
-            t.drops[DROP_UNKNOWN_SSRC] += 1
-            # An authenticated but unroutable SSRC: free the libsrtp stream it just created (MS #437).
-            e.srtp.remove_stream(t.srtp_in, htonl(ssrc))
-            return
-    p = e.producers[value >> 3]
-    layer = (value >> 1) & 3
-    s = &p.enc[layer]
-    if e.n_run > 0 and (e.run_p != (value >> 3) or e.run_layer != layer):
-        fanout_flush(e)
-    if value & 1:
-        apt = p.rtx_apt[h.pt]
-        if apt < 0:
+        t.drops[DROP_UNKNOWN_SSRC] += 1
+        # An authenticated but unroutable SSRC: free the libsrtp stream it just created (MS #437).
+        e.srtp.remove_stream(t.srtp_in, htonl(ssrc))
+    return value
+
+
+cdef inline uint8_t* rtp_media(Producer* p, RecvStream* s, bint rtx, uint8_t* buf, int* length,
+                               RtpHeader* h) noexcept nogil:
+    """Check the payload type and turn an RTX packet into the media packet it carries: where the packet now starts
+    (length and h follow), or NULL (dropped)."""
+    cdef int16_t apt
+    if not rtx:
+        if not p.media_pt[h.pt]:
             s.drops[DROP_UNSUPPORTED_PT] += 1
-            return
-        if h.payload_len < 2:
-            s.drops[DROP_RTX_EMPTY] += 1
-            return
-        # RFC 4588: restore OSN, media SSRC and PT; slide the header over the 2-byte OSN.
-        h.seq = rd16(buf + h.header_len)
-        memmove(buf + 2, buf, h.header_len)
-        buf += 2
-        length -= 2
-        h.payload_len -= 2
-        h.pt = <uint8_t>apt
-        h.ssrc = s.ssrc
-        rtp_set_header(buf, h.pt, h.seq, h.ts, h.ssrc)
-        s.rtx_packets += 1
-    elif not p.media_pt[h.pt]:
+            return NULL
+        return buf
+    apt = p.rtx_apt[h.pt]
+    if apt < 0:
         s.drops[DROP_UNSUPPORTED_PT] += 1
-        return
-    if rtp_ext_walk(buf, &h, &t.ids, &found, t.id_map if t.has_id_map else NULL) != RTP_OK:
+        return NULL
+    if h.payload_len < 2:
+        s.drops[DROP_RTX_EMPTY] += 1
+        return NULL
+    # RFC 4588: restore OSN, media SSRC and PT; slide the header over the 2-byte OSN.
+    h.seq = rd16(buf + h.header_len)
+    memmove(buf + 2, buf, h.header_len)
+    buf += 2
+    length[0] -= 2
+    h.payload_len -= 2
+    h.pt = <uint8_t>apt
+    h.ssrc = s.ssrc
+    rtp_set_header(buf, h.pt, h.seq, h.ts, h.ssrc)
+    s.rtx_packets += 1
+    return buf
+
+
+cdef inline bint rtp_extensions_in(Transport* t, Producer* p, RecvStream* s, uint8_t* buf,
+                                   const RtpHeader* h) noexcept nogil:
+    """Renumber the header extensions to the subscribers' ids and read the audio level (False: dropped)."""
+    cdef ExtFound found
+    if rtp_ext_walk(buf, h, &t.ids, &found, t.id_map if t.has_id_map else NULL) != RTP_OK:
         s.drops[DROP_BAD_HEADER] += 1
-        return
+        return False
     if found.audio_level >= 0:
         p.audio_level_sum += found.audio_level & 0x7F
         p.audio_level_count += 1
-    ext = stream_update_seq(e, p, layer, s, h.seq)
+    return True
+
+
+cdef inline int64_t stream_sequence(EngineState* e, Producer* p, int32_t layer, RecvStream* s,
+                                    uint16_t seq) noexcept nogil:
+    """The packet's extended seq, or -1 (dropped: a bad jump or a duplicate). Feeds NACK generation, which asks
+    for a key frame when the losses are too many to repair."""
+    cdef int64_t ext = stream_update_seq(e, p, layer, s, seq)
     if ext < 0:
         s.drops[DROP_BAD_SEQ] += 1
-        return
+        return -1
     if s.nack != NULL and nack_received(s.nack, ext, e.now_ms):
         request_keyframe(e, p, layer)         # too many losses to repair
     if store_has(&s.store, ext):
         s.drops[DROP_DUPLICATE] += 1
-        return
-    s.last_packet_ms = e.now_ms
-    if h.payload_len == 0:
-        # Padding-only (probing): never forwarded, and consumers close the hole it would leave (after the run's
-        # earlier packets are theirs).
-        s.drops[DROP_PADDING_ONLY] += 1
-        fanout_flush(e)
-        for i in range(p.consumers.n):
-            if e.consumers[p.consumers.items[i]].current == layer:
-                seq_rw_drop(e.consumers[p.consumers.items[i]].seq, ext)
-        return
+        return -1
+    return ext
+
+
+cdef inline void stream_padding(EngineState* e, Producer* p, int32_t layer, RecvStream* s,
+                                int64_t ext) noexcept nogil:
+    """Drop a padding-only packet (probing), never forwarded: consumers close the hole it would leave (after the
+    run's earlier packets are theirs)."""
+    cdef int32_t i
+    s.drops[DROP_PADDING_ONLY] += 1
+    fanout_flush(e)
+    for i in range(p.consumers.n):
+        if e.consumers[p.consumers.items[i]].current == layer:
+            seq_rw_drop(e.consumers[p.consumers.items[i]].seq, ext)
+
+
+cdef inline int stream_store(EngineState* e, Producer* p, RecvStream* s, bint rtx, uint8_t* buf, int length,
+                             const RtpHeader* h, int64_t ext) noexcept nogil:
+    """Detect a key frame, keep the packet for retransmission and count it (receiver-report state only for
+    media, not RTX). Returns the key-frame flag forward_to needs: 1, 0, or -1 (no detection: audio, unknown
+    codec)."""
+    cdef int key = -1
     if p.kind == 1:
         key = keyframe_detect(p.codec[h.pt], buf + h.header_len, h.payload_len)
         if key == 1:
@@ -411,11 +447,50 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
     store_put(&s.store, ext, buf, length, STORE_KEY if key == 1 else 0)
     s.packets += 1
     s.bytes += length
-    if not (value & 1):
+    if not rtx:
         s.received += 1
         if ext == s.max_ext_seq:
             stream_jitter(s, p.clock_rate, e.now_ms, h.ts)
-    fanout_queue(e, value >> 3, layer, buf, length, &h, ext, key)
+    return key
+
+
+cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf, int32_t n) noexcept nogil:
+    """One RTP datagram from t, in its stages: unprotect, parse, route, media payload (RTX unwrapped), extensions,
+    sequence, store, then onto the fan-out run. Each stage that drops a packet counts it and returns a failure."""
+    cdef RtpHeader h
+    cdef uint32_t ssrc = rd32(buf + 8)
+    cdef int length
+    cdef int32_t value, p_slot, layer
+    cdef bint rtx
+    cdef Producer* p
+    cdef RecvStream* s
+    cdef int64_t ext
+    cdef int key
+    length = rtp_unprotect(e, t_slot, t, buf, n, ssrc)
+    if length < 0 or not rtp_header_in(e, t_slot, t, buf, length, &h, ssrc):
+        return
+    value = rtp_route(e, t_slot, t, buf, &h, ssrc)
+    if value < 0:
+        return
+    p_slot = route_slot(value)
+    layer = route_layer(value)
+    rtx = route_is_rtx(value)
+    p = e.producers[p_slot]
+    s = &p.enc[layer]
+    if e.n_run > 0 and (e.run_p != p_slot or e.run_layer != layer):
+        fanout_flush(e)                       # the run holds one producer layer
+    buf = rtp_media(p, s, rtx, buf, &length, &h)
+    if buf == NULL or not rtp_extensions_in(t, p, s, buf, &h):
+        return
+    ext = stream_sequence(e, p, layer, s, h.seq)
+    if ext < 0:
+        return
+    s.last_packet_ms = e.now_ms
+    if h.payload_len == 0:
+        stream_padding(e, p, layer, s, ext)
+        return
+    key = stream_store(e, p, s, rtx, buf, length, &h, ext)
+    fanout_queue(e, p_slot, layer, buf, length, &h, ext, key)
 
 
 cdef inline void fanout_queue(EngineState* e, int32_t p_slot, int32_t layer, uint8_t* buf, int32_t length,

@@ -1,5 +1,24 @@
 # The Engine's C state: transports, producers (one RecvStream per encoding), consumers, the receive and send
-# arenas and the event ring. Everything here is preallocated or grown by commands only.
+# arenas and the event ring. Everything here is preallocated or grown by commands only. Also the route value that
+# the rx_ssrc table maps an SSRC to, with its accessors.
+#
+# How the fast path is cut into files:
+# - A `.pxi` include (engine.pyx includes _send, _gso, _forward, _feedback, _publisher_feedback, _reports): a
+#   stage of the Engine itself. It works on EngineState, calls and is called by the other stages, and is only
+#   split out to keep each file about one concern; it compiles into the engine module, so the C compiler
+#   inlines across stages.
+# - A header-only `.pxd` of `cdef inline ... noexcept nogil` helpers (rtp, rtcp, seq, store, table, nack, twcc,
+#   gso, keyframe, demux): one data structure or wire format with no state beyond what the caller passes in.
+#   Each module that cimports it gets its own inlined copy, so the Engine, the bench's limit loop and the small
+#   test-facing wrappers (rtp.pyx, seq.pyx, rtcp.pyx, ...) run the same code at no call cost.
+# - A separate extension module with non-inline `cdef` functions in its `.pxd` (crypto_kernel, srtp): code with
+#   global state of its own or bound to outside libraries (the AES and HMAC primitives installed into libsrtp and
+#   the HMAC batch; pylibsrtp's libsrtp entry points). Other modules reach it through Cython's cross-module
+#   function pointers, a real call each time, so it only offers calls that do a packet's or a batch's worth of
+#   work (hmac_flush once per send arena), never a per-field helper; what must inline (protect_queued) is a
+#   `cdef inline` in its `.pxd`.
+# A new per-packet helper is a `cdef inline ... noexcept nogil` with C types only, in the `.pxi` of its stage or,
+# when another module needs it too, in a header-only `.pxd`.
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from fastpath.counters cimport DROP_REASON_COUNT
@@ -36,6 +55,47 @@ cdef enum:
     STREAM_ACTIVE_MS = 1500
     REPORT_INTERVAL_MS = 1000
     SRTP_RESET_AFTER = 4                      # consecutive replay_old failures before a stream reset
+
+# The route value, rx_ssrc's int32 value for an SSRC a transport receives: which producer slot, which of its
+# encodings (layer) and whether the SSRC is the encoding's RTX stream (RFC 4588):
+#     route_pack(p_slot, layer, rtx) == p_slot << ROUTE_SLOT_SHIFT | layer << ROUTE_LAYER_SHIFT | rtx
+# It is never negative (the table's -1 means "no route") while p_slot < 2**(31 - ROUTE_SLOT_SHIFT).
+cdef enum:
+    ROUTE_RTX_BITS = 1
+    ROUTE_LAYER_BITS = 2                      # MAX_ENCODINGS <= 1 << ROUTE_LAYER_BITS, checked by the C compiler
+    ROUTE_LAYER_SHIFT = ROUTE_RTX_BITS
+    ROUTE_SLOT_SHIFT = ROUTE_LAYER_SHIFT + ROUTE_LAYER_BITS
+    ROUTE_RTX_MASK = (1 << ROUTE_RTX_BITS) - 1
+    ROUTE_LAYER_MASK = (1 << ROUTE_LAYER_BITS) - 1
+
+cdef extern from *:
+    """
+    /* A C11 static assertion: the C compilation of a module that packs a route value fails when the layer bits
+       cannot hold every encoding index. */
+    #define FASTPATH_ROUTE_LAYERS_FIT(fits) _Static_assert(fits, "engine.pxd: MAX_ENCODINGS exceeds ROUTE_LAYER_BITS")
+    """
+    void route_layers_fit "FASTPATH_ROUTE_LAYERS_FIT"(bint fits) noexcept nogil
+
+
+cdef inline int32_t route_pack(int32_t p_slot, int32_t layer, bint rtx) noexcept nogil:
+    route_layers_fit(MAX_ENCODINGS <= (1 << ROUTE_LAYER_BITS))
+    return (p_slot << ROUTE_SLOT_SHIFT) | (layer << ROUTE_LAYER_SHIFT) | (ROUTE_RTX_MASK if rtx else 0)
+
+
+cdef inline int32_t route_slot(int32_t value) noexcept nogil:
+    """The producer slot (e.producers[...]) of a route value."""
+    return value >> ROUTE_SLOT_SHIFT
+
+
+cdef inline int32_t route_layer(int32_t value) noexcept nogil:
+    """The encoding index (Producer.enc[...]) of a route value."""
+    return (value >> ROUTE_LAYER_SHIFT) & ROUTE_LAYER_MASK
+
+
+cdef inline bint route_is_rtx(int32_t value) noexcept nogil:
+    """True when the route value's SSRC is the RTX stream of its encoding."""
+    return (value & ROUTE_RTX_MASK) != 0
+
 
 cdef enum EventCode:
     EV_UNKNOWN = 0
@@ -224,7 +284,7 @@ ctypedef struct EngineState:
     Consumer** consumers
     int32_t cap_consumers
     HashTable tuples                          # (addr << 16 | port) -> transport slot
-    HashTable rx_ssrc                         # (transport << 32 | ssrc) -> producer << 3 | layer << 1 | rtx
+    HashTable rx_ssrc                         # (transport << 32 | ssrc) -> route value (route_pack)
     HashTable tx_ssrc                         # (transport << 32 | out_ssrc) -> consumer slot
     int32_t batch
     uint8_t* recv_buf

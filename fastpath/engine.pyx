@@ -671,9 +671,9 @@ cdef class Engine:
             s.ssrc = media_ssrc
             s.rtx_ssrc = rtx_ssrc
             if media_ssrc:
-                ht_put(&self.st.rx_ssrc, ssrc_key(t_slot, media_ssrc), (slot << 3) | (i << 1))
+                ht_put(&self.st.rx_ssrc, ssrc_key(t_slot, media_ssrc), route_pack(slot, i, False))
             if rtx_ssrc:
-                ht_put(&self.st.rx_ssrc, ssrc_key(t_slot, rtx_ssrc), (slot << 3) | (i << 1) | 1)
+                ht_put(&self.st.rx_ssrc, ssrc_key(t_slot, rtx_ssrc), route_pack(slot, i, True))
         self.st.producers[slot] = pr
         il_append(&tr.producers, slot)
         self._p[p] = slot

@@ -294,6 +294,39 @@ def test_simulcast_learns_rids_and_switches_on_keyframes(rig: Rig) -> None:
     assert snap["current_layer"] == 0 and snap["drop_layer_filtered"] >= 1
 
 
+def test_each_encoding_and_its_rtx_stream_stay_on_their_own_layer(rig: Rig) -> None:
+    """The SSRC table packs a producer's slot, the layer and an RTX bit into one value: four layers (the most a
+    producer has) and their RTX streams, declared or learnt by RID/RRID, on producers past the first slot, each
+    count media, RTX and sender reports on their own layer only."""
+    e = rig.engine
+    e.add_producer(8, 1, fastpath.KIND_AUDIO, b"a", [(b"", 0x800, 0)], [111], {}, 48000)   # takes slot 0
+    e.add_producer(9, 1, fastpath.KIND_VIDEO, b"d", [(b"", 0x900 + i, 0x910 + i) for i in range(4)], [VP8],
+                   {RTX: VP8}, 90000, codecs={VP8: fastpath.CODEC_VP8})
+    rids = [b"q", b"h", b"f", b"x"]
+    e.add_producer(10, 1, fastpath.KIND_VIDEO, b"v", [(rid, 0, 0) for rid in rids], [VP8], {RTX: VP8}, 90000,
+                   codecs={VP8: fastpath.CODEC_VP8})
+    learnt = {i: (0xA00 + i, 0xA10 + i) for i in range(4)}
+    for layer in range(4):
+        for (media, rtx), ext in (((0x900 + layer, 0x910 + layer), None), (learnt[layer], (1, b"v"))):
+            for k, seq in enumerate(range(100, 100 + layer + 1)):          # layer + 1 media packets
+                rig.pub.send_rtp(packets.rtp(VP8, seq, 1000, media, packets.vp8_payload(key=k == 0),
+                                             extensions=[ext, (2, rids[layer])] if ext else None))
+            rtx_pkt = packets.rtp(RTX, 7, 1000, rtx, packets.rtx_payload(200, packets.vp8_payload(key=False)),
+                                  extensions=[ext, (3, rids[layer])] if ext else None)
+            rig.pub.send_rtp(rtx_pkt)
+            rig.pub.send_rtcp(packets.rtcp_sr(media, 3900000000, 0, 1000, 1, 100))
+            rig.pub.send_rtcp(packets.rtcp_sr(rtx, 3900000000, 0, 1000, 1, 100))   # RTX: no report state
+            rig.pump()
+    for p in (9, 10):
+        layers = e.snapshot_producer(p)["layers"]
+        for layer, got in enumerate(layers):
+            if p == 10:
+                assert (got["ssrc"], got["rtx_ssrc"]) == learnt[layer]
+            assert (got["packets"], got["received"], got["rtx_packets"], got["sr_count"]) == \
+                (layer + 2, layer + 1, 1, 1), (p, layer)
+    assert e.snapshot_producer(8)["packets"] == 0
+
+
 def test_one_and_two_byte_extension_ids_are_renumbered(rig: Rig) -> None:
     e = rig.engine
     ids = bytearray(256)
