@@ -42,7 +42,7 @@ from bench.peer import Credentials, ServerParams, SetupError, SyntheticPeer, int
 from bench.probe import ProcProbe
 from bench.server import plan_cores
 from bench.session import measure
-from control import procstat
+from control.workers import procstat
 
 # ---- the generator side ------------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ never used), and
 the ping that keeps the session alive. A simulcast video track is published as browsers do it: AddTrack with three
 ``VideoLayer`` sizes, and an m-line with ``a=rid:q/h/f send``, ``a=simulcast:send q;h;f`` and the MID and RID header
 extensions (ids :data:`MID_EXT_ID`, :data:`RID_EXT_ID`) instead of SSRC lines, so the server learns each layer's
-SSRC from the extensions in the packets. It builds and reads SDP text itself rather than through ``control.sdp``
+SSRC from the extensions in the packets. It builds and reads SDP text itself rather than through ``control.rtc.sdp``
 because it plays the *client* side, whose SDP the server must accept from any SDK; the ICE and DTLS work that follows
 is ``bench.peer``'s. Only what a load test needs: no trickle from our side (the server is ICE-lite and puts its one
 candidate in its SDP), no resume.

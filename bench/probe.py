@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from control import procstat
+from control.workers import procstat
 
 
 class ProbeError(RuntimeError):

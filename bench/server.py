@@ -1,10 +1,10 @@
 """The server under test, started inside the benchmark process: control's Supervisor with its workers.
 
-Owns core placement (workers on the cores the generator does not use, when there are cores to spare; the
-generator and this control process on the remaining core), the in-process :class:`control.supervisor.Supervisor`
-(its worker processes run exactly as under ``mediarouter serve``), one :class:`control.media.MediaClient` per worker,
-and the worker pids and UDP ports that the measurements read. No SDP and no LiveKit signaling: set-up goes straight
-through MediaClient requests (see ``bench.session``); ``--url`` replaces all of this with ``bench.remote``.
+Owns core placement (workers on the cores the generator does not use, when there are cores to spare; the generator
+and this control process on the remaining core), the in-process :class:`control.workers.supervisor.Supervisor` (its
+worker processes run exactly as under ``mediarouter serve``), one :class:`control.rtc.media.MediaClient` per
+worker, and the worker pids and UDP ports that the measurements read. No SDP and no LiveKit signaling: set-up goes
+straight through MediaClient requests (see ``bench.session``); ``--url`` replaces all of this with ``bench.remote``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import tempfile
 from dataclasses import dataclass
 
 from bench.probe import ProcProbe
-from control.media import MediaClient
-from control.supervisor import Supervisor
+from control.rtc.media import MediaClient
+from control.workers.supervisor import Supervisor
 
 # An overloaded worker with a large fan-out can spend seconds in one Engine.pump() call (its budget counts received
 # batches, not forwarded packets), starving its heartbeat; the benchmark wants to measure that overload, not have

@@ -27,9 +27,9 @@ from bench.net import DEFAULT_SOURCE_NET, GeneratorSocket
 from bench.peer import Credentials, ServerParams, SrtpKeys, SyntheticPeer
 from bench.probe import Probe
 from bench.server import BenchServer
-from control import procstat
-from control.codecs import Codec
-from control.negotiation import TrackPlan
+from control.rtc.codecs import Codec
+from control.rtc.negotiation import TrackPlan
+from control.workers import procstat
 
 VIDEO_PT = 96
 AUDIO_PT = 111

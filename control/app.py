@@ -1,11 +1,11 @@
 """Composition root of the control process: settings -> Supervisor + aiohttp application, run until a signal.
 
-This module only wires parts together: the :class:`~control.supervisor.Supervisor`, the
-:class:`~control.rooms.RoomManager` over it (its room settings with the API keys, the SDP layer of
-``control.negotiation``, the workers' notifications), the typed application keys of ``control.keys``, and the
-routes: ``GET /healthz`` (control/health.py), LiveKit's signaling (control/signaling.py) and Twirp RoomService
-(control/twirp.py), all on the same port. SIGINT/SIGTERM stop the HTTP server, then the workers, then remove the
-runtime directory.
+This module only wires parts together: the :class:`~control.workers.supervisor.Supervisor`, the
+:class:`~control.rtc.rooms.RoomManager` over it (its room settings with the API keys, the SDP layer of
+``control.rtc.negotiation``, the workers' notifications), the typed application keys of ``control.service.keys``, and
+the routes: ``GET /healthz`` (control/service/health.py), LiveKit's signaling (control/service/signaling.py) and
+Twirp RoomService (control/service/twirp.py), all on the same port. SIGINT/SIGTERM stop the HTTP server, then the
+workers, then remove the runtime directory.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import signal
 
 from aiohttp import web
 
-from control import signaling, twirp
 from control.config import Settings
-from control.health import healthz
-from control.keys import MANAGER_KEY, SETTINGS_KEY, SUPERVISOR_KEY
-from control.participant import LiveKitNegotiator
-from control.rooms import RoomManager
-from control.supervisor import Supervisor
-from control.worker_pool import SupervisorPool, attach_supervisor
+from control.rtc.participant import LiveKitNegotiator
+from control.rtc.rooms import RoomManager
+from control.rtc.worker_pool import SupervisorPool, attach_supervisor
+from control.service import signaling, twirp
+from control.service.health import healthz
+from control.service.keys import MANAGER_KEY, SETTINGS_KEY, SUPERVISOR_KEY
+from control.workers.supervisor import Supervisor
 
 log = logging.getLogger("control.app")
 

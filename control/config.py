@@ -70,7 +70,7 @@ from typing import Any
 
 import yaml
 
-from control.codecs import SUPPORTED_CODECS
+from control.rtc.codecs import SUPPORTED_CODECS
 
 log = logging.getLogger("control.config")
 
@@ -288,7 +288,7 @@ _PUBLISH_CODECS = tuple(dict.fromkeys(f"{s.kind}/{s.codec.name}" for s in SUPPOR
 
 @dataclass(frozen=True)
 class RoomSettings:
-    """Server-wide knobs of the LiveKit surface (control.rooms)."""
+    """Server-wide knobs of the LiveKit surface (control.rtc.rooms)."""
 
     server_version: str = "1.9.0"
     node_id: str = "ND_mediarouter"

@@ -1,4 +1,4 @@
-"""``python -m router``: the worker process entry point, spawned by control/supervisor.py.
+"""``python -m router``: the worker process entry point, spawned by control/workers/supervisor.py.
 
 It only parses the command line, sets up logging and runs :class:`router.worker.Worker`; the exit code tells
 the supervisor why the worker ended (router/worker.py EXIT_*). Every setting comes on the command line (the

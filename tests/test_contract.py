@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from control.codecs import Codec
-from control.media import MediaClient
-from control.negotiation import TrackPlan
+from control.rtc.codecs import Codec
+from control.rtc.media import MediaClient
+from control.rtc.negotiation import TrackPlan
 from router.media_host import install_media
 from router.messages import (
     EVENTS,

@@ -9,10 +9,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from control.app import build_app
 from control.config import load_settings
-from control.keys import MANAGER_KEY, SETTINGS_KEY, SUPERVISOR_KEY
-from control.participant import LiveKitNegotiator
-from control.supervisor import Supervisor
-from control.worker_pool import SupervisorPool
+from control.rtc.participant import LiveKitNegotiator
+from control.rtc.worker_pool import SupervisorPool
+from control.service.keys import MANAGER_KEY, SETTINGS_KEY, SUPERVISOR_KEY
+from control.workers.supervisor import Supervisor
 
 
 async def test_build_app_wires_room_settings_with_keys_into_the_room_manager() -> None:

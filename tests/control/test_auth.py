@@ -1,4 +1,5 @@
-"""Tests for control.auth: interop with livekit-api, the refusal matrix (docs/RELIABILITY.md, G1 and G3) and grants."""
+"""Tests for control.auth: interop with livekit-api, the refusal matrix (docs/RELIABILITY.md, G1 and G3)
+and grants."""
 
 from __future__ import annotations
 

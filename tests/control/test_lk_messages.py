@@ -1,4 +1,4 @@
-"""Tests for control.lk_messages: every builder round-trips through protobuf bytes with the fields clients
+"""Tests for control.rtc.lk_messages: every builder round-trips through protobuf bytes with the fields clients
 rely on, and the mistakes that crash clients (docs/PROTOCOL.md) are refused at build time."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from livekit.protocol import models, rtc
 
-from control import lk_messages as lm
+from control.rtc import lk_messages as lm
 
 A = rtc.LeaveRequest.Action
 State = models.ParticipantInfo.State

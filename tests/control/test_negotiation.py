@@ -1,4 +1,4 @@
-"""control.negotiation: answers to real aiortc offers and Chrome/Firefox-style offers, subscriber offers that
+"""control.rtc.negotiation: answers to real aiortc offers and Chrome/Firefox-style offers, subscriber offers that
 aiortc accepts, stable m-lines across renegotiation, the header-extension table and payload-type maps.
 
 aiortc is used for SDP handling only: offers are created with host candidates of this machine and answers are
@@ -13,8 +13,8 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
-from control import codecs, sdp
-from control.negotiation import (
+from control.rtc import codecs, sdp
+from control.rtc.negotiation import (
     EXT_ID_UNUSED,
     ROUTER_EXTENSIONS,
     Codec,

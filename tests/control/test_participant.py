@@ -1,4 +1,4 @@
-"""control/participant.py on its own: a Participant needs no Room, only its seams (MediaApi, Negotiator, a
+"""control/rtc/participant.py on its own: a Participant needs no Room, only its seams (MediaApi, Negotiator, a
 SignalSink and a ParticipantListener), and the room changes it only through its methods."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import asyncio
 from livekit.protocol import models, rtc
 from test_rooms import Client, FakeMedia, FakeNegotiator, claims, settle  # tests/control is on sys.path
 
-from control.participant import (
+from control.rtc.participant import (
     ClientParams,
     NullParticipantListener,
     Participant,

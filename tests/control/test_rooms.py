@@ -1,6 +1,6 @@
 """Rooms, participants and placement against a fake worker (MediaApi) and a fake SDP layer (Negotiator).
 
-The fakes sit exactly at the seams of ``control.participant``: every worker request is recorded, and the SDP
+The fakes sit exactly at the seams of ``control.rtc.participant``: every worker request is recorded, and the SDP
 "offers" are a tiny line format (``m=<kind> <mid> <msid track id>``), so these tests check LiveKit's room rules
 (message order, versions, subscriptions, data forwarding, permissions) and nothing about SDP text.
 """
@@ -17,15 +17,15 @@ import pytest
 from livekit.protocol import models, rtc
 
 from control.auth import Claims, Grants
-from control.participant import (
+from control.rtc.participant import (
     ClientParams,
     OfferedMedia,
     PublisherAnswer,
     RemoteSide,
     SubscribedSpec,
 )
-from control.placement import NoWorkerAvailable, WorkerLoad, choose_worker, loads_from_slots
-from control.rooms import RoomManager, RoomSettings
+from control.rtc.rooms import RoomManager, RoomSettings
+from control.workers.placement import NoWorkerAvailable, WorkerLoad, choose_worker, loads_from_slots
 
 State = models.ParticipantInfo.State
 
@@ -725,16 +725,16 @@ def test_loads_from_supervisor_slots() -> None:
     assert choose_worker(loads) == 0  # 6 transports + 4 consumers (8) < one room (10)
 
 
-# ----------------------------------------------------------------- with the real SDP layer (control.negotiation)
+# ----------------------------------------------------------------- with the real SDP layer (control.rtc.negotiation)
 
 DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "data"
 
 
 class NegotiatingMedia(FakeMedia):
-    """FakeMedia whose transports have real ICE/DTLS parameters, so that control.negotiation can write SDP."""
+    """FakeMedia whose transports have real ICE/DTLS parameters, so that control.rtc.negotiation can write SDP."""
 
     async def create_transport(self, router_id: str, transport_id: str) -> Any:
-        from control.negotiation import TransportParams
+        from control.rtc.negotiation import TransportParams
 
         self.calls.append(("create_transport", router_id, transport_id))
         return TransportParams(ice_ufrag=f"u{len(self.calls):04d}", ice_pwd="p" * 24,
@@ -745,8 +745,8 @@ class NegotiatingMedia(FakeMedia):
 async def test_real_negotiation_binds_msid_tracks_and_aiortc_answers_subscriber_offer() -> None:
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
-    from control import sdp
-    from control.participant import LiveKitNegotiator
+    from control.rtc import sdp
+    from control.rtc.participant import LiveKitNegotiator
 
     pool = FakePool(1)
     pool.workers = [NegotiatingMedia(0)]
@@ -856,8 +856,8 @@ async def test_consume_failure_drops_the_subscription_and_still_offers() -> None
 
 
 def test_livekit_negotiator_orders_simulcast_layers_low_to_high() -> None:
-    from control.negotiation import TransportParams
-    from control.participant import LiveKitNegotiator
+    from control.rtc.negotiation import TransportParams
+    from control.rtc.participant import LiveKitNegotiator
 
     offer = (DATA / "chrome_simulcast_offer.sdp").read_text().replace("\r\n", "\n").replace("\n", "\r\n")
     assert "a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f" in offer
@@ -913,7 +913,7 @@ async def test_a_refused_producer_still_gets_the_answer() -> None:
 
 
 async def test_unanswerable_offer_is_refused_with_a_reason() -> None:
-    from control.participant import LiveKitNegotiator
+    from control.rtc.participant import LiveKitNegotiator
 
     pool = FakePool(1)
     pool.workers = [NegotiatingMedia(0)]

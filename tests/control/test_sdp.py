@@ -1,4 +1,4 @@
-"""control.sdp: golden offers parse field by field, round trip, keep unknown attributes, and bad lines fail
+"""control.rtc.sdp: golden offers parse field by field, round trip, keep unknown attributes, and bad lines fail
 with the line number and reason."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from control import sdp
+from control.rtc import sdp
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 GOLDEN = ["aiortc_offer.sdp", "aiortc_data_offer.sdp", "chrome_simulcast_offer.sdp", "firefox_offer.sdp"]

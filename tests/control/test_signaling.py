@@ -20,9 +20,9 @@ from test_rooms import FakeNegotiator, FakePool  # tests/control is on sys.path 
 
 from control.app import add_livekit
 from control.auth import create_token
-from control.keys import MANAGER_KEY
-from control.rooms import RoomManager, RoomSettings
-from control.signaling import client_params
+from control.rtc.rooms import RoomManager, RoomSettings
+from control.service.keys import MANAGER_KEY
+from control.service.signaling import client_params
 
 KEY, SECRET = "devkey", "secret-secret-secret-secret-secret"
 

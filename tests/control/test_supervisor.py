@@ -1,4 +1,4 @@
-"""control/supervisor.py and worker_client.py with real workers: in-process and through `python -m control`.
+"""control/workers/supervisor.py and worker_client.py with real workers: in-process and through `python -m control`.
 
 Every process started here is killed and reaped by the `reaper` fixture, even when a test fails.
 """
@@ -24,8 +24,8 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from control.supervisor import Supervisor
-from control.worker_client import ControlSocket, WorkerClient, WorkerDied, WorkerError
+from control.workers.supervisor import Supervisor
+from control.workers.worker_client import ControlSocket, WorkerClient, WorkerDied, WorkerError
 from router.ports import IP_MTU_DISCOVER, IP_PMTUDISC_PROBE, PortBindError, bind_udp
 from router.protocol import Method, Notification, Request, Response, decode, encode
 from tests.conftest import (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from control.supervisor import Supervisor
+from control.workers.supervisor import Supervisor
 from router.__main__ import parse_args
 from router.worker import Worker
 from tests.conftest import ProcessReaper, free_udp_ports

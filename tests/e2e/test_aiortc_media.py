@@ -24,9 +24,9 @@ import pytest
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from av import AudioFrame, VideoFrame
 
-from control.codecs import router_codec
-from control.media import MediaClient
-from control.negotiation import (
+from control.rtc.codecs import router_codec
+from control.rtc.media import MediaClient
+from control.rtc.negotiation import (
     PublishPlan,
     SubscribedTrack,
     TrackPlan,
@@ -35,8 +35,8 @@ from control.negotiation import (
     parse_answer,
     subscriber_offer,
 )
-from control.supervisor import Supervisor
-from control.worker_client import WorkerError
+from control.workers.supervisor import Supervisor
+from control.workers.worker_client import WorkerError
 from tests.conftest import free_udp_ports, pinned_cpus
 
 pytestmark = pytest.mark.timeout(90)

@@ -7,7 +7,7 @@ participant, and keepalive answers. ``/rtc/v1`` and ``/rtc/v1/validate`` answer 
 A resume (``reconnect=1&sid=PA_...``) of a live session moves it to the new WebSocket (``Room.resume``); a resume
 with nothing to resume, or one that fails, gets ``leave {STATE_MISMATCH, RECONNECT}``, which makes the client
 rejoin from scratch (docs/PROTOCOL.md, Resume). The handlers reach the RoomManager through
-``control.keys.MANAGER_KEY``; ``control.app`` wires it.
+``control.service.keys.MANAGER_KEY``; ``control.app`` wires it.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from livekit.protocol import models, rtc
 
-from control import lk_messages as lk
 from control.auth import AuthError, Claims, require_join, token_from_request, verify_token
-from control.keys import MANAGER_KEY
-from control.participant import ClientParams, Participant, ParticipantError
-from control.placement import NoWorkerAvailable
-from control.rooms import JoinRefused, Room, RoomManager
+from control.rtc import lk_messages as lk
+from control.rtc.participant import ClientParams, Participant, ParticipantError
+from control.rtc.rooms import JoinRefused, Room, RoomManager
+from control.service.keys import MANAGER_KEY
+from control.workers.placement import NoWorkerAvailable
 
-log = logging.getLogger("control.signaling")
+log = logging.getLogger("control.service.signaling")
 
 CORS = {"Access-Control-Allow-Origin": "*"}
 MAX_METADATA_BYTES = 512 * 1024

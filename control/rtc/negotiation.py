@@ -16,8 +16,8 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from control import sdp
-from control.codecs import (
+from control.rtc import sdp
+from control.rtc.codecs import (
     ACCEPTED_EXTENSIONS,
     EXT_ID_UNUSED,
     FORWARDED_EXTENSIONS,

@@ -1,7 +1,7 @@
 """Worker supervision: spawn one worker per slot, pin it, watch it, respawn it, report health.
 
 The Supervisor owns the private runtime directory (mode 0700) holding ``control.sock``, the shared
-:class:`~control.worker_client.ControlSocket`, and one slot per worker with a fixed core (``i % len(cpus)``
+:class:`~control.workers.worker_client.ControlSocket`, and one slot per worker with a fixed core (``i % len(cpus)``
 over ``os.sched_getaffinity(0)``) and UDP port (``rtc_port_base + i``). Each slot runs ``python -m router
 --worker-id i --core c --control ipc://... --rtc-port P --node-ip IP --log-level L --[no-]gso --[no-]hmac-batch
 --srtp-crypto C`` (every setting a worker has is on its command line; it reads none from the environment) and
@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import router
-from control import procstat
-from control.worker_client import ControlSocket, WorkerClient
+from control.workers import procstat
+from control.workers.worker_client import ControlSocket, WorkerClient
 from router.protocol import PROTOCOL_VERSION, Event, Method, ProtocolError, WorkerHeartbeat, WorkerRunning
 
-log = logging.getLogger("control.supervisor")
+log = logging.getLogger("control.workers.supervisor")
 
 WorkerCallback = Callable[[int], None]
 
@@ -93,7 +93,7 @@ class WorkerSlot:
         }
 
     def usage(self) -> dict[str, Any] | None:
-        """The kernel's accounting of the live process and its socket (``control.procstat.worker_usage``)."""
+        """The kernel's accounting of the live process and its socket (``control.workers.procstat.worker_usage``)."""
         if not self.running or self.pid is None:
             return None
         try:

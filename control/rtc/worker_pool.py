@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from control.media import MediaClient
-from control.placement import WorkerLoad, loads_from_slots
-from control.rooms import RoomManager
-from control.supervisor import Supervisor
+from control.rtc.media import MediaClient
+from control.rtc.rooms import RoomManager
+from control.workers.placement import WorkerLoad, loads_from_slots
+from control.workers.supervisor import Supervisor
 
 
 class SupervisorPool:
-    """``control.rooms.WorkerPool`` over the Supervisor."""
+    """``control.rtc.rooms.WorkerPool`` over the Supervisor."""
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor

@@ -8,7 +8,7 @@ dies (every pending request fails at once, as mediasoup's Channel does on close)
 timeout. Notifications are checked against their body type (router/messages.py ``EVENTS``) and go to callbacks
 registered with ``on_notification``; a malformed frame, an unknown event or a bad body is logged and counted,
 never passed on. Events control only logs (:data:`LOGGED_EVENTS`) are logged here at debug level. This module
-does not spawn or watch processes; control/supervisor.py does and calls ``fail_all``.
+does not spawn or watch processes; control/workers/supervisor.py does and calls ``fail_all``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from router.channel import routing_id, send_now
 from router.messages import EVENTS
 from router.protocol import Event, Notification, ProtocolError, Request, Response, decode, encode
 
-log = logging.getLogger("control.worker_client")
+log = logging.getLogger("control.workers.worker_client")
 
 NotificationCallback = Callable[[str, str, dict[str, Any]], None]
 

@@ -5,10 +5,10 @@ subscriber PC, offered by the server), its publications (AddTrackRequest -> Trac
 m-line by the msid track id, RFC 8830), its subscriptions (one consumer and one subscriber m-line per track; the
 consumer stays paused until the client has answered the offer that carries its m-line), the serialised subscriber
 offer/answer rounds (JSEP, RFC 8829: one offer outstanding at a time) and the signal sink its messages go to.
-Room-wide effects (broadcasts, auto-subscribe, data forwarding) are the Room's (``control.rooms``): a participant
+Room-wide effects (broadcasts, auto-subscribe, data forwarding) are the Room's (``control.rtc.rooms``): a participant
 knows its room only as a :class:`ParticipantListener`, and the room changes a participant only through its methods.
 
-SDP is written and read by ``control.negotiation`` through the small :class:`Negotiator` seam below, so that
+SDP is written and read by ``control.rtc.negotiation`` through the small :class:`Negotiator` seam below, so that
 the LiveKit state machine can be tested without SDP and the SDP layer without LiveKit.
 """
 
@@ -26,12 +26,12 @@ from typing import Any, Protocol
 
 from livekit.protocol import models, rtc
 
-from control import lk_messages as lk
-from control import negotiation
 from control.auth import Claims
-from control.negotiation import SubscribedTrack, TrackPlan, TransportParams
+from control.rtc import lk_messages as lk
+from control.rtc import negotiation
+from control.rtc.negotiation import SubscribedTrack, TrackPlan, TransportParams
 
-log = logging.getLogger("control.participant")
+log = logging.getLogger("control.rtc.participant")
 
 State = models.ParticipantInfo.State
 RELIABLE = "_reliable"
@@ -57,7 +57,7 @@ class SignalSink(Protocol):
 
 
 class MediaApi(Protocol):
-    """The part of ``control.media.MediaClient`` rooms and participants use."""
+    """The part of ``control.rtc.media.MediaClient`` rooms and participants use."""
 
     async def create_router(self, router_id: str) -> None: ...
     async def close_router(self, router_id: str) -> None: ...
@@ -132,7 +132,7 @@ class SubscribedSpec:
 
 
 class Negotiator(Protocol):
-    """SDP for LiveKit's two peer connections (implemented over ``control.negotiation`` in control.rooms)."""
+    """SDP for LiveKit's two peer connections (implemented over ``control.rtc.negotiation`` in control.rtc.rooms)."""
 
     def answer(self, offer_sdp: str, local: TransportParams) -> PublisherAnswer: ...
     def offer(
@@ -143,7 +143,7 @@ class Negotiator(Protocol):
 
 
 class ParticipantListener(Protocol):
-    """What a participant tells or asks its room (``control.rooms.Room`` implements it), as LiveKit's
+    """What a participant tells or asks its room (``control.rtc.rooms.Room`` implements it), as LiveKit's
     ``ParticipantListener`` and mediasoup's ``Transport::Listener``: the participant never sees the Room itself."""
 
     def new_ssrc(self) -> int:
@@ -826,7 +826,7 @@ def _kind_of(info: models.TrackInfo) -> str:
 
 
 class LiveKitNegotiator:
-    """:class:`Negotiator` over ``control.negotiation``.
+    """:class:`Negotiator` over ``control.rtc.negotiation``.
 
     Publisher answers accept opus and VP8 first (the codecs announced in ``enabled_publish_codecs``; the codec
     order of the answer decides what libwebrtc sends, docs/PROTOCOL.md, Codecs); subscriber offers carry the

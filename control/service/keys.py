@@ -9,8 +9,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from control.config import Settings
-from control.rooms import RoomManager
-from control.supervisor import Supervisor
+from control.rtc.rooms import RoomManager
+from control.workers.supervisor import Supervisor
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 SUPERVISOR_KEY = web.AppKey("supervisor", Supervisor)

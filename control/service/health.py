@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from control import procstat
-from control.keys import SUPERVISOR_KEY
+from control.service.keys import SUPERVISOR_KEY
+from control.workers import procstat
 
 
 async def healthz(request: web.Request) -> web.Response:

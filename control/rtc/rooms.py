@@ -2,7 +2,7 @@
 forwarding.
 
 A :class:`RoomManager` auto-creates a room on its first join, places its MediaRouter on the least-loaded
-worker (``control.placement``) and routes worker notifications (transport states, relayed data-channel
+worker (``control.workers.placement``) and routes worker notifications (transport states, relayed data-channel
 messages) to the participant they belong to. A :class:`Room` applies LiveKit's room rules (docs/PROTOCOL.md, Participant
 updates, Data packets): full ParticipantInfo updates with increasing versions, the update that lists a track before the
 subscriber offer that carries it, auto-subscribe, duplicate identities replacing the old session, DISCONNECTED
@@ -21,10 +21,10 @@ from typing import Any, Protocol
 from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
 
-from control import lk_messages as lk
 from control.auth import Claims, refresh_token
 from control.config import RoomSettings
-from control.participant import (
+from control.rtc import lk_messages as lk
+from control.rtc.participant import (
     DATA_LABELS,
     RELIABLE,
     ClientParams,
@@ -38,11 +38,11 @@ from control.participant import (
     Subscription,
     new_ssrc,
 )
-from control.placement import NoWorkerAvailable, WorkerLoad, choose_worker
+from control.workers.placement import NoWorkerAvailable, WorkerLoad, choose_worker
 from router.messages import DataMessage, TransportState
 from router.protocol import Event
 
-log = logging.getLogger("control.rooms")
+log = logging.getLogger("control.rtc.rooms")
 
 Reason = models.DisconnectReason
 SPEAKER_INTERVAL_S = 0.4  # LiveKit's audio.update_interval
@@ -67,7 +67,7 @@ class JoinRefused(Exception):
 
 
 class Room:
-    """One LiveKit room, living on one worker's MediaRouter; the :class:`~control.participant.ParticipantListener`
+    """One LiveKit room, living on one worker's MediaRouter; the :class:`~control.rtc.participant.ParticipantListener`
     of its participants."""
 
     def __init__(

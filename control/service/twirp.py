@@ -21,11 +21,11 @@ from livekit.protocol import models, rtc
 from livekit.protocol import room as room_pb
 
 from control.auth import AuthError, Claims, token_from_request, verify_token
-from control.keys import MANAGER_KEY
-from control.participant import Participant
-from control.rooms import Room, RoomManager
+from control.rtc.participant import Participant
+from control.rtc.rooms import Room, RoomManager
+from control.service.keys import MANAGER_KEY
 
-log = logging.getLogger("control.twirp")
+log = logging.getLogger("control.service.twirp")
 
 PREFIX = "/twirp/livekit.RoomService/"
 STATUS = {"invalid_argument": 400, "malformed": 400, "unauthenticated": 401, "permission_denied": 403,

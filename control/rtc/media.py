@@ -1,7 +1,7 @@
 """MediaClient: control's typed face of one worker's media requests.
 
 Everything control asks a worker to build goes through here: media routers, WebRTC transports, producers,
-consumers and data channels. It turns negotiation results (``control.negotiation``) into the typed request bodies
+consumers and data channels. It turns negotiation results (``control.rtc.negotiation``) into the typed request bodies
 of router/messages.py, sends each under its ``Method`` and parses the reply with the reply body's ``from_wire``,
 so that rooms and signaling never write a request body by hand. It holds no state of its own; the caller keeps
 ids.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from control.codecs import URI_TRANSPORT_CC
-from control.negotiation import TrackPlan, TransportParams
+from control.rtc.codecs import URI_TRANSPORT_CC
+from control.rtc.negotiation import TrackPlan, TransportParams
 from router.messages import (
     ConnectRequest,
     ConsumeDataRequest,
@@ -35,7 +35,7 @@ EMPTY = Empty()
 
 
 class RequestSender(Protocol):
-    """What MediaClient needs from ``control.worker_client.WorkerClient``."""
+    """What MediaClient needs from ``control.workers.worker_client.WorkerClient``."""
 
     async def request(
         self, method: str, target_id: str, body: dict[str, Any], timeout: float = ...
