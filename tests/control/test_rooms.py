@@ -92,7 +92,8 @@ class FakeMedia:
         self.calls.append(("produce", transport_id, producer_id, track))
 
     async def consume(self, transport_id: str, consumer_id: str, producer_id: str, *, out_ssrc: int,
-                      pt_map: dict[int, int], nack: bool = True, spatial: int = -1, paused: bool = False) -> None:
+                      pt_map: dict[int, int], nack: bool = True, spatial: int = -1, paused: bool = False,
+                      rtx_ssrc: int = 0, rtx_pt_map: dict[int, int] | None = None) -> None:
         if producer_id in self.gone:
             raise KeyError(f"producer {producer_id!r} not found")
         self.calls.append(("consume", transport_id, consumer_id, producer_id, out_ssrc, spatial, paused))
@@ -156,6 +157,9 @@ class FakeNegotiator:
 
     def pt_map(self, spec: SubscribedSpec) -> dict[int, int]:
         return {111: 111} if spec.kind == "audio" else {96: 96}
+
+    def rtx_pt_map(self, spec: SubscribedSpec) -> dict[int, int]:
+        return {} if spec.kind == "audio" else {96: 97}
 
 
 class FakePool:
