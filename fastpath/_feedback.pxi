@@ -36,19 +36,29 @@ cdef void consumer_request_keyframe(EngineState* e, Consumer* c) noexcept nogil:
 
 
 cdef void retransmit(EngineState* e, Consumer* c, uint16_t out_seq) noexcept nogil:
-    """Resend the packet that went out as out_seq, rewritten as before (same seq, ts and SSRC)."""
+    """Resend the packet that went out as out_seq, rewritten as before (same seq, ts and SSRC), or wrapped as RTX
+    when the subscriber negotiated it; at most RESEND_MAX_TIMES times, once per RTT, and not once aged out
+    (_rtx.pxi)."""
     cdef MetaSlot* m = &c.meta[out_seq & (META_RING - 1)]
+    cdef Producer* p
     cdef RecvStream* s
     cdef const uint8_t* data
     cdef int32_t length = 0
+    cdef int32_t reason
     cdef int64_t ext
     cdef int16_t out_pt
+    cdef int rc
     if not m.valid or m.out16 != out_seq or c.producer < 0 \
             or <uint16_t>(<uint16_t>c.seq.max_out - out_seq) >= META_RING:
         # Unknown, or older than the outbound SRTP replay window (512, fastpath/srtp.pyx) would accept.
         c.drops[DROP_NACK_MISS] += 1
         return
-    s = &e.producers[c.producer].enc[m.layer]
+    p = e.producers[c.producer]
+    reason = resend_check(e, c, m, p.kind)
+    if reason != 0:
+        c.drops[reason] += 1
+        return
+    s = &p.enc[m.layer]
     ext = s.max_ext_seq - <uint32_t>(<uint32_t>s.max_ext_seq - m.src_lo)
     data = store_get(&s.store, ext, &length)
     if data == NULL:
@@ -58,8 +68,14 @@ cdef void retransmit(EngineState* e, Consumer* c, uint16_t out_seq) noexcept nog
     if out_pt < 0:
         c.drops[DROP_UNSUPPORTED_PT] += 1
         return
-    if send_rtp(e, c, data, length, <uint8_t>out_pt, out_seq, m.out_ts) == 0:
+    if c.rtx_ssrc != 0 and c.rtx_pt[out_pt] != RTX_PT_NONE:
+        rc = send_rtx(e, c, data, length, c.rtx_pt[out_pt], out_seq, m.out_ts)
+    else:
+        rc = send_rtp(e, c, data, length, <uint8_t>out_pt, out_seq, m.out_ts)
+    if rc == 0:
         c.retransmits += 1
+        m.resends += 1
+        m.resent_ms = <uint32_t>e.now_ms
 
 
 cdef void handle_report_blocks(EngineState* e, int32_t t_slot, const uint8_t* p, int32_t count,

@@ -247,6 +247,8 @@ cdef void forward_to(EngineState* e, Producer* p, int32_t layer, Consumer* c, co
     m.out_ts = out_ts
     m.layer = <uint8_t>layer
     m.valid = 1
+    m.sent_ms = <uint32_t>e.now_ms
+    m.resends = 0
     c.packets += 1
     c.bytes += length
 

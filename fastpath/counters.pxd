@@ -27,4 +27,7 @@ cdef enum:  # DropReason
     DROP_BAD_RTCP = 22
     DROP_NACK_MISS = 23         # NACKed packet no longer in the store
     DROP_UNSUPPORTED_ADDRESS = 24
-    DROP_REASON_COUNT = 25
+    DROP_NACK_TOO_SOON = 25     # NACKed packet already resent less than one RTT ago (docs/FORWARDING.md)
+    DROP_NACK_TOO_OLD = 26      # NACKed packet first sent longer ago than its kind's retransmission age
+    DROP_NACK_LIMIT = 27        # NACKed packet already resent RESEND_MAX_TIMES times
+    DROP_REASON_COUNT = 28

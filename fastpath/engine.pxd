@@ -181,6 +181,10 @@ ctypedef struct MetaSlot:
     uint16_t out16
     uint8_t layer
     uint8_t valid
+    # Retransmission discipline (_rtx.pxi): low 32 bits of now_ms when first sent and when last resent
+    uint32_t sent_ms
+    uint32_t resent_ms
+    uint8_t resends                           # times resent so far (at most RESEND_MAX_TIMES)
 
 
 ctypedef struct Consumer:
@@ -218,6 +222,12 @@ ctypedef struct Consumer:
     int64_t rtt_ms                            # -1 until measured
     uint32_t last_sr_mid
     int64_t last_sr_ms
+    # RTX toward the subscriber (RFC 4588, _rtx.pxi): retransmissions go out on rtx_ssrc (0 = off: on out_ssrc)
+    # with their own sequence counter and the RTX payload type of the media payload type they carry.
+    uint32_t rtx_ssrc
+    uint16_t rtx_seq
+    uint8_t rtx_pt[128]                       # subscriber media PT -> its RTX PT, RTX_PT_NONE = none
+    uint64_t rtx_packets
 
 
 ctypedef struct Transport:

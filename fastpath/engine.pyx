@@ -31,7 +31,10 @@ from fastpath.counters cimport (
     DROP_BAD_VERSION,
     DROP_DUPLICATE,
     DROP_LAYER_FILTERED,
+    DROP_NACK_LIMIT,
     DROP_NACK_MISS,
+    DROP_NACK_TOO_OLD,
+    DROP_NACK_TOO_SOON,
     DROP_NO_ROUTE,
     DROP_NO_SRTP,
     DROP_NOT_RTP,
@@ -140,6 +143,7 @@ from fastpath.rtp cimport (
     rtp_ext_walk,
     rtp_parse,
     rtp_set_header,
+    wr16,
     wr32,
 )
 from fastpath.seq cimport SEQ_DUPLICATE, SEQ_FORWARD, SEQ_RING_MASK, SeqResult, seq_rw_drop, seq_rw_init, seq_rw_input, seq_rw_sync, ts_rw_input, ts_rw_switch
@@ -167,6 +171,7 @@ from fastpath.crypto_kernel import ensure_installed
 include "_send.pxi"
 include "_gso.pxi"
 include "_forward.pxi"
+include "_rtx.pxi"
 include "_feedback.pxi"
 include "_publisher_feedback.pxi"
 include "_reports.pxi"
@@ -713,7 +718,9 @@ cdef class Engine:
     # ---- consumers ----
 
     def add_consumer(self, int c, int t, int p, unsigned int out_ssrc, dict pt_map, bint nack,
-                     int spatial=-1) -> None:
+                     int spatial=-1, *, unsigned int rtx_ssrc=0, dict rtx_pt_map=None) -> None:
+        """Forward producer p to transport t as consumer c under out_ssrc. With rtx_ssrc (non-zero) and
+        rtx_pt_map (subscriber media PT -> RTX PT) retransmissions go out as RTX (RFC 4588), else on out_ssrc."""
         cdef int32_t t_slot = self._t_slot(t)
         cdef int32_t p_slot = self._p_slot(p)
         cdef Transport* tr = self.st.transports[t_slot]
@@ -735,6 +742,14 @@ cdef class Engine:
                 raise ValueError(f"pt_map entry {k}->{v} out of range 0..127")
         if not -1 <= spatial < pr.n_enc:
             raise ValueError(f"spatial must be in -1..{pr.n_enc - 1}, got {spatial}")
+        if rtx_ssrc != 0:
+            if rtx_ssrc == out_ssrc or ht_get(&self.st.tx_ssrc, ssrc_key(t_slot, rtx_ssrc)) >= 0:
+                raise ValueError(f"rtx_ssrc {rtx_ssrc} is already used on transport {t}")
+            if not rtx_pt_map:
+                raise ValueError("rtx_ssrc needs a non-empty rtx_pt_map")
+        for k, v in (rtx_pt_map or {}).items():
+            if not 0 <= k <= 127 or not 0 <= v <= 127:
+                raise ValueError(f"rtx_pt_map entry {k}->{v} out of range 0..127")
         if not self._free_c:
             self._grow_consumers()
         co = <Consumer*>zalloc_lines(sizeof(Consumer))
@@ -756,6 +771,12 @@ cdef class Engine:
             co.pt_map[k] = v
         co.last_pt_in = 255
         co.nack = nack
+        memset(co.rtx_pt, RTX_PT_NONE, sizeof(co.rtx_pt))
+        if rtx_ssrc != 0:
+            co.rtx_ssrc = rtx_ssrc
+            co.rtx_seq = <uint16_t>(1000 + rng_next(self.st) % 31768)
+            for k, v in rtx_pt_map.items():
+                co.rtx_pt[k] = v
         # Initial output seq in [1000, 32767] (mediasoup): below 2^15 so an early wrap cannot confuse a
         # libsrtp receiver's rollover guess.
         seq_rw_init(co.seq, 1000 + rng_next(self.st) % 31768)
@@ -815,6 +836,8 @@ cdef class Engine:
         ht_del(&self.st.tx_ssrc, ssrc_key(co.transport, co.out_ssrc))
         if tr.srtp_out != NULL:
             self.st.srtp.remove_stream(tr.srtp_out, htonl(co.out_ssrc))
+            if co.rtx_ssrc != 0:
+                self.st.srtp.remove_stream(tr.srtp_out, htonl(co.rtx_ssrc))
         _free_consumer(co)
         self.st.consumers[slot] = NULL
         del self._c[c]
@@ -979,7 +1002,8 @@ cdef class Engine:
              "pli_rx": co.pli_rx, "layer_switches": co.layer_switches, "current_layer": co.current,
              "target_layer": co.target, "paused": int(co.paused), "rr_count": co.rr_count,
              "rr_fraction_lost": co.rr_fraction_lost, "rr_cumulative_lost": co.rr_cumulative_lost,
-             "rr_highest_seq": co.rr_highest_seq, "rr_jitter": co.rr_jitter, "rtt_ms": co.rtt_ms}
+             "rr_highest_seq": co.rr_highest_seq, "rr_jitter": co.rr_jitter, "rtt_ms": co.rtt_ms,
+             "rtx_ssrc": co.rtx_ssrc, "rtx_packets": co.rtx_packets}
         d.update(_drops(co.drops))
         return d
 

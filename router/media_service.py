@@ -360,6 +360,8 @@ class MediaService:
                 dict(body.pt_map),
                 body.nack,
                 body.spatial,
+                rtx_ssrc=body.rtx_ssrc,
+                rtx_pt_map=dict(body.rtx_pt_map),
             )
         except Exception:
             self.consumers.remove(consumer_id)

@@ -147,7 +147,8 @@ class ConsumeRequest(Body):
     """``transport.consume``: forward a producer of the same worker to this transport under ``out_ssrc``.
 
     ``spatial`` is the preferred layer (-1 = the highest available); a ``paused`` consumer forwards nothing
-    until ``consumer.resume``.
+    until ``consumer.resume``. With ``rtx_ssrc`` (non-zero) and ``rtx_pt_map`` (subscriber media pt -> its RTX
+    pt) retransmissions go out as RTX (RFC 4588) on ``rtx_ssrc``; without, on ``out_ssrc``.
     """
 
     consumer_id: str
@@ -157,6 +158,8 @@ class ConsumeRequest(Body):
     nack: bool = True
     spatial: int = -1
     paused: bool = False
+    rtx_ssrc: int = 0
+    rtx_pt_map: list[PayloadTypePair] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,6 +140,8 @@ class MediaClient:
         nack: bool = True,
         spatial: int = -1,
         paused: bool = False,
+        rtx_ssrc: int = 0,
+        rtx_pt_map: dict[int, int] | None = None,
     ) -> None:
         request = ConsumeRequest(
             consumer_id=consumer_id,
@@ -149,6 +151,8 @@ class MediaClient:
             nack=nack,
             spatial=spatial,
             paused=paused,
+            rtx_ssrc=rtx_ssrc,
+            rtx_pt_map=list((rtx_pt_map or {}).items()),
         )
         await self._request(Method.TRANSPORT_CONSUME, transport_id, request)
 

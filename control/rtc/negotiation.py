@@ -52,7 +52,10 @@ __all__ = [
     "subscriber_offer",
     "parse_answer",
     "consumer_pt_map",
+    "consumer_rtx_pt_map",
+    "answered_rtx",
     "subscriber_codec",
+    "subscriber_rtx_pt",
     "next_mid",
 ]
 
@@ -160,7 +163,11 @@ class PublishPlan:
 
 @dataclass(frozen=True)
 class SubscribedTrack:
-    """One outbound m-line of a subscriber offer: a consumer's stream as the receiving client sees it."""
+    """One outbound m-line of a subscriber offer: a consumer's stream as the receiving client sees it.
+
+    With ``rtx_pt`` and ``rtx_ssrc`` (video) the m-line also offers RTX (RFC 4588): an ``rtx`` payload type whose
+    ``apt`` is ``codec``'s and the retransmission SSRC paired with ``out_ssrc`` by ``a=ssrc-group:FID``.
+    """
 
     mid: str
     kind: str
@@ -169,6 +176,8 @@ class SubscribedTrack:
     stream_id: str
     track_id: str
     cname: str
+    rtx_pt: int | None = None
+    rtx_ssrc: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -181,6 +190,20 @@ class SubscribedTrack:
             value = getattr(self, name)
             if not value or any(c.isspace() for c in value):
                 raise ValueError(f"SubscribedTrack {name} {value!r} must be a non-empty token")
+        if (self.rtx_pt is None) != (self.rtx_ssrc == 0):
+            raise ValueError("SubscribedTrack needs both rtx_pt and rtx_ssrc, or neither")
+        if self.rtx_pt is not None:
+            if self.kind != "video":
+                raise ValueError("only video m-lines offer RTX")
+            if not 0 < self.rtx_ssrc <= 0xFFFFFFFF or self.rtx_ssrc == self.out_ssrc:
+                raise ValueError(f"rtx_ssrc must be in 1..2^32-1 and differ from out_ssrc, got {self.rtx_ssrc}")
+            if self.rtx_pt == self.codec.pt:
+                raise ValueError(f"rtx_pt {self.rtx_pt} is the media payload type")
+
+    @property
+    def rtx(self) -> bool:
+        """True when this m-line offers RTX."""
+        return self.rtx_pt is not None
 
 
 @dataclass
@@ -549,9 +572,18 @@ def _track_section(track: SubscribedTrack, local: TransportParams) -> sdp.MediaS
     m.msids = [sdp.Msid(track.stream_id, track.track_id)]
     m.rtcp_mux = True
     _add_payload(m, track.codec)
+    ssrcs = [track.out_ssrc]
+    if track.rtx_pt is not None:
+        _add_payload(m, Codec("rtx", track.rtx_pt, track.codec.clock_rate, 1, {"apt": str(track.codec.pt)}))
+        ssrcs.append(track.rtx_ssrc)
+        m.ssrc_groups = [sdp.SsrcGroup("FID", ssrcs)]
     m.ssrcs = [
-        sdp.SsrcAttribute(track.out_ssrc, "cname", track.cname),
-        sdp.SsrcAttribute(track.out_ssrc, "msid", f"{track.stream_id} {track.track_id}"),
+        attribute
+        for ssrc in ssrcs
+        for attribute in (
+            sdp.SsrcAttribute(ssrc, "cname", track.cname),
+            sdp.SsrcAttribute(ssrc, "msid", f"{track.stream_id} {track.track_id}"),
+        )
     ]
     return m
 
@@ -686,6 +718,28 @@ def subscriber_codec(track: TrackPlan) -> Codec:
     if not track.codecs:
         raise NegotiationError(f"track {track.mid} has no codec")
     return router_codec(track.codecs[0], track.kind)
+
+
+def subscriber_rtx_pt(track: TrackPlan) -> int | None:
+    """The RTX payload type (RFC 4588) to offer subscribers of a video ``track`` next to ``subscriber_codec``'s,
+    None for audio or a codec without one."""
+    if track.kind != "video" or not track.codecs:
+        return None
+    codec = track.codecs[0]
+    supported = find_supported(track.kind, codec.name, codec.clock_rate, codec.channels, codec.fmtp)
+    return supported.rtx_pt if supported is not None else None
+
+
+def consumer_rtx_pt_map(subscriber: SubscribedTrack) -> dict[int, int]:
+    """Subscriber media payload type -> its RTX payload type, for the worker's consumer; {} without RTX."""
+    return {subscriber.codec.pt: subscriber.rtx_pt} if subscriber.rtx_pt is not None else {}
+
+
+def answered_rtx(media: AnsweredMedia) -> bool:
+    """True when a subscriber's answered m-line kept an ``rtx`` payload type whose ``apt`` is a media codec of it."""
+    media_pts = {c.pt for c in media.codecs if c.name.lower() != "rtx"}
+    return any(c.name.lower() == "rtx" and c.fmtp.get("apt", "").isdigit() and int(c.fmtp["apt"]) in media_pts
+               for c in media.codecs)
 
 
 def consumer_pt_map(track: TrackPlan, subscriber: SubscribedTrack) -> dict[int, int]:

@@ -72,7 +72,8 @@ class MediaApi(Protocol):
     async def produce(self, transport_id: str, producer_id: str, track: TrackPlan) -> None: ...
     async def consume(
         self, transport_id: str, consumer_id: str, producer_id: str, *, out_ssrc: int, pt_map: dict[int, int],
-        nack: bool = True, spatial: int = -1, paused: bool = False,
+        nack: bool = True, spatial: int = -1, paused: bool = False, rtx_ssrc: int = 0,
+        rtx_pt_map: dict[int, int] | None = None,
     ) -> None: ...
     async def close_producer(self, producer_id: str) -> None: ...
     async def pause_producer(self, producer_id: str) -> None: ...
@@ -98,6 +99,7 @@ class RemoteSide:
     dtls_role: str  # the worker's DTLS role: "server" when the client is the DTLS client (a=setup:active)
     sctp_port: int | None
     max_message_size: int = 262144
+    rtx_mids: frozenset[str] | None = None  # subscriber answers: the m-lines that kept RTX (None: not known)
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class SubscribedSpec:
     stream_id: str  # "PA_x|TR_y" (LiveKit's PackStreamID)
     track_id: str  # "TR_y"
     cname: str
+    rtx_ssrc: int = 0  # video: the SSRC retransmissions use when the m-line offers RTX (RFC 4588)
 
 
 class Negotiator(Protocol):
@@ -140,6 +143,7 @@ class Negotiator(Protocol):
     ) -> str: ...
     def parse_answer(self, answer_sdp: str) -> RemoteSide: ...
     def pt_map(self, spec: SubscribedSpec) -> dict[int, int]: ...
+    def rtx_pt_map(self, spec: SubscribedSpec) -> dict[int, int]: ...
 
 
 class ParticipantListener(Protocol):
@@ -236,6 +240,7 @@ class Subscription:
     removed: bool = False
     disabled: bool = False
     spatial: int = -1  # wanted simulcast layer, -1 = the highest available
+    rtx: bool = False  # the consumer retransmits on spec.rtx_ssrc (RTX offered; dropped if the answer refuses it)
 
 
 @dataclass
@@ -658,6 +663,7 @@ class Participant:
             stream_id=f"{publisher.sid}|{pub.sid}",
             track_id=pub.sid,
             cname=publisher.sid,
+            rtx_ssrc=self.listener.new_ssrc() if pub.media.kind == "video" else 0,
         )
         self.subscriptions[pub.sid] = Subscription(
             track_sid=pub.sid, publisher_sid=publisher.sid, consumer_id=f"{self.sid}.{pub.sid}", spec=spec
@@ -721,17 +727,7 @@ class Participant:
                 for sub in list(self.subscriptions.values()):
                     if not sub.created:
                         try:
-                            await self.media.consume(
-                                self.sub_transport_id,
-                                sub.consumer_id,
-                                sub.track_sid,
-                                out_ssrc=sub.spec.out_ssrc,
-                                pt_map=self.negotiator.pt_map(sub.spec),
-                                spatial=sub.spatial,
-                                # Nothing is sent before the client has answered: RTP that reaches libwebrtc
-                                # before its receiver exists can leave the track without a decodable frame.
-                                paused=True,
-                            )
+                            await self._consume(sub, rtx=True)
                         except Exception as exc:  # e.g. the track went away meanwhile: offer without it
                             log.warning("%s: cannot consume %s: %r", self.sid, sub.track_sid, exc)
                             del self.subscriptions[sub.track_sid]
@@ -757,6 +753,25 @@ class Participant:
         except Exception:
             log.exception("%s: subscriber offer failed", self.sid)
 
+    async def _consume(self, sub: Subscription, *, rtx: bool) -> None:
+        """Creates the worker's consumer of ``sub``, paused; with ``rtx`` it retransmits as RTX if the m-line
+        offers it."""
+        rtx_pt_map = self.negotiator.rtx_pt_map(sub.spec) if rtx else {}
+        await self.media.consume(
+            self.sub_transport_id,
+            sub.consumer_id,
+            sub.track_sid,
+            out_ssrc=sub.spec.out_ssrc,
+            pt_map=self.negotiator.pt_map(sub.spec),
+            spatial=sub.spatial,
+            # Nothing is sent before the client has answered: RTP that reaches libwebrtc
+            # before its receiver exists can leave the track without a decodable frame.
+            paused=True,
+            rtx_ssrc=sub.spec.rtx_ssrc if rtx_pt_map else 0,
+            rtx_pt_map=rtx_pt_map,
+        )
+        sub.rtx = bool(rtx_pt_map)
+
     async def handle_answer(self, sd: rtc.SessionDescription) -> None:
         """The client's answer to our subscriber offer (JS echoes the id, Rust sends 0)."""
         if sd.type != "answer":
@@ -781,6 +796,10 @@ class Participant:
             if self.subscriptions.get(sub.track_sid) is not sub or sub.removed:
                 continue
             sub.negotiated = True
+            if sub.rtx and remote.rtx_mids is not None and sub.spec.mid not in remote.rtx_mids:
+                # The client refused RTX (RFC 4588 is optional): retransmit on the media SSRC instead.
+                await self.media.close_consumer(sub.consumer_id)
+                await self._consume(sub, rtx=False)
             if not sub.disabled:
                 await self.media.resume_consumer(sub.consumer_id)
         if self._sub.dirty:
@@ -862,6 +881,7 @@ class LiveKitNegotiator:
         return PublisherAnswer(sdp=sdp, remote=remote, media=media)
 
     def _subscribed(self, spec: SubscribedSpec) -> SubscribedTrack:
+        rtx_pt = negotiation.subscriber_rtx_pt(spec.plan) if spec.rtx_ssrc else None
         return SubscribedTrack(
             mid=spec.mid,
             kind=spec.kind,
@@ -870,6 +890,8 @@ class LiveKitNegotiator:
             stream_id=spec.stream_id,
             track_id=spec.track_id,
             cname=spec.cname,
+            rtx_pt=rtx_pt,
+            rtx_ssrc=spec.rtx_ssrc if rtx_pt is not None else 0,
         )
 
     def offer(
@@ -890,7 +912,11 @@ class LiveKitNegotiator:
             dtls_role=remote.local_dtls_role,
             sctp_port=remote.sctp.port if remote.sctp else None,
             max_message_size=remote.sctp.max_message_size if remote.sctp else 262144,
+            rtx_mids=frozenset(mid for mid, m in remote.media.items() if negotiation.answered_rtx(m)),
         )
 
     def pt_map(self, spec: SubscribedSpec) -> dict[int, int]:
         return negotiation.consumer_pt_map(spec.plan, self._subscribed(spec))
+
+    def rtx_pt_map(self, spec: SubscribedSpec) -> dict[int, int]:
+        return negotiation.consumer_rtx_pt_map(self._subscribed(spec))

@@ -23,11 +23,14 @@ from control.rtc.negotiation import (
     TrackPlan,
     TransportParams,
     answer_offer,
+    answered_rtx,
     consumer_pt_map,
+    consumer_rtx_pt_map,
     next_mid,
     parse_answer,
     subscriber_codec,
     subscriber_offer,
+    subscriber_rtx_pt,
 )
 
 DATA = __import__("pathlib").Path(__file__).resolve().parent.parent / "data"
@@ -310,7 +313,8 @@ def test_transport_params_validation() -> None:
 # --- subscriber offers --------------------------------------------------------------------------------------
 
 
-def subscribed(plan_track: TrackPlan, mid: str, ssrc: int) -> SubscribedTrack:
+def subscribed(plan_track: TrackPlan, mid: str, ssrc: int, rtx_ssrc: int = 0) -> SubscribedTrack:
+    rtx_pt = subscriber_rtx_pt(plan_track) if rtx_ssrc else None
     return SubscribedTrack(
         mid=mid,
         kind=plan_track.kind,
@@ -319,6 +323,8 @@ def subscribed(plan_track: TrackPlan, mid: str, ssrc: int) -> SubscribedTrack:
         stream_id=f"PA_pub|TR_{mid}",
         track_id=f"TR_{mid}",
         cname="pubcname",
+        rtx_pt=rtx_pt,
+        rtx_ssrc=rtx_ssrc if rtx_pt is not None else 0,
     )
 
 
@@ -466,3 +472,73 @@ def test_subscriber_codec_keeps_opus_stereo() -> None:
     codec = subscriber_codec(plan.track("0"))
     assert (codec.pt, codec.fmtp.get("stereo"), codec.fmtp.get("sprop-stereo")) == (111, "1", "1")
     assert consumer_pt_map(plan.track("0"), subscribed(plan.track("0"), "1", 9)) == {109: 111}
+
+
+# --- RTX toward subscribers (RFC 4588) -----------------------------------------------------------------------
+
+
+def test_subscriber_offer_with_rtx_has_apt_and_fid(chrome_plan: list[TrackPlan]) -> None:
+    audio, video = chrome_plan
+    assert subscriber_rtx_pt(audio) is None and subscriber_rtx_pt(video) == 97
+    offer = subscriber_offer(
+        LOCAL, [subscribed(audio, "1", 1111, 1112), subscribed(video, "2", 2222, 2223)],
+        data_channel=True, session_version=1,
+    )
+    text = lines(offer)
+    a, v = sdp.parse(offer).media[1:]
+    assert a.payload_types() == [111] and a.ssrc_groups == []  # no RTX for audio
+    assert v.payload_types() == [96, 97]
+    assert (v.payloads[97].encoding, v.payloads[97].clock_rate, v.payloads[97].fmtp) == ("rtx", 90000, "apt=96")
+    assert v.payloads[97].rtcp_fb == []
+    assert [(g.semantics, g.ssrcs) for g in v.ssrc_groups] == [("FID", [2222, 2223])]
+    assert "a=ssrc-group:FID 2222 2223" in text
+    assert "a=ssrc:2223 cname:pubcname" in text and "a=ssrc:2223 msid:PA_pub|TR_2 TR_2" in text
+    assert consumer_rtx_pt_map(subscribed(video, "2", 2222, 2223)) == {96: 97}
+    assert consumer_rtx_pt_map(subscribed(video, "2", 2222)) == {}
+    h264 = answer_offer(load("chrome_simulcast_offer.sdp"), LOCAL, allow_video_codecs=["h264"])[1].track("1")
+    assert consumer_rtx_pt_map(subscribed(h264, "3", 3333, 3334)) == {104: 105}
+
+
+def test_subscribed_track_rtx_validation(chrome_plan: list[TrackPlan]) -> None:
+    vp8 = subscriber_codec(chrome_plan[1])
+    with pytest.raises(ValueError, match="needs both rtx_pt and rtx_ssrc"):
+        SubscribedTrack("1", "video", vp8, 5, "s", "t", "c", rtx_pt=97)
+    with pytest.raises(ValueError, match="differ from out_ssrc"):
+        SubscribedTrack("1", "video", vp8, 5, "s", "t", "c", rtx_pt=97, rtx_ssrc=5)
+    with pytest.raises(ValueError, match="only video m-lines offer RTX"):
+        SubscribedTrack("1", "audio", subscriber_codec(chrome_plan[0]), 5, "s", "t", "c", rtx_pt=97, rtx_ssrc=6)
+
+
+async def test_aiortc_keeps_rtx_in_its_answer(pc: RTCPeerConnection, chrome_plan: list[TrackPlan]) -> None:
+    tracks = [subscribed(chrome_plan[0], "1", 1111), subscribed(chrome_plan[1], "2", 2222, 2223)]
+    offer = subscriber_offer(LOCAL, tracks, data_channel=True, session_version=1)
+    await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+    remote = parse_answer((await pc.createAnswer()).sdp)
+    assert answered_rtx(remote.media["2"]) and not answered_rtx(remote.media["1"])
+    refused = parse_answer("\r\n".join(
+        x for x in lines((await pc.createAnswer()).sdp) if "97" not in x or x.startswith("m=")
+    ).replace(" 96 97", " 96"))
+    assert refused.media["2"].codecs[0].name == "VP8" and not answered_rtx(refused.media["2"])
+
+
+async def test_consume_body_carries_the_rtx_ssrc_and_pt_map() -> None:
+    from control.rtc.media import MediaClient
+    from router.messages import ConsumeRequest
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, str, dict]] = []
+
+        async def request(self, method: str, target_id: str, body: dict, timeout: float = 5.0) -> dict:
+            self.sent.append((method, target_id, body))
+            return {}
+
+    worker = Recorder()
+    await MediaClient(worker).consume("t", "c", "p", out_ssrc=2222, pt_map={96: 96}, rtx_ssrc=2223,
+                                      rtx_pt_map={96: 97})
+    await MediaClient(worker).consume("t", "c2", "p", out_ssrc=3333, pt_map={111: 111})
+    (method, target, body), (_, _, plain) = worker.sent
+    assert (method, target) == ("transport.consume", "t")
+    request = ConsumeRequest.from_wire(body)
+    assert (request.rtx_ssrc, request.rtx_pt_map) == (2223, [(96, 97)])
+    assert (ConsumeRequest.from_wire(plain).rtx_ssrc, ConsumeRequest.from_wire(plain).rtx_pt_map) == (0, [])

@@ -53,6 +53,7 @@ class FakeMedia:
         self.producer_stats: dict[str, dict[str, Any]] = {}
         self.gone: set[str] = set()  # producers the worker no longer has
         self.fail_restart = False
+        self.rtx: dict[str, tuple[int, dict[int, int]]] = {}  # consumer id -> the last consume's RTX arguments
 
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -92,10 +93,12 @@ class FakeMedia:
         self.calls.append(("produce", transport_id, producer_id, track))
 
     async def consume(self, transport_id: str, consumer_id: str, producer_id: str, *, out_ssrc: int,
-                      pt_map: dict[int, int], nack: bool = True, spatial: int = -1, paused: bool = False) -> None:
+                      pt_map: dict[int, int], nack: bool = True, spatial: int = -1, paused: bool = False,
+                      rtx_ssrc: int = 0, rtx_pt_map: dict[int, int] | None = None) -> None:
         if producer_id in self.gone:
             raise KeyError(f"producer {producer_id!r} not found")
         self.calls.append(("consume", transport_id, consumer_id, producer_id, out_ssrc, spatial, paused))
+        self.rtx[consumer_id] = (rtx_ssrc, dict(rtx_pt_map or {}))
 
     async def close_producer(self, producer_id: str) -> None:
         self.calls.append(("close_producer", producer_id))
@@ -132,7 +135,10 @@ class FakeMedia:
 
 
 class FakeNegotiator:
-    """Offers are lines ``m=<kind> <mid> <track id>``; answers and subscriber offers list ``a=mid``/msid."""
+    """Offers are lines ``m=<kind> <mid> <track id>``; answers and subscriber offers list ``a=mid``/msid. With
+    ``refuse_rtx`` a subscriber's answer keeps RTX on no m-line."""
+
+    refuse_rtx = False
 
     def answer(self, offer_sdp: str, local: Any) -> PublisherAnswer:
         media = []
@@ -152,10 +158,13 @@ class FakeNegotiator:
         return f"v=0\r\no=- 1 {session_version}\r\n{body}a=mid:dc\r\n"
 
     def parse_answer(self, answer_sdp: str) -> RemoteSide:
-        return RemoteSide([("sha-256", "01")], "server", 5000)
+        return RemoteSide([("sha-256", "01")], "server", 5000, rtx_mids=frozenset() if self.refuse_rtx else None)
 
     def pt_map(self, spec: SubscribedSpec) -> dict[int, int]:
         return {111: 111} if spec.kind == "audio" else {96: 96}
+
+    def rtx_pt_map(self, spec: SubscribedSpec) -> dict[int, int]:
+        return {} if spec.kind == "audio" else {96: 97}
 
 
 class FakePool:
@@ -921,3 +930,25 @@ async def test_unanswerable_offer_is_refused_with_a_reason() -> None:
     room, a = await manager.join(claims("alice"), ClientParams(), Client())
     with pytest.raises(ValueError, match="cannot answer the publisher offer: "):
         await room.handle_offer(a, rtc.SessionDescription(type="offer", sdp="v=0\r\nbogus\r\n", id=1))
+
+
+async def test_video_consumer_retransmits_as_rtx_unless_the_answer_refuses_it() -> None:
+    manager, pool = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    _, b, _ = await joined(manager, "bob")
+    _, c, _ = await joined(manager, "carol")
+    cam = await publish(room, a, "cam", kind="video")
+    worker = pool.workers[0]
+    b_cam, c_cam = f"{b.sid}.{cam}", f"{c.sid}.{cam}"
+    rtx_ssrc = b.subscriptions[cam].spec.rtx_ssrc
+    assert rtx_ssrc not in (0, b.subscriptions[cam].spec.out_ssrc)
+    assert worker.rtx[b_cam] == (rtx_ssrc, {96: 97}) and worker.rtx[c_cam][0] != 0
+    await b.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+    await settle()
+    assert ("close_consumer", b_cam) not in worker.calls and ("resume_consumer", b_cam) in worker.calls
+    manager.negotiator.refuse_rtx = True  # carol's answer drops RTX: her consumer is re-created without it
+    await c.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+    await settle()
+    names = [x[0] for x in worker.calls if c_cam in x]
+    assert names == ["consume", "close_consumer", "consume", "resume_consumer"]
+    assert worker.rtx[c_cam] == (0, {})
