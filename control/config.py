@@ -302,6 +302,7 @@ class RoomSettings:
     enabled_codecs: tuple[str, ...] = ("audio/opus", "video/VP8")
     empty_timeout: int = 300
     departure_timeout: int = 20
+    dynacast_pause_delay_s: float = 5.0  # a simulcast layer nobody wants is turned off after this (LiveKit: 5 s)
     keys: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -314,6 +315,7 @@ _ROOM_NUMBERS: dict[str, tuple[type, float, float]] = {
     "worker_wait_s": (float, 0, 600),
     "empty_timeout": (int, 1, 86400),
     "departure_timeout": (int, 0, 86400),
+    "dynacast_pause_delay_s": (float, 0, 3600),
 }
 _ROOM_FIELDS = (*_ROOM_NUMBERS, "enabled_codecs")
 

@@ -563,6 +563,29 @@ def track_subscribed(track_sid: str) -> rtc.SignalResponse:
     return rtc.SignalResponse(track_subscribed=rtc.TrackSubscribed(track_sid=track_sid))
 
 
+def subscribed_quality_update(track_sid: str, codec: str, enabled: Sequence[tuple[int, bool]]) -> rtc.SignalResponse:
+    """SubscribedQualityUpdate (dynacast, docs/PROTOCOL.md): which layers of a published video track anybody
+    wants, as (quality, enabled) pairs. `codec` is the mime type or its subtype; LiveKit sends the subtype in lower
+    case ("vp8"), which the SDKs compare with the codec they publish. `subscribed_qualities` repeats the layers for
+    clients older than `subscribed_codecs`."""
+    _check_sid(track_sid, TRACK_PREFIX, "track")
+    name = codec.split("/")[-1].lower()
+    if not name:
+        raise ValueError("subscribed_quality_update needs a codec")
+    qualities = []
+    for quality, on in enabled:
+        _check_enum(models.VideoQuality, quality, "video quality")
+        if quality == models.VideoQuality.OFF:
+            raise ValueError("OFF is not a layer")
+        qualities.append(rtc.SubscribedQuality(quality=quality, enabled=on))
+    update = rtc.SubscribedQualityUpdate(
+        track_sid=track_sid,
+        subscribed_qualities=qualities,
+        subscribed_codecs=[rtc.SubscribedCodec(codec=name, qualities=qualities)],
+    )
+    return rtc.SignalResponse(subscribed_quality_update=update)
+
+
 def mute(track_sid: str, muted: bool) -> rtc.SignalResponse:
     """Server-initiated (admin) mute of a published track."""
     _check_sid(track_sid, TRACK_PREFIX, "track")

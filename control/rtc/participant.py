@@ -162,6 +162,11 @@ class ParticipantListener(Protocol):
         """The worker now has the consumer of ``sub`` (its publisher may hear TrackSubscribed)."""
         ...
 
+    def on_subscription_changed(self, subscriber_sid: str, sub: Subscription) -> None:
+        """What ``subscriber_sid`` wants of ``sub``'s track changed: its consumer was created, its settings
+        (``disabled``, ``spatial``) changed or it was removed (dynacast, ``control.rtc.dynacast``)."""
+        ...
+
 
 def new_ssrc(taken: set[int]) -> int:
     """A random non-zero SSRC not in ``taken`` (RFC 3550 §8.1), added to it."""
@@ -185,6 +190,9 @@ class NullParticipantListener:
         return []
 
     def on_consumer_created(self, sub: Subscription) -> None:
+        pass
+
+    def on_subscription_changed(self, subscriber_sid: str, sub: Subscription) -> None:
         pass
 
 
@@ -676,6 +684,7 @@ class Participant:
         if sub is None or sub.removed:
             return False
         sub.removed = True
+        self.listener.on_subscription_changed(self.sid, sub)
         self.negotiate_subscriber()
         return True
 
@@ -695,6 +704,8 @@ class Participant:
             changed_pause = disabled != sub.disabled
             changed_layer = spatial != sub.spatial
             sub.disabled, sub.spatial = disabled, spatial
+            if changed_pause or changed_layer:
+                self.listener.on_subscription_changed(self.sid, sub)
             if not sub.created:
                 continue
             if changed_pause and sub.negotiated:  # before the answer the consumer stays paused anyway
@@ -737,6 +748,7 @@ class Participant:
                         sub.created = True
                         self._sub.unanswered.append(sub)
                         self.listener.on_consumer_created(sub)
+                        self.listener.on_subscription_changed(self.sid, sub)
                     specs.append(sub.spec)
                 self._sub.offer_id += 1
                 sdp = self.negotiator.offer(

@@ -24,6 +24,7 @@ from livekit.protocol import models, rtc
 from control.auth import Claims, refresh_token
 from control.config import RoomSettings
 from control.rtc import lk_messages as lk
+from control.rtc.dynacast import OFF, Dynacast, enabled_layers, quality_of_layer
 from control.rtc.participant import (
     DATA_LABELS,
     RELIABLE,
@@ -102,6 +103,7 @@ class Room:
         self._level_marks: dict[str, tuple[float, int]] = {}  # producer id -> (audio_level_sum, count) seen
         self._speaking: dict[str, float] = {}  # participant sid -> level last announced
         self._speaker_task: asyncio.Task[None] | None = None
+        self.dynacast = Dynacast(pause_delay_s=settings.dynacast_pause_delay_s)
         self.closed = False
 
     def info(self) -> models.Room:
@@ -215,6 +217,7 @@ class Room:
                     del self.targets[target]
         if p.closed:
             return
+        self._dynacast_participant_gone(p)
         was_announced = p.state != State.JOINING
         p.mark_disconnected(reason)
         if announce and was_announced and not p.hidden:
@@ -295,9 +298,11 @@ class Room:
         p.bump()
         self.broadcast(p)
         for pub in removed:
+            self.dynacast.remove_track(pub.sid)
             for other in self.participants.values():
                 other.unsubscribe(pub.sid)
         for pub in published:
+            self._dynacast_published(p, pub)
             for other in self.participants.values():
                 if other is not p and other.auto_subscribes:
                     self.subscribe(other, p, pub)
@@ -312,6 +317,7 @@ class Room:
 
     async def handle_mute(self, p: Participant, req: rtc.MuteTrackRequest) -> None:
         pub = await p.handle_mute(req)
+        self.dynacast.set_muted(pub.sid, pub.info.muted)
         if pub.published:
             p.bump()
             self.broadcast(p)
@@ -382,6 +388,33 @@ class Room:
                     other.unsubscribe(pub.sid)
                     self._tell_permission(other, p, pub.sid, False)
 
+    # ---- dynacast (control.rtc.dynacast; docs/PROTOCOL.md, Dynacast) -------------------------------
+
+    def _dynacast_published(self, p: Participant, pub: Publication) -> None:
+        """A published video track: its publisher will hear which of its layers anybody wants."""
+        if pub.media is None or pub.media.kind != "video":
+            return
+        track_sid, codec = pub.sid, pub.media.mime_type
+
+        def tell(quality: int) -> None:
+            p.send(lk.subscribed_quality_update(track_sid, codec, enabled_layers(quality)))
+
+        self.dynacast.add_track(track_sid, tell, muted=bool(pub.info.muted))
+
+    def on_subscription_changed(self, subscriber_sid: str, sub: Subscription) -> None:
+        """What a subscriber asks of a track (ParticipantListener): nothing until its consumer exists, nothing when
+        disabled or removed, else the quality of the layer it is set to (allocation: as asked, for now)."""
+        if sub.removed or not sub.created:
+            self.dynacast.remove_subscription(sub.track_sid, subscriber_sid)
+            return
+        quality = OFF if sub.disabled else quality_of_layer(self.track_layers(sub.track_sid), sub.spatial)
+        self.dynacast.set_requested(sub.track_sid, subscriber_sid, quality)
+
+    def _dynacast_participant_gone(self, p: Participant) -> None:
+        for track_sid in p.publications:
+            self.dynacast.remove_track(track_sid)
+        self.dynacast.remove_subscriber(p.sid)
+
     # ---- data ------------------------------------------------------------------------------------
 
     def forward_data(self, sender: Participant, label: str, data: bytes | str) -> int:
@@ -432,6 +465,7 @@ class Room:
         for p in list(self.participants.values()):
             p.send(lk.leave(reason))
             await self.remove(p, reason, announce=False)
+        self.dynacast.close()
         self.check_empty()
         self.closed = True
 
@@ -505,6 +539,7 @@ class Room:
         """Server-initiated mute: the client mutes its local track, subscribers see the new state."""
         pub = await p.handle_mute(rtc.MuteTrackRequest(sid=track_sid, muted=muted))
         p.send(lk.mute(track_sid, muted))
+        self.dynacast.set_muted(pub.sid, pub.info.muted)
         if pub.published:
             p.bump()
             self.broadcast(p)
@@ -533,6 +568,7 @@ class Room:
         p.bump()
         self.broadcast(p)
         for pub in removed:
+            self.dynacast.remove_track(pub.sid)
             for other in self.participants.values():
                 other.unsubscribe(pub.sid)
         return p.info()

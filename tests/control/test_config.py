@@ -271,6 +271,18 @@ def test_room_section_and_environment(tmp_path: Path) -> None:
     assert room.enabled_codecs == ("audio/opus", "video/VP9", "video/VP8")
 
 
+def test_room_dynacast_pause_delay(tmp_path: Path) -> None:
+    assert RoomSettings().dynacast_pause_delay_s == 5.0  # LiveKit's dynacast_pause_delay
+    config = write(tmp_path, "room:\n  dynacast_pause_delay_s: 2\n")
+    room = load_settings(serve_args("--config", config, "--keys", "k:s"), environ={}).room
+    assert room.dynacast_pause_delay_s == 2.0 and isinstance(room.dynacast_pause_delay_s, float)
+    env = {"MEDIAROUTER_ROOM_DYNACAST_PAUSE_DELAY_S": "0"}
+    assert load_settings(serve_args("--config", config, "--keys", "k:s"), environ=env).room.dynacast_pause_delay_s == 0
+    bad = write(tmp_path, "room:\n  dynacast_pause_delay_s: -1\n")
+    with pytest.raises(ConfigError, match="room.dynacast_pause_delay_s -1 out of range 0-3600"):
+        load_settings(serve_args("--config", bad, "--keys", "k:s"), environ={})
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("room: 5\n", "config file {config}: room must be a mapping, not int"),
     ("room:\n  ping: 5\n", "config file {config}: room: unknown setting 'ping'"),
@@ -305,7 +317,7 @@ def test_bad_room_sections_are_refused(tmp_path: Path, text: str, message: str) 
     ({"MEDIAROUTER_ROOM_GRACE_PERIOD": "5"}, "unknown environment variable MEDIAROUTER_ROOM_GRACE_PERIOD (known: "
      "MEDIAROUTER_ROOM_PING_INTERVAL, MEDIAROUTER_ROOM_PING_TIMEOUT, MEDIAROUTER_ROOM_GRACE_PERIOD_S, "
      "MEDIAROUTER_ROOM_JOIN_TIMEOUT_S, MEDIAROUTER_ROOM_WORKER_WAIT_S, MEDIAROUTER_ROOM_EMPTY_TIMEOUT, "
-     "MEDIAROUTER_ROOM_DEPARTURE_TIMEOUT, MEDIAROUTER_ROOM_ENABLED_CODECS)"),
+     "MEDIAROUTER_ROOM_DEPARTURE_TIMEOUT, MEDIAROUTER_ROOM_DYNACAST_PAUSE_DELAY_S, MEDIAROUTER_ROOM_ENABLED_CODECS)"),
 ])
 def test_bad_room_environment_is_refused(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as info:

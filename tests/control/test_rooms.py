@@ -952,3 +952,49 @@ async def test_video_consumer_retransmits_as_rtx_unless_the_answer_refuses_it() 
     names = [x[0] for x in worker.calls if c_cam in x]
     assert names == ["consume", "close_consumer", "consume", "resume_consumer"]
     assert worker.rtx[c_cam] == (0, {})
+
+
+async def test_dynacast_tells_the_publisher_which_layers_its_subscribers_want() -> None:
+    manager, _ = make_manager(dynacast_pause_delay_s=0.05)
+    room, a, client_a = await joined(manager, "alice")
+    req = rtc.AddTrackRequest(cid="cam", type=models.TrackType.VIDEO, source=models.TrackSource.CAMERA,
+                              width=1280, height=720, layers=[
+                                  models.VideoLayer(quality=models.VideoQuality.LOW, width=320, height=180),
+                                  models.VideoLayer(quality=models.VideoQuality.MEDIUM, width=640, height=360),
+                                  models.VideoLayer(quality=models.VideoQuality.HIGH, width=1280, height=720)])
+    await room.handle_add_track(a, req)
+    await room.handle_offer(a, rtc.SessionDescription(type="offer", sdp="v=0\r\nm=video 0 cam\r\n", id=1))
+    await publish(room, a, "mic", mid="1", offer_id=2, extra="m=video 0 cam\r\n")
+    video_sid = next(pub.sid for pub in a.publications.values() if pub.cid == "cam")
+
+    def told() -> list[tuple[str, list[bool], list[str]]]:
+        return [(u.track_sid, [q.enabled for q in u.subscribed_qualities], [c.codec for c in u.subscribed_codecs])
+                for u in client_a.of("subscribed_quality_update")]
+
+    assert told() == []
+    _, b, _ = await joined(manager, "bob")  # auto-subscribed: its consumer starts on the highest layer
+    assert told() == [(video_sid, [True, True, True], ["vp8"])]  # at once, for the video track only
+    await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[video_sid], quality=models.VideoQuality.LOW))
+    assert len(told()) == 1  # turning layers off waits the pause delay
+    await asyncio.sleep(0.1)
+    assert told()[1:] == [(video_sid, [True, False, False], ["vp8"])]
+    await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[video_sid], quality=models.VideoQuality.HIGH))
+    assert told()[2:] == [(video_sid, [True, True, True], ["vp8"])]  # turning them on does not
+    _, c, _ = await joined(manager, "carol")  # a second subscriber on the same layer changes nothing
+    await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[video_sid], disabled=True))
+    await c.set_track_settings(rtc.UpdateTrackSettings(track_sids=[video_sid], width=600, height=340))
+    await asyncio.sleep(0.1)
+    assert told()[3:] == [(video_sid, [True, True, False], ["vp8"])]  # bob counts as nothing, carol wants MEDIUM
+    await room.remove(c, models.DisconnectReason.CLIENT_INITIATED)
+    await asyncio.sleep(0.1)
+    assert told()[4:] == [(video_sid, [False, False, False], ["vp8"])]  # nobody wants anything
+    await b.set_track_settings(rtc.UpdateTrackSettings(track_sids=[video_sid], disabled=False,
+                                                       quality=models.VideoQuality.HIGH))
+    assert told()[5:] == [(video_sid, [True, True, True], ["vp8"])]
+    # unpublished: nothing more about it, even when its subscriber goes
+    await room.handle_offer(a, rtc.SessionDescription(type="offer", sdp="v=0\r\nm=audio 1 mic\r\n", id=3))
+    await settle()
+    assert video_sid not in room.dynacast.tracks
+    room.handle_subscription(b, rtc.UpdateSubscription(track_sids=[video_sid], subscribe=False))
+    await asyncio.sleep(0.1)
+    assert len(told()) == 6
