@@ -312,7 +312,10 @@ class StreamAllocator:
         for transport_id in self.transports.ids():
             transport = self.transports.find(transport_id)
             if transport is not None and transport.consumer_ids:
-                self._run(transport, now)
+                try:
+                    self._run(transport, now)
+                except Exception:  # never let one transport stop the worker's tick
+                    log.exception("allocation of transport %s failed", transport_id)
         cycle = self._cycle
         if len(self._states) > sum(1 for s in self._states.values() if s.stamp == cycle):
             self._states = {k: s for k, s in self._states.items() if s.stamp == cycle}

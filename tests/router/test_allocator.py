@@ -15,6 +15,7 @@ import pytest
 from router.allocator import (
     ALLOCATE_INTERVAL_S,
     RAISE_HOLD_S,
+    EngineEstimates,
     Estimate,
     FixedEstimates,
     StreamAllocator,
@@ -272,3 +273,32 @@ def test_control_pause_and_preference_are_kept_apart_from_the_allocation() -> No
     c.preferred_layer, c.allocated_layer = 2, 0
     w.allocator.preference_changed(c, 0)  # a limit that only followed the old preference goes
     assert c.layer_cap == 2
+
+
+def test_engine_estimates_read_the_snapshot_keys_when_present() -> None:
+    class Snapshots:
+        def __init__(self, snap: dict[str, Any]) -> None:
+            self.snap = snap
+
+        def snapshot_transport(self, t: int) -> dict[str, Any]:
+            return self.snap
+
+    assert EngineEstimates(Snapshots({"tx_bytes": 1})).estimate(0) is None  # an Engine without estimation
+    assert EngineEstimates(Snapshots({"bwe_bps": 0, "bwe_state": "normal"})).estimate(0) is None  # unknown yet
+    snap = {"bwe_bps": 480_000, "bwe_state": "overusing", "bwe_loss": 0.05, "sent_bps": 600_000}
+    assert EngineEstimates(Snapshots(snap)).estimate(0) == Estimate(480_000, "overusing", 0.05)
+
+
+def test_overuse_holds_raises() -> None:
+    w = World()
+    w.transport("sub", 100_000)
+    w.producer("v", "video", SIMULCAST)
+    w.consumer("c", "sub", "v")
+    w.run(RAISE_HOLD_S + 2.0)
+    assert w.got("c") == "paused"
+    w.estimate("sub", 5_000_000, state="overusing")
+    w.run(5.0)
+    assert w.got("c") == "paused"
+    w.estimate("sub", 5_000_000)
+    w.run(1.5)
+    assert w.got("c") == 0
