@@ -2,7 +2,8 @@
 
 A MediaRouter is only a namespace: the transports created in it, and through them its producers and consumers. The
 fan-out tables themselves live in the Engine; these records keep what the Python side needs to answer control
-(ids, kinds, pause flags, layer preferences) and to close everything that hangs off a closed entity.
+(ids, kinds, pause flags, layer preferences and
+allocations) and to close everything that hangs off a closed entity.
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ class Consumer:
     transport_id: str
     producer_id: str
     kind: str
-    paused: bool = False
-    preferred_layer: int = -1
+    paused: bool = False  # control's pause (consumer.pause)
+    preferred_layer: int = -1  # control's preference (consumer.set_preferred_layers), -1 = the highest
     current_layer: int = -1
+    allocated_layer: int = -1  # the stream allocator's limit (router/allocator.py), -1 = none
+    bw_paused: bool = False  # paused by the stream allocator: not even the lowest layer fits the estimate
+    priority: int = 1  # the allocator serves higher priorities first
+
+    @property
+    def layer_cap(self) -> int:
+        """The layer the Engine is asked for (``set_consumer_layer``): the lower of control's preference and the
+        allocator's limit, so that neither undoes the other."""
+        if self.allocated_layer < 0:
+            return self.preferred_layer
+        if self.preferred_layer < 0:
+            return self.allocated_layer
+        return min(self.preferred_layer, self.allocated_layer)

@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import fastpath
+from router.allocator import EngineEstimates, EstimateSource, StreamAllocator
 from router.channel import BodyHandler
 from router.data import DataConsumer, DataProducer
 from router.dtls import DtlsCertificate
@@ -41,6 +42,7 @@ from router.messages import (
     SendDataRequest,
     SetPreferredLayersRequest,
     StreamAdded,
+    StreamState,
 )
 from router.protocol import Body, Empty, Event, Method, RequestError
 from router.registry import Registry
@@ -58,7 +60,7 @@ KINDS = {"audio": 0, "video": 1}
 class MediaService:
     """All media entities of one worker and the Engine that forwards their packets."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, *, estimates: EstimateSource | None = None) -> None:
         self.worker = worker
         # UDP GSO (fastpath/gso.pxd) where the kernel has it, unless the gso setting is off.
         self.engine = fastpath.Engine(worker.sock.fileno(), gso=worker.gso)
@@ -74,6 +76,9 @@ class MediaService:
         self._tick_task: asyncio.Task[None] | None = None
         self.consent = ConsentSchedule()  # connected transports by consent deadline (RFC 7675)
         self._last_consent_check = 0.0
+        # Shares each subscriber transport's bandwidth estimate among its consumers (router/allocator.py).
+        self.allocator = StreamAllocator(self.engine, estimates or EngineEstimates(self.engine), self.transports,
+                                         self.producers, self.consumers, self._on_stream_state)
 
     # ---- wiring ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -172,6 +177,7 @@ class MediaService:
             if now - self._last_consent_check >= 1.0:
                 self._last_consent_check = now
                 self.consent.run(int(now * 1000))  # only the transports whose deadline has passed
+            self.allocator.tick(now)
 
     def _drain_events(self) -> None:
         for event in self.engine.poll_events():
@@ -187,6 +193,9 @@ class MediaService:
                 if consumer is not None:
                     consumer.current_layer = layer
                     self.notify(Event.CONSUMER_LAYERS_CHANGED, consumer.id, LayersChanged(spatial=layer))
+
+    def _on_stream_state(self, consumer: Consumer, paused: bool) -> None:
+        self.notify(Event.CONSUMER_STREAM_STATE, consumer.id, StreamState(state="paused" if paused else "active"))
 
     # ---- media_router.* ----------------------------------------------------------------------------------
     async def media_router_create(self, router_id: str, body: Empty) -> Empty:
@@ -349,7 +358,7 @@ class MediaService:
             return Empty()
         p_handle = self.producers.handle(body.producer_id)
         producer = self.producers.get(body.producer_id)
-        consumer = Consumer(consumer_id, transport_id, body.producer_id, producer.kind)
+        consumer = Consumer(consumer_id, transport_id, body.producer_id, producer.kind, preferred_layer=body.spatial)
         handle = self.consumers.add(consumer_id, consumer)
         try:
             self.engine.add_consumer(
@@ -446,7 +455,8 @@ class MediaService:
         producer = self.producers.get(producer_id)
         producer.paused = False
         for cid in producer.consumers:
-            if not self.consumers.get(cid).paused:
+            consumer = self.consumers.get(cid)
+            if not consumer.paused and not consumer.bw_paused:
                 self.engine.resume_consumer(self.consumers.handle(cid))
         return Empty()
 
@@ -478,13 +488,16 @@ class MediaService:
         consumer = self.consumers.get(consumer_id)
         consumer.paused = False
         producer = self.producers.find(consumer.producer_id)
-        if producer is None or not producer.paused:
+        if not consumer.bw_paused and (producer is None or not producer.paused):
             self.engine.resume_consumer(self.consumers.handle(consumer_id))
         return Empty()
 
     async def consumer_set_preferred_layers(self, consumer_id: str, body: SetPreferredLayersRequest) -> Empty:
-        self.consumers.get(consumer_id).preferred_layer = body.spatial
-        self.engine.set_consumer_layer(self.consumers.handle(consumer_id), body.spatial)
+        consumer = self.consumers.get(consumer_id)
+        old, consumer.preferred_layer = consumer.preferred_layer, body.spatial
+        self.allocator.preference_changed(consumer, old)
+        # The Engine gets the lower of this and the stream allocator's limit (router/allocator.py).
+        self.engine.set_consumer_layer(self.consumers.handle(consumer_id), consumer.layer_cap)
         return Empty()
 
     async def consumer_request_key_frame(self, consumer_id: str, body: Empty) -> Empty:

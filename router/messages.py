@@ -250,6 +250,14 @@ class LayersChanged(Body):
 
 
 @dataclass(frozen=True, slots=True)
+class StreamState(Body):
+    """``consumer.stream_state``: the stream allocator (router/allocator.py) paused the consumer because not even
+    its lowest layer fits the subscriber's bandwidth estimate ("paused"), or resumed it ("active")."""
+
+    state: Literal["active", "paused"]
+
+
+@dataclass(frozen=True, slots=True)
 class DataMessage(Body):
     """``data_producer.message``: a message of a DataProducer made with ``relay_to_control``."""
 
@@ -298,6 +306,7 @@ EVENTS: dict[Event, type[Body]] = {
     Event.PRODUCER_STREAM_ADDED: StreamAdded,
     Event.CONSUMER_LAYERS_CHANGED: LayersChanged,
     Event.CONSUMER_PRODUCER_CLOSED: Empty,
+    Event.CONSUMER_STREAM_STATE: StreamState,
     Event.DATA_PRODUCER_MESSAGE: DataMessage,
 }
 """Body of every notification."""

@@ -107,6 +107,7 @@ class Event(StrEnum):
     PRODUCER_STREAM_ADDED = "producer.stream_added"
     CONSUMER_LAYERS_CHANGED = "consumer.layers_changed"
     CONSUMER_PRODUCER_CLOSED = "consumer.producer_closed"
+    CONSUMER_STREAM_STATE = "consumer.stream_state"
     DATA_PRODUCER_MESSAGE = "data_producer.message"
 
 

@@ -45,6 +45,7 @@ from router.messages import (
     SendDataRequest,
     SetPreferredLayersRequest,
     StreamAdded,
+    StreamState,
     TransportState,
     TupleChanged,
 )
@@ -99,6 +100,7 @@ SAMPLES: dict[type[Body], Body] = {
     TupleChanged: TupleChanged(host="10.0.0.2", port=5000),
     StreamAdded: StreamAdded(layer=1, ssrc=1111),
     LayersChanged: LayersChanged(spatial=0),
+    StreamState: StreamState(state="paused"),
     DataMessage: DataMessage(label="_reliable", data="text"),
 }
 

@@ -586,6 +586,16 @@ def subscribed_quality_update(track_sid: str, codec: str, enabled: Sequence[tupl
     return rtc.SignalResponse(subscribed_quality_update=update)
 
 
+def stream_state_update(participant_sid: str, track_sid: str, paused: bool) -> rtc.SignalResponse:
+    """StreamStateUpdate for one subscribed track: the server paused it (not even its lowest layer fits the
+    subscriber's bandwidth) or resumed it. ``participant_sid`` is the publisher's, as LiveKit sends it."""
+    _check_sid(participant_sid, PARTICIPANT_PREFIX, "participant")
+    _check_sid(track_sid, TRACK_PREFIX, "track")
+    state = rtc.StreamState.PAUSED if paused else rtc.StreamState.ACTIVE
+    info = rtc.StreamStateInfo(participant_sid=participant_sid, track_sid=track_sid, state=state)
+    return rtc.SignalResponse(stream_state_update=rtc.StreamStateUpdate(stream_states=[info]))
+
+
 def mute(track_sid: str, muted: bool) -> rtc.SignalResponse:
     """Server-initiated (admin) mute of a published track."""
     _check_sid(track_sid, TRACK_PREFIX, "track")

@@ -265,6 +265,23 @@ class _SubscriberPc:
     trickled: bool = False
 
 
+def subscriber_transport_id(participant_sid: str) -> str:
+    """The worker transport id of a participant's subscriber PC."""
+    return f"{participant_sid}.sub"
+
+
+def subscription_consumer_id(subscriber_sid: str, track_sid: str) -> str:
+    """The worker consumer id of a subscription; :func:`consumer_owner` is its inverse."""
+    return f"{subscriber_sid}.{track_sid}"
+
+
+def consumer_owner(consumer_id: str) -> tuple[str, str]:
+    """(subscriber participant sid, track sid) of a consumer id made by :func:`subscription_consumer_id` (sids
+    hold no dot)."""
+    subscriber_sid, _, track_sid = consumer_id.partition(".")
+    return subscriber_sid, track_sid
+
+
 class ParticipantError(ValueError):
     """A signal request this participant cannot carry out; ``reason`` says why."""
 
@@ -310,7 +327,7 @@ class Participant:
         self.version = 1
         self.joined_at_ms = time.time_ns() // 1_000_000
         self.pub_transport_id = f"{sid}.pub"
-        self.sub_transport_id = f"{sid}.sub"
+        self.sub_transport_id = subscriber_transport_id(sid)
         self.data_producer_id = f"{sid}.data"
         self.pub_params: TransportParams | None = None
         self.sub_params: TransportParams | None = None
@@ -513,6 +530,13 @@ class Participant:
             except Exception as exc:  # a dead worker has nothing left to free
                 log.debug("%s: close %s: %r", self.sid, tid, exc)
 
+    def on_stream_state(self, track_sid: str, paused: bool) -> None:
+        """The worker's stream allocator paused a subscription (its lowest layer does not fit this subscriber's
+        bandwidth) or resumed it: StreamStateUpdate, as LiveKit sends it (docs/PROTOCOL.md)."""
+        sub = self.subscriptions.get(track_sid)
+        if sub is not None and not sub.removed:
+            self.send(lk.stream_state_update(sub.publisher_sid, track_sid, paused))
+
     def on_transport_state(self, transport_id: str, event: str, state: str) -> bool:
         """Worker transport events; returns True when the participant just became ACTIVE."""
         primary = self.sub_transport_id if self.can_subscribe else self.pub_transport_id
@@ -674,7 +698,8 @@ class Participant:
             rtx_ssrc=self.listener.new_ssrc() if pub.media.kind == "video" else 0,
         )
         self.subscriptions[pub.sid] = Subscription(
-            track_sid=pub.sid, publisher_sid=publisher.sid, consumer_id=f"{self.sid}.{pub.sid}", spec=spec
+            track_sid=pub.sid, publisher_sid=publisher.sid, consumer_id=subscription_consumer_id(self.sid, pub.sid),
+            spec=spec,
         )
         self.negotiate_subscriber()
         return True

@@ -37,10 +37,12 @@ from control.rtc.participant import (
     SignalSink,
     State,
     Subscription,
+    consumer_owner,
     new_ssrc,
+    subscriber_transport_id,
 )
 from control.workers.placement import NoWorkerAvailable, WorkerLoad, choose_worker
-from router.messages import DataMessage, TransportState
+from router.messages import DataMessage, StreamState, TransportState
 from router.protocol import Event
 
 log = logging.getLogger("control.rtc.rooms")
@@ -712,6 +714,9 @@ class RoomManager:
 
     def on_notification(self, worker_id: int, event: str, target_id: str, body: dict[str, Any]) -> None:
         """Worker events that matter to LiveKit sessions."""
+        if event == Event.CONSUMER_STREAM_STATE:
+            self.on_stream_state(worker_id, target_id, StreamState.from_wire(body).state == "paused")
+            return
         found = self.find(target_id)
         if found is None:
             return
@@ -723,6 +728,13 @@ class RoomManager:
         elif event == Event.DATA_PRODUCER_MESSAGE:
             message = DataMessage.from_wire(body)
             room.forward_data(p, message.label, message.data)
+
+    def on_stream_state(self, worker_id: int, consumer_id: str, paused: bool) -> None:
+        """The worker's stream allocator paused or resumed a consumer: its subscriber hears StreamStateUpdate."""
+        subscriber_sid, track_sid = consumer_owner(consumer_id)
+        found = self.find(subscriber_transport_id(subscriber_sid))
+        if found is not None and found[0].worker_id == worker_id:
+            found[1].on_stream_state(track_sid, paused)
 
     def on_worker_died(self, worker_id: int) -> None:
         """Every session on a dead worker is told to reconnect (a new room is placed on a live worker)."""

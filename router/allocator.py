@@ -1,0 +1,421 @@
+"""The stream allocator: shares each subscriber transport's bandwidth estimate among the consumers on it.
+
+Every :data:`ALLOCATE_INTERVAL_S` the worker's tick runs :meth:`StreamAllocator.tick`. For each transport with
+consumers and a send-side bandwidth estimate (:class:`EstimateSource`; none: nothing is managed and every consumer
+follows control's preferred layer, as before the allocator existed) it gives the estimate to the consumers in
+LiveKit's order (pkg/sfu/streamallocator): audio first (always, its measured rate comes off the top), then video
+by priority, every video track its lowest live layer before any track gets more, then one layer up at a time while
+it fits in :data:`VIDEO_SHARE` of the estimate, never above the preferred layer. When the current layers no longer
+fit (congestion) the tracks drop at once to what fits; a raise needs headroom of :data:`RAISE_MARGIN` over the
+next layer's need for :data:`RAISE_TICKS` passes in a row and waits :data:`RAISE_HOLD_S` after a lowering. A video
+track not even the lowest layer of which fits is paused, and ``on_stream_state`` tells control (the subscriber gets
+``StreamStateUpdate``). The layer asked of the Engine is ``Consumer.layer_cap``, the lower of control's preference
+and the allocation. docs/FORWARDING.md "Simulcast switching" explains the rules and constants.
+
+This module owns the allocator's state (per transport, per track, the producers' measured layer rates); the
+Consumer records carry only what the media service needs too (``allocated_layer``, ``bw_paused``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from router.layer_rates import LayerRates
+
+if TYPE_CHECKING:
+    from router.media_router import Consumer, Producer
+    from router.registry import Registry
+    from router.transport import WebRtcTransport
+
+log = logging.getLogger("router.allocator")
+
+ALLOCATE_INTERVAL_S = 0.5  # one pass per transport this often: congestion is acted on within ~0.5-1 s
+VIDEO_SHARE = 0.9  # video gets at most this share of the estimate (after audio): headroom for RTCP, RTX, jitter
+RAISE_MARGIN = 1.1  # a raise needs the estimate to cover the new total by 10 % more (no flapping at a threshold)
+RAISE_TICKS = 3  # ... in this many passes in a row (1.5 s of steady headroom)
+RAISE_HOLD_S = 4.0  # no raise for this long after a bandwidth-driven lowering (LiveKit waits ~5 s to unpause)
+RAISE_MAX_LOSS = 0.1  # no raise while the estimator reports more loss than this
+
+NONE = -1  # not managed: the Engine follows control's preferred layer alone
+PAUSED = -2  # paused by the allocator
+
+
+# ------------------------------------------------------------------------------------------- estimates
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A subscriber transport's send-side bandwidth estimate."""
+
+    bps: int
+    state: str = "normal"  # "normal", "overusing" or "underusing" (the delay-based detector's verdict)
+    loss: float = 0.0  # fraction of packets the subscriber reported lost
+
+
+class EstimateSource(Protocol):
+    """Where the allocator reads estimates from; ``None`` = unknown (the transport is left unmanaged)."""
+
+    def estimate(self, transport_handle: int) -> Estimate | None: ...
+
+
+class TransportSnapshots(Protocol):
+    def snapshot_transport(self, t: int) -> dict[str, Any]: ...
+
+
+class EngineEstimates:
+    """Production source: the Engine's ``snapshot_transport(h)`` keys ``bwe_bps`` (0 = unknown), ``bwe_state``,
+    ``bwe_loss``. An Engine without them gives ``None`` for every transport."""
+
+    def __init__(self, engine: TransportSnapshots) -> None:
+        self.engine = engine
+
+    def estimate(self, transport_handle: int) -> Estimate | None:
+        snap = self.engine.snapshot_transport(transport_handle)
+        bps = snap.get("bwe_bps", 0)
+        if not bps:
+            return None
+        return Estimate(int(bps), str(snap.get("bwe_state", "normal")), float(snap.get("bwe_loss", 0.0)))
+
+
+class FixedEstimates:
+    """A settable source (tests, the cost benchmark): transport handle -> estimate."""
+
+    def __init__(self, estimates: dict[int, Estimate] | None = None) -> None:
+        self.estimates: dict[int, Estimate] = estimates if estimates is not None else {}
+
+    def estimate(self, transport_handle: int) -> Estimate | None:
+        return self.estimates.get(transport_handle)
+
+
+# ---------------------------------------------------------------------------------------------- tracks
+
+
+class Track:
+    """One consumer as the allocator sees it: kind, priority, layer cap, its producer's rates, its allocation."""
+
+    __slots__ = ("consumer", "handle", "video", "priority", "cap", "rates", "fit", "producer")
+
+    def __init__(self, consumer: Consumer, handle: int, rates: LayerRates) -> None:
+        self.consumer = consumer
+        self.handle = handle
+        self.video = consumer.kind == "video"
+        self.priority = consumer.priority
+        self.rates = rates
+        self.cap = 0
+        self.set_cap(consumer.preferred_layer)
+        self.fit = NONE  # scratch of fit()
+        self.producer: Producer | None = None
+
+    @property
+    def layer(self) -> int:
+        """What the allocator gave it: NONE, PAUSED or a layer (kept on the Consumer record)."""
+        return PAUSED if self.consumer.bw_paused else self.consumer.allocated_layer
+
+    def set_cap(self, preferred: int) -> None:
+        n = self.rates.layers
+        self.cap = preferred if 0 <= preferred < n else n - 1
+
+    def lowest(self) -> int:
+        """Lowest live layer <= cap, or -1."""
+        live = self.rates.live
+        for i in range(self.cap + 1):
+            if live[i]:
+                return i
+        return -1
+
+    def at_most(self, limit: int) -> int:
+        """Highest live layer <= limit (and <= cap), or -1."""
+        live = self.rates.live
+        for i in range(min(limit, self.cap), -1, -1):
+            if live[i]:
+                return i
+        return -1
+
+    def next_above(self, layer: int) -> int:
+        """Next live layer above ``layer`` (<= cap), or -1."""
+        live = self.rates.live
+        for i in range(layer + 1, self.cap + 1):
+            if live[i]:
+                return i
+        return -1
+
+    def current(self) -> int:
+        """The layer it forwards now (as the Engine picks it: highest live <= its limit), or PAUSED."""
+        if self.layer == PAUSED:
+            return PAUSED
+        layer = self.at_most(self.cap if self.layer == NONE else self.layer)
+        return layer if layer >= 0 else self.lowest()
+
+    def rate(self, layer: int) -> float:
+        return self.rates.rates[layer] if layer >= 0 else 0.0
+
+
+def priority_order(track: Track) -> tuple[int, int]:
+    return -track.priority, track.handle
+
+
+def fit(video: Sequence[Track], budget: float) -> float:
+    """Sets ``track.fit`` for ``video`` (in priority order) within ``budget`` bit/s; returns what is left.
+
+    Every track gets its lowest live layer in turn (PAUSED when it does not fit); then, round after round, each
+    track goes up one live layer while the difference fits, so that no track gets more before all got the least.
+    """
+    remaining = budget
+    for t in video:
+        low = t.lowest()
+        need = t.rate(low)
+        if low >= 0 and need <= remaining:
+            t.fit = low
+            remaining -= need
+        else:
+            t.fit = PAUSED
+    raised = True
+    while raised:
+        raised = False
+        for t in video:
+            if t.fit == PAUSED:
+                continue
+            nxt = t.next_above(t.fit)
+            if nxt < 0:
+                continue
+            delta = t.rate(nxt) - t.rate(t.fit)
+            if delta <= remaining:
+                t.fit = nxt
+                remaining -= delta
+                raised = True
+    return remaining
+
+
+class TransportAllocation:
+    """The allocator's state for one subscriber transport and the lowering/raising rules."""
+
+    __slots__ = ("transport_id", "tracks", "video", "lowered_at", "streak", "managed", "stamp")
+
+    def __init__(self, transport_id: str) -> None:
+        self.transport_id = transport_id
+        self.tracks: dict[str, Track] = {}  # consumer id -> track
+        self.video: list[Track] = []  # reused by every pass
+        self.lowered_at = -1e9
+        self.streak = 0  # passes in a row in which a raise fitted
+        self.managed = False  # some track has an allocation (to undo when the estimate goes away)
+        self.stamp = 0
+
+    def decide(self, now: float, estimate: Estimate, audio_bps: float, video: Sequence[Track]
+               ) -> list[tuple[Track, int]]:
+        """The changes of one pass: ``video`` are the allocatable video tracks in priority order."""
+        budget = estimate.bps * VIDEO_SHARE - audio_bps
+        used = 0.0
+        for t in video:
+            used += t.rate(t.current())
+        fit(video, budget)
+        if used > budget:  # congested: every track drops to what fits now, none goes up
+            changes = []
+            for t in video:
+                cur = t.current()
+                if t.fit == PAUSED and cur != PAUSED or cur != PAUSED and 0 <= t.fit < cur:
+                    changes.append((t, t.fit))
+            if changes:
+                self.lowered_at = now
+                self.streak = 0
+            return changes
+        if now - self.lowered_at < RAISE_HOLD_S or estimate.state == "overusing" or estimate.loss > RAISE_MAX_LOSS:
+            self.streak = 0
+            return []
+        best: Track | None = None
+        best_layer = best_rank = 0
+        for t in video:  # the lowest track (paused first) that can go one layer up with the margin
+            cur = t.current()
+            nxt = t.lowest() if cur == PAUSED else t.next_above(cur)
+            if nxt < 0 or (used - t.rate(cur) + t.rate(nxt)) * RAISE_MARGIN > budget:
+                continue
+            rank = -1 if cur == PAUSED else cur
+            if best is None or rank < best_rank:
+                best, best_layer, best_rank = t, nxt, rank
+        if best is None:
+            self.streak = 0
+            return []
+        self.streak += 1
+        if self.streak < RAISE_TICKS:
+            return []
+        self.streak = 0
+        return [(best, best_layer)]
+
+
+# ------------------------------------------------------------------------------------------- allocator
+
+
+class AllocatorEngine(Protocol):
+    """What the allocator asks of ``fastpath.Engine``."""
+
+    def snapshot_producer(self, p: int) -> dict[str, Any]: ...
+    def set_consumer_layer(self, c: int, spatial: int) -> None: ...
+    def pause_consumer(self, c: int) -> None: ...
+    def resume_consumer(self, c: int) -> None: ...
+
+
+StreamStateCallback = Callable[["Consumer", bool], None]  # (consumer, paused)
+
+
+class _Measured:
+    __slots__ = ("producer", "handle", "rates")
+
+    def __init__(self, producer: Producer, handle: int, rates: LayerRates) -> None:
+        self.producer = producer
+        self.handle = handle
+        self.rates = rates
+
+
+class StreamAllocator:
+    """Runs the allocation of every subscriber transport of a worker; driven by the worker's tick."""
+
+    def __init__(
+        self,
+        engine: AllocatorEngine,
+        estimates: EstimateSource,
+        transports: Registry[WebRtcTransport],
+        producers: Registry[Producer],
+        consumers: Registry[Consumer],
+        on_stream_state: StreamStateCallback,
+    ) -> None:
+        self.engine = engine
+        self.estimates = estimates
+        self.transports = transports
+        self.producers = producers
+        self.consumers = consumers
+        self.on_stream_state = on_stream_state
+        self._states: dict[str, TransportAllocation] = {}
+        self._measured: dict[str, _Measured] = {}
+        self._next_run = 0.0
+        self._cycle = 0
+
+    def preference_changed(self, consumer: Consumer, old_preferred: int) -> None:
+        """Control moved the consumer's preferred layer. An allocation that only followed the old preference
+        (it was at or above it) is dropped, so that a raise of the preference takes effect at once as it did
+        before the allocator; the next pass lowers it again within ALLOCATE_INTERVAL_S if it does not fit. A
+        limit below the old preference was the bandwidth's and stays."""
+        if consumer.allocated_layer >= 0 and 0 <= old_preferred <= consumer.allocated_layer:
+            consumer.allocated_layer = NONE
+
+    def layer_bytes(self, producer_handle: int) -> Sequence[int]:
+        """The Engine's cumulative byte counter of each of a producer's layers."""
+        return [layer["bytes"] for layer in self.engine.snapshot_producer(producer_handle)["layers"]]
+
+    def tick(self, now: float) -> None:
+        """Called on every worker tick (``now``: monotonic seconds); a pass runs every ALLOCATE_INTERVAL_S."""
+        if now < self._next_run:
+            return
+        self._next_run = now + ALLOCATE_INTERVAL_S
+        self._cycle += 1
+        for transport_id in self.transports.ids():
+            transport = self.transports.find(transport_id)
+            if transport is not None and transport.consumer_ids:
+                try:
+                    self._run(transport, now)
+                except Exception:  # never let one transport stop the worker's tick
+                    log.exception("allocation of transport %s failed", transport_id)
+        cycle = self._cycle
+        if len(self._states) > sum(1 for s in self._states.values() if s.stamp == cycle):
+            self._states = {k: s for k, s in self._states.items() if s.stamp == cycle}
+        if len(self._measured) > sum(1 for m in self._measured.values() if m.rates.stamp == cycle):
+            self._measured = {k: m for k, m in self._measured.items() if m.rates.stamp == cycle}
+
+    def _rates(self, producer: Producer, now: float) -> LayerRates | None:
+        m = self._measured.get(producer.id)
+        if m is None or m.producer is not producer:
+            handle = self.producers.handle(producer.id)
+            counters = self.layer_bytes(handle)
+            m = self._measured[producer.id] = _Measured(producer, handle, LayerRates(len(counters)))
+            m.rates.update(now, counters)
+        elif m.rates.stamp != self._cycle and m.rates.due(now):
+            m.rates.update(now, self.layer_bytes(m.handle))
+        m.rates.stamp = self._cycle
+        return m.rates if m.rates.ready and m.rates.layers else None
+
+    def _sync(self, state: TransportAllocation, consumer_ids: set[str], now: float) -> Iterable[Track]:
+        """The state's tracks made to match the transport's consumers (new ones unmanaged)."""
+        tracks = state.tracks
+        known, seen = len(tracks), 0
+        for cid in consumer_ids:
+            t = tracks.get(cid)
+            consumer = self.consumers.find(cid)
+            if t is not None:
+                seen += 1
+                if t.consumer is consumer:
+                    continue
+                del tracks[cid]  # closed and made again under the same id
+                known -= 1
+                seen -= 1
+            if consumer is None:
+                continue
+            producer = self.producers.find(consumer.producer_id)
+            rates = self._rates(producer, now) if producer is not None else None
+            if rates is not None:  # else: not before its producer's layers are measured
+                tracks[cid] = Track(consumer, self.consumers.handle(cid), rates)
+        if seen < known:  # some tracked consumer left the transport
+            state.tracks = tracks = {cid: t for cid, t in tracks.items() if cid in consumer_ids}
+        return tracks.values()
+
+    def _run(self, transport: WebRtcTransport, now: float) -> None:
+        state = self._states.get(transport.id)
+        if state is None:
+            state = self._states[transport.id] = TransportAllocation(transport.id)
+        state.stamp = self._cycle
+        tracks = self._sync(state, transport.consumer_ids, now)
+        estimate = self.estimates.estimate(transport.handle)
+        if estimate is None:
+            if state.managed:  # back to today's behaviour: the preferred layer, nothing paused by us
+                state.managed = False
+                for t in tracks:
+                    if t.layer != NONE:
+                        self._apply(t, NONE)
+            return
+        audio_bps = 0.0
+        video = state.video
+        video.clear()
+        for t in tracks:
+            consumer = t.consumer
+            producer = self.producers.find(consumer.producer_id)
+            if producer is None:
+                continue
+            rates = self._rates(producer, now)
+            if rates is None:
+                continue
+            t.rates, t.producer = rates, producer
+            if not t.video:
+                for i, live in enumerate(rates.live):
+                    if live:
+                        audio_bps += rates.rates[i]
+                continue
+            if consumer.paused or producer.paused:
+                continue  # control's pause: it uses nothing and keeps its allocation
+            t.priority = consumer.priority
+            t.set_cap(consumer.preferred_layer)
+            if t.lowest() >= 0:
+                video.append(t)
+        video.sort(key=priority_order)
+        for t, layer in state.decide(now, estimate, audio_bps, video):
+            state.managed = True
+            self._apply(t, layer)
+
+    def _apply(self, t: Track, layer: int) -> None:
+        consumer = t.consumer
+        log.debug("consumer %s: layer %d -> %d", consumer.id, t.layer, layer)
+        if layer == PAUSED:
+            if not consumer.bw_paused:
+                consumer.bw_paused = True
+                self.engine.pause_consumer(t.handle)
+                self.on_stream_state(consumer, True)
+            return
+        before = consumer.layer_cap
+        consumer.allocated_layer = layer
+        if consumer.layer_cap != before:
+            self.engine.set_consumer_layer(t.handle, consumer.layer_cap)
+        if consumer.bw_paused:
+            consumer.bw_paused = False
+            producer = t.producer
+            if not consumer.paused and (producer is None or not producer.paused):
+                self.engine.resume_consumer(t.handle)
+            self.on_stream_state(consumer, False)

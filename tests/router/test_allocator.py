@@ -1,0 +1,304 @@
+"""The stream allocator's rules (router/allocator.py) on an injected clock, a fake Engine and fixed estimates.
+
+Producers "send" at given per-layer rates: the fake Engine's byte counters grow by them between passes, so the
+allocator measures the rates as it does in a worker. Each test asserts what the subscriber gets (the layer the
+Engine is asked for, or paused) and what control hears.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from router.allocator import (
+    ALLOCATE_INTERVAL_S,
+    RAISE_HOLD_S,
+    EngineEstimates,
+    Estimate,
+    FixedEstimates,
+    StreamAllocator,
+)
+from router.layer_rates import LayerRates
+from router.media_router import Consumer, Producer
+from router.registry import Registry
+
+SIMULCAST = [150_000.0, 450_000.0, 1_700_000.0]  # the issue's 720p publisher: 320, 640 and 1280 px
+OPUS = [64_000.0]
+
+
+@dataclass
+class FakeTransport:
+    id: str
+    handle: int
+    consumer_ids: set[str] = field(default_factory=set)
+
+
+class FakeEngine:
+    """Byte counters per producer handle; records the consumer calls."""
+
+    def __init__(self) -> None:
+        self.bytes: dict[int, list[float]] = {}
+        self.calls: list[tuple[str, int, int]] = []
+
+    def snapshot_producer(self, p: int) -> dict[str, Any]:
+        return {"layers": [{"bytes": int(b)} for b in self.bytes[p]]}
+
+    def set_consumer_layer(self, c: int, spatial: int) -> None:
+        self.calls.append(("layer", c, spatial))
+
+    def pause_consumer(self, c: int) -> None:
+        self.calls.append(("pause", c, 0))
+
+    def resume_consumer(self, c: int) -> None:
+        self.calls.append(("resume", c, 0))
+
+
+class World:
+    def __init__(self) -> None:
+        self.engine = FakeEngine()
+        self.estimates = FixedEstimates()
+        self.transports: Registry[FakeTransport] = Registry("transport")
+        self.producers: Registry[Producer] = Registry("producer")
+        self.consumers: Registry[Consumer] = Registry("consumer")
+        self.states: list[tuple[str, bool]] = []
+        self.allocator = StreamAllocator(self.engine, self.estimates, self.transports,  # type: ignore[arg-type]
+                                         self.producers, self.consumers,
+                                         lambda c, paused: self.states.append((c.id, paused)))
+        self.rates: dict[int, list[float]] = {}
+        self.now = 1000.0
+
+    def producer(self, pid: str, kind: str, rates: list[float]) -> None:
+        h = self.producers.add(pid, Producer(pid, "pub", kind, "0"))
+        self.rates[h] = list(rates)
+        self.engine.bytes[h] = [0.0] * len(rates)
+
+    def transport(self, tid: str, estimate_bps: int | None = None) -> None:
+        h = self.transports.add(tid, FakeTransport(tid, len(self.transports)))
+        self.estimate(tid, estimate_bps)
+        assert self.transports.handle(tid) == h
+
+    def estimate(self, tid: str, bps: int | None, state: str = "normal") -> None:
+        h = self.transports.handle(tid)
+        if bps is None:
+            self.estimates.estimates.pop(h, None)
+        else:
+            self.estimates.estimates[h] = Estimate(bps, state)
+
+    def consumer(self, cid: str, tid: str, pid: str, *, preferred: int = -1, priority: int = 1) -> int:
+        kind = self.producers.get(pid).kind
+        h = self.consumers.add(cid, Consumer(cid, tid, pid, kind, preferred_layer=preferred, priority=priority))
+        self.transports.get(tid).consumer_ids.add(cid)
+        return h
+
+    def run(self, seconds: float) -> None:
+        for _ in range(round(seconds / ALLOCATE_INTERVAL_S)):
+            self.now += ALLOCATE_INTERVAL_S
+            for h, rates in self.rates.items():
+                counters = self.engine.bytes[h]
+                for i, bps in enumerate(rates):
+                    counters[i] += bps / 8 * ALLOCATE_INTERVAL_S
+            self.allocator.tick(self.now)
+
+    def got(self, cid: str) -> int | str:
+        """What the subscriber gets: "paused" or the layer the Engine forwards (highest <= its cap)."""
+        c = self.consumers.get(cid)
+        if c.bw_paused:
+            return "paused"
+        n = len(self.rates[self.producers.handle(c.producer_id)])
+        return n - 1 if c.layer_cap < 0 else c.layer_cap
+
+
+def test_layer_rates_measure_bitrate_and_liveness() -> None:
+    rates = LayerRates(2)
+    rates.update(0.0, [1000, 0])
+    assert not rates.ready and rates.live == [False, False]  # a stale counter is not evidence of life
+    rates.update(0.5, [1000 + 62_500, 0])
+    assert rates.ready and rates.rates == [1_000_000.0, 0.0] and rates.live == [True, False]
+    for i in range(1, 5):
+        rates.update(0.5 + i * 0.5, [1000 + 62_500, 0])
+    assert rates.live == [False, False] and rates.rates[0] == 0.0  # nothing for 2 s: not live
+
+
+# (estimate bit/s, [(preferred, priority)] of the video consumers, with audio?) -> what each gets
+ROWS = [
+    (5_000_000, [(-1, 1)], False, [2]),  # everything fits: the top layer, as today
+    (1_000_000, [(-1, 1)], False, [1]),  # 0.9 x 1 M = 900 k: 640 px
+    (400_000, [(-1, 1)], False, [0]),  # 360 k: 320 px
+    (100_000, [(-1, 1)], False, ["paused"]),  # not even 150 k fits
+    (5_000_000, [(1, 1)], False, [1]),  # never above the preferred layer
+    (1_200_000, [(-1, 1), (-1, 1)], False, [1, 1]),  # 1.08 M: both at 640 px, not one at 1280 and one paused
+    (400_000, [(-1, 1), (-1, 2)], False, [0, 0]),  # 360 k: both at their lowest
+    (250_000, [(-1, 1), (-1, 2)], False, ["paused", 0]),  # 225 k: only the higher priority gets its lowest
+    (220_000, [(-1, 1)], False, [0]),  # 198 k: fits without audio ...
+    (220_000, [(-1, 1)], True, ["paused"]),  # ... but audio (64 k) is served first
+    (250_000, [(-1, 1)], True, [0]),  # 225 k - 64 k = 161 k: the lowest layer fits next to audio
+]
+
+
+@pytest.mark.parametrize(("estimate", "video", "audio", "expected"), ROWS)
+def test_allocation_table(estimate: int, video: list[tuple[int, int]], audio: bool, expected: list[int | str]
+                          ) -> None:
+    w = World()
+    w.transport("sub", estimate)
+    for i, (preferred, priority) in enumerate(video):
+        w.producer(f"v{i}", "video", SIMULCAST)
+        w.consumer(f"c{i}", "sub", f"v{i}", preferred=preferred, priority=priority)
+    if audio:
+        w.producer("a", "audio", OPUS)
+        w.consumer("ca", "sub", "a")
+    w.run(2.0)
+    assert [w.got(f"c{i}") for i in range(len(video))] == expected
+    if audio:
+        assert w.got("ca") == 0 and not w.consumers.get("ca").bw_paused
+
+
+def test_no_estimate_leaves_the_preferred_layer() -> None:
+    w = World()
+    w.transport("sub")
+    w.producer("v", "video", SIMULCAST)
+    w.consumer("c", "sub", "v", preferred=1)
+    w.run(5.0)
+    assert w.engine.calls == [] and w.states == [] and w.got("c") == 1
+
+
+def test_lowers_within_a_second_of_a_drop_and_goes_back_to_preferred_without_estimate() -> None:
+    w = World()
+    w.transport("sub", 5_000_000)
+    w.producer("v", "video", SIMULCAST)
+    h = w.consumer("c", "sub", "v")
+    w.run(3.0)
+    assert w.got("c") == 2 and w.engine.calls == []
+    w.estimate("sub", 300_000)
+    w.run(1.0)
+    assert w.got("c") == 0 and w.engine.calls == [("layer", h, 0)]  # 270 k: only the 150 k layer fits
+    w.estimate("sub", None)  # the estimator went away: today's behaviour again
+    w.run(0.5)
+    assert w.got("c") == 2 and w.engine.calls[-1] == ("layer", h, -1)
+
+
+def test_no_flapping_around_a_threshold_then_a_slow_raise() -> None:
+    w = World()
+    w.transport("sub", 5_000_000)
+    w.producer("v", "video", SIMULCAST)
+    h = w.consumer("c", "sub", "v")
+    w.run(2.0)
+    threshold = SIMULCAST[2] / 0.9  # where 1280 px just fits in 0.9 x the estimate
+    for i in range(40):  # 20 s of an estimate wobbling 3 % around it
+        w.estimate("sub", int(threshold * (0.97 if i % 2 == 0 else 1.03)))
+        w.run(0.5)
+    assert w.engine.calls == [("layer", h, 1)]  # lowered once, never raised back
+    w.estimate("sub", 2_500_000)
+    w.run(0.5 * 2)
+    assert w.got("c") == 1  # three passes of headroom needed
+    w.run(1.0)
+    assert w.got("c") == 2 and w.engine.calls[-1] == ("layer", h, 2)
+
+
+def test_raise_waits_after_a_bandwidth_driven_lowering() -> None:
+    w = World()
+    w.transport("sub", 5_000_000)
+    w.producer("v", "video", SIMULCAST)
+    w.consumer("c", "sub", "v")
+    w.run(2.0)
+    w.estimate("sub", 1_000_000)
+    w.run(0.5)
+    assert w.got("c") == 1
+    lowered = w.now
+    w.estimate("sub", 5_000_000)
+    while w.got("c") != 2:
+        w.run(0.5)
+    assert w.now - lowered >= RAISE_HOLD_S
+
+
+def test_pause_when_nothing_fits_and_resume_layer_by_layer() -> None:
+    w = World()
+    w.transport("sub", 5_000_000)
+    w.producer("v", "video", SIMULCAST)
+    w.producer("a", "audio", OPUS)
+    h = w.consumer("c", "sub", "v")
+    w.consumer("ca", "sub", "a")
+    w.run(2.0)
+    w.estimate("sub", 100_000)
+    w.run(0.5)
+    assert w.got("c") == "paused" and w.states == [("c", True)] and ("pause", h, 0) in w.engine.calls
+    assert w.got("ca") == 0  # audio keeps flowing
+    w.run(10.0)
+    assert w.states == [("c", True)]  # no flapping while it does not fit
+    w.estimate("sub", 5_000_000)  # the hold after the lowering is over: three passes of headroom
+    w.run(1.0)
+    assert w.got("c") == "paused"
+    w.run(0.5)
+    assert w.got("c") == 0 and w.states == [("c", True), ("c", False)]
+    assert w.engine.calls[-2:] == [("layer", h, 0), ("resume", h, 0)]
+    w.run(1.5)
+    assert w.got("c") == 1
+    w.run(1.5)
+    assert w.got("c") == 2
+
+
+def test_lowest_layers_for_all_before_more_for_any_when_raising() -> None:
+    w = World()
+    w.transport("sub", 100_000)
+    handles = []
+    for i in range(3):
+        w.producer(f"v{i}", "video", SIMULCAST)
+        handles.append(w.consumer(f"c{i}", "sub", f"v{i}"))
+    w.run(2.0)
+    assert [w.got(f"c{i}") for i in range(3)] == ["paused"] * 3
+    w.estimate("sub", 1_500_000)  # 1.35 M: 3 x 150 k, then 450 k for two of them fit with the margin
+    w.run(30.0)
+    resumed = [c for kind, c, _ in w.engine.calls if kind == "resume"]
+    first_raise = next(i for i, (kind, _, layer) in enumerate(w.engine.calls) if kind == "layer" and layer == 1)
+    assert sorted(resumed) == sorted(handles)
+    assert all(w.engine.calls.index(("resume", h, 0)) < first_raise for h in handles)
+    assert sorted(w.got(f"c{i}") for i in range(3)) == [0, 1, 1]
+
+
+def test_control_pause_and_preference_are_kept_apart_from_the_allocation() -> None:
+    w = World()
+    w.transport("sub", 1_000_000)
+    w.producer("v", "video", SIMULCAST)
+    w.consumer("c", "sub", "v")
+    w.run(2.0)
+    c = w.consumers.get("c")
+    assert c.allocated_layer == 1 and c.layer_cap == 1
+    c.preferred_layer = 0
+    assert c.layer_cap == 0  # the lower of the two
+    c.preferred_layer = 2
+    assert c.layer_cap == 1
+    w.allocator.preference_changed(c, 2)  # the bandwidth limit (1 < 2) stays
+    assert c.layer_cap == 1
+    c.preferred_layer, c.allocated_layer = 2, 0
+    w.allocator.preference_changed(c, 0)  # a limit that only followed the old preference goes
+    assert c.layer_cap == 2
+
+
+def test_engine_estimates_read_the_snapshot_keys_when_present() -> None:
+    class Snapshots:
+        def __init__(self, snap: dict[str, Any]) -> None:
+            self.snap = snap
+
+        def snapshot_transport(self, t: int) -> dict[str, Any]:
+            return self.snap
+
+    assert EngineEstimates(Snapshots({"tx_bytes": 1})).estimate(0) is None  # an Engine without estimation
+    assert EngineEstimates(Snapshots({"bwe_bps": 0, "bwe_state": "normal"})).estimate(0) is None  # unknown yet
+    snap = {"bwe_bps": 480_000, "bwe_state": "overusing", "bwe_loss": 0.05, "sent_bps": 600_000}
+    assert EngineEstimates(Snapshots(snap)).estimate(0) == Estimate(480_000, "overusing", 0.05)
+
+
+def test_overuse_holds_raises() -> None:
+    w = World()
+    w.transport("sub", 100_000)
+    w.producer("v", "video", SIMULCAST)
+    w.consumer("c", "sub", "v")
+    w.run(RAISE_HOLD_S + 2.0)
+    assert w.got("c") == "paused"
+    w.estimate("sub", 5_000_000, state="overusing")
+    w.run(5.0)
+    assert w.got("c") == "paused"
+    w.estimate("sub", 5_000_000)
+    w.run(1.5)
+    assert w.got("c") == 0
