@@ -41,9 +41,11 @@ from router.messages import (
     SendDataRequest,
     SetPreferredLayersRequest,
     StreamAdded,
+    TransportScores,
 )
 from router.protocol import Body, Empty, Event, Method, RequestError
 from router.registry import Registry
+from router.scores import ScoreKeeper
 from router.transport import ConsentSchedule, InvalidState, WebRtcTransport
 
 if TYPE_CHECKING:
@@ -74,6 +76,8 @@ class MediaService:
         self._tick_task: asyncio.Task[None] | None = None
         self.consent = ConsentSchedule()  # connected transports by consent deadline (RFC 7675)
         self._last_consent_check = 0.0
+        # Connection-quality scores of every producer and consumer, each transport every 2 s (router/scores.py).
+        self.scores = ScoreKeeper(self.engine, self.transports, self.producers, self.consumers, self._emit_scores)
 
     # ---- wiring ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -172,6 +176,10 @@ class MediaService:
             if now - self._last_consent_check >= 1.0:
                 self._last_consent_check = now
                 self.consent.run(int(now * 1000))  # only the transports whose deadline has passed
+            self.scores.tick(now)
+
+    def _emit_scores(self, transport_id: str, scores: TransportScores) -> None:
+        self.notify(Event.TRANSPORT_SCORES, transport_id, scores)
 
     def _drain_events(self) -> None:
         for event in self.engine.poll_events():

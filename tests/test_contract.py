@@ -45,6 +45,7 @@ from router.messages import (
     SendDataRequest,
     SetPreferredLayersRequest,
     StreamAdded,
+    TransportScores,
     TransportState,
     TupleChanged,
 )
@@ -97,6 +98,7 @@ SAMPLES: dict[type[Body], Body] = {
     SetPreferredLayersRequest: SetPreferredLayersRequest(spatial=2),
     TransportState: TransportState(state="connected"),
     TupleChanged: TupleChanged(host="10.0.0.2", port=5000),
+    TransportScores: TransportScores(producers=[("p", 100)], consumers=[("c", 30)]),
     StreamAdded: StreamAdded(layer=1, ssrc=1111),
     LayersChanged: LayersChanged(spatial=0),
     DataMessage: DataMessage(label="_reliable", data="text"),
