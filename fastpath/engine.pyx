@@ -994,7 +994,7 @@ cdef class Engine:
             layers.append(layer)
         return {"packets": sum(x["packets"] for x in layers), "bytes": sum(x["bytes"] for x in layers),
                 "consumers": pr.consumers.n, "audio_level_sum": pr.audio_level_sum,
-                "audio_level_count": pr.audio_level_count, "layers": layers}
+                "audio_level_count": pr.audio_level_count, "layers": layers, "clock_rate": pr.clock_rate}
 
     def snapshot_consumer(self, int c) -> dict:
         cdef Consumer* co = self.st.consumers[self._c_slot(c)]

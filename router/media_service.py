@@ -43,9 +43,11 @@ from router.messages import (
     SetPreferredLayersRequest,
     StreamAdded,
     StreamState,
+    TransportScores,
 )
 from router.protocol import Body, Empty, Event, Method, RequestError
 from router.registry import Registry
+from router.scores import ScoreKeeper
 from router.transport import ConsentSchedule, InvalidState, WebRtcTransport
 
 if TYPE_CHECKING:
@@ -79,6 +81,8 @@ class MediaService:
         # Shares each subscriber transport's bandwidth estimate among its consumers (router/allocator.py).
         self.allocator = StreamAllocator(self.engine, estimates or EngineEstimates(self.engine), self.transports,
                                          self.producers, self.consumers, self._on_stream_state)
+        # Connection-quality scores of every producer and consumer, each transport every 2 s (router/scores.py).
+        self.scores = ScoreKeeper(self.engine, self.transports, self.producers, self.consumers, self._emit_scores)
 
     # ---- wiring ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -178,6 +182,10 @@ class MediaService:
                 self._last_consent_check = now
                 self.consent.run(int(now * 1000))  # only the transports whose deadline has passed
             self.allocator.tick(now)
+            self.scores.tick(now)
+
+    def _emit_scores(self, transport_id: str, scores: TransportScores) -> None:
+        self.notify(Event.TRANSPORT_SCORES, transport_id, scores)
 
     def _drain_events(self) -> None:
         for event in self.engine.poll_events():

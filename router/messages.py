@@ -235,6 +235,21 @@ class TupleChanged(Body):
 
 
 @dataclass(frozen=True, slots=True)
+class TransportScores(Body):
+    """``transport.scores``: the connection-quality score (0-100, router/scores.py) of every producer (uplink)
+    and consumer (downlink) on the transport, sent every interval in which one of them or the set changed."""
+
+    producers: list[tuple[str, int]] = field(default_factory=list)
+    consumers: list[tuple[str, int]] = field(default_factory=list)
+
+    def problem(self) -> tuple[str, str] | None:
+        for name, pairs in (("producers", self.producers), ("consumers", self.consumers)):
+            if any(not 0 <= score <= 100 for _, score in pairs):
+                return name, "scores must be 0-100"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamAdded(Body):
     """``producer.stream_added``: the first packet of a layer arrived (its SSRC learned or confirmed)."""
 
@@ -303,6 +318,7 @@ EVENTS: dict[Event, type[Body]] = {
     Event.TRANSPORT_DTLS_STATE: TransportState,
     Event.TRANSPORT_SCTP_STATE: TransportState,
     Event.TRANSPORT_TUPLE_CHANGED: TupleChanged,
+    Event.TRANSPORT_SCORES: TransportScores,
     Event.PRODUCER_STREAM_ADDED: StreamAdded,
     Event.CONSUMER_LAYERS_CHANGED: LayersChanged,
     Event.CONSUMER_PRODUCER_CLOSED: Empty,

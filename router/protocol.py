@@ -104,6 +104,7 @@ class Event(StrEnum):
     TRANSPORT_DTLS_STATE = "transport.dtls_state"
     TRANSPORT_SCTP_STATE = "transport.sctp_state"
     TRANSPORT_TUPLE_CHANGED = "transport.tuple_changed"
+    TRANSPORT_SCORES = "transport.scores"
     PRODUCER_STREAM_ADDED = "producer.stream_added"
     CONSUMER_LAYERS_CHANGED = "consumer.layers_changed"
     CONSUMER_PRODUCER_CLOSED = "consumer.producer_closed"

@@ -46,6 +46,7 @@ from router.messages import (
     SetPreferredLayersRequest,
     StreamAdded,
     StreamState,
+    TransportScores,
     TransportState,
     TupleChanged,
 )
@@ -98,6 +99,7 @@ SAMPLES: dict[type[Body], Body] = {
     SetPreferredLayersRequest: SetPreferredLayersRequest(spatial=2),
     TransportState: TransportState(state="connected"),
     TupleChanged: TupleChanged(host="10.0.0.2", port=5000),
+    TransportScores: TransportScores(producers=[("p", 100)], consumers=[("c", 30)]),
     StreamAdded: StreamAdded(layer=1, ssrc=1111),
     LayersChanged: LayersChanged(spatial=0),
     StreamState: StreamState(state="paused"),

@@ -139,7 +139,8 @@ def test_methods_and_events_are_the_seam_lists() -> None:
     assert {e.value for e in Event} == {
         "worker.running", "worker.heartbeat",
         "transport.ice_state", "transport.dtls_state", "transport.sctp_state", "transport.tuple_changed",
-        "producer.stream_added", "consumer.layers_changed", "consumer.producer_closed", "consumer.stream_state",
+        "transport.scores", "producer.stream_added", "consumer.layers_changed", "consumer.producer_closed",
+        "consumer.stream_state",
         "data_producer.message",
     }
     # Every name is valid on the wire.

@@ -545,6 +545,18 @@ def speakers_changed(speakers: Sequence[models.SpeakerInfo | tuple[str, float, b
 # --- tracks -------------------------------------------------------------------------------------
 
 
+def connection_quality(infos: Sequence[rtc.ConnectionQualityInfo]) -> rtc.SignalResponse:
+    """ConnectionQualityUpdate: the quality (and MOS score, 1.0-4.5) of some participants."""
+    if not infos:
+        raise ValueError("connection_quality needs at least one participant")
+    for info in infos:
+        _check_sid(info.participant_sid, PARTICIPANT_PREFIX, "connection quality")
+        _check_enum(models.ConnectionQuality, info.quality, "connection quality")
+        if not 1.0 <= info.score <= 4.5:
+            raise ValueError(f"connection quality score {info.score} is not a MOS (1.0-4.5)")
+    return rtc.SignalResponse(connection_quality=rtc.ConnectionQualityUpdate(updates=list(infos)))
+
+
 def track_published(cid: str, track: models.TrackInfo) -> rtc.SignalResponse:
     """TrackPublishedResponse: `cid` is the AddTrackRequest's client track id."""
     if not cid:

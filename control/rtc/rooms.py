@@ -1,5 +1,5 @@
 """Rooms: LiveKit rooms in control — membership, ParticipantUpdate broadcasts, subscriptions and data
-forwarding.
+forwarding, and the connection-quality rounds (control/rtc/quality.py).
 
 A :class:`RoomManager` auto-creates a room on its first join, places its MediaRouter on the least-loaded
 worker (``control.workers.placement``) and routes worker notifications (transport states, relayed data-channel
@@ -41,8 +41,9 @@ from control.rtc.participant import (
     new_ssrc,
     subscriber_transport_id,
 )
+from control.rtc.quality import QUALITY_INTERVAL_S, Peer, QualityBook
 from control.workers.placement import NoWorkerAvailable, WorkerLoad, choose_worker
-from router.messages import DataMessage, StreamState, TransportState
+from router.messages import DataMessage, StreamState, TransportScores, TransportState
 from router.protocol import Event
 
 log = logging.getLogger("control.rtc.rooms")
@@ -106,6 +107,8 @@ class Room:
         self._speaking: dict[str, float] = {}  # participant sid -> level last announced
         self._speaker_task: asyncio.Task[None] | None = None
         self.dynacast = Dynacast(pause_delay_s=settings.dynacast_pause_delay_s)
+        self.quality = QualityBook()  # the workers' connection-quality scores (control/rtc/quality.py)
+        self._quality_task: asyncio.Task[None] | None = None
         self.closed = False
 
     def info(self) -> models.Room:
@@ -530,6 +533,38 @@ class Room:
                 p.send(message)
         return changed
 
+    # ---- connection quality (scores from the worker, control/rtc/quality.py) ------------------------
+
+    def on_scores(self, p: Participant, transport_id: str, scores: TransportScores) -> None:
+        self.quality.on_scores(p.sid, transport_id, scores)
+
+    def start_quality_updates(self, interval_s: float = QUALITY_INTERVAL_S) -> None:
+        if self._quality_task is None:
+            self._quality_task = asyncio.get_running_loop().create_task(self._quality_loop(interval_s))
+
+    def stop_quality_updates(self) -> None:
+        if self._quality_task is not None:
+            self._quality_task.cancel()
+            self._quality_task = None
+
+    async def _quality_loop(self, interval_s: float) -> None:
+        while not self.closed:
+            await asyncio.sleep(interval_s)
+            self.send_quality_updates()
+
+    def send_quality_updates(self) -> int:
+        """One round: ConnectionQualityUpdate to the active participants when a quality changed or a participant
+        is new (each hears about itself and the participants it subscribes to). Returns the messages sent."""
+        active = [p for p in self.participants.values() if p.state == State.ACTIVE and not p.closed]
+        self.quality.forget(p.sid for p in self.participants.values())
+        peers = [Peer(p.sid, p.client.protocol,
+                      frozenset(s.publisher_sid for s in p.subscriptions.values() if not s.removed)) for p in active]
+        by_sid = {p.sid: p for p in active}
+        rounds = self.quality.round(peers)
+        for sid, infos in rounds:
+            by_sid[sid].send(lk.connection_quality(infos))
+        return len(rounds)
+
     # ---- server API (Twirp RoomService) ------------------------------------------------------------
 
     async def remove_participant(self, p: Participant) -> None:
@@ -634,6 +669,7 @@ class RoomManager:
             await media.create_router(room.router_id)
             self.rooms[name] = room
             room.start_speaker_detection()
+            room.start_quality_updates()
             room.joining += 1
             log.info("room %s (%s) placed on worker %d", name, room.sid, worker_id)
             return room
@@ -688,6 +724,7 @@ class RoomManager:
             del self.rooms[room.name]
         room.closed = True
         room.stop_speaker_detection()
+        room.stop_quality_updates()
         task = asyncio.get_running_loop().create_task(self._close_router(room))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -728,6 +765,8 @@ class RoomManager:
         elif event == Event.DATA_PRODUCER_MESSAGE:
             message = DataMessage.from_wire(body)
             room.forward_data(p, message.label, message.data)
+        elif event == Event.TRANSPORT_SCORES:
+            room.on_scores(p, target_id, TransportScores.from_wire(body))
 
     def on_stream_state(self, worker_id: int, consumer_id: str, paused: bool) -> None:
         """The worker's stream allocator paused or resumed a consumer: its subscriber hears StreamStateUpdate."""
@@ -742,6 +781,7 @@ class RoomManager:
             del self.rooms[room.name]
             room.closed = room.closing = True
             room.stop_speaker_detection()
+            room.stop_quality_updates()
             for p in list(room.participants.values()):
                 p.send(lk.leave(Reason.MIGRATION, rtc.LeaveRequest.Action.RECONNECT))
                 removal = room.remove(p, Reason.MIGRATION, announce=False)

@@ -998,3 +998,68 @@ async def test_dynacast_tells_the_publisher_which_layers_its_subscribers_want() 
     room.handle_subscription(b, rtc.UpdateSubscription(track_sids=[video_sid], subscribe=False))
     await asyncio.sleep(0.1)
     assert len(told()) == 6
+
+
+# ------------------------------------------------------------------------------------------ connection quality
+
+
+async def active(manager: RoomManager, identity: str, protocol: int = 16) -> tuple[Any, Any, Client]:
+    """A participant whose SDK speaks ``protocol``, with both transports connected (ACTIVE)."""
+    client = Client()
+    room, p = await manager.join(claims(identity), ClientParams(protocol=protocol), client)
+    await settle()
+    if client.of("offer"):
+        await p.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=0))
+        await settle()
+    for transport_id in (p.pub_transport_id, p.sub_transport_id):
+        manager.on_notification(0, "transport.dtls_state", transport_id, {"state": "connected"})
+    assert p.state == State.ACTIVE
+    return room, p, client
+
+
+def qualities(client: Client) -> list[list[tuple[str, int]]]:
+    return [[(u.participant_sid, u.quality) for u in m.updates] for m in client.of("connection_quality")]
+
+
+async def test_connection_quality_rounds_reach_participants_only_when_due_and_changed() -> None:
+    Q = models.ConnectionQuality
+    manager, _ = make_manager()
+    room, a, client_a = await active(manager, "alice")
+    mic = await publish(room, a, "mic-1")
+    _, b, client_b = await active(manager, "bob")
+    sub = b.subscriptions[mic]
+    # the first round: everyone is new, and without scores EXCELLENT (MOS 4.5); bob also hears of alice, whom he
+    # subscribes to, alice only of herself
+    assert room.send_quality_updates() == 2
+    assert qualities(client_a) == [[(a.sid, Q.EXCELLENT)]]
+    assert qualities(client_b) == [[(b.sid, Q.EXCELLENT), (a.sid, Q.EXCELLENT)]]
+    assert client_b.of("connection_quality")[0].updates[0].score == pytest.approx(4.5)
+    assert room.send_quality_updates() == 0  # nothing changed: nothing sent
+    # bob's downlink goes bad (the worker's score of his consumer), alice's uplink stays fine
+    manager.on_notification(0, "transport.scores", b.sub_transport_id, {"consumers": [[sub.consumer_id, 30]]})
+    manager.on_notification(0, "transport.scores", a.pub_transport_id, {"producers": [[mic, 95]]})
+    assert room.send_quality_updates() == 2
+    assert qualities(client_b)[-1] == [(b.sid, Q.POOR), (a.sid, Q.EXCELLENT)]
+    assert qualities(client_a)[-1] == [(a.sid, Q.EXCELLENT)]  # she does not subscribe to bob
+    assert 1.0 < client_b.of("connection_quality")[-1].updates[0].score < 2.5
+    # nothing arrives at all: LOST, told as POOR to an SDK older than protocol 11
+    _, c, client_c = await active(manager, "carol", protocol=9)
+    manager.on_notification(0, "transport.scores", c.pub_transport_id, {"producers": [["x", 20]]})
+    manager.on_notification(0, "transport.scores", b.sub_transport_id, {"consumers": [[sub.consumer_id, 10]]})
+    room.send_quality_updates()
+    assert qualities(client_b)[-1][0] == (b.sid, Q.LOST)
+    assert qualities(client_c)[-1][0] == (c.sid, Q.POOR)
+    # a bad body is dropped before it reaches the room (control/workers/worker_client.py checks it), so the room
+    # never sees a score outside 0-100; the loop runs rounds every interval
+    room.stop_quality_updates()
+    sent = len(client_b.of("connection_quality"))
+    room.start_quality_updates(interval_s=0.05)
+    manager.on_notification(0, "transport.scores", b.sub_transport_id, {"consumers": [[sub.consumer_id, 100]]})
+    await asyncio.sleep(0.02)
+    assert len(client_b.of("connection_quality")) == sent  # not due yet
+    await asyncio.sleep(0.06)
+    assert qualities(client_b)[-1][0] == (b.sid, Q.EXCELLENT)
+    await room.remove(b, models.DisconnectReason.CLIENT_INITIATED)
+    room.send_quality_updates()
+    assert b.sid not in room.quality.scores  # a participant that left is forgotten
+    room.stop_quality_updates()

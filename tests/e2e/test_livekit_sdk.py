@@ -43,6 +43,8 @@ def test_publish_subscribe_data_and_leave() -> None:
     assert [d["data"] for d in r["b_data"]] == ["for bob only"]
     assert r["b_data"][0]["from"] == "alice" and r["b_data"][0]["topic"] == "secret"
     assert r["c_data"] == []
+    assert set(r["b_quality"].values()) <= {"QUALITY_EXCELLENT", "QUALITY_GOOD"}, r["b_quality"]
+    assert {identity for identity, _ in r["b_quality_events"]} == {"alice", "bob"}, r["b_quality_events"]
     assert "bob" in r["a_saw_disconnected"]
 
 

@@ -1,6 +1,7 @@
 """Issue 3 acceptance, main flow: A publishes audio + video; B joins later, is auto-subscribed and receives video
-frames of the published size and audio; A sends a reliable packet to B only and C does not get it; B leaves and
-A sees participant_disconnected."""
+frames of the published size and audio; A sends a reliable packet to B only and C does not get it; B hears the
+connection quality of itself and of A (ConnectionQualityUpdate, EXCELLENT or GOOD on loopback); B leaves and A sees
+participant_disconnected."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ async def run(ctx: Any, result: dict[str, Any]) -> None:
     await asyncio.sleep(1.0)
 
     room_b = await connect(ctx.url, ctx.token("bob", ROOM))
+    quality_events: list[list[str]] = []
+    room_b.on("connection_quality_changed", lambda p, q: quality_events.append([p.identity, q.name]))
     bob = Receiver(room_b).attach()
     room_c = await connect(ctx.url, ctx.token("carol", ROOM))
     carol = Receiver(room_c).attach()
@@ -39,6 +42,16 @@ async def run(ctx: Any, result: dict[str, Any]) -> None:
     await asyncio.sleep(1.0)  # time for a wrong delivery to carol to show up
     result["b_data"] = bob.data
     result["c_data"] = carol.data
+
+    def qualities() -> dict[str, str]:
+        alice = room_b.remote_participants.get("alice")
+        return {"bob": room_b.local_participant.connection_quality.name,
+                "alice": alice.connection_quality.name if alice is not None else "absent"}
+
+    # rounds every 5 s (docs/PROTOCOL.md, Connection quality): bob hears of himself and of alice, whom he receives
+    await wait_for(lambda: "QUALITY_UNKNOWN" not in qualities().values(), 15)
+    result["b_quality"] = qualities()
+    result["b_quality_events"] = list(quality_events)
 
     await room_b.disconnect()
     await wait_for(lambda: "bob" in gone, 10)
