@@ -9,7 +9,8 @@ gets), smoothed (a fall counts 0.8 of the new value, a rise 0.4) and kept at or 
 interval without a packet from a publisher that sends is scored directly: 40 (POOR) while its sender reports still
 arrive, else 20 (LOST); a subscriber that is sent packets but has sent no receiver report for
 :data:`NO_REPORT_LOST_S` is LOST. Muted (paused) producers and consumers, and producers nobody consumes (dynacast
-may have stopped them), read 100, as LiveKit's muted tracks do.
+may have stopped them), read 100, as LiveKit's muted tracks do; a consumer the stream allocator paused (nothing fits
+the subscriber's estimate) reads POOR.
 
 The uplink reads a producer's layers: ``expected`` (highest minus first extended seq), ``received`` (media packets),
 ``rtx_packets`` (repairs), ``jitter`` (RFC 3550 A.8, RTP units) and ``sr_count``; loss is what neither the media
@@ -161,7 +162,9 @@ class ConsumerMeter:
     _streaming_since: float | None = None
 
     def update(self, snapshot: Mapping[str, Any], now: float, *, muted: bool, upstream: ProducerMeter | None = None,
-               preferred: int = -1) -> float:
+               preferred: int = -1, congested: bool = False) -> float:
+        """``congested``: the stream allocator paused this consumer because not even its lowest layer fits the
+        subscriber's bandwidth estimate; that is a POOR downlink, not a mute (LiveKit scores the full layer gap)."""
         packets = int(snapshot.get("packets", 0))
         sent = _delta(packets, self._packets)
         self._packets = packets
@@ -175,6 +178,9 @@ class ConsumerMeter:
         self._rr_count, self._rr_lost, self._rr_highest = rr_count, lost_total, highest
         if new_report:
             self._reported_at = now
+        if congested:
+            self._streaming_since = None
+            return self.scorer.set(min(self.scorer.score, POOR_SCORE))
         if muted or snapshot.get("paused"):
             self._streaming_since = None
             return self.scorer.mute()
@@ -315,7 +321,8 @@ class ScoreKeeper:
             producer = self.producers.find(consumer.producer_id)
             snapshot = self.engine.snapshot_consumer(self.consumers.handle(consumer_id))
             score = meter_c.update(snapshot, now, muted=consumer.paused or (producer is not None and producer.paused),
-                                   upstream=upstream, preferred=consumer.preferred_layer)
+                                   upstream=upstream, preferred=consumer.preferred_layer,
+                                   congested=consumer.bw_paused)
             consumer_scores.append((consumer_id, round(score)))
         scores = TransportScores(producers=producer_scores, consumers=consumer_scores)
         if self._sent.get(transport_id) != scores and (producer_scores or consumer_scores

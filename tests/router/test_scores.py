@@ -160,6 +160,9 @@ def test_consumer_meter_lost_when_reports_stop_and_hold_when_idle() -> None:
     # paused by the subscriber: excellent
     meter.scorer.set(POOR_SCORE)
     assert meter.update(rr(9999, 2, 0, 1100, paused=1), t + 2, muted=False) == MAX_SCORE
+    # paused by the stream allocator (nothing fits the subscriber's estimate): poor, however good it was
+    assert meter.update(rr(9999, 2, 0, 1100, paused=1), t + 4, muted=False, congested=True) == POOR_SCORE
+    assert quality_of(POOR_SCORE) == Q.POOR
 
 
 def test_consumer_meter_layer_gap() -> None:
