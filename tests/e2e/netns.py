@@ -129,7 +129,7 @@ class ClientHost:
         relay = await asyncio.create_subprocess_exec(
             sys.executable, str(RELAY), "--name", name, "--host-addr", addr, "--seconds", str(seconds),
             "--up", json.dumps(uplink.to_json()), "--down", json.dumps(downlink.to_json()),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)  # in our group: the outer kill reaches it
         assert relay.stdout is not None
         line = await asyncio.wait_for(relay.stdout.readline(), 10)
         ready = json.loads(line or b"{}")
@@ -166,14 +166,14 @@ class ClientHost:
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
         proc = await asyncio.create_subprocess_exec(
             "nsenter", f"--net=/proc/{self.pid}/ns/net", "--", *argv, stdout=asyncio.subprocess.PIPE,
-            cwd=ROOT, env=env, start_new_session=True)
+            cwd=ROOT, env=env)  # nsenter execs argv: the pid is the client's
         self.procs.append(proc)
         return proc
 
     async def close(self) -> None:
         for proc in [*self.procs, self.relay]:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+                proc.kill()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(proc.wait(), 5)
 
