@@ -5,7 +5,7 @@ with ``python tests/e2e/netns.py --scenario cap``) and asserts only what holds t
 does what its rule says inside the harness, a clean subscriber is not disturbed by a capped one, loss toward a
 subscriber is repaired by retransmission without a storm, and video flows again when a cap is lifted. The thresholds
 of issue 13 for the capped subscriber itself (a layer that fits, >= 15 fps, bytes pushed <= 1.3x the rate) need
-bandwidth estimation and a stream allocator; docs/RELIABILITY.md, Impaired links, has today's figures.
+bandwidth estimation and a stream allocator; today's figures are under docs/RELIABILITY.md, L3.
 """
 
 from __future__ import annotations
