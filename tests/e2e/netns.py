@@ -12,6 +12,15 @@ or without unshare/ip, so the test can skip with that reason). Inner use (what t
 
 A scenario is ``tests/e2e/lk_scenarios/<name>.py`` with ``async def run(ctx: Context, result: dict) -> None``
 that records what it observed in ``result`` as it goes.
+
+Impaired links: ``host = await ctx.client_host("bob", downlink=Rule(loss=0.05, delay_ms=50))`` gives a client a
+network namespace of its own (a "host", 198.51.100.10 and up) whose link to the server's namespace goes through the
+userspace impairment relay of tests/netimpair.py (the kernel has no netem). ``host.spawn(argv)`` runs a process in
+it, ``await host.set(downlink=Rule(rate_kbit=500))`` changes a rule mid-run, ``await host.stats()`` returns the
+relay's counters per direction. The relay exits with the scenario (and by its own time bound), taking the host's
+namespace and devices with it. ``await ctx.worker_stats(room, identity)`` returns the worker's
+``transport.get_stats`` for that participant's transports: the server runs with one extra test-only route,
+``GET /e2e/stats`` (see :func:`serve_with_stats`).
 """
 
 from __future__ import annotations
@@ -30,9 +39,12 @@ import tempfile
 import time
 import traceback
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the relay and its Rule
+from netimpair import Rule  # noqa: E402
 
 NODE_IP = "198.51.100.1"
 PEER_IP = "198.51.100.2"
@@ -44,6 +56,10 @@ API_SECRET = "e2e-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 RESULT_MARK = "NETNS-RESULT "
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).resolve().parent / "lk_scenarios"
+
+
+HOST_ADDR_BASE = 10  # client hosts get 198.51.100.10, .11, ...
+RELAY = Path(__file__).resolve().parents[1] / "netimpair.py"
 
 
 class NetnsUnavailable(RuntimeError):
@@ -60,6 +76,28 @@ class Context:
     api_secret: str
     workers: int
     rtc_port_base: int
+    timeout_s: float = 90.0
+    hosts: list[ClientHost] = field(default_factory=list)
+
+    async def client_host(self, name: str, *, uplink: Rule | None = None, downlink: Rule | None = None) -> ClientHost:
+        """A client host ``name`` (at most 12 characters) whose link goes through the impairment relay."""
+        addr = f"198.51.100.{HOST_ADDR_BASE + len(self.hosts)}"
+        host = await ClientHost.start(name, addr, uplink or Rule(), downlink or Rule(), self.timeout_s + 20)
+        self.hosts.append(host)
+        return host
+
+    async def worker_stats(self, room: str, identity: str) -> dict[str, Any]:
+        """The worker's ``transport.get_stats`` for the participant's ``pub`` and ``sub`` transports."""
+        from urllib.parse import urlencode
+
+        url = f"{self.http}/e2e/stats?{urlencode({'room': room, 'identity': identity})}"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+        stats: dict[str, Any] = json.loads(body)
+        return stats
+
+    async def close_hosts(self) -> None:
+        for host in self.hosts:
+            await host.close()
 
     def token(self, identity: str, room: str, **grants: Any) -> str:
         """A token from livekit-api's AccessToken (the real SDK), with VideoGrants overrides."""
@@ -73,6 +111,71 @@ class Context:
             .with_grants(video)
             .to_jwt()
         )
+
+
+class ClientHost:
+    """A client's network namespace behind the impairment relay (tests/netimpair.py), and the processes in it."""
+
+    def __init__(self, name: str, addr: str, relay: asyncio.subprocess.Process, pid: int) -> None:
+        self.name = name
+        self.addr = addr
+        self.relay = relay
+        self.pid = pid  # the relay's pid: its network namespace is the host's
+        self.procs: list[asyncio.subprocess.Process] = []
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def start(cls, name: str, addr: str, uplink: Rule, downlink: Rule, seconds: float) -> ClientHost:
+        relay = await asyncio.create_subprocess_exec(
+            sys.executable, str(RELAY), "--name", name, "--host-addr", addr, "--seconds", str(seconds),
+            "--up", json.dumps(uplink.to_json()), "--down", json.dumps(downlink.to_json()),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)  # in our group: the outer kill reaches it
+        assert relay.stdout is not None
+        line = await asyncio.wait_for(relay.stdout.readline(), 10)
+        ready = json.loads(line or b"{}")
+        if not ready.get("ready"):
+            relay.kill()
+            await relay.wait()
+            raise RuntimeError(f"relay for {name} did not start")
+        return cls(name, addr, relay, int(ready["pid"]))
+
+    async def _ask(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        assert self.relay.stdin is not None and self.relay.stdout is not None
+        async with self._lock:
+            self.relay.stdin.write(json.dumps(cmd).encode() + b"\n")
+            await self.relay.stdin.drain()
+            answer: dict[str, Any] = json.loads(await asyncio.wait_for(self.relay.stdout.readline(), 5))
+        return answer
+
+    async def set(self, *, uplink: Rule | None = None, downlink: Rule | None = None) -> None:
+        """Replaces the rule of either direction (``None``: unchanged)."""
+        cmd: dict[str, Any] = {"op": "set"}
+        if uplink is not None:
+            cmd["up"] = uplink.to_json()
+        if downlink is not None:
+            cmd["down"] = downlink.to_json()
+        await self._ask(cmd)
+
+    async def stats(self) -> dict[str, Any]:
+        """The relay's counters: ``{"t": s, "up": {...}, "down": {...}}`` (offered, lost, queue drops, delivered)."""
+        stats: dict[str, Any] = (await self._ask({"op": "stats"}))["stats"]
+        return stats
+
+    async def spawn(self, argv: list[str]) -> asyncio.subprocess.Process:
+        """Runs ``argv`` in the host's namespace, stdout piped (killed with the host)."""
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        proc = await asyncio.create_subprocess_exec(
+            "nsenter", f"--net=/proc/{self.pid}/ns/net", "--", *argv, stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT, env=env)  # nsenter execs argv: the pid is the client's
+        self.procs.append(proc)
+        return proc
+
+    async def close(self) -> None:
+        for proc in [*self.procs, self.relay]:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 5)
 
 
 # ------------------------------------------------------------------------------------------- outer
@@ -151,7 +254,7 @@ def start_server(workers: int, log_path: str, log_level: str) -> subprocess.Pope
     args = ["serve", "--node-ip", NODE_IP, "--workers", str(workers), "--http-host", NODE_IP,
             "--http-port", str(HTTP_PORT), "--rtc-port-base", str(RTC_PORT_BASE),
             "--keys", f"{API_KEY}:{API_SECRET}", "--log-level", log_level]
-    cmd = [sys.executable, "-m", "control", *args]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", *args]
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
@@ -184,6 +287,40 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
 
 
+async def _e2e_stats(request: Any) -> Any:
+    """``GET /e2e/stats?room=&identity=``: the worker's transport.get_stats for the participant's transports."""
+    from aiohttp import web
+
+    from control.service.keys import MANAGER_KEY
+
+    room = request.app[MANAGER_KEY].rooms.get(request.query.get("room", ""))
+    p = room.participants.get(request.query.get("identity", "")) if room is not None else None
+    if p is None:
+        raise web.HTTPNotFound(text="no such participant")
+    out: dict[str, Any] = {}
+    for key, transport_id in (("pub", p.pub_transport_id), ("sub", p.sub_transport_id)):
+        try:
+            out[key] = await room.media.get_stats(transport_id)
+        except Exception as exc:  # noqa: BLE001 - reported, the scenario decides
+            out[key] = {"error": repr(exc)}
+    return web.json_response(out, dumps=lambda o: json.dumps(o, default=str))
+
+
+def serve_with_stats(argv: list[str]) -> int:
+    """``python -m control serve`` plus the test-only route ``GET /e2e/stats`` (added where the LiveKit routes are)."""
+    import control.app as app_module
+    from control.cli import main as control_main
+
+    add_livekit = app_module.add_livekit
+
+    def add_livekit_and_stats(app: Any, manager: Any) -> None:
+        add_livekit(app, manager)
+        app.router.add_get("/e2e/stats", _e2e_stats)
+
+    app_module.add_livekit = add_livekit_and_stats
+    return int(control_main(argv) or 0)
+
+
 def load_scenario(name: str) -> Any:
     if str(SCENARIOS) not in sys.path:
         sys.path.insert(0, str(SCENARIOS))  # scenarios share lk_scenarios/common.py
@@ -196,11 +333,18 @@ def load_scenario(name: str) -> Any:
     return module
 
 
+async def _run_with_hosts(scenario: Any, ctx: Context, partial: dict[str, Any], timeout_s: float) -> None:
+    try:
+        await asyncio.wait_for(scenario.run(ctx, partial), timeout_s)
+    finally:
+        await ctx.close_hosts()
+
+
 def inner(name: str, workers: int, timeout_s: float, log_level: str) -> dict[str, Any]:
     setup_network()
     http = f"http://{NODE_IP}:{HTTP_PORT}"
     ctx = Context(url=f"ws://{NODE_IP}:{HTTP_PORT}", http=http, api_key=API_KEY, api_secret=API_SECRET,
-                  workers=workers, rtc_port_base=RTC_PORT_BASE)
+                  workers=workers, rtc_port_base=RTC_PORT_BASE, timeout_s=timeout_s)
     log_dir = tempfile.mkdtemp(prefix="mr-netns-")
     log_path = os.path.join(log_dir, "server.log")
     server = start_server(workers, log_path, log_level)
@@ -209,7 +353,7 @@ def inner(name: str, workers: int, timeout_s: float, log_level: str) -> dict[str
     try:
         wait_ready(server, http, workers)
         scenario = load_scenario(name)
-        asyncio.run(asyncio.wait_for(scenario.run(ctx, partial), timeout_s))
+        asyncio.run(_run_with_hosts(scenario, ctx, partial, timeout_s))
         result = {"ok": True, "result": partial}
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the test as data
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
@@ -226,11 +370,15 @@ def inner(name: str, workers: int, timeout_s: float, log_level: str) -> dict[str
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inner", metavar="SCENARIO", help="run inside an already private namespace")
+    parser.add_argument("--scenario", dest="named", metavar="SCENARIO", help="same as the positional scenario")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=90.0)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("scenario", nargs="?", help="outer mode: scenario to run in a new namespace")
+    if sys.argv[1:2] == ["--serve"]:  # the server process of the inner mode
+        return serve_with_stats(sys.argv[2:])
     args = parser.parse_args()
+    args.scenario = args.scenario or args.named
     if args.inner:
         result = inner(args.inner, args.workers, args.timeout, args.log_level)
         sys.stdout.write(RESULT_MARK + json.dumps(result) + "\n")

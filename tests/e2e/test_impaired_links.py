@@ -1,0 +1,60 @@
+"""Impaired links with the unmodified ``livekit`` SDK: subscribers in client hosts behind the impairment relay.
+
+Each test runs a short form of a measurement scenario (tests/e2e/lk_scenarios/cap.py, loss.py; the full ones run
+with ``python tests/e2e/netns.py --scenario cap``) and asserts only what holds today and must keep holding: the relay
+does what its rule says inside the harness, a clean subscriber is not disturbed by a capped one, loss toward a
+subscriber is repaired by retransmission without a storm, and video flows again when a cap is lifted. The thresholds
+of issue 13 for the capped subscriber itself (a layer that fits, >= 15 fps, bytes pushed <= 1.3x the rate) need
+bandwidth estimation and a stream allocator; today's figures are under docs/RELIABILITY.md, L3.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from netns import NetnsUnavailable, check_available, run_scenario  # noqa: E402
+
+try:
+    check_available()
+except NetnsUnavailable as exc:
+    pytest.skip(f"network namespace unavailable: {exc}", allow_module_level=True)
+
+
+def scenario(name: str, **kw: Any) -> dict[str, Any]:
+    outcome = run_scenario(name, **kw)
+    if not outcome.get("ok"):
+        shown = {k: outcome.get(k) for k in ("error", "traceback", "result")}
+        pytest.fail(f"scenario {name} failed:\n{json.dumps(shown, indent=1)}\n--- server log ---\n"
+                    f"{outcome.get('server_log', '')[-6000:]}")
+    result: dict[str, Any] = outcome["result"]
+    return result
+
+
+def test_loss_toward_a_subscriber_is_repaired_once_per_lost_packet_and_video_keeps_flowing() -> None:
+    r = scenario("loss_short", workers=1, timeout_s=90)
+    relay, sub, worker = r["relay"], r["subscriber"], r["worker"]
+    assert 0.03 <= relay["loss_share"] <= 0.07, relay  # the 5 % rule, measured at the relay inside the harness
+    # Today: about 11 fps on a loaded 2-core host (13 on the same link without loss), longest gap 0.3 s.
+    assert sub["fps"] >= 5 and sub["longest_freeze_s"] <= 2.0, sub
+    # NACK repairs: today 0.98 retransmissions per packet the relay dropped; never a storm.
+    assert 0.7 <= r["retransmits_per_lost_packet"] <= 3.0, (r["retransmits_per_lost_packet"], relay, worker)
+
+
+def test_a_capped_subscriber_does_not_disturb_a_clean_one_and_recovers_when_the_cap_lifts() -> None:
+    r = scenario("cap_short", workers=1, timeout_s=100)
+    cap, after = r["cap"], r["after"]
+    # The relay's token bucket holds the capped link at its 500 kbit/s, whatever is offered.
+    capped_seconds = [s for s in r["per_second"] if s["capped"] and s["t"] >= 2]
+    assert capped_seconds and all(s["delivered_kbit"] <= 560 for s in capped_seconds), r["per_second"]
+    # The clean subscriber stays on the 1280 px layer with video flowing, before, during and after the cap.
+    assert r["clean_min_width"] == 1280, r["per_second"]
+    assert cap["clean"]["fps"] >= 5 and cap["clean"]["longest_freeze_s"] <= 2.0, cap["clean"]
+    # Once the cap is lifted the capped subscriber's video flows again (today at 1280 px within about 2 s).
+    assert after["capped"]["fps"] >= 3, after
