@@ -368,15 +368,16 @@ cdef inline void _bwe_arrival(Bwe* b, int64_t send_us, int64_t arrival_us, int32
     cdef int64_t span
     cdef double sample
     if b.ack_start_us < 0 or arrival_us < b.ack_start_us:
-        b.ack_start_us = arrival_us
+        b.ack_start_us = arrival_us           # the window opens at this arrival: its bytes came before it
         b.ack_bytes = 0
-    b.ack_bytes += size
-    span = arrival_us - b.ack_start_us
-    if span >= BWE_ACK_WINDOW_US:
-        sample = b.ack_bytes * 8.0 * 1000000.0 / span
-        b.acked_bps = sample if b.acked_bps == 0 else 0.5 * b.acked_bps + 0.5 * sample
-        b.ack_start_us = arrival_us
-        b.ack_bytes = 0
+    else:
+        b.ack_bytes += size
+        span = arrival_us - b.ack_start_us
+        if span >= BWE_ACK_WINDOW_US:
+            sample = b.ack_bytes * 8.0 * 1000000.0 / span
+            b.acked_bps = sample if b.acked_bps == 0 else 0.5 * b.acked_bps + 0.5 * sample
+            b.ack_start_us = arrival_us
+            b.ack_bytes = 0
     if not b.g_open:
         b.g_open = 1
         b.g_first_send_us = send_us
