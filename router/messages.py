@@ -147,7 +147,10 @@ class ConsumeRequest(Body):
     """``transport.consume``: forward a producer of the same worker to this transport under ``out_ssrc``.
 
     ``spatial`` is the preferred layer (-1 = the highest available); a ``paused`` consumer forwards nothing
-    until ``consumer.resume``.
+    until ``consumer.resume``. ``twcc_id`` is the transport-cc extension id the transport's peer was offered for
+    what it receives (0 = none): the worker then writes a transport-wide sequence number into every packet toward
+    the transport and estimates its bandwidth from the peer's feedback (transport-wide: the first non-zero id
+    sticks).
     """
 
     consumer_id: str
@@ -157,6 +160,12 @@ class ConsumeRequest(Body):
     nack: bool = True
     spatial: int = -1
     paused: bool = False
+    twcc_id: int = 0
+
+    def problem(self) -> tuple[str, str] | None:
+        if not 0 <= self.twcc_id <= 255:
+            return "twcc_id", f"must be in 0..255, not {self.twcc_id}"
+        return None
 
 
 @dataclass(frozen=True, slots=True)

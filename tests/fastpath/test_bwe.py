@@ -261,8 +261,9 @@ def test_estimate_never_falls_below_the_minimum() -> None:
 
 def send_video(rig: Rig, seqs: list[int]) -> None:
     for i, seq in enumerate(seqs):
+        # Id 7 is blanked on ingress, as a publisher's own transport-cc element is.
         rig.pub.send_rtp(packets.rtp(96, seq, 3000, 0x1111, packets.vp8_payload(key=i == 0),
-                                     extensions=[(7, b"\x00\x07")]))    # blanked on ingress (as the publisher's transport-cc is)
+                                     extensions=[(7, b"\x00\x07")]))
 
 
 def test_engine_stamps_every_packet_and_retransmission_toward_the_transport(rig: Rig) -> None:
