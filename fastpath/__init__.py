@@ -2,7 +2,7 @@
 
 Build with ``python setup.py build_ext --inplace``. The Engine's contract is docs/SEAMS.md section 1; the
 wrappers (``parse_rtp``, ``parse_rtcp``, ``classify``, ``SeqRewriter``, ``TsRewriter``, ``Unwrapper``,
-``SrtpContext``, ``is_keyframe``, ``TwccRecorder``, ``NackGenerator``) run the same C code the Engine runs.
+``SrtpContext``, ``is_keyframe``, ``TwccRecorder``, ``NackGenerator``, ``SendEstimator``, ``stamp_transport_seq``) run the same C code the Engine runs.
 Nothing here reads the environment: the caller passes each choice (``Engine(fd, gso=...)``,
 ``crypto_kernel.install(srtp_crypto=..., hmac_batch=...)``).
 """
@@ -11,7 +11,7 @@ from fastpath.counters import DROP_REASON_NAMES
 from fastpath.demux import classify
 from fastpath.engine import Engine
 from fastpath.keyframe import CODECS, is_keyframe
-from fastpath.rtcp import NackGenerator, TwccRecorder, parse_rtcp
+from fastpath.rtcp import NackGenerator, SendEstimator, TwccRecorder, parse_rtcp, stamp_transport_seq
 from fastpath.rtp import parse_rtp, rewrite_extensions
 from fastpath.seq import SeqRewriter, TsRewriter, Unwrapper
 from fastpath.srtp import (
@@ -38,7 +38,8 @@ CODEC_AV1 = CODECS["av1"]
 
 # poll_events() tuples: (EV_NEW_STREAM, p, layer, ssrc), (EV_LAYER_SWITCHED, c, layer),
 # (EV_KEY_FRAME_REQUESTED, p, layer, ssrc), (EV_STREAM_RESTARTED, p, layer, ssrc), (EV_PRODUCER_CLOSED, c),
-# (EV_SRTP_STREAM_RESET, t, ssrc).
+# (EV_SRTP_STREAM_RESET, t, ssrc), (EV_BWE_CHANGED, t, bps, state): the send-side estimate toward t moved by
+# more than 10 % (docs/FORWARDING.md, Transport-wide congestion control).
 EV_UNKNOWN = 0
 EV_NEW_STREAM = 1
 EV_LAYER_SWITCHED = 2
@@ -46,13 +47,17 @@ EV_KEY_FRAME_REQUESTED = 3
 EV_STREAM_RESTARTED = 4
 EV_PRODUCER_CLOSED = 5
 EV_SRTP_STREAM_RESET = 6
+EV_BWE_CHANGED = 7
+#: EV_BWE_CHANGED's state (the overuse detector's last verdict), by number.
+BWE_STATES = ("normal", "overusing", "underusing")
 
 __all__ = [
-    "CODEC_AV1", "CODEC_H264", "CODEC_OPUS", "CODEC_UNKNOWN", "CODEC_VP8", "CODEC_VP9", "CODECS",
-    "DROP_REASON_NAMES", "EV_KEY_FRAME_REQUESTED", "EV_LAYER_SWITCHED", "EV_NEW_STREAM",
+    "BWE_STATES", "CODEC_AV1", "CODEC_H264", "CODEC_OPUS", "CODEC_UNKNOWN", "CODEC_VP8", "CODEC_VP9", "CODECS",
+    "DROP_REASON_NAMES", "EV_BWE_CHANGED", "EV_KEY_FRAME_REQUESTED", "EV_LAYER_SWITCHED", "EV_NEW_STREAM",
     "EV_PRODUCER_CLOSED", "EV_SRTP_STREAM_RESET", "EV_STREAM_RESTARTED", "EV_UNKNOWN", "EXT_ID_UNUSED",
     "Engine", "KEY_LENGTHS", "KIND_AUDIO", "KIND_VIDEO", "NackGenerator", "PROFILE_AEAD_AES_128_GCM",
-    "PROFILE_AEAD_AES_256_GCM", "PROFILE_AES128_CM_SHA1_80", "SeqRewriter", "SrtpContext", "TsRewriter",
+    "PROFILE_AEAD_AES_256_GCM", "PROFILE_AES128_CM_SHA1_80", "SendEstimator", "SeqRewriter", "SrtpContext", "TsRewriter",
     "TwccRecorder",
     "Unwrapper", "classify", "is_keyframe", "parse_rtcp", "parse_rtp", "protect_batched", "rewrite_extensions",
+    "stamp_transport_seq",
 ]

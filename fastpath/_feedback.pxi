@@ -182,6 +182,10 @@ cdef void handle_rtcp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf
                         if blp & (1 << k):
                             retransmit(e, c, <uint16_t>(pid + k + 1))
                 p += 4
+        elif it.pt == RTCP_RTPFB and it.count == BWE_FMT_TWCC:
+            bwe_feedback(e, t, p, it.length)  # _bwe.pxi
+        elif it.pt == RTCP_PSFB and it.count == BWE_FMT_REMB:
+            bwe_remb(e, t, p, it.length)
         elif it.pt == RTCP_PSFB and it.count == RTCP_FMT_PLI and it.length >= 12:
             cidx = ht_get(&e.tx_ssrc, ssrc_key(t_slot, rd32(p + 8)))
             if cidx >= 0:

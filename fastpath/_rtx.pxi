@@ -56,6 +56,8 @@ cdef int send_rtx(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
     memcpy(out + h.header_len + 2, packet + h.header_len, length - h.header_len)
     rtp_set_header(out, rtx_pt, c.rtx_seq, ts, c.rtx_ssrc)
     n = length + 2
+    if t.bwe != NULL:
+        bwe_stamp(e, t, out, &n)              # _bwe.pxi: RTX counts in the transport-wide sequence too
     if protect_queued(e.srtp.protect, t.srtp_out, out, &n, e.hmac) != SRTP_ERR_OK:
         c.drops[DROP_SRTP_PROTECT] += 1
         return -1

@@ -72,6 +72,8 @@ cdef int send_rtp(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
     out = send_slot(e)
     memcpy(out, packet, length)
     rtp_set_header(out, pt, seq, ts, c.out_ssrc)
+    if t.bwe != NULL:
+        bwe_stamp(e, t, out, &n)              # _bwe.pxi: the transport-wide seq, media and retransmissions
     # The tag is written at the next send_flush, before sendmmsg.
     if protect_queued(e.srtp.protect, t.srtp_out, out, &n, e.hmac) != SRTP_ERR_OK:
         c.drops[DROP_SRTP_PROTECT] += 1

@@ -23,6 +23,7 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
 
 from fastpath.counters cimport DROP_REASON_COUNT
 from fastpath.includes.linux cimport iovec, mmsghdr, sockaddr_in, sockaddr_in6
+from fastpath.bwe cimport Bwe
 from fastpath.crypto_kernel cimport HmacBatch, SessionState
 from fastpath.gso cimport GSO_ARENA, GsoArena
 from fastpath.includes.srtp cimport SrtpFns
@@ -105,6 +106,7 @@ cdef enum EventCode:
     EV_STREAM_RESTARTED = 4                   # (p, layer, ssrc)
     EV_PRODUCER_CLOSED = 5                    # (c,) its producer was removed
     EV_SRTP_STREAM_RESET = 6                  # (t, ssrc) large sequence gap: libsrtp stream re-created
+    EV_BWE_CHANGED = 7                        # (t, state, bps) the send-side estimate moved by > 10 % (_bwe.pxi)
 
 
 ctypedef struct IntList:
@@ -264,6 +266,11 @@ ctypedef struct Transport:
     uint64_t dtls_rx
     uint64_t srtp_resets
     uint64_t drops[DROP_REASON_COUNT]
+    # Send-side bandwidth estimation toward this transport's peer (_bwe.pxi), NULL until enabled or a REMB.
+    Bwe* bwe
+    int64_t rate_ms                           # start of the send-rate window (tick), 0 = none yet
+    uint64_t rate_bytes                       # tx_bytes at rate_ms
+    uint64_t sent_bps                         # measured send rate over the last window
 
 
 ctypedef struct PendingRtp:

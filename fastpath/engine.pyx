@@ -54,6 +54,19 @@ from fastpath.counters cimport (
     DROP_UNSUPPORTED_PT,
     DROP_WAIT_KEYFRAME,
 )
+from fastpath.bwe cimport (
+    BWE_FMT_REMB,
+    BWE_FMT_TWCC,
+    BWE_HISTORY,
+    Bwe,
+    BweSent,
+    bwe_free,
+    bwe_init,
+    bwe_on_feedback,
+    bwe_on_remb,
+    bwe_record,
+    bwe_stamp_packet,
+)
 from fastpath.crypto_kernel cimport hmac_batch_new, hmac_flush, prefetch_session, protect_queued
 from fastpath.demux cimport KIND_DTLS, KIND_RTCP, KIND_STUN, KIND_UNKNOWN, PacketKind, demux_classify
 from fastpath.gso cimport GsoArena, GsoMsg, gso_group, gso_layout, gso_refused, gso_supported
@@ -175,6 +188,7 @@ include "_rtx.pxi"
 include "_feedback.pxi"
 include "_publisher_feedback.pxi"
 include "_reports.pxi"
+include "_bwe.pxi"
 
 CNAME = b"mediarouter"
 
@@ -518,6 +532,26 @@ cdef class Engine:
         tr.ids.twcc = twcc_id
         memcpy(tr.id_map, &id_map[0], 256)
         tr.has_id_map = 1
+
+    def set_transport_cc(self, int t, int ext_id) -> None:
+        """The id under which the peer of transport t negotiated transport-cc for what the Engine sends it
+        (0 = not negotiated). With an id every RTP packet toward t gets a transport-wide sequence number and the
+        peer's TWCC feedback drives the send-side bandwidth estimate (snapshot_transport: ``bwe_*``; events:
+        EV_BWE_CHANGED). Setting it again keeps the history and the estimate."""
+        cdef Transport* tr = self.st.transports[self._t_slot(t)]
+        cdef BweSent* history
+        if not 0 <= ext_id <= 255:
+            raise ValueError(f"ext_id must be in 0..255 (0 = not negotiated), got {ext_id}")
+        if tr.bwe == NULL:
+            if bwe_ensure(tr) != 0:
+                raise MemoryError()
+        if ext_id and tr.bwe.history == NULL:
+            history = <BweSent*>calloc(BWE_HISTORY, sizeof(BweSent))
+            if history == NULL:
+                raise MemoryError()
+            send_flush(self.st)
+            tr.bwe.history = history
+        tr.bwe.ext_id = ext_id
 
     def bind_tuple(self, int t, str host, int port) -> None:
         cdef int32_t slot = self._t_slot(t)
@@ -919,6 +953,9 @@ cdef class Engine:
         transport-wide CC feedback toward publishers every TWCC_INTERVAL_MS, NACKs toward publishers,
         layer re-targeting, key-frame request retries. now_ms is CLOCK_MONOTONIC in milliseconds."""
         cdef timespec wall
+        cdef int64_t now_us = now_ms * 1000 - self.st.epoch_us
+        if now_us > self.st.now_us:
+            self.st.now_us = now_us           # send times of what the tick sends (_bwe.pxi)
         clock_gettime(CLOCK_REALTIME, &wall)
         engine_tick(self.st, now_ms, <uint32_t>(wall.tv_sec + 2208988800),
                     <uint32_t>((<uint64_t>wall.tv_nsec << 32) // 1000000000))
@@ -936,6 +973,8 @@ cdef class Engine:
                 out.append((ev.code, ev.a, ev.b))
             elif ev.code == EV_SRTP_STREAM_RESET:
                 out.append((ev.code, ev.a, ev.c))
+            elif ev.code == EV_BWE_CHANGED:
+                out.append((ev.code, ev.a, ev.c, ev.b))
             else:
                 out.append((ev.code, ev.a))
         return out
@@ -966,11 +1005,14 @@ cdef class Engine:
         d = {"rx_packets": tr.rx_packets, "rx_bytes": tr.rx_bytes, "tx_packets": tr.tx_packets,
              "tx_bytes": tr.tx_bytes, "rtp_rx": tr.rtp_rx, "rtcp_rx": tr.rtcp_rx, "rtcp_tx": tr.rtcp_tx,
              "stun_rx": tr.stun_rx, "dtls_rx": tr.dtls_rx, "srtp_resets": tr.srtp_resets,
-             "bound": int(tr.bound), "srtp": int(tr.srtp_in != NULL), "rtt_ms": tr.rtt_ms}
+             "bound": int(tr.bound), "srtp": int(tr.srtp_in != NULL), "rtt_ms": tr.rtt_ms,
+             "sent_bps": tr.sent_bps}
         if tr.twcc != NULL:
             d.update(twcc_packets=tr.twcc.packets, twcc_duplicates=tr.twcc.duplicates,
                      twcc_too_old=tr.twcc.too_old, twcc_resyncs=tr.twcc.resyncs,
                      twcc_feedbacks=tr.twcc.feedbacks, twcc_pending=twcc_pending(tr.twcc))
+        if tr.bwe != NULL:
+            d.update(_bwe_snapshot(tr.bwe))
         d.update(_drops(tr.drops))
         return d
 
@@ -1021,7 +1063,23 @@ cdef void _want_timestamps(EngineState* e) noexcept nogil:
         e.kernel_ts = 0
 
 
+BWE_STATES = ("normal", "overusing", "underusing")
+
+
+cdef dict _bwe_snapshot(Bwe* b):
+    """The send-side estimate toward a transport (docs/FORWARDING.md, Transport-wide congestion control)."""
+    return {"bwe_bps": int(b.estimate_bps), "bwe_state": BWE_STATES[b.state], "bwe_loss": round(b.loss, 4),
+            "bwe_delay_bps": int(b.delay_bps), "bwe_loss_bps": int(b.loss_bps), "bwe_acked_bps": int(b.acked_bps),
+            "bwe_remb_bps": int(b.remb_bps), "remb_packets": b.remb_packets, "twcc_ext_id": b.ext_id,
+            "twcc_stamped": b.stamped, "twcc_stamp_skipped": b.stamp_skipped,
+            "twcc_feedback_packets": b.feedback_packets, "twcc_feedback_bad": b.feedback_bad,
+            "twcc_acked": b.acked_packets, "twcc_lost": b.lost_packets, "twcc_unknown": b.unknown_packets}
+
+
 cdef void _free_transport(Transport* t) noexcept nogil:
+    if t.bwe != NULL:
+        bwe_free(t.bwe)
+        free(t.bwe)
     if t.twcc != NULL:
         twcc_free(t.twcc)
         free(t.twcc)

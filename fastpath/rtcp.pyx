@@ -2,6 +2,10 @@
 generators toward publishers (``twcc.pxd``: draft-holmer-rmcat-transport-wide-cc-extensions-01; ``nack.pxd``:
 RFC 4585 6.2.1 generic NACK), so tests run the C code the Engine runs.
 
+``SendEstimator`` wraps one subscriber transport's send-side estimator (``bwe.pxd``: transport-wide sequence
+stamping, send history, TWCC feedback and REMB, GCC-style delay and loss estimate) with an injected clock;
+``stamp_transport_seq`` is its in-place element writer.
+
 ``parse_rtcp`` returns every packet of a compound as a dict and raises ``ValueError("rtcp: ...")`` with the
 same reason the Engine counts when it drops a malformed compound. ``TwccRecorder`` and ``NackGenerator``
 wrap one publisher transport's arrival ring and one video stream's NACK state.
@@ -10,6 +14,17 @@ wrap one publisher transport's arrival ring and one video stream's NACK state.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.stdlib cimport free, malloc
 
+from fastpath.bwe cimport (
+    BWE_FMT_REMB,
+    BWE_FMT_TWCC,
+    Bwe,
+    bwe_free,
+    bwe_init,
+    bwe_on_feedback,
+    bwe_on_remb,
+    bwe_record,
+    bwe_stamp_packet,
+)
 from fastpath.nack cimport (
     NACK_MAX_FCI_PER_PACKET,
     NACK_MAX_PENDING,
@@ -243,3 +258,81 @@ cdef class NackGenerator:
         g = self._g
         return {"requested": g.requested, "packets": g.packets, "recovered": g.recovered,
                 "expired": g.expired, "overflows": g.overflows}
+
+
+def stamp_transport_seq(const uint8_t[:] packet, int ext_id, int seq, int room=64):
+    """The RTP packet with seq written as its transport-wide sequence element (id ext_id), as the Engine's send
+    path writes it, or None when the header is malformed or growing it needs more than room bytes."""
+    cdef bytearray buf = bytearray(bytes(packet)) + bytearray(room)
+    cdef uint8_t[::1] v = buf
+    cdef int32_t length = <int32_t>packet.shape[0]
+    if not 1 <= ext_id <= 255 or not 0 <= seq <= 0xFFFF:
+        raise ValueError("ext_id must be in 1..255 and seq in 0..65535")
+    if not bwe_stamp_packet(&v[0], &length, room, <uint8_t>ext_id, <uint16_t>seq):
+        return None
+    return bytes(buf[:length])
+
+
+BWE_STATE_NAMES = ("normal", "overusing", "underusing")
+
+
+cdef class SendEstimator:
+    """One subscriber transport's send-side bandwidth estimator (bwe.pxd), driven by the caller's clock."""
+
+    cdef Bwe _b
+
+    def __cinit__(self, int ext_id=5):
+        if not 0 <= ext_id <= 255:
+            raise ValueError(f"ext_id must be in 0..255, got {ext_id}")
+        if bwe_init(&self._b, <uint8_t>ext_id) != 0:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        bwe_free(&self._b)
+
+    def stamp(self, const uint8_t[:] packet, long long send_us) -> bytes:
+        """Stamp packet with the next transport-wide seq and record it as sent at send_us."""
+        out = stamp_transport_seq(packet, self._b.ext_id, <uint16_t>self._b.next_seq)
+        if out is None:
+            raise ValueError("packet could not be stamped")
+        bwe_record(&self._b, send_us, len(out))
+        return out
+
+    def sent(self, long long send_us, int size) -> int:
+        """Record a packet of size bytes sent at send_us without building it; returns its 16-bit seq."""
+        cdef uint16_t seq = <uint16_t>self._b.next_seq
+        if self._b.history == NULL:
+            raise ValueError("no history: ext_id 0 (REMB only)")
+        bwe_record(&self._b, send_us, size)
+        return seq
+
+    def feedback(self, const uint8_t[:] compound, long long now_us) -> int:
+        """Feed every TWCC feedback and REMB packet of an RTCP compound at now_us; returns how many were used."""
+        cdef int32_t pos = 0
+        cdef RtcpItem it
+        cdef int used = 0
+        while rtcp_next(&compound[0], <int32_t>compound.shape[0], &pos, &it) == 1:
+            if it.pt == 205 and it.count == BWE_FMT_TWCC:
+                used += bwe_on_feedback(&self._b, &compound[it.offset], it.length, now_us) == 0
+            elif it.pt == 206 and it.count == BWE_FMT_REMB:
+                used += bwe_on_remb(&self._b, &compound[it.offset], it.length) == 0
+        return used
+
+    @property
+    def next_seq(self) -> int:
+        return self._b.next_seq & 0xFFFF
+
+    @next_seq.setter
+    def next_seq(self, int seq) -> None:
+        """Start the transport-wide sequence at seq (tests of the 16-bit wrap)."""
+        self._b.next_seq = seq
+
+    @property
+    def stats(self) -> dict:
+        b = &self._b
+        return {"bwe_bps": int(b.estimate_bps), "bwe_state": BWE_STATE_NAMES[b.state], "bwe_loss": b.loss,
+                "bwe_delay_bps": int(b.delay_bps), "bwe_loss_bps": int(b.loss_bps),
+                "bwe_acked_bps": int(b.acked_bps), "bwe_remb_bps": int(b.remb_bps), "trend": b.trend,
+                "threshold": b.threshold, "twcc_stamped": b.stamped,
+                "twcc_feedback_packets": b.feedback_packets, "twcc_feedback_bad": b.feedback_bad,
+                "twcc_acked": b.acked_packets, "twcc_lost": b.lost_packets, "twcc_unknown": b.unknown_packets}

@@ -195,6 +195,13 @@ class MediaService:
                 producer = self.producers.by_handle(p)
                 if producer is not None:
                     self.notify(Event.PRODUCER_STREAM_ADDED, producer.id, StreamAdded(layer=layer, ssrc=ssrc))
+            elif kind == fastpath.EV_BWE_CHANGED:
+                _, t, bps, state = event[:4]
+                bwe_transport = self.transports.by_handle(t)
+                if bwe_transport is not None:
+                    bwe_transport.bwe_bps = bps  # what the stream allocator reads
+                    log.debug("transport %s: estimate %d bit/s (%s)", bwe_transport.id, bps,
+                              fastpath.BWE_STATES[state])
             elif kind == fastpath.EV_LAYER_SWITCHED:
                 _, c, layer = event[:3]
                 consumer = self.consumers.by_handle(c)
@@ -383,6 +390,11 @@ class MediaService:
         except Exception:
             self.consumers.remove(consumer_id)
             raise
+        if body.twcc_id and not transport.send_twcc_id:
+            # Send-side bandwidth estimation toward this transport (docs/FORWARDING.md, Transport-wide congestion
+            # control): the Engine stamps the transport-wide seq and reads the peer's feedback.
+            self.engine.set_transport_cc(transport.handle, body.twcc_id)
+            transport.send_twcc_id = body.twcc_id
         producer.consumers.add(consumer_id)
         transport.consumer_ids.add(consumer_id)
         consumer.paused = body.paused

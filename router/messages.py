@@ -148,7 +148,10 @@ class ConsumeRequest(Body):
 
     ``spatial`` is the preferred layer (-1 = the highest available); a ``paused`` consumer forwards nothing
     until ``consumer.resume``. With ``rtx_ssrc`` (non-zero) and ``rtx_pt_map`` (subscriber media pt -> its RTX
-    pt) retransmissions go out as RTX (RFC 4588) on ``rtx_ssrc``; without, on ``out_ssrc``.
+    pt) retransmissions go out as RTX (RFC 4588) on ``rtx_ssrc``; without, on ``out_ssrc``. ``twcc_id`` is the
+    transport-cc extension id the transport's peer was offered for what it receives (0 = none): the worker then
+    writes a transport-wide sequence number into every packet toward the transport and estimates its bandwidth from
+    the peer's feedback (transport-wide: the first non-zero id sticks).
     """
 
     consumer_id: str
@@ -160,6 +163,12 @@ class ConsumeRequest(Body):
     paused: bool = False
     rtx_ssrc: int = 0
     rtx_pt_map: list[PayloadTypePair] = field(default_factory=list)
+    twcc_id: int = 0
+
+    def problem(self) -> tuple[str, str] | None:
+        if not 0 <= self.twcc_id <= 255:
+            return "twcc_id", f"must be in 0..255, not {self.twcc_id}"
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,6 +134,8 @@ class WebRtcTransport:
         self._sctp_task: asyncio.Task[None] | None = None
         self._wanted_channels: dict[str, tuple[bool, int | None]] = {}
         self.twcc_id = 0  # the peer's transport-cc extension id, 0 until a producer negotiates it
+        self.send_twcc_id = 0  # the transport-cc id of what the worker sends the peer, 0 = no send-side estimate
+        self.bwe_bps = 0  # the Engine's last reported send-side estimate toward the peer (EV_BWE_CHANGED), 0 = none
         self.producer_ids: set[str] = set()  # kept by MediaService, so that close and stats need no scan
         self.consumer_ids: set[str] = set()
         engine.add_transport(handle)

@@ -70,12 +70,20 @@ FORWARDED_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "video": (URI_VIDEO_ORIENTATION, URI_PLAYOUT_DELAY, URI_ABS_CAPTURE_TIME, URI_TOFFSET, URI_VIDEO_CONTENT_TYPE),
 }
 
+#: Extensions every subscriber m-line offers besides the forwarded ones: transport-cc, whose sequence the fast path
+#: writes into every packet toward a subscriber transport (at the router-wide id, which the answer keeps).
+SUBSCRIBER_EXTENSIONS: tuple[str, ...] = (URI_TRANSPORT_CC,)
+#: The transport-cc id of every subscriber offer: what the worker stamps (router/messages.py ``ConsumeRequest``).
+SUBSCRIBER_TWCC_ID = ROUTER_EXTENSIONS[URI_TRANSPORT_CC]
+
 # --- codecs -------------------------------------------------------------------------------------------------
 
 FEEDBACK_VIDEO = ("nack", "nack pli", "ccm fir", "goog-remb", "transport-cc")
 FEEDBACK_AUDIO = ("nack", "transport-cc")
-#: Feedback a receiver may send us: the fast path answers NACK (plain retransmission) and PLI/FIR.
-FEEDBACK_SUBSCRIBER = ("nack", "nack pli", "ccm fir")
+#: Feedback a receiver may send us: the fast path answers NACK (plain retransmission) and PLI/FIR, and estimates the
+#: receiver's bandwidth from its transport-wide CC feedback, or from its REMB when it has no transport-cc
+#: (docs/FORWARDING.md, Transport-wide congestion control).
+FEEDBACK_SUBSCRIBER = ("nack", "nack pli", "ccm fir", "goog-remb", "transport-cc")
 
 
 @dataclass(frozen=True)

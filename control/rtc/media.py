@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from control.rtc.codecs import URI_TRANSPORT_CC
+from control.rtc.codecs import SUBSCRIBER_TWCC_ID, URI_TRANSPORT_CC
 from control.rtc.negotiation import TrackPlan, TransportParams
 from router.messages import (
     ConnectRequest,
@@ -153,6 +153,8 @@ class MediaClient:
             paused=paused,
             rtx_ssrc=rtx_ssrc,
             rtx_pt_map=list((rtx_pt_map or {}).items()),
+            # Every subscriber offer negotiates transport-cc at this id (control/rtc/negotiation.py).
+            twcc_id=SUBSCRIBER_TWCC_ID,
         )
         await self._request(Method.TRANSPORT_CONSUME, transport_id, request)
 

@@ -22,6 +22,7 @@ from control.rtc.codecs import (
     EXT_ID_UNUSED,
     FORWARDED_EXTENSIONS,
     ROUTER_EXTENSIONS,
+    SUBSCRIBER_EXTENSIONS,
     SUPPORTED_CODECS,
     URI_AUDIO_LEVEL,
     URI_MID,
@@ -567,7 +568,9 @@ def _track_section(track: SubscribedTrack, local: TransportParams) -> sdp.MediaS
     m = sdp.MediaSection(kind=track.kind, port=local.candidate_port, protocol="UDP/TLS/RTP/SAVPF", formats=[])
     _transport_attributes(m, local, "actpass", live=True)
     m.mid = track.mid
-    m.extmaps = [sdp.ExtMap(ROUTER_EXTENSIONS[uri], uri) for uri in FORWARDED_EXTENSIONS[track.kind]]
+    m.extmaps = [
+        sdp.ExtMap(ROUTER_EXTENSIONS[uri], uri) for uri in (*FORWARDED_EXTENSIONS[track.kind], *SUBSCRIBER_EXTENSIONS)
+    ]
     m.direction = "sendonly"
     m.msids = [sdp.Msid(track.stream_id, track.track_id)]
     m.rtcp_mux = True

@@ -345,8 +345,11 @@ def test_subscriber_offer_shape(chrome_plan: list[TrackPlan]) -> None:
     a, v = d.media[1], d.media[2]
     assert a.direction == v.direction == "sendonly"
     assert a.payload_types() == [111] and a.payloads[111].encoding == "opus" and a.payloads[111].channels == 2
-    assert a.payloads[111].rtcp_fb == ["nack"]
-    assert v.payload_types() == [96] and v.payloads[96].rtcp_fb == ["nack", "nack pli", "ccm fir"]
+    assert a.payloads[111].rtcp_fb == ["nack", "transport-cc"]
+    assert v.payload_types() == [96]
+    assert v.payloads[96].rtcp_fb == ["nack", "nack pli", "ccm fir", "goog-remb", "transport-cc"]
+    # transport-cc at the router-wide id on every m-line: the worker stamps it (send-side bandwidth estimation).
+    assert all({e.uri: e.id for e in m.extmaps}[codecs.URI_TRANSPORT_CC] == 5 for m in (a, v))
     assert "a=msid:PA_pub|TR_1 TR_1" in text and "a=ssrc:1111 cname:pubcname" in text
     assert "a=ssrc:2222 msid:PA_pub|TR_2 TR_2" in text
     assert {e.uri: e.id for e in a.extmaps}[codecs.URI_AUDIO_LEVEL] == ROUTER_EXTENSIONS[codecs.URI_AUDIO_LEVEL]
@@ -371,7 +374,7 @@ async def test_aiortc_answers_the_subscriber_offer(pc: RTCPeerConnection, chrome
     assert remote.sctp is not None and remote.sctp.port == 5000
     assert remote.media["1"].direction == "recvonly" and [c.pt for c in remote.media["1"].codecs] == [111]
     assert remote.media["2"].codecs[0].name == "VP8" and remote.media["2"].codecs[0].pt == 96
-    assert remote.media["2"].codecs[0].rtcp_fb == ("nack", "nack pli")
+    assert remote.media["2"].codecs[0].rtcp_fb == ("nack", "nack pli", "goog-remb")   # aiortc: REMB, no TWCC
     assert remote.media["1"].extensions == {codecs.URI_AUDIO_LEVEL: 10}
     assert {t.kind for t in pc.getTransceivers()} == {"audio", "video"}
 
