@@ -64,7 +64,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         loop.add_signal_handler(sig, stop.set)
     supervisor = Supervisor(workers=settings.workers, node_ip=settings.node_ip,
                             rtc_port_base=settings.rtc_port_base, log_level=settings.log_level,
-                            gso=settings.gso, hmac_batch=settings.hmac_batch, srtp_crypto=settings.srtp_crypto)
+                            gso=settings.gso, hmac_batch=settings.hmac_batch, srtp_crypto=settings.srtp_crypto,
+                            congestion_control=settings.congestion_control)
     runner = web.AppRunner(build_app(settings, supervisor), handle_signals=False, access_log=None)
     await runner.setup()
     code = 0

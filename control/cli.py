@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="workers send with UDP GSO where the kernel has it (default on)")
     serve.add_argument("--hmac-batch", action=argparse.BooleanOptionalAction, default=None,
                        help="AES-CM-80 tags computed in batches (default on)")
+    serve.add_argument("--congestion-control", action=argparse.BooleanOptionalAction, default=None,
+                       help="share each subscriber's bandwidth estimate among its tracks (default on)")
     serve.add_argument("--srtp-crypto", choices=SRTP_CRYPTO,
                        help="AES-CM-80 primitives under libsrtp: the fast path's (mediarouter, the default) or "
                             "libsrtp's own")

@@ -20,6 +20,7 @@ keys           MEDIAROUTER_KEYS           --keys K:S[,K2:S2]             develop
 gso            MEDIAROUTER_GSO            --gso, --no-gso                on (where the kernel has UDP_SEGMENT)
 hmac_batch     MEDIAROUTER_HMAC_BATCH     --hmac-batch, --no-hmac-batch  on (where OpenSSL has sha1_multi_block)
 srtp_crypto    MEDIAROUTER_SRTP_CRYPTO    --srtp-crypto C                mediarouter (or libsrtp)
+congestion_control MEDIAROUTER_CONGESTION_CONTROL --[no-]congestion-control on
 =============  =========================  =============================  =======================================
 
 ``gso``: the workers send with UDP generic segmentation offload (fastpath/gso.pxd). ``hmac_batch``: AES-CM-80
@@ -40,6 +41,7 @@ YAML file (every field optional)::
     gso: true
     hmac_batch: true
     srtp_crypto: mediarouter
+    congestion_control: true
     room:                 # the LiveKit rooms (RoomSettings); MEDIAROUTER_ROOM_<FIELD> overrides each
       ping_interval: 5    # s between the clients' pings (JoinResponse), 1-3600
       ping_timeout: 15    # s without a pong before a client gives up, greater than ping_interval, up to 3600
@@ -90,7 +92,7 @@ DEFAULT_LOG_LEVEL = "info"
 DEFAULT_SRTP_CRYPTO = "mediarouter"
 
 _FILE_FIELDS = ("workers", "node_ip", "rtc_port_base", "http_host", "http_port", "log_level", "keys", "gso",
-                "hmac_batch", "srtp_crypto", "room")
+                "hmac_batch", "srtp_crypto", "congestion_control", "room")
 
 
 class ConfigError(ValueError):
@@ -111,6 +113,7 @@ class Settings:
     log_level: str
     gso: bool = True
     hmac_batch: bool = True
+    congestion_control: bool = True
     srtp_crypto: str = DEFAULT_SRTP_CRYPTO
     config_path: str | None = None
     room: RoomSettings = field(default_factory=lambda: RoomSettings())  # without the keys (control.app adds them)
@@ -202,7 +205,7 @@ def _parse_text(source: str, text: str) -> str:
 
 _ENV_PARSERS: dict[str, Callable[[str, str], Any]] = {
     "workers": _parse_integer, "rtc_port_base": _parse_integer, "http_port": _parse_integer,
-    "gso": parse_flag, "hmac_batch": parse_flag,
+    "gso": parse_flag, "hmac_batch": parse_flag, "congestion_control": parse_flag,
 }
 
 
@@ -243,6 +246,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
     gso = _boolean("gso", pick("gso", True))
     hmac_batch = _boolean("hmac_batch", pick("hmac_batch", True))
+    congestion_control = _boolean("congestion_control", pick("congestion_control", True))
     srtp_crypto = pick("srtp_crypto", DEFAULT_SRTP_CRYPTO)
     if not isinstance(srtp_crypto, str) or srtp_crypto.lower() not in SRTP_CRYPTO:
         raise ConfigError(f"srtp_crypto must be one of {', '.join(SRTP_CRYPTO)}, not {srtp_crypto!r}")
@@ -252,7 +256,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     return Settings(workers=workers, node_ip=node_ip, rtc_port_base=rtc_port_base, http_host=http_host,
                     http_port=http_port, keys=MappingProxyType(keys), dev_mode=dev_mode,
                     log_level=log_level.lower(), gso=gso, hmac_batch=hmac_batch, srtp_crypto=srtp_crypto.lower(),
-                    config_path=path, room=load_room_settings(file.get("room"), env, path))
+                    congestion_control=congestion_control, config_path=path,
+                    room=load_room_settings(file.get("room"), env, path))
 
 
 def _integer(name: str, value: Any, low: int, high: int) -> int:

@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="compute AES-CM-80 tags in batches (default on)")
     parser.add_argument("--srtp-crypto", default="mediarouter", choices=SRTP_CRYPTO,
                         help="AES-CM-80 primitives under libsrtp: the fast path's or libsrtp's own")
+    parser.add_argument("--congestion-control", action=argparse.BooleanOptionalAction, default=True,
+                        help="share each subscriber transport's bandwidth estimate among its consumers (default on)")
     return parser.parse_args(argv)
 
 
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         worker = Worker(args.worker_id, args.core, args.control, args.node_ip, args.rtc_port, gso=args.gso,
-                        hmac_batch=args.hmac_batch, srtp_crypto=args.srtp_crypto)
+                        hmac_batch=args.hmac_batch, srtp_crypto=args.srtp_crypto,
+                        congestion_control=args.congestion_control)
     except ValueError as exc:
         logging.getLogger("router.worker").error("%s", exc)
         return 2

@@ -80,6 +80,14 @@ class EngineEstimates:
         return Estimate(int(bps), str(snap.get("bwe_state", "normal")), float(snap.get("bwe_loss", 0.0)))
 
 
+class NoEstimates:
+    """The source when congestion control is off (``--no-congestion-control``): no transport has an estimate, so
+    every consumer follows control's preferred layer and nothing probes."""
+
+    def estimate(self, transport_handle: int) -> Estimate | None:
+        return None
+
+
 class FixedEstimates:
     """A settable source (tests, the cost benchmark): transport handle -> estimate."""
 

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import fastpath
-from router.allocator import EngineEstimates, EstimateSource, StreamAllocator
+from router.allocator import EngineEstimates, EstimateSource, NoEstimates, StreamAllocator
 from router.channel import BodyHandler
 from router.data import DataConsumer, DataProducer
 from router.dtls import DtlsCertificate
@@ -79,7 +79,9 @@ class MediaService:
         self.consent = ConsentSchedule()  # connected transports by consent deadline (RFC 7675)
         self._last_consent_check = 0.0
         # Shares each subscriber transport's bandwidth estimate among its consumers (router/allocator.py).
-        self.allocator = StreamAllocator(self.engine, estimates or EngineEstimates(self.engine), self.transports,
+        if estimates is None:
+            estimates = EngineEstimates(self.engine) if worker.congestion_control else NoEstimates()
+        self.allocator = StreamAllocator(self.engine, estimates, self.transports,
                                          self.producers, self.consumers, self._on_stream_state)
         # Connection-quality scores of every producer and consumer, each transport every 2 s (router/scores.py).
         self.scores = ScoreKeeper(self.engine, self.transports, self.producers, self.consumers, self._emit_scores)

@@ -62,12 +62,13 @@ class Worker:
 
     Fast-path settings (``mediarouter serve``'s, control/config.py): ``gso``; ``hmac_batch`` and
     ``srtp_crypto`` go to ``fastpath.crypto_kernel.install`` before the media side makes its first SRTP session.
-    Heartbeats report ``gso`` (1 while the Engine segments its sends).
+    Heartbeats report ``gso`` (1 while the Engine segments its sends). ``congestion_control`` off leaves every
+    consumer on control's preferred layer (router/media_service.py gives the stream allocator no estimates).
     """
 
     def __init__(self, worker_id: int, core: int, control_endpoint: str, node_ip: str, rtc_port: int, *,
                  buffer_bytes: int = DEFAULT_BUFFER_BYTES, gso: bool = True, hmac_batch: bool = True,
-                 srtp_crypto: str = "mediarouter") -> None:
+                 srtp_crypto: str = "mediarouter", congestion_control: bool = True) -> None:
         if worker_id < 0:
             raise ValueError(f"worker id {worker_id} must be non-negative")
         if core < 0:
@@ -85,6 +86,7 @@ class Worker:
         self.gso = gso
         self.hmac_batch = hmac_batch
         self.srtp_crypto = srtp_crypto
+        self.congestion_control = congestion_control
         self.loop: asyncio.AbstractEventLoop
         self.sock: socket.socket
         self.channel: Channel

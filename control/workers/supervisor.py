@@ -112,6 +112,7 @@ class Supervisor:
 
     def __init__(self, *, workers: int, node_ip: str, rtc_port_base: int, log_level: str = "info",
                  gso: bool = True, hmac_batch: bool = True, srtp_crypto: str = "mediarouter",
+                 congestion_control: bool = True,
                  python: str = sys.executable, runtime_root: str | None = None,
                  start_timeout_s: float = 10.0, heartbeat_timeout_s: float = 3.0,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
@@ -125,6 +126,7 @@ class Supervisor:
         self.gso = gso
         self.hmac_batch = hmac_batch
         self.srtp_crypto = srtp_crypto
+        self.congestion_control = congestion_control
         self.python = python
         self.start_timeout_s = start_timeout_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -227,7 +229,8 @@ class Supervisor:
         return [self.python, "-m", "router", "--worker-id", str(slot.worker_id), "--core", str(slot.core),
                 "--control", self.endpoint, "--rtc-port", str(slot.udp_port), "--node-ip", self.node_ip,
                 "--log-level", self.log_level, "--gso" if self.gso else "--no-gso",
-                "--hmac-batch" if self.hmac_batch else "--no-hmac-batch", "--srtp-crypto", self.srtp_crypto]
+                "--hmac-batch" if self.hmac_batch else "--no-hmac-batch", "--srtp-crypto", self.srtp_crypto,
+                "--congestion-control" if self.congestion_control else "--no-congestion-control"]
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)

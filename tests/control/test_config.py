@@ -85,6 +85,10 @@ PRECEDENCE = [
      "srtp_crypto: mediarouter", ("mediarouter", "libsrtp", "mediarouter")),
     ("srtp_crypto", ["--srtp-crypto", "libsrtp"], ("MEDIAROUTER_SRTP_CRYPTO", "MediaRouter"), "srtp_crypto: libsrtp",
      ("libsrtp", "mediarouter", "libsrtp")),
+    ("congestion_control", ["--no-congestion-control"], ("MEDIAROUTER_CONGESTION_CONTROL", "on"),
+     "congestion_control: false", (False, True, False)),
+    ("congestion_control", ["--congestion-control"], ("MEDIAROUTER_CONGESTION_CONTROL", "0"),
+     "congestion_control: true", (True, False, True)),
 ]
 
 
@@ -146,6 +150,8 @@ def test_bad_command_line_values_are_refused(argv: list[str], message: str) -> N
     ("MEDIAROUTER_HMAC_BATCH", "maybe",
      "MEDIAROUTER_HMAC_BATCH must be 1 or 0 (or true/false, yes/no, on/off), not 'maybe'"),
     ("MEDIAROUTER_SRTP_CRYPTO", "openssl", "srtp_crypto must be one of mediarouter, libsrtp, not 'openssl'"),
+    ("MEDIAROUTER_CONGESTION_CONTROL", "auto",
+     "MEDIAROUTER_CONGESTION_CONTROL must be 1 or 0 (or true/false, yes/no, on/off), not 'auto'"),
 ])
 def test_bad_environment_values_are_refused(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -55,8 +55,10 @@ def test_the_worker_command_line_defaults_and_switches() -> None:
     base = ["--worker-id", "0", "--core", "0", "--control", "ipc:///x", "--rtc-port", "7882", "--node-ip", "127.0.0.1"]
     args = parse_args(base)
     assert (args.gso, args.hmac_batch, args.srtp_crypto) == (True, True, "mediarouter")
-    args = parse_args([*base, "--no-gso", "--no-hmac-batch", "--srtp-crypto", "libsrtp"])
+    assert args.congestion_control
+    args = parse_args([*base, "--no-gso", "--no-hmac-batch", "--srtp-crypto", "libsrtp", "--no-congestion-control"])
     assert (args.gso, args.hmac_batch, args.srtp_crypto) == (False, False, "libsrtp")
+    assert not args.congestion_control
 
 
 def test_a_worker_refuses_an_unknown_srtp_crypto() -> None:

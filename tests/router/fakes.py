@@ -49,6 +49,7 @@ class FakeWorker:
         self.node_ip = "127.0.0.1"
         self.rtc_port = self.sock.getsockname()[1]
         self.gso = True  # the worker's gso setting, which the Engine is built with
+        self.congestion_control = True
         self.channel = FakeChannel()
         self.heartbeat_sources: list[Any] = []
 

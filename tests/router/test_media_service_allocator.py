@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from router.allocator import ALLOCATE_INTERVAL_S, Estimate, FixedEstimates
+from router.allocator import ALLOCATE_INTERVAL_S, EngineEstimates, Estimate, FixedEstimates, NoEstimates
 from router.media_service import MediaService
 from router.messages import ConsumeRequest, SetPreferredLayersRequest
 from router.protocol import Empty, Event, Method
@@ -133,3 +133,15 @@ async def test_allocation_reaches_the_engine_and_control(
     estimates.estimates[sub] = Estimate(5_000_000)
     clock.run(10.0)
     assert media.engine.snapshot_consumer(h)["paused"] == 1
+
+
+@pytest.mark.parametrize("congestion_control", [True, False])
+async def test_congestion_control_off_gives_the_allocator_no_estimates(congestion_control: bool) -> None:
+    worker = FakeWorker(asyncio.get_running_loop())
+    worker.congestion_control = congestion_control
+    media = MediaService(worker)  # type: ignore[arg-type]
+    try:
+        assert isinstance(media.allocator.estimates, EngineEstimates if congestion_control else NoEstimates)
+        assert NoEstimates().estimate(0) is None
+    finally:
+        worker.sock.close()
