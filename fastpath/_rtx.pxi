@@ -136,13 +136,14 @@ cdef int send_probe_padding(EngineState* e, Consumer* c, int32_t pad) noexcept n
 
 cdef void probe_tick(EngineState* e, Transport* t, int64_t now_ms) noexcept nogil:
     """Top t's send rate up to probe_bps over the time since the last top-up (at most PROBE_TICK_MAX_MS): what was
-    sent since then (media, retransmissions, earlier padding) counts, the rest is padding."""
+    sent since then (media, retransmissions, earlier padding) counts, the rest is padding. The probe ends early
+    once the estimator reports overuse: the link is full, more padding would only fill its queue."""
     cdef int64_t elapsed = now_ms - t.probe_last_ms
     cdef int64_t deficit, sent
     cdef int32_t k = 0, pad, q
     cdef Consumer* c
-    if now_ms >= t.probe_until_ms:
-        t.probe_until_ms = 0
+    if now_ms >= t.probe_until_ms or (t.bwe != NULL and t.bwe.state == BWE_OVERUSING):
+        t.probe_until_ms = 0                  # over, or the queue it builds is seen: stop adding to it
         return
     if elapsed <= 0:
         return
@@ -159,9 +160,10 @@ cdef void probe_tick(EngineState* e, Transport* t, int64_t now_ms) noexcept nogi
         t.probe_until_ms = 0                  # its RTX consumer left
         return
     while deficit > 0 and k < PROBE_TICK_MAX_PACKETS:
+        # 40 bytes: header, transport-wide element and SRTP tag; what is left below that is not worth a packet
         pad = PROBE_PAD_MAX if deficit > PROBE_PAD_MAX + 40 else <int32_t>(deficit - 40)
         if pad < 1:
-            pad = 1
+            break
         q = send_probe_padding(e, c, pad)
         if q == 0:
             break

@@ -58,6 +58,7 @@ from fastpath.bwe cimport (
     BWE_FMT_REMB,
     BWE_FMT_TWCC,
     BWE_HISTORY,
+    BWE_OVERUSING,
     Bwe,
     BweSent,
     bwe_free,

@@ -260,16 +260,18 @@ class TransportAllocation:
         budget = estimate.bps * VIDEO_SHARE - audio_bps
         congested = estimate.state == "overusing" or estimate.loss > RAISE_MAX_LOSS
         if self.probe_started >= 0:
-            if congested:  # the probe (or the link) congests it: failed, and the rules below lower
-                self._probe_done(now, False)
-            elif now - self.probe_started < PROBE_DURATION_S or (
-                    estimate.probing and now - self.probe_started < PROBE_DURATION_S + PROBE_SETTLE_S):
+            age = now - self.probe_started
+            if age < PROBE_DURATION_S or (estimate.probing and not congested
+                                          and age < PROBE_DURATION_S + PROBE_SETTLE_S):
                 return []  # its result is not in yet: change nothing
-            else:
-                self._probe_done(now, estimate.bps >= self.probe_goal)
+            # Done: it succeeded if the estimate reached the goal; a congested link lowers below as usual.
+            self._probe_done(now, not congested and estimate.bps >= self.probe_goal)
         used = 0.0
+        idle = True  # every video track is paused by us: nothing is sent, the loss and state are stale
         for t in video:
-            used += t.rate(t.current())
+            cur = t.current()
+            used += t.rate(cur)
+            idle = idle and cur == PAUSED
         fit(video, budget)
         if used > budget:  # congested: every track drops to what fits now, none goes up
             if not self.probed and not congested and self.lowered_at < 0 and estimate.loss < PROBE_MAX_LOSS \
@@ -285,7 +287,8 @@ class TransportAllocation:
                 self.streak = 0
                 self.boost = False
             return changes
-        if now - self.lowered_at < RAISE_HOLD_S or congested:
+        if now - self.lowered_at < RAISE_HOLD_S or estimate.state == "overusing" \
+                or estimate.loss > RAISE_MAX_LOSS and not idle:  # idle: the loss is stale, nothing was sent
             self.streak = 0
             return []
         best: Track | None = None
@@ -305,7 +308,7 @@ class TransportAllocation:
                 best, best_layer, best_rank = t, nxt, rank
         if best is None:
             self.streak = 0
-            if wanted and estimate.state == "normal" and estimate.loss < PROBE_MAX_LOSS \
+            if wanted and estimate.state == "normal" and (idle or estimate.loss < PROBE_MAX_LOSS) \
                     and now >= self.next_probe_at:
                 self._start_probe(now, wanted / VIDEO_SHARE + audio_bps, probe)
             return []
