@@ -112,6 +112,7 @@ cdef int send_probe_padding(EngineState* e, Consumer* c, int32_t pad) noexcept n
     cdef uint8_t* out
     cdef int n = 12 + pad
     cdef int pt = probe_rtx_pt(c)
+    cdef int64_t stamped
     if pt < 0 or pad < 1 or pad > PROBE_PAD_MAX:
         return 0
     out = send_slot(e)
@@ -123,7 +124,10 @@ cdef int send_probe_padding(EngineState* e, Consumer* c, int32_t pad) noexcept n
     memset(out + 12, 0, pad - 1)
     out[12 + pad - 1] = <uint8_t>pad
     if t.bwe != NULL:
-        bwe_stamp(e, t, out, &n)              # _bwe.pxi: counted in the estimator like any packet
+        stamped = t.bwe.next_seq
+        bwe_stamp(e, t, out, &n)              # _bwe.pxi: counted in the estimator like any packet ...
+        if t.bwe.next_seq != stamped:
+            bwe_mark_padding(t.bwe)           # ... but for the loss-based limit
     if protect_queued(e.srtp.protect, t.srtp_out, out, &n, e.hmac) != SRTP_ERR_OK:
         t.drops[DROP_SRTP_PROTECT] += 1
         return 0

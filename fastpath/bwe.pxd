@@ -43,6 +43,8 @@ cdef enum:
     BWE_DEFAULT_RTT_MS = 100
     BWE_SENT_ACKED = 1                # BweSent.flags: reported received
     BWE_SENT_LOST = 2                 # reported lost (a later report may still say received)
+    BWE_SENT_PADDING = 4              # probe padding: counts for the delay-based estimate and the probe cluster,
+                                      # not for the loss-based limit (its loss says the probe rate did not fit)
     BWE_ONE_BYTE_MAX_ID = 14
     BWE_PROBE_MIN_PACKETS = 5         # a probe cluster needs this many acknowledged packets for a result
     BWE_PROBE_TIMEOUT_US = 1000000    # a cluster without feedback after its end this long is evaluated as it is
@@ -282,6 +284,11 @@ cdef inline int bwe_stamp_packet(uint8_t* pkt, int32_t* length, int32_t room, ui
         return 0
     wr16(pkt + off + 2, <uint16_t>(rd16(pkt + off + 2) + 1))
     return 1
+
+
+cdef inline void bwe_mark_padding(Bwe* b) noexcept nogil:
+    """The packet just recorded is probe padding (BWE_SENT_PADDING)."""
+    b.history[(b.next_seq - 1) & BWE_HISTORY_MASK].flags = BWE_SENT_PADDING
 
 
 cdef inline void bwe_record(Bwe* b, int64_t send_us, int32_t size) noexcept nogil:
@@ -657,20 +664,21 @@ cdef inline void _bwe_status(Bwe* b, _BweCursor* c, uint8_t sym) noexcept nogil:
             return
         if s.flags & BWE_SENT_LOST:
             b.lost_packets -= 1               # late, not lost
-            if b.loss_lost > 0:
+            if b.loss_lost > 0 and not (s.flags & BWE_SENT_PADDING):
                 b.loss_lost -= 1
-        else:
+        elif not (s.flags & BWE_SENT_PADDING):
             b.loss_total += 1
         s.flags |= BWE_SENT_ACKED
         b.acked_packets += 1
         _bwe_arrival(b, s.send_us, c.arrival_us, s.size)
         if b.pr_start_us >= 0:
             _bwe_probe_packet(b, s.send_us, c.arrival_us, s.size)
-    elif s.flags == 0:
-        s.flags = BWE_SENT_LOST
+    elif not (s.flags & (BWE_SENT_ACKED | BWE_SENT_LOST)):
+        s.flags |= BWE_SENT_LOST
         b.lost_packets += 1
-        b.loss_lost += 1
-        b.loss_total += 1
+        if not (s.flags & BWE_SENT_PADDING):
+            b.loss_lost += 1
+            b.loss_total += 1
         if b.pr_start_us >= 0 and b.pr_start_us <= s.send_us <= b.pr_end_us:
             b.pr_lost += 1
 

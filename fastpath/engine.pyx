@@ -63,6 +63,7 @@ from fastpath.bwe cimport (
     BweSent,
     bwe_free,
     bwe_init,
+    bwe_mark_padding,
     bwe_on_feedback,
     bwe_on_remb,
     bwe_probe_start,

@@ -150,6 +150,28 @@ def test_probe_arguments_are_checked(rig: Rig) -> None:
         rig.engine.probe(2, 0, 500)
 
 
+def test_lost_probe_padding_counts_as_lost_but_not_for_the_loss_based_limit(rig: Rig) -> None:
+    setup(rig)
+    media = forward_media(rig, 30)
+    t0 = now_ms()
+    rig.engine.tick(t0)
+    rig.sub.drain(0.05)
+    assert rig.engine.probe(2, 800_000, 500) is True
+    rig.engine.tick(t0 + 20)
+    padding, _ = rig.sub.drain()
+    assert len(padding) >= 5
+    rec = fastpath.TwccRecorder()
+    for i, p in enumerate(media):
+        rec.record(seq_of(p), 1_000_000 + 1000 * i)
+    rec.record(seq_of(padding[-1]) + 1, 1_100_000)          # reported after the padding: the padding is lost
+    for fb in rec.build(0xABC):
+        rig.sub.send_rtcp(fb)
+    rig.pump()
+    snap = rig.engine.snapshot_transport(2)
+    assert snap["twcc_lost"] == len(padding)
+    assert snap["bwe_loss"] == 0.0 and snap["bwe_loss_bps"] == 0
+
+
 # ---- the estimator under a probe (synthetic feedback) ---------------------------------------------------------
 
 
