@@ -408,15 +408,18 @@ def test_a_successful_probe_needs_one_pass_to_raise() -> None:
     w.run(2.0)  # the first probe fails: 320 px
     assert w.got("c") == 0
     engine.on_probe = lambda bps: w.estimate("sub", int(bps))
-    w.run(RAISE_HOLD_S + PROBE_BACKOFF_S + 1.0)
-    ticks_to_raise = []
-    for _ in range(20):
+    raises = []
+    for _ in range(40):
         before = w.got("c")
         w.run(ALLOCATE_INTERVAL_S)
         if w.got("c") != before:
-            ticks_to_raise.append(w.now)
+            raises.append(w.now)
     assert w.got("c") == 2
-    assert len(engine.probes) >= 2
+    probes = [p[0] for p in engine.probes[1:]]
+    assert len(probes) == 2 and len(raises) == 2  # one probe per layer up
+    for probe_at, raised_at in zip(probes, raises, strict=True):
+        # The pass that reads the result raises: one pass, not RAISE_TICKS.
+        assert raised_at - probe_at == pytest.approx(ALLOCATE_INTERVAL_S)
 
 
 @pytest.mark.parametrize(("state", "loss"), [("overusing", 0.0), ("underusing", 0.0), ("normal", 0.05)],
