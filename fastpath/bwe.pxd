@@ -449,7 +449,7 @@ cdef inline void _bwe_rate(Bwe* b, int64_t now_us) noexcept nogil:
     """The AIMD rate controller, once per feedback packet, driven by the detector's state."""
     cdef double dt_s, inc, new, limit, frame_bits, packets, response_ms
     cdef double acked = b.acked_bps
-    cdef double upper
+    cdef double upper, probe_arrival
     if b.state == BWE_OVERUSING:
         b.aimd = AIMD_DECREASE
     elif b.state == BWE_UNDERUSING:
@@ -490,6 +490,13 @@ cdef inline void _bwe_rate(Bwe* b, int64_t now_us) noexcept nogil:
         b.delay_bps = new
     elif b.aimd == AIMD_DECREASE:
         if b.last_decrease_us < 0 or now_us - b.last_decrease_us >= BWE_DECREASE_US:
+            if b.pr_start_us >= 0 and b.pr_packets >= BWE_PROBE_MIN_PACKETS \
+                    and b.pr_last_arrival_us > b.pr_first_arrival_us:
+                # During a probe the link's throughput is what the cluster arrives at; the acknowledged rate
+                # (a 500 ms average, mostly before the probe) would take the estimate below the media rate.
+                probe_arrival = b.pr_bytes * 8.0 * 1000000.0 / (b.pr_last_arrival_us - b.pr_first_arrival_us)
+                if probe_arrival > acked:
+                    acked = probe_arrival
             new = 0.85 * (acked if acked > 0 else b.delay_bps)
             if new < b.delay_bps:
                 b.delay_bps = new
