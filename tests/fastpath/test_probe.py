@@ -242,3 +242,13 @@ def test_a_probe_into_a_saturated_link_does_not_raise_and_delay_still_lowers() -
     assert final["bwe_probe_bps"] < 750_000                   # what arrived, not what was sent
     assert any(s["bwe_state"] == "overusing" for s in after)
     assert final["bwe_bps"] < 800_000
+
+
+def test_an_overuse_during_a_probe_decreases_from_what_the_link_carried() -> None:
+    # A 320 px stream (150 kbit/s) on a 500 kbit/s link, probed at 750 kbit/s for a 640 px raise: the queue the
+    # probe builds is overuse, and the estimate falls to 0.85 of what the link carried during the probe, not below
+    # the media rate (which would pause the stream).
+    _, after = run_probe(500_000, media_bps=150_000, probe_bps=750_000, seconds=5.0)
+    first_overuse = next(s for s in after if s["bwe_state"] == "overusing")
+    assert 0.85 * 500_000 * 0.95 <= first_overuse["bwe_bps"] <= 0.85 * 500_000 * 1.05
+    assert all(s["bwe_bps"] >= 1.5 * 150_000 for s in after)  # the 320 px stream keeps fitting
