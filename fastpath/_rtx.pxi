@@ -146,9 +146,9 @@ cdef void probe_tick(EngineState* e, Transport* t, int64_t now_ms) noexcept nogi
     cdef int64_t deficit, sent
     cdef int32_t k = 0, pad, q
     cdef Consumer* c
-    if now_ms >= t.probe_until_ms or (t.bwe != NULL and t.bwe.state == BWE_OVERUSING):
-        t.probe_until_ms = 0                  # over, or the queue it builds is seen: stop adding to it
-        return
+    if now_ms >= t.probe_until_ms or (t.bwe != NULL and t.bwe.state == BWE_OVERUSING and t.bwe.pr_packets > 0):
+        t.probe_until_ms = 0                  # over, or the queue it builds is seen (feedback on the cluster's
+        return                                # packets, not a verdict from before it): stop adding to it
     if elapsed <= 0:
         return
     if elapsed > PROBE_TICK_MAX_MS:

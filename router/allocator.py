@@ -287,9 +287,16 @@ class TransportAllocation:
                 self.streak = 0
                 self.boost = False
             return changes
-        if now - self.lowered_at < RAISE_HOLD_S or estimate.state == "overusing" \
-                or estimate.loss > RAISE_MAX_LOSS and not idle:  # idle: the loss is stale, nothing was sent
+        if now - self.lowered_at < RAISE_HOLD_S or (estimate.state == "overusing"
+                                                     or estimate.loss > RAISE_MAX_LOSS) and not idle:
             self.streak = 0
+            return []
+        if idle and estimate.state == "overusing":
+            # Nothing was sent since the pause: the verdict is stale and only feedback on a probe renews it.
+            self.streak = 0
+            if now >= self.next_probe_at:
+                need = min(t.rate(t.lowest()) for t in video) * RAISE_MARGIN
+                self._start_probe(now, need / VIDEO_SHARE + audio_bps, probe)
             return []
         best: Track | None = None
         best_layer = best_rank = 0
@@ -308,7 +315,7 @@ class TransportAllocation:
                 best, best_layer, best_rank = t, nxt, rank
         if best is None:
             self.streak = 0
-            if wanted and estimate.state == "normal" and (idle or estimate.loss < PROBE_MAX_LOSS) \
+            if wanted and (idle or estimate.state == "normal" and estimate.loss < PROBE_MAX_LOSS) \
                     and now >= self.next_probe_at:
                 self._start_probe(now, wanted / VIDEO_SHARE + audio_bps, probe)
             return []

@@ -448,3 +448,15 @@ def test_an_all_paused_transport_probes_despite_a_stale_loss() -> None:
     engine.on_probe = lambda bps: w.estimate("sub", int(bps))
     w.run(RAISE_HOLD_S + PROBE_BACKOFF_S + 3.0)
     assert w.got("c") != "paused"
+
+
+def test_an_all_paused_transport_probes_despite_a_stale_overuse_and_resumes_on_a_fresh_verdict() -> None:
+    w, engine = probing_world(100_000)
+    w.run(2.0)
+    assert w.got("c") == "paused"
+    w.estimate("sub", 5_000_000, state="overusing")  # the verdict of the last feedback before the pause
+    engine.on_probe = lambda bps: w.estimate("sub", int(bps))  # the probe's feedback: normal, room
+    w.run(RAISE_HOLD_S + 2.0)
+    assert len(engine.probes) >= 2  # the first allocation's, then one for the lowest layer
+    assert engine.probes[1][2] == pytest.approx(probe_rate(SIMULCAST[0] * RAISE_MARGIN / VIDEO_SHARE), rel=0.05)
+    assert w.got("c") != "paused"
