@@ -267,7 +267,7 @@ class TransportAllocation:
             # Done: it succeeded if the estimate reached the goal; a congested link lowers below as usual.
             self._probe_done(now, not congested and estimate.bps >= self.probe_goal)
         used = 0.0
-        idle = True  # every video track is paused by us: nothing is sent, the loss and state are stale
+        idle = bool(video)  # every video track is paused by us: nothing is sent, the loss and state are stale
         for t in video:
             cur = t.current()
             used += t.rate(cur)

@@ -460,3 +460,14 @@ def test_an_all_paused_transport_probes_despite_a_stale_overuse_and_resumes_on_a
     assert len(engine.probes) >= 2  # the first allocation's, then one for the lowest layer
     assert engine.probes[1][2] == pytest.approx(probe_rate(SIMULCAST[0] * RAISE_MARGIN / VIDEO_SHARE), rel=0.05)
     assert w.got("c") != "paused"
+
+
+def test_a_transport_with_audio_only_and_a_stale_overuse_is_left_alone() -> None:
+    engine = ProbingEngine()
+    w = World(engine)
+    w.transport("sub", 100_000)
+    w.estimate("sub", 100_000, state="overusing")
+    w.producer("a", "audio", OPUS)
+    w.consumer("c", "sub", "a")
+    w.run(10.0)
+    assert engine.probes == [] and engine.calls == []
