@@ -24,6 +24,7 @@ from router.allocator import (
     Estimate,
     FixedEstimates,
     StreamAllocator,
+    TransportAllocation,
     probe_rate,
 )
 from router.layer_rates import LayerRates
@@ -462,12 +463,9 @@ def test_an_all_paused_transport_probes_despite_a_stale_overuse_and_resumes_on_a
     assert w.got("c") != "paused"
 
 
-def test_a_transport_with_audio_only_and_a_stale_overuse_is_left_alone() -> None:
-    engine = ProbingEngine()
-    w = World(engine)
-    w.transport("sub", 100_000)
-    w.estimate("sub", 100_000, state="overusing")
-    w.producer("a", "audio", OPUS)
-    w.consumer("c", "sub", "a")
-    w.run(10.0)
-    assert engine.probes == [] and engine.calls == []
+def test_a_transport_without_video_tracks_and_a_stale_overuse_is_left_alone() -> None:
+    state = TransportAllocation("sub")
+    probes: list[float] = []
+    for i in range(20):  # raised before: no video track is not "every video track paused"
+        assert state.decide(1000.0 + i, Estimate(100_000, "overusing"), 64_000, [], probes.append) == []
+    assert probes == []
