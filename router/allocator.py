@@ -50,7 +50,9 @@ PROBE_MIN_EXTRA_BPS = 200_000  # ... and at least this much above it (LiveKit: m
 PROBE_MAX_LOSS = 0.02  # no probe on a link that loses more than this (or is overusing)
 PROBE_BACKOFF_S = 3.0  # after a failed probe the next waits this long ...
 PROBE_BACKOFF_FACTOR = 1.5  # ... times this after each further failure ...
-PROBE_BACKOFF_MAX_S = 120.0  # ... up to this; a successful probe resets it
+PROBE_BACKOFF_MAX_S = 120.0  # ... up to this; a successful probe resets it once its raise held this long:
+PROBE_STABLE_S = 10.0  # (a lowering sooner counts as a failure, so a lossy link does not flap between layers)
+PROBE_CLEAN_PASSES = 3  # a probe needs this many passes in a row without loss or overuse (a loss window is small)
 
 NONE = -1  # not managed: the Engine follows control's preferred layer alone
 PAUSED = -2  # paused by the allocator
@@ -216,7 +218,7 @@ class TransportAllocation:
     """The allocator's state for one subscriber transport and the lowering, raising and probing rules."""
 
     __slots__ = ("transport_id", "tracks", "video", "lowered_at", "streak", "managed", "stamp", "probe_started",
-                 "probe_goal", "probe_wait", "next_probe_at", "probed", "boost")
+                 "probe_goal", "probe_wait", "next_probe_at", "probed", "boost", "raised_at", "clean")
 
     def __init__(self, transport_id: str) -> None:
         self.transport_id = transport_id
@@ -232,6 +234,8 @@ class TransportAllocation:
         self.next_probe_at = -1e9
         self.probed = False  # some probe was started (the first allocation's probe is done)
         self.boost = False  # the last probe succeeded: the next raise needs one pass, not RAISE_TICKS
+        self.raised_at = -1.0  # when the last successful probe was, -1 = its raise held PROBE_STABLE_S (or none)
+        self.clean = 0  # passes in a row with loss below PROBE_MAX_LOSS and no overuse
 
     def _start_probe(self, now: float, goal: float, probe: Prober | None) -> bool:
         if probe is None or not probe(probe_rate(goal)):
@@ -241,16 +245,20 @@ class TransportAllocation:
         self.probe_started, self.probe_goal = now, goal
         return True
 
+    def _back_off(self, now: float) -> None:
+        self.probe_wait = min(self.probe_wait * PROBE_BACKOFF_FACTOR, PROBE_BACKOFF_MAX_S) \
+            if self.probe_wait else PROBE_BACKOFF_S
+        self.next_probe_at = now + self.probe_wait
+        self.raised_at = -1.0
+
     def _probe_done(self, now: float, success: bool) -> None:
         self.probe_started = -1.0
-        if success:
-            self.probe_wait = 0.0
+        if success:  # the next layer may be probed for at once; the backoff goes once the raise held
             self.next_probe_at = now
+            self.raised_at = now
             self.boost = True
         else:
-            self.probe_wait = min(self.probe_wait * PROBE_BACKOFF_FACTOR, PROBE_BACKOFF_MAX_S) \
-                if self.probe_wait else PROBE_BACKOFF_S
-            self.next_probe_at = now + self.probe_wait
+            self._back_off(now)
             self.boost = False
 
     def decide(self, now: float, estimate: Estimate, audio_bps: float, video: Sequence[Track],
@@ -259,6 +267,9 @@ class TransportAllocation:
         starts a bandwidth probe toward the transport (None: no probing)."""
         budget = estimate.bps * VIDEO_SHARE - audio_bps
         congested = estimate.state == "overusing" or estimate.loss > RAISE_MAX_LOSS
+        self.clean = self.clean + 1 if estimate.state == "normal" and estimate.loss < PROBE_MAX_LOSS else 0
+        if self.raised_at >= 0 and now - self.raised_at >= PROBE_STABLE_S:
+            self.probe_wait, self.raised_at = 0.0, -1.0  # the probed raise held: a success
         if self.probe_started >= 0:
             age = now - self.probe_started
             if age < PROBE_DURATION_S or (estimate.probing and not congested
@@ -283,6 +294,8 @@ class TransportAllocation:
                 if t.fit == PAUSED and cur != PAUSED or cur != PAUSED and 0 <= t.fit < cur:
                     changes.append((t, t.fit))
             if changes:
+                if self.raised_at >= 0:
+                    self._back_off(now)  # soon after a probed raise: that probe did not really succeed
                 self.lowered_at = now
                 self.streak = 0
                 self.boost = False
@@ -315,8 +328,7 @@ class TransportAllocation:
                 best, best_layer, best_rank = t, nxt, rank
         if best is None:
             self.streak = 0
-            if wanted and (idle or estimate.state == "normal" and estimate.loss < PROBE_MAX_LOSS) \
-                    and now >= self.next_probe_at:
+            if wanted and (idle or self.clean >= PROBE_CLEAN_PASSES) and now >= self.next_probe_at:
                 self._start_probe(now, wanted / VIDEO_SHARE + audio_bps, probe)
             return []
         self.streak += 1

@@ -16,7 +16,9 @@ from router.allocator import (
     ALLOCATE_INTERVAL_S,
     PROBE_BACKOFF_FACTOR,
     PROBE_BACKOFF_S,
+    PROBE_CLEAN_PASSES,
     PROBE_DURATION_S,
+    PROBE_STABLE_S,
     RAISE_HOLD_S,
     RAISE_MARGIN,
     VIDEO_SHARE,
@@ -393,7 +395,10 @@ def test_a_successful_probe_raises_at_once_and_resets_the_backoff() -> None:
     probe_time = engine.probes[-1][0]
     assert probe_time - start <= PROBE_BACKOFF_S * PROBE_BACKOFF_FACTOR ** failures
     # The raise followed one pass after the result, not RAISE_TICKS: the layer call is at most 1.5 s later.
-    # Then congestion: lowered, held, and the next probe comes right after the hold (the backoff was reset).
+    # The raise holds PROBE_STABLE_S; then congestion: lowered, held, and the next probe comes right after the
+    # hold (the backoff was reset).
+    w.run(PROBE_STABLE_S + 1.0)
+    raised_after = len(engine.probes)
     engine.on_probe = None
     w.estimate("sub", 1_000_000)
     w.run(0.5)
@@ -469,3 +474,36 @@ def test_a_transport_without_video_tracks_and_a_stale_overuse_is_left_alone() ->
     for i in range(20):  # raised before: no video track is not "every video track paused"
         assert state.decide(1000.0 + i, Estimate(100_000, "overusing"), 64_000, [], probes.append) == []
     assert probes == []
+
+
+def test_a_lowering_soon_after_a_probed_raise_backs_off_the_next_probe() -> None:
+    # A lossy link: every probe "succeeds", every raise is undone a few seconds later. The probes space out.
+    w, engine = probing_world(1_000_000)
+    w.run(2.0)
+    engine.on_probe = lambda bps: w.estimate("sub", int(bps))
+    for _ in range(5):
+        before = len(engine.probes)
+        for _ in range(200):
+            w.run(ALLOCATE_INTERVAL_S)
+            if len(engine.probes) > before and w.got("c") == 2:
+                break
+        w.run(3.0)
+        w.estimate("sub", 1_000_000)  # the raise did not hold
+        w.run(ALLOCATE_INTERVAL_S)
+        assert w.got("c") == 1
+    times = [p[0] for p in engine.probes[1:]]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert gaps == sorted(gaps) and gaps[-1] > gaps[0] + 2 * PROBE_BACKOFF_S
+
+
+def test_a_probe_needs_passes_in_a_row_without_loss() -> None:
+    w, engine = probing_world(1_000_000)
+    w.run(2.0)
+    assert len(engine.probes) == 1
+    for i in range(60):  # 5 % loss, with a loss window that reads 0 every other pass
+        w.estimate("sub", 1_000_000, loss=0.05 if i % 2 else 0.0)
+        w.run(ALLOCATE_INTERVAL_S)
+    assert len(engine.probes) == 1
+    w.estimate("sub", 1_000_000)
+    w.run(ALLOCATE_INTERVAL_S * (PROBE_CLEAN_PASSES + 1))
+    assert len(engine.probes) == 2
