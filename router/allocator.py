@@ -50,7 +50,9 @@ PROBE_MIN_EXTRA_BPS = 200_000  # ... and at least this much above it (LiveKit: m
 PROBE_MAX_LOSS = 0.02  # no probe on a link that loses more than this (or is overusing)
 PROBE_BACKOFF_S = 3.0  # after a failed probe the next waits this long ...
 PROBE_BACKOFF_FACTOR = 1.5  # ... times this after each further failure ...
-PROBE_BACKOFF_MAX_S = 120.0  # ... up to this; a successful probe resets it once its raise held this long:
+PROBE_BACKOFF_MAX_S = 10.0  # ... up to this (LiveKit's is longer; a link whose cap is lifted must be found again
+# within seconds, and a 0.25 s probe every 10 s costs a capped link a ~100 ms queue); a successful probe resets it
+# once its raise held this long:
 PROBE_STABLE_S = 10.0  # (a lowering sooner counts as a failure, so a lossy link does not flap between layers)
 PROBE_CLEAN_PASSES = 3  # a probe needs this many passes in a row without loss or overuse (a loss window is small)
 
