@@ -156,6 +156,8 @@ cdef void engine_tick(EngineState* e, int64_t now_ms, uint32_t ntp_sec, uint32_t
             t.last_sr_ms = now_ms
             send_sr(e, i, t, now_ms, ntp_sec, ntp_frac)
         tick_twcc(e, i, t, now_ms)
+        if t.probe_until_ms != 0:
+            probe_tick(e, t, now_ms)          # _rtx.pxi: padding up to the probe rate
         bwe_tick(e, t, now_ms)
     for i in range(e.cap_consumers):
         c = e.consumers[i]

@@ -1,6 +1,8 @@
 # Retransmission toward subscribers (included by engine.pyx, used by retransmit in _feedback.pxi): when a NACKed
 # packet may go out again, and the RTX packet (RFC 4588 4) it goes out as when the subscriber negotiated RTX.
-# The rules and their numbers: docs/FORWARDING.md, NACK and retransmission.
+# The rules and their numbers: docs/FORWARDING.md, NACK and retransmission. Also the padding of bandwidth probes
+# (Engine.probe, the tick): padding-only RTP packets (RFC 3550 5.1) on a consumer's RTX stream
+# (docs/FORWARDING.md, Probing).
 
 cdef enum:
     RESEND_DEFAULT_RTT_MS = 100               # before the first receiver report (libwebrtc NackRequester, mediasoup)
@@ -9,6 +11,9 @@ cdef enum:
     RESEND_MAX_AGE_VIDEO_MS = 1000            # after that a frame is late for any jitter buffer (libwebrtc history)
     RESEND_MAX_AGE_AUDIO_MS = 500             # audio playout buffers hold far less than video's
     RTX_PT_NONE = 255                         # Consumer.rtx_pt entry of a media PT without RTX
+    PROBE_PAD_MAX = 255                       # padding bytes of one probe packet (the RTP padding count is a byte)
+    PROBE_TICK_MAX_MS = 40                    # a late tick tops up at most this much time (no catch-up burst)
+    PROBE_TICK_MAX_PACKETS = 64               # probe packets per tick at most (16 Mbit/s at 20 ms ticks)
 
 
 cdef inline int32_t resend_interval_ms(const Consumer* c) noexcept nogil:
@@ -65,3 +70,107 @@ cdef int send_rtx(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
     c.rtx_seq += 1
     c.rtx_packets += 1
     return 0
+
+
+# ---- bandwidth probes: padding on an RTX stream ----------------------------------------------------------------
+
+cdef inline int probe_rtx_pt(const Consumer* c) noexcept nogil:
+    """The RTX payload type a probe of consumer c uses: that of the media PT it sends, else any it negotiated;
+    -1 = none."""
+    cdef int i
+    if c.last_pt_out >= 0 and c.last_pt_out < 128 and c.rtx_pt[c.last_pt_out] != RTX_PT_NONE:
+        return c.rtx_pt[c.last_pt_out]
+    for i in range(128):
+        if c.rtx_pt[i] != RTX_PT_NONE:
+            return c.rtx_pt[i]
+    return -1
+
+
+cdef Consumer* probe_consumer(EngineState* e, Transport* t) noexcept nogil:
+    """A video consumer of t that negotiated RTX, one that is forwarding preferred; NULL = none."""
+    cdef Consumer* c
+    cdef Consumer* found = NULL
+    cdef int32_t i
+    for i in range(t.consumers.n):
+        c = e.consumers[t.consumers.items[i]]
+        if c == NULL or c.rtx_ssrc == 0 or c.producer < 0 or e.producers[c.producer].kind != 1:
+            continue
+        if probe_rtx_pt(c) < 0:
+            continue
+        if c.ts.started and not c.paused:
+            return c
+        if found == NULL:
+            found = c
+    return found
+
+
+cdef int send_probe_padding(EngineState* e, Consumer* c, int32_t pad) noexcept nogil:
+    """Queue one padding-only RTP packet on c's RTX stream: RTX SSRC and payload type, the next RTX sequence
+    number, the timestamp of c's last sent packet, P set and pad bytes of padding (the last one the count,
+    RFC 3550 5.1), stamped with the transport-wide sequence. Returns the bytes queued, 0 = nothing."""
+    cdef Transport* t = e.transports[c.transport]
+    cdef uint8_t* out
+    cdef int n = 12 + pad
+    cdef int pt = probe_rtx_pt(c)
+    cdef int64_t stamped
+    if pt < 0 or pad < 1 or pad > PROBE_PAD_MAX:
+        return 0
+    out = send_slot(e)
+    out[0] = 0xA0                             # V=2, P=1, X=0, CC=0
+    out[1] = <uint8_t>(pt & 0x7F)             # M=0
+    wr16(out + 2, c.rtx_seq)
+    wr32(out + 4, c.ts.max_out)
+    wr32(out + 8, c.rtx_ssrc)
+    memset(out + 12, 0, pad - 1)
+    out[12 + pad - 1] = <uint8_t>pad
+    if t.bwe != NULL:
+        stamped = t.bwe.next_seq
+        bwe_stamp(e, t, out, &n)              # _bwe.pxi: counted in the estimator like any packet ...
+        if t.bwe.next_seq != stamped:
+            bwe_mark_padding(t.bwe)           # ... but for the loss-based limit
+    if protect_queued(e.srtp.protect, t.srtp_out, out, &n, e.hmac) != SRTP_ERR_OK:
+        t.drops[DROP_SRTP_PROTECT] += 1
+        return 0
+    send_queue(e, c.transport, n)
+    c.rtx_seq += 1
+    t.probe_packets += 1
+    t.probe_bytes += n
+    return n
+
+
+cdef void probe_tick(EngineState* e, Transport* t, int64_t now_ms) noexcept nogil:
+    """Top t's send rate up to probe_bps over the time since the last top-up (at most PROBE_TICK_MAX_MS): what was
+    sent since then (media, retransmissions, earlier padding) counts, the rest is padding. The probe ends early
+    once the estimator reports overuse: the link is full, more padding would only fill its queue."""
+    cdef int64_t elapsed = now_ms - t.probe_last_ms
+    cdef int64_t deficit, sent
+    cdef int32_t k = 0, pad, q
+    cdef Consumer* c
+    if now_ms >= t.probe_until_ms or (t.bwe != NULL and t.bwe.state == BWE_OVERUSING and t.bwe.pr_packets > 0):
+        t.probe_until_ms = 0                  # over, or the queue it builds is seen (feedback on the cluster's
+        return                                # packets, not a verdict from before it): stop adding to it
+    if elapsed <= 0:
+        return
+    if elapsed > PROBE_TICK_MAX_MS:
+        elapsed = PROBE_TICK_MAX_MS
+    sent = <int64_t>(t.tx_bytes - t.probe_last_tx) if t.tx_bytes > t.probe_last_tx else 0
+    deficit = <int64_t>(t.probe_bps * <uint64_t>elapsed // 8000) - sent
+    t.probe_last_ms = now_ms
+    t.probe_last_tx = t.tx_bytes
+    if deficit <= 0:
+        return
+    c = probe_consumer(e, t)
+    if c == NULL:
+        t.probe_until_ms = 0                  # its RTX consumer left
+        return
+    while deficit > 0 and k < PROBE_TICK_MAX_PACKETS:
+        # 40 bytes: header, transport-wide element and SRTP tag; what is left below that is not worth a packet
+        pad = PROBE_PAD_MAX if deficit > PROBE_PAD_MAX + 40 else <int32_t>(deficit - 40)
+        if pad < 1:
+            break
+        q = send_probe_padding(e, c, pad)
+        if q == 0:
+            break
+        deficit -= q
+        t.probe_last_tx += q                  # accounted by the flush at the end of this tick
+        k += 1

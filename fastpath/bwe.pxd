@@ -43,7 +43,11 @@ cdef enum:
     BWE_DEFAULT_RTT_MS = 100
     BWE_SENT_ACKED = 1                # BweSent.flags: reported received
     BWE_SENT_LOST = 2                 # reported lost (a later report may still say received)
+    BWE_SENT_PADDING = 4              # probe padding: counts for the delay-based estimate and the probe cluster,
+                                      # not for the loss-based limit (its loss says the probe rate did not fit)
     BWE_ONE_BYTE_MAX_ID = 14
+    BWE_PROBE_MIN_PACKETS = 5         # a probe cluster needs this many acknowledged packets for a result
+    BWE_PROBE_TIMEOUT_US = 1000000    # a cluster without feedback after its end this long is evaluated as it is
     BWE_EXT_ID_UNUSED = 14            # the id ingress gives elements that are not forwarded (fastpath/rtp.pxd)
 
 cdef enum BweState:                   # the overuse detector's verdict on the last group
@@ -125,6 +129,21 @@ ctypedef struct Bwe:
     # the estimate
     double estimate_bps
     double reported_bps               # the last estimate reported to control (an EV_BWE_CHANGED), 0 = none
+    # probe cluster (libwebrtc's ProbeBitrateEstimator): every packet sent in [pr_start_us, pr_end_us], media
+    # and padding, measured on both ends once the feedback has covered the window
+    int64_t pr_start_us               # -1 = no cluster open
+    int64_t pr_end_us
+    int64_t pr_first_send_us
+    int64_t pr_last_send_us
+    int64_t pr_first_arrival_us
+    int64_t pr_last_arrival_us
+    uint64_t pr_bytes
+    int32_t pr_packets
+    int32_t pr_lost
+    uint8_t pr_done                   # a packet sent after the window was reported: the window is covered
+    double probe_bps                  # the last cluster's result (0 = none yet)
+    uint64_t probe_results            # clusters evaluated
+    uint64_t probe_raises             # ... that raised the estimate
 
 
 cdef inline int bwe_init(Bwe* b, uint8_t ext_id) noexcept nogil:
@@ -151,6 +170,7 @@ cdef inline int bwe_init(Bwe* b, uint8_t ext_id) noexcept nogil:
     b.loss_last_us = -1
     b.loss_last_decrease_us = -1
     b.estimate_bps = BWE_START_BPS
+    b.pr_start_us = -1
     return 0
 
 
@@ -264,6 +284,11 @@ cdef inline int bwe_stamp_packet(uint8_t* pkt, int32_t* length, int32_t room, ui
         return 0
     wr16(pkt + off + 2, <uint16_t>(rd16(pkt + off + 2) + 1))
     return 1
+
+
+cdef inline void bwe_mark_padding(Bwe* b) noexcept nogil:
+    """The packet just recorded is probe padding (BWE_SENT_PADDING)."""
+    b.history[(b.next_seq - 1) & BWE_HISTORY_MASK].flags = BWE_SENT_PADDING
 
 
 cdef inline void bwe_record(Bwe* b, int64_t send_us, int32_t size) noexcept nogil:
@@ -424,7 +449,7 @@ cdef inline void _bwe_rate(Bwe* b, int64_t now_us) noexcept nogil:
     """The AIMD rate controller, once per feedback packet, driven by the detector's state."""
     cdef double dt_s, inc, new, limit, frame_bits, packets, response_ms
     cdef double acked = b.acked_bps
-    cdef double upper
+    cdef double upper, probe_arrival
     if b.state == BWE_OVERUSING:
         b.aimd = AIMD_DECREASE
     elif b.state == BWE_UNDERUSING:
@@ -465,6 +490,13 @@ cdef inline void _bwe_rate(Bwe* b, int64_t now_us) noexcept nogil:
         b.delay_bps = new
     elif b.aimd == AIMD_DECREASE:
         if b.last_decrease_us < 0 or now_us - b.last_decrease_us >= BWE_DECREASE_US:
+            if b.pr_start_us >= 0 and b.pr_packets >= BWE_PROBE_MIN_PACKETS \
+                    and b.pr_last_arrival_us > b.pr_first_arrival_us:
+                # During a probe the link's throughput is what the cluster arrives at; the acknowledged rate
+                # (a 500 ms average, mostly before the probe) would take the estimate below the media rate.
+                probe_arrival = b.pr_bytes * 8.0 * 1000000.0 / (b.pr_last_arrival_us - b.pr_first_arrival_us)
+                if probe_arrival > acked:
+                    acked = probe_arrival
             new = 0.85 * (acked if acked > 0 else b.delay_bps)
             if new < b.delay_bps:
                 b.delay_bps = new
@@ -520,6 +552,77 @@ cdef inline void _bwe_combine(Bwe* b) noexcept nogil:
     b.estimate_bps = est
 
 
+# ---- probe clusters ----------------------------------------------------------------------------------------
+
+cdef inline void bwe_probe_start(Bwe* b, int64_t now_us, int64_t duration_us) noexcept nogil:
+    """Open a probe cluster: the packets sent from now for duration_us are measured together (a cluster still
+    open is replaced)."""
+    b.pr_start_us = now_us
+    b.pr_end_us = now_us + duration_us
+    b.pr_first_send_us = b.pr_last_send_us = -1
+    b.pr_first_arrival_us = b.pr_last_arrival_us = -1
+    b.pr_bytes = 0
+    b.pr_packets = 0
+    b.pr_lost = 0
+    b.pr_done = 0
+
+
+cdef inline void _bwe_probe_packet(Bwe* b, int64_t send_us, int64_t arrival_us, int32_t size) noexcept nogil:
+    if send_us > b.pr_end_us:
+        b.pr_done = 1
+        return
+    if send_us < b.pr_start_us:
+        return
+    if b.pr_packets == 0 or send_us < b.pr_first_send_us:
+        b.pr_first_send_us = send_us
+    if b.pr_packets == 0 or send_us > b.pr_last_send_us:
+        b.pr_last_send_us = send_us
+    if b.pr_packets == 0 or arrival_us < b.pr_first_arrival_us:
+        b.pr_first_arrival_us = arrival_us
+    if b.pr_packets == 0 or arrival_us > b.pr_last_arrival_us:
+        b.pr_last_arrival_us = arrival_us
+    b.pr_bytes += size
+    b.pr_packets += 1
+
+
+cdef inline double bwe_probe_rate(Bwe* b) noexcept nogil:
+    """The open cluster's result as libwebrtc's ProbeBitrateEstimator takes it: the lower of the rate it was
+    sent at and the rate it arrived at, and 0.95 of the arrival rate when that is below 0.9 of the send rate (the
+    link was saturated). 0 = no result (too few packets, more than 10 % lost, no time span)."""
+    cdef double send_bps, recv_bps
+    if b.pr_packets < BWE_PROBE_MIN_PACKETS or b.pr_lost * 10 > b.pr_packets + b.pr_lost:
+        return 0
+    if b.pr_last_send_us <= b.pr_first_send_us or b.pr_last_arrival_us <= b.pr_first_arrival_us:
+        return 0
+    send_bps = b.pr_bytes * 8.0 * 1000000.0 / (b.pr_last_send_us - b.pr_first_send_us)
+    recv_bps = b.pr_bytes * 8.0 * 1000000.0 / (b.pr_last_arrival_us - b.pr_first_arrival_us)
+    if recv_bps < 0.9 * send_bps:
+        return 0.95 * recv_bps
+    return send_bps if send_bps < recv_bps else recv_bps
+
+
+cdef inline void _bwe_probe_result(Bwe* b) noexcept nogil:
+    """Close the cluster. A result above the delay-based estimate, without overuse, becomes the estimate (as
+    goog_cc's delay-based estimator takes a probe result) and lifts a loss limit below it (libwebrtc resets its
+    loss-based estimate to a probe's result): the 1.5x-acknowledged ceiling of the AIMD increase no longer holds
+    the estimate down to what is being sent."""
+    cdef double r = bwe_probe_rate(b)
+    b.pr_start_us = -1
+    b.probe_results += 1
+    if r <= 0:
+        return
+    b.probe_bps = r
+    if b.state == BWE_OVERUSING or r <= b.delay_bps:
+        return
+    b.delay_bps = r if r < BWE_MAX_BPS else BWE_MAX_BPS
+    b.cap_kbps = -1                           # the capacity seen at the last overuse no longer holds
+    if b.aimd == AIMD_HOLD:
+        b.aimd = AIMD_INCREASE
+    if b.loss_bps > 0 and b.loss_bps < r:
+        b.loss_bps = 0
+    b.probe_raises += 1
+
+
 # ---- feedback ----------------------------------------------------------------------------------------------
 
 ctypedef struct _BweCursor:
@@ -568,18 +671,23 @@ cdef inline void _bwe_status(Bwe* b, _BweCursor* c, uint8_t sym) noexcept nogil:
             return
         if s.flags & BWE_SENT_LOST:
             b.lost_packets -= 1               # late, not lost
-            if b.loss_lost > 0:
+            if b.loss_lost > 0 and not (s.flags & BWE_SENT_PADDING):
                 b.loss_lost -= 1
-        else:
+        elif not (s.flags & BWE_SENT_PADDING):
             b.loss_total += 1
         s.flags |= BWE_SENT_ACKED
         b.acked_packets += 1
         _bwe_arrival(b, s.send_us, c.arrival_us, s.size)
-    elif s.flags == 0:
-        s.flags = BWE_SENT_LOST
+        if b.pr_start_us >= 0:
+            _bwe_probe_packet(b, s.send_us, c.arrival_us, s.size)
+    elif not (s.flags & (BWE_SENT_ACKED | BWE_SENT_LOST)):
+        s.flags |= BWE_SENT_LOST
         b.lost_packets += 1
-        b.loss_lost += 1
-        b.loss_total += 1
+        if not (s.flags & BWE_SENT_PADDING):
+            b.loss_lost += 1
+            b.loss_total += 1
+        if b.pr_start_us >= 0 and b.pr_start_us <= s.send_us <= b.pr_end_us:
+            b.pr_lost += 1
 
 
 cdef inline int bwe_on_feedback(Bwe* b, const uint8_t* p, int32_t length, int64_t now_us) noexcept nogil:
@@ -644,6 +752,8 @@ cdef inline int bwe_on_feedback(Bwe* b, const uint8_t* p, int32_t length, int64_
     b.feedback_packets += 1
     _bwe_rate(b, now_us)
     _bwe_loss(b, now_us)
+    if b.pr_start_us >= 0 and (b.pr_done or now_us - b.pr_end_us > BWE_PROBE_TIMEOUT_US):
+        _bwe_probe_result(b)
     _bwe_combine(b)
     return 0
 

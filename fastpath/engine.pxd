@@ -271,6 +271,15 @@ ctypedef struct Transport:
     int64_t rate_ms                           # start of the send-rate window (tick), 0 = none yet
     uint64_t rate_bytes                       # tx_bytes at rate_ms
     uint64_t sent_bps                         # measured send rate over the last window
+    # Probe cluster (_rtx.pxi, Engine.probe): until probe_until_ms the tick tops the send rate up to probe_bps
+    # with padding-only packets on an RTX stream of one of the transport's video consumers.
+    int64_t probe_until_ms                    # 0 = not probing
+    int64_t probe_last_ms                     # the last top-up
+    uint64_t probe_last_tx                    # tx_bytes expected at that top-up, padding included
+    uint64_t probe_bps
+    uint64_t probe_clusters
+    uint64_t probe_packets
+    uint64_t probe_bytes
 
 
 ctypedef struct PendingRtp:

@@ -58,12 +58,15 @@ from fastpath.bwe cimport (
     BWE_FMT_REMB,
     BWE_FMT_TWCC,
     BWE_HISTORY,
+    BWE_OVERUSING,
     Bwe,
     BweSent,
     bwe_free,
     bwe_init,
+    bwe_mark_padding,
     bwe_on_feedback,
     bwe_on_remb,
+    bwe_probe_start,
     bwe_record,
     bwe_stamp_packet,
 )
@@ -553,6 +556,28 @@ cdef class Engine:
             tr.bwe.history = history
         tr.bwe.ext_id = ext_id
 
+    def probe(self, int t, long long bps, int duration_ms) -> bool:
+        """Start a bandwidth probe cluster toward transport t: for duration_ms the tick tops the transport's send
+        rate up to bps with padding-only packets on the RTX stream of one of its video consumers, stamped with
+        the transport-wide sequence, and the estimator measures the cluster (docs/FORWARDING.md, Probing). A
+        probe still running is replaced. False (nothing sent) without such a consumer, without transport-cc
+        toward t, or before t is bound with SRTP keys."""
+        cdef EngineState* e = self.st
+        cdef Transport* tr = e.transports[self._t_slot(t)]
+        if bps <= 0 or duration_ms <= 0:
+            raise ValueError(f"bps and duration_ms must be positive, got {bps}, {duration_ms}")
+        if tr.bwe == NULL or tr.bwe.history == NULL or not tr.bound or tr.srtp_out == NULL:
+            return False
+        if probe_consumer(e, tr) == NULL:
+            return False
+        tr.probe_bps = <uint64_t>bps
+        tr.probe_until_ms = e.now_ms + duration_ms
+        tr.probe_last_ms = e.now_ms
+        tr.probe_last_tx = tr.tx_bytes
+        tr.probe_clusters += 1
+        bwe_probe_start(tr.bwe, e.now_us, <int64_t>duration_ms * 1000)
+        return True
+
     def bind_tuple(self, int t, str host, int port) -> None:
         cdef int32_t slot = self._t_slot(t)
         cdef Transport* tr = self.st.transports[slot]
@@ -1006,7 +1031,9 @@ cdef class Engine:
              "tx_bytes": tr.tx_bytes, "rtp_rx": tr.rtp_rx, "rtcp_rx": tr.rtcp_rx, "rtcp_tx": tr.rtcp_tx,
              "stun_rx": tr.stun_rx, "dtls_rx": tr.dtls_rx, "srtp_resets": tr.srtp_resets,
              "bound": int(tr.bound), "srtp": int(tr.srtp_in != NULL), "rtt_ms": tr.rtt_ms,
-             "sent_bps": tr.sent_bps}
+             "sent_bps": tr.sent_bps, "probing": int(tr.probe_until_ms != 0),
+             "probe_clusters": tr.probe_clusters, "probe_packets": tr.probe_packets,
+             "probe_bytes": tr.probe_bytes}
         if tr.twcc != NULL:
             d.update(twcc_packets=tr.twcc.packets, twcc_duplicates=tr.twcc.duplicates,
                      twcc_too_old=tr.twcc.too_old, twcc_resyncs=tr.twcc.resyncs,
@@ -1073,7 +1100,9 @@ cdef dict _bwe_snapshot(Bwe* b):
             "bwe_remb_bps": int(b.remb_bps), "remb_packets": b.remb_packets, "twcc_ext_id": b.ext_id,
             "twcc_stamped": b.stamped, "twcc_stamp_skipped": b.stamp_skipped,
             "twcc_feedback_packets": b.feedback_packets, "twcc_feedback_bad": b.feedback_bad,
-            "twcc_acked": b.acked_packets, "twcc_lost": b.lost_packets, "twcc_unknown": b.unknown_packets}
+            "twcc_acked": b.acked_packets, "twcc_lost": b.lost_packets, "twcc_unknown": b.unknown_packets,
+            "bwe_probe_pending": int(b.pr_start_us >= 0), "bwe_probe_bps": int(b.probe_bps),
+            "bwe_probe_results": b.probe_results, "bwe_probe_raises": b.probe_raises}
 
 
 cdef void _free_transport(Transport* t) noexcept nogil:

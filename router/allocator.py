@@ -9,8 +9,13 @@ it fits in :data:`VIDEO_SHARE` of the estimate, never above the preferred layer.
 fit (congestion) the tracks drop at once to what fits; a raise needs headroom of :data:`RAISE_MARGIN` over the
 next layer's need for :data:`RAISE_TICKS` passes in a row and waits :data:`RAISE_HOLD_S` after a lowering. A video
 track not even the lowest layer of which fits is paused, and ``on_stream_state`` tells control (the subscriber gets
-``StreamStateUpdate``). The layer asked of the Engine is ``Consumer.layer_cap``, the lower of control's preference
-and the allocation. docs/FORWARDING.md "Simulcast switching" explains the rules and constants.
+``StreamStateUpdate``). An estimate cannot rise far above what is sent, so when a raise is wanted and does not fit
+(and on the first allocation, before lowering from the unconfirmed start estimate) the allocator asks the Engine
+for a probe (``Engine.probe``: padding up to a probe rate for :data:`PROBE_DURATION_S`), as LiveKit's
+probe controller does; a probe that did not lift the estimate to its goal delays the next one
+(:data:`PROBE_BACKOFF_S`, x :data:`PROBE_BACKOFF_FACTOR` up to :data:`PROBE_BACKOFF_MAX_S`). The layer asked of
+the Engine is ``Consumer.layer_cap``, the lower of control's preference and the allocation. docs/FORWARDING.md
+"Simulcast switching" (and its "Probing") explains the rules and constants.
 
 This module owns the allocator's state (per transport, per track, the producers' measured layer rates); the
 Consumer records carry only what the media service needs too (``allocated_layer``, ``bw_paused``).
@@ -38,6 +43,18 @@ RAISE_MARGIN = 1.1  # a raise needs the estimate to cover the new total by 10 % 
 RAISE_TICKS = 3  # ... in this many passes in a row (1.5 s of steady headroom)
 RAISE_HOLD_S = 4.0  # no raise for this long after a bandwidth-driven lowering (LiveKit waits ~5 s to unpause)
 RAISE_MAX_LOSS = 0.1  # no raise while the estimator reports more loss than this
+PROBE_DURATION_S = 0.25  # one probe cluster (LiveKit starts at 200 ms): short, so that a queue can absorb it
+PROBE_SETTLE_S = 1.5  # the longest wait for a probe's result after the cluster (feedback and its RTT)
+PROBE_OVERSHOOT = 1.2  # probe at this much of the estimate the raise needs ...
+PROBE_MIN_EXTRA_BPS = 200_000  # ... and at least this much above it (LiveKit: max(120 %, 200 kbit/s))
+PROBE_MAX_LOSS = 0.02  # no probe on a link that loses more than this (or is overusing)
+PROBE_BACKOFF_S = 3.0  # after a failed probe the next waits this long ...
+PROBE_BACKOFF_FACTOR = 1.5  # ... times this after each further failure ...
+PROBE_BACKOFF_MAX_S = 10.0  # ... up to this (LiveKit's is longer; a link whose cap is lifted must be found again
+# within seconds, and a 0.25 s probe every 10 s costs a capped link a ~100 ms queue); a successful probe resets it
+# once its raise held this long:
+PROBE_STABLE_S = 10.0  # (a lowering sooner counts as a failure, so a lossy link does not flap between layers)
+PROBE_CLEAN_PASSES = 3  # a probe needs this many passes in a row without loss or overuse (a loss window is small)
 
 NONE = -1  # not managed: the Engine follows control's preferred layer alone
 PAUSED = -2  # paused by the allocator
@@ -53,6 +70,7 @@ class Estimate:
     bps: int
     state: str = "normal"  # "normal", "overusing" or "underusing" (the delay-based detector's verdict)
     loss: float = 0.0  # fraction of packets the subscriber reported lost
+    probing: bool = False  # a probe cluster's result is still awaited (its feedback has not come)
 
 
 class EstimateSource(Protocol):
@@ -77,7 +95,8 @@ class EngineEstimates:
         bps = snap.get("bwe_bps", 0)
         if not bps:
             return None
-        return Estimate(int(bps), str(snap.get("bwe_state", "normal")), float(snap.get("bwe_loss", 0.0)))
+        return Estimate(int(bps), str(snap.get("bwe_state", "normal")), float(snap.get("bwe_loss", 0.0)),
+                        bool(snap.get("bwe_probe_pending", 0)))
 
 
 class NoEstimates:
@@ -197,10 +216,19 @@ def fit(video: Sequence[Track], budget: float) -> float:
     return remaining
 
 
-class TransportAllocation:
-    """The allocator's state for one subscriber transport and the lowering/raising rules."""
+Prober = Callable[[float], bool]  # start a probe toward the transport at this many bit/s; False = cannot
 
-    __slots__ = ("transport_id", "tracks", "video", "lowered_at", "streak", "managed", "stamp")
+
+def probe_rate(goal_bps: float) -> float:
+    """What a probe for an estimate of ``goal_bps`` sends at."""
+    return max(goal_bps * PROBE_OVERSHOOT, goal_bps + PROBE_MIN_EXTRA_BPS)
+
+
+class TransportAllocation:
+    """The allocator's state for one subscriber transport and the lowering, raising and probing rules."""
+
+    __slots__ = ("transport_id", "tracks", "video", "lowered_at", "streak", "managed", "stamp", "probe_started",
+                 "probe_goal", "probe_wait", "next_probe_at", "probed", "boost", "raised_at", "clean")
 
     def __init__(self, transport_id: str) -> None:
         self.transport_id = transport_id
@@ -210,45 +238,114 @@ class TransportAllocation:
         self.streak = 0  # passes in a row in which a raise fitted
         self.managed = False  # some track has an allocation (to undo when the estimate goes away)
         self.stamp = 0
+        self.probe_started = -1.0  # a probe in flight since then, -1 = none
+        self.probe_goal = 0.0  # the estimate it should reach
+        self.probe_wait = 0.0  # the backoff after the last failure, 0 = none
+        self.next_probe_at = -1e9
+        self.probed = False  # some probe was started (the first allocation's probe is done)
+        self.boost = False  # the last probe succeeded: the next raise needs one pass, not RAISE_TICKS
+        self.raised_at = -1.0  # when the last successful probe was, -1 = its raise held PROBE_STABLE_S (or none)
+        self.clean = 0  # passes in a row with loss below PROBE_MAX_LOSS and no overuse
 
-    def decide(self, now: float, estimate: Estimate, audio_bps: float, video: Sequence[Track]
-               ) -> list[tuple[Track, int]]:
-        """The changes of one pass: ``video`` are the allocatable video tracks in priority order."""
+    def _start_probe(self, now: float, goal: float, probe: Prober | None) -> bool:
+        if probe is None or not probe(probe_rate(goal)):
+            self.next_probe_at = now + PROBE_BACKOFF_S  # no RTX stream to pad on (yet): ask again later
+            return False
+        self.probed = True
+        self.probe_started, self.probe_goal = now, goal
+        return True
+
+    def _back_off(self, now: float) -> None:
+        self.probe_wait = min(self.probe_wait * PROBE_BACKOFF_FACTOR, PROBE_BACKOFF_MAX_S) \
+            if self.probe_wait else PROBE_BACKOFF_S
+        self.next_probe_at = now + self.probe_wait
+        self.raised_at = -1.0
+
+    def _probe_done(self, now: float, success: bool) -> None:
+        self.probe_started = -1.0
+        if success:  # the next layer may be probed for at once; the backoff goes once the raise held
+            self.next_probe_at = now
+            self.raised_at = now
+            self.boost = True
+        else:
+            self._back_off(now)
+            self.boost = False
+
+    def decide(self, now: float, estimate: Estimate, audio_bps: float, video: Sequence[Track],
+               probe: Prober | None = None) -> list[tuple[Track, int]]:
+        """The changes of one pass: ``video`` are the allocatable video tracks in priority order; ``probe``
+        starts a bandwidth probe toward the transport (None: no probing)."""
         budget = estimate.bps * VIDEO_SHARE - audio_bps
+        congested = estimate.state == "overusing" or estimate.loss > RAISE_MAX_LOSS
+        self.clean = self.clean + 1 if estimate.state == "normal" and estimate.loss < PROBE_MAX_LOSS else 0
+        if self.raised_at >= 0 and now - self.raised_at >= PROBE_STABLE_S:
+            self.probe_wait, self.raised_at = 0.0, -1.0  # the probed raise held: a success
+        if self.probe_started >= 0:
+            age = now - self.probe_started
+            if age < PROBE_DURATION_S or (estimate.probing and not congested
+                                          and age < PROBE_DURATION_S + PROBE_SETTLE_S):
+                return []  # its result is not in yet: change nothing
+            # Done: it succeeded if the estimate reached the goal; a congested link lowers below as usual.
+            self._probe_done(now, not congested and estimate.bps >= self.probe_goal)
         used = 0.0
+        idle = bool(video)  # every video track is paused by us: nothing is sent, the loss and state are stale
         for t in video:
-            used += t.rate(t.current())
+            cur = t.current()
+            used += t.rate(cur)
+            idle = idle and cur == PAUSED
         fit(video, budget)
         if used > budget:  # congested: every track drops to what fits now, none goes up
+            if not self.probed and not congested and self.lowered_at < 0 and estimate.loss < PROBE_MAX_LOSS \
+                    and self._start_probe(now, used * RAISE_MARGIN / VIDEO_SHARE + audio_bps, probe):
+                return []  # the first allocation: the start estimate is a guess, probe what is being sent
             changes = []
             for t in video:
                 cur = t.current()
                 if t.fit == PAUSED and cur != PAUSED or cur != PAUSED and 0 <= t.fit < cur:
                     changes.append((t, t.fit))
             if changes:
+                if self.raised_at >= 0:
+                    self._back_off(now)  # soon after a probed raise: that probe did not really succeed
                 self.lowered_at = now
                 self.streak = 0
+                self.boost = False
             return changes
-        if now - self.lowered_at < RAISE_HOLD_S or estimate.state == "overusing" or estimate.loss > RAISE_MAX_LOSS:
+        if now - self.lowered_at < RAISE_HOLD_S or (estimate.state == "overusing"
+                                                     or estimate.loss > RAISE_MAX_LOSS) and not idle:
             self.streak = 0
+            return []
+        if idle and estimate.state == "overusing":
+            # Nothing was sent since the pause: the verdict is stale and only feedback on a probe renews it.
+            self.streak = 0
+            if now >= self.next_probe_at:
+                need = min(t.rate(t.lowest()) for t in video) * RAISE_MARGIN
+                self._start_probe(now, need / VIDEO_SHARE + audio_bps, probe)
             return []
         best: Track | None = None
         best_layer = best_rank = 0
+        wanted = 0.0  # the least total a raise of some track needs (0 = no raise possible)
         for t in video:  # the lowest track (paused first) that can go one layer up with the margin
             cur = t.current()
             nxt = t.lowest() if cur == PAUSED else t.next_above(cur)
-            if nxt < 0 or (used - t.rate(cur) + t.rate(nxt)) * RAISE_MARGIN > budget:
+            if nxt < 0:
+                continue
+            need = (used - t.rate(cur) + t.rate(nxt)) * RAISE_MARGIN
+            if need > budget:
+                wanted = need if not wanted else min(wanted, need)
                 continue
             rank = -1 if cur == PAUSED else cur
             if best is None or rank < best_rank:
                 best, best_layer, best_rank = t, nxt, rank
         if best is None:
             self.streak = 0
+            if wanted and (idle or self.clean >= PROBE_CLEAN_PASSES) and now >= self.next_probe_at:
+                self._start_probe(now, wanted / VIDEO_SHARE + audio_bps, probe)
             return []
         self.streak += 1
-        if self.streak < RAISE_TICKS:
+        if self.streak < (1 if self.boost else RAISE_TICKS):
             return []
         self.streak = 0
+        self.boost = False
         return [(best, best_layer)]
 
 
@@ -262,6 +359,7 @@ class AllocatorEngine(Protocol):
     def set_consumer_layer(self, c: int, spatial: int) -> None: ...
     def pause_consumer(self, c: int) -> None: ...
     def resume_consumer(self, c: int) -> None: ...
+    # and, optionally, probe(t, bps, duration_ms) -> bool (fastpath.Engine.probe): without it nothing probes
 
 
 StreamStateCallback = Callable[["Consumer", bool], None]  # (consumer, paused)
@@ -298,6 +396,7 @@ class StreamAllocator:
         self._measured: dict[str, _Measured] = {}
         self._next_run = 0.0
         self._cycle = 0
+        self._probe: Callable[[int, int, int], bool] | None = getattr(engine, "probe", None)
 
     def preference_changed(self, consumer: Consumer, old_preferred: int) -> None:
         """Control moved the consumer's preferred layer. An allocation that only followed the old preference
@@ -404,7 +503,16 @@ class StreamAllocator:
             if t.lowest() >= 0:
                 video.append(t)
         video.sort(key=priority_order)
-        for t, layer in state.decide(now, estimate, audio_bps, video):
+        probe = self._probe
+        prober: Prober | None = None
+        if probe is not None:
+            handle = transport.handle
+
+            def prober(bps: float) -> bool:
+                log.debug("transport %s: probe at %d bit/s", transport.id, bps)
+                return bool(probe(handle, int(bps), int(PROBE_DURATION_S * 1000)))
+
+        for t, layer in state.decide(now, estimate, audio_bps, video, prober):
             state.managed = True
             self._apply(t, layer)
 

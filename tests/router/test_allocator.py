@@ -14,11 +14,21 @@ import pytest
 
 from router.allocator import (
     ALLOCATE_INTERVAL_S,
+    PROBE_BACKOFF_FACTOR,
+    PROBE_BACKOFF_MAX_S,
+    PROBE_BACKOFF_S,
+    PROBE_CLEAN_PASSES,
+    PROBE_DURATION_S,
+    PROBE_STABLE_S,
     RAISE_HOLD_S,
+    RAISE_MARGIN,
+    VIDEO_SHARE,
     EngineEstimates,
     Estimate,
     FixedEstimates,
     StreamAllocator,
+    TransportAllocation,
+    probe_rate,
 )
 from router.layer_rates import LayerRates
 from router.media_router import Consumer, Producer
@@ -55,9 +65,31 @@ class FakeEngine:
         self.calls.append(("resume", c, 0))
 
 
-class World:
+class ProbingEngine(FakeEngine):
+    """A fake Engine that can probe: records (time, transport, bps, duration_ms); ``on_probe`` may change the
+    world (a link with room: the estimate rises); ``accept`` False = no RTX consumer to pad on."""
+
     def __init__(self) -> None:
-        self.engine = FakeEngine()
+        super().__init__()
+        self.probes: list[tuple[float, int, int, int]] = []
+        self.accept = True
+        self.on_probe: Any = None
+        self.clock: Any = None
+
+    def probe(self, t: int, bps: int, duration_ms: int) -> bool:
+        if not self.accept:
+            return False
+        self.probes.append((self.clock(), t, bps, duration_ms))
+        if self.on_probe is not None:
+            self.on_probe(bps)
+        return True
+
+
+class World:
+    def __init__(self, engine: FakeEngine | None = None) -> None:
+        self.engine = engine if engine is not None else FakeEngine()
+        if isinstance(self.engine, ProbingEngine):
+            self.engine.clock = lambda: self.now
         self.estimates = FixedEstimates()
         self.transports: Registry[FakeTransport] = Registry("transport")
         self.producers: Registry[Producer] = Registry("producer")
@@ -79,12 +111,12 @@ class World:
         self.estimate(tid, estimate_bps)
         assert self.transports.handle(tid) == h
 
-    def estimate(self, tid: str, bps: int | None, state: str = "normal") -> None:
+    def estimate(self, tid: str, bps: int | None, state: str = "normal", loss: float = 0.0) -> None:
         h = self.transports.handle(tid)
         if bps is None:
             self.estimates.estimates.pop(h, None)
         else:
-            self.estimates.estimates[h] = Estimate(bps, state)
+            self.estimates.estimates[h] = Estimate(bps, state, loss)
 
     def consumer(self, cid: str, tid: str, pid: str, *, preferred: int = -1, priority: int = 1) -> int:
         kind = self.producers.get(pid).kind
@@ -302,3 +334,177 @@ def test_overuse_holds_raises() -> None:
     w.estimate("sub", 5_000_000)
     w.run(1.5)
     assert w.got("c") == 0
+
+
+# ---- probing (docs/FORWARDING.md, Probing) ---------------------------------------------------------------------
+
+
+def probing_world(estimate_bps: int, **estimate: Any) -> tuple[World, ProbingEngine]:
+    engine = ProbingEngine()
+    w = World(engine)
+    w.transport("sub", estimate_bps)
+    w.estimate("sub", estimate_bps, **estimate)
+    w.producer("v", "video", SIMULCAST)
+    w.consumer("c", "sub", "v")
+    return w, engine
+
+
+def top_goal() -> float:
+    """The estimate the 1280 px layer needs (with the raise margin, inside the video share)."""
+    return SIMULCAST[2] * RAISE_MARGIN / VIDEO_SHARE
+
+
+def test_first_allocation_probes_before_lowering_from_the_start_estimate() -> None:
+    w, engine = probing_world(1_000_000)  # the Engine's start value, below what the top layer needs
+    engine.on_probe = lambda bps: w.estimate("sub", int(bps * 0.95))  # a clean link: the probe lifts it
+    w.run(3.0)
+    assert len(engine.probes) == 1
+    _, t, bps, duration_ms = engine.probes[0]
+    assert (t, duration_ms) == (w.transports.handle("sub"), PROBE_DURATION_S * 1000)
+    assert bps == pytest.approx(probe_rate(top_goal()), rel=0.05)
+    assert w.got("c") == 2 and ("layer", 0, 1) not in engine.calls  # never lowered
+    w.run(10.0)
+    assert w.got("c") == 2 and len(engine.probes) == 1  # nothing more to probe for
+
+
+def test_a_failed_first_probe_lowers_and_later_probes_back_off() -> None:
+    w, engine = probing_world(1_000_000)
+    w.run(2.0)
+    assert len(engine.probes) == 1 and w.got("c") == 1  # the probe changed nothing: 640 px fits 900 k
+    w.run(60.0)
+    times = [p[0] for p in engine.probes]
+    gaps = [b - a for a, b in zip(times[1:], times[2:], strict=False)]
+    assert len(gaps) >= 5 and max(gaps) <= PROBE_BACKOFF_MAX_S + PROBE_DURATION_S + 2 * ALLOCATE_INTERVAL_S
+    # Each gap: the probe's own 0.5 s, the backoff (3 s, x1.5 after each failure), rounded up to a pass.
+    for i, gap in enumerate(gaps):
+        wait = min(PROBE_BACKOFF_S * PROBE_BACKOFF_FACTOR ** (i + 1), PROBE_BACKOFF_MAX_S)
+        assert wait + PROBE_DURATION_S <= gap <= wait + PROBE_DURATION_S + 2 * ALLOCATE_INTERVAL_S
+    assert all(p[2] == pytest.approx(probe_rate(top_goal() + 0), rel=0.2) for p in engine.probes[1:])
+    assert w.got("c") == 1
+
+
+def test_a_successful_probe_raises_at_once_and_resets_the_backoff() -> None:
+    w, engine = probing_world(1_000_000)
+    w.run(20.0)  # a few failures: the backoff has grown
+    failures = len(engine.probes)
+    assert failures >= 3 and w.got("c") == 1
+    engine.on_probe = lambda bps: w.estimate("sub", int(bps))
+    start = w.now
+    w.run(12.0)
+    raised_after = len(engine.probes)
+    assert raised_after == failures + 1 and w.got("c") == 2
+    probe_time = engine.probes[-1][0]
+    assert probe_time - start <= PROBE_BACKOFF_S * PROBE_BACKOFF_FACTOR ** failures
+    # The raise followed one pass after the result, not RAISE_TICKS: the layer call is at most 1.5 s later.
+    # The raise holds PROBE_STABLE_S; then congestion: lowered, held, and the next probe comes right after the
+    # hold (the backoff was reset).
+    w.run(PROBE_STABLE_S + 1.0)
+    raised_after = len(engine.probes)
+    engine.on_probe = None
+    w.estimate("sub", 1_000_000)
+    w.run(0.5)
+    assert w.got("c") == 1
+    lowered = w.now
+    w.run(RAISE_HOLD_S + 1.5)
+    assert len(engine.probes) == raised_after + 1
+    assert engine.probes[-1][0] - lowered <= RAISE_HOLD_S + 1.0
+
+
+def test_a_successful_probe_needs_one_pass_to_raise() -> None:
+    w, engine = probing_world(400_000)
+    w.run(2.0)  # the first probe fails: 320 px
+    assert w.got("c") == 0
+    engine.on_probe = lambda bps: w.estimate("sub", int(bps))
+    raises = []
+    for _ in range(40):
+        before = w.got("c")
+        w.run(ALLOCATE_INTERVAL_S)
+        if w.got("c") != before:
+            raises.append(w.now)
+    assert w.got("c") == 2
+    probes = [p[0] for p in engine.probes[1:]]
+    assert len(probes) == 2 and len(raises) == 2  # one probe per layer up
+    for probe_at, raised_at in zip(probes, raises, strict=True):
+        # The pass that reads the result raises: one pass, not RAISE_TICKS.
+        assert raised_at - probe_at == pytest.approx(ALLOCATE_INTERVAL_S)
+
+
+@pytest.mark.parametrize(("state", "loss"), [("overusing", 0.0), ("underusing", 0.0), ("normal", 0.05)],
+                         ids=["overusing", "underusing", "5 % loss"])
+def test_no_probe_on_a_congested_link(state: str, loss: float) -> None:
+    w, engine = probing_world(1_000_000)
+    w.run(2.0)  # first probe failed: 640 px
+    assert len(engine.probes) == 1
+    w.estimate("sub", 1_000_000, state, loss)
+    w.run(30.0)
+    assert len(engine.probes) == 1
+
+
+def test_without_an_rtx_consumer_nothing_probes_and_the_rules_are_as_before() -> None:
+    w, engine = probing_world(1_000_000)
+    engine.accept = False
+    w.run(2.0)
+    assert w.got("c") == 1 and engine.probes == []
+
+
+def test_an_all_paused_transport_probes_despite_a_stale_loss() -> None:
+    w, engine = probing_world(100_000)
+    w.run(2.0)
+    assert w.got("c") == "paused"
+    w.estimate("sub", 100_000, loss=0.3)  # the last loss reported before the video stopped: nothing is sent now
+    engine.on_probe = lambda bps: w.estimate("sub", int(bps))
+    w.run(RAISE_HOLD_S + PROBE_BACKOFF_S + 3.0)
+    assert w.got("c") != "paused"
+
+
+def test_an_all_paused_transport_probes_despite_a_stale_overuse_and_resumes_on_a_fresh_verdict() -> None:
+    w, engine = probing_world(100_000)
+    w.run(2.0)
+    assert w.got("c") == "paused"
+    w.estimate("sub", 5_000_000, state="overusing")  # the verdict of the last feedback before the pause
+    engine.on_probe = lambda bps: w.estimate("sub", int(bps))  # the probe's feedback: normal, room
+    w.run(RAISE_HOLD_S + 2.0)
+    assert len(engine.probes) >= 2  # the first allocation's, then one for the lowest layer
+    assert engine.probes[1][2] == pytest.approx(probe_rate(SIMULCAST[0] * RAISE_MARGIN / VIDEO_SHARE), rel=0.05)
+    assert w.got("c") != "paused"
+
+
+def test_a_transport_without_video_tracks_and_a_stale_overuse_is_left_alone() -> None:
+    state = TransportAllocation("sub")
+    probes: list[float] = []
+    for i in range(20):  # raised before: no video track is not "every video track paused"
+        assert state.decide(1000.0 + i, Estimate(100_000, "overusing"), 64_000, [], probes.append) == []
+    assert probes == []
+
+
+def test_a_lowering_soon_after_a_probed_raise_backs_off_the_next_probe() -> None:
+    # A lossy link: every probe "succeeds", every raise is undone a few seconds later. The probes space out.
+    w, engine = probing_world(1_000_000)
+    w.run(2.0)
+    engine.on_probe = lambda bps: w.estimate("sub", int(bps))
+    for _ in range(5):
+        before = len(engine.probes)
+        for _ in range(200):
+            w.run(ALLOCATE_INTERVAL_S)
+            if len(engine.probes) > before and w.got("c") == 2:
+                break
+        w.run(3.0)
+        w.estimate("sub", 1_000_000)  # the raise did not hold
+        w.run(ALLOCATE_INTERVAL_S)
+        assert w.got("c") == 1
+    times = [p[0] for p in engine.probes[1:]]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert gaps == sorted(gaps) and gaps[-1] > gaps[0] + PROBE_BACKOFF_S
+
+
+def test_a_probe_needs_passes_in_a_row_without_loss() -> None:
+    w, engine = probing_world(1_000_000)
+    w.run(2.0)
+    assert len(engine.probes) == 1
+    for i in range(60):  # 5 % loss, with a loss window that reads 0 every other pass
+        w.estimate("sub", 1_000_000, loss=0.05 if i % 2 else 0.0)
+        w.run(ALLOCATE_INTERVAL_S)
+    assert len(engine.probes) == 1
+    w.estimate("sub", 1_000_000)
+    w.run(ALLOCATE_INTERVAL_S * (PROBE_CLEAN_PASSES + 1))
+    assert len(engine.probes) == 2

@@ -1,0 +1,254 @@
+"""Bandwidth probes (fastpath/_rtx.pxi, fastpath/bwe.pxd; docs/FORWARDING.md, Probing).
+
+``Engine.probe`` tops a subscriber transport's send rate up to a probe rate on every tick with padding-only RTP
+packets (RFC 3550 5.1) on the RTX stream (RFC 4588) of one of its video consumers, stamped with the
+transport-wide sequence: checked byte for byte, with the per-tick top-up and the refusal without RTX. The
+estimator measures the probe cluster from synthetic TWCC feedback: a link with room lifts the estimate above the
+1.5x-acknowledged ceiling, a saturated one does not.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import pytest
+
+import fastpath
+from tests import packets
+from tests.fastpath.conftest import Rig
+
+TWCC_ID = 5
+PUB_SSRC = 0x1111
+OUT_SSRC = 0x5555
+RTX_OUT_SSRC = 0x6666
+VP8, OUT_VP8, OUT_RTX = 96, 100, 101
+TAG = {fastpath.PROFILE_AES128_CM_SHA1_80: 10, fastpath.PROFILE_AEAD_AES_128_GCM: 16}
+
+
+def seq_of(packet: bytes) -> int | None:
+    for eid, data in fastpath.parse_rtp(packet)["extensions"]:
+        if eid == TWCC_ID:
+            return struct.unpack("!H", data)[0]
+    return None
+
+
+def setup(rig: Rig, *, rtx: bool = True, twcc: bool = True) -> None:
+    rig.engine.add_producer(10, 1, fastpath.KIND_VIDEO, b"0", [(b"", PUB_SSRC, 0)], [VP8], {}, 90000,
+                            codecs={VP8: fastpath.CODEC_VP8})
+    if rtx:
+        rig.engine.add_consumer(20, 2, 10, OUT_SSRC, {VP8: OUT_VP8}, True, rtx_ssrc=RTX_OUT_SSRC,
+                                rtx_pt_map={OUT_VP8: OUT_RTX})
+    else:
+        rig.engine.add_consumer(20, 2, 10, OUT_SSRC, {VP8: OUT_VP8}, True)
+    if twcc:
+        rig.engine.set_transport_cc(2, TWCC_ID)
+
+
+def forward_media(rig: Rig, count: int = 4) -> list[bytes]:
+    for i in range(count):
+        rig.pub.send_rtp(packets.rtp(VP8, 300 + i, 9000 + 3000 * i, PUB_SSRC, packets.vp8_payload(key=i == 0)))
+    rig.pump()
+    got, _ = rig.sub.drain()
+    assert len(got) == count
+    return got
+
+
+def now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+def test_probe_padding_is_a_padding_only_rtx_packet_byte_for_byte(rig: Rig) -> None:
+    setup(rig)
+    media = forward_media(rig)
+    last_ts = struct.unpack("!I", media[-1][4:8])[0]
+    last_twcc = seq_of(media[-1])
+    t0 = now_ms()
+    rig.engine.tick(t0)
+    rig.sub.drain(0.05)
+    assert rig.engine.probe(2, 400_000, 500) is True
+    rig.engine.tick(t0 + 20)                                  # 20 ms at 400 kbit/s: 1,000 bytes
+    got, _ = rig.sub.drain()
+    assert len(got) == 4                                      # 3 x 255 bytes of padding and the rest (less 40)
+    rtx_seq0 = struct.unpack("!H", got[0][2:4])[0]
+    wire = 0
+    for i, p in enumerate(got):
+        pad = p[-1]
+        expected = (bytes([0xB0, OUT_RTX]) + struct.pack("!HII", (rtx_seq0 + i) & 0xFFFF, last_ts, RTX_OUT_SSRC)
+                    + bytes.fromhex("bede0001") + bytes([TWCC_ID << 4 | 1]) + struct.pack("!H", (last_twcc + 1 + i)
+                                                                                        & 0xFFFF) + b"\x00"
+                    + b"\x00" * (pad - 1) + bytes([pad]))
+        assert p == expected
+        parsed = fastpath.parse_rtp(p)
+        assert parsed["padding_len"] == pad and parsed["payload"] == b""
+        wire += len(p) + TAG[rig.profile]
+    assert [p[-1] for p in got[:3]] == [255, 255, 255]
+    snap = rig.engine.snapshot_transport(2)
+    assert (snap["probe_packets"], snap["probe_bytes"], snap["probe_clusters"], snap["probing"]) == (4, wire, 1, 1)
+    assert 1000 - 40 <= wire <= 1000
+    assert snap["twcc_stamped"] == 8
+    # The RTX counter goes on: a retransmission after the probe takes the next number.
+    rig.sub.forget_received()
+    rig.sub.send_rtcp(packets.rtcp_nack(0xABC, OUT_SSRC, [struct.unpack("!H", media[1][2:4])[0]]))
+    rig.pump()
+    again, _ = rig.sub.drain()
+    assert [struct.unpack("!HI", p[2:4] + p[8:12]) for p in again] == [((rtx_seq0 + 4) & 0xFFFF, RTX_OUT_SSRC)]
+
+
+def test_probe_tops_up_what_media_already_sent_and_ends_after_its_duration(rig: Rig) -> None:
+    setup(rig)
+    forward_media(rig, 1)
+    t0 = now_ms()
+    rig.engine.tick(t0)
+    rig.sub.drain(0.05)
+    assert rig.engine.probe(2, 800_000, 100) is True          # 2,000 bytes per 20 ms tick
+    per_tick = []
+    for k in range(1, 8):
+        if k == 3:
+            # About 1 KB of media in this interval: the top-up is that much smaller.
+            rig.pub.send_rtp(packets.rtp(VP8, 301, 12000, PUB_SSRC, packets.vp8_payload(key=False) + b"\x00" * 900))
+            rig.pump()
+        before = rig.engine.snapshot_transport(2)["probe_bytes"]
+        rig.engine.tick(t0 + 20 * k)
+        rig.sub.drain(0.05)
+        per_tick.append(rig.engine.snapshot_transport(2)["probe_bytes"] - before)
+    assert all(2000 - 40 <= b <= 2000 for b in per_tick[:2])  # the full top-up
+    assert 900 <= per_tick[2] < 1300                          # ~1 KB of media went out in that interval
+    assert all(2000 - 40 <= b <= 2000 for b in per_tick[3:4])
+    assert per_tick[5:] == [0, 0]                             # 100 ms are over
+    assert rig.engine.snapshot_transport(2)["probing"] == 0
+
+
+def test_a_late_tick_tops_up_at_most_40_ms(rig: Rig) -> None:
+    setup(rig)
+    forward_media(rig, 1)
+    t0 = now_ms()
+    rig.engine.tick(t0)
+    assert rig.engine.probe(2, 800_000, 1000) is True
+    rig.engine.tick(t0 + 500)
+    assert 4000 - 40 <= rig.engine.snapshot_transport(2)["probe_bytes"] <= 4000
+
+
+@pytest.mark.parametrize(("rtx", "twcc"), [(False, True), (True, False)], ids=["no RTX", "no transport-cc"])
+def test_probe_without_rtx_or_transport_cc_is_refused_and_sends_nothing(rig: Rig, rtx: bool, twcc: bool) -> None:
+    setup(rig, rtx=rtx, twcc=twcc)
+    forward_media(rig, 2)
+    t0 = now_ms()
+    rig.engine.tick(t0)
+    rig.sub.drain(0.05)
+    assert rig.engine.probe(2, 1_000_000, 500) is False
+    rig.engine.tick(t0 + 20)
+    got, _ = rig.sub.drain(0.05)
+    assert got == []
+    snap = rig.engine.snapshot_transport(2)
+    assert (snap["probe_packets"], snap["probing"]) == (0, 0)
+
+
+def test_probe_arguments_are_checked(rig: Rig) -> None:
+    setup(rig)
+    with pytest.raises(ValueError):
+        rig.engine.probe(2, 0, 500)
+
+
+def test_lost_probe_padding_counts_as_lost_but_not_for_the_loss_based_limit(rig: Rig) -> None:
+    setup(rig)
+    media = forward_media(rig, 30)
+    t0 = now_ms()
+    rig.engine.tick(t0)
+    rig.sub.drain(0.05)
+    assert rig.engine.probe(2, 800_000, 500) is True
+    rig.engine.tick(t0 + 20)
+    padding, _ = rig.sub.drain()
+    assert len(padding) >= 5
+    rec = fastpath.TwccRecorder()
+    for i, p in enumerate(media):
+        rec.record(seq_of(p), 1_000_000 + 1000 * i)
+    rec.record(seq_of(padding[-1]) + 1, 1_100_000)          # reported after the padding: the padding is lost
+    for fb in rec.build(0xABC):
+        rig.sub.send_rtcp(fb)
+    rig.pump()
+    snap = rig.engine.snapshot_transport(2)
+    assert snap["twcc_lost"] == len(padding)
+    assert snap["bwe_loss"] == 0.0 and snap["bwe_loss_bps"] == 0
+
+
+# ---- the estimator under a probe (synthetic feedback) ---------------------------------------------------------
+
+
+def run_probe(capacity_bps: float | None, *, media_bps: float = 500_000, probe_bps: float = 3_000_000,
+              seconds: float = 6.0, probe_at_s: float = 3.0, size: int = 1200) -> tuple[list[dict], list[dict]]:
+    """Media at media_bps through a FIFO link of capacity_bps (None: no queue), and from probe_at_s for 0.5 s
+    padding topping the rate up to probe_bps, as the Engine sends it; reports every 100 ms. Returns the stats
+    before the probe and after each report from the probe on."""
+    bwe = fastpath.SendEstimator(TWCC_ID)
+    rec = fastpath.TwccRecorder()
+    link_free = 0.0
+    t = 0.0
+    next_report = 100_000.0
+    before: list[dict] = []
+    after: list[dict] = []
+    probing = False
+    probe_start = probe_at_s * 1e6
+
+    def send(at: float, n: int) -> None:
+        nonlocal link_free
+        seq = bwe.sent(int(at), n)
+        arrival = at + 20_000
+        if capacity_bps is not None:
+            start = max(at, link_free)
+            link_free = start + n * 8e6 / capacity_bps
+            arrival = link_free + 20_000
+        rec.record(seq, int(arrival))
+
+    gap = size * 8e6 / media_bps
+    tick = 0.0
+    while t < seconds * 1e6:
+        send(t, size)
+        t += gap
+        while tick <= t:                                       # 20 ms ticks: the top-up
+            if not probing and probe_start <= tick < probe_start + 20_000:
+                probing = True
+                bwe.probe(int(tick), 500_000)
+            if probing and tick < probe_start + 500_000:
+                deficit = probe_bps * 0.02 / 8 - media_bps * 0.02 / 8
+                k = 0
+                while deficit > 0:
+                    send(tick + k * 100, 285)
+                    deficit -= 285
+                    k += 1
+            tick += 20_000
+        if t >= next_report:
+            for fb in rec.build(0xABC):
+                bwe.feedback(fb, int(t))
+            (after if t >= probe_start else before).append(bwe.stats)
+            next_report += 100_000
+    return before, after
+
+
+def test_a_probe_on_a_link_with_room_lifts_the_estimate_to_the_probe_rate() -> None:
+    before, after = run_probe(None)
+    assert before[-1]["bwe_bps"] <= 1_100_000                  # held down near the start by what is sent
+    final = after[-1]
+    assert final["bwe_probe_results"] == 1 and final["bwe_probe_pending"] == 0
+    assert final["bwe_probe_bps"] == pytest.approx(3_000_000, rel=0.1)
+    assert final["bwe_bps"] >= 2_700_000 > 1.5 * final["bwe_acked_bps"] + 10_000
+    assert all(s["bwe_state"] != "overusing" for s in after)
+
+
+def test_a_probe_into_a_saturated_link_does_not_raise_and_delay_still_lowers() -> None:
+    before, after = run_probe(700_000, probe_bps=2_000_000)
+    final = after[-1]
+    assert final["bwe_probe_results"] == 1
+    assert final["bwe_probe_bps"] < 750_000                   # what arrived, not what was sent
+    assert any(s["bwe_state"] == "overusing" for s in after)
+    assert final["bwe_bps"] < 800_000
+
+
+def test_an_overuse_during_a_probe_decreases_from_what_the_link_carried() -> None:
+    # A 320 px stream (150 kbit/s) on a 500 kbit/s link, probed at 750 kbit/s for a 640 px raise: the queue the
+    # probe builds is overuse, and the estimate falls to 0.85 of what the link carried during the probe, not below
+    # the media rate (which would pause the stream).
+    _, after = run_probe(500_000, media_bps=150_000, probe_bps=750_000, seconds=5.0)
+    first_overuse = next(s for s in after if s["bwe_state"] == "overusing")
+    assert 0.85 * 500_000 * 0.95 <= first_overuse["bwe_bps"] <= 0.85 * 500_000 * 1.05
+    assert all(s["bwe_bps"] >= 1.5 * 150_000 for s in after)  # the 320 px stream keeps fitting
