@@ -85,7 +85,9 @@ class TransportSnapshots(Protocol):
 
 class EngineEstimates:
     """Production source: the Engine's ``snapshot_transport(h)`` keys ``bwe_bps`` (0 = unknown), ``bwe_state``,
-    ``bwe_loss``. An Engine without them gives ``None`` for every transport."""
+    ``bwe_loss``. An Engine without them gives ``None`` for every transport, and so does a transport whose peer has
+    sent no TWCC feedback and no REMB yet: its estimate is only the Engine's starting guess, and a peer that never
+    sends feedback (one that did not take transport-cc) must not be starved by it."""
 
     def __init__(self, engine: TransportSnapshots) -> None:
         self.engine = engine
@@ -93,7 +95,7 @@ class EngineEstimates:
     def estimate(self, transport_handle: int) -> Estimate | None:
         snap = self.engine.snapshot_transport(transport_handle)
         bps = snap.get("bwe_bps", 0)
-        if not bps:
+        if not bps or not (snap.get("twcc_feedback_packets", 0) or snap.get("remb_packets", 0)):
             return None
         return Estimate(int(bps), str(snap.get("bwe_state", "normal")), float(snap.get("bwe_loss", 0.0)),
                         bool(snap.get("bwe_probe_pending", 0)))

@@ -317,8 +317,13 @@ def test_engine_estimates_read_the_snapshot_keys_when_present() -> None:
 
     assert EngineEstimates(Snapshots({"tx_bytes": 1})).estimate(0) is None  # an Engine without estimation
     assert EngineEstimates(Snapshots({"bwe_bps": 0, "bwe_state": "normal"})).estimate(0) is None  # unknown yet
-    snap = {"bwe_bps": 480_000, "bwe_state": "overusing", "bwe_loss": 0.05, "sent_bps": 600_000}
-    assert EngineEstimates(Snapshots(snap)).estimate(0) == Estimate(480_000, "overusing", 0.05)
+    snap = {"bwe_bps": 480_000, "bwe_state": "overusing", "bwe_loss": 0.05, "sent_bps": 600_000,
+            "twcc_feedback_packets": 0, "remb_packets": 0}
+    # No feedback yet (a peer that did not take transport-cc never sends any): the starting guess manages nothing.
+    assert EngineEstimates(Snapshots(snap)).estimate(0) is None
+    assert EngineEstimates(Snapshots({**snap, "twcc_feedback_packets": 3})).estimate(0) == Estimate(
+        480_000, "overusing", 0.05)
+    assert EngineEstimates(Snapshots({**snap, "remb_packets": 1})).estimate(0) == Estimate(480_000, "overusing", 0.05)
 
 
 def test_overuse_holds_raises() -> None:
