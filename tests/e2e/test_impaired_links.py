@@ -41,10 +41,14 @@ def test_loss_toward_a_subscriber_is_repaired_once_per_lost_packet_and_video_kee
     r = scenario("loss_short", workers=1, timeout_s=90)
     relay, sub, worker = r["relay"], r["subscriber"], r["worker"]
     assert 0.03 <= relay["loss_share"] <= 0.07, relay  # the 5 % rule, measured at the relay inside the harness
-    # Today: about 11 fps on a loaded 2-core host (13 on the same link without loss), longest gap 0.3 s.
-    assert sub["fps"] >= 5 and sub["longest_freeze_s"] <= 2.0, sub
-    # NACK repairs: today 0.98 retransmissions per packet the relay dropped; never a storm.
-    assert 0.7 <= r["retransmits_per_lost_packet"] <= 3.0, (r["retransmits_per_lost_packet"], relay, worker)
+    # About 11-19 fps on a loaded 2-core host. The longest gap is 0.2-0.3 s, except in runs where the delay-based
+    # detector reads the loaded relay's jitter as queuing and the allocator moves the subscriber down one layer
+    # once: the switch waits for the publisher's key frame (2.8-3.2 s seen; docs/RELIABILITY.md, L1).
+    assert sub["fps"] >= 5 and sub["longest_freeze_s"] <= 3.5, sub
+    # NACK repairs: about one retransmission per packet the relay dropped (0.67-0.98 measured: the relay also drops
+    # bandwidth-probe padding, which nobody repairs), never a storm; each NACKed packet resent about once.
+    assert 0.5 <= r["retransmits_per_lost_packet"] <= 3.0, (r["retransmits_per_lost_packet"], relay, worker)
+    assert worker["retransmits"] <= 1.2 * worker["nack_rx"] + 5, worker
 
 
 def test_a_capped_subscriber_does_not_disturb_a_clean_one_and_recovers_when_the_cap_lifts() -> None:
@@ -56,5 +60,12 @@ def test_a_capped_subscriber_does_not_disturb_a_clean_one_and_recovers_when_the_
     # The clean subscriber stays on the 1280 px layer with video flowing, before, during and after the cap.
     assert r["clean_min_width"] == 1280, r["per_second"]
     assert cap["clean"]["fps"] >= 5 and cap["clean"]["longest_freeze_s"] <= 2.0, cap["clean"]
+    # The capped subscriber is moved to a layer that fits (which one depends on what the loaded publisher's
+    # encoder makes of each layer) and keeps receiving it, and the worker pushes no more than 1.3x the link's rate
+    # at it (before congestion control: 0 fps and 59x the rate).
+    late = [s for s in r["per_second"] if s["capped"] and s["t"] >= 4]
+    assert sum(s["frames"] for s in late) >= 2 * len(late), r["per_second"]
+    # (Over the whole cap this is about 2.5x in this short run: the first 2-3 s still carry the large layer.)
+    assert sum(s["offered_kbit"] for s in late) <= 1.3 * 500 * len(late), r["per_second"]
     # Once the cap is lifted the capped subscriber's video flows again (today at 1280 px within about 2 s).
     assert after["capped"]["fps"] >= 3, after
