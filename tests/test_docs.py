@@ -178,10 +178,10 @@ def test_the_scan_finds_bad_citations() -> None:
     bad = _sample(
         "# NOTES%md §3\n"                      # 1: not in the repository
         "# docs/NOTES%md\n"                    # 2: no such path
-        "# {up}{up}shared/design/GUIDE%md\n"   # 3: outside, although a GUIDE file exists inside
+        "# {up}{up}notes/design/GUIDE%md\n"    # 3: outside, although a GUIDE file exists inside
         "# docs/GUIDE%md, Reconnect\n"         # 4: no such heading
         "# GUIDE%md#b10\n"                     # 5: no such anchor
-        "# see /wor" "k/shared/x\n"            # 6: the work tree
+        "# see /wor" "k/notes/x\n"             # 6: the work tree
         "# /hom" "e/someone/notes\n"           # 7: a home directory
         "# {up}{up}elsewhere/file.txt\n"       # 8: climbs out of the repository
         "# {up}no-such-folder/file.txt\n"      # 9: climbs to nothing
