@@ -45,10 +45,8 @@ cdef int send_rtx(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
     """Queue packet (as the store holds it) for consumer c as an RTX packet: c.rtx_ssrc, rtx_pt, the next RTX
     sequence number, the media timestamp and marker, and the rewritten media sequence number osn as the first two
     payload bytes (RFC 4588 4). Header extensions and padding stay as they are. 0 = queued."""
-    cdef Transport* t = e.transports[c.transport]
     cdef RtpHeader h
     cdef uint8_t* out
-    cdef int n
     if rtp_parse(packet, length, &h) != RTP_OK:
         c.drops[DROP_BAD_HEADER] += 1
         return -1
@@ -60,13 +58,9 @@ cdef int send_rtx(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
     wr16(out + h.header_len, osn)
     memcpy(out + h.header_len + 2, packet + h.header_len, length - h.header_len)
     rtp_set_header(out, rtx_pt, c.rtx_seq, ts, c.rtx_ssrc)
-    n = length + 2
-    if t.bwe != NULL:
-        bwe_stamp(e, t, out, &n)              # _bwe.pxi: RTX counts in the transport-wide sequence too
-    if protect_queued(e.srtp.protect, t.srtp_out, out, &n, e.hmac) != SRTP_ERR_OK:
+    if send_rtp_out(e, c.transport, out, length + 2, 0) < 0:
         c.drops[DROP_SRTP_PROTECT] += 1
         return -1
-    send_queue(e, c.transport, n)
     c.rtx_seq += 1
     c.rtx_packets += 1
     return 0
@@ -112,7 +106,6 @@ cdef int send_probe_padding(EngineState* e, Consumer* c, int32_t pad) noexcept n
     cdef uint8_t* out
     cdef int n = 12 + pad
     cdef int pt = probe_rtx_pt(c)
-    cdef int64_t stamped
     if pt < 0 or pad < 1 or pad > PROBE_PAD_MAX:
         return 0
     out = send_slot(e)
@@ -123,15 +116,10 @@ cdef int send_probe_padding(EngineState* e, Consumer* c, int32_t pad) noexcept n
     wr32(out + 8, c.rtx_ssrc)
     memset(out + 12, 0, pad - 1)
     out[12 + pad - 1] = <uint8_t>pad
-    if t.bwe != NULL:
-        stamped = t.bwe.next_seq
-        bwe_stamp(e, t, out, &n)              # _bwe.pxi: counted in the estimator like any packet ...
-        if t.bwe.next_seq != stamped:
-            bwe_mark_padding(t.bwe)           # ... but for the loss-based limit
-    if protect_queued(e.srtp.protect, t.srtp_out, out, &n, e.hmac) != SRTP_ERR_OK:
+    n = send_rtp_out(e, c.transport, out, n, 1)  # counted by the estimator, but not for its loss-based limit
+    if n < 0:
         t.drops[DROP_SRTP_PROTECT] += 1
         return 0
-    send_queue(e, c.transport, n)
     c.rtx_seq += 1
     t.probe_packets += 1
     t.probe_bytes += n

@@ -60,10 +60,27 @@ cdef void send_plain(EngineState* e, int32_t i) noexcept nogil:
         i += 1
 
 
+cdef inline int send_rtp_out(EngineState* e, int32_t t_slot, uint8_t* out, int n, bint padding) noexcept nogil:
+    """The tail every RTP packet toward a subscriber shares (media, retransmission, RTX, probe padding), written at
+    send_slot(e) with n bytes: the transport-wide sequence (_bwe.pxi; padding is marked so that the loss-based limit
+    ignores it), SRTP protect with the tag queued for the next send_flush, then the send queue. Returns the bytes
+    queued, or -1 when protect failed (the caller counts the drop where it belongs)."""
+    cdef Transport* t = e.transports[t_slot]
+    cdef int64_t stamped
+    if t.bwe != NULL:
+        stamped = t.bwe.next_seq
+        bwe_stamp(e, t, out, &n)
+        if padding and t.bwe.next_seq != stamped:
+            bwe_mark_padding(t.bwe)
+    if protect_queued(e.srtp.protect, t.srtp_out, out, &n, e.hmac) != SRTP_ERR_OK:
+        return -1
+    send_queue(e, t_slot, n)
+    return n
+
+
 cdef int send_rtp(EngineState* e, Consumer* c, const uint8_t* packet, int32_t length, uint8_t pt,
                   uint16_t seq, uint32_t ts) noexcept nogil:
     """Copy one packet for consumer c, rewrite PT/seq/ts/SSRC, protect and queue it. 0 = queued."""
-    cdef Transport* t = e.transports[c.transport]
     cdef uint8_t* out
     cdef int n = length
     if length + SRTP_MAX_TRAILER > SEND_SLOT_BYTES:
@@ -72,13 +89,9 @@ cdef int send_rtp(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
     out = send_slot(e)
     memcpy(out, packet, length)
     rtp_set_header(out, pt, seq, ts, c.out_ssrc)
-    if t.bwe != NULL:
-        bwe_stamp(e, t, out, &n)              # _bwe.pxi: the transport-wide seq, media and retransmissions
-    # The tag is written at the next send_flush, before sendmmsg.
-    if protect_queued(e.srtp.protect, t.srtp_out, out, &n, e.hmac) != SRTP_ERR_OK:
+    if send_rtp_out(e, c.transport, out, n, 0) < 0:
         c.drops[DROP_SRTP_PROTECT] += 1
         return -1
-    send_queue(e, c.transport, n)
     return 0
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError
@@ -70,6 +70,36 @@ class JoinRefused(Exception):
         self.reason = reason
 
 
+
+class Periodic:
+    """One repeating round of a room (active speakers, connection quality): ``run`` every ``interval_s`` from
+    :meth:`start` until :meth:`stop` or until ``alive()`` is false. A round that raises (a worker restarting, a
+    transport closing) is logged at debug and the next round tries again."""
+
+    def __init__(self, name: str, run: Callable[[], Awaitable[object]], alive: Callable[[], bool]) -> None:
+        self.name = name
+        self.run = run
+        self.alive = alive
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, interval_s: float) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(interval_s))
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _loop(self, interval_s: float) -> None:
+        while self.alive():
+            await asyncio.sleep(interval_s)
+            try:
+                await self.run()
+            except Exception as exc:
+                log.debug("%s: %r", self.name, exc)
+
+
 class Room:
     """One LiveKit room, living on one worker's MediaRouter; the :class:`~control.rtc.participant.ParticipantListener`
     of its participants."""
@@ -105,10 +135,10 @@ class Room:
         self._permission_sent: dict[tuple[str, str], bool] = {}  # (subscriber sid, track sid) -> last told
         self._level_marks: dict[str, tuple[float, int]] = {}  # producer id -> (audio_level_sum, count) seen
         self._speaking: dict[str, float] = {}  # participant sid -> level last announced
-        self._speaker_task: asyncio.Task[None] | None = None
+        self._speakers = Periodic(f"room {self.sid}: speaker detection", self.detect_speakers, self.is_open)
         self.dynacast = Dynacast(pause_delay_s=settings.dynacast_pause_delay_s)
         self.quality = QualityBook()  # the workers' connection-quality scores (control/rtc/quality.py)
-        self._quality_task: asyncio.Task[None] | None = None
+        self._quality = Periodic(f"room {self.sid}: connection quality", self._quality_round, self.is_open)
         self.closed = False
 
     def info(self) -> models.Room:
@@ -296,16 +326,21 @@ class Room:
 
     # ---- publishing ------------------------------------------------------------------------------
 
-    def tracks_changed(self, p: Participant, published: list[Publication], removed: list[Publication]) -> None:
-        """After a negotiation: announce first (update with the tracks), then subscribe (offers follow)."""
-        if not published and not removed:
-            return
+    def _tracks_removed(self, p: Participant, removed: list[Publication]) -> None:
+        """``p``'s info changed (new version to everyone), and ``removed`` are gone: nobody subscribes to them and
+        dynacast forgets them."""
         p.bump()
         self.broadcast(p)
         for pub in removed:
             self.dynacast.remove_track(pub.sid)
             for other in self.participants.values():
                 other.unsubscribe(pub.sid)
+
+    def tracks_changed(self, p: Participant, published: list[Publication], removed: list[Publication]) -> None:
+        """After a negotiation: announce first (update with the tracks), then subscribe (offers follow)."""
+        if not published and not removed:
+            return
+        self._tracks_removed(p, removed)
         for pub in published:
             self._dynacast_published(p, pub)
             for other in self.participants.values():
@@ -476,22 +511,14 @@ class Room:
 
     # ---- active speakers (RFC 6464 audio levels, averaged by the worker's fast path) -------------------
 
+    def is_open(self) -> bool:
+        return not self.closed
+
     def start_speaker_detection(self, interval_s: float = SPEAKER_INTERVAL_S) -> None:
-        if self._speaker_task is None:
-            self._speaker_task = asyncio.get_running_loop().create_task(self._speaker_loop(interval_s))
+        self._speakers.start(interval_s)
 
     def stop_speaker_detection(self) -> None:
-        if self._speaker_task is not None:
-            self._speaker_task.cancel()
-            self._speaker_task = None
-
-    async def _speaker_loop(self, interval_s: float) -> None:
-        while not self.closed:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.detect_speakers()
-            except Exception as exc:  # a worker restart or a closing transport; try again next round
-                log.debug("room %s: speaker detection: %r", self.sid, exc)
+        self._speakers.stop()
 
     async def detect_speakers(self) -> list[models.SpeakerInfo]:
         """One round: mean audio level per publisher since the last round -> SpeakersChanged with the changes."""
@@ -539,18 +566,13 @@ class Room:
         self.quality.on_scores(p.sid, transport_id, scores)
 
     def start_quality_updates(self, interval_s: float = QUALITY_INTERVAL_S) -> None:
-        if self._quality_task is None:
-            self._quality_task = asyncio.get_running_loop().create_task(self._quality_loop(interval_s))
+        self._quality.start(interval_s)
 
     def stop_quality_updates(self) -> None:
-        if self._quality_task is not None:
-            self._quality_task.cancel()
-            self._quality_task = None
+        self._quality.stop()
 
-    async def _quality_loop(self, interval_s: float) -> None:
-        while not self.closed:
-            await asyncio.sleep(interval_s)
-            self.send_quality_updates()
+    async def _quality_round(self) -> None:
+        self.send_quality_updates()
 
     def send_quality_updates(self) -> int:
         """One round: ConnectionQualityUpdate to the active participants when a quality changed or a participant
@@ -602,12 +624,7 @@ class Room:
                 p.send(lk.track_unpublished(pub.sid))
                 if gone is not None:
                     removed.append(gone)
-        p.bump()
-        self.broadcast(p)
-        for pub in removed:
-            self.dynacast.remove_track(pub.sid)
-            for other in self.participants.values():
-                other.unsubscribe(pub.sid)
+        self._tracks_removed(p, removed)
         return p.info()
 
     def send_server_data(self, payload: bytes, *, reliable: bool, destinations: list[str], topic: str = "") -> int:

@@ -7,31 +7,14 @@ here. Skipped only when this host cannot create a network namespace (not root, n
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from netns import NetnsUnavailable, check_available, run_scenario  # noqa: E402
-
-try:
-    check_available()
-except NetnsUnavailable as exc:
-    pytest.skip(f"network namespace unavailable: {exc}", allow_module_level=True)
-
-
-def scenario(name: str, **kw: Any) -> dict[str, Any]:
-    outcome = run_scenario(name, **kw)
-    if not outcome.get("ok"):
-        shown = {k: outcome.get(k) for k in ("error", "traceback", "result")}
-        pytest.fail(f"scenario {name} failed:\n{json.dumps(shown, indent=1)}\n--- server log ---\n"
-                    f"{outcome.get('server_log', '')[-6000:]}")
-    result: dict[str, Any] = outcome["result"]
-    return result
+from sdk_scenario import scenario  # noqa: E402
 
 
 def test_publish_subscribe_data_and_leave() -> None:

@@ -9,24 +9,13 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from netns import NetnsUnavailable, check_available, run_scenario  # noqa: E402
-
-try:
-    check_available()
-except NetnsUnavailable as exc:
-    pytest.skip(f"network namespace unavailable: {exc}", allow_module_level=True)
+from sdk_scenario import scenario  # noqa: E402
 
 
 def test_publisher_stops_the_high_layer_nobody_wants_and_restarts_it() -> None:
-    outcome = run_scenario("dynacast", workers=1, timeout_s=60)
-    if not outcome.get("ok"):
-        shown = {k: outcome.get(k) for k in ("error", "traceback", "result")}
-        pytest.fail(f"scenario failed:\n{json.dumps(shown, indent=1)}\n{outcome.get('server_log', '')[-6000:]}")
-    r = outcome["result"]
+    r = scenario("dynacast", workers=1, timeout_s=60)
     assert r["b_high"], r
     assert r["rates_high"].get("f", 0) > 0, r["rates_high"]  # the high layer is sent while wanted
     stopped = r["f_stopped_after_s"]
