@@ -62,8 +62,11 @@ cdef void bwe_remb(EngineState* e, Transport* t, const uint8_t* p, int32_t lengt
 
 
 cdef inline void bwe_tick(EngineState* e, Transport* t, int64_t now_ms) noexcept nogil:
-    """The measured send rate toward t (engine_tick, every transport)."""
+    """The measured send rate toward t (engine_tick, every transport), and the end of a probe cluster that no
+    feedback ended."""
     cdef int64_t span = now_ms - t.rate_ms
+    if t.bwe != NULL and t.bwe.history != NULL and bwe_probe_expire(t.bwe, e.now_us):
+        bwe_report(e, t, t.bwe)
     if t.rate_ms == 0 or span < 0:
         t.rate_ms = now_ms
         t.rate_bytes = t.tx_bytes

@@ -27,14 +27,17 @@ cdef inline int32_t resend_interval_ms(const Consumer* c) noexcept nogil:
 
 
 cdef inline int32_t resend_check(EngineState* e, Consumer* c, const MetaSlot* m, uint8_t kind) noexcept nogil:
-    """0 when the packet of meta slot m may be resent now, else the drop reason: aged out, resent too often, or
-    resent less than one RTT ago. The first resend is not delayed (a NACK already took the subscriber a gap to
+    """0 when the packet of meta slot m may be resent now, else the drop reason: aged out, resent too often, of
+    a layer c no longer forwards, or resent less than one RTT ago. The first resend is not delayed (a NACK already took the subscriber a gap to
     notice), as libwebrtc's RtpPacketHistory."""
     cdef uint32_t now = <uint32_t>e.now_ms
     if now - m.sent_ms > <uint32_t>(RESEND_MAX_AGE_VIDEO_MS if kind == 1 else RESEND_MAX_AGE_AUDIO_MS):
         return DROP_NACK_TOO_OLD
     if m.resends >= RESEND_MAX_TIMES:
         return DROP_NACK_LIMIT
+    if c.current >= 0 and m.layer != c.current:
+        return DROP_NACK_OTHER_LAYER          # sent before a switch: the key frame after it replaces it, and on a
+                                              # congested link (the usual reason to switch down) it only adds load
     if m.resends > 0 and now - m.resent_ms < <uint32_t>resend_interval_ms(c):
         return DROP_NACK_TOO_SOON
     return 0

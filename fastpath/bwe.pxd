@@ -9,8 +9,8 @@
 #   rate controller (x0.85 of the acknowledged rate on overuse, +8 %/s or about one packet per response time
 #   near the last known capacity, never above 1.5x the acknowledged rate);
 # - loss-based: over at least BWE_LOSS_MIN_PACKETS reported packets, more than 10 % lost lowers a loss limit to
-#   (1 - loss/2) of the estimate (at most every 300 ms), less than 2 % lets it grow back by 8 %/s until it no
-#   longer limits;
+#   (1 - loss/2) of the estimate (at most every 300 ms) but not below 80 % of the acknowledged rate, less than 2 %
+#   lets it grow back by 8 %/s until it no longer limits, and a probe result above it lifts it;
 # - the estimate is the lower of the two (and of the subscriber's REMB, if it sends one); a subscriber that sends
 #   only REMB (no TWCC feedback yet) gets its REMB as the estimate. Never below BWE_MIN_BPS.
 # All per-feedback work is allocation-free; the per-packet part (bwe_stamp_packet, bwe_record) writes a few bytes
@@ -40,6 +40,7 @@ cdef enum:
     BWE_MAX_BPS = 1000000000
     BWE_DECREASE_US = 200000          # delay-based decreases at most this often (about an RTT)
     BWE_LOSS_DECREASE_US = 300000
+    BWE_LOSS_ACKED_FLOOR_PCT = 80     # a loss decrease stops at this share of the acknowledged rate
     BWE_DEFAULT_RTT_MS = 100
     BWE_SENT_ACKED = 1                # BweSent.flags: reported received
     BWE_SENT_LOST = 2                 # reported lost (a later report may still say received)
@@ -47,6 +48,7 @@ cdef enum:
                                       # not for the loss-based limit (its loss says the probe rate did not fit)
     BWE_ONE_BYTE_MAX_ID = 14
     BWE_PROBE_MIN_PACKETS = 5         # a probe cluster needs this many acknowledged packets for a result
+    BWE_STREAM_TIMEOUT_US = 2000000   # arrivals this far apart restart the delay-based detector
     BWE_PROBE_TIMEOUT_US = 1000000    # a cluster without feedback after its end this long is evaluated as it is
     BWE_EXT_ID_UNUSED = 14            # the id ingress gives elements that are not forwarded (fastpath/rtp.pxd)
 
@@ -144,6 +146,7 @@ ctypedef struct Bwe:
     double probe_bps                  # the last cluster's result (0 = none yet)
     uint64_t probe_results            # clusters evaluated
     uint64_t probe_raises             # ... that raised the estimate
+    uint64_t detector_restarts        # the delay-based detector forgot its history after a pause in arrivals
 
 
 cdef inline int bwe_init(Bwe* b, uint8_t ext_id) noexcept nogil:
@@ -388,6 +391,25 @@ cdef inline void _bwe_trend(Bwe* b, double recv_delta_ms, double send_delta_ms, 
     _bwe_detect(b, trend, send_delta_ms, arrival_ms)
 
 
+cdef inline void _bwe_restart_detector(Bwe* b) noexcept nogil:
+    """Forget the inter-arrival groups, the trendline and the overuse detector's verdict (libwebrtc's
+    DelayBasedBwe does so after 2 s without packets); the estimates stay."""
+    b.g_open = 0
+    b.p_valid = 0
+    b.tr_n = 0
+    b.tr_head = 0
+    b.accumulated_ms = 0
+    b.smoothed_ms = 0
+    b.first_arrival_ms = -1
+    b.num_deltas = 0
+    b.trend = 0
+    b.prev_trend = 0
+    b.time_over_using = -1
+    b.overuse_counter = 0
+    b.state = BWE_NORMAL
+    b.detector_restarts += 1
+
+
 cdef inline void _bwe_arrival(Bwe* b, int64_t send_us, int64_t arrival_us, int32_t size) noexcept nogil:
     """One packet reported received: the acknowledged rate and the send-time groups."""
     cdef int64_t span
@@ -403,6 +425,10 @@ cdef inline void _bwe_arrival(Bwe* b, int64_t send_us, int64_t arrival_us, int32
             b.acked_bps = sample if b.acked_bps == 0 else 0.5 * b.acked_bps + 0.5 * sample
             b.ack_start_us = arrival_us
             b.ack_bytes = 0
+    if b.g_open and arrival_us - b.g_last_arrival_us > BWE_STREAM_TIMEOUT_US:
+        _bwe_restart_detector(b)              # nothing arrived for a while (a paused track): the old groups and
+        b.ack_start_us = arrival_us           # the trend they made say nothing about the link now
+        b.ack_bytes = 0
     if not b.g_open:
         b.g_open = 1
         b.g_first_send_us = send_us
@@ -514,7 +540,7 @@ cdef inline void _bwe_rate(Bwe* b, int64_t now_us) noexcept nogil:
 # ---- the loss-based limit and the estimate --------------------------------------------------------------------
 
 cdef inline void _bwe_loss(Bwe* b, int64_t now_us) noexcept nogil:
-    cdef double dt_s
+    cdef double dt_s, new, floor
     if b.loss_total < BWE_LOSS_MIN_PACKETS:
         return
     b.loss = <double>b.loss_lost / b.loss_total
@@ -526,10 +552,23 @@ cdef inline void _bwe_loss(Bwe* b, int64_t now_us) noexcept nogil:
     if b.loss > 0.10:
         if b.loss_last_decrease_us < 0 or now_us - b.loss_last_decrease_us >= \
                 BWE_LOSS_DECREASE_US + (b.rtt_ms if b.rtt_ms > 0 else BWE_DEFAULT_RTT_MS) * 1000:
-            b.loss_bps = b.estimate_bps * (1.0 - 0.5 * b.loss)
+            # GCC's (1 - loss/2), but not below what the peer reported receiving: a queue that overflows at a
+            # rate cap loses most of what is offered above the cap, and halving the estimate on each report
+            # would take it far below the cap (to where not even the lowest layer fits).
+            new = b.estimate_bps * (1.0 - 0.5 * b.loss)
+            floor = b.acked_bps * BWE_LOSS_ACKED_FLOOR_PCT / 100.0
+            if new < floor:
+                new = floor if floor < b.estimate_bps else b.estimate_bps
+            b.loss_bps = new
             b.loss_last_decrease_us = now_us
     elif b.loss < 0.02 and b.loss_bps > 0:
-        b.loss_bps = b.loss_bps * pow(1.08, dt_s) + 1000 * dt_s
+        # Grows back by 8 %/s, but (as the delay-based increase) not past 1.5x what arrives: a link that showed
+        # its limit is not assumed to have more room without evidence (media that fills it, or a probe).
+        new = b.loss_bps * pow(1.08, dt_s) + 1000 * dt_s
+        floor = 1.5 * b.acked_bps + 10000
+        if b.acked_bps > 0 and new > floor:
+            new = floor if floor > b.loss_bps else b.loss_bps
+        b.loss_bps = new
         if b.loss_bps >= b.delay_bps:
             b.loss_bps = 0                    # no longer the limit
     b.loss_last_us = now_us
@@ -607,20 +646,37 @@ cdef inline void _bwe_probe_result(Bwe* b) noexcept nogil:
     loss-based estimate to a probe's result): the 1.5x-acknowledged ceiling of the AIMD increase no longer holds
     the estimate down to what is being sent."""
     cdef double r = bwe_probe_rate(b)
+    cdef int raised = 0
     b.pr_start_us = -1
     b.probe_results += 1
     if r <= 0:
         return
     b.probe_bps = r
-    if b.state == BWE_OVERUSING or r <= b.delay_bps:
+    if b.state == BWE_OVERUSING:
         return
-    b.delay_bps = r if r < BWE_MAX_BPS else BWE_MAX_BPS
-    b.cap_kbps = -1                           # the capacity seen at the last overuse no longer holds
-    if b.aimd == AIMD_HOLD:
-        b.aimd = AIMD_INCREASE
+    if r > b.delay_bps:
+        b.delay_bps = r if r < BWE_MAX_BPS else BWE_MAX_BPS
+        b.cap_kbps = -1                       # the capacity seen at the last overuse no longer holds
+        if b.aimd == AIMD_HOLD:
+            b.aimd = AIMD_INCREASE
+        raised = 1
     if b.loss_bps > 0 and b.loss_bps < r:
-        b.loss_bps = 0
-    b.probe_raises += 1
+        # A loss limit below the result goes up to it (and away once the delay-based estimate is no higher):
+        # after losses the link is found again only this way while little is sent (a paused track).
+        b.loss_bps = 0 if r >= b.delay_bps else r
+        raised = 1
+    b.probe_raises += raised
+
+
+cdef inline int bwe_probe_expire(Bwe* b, int64_t now_us) noexcept nogil:
+    """Evaluate a cluster whose feedback did not end it (nothing sent after it: a paused track is probed with
+    padding alone, and no later packet's feedback marks the cluster done) once BWE_PROBE_TIMEOUT_US passed after
+    its end. 1 = evaluated (the estimate may have changed)."""
+    if b.pr_start_us < 0 or now_us - b.pr_end_us <= BWE_PROBE_TIMEOUT_US:
+        return 0
+    _bwe_probe_result(b)
+    _bwe_combine(b)
+    return 1
 
 
 # ---- feedback ----------------------------------------------------------------------------------------------

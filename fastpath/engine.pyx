@@ -32,6 +32,7 @@ from fastpath.counters cimport (
     DROP_DUPLICATE,
     DROP_LAYER_FILTERED,
     DROP_NACK_LIMIT,
+    DROP_NACK_OTHER_LAYER,
     DROP_NACK_MISS,
     DROP_NACK_TOO_OLD,
     DROP_NACK_TOO_SOON,
@@ -66,6 +67,7 @@ from fastpath.bwe cimport (
     bwe_mark_padding,
     bwe_on_feedback,
     bwe_on_remb,
+    bwe_probe_expire,
     bwe_probe_start,
     bwe_record,
     bwe_stamp_packet,
@@ -1102,7 +1104,8 @@ cdef dict _bwe_snapshot(Bwe* b):
             "twcc_feedback_packets": b.feedback_packets, "twcc_feedback_bad": b.feedback_bad,
             "twcc_acked": b.acked_packets, "twcc_lost": b.lost_packets, "twcc_unknown": b.unknown_packets,
             "bwe_probe_pending": int(b.pr_start_us >= 0), "bwe_probe_bps": int(b.probe_bps),
-            "bwe_probe_results": b.probe_results, "bwe_probe_raises": b.probe_raises}
+            "bwe_probe_results": b.probe_results, "bwe_probe_raises": b.probe_raises,
+            "bwe_detector_restarts": b.detector_restarts}
 
 
 cdef void _free_transport(Transport* t) noexcept nogil:

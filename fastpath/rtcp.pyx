@@ -22,6 +22,7 @@ from fastpath.bwe cimport (
     bwe_init,
     bwe_on_feedback,
     bwe_on_remb,
+    bwe_probe_expire,
     bwe_probe_start,
     bwe_record,
     bwe_stamp_packet,
@@ -311,6 +312,10 @@ cdef class SendEstimator:
         """Open a probe cluster: the packets sent in [now_us, now_us + duration_us] are measured together."""
         bwe_probe_start(&self._b, now_us, duration_us)
 
+    def expire_probe(self, long long now_us) -> bool:
+        """The Engine's tick: evaluate a probe cluster no feedback ended, BWE_PROBE_TIMEOUT_US after its end."""
+        return bwe_probe_expire(&self._b, now_us) == 1
+
     def feedback(self, const uint8_t[:] compound, long long now_us) -> int:
         """Feed every TWCC feedback and REMB packet of an RTCP compound at now_us; returns how many were used."""
         cdef int32_t pos = 0
@@ -342,4 +347,5 @@ cdef class SendEstimator:
                 "twcc_feedback_packets": b.feedback_packets, "twcc_feedback_bad": b.feedback_bad,
                 "twcc_acked": b.acked_packets, "twcc_lost": b.lost_packets, "twcc_unknown": b.unknown_packets,
                 "bwe_probe_pending": int(b.pr_start_us >= 0), "bwe_probe_bps": int(b.probe_bps),
-                "bwe_probe_results": b.probe_results, "bwe_probe_raises": b.probe_raises}
+                "bwe_probe_results": b.probe_results, "bwe_probe_raises": b.probe_raises,
+                "bwe_detector_restarts": b.detector_restarts}

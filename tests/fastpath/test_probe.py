@@ -252,3 +252,110 @@ def test_an_overuse_during_a_probe_decreases_from_what_the_link_carried() -> Non
     first_overuse = next(s for s in after if s["bwe_state"] == "overusing")
     assert 0.85 * 500_000 * 0.95 <= first_overuse["bwe_bps"] <= 0.85 * 500_000 * 1.05
     assert all(s["bwe_bps"] >= 1.5 * 150_000 for s in after)  # the 320 px stream keeps fitting
+
+
+# ---- after heavy loss: the loss limit, a probe of a paused track, a cluster nobody reports past -------------------
+
+
+def run_capped(bwe: fastpath.SendEstimator, rec: fastpath.TwccRecorder, *, start_us: float, seconds: float,
+               rate_bps: float, capacity_bps: float, queue_us: float = 200_000, size: int = 1200) -> float:
+    """Media at rate_bps into a drop-tail link of capacity_bps holding at most queue_us of data (the impairment
+    relay's token bucket); reports every 100 ms. Returns the time it ends at."""
+    link_free = start_us
+    t = start_us
+    next_report = start_us + 100_000
+    gap = size * 8e6 / rate_bps
+    while t < start_us + seconds * 1e6:
+        seq = bwe.sent(int(t), size)
+        begin = max(t, link_free)
+        if begin - t <= queue_us:                             # else the queue is full: dropped
+            link_free = begin + size * 8e6 / capacity_bps
+            rec.record(seq, int(link_free + 20_000))
+        t += gap
+        if t >= next_report:
+            for fb in rec.build(0xABC):
+                bwe.feedback(fb, int(t))
+            next_report += 100_000
+    return t
+
+
+def test_heavy_loss_at_a_rate_cap_lowers_the_estimate_to_about_the_cap_not_far_below() -> None:
+    # 7 Mbit/s offered at a 500 kbit/s cap: about 93 % lost. GCC's (1 - loss/2) alone halves the estimate on every
+    # report, to ~180 kbit/s measured (where not even a 320 px layer fits); the floor is 80 % of what arrived.
+    bwe, rec = fastpath.SendEstimator(TWCC_ID), fastpath.TwccRecorder()
+    run_capped(bwe, rec, start_us=0, seconds=3, rate_bps=7_000_000, capacity_bps=500_000)
+    stats = bwe.stats
+    assert stats["bwe_loss"] > 0.8
+    assert 0.8 * 0.8 * 500_000 <= stats["bwe_bps"] <= 500_000
+
+
+def test_a_probe_result_above_a_loss_limit_lifts_it() -> None:
+    # After heavy loss the loss limit is low while the delay-based estimate is still high; the track is paused,
+    # so only probe padding is sent (no loss reports of media to let the limit grow). A 400 kbit/s probe on the
+    # now uncapped link must lift the estimate to the probe's result.
+    bwe, rec = fastpath.SendEstimator(TWCC_ID), fastpath.TwccRecorder()
+    t = run_capped(bwe, rec, start_us=0, seconds=3, rate_bps=7_000_000, capacity_bps=300_000)
+    low = bwe.stats
+    assert low["bwe_loss_bps"] > 0 and low["bwe_bps"] < 300_000 < low["bwe_delay_bps"]
+    t += 500_000
+    bwe.probe(int(t), 250_000)
+    for k in range(int(250_000 / 6_000)):                    # 285-byte padding every 6 ms: ~380 kbit/s
+        seq = bwe.sent(int(t + k * 6_000), 285)
+        rec.record(seq, int(t + k * 6_000 + 20_000))
+    t += 300_000
+    for fb in rec.build(0xABC):
+        bwe.feedback(fb, int(t))
+    assert bwe.stats["bwe_probe_pending"] == 1               # no packet after the cluster: nothing ended it yet
+    assert not bwe.expire_probe(int(t))                      # and its timeout has not passed
+    assert bwe.expire_probe(int(t + 1_100_000))              # the tick ends it
+    after = bwe.stats
+    assert after["bwe_probe_pending"] == 0 and after["bwe_probe_raises"] == 1
+    assert after["bwe_probe_bps"] == pytest.approx(380_000, rel=0.1)
+    assert after["bwe_bps"] == pytest.approx(after["bwe_probe_bps"], rel=0.01)
+    assert not bwe.expire_probe(int(t + 2_000_000))          # once
+
+
+def test_a_probe_that_arrives_at_no_more_than_the_loss_limit_does_not_raise() -> None:
+    bwe, rec = fastpath.SendEstimator(TWCC_ID), fastpath.TwccRecorder()
+    t = run_capped(bwe, rec, start_us=0, seconds=3, rate_bps=7_000_000, capacity_bps=300_000)
+    low = bwe.stats["bwe_bps"]
+    t += 500_000
+    bwe.probe(int(t), 250_000)
+    for k in range(int(250_000 / 6_000)):                    # sent at ~380 kbit/s, but only 100 kbit/s get through
+        seq = bwe.sent(int(t + k * 6_000), 285)
+        rec.record(seq, int(t + k * 22_800 + 20_000))
+    for fb in rec.build(0xABC):
+        bwe.feedback(fb, int(t + 1_000_000))
+    assert bwe.expire_probe(int(t + 1_400_000))
+    after = bwe.stats
+    assert after["bwe_probe_raises"] == 0 and after["bwe_bps"] <= low  # (its queue may even lower it)
+
+
+def test_the_loss_limit_grows_back_no_faster_than_what_arrives_allows() -> None:
+    # After the cap's losses only a 150 kbit/s stream is sent: no loss, but no evidence of more room either. The
+    # limit may not climb past 1.5x the acknowledged rate (+10 kbit/s) by itself (measured before: from 464 to
+    # 645 kbit/s in 5 s, enough for a 640 px raise into the 500 kbit/s cap).
+    bwe, rec = fastpath.SendEstimator(TWCC_ID), fastpath.TwccRecorder()
+    t = run_capped(bwe, rec, start_us=0, seconds=3, rate_bps=7_000_000, capacity_bps=500_000)
+    start = bwe.stats["bwe_loss_bps"]
+    run_capped(bwe, rec, start_us=t, seconds=8, rate_bps=150_000, capacity_bps=500_000)
+    end = bwe.stats
+    assert end["bwe_loss"] < 0.02
+    assert end["bwe_loss_bps"] <= max(start, 1.5 * end["bwe_acked_bps"] + 10_000) + 1
+
+
+def test_arrivals_after_a_pause_restart_the_delay_detector() -> None:
+    # Overuse is detected while the cap's queue fills; then nothing is sent for 3 s (a paused track). The first
+    # feedback after the pause must not judge the link by the groups from before it.
+    bwe, rec = fastpath.SendEstimator(TWCC_ID), fastpath.TwccRecorder()
+    t = run_capped(bwe, rec, start_us=0, seconds=0.6, rate_bps=2_000_000, capacity_bps=500_000, queue_us=400_000)
+    assert bwe.stats["bwe_state"] == "overusing"
+    t += 3_000_000
+    for k in range(40):                                      # 285-byte padding every 6 ms on a free link
+        seq = bwe.sent(int(t + k * 6_000), 285)
+        rec.record(seq, int(t + k * 6_000 + 20_000))
+    for fb in rec.build(0xABC):
+        bwe.feedback(fb, int(t + 300_000))
+    stats = bwe.stats
+    assert stats["bwe_detector_restarts"] == 1
+    assert stats["bwe_state"] != "overusing"

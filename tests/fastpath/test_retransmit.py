@@ -145,3 +145,35 @@ def test_rtx_consumer_arguments_are_checked(rig: Rig) -> None:
         rig.engine.add_consumer(22, 2, 10, 0x9999, {VP8: OUT_VP8}, True, rtx_ssrc=0x9998)
     with pytest.raises(ValueError, match="rtx_pt_map entry 100->200 out of range"):
         rig.engine.add_consumer(22, 2, 10, 0x9999, {VP8: OUT_VP8}, True, rtx_ssrc=0x9998, rtx_pt_map={100: 200})
+
+
+def test_packets_of_a_layer_left_at_a_switch_are_not_resent(rig: Rig) -> None:
+    # Down from the 1280 px layer at a 320 px key frame: the large layer's losses from before the switch are useless
+    # to the decoder after the key frame and, on the congested link that caused the switch, only deepen its queue.
+    e = rig.engine
+    e.add_producer(10, 1, fastpath.KIND_VIDEO, b"v", [(b"lo", 0, 0), (b"hi", 0, 0)], [VP8], {}, 90000,
+                   codecs={VP8: fastpath.CODEC_VP8})
+    e.add_consumer(20, 2, 10, OUT_SSRC, {VP8: OUT_VP8}, True)
+
+    def send(rid: bytes, ssrc: int, seqs: list[int], ts: int, key: bool) -> None:
+        for i, s in enumerate(seqs):
+            rig.pub.send_rtp(packets.rtp(VP8, s, ts, ssrc, packets.vp8_payload(key=key and i == 0),
+                                         extensions=[(1, b"v"), (2, rid)]))
+
+    send(b"lo", 0xA, [100], 1000, True)
+    send(b"hi", 0xB, [5000, 5001, 5002], 7000, True)
+    rig.pump()
+    before, _ = rig.sub.drain()
+    e.set_consumer_layer(20, 0)
+    send(b"lo", 0xA, [101, 102], 4000, True)                  # the switch
+    rig.pump()
+    after, _ = rig.sub.drain()
+    assert len(before) == 3 and len(after) == 2
+    old, new = header(before[1])[1], header(after[1])[1]
+    rig.sub.forget_received()
+    rig.sub.send_rtcp(packets.rtcp_nack(0xABC, OUT_SSRC, [old, new]))
+    rig.pump()
+    again, _ = rig.sub.drain()
+    assert again == [after[1]]
+    c = e.snapshot_consumer(20)
+    assert c["retransmits"] == 1 and c["drop_nack_other_layer"] == 1

@@ -5,7 +5,8 @@ client host without rules.
 
 After a warm-up (until both show 1280 px, at most 20 s) reports per second from the moment the cap goes on: the
 capped subscriber's frames, width and longest gap, the kbit/s offered at its link (what the worker pushed) and
-delivered through the cap, and the clean subscriber's width; then summaries of the capped and uncapped windows, the
+delivered through the cap, the clean subscriber's width, the capped subscriber's decoder counters and the worker's
+estimate and layer for it; then summaries of the capped and uncapped windows, the
 worker's consumer counters for the capped subscriber over the cap (retransmits, NACKs, PLIs), and the publisher's
 layers.
 """
@@ -32,6 +33,16 @@ CAP_S, AFTER_S = 30, 15
 CAP = Rule(rate_kbit=500, burst_bytes=4000, queue_ms=200)
 
 
+def sender_view(stats: dict[str, Any]) -> dict[str, Any]:
+    """The capped subscriber's estimate (kbit/s and the delay detector's verdict) and its video consumers'
+    current layers (-1: none yet; "p": paused)."""
+    sub = stats.get("sub", {})
+    media = sub.get("media", {})
+    layers = [("p" if c.get("paused") else c.get("current_layer")) for c in sub.get("consumers", {}).values()
+              if "current_layer" in c]
+    return {"bwe_kbps": round(media.get("bwe_bps", 0) / 1000), "bwe_state": media.get("bwe_state"), "layers": layers}
+
+
 async def run(ctx: Any, result: dict[str, Any], cap_s: float = CAP_S, after_s: float = AFTER_S) -> None:
     from common import connect
 
@@ -52,12 +63,14 @@ async def run(ctx: Any, result: dict[str, Any], cap_s: float = CAP_S, after_s: f
     result["clean_link"] = {"capped": summary(capped.samples[-3:]), "clean": summary(clean.samples[-3:])}
 
     relay: list[tuple[float, dict[str, Any]]] = []
+    sender: list[dict[str, Any]] = []  # the worker's view of the capped subscriber, a row per relay sample
 
     async def sample_relay(seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             await asyncio.sleep(1)
             relay.append((time.monotonic(), (await capped_host.stats())["down"]))
+            sender.append(sender_view(await ctx.worker_stats(ROOM, "capped")))
 
     before = consumer_counters(await ctx.worker_stats(ROOM, "capped"))
     relay.append((time.monotonic(), (await capped_host.stats())["down"]))
@@ -72,7 +85,7 @@ async def run(ctx: Any, result: dict[str, Any], cap_s: float = CAP_S, after_s: f
     result["publisher"] = await publisher_layers(room)
 
     per_second = []
-    for (t0, a), (t1, b) in zip(relay, relay[1:], strict=False):
+    for (t0, a), (t1, b), worker in zip(relay, relay[1:], sender, strict=False):
         span = t1 - t0
         cs = window(capped.samples, t0, t1)
         ks = window(clean.samples, t0, t1)
@@ -83,6 +96,7 @@ async def run(ctx: Any, result: dict[str, Any], cap_s: float = CAP_S, after_s: f
             "offered_kbit": round((b["offered_bytes"] - a["offered_bytes"]) * 8 / span / 1000),
             "delivered_kbit": round((b["delivered_bytes"] - a["delivered_bytes"]) * 8 / span / 1000),
             "clean_width": clean.width(ks[-1]) if ks else None,
+            "decoder": cs[-1].get("decoder") if cs else None, "worker": worker,
         })
     result["per_second"] = per_second
     first, last = relay[0][1], next(s for t, s in relay if t >= cap_off - 0.5)

@@ -3,9 +3,10 @@ tests/e2e/netns.py): the unmodified ``livekit`` SDK joins with the token it is g
 prints one JSON line per second until ``--seconds`` passed:
 
 ``{"sample": {"at": monotonic s, "frames": n, "widths": {"1280": n}, "gap_s": longest gap between video frames that
-ends in this second (or the open gap when none came)}}``; first ``{"event": "connected"}``, last ``{"event": "done",
-"frames": n, "inbound": {...}}`` with the video inbound-rtp statistics of libwebrtc (packets lost, NACKs sent,
-frames decoded, freezes). The clock is CLOCK_MONOTONIC, shared with the scenario's process.
+ends in this second (or the open gap when none came), "decoder": libwebrtc's cumulative receive counters}}``;
+first ``{"event": "connected"}``, last ``{"event": "done", "frames": n, "inbound": {...}}`` with the video
+inbound-rtp statistics of libwebrtc (packets lost, NACKs sent, frames decoded, freezes). The clock is
+CLOCK_MONOTONIC, shared with the scenario's process.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from livekit import rtc
+
+# libwebrtc's cumulative receive counters in each sample: frames that arrive and are not assembled or decoded show
+# up as packetsReceived moving while framesReceived/framesDecoded do not.
+DECODER_COUNTERS = ("packetsReceived", "packetsLost", "framesReceived", "framesDecoded", "keyFramesDecoded",
+                    "pliCount", "nackCount")
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -74,7 +80,10 @@ async def run(url: str, token: str, seconds: float) -> None:
             last = at
         if not new and last is not None:
             gap = now - last
-        emit({"sample": {"at": round(now, 3), "frames": len(new), "widths": widths, "gap_s": round(gap, 3)}})
+        inbound = video_inbound(await room.get_rtc_stats())
+        decoder = {k: int(inbound.get(k, 0)) for k in DECODER_COUNTERS}
+        emit({"sample": {"at": round(now, 3), "frames": len(new), "widths": widths, "gap_s": round(gap, 3),
+                         "decoder": decoder}})
     inbound = video_inbound(await room.get_rtc_stats())
     emit({"event": "done", "frames": len(frames), "inbound": inbound})
     for task in tasks:
