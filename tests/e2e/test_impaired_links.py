@@ -49,3 +49,20 @@ def test_a_capped_subscriber_does_not_disturb_a_clean_one_and_recovers_when_the_
     assert sum(s["offered_kbit"] for s in late) <= 1.3 * 500 * len(late), r["per_second"]
     # Once the cap is lifted the capped subscriber's video flows again (today at 1280 px within about 2 s).
     assert after["capped"]["fps"] >= 3, after
+
+
+def test_below_the_lowest_layer_video_pauses_audio_flows_quality_is_poor_and_all_comes_back() -> None:
+    r = scenario("pause", workers=1, timeout_s=120)
+    during = [s for s in r["per_second"] if s["capped"]]
+    # 100 kbit/s holds audio (Opus ~40 kbit/s) but not the 320 px layer (~150 kbit/s): the allocator pauses the
+    # video (the subscriber is sent StreamStateUpdate PAUSED) and the audio keeps flowing through the cap.
+    assert r["paused_after_s"] is not None and r["paused_after_s"] <= 6, r["per_second"]
+    late = [s for s in during if s["t"] >= r["paused_after_s"] + 2]
+    assert late and all(s["audio_frames"] >= 80 for s in late), r["per_second"]  # 10 ms frames: 100/s
+    assert sum(s["frames"] for s in late) <= 2, r["per_second"]
+    # The server tells the capped subscriber that its connection is POOR within 10 s ...
+    assert r["poor_after_s"] is not None and r["poor_after_s"] <= 10, r["per_second"]
+    # ... and once the cap is lifted, the video comes back (after the next probe: its backoff grows under the cap)
+    # and so does the quality.
+    assert r["resumed_after_lift_s"] is not None and r["resumed_after_lift_s"] <= 12, r["per_second"]
+    assert r["good_again_after_lift_s"] is not None, r["per_second"]

@@ -23,6 +23,7 @@ from impaired import (
     consumer_counters,
     delta,
     publisher_layers,
+    sender_view,
     summary,
     window,
 )
@@ -31,16 +32,6 @@ from netimpair import Rule
 ROOM = "e2e-cap"
 CAP_S, AFTER_S = 30, 15
 CAP = Rule(rate_kbit=500, burst_bytes=4000, queue_ms=200)
-
-
-def sender_view(stats: dict[str, Any]) -> dict[str, Any]:
-    """The capped subscriber's estimate (kbit/s and the delay detector's verdict) and its video consumers'
-    current layers (-1: none yet; "p": paused)."""
-    sub = stats.get("sub", {})
-    media = sub.get("media", {})
-    layers = [("p" if c.get("paused") else c.get("current_layer")) for c in sub.get("consumers", {}).values()
-              if "current_layer" in c]
-    return {"bwe_kbps": round(media.get("bwe_bps", 0) / 1000), "bwe_state": media.get("bwe_state"), "layers": layers}
 
 
 async def run(ctx: Any, result: dict[str, Any], cap_s: float = CAP_S, after_s: float = AFTER_S) -> None:

@@ -34,9 +34,16 @@ class SimulcastPublisher:
         self.frames = [rtc.VideoFrame(W, H, rtc.VideoBufferType.RGBA, grey + os.urandom(W * H) + grey)
                        for _ in range(8)]
         self.task: asyncio.Task[None] | None = None
+        self.tone: Any = None  # common.Publisher sending the microphone, when published with audio
         self.sid = ""
 
-    async def publish(self) -> str:
+    async def publish(self, *, audio: bool = False) -> str:
+        """Publish the camera (and, with ``audio``, a microphone with a tone); returns the camera's sid."""
+        if audio:
+            from common import Publisher
+
+            self.tone = Publisher(self.room, W, H)
+            await self.tone.publish(audio=True, video=False)
         track = rtc.LocalVideoTrack.create_video_track("cam", self.source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=True)
         self.sid = (await self.room.local_participant.publish_track(track, options)).sid
@@ -52,6 +59,8 @@ class SimulcastPublisher:
             await asyncio.sleep(max(0.0, start + i / 30 - loop.time()))
 
     async def stop(self) -> None:
+        if self.tone is not None:
+            await self.tone.stop()
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -121,6 +130,16 @@ def consumer_counters(stats: dict[str, Any]) -> dict[str, int]:
         for key in out:
             out[key] += int(consumer.get(key, 0))
     return out
+
+
+def sender_view(stats: dict[str, Any]) -> dict[str, Any]:
+    """A subscriber's estimate (kbit/s and the delay detector's verdict) and its consumers' current layers (-1: none
+    yet; "p": paused), from the worker's stats of its transports."""
+    sub = stats.get("sub", {})
+    media = sub.get("media", {})
+    layers = [("p" if c.get("paused") else c.get("current_layer")) for c in sub.get("consumers", {}).values()
+              if "current_layer" in c]
+    return {"bwe_kbps": round(media.get("bwe_bps", 0) / 1000), "bwe_state": media.get("bwe_state"), "layers": layers}
 
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:

@@ -3,7 +3,9 @@ tests/e2e/netns.py): the unmodified ``livekit`` SDK joins with the token it is g
 prints one JSON line per second until ``--seconds`` passed:
 
 ``{"sample": {"at": monotonic s, "frames": n, "widths": {"1280": n}, "gap_s": longest gap between video frames that
-ends in this second (or the open gap when none came), "decoder": libwebrtc's cumulative receive counters}}``;
+ends in this second (or the open gap when none came), "decoder": libwebrtc's cumulative receive counters,
+"audio_frames": audio frames received in this second, "quality": the ConnectionQuality the server last sent about
+this participant (0 POOR, 1 GOOD, 2 EXCELLENT, 3 LOST; null before the first)}}``;
 first ``{"event": "connected"}``, last ``{"event": "done", "frames": n, "inbound": {...}}`` with the video
 inbound-rtp statistics of libwebrtc (packets lost, NACKs sent, frames decoded, freezes). The clock is
 CLOCK_MONOTONIC, shared with the scenario's process.
@@ -49,20 +51,35 @@ async def run(url: str, token: str, seconds: float) -> None:
     frames: list[tuple[float, int]] = []
     tasks: list[asyncio.Task[None]] = []
 
+    audio_frames = [0]
+    quality: list[int | None] = [None]  # this participant's ConnectionQuality, as the server last sent it
+
     async def count(track: rtc.Track) -> None:
         async for event in rtc.VideoStream(track):
             frames.append((time.monotonic(), event.frame.width))
+
+    async def count_audio(track: rtc.Track) -> None:
+        async for _ in rtc.AudioStream(track):
+            audio_frames[0] += 1
 
     @room.on("track_subscribed")
     def on_track(track: rtc.Track, publication: rtc.RemoteTrackPublication,
                  participant: rtc.RemoteParticipant) -> None:
         if track.kind == rtc.TrackKind.KIND_VIDEO:
             tasks.append(asyncio.create_task(count(track)))
+        elif track.kind == rtc.TrackKind.KIND_AUDIO:
+            tasks.append(asyncio.create_task(count_audio(track)))
+
+    @room.on("connection_quality_changed")
+    def on_quality(participant: rtc.Participant, value: int) -> None:
+        if participant.identity == room.local_participant.identity:
+            quality[0] = int(value)
 
     await room.connect(url, token, rtc.RoomOptions(auto_subscribe=True, connect_timeout=10))
     emit({"event": "connected"})
     start = time.monotonic()
     seen = 0
+    audio_seen = 0
     last: float | None = None
     second = 0
     while time.monotonic() - start < seconds:
@@ -83,7 +100,8 @@ async def run(url: str, token: str, seconds: float) -> None:
         inbound = video_inbound(await room.get_rtc_stats())
         decoder = {k: int(inbound.get(k, 0)) for k in DECODER_COUNTERS}
         emit({"sample": {"at": round(now, 3), "frames": len(new), "widths": widths, "gap_s": round(gap, 3),
-                         "decoder": decoder}})
+                         "decoder": decoder, "audio_frames": audio_frames[0] - audio_seen, "quality": quality[0]}})
+        audio_seen = audio_frames[0]
     inbound = video_inbound(await room.get_rtc_stats())
     emit({"event": "done", "frames": len(frames), "inbound": inbound})
     for task in tasks:
