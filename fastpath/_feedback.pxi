@@ -74,6 +74,7 @@ cdef void retransmit(EngineState* e, Consumer* c, uint16_t out_seq) noexcept nog
         rc = send_rtp(e, c, data, length, <uint8_t>out_pt, out_seq, m.out_ts)
     if rc == 0:
         c.retransmits += 1
+        e.transports[c.transport].rtx_bytes += <uint64_t>length
         m.resends += 1
         m.resent_ms = <uint32_t>e.now_ms
 

@@ -280,6 +280,7 @@ ctypedef struct Transport:
     uint64_t probe_clusters
     uint64_t probe_packets
     uint64_t probe_bytes
+    uint64_t rtx_bytes                        # NACK answers sent toward the transport (RTX or media SSRC)
 
 
 ctypedef struct PendingRtp:

@@ -1035,7 +1035,7 @@ cdef class Engine:
              "bound": int(tr.bound), "srtp": int(tr.srtp_in != NULL), "rtt_ms": tr.rtt_ms,
              "sent_bps": tr.sent_bps, "probing": int(tr.probe_until_ms != 0),
              "probe_clusters": tr.probe_clusters, "probe_packets": tr.probe_packets,
-             "probe_bytes": tr.probe_bytes}
+             "probe_bytes": tr.probe_bytes, "rtx_bytes": tr.rtx_bytes}
         if tr.twcc != NULL:
             d.update(twcc_packets=tr.twcc.packets, twcc_duplicates=tr.twcc.duplicates,
                      twcc_too_old=tr.twcc.too_old, twcc_resyncs=tr.twcc.resyncs,

@@ -5,7 +5,8 @@ consumers and a send-side bandwidth estimate (:class:`EstimateSource`; none: not
 follows control's preferred layer, as before the allocator existed) it gives the estimate to the consumers in
 LiveKit's order (pkg/sfu/streamallocator): audio first (always, its measured rate comes off the top), then video
 by priority, every video track its lowest live layer before any track gets more, then one layer up at a time while
-it fits in :data:`VIDEO_SHARE` of the estimate, never above the preferred layer. When the current layers no longer
+it fits in :data:`VIDEO_SHARE` of the estimate less the rate of retransmissions toward the transport (at most
+:data:`RTX_MAX_SHARE` of it), never above the preferred layer. When the current layers no longer
 fit (congestion) the tracks drop at once to what fits; a raise needs headroom of :data:`RAISE_MARGIN` over the
 next layer's need for :data:`RAISE_TICKS` passes in a row and waits :data:`RAISE_HOLD_S` after a lowering. A video
 track not even the lowest layer of which fits is paused, and ``on_stream_state`` tells control (the subscriber gets
@@ -55,6 +56,8 @@ PROBE_BACKOFF_MAX_S = 10.0  # ... up to this (LiveKit's is longer; a link whose 
 # once its raise held this long:
 PROBE_STABLE_S = 10.0  # (a lowering sooner counts as a failure, so a lossy link does not flap between layers)
 PROBE_CLEAN_PASSES = 3  # a probe needs this many passes in a row without loss or overuse (a loss window is small)
+RTX_MAX_SHARE = 0.25  # retransmissions come off the video budget, at most this share of it (a burst of NACKs
+# after a loss must not pause a track by itself; a link that keeps losing is lowered by its loss and delay)
 
 NONE = -1  # not managed: the Engine follows control's preferred layer alone
 PAUSED = -2  # paused by the allocator
@@ -71,6 +74,7 @@ class Estimate:
     state: str = "normal"  # "normal", "overusing" or "underusing" (the delay-based detector's verdict)
     loss: float = 0.0  # fraction of packets the subscriber reported lost
     probing: bool = False  # a probe cluster's result is still awaited (its feedback has not come)
+    rtx_bytes: int = 0  # retransmitted bytes sent toward the transport so far (a counter; its rate is budgeted)
 
 
 class EstimateSource(Protocol):
@@ -98,7 +102,7 @@ class EngineEstimates:
         if not bps or not (snap.get("twcc_feedback_packets", 0) or snap.get("remb_packets", 0)):
             return None
         return Estimate(int(bps), str(snap.get("bwe_state", "normal")), float(snap.get("bwe_loss", 0.0)),
-                        bool(snap.get("bwe_probe_pending", 0)))
+                        bool(snap.get("bwe_probe_pending", 0)), int(snap.get("rtx_bytes", 0)))
 
 
 class NoEstimates:
@@ -230,7 +234,8 @@ class TransportAllocation:
     """The allocator's state for one subscriber transport and the lowering, raising and probing rules."""
 
     __slots__ = ("transport_id", "tracks", "video", "lowered_at", "streak", "managed", "stamp", "probe_started",
-                 "probe_goal", "probe_wait", "next_probe_at", "probed", "boost", "raised_at", "clean")
+                 "probe_goal", "probe_wait", "next_probe_at", "probed", "boost", "raised_at", "clean",
+                 "rtx_bytes", "rtx_at", "rtx_bps")
 
     def __init__(self, transport_id: str) -> None:
         self.transport_id = transport_id
@@ -248,6 +253,17 @@ class TransportAllocation:
         self.boost = False  # the last probe succeeded: the next raise needs one pass, not RAISE_TICKS
         self.raised_at = -1.0  # when the last successful probe was, -1 = its raise held PROBE_STABLE_S (or none)
         self.clean = 0  # passes in a row with loss below PROBE_MAX_LOSS and no overuse
+        self.rtx_bytes = 0  # the estimate's retransmission counter at the last pass ...
+        self.rtx_at = -1.0  # ... and when (-1: none yet)
+        self.rtx_bps = 0.0  # the retransmission rate between the last two passes
+
+    def _rtx_rate(self, now: float, counter: int) -> float:
+        if self.rtx_at >= 0 and counter >= self.rtx_bytes and now > self.rtx_at:
+            self.rtx_bps = (counter - self.rtx_bytes) * 8 / (now - self.rtx_at)
+        else:
+            self.rtx_bps = 0.0
+        self.rtx_bytes, self.rtx_at = counter, now
+        return self.rtx_bps
 
     def _start_probe(self, now: float, goal: float, probe: Prober | None) -> bool:
         if probe is None or not probe(probe_rate(goal)):
@@ -278,6 +294,8 @@ class TransportAllocation:
         """The changes of one pass: ``video`` are the allocatable video tracks in priority order; ``probe``
         starts a bandwidth probe toward the transport (None: no probing)."""
         budget = estimate.bps * VIDEO_SHARE - audio_bps
+        # Retransmissions use the same link: their rate comes off the video budget.
+        budget -= min(self._rtx_rate(now, estimate.rtx_bytes), RTX_MAX_SHARE * max(budget, 0.0))
         congested = estimate.state == "overusing" or estimate.loss > RAISE_MAX_LOSS
         self.clean = self.clean + 1 if estimate.state == "normal" and estimate.loss < PROBE_MAX_LOSS else 0
         if self.raised_at >= 0 and now - self.raised_at >= PROBE_STABLE_S:

@@ -513,3 +513,30 @@ def test_a_probe_needs_passes_in_a_row_without_loss() -> None:
     w.estimate("sub", 1_000_000)
     w.run(ALLOCATE_INTERVAL_S * (PROBE_CLEAN_PASSES + 1))
     assert len(engine.probes) == 2
+
+
+def test_retransmissions_come_off_the_budget_but_never_pause_a_track_by_themselves() -> None:
+    w = World()
+    w.transport("sub", 600_000)
+    w.producer("v", "video", SIMULCAST)
+    w.consumer("c", "sub", "v")
+    w.run(2.0)
+    assert w.got("c") == 1  # 540 k of video budget: 640 px (450 k)
+    h = w.transports.handle("sub")
+    sent = 0
+
+    def retransmit(bps: float, seconds: float) -> None:
+        nonlocal sent
+        for _ in range(round(seconds / ALLOCATE_INTERVAL_S)):
+            sent += int(bps / 8 * ALLOCATE_INTERVAL_S)
+            w.estimates.estimates[h] = Estimate(600_000, rtx_bytes=sent)
+            w.run(ALLOCATE_INTERVAL_S)
+
+    retransmit(80_000, 2.0)
+    assert w.got("c") == 1  # 460 k left: still fits
+    retransmit(200_000, 2.0)
+    assert w.got("c") == 0  # 340 k left: 320 px
+    retransmit(5_000_000, 3.0)
+    assert w.got("c") == 0  # at most a quarter of the budget goes to retransmissions: 405 k, not paused
+    retransmit(0, RAISE_HOLD_S + 3.0)
+    assert w.got("c") == 1  # the losses stopped: back up
