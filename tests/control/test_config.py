@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from control.cli import build_parser, parse_duration, parse_grant, run_token, token_credentials
-from control.config import ConfigError, RoomSettings, Settings, load_settings, parse_keys
+from control.config import ConfigError, RoomSettings, Settings, WebhookSettings, load_settings, parse_keys
 
 
 def serve_args(*argv: str) -> object:
@@ -332,3 +332,20 @@ def test_bad_room_environment_is_refused(env: dict[str, str], message: str) -> N
     with pytest.raises(ConfigError) as info:
         load_settings(serve_args("--keys", "k:s"), environ=env)
     assert str(info.value) == message
+
+
+def test_webhook_and_drain_settings(tmp_path: Path) -> None:
+    config = write(tmp_path, "keys: {k1: s1, k2: s2}\ndrain_timeout: 30\n"
+                             "webhook: {urls: ['http://127.0.0.1:9/hook'], api_key: k2}\n")
+    settings = load_settings(serve_args("--config", str(config)), environ={})
+    assert settings.drain_timeout == 30
+    assert settings.webhook == WebhookSettings(urls=("http://127.0.0.1:9/hook",), api_key="k2", api_secret="s2")
+    env = {"MEDIAROUTER_WEBHOOK_URLS": "http://a.example/x, https://b.example/y", "MEDIAROUTER_DRAIN_TIMEOUT": "5"}
+    settings = load_settings(serve_args("--keys", "k:s", "--drain-timeout", "7"), environ=env)
+    assert settings.drain_timeout == 7
+    assert settings.webhook.urls == ("http://a.example/x", "https://b.example/y") and settings.webhook.api_key == "k"
+    assert load_settings(serve_args("--keys", "k:s"), environ={}).webhook.urls == ()
+    with pytest.raises(ConfigError, match="webhook.api_key 'nope' is not one of the API keys"):
+        load_settings(serve_args("--keys", "k:s"), environ={**env, "MEDIAROUTER_WEBHOOK_API_KEY": "nope"})
+    with pytest.raises(ConfigError, match="webhook.urls must be a list"):
+        load_settings(serve_args("--keys", "k:s"), environ={"MEDIAROUTER_WEBHOOK_URLS": "ftp://x"})
