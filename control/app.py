@@ -24,6 +24,7 @@ from control.rtc.worker_pool import SupervisorPool, attach_supervisor
 from control.service import signaling, twirp
 from control.service.health import healthz
 from control.service.keys import MANAGER_KEY, SETTINGS_KEY, SUPERVISOR_KEY
+from control.service.metrics import add_metrics
 from control.service.webhooks import add_webhooks
 from control.workers.supervisor import Supervisor
 
@@ -41,6 +42,7 @@ def build_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     manager = RoomManager(SupervisorPool(supervisor), LiveKitNegotiator(), room_settings)
     attach_supervisor(manager, supervisor)
     add_livekit(app, manager)
+    add_metrics(app, supervisor, manager)
     if settings.webhook.urls:
         add_webhooks(app, manager.events, settings.webhook.urls, settings.webhook.api_key, settings.webhook.api_secret)
     return app
