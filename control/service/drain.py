@@ -5,7 +5,7 @@ session is still served, so a call whose signal connection blips goes on) and ``
 HTTP 503, so that a load balancer sends new rooms elsewhere. :func:`drain_rooms` waits until no participant is left
 or ``drain_timeout`` passes (or a second signal asks to stop at once); control/app.py then closes the rooms, which
 sends each remaining participant a LeaveRequest (SERVER_SHUTDOWN), and stops the workers (docs/RELIABILITY.md,
-Graceful drain).
+O4).
 """
 
 from __future__ import annotations

@@ -70,3 +70,26 @@ async def test_control_metrics_follow_rooms_joins_signal_and_webhooks() -> None:
         assert after[("mediarouter_webhook_queued_events", ())] >= 2
         assert after[("mediarouter_control_loop_lag_seconds", ())] >= 0
         await ws.close()
+
+
+def test_grafana_dashboard_uses_only_metrics_the_server_exports() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from control.service.metrics import CONTROL_REGISTRY, MediaRouterCollector, join_failed
+    from control.service.webhooks import WEBHOOKS_KEY, WebhookSender
+
+    slot = SimpleNamespace(worker_id=0, running=True, restarts=0, usage=lambda: {"cpu_s": 1.0},
+                           heartbeat={"loop_lag_ms": 1.0, "counters": {"totals": {}, "drops": {"duplicate": 1}}})
+    app = {WEBHOOKS_KEY: WebhookSender(["http://127.0.0.1:9/x"], KEY, SECRET)}
+    registry = CollectorRegistry()
+    registry.register(MediaRouterCollector(SimpleNamespace(slots=[slot]), SimpleNamespace(rooms={}), app))  # type: ignore[arg-type]
+    join_failed("unauthorized")
+    exported = {s.name for text in (generate_latest(registry), generate_latest(CONTROL_REGISTRY))
+                for family in text_string_to_metric_families(text.decode()) for s in family.samples}
+    dashboard = (Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json").read_text()
+    used = set(re.findall(r"mediarouter_\w+", json.dumps([p["targets"] for p in json.loads(dashboard)["panels"]])))
+    assert used and used <= exported, used - exported
