@@ -4,8 +4,11 @@ This module only wires parts together: the :class:`~control.workers.supervisor.S
 :class:`~control.rtc.rooms.RoomManager` over it (its room settings with the API keys, the SDP layer of
 ``control.rtc.negotiation``, the workers' notifications), the typed application keys of ``control.service.keys``, and
 the routes: ``GET /healthz`` (control/service/health.py), LiveKit's signaling (control/service/signaling.py) and
-Twirp RoomService (control/service/twirp.py), all on the same port. SIGINT/SIGTERM stop the HTTP server, then the
-workers, then remove the runtime directory.
+Twirp RoomService (control/service/twirp.py), ``GET /metrics`` (control/service/metrics.py) and, when configured,
+the webhook sender (control/service/webhooks.py), all on the same port. SIGTERM or SIGINT drains
+(control/service/drain.py): no new join, the calls go on until their participants leave or ``drain_timeout``
+passes, then whoever is left gets a LeaveRequest; a second signal stops at once. Then the HTTP server stops, then
+the workers, then the runtime directory is removed.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ from control.rtc.participant import LiveKitNegotiator
 from control.rtc.rooms import RoomManager
 from control.rtc.worker_pool import SupervisorPool, attach_supervisor
 from control.service import signaling, twirp
+from control.service.drain import DRAIN_KEY, add_drain, drain_rooms
 from control.service.health import healthz
 from control.service.keys import MANAGER_KEY, SETTINGS_KEY, SUPERVISOR_KEY
+from control.service.metrics import add_metrics
+from control.service.webhooks import add_webhooks
 from control.workers.supervisor import Supervisor
 
 log = logging.getLogger("control.app")
@@ -40,6 +46,10 @@ def build_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     manager = RoomManager(SupervisorPool(supervisor), LiveKitNegotiator(), room_settings)
     attach_supervisor(manager, supervisor)
     add_livekit(app, manager)
+    add_drain(app)
+    add_metrics(app, supervisor, manager)
+    if settings.webhook.urls:
+        add_webhooks(app, manager.events, settings.webhook.urls, settings.webhook.api_key, settings.webhook.api_secret)
     return app
 
 
@@ -57,11 +67,17 @@ async def _close_rooms(app: web.Application) -> None:
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
-    """Runs the control process until ``stop`` is set or SIGINT/SIGTERM arrives; returns the exit code."""
+    """Runs the control process until ``stop`` is set or SIGINT/SIGTERM arrives, then drains (a second signal
+    stops at once); returns the exit code."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
+    stop_now = asyncio.Event()
+
+    def on_signal() -> None:
+        (stop_now if stop.is_set() else stop).set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     supervisor = Supervisor(workers=settings.workers, node_ip=settings.node_ip,
                             rtc_port_base=settings.rtc_port_base, log_level=settings.log_level,
                             gso=settings.gso, hmac_batch=settings.hmac_batch, srtp_crypto=settings.srtp_crypto,
@@ -80,7 +96,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         log.info("listening on http://%s:%d", settings.http_host, settings.http_port)
         await supervisor.start()
         await stop.wait()
+        app = runner.app
+        await drain_rooms(app[DRAIN_KEY], app[MANAGER_KEY], settings.drain_timeout, stop_now)
         log.info("shutting down")
+        await app[MANAGER_KEY].close()  # a LeaveRequest to each participant still there
     finally:
         await runner.cleanup()
         await supervisor.stop()

@@ -21,7 +21,15 @@ gso            MEDIAROUTER_GSO            --gso, --no-gso                on (whe
 hmac_batch     MEDIAROUTER_HMAC_BATCH     --hmac-batch, --no-hmac-batch  on (where OpenSSL has sha1_multi_block)
 srtp_crypto    MEDIAROUTER_SRTP_CRYPTO    --srtp-crypto C                mediarouter (or libsrtp)
 congestion_control MEDIAROUTER_CONGESTION_CONTROL --[no-]congestion-control on
+drain_timeout  MEDIAROUTER_DRAIN_TIMEOUT  --drain-timeout S              300 (s, 0-86400)
+webhook        MEDIAROUTER_WEBHOOK_URLS,  (file only otherwise)          none
+               MEDIAROUTER_WEBHOOK_API_KEY
 =============  =========================  =============================  =======================================
+
+``drain_timeout``: after SIGTERM (or a first SIGINT) the server admits no join and waits this long at most for its
+participants to leave before it sends each a LeaveRequest and stops (control/service/drain.py). ``webhook``: LiveKit
+webhooks (control/service/webhooks.py) POSTed to every URL, signed with the API key ``api_key`` (default: the only
+key); ``MEDIAROUTER_WEBHOOK_URLS`` is a comma-separated list.
 
 ``gso``: the workers send with UDP generic segmentation offload (fastpath/gso.pxd). ``hmac_batch``: AES-CM-80
 tags are computed in batches with OpenSSL's multi-buffer SHA-1. ``srtp_crypto``: ``mediarouter`` gives libsrtp
@@ -42,14 +50,18 @@ YAML file (every field optional)::
     hmac_batch: true
     srtp_crypto: mediarouter
     congestion_control: true
+    drain_timeout: 300
+    webhook: {urls: [https://backend.example/livekit], api_key: devkey}
     room:                 # the LiveKit rooms (RoomSettings); MEDIAROUTER_ROOM_<FIELD> overrides each
       ping_interval: 5    # s between the clients' pings (JoinResponse), 1-3600
       ping_timeout: 15    # s without a pong before a client gives up, greater than ping_interval, up to 3600
       grace_period_s: 10  # s a session whose WebSocket dropped waits for a resume, 0-3600
       join_timeout_s: 60  # s a participant has to connect its primary peer connection, 1-3600
       worker_wait_s: 3    # s a join waits for a running worker (a respawn takes ~0.3 s), 0-600
-      empty_timeout: 300  # s a room made by CreateRoom lives without anyone joining, 1-86400
-      departure_timeout: 20  # s reported to clients in the room's info, 0-86400
+      empty_timeout: 300  # s a room made by CreateRoom lives without anyone joining, 1-86400 (CreateRoom too)
+      departure_timeout: 20  # s a room lives on after its last participant left, 0-86400 (CreateRoom too)
+      refresh_interval_s: 300  # s between the refresh tokens sent to each participant, 1-86400
+      enable_remote_unmute: false  # MutePublishedTrack may unmute (LiveKit refuses it unless set)
       enabled_codecs: [audio/opus, video/VP8]  # publish codecs announced to clients (JoinResponse, Room);
                           # an AddTrackRequest's other codecs are dropped. Any of audio/opus, video/VP8,
                           # video/H264, video/VP9, video/AV1
@@ -92,7 +104,8 @@ DEFAULT_LOG_LEVEL = "info"
 DEFAULT_SRTP_CRYPTO = "mediarouter"
 
 _FILE_FIELDS = ("workers", "node_ip", "rtc_port_base", "http_host", "http_port", "log_level", "keys", "gso",
-                "hmac_batch", "srtp_crypto", "congestion_control", "room")
+                "hmac_batch", "srtp_crypto", "congestion_control", "room", "drain_timeout", "webhook")
+DEFAULT_DRAIN_TIMEOUT_S = 300
 
 
 class ConfigError(ValueError):
@@ -116,6 +129,8 @@ class Settings:
     congestion_control: bool = True
     srtp_crypto: str = DEFAULT_SRTP_CRYPTO
     config_path: str | None = None
+    drain_timeout: int = DEFAULT_DRAIN_TIMEOUT_S
+    webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings())
     room: RoomSettings = field(default_factory=lambda: RoomSettings())  # without the keys (control.app adds them)
 
 
@@ -205,7 +220,7 @@ def _parse_text(source: str, text: str) -> str:
 
 _ENV_PARSERS: dict[str, Callable[[str, str], Any]] = {
     "workers": _parse_integer, "rtc_port_base": _parse_integer, "http_port": _parse_integer,
-    "gso": parse_flag, "hmac_batch": parse_flag, "congestion_control": parse_flag,
+    "gso": parse_flag, "hmac_batch": parse_flag, "congestion_control": parse_flag, "drain_timeout": _parse_integer,
 }
 
 
@@ -253,10 +268,13 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     keys, dev_mode = resolve_keys(getattr(args, "keys", None), env, file.get("keys"))
     if dev_mode:
         log.warning("development mode: API key devkey, secret 'secret'")
+    drain_timeout = _integer("drain_timeout", pick("drain_timeout", DEFAULT_DRAIN_TIMEOUT_S), 0, 86400)
+    webhook = load_webhook_settings(file.get("webhook"), env, keys)
     return Settings(workers=workers, node_ip=node_ip, rtc_port_base=rtc_port_base, http_host=http_host,
                     http_port=http_port, keys=MappingProxyType(keys), dev_mode=dev_mode,
                     log_level=log_level.lower(), gso=gso, hmac_batch=hmac_batch, srtp_crypto=srtp_crypto.lower(),
-                    congestion_control=congestion_control, config_path=path,
+                    congestion_control=congestion_control, config_path=path, drain_timeout=drain_timeout,
+                    webhook=webhook,
                     room=load_room_settings(file.get("room"), env, path))
 
 
@@ -303,7 +321,8 @@ class RoomSettings:
     grace_period_s: float = 10.0  # a session whose WebSocket dropped is removed after this
     join_timeout_s: float = 60.0  # a participant must be ACTIVE (primary PC connected) within this
     worker_wait_s: float = 3.0  # a join waits this long for a worker to be running (respawn after a crash)
-    refresh_interval_s: float = 300.0  # not configurable: nothing refreshes tokens periodically yet
+    refresh_interval_s: float = 300.0  # a new token to each participant this often (LiveKit: every 5 min)
+    enable_remote_unmute: bool = False  # MutePublishedTrack(muted=false) is refused unless set (as LiveKit)
     enabled_codecs: tuple[str, ...] = ("audio/opus", "video/VP8")
     empty_timeout: int = 300
     departure_timeout: int = 20
@@ -321,8 +340,9 @@ _ROOM_NUMBERS: dict[str, tuple[type, float, float]] = {
     "empty_timeout": (int, 1, 86400),
     "departure_timeout": (int, 0, 86400),
     "dynacast_pause_delay_s": (float, 0, 3600),
+    "refresh_interval_s": (float, 1, 86400),
 }
-_ROOM_FIELDS = (*_ROOM_NUMBERS, "enabled_codecs")
+_ROOM_FIELDS = (*_ROOM_NUMBERS, "enabled_codecs", "enable_remote_unmute")
 
 
 def load_room_settings(section: Any, environ: Mapping[str, str], path: str | None = None) -> RoomSettings:
@@ -357,6 +377,8 @@ def _room_value(name: str, value: Any, source: str, *, from_env: bool) -> Any:
     if name == "enabled_codecs":
         items = value.split(",") if from_env and isinstance(value, str) else value
         return _codecs(items, source)
+    if name == "enable_remote_unmute":
+        return parse_flag(source, value) if from_env else _boolean(source, value)
     kind, low, high = _ROOM_NUMBERS[name]
     if from_env:
         try:
@@ -385,3 +407,42 @@ def _codecs(items: Any, source: str) -> tuple[str, ...]:
             raise ConfigError(f"{source}: codec {mime} given twice")
         chosen.append(mime)
     return tuple(chosen)
+
+
+# ------------------------------------------------------------------------------------ webhook settings
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Where LiveKit webhooks go (control/service/webhooks.py); no URL = none are sent."""
+
+    urls: tuple[str, ...] = ()
+    api_key: str = ""
+    api_secret: str = ""
+
+
+def load_webhook_settings(section: Any, environ: Mapping[str, str], keys: Mapping[str, str]) -> WebhookSettings:
+    """The ``webhook:`` section (``urls``, ``api_key``), overridden by ``MEDIAROUTER_WEBHOOK_URLS`` (comma-separated)
+    and ``MEDIAROUTER_WEBHOOK_API_KEY``; the key must be one of ``keys`` (default: the only one)."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"webhook must be a mapping, not {type(section).__name__}")
+    unknown = sorted(str(k) for k in section if k not in ("urls", "api_key"))
+    if unknown:
+        raise ConfigError(f"webhook: unknown setting {unknown[0]!r}")
+    env_urls = environ.get(ENV_PREFIX + "WEBHOOK_URLS", "").strip()
+    urls: Any = [u.strip() for u in env_urls.split(",") if u.strip()] if env_urls else section.get("urls", [])
+    if not isinstance(urls, list) or not all(isinstance(u, str) and u.startswith(("http://", "https://"))
+                                             for u in urls):
+        raise ConfigError(f"webhook.urls must be a list of http:// or https:// URLs, not {urls!r}")
+    if not urls:
+        return WebhookSettings()
+    api_key = environ.get(ENV_PREFIX + "WEBHOOK_API_KEY", "").strip() or section.get("api_key")
+    if api_key is None:
+        if len(keys) != 1:
+            raise ConfigError("webhook.api_key must name one of the API keys")
+        api_key = next(iter(keys))
+    if api_key not in keys:
+        raise ConfigError(f"webhook.api_key {api_key!r} is not one of the API keys")
+    return WebhookSettings(urls=tuple(urls), api_key=api_key, api_secret=keys[api_key])

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import fastpath
@@ -48,6 +49,7 @@ from router.messages import (
 from router.protocol import Body, Empty, Event, Method, RequestError
 from router.registry import Registry
 from router.scores import ScoreKeeper
+from router.totals import MediaTotals
 from router.transport import ConsentSchedule, InvalidState, WebRtcTransport
 
 if TYPE_CHECKING:
@@ -85,6 +87,9 @@ class MediaService:
                                          self.producers, self.consumers, self._on_stream_state)
         # Connection-quality scores of every producer and consumer, each transport every 2 s (router/scores.py).
         self.scores = ScoreKeeper(self.engine, self.transports, self.producers, self.consumers, self._emit_scores)
+        # Monotonic media totals for the heartbeat, summed from the snapshots (router/totals.py).
+        self.totals = MediaTotals(self.engine, _handles(self.transports), _handles(self.producers),
+                                  _handles(self.consumers))
 
     # ---- wiring ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -154,6 +159,7 @@ class MediaService:
             "rx_datagrams": engine["rx_datagrams"],
             "tx_datagrams": engine["tx_datagrams"],
             "tx_messages": engine["tx_messages"],  # fewer than tx_datagrams while UDP GSO groups sends
+            **self.totals.collect(),  # "totals" and "drops" (router/totals.py)
         }
 
     # ---- I/O ---------------------------------------------------------------------------------------------
@@ -545,3 +551,8 @@ class MediaService:
             consumer.producer.consumers.pop(dc_id, None)
             consumer.close()
         return Empty()
+
+
+def _handles(registry: Registry[Any]) -> Callable[[], list[tuple[str, int]]]:
+    """(id, Engine handle) of every object of ``registry`` (a registry's handle is the Engine's)."""
+    return lambda: [(object_id, registry.handle(object_id)) for object_id in registry.ids()]

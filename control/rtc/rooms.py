@@ -23,8 +23,10 @@ from livekit.protocol import models, rtc
 
 from control.auth import Claims, refresh_token
 from control.config import RoomSettings
+from control.rtc import events as ev
 from control.rtc import lk_messages as lk
 from control.rtc.dynacast import OFF, Dynacast, enabled_layers, quality_of_layer
+from control.rtc.lifecycle import RoomTimers, close_delay
 from control.rtc.participant import (
     DATA_LABELS,
     RELIABLE,
@@ -114,6 +116,7 @@ class Room:
         settings: RoomSettings,
         on_empty: Callable[[Room], None],
         targets: dict[str, Room] | None = None,
+        events: ev.RoomEvents | None = None,
     ) -> None:
         self.sid = lk.new_room_sid()
         self.targets = targets if targets is not None else {}  # node-wide: worker object id -> room
@@ -132,6 +135,12 @@ class Room:
         self.metadata = ""
         self.closing = False
         self.max_participants = 0  # 0 = no limit (CreateRoom can set one)
+        self.events = events if events is not None else ev.RoomEvents()
+        # lifetime of the empty room (control/rtc/lifecycle.py); CreateRoom can set both timeouts
+        self.empty_timeout = settings.empty_timeout
+        self.departure_timeout = settings.departure_timeout
+        self.ever_joined = False
+        self.created_by_api = False
         self._permission_sent: dict[tuple[str, str], bool] = {}  # (subscriber sid, track sid) -> last told
         self._level_marks: dict[str, tuple[float, int]] = {}  # producer id -> (audio_level_sum, count) seen
         self._speaking: dict[str, float] = {}  # participant sid -> level last announced
@@ -149,8 +158,8 @@ class Room:
             creation_time_ms=self.created_ms,
             metadata=self.metadata,
             max_participants=self.max_participants,
-            empty_timeout=self.settings.empty_timeout,
-            departure_timeout=self.settings.departure_timeout,
+            empty_timeout=self.empty_timeout,
+            departure_timeout=self.departure_timeout,
             num_participants=len(active),
             num_publishers=sum(1 for p in active if any(x.published for x in p.publications.values())),
             enabled_codecs=self.settings.enabled_codecs,
@@ -217,6 +226,8 @@ class Room:
             )
         )
         p.mark_joined()
+        self.ever_joined = True
+        self.events.emit(ev.PARTICIPANT_JOINED, self.info(), p.info())
         self.broadcast(p)
         self.send_room_update()
         if p.auto_subscribes:
@@ -231,9 +242,14 @@ class Room:
         return p
 
     def _send_refresh_token(self, p: Participant) -> None:
+        """A new token now and every ``refresh_interval_s`` while the session lives (LiveKit refreshes every few
+        minutes, so that a resume after the first token expired is still accepted)."""
+        if p.closed or self.participants.get(p.identity) is not p:
+            return
         secret = self.settings.keys.get(p.claims.api_key)
         if secret:
             p.send(lk.refresh_token(refresh_token(p.claims, secret)))
+            p.call_later(self.settings.refresh_interval_s, self._send_refresh_token, p)
 
     def _check_active(self, p: Participant) -> None:
         if not p.closed and p.state != State.ACTIVE and self.participants.get(p.identity) is p:
@@ -255,6 +271,8 @@ class Room:
         self._dynacast_participant_gone(p)
         was_announced = p.state != State.JOINING
         p.mark_disconnected(reason)
+        if was_announced:
+            self._tell_left(p)
         if announce and was_announced and not p.hidden:
             gone = lk.disconnected(p.info(), reason)
             for other in self.participants.values():
@@ -270,8 +288,22 @@ class Room:
         await p.close()
         self.check_empty()
 
+    def _tell_left(self, p: Participant) -> None:
+        """Room events of a session that ends: its published tracks go, then the participant."""
+        info = self.info()
+        for pub in p.publications.values():
+            if pub.published:
+                self.events.emit(ev.TRACK_UNPUBLISHED, info, p.info(), pub.info)
+        self.events.emit(ev.PARTICIPANT_LEFT, info, p.info())
+
     def check_empty(self) -> None:
         if not self.participants and not self.joining and not self.closed:
+            self._on_empty(self)
+
+    def check_empty_now(self) -> None:
+        """The empty room's timeout passed: it closes unless somebody came back."""
+        if not self.participants and not self.joining and not self.closed:
+            self.closing = True
             self._on_empty(self)
 
     def signal_closed(self, p: Participant, sink: SignalSink | None = None) -> None:
@@ -332,6 +364,7 @@ class Room:
         p.bump()
         self.broadcast(p)
         for pub in removed:
+            self.events.emit(ev.TRACK_UNPUBLISHED, self.info(), p.info(), pub.info)
             self.dynacast.remove_track(pub.sid)
             for other in self.participants.values():
                 other.unsubscribe(pub.sid)
@@ -342,6 +375,7 @@ class Room:
             return
         self._tracks_removed(p, removed)
         for pub in published:
+            self.events.emit(ev.TRACK_PUBLISHED, self.info(), p.info(), pub.info)
             self._dynacast_published(p, pub)
             for other in self.participants.values():
                 if other is not p and other.auto_subscribes:
@@ -664,6 +698,8 @@ class RoomManager:
         self.targets: dict[str, Room] = {}
         self._creating: dict[str, asyncio.Lock] = {}
         self._closing: set[asyncio.Task[Any]] = set()
+        self.events = ev.RoomEvents()  # webhooks and metrics listen (control/rtc/events.py)
+        self.timers = RoomTimers()  # empty rooms waiting to close (control/rtc/lifecycle.py)
 
     def rooms_per_worker(self) -> dict[int, int]:
         counts: dict[int, int] = {}
@@ -678,17 +714,20 @@ class RoomManager:
             room = self.rooms.get(name)
             if room is not None and not room.closed:
                 room.joining += 1
+                self.timers.cancel(room)
                 return room
             worker_id = await self._choose_worker()
             media = self.pool.media(worker_id)
             room = Room(name=name, worker_id=worker_id, media=media, negotiator=self.negotiator,
-                        settings=self.settings, on_empty=self._room_empty, targets=self.targets)
+                        settings=self.settings, on_empty=self._room_empty, targets=self.targets,
+                        events=self.events)
             await media.create_router(room.router_id)
             self.rooms[name] = room
             room.start_speaker_detection()
             room.start_quality_updates()
             room.joining += 1
             log.info("room %s (%s) placed on worker %d", name, room.sid, worker_id)
+            self.events.emit(ev.ROOM_STARTED, room.info())
             return room
 
     def admit(self, claims: Claims) -> None:
@@ -709,16 +748,22 @@ class RoomManager:
                     raise
             await asyncio.sleep(0.1)
 
-    async def create_room(self, name: str, *, metadata: str = "", max_participants: int = 0) -> Room:
-        """CreateRoom: places the room now; it is closed if nobody joins within ``empty_timeout``."""
+    async def create_room(self, name: str, *, metadata: str = "", max_participants: int = 0,
+                          empty_timeout: int = 0, departure_timeout: int = 0) -> Room:
+        """CreateRoom: places the room now; it is closed if nobody joins within ``empty_timeout`` (0 = the
+        setting's), and lives ``departure_timeout`` after its last participant left (control/rtc/lifecycle.py)."""
         room = await self._enter(name)
         room.joining -= 1
+        room.created_by_api = True
         if metadata:
             room.metadata = metadata
         if max_participants:
             room.max_participants = max_participants
-        if not room.participants:
-            asyncio.get_running_loop().call_later(self.settings.empty_timeout, room.check_empty)
+        if empty_timeout:
+            room.empty_timeout = empty_timeout
+        if departure_timeout:
+            room.departure_timeout = departure_timeout
+        room.check_empty()
         return room
 
     async def delete_room(self, name: str) -> bool:
@@ -737,6 +782,12 @@ class RoomManager:
             room.check_empty()
 
     def _room_empty(self, room: Room) -> None:
+        """The room has nobody in it: closed now or after its timeout (control/rtc/lifecycle.py)."""
+        delay = close_delay(room)
+        if delay > 0:
+            self.timers.schedule(room, delay, room.check_empty_now)
+            return
+        self.timers.cancel(room)
         if self.rooms.get(room.name) is room:
             del self.rooms[room.name]
         room.closed = True
@@ -745,6 +796,8 @@ class RoomManager:
         task = asyncio.get_running_loop().create_task(self._close_router(room))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+        log.info("room %s (%s) closed", room.name, room.sid)
+        self.events.emit(ev.ROOM_FINISHED, room.info())
 
     async def _close_router(self, room: Room) -> None:
         try:
@@ -796,6 +849,7 @@ class RoomManager:
         """Every session on a dead worker is told to reconnect (a new room is placed on a live worker)."""
         for room in [r for r in self.rooms.values() if r.worker_id == worker_id]:
             del self.rooms[room.name]
+            self.timers.cancel(room)
             room.closed = room.closing = True
             room.stop_speaker_detection()
             room.stop_quality_updates()
@@ -805,8 +859,14 @@ class RoomManager:
                 task = asyncio.get_running_loop().create_task(removal)
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
+            self.events.emit(ev.ROOM_FINISHED, room.info())
+
+    def participant_count(self) -> int:
+        """Sessions in every room (the drain waits for none)."""
+        return sum(len(room.participants) + room.joining for room in self.rooms.values())
 
     async def close(self) -> None:
+        self.timers.cancel_all()
         for room in list(self.rooms.values()):
             await room.close(Reason.SERVER_SHUTDOWN)
         self.rooms.clear()

@@ -25,6 +25,7 @@ from control.rtc import lk_messages as lk
 from control.rtc.participant import ClientParams, Participant, ParticipantError
 from control.rtc.rooms import JoinRefused, Room, RoomManager
 from control.service.keys import MANAGER_KEY
+from control.service.metrics import join_failed, signal_message
 from control.workers.placement import NoWorkerAvailable
 
 log = logging.getLogger("control.service.signaling")
@@ -34,6 +35,7 @@ MAX_METADATA_BYTES = 512 * 1024
 MAX_ATTRIBUTES_BYTES = 64 * 1024
 MAX_QUEUED_FRAMES = 2000  # a client this far behind is cut off (it resumes or rejoins)
 Reason = models.DisconnectReason
+REFUSAL_REASONS = {400: "bad_request", 401: "unauthorized", 403: "forbidden"}  # join_failures_total reasons
 
 
 def add_routes(app: web.Application) -> None:
@@ -153,6 +155,7 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
     try:
         claims = authorize(request)
     except AuthError as exc:
+        join_failed(REFUSAL_REASONS.get(exc.status, "refused"))
         return web.Response(status=exc.status, text=exc.reason, headers=CORS)
     ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=lk.MAX_SIGNAL_REQUEST_BYTES)
     if not ws.can_prepare(request).ok:
@@ -183,10 +186,12 @@ async def _open_session(
             return await _resume(manager, claims, params, sink)
         room, participant = await manager.join(claims, params, sink)
     except (NoWorkerAvailable, JoinRefused) as exc:
+        join_failed("no_worker" if isinstance(exc, NoWorkerAvailable) else "refused")
         log.warning("join %s/%s refused: %s", claims.room, claims.identity, exc)
         sink.send(lk.leave(Reason.JOIN_FAILURE))
         return None
     except Exception:
+        join_failed("resume_error" if params.reconnect else "error")
         log.exception("%s %s/%s failed", "resume" if params.reconnect else "join", claims.room, claims.identity)
         if params.reconnect:  # a failed resume becomes a full reconnect; the old session ends after the grace
             sink.send(lk.leave(Reason.STATE_MISMATCH, rtc.LeaveRequest.Action.RECONNECT))
@@ -253,6 +258,7 @@ async def dispatch(room: Room, p: Participant, frame: bytes | str) -> bool:
     except lk.SignalMessageError as exc:
         log.warning("%s: bad signal frame: %s", p.sid, exc.reason)
         return False
+    signal_message(kind)
     if kind not in ("ping", "ping_req", "trickle"):
         log.debug("%s: %s %s", p.sid, kind, str(msg).replace("\n", " ")[:300] if kind != "offer" else "")
     try:

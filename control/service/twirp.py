@@ -4,7 +4,9 @@
 ``livekit-api``) or proto3 JSON (``application/json``, the Node server SDK); the answer uses the request's
 encoding. Auth is a Bearer JWT signed with an API secret: CreateRoom/DeleteRoom need ``roomCreate``, ListRooms
 ``roomList``, every other method ``roomAdmin`` for the request's room (docs/PROTOCOL.md, Server API). Errors are Twirp
-JSON ``{"code", "msg"}`` with ``Content-Type: application/json`` and Twirp's HTTP status codes.
+JSON ``{"code", "msg"}`` with ``Content-Type: application/json`` and Twirp's HTTP status codes. The services this
+server does not implement (Egress, Ingress, SIP, AgentDispatchService) answer every method with Twirp's
+``unimplemented`` (HTTP 501) naming the service, so that a LiveKit SDK reports a clear error.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ log = logging.getLogger("control.service.twirp")
 
 PREFIX = "/twirp/livekit.RoomService/"
 STATUS = {"invalid_argument": 400, "malformed": 400, "unauthenticated": 401, "permission_denied": 403,
-          "not_found": 404, "bad_route": 404, "internal": 500, "unimplemented": 501, "unavailable": 503}
+          "not_found": 404, "bad_route": 404, "failed_precondition": 412, "internal": 500, "unimplemented": 501,
+          "unavailable": 503}
+UNIMPLEMENTED_SERVICES = ("livekit.Egress", "livekit.Ingress", "livekit.SIP", "livekit.AgentDispatchService")
 MAX_BODY = 1 << 20
 
 
@@ -78,7 +82,8 @@ def _participant(manager: RoomManager, name: str, identity: str) -> tuple[Room, 
 async def create_room(manager: RoomManager, claims: Claims, req: room_pb.CreateRoomRequest) -> Message:
     if not req.name:
         raise TwirpError("invalid_argument", "room name must not be empty")
-    room = await manager.create_room(req.name, metadata=req.metadata, max_participants=req.max_participants)
+    room = await manager.create_room(req.name, metadata=req.metadata, max_participants=req.max_participants,
+                                     empty_timeout=req.empty_timeout, departure_timeout=req.departure_timeout)
     return room.info()
 
 
@@ -115,6 +120,8 @@ async def mute_published_track(manager: RoomManager, claims: Claims, req: room_p
     room, p = _participant(manager, req.room, req.identity)
     if req.track_sid not in p.publications:
         raise TwirpError("not_found", f"track {req.track_sid!r} is not published by {req.identity!r}")
+    if not req.muted and not manager.settings.enable_remote_unmute:
+        raise TwirpError("failed_precondition", "remote unmute not enabled")  # LiveKit's ErrRemoteUnmuteNoteEnabled
     track = await room.admin_mute(p, req.track_sid, req.muted)
     return room_pb.MuteRoomTrackResponse(track=track)
 
@@ -165,6 +172,15 @@ def add_routes(app: web.Application) -> None:
     """Adds ``POST /twirp/livekit.RoomService/{method}`` for the RoomService methods above, served by the
     application's RoomManager (``MANAGER_KEY``)."""
     app.router.add_post(PREFIX + "{method}", twirp_handler)
+    app.router.add_post("/twirp/{service}/{method}", other_service_handler)
+
+
+async def other_service_handler(request: web.Request) -> web.Response:
+    """Every Twirp service but RoomService: ``unimplemented`` for LiveKit's others, ``bad_route`` for the rest."""
+    service = request.match_info["service"]
+    if service in UNIMPLEMENTED_SERVICES:
+        return error_response("unimplemented", f"{service} is not implemented by this server")
+    return error_response("bad_route", f"no Twirp service {service!r}")
 
 
 async def twirp_handler(request: web.Request) -> web.Response:

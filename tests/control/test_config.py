@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from control.cli import build_parser, parse_duration, parse_grant, run_token, token_credentials
-from control.config import ConfigError, RoomSettings, Settings, load_settings, parse_keys
+from control.config import ConfigError, RoomSettings, Settings, WebhookSettings, load_settings, parse_keys
 
 
 def serve_args(*argv: str) -> object:
@@ -292,7 +292,9 @@ def test_room_dynacast_pause_delay(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ("room: 5\n", "config file {config}: room must be a mapping, not int"),
     ("room:\n  ping: 5\n", "config file {config}: room: unknown setting 'ping'"),
-    ("room:\n  refresh_interval_s: 60\n", "config file {config}: room: unknown setting 'refresh_interval_s'"),
+    ("room:\n  server_version: 2\n", "config file {config}: room: unknown setting 'server_version'"),
+    ("room:\n  refresh_interval_s: 0\n", "room.refresh_interval_s 0 out of range 1-86400"),
+    ("room:\n  enable_remote_unmute: 1\n", "room.enable_remote_unmute must be true or false, not 1"),
     ("room:\n  ping_interval: five\n", "room.ping_interval must be an integer, not 'five'"),
     ("room:\n  ping_interval: 2.5\n", "room.ping_interval must be an integer, not 2.5"),
     ("room:\n  ping_interval: true\n", "room.ping_interval must be an integer, not True"),
@@ -323,9 +325,27 @@ def test_bad_room_sections_are_refused(tmp_path: Path, text: str, message: str) 
     ({"MEDIAROUTER_ROOM_GRACE_PERIOD": "5"}, "unknown environment variable MEDIAROUTER_ROOM_GRACE_PERIOD (known: "
      "MEDIAROUTER_ROOM_PING_INTERVAL, MEDIAROUTER_ROOM_PING_TIMEOUT, MEDIAROUTER_ROOM_GRACE_PERIOD_S, "
      "MEDIAROUTER_ROOM_JOIN_TIMEOUT_S, MEDIAROUTER_ROOM_WORKER_WAIT_S, MEDIAROUTER_ROOM_EMPTY_TIMEOUT, "
-     "MEDIAROUTER_ROOM_DEPARTURE_TIMEOUT, MEDIAROUTER_ROOM_DYNACAST_PAUSE_DELAY_S, MEDIAROUTER_ROOM_ENABLED_CODECS)"),
+     "MEDIAROUTER_ROOM_DEPARTURE_TIMEOUT, MEDIAROUTER_ROOM_DYNACAST_PAUSE_DELAY_S, "
+     "MEDIAROUTER_ROOM_REFRESH_INTERVAL_S, MEDIAROUTER_ROOM_ENABLED_CODECS, MEDIAROUTER_ROOM_ENABLE_REMOTE_UNMUTE)"),
 ])
 def test_bad_room_environment_is_refused(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(serve_args("--keys", "k:s"), environ=env)
     assert str(info.value) == message
+
+
+def test_webhook_and_drain_settings(tmp_path: Path) -> None:
+    config = write(tmp_path, "keys: {k1: s1, k2: s2}\ndrain_timeout: 30\n"
+                             "webhook: {urls: ['http://127.0.0.1:9/hook'], api_key: k2}\n")
+    settings = load_settings(serve_args("--config", str(config)), environ={})
+    assert settings.drain_timeout == 30
+    assert settings.webhook == WebhookSettings(urls=("http://127.0.0.1:9/hook",), api_key="k2", api_secret="s2")
+    env = {"MEDIAROUTER_WEBHOOK_URLS": "http://a.example/x, https://b.example/y", "MEDIAROUTER_DRAIN_TIMEOUT": "5"}
+    settings = load_settings(serve_args("--keys", "k:s", "--drain-timeout", "7"), environ=env)
+    assert settings.drain_timeout == 7
+    assert settings.webhook.urls == ("http://a.example/x", "https://b.example/y") and settings.webhook.api_key == "k"
+    assert load_settings(serve_args("--keys", "k:s"), environ={}).webhook.urls == ()
+    with pytest.raises(ConfigError, match="webhook.api_key 'nope' is not one of the API keys"):
+        load_settings(serve_args("--keys", "k:s"), environ={**env, "MEDIAROUTER_WEBHOOK_API_KEY": "nope"})
+    with pytest.raises(ConfigError, match="webhook.urls must be a list"):
+        load_settings(serve_args("--keys", "k:s"), environ={"MEDIAROUTER_WEBHOOK_URLS": "ftp://x"})

@@ -399,7 +399,7 @@ async def test_publish_sources_enforced() -> None:
 
 
 async def test_leave_broadcasts_disconnected_and_frees_transports() -> None:
-    manager, pool = make_manager()
+    manager, pool = make_manager(departure_timeout=0)  # the room closes with its last leave
     room, a, client_a = await joined(manager, "alice")
     _, b, client_b = await joined(manager, "bob")
     version = client_a.updates_for(b.sid)[-1].version

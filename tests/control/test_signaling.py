@@ -29,7 +29,8 @@ KEY, SECRET = "devkey", "secret-secret-secret-secret-secret"
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient]:
-    manager = RoomManager(FakePool(1), FakeNegotiator(), RoomSettings(keys={KEY: SECRET}))
+    # departure_timeout 0: a room closes with its last leave (tests/control/test_lifecycle.py covers the wait)
+    manager = RoomManager(FakePool(1), FakeNegotiator(), RoomSettings(keys={KEY: SECRET}, departure_timeout=0))
     app = web.Application()
     add_livekit(app, manager)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
