@@ -30,4 +30,5 @@ cdef enum:  # DropReason
     DROP_NACK_TOO_SOON = 25     # NACKed packet already resent less than one RTT ago (docs/FORWARDING.md)
     DROP_NACK_TOO_OLD = 26      # NACKed packet first sent longer ago than its kind's retransmission age
     DROP_NACK_LIMIT = 27        # NACKed packet already resent RESEND_MAX_TIMES times
-    DROP_REASON_COUNT = 28
+    DROP_TEMPORAL_FILTERED = 28  # a VP8 picture above the consumer's temporal layer cap
+    DROP_REASON_COUNT = 29
