@@ -48,12 +48,18 @@ cdef void retransmit(EngineState* e, Consumer* c, uint16_t out_seq) noexcept nog
     cdef int64_t ext
     cdef int16_t out_pt
     cdef int rc
+    cdef RtpHeader h
+    cdef Vp8Desc vp8
     if not m.valid or m.out16 != out_seq or c.producer < 0 \
             or <uint16_t>(<uint16_t>c.seq.max_out - out_seq) >= META_RING:
         # Unknown, or older than the outbound SRTP replay window (512, fastpath/srtp.pyx) would accept.
         c.drops[DROP_NACK_MISS] += 1
         return
     p = e.producers[c.producer]
+    if <int32_t>m.layer != c.current or (c.drain and consumer_draining(e, c)):
+        # A layer the consumer has left (or is leaving under congestion): its key frame supersedes the packet.
+        c.drops[DROP_LAYER_FILTERED] += 1
+        return
     reason = resend_check(e, c, m, p.kind)
     if reason != 0:
         c.drops[reason] += 1
@@ -68,10 +74,13 @@ cdef void retransmit(EngineState* e, Consumer* c, uint16_t out_seq) noexcept nog
     if out_pt < 0:
         c.drops[DROP_UNSUPPORTED_PT] += 1
         return
+    vp8_desc_none(&vp8)
+    if m.vp8 and rtp_parse(data, length, &h) == RTP_OK:
+        vp8_parse(data, h.header_len, h.payload_len, &vp8)   # resent with the PictureID it first went out with
     if c.rtx_ssrc != 0 and c.rtx_pt[out_pt] != RTX_PT_NONE:
-        rc = send_rtx(e, c, data, length, c.rtx_pt[out_pt], out_seq, m.out_ts)
+        rc = send_rtx(e, c, data, length, c.rtx_pt[out_pt], out_seq, m.out_ts, &vp8, m.vp8_pid, m.vp8_tl0)
     else:
-        rc = send_rtp(e, c, data, length, <uint8_t>out_pt, out_seq, m.out_ts)
+        rc = send_rtp(e, c, data, length, <uint8_t>out_pt, out_seq, m.out_ts, &vp8, m.vp8_pid, m.vp8_tl0)
     if rc == 0:
         c.retransmits += 1
         m.resends += 1

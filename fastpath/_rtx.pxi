@@ -41,7 +41,7 @@ cdef inline int32_t resend_check(EngineState* e, Consumer* c, const MetaSlot* m,
 
 
 cdef int send_rtx(EngineState* e, Consumer* c, const uint8_t* packet, int32_t length, uint8_t rtx_pt,
-                  uint16_t osn, uint32_t ts) noexcept nogil:
+                  uint16_t osn, uint32_t ts, const Vp8Desc* vp8, uint16_t pid, uint8_t tl0) noexcept nogil:
     """Queue packet (as the store holds it) for consumer c as an RTX packet: c.rtx_ssrc, rtx_pt, the next RTX
     sequence number, the media timestamp and marker, and the rewritten media sequence number osn as the first two
     payload bytes (RFC 4588 4). Header extensions and padding stay as they are. 0 = queued."""
@@ -58,6 +58,8 @@ cdef int send_rtx(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
     wr16(out + h.header_len, osn)
     memcpy(out + h.header_len + 2, packet + h.header_len, length - h.header_len)
     rtp_set_header(out, rtx_pt, c.rtx_seq, ts, c.rtx_ssrc)
+    if vp8 != NULL and vp8.present:
+        vp8_write(out + 2, vp8, pid, tl0)     # the descriptor moved by the OSN's 2 bytes
     if send_rtp_out(e, c.transport, out, length + 2, 0) < 0:
         c.drops[DROP_SRTP_PROTECT] += 1
         return -1

@@ -188,3 +188,44 @@ def test_engine_leaves_other_codecs_payloads_untouched(rig: Rig) -> None:
     rig.pump()
     got, _ = rig.sub.drain()
     assert [g[-len(vp8(1, tl0=1, tid=0)):] for g in got] == [s[-len(vp8(1, tl0=1, tid=0)):] for s in sent]
+
+
+def test_engine_congestion_downswitch_stops_the_current_layer_at_once(rig: Rig) -> None:
+    """lower_consumer_layer (the allocator's lowering): the layer that does not fit stops before the target's key
+    frame arrives and its NACKed packets are not resent; the key frame then switches with no sequence gap. A plain
+    set_consumer_layer keeps the current layer until the switch (test_engine's simulcast test)."""
+    add_simulcast(rig, fastpath.CODEC_VP8)
+    e = rig.engine
+    send(rig, b"lo", 0xA, 100, vp8(40, tl0=4, tid=0, key=True))
+    send(rig, b"hi", 0xB, 5000, vp8(30000, tl0=100, tid=0, key=True))
+    rig.pump()
+    e.lower_consumer_layer(20, 0)
+    assert e.snapshot_consumer(20)["draining"] == 1
+    send(rig, b"hi", 0xB, 5001, vp8(30001, tl0=101, tid=0))        # held back: the link cannot carry it
+    rig.pump()
+    got, _ = rig.sub.drain()
+    assert [fields(p[-len(vp8(1, tl0=1, tid=0)):]) for p in got] == [(30000, 15, 100, 0)]
+    rig.sub.forget_received()
+    rig.sub.send_rtcp(packets.rtcp_nack(0x9999, OUT_SSRC, [struct.unpack("!H", got[0][2:4])[0]]))
+    send(rig, b"lo", 0xA, 101, vp8(41, tl0=5, tid=0, key=True))     # the switch
+    rig.pump()
+    after, _ = rig.sub.drain()
+    assert [fields(p[-len(vp8(1, tl0=1, tid=0)):]) for p in after] == [(30001, 15, 101, 0)]
+    assert struct.unpack("!H", after[0][2:4])[0] == (struct.unpack("!H", got[0][2:4])[0] + 1) & 0xFFFF
+    snap = e.snapshot_consumer(20)
+    assert snap["draining"] == 0 and snap["current_layer"] == 0 and snap["retransmits"] == 0
+    assert snap["drop_layer_filtered"] >= 3                          # lo before the switch, hi 5001, the NACK
+
+
+def test_engine_plain_layer_change_never_drains(rig: Rig) -> None:
+    add_simulcast(rig, fastpath.CODEC_VP8)
+    e = rig.engine
+    send(rig, b"lo", 0xA, 100, vp8(40, tl0=4, tid=0, key=True))
+    send(rig, b"hi", 0xB, 5000, vp8(30000, tl0=100, tid=0, key=True))
+    rig.pump()
+    e.set_consumer_layer(20, 0)
+    e.lower_consumer_layer(20, 1)                                   # not below the current layer: nothing held
+    send(rig, b"hi", 0xB, 5001, vp8(30001, tl0=101, tid=0))
+    rig.pump()
+    got, _ = rig.sub.drain()
+    assert len(got) == 2 and e.snapshot_consumer(20)["draining"] == 0
