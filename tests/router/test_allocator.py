@@ -513,3 +513,24 @@ def test_a_probe_needs_passes_in_a_row_without_loss() -> None:
     w.estimate("sub", 1_000_000)
     w.run(ALLOCATE_INTERVAL_S * (PROBE_CLEAN_PASSES + 1))
     assert len(engine.probes) == 2
+
+
+class LoweringEngine(FakeEngine):
+    """A fake Engine with ``lower_consumer_layer`` (a congestion downswitch that stops the current layer at once)."""
+
+    def lower_consumer_layer(self, c: int, spatial: int) -> None:
+        self.calls.append(("lower", c, spatial))
+
+
+def test_a_lowering_stops_the_current_layer_at_once_and_a_raise_does_not() -> None:
+    w = World(LoweringEngine())
+    w.transport("sub", 5_000_000)
+    w.producer("v", "video", SIMULCAST)
+    h = w.consumer("c", "sub", "v")
+    w.run(3.0)
+    w.estimate("sub", 600_000)
+    w.run(1.0)
+    assert w.got("c") == 1 and w.engine.calls == [("lower", h, 1)]
+    w.estimate("sub", 5_000_000)
+    w.run(RAISE_HOLD_S + 3.0)
+    assert w.got("c") == 2 and w.engine.calls[1:] == [("layer", h, 2)]
