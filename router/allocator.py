@@ -414,6 +414,12 @@ class StreamAllocator:
         if consumer.allocated_layer >= 0 and 0 <= old_preferred <= consumer.allocated_layer:
             consumer.allocated_layer = NONE
 
+    def wake(self) -> None:
+        """An estimate fell (the worker saw EV_BWE_CHANGED lower): run the next pass at the next tick instead of up
+        to ALLOCATE_INTERVAL_S later, so that a lowering (and the key frame request it makes) is not held back by
+        the pass interval; the pass after it follows ALLOCATE_INTERVAL_S later as usual."""
+        self._next_run = 0.0
+
     def layer_bytes(self, producer_handle: int) -> Sequence[int]:
         """The Engine's cumulative byte counter of each of a producer's layers."""
         return [layer["bytes"] for layer in self.engine.snapshot_producer(producer_handle)["layers"]]
