@@ -35,6 +35,20 @@ cdef void consumer_request_keyframe(EngineState* e, Consumer* c) noexcept nogil:
     request_keyframe(e, e.producers[c.producer], c.current if c.current >= 0 else c.target)
 
 
+cdef void consumer_hole(EngineState* e, Producer* p, Consumer* c) noexcept nogil:
+    """The subscriber NACKed a video packet of its current layer that will not be resent (aged out, resent
+    RESEND_MAX_TIMES already, or gone from the store): its decoder cannot go on past that hole until a key frame,
+    which a libwebrtc receiver asks for itself only after about 3 s without a decodable frame. Ask the publisher now,
+    at most once per HOLE_KEYFRAME_MS per consumer (and the per-layer PLI throttle on top)."""
+    if p.kind != 1 or c.current < 0:
+        return
+    if c.hole_kf_ms != 0 and e.now_ms - c.hole_kf_ms < HOLE_KEYFRAME_MS:
+        return
+    c.hole_kf_ms = e.now_ms if e.now_ms != 0 else 1
+    c.hole_keyframes += 1
+    request_keyframe(e, p, c.current)
+
+
 cdef void retransmit(EngineState* e, Consumer* c, uint16_t out_seq) noexcept nogil:
     """Resend the packet that went out as out_seq, rewritten as before (same seq, ts and SSRC), or wrapped as RTX
     when the subscriber negotiated it; at most RESEND_MAX_TIMES times, once per RTT, and not once aged out
@@ -63,12 +77,15 @@ cdef void retransmit(EngineState* e, Consumer* c, uint16_t out_seq) noexcept nog
     reason = resend_check(e, c, m, p.kind)
     if reason != 0:
         c.drops[reason] += 1
+        if reason != DROP_NACK_TOO_SOON:
+            consumer_hole(e, p, c)
         return
     s = &p.enc[m.layer]
     ext = s.max_ext_seq - <uint32_t>(<uint32_t>s.max_ext_seq - m.src_lo)
     data = store_get(&s.store, ext, &length)
     if data == NULL:
         c.drops[DROP_NACK_MISS] += 1
+        consumer_hole(e, p, c)
         return
     out_pt = c.pt_map[data[1] & 0x7F]
     if out_pt < 0:

@@ -55,6 +55,7 @@ cdef enum:
     MAX_MISORDER = 1500
     KEYFRAME_THROTTLE_MS = 500
     DRAIN_MAX_MS = 2000                       # longest a congestion downswitch stops the current layer (_forward.pxi)
+    HOLE_KEYFRAME_MS = 1000                   # key frames per consumer for NACKs that cannot be repaired (_feedback)
     STREAM_ACTIVE_MS = 1500
     REPORT_INTERVAL_MS = 1000
     SRTP_RESET_AFTER = 4                      # consecutive replay_old failures before a stream reset
@@ -238,6 +239,8 @@ ctypedef struct Consumer:
     uint8_t rtx_pt[128]                       # subscriber media PT -> its RTX PT, RTX_PT_NONE = none
     uint64_t rtx_packets
     int64_t drain_until_ms                    # drain ends here even if the target's key frame never came
+    int64_t hole_kf_ms                        # last key frame asked for an unrepairable NACK (consumer_hole)
+    uint64_t hole_keyframes
 
 
 ctypedef struct Transport:

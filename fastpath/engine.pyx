@@ -1111,7 +1111,8 @@ cdef class Engine:
              "rr_fraction_lost": co.rr_fraction_lost, "rr_cumulative_lost": co.rr_cumulative_lost,
              "rr_highest_seq": co.rr_highest_seq, "rr_jitter": co.rr_jitter, "rtt_ms": co.rtt_ms,
              "rtx_ssrc": co.rtx_ssrc, "rtx_packets": co.rtx_packets,
-             "temporal_layer": co.vp8.tid_max, "temporal_target": co.vp8.tid_target}
+             "temporal_layer": co.vp8.tid_max, "temporal_target": co.vp8.tid_target,
+             "hole_keyframes": co.hole_keyframes}
         d.update(_drops(co.drops))
         return d
 
