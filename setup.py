@@ -10,7 +10,7 @@ from __future__ import annotations
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ("demux", "rtp", "rtcp", "seq", "keyframe", "crypto_kernel", "srtp", "counters", "engine")
+MODULES = ("demux", "rtp", "rtcp", "seq", "keyframe", "vp8", "crypto_kernel", "srtp", "counters", "engine")
 # The benchmark's load generator (bench/_loadgen.pyx) builds on the fast path's SRTP and RTP helpers.
 BENCH_MODULES = ("_loadgen", "_limit")
 

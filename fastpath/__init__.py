@@ -2,7 +2,8 @@
 
 Build with ``python setup.py build_ext --inplace``. The Engine's contract is docs/SEAMS.md section 1; the
 wrappers (``parse_rtp``, ``parse_rtcp``, ``classify``, ``SeqRewriter``, ``TsRewriter``, ``Unwrapper``,
-``SrtpContext``, ``is_keyframe``, ``TwccRecorder``, ``NackGenerator``, ``SendEstimator``, ``stamp_transport_seq``) run the same C code the Engine runs.
+``SrtpContext``, ``is_keyframe``, ``parse_vp8``, ``Vp8Forwarder``, ``TwccRecorder``, ``NackGenerator``,
+``SendEstimator``, ``stamp_transport_seq``) run the same C code the Engine runs.
 Nothing here reads the environment: the caller passes each choice (``Engine(fd, gso=...)``,
 ``crypto_kernel.install(srtp_crypto=..., hmac_batch=...)``).
 """
@@ -22,6 +23,7 @@ from fastpath.srtp import (
     SrtpContext,
     protect_batched,
 )
+from fastpath.vp8 import Vp8Forwarder, parse_vp8
 
 EXT_ID_UNUSED = 14
 
@@ -58,6 +60,7 @@ __all__ = [
     "Engine", "KEY_LENGTHS", "KIND_AUDIO", "KIND_VIDEO", "NackGenerator", "PROFILE_AEAD_AES_128_GCM",
     "PROFILE_AEAD_AES_256_GCM", "PROFILE_AES128_CM_SHA1_80", "SendEstimator", "SeqRewriter", "SrtpContext", "TsRewriter",
     "TwccRecorder",
-    "Unwrapper", "classify", "is_keyframe", "parse_rtcp", "parse_rtp", "protect_batched", "rewrite_extensions",
+    "Unwrapper", "Vp8Forwarder", "parse_vp8",
+    "classify", "is_keyframe", "parse_rtcp", "parse_rtp", "protect_batched", "rewrite_extensions",
     "stamp_transport_seq",
 ]

@@ -35,6 +35,20 @@ cdef void consumer_request_keyframe(EngineState* e, Consumer* c) noexcept nogil:
     request_keyframe(e, e.producers[c.producer], c.current if c.current >= 0 else c.target)
 
 
+cdef void consumer_hole(EngineState* e, Producer* p, Consumer* c) noexcept nogil:
+    """The subscriber NACKed a video packet of its current layer that will not be resent (aged out, resent
+    RESEND_MAX_TIMES already, or gone from the store): its decoder cannot go on past that hole until a key frame,
+    which a libwebrtc receiver asks for itself only after about 3 s without a decodable frame. Ask the publisher now,
+    at most once per HOLE_KEYFRAME_MS per consumer (and the per-layer PLI throttle on top)."""
+    if p.kind != 1 or c.current < 0:
+        return
+    if c.hole_kf_ms != 0 and e.now_ms - c.hole_kf_ms < HOLE_KEYFRAME_MS:
+        return
+    c.hole_kf_ms = e.now_ms if e.now_ms != 0 else 1
+    c.hole_keyframes += 1
+    request_keyframe(e, p, c.current)
+
+
 cdef void retransmit(EngineState* e, Consumer* c, uint16_t out_seq) noexcept nogil:
     """Resend the packet that went out as out_seq, rewritten as before (same seq, ts and SSRC), or wrapped as RTX
     when the subscriber negotiated it; at most RESEND_MAX_TIMES times, once per RTT, and not once aged out
@@ -48,30 +62,43 @@ cdef void retransmit(EngineState* e, Consumer* c, uint16_t out_seq) noexcept nog
     cdef int64_t ext
     cdef int16_t out_pt
     cdef int rc
+    cdef RtpHeader h
+    cdef Vp8Desc vp8
     if not m.valid or m.out16 != out_seq or c.producer < 0 \
             or <uint16_t>(<uint16_t>c.seq.max_out - out_seq) >= META_RING:
         # Unknown, or older than the outbound SRTP replay window (512, fastpath/srtp.pyx) would accept.
         c.drops[DROP_NACK_MISS] += 1
         return
     p = e.producers[c.producer]
+    if <int32_t>m.layer != c.current or (c.drain and consumer_draining(e, c)):
+        # A layer the consumer has left (or is leaving under congestion): its key frame supersedes the packet, and
+        # on a congested link (the usual reason to switch down) resending it only deepens the queue.
+        c.drops[DROP_NACK_OTHER_LAYER] += 1
+        return
     reason = resend_check(e, c, m, p.kind)
     if reason != 0:
         c.drops[reason] += 1
+        if reason != DROP_NACK_TOO_SOON:
+            consumer_hole(e, p, c)
         return
     s = &p.enc[m.layer]
     ext = s.max_ext_seq - <uint32_t>(<uint32_t>s.max_ext_seq - m.src_lo)
     data = store_get(&s.store, ext, &length)
     if data == NULL:
         c.drops[DROP_NACK_MISS] += 1
+        consumer_hole(e, p, c)
         return
     out_pt = c.pt_map[data[1] & 0x7F]
     if out_pt < 0:
         c.drops[DROP_UNSUPPORTED_PT] += 1
         return
+    vp8_desc_none(&vp8)
+    if m.vp8 and rtp_parse(data, length, &h) == RTP_OK:
+        vp8_parse(data, h.header_len, h.payload_len, &vp8)   # resent with the PictureID it first went out with
     if c.rtx_ssrc != 0 and c.rtx_pt[out_pt] != RTX_PT_NONE:
-        rc = send_rtx(e, c, data, length, c.rtx_pt[out_pt], out_seq, m.out_ts)
+        rc = send_rtx(e, c, data, length, c.rtx_pt[out_pt], out_seq, m.out_ts, &vp8, m.vp8_pid, m.vp8_tl0)
     else:
-        rc = send_rtp(e, c, data, length, <uint8_t>out_pt, out_seq, m.out_ts)
+        rc = send_rtp(e, c, data, length, <uint8_t>out_pt, out_seq, m.out_ts, &vp8, m.vp8_pid, m.vp8_tl0)
     if rc == 0:
         c.retransmits += 1
         e.transports[c.transport].rtx_bytes += <uint64_t>length

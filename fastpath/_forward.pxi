@@ -131,6 +131,7 @@ cdef int64_t stream_update_seq(EngineState* e, Producer* p, int32_t layer, RecvS
             c = e.consumers[p.consumers.items[i]]
             if c.current == layer:
                 seq_rw_sync(c.seq)
+                vp8_munger_sync(&c.vp8)
         s.kf_pending = 1
         push_event(e, EV_STREAM_RESTARTED, p.handle, layer, s.ssrc)
         return ext
@@ -180,6 +181,7 @@ cdef void consumer_switch(EngineState* e, Producer* p, Consumer* c, int32_t laye
     cdef uint8_t have_delta = 0
     if c.current >= 0:
         seq_rw_sync(c.seq)
+        vp8_munger_sync(&c.vp8)               # PictureID and TL0PICIDX continue too (vp8.pxd)
         old = &p.enc[c.current]
         if old.have_sr and new.have_sr and p.clock_rate > 0:
             # Capture times from each layer's last SR (NTP in seconds), docs/FORWARDING.md, Timestamps.
@@ -192,16 +194,28 @@ cdef void consumer_switch(EngineState* e, Producer* p, Consumer* c, int32_t laye
         ts_rw_switch(&c.ts, in_ts, p.clock_rate // 30 if p.clock_rate >= 30 else 1, have_delta, delta)
     c.current = layer
     c.wait_keyframe = 0
+    c.drain = 0
     c.layer_switches += 1
     push_event(e, EV_LAYER_SWITCHED, c.handle, layer, 0)
 
 
+cdef bint consumer_draining(EngineState* e, Consumer* c) noexcept nogil:
+    """True while a congestion downswitch holds back c's current layer (Engine.lower_consumer_layer): until the
+    target layer's key frame switches it, for at most DRAIN_MAX_MS, and only while the target is still lower."""
+    if 0 <= c.target < c.current and e.now_ms < c.drain_until_ms:
+        return True
+    c.drain = 0
+    return False
+
+
 cdef void forward_to(EngineState* e, Producer* p, int32_t layer, Consumer* c, const uint8_t* buf,
-                     int32_t length, const RtpHeader* h, int64_t ext, int key) noexcept nogil:
+                     int32_t length, const RtpHeader* h, int64_t ext, int key, const Vp8Desc* vp8) noexcept nogil:
     cdef Transport* t = e.transports[c.transport]
     cdef int16_t out_pt
     cdef int64_t out_ext = 0
     cdef uint32_t out_ts
+    cdef uint16_t pid = 0
+    cdef uint8_t tl0 = 0
     cdef SeqResult r
     cdef MetaSlot* m
     if c.paused:
@@ -220,6 +234,9 @@ cdef void forward_to(EngineState* e, Producer* p, int32_t layer, Consumer* c, co
             c.drops[DROP_WAIT_KEYFRAME if c.current < 0 else DROP_LAYER_FILTERED] += 1
             return
         consumer_switch(e, p, c, layer, h.ts)
+    elif c.drain and consumer_draining(e, c):
+        c.drops[DROP_LAYER_FILTERED] += 1
+        return
     elif c.wait_keyframe:
         if key == 0:
             c.drops[DROP_WAIT_KEYFRAME] += 1
@@ -234,14 +251,24 @@ cdef void forward_to(EngineState* e, Producer* p, int32_t layer, Consumer* c, co
     if out_pt < 0:
         c.drops[DROP_UNSUPPORTED_PT] += 1
         return
+    if vp8.present and vp8_filter(&c.vp8, vp8, key):
+        # Above the consumer's temporal layer: the receiver sees neither a sequence gap nor a PictureID gap.
+        seq_rw_drop(c.seq, ext)
+        c.drops[DROP_TEMPORAL_FILTERED] += 1
+        return
     r = seq_rw_input(c.seq, ext, &out_ext)
     if r != SEQ_FORWARD:
         c.drops[DROP_DUPLICATE if r == SEQ_DUPLICATE else DROP_SEQ_TOO_OLD] += 1
         return
     out_ts = ts_rw_input(&c.ts, h.ts, e.now_ms)
-    if send_rtp(e, c, buf, length, <uint8_t>out_pt, <uint16_t>out_ext, out_ts) != 0:
+    if vp8.present:
+        vp8_munge(&c.vp8, vp8, &pid, &tl0)
+    if send_rtp(e, c, buf, length, <uint8_t>out_pt, <uint16_t>out_ext, out_ts, vp8, pid, tl0) != 0:
         return
     m = &c.meta[out_ext & (META_RING - 1)]
+    m.vp8 = vp8.present
+    m.vp8_pid = pid
+    m.vp8_tl0 = tl0
     m.src_lo = <uint32_t>ext
     m.out16 = <uint16_t>out_ext
     m.out_ts = out_ts
@@ -492,12 +519,13 @@ cdef void handle_rtp(EngineState* e, int32_t t_slot, Transport* t, uint8_t* buf,
         stream_padding(e, p, layer, s, ext)
         return
     key = stream_store(e, p, s, rtx, buf, length, &h, ext)
-    fanout_queue(e, p_slot, layer, buf, length, &h, ext, key)
+    fanout_queue(e, p_slot, layer, buf, length, &h, ext, key, p.codec[h.pt] == CODEC_VP8)
 
 
 cdef inline void fanout_queue(EngineState* e, int32_t p_slot, int32_t layer, uint8_t* buf, int32_t length,
-                              const RtpHeader* h, int64_t ext, int key) noexcept nogil:
-    """Add a packet to the fan-out run (handle_rtp has flushed a run of another producer or layer)."""
+                              const RtpHeader* h, int64_t ext, int key, bint vp8) noexcept nogil:
+    """Add a packet to the fan-out run (handle_rtp has flushed a run of another producer or layer); a VP8 payload's
+    descriptor is parsed here, once for every consumer."""
     cdef PendingRtp* r = &e.run[e.n_run]
     if e.n_run == 0:
         e.run_p = p_slot
@@ -507,6 +535,10 @@ cdef inline void fanout_queue(EngineState* e, int32_t p_slot, int32_t layer, uin
     r.h = h[0]
     r.ext = ext
     r.key = key
+    if vp8:
+        vp8_parse(buf, h.header_len, h.payload_len, &r.vp8)
+    else:
+        vp8_desc_none(&r.vp8)
     e.n_run += 1
 
 
@@ -549,4 +581,4 @@ cdef void fanout_flush(EngineState* e) noexcept nogil:
         c = e.consumers[items[i]]
         for j in range(n):
             r = &e.run[j]
-            forward_to(e, p, e.run_layer, c, r.buf, r.length, &r.h, r.ext, r.key)
+            forward_to(e, p, e.run_layer, c, r.buf, r.length, &r.h, r.ext, r.key, &r.vp8)

@@ -27,24 +27,21 @@ cdef inline int32_t resend_interval_ms(const Consumer* c) noexcept nogil:
 
 
 cdef inline int32_t resend_check(EngineState* e, Consumer* c, const MetaSlot* m, uint8_t kind) noexcept nogil:
-    """0 when the packet of meta slot m may be resent now, else the drop reason: aged out, resent too often, of
-    a layer c no longer forwards, or resent less than one RTT ago. The first resend is not delayed (a NACK already took the subscriber a gap to
-    notice), as libwebrtc's RtpPacketHistory."""
+    """0 when the packet of meta slot m may be resent now, else the drop reason: aged out, resent too often, or
+    resent less than one RTT ago. The first resend is not delayed (a NACK already took the subscriber a gap to
+    notice), as libwebrtc's RtpPacketHistory. (A packet of a layer c left is refused before: retransmit.)"""
     cdef uint32_t now = <uint32_t>e.now_ms
     if now - m.sent_ms > <uint32_t>(RESEND_MAX_AGE_VIDEO_MS if kind == 1 else RESEND_MAX_AGE_AUDIO_MS):
         return DROP_NACK_TOO_OLD
     if m.resends >= RESEND_MAX_TIMES:
         return DROP_NACK_LIMIT
-    if c.current >= 0 and m.layer != c.current:
-        return DROP_NACK_OTHER_LAYER          # sent before a switch: the key frame after it replaces it, and on a
-                                              # congested link (the usual reason to switch down) it only adds load
     if m.resends > 0 and now - m.resent_ms < <uint32_t>resend_interval_ms(c):
         return DROP_NACK_TOO_SOON
     return 0
 
 
 cdef int send_rtx(EngineState* e, Consumer* c, const uint8_t* packet, int32_t length, uint8_t rtx_pt,
-                  uint16_t osn, uint32_t ts) noexcept nogil:
+                  uint16_t osn, uint32_t ts, const Vp8Desc* vp8, uint16_t pid, uint8_t tl0) noexcept nogil:
     """Queue packet (as the store holds it) for consumer c as an RTX packet: c.rtx_ssrc, rtx_pt, the next RTX
     sequence number, the media timestamp and marker, and the rewritten media sequence number osn as the first two
     payload bytes (RFC 4588 4). Header extensions and padding stay as they are. 0 = queued."""
@@ -61,6 +58,8 @@ cdef int send_rtx(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
     wr16(out + h.header_len, osn)
     memcpy(out + h.header_len + 2, packet + h.header_len, length - h.header_len)
     rtp_set_header(out, rtx_pt, c.rtx_seq, ts, c.rtx_ssrc)
+    if vp8 != NULL and vp8.present:
+        vp8_write(out + 2, vp8, pid, tl0)     # the descriptor moved by the OSN's 2 bytes
     if send_rtp_out(e, c.transport, out, length + 2, 0) < 0:
         c.drops[DROP_SRTP_PROTECT] += 1
         return -1

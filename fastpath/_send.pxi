@@ -79,8 +79,9 @@ cdef inline int send_rtp_out(EngineState* e, int32_t t_slot, uint8_t* out, int n
 
 
 cdef int send_rtp(EngineState* e, Consumer* c, const uint8_t* packet, int32_t length, uint8_t pt,
-                  uint16_t seq, uint32_t ts) noexcept nogil:
-    """Copy one packet for consumer c, rewrite PT/seq/ts/SSRC, protect and queue it. 0 = queued."""
+                  uint16_t seq, uint32_t ts, const Vp8Desc* vp8, uint16_t pid, uint8_t tl0) noexcept nogil:
+    """Copy one packet for consumer c, rewrite PT/seq/ts/SSRC (and, where vp8 is present, its VP8 PictureID and
+    TL0PICIDX to pid and tl0), protect and queue it. 0 = queued."""
     cdef uint8_t* out
     cdef int n = length
     if length + SRTP_MAX_TRAILER > SEND_SLOT_BYTES:
@@ -89,6 +90,8 @@ cdef int send_rtp(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
     out = send_slot(e)
     memcpy(out, packet, length)
     rtp_set_header(out, pt, seq, ts, c.out_ssrc)
+    if vp8 != NULL and vp8.present:
+        vp8_write(out, vp8, pid, tl0)
     if send_rtp_out(e, c.transport, out, n, 0) < 0:
         c.drops[DROP_SRTP_PROTECT] += 1
         return -1

@@ -31,4 +31,5 @@ cdef enum:  # DropReason
     DROP_NACK_TOO_OLD = 26      # NACKed packet first sent longer ago than its kind's retransmission age
     DROP_NACK_LIMIT = 27        # NACKed packet already resent RESEND_MAX_TIMES times
     DROP_NACK_OTHER_LAYER = 28  # NACKed packet of a layer the consumer left at a switch (useless after the key frame)
-    DROP_REASON_COUNT = 29
+    DROP_TEMPORAL_FILTERED = 29  # a VP8 picture above the consumer's temporal layer cap
+    DROP_REASON_COUNT = 30

@@ -6,4 +6,5 @@ DROP_REASON_NAMES = (
     "unsupported_pt", "padding_only", "bad_seq", "wait_keyframe", "rtx_empty", "no_route", "too_big",
     "seq_too_old", "bad_rtcp", "nack_miss", "unsupported_address", "nack_too_soon", "nack_too_old", "nack_limit",
     "nack_other_layer",
+    "temporal_filtered",
 )

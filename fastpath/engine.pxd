@@ -33,6 +33,7 @@ from fastpath.seq cimport SeqRw, TsRw
 from fastpath.store cimport PacketStore
 from fastpath.table cimport HashTable
 from fastpath.twcc cimport TwccRecv
+from fastpath.vp8 cimport Vp8Desc, Vp8Munger
 
 cdef enum:
     MAX_ENCODINGS = 4
@@ -53,6 +54,8 @@ cdef enum:
     MAX_DROPOUT = 3000                        # RFC 3550 A.1 / mediasoup
     MAX_MISORDER = 1500
     KEYFRAME_THROTTLE_MS = 500
+    DRAIN_MAX_MS = 2000                       # longest a congestion downswitch stops the current layer (_forward.pxi)
+    HOLE_KEYFRAME_MS = 1000                   # key frames per consumer for NACKs that cannot be repaired (_feedback)
     STREAM_ACTIVE_MS = 1500
     REPORT_INTERVAL_MS = 1000
     SRTP_RESET_AFTER = 4                      # consecutive replay_old failures before a stream reset
@@ -187,6 +190,9 @@ ctypedef struct MetaSlot:
     uint32_t sent_ms
     uint32_t resent_ms
     uint8_t resends                           # times resent so far (at most RESEND_MAX_TIMES)
+    uint8_t vp8                               # 1: the copy's VP8 PictureID/TL0PICIDX were rewritten to these
+    uint8_t vp8_tl0
+    uint16_t vp8_pid
 
 
 ctypedef struct Consumer:
@@ -200,6 +206,7 @@ ctypedef struct Consumer:
     uint8_t paused
     uint8_t wait_keyframe
     uint8_t last_pt_in                        # one-entry cache of pt_map (255 = empty): one PT per stream
+    uint8_t drain                             # a congestion downswitch: current layer stopped until the switch
     int16_t last_pt_out
     int32_t preferred                         # asked (-1 = highest)
     int32_t target
@@ -207,6 +214,7 @@ ctypedef struct Consumer:
     SeqRw* seq
     MetaSlot* meta
     TsRw ts
+    Vp8Munger vp8                             # VP8 PictureID/TL0PICIDX continuity and temporal cap (vp8.pxd)
     uint64_t packets
     uint64_t bytes
     int16_t pt_map[128]                       # -1 = unsupported
@@ -230,6 +238,9 @@ ctypedef struct Consumer:
     uint16_t rtx_seq
     uint8_t rtx_pt[128]                       # subscriber media PT -> its RTX PT, RTX_PT_NONE = none
     uint64_t rtx_packets
+    int64_t drain_until_ms                    # drain ends here even if the target's key frame never came
+    int64_t hole_kf_ms                        # last key frame asked for an unrepairable NACK (consumer_hole)
+    uint64_t hole_keyframes
 
 
 ctypedef struct Transport:
@@ -290,6 +301,7 @@ ctypedef struct PendingRtp:
     int64_t ext
     int32_t length
     int32_t key
+    Vp8Desc vp8                               # its VP8 payload descriptor (present = 0: not VP8)
 
 
 ctypedef struct EngineState:

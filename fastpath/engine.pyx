@@ -47,6 +47,7 @@ from fastpath.counters cimport (
     DROP_SEQ_TOO_OLD,
     DROP_SRTP_PROTECT,
     DROP_SRTP_UNPROTECT,
+    DROP_TEMPORAL_FILTERED,
     DROP_TOO_BIG,
     DROP_TOO_SHORT,
     DROP_UNKNOWN_SSRC,
@@ -114,7 +115,7 @@ from fastpath.includes.linux cimport (
     zalloc_lines,
 )
 from fastpath.includes.srtp cimport SRTP_ERR_OK, SRTP_ERR_REPLAY_OLD, SRTP_MAX_TRAILER
-from fastpath.keyframe cimport CODEC_UNKNOWN, keyframe_detect
+from fastpath.keyframe cimport CODEC_UNKNOWN, CODEC_VP8, keyframe_detect
 from fastpath.nack cimport (
     NACK_DEFAULT_RTT_MS,
     NACK_MAX_FCI_PER_PACKET,
@@ -166,6 +167,18 @@ from fastpath.rtp cimport (
 )
 from fastpath.seq cimport SEQ_DUPLICATE, SEQ_FORWARD, SEQ_RING_MASK, SeqResult, seq_rw_drop, seq_rw_init, seq_rw_input, seq_rw_sync, ts_rw_input, ts_rw_switch
 from fastpath.srtp cimport SrtpContext, srtp_fns
+from fastpath.vp8 cimport (
+    VP8_TID_ALL,
+    Vp8Desc,
+    vp8_desc_none,
+    vp8_filter,
+    vp8_munge,
+    vp8_munger_init,
+    vp8_munger_sync,
+    vp8_parse,
+    vp8_set_max_temporal,
+    vp8_write,
+)
 from fastpath.srtp import context_pair
 from fastpath.store cimport STORE_KEY, store_clear, store_free, store_get, store_has, store_init, store_put
 from fastpath.table cimport ht_del, ht_free, ht_get, ht_init, ht_put, ht_put_reserved, ht_reserve
@@ -841,6 +854,7 @@ cdef class Engine:
         # Initial output seq in [1000, 32767] (mediasoup): below 2^15 so an early wrap cannot confuse a
         # libsrtp receiver's rollover guess.
         seq_rw_init(co.seq, 1000 + rng_next(self.st) % 31768)
+        vp8_munger_init(&co.vp8)
         co.preferred = spatial
         co.current = -1
         co.target = -1
@@ -869,6 +883,29 @@ cdef class Engine:
             request_keyframe(self.st, self.st.producers[co.producer], co.target)
             send_flush(self.st)
 
+    def lower_consumer_layer(self, int c, int spatial) -> None:
+        """A downswitch under congestion (the stream allocator's): as set_consumer_layer, and when the new target
+        is below the layer being forwarded, that layer stops at once instead of running on until the target's key
+        frame (asked for now) arrives, so the key frame does not queue behind, or get dropped with, packets the link
+        cannot carry; its retransmissions stop too. At most DRAIN_MAX_MS (docs/FORWARDING.md, Simulcast
+        switching)."""
+        cdef Consumer* co
+        self.set_consumer_layer(c, spatial)
+        co = self.st.consumers[self._c_slot(c)]
+        if 0 <= co.target < co.current:
+            co.drain = 1
+            co.drain_until_ms = self.st.now_ms + DRAIN_MAX_MS
+
+    def set_consumer_temporal(self, int c, int temporal) -> None:
+        """Forward only the temporal layers <= temporal of consumer c's VP8 stream (-1 = all): pictures above it are
+        dropped with the sequence numbers and PictureIDs closed up, so the subscriber sees no gap; TL0PICIDX goes
+        out as sent. A lower cap applies at the next picture, a higher one at the next layer-sync picture of the
+        layer above (or key frame). Packets without a TID (no T bit) are never filtered."""
+        cdef Consumer* co = self.st.consumers[self._c_slot(c)]
+        if not -1 <= temporal <= VP8_TID_ALL:
+            raise ValueError(f"temporal must be in -1..{VP8_TID_ALL}, got {temporal}")
+        vp8_set_max_temporal(&co.vp8, temporal)
+
     def pause_consumer(self, int c) -> None:
         self.st.consumers[self._c_slot(c)].paused = 1
 
@@ -880,6 +917,7 @@ cdef class Engine:
         # Continue at last+1 (mediasoup SeqManager Sync); video waits for a key frame it asks for now (a consumer
         # that never forwarded waits for its first layer switch, which needs one too).
         seq_rw_sync(co.seq)
+        vp8_munger_sync(&co.vp8)
         if co.producer >= 0 and self.st.producers[co.producer].kind == 1:
             co.wait_keyframe = co.current >= 0
             self.st.now_ms = monotonic_ms()
@@ -1071,10 +1109,12 @@ cdef class Engine:
         cdef Consumer* co = self.st.consumers[self._c_slot(c)]
         d = {"packets": co.packets, "bytes": co.bytes, "retransmits": co.retransmits, "nack_rx": co.nack_rx,
              "pli_rx": co.pli_rx, "layer_switches": co.layer_switches, "current_layer": co.current,
-             "target_layer": co.target, "paused": int(co.paused), "rr_count": co.rr_count,
+             "target_layer": co.target, "paused": int(co.paused), "draining": int(co.drain), "rr_count": co.rr_count,
              "rr_fraction_lost": co.rr_fraction_lost, "rr_cumulative_lost": co.rr_cumulative_lost,
              "rr_highest_seq": co.rr_highest_seq, "rr_jitter": co.rr_jitter, "rtt_ms": co.rtt_ms,
-             "rtx_ssrc": co.rtx_ssrc, "rtx_packets": co.rtx_packets}
+             "rtx_ssrc": co.rtx_ssrc, "rtx_packets": co.rtx_packets,
+             "temporal_layer": co.vp8.tid_max, "temporal_target": co.vp8.tid_target,
+             "hole_keyframes": co.hole_keyframes}
         d.update(_drops(co.drops))
         return d
 

@@ -15,8 +15,12 @@ track not even the lowest layer of which fits is paused, and ``on_stream_state``
 for a probe (``Engine.probe``: padding up to a probe rate for :data:`PROBE_DURATION_S`), as LiveKit's
 probe controller does; a probe that did not lift the estimate to its goal delays the next one
 (:data:`PROBE_BACKOFF_S`, x :data:`PROBE_BACKOFF_FACTOR` up to :data:`PROBE_BACKOFF_MAX_S`). The layer asked of
-the Engine is ``Consumer.layer_cap``, the lower of control's preference and the allocation. docs/FORWARDING.md
-"Simulcast switching" (and its "Probing") explains the rules and constants.
+the Engine is ``Consumer.layer_cap``, the lower of control's preference and the allocation. A lowering is always
+the bandwidth's, so it goes to the Engine as ``lower_consumer_layer`` where the Engine has it: the layer that no
+longer fits stops at once, and the lower layer's key frame (asked for at the same moment) is not queued behind it.
+Temporal layers are not allocated: the producers' rates are measured per spatial layer only, so a consumer's
+temporal cap (``Engine.set_consumer_temporal``) stays "all". docs/FORWARDING.md "Simulcast switching" (and its
+"Probing") explains the rules and constants.
 
 This module owns the allocator's state (per transport, per track, the producers' measured layer rates); the
 Consumer records carry only what the media service needs too (``allocated_layer``, ``bw_paused``).
@@ -379,7 +383,9 @@ class AllocatorEngine(Protocol):
     def set_consumer_layer(self, c: int, spatial: int) -> None: ...
     def pause_consumer(self, c: int) -> None: ...
     def resume_consumer(self, c: int) -> None: ...
-    # and, optionally, probe(t, bps, duration_ms) -> bool (fastpath.Engine.probe): without it nothing probes
+    # and, optionally, probe(t, bps, duration_ms) -> bool (fastpath.Engine.probe): without it nothing probes;
+    # lower_consumer_layer(c, spatial) (fastpath.Engine.lower_consumer_layer): without it a lowering is a
+    # set_consumer_layer like any other change
 
 
 StreamStateCallback = Callable[["Consumer", bool], None]  # (consumer, paused)
@@ -425,6 +431,12 @@ class StreamAllocator:
         limit below the old preference was the bandwidth's and stays."""
         if consumer.allocated_layer >= 0 and 0 <= old_preferred <= consumer.allocated_layer:
             consumer.allocated_layer = NONE
+
+    def wake(self) -> None:
+        """An estimate fell (the worker saw EV_BWE_CHANGED lower): run the next pass at the next tick instead of up
+        to ALLOCATE_INTERVAL_S later, so that a lowering (and the key frame request it makes) is not held back by
+        the pass interval; the pass after it follows ALLOCATE_INTERVAL_S later as usual."""
+        self._next_run = 0.0
 
     def layer_bytes(self, producer_handle: int) -> Sequence[int]:
         """The Engine's cumulative byte counter of each of a producer's layers."""
@@ -546,9 +558,14 @@ class StreamAllocator:
                 self.on_stream_state(consumer, True)
             return
         before = consumer.layer_cap
+        lowering = not consumer.bw_paused and 0 <= layer < t.current()
         consumer.allocated_layer = layer
         if consumer.layer_cap != before:
-            self.engine.set_consumer_layer(t.handle, consumer.layer_cap)
+            lower: Callable[[int, int], None] | None = getattr(self.engine, "lower_consumer_layer", None)
+            if lowering and lower is not None:
+                lower(t.handle, consumer.layer_cap)  # congestion: the layer that does not fit stops now
+            else:
+                self.engine.set_consumer_layer(t.handle, consumer.layer_cap)
         if consumer.bw_paused:
             consumer.bw_paused = False
             producer = t.producer

@@ -207,6 +207,8 @@ class MediaService:
                 _, t, bps, state = event[:4]
                 bwe_transport = self.transports.by_handle(t)
                 if bwe_transport is not None:
+                    if bps < bwe_transport.bwe_bps:
+                        self.allocator.wake()  # a lowering must not wait for the next pass
                     bwe_transport.bwe_bps = bps  # what the stream allocator reads
                     log.debug("transport %s: estimate %d bit/s (%s)", bwe_transport.id, bps,
                               fastpath.BWE_STATES[state])

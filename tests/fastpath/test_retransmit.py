@@ -95,6 +95,26 @@ def test_resend_discipline(rig: Rig, kind: str, delays: list[int], resends: int,
     assert {k: v for k, v in c.items() if k.startswith("drop_nack")} == drops
 
 
+@pytest.mark.parametrize("kind", ["video", "audio"])
+def test_an_unrepairable_video_nack_asks_the_publisher_for_a_key_frame_once_per_second(rig: Rig, kind: str) -> None:
+    """A NACK that will not be resent leaves the subscriber's decoder stuck until a key frame: the Engine asks the
+    publisher for one at once (a libwebrtc receiver would after about 3 s), at most once per second per consumer;
+    audio needs none."""
+    add_audio(rig) if kind == "audio" else add_video(rig)
+    consumer, out_ssrc = (21, AUDIO_OUT_SSRC) if kind == "audio" else (20, OUT_SSRC)
+    _, got = send_and_forward(rig, kind)
+    rig.pub.drain(0.05)
+    time.sleep(1.05)                                       # older than either kind's retransmission age
+    for lost in (header(got[3])[1], header(got[4])[1]):
+        rig.sub.send_rtcp(packets.rtcp_nack(0xABC, out_ssrc, [lost]))
+    rig.pump()
+    _, rtcp = rig.pub.drain(0.05)
+    plis = [p for r in rtcp for p in fastpath.parse_rtcp(r) if p["type"] == 206 and p["count"] == 1]
+    c = rig.engine.snapshot_consumer(consumer)
+    assert c["drop_nack_too_old"] == 2
+    assert (c["hole_keyframes"], len(plis)) == ((1, 1) if kind == "video" else (0, 0))
+
+
 def test_each_packet_has_its_own_budget(rig: Rig) -> None:
     add_video(rig)
     _, got = send_and_forward(rig, "video")

@@ -540,3 +540,40 @@ def test_retransmissions_come_off_the_budget_but_never_pause_a_track_by_themselv
     assert w.got("c") == 0  # at most a quarter of the budget goes to retransmissions: 405 k, not paused
     retransmit(0, RAISE_HOLD_S + 3.0)
     assert w.got("c") == 1  # the losses stopped: back up
+
+
+class LoweringEngine(FakeEngine):
+    """A fake Engine with ``lower_consumer_layer`` (a congestion downswitch that stops the current layer at once)."""
+
+    def lower_consumer_layer(self, c: int, spatial: int) -> None:
+        self.calls.append(("lower", c, spatial))
+
+
+def test_a_lowering_stops_the_current_layer_at_once_and_a_raise_does_not() -> None:
+    w = World(LoweringEngine())
+    w.transport("sub", 5_000_000)
+    w.producer("v", "video", SIMULCAST)
+    h = w.consumer("c", "sub", "v")
+    w.run(3.0)
+    w.estimate("sub", 600_000)
+    w.run(1.0)
+    assert w.got("c") == 1 and w.engine.calls == [("lower", h, 1)]
+    w.estimate("sub", 5_000_000)
+    w.run(RAISE_HOLD_S + 3.0)
+    assert w.got("c") == 2 and w.engine.calls[1:] == [("layer", h, 2)]
+
+
+def test_a_fallen_estimate_wakes_the_next_pass_at_once() -> None:
+    w = World()
+    w.transport("sub", 5_000_000)
+    w.producer("v", "video", SIMULCAST)
+    h = w.consumer("c", "sub", "v")
+    w.run(3.0)
+    w.estimate("sub", 300_000)
+    w.now += 0.02  # one worker tick later, well inside the pass interval
+    w.allocator.tick(w.now)
+    assert w.engine.calls == []  # not due yet
+    w.allocator.wake()
+    w.now += 0.02
+    w.allocator.tick(w.now)
+    assert w.engine.calls == [("layer", h, 0)]

@@ -42,6 +42,10 @@ class RecordingEngine:
         self.calls.append(("layer", c, spatial))
         self.engine.set_consumer_layer(c, spatial)
 
+    def lower_consumer_layer(self, c: int, spatial: int) -> None:
+        self.calls.append(("layer", c, spatial))  # a lowering: the same layer change, the current layer held back
+        self.engine.lower_consumer_layer(c, spatial)
+
     def pause_consumer(self, c: int) -> None:
         self.calls.append(("pause", c, 0))
         self.engine.pause_consumer(c)
