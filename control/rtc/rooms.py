@@ -664,9 +664,12 @@ class RoomManager:
         self.targets: dict[str, Room] = {}
         self._creating: dict[str, asyncio.Lock] = {}
         self._closing: set[asyncio.Task[Any]] = set()
+        self._placing: dict[int, int] = {}  # worker id -> rooms being created there (create_router in flight)
 
     def rooms_per_worker(self) -> dict[int, int]:
-        counts: dict[int, int] = {}
+        """Rooms per worker, counting the rooms placed and those being placed (so that rooms created at the
+        same moment spread over the workers)."""
+        counts = dict(self._placing)
         for room in self.rooms.values():
             counts[room.worker_id] = counts.get(room.worker_id, 0) + 1
         return counts
@@ -683,7 +686,13 @@ class RoomManager:
             media = self.pool.media(worker_id)
             room = Room(name=name, worker_id=worker_id, media=media, negotiator=self.negotiator,
                         settings=self.settings, on_empty=self._room_empty, targets=self.targets)
-            await media.create_router(room.router_id)
+            self._placing[worker_id] = self._placing.get(worker_id, 0) + 1
+            try:
+                await media.create_router(room.router_id)
+            finally:
+                self._placing[worker_id] -= 1
+                if not self._placing[worker_id]:
+                    del self._placing[worker_id]
             self.rooms[name] = room
             room.start_speaker_detection()
             room.start_quality_updates()

@@ -8,13 +8,14 @@ import base64
 import hashlib
 import hmac
 import json
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from test_rooms import FakeNegotiator, FakePool  # tests/control is on sys.path (rootdir-relative imports)
+from test_rooms import FakeMedia, FakeNegotiator, FakePool  # tests/control is on sys.path (rootdir-relative imports)
 
 from control.app import add_livekit
 from control.auth import AuthError, verify_token
@@ -79,3 +80,25 @@ async def test_non_finite_times_are_401_on_every_endpoint(client: TestClient) ->
         assert twirp.status == 401, times
         body = await twirp.json()
         assert body["code"] == "unauthenticated" and "claim" in body["msg"]
+
+
+# ------------------------------------------------------------------------------------- placement (6)
+
+
+class SlowRouterMedia(FakeMedia):
+    """A worker whose create_router takes a while, as a real one does (a request over ZeroMQ)."""
+
+    async def create_router(self, router_id: str) -> None:
+        await asyncio.sleep(0.02)
+        await super().create_router(router_id)
+
+
+async def test_rooms_created_at_once_spread_over_workers() -> None:
+    pool = FakePool(2)
+    pool.workers = [SlowRouterMedia(0), SlowRouterMedia(1)]
+    manager = RoomManager(pool, FakeNegotiator(), RoomSettings(keys={KEY: SECRET}))
+    rooms = await asyncio.gather(*(manager.create_room(f"room-{i}") for i in range(10)))
+    per_worker = [sum(1 for r in rooms if r.worker_id == w) for w in (0, 1)]
+    assert per_worker == [5, 5]
+    assert manager.rooms_per_worker() == {0: 5, 1: 5}  # nothing left counted as in flight
+    await manager.close()
