@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -665,6 +666,7 @@ class RoomManager:
         self._creating: dict[str, asyncio.Lock] = {}
         self._closing: set[asyncio.Task[Any]] = set()
         self._placing: dict[int, int] = {}  # worker id -> rooms being created there (create_router in flight)
+        self.refusals: Counter[str] = Counter()  # limit name -> requests refused by it (for the metrics)
 
     def rooms_per_worker(self) -> dict[int, int]:
         """Rooms per worker, counting the rooms placed and those being placed (so that rooms created at the

@@ -4,11 +4,11 @@ placement of rooms created at once."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
