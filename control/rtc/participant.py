@@ -360,6 +360,11 @@ class Participant:
         return bool(self.permission.hidden)
 
     @property
+    def is_publisher(self) -> bool:
+        """Whether any of its tracks is published (its state changes go out at once, never batched)."""
+        return any(pub.published for pub in self.publications.values())
+
+    @property
     def can_subscribe(self) -> bool:
         return bool(self.permission.can_subscribe)
 
@@ -735,6 +740,9 @@ class Participant:
         )
         self.negotiate_subscriber()
         return True
+
+    def active_subscriptions(self) -> int:
+        return sum(1 for sub in self.subscriptions.values() if not sub.removed)
 
     def unsubscribe(self, track_sid: str) -> bool:
         sub = self.subscriptions.get(track_sid)

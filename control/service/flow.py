@@ -14,7 +14,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from control.rtc.limits import TokenBucket
 
 # kind of SignalRequest -> (requests per second, burst). A kind not listed gets DEFAULT_RATE; leave is never limited.
 REQUEST_RATES: dict[str, tuple[float, float]] = {
@@ -36,28 +37,6 @@ REQUEST_RATES: dict[str, tuple[float, float]] = {
 DEFAULT_RATE = (20.0, 50.0)
 UNLIMITED = frozenset({"leave"})
 REFUSAL_RATE = (20.0, 100.0)  # LIMIT_EXCEEDED answers per second; beyond, excess requests are dropped silently
-
-
-@dataclass
-class TokenBucket:
-    """``rate`` tokens per second up to ``burst``; :meth:`take` spends one if there is one."""
-
-    rate: float
-    burst: float
-    tokens: float
-    stamp: float
-
-    @classmethod
-    def full(cls, rate: float, burst: float, now: float) -> TokenBucket:
-        return cls(rate, burst, burst, now)
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class RequestLimiter:
