@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -132,6 +133,8 @@ async def run(args: argparse.Namespace) -> None:
     cmd = [sys.executable, "-m", "bench.signal_storm", "--serve", "--port", str(port)]
     if args.batch_interval is not None:
         cmd += ["--batch-interval", str(args.batch_interval)]
+    if os.environ.get("SIGNAL_STORM_PROFILE"):  # py-spy record of control (bench extras), to this file
+        cmd = ["py-spy", "record", "-o", os.environ["SIGNAL_STORM_PROFILE"], "-f", "raw", "--", *cmd]
     server = await asyncio.create_subprocess_exec(*cmd)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -177,7 +180,10 @@ async def run(args: argparse.Namespace) -> None:
             for p in peers:
                 await p.ws.close()
     finally:
-        server.terminate()
+        if os.environ.get("SIGNAL_STORM_PROFILE"):
+            server.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT (and stops control)
+        else:
+            server.terminate()
         await server.wait()
 
 
