@@ -16,6 +16,7 @@ semantics of LiveKit's `auth/verifier.go` and `auth/grants.go`:
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ LEEWAY_S = 60
 DEFAULT_TTL_S = 6 * 3600
 MIN_REFRESH_TTL_S = 600
 MAX_NAME_LENGTH = 256
+MAX_TOKEN_TIME = 2**53  # seconds; JSON numbers beyond this are not exact integers any more
 ALGORITHM = "HS256"
 
 #: LiveKit's canPublishSources names -> TrackSource enum values.
@@ -323,19 +325,15 @@ def verify_token(token: str, keys: Mapping[str, str], *, now: float | None = Non
 
 
 def _claims_from_payload(payload: Mapping[str, Any], issuer: str, now: int) -> Claims:
-    exp = payload.get("exp")
+    exp = token_time(payload, "exp")
     if exp is None:
         raise AuthError("missing exp claim")
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
-        raise AuthError("invalid exp claim")
     if now > exp + LEEWAY_S:
         raise AuthError("token expired")
-    nbf = payload.get("nbf")
-    if nbf is not None:
-        if not isinstance(nbf, int | float) or isinstance(nbf, bool):
-            raise AuthError("invalid nbf claim")
-        if now < nbf - LEEWAY_S:
-            raise AuthError("token not yet valid")
+    nbf = token_time(payload, "nbf")
+    if nbf is not None and now < nbf - LEEWAY_S:
+        raise AuthError("token not yet valid")
+    token_time(payload, "iat")  # not checked against the clock, but it must be a time too
     identity = payload.get("sub") or payload.get("jti") or ""
     if not isinstance(identity, str):
         raise AuthError("invalid sub claim")
@@ -368,6 +366,22 @@ def _claims_from_payload(payload: Mapping[str, Any], issuer: str, now: int) -> C
         attributes=dict(attributes),
         grants=grants,
     )
+
+
+def token_time(payload: Mapping[str, Any], name: str) -> int | None:
+    """The NumericDate claim ``name`` (RFC 7519 §2) as an int, None when absent. Only finite integral numbers
+    within 0..MAX_TOKEN_TIME are times: NaN, Infinity, 1e400 (which JSON decoders read as Infinity), fractions,
+    booleans and strings raise AuthError naming the claim (a 401, never a 500)."""
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AuthError(f"invalid {name} claim")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise AuthError(f"invalid {name} claim: {value!r} is not a finite integer")
+    if not 0 <= value <= MAX_TOKEN_TIME:
+        raise AuthError(f"invalid {name} claim: {value!r} is out of range")
+    return int(value)
 
 
 def require_join(claims: Claims) -> None:

@@ -65,6 +65,16 @@ YAML file (every field optional)::
       enabled_codecs: [audio/opus, video/VP8]  # publish codecs announced to clients (JoinResponse, Room);
                           # an AddTrackRequest's other codecs are dropped. Any of audio/opus, video/VP8,
                           # video/H264, video/VP9, video/AV1
+      update_batch_interval_s: 0.5        # s between batched ParticipantUpdates of a large room, 0.01-60
+      update_batch_min_participants: 20   # a room this large batches plain subscribers' joins and leaves
+      max_tracks_per_participant: 32      # limits, 0 = none: published and pending tracks of one participant
+      max_pending_tracks: 16              # AddTrackRequests waiting for their m-line
+      max_subscriptions_per_participant: 5000
+      max_participants_per_room: 0        # CreateRoom's max_participants wins where set
+      max_participants_per_node: 20000
+      max_rooms_per_node: 10000
+      max_data_packet_bytes: 65535        # a bigger DataPacket from a client is dropped
+      data_packets_per_s: 500             # per participant (bursts of twice that); excess dropped
 
 Room settings come from the environment (``MEDIAROUTER_ROOM_PING_INTERVAL=10``,
 ``MEDIAROUTER_ROOM_ENABLED_CODECS=audio/opus,video/H264``), else from the file's ``room:`` section, else the
@@ -327,6 +337,19 @@ class RoomSettings:
     empty_timeout: int = 300
     departure_timeout: int = 20
     dynacast_pause_delay_s: float = 5.0  # a simulcast layer nobody wants is turned off after this (LiveKit: 5 s)
+    # ParticipantUpdate batching (control/rtc/rooms.py): in a room of at least update_batch_min_participants,
+    # plain subscribers' joins and leaves (and the participant counts) go out together every update_batch_interval_s.
+    update_batch_interval_s: float = 0.5
+    update_batch_min_participants: int = 20
+    # Limits (0 = none); each refusal is counted in RoomManager.refusals.
+    max_tracks_per_participant: int = 32  # published and pending tracks of one participant
+    max_pending_tracks: int = 16  # AddTrackRequests not yet bound to an offered m-line
+    max_subscriptions_per_participant: int = 5000
+    max_participants_per_room: int = 0  # CreateRoom's max_participants wins where it is set
+    max_participants_per_node: int = 20000
+    max_rooms_per_node: int = 10000
+    max_data_packet_bytes: int = 65535  # one DataPacket from a client
+    data_packets_per_s: int = 500  # DataPackets one participant may send per second (bursts of twice that)
     keys: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -341,6 +364,16 @@ _ROOM_NUMBERS: dict[str, tuple[type, float, float]] = {
     "departure_timeout": (int, 0, 86400),
     "dynacast_pause_delay_s": (float, 0, 3600),
     "refresh_interval_s": (float, 1, 86400),
+    "update_batch_interval_s": (float, 0.01, 60),
+    "update_batch_min_participants": (int, 0, 1_000_000),
+    "max_tracks_per_participant": (int, 0, 100_000),
+    "max_pending_tracks": (int, 0, 100_000),
+    "max_subscriptions_per_participant": (int, 0, 1_000_000),
+    "max_participants_per_room": (int, 0, 1_000_000),
+    "max_participants_per_node": (int, 0, 10_000_000),
+    "max_rooms_per_node": (int, 0, 10_000_000),
+    "max_data_packet_bytes": (int, 0, 16 * 1024 * 1024),
+    "data_packets_per_s": (int, 0, 1_000_000),
 }
 _ROOM_FIELDS = (*_ROOM_NUMBERS, "enabled_codecs", "enable_remote_unmute")
 

@@ -29,6 +29,7 @@ from livekit.protocol import models, rtc
 from control.auth import Claims
 from control.rtc import lk_messages as lk
 from control.rtc import negotiation
+from control.rtc.frames import Frame
 from control.rtc.negotiation import SubscribedTrack, TrackPlan, TransportParams
 
 log = logging.getLogger("control.rtc.participant")
@@ -49,7 +50,9 @@ _ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 _BEFORE_JOIN = frozenset({"join", "leave"})
 
 class SignalSink(Protocol):
-    """Where a participant's SignalResponses go (the WebSocket writer, or a list in tests)."""
+    """Where a participant's SignalResponses go (the WebSocket writer, or a list in tests). A sink that also has
+    ``send_frame(frame)`` (``control.service.outbox.WebSocketSink``) gets broadcasts as :class:`Frame`s, encoded
+    once for everyone and coalesced by key; any other sink gets ``frame.message``."""
 
     def send(self, message: rtc.SignalResponse) -> None: ...
 
@@ -318,6 +321,7 @@ class Participant:
         self.permission = claims.permission()
         self.client = client
         self.sink = sink
+        self._send_frame: Callable[[Frame], None] | None = getattr(sink, "send_frame", None)
         self.media = media
         self.negotiator = negotiator
         self.router_id = router_id  # the room's MediaRouter on the worker
@@ -346,6 +350,7 @@ class Participant:
         self._timers: list[asyncio.TimerHandle] = []  # cancelled on close (e.g. the join timeout)
         self._drop_next_resume = ""  # SimulateScenario: "", "silent" or "after_reconnect"
         self.subscription_policy: rtc.SubscriptionPermission | None = None  # None: everyone may subscribe
+        self._info: models.ParticipantInfo | None = None  # info() until the next change
         self.closed = False
 
     # ---- shared helpers --------------------------------------------------------------------------
@@ -353,6 +358,11 @@ class Participant:
     @property
     def hidden(self) -> bool:
         return bool(self.permission.hidden)
+
+    @property
+    def is_publisher(self) -> bool:
+        """Whether any of its tracks is published (its state changes go out at once, never batched)."""
+        return any(pub.published for pub in self.publications.values())
 
     @property
     def can_subscribe(self) -> bool:
@@ -370,6 +380,15 @@ class Participant:
             return
         self.sink.send(message)
 
+    def send_frame(self, frame: Frame) -> None:
+        """A frame shared with others (a broadcast): its bytes are encoded once, whoever receives it."""
+        if self.closed or (self.state == State.JOINING and frame.kind not in _BEFORE_JOIN):
+            return
+        if self._send_frame is not None:
+            self._send_frame(frame)
+        else:
+            self.sink.send(frame.message)
+
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
         """Runs ``coro`` in the background, logging (never raising) its failure."""
         task = asyncio.get_running_loop().create_task(coro)
@@ -383,7 +402,17 @@ class Participant:
         task.add_done_callback(done)
 
     def info(self) -> models.ParticipantInfo:
-        """Full ParticipantInfo with every published track (clients unpublish tracks missing from it)."""
+        """Full ParticipantInfo with every published track (clients unpublish tracks missing from it). Built once
+        per change (see :meth:`changed`) and shared: callers copy it, never modify it."""
+        if self._info is None:
+            self._info = self._build_info()
+        return self._info
+
+    def changed(self) -> None:
+        """Something :meth:`info` shows changed: the next call builds it again."""
+        self._info = None
+
+    def _build_info(self) -> models.ParticipantInfo:
         tracks = [p.info for p in self.publications.values() if p.published]
         return lk.participant_info(
             sid=self.sid,
@@ -403,6 +432,7 @@ class Participant:
 
     def bump(self) -> None:
         self.version += 1
+        self._info = None
 
     # ---- what the room changes -------------------------------------------------------------------
 
@@ -414,10 +444,12 @@ class Participant:
     def mark_disconnected(self, reason: int) -> None:
         self.disconnect_reason = reason
         self.state = State.DISCONNECTED
+        self._info = None
 
     def update_info(self, *, name: str = "", metadata: str = "", attributes: Mapping[str, str] | None = None) -> None:
         """LiveKit's rule for name, metadata and attributes: empty values keep the old ones, except that an
         attribute with an empty value is deleted."""
+        self._info = None
         if name:
             self.name = name
         if metadata:
@@ -430,6 +462,7 @@ class Participant:
 
     def set_permission(self, permission: models.ParticipantPermission) -> None:
         self.permission = permission
+        self._info = None
 
     def set_subscription_policy(self, policy: rtc.SubscriptionPermission) -> None:
         """Who may subscribe to this participant's tracks (a copy of the publisher's SubscriptionPermission)."""
@@ -489,6 +522,7 @@ class Participant:
     def attach(self, sink: SignalSink) -> None:
         """A resumed signal connection replaces the old one (which is closed) and stops the grace timer."""
         old, self.sink = self.sink, sink
+        self._send_frame = getattr(sink, "send_frame", None)
         if old is not sink:
             old.close()
         if self._grace is not None:
@@ -646,11 +680,13 @@ class Participant:
             match.media = media
             match.info.mid = mid
             match.info.mime_type = media.mime_type
+            self.changed()
             published.append(match)
         return published
 
     async def _unpublish(self, pub: Publication) -> None:
         self.publications.pop(pub.sid, None)
+        self.changed()
         if pub.media is not None:
             pub.media = None
             await self.media.close_producer(pub.producer_id)
@@ -669,6 +705,7 @@ class Participant:
             raise ParticipantError(f"no published track {req.sid!r}")
         if pub.info.muted != req.muted:
             pub.info.muted = req.muted
+            self.changed()
             if pub.published:
                 if req.muted:
                     await self.media.pause_producer(pub.producer_id)
@@ -703,6 +740,9 @@ class Participant:
         )
         self.negotiate_subscriber()
         return True
+
+    def active_subscriptions(self) -> int:
+        return sum(1 for sub in self.subscriptions.values() if not sub.removed)
 
     def unsubscribe(self, track_sid: str) -> bool:
         sub = self.subscriptions.get(track_sid)

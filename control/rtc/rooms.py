@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -24,8 +25,10 @@ from livekit.protocol import models, rtc
 from control.auth import Claims, refresh_token
 from control.config import RoomSettings
 from control.rtc import events as ev
+from control.rtc import limits
 from control.rtc import lk_messages as lk
 from control.rtc.dynacast import OFF, Dynacast, enabled_layers, quality_of_layer
+from control.rtc.frames import ROOM_KEY, Frame, participant_key
 from control.rtc.lifecycle import RoomTimers, close_delay
 from control.rtc.participant import (
     DATA_LABELS,
@@ -54,6 +57,7 @@ Reason = models.DisconnectReason
 SPEAKER_INTERVAL_S = 0.4  # LiveKit's audio.update_interval
 ACTIVE_LEVEL_DBOV = 35.0  # LiveKit's audio.active_level: louder than -35 dBov counts as speaking
 LEVEL_STEP = 0.05  # smaller changes of a speaker's level are not re-sent
+MAX_NOT_FOUND_ANSWERS = 100  # SE_TRACK_NOTFOUND answers per UpdateSubscription; the rest are only skipped
 
 
 class WorkerPool(Protocol):
@@ -117,6 +121,7 @@ class Room:
         on_empty: Callable[[Room], None],
         targets: dict[str, Room] | None = None,
         events: ev.RoomEvents | None = None,
+        refusals: Counter[str] | None = None,
     ) -> None:
         self.sid = lk.new_room_sid()
         self.targets = targets if targets is not None else {}  # node-wide: worker object id -> room
@@ -148,6 +153,11 @@ class Room:
         self.dynacast = Dynacast(pause_delay_s=settings.dynacast_pause_delay_s)
         self.quality = QualityBook()  # the workers' connection-quality scores (control/rtc/quality.py)
         self._quality = Periodic(f"room {self.sid}: connection quality", self._quality_round, self.is_open)
+        self.refusals: Counter[str] = refusals if refusals is not None else Counter()
+        self._batched: dict[str, models.ParticipantInfo] = {}  # sid -> state waiting for the next batch
+        self._room_update_due = False
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._data_buckets: dict[str, limits.TokenBucket] = {}  # participant sid -> its DataPacket rate
         self.closed = False
 
     def info(self) -> models.Room:
@@ -186,8 +196,9 @@ class Room:
 
     def admit(self, claims: Claims) -> None:
         """Raises JoinRefused when the room is full (a returning identity replaces itself and always fits)."""
-        if (self.max_participants and claims.identity not in self.participants
-                and len(self.participants) >= self.max_participants):
+        cap = self.max_participants or self.settings.max_participants_per_room
+        if cap and claims.identity not in self.participants and len(self.participants) >= cap:
+            self.refusals[limits.ROOM_PARTICIPANTS] += 1
             raise JoinRefused(403, "room has exceeded its max participants")
 
     async def join(self, claims: Claims, client: ClientParams, sink: SignalSink) -> Participant:
@@ -228,8 +239,8 @@ class Room:
         p.mark_joined()
         self.ever_joined = True
         self.events.emit(ev.PARTICIPANT_JOINED, self.info(), p.info())
-        self.broadcast(p)
-        self.send_room_update()
+        self.broadcast(p, immediate=False)  # a newcomer publishes nothing yet
+        self.send_room_update(batched=True)
         if p.auto_subscribes:
             for other in list(self.participants.values()):
                 if other is not p:
@@ -269,14 +280,13 @@ class Room:
         if p.closed:
             return
         self._dynacast_participant_gone(p)
+        self._data_buckets.pop(p.sid, None)
         was_announced = p.state != State.JOINING
         p.mark_disconnected(reason)
         if was_announced:
             self._tell_left(p)
         if announce and was_announced and not p.hidden:
-            gone = lk.disconnected(p.info(), reason)
-            for other in self.participants.values():
-                other.send(lk.participant_update([gone]))
+            self._announce(lk.disconnected(p.info(), reason), immediate=p.is_publisher)
         if not self.closing:  # when the whole room goes, nobody needs a new subscriber offer
             for track_sid in list(p.publications):
                 for other in self.participants.values():
@@ -284,7 +294,7 @@ class Room:
         for sub in p.subscriptions.values():
             self._ssrcs.discard(sub.spec.out_ssrc)
         if announce and not self.closing and self.participants:
-            self.send_room_update()
+            self.send_room_update(batched=True)
         await p.close()
         self.check_empty()
 
@@ -333,12 +343,55 @@ class Room:
 
     # ---- state broadcasts ------------------------------------------------------------------------
 
-    def broadcast(self, p: Participant) -> None:
-        """Full info of ``p`` (bumped by the caller) to everyone; hidden participants only to themselves."""
-        update = lk.participant_update([p.info()])
+    def broadcast(self, p: Participant, *, immediate: bool = True) -> None:
+        """Full info of ``p`` (bumped by the caller) to everyone, encoded once; hidden participants only to
+        themselves. Not ``immediate`` (a plain subscriber's join, connection or leave): ``p`` hears it at once,
+        the others with the next batch when the room is large (:meth:`_announce`)."""
+        if p.hidden:
+            p.send_frame(Frame(lk.participant_update([p.info()]), participant_key(p.sid)))
+            return
+        self._announce(p.info(), immediate=immediate, itself=p)
+
+    # ---- ParticipantUpdate batching (large rooms; docs/PROTOCOL.md, Flow control) ------------------------
+
+    def batching(self) -> bool:
+        """Whether plain subscribers' joins and leaves are batched: the room has at least
+        ``update_batch_min_participants`` participants."""
+        return len(self.participants) >= self.settings.update_batch_min_participants
+
+    def _announce(self, info: models.ParticipantInfo, *, immediate: bool, itself: Participant | None = None) -> None:
+        """One participant's state to the room: now (one frame, encoded once, coalesced per participant in each
+        socket's queue) or, when it may wait and the room is large, with the next batch."""
+        frame = Frame(lk.participant_update([info]), participant_key(info.sid))
+        if not immediate and self.batching():
+            self._batched[info.sid] = info
+            self._schedule_flush()
+            if itself is not None:
+                itself.send_frame(frame)
+            return
+        self._batched.pop(info.sid, None)  # this state is newer than the batched one
         for other in self.participants.values():
-            if other is p or not p.hidden:
-                other.send(update)
+            other.send_frame(frame)
+
+    def _schedule_flush(self) -> None:
+        if self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(self.settings.update_batch_interval_s, self.flush_updates)
+
+    def flush_updates(self) -> None:
+        """Sends what waited for the batch: one ParticipantUpdate with every batched participant, and the room's
+        info if its counts changed; each encoded once for everyone."""
+        self._flush_timer = None
+        batched, self._batched = list(self._batched.values()), {}
+        due, self._room_update_due = self._room_update_due, False
+        if self.closed or self.closing:
+            return
+        frames = [Frame(lk.participant_update(batched))] if batched else []
+        if due:
+            frames.append(Frame(lk.room_update(self.info()), ROOM_KEY))
+        for frame in frames:
+            for p in self.participants.values():
+                p.send_frame(frame)
 
     def on_consumer_created(self, sub: Subscription) -> None:
         """The first subscriber of a track: the publisher hears TrackSubscribed (LocalTrackSubscribed event)."""
@@ -346,15 +399,20 @@ class Room:
         if publisher is not None and publisher.first_subscription(sub.track_sid):
             publisher.send(lk.track_subscribed(sub.track_sid))
 
-    def send_room_update(self) -> None:
-        """RoomUpdate (participant and publisher counts) to everyone still in the room."""
-        update = lk.room_update(self.info())
+    def send_room_update(self, *, batched: bool = False) -> None:
+        """RoomUpdate (participant and publisher counts) to everyone still in the room, encoded once; ``batched``
+        (a count changed) in a large room: with the next batch."""
+        if batched and self.batching():
+            self._room_update_due = True
+            self._schedule_flush()
+            return
+        frame = Frame(lk.room_update(self.info()), ROOM_KEY)
         for p in self.participants.values():
-            p.send(update)
+            p.send_frame(frame)
 
     def on_transport_event(self, p: Participant, transport_id: str, event: str, state: str) -> None:
         if p.on_transport_state(transport_id, event, state):
-            self.broadcast(p)
+            self.broadcast(p, immediate=p.is_publisher)
 
     # ---- publishing ------------------------------------------------------------------------------
 
@@ -386,8 +444,27 @@ class Room:
         self.tracks_changed(p, published, removed)
 
     async def handle_add_track(self, p: Participant, req: rtc.AddTrackRequest) -> None:
+        if self._refuse_track(p, req):
+            return
         if p.handle_add_track(req) is not None:
             self.tracks_changed(p, await p.bind_pending(), [])
+
+    def _refuse_track(self, p: Participant, req: rtc.AddTrackRequest) -> bool:
+        """True (and RequestResponse LIMIT_EXCEEDED sent) when a new track would pass ``max_tracks_per_participant``
+        or ``max_pending_tracks``; a repeated request for a track it has is never refused."""
+        if any(pub.cid == req.cid for pub in p.publications.values()):
+            return False
+        most, most_pending = self.settings.max_tracks_per_participant, self.settings.max_pending_tracks
+        pending = sum(1 for pub in p.publications.values() if not pub.published)
+        if most and len(p.publications) >= most:
+            name, message = limits.TRACKS, f"participant has {most} tracks already"
+        elif most_pending and pending >= most_pending:
+            name, message = limits.PENDING_TRACKS, f"participant has {most_pending} tracks waiting for an offer"
+        else:
+            return False
+        self.refusals[name] += 1
+        p.send(lk.request_response(rtc.RequestResponse.Reason.LIMIT_EXCEEDED, add_track=req, message=message))
+        return True
 
     async def handle_mute(self, p: Participant, req: rtc.MuteTrackRequest) -> None:
         pub = await p.handle_mute(req)
@@ -404,18 +481,33 @@ class Room:
             self.tracks_changed(p, [], [pub])
 
     def handle_subscription(self, p: Participant, req: rtc.UpdateSubscription) -> None:
+        """Subscribes or unsubscribes the tracks named; a request naming more tracks than a participant may
+        subscribe to is cut there, and at most MAX_NOT_FOUND_ANSWERS unknown tracks are answered per request."""
         sids = list(req.track_sids) + [s for pt in req.participant_tracks for s in pt.track_sids]
-        for track_sid in dict.fromkeys(sids):
+        cap = self.settings.max_subscriptions_per_participant
+        unique = list(dict.fromkeys(sids))
+        if cap and len(unique) > cap:
+            self.refusals[limits.SUBSCRIPTIONS] += len(unique) - cap
+            unique = unique[:cap]
+        not_found = 0
+        tracks = self._published_tracks() if req.subscribe and len(unique) > 1 else None
+        for track_sid in unique:
             if not req.subscribe:
                 p.unsubscribe(track_sid)
                 continue
-            found = self.find_track(track_sid)
+            found = tracks.get(track_sid) if tracks is not None else self.find_track(track_sid)
             if found is None or found[0] is p:
-                p.send(lk.subscription_response(track_sid, models.SubscriptionError.SE_TRACK_NOTFOUND))
+                not_found += 1
+                if not_found <= MAX_NOT_FOUND_ANSWERS:
+                    p.send(lk.subscription_response(track_sid, models.SubscriptionError.SE_TRACK_NOTFOUND))
                 continue
             if not p.can_subscribe:
                 continue
             self.subscribe(p, found[0], found[1])
+
+    def _published_tracks(self) -> dict[str, tuple[Participant, Publication]]:
+        return {pub.sid: (p, pub) for p in self.participants.values() for pub in p.publications.values()
+                if pub.published}
 
     # ---- subscription permissions (a publisher's SubscriptionPermission, docs/PROTOCOL.md) ----------------------
 
@@ -444,6 +536,11 @@ class Room:
         if not self.allowed(subscriber, publisher, pub.sid):
             self._tell_permission(subscriber, publisher, pub.sid, False)
             return False
+        cap = self.settings.max_subscriptions_per_participant
+        if cap and pub.sid not in subscriber.subscriptions and subscriber.active_subscriptions() >= cap:
+            self.refusals[limits.SUBSCRIPTIONS] += 1
+            subscriber.send(lk.subscription_response(pub.sid, models.SubscriptionError.SE_UNKNOWN))
+            return False
         return subscriber.subscribe(publisher, pub)
 
     def handle_subscription_permission(self, p: Participant, msg: rtc.SubscriptionPermission) -> None:
@@ -457,7 +554,7 @@ class Room:
                 if self.allowed(other, p, pub.sid):
                     self._tell_permission(other, p, pub.sid, True)
                     if other.auto_subscribes:
-                        other.subscribe(p, pub)
+                        self.subscribe(other, p, pub)
                 else:
                     other.unsubscribe(pub.sid)
                     self._tell_permission(other, p, pub.sid, False)
@@ -501,6 +598,8 @@ class Room:
         if isinstance(data, str):
             log.debug("%s sent a text data message; LiveKit packets are binary", sender.sid)
             return 0
+        if not self._data_allowed(sender, len(data)):
+            return 0
         try:
             packet = models.DataPacket.FromString(data)
         except DecodeError:
@@ -533,6 +632,24 @@ class Room:
             other.spawn(other.send_data(label, payload), f"data to {other.sid}")
             count += 1
         return count
+
+    def _data_allowed(self, sender: Participant, size: int) -> bool:
+        """``max_data_packet_bytes`` and ``data_packets_per_s`` (bursts of twice that); a refusal is counted and
+        the packet dropped, as LiveKit drops what it cannot forward."""
+        most = self.settings.max_data_packet_bytes
+        if most and size > most:
+            self.refusals[limits.DATA_SIZE] += 1
+            return False
+        rate = self.settings.data_packets_per_s
+        if rate:
+            now = time.monotonic()
+            bucket = self._data_buckets.get(sender.sid)
+            if bucket is None or sender.closed:
+                bucket = self._data_buckets[sender.sid] = limits.TokenBucket.full(rate, 2 * rate, now)
+            if not bucket.take(now):
+                self.refusals[limits.DATA_RATE] += 1
+                return False
+        return True
 
     async def close(self, reason: int = Reason.ROOM_DELETED) -> None:
         self.closing = True
@@ -681,9 +798,9 @@ class Room:
     def set_metadata(self, metadata: str) -> models.Room:
         self.metadata = metadata
         info = self.info()
-        update = lk.room_update(info)
+        frame = Frame(lk.room_update(info), ROOM_KEY)
         for p in self.participants.values():
-            p.send(update)
+            p.send_frame(frame)
         return info
 
 
@@ -700,9 +817,13 @@ class RoomManager:
         self._closing: set[asyncio.Task[Any]] = set()
         self.events = ev.RoomEvents()  # webhooks and metrics listen (control/rtc/events.py)
         self.timers = RoomTimers()  # empty rooms waiting to close (control/rtc/lifecycle.py)
+        self._placing: dict[int, int] = {}  # worker id -> rooms being created there (create_router in flight)
+        self.refusals: Counter[str] = Counter()  # limit name -> requests refused by it (for the metrics)
 
     def rooms_per_worker(self) -> dict[int, int]:
-        counts: dict[int, int] = {}
+        """Rooms per worker, counting the rooms placed and those being placed (so that rooms created at the
+        same moment spread over the workers)."""
+        counts = dict(self._placing)
         for room in self.rooms.values():
             counts[room.worker_id] = counts.get(room.worker_id, 0) + 1
         return counts
@@ -716,12 +837,19 @@ class RoomManager:
                 room.joining += 1
                 self.timers.cancel(room)
                 return room
+            self._admit_room()
             worker_id = await self._choose_worker()
             media = self.pool.media(worker_id)
             room = Room(name=name, worker_id=worker_id, media=media, negotiator=self.negotiator,
                         settings=self.settings, on_empty=self._room_empty, targets=self.targets,
-                        events=self.events)
-            await media.create_router(room.router_id)
+                        events=self.events, refusals=self.refusals)
+            self._placing[worker_id] = self._placing.get(worker_id, 0) + 1
+            try:
+                await media.create_router(room.router_id)
+            finally:
+                self._placing[worker_id] -= 1
+                if not self._placing[worker_id]:
+                    del self._placing[worker_id]
             self.rooms[name] = room
             room.start_speaker_detection()
             room.start_quality_updates()
@@ -731,10 +859,24 @@ class RoomManager:
             return room
 
     def admit(self, claims: Claims) -> None:
-        """Checks a join against an existing room's limits before the WebSocket upgrade (JoinRefused)."""
+        """Checks a join against the node's and an existing room's limits before the WebSocket upgrade
+        (JoinRefused: 503 for the node's, 403 for the room's)."""
         room = self.rooms.get(claims.room)
+        if room is None or room.closed:
+            self._admit_room()
+        most = self.settings.max_participants_per_node
+        if most and self.participant_count() >= most and (room is None or claims.identity not in room.participants):
+            self.refusals[limits.NODE_PARTICIPANTS] += 1
+            raise JoinRefused(503, "node has reached its participant limit")
         if room is not None and not room.closed:
             room.admit(claims)
+
+    def _admit_room(self) -> None:
+        """JoinRefused (503) when a new room would pass ``max_rooms_per_node``."""
+        most = self.settings.max_rooms_per_node
+        if most and len(self.rooms) + sum(self._placing.values()) >= most:
+            self.refusals[limits.NODE_ROOMS] += 1
+            raise JoinRefused(503, "node has reached its room limit")
 
     async def _choose_worker(self) -> int:
         """The least-loaded running worker; waits up to ``worker_wait_s`` for one (a respawn takes ~0.3 s)."""
@@ -774,6 +916,7 @@ class RoomManager:
         return True
 
     async def join(self, claims: Claims, client: ClientParams, sink: SignalSink) -> tuple[Room, Participant]:
+        self.admit(claims)  # again: other joins may have filled the node since the upgrade
         room = await self._enter(claims.room)
         try:
             return room, await room.join(claims, client, sink)

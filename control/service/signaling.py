@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -24,8 +25,10 @@ from control.auth import AuthError, Claims, require_join, token_from_request, ve
 from control.rtc import lk_messages as lk
 from control.rtc.participant import ClientParams, Participant, ParticipantError
 from control.rtc.rooms import JoinRefused, Room, RoomManager
+from control.service.flow import OncePerConnection, RequestLimiter, install_malformed_request_filter
 from control.service.keys import MANAGER_KEY
 from control.service.metrics import join_failed, signal_message
+from control.service.outbox import WebSocketSink
 from control.workers.placement import NoWorkerAvailable
 
 log = logging.getLogger("control.service.signaling")
@@ -33,7 +36,6 @@ log = logging.getLogger("control.service.signaling")
 CORS = {"Access-Control-Allow-Origin": "*"}
 MAX_METADATA_BYTES = 512 * 1024
 MAX_ATTRIBUTES_BYTES = 64 * 1024
-MAX_QUEUED_FRAMES = 2000  # a client this far behind is cut off (it resumes or rejoins)
 Reason = models.DisconnectReason
 REFUSAL_REASONS = {400: "bad_request", 401: "unauthorized", 403: "forbidden"}  # join_failures_total reasons
 
@@ -44,6 +46,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/rtc/validate", validate_handler)
     app.router.add_get("/rtc/v1", v1_handler)
     app.router.add_get("/rtc/v1/validate", v1_handler)
+    install_malformed_request_filter()
 
 
 # ------------------------------------------------------------------------------------------- HTTP
@@ -110,44 +113,14 @@ async def v1_handler(request: web.Request) -> web.Response:
 # -------------------------------------------------------------------------------------- WebSocket
 
 
-class WebSocketSink:
-    """Serialises SignalResponses onto one WebSocket in order, from synchronous callers."""
+@dataclass
+class Connection:
+    """What one signal connection keeps about its client's requests: their rate limits and its bad frames."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self.ws = ws
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.task = asyncio.get_running_loop().create_task(self._write())
-        self.closed = False
-
-    def send(self, message: rtc.SignalResponse) -> None:
-        if self.closed:
-            return
-        if self.queue.qsize() >= MAX_QUEUED_FRAMES:
-            log.warning("signal connection does not keep up (%d frames queued); closing it", self.queue.qsize())
-            self.close()
-            return
-        self.queue.put_nowait(message.SerializeToString())
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.queue.put_nowait(None)
-
-    async def _write(self) -> None:
-        try:
-            while (frame := await self.queue.get()) is not None:
-                await self.ws.send_bytes(frame)
-        except (ConnectionError, RuntimeError) as exc:
-            log.debug("signal write failed: %r", exc)
-        finally:
-            self.closed = True
-            if not self.ws.closed:
-                await self.ws.close(code=1000)
-
-    async def drain(self) -> None:
-        """Closes after everything queued is written."""
-        self.close()
-        await asyncio.shield(self.task)
+    limiter: RequestLimiter = field(default_factory=RequestLimiter)
+    bad_frames: OncePerConnection = field(default_factory=lambda: OncePerConnection(log, "bad signal frames"))
+    over_rate: OncePerConnection = field(
+        default_factory=lambda: OncePerConnection(log, "requests over their rate limit (refused)"))
 
 
 async def rtc_handler(request: web.Request) -> web.StreamResponse:
@@ -162,16 +135,19 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
         return web.Response(status=404, text="expected a WebSocket upgrade", headers=CORS)
     params = client_params(request.query)
     await ws.prepare(request)
-    sink = WebSocketSink(ws)
+    sink = WebSocketSink(ws, transport=request.transport)
     session = await _open_session(request.app[MANAGER_KEY], claims, params, sink)
     if session is None:
         await sink.drain()
         return ws
     room, participant = session
     left = False
+    connection = Connection(limiter=RequestLimiter(counter=request.app[MANAGER_KEY].refusals))
     try:
-        left = await _read_requests(ws, room, participant)
+        left = await _read_requests(ws, room, participant, connection)
     finally:
+        connection.bad_frames.summary(participant.sid)
+        connection.over_rate.summary(participant.sid)
         await _end(room, participant, sink, left)
     return ws
 
@@ -229,12 +205,15 @@ async def _resume(
     return room, participant
 
 
-async def _read_requests(ws: web.WebSocketResponse, room: Room, participant: Participant) -> bool:
-    """Dispatches the client's frames in order; True when the client left, False when the socket closed."""
+async def _read_requests(ws: web.WebSocketResponse, room: Room, participant: Participant,
+                         connection: Connection) -> bool:
+    """Dispatches the client's frames in order; True when the client left, False when the socket closed. Yields
+    to the event loop after each frame, so that a burst already buffered cannot hold up everyone else."""
     async for msg in ws:
         if msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
-            if await dispatch(room, participant, msg.data):
+            if await dispatch(room, participant, msg.data, connection):
                 return True
+            await asyncio.sleep(0)
         elif msg.type == WSMsgType.ERROR:
             break
     return False
@@ -249,14 +228,21 @@ async def _end(room: Room, participant: Participant, sink: WebSocketSink, left: 
         room.signal_closed(participant, sink)
 
 
-async def dispatch(room: Room, p: Participant, frame: bytes | str) -> bool:
-    """Handles one client frame; returns True when the client left."""
+async def dispatch(room: Room, p: Participant, frame: bytes | str, connection: Connection | None = None) -> bool:
+    """Handles one client frame; returns True when the client left. A request over its rate limit is refused
+    (``RequestResponse`` LIMIT_EXCEEDED) without being carried out."""
     if p.closed:
         return True
+    connection = connection if connection is not None else Connection()
     try:
         kind, msg = lk.parse_signal_request(frame)
     except lk.SignalMessageError as exc:
-        log.warning("%s: bad signal frame: %s", p.sid, exc.reason)
+        connection.bad_frames.note(p.sid, exc.reason)
+        return False
+    if not connection.limiter.allow(kind):
+        connection.over_rate.note(p.sid, kind)
+        if connection.limiter.may_answer_refusal():
+            _refuse_over_rate(p, kind, msg)
         return False
     signal_message(kind)
     if kind not in ("ping", "ping_req", "trickle"):
@@ -268,6 +254,19 @@ async def dispatch(room: Room, p: Participant, frame: bytes | str) -> bool:
     except Exception:
         log.exception("%s: %s failed", p.sid, kind)
     return False
+
+
+_COPIED = frozenset({"add_track", "mute", "update_metadata", "trickle"})  # RequestResponse carries these requests
+
+
+def _refuse_over_rate(p: Participant, kind: str, msg: Any) -> None:
+    """LIMIT_EXCEEDED for a request over its rate (pings are only dropped: an answer would be a pong)."""
+    if kind in ("ping", "ping_req"):
+        return
+    copy = {kind: msg} if kind in _COPIED else {}
+    request_id = msg.request_id if kind == "update_metadata" else 0
+    p.send(lk.request_response(rtc.RequestResponse.Reason.LIMIT_EXCEEDED, request_id=request_id,
+                               message=f"too many {kind} requests", **copy))
 
 
 async def _handle(room: Room, p: Participant, kind: str, msg: Any) -> bool:

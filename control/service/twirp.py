@@ -24,15 +24,15 @@ from livekit.protocol import room as room_pb
 
 from control.auth import AuthError, Claims, token_from_request, verify_token
 from control.rtc.participant import Participant
-from control.rtc.rooms import Room, RoomManager
+from control.rtc.rooms import JoinRefused, Room, RoomManager
 from control.service.keys import MANAGER_KEY
 
 log = logging.getLogger("control.service.twirp")
 
 PREFIX = "/twirp/livekit.RoomService/"
 STATUS = {"invalid_argument": 400, "malformed": 400, "unauthenticated": 401, "permission_denied": 403,
-          "not_found": 404, "bad_route": 404, "failed_precondition": 412, "internal": 500, "unimplemented": 501,
-          "unavailable": 503}
+          "not_found": 404, "bad_route": 404, "failed_precondition": 412, "resource_exhausted": 429, "internal": 500,
+          "unimplemented": 501, "unavailable": 503}
 UNIMPLEMENTED_SERVICES = ("livekit.Egress", "livekit.Ingress", "livekit.SIP", "livekit.AgentDispatchService")
 MAX_BODY = 1 << 20
 
@@ -82,8 +82,11 @@ def _participant(manager: RoomManager, name: str, identity: str) -> tuple[Room, 
 async def create_room(manager: RoomManager, claims: Claims, req: room_pb.CreateRoomRequest) -> Message:
     if not req.name:
         raise TwirpError("invalid_argument", "room name must not be empty")
-    room = await manager.create_room(req.name, metadata=req.metadata, max_participants=req.max_participants,
-                                     empty_timeout=req.empty_timeout, departure_timeout=req.departure_timeout)
+    try:
+        room = await manager.create_room(req.name, metadata=req.metadata, max_participants=req.max_participants,
+                                         empty_timeout=req.empty_timeout, departure_timeout=req.departure_timeout)
+    except JoinRefused as exc:  # max_rooms_per_node
+        raise TwirpError("resource_exhausted", exc.reason) from None
     return room.info()
 
 

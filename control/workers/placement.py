@@ -1,7 +1,7 @@
 """Placement: which worker a new room's MediaRouter goes to.
 
 Like LiveKit's node selector, but across the workers of one node: the least-loaded running worker wins. Load
-is what control knows at once (rooms it already placed there) plus what the worker last reported in its
+is what control knows at once (rooms it placed there or is placing there now) plus what the worker last reported in its
 heartbeat (transports and consumers), so that two rooms created in quick succession land on different workers
 even before a heartbeat reflects the first one.
 """
