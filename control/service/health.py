@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from control.service.keys import SUPERVISOR_KEY
+from control.service.keys import GUARD_KEY, SUPERVISOR_KEY
 from control.workers import procstat
 
 
 async def healthz(request: web.Request) -> web.Response:
     """Health: ``{"status": "ok"|"degraded", "workers": [{"id", "pid", "core", "udp_port", "alive",
     "restarts", ..., "usage": {"cpu_s", "run_s", "rss_bytes", "udp_drops", "udp_rx_queue_bytes"}}],
-    "host": {"cpu_ticks", "steal_ticks"}}``: ``usage`` and ``host`` are cumulative kernel counters (``null`` for a
-    worker that is not running), which ``python -m bench --url`` samples before and after a measurement."""
+    "host": {"cpu_ticks", "steal_ticks"}, "control": {"loop_lag": {"p99_ms", "max_ms", "samples", "window_s",
+    "stalled_s"}, "connections": {...}}}``: ``control.loop_lag`` is control's own event-loop lag over the last
+    minute, next to each worker's ``loop_lag_ms``; ``control.connections`` the HTTP connection guard's counts
+    (control/service/connections.py, absent when the application runs without it); ``usage`` and ``host`` are
+    cumulative kernel counters (``null`` for a worker that is not running), which ``python -m bench --url``
+    samples before and after a measurement."""
     supervisor = request.app[SUPERVISOR_KEY]
+    own: dict[str, Any] = {"loop_lag": supervisor.loop_lag()}
+    guard = request.app.get(GUARD_KEY)
+    if guard is not None:
+        own["connections"] = guard.snapshot()
     return web.json_response({"status": supervisor.status, "workers": supervisor.snapshot(),
-                              "host": procstat.host_usage()})
+                              "host": procstat.host_usage(), "control": own})
