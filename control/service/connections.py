@@ -33,7 +33,7 @@ import logging
 import os
 import resource
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -185,8 +185,7 @@ class GuardedRequestHandler(RequestHandler):
         if reason is not None:
             body = reason.encode()
             head = REFUSAL_TEMPLATE.format(length=len(body), body="").encode("ascii")
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(head + body)
+            cast(asyncio.Transport, transport).write(head + body)  # uvloop's transports are no asyncio subclass
             self.force_close()  # closes once the 503 is flushed; the request task ends without reading
 
     def connection_lost(self, exc: BaseException | None) -> None:

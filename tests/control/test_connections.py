@@ -2,7 +2,8 @@
 connections waiting to authenticate answer 503 (per address, in all, and at the fd reserve), a WebSocket upgrade
 admits its connection, and the rest of the port keeps answering meanwhile.
 
-Everything runs in this process against aiohttp on 127.0.0.1 (the flood from 127.0.0.2); the flood of 2,000
+Everything runs in this process against aiohttp on 127.0.0.1 (the flood from 127.0.0.2), on asyncio's loop and on
+uvloop; the flood of 2,000
 connections with a real SDK join is tests/e2e/test_connection_flood.py.
 """
 
@@ -13,11 +14,13 @@ import contextlib
 import functools
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
+import uvloop
 from aiohttp import web
 
 from control.service.connections import (
@@ -27,6 +30,15 @@ from control.service.connections import (
     open_fds,
     raise_fd_limit,
 )
+
+Runner = Callable[[Coroutine[Any, Any, None]], None]
+LOOPS: dict[str, Runner] = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def run_on(request: pytest.FixtureRequest) -> Runner:
+    """Each test on asyncio's loop and on uvloop (control's): their transports differ."""
+    return LOOPS[request.param]
 
 
 @dataclass
@@ -96,7 +108,11 @@ async def wait_for(predicate: object, timeout: float) -> bool:
     return bool(predicate())  # type: ignore[operator]
 
 
-async def test_silent_connections_are_closed_by_the_header_deadline_while_the_port_answers() -> None:
+def test_silent_connections_are_closed_by_the_header_deadline_while_the_port_answers(run_on: Runner) -> None:
+    run_on(_silent_connections_are_closed_by_the_header_deadline_while_the_port_answers())
+
+
+async def _silent_connections_are_closed_by_the_header_deadline_while_the_port_answers() -> None:
     async with serve(ConnectionGuard(header_timeout_s=1.0)) as s:
         flood = [await silent(s.port) for _ in range(50)]
         assert await wait_for(lambda: s.guard.snapshot()["pending"] == 50, 5.0)
@@ -112,7 +128,11 @@ async def test_silent_connections_are_closed_by_the_header_deadline_while_the_po
         writer.close()
 
 
-async def test_caps_answer_503_per_address_and_in_all() -> None:
+def test_caps_answer_503_per_address_and_in_all(run_on: Runner) -> None:
+    run_on(_caps_answer_503_per_address_and_in_all())
+
+
+async def _caps_answer_503_per_address_and_in_all() -> None:
     guard = ConnectionGuard(header_timeout_s=30.0, max_pending_per_address=3, max_pending_connections=5)
     async with serve(guard) as s:
         held = [await silent(s.port, "127.0.0.2") for _ in range(3)]
@@ -135,7 +155,11 @@ async def test_caps_answer_503_per_address_and_in_all() -> None:
         assert await get(s.port) == (200, "ok")  # room again once they left
 
 
-async def test_the_fd_reserve_is_never_handed_to_a_connection() -> None:
+def test_the_fd_reserve_is_never_handed_to_a_connection(run_on: Runner) -> None:
+    run_on(_the_fd_reserve_is_never_handed_to_a_connection())
+
+
+async def _the_fd_reserve_is_never_handed_to_a_connection() -> None:
     baseline = open_fds()
     guard = ConnectionGuard(header_timeout_s=30.0, fd_reserve=16, fd_limit=baseline + 16 + 2, fd_baseline=baseline)
     assert guard.connection_budget == 2
@@ -150,7 +174,11 @@ async def test_the_fd_reserve_is_never_handed_to_a_connection() -> None:
             w.close()
 
 
-async def test_an_upgraded_websocket_is_admitted_and_leaves_the_pending_count() -> None:
+def test_an_upgraded_websocket_is_admitted_and_leaves_the_pending_count(run_on: Runner) -> None:
+    run_on(_an_upgraded_websocket_is_admitted_and_leaves_the_pending_count())
+
+
+async def _an_upgraded_websocket_is_admitted_and_leaves_the_pending_count() -> None:
     guard = ConnectionGuard(header_timeout_s=0.5, max_pending_per_address=1)
     async with serve(guard) as s, aiohttp.ClientSession() as http:
         ws = await http.ws_connect(f"http://127.0.0.1:{s.port}/rtc")
