@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aiohttp import web
@@ -13,14 +14,17 @@ from control.workers import procstat
 async def healthz(request: web.Request) -> web.Response:
     """Health: ``{"status": "ok"|"degraded", "workers": [{"id", "pid", "core", "udp_port", "alive",
     "restarts", ..., "usage": {"cpu_s", "run_s", "rss_bytes", "udp_drops", "udp_rx_queue_bytes"}}],
-    "host": {"cpu_ticks", "steal_ticks"}, "control": {"loop_lag": {"p99_ms", "max_ms", "samples", "window_s",
-    "stalled_s"}, "connections": {...}}}``: ``control.loop_lag`` is control's own event-loop lag over the last
-    minute, next to each worker's ``loop_lag_ms``; ``control.connections`` the HTTP connection guard's counts
-    (control/service/connections.py, absent when the application runs without it); ``usage`` and ``host`` are
-    cumulative kernel counters (``null`` for a worker that is not running), which ``python -m bench --url``
-    samples before and after a measurement."""
+    "host": {"cpu_ticks", "steal_ticks"}, "control": {"pid", "loop_lag": {"p99_ms", "max_ms", "samples",
+    "window_s", "stalled_s"}, "usage": {"cpu_s", "rss_bytes"}, "connections": {...}}}``.
+
+    ``control.loop_lag`` is control's own event-loop lag over the last minute, next to each worker's
+    ``loop_lag_ms``; ``control.connections`` the HTTP connection guard's counts (control/service/connections.py,
+    absent when the application runs without it). ``usage`` and ``host`` are cumulative kernel counters (``null``
+    for a worker that is not running), which ``python -m bench --url`` samples before and after a measurement."""
     supervisor = request.app[SUPERVISOR_KEY]
-    own: dict[str, Any] = {"loop_lag": supervisor.loop_lag()}
+    pid = os.getpid()
+    own: dict[str, Any] = {"pid": pid, "loop_lag": supervisor.loop_lag(),
+                           "usage": {"cpu_s": procstat.cpu_seconds(pid), "rss_bytes": procstat.rss_bytes(pid)}}
     guard = request.app.get(GUARD_KEY)
     if guard is not None:
         own["connections"] = guard.snapshot()
