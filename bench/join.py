@@ -293,8 +293,9 @@ async def _signal(run: _Run, identity: str, grants: dict[str, Any], result: Join
         try:
             await client.connect()
             return client
-        except SignalingError as exc:
-            if "HTTP 503" not in str(exc) or result is None:
+        except BaseException as exc:
+            await client.close()
+            if not isinstance(exc, SignalingError) or "HTTP 503" not in str(exc) or result is None:
                 raise
             result.retries_503 += 1
             await asyncio.sleep(RETRY_503_S)
@@ -348,7 +349,7 @@ async def _join(run: _Run, index: int, gate: asyncio.Semaphore) -> Joined:
         try:
             client = await _signal(run, f"p{index}", {"canPublish": False, "canSubscribe": True}, result)
         except (SignalingError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            result.error = f"join: {exc}"
+            result.error = f"join: {type(exc).__name__}: {exc}"
             return result
         result.signaled_s = time.monotonic() - start
         peer = _Peer(client, run.net.address(index))
