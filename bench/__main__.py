@@ -8,6 +8,9 @@ Usage::
                     [--json FILE] [--plot FILE.png] [--url URL] [--source-net CIDR] [--profile-worker [FILE]]
                     [--api-key KEY] [--api-secret SECRET] [--no-gso] [--no-hmac-batch] [--srtp-crypto C] [--no-gro]
     python -m bench suite [--quick] [--repeat N] [--json FILE] [--plot FILE.png] [--no-gso] ...
+    python -m bench join --participants N [--url URL] [--workers W] [--concurrency C] [--json FILE]
+
+``join`` (bench/join.py) measures how fast one room admits N participants through the whole LiveKit join.
 
 Owns the command line, the suite's list of cases and the printed summary. Each run starts its own server
 (control's Supervisor in this process, workers pinned away from the generator's core when there are cores to spare)
@@ -237,6 +240,11 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["join"]:
+        from bench.join import main as join_main
+
+        return join_main(argv[1:])
     try:
         parser = _parser()
     except ConfigError as exc:

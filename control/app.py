@@ -5,16 +5,18 @@ This module only wires parts together: the :class:`~control.workers.supervisor.S
 ``control.rtc.negotiation``, the workers' notifications), the typed application keys of ``control.service.keys``, and
 the routes: ``GET /healthz`` (control/service/health.py), LiveKit's signaling (control/service/signaling.py) and
 Twirp RoomService (control/service/twirp.py), ``GET /metrics`` (control/service/metrics.py) and, when configured,
-the webhook sender (control/service/webhooks.py), all on the same port. SIGTERM or SIGINT drains
-(control/service/drain.py): no new join, the calls go on until their participants leave or ``drain_timeout``
-passes, then whoever is left gets a LeaveRequest; a second signal stops at once. Then the HTTP server stops, then
-the workers, then the runtime directory is removed.
+the webhook sender (control/service/webhooks.py), all on the same port, behind the connection guard
+(control/service/connections.py: header deadline, caps on unauthenticated connections, fd reserve). SIGTERM or
+SIGINT drains (control/service/drain.py): no new join, the calls go on until their participants leave or
+``drain_timeout`` passes, then whoever is left gets a LeaveRequest; a second signal stops at once. Then the HTTP
+server stops, then the workers, then the runtime directory is removed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import signal
 
@@ -25,9 +27,10 @@ from control.rtc.participant import LiveKitNegotiator
 from control.rtc.rooms import RoomManager
 from control.rtc.worker_pool import SupervisorPool, attach_supervisor
 from control.service import signaling, twirp
+from control.service.connections import ConnectionGuard, GuardedSite, mark_admitted, raise_fd_limit
 from control.service.drain import DRAIN_KEY, add_drain, drain_rooms
 from control.service.health import healthz
-from control.service.keys import MANAGER_KEY, SETTINGS_KEY, SUPERVISOR_KEY
+from control.service.keys import GUARD_KEY, MANAGER_KEY, SETTINGS_KEY, SUPERVISOR_KEY
 from control.service.metrics import add_metrics
 from control.service.webhooks import add_webhooks
 from control.workers.supervisor import Supervisor
@@ -41,6 +44,12 @@ def build_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     app = web.Application()
     app[SETTINGS_KEY] = settings
     app[SUPERVISOR_KEY] = supervisor
+    guard = ConnectionGuard(header_timeout_s=settings.header_timeout_s,
+                            max_pending_connections=settings.max_pending_connections,
+                            max_pending_per_address=settings.max_pending_per_address,
+                            fd_reserve=settings.fd_reserve)
+    app[GUARD_KEY] = guard
+    app.on_response_prepare.append(functools.partial(_admit, guard))
     app.router.add_get("/healthz", healthz)
     room_settings = dataclasses.replace(settings.room, keys=dict(settings.keys))
     manager = RoomManager(SupervisorPool(supervisor), LiveKitNegotiator(), room_settings)
@@ -62,6 +71,10 @@ def add_livekit(app: web.Application, manager: RoomManager) -> None:
     app.on_shutdown.append(_close_rooms)
 
 
+async def _admit(guard: ConnectionGuard, request: web.Request, response: web.StreamResponse) -> None:
+    mark_admitted(guard, request, response)
+
+
 async def _close_rooms(app: web.Application) -> None:
     await app[MANAGER_KEY].close()
 
@@ -78,15 +91,18 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    fd_limit = raise_fd_limit()
+    log.info("open-file limit %d (%d kept in reserve)", fd_limit, settings.fd_reserve)
     supervisor = Supervisor(workers=settings.workers, node_ip=settings.node_ip,
                             rtc_port_base=settings.rtc_port_base, log_level=settings.log_level,
                             gso=settings.gso, hmac_batch=settings.hmac_batch, srtp_crypto=settings.srtp_crypto,
                             congestion_control=settings.congestion_control)
-    runner = web.AppRunner(build_app(settings, supervisor), handle_signals=False, access_log=None)
+    app = build_app(settings, supervisor)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     code = 0
     try:
-        site = web.TCPSite(runner, settings.http_host, settings.http_port)
+        site = GuardedSite(runner, settings.http_host, settings.http_port, app[GUARD_KEY], access_log=None)
         try:
             await site.start()
         except OSError as exc:

@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="AES-CM-80 primitives under libsrtp: the fast path's (mediarouter, the default) or "
                             "libsrtp's own")
 
+    serve.add_argument("--header-timeout-s", type=float,
+                       help="s a connection has to send its request headers (default 10)")
+    serve.add_argument("--max-pending-connections", type=int,
+                       help="connections open without an admitted WebSocket, in all (default 4096)")
+    serve.add_argument("--max-pending-per-address", type=int,
+                       help="connections open without an admitted WebSocket, per source address (default 256)")
+    serve.add_argument("--fd-reserve", type=int, help="file descriptors kept free of connections (default 512)")
+
     token = commands.add_parser("token", help="print an access token")
     token.add_argument("--room", required=True)
     token.add_argument("--identity", required=True)

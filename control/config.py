@@ -24,6 +24,10 @@ congestion_control MEDIAROUTER_CONGESTION_CONTROL --[no-]congestion-control on
 drain_timeout  MEDIAROUTER_DRAIN_TIMEOUT  --drain-timeout S              300 (s, 0-86400)
 webhook        MEDIAROUTER_WEBHOOK_URLS,  (file only otherwise)          none
                MEDIAROUTER_WEBHOOK_API_KEY
+header_timeout_s MEDIAROUTER_HEADER_TIMEOUT_S --header-timeout-s S         10 (0.1-3600)
+max_pending_connections MEDIAROUTER_MAX_PENDING_CONNECTIONS --max-pending-connections N  4096
+max_pending_per_address MEDIAROUTER_MAX_PENDING_PER_ADDRESS --max-pending-per-address N  256
+fd_reserve     MEDIAROUTER_FD_RESERVE     --fd-reserve N                 512
 =============  =========================  =============================  =======================================
 
 ``drain_timeout``: after SIGTERM (or a first SIGINT) the server admits no join and waits this long at most for its
@@ -32,8 +36,12 @@ webhooks (control/service/webhooks.py) POSTed to every URL, signed with the API 
 key); ``MEDIAROUTER_WEBHOOK_URLS`` is a comma-separated list.
 
 ``gso``: the workers send with UDP generic segmentation offload (fastpath/gso.pxd). ``hmac_batch``: AES-CM-80
-tags are computed in batches with OpenSSL's multi-buffer SHA-1. ``srtp_crypto``: ``mediarouter`` gives libsrtp
-the fast path's AES-CM-80 primitives (fastpath/crypto_kernel.pyx), ``libsrtp`` keeps its own. The Supervisor
+tags are computed in batches with OpenSSL's multi-buffer SHA-1. The last four guard the HTTP port
+(control/service/connections.py): a connection must deliver its request headers within ``header_timeout_s``; at
+most ``max_pending_connections`` connections (``max_pending_per_address`` from one address) may be open without
+an admitted WebSocket; ``fd_reserve`` file descriptors are kept free; a connection over a cap gets a 503.
+``srtp_crypto``: ``mediarouter`` gives libsrtp the fast path's AES-CM-80 primitives (fastpath/crypto_kernel.pyx),
+``libsrtp`` keeps its own. The Supervisor
 passes these three to every worker on its command line (router/__main__.py). In the environment the keys are
 ``key:secret[,key2:secret2]`` and a switch is ``1``/``0`` (or ``true``/``false``, ``yes``/``no``, ``on``/``off``).
 
@@ -52,6 +60,10 @@ YAML file (every field optional)::
     congestion_control: true
     drain_timeout: 300
     webhook: {urls: [https://backend.example/livekit], api_key: devkey}
+    header_timeout_s: 10
+    max_pending_connections: 4096
+    max_pending_per_address: 256
+    fd_reserve: 512
     room:                 # the LiveKit rooms (RoomSettings); MEDIAROUTER_ROOM_<FIELD> overrides each
       ping_interval: 5    # s between the clients' pings (JoinResponse), 1-3600
       ping_timeout: 15    # s without a pong before a client gives up, greater than ping_interval, up to 3600
@@ -112,9 +124,14 @@ DEFAULT_HTTP_HOST = "0.0.0.0"
 DEFAULT_HTTP_PORT = 7880
 DEFAULT_LOG_LEVEL = "info"
 DEFAULT_SRTP_CRYPTO = "mediarouter"
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_MAX_PENDING_CONNECTIONS = 4096
+DEFAULT_MAX_PENDING_PER_ADDRESS = 256
+DEFAULT_FD_RESERVE = 512
 
 _FILE_FIELDS = ("workers", "node_ip", "rtc_port_base", "http_host", "http_port", "log_level", "keys", "gso",
-                "hmac_batch", "srtp_crypto", "congestion_control", "room", "drain_timeout", "webhook")
+                "hmac_batch", "srtp_crypto", "congestion_control", "header_timeout_s", "max_pending_connections",
+                "max_pending_per_address", "fd_reserve", "room", "drain_timeout", "webhook")
 DEFAULT_DRAIN_TIMEOUT_S = 300
 
 
@@ -138,6 +155,10 @@ class Settings:
     hmac_batch: bool = True
     congestion_control: bool = True
     srtp_crypto: str = DEFAULT_SRTP_CRYPTO
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    max_pending_connections: int = DEFAULT_MAX_PENDING_CONNECTIONS
+    max_pending_per_address: int = DEFAULT_MAX_PENDING_PER_ADDRESS
+    fd_reserve: int = DEFAULT_FD_RESERVE
     config_path: str | None = None
     drain_timeout: int = DEFAULT_DRAIN_TIMEOUT_S
     webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings())
@@ -228,9 +249,18 @@ def _parse_text(source: str, text: str) -> str:
     return text
 
 
+def _parse_number(source: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{source} must be a number, not {text!r}") from None
+
+
 _ENV_PARSERS: dict[str, Callable[[str, str], Any]] = {
     "workers": _parse_integer, "rtc_port_base": _parse_integer, "http_port": _parse_integer,
     "gso": parse_flag, "hmac_batch": parse_flag, "congestion_control": parse_flag, "drain_timeout": _parse_integer,
+    "header_timeout_s": _parse_number, "max_pending_connections": _parse_integer,
+    "max_pending_per_address": _parse_integer, "fd_reserve": _parse_integer,
 }
 
 
@@ -275,6 +305,15 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     srtp_crypto = pick("srtp_crypto", DEFAULT_SRTP_CRYPTO)
     if not isinstance(srtp_crypto, str) or srtp_crypto.lower() not in SRTP_CRYPTO:
         raise ConfigError(f"srtp_crypto must be one of {', '.join(SRTP_CRYPTO)}, not {srtp_crypto!r}")
+    header_timeout_s = pick("header_timeout_s", DEFAULT_HEADER_TIMEOUT_S)
+    if isinstance(header_timeout_s, bool) or not isinstance(header_timeout_s, int | float) \
+            or not 0.1 <= header_timeout_s <= 3600:
+        raise ConfigError(f"header_timeout_s must be a number of seconds in 0.1-3600, not {header_timeout_s!r}")
+    max_pending = _integer("max_pending_connections",
+                           pick("max_pending_connections", DEFAULT_MAX_PENDING_CONNECTIONS), 1, 1 << 20)
+    max_per_address = _integer("max_pending_per_address",
+                               pick("max_pending_per_address", DEFAULT_MAX_PENDING_PER_ADDRESS), 1, 1 << 20)
+    fd_reserve = _integer("fd_reserve", pick("fd_reserve", DEFAULT_FD_RESERVE), 16, 1 << 20)
     keys, dev_mode = resolve_keys(getattr(args, "keys", None), env, file.get("keys"))
     if dev_mode:
         log.warning("development mode: API key devkey, secret 'secret'")
@@ -283,8 +322,9 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     return Settings(workers=workers, node_ip=node_ip, rtc_port_base=rtc_port_base, http_host=http_host,
                     http_port=http_port, keys=MappingProxyType(keys), dev_mode=dev_mode,
                     log_level=log_level.lower(), gso=gso, hmac_batch=hmac_batch, srtp_crypto=srtp_crypto.lower(),
-                    congestion_control=congestion_control, config_path=path, drain_timeout=drain_timeout,
-                    webhook=webhook,
+                    congestion_control=congestion_control, header_timeout_s=float(header_timeout_s),
+                    max_pending_connections=max_pending, max_pending_per_address=max_per_address,
+                    fd_reserve=fd_reserve, config_path=path, drain_timeout=drain_timeout, webhook=webhook,
                     room=load_room_settings(file.get("room"), env, path))
 
 

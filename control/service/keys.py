@@ -10,8 +10,10 @@ from aiohttp import web
 
 from control.config import Settings
 from control.rtc.rooms import RoomManager
+from control.service.connections import ConnectionGuard
 from control.workers.supervisor import Supervisor
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 SUPERVISOR_KEY = web.AppKey("supervisor", Supervisor)
 MANAGER_KEY = web.AppKey("room_manager", RoomManager)
+GUARD_KEY = web.AppKey("connection_guard", ConnectionGuard)

@@ -10,10 +10,15 @@ waits for it:
 - death is seen through the child's exit (asyncio subprocess wait, i.e. SIGCHLD/pidfd), not only heartbeats;
   every pending request fails at once with WorkerDied, ``worker_died(worker_id)`` callbacks run (for a worker
   that had announced ``worker.running``), and the slot respawns on the same core and port;
-- the first respawn is immediate; further deaths within ``backoff_reset_s`` of uptime back off exponentially
-  (``backoff_initial_s`` doubling to ``backoff_max_s``), and the node reports ``degraded`` meanwhile;
+- the first respawn is immediate; further deaths back off exponentially (``backoff_initial_s`` doubling to
+  ``backoff_max_s``) until a worker has run (announced ``worker.running``) for ``backoff_reset_s``: a worker that
+  dies before it ever ran counts as a failure however long its start took (a slow start on a loaded host must
+  not reset the crash loop), and the node reports ``degraded`` meanwhile;
 - a worker that sends no heartbeat for ``heartbeat_timeout_s`` (hung, SIGSTOP) or no ``worker.running`` within
-  ``start_timeout_s`` is killed with SIGKILL and handled as a death.
+  ``start_timeout_s`` is killed with SIGKILL and handled as a death. Both ages are counted net of control's own
+  stalls (control/workers/loop_lag.py): heartbeats that arrived while control's loop was blocked wait unread in
+  the socket, so a stall of control never kills a healthy worker, while a worker that is really silent is killed
+  after ``heartbeat_timeout_s`` of responsive control time. ``loop_lag()`` reports control's lag for ``/healthz``.
 
 A slot never has more than one process, so there are never more worker processes than slots. Like mediasoup,
 death is reported once per process; unlike mediasoup (which leaves restarts to the app), respawn is built in,
@@ -38,6 +43,7 @@ from typing import Any
 
 import router
 from control.workers import procstat
+from control.workers.loop_lag import LoopLag
 from control.workers.worker_client import ControlSocket, WorkerClient
 from router.protocol import PROTOCOL_VERSION, Event, Method, ProtocolError, WorkerHeartbeat, WorkerRunning
 
@@ -46,7 +52,7 @@ log = logging.getLogger("control.workers.supervisor")
 WorkerCallback = Callable[[int], None]
 
 _MAX_UNIX_PATH = 107
-_WATCH_INTERVAL_S = 0.25
+_WATCH_INTERVAL_S = 0.1
 # Three deaths in a row without a healthy run mark the node degraded even while the worker is up again.
 _CRASH_LOOP_DEATHS = 3
 
@@ -64,7 +70,10 @@ class WorkerSlot:
     running: bool = False
     restarts: int = 0
     spawned_at: float = 0.0
+    running_since: float = 0.0
     last_heartbeat_at: float = 0.0
+    stalled_at_heartbeat: float = 0.0  # control's LoopLag.stalled_s when last_heartbeat_at was set
+    stalled_at_spawn: float = 0.0
     heartbeat: dict[str, Any] = field(default_factory=dict)
     consecutive_failures: int = 0
     backoff_s: float = 0.0
@@ -74,7 +83,11 @@ class WorkerSlot:
     first_attempt: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
-    def snapshot(self, now: float) -> dict[str, Any]:
+    def silence_s(self, now: float, stalled_s: float) -> float:
+        """Seconds since the last heartbeat (or ``worker.running``) net of control's stalls since then."""
+        return (now - self.last_heartbeat_at) - (stalled_s - self.stalled_at_heartbeat)
+
+    def snapshot(self, now: float, stalled_s: float) -> dict[str, Any]:
         return {
             "id": self.worker_id,
             "pid": self.pid,
@@ -86,6 +99,7 @@ class WorkerSlot:
             "consecutive_failures": self.consecutive_failures,
             "last_exit": self.last_exit,
             "heartbeat_age_s": round(now - self.last_heartbeat_at, 3) if self.running else None,
+            "heartbeat_silence_s": round(max(0.0, self.silence_s(now, stalled_s)), 3) if self.running else None,
             "loop_lag_ms": self.heartbeat.get("loop_lag_ms") if self.running else None,
             "rcvbuf": self.rcvbuf,
             "sndbuf": self.sndbuf,
@@ -148,6 +162,7 @@ class Supervisor:
         self._died_callbacks: list[WorkerCallback] = []
         self._running_callbacks: list[WorkerCallback] = []
         self._watchdog: asyncio.Task[None] | None = None
+        self.lag = LoopLag(_WATCH_INTERVAL_S)
         self._started = False
         self._closing = False
         for slot in self.slots:
@@ -181,7 +196,12 @@ class Supervisor:
 
     def snapshot(self) -> list[dict[str, Any]]:
         now = time.monotonic()
-        return [slot.snapshot(now) for slot in self.slots]
+        return [slot.snapshot(now, self.lag.stalled_s) for slot in self.slots]
+
+    def loop_lag(self) -> dict[str, float | int]:
+        """Control's own event-loop lag over the last minute (``p99_ms``, ``max_ms``, ``samples``,
+        ``window_s``) and ``stalled_s``, the stall time since start (control/workers/loop_lag.py)."""
+        return {**self.lag.summary(), "stalled_s": round(self.lag.stalled_s, 3)}
 
     async def start(self) -> None:
         """Binds the control socket, spawns every worker, waits until each is running or failed once."""
@@ -250,6 +270,7 @@ class Supervisor:
                     return
             # Set before the attempt so that a failed spawn counts as a short life and backs off too.
             slot.spawned_at = time.monotonic()
+            slot.stalled_at_spawn = self.lag.stalled_s
             try:
                 process = await asyncio.create_subprocess_exec(
                     *self._command(slot), stdin=asyncio.subprocess.DEVNULL, env=self._environment())
@@ -273,7 +294,7 @@ class Supervisor:
         now = time.monotonic()
         slot.last_exit = how
         slot.client.fail_all(f"worker process exited ({how})")
-        if now - slot.spawned_at >= self.backoff_reset_s:
+        if was_running and now - slot.running_since >= self.backoff_reset_s:
             slot.consecutive_failures = 0
         slot.consecutive_failures += 1
         n = slot.consecutive_failures
@@ -319,21 +340,30 @@ class Supervisor:
             slot.process.send_signal(signal.SIGKILL)
 
     async def _watch_loop(self) -> None:
+        self.lag.start(time.monotonic())
         while True:
             await asyncio.sleep(_WATCH_INTERVAL_S)
             now = time.monotonic()
-            for slot in self.slots:
-                if slot.process is None:
-                    continue
-                if slot.running:
-                    silent_s = now - slot.last_heartbeat_at
-                    if silent_s > self.heartbeat_timeout_s:
-                        self._kill(slot, f"no heartbeat for {silent_s:.1f} s")
-                    elif slot.consecutive_failures and now - slot.spawned_at >= self.backoff_reset_s:
-                        slot.consecutive_failures = 0
-                        slot.backoff_s = 0.0
-                elif now - slot.spawned_at > self.start_timeout_s:
-                    self._kill(slot, f"no worker.running within {self.start_timeout_s:.0f} s")
+            lag_s = self.lag.tick(now)
+            if lag_s > self.heartbeat_timeout_s / 2:
+                log.warning("control's event loop stalled for %.1f s; workers' heartbeat ages exclude it", lag_s)
+            self._watch(now)
+
+    def _watch(self, now: float) -> None:
+        """One watchdog round: ages are net of control's stalls (LoopLag.stalled_s) since the reference point."""
+        stalled_s = self.lag.stalled_s
+        for slot in self.slots:
+            if slot.process is None:
+                continue
+            if slot.running:
+                silent_s = slot.silence_s(now, stalled_s)
+                if silent_s > self.heartbeat_timeout_s:
+                    self._kill(slot, f"no heartbeat for {silent_s:.1f} s (control's stalls excluded)")
+                elif slot.consecutive_failures and now - slot.running_since >= self.backoff_reset_s:
+                    slot.consecutive_failures = 0
+                    slot.backoff_s = 0.0
+            elif (now - slot.spawned_at) - (stalled_s - slot.stalled_at_spawn) > self.start_timeout_s:
+                self._kill(slot, f"no worker.running within {self.start_timeout_s:.0f} s")
 
     # ----------------------------------------------------------------------------------- notifications
 
@@ -360,7 +390,8 @@ class Supervisor:
             return
         slot.running = True
         slot.rcvbuf, slot.sndbuf = running.rcvbuf, running.sndbuf
-        slot.last_heartbeat_at = time.monotonic()
+        slot.running_since = slot.last_heartbeat_at = time.monotonic()
+        slot.stalled_at_heartbeat = self.lag.stalled_s
         slot.heartbeat = {}
         slot.client.mark_running()
         slot.first_attempt.set()
@@ -381,6 +412,7 @@ class Supervisor:
             log.warning("worker %d: invalid heartbeat: %s", slot.worker_id, exc.reason)
             return
         slot.last_heartbeat_at = time.monotonic()
+        slot.stalled_at_heartbeat = self.lag.stalled_s
         slot.heartbeat = beat.to_wire()
 
 

@@ -89,6 +89,13 @@ PRECEDENCE = [
      "congestion_control: false", (False, True, False)),
     ("congestion_control", ["--congestion-control"], ("MEDIAROUTER_CONGESTION_CONTROL", "0"),
      "congestion_control: true", (True, False, True)),
+    ("header_timeout_s", ["--header-timeout-s", "2.5"], ("MEDIAROUTER_HEADER_TIMEOUT_S", "4"),
+     "header_timeout_s: 30", (2.5, 4.0, 30.0)),
+    ("max_pending_connections", ["--max-pending-connections", "100"], ("MEDIAROUTER_MAX_PENDING_CONNECTIONS", "200"),
+     "max_pending_connections: 300", (100, 200, 300)),
+    ("max_pending_per_address", ["--max-pending-per-address", "10"], ("MEDIAROUTER_MAX_PENDING_PER_ADDRESS", "20"),
+     "max_pending_per_address: 30", (10, 20, 30)),
+    ("fd_reserve", ["--fd-reserve", "100"], ("MEDIAROUTER_FD_RESERVE", "200"), "fd_reserve: 300", (100, 200, 300)),
 ]
 
 
@@ -132,6 +139,10 @@ def test_bad_env_keys_name_the_variable() -> None:
     (["--http-port", "0"], "http_port 0 out of range 1-65535"),
     (["--node-ip", "example.org"], "node_ip 'example.org' is not an IP address"),
     (["--node-ip", "0.0.0.0"], "node_ip 0.0.0.0 is unspecified; give the address clients can reach"),
+    (["--header-timeout-s", "0"], "header_timeout_s must be a number of seconds in 0.1-3600, not 0.0"),
+    (["--max-pending-connections", "0"], "max_pending_connections 0 out of range 1-1048576"),
+    (["--max-pending-per-address", "0"], "max_pending_per_address 0 out of range 1-1048576"),
+    (["--fd-reserve", "8"], "fd_reserve 8 out of range 16-1048576"),
 ])
 def test_bad_command_line_values_are_refused(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -152,6 +163,8 @@ def test_bad_command_line_values_are_refused(argv: list[str], message: str) -> N
     ("MEDIAROUTER_SRTP_CRYPTO", "openssl", "srtp_crypto must be one of mediarouter, libsrtp, not 'openssl'"),
     ("MEDIAROUTER_CONGESTION_CONTROL", "auto",
      "MEDIAROUTER_CONGESTION_CONTROL must be 1 or 0 (or true/false, yes/no, on/off), not 'auto'"),
+    ("MEDIAROUTER_HEADER_TIMEOUT_S", "soon", "MEDIAROUTER_HEADER_TIMEOUT_S must be a number, not 'soon'"),
+    ("MEDIAROUTER_FD_RESERVE", "lots", "MEDIAROUTER_FD_RESERVE must be an integer, not 'lots'"),
 ])
 def test_bad_environment_values_are_refused(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
