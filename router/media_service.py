@@ -22,6 +22,7 @@ from router.allocator import EngineEstimates, EstimateSource, NoEstimates, Strea
 from router.channel import BodyHandler
 from router.data import DataConsumer, DataProducer
 from router.dtls import DtlsCertificate
+from router.heap import HeapTrimmer
 from router.ice import username_fragment
 from router.media_router import Consumer, MediaRouter, Producer
 from router.messages import (
@@ -85,6 +86,8 @@ class MediaService:
                                          self.producers, self.consumers, self._on_stream_state)
         # Connection-quality scores of every producer and consumer, each transport every 2 s (router/scores.py).
         self.scores = ScoreKeeper(self.engine, self.transports, self.producers, self.consumers, self._emit_scores)
+        # Freed heap pages back to the kernel after a crowd left (router/heap.py).
+        self.heap = HeapTrimmer()
 
     # ---- wiring ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -94,6 +97,7 @@ class MediaService:
         for method, handler in self.request_handlers().items():
             self.worker.channel.handle(method, self._guard(handler))
         self.worker.add_heartbeat_source(self.heartbeat)
+        self.worker.add_heartbeat_source(self.heap.counters)
 
     def request_handlers(self) -> dict[Method, BodyHandler]:
         """Every media request this service answers, by method."""
@@ -151,6 +155,8 @@ class MediaService:
             "engine_transports": engine["transports"],
             "engine_producers": engine["producers"],
             "engine_consumers": engine["consumers"],
+            "engine_c_bytes": engine["c_bytes"],  # the Engine's own C allocations (fastpath/mem.pxd)
+            "srtp_sessions": engine["srtp_sessions"],
             "rx_datagrams": engine["rx_datagrams"],
             "tx_datagrams": engine["tx_datagrams"],
             "tx_messages": engine["tx_messages"],  # fewer than tx_datagrams while UDP GSO groups sends
@@ -185,6 +191,7 @@ class MediaService:
                 self.consent.run(int(now * 1000))  # only the transports whose deadline has passed
             self.allocator.tick(now)
             self.scores.tick(now)
+            self.heap.tick(now)
 
     def _emit_scores(self, transport_id: str, scores: TransportScores) -> None:
         self.notify(Event.TRANSPORT_SCORES, transport_id, scores)
