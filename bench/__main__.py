@@ -8,6 +8,10 @@ Usage::
                     [--json FILE] [--plot FILE.png] [--url URL] [--source-net CIDR] [--profile-worker [FILE]]
                     [--api-key KEY] [--api-secret SECRET] [--no-gso] [--no-hmac-batch] [--srtp-crypto C] [--no-gro]
     python -m bench suite [--quick] [--repeat N] [--json FILE] [--plot FILE.png] [--no-gso] ...
+    python -m bench churn [--cycles N] [--warmup N] [--every N] [--storm ROOMS] [--json FILE]
+
+``churn`` is the memory check after abrupt leaves (``bench/churn.py``): join / publish / vanish cycles against one
+worker's media side in this process, with RSS, glibc heap, the Engine's C state and every registry after a warm-up.
 
 Owns the command line, the suite's list of cases and the printed summary. Each run starts its own server
 (control's Supervisor in this process, workers pinned away from the generator's core when there are cores to spare)
@@ -237,6 +241,11 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["churn"]:
+        from bench import churn
+
+        return churn.main(argv[1:])
     try:
         parser = _parser()
     except ConfigError as exc:
