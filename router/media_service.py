@@ -97,7 +97,7 @@ class MediaService:
         for method, handler in self.request_handlers().items():
             self.worker.channel.handle(method, self._guard(handler))
         self.worker.add_heartbeat_source(self.heartbeat)
-        self.worker.add_heartbeat_source(self.heap.counters)
+        self.worker.add_heartbeat_source(self.memory)
 
     def request_handlers(self) -> dict[Method, BodyHandler]:
         """Every media request this service answers, by method."""
@@ -155,12 +155,16 @@ class MediaService:
             "engine_transports": engine["transports"],
             "engine_producers": engine["producers"],
             "engine_consumers": engine["consumers"],
-            "engine_c_bytes": engine["c_bytes"],  # the Engine's own C allocations (fastpath/mem.pxd)
             "srtp_sessions": engine["srtp_sessions"],
             "rx_datagrams": engine["rx_datagrams"],
             "tx_datagrams": engine["tx_datagrams"],
             "tx_messages": engine["tx_messages"],  # fewer than tx_datagrams while UDP GSO groups sends
         }
+
+    def memory(self) -> dict[str, int]:
+        """Heartbeat counters of memory: the Engine's own C allocations (fastpath/mem.pxd) and the heap's
+        (router/heap.py)."""
+        return {"engine_c_bytes": self.engine.snapshot_engine()["c_bytes"], **self.heap.counters()}
 
     # ---- I/O ---------------------------------------------------------------------------------------------
     def _on_readable(self) -> None:
