@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Counted malloc/calloc/realloc/free for the fast path's own C state (leak checks, docs/RELIABILITY.md).
+"""Counted malloc/calloc/realloc/free for the fast path's own C state (leak checks: docs/RELIABILITY.md, K7).
 
 Each extension module that cimports these keeps its own two counters (the C code below is static per module):
 bytes and blocks currently held, measured with glibc's ``malloc_usable_size``, so a block freed here that was not

@@ -1,15 +1,14 @@
 """The worker's C heap after churn: glibc statistics and giving free pages back (``malloc_trim``).
 
-Owns :class:`HeapTrimmer`, which the media service ticks. Why it exists (docs/RELIABILITY.md, Memory after
-abrupt leaves): a transport with its producers and consumers holds hundreds of KiB of Engine state (packet stores
-for retransmission, send history for bandwidth estimation) plus its SRTP and DTLS contexts. When a crowd leaves,
-every byte is freed (the Engine's own counter, ``snapshot_engine()["c_bytes"]``, and tracemalloc come back to
-their baseline) but glibc keeps the freed pages mapped as a high-water mark for the next crowd, so the worker's RSS
-stayed where the peak left it. Every ``interval_s`` the trimmer reads how much the heap holds free
-(``mallinfo2().fordblks``, all arenas) and, when that grew by ``min_free_bytes`` over its lowest value since the
-last trim, calls ``malloc_trim(0)``, which returns the free pages of every arena to the kernel (the chunks stay free
-in malloc's bins, so ``fordblks`` does not drop: hence "grew since", not "is above"). Off glibc (no
-``mallinfo2``) it does nothing.
+Owns :class:`HeapTrimmer`, which the media service ticks. Why it exists (docs/RELIABILITY.md, K7): a transport with
+its producers and consumers holds hundreds of KiB of Engine state (packet stores for retransmission, send history
+for bandwidth estimation) plus its SRTP and DTLS contexts. When a crowd leaves, every byte is freed (the Engine's
+own counter, ``snapshot_engine()["c_bytes"]``, and tracemalloc come back to their baseline) but glibc keeps the
+freed pages mapped as a high-water mark for the next crowd, so the worker's RSS stayed where the peak left it. Every
+``interval_s`` the trimmer reads how much the heap holds free (``mallinfo2().fordblks``, all arenas) and, when that
+grew by ``min_free_bytes`` over its lowest value since the last trim, calls ``malloc_trim(0)``, which returns the
+free pages of every arena to the kernel (the chunks stay free in malloc's bins, so ``fordblks`` does not drop: hence
+"grew since", not "is above"). Off glibc (no ``mallinfo2``) it does nothing.
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ def malformed_params(packet: bytes) -> str | None:
 
     aiortc 1.16's ``decode_params`` advances by the declared length, so a length of 0 never advances: one such
     packet from a connected peer (its verification tag and CRC32c are the peer's to compute) would spin the worker's
-    event loop forever (found by tests/fuzz/fuzz_dcep.py). Chunk lengths themselves aiortc checks.
+    event loop forever (found by tests/fuzz/fuzz_dcep.py; docs/RELIABILITY.md, F4). Chunk lengths themselves aiortc
+    checks.
     """
     pos = 12
     while pos + 4 <= len(packet):
