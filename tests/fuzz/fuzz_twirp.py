@@ -8,15 +8,11 @@ Seeds are one valid body of each method in both encodings. Invariant: no excepti
 
 from __future__ import annotations
 
-from unittest import mock
-
-from aiohttp import streams
-from aiohttp.test_utils import make_mocked_request
 from google.protobuf import json_format
 from livekit.protocol import room as room_pb
 
 from control.auth import create_token
-from control.service.twirp import METHODS, PREFIX, handle
+from control.service.twirp import METHODS, handle
 from tests.fuzz import rooms
 from tests.fuzz.rooms import KEY, ROOM, SECRET, Harness
 
@@ -59,14 +55,17 @@ def seeds() -> list[bytes]:
     return out
 
 
-def _request(method: str, content_type: str, body: bytes):  # noqa: ANN202 - an aiohttp request
-    protocol = mock.Mock(_reading_paused=False)
-    payload = streams.StreamReader(protocol, 2**16, loop=_h.loop)  # type: ignore[union-attr]
-    payload.feed_data(body)
-    payload.feed_eof()
-    return make_mocked_request("POST", PREFIX + method, headers={"Content-Type": content_type,
-                                                                 "Authorization": f"Bearer {_token}"},
-                               match_info={"method": method}, payload=payload, loop=_h.loop)  # type: ignore[union-attr]
+class _Request:
+    """What ``twirp.handle`` reads of an aiohttp request (``make_mocked_request`` costs 60 ms an input)."""
+
+    def __init__(self, method: str, content_type: str, body: bytes) -> None:
+        self.match_info = {"method": method}
+        self.content_type = content_type
+        self.headers = {"Content-Type": content_type, "Authorization": f"Bearer {_token}"}
+        self._body = body
+
+    async def read(self) -> bytes:
+        return self._body
 
 
 def check(data: bytes) -> None:
@@ -78,7 +77,7 @@ def check(data: bytes) -> None:
 
     async def one() -> int:
         await _h.ensure()
-        response = await handle(_request(method, content_type, data[1:]), _h.manager)
+        response = await handle(_Request(method, content_type, data[1:]), _h.manager)  # type: ignore[arg-type]
         await _h.settle()
         return response.status
 
