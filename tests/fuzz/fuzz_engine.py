@@ -6,7 +6,8 @@ A real Engine on a loopback socket serves a publisher (simulcast VP8 with RTX an
 subscriber consuming both with NACK and RTX. The first input byte picks how the rest arrives: 0 as it is from the
 publisher's bound tuple, 1 SRTP-protected as the publisher's RTP (version bits set; the SSRC one of the
 publisher's when its first byte is below 0x80), 2 SRTCP-protected from the publisher, 3 SRTCP-protected from the
-subscriber (its NACK, PLI, TWCC, REMB reach the consumer side), 4 as it is from an unknown address. Every 16
+subscriber (its NACK, PLI, TWCC, REMB reach the consumer side), 4 as it is from an unknown address, 5 as 1 but
+with a sequence number just after the SSRC's last one (so that SRTP's replay window lets it in). Every 16
 inputs the Engine ticks (RTCP, NACK, TWCC feedback, expiry).
 Invariant: ``pump``, ``tick`` and ``poll_events`` never raise (the Engine counts what it drops) and the process
 does not crash; the Engine's transports, producers and consumers are unchanged.
@@ -58,16 +59,21 @@ class _Rig:
         self.pub_rtcp = fastpath.SrtpContext(PROFILE, pub_key, True)
         self.sub_rtcp = fastpath.SrtpContext(PROFILE, sub_key, True)
         self.inputs = 0
+        self.seq: dict[bytes, int] = {}
         self.now_ms = 1_000_000
 
     def feed(self, data: bytes) -> None:
-        mode, body = (data[0] % 5, data[1:]) if data else (0, b"")
+        mode, body = (data[0] % 6, data[1:]) if data else (0, b"")
         sender = self.pub
-        if mode == 1 and len(body) >= 12:
+        if mode in (1, 5) and len(body) >= 12:
             head = bytearray(body[:12])
             head[0] = 0x80 | (head[0] & 0x3F)
             if head[8] < 0x80:
                 head[8:12] = struct.pack("!I", (*VIDEO_SSRCS, *RTX_SSRCS, AUDIO_SSRC)[head[8] % 7])
+            if mode == 5:  # a sequence number SRTP's replay window accepts: the last one plus 1 to 4
+                ssrc = bytes(head[8:12])
+                self.seq[ssrc] = (self.seq.get(ssrc, 1000) + 1 + head[3] % 4) & 0xFFFF
+                head[2:4] = struct.pack("!H", self.seq[ssrc])
             body = _protect(self.pub_rtp.protect, bytes(head) + body[12:])
         elif mode in (2, 3) and len(body) >= 8:
             body = bytes([0x80 | (body[0] & 0x3F), 200 + body[1] % 7]) + body[2:]
@@ -134,7 +140,8 @@ def seeds() -> list[bytes]:
                 + packets.rtcp_fir(0x9999, OUT_SSRCS[0], 3))
     stun = bytes.fromhex("000100002112a442") + bytes(12)
     dtls = bytes.fromhex("16fefd") + bytes(10)
-    return [b"\x00" + vp8, b"\x01" + vp8, b"\x01" + rtx, b"\x01" + opus, b"\x02" + sr, b"\x03" + feedback,
+    return [b"\x00" + vp8, b"\x01" + vp8, b"\x05" + vp8, b"\x05" + rtx, b"\x05" + opus, b"\x01" + rtx,
+            b"\x01" + opus, b"\x02" + sr, b"\x03" + feedback,
             b"\x04" + stun, b"\x00" + dtls, b"\x00" + bytes([0x80, 0xC8]) + bytes(30)]
 
 
