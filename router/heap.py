@@ -14,7 +14,6 @@ free pages of every arena to the kernel (the chunks stay free in malloc's bins, 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 from typing import Any
 
@@ -32,7 +31,7 @@ class _Mallinfo2(ctypes.Structure):
 
 def _libc() -> Any:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own symbols, libc's among them (no find_library subprocess)
         libc.mallinfo2.restype = _Mallinfo2
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         return libc
