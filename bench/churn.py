@@ -310,6 +310,7 @@ async def run(cycles: int, warmup: int, report_every: int, storm: int = 0) -> di
             peak = await settle(host)
             row(f"a storm of {2 * storm} participants (before the trimmer)", peak)
             host.media.heap.tick(time.monotonic() + host.media.heap.interval_s)
+            host.media.heap.join(30)
             trimmed = footprint(host)
             row("the heap trimmer's next turn", trimmed)
             result.update(storm_participants=2 * storm,

@@ -68,11 +68,13 @@ async def test_the_heap_trimmer_gives_a_crowd_s_memory_back() -> None:
         await churn.storm(2)
         await settle(host)
         trimmer.tick(time.monotonic())
+        trimmer.join(30)
         base = rss_bytes()
         await churn.storm(40)  # 80 participants: tens of MiB of packet stores and contexts
         await settle(host)
         peak, before = rss_bytes(), heap_stats()
         assert trimmer.tick(time.monotonic()), before
+        trimmer.join(30)
         assert trimmer.trims >= 1
         assert rss_bytes() - base < 8 << 20, (base, peak, rss_bytes(), before, heap_stats())
     finally:
