@@ -83,8 +83,8 @@ class HeapTrimmer:
         self._thread.start()
         self.trims += 1
         self.trimmed_free_bytes += free - self._low
+        log.debug("heap trim: %d bytes free, %d more than before", free, free - self._low)
         self._low = free
-        log.debug("heap trimmed: %d bytes free, %d more than before", free, free - self._low)
         return True
 
     def join(self, timeout: float | None = None) -> None:
