@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install build run test lint bench annotate clean browser-deps
+.PHONY: install build run test lint bench annotate clean browser-deps fuzz
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: build
 
 bench: build
 	$(PY) -m bench suite
+
+# Each atheris target of tests/fuzz for FUZZ_SECONDS (default 60) seconds; a crash fails (tests/fuzz/run.py).
+FUZZ_SECONDS ?= 60
+fuzz: build
+	$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q --no-build-isolation -e '.[fuzz]'
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m tests.fuzz.run
 
 annotate: install
 	$(PY) setup.py -q build_ext --inplace --cython-annotate

@@ -11,6 +11,10 @@ Usage::
     python -m bench join --participants N [--url URL] [--workers W] [--concurrency C] [--json FILE]
 
 ``join`` (bench/join.py) measures how fast one room admits N participants through the whole LiveKit join.
+    python -m bench churn [--cycles N] [--warmup N] [--every N] [--storm ROOMS] [--json FILE]
+
+``churn`` is the memory check after abrupt leaves (``bench/churn.py``): join / publish / vanish cycles against one
+worker's media side in this process, with RSS, glibc heap, the Engine's C state and every registry after a warm-up.
 
 Owns the command line, the suite's list of cases and the printed summary. Each run starts its own server
 (control's Supervisor in this process, workers pinned away from the generator's core when there are cores to spare)
@@ -245,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.join import main as join_main
 
         return join_main(argv[1:])
+    if argv[:1] == ["churn"]:
+        from bench import churn
+
+        return churn.main(argv[1:])
     try:
         parser = _parser()
     except ConfigError as exc:

@@ -17,7 +17,7 @@
 # in place. nogil C only; the caller passes the clock (microseconds, any origin, never going back).
 from libc.math cimport pow, sqrt
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free
+from fastpath.mem cimport fp_calloc as calloc, fp_free as free
 from libc.string cimport memmove, memset
 
 from fastpath.rtp cimport rd16, rd32, wr16

@@ -17,8 +17,12 @@ kernel's receive time of each packet (mapped onto CLOCK_MONOTONIC), not the time
 """
 
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdlib cimport free as libc_free
 from libc.string cimport memcmp, memcpy, memmove, memset
+
+
+from fastpath.mem cimport fp_calloc as calloc, fp_free as free, fp_malloc as malloc, fp_realloc as realloc
+from fastpath.mem cimport fp_zalloc_lines as zalloc_lines, mem_allocated
 
 
 cdef extern from *:
@@ -112,7 +116,6 @@ from fastpath.includes.linux cimport (
     sockaddr_in,
     sockaddr_in6,
     timespec,
-    zalloc_lines,
 )
 from fastpath.includes.srtp cimport SRTP_ERR_OK, SRTP_ERR_REPLAY_OLD, SRTP_MAX_TRAILER
 from fastpath.keyframe cimport CODEC_UNKNOWN, CODEC_VP8, keyframe_detect
@@ -442,7 +445,7 @@ cdef class Engine:
         free(e.recv_addr)
         free(e.recv_cmsg)
         free(e.send_buf)
-        free(e.hmac)
+        libc_free(e.hmac)                    # crypto_kernel allocated it (uncounted there)
         free(e.run)
         free(e)
         self.st = NULL
@@ -1063,6 +1066,8 @@ cdef class Engine:
              "pumps": e.pumps, "events_dropped": e.ev_dropped, "transports": len(self._t),
              "producers": len(self._p), "consumers": len(self._c), "kernel_timestamps": int(e.kernel_ts)}
         d.update(_drops(e.drops))
+        d["c_bytes"], d["c_blocks"] = mem_allocated()   # the Engine module's own C state (fastpath/mem.pxd)
+        d["srtp_sessions"] = len(self._srtp)
         return d
 
     def snapshot_transport(self, int t) -> dict:

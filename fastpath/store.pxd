@@ -2,7 +2,7 @@
 # slots indexed by ext_seq & mask, each with a header {ext_seq, length, flags} so stale slots are never sent
 # (LiveKit's bucket; docs/FORWARDING.md, Packet store). It holds decrypted packets with router-wide extension ids.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
-from libc.stdlib cimport free, malloc
+from fastpath.mem cimport fp_free as free, fp_malloc as malloc
 from libc.string cimport memcpy
 
 cdef enum:

@@ -1,7 +1,7 @@
 # Open-addressing hash table uint64 key -> int32 value (linear probing, load <= 0.5, backward-shift
 # deletion, so no tombstones). Grows only in ht_put/ht_reserve, which commands call; lookups are nogil.
 from libc.stdint cimport int32_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
+from fastpath.mem cimport fp_free as free, fp_malloc as malloc
 
 
 ctypedef struct HashTable:

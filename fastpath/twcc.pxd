@@ -4,7 +4,7 @@
 # seq (first arrival wins; a late seq below the window start moves the start back, as libwebrtc's
 # RemoteEstimatorProxy does) and a builder that turns [start, end) into feedback packets. nogil C only.
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
+from fastpath.mem cimport fp_free as free, fp_malloc as malloc
 
 from fastpath.rtcp cimport RTCP_RTPFB, rtcp_write_header
 from fastpath.rtp cimport wr16, wr32

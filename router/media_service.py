@@ -23,6 +23,7 @@ from router.allocator import EngineEstimates, EstimateSource, NoEstimates, Strea
 from router.channel import BodyHandler
 from router.data import DataConsumer, DataProducer
 from router.dtls import DtlsCertificate
+from router.heap import HeapTrimmer
 from router.ice import username_fragment
 from router.media_router import Consumer, MediaRouter, Producer
 from router.messages import (
@@ -90,6 +91,8 @@ class MediaService:
         # Monotonic media totals for the heartbeat, summed from the snapshots (router/totals.py).
         self.totals = MediaTotals(self.engine, _handles(self.transports), _handles(self.producers),
                                   _handles(self.consumers))
+        # Freed heap pages back to the kernel after a crowd left (router/heap.py).
+        self.heap = HeapTrimmer()
 
     # ---- wiring ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -99,6 +102,7 @@ class MediaService:
         for method, handler in self.request_handlers().items():
             self.worker.channel.handle(method, self._guard(handler))
         self.worker.add_heartbeat_source(self.heartbeat)
+        self.worker.add_heartbeat_source(self.memory)
 
     def request_handlers(self) -> dict[Method, BodyHandler]:
         """Every media request this service answers, by method."""
@@ -156,11 +160,17 @@ class MediaService:
             "engine_transports": engine["transports"],
             "engine_producers": engine["producers"],
             "engine_consumers": engine["consumers"],
+            "srtp_sessions": engine["srtp_sessions"],
             "rx_datagrams": engine["rx_datagrams"],
             "tx_datagrams": engine["tx_datagrams"],
             "tx_messages": engine["tx_messages"],  # fewer than tx_datagrams while UDP GSO groups sends
             **self.totals.collect(),  # "totals" and "drops" (router/totals.py)
         }
+
+    def memory(self) -> dict[str, int]:
+        """Heartbeat counters of memory: the Engine's own C allocations (fastpath/mem.pxd) and the heap's
+        (router/heap.py)."""
+        return {"engine_c_bytes": self.engine.snapshot_engine()["c_bytes"], **self.heap.counters()}
 
     # ---- I/O ---------------------------------------------------------------------------------------------
     def _on_readable(self) -> None:
@@ -191,6 +201,7 @@ class MediaService:
                 self.consent.run(int(now * 1000))  # only the transports whose deadline has passed
             self.allocator.tick(now)
             self.scores.tick(now)
+            self.heap.tick(now)
 
     def _emit_scores(self, transport_id: str, scores: TransportScores) -> None:
         self.notify(Event.TRANSPORT_SCORES, transport_id, scores)

@@ -42,6 +42,38 @@ INBOX_LIMIT = 1024  # records waiting for the pump; beyond this they are dropped
 __all__ = ["RTCDataChannel", "SctpAssociation", "SctpError"]
 
 
+# Chunks whose body is a list of TLV parameters (RFC 9260 §3.2.1): INIT and INIT ACK after 16 fixed bytes; ABORT,
+# HEARTBEAT, HEARTBEAT ACK and ERROR (causes have the same TLV layout), RE-CONFIG (RFC 6525) from the start.
+_PARAMS_AT = {1: 16, 2: 16, 4: 0, 5: 0, 6: 0, 9: 0, 130: 0}
+
+
+def malformed_params(packet: bytes) -> str | None:
+    """Why aiortc must not see ``packet``: a parameter (or error cause) shorter than its own 4-byte header.
+
+    aiortc 1.16's ``decode_params`` advances by the declared length, so a length of 0 never advances: one such
+    packet from a connected peer (its verification tag and CRC32c are the peer's to compute) would spin the worker's
+    event loop forever (found by tests/fuzz/fuzz_dcep.py; docs/RELIABILITY.md, F4). Chunk lengths themselves aiortc
+    checks.
+    """
+    pos = 12
+    while pos + 4 <= len(packet):
+        kind = packet[pos]
+        length = int.from_bytes(packet[pos + 2 : pos + 4], "big")
+        if length < 4:
+            return None  # aiortc refuses the chunk length itself
+        start = _PARAMS_AT.get(kind)
+        if start is not None:
+            body = packet[pos + 4 : pos + length]
+            at = start
+            while at + 4 <= len(body):
+                param_length = int.from_bytes(body[at + 2 : at + 4], "big")
+                if param_length < 4:
+                    return f"chunk type {kind} has a parameter of length {param_length}"
+                at += param_length + (-param_length % 4)
+        pos += length + (-length % 4)
+    return None
+
+
 class SctpError(Exception):
     """A call that does not fit the association's state."""
 
@@ -167,6 +199,11 @@ class SctpAssociation:
     async def _pump(self) -> None:
         while True:
             data = await self._inbox.get()
+            reason = malformed_params(data)
+            if reason is not None:
+                self.records_bad += 1
+                log.info("dropping an SCTP packet: %s", reason)
+                continue
             try:
                 await self._sctp._handle_data(data)
             except Exception as exc:  # a malformed packet must not end the association

@@ -249,7 +249,7 @@ async def dispatch(room: Room, p: Participant, frame: bytes | str, connection: C
         log.debug("%s: %s %s", p.sid, kind, str(msg).replace("\n", " ")[:300] if kind != "offer" else "")
     try:
         return await _handle(room, p, kind, msg)
-    except ParticipantError as exc:
+    except (ParticipantError, lk.SignalMessageError) as exc:  # e.g. a trickle candidate that does not parse
         log.warning("%s: %s refused: %s", p.sid, kind, exc.reason)
     except Exception:
         log.exception("%s: %s failed", p.sid, kind)
