@@ -36,7 +36,8 @@ def build_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     app[SETTINGS_KEY] = settings
     app[SUPERVISOR_KEY] = supervisor
     app.router.add_get("/healthz", healthz)
-    room_settings = dataclasses.replace(settings.room, keys=dict(settings.keys))
+    room_settings = dataclasses.replace(settings.room, keys=dict(settings.keys),
+                                        turn_servers=settings.turn_servers)
     manager = RoomManager(SupervisorPool(supervisor), LiveKitNegotiator(), room_settings)
     attach_supervisor(manager, supervisor)
     add_livekit(app, manager)
@@ -62,7 +63,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    supervisor = Supervisor(workers=settings.workers, node_ip=settings.node_ip,
+    supervisor = Supervisor(workers=settings.workers, node_ip=",".join(settings.node_ips), bind_ip=settings.bind_ip,
+                            ice_tcp=settings.ice_tcp,
                             rtc_port_base=settings.rtc_port_base, log_level=settings.log_level,
                             gso=settings.gso, hmac_batch=settings.hmac_batch, srtp_crypto=settings.srtp_crypto,
                             congestion_control=settings.congestion_control)

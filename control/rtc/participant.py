@@ -843,14 +843,16 @@ class Participant:
             self.negotiate_subscriber()
 
     def _trickle(self, sdp: str, params: TransportParams | None, target: int) -> None:
-        """Our host candidate as a trickle too (it is also in the SDP; ICE-lite has exactly one)."""
+        """Our host candidates as trickles too (they are also in the SDP)."""
         match = _MID.search(sdp)
         if match is None or params is None:
             return
-        ip, port = params.candidate_ip, params.candidate_port
-        candidate = f"candidate:1 1 udp 2130706431 {ip} {port} typ host generation 0"
-        self.send(lk.trickle(candidate, sdp_mid=match.group(1), sdp_mline_index=0, target=target,
-                             username_fragment=params.ice_ufrag))
+        for c in params.sdp_candidates():
+            tail = "".join(f" {k} {v}" for k, v in c.extensions)
+            candidate = (f"candidate:{c.foundation} 1 {c.transport} {c.priority} {c.ip} {c.port} typ host{tail}"
+                         " generation 0")
+            self.send(lk.trickle(candidate, sdp_mid=match.group(1), sdp_mline_index=0, target=target,
+                                 username_fragment=params.ice_ufrag))
 
     # ---- data ------------------------------------------------------------------------------------
 

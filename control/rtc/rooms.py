@@ -24,6 +24,7 @@ from livekit.protocol import models, rtc
 from control.auth import Claims, refresh_token
 from control.config import RoomSettings
 from control.rtc import lk_messages as lk
+from control.rtc import turn
 from control.rtc.dynacast import OFF, Dynacast, enabled_layers, quality_of_layer
 from control.rtc.participant import (
     DATA_LABELS,
@@ -214,6 +215,7 @@ class Room:
                 subscriber_primary=p.can_subscribe,
                 fast_publish=bool(p.permission.can_publish),
                 enabled_publish_codecs=self.settings.enabled_codecs,
+                ice_servers=self._ice_servers(p),
             )
         )
         p.mark_joined()
@@ -229,6 +231,11 @@ class Room:
         self._send_refresh_token(p)
         p.call_later(self.settings.join_timeout_s, self._check_active, p)
         return p
+
+    def _ice_servers(self, p: Participant) -> list[rtc.ICEServer]:
+        """The configured TURN servers with this participant's credentials (fresh TURN REST ones each time)."""
+        return [lk.ice_server(urls, username, credential)
+                for urls, username, credential in turn.ice_servers(self.settings.turn_servers, p.identity)]
 
     def _send_refresh_token(self, p: Participant) -> None:
         secret = self.settings.keys.get(p.claims.api_key)
@@ -293,7 +300,8 @@ class Room:
         with its own publisher ICE restart."""
         p.attach(sink)
         p.send(lk.reconnect(server_version=self.settings.server_version, node_id=self.settings.node_id,
-                            region=self.settings.region, last_message_seq=p.last_reliable_seq))
+                            region=self.settings.region, last_message_seq=p.last_reliable_seq,
+                            ice_servers=self._ice_servers(p)))
         others = [o.info() for o in self.participants.values() if o is not p and not o.hidden]
         p.send(lk.participant_update([p.info(), *others]))
         p.send(lk.room_update(self.info()))
