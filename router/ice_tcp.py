@@ -27,7 +27,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from router.ice import username_fragment
 
@@ -77,15 +77,14 @@ class IceTcpConnection(asyncio.Protocol):
 
     # ---- asyncio.Protocol ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's TCPTransport is no asyncio.Transport subclass
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0], peer[1]) if peer else None
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # No asyncio write-buffer pausing: we drop instead (see write_datagrams).
-        transport.set_write_buffer_limits(high=WRITE_LIMIT_BYTES * 4)
+        self.transport.set_write_buffer_limits(high=WRITE_LIMIT_BYTES * 4)
         self.server.opened(self)
 
     def data_received(self, data: bytes) -> None:
