@@ -44,7 +44,7 @@ from control.rtc.participant import (
 )
 from control.rtc.quality import QUALITY_INTERVAL_S, Peer, QualityBook
 from control.workers.placement import NoWorkerAvailable, WorkerLoad, choose_worker
-from router.messages import DataMessage, StreamState, TransportScores, TransportState
+from router.messages import DataMessage, StreamState, TransportScores, TransportState, TupleChanged
 from router.protocol import Event
 
 log = logging.getLogger("control.rtc.rooms")
@@ -792,6 +792,11 @@ class RoomManager:
             room.forward_data(p, message.label, message.data)
         elif event == Event.TRANSPORT_SCORES:
             room.on_scores(p, target_id, TransportScores.from_wire(body))
+        elif event == Event.TRANSPORT_TUPLE_CHANGED:
+            selected = TupleChanged.from_wire(body)
+            p.on_tuple(target_id, selected.host, selected.port, selected.protocol)
+            log.info("%s (%s) %s: %s path from %s:%d", p.identity, p.sid, target_id.rpartition(".")[2],
+                     p.path(target_id), selected.host, selected.port)
 
     def on_stream_state(self, worker_id: int, consumer_id: str, paused: bool) -> None:
         """The worker's stream allocator paused or resumed a consumer: its subscriber hears StreamStateUpdate."""
@@ -813,6 +818,14 @@ class RoomManager:
                 task = asyncio.get_running_loop().create_task(removal)
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
+
+    def paths(self) -> dict[str, int]:
+        """Participants by the path of their primary transport: udp, tcp, relay, connecting (``/healthz``)."""
+        counts = dict.fromkeys(("udp", "tcp", "relay", "connecting"), 0)
+        for room in self.rooms.values():
+            for p in room.participants.values():
+                counts[p.path()] += 1
+        return counts
 
     async def close(self) -> None:
         for room in list(self.rooms.values()):

@@ -11,12 +11,14 @@ import hashlib
 import hmac
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from control.config import ConfigError, Settings, load_settings
 from control.rtc.negotiation import TransportParams
 from control.rtc.turn import TurnServer, ice_servers, rest_credentials
+from router.messages import TupleChanged
 from tests.control.test_config import serve_args, write
 from tests.control.test_rooms import Client, joined, make_manager
 
@@ -118,3 +120,25 @@ def test_sdp_candidates_prefer_udp_then_each_address_in_order() -> None:
     assert lines[0].priority > lines[1].priority > lines[2].priority
     assert lines[0].priority == (126 << 24) | (65535 << 8) | 255
     assert len({c.foundation for c in lines}) == 3
+
+
+async def test_the_path_each_participant_ended_on_is_counted() -> None:
+    manager, _ = make_manager()
+    room, alice, _ = await joined(manager, "alice")
+    _, bob, _ = await joined(manager, "bob")
+    _, carol, _ = await joined(manager, "carol")
+    assert manager.paths() == {"udp": 0, "tcp": 0, "relay": 0, "connecting": 3}
+
+    def selected(p: Any, host: str, port: int, protocol: str) -> None:
+        body = TupleChanged(host=host, port=port, protocol=protocol).to_wire()  # type: ignore[arg-type]
+        manager.on_notification(room.worker_id, "transport.tuple_changed", p.sub_transport_id, body)
+
+    selected(alice, "192.0.2.10", 5000, "udp")
+    selected(bob, "192.0.2.11", 6000, "tcp")
+    selected(carol, "198.51.100.1", 49152, "udp")
+    assert manager.paths() == {"udp": 2, "tcp": 1, "relay": 0, "connecting": 0}
+    # the relayed candidate may be trickled after the check that selected it
+    carol.note_remote_candidate("candidate:9 1 udp 41885439 198.51.100.1 49152 typ relay raddr 0.0.0.0 rport 0")
+    carol.note_remote_candidate("candidate:8 1 udp 2122260223 192.0.2.12 49152 typ host generation 0")
+    assert (alice.path(), bob.path(), carol.path()) == ("udp", "tcp", "relay")
+    assert manager.paths() == {"udp": 1, "tcp": 1, "relay": 1, "connecting": 0}

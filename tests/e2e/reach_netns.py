@@ -280,6 +280,8 @@ async def clients(host: str, timeout_s: float, turn_secret: str) -> dict[str, An
         body = await asyncio.to_thread(lambda q=query: urllib.request.urlopen(q, timeout=5).read())
         stats[identity] = {k: v.get("transport") for k, v in json.loads(body).items() if isinstance(v, dict)}
     result["transports"] = stats
+    health = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{http}/healthz", timeout=5).read())
+    result["participants"] = json.loads(health)["participants"]
     if turn_secret:  # coturn refuses TURN REST credentials past their expiry and takes fresh ones
         from control.rtc.turn import TurnServer, rest_credentials
 

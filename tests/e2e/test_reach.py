@@ -45,15 +45,18 @@ def test_one_to_one_nat_with_node_ip_on_no_interface() -> None:
     result = reach("nat")
     # The client reached the server only at 203.0.113.10 (DNAT); the server saw it at its own address over UDP.
     assert paths(result) == {("udp", reach_netns.CLIENT_IP)}, result["transports"]
+    assert result["participants"] == {"udp": 2, "tcp": 0, "relay": 0, "connecting": 0}
 
 
 def test_udp_blocked_client_connects_over_ice_tcp() -> None:
     result = reach("tcp")
     assert paths(result) == {("tcp", reach_netns.CLIENT_IP)}, result["transports"]
+    assert result["participants"] == {"udp": 0, "tcp": 2, "relay": 0, "connecting": 0}
 
 
 def test_client_that_reaches_only_coturn_is_relayed() -> None:
     result = reach("turn")
     # coturn relays from 198.51.100.1: every transport's peer is a relayed address.
     assert paths(result) == {("udp", reach_netns.ROUTER_S_IP)}, result["transports"]
+    assert result["participants"] == {"udp": 0, "tcp": 0, "relay": 2, "connecting": 0}  # told by the trickled relays
     assert result["turn_expired"] == 401 and result["turn_fresh"] == 200, result
