@@ -40,7 +40,7 @@ FIRST_FRAME_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 40.0
 MAX_CONNECTIONS = 4096
 RELAY_BUFFER_BYTES = 1024 * 1024
-_LENGTH = struct.Struct("!H")
+_LENGTH = struct.Struct("!H")  # RFC 4571 framing
 _RECV_BYTES = 65535
 
 
@@ -89,30 +89,32 @@ class IceTcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_rx = time.monotonic()
-        buffer = self._buffer
-        buffer += data
+        if self._buffer:  # the rest of a frame cut by the last read: one copy per read, not one per frame
+            self._buffer += data
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        view = memoryview(data)
         pos = 0
-        end = len(buffer)
+        end = len(data)
         while end - pos >= 2:
-            (length,) = _LENGTH.unpack_from(buffer, pos)
+            length = (data[pos] << 8) | data[pos + 1]
             if end - pos - 2 < length:
                 break
-            frame = bytes(buffer[pos + 2 : pos + 2 + length])
-            pos += 2 + length
-            if not self._frame(frame):
+            if not self._frame(view[pos + 2 : pos + 2 + length]):
                 return
-        if pos:
-            del buffer[:pos]
+            pos += 2 + length
+        if pos < end:
+            self._buffer += view[pos:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._close()
 
     # ---- relay ---------------------------------------------------------------------------------------
-    def _frame(self, frame: bytes) -> bool:
+    def _frame(self, frame: memoryview) -> bool:
         """One frame from the client; False when the connection was closed because of it."""
         counters = self.server.counters
         if self.relay is None:
-            if username_fragment(frame) is None:
+            if username_fragment(bytes(frame)) is None:
                 counters.refused += 1
                 self.close()
                 return False
