@@ -173,18 +173,19 @@ class MediaService:
     # ---- I/O ---------------------------------------------------------------------------------------------
     def _on_readable(self) -> None:
         ice_tcp = self.ice_tcp
-        for handle, data, addr in self.engine.pump():
+        # (handle, data, addr, local): local is the address the datagram came to ("" unless IP_PKTINFO is on)
+        for handle, data, addr, local in self.engine.pump(True):
             if handle < 0:
                 ufrag = username_fragment(data)
                 transport = self._by_ufrag.get(ufrag) if ufrag else None
                 if transport is not None:
-                    transport.handle_stun(data, addr, ice_tcp.peer_of(addr) if ice_tcp is not None else None)
+                    transport.handle_stun(data, addr, ice_tcp.peer_of(addr) if ice_tcp is not None else None, local)
                 continue
             transport = self.transports.by_handle(handle)
             if transport is None:
                 continue
             if data[0] < 4:
-                transport.handle_stun(data, addr, ice_tcp.peer_of(addr) if ice_tcp is not None else None)
+                transport.handle_stun(data, addr, ice_tcp.peer_of(addr) if ice_tcp is not None else None, local)
             else:
                 transport.handle_dtls(data)
         self._drain_events()

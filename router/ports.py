@@ -8,6 +8,10 @@ what it granted. Linux doubles the requested value for bookkeeping (socket(7)) a
 net.core.rmem_max/wmem_max unless SO_RCVBUFFORCE/SO_SNDBUFFORCE (CAP_NET_ADMIN) is allowed; a clamp is logged
 as a warning.
 
+A socket bound to every IPv4 address has IP_PKTINFO on: on a host with several addresses, a reply must leave from
+the address the peer sent to (the peer's ICE pairs the server's address it checked), which the kernel's route-based
+source selection does not guarantee; the Engine learns each check's local address and sends from it.
+
 IPv4 sockets send with DF set and the path-MTU cache ignored (``IP_PMTUDISC_PROBE``, ip(7)). The default mode
 (``IP_PMTUDISC_WANT``) sets DF too but still marks the packet fragmentable, so the kernel takes an IP ID for it
 from its shared hash table of counters (``__ip_select_ident``): one cache miss and one atomic per packet per
@@ -35,6 +39,7 @@ _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 # Not in the socket module at all (values from <linux/in.h>).
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_PROBE = 3
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 
 
 class PortBindError(OSError):
@@ -72,6 +77,10 @@ def bind_udp(host: str, port: int, buffer_bytes: int = DEFAULT_BUFFER_BYTES) -> 
         sndbuf = _size_buffer(sock, socket.SO_SNDBUF, _SO_SNDBUFFORCE, buffer_bytes, "SO_SNDBUF")
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
+            if address.is_unspecified:
+                # Bound to every address: each datagram carries the local address it came to, and the Engine
+                # answers from it (fastpath.Engine: pump(local=True), bind_tuple/send with local; ip(7)).
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

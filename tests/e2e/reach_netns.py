@@ -10,6 +10,9 @@ to itself with two veth pairs. TEST-NET addresses only (RFC 5737):
 * ``nat``: R maps 203.0.113.10 to 198.51.100.10 (DNAT, and SNAT back: 1:1 NAT) and forwards from C only what was
   sent to 203.0.113.10; the server runs with ``--node-ip 203.0.113.10``, an address on none of its interfaces.
 * ``tcp``: as ``nat``, and C drops every UDP datagram it sends or receives: only ICE over TCP can work.
+* ``multihomed``: the server also has 198.51.100.20 (on ``lo``, another device) and announces only that one; R forwards
+  from C only what is sent to it. The server's route back to C prefers 198.51.100.10 as source, so replies must
+  leave from the address the checks came to (IP_PKTINFO) for the client to accept them.
 * ``turn``: coturn runs in R (listening on 192.0.2.1, relaying from 198.51.100.1) with a generated shared secret;
   R forwards from C only the signalling connection (TCP 7880), so media can reach the server only through the relay.
   The server gets ``turn_servers`` with that secret and gives the clients TURN REST credentials.
@@ -50,7 +53,8 @@ ROUTER_C_IP = "192.0.2.1"
 HTTP_PORT = 7880
 RTC_PORT = 7882
 TURN_PORT = 3478
-MODES = ("nat", "tcp", "turn")
+SECOND_IP = "198.51.100.20"
+MODES = ("nat", "tcp", "turn", "multihomed")
 RESULT_MARK = "REACH-RESULT "
 ROOT = Path(__file__).resolve().parents[2]
 WIDTH, HEIGHT = 320, 240
@@ -119,7 +123,15 @@ def setup_network(mode: str, server_ns: int, client_ns: int) -> None:
         _run("ip", "addr", "add", f"{addr}/24", "dev", dev, ns=ns)
         _run("ip", "link", "set", dev, "up", ns=ns)
         _run("ip", "route", "add", "default", "via", gateway, ns=ns)
-    if mode in ("nat", "tcp"):
+    if mode == "multihomed":
+        _run("ip", "addr", "add", f"{SECOND_IP}/32", "dev", "lo", ns=server_ns)  # no dummy driver everywhere
+        rules = f"""
+table ip reach_filter {{
+  chain reach_forward {{ type filter hook forward priority 0; policy accept;
+    iifname "rc" ip daddr {SECOND_IP} accept; iifname "rc" drop; }}
+}}
+"""
+    elif mode in ("nat", "tcp"):
         rules = f"""
 table ip reach_nat {{
   chain reach_pre {{ type nat hook prerouting priority dstnat; ip daddr {PUBLIC_IP} dnat to {SERVER_IP}; }}
@@ -161,7 +173,7 @@ def start_coturn(secret: str, work: str) -> subprocess.Popen[bytes]:
 
 
 def start_server(mode: str, server_ns: int, log_path: str, secret: str) -> subprocess.Popen[bytes]:
-    node_ip = SERVER_IP if mode == "turn" else PUBLIC_IP
+    node_ip = {"turn": SERVER_IP, "multihomed": SECOND_IP}.get(mode, PUBLIC_IP)
     args = ["serve", "--node-ip", node_ip, "--workers", "1", "--http-host", "0.0.0.0", "--http-port",
             str(HTTP_PORT), "--rtc-port-base", str(RTC_PORT), "--keys", f"{netns.API_KEY}:{netns.API_SECRET}"]
     if mode == "turn":
@@ -189,7 +201,7 @@ def inner(mode: str, timeout_s: float) -> dict[str, Any]:
             procs.append(start_coturn(secret, work))
         server = start_server(mode, server_ns, os.path.join(work, "server.log"), secret)
         netns.wait_ready(server, f"http://{SERVER_IP}:{HTTP_PORT}", 1)
-        host = SERVER_IP if mode == "turn" else PUBLIC_IP
+        host = {"turn": SERVER_IP, "multihomed": SECOND_IP}.get(mode, PUBLIC_IP)
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1",
                    REACH_TURN_SECRET=secret if mode == "turn" else "")
         clients = subprocess.run(

@@ -48,6 +48,13 @@ def test_one_to_one_nat_with_node_ip_on_no_interface() -> None:
     assert result["participants"] == {"udp": 2, "tcp": 0, "relay": 0, "connecting": 0}
 
 
+def test_multi_homed_server_answers_from_the_address_checked() -> None:
+    result = reach("multihomed")
+    assert paths(result) == {("udp", reach_netns.CLIENT_IP)}, result["transports"]
+    locals_ = {t["local"] for transports in result["transports"].values() for t in transports.values()}
+    assert locals_ == {reach_netns.SECOND_IP}, result["transports"]
+
+
 def test_udp_blocked_client_connects_over_ice_tcp() -> None:
     result = reach("tcp")
     assert paths(result) == {("tcp", reach_netns.CLIENT_IP)}, result["transports"]
