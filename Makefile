@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install build run test lint bench annotate clean browser-deps fuzz
+.PHONY: install build run test lint bench annotate clean browser-deps net-deps fuzz
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ annotate: install
 browser-deps:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	cd tests/e2e/js && npm ci --silent --no-audit --no-fund
+
+# Optional: nftables and coturn (Debian) for the reachability end-to-end tests (tests/e2e/test_reach.py: 1:1 NAT,
+# UDP blocked, TURN), which skip with their reason when they are missing. Needs root for apt-get.
+net-deps:
+	command -v nft >/dev/null && command -v turnserver >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables coturn)
 
 clean:
 	rm -rf build $(VENV) fastpath/*.so fastpath/*.c fastpath/*.html

@@ -77,7 +77,10 @@ class ChurnHost:
         self.worker_id = 0
         self.core = 0
         self.node_ip = "127.0.0.1"
+        self.node_ips = [self.node_ip]
+        self.bind_ip = "127.0.0.1"
         self.rtc_port = self.sock.getsockname()[1]
+        self.tcp_sock: socket.socket | None = None  # no ICE-TCP listener
         self.gso = True
         self.congestion_control = True
         self.channel = _Channel()

@@ -80,7 +80,9 @@ class BenchServer:
         original = self._original_affinity = os.sched_getaffinity(0)
         os.sched_setaffinity(0, set(self.plan.workers))
         try:
+            # MEDIAROUTER_BIND_IP=127.0.0.1 binds the workers to loopback only (no IP_PKTINFO), as before issue 16.
             self.supervisor = Supervisor(workers=self.workers, node_ip="127.0.0.1",
+                                         bind_ip=os.environ.get("MEDIAROUTER_BIND_IP", ""),
                                          rtc_port_base=_free_udp_ports(self.workers), runtime_root=self._root,
                                          heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S, **self.switches)
         finally:

@@ -51,7 +51,8 @@ def build_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     app[GUARD_KEY] = guard
     app.on_response_prepare.append(functools.partial(_admit, guard))
     app.router.add_get("/healthz", healthz)
-    room_settings = dataclasses.replace(settings.room, keys=dict(settings.keys))
+    room_settings = dataclasses.replace(settings.room, keys=dict(settings.keys),
+                                        turn_servers=settings.turn_servers)
     manager = RoomManager(SupervisorPool(supervisor), LiveKitNegotiator(), room_settings)
     attach_supervisor(manager, supervisor)
     add_livekit(app, manager)
@@ -93,7 +94,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         loop.add_signal_handler(sig, on_signal)
     fd_limit = raise_fd_limit()
     log.info("open-file limit %d (%d kept in reserve)", fd_limit, settings.fd_reserve)
-    supervisor = Supervisor(workers=settings.workers, node_ip=settings.node_ip,
+    supervisor = Supervisor(workers=settings.workers, node_ip=",".join(settings.node_ips), bind_ip=settings.bind_ip,
+                            ice_tcp=settings.ice_tcp,
                             rtc_port_base=settings.rtc_port_base, log_level=settings.log_level,
                             gso=settings.gso, hmac_batch=settings.hmac_batch, srtp_crypto=settings.srtp_crypto,
                             congestion_control=settings.congestion_control)

@@ -73,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the control process and its workers")
     serve.add_argument("--config", metavar="FILE.yaml", help="YAML settings file")
     serve.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
-    serve.add_argument("--node-ip", help="address advertised in ICE candidates (default 127.0.0.1)")
+    serve.add_argument("--node-ip", metavar="IP[,IP2]",
+                       help="address(es) advertised in ICE candidates, maybe on no interface (default 127.0.0.1)")
+    serve.add_argument("--bind-ip", help="address the workers' UDP and TCP ports are bound to (default: all)")
+    serve.add_argument("--ice-tcp", action=argparse.BooleanOptionalAction, default=None,
+                       help="workers also accept ICE over TCP on their UDP port's number (default on)")
+    serve.add_argument("--turn-servers", metavar="JSON",
+                       help='TURN servers for the clients, e.g. \'[{"host": "turn.example.org", "secret": "..."}]\'')
     serve.add_argument("--rtc-port-base", type=int, help="UDP port of worker 0; worker i uses base+i (7882)")
     serve.add_argument("--http-host", help="HTTP/WebSocket listen address (default 0.0.0.0)")
     serve.add_argument("--http-port", type=int, help="HTTP/WebSocket port (default 7880)")

@@ -11,7 +11,10 @@ says so in a WARNING.
 YAML key       environment variable       mediarouter serve              default
 =============  =========================  =============================  =======================================
 workers        MEDIAROUTER_WORKERS        --workers N                    CPU count
-node_ip        MEDIAROUTER_NODE_IP        --node-ip IP                   127.0.0.1
+node_ip        MEDIAROUTER_NODE_IP        --node-ip IP[,IP2]             127.0.0.1
+bind_ip        MEDIAROUTER_BIND_IP        --bind-ip IP                   all interfaces (0.0.0.0 or ::)
+ice_tcp        MEDIAROUTER_ICE_TCP        --ice-tcp, --no-ice-tcp        on
+turn_servers   MEDIAROUTER_TURN_SERVERS   --turn-servers JSON            none
 rtc_port_base  MEDIAROUTER_RTC_PORT_BASE  --rtc-port-base P              7882
 http_host      MEDIAROUTER_HTTP_HOST      --http-host H                  0.0.0.0
 http_port      MEDIAROUTER_HTTP_PORT      --http-port P                  7880
@@ -34,6 +37,13 @@ fd_reserve     MEDIAROUTER_FD_RESERVE     --fd-reserve N                 512
 participants to leave before it sends each a LeaveRequest and stops (control/service/drain.py). ``webhook``: LiveKit
 webhooks (control/service/webhooks.py) POSTed to every URL, signed with the API key ``api_key`` (default: the only
 key); ``MEDIAROUTER_WEBHOOK_URLS`` is a comma-separated list.
+``node_ip``: the addresses the workers announce in their ICE candidates (the first is the primary one); they may be
+on no interface of the host (a cloud VM's public address under 1:1 NAT). ``bind_ip``: where the workers' UDP and TCP
+ports are bound. ``ice_tcp``: each worker also listens on TCP at the port number of its UDP port and announces
+passive ICE-TCP candidates (RFC 6544), less preferred than UDP. ``turn_servers``: TURN servers given to the clients
+in the JoinResponse's ``ice_servers`` (control/rtc/turn.py): a list of ``{host, port, protocol: udp|tcp|tls,
+username, credential}`` or ``{host, port, protocol, secret, ttl_s}`` for coturn's ``use-auth-secret`` (credentials
+minted per participant, valid ``ttl_s``, default 86400); in the environment and on the command line as JSON.
 
 ``gso``: the workers send with UDP generic segmentation offload (fastpath/gso.pxd). ``hmac_batch``: AES-CM-80
 tags are computed in batches with OpenSSL's multi-buffer SHA-1. The last four guard the HTTP port
@@ -48,7 +58,12 @@ passes these three to every worker on its command line (router/__main__.py). In 
 YAML file (every field optional)::
 
     workers: 2
-    node_ip: 127.0.0.1
+    node_ip: 127.0.0.1    # or a list: [203.0.113.10, 203.0.113.11]
+    bind_ip: 0.0.0.0
+    ice_tcp: true
+    turn_servers:
+      - {host: turn.example.org, port: 3478, protocol: udp, secret: coturn-static-auth-secret, ttl_s: 86400}
+      - {host: turn.example.org, port: 5349, protocol: tls, username: alice, credential: s3cret}
     rtc_port_base: 7882
     http_host: 0.0.0.0
     http_port: 7880
@@ -97,6 +112,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -107,6 +123,7 @@ from typing import Any
 import yaml
 
 from control.rtc.codecs import SUPPORTED_CODECS
+from control.rtc.turn import TurnServer
 
 log = logging.getLogger("control.config")
 
@@ -129,9 +146,10 @@ DEFAULT_MAX_PENDING_CONNECTIONS = 4096
 DEFAULT_MAX_PENDING_PER_ADDRESS = 256
 DEFAULT_FD_RESERVE = 512
 
-_FILE_FIELDS = ("workers", "node_ip", "rtc_port_base", "http_host", "http_port", "log_level", "keys", "gso",
-                "hmac_batch", "srtp_crypto", "congestion_control", "header_timeout_s", "max_pending_connections",
-                "max_pending_per_address", "fd_reserve", "room", "drain_timeout", "webhook")
+_FILE_FIELDS = ("workers", "node_ip", "bind_ip", "ice_tcp", "turn_servers", "rtc_port_base", "http_host",
+                "http_port", "log_level", "keys", "gso", "hmac_batch", "srtp_crypto", "congestion_control",
+                "header_timeout_s", "max_pending_connections", "max_pending_per_address", "fd_reserve", "room",
+                "drain_timeout", "webhook")
 DEFAULT_DRAIN_TIMEOUT_S = 300
 
 
@@ -162,7 +180,16 @@ class Settings:
     config_path: str | None = None
     drain_timeout: int = DEFAULT_DRAIN_TIMEOUT_S
     webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings())
+    more_node_ips: tuple[str, ...] = ()  # announced after node_ip
+    bind_ip: str = ""  # "" = every interface (0.0.0.0, or :: when node_ip is IPv6)
+    ice_tcp: bool = True
+    turn_servers: tuple[TurnServer, ...] = ()
     room: RoomSettings = field(default_factory=lambda: RoomSettings())  # without the keys (control.app adds them)
+
+    @property
+    def node_ips(self) -> tuple[str, ...]:
+        """Every announced address, the primary one first."""
+        return (self.node_ip, *self.more_node_ips)
 
 
 def parse_keys(text: str, source: str) -> dict[str, str]:
@@ -256,11 +283,20 @@ def _parse_number(source: str, text: str) -> float:
         raise ConfigError(f"{source} must be a number, not {text!r}") from None
 
 
+def parse_turn_servers_json(source: str, text: str) -> Any:
+    """``turn_servers`` as JSON (environment and command line); checked by :func:`parse_turn_servers`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source} is not valid JSON: {exc.msg}") from None
+
+
 _ENV_PARSERS: dict[str, Callable[[str, str], Any]] = {
     "workers": _parse_integer, "rtc_port_base": _parse_integer, "http_port": _parse_integer,
     "gso": parse_flag, "hmac_batch": parse_flag, "congestion_control": parse_flag, "drain_timeout": _parse_integer,
     "header_timeout_s": _parse_number, "max_pending_connections": _parse_integer,
-    "max_pending_per_address": _parse_integer, "fd_reserve": _parse_integer,
+    "max_pending_per_address": _parse_integer, "fd_reserve": _parse_integer, "ice_tcp": parse_flag,
+    "turn_servers": parse_turn_servers_json,
 }
 
 
@@ -292,7 +328,10 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     if rtc_port_base + workers - 1 > 65535:
         raise ConfigError(f"rtc_port_base {rtc_port_base} leaves no room for {workers} UDP ports")
     http_port = _integer("http_port", pick("http_port", DEFAULT_HTTP_PORT), 1, 65535)
-    node_ip = _node_ip(pick("node_ip", DEFAULT_NODE_IP))
+    node_ips = _node_ips(pick("node_ip", DEFAULT_NODE_IP))
+    bind_ip = _bind_ip(pick("bind_ip", ""), node_ips)
+    ice_tcp = _boolean("ice_tcp", pick("ice_tcp", True))
+    turn_servers = parse_turn_servers(pick("turn_servers", []), "turn_servers")
     http_host = pick("http_host", DEFAULT_HTTP_HOST)
     if not isinstance(http_host, str) or not http_host:
         raise ConfigError(f"http_host must be a host name or address, not {http_host!r}")
@@ -319,7 +358,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         log.warning("development mode: API key devkey, secret 'secret'")
     drain_timeout = _integer("drain_timeout", pick("drain_timeout", DEFAULT_DRAIN_TIMEOUT_S), 0, 86400)
     webhook = load_webhook_settings(file.get("webhook"), env, keys)
-    return Settings(workers=workers, node_ip=node_ip, rtc_port_base=rtc_port_base, http_host=http_host,
+    return Settings(workers=workers, node_ip=node_ips[0], more_node_ips=node_ips[1:], bind_ip=bind_ip,
+                    ice_tcp=ice_tcp, turn_servers=turn_servers, rtc_port_base=rtc_port_base, http_host=http_host,
                     http_port=http_port, keys=MappingProxyType(keys), dev_mode=dev_mode,
                     log_level=log_level.lower(), gso=gso, hmac_batch=hmac_batch, srtp_crypto=srtp_crypto.lower(),
                     congestion_control=congestion_control, header_timeout_s=float(header_timeout_s),
@@ -344,12 +384,55 @@ def _boolean(name: str, value: Any) -> bool:
 
 def _node_ip(value: Any) -> str:
     try:
-        address = ipaddress.ip_address(str(value))
+        address = ipaddress.ip_address(str(value).strip())
     except ValueError as exc:
         raise ConfigError(f"node_ip {value!r} is not an IP address") from exc
     if address.is_unspecified:
         raise ConfigError(f"node_ip {value} is unspecified; give the address clients can reach")
     return str(address)
+
+
+def _node_ips(value: Any) -> tuple[str, ...]:
+    """One address, a comma-separated list or a YAML list; one family (the workers' sockets have one), no repeats."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
+    addresses = tuple(_node_ip(item) for item in items if str(item).strip())
+    if not addresses:
+        raise ConfigError(f"node_ip {value!r} names no address")
+    if len(set(addresses)) != len(addresses):
+        raise ConfigError(f"node_ip {value!r} names an address twice")
+    if len({ipaddress.ip_address(a).version for a in addresses}) > 1:
+        raise ConfigError(f"node_ip {value!r} mixes IPv4 and IPv6 (a worker binds one socket family)")
+    return addresses
+
+
+def _bind_ip(value: Any, node_ips: tuple[str, ...]) -> str:
+    if value in ("", None):
+        return ""
+    try:
+        address = ipaddress.ip_address(str(value).strip())
+    except ValueError as exc:
+        raise ConfigError(f"bind_ip {value!r} is not an IP address") from exc
+    if address.version != ipaddress.ip_address(node_ips[0]).version:
+        raise ConfigError(f"bind_ip {value} and node_ip {node_ips[0]} are of different IP versions")
+    return str(address)
+
+
+def parse_turn_servers(value: Any, source: str) -> tuple[TurnServer, ...]:
+    """The ``turn_servers`` list: each ``{host, port, protocol, username, credential}`` or ``{..., secret, ttl_s}``."""
+    if isinstance(value, str):
+        value = parse_turn_servers_json(source, value)
+    if not isinstance(value, list):
+        raise ConfigError(f"{source} must be a list of TURN servers")
+    servers = []
+    for index, item in enumerate(value):
+        where = f"{source}[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a mapping")
+        try:
+            servers.append(TurnServer.from_mapping(item))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return tuple(servers)
 
 
 # ------------------------------------------------------------------------------------ room settings
@@ -391,6 +474,7 @@ class RoomSettings:
     max_data_packet_bytes: int = 65535  # one DataPacket from a client
     data_packets_per_s: int = 500  # DataPackets one participant may send per second (bursts of twice that)
     keys: Mapping[str, str] = field(default_factory=dict)
+    turn_servers: tuple[TurnServer, ...] = ()  # from Settings.turn_servers (control.app adds them)
 
 
 # The configurable fields: name -> (type, lowest, highest); enabled_codecs is a list of mime types.

@@ -12,8 +12,15 @@ cdef inline uint8_t* send_slot(EngineState* e) noexcept nogil:
 cdef inline void send_queue(EngineState* e, int32_t t_slot, int32_t length) noexcept nogil:
     """Queue the datagram written at send_slot(e) toward transport t_slot's tuple."""
     cdef int32_t i = e.n_send
+    cdef Transport* t = e.transports[t_slot]
     e.send_iov[i].iov_len = length
-    e.send_msgs[i].msg_hdr.msg_name = &e.transports[t_slot].addr
+    e.send_msgs[i].msg_hdr.msg_name = &t.addr
+    if t.has_local:                           # the source address the peer's checks came to (IP_PKTINFO)
+        e.send_msgs[i].msg_hdr.msg_control = t.local_cmsg
+        e.send_msgs[i].msg_hdr.msg_controllen = CMSG_SPACE(sizeof(in_pktinfo))
+    else:
+        e.send_msgs[i].msg_hdr.msg_control = NULL
+        e.send_msgs[i].msg_hdr.msg_controllen = 0
     e.send_t[i] = t_slot
     e.n_send = i + 1
 

@@ -41,7 +41,8 @@ cdef enum:
     MAX_RID_LEN = 16
     RECV_SLOT_BYTES = 2048
     RECV_MAX_DATAGRAM = RECV_SLOT_BYTES - 32   # keeps SRTP tail room for in-place work
-    RECV_CMSG_BYTES = 128                     # ancillary data per datagram (the SO_TIMESTAMPNS timespec)
+    RECV_CMSG_BYTES = 128                     # ancillary data per datagram (SO_TIMESTAMPNS timespec, IP_PKTINFO)
+    LOCAL_CMSG_WORDS = 4                      # CMSG_SPACE(sizeof(in_pktinfo)) = 32 bytes
     SEND_BATCH = GSO_ARENA                    # one flush is one GSO grouping (fastpath/gso.pxd)
     GSO_REFUSALS_OFF = 3
     SEND_SLOT_BYTES = 2048
@@ -248,6 +249,7 @@ ctypedef struct Transport:
     # srtp_out keeps its cipher and HMAC states, prefetched one consumer ahead).
     int32_t handle
     uint8_t bound
+    uint8_t has_local                         # send with local_cmsg (IP_PKTINFO: the checks' local address)
     sockaddr_in addr
     void* srtp_out
     uint64_t tx_packets
@@ -292,6 +294,7 @@ ctypedef struct Transport:
     uint64_t probe_packets
     uint64_t probe_bytes
     uint64_t rtx_bytes                        # NACK answers sent toward the transport (RTX or media SSRC)
+    uint64_t local_cmsg[LOCAL_CMSG_WORDS]    # CMSG_SPACE(sizeof(in_pktinfo)): cold, read by the kernel only
 
 
 ctypedef struct PendingRtp:
@@ -313,6 +316,7 @@ ctypedef struct EngineState:
     int64_t now_us                            # same clock, microseconds since epoch_us (TWCC arrivals)
     int64_t epoch_us
     uint8_t kernel_ts                         # SO_TIMESTAMPNS is on: datagrams carry their arrival time
+    uint8_t pktinfo                           # IP_PKTINFO is on: datagrams carry their local address
     int32_t twcc_transports                   # transports that want TWCC feedback: only they need kernel_ts
     int64_t realtime_offset_us                # CLOCK_REALTIME - CLOCK_MONOTONIC at the last recvmmsg
     int32_t cur_rx                            # arena index of the datagram being handled

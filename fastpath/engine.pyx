@@ -86,10 +86,14 @@ from fastpath.includes.linux cimport (
     CLOCK_REALTIME,
     CMSG_DATA,
     CMSG_FIRSTHDR,
+    CMSG_LEN,
     CMSG_NXTHDR,
+    CMSG_SPACE,
     EAGAIN,
     EINTR,
     EWOULDBLOCK,
+    IP_PKTINFO,
+    IPPROTO_IP,
     MSG_DONTWAIT,
     MSG_TRUNC,
     SCM_TIMESTAMPNS,
@@ -98,7 +102,10 @@ from fastpath.includes.linux cimport (
     clock_gettime,
     cmsghdr,
     errno,
+    getsockopt,
     htonl,
+    in_addr,
+    in_pktinfo,
     htons,
     inet_ntop,
     inet_pton,
@@ -110,11 +117,13 @@ from fastpath.includes.linux cimport (
     ntohs,
     recvmmsg,
     sendmmsg,
+    sendmsg,
     sendto,
     setsockopt,
     sockaddr,
     sockaddr_in,
     sockaddr_in6,
+    socklen_t,
     timespec,
 )
 from fastpath.includes.srtp cimport SRTP_ERR_OK, SRTP_ERR_REPLAY_OLD, SRTP_MAX_TRAILER
@@ -330,6 +339,32 @@ cdef tuple _address(sockaddr_in6* addr):
     return (text.decode(), ntohs(addr.sin6_port))
 
 
+cdef str _local_address(msghdr* h):
+    """The local address a datagram was sent to (its IP_PKTINFO cmsg), or "" when it carries none."""
+    cdef cmsghdr* c = CMSG_FIRSTHDR(h)
+    cdef in_pktinfo info
+    cdef char text[64]
+    while c != NULL:
+        if c.cmsg_level == IPPROTO_IP and c.cmsg_type == IP_PKTINFO:
+            memcpy(&info, CMSG_DATA(c), sizeof(in_pktinfo))
+            inet_ntop(AF_INET, &info.ipi_addr, text, sizeof(text))
+            return text.decode()
+        c = CMSG_NXTHDR(h, c)
+    return ""
+
+
+cdef void _write_pktinfo(uint64_t* buffer, uint32_t local_be) noexcept nogil:
+    """An IP_PKTINFO cmsg asking the kernel to send from local_be (ip(7): ipi_spec_dst, any interface)."""
+    cdef cmsghdr* c = <cmsghdr*>buffer
+    cdef in_pktinfo info
+    memset(&info, 0, sizeof(in_pktinfo))
+    info.ipi_spec_dst.s_addr = local_be
+    c.cmsg_len = CMSG_LEN(sizeof(in_pktinfo))
+    c.cmsg_level = IPPROTO_IP
+    c.cmsg_type = IP_PKTINFO
+    memcpy(CMSG_DATA(c), &info, sizeof(in_pktinfo))
+
+
 cdef dict _drops(const uint64_t* drops):
     cdef int i
     return {"drop_" + DROP_REASON_NAMES[i]: drops[i] for i in range(DROP_REASON_COUNT) if drops[i]}
@@ -358,6 +393,8 @@ cdef class Engine:
     def __cinit__(self, int fd, *, int batch_size=64, bint gso=True):
         cdef int32_t i
         cdef EngineState* e
+        cdef int on
+        cdef socklen_t on_len
         if fd < 0:
             raise ValueError(f"fd must be a socket descriptor, got {fd}")
         if not 1 <= batch_size <= 1024:
@@ -384,6 +421,10 @@ cdef class Engine:
         e.epoch_us = monotonic_us()
         e.batch = batch_size
         e.gso = gso and gso_supported(fd)
+        on = 0
+        on_len = sizeof(int)
+        # The owner turned IP_PKTINFO on (a socket bound to every address): learn each check's local address.
+        e.pktinfo = getsockopt(fd, IPPROTO_IP, IP_PKTINFO, &on, &on_len) == 0 and on != 0
         memcpy(e.cname, <const char*>CNAME, len(CNAME))
         e.cname_len = len(CNAME)
         ht_init(&e.tuples, 64)
@@ -596,16 +637,21 @@ cdef class Engine:
         bwe_probe_start(tr.bwe, e.now_us, <int64_t>duration_ms * 1000)
         return True
 
-    def bind_tuple(self, int t, str host, int port) -> None:
+    def bind_tuple(self, int t, str host, int port, str local="") -> None:
+        """Packets from host:port are transport t's and its packets go there; with ``local`` (the address the
+        peer's check came to, from ``pump(local=True)``) they leave from that address (IP_PKTINFO)."""
         cdef int32_t slot = self._t_slot(t)
         cdef Transport* tr = self.st.transports[slot]
         cdef uint32_t addr = 0
+        cdef uint32_t local_be = 0
         cdef uint64_t key
         cdef bytes host_b = host.encode()
         if not 0 < port < 65536:
             raise ValueError(f"port must be in 1..65535, got {port}")
         if inet_pton(AF_INET, host_b, &addr) != 1:
             raise ValueError(f"fastpath binds IPv4 tuples only, got {host!r}")
+        if local and inet_pton(AF_INET, local.encode(), &local_be) != 1:
+            raise ValueError(f"local address must be IPv4, got {local!r}")
         key = tuple_key(addr, htons(port))
         other = ht_get(&self.st.tuples, key)
         if other >= 0 and other != slot:
@@ -619,6 +665,9 @@ cdef class Engine:
         tr.addr.sin_addr.s_addr = addr
         tr.tuple_key = key
         tr.bound = 1
+        tr.has_local = local_be != 0
+        if tr.has_local:
+            _write_pktinfo(tr.local_cmsg, local_be)
         ht_put(&self.st.tuples, key, slot)
 
     def set_srtp(self, int t, int profile, bytes local_key, bytes remote_key) -> None:
@@ -947,9 +996,10 @@ cdef class Engine:
 
     # ---- I/O, time, events, counters ----
 
-    def pump(self) -> list:
+    def pump(self, bint local=False) -> list:
         """Drain the socket (up to PUMP_BUDGET_BATCHES batches or PUMP_BUDGET_TX sends), forward RTP/RTCP
-        natively and return the STUN/DTLS datagrams as (transport handle or -1, data, (host, port))."""
+        natively and return the STUN/DTLS datagrams as (transport handle or -1, data, (host, port)); with
+        ``local`` as (handle, data, (host, port), local address) where the socket has IP_PKTINFO on ("" if not)."""
         cdef EngineState* e = self.st
         cdef int n, i, batches = 0
         cdef int32_t t_out = -1
@@ -959,7 +1009,7 @@ cdef class Engine:
         while batches < PUMP_BUDGET_BATCHES:
             for i in range(e.batch):
                 e.recv_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6)
-                if e.kernel_ts:
+                if e.kernel_ts or e.pktinfo:
                     e.recv_msgs[i].msg_hdr.msg_controllen = RECV_CMSG_BYTES
             n = recvmmsg(e.fd, e.recv_msgs, e.batch, MSG_DONTWAIT, NULL)
             if n <= 0:
@@ -978,8 +1028,12 @@ cdef class Engine:
             for i in range(n):
                 e.rx_datagrams += 1
                 if on_datagram(e, i, &t_out):
-                    out.append((t_out, (<char*>(e.recv_buf + <size_t>i * RECV_SLOT_BYTES))[:e.recv_msgs[i].msg_len],
-                                _address(&e.recv_addr[i])))
+                    data = (<char*>(e.recv_buf + <size_t>i * RECV_SLOT_BYTES))[:e.recv_msgs[i].msg_len]
+                    if local:
+                        out.append((t_out, data, _address(&e.recv_addr[i]),
+                                    _local_address(&e.recv_msgs[i].msg_hdr) if e.pktinfo else ""))
+                    else:
+                        out.append((t_out, data, _address(&e.recv_addr[i])))
             fanout_flush(e)                   # before the next recvmmsg reuses the arena
             batches += 1
             if n < e.batch:
@@ -992,12 +1046,17 @@ cdef class Engine:
         send_flush(e)
         return out
 
-    def send(self, str host, int port, bytes data) -> None:
-        """Slow-path output (STUN responses, DTLS records) to host:port, sent at once."""
+    def send(self, str host, int port, bytes data, str local="") -> None:
+        """Slow-path output (STUN responses, DTLS records) to host:port, sent at once; from ``local`` (IPv4,
+        IP_PKTINFO) when given."""
         cdef sockaddr_in sa4
         cdef sockaddr_in6 sa6
         cdef bytes host_b = host.encode()
         cdef ssize_t r
+        cdef uint32_t local_be = 0
+        cdef uint64_t control[LOCAL_CMSG_WORDS]
+        cdef msghdr h
+        cdef iovec v
         if not 0 < port < 65536:
             raise ValueError(f"port must be in 1..65535, got {port}")
         memset(&sa4, 0, sizeof(sa4))
@@ -1005,7 +1064,22 @@ cdef class Engine:
         if inet_pton(AF_INET, host_b, &sa4.sin_addr) == 1:
             sa4.sin_family = AF_INET
             sa4.sin_port = htons(port)
-            r = sendto(self.fd, <const char*>data, len(data), MSG_DONTWAIT, <sockaddr*>&sa4, sizeof(sa4))
+            if local and inet_pton(AF_INET, local.encode(), &local_be) != 1:
+                raise ValueError(f"local address must be IPv4, got {local!r}")
+            if local_be:
+                _write_pktinfo(control, local_be)
+                v.iov_base = <void*><const char*>data
+                v.iov_len = len(data)
+                memset(&h, 0, sizeof(h))
+                h.msg_name = &sa4
+                h.msg_namelen = sizeof(sa4)
+                h.msg_iov = &v
+                h.msg_iovlen = 1
+                h.msg_control = control
+                h.msg_controllen = CMSG_SPACE(sizeof(in_pktinfo))
+                r = sendmsg(self.fd, &h, MSG_DONTWAIT)
+            else:
+                r = sendto(self.fd, <const char*>data, len(data), MSG_DONTWAIT, <sockaddr*>&sa4, sizeof(sa4))
         elif inet_pton(AF_INET6, host_b, &sa6.sin6_addr) == 1:
             sa6.sin6_family = AF_INET6
             sa6.sin6_port = htons(port)

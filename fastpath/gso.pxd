@@ -8,7 +8,7 @@
 # netfilter, device queue) once per message instead of once per datagram and splits the payload back into the
 # same datagrams, in the NIC or in software just before the device. Each destination keeps its datagram order.
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from fastpath.includes.linux cimport (
     CMSG_DATA,
@@ -34,7 +34,7 @@ cdef enum:
     GSO_MAX_BYTES = 65000                     # under 65,507, the largest UDP payload over IPv4
     GSO_TABLE_BITS = 9
     GSO_TABLE = 1 << GSO_TABLE_BITS           # > GSO_ARENA: the open-addressing probe always ends
-    GSO_CMSG_WORDS = 3                        # CMSG_SPACE(sizeof(uint16_t)) = 24 bytes
+    GSO_CMSG_WORDS = 7                        # CMSG_SPACE(sizeof(uint16_t)) = 24 bytes + an IP_PKTINFO one, 32
 
 
 ctypedef struct GsoMsg:
@@ -133,9 +133,13 @@ cdef inline void gso_layout(GsoArena* g, int32_t n_msgs, const mmsghdr* plain, c
             (<uint16_t*>CMSG_DATA(c))[0] = <uint16_t>m.seglen
             hdr.msg_control = c
             hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
+            if plain[m.first].msg_hdr.msg_controllen:  # the datagrams' own source address cmsg (IP_PKTINFO)
+                memcpy(<uint8_t*>c + hdr.msg_controllen, plain[m.first].msg_hdr.msg_control,
+                       plain[m.first].msg_hdr.msg_controllen)
+                hdr.msg_controllen += plain[m.first].msg_hdr.msg_controllen
         else:
-            hdr.msg_control = NULL
-            hdr.msg_controllen = 0
+            hdr.msg_control = plain[m.first].msg_hdr.msg_control
+            hdr.msg_controllen = plain[m.first].msg_hdr.msg_controllen
 
 
 cdef inline bint gso_refused(int err) noexcept nogil:

@@ -21,7 +21,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--core", type=int, required=True)
     parser.add_argument("--control", required=True, help="ZeroMQ endpoint of control's ROUTER (ipc://...)")
     parser.add_argument("--rtc-port", type=int, required=True, help="UDP port for every transport")
-    parser.add_argument("--node-ip", required=True, help="IP address the UDP port is bound to")
+    parser.add_argument("--node-ip", required=True,
+                        help="address(es) announced in ICE candidates, comma-separated (the first is the primary)")
+    parser.add_argument("--bind-ip", default="", help="address the UDP and TCP ports are bound to (default: all)")
+    parser.add_argument("--ice-tcp", action=argparse.BooleanOptionalAction, default=False,
+                        help="listen for ICE-TCP (RFC 6544) on the UDP port's number too")
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     parser.add_argument("--gso", action=argparse.BooleanOptionalAction, default=True,
                         help="send with UDP GSO where the kernel has it (default on)")
@@ -41,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from router.worker import Worker
 
     try:
-        worker = Worker(args.worker_id, args.core, args.control, args.node_ip, args.rtc_port, gso=args.gso,
+        worker = Worker(args.worker_id, args.core, args.control, args.node_ip, args.rtc_port, bind_ip=args.bind_ip,
+                        ice_tcp=args.ice_tcp, gso=args.gso,
                         hmac_batch=args.hmac_batch, srtp_crypto=args.srtp_crypto,
                         congestion_control=args.congestion_control)
     except ValueError as exc:

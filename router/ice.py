@@ -167,8 +167,10 @@ class IceLite:
         self.rejected[reason] += 1
         return _DROP
 
-    def handle(self, data: bytes, addr: Address, now_ms: int | None = None) -> IceResult:
-        """Process one STUN datagram from ``addr``; ``now_ms`` defaults to the monotonic clock."""
+    def handle(self, data: bytes, addr: Address, now_ms: int | None = None, mapped: Address | None = None) -> IceResult:
+        """Process one STUN datagram from ``addr``; ``now_ms`` defaults to the monotonic clock. ``mapped`` is the
+        address to report in XOR-MAPPED-ADDRESS when it is not ``addr`` (an ICE-TCP connection's client address,
+        while ``addr`` is its relay tuple)."""
         data = bytes(data)  # no copy for bytes; what the Engine gives
         try:
             message_type, attributes, integrity_offset, _ = stun.scan(data)
@@ -216,7 +218,7 @@ class IceLite:
             self.rejected["no PRIORITY"] += 1
             return IceResult(_error(transaction_id, 400, "Bad Request", credentials.key))
         try:
-            response = stun.success_response(transaction_id, addr, credentials.integrity)
+            response = stun.success_response(transaction_id, mapped or addr, credentials.integrity)
         except stun.StunError:
             return self._reject("bad source address")
 

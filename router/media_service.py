@@ -25,6 +25,7 @@ from router.data import DataConsumer, DataProducer
 from router.dtls import DtlsCertificate
 from router.heap import HeapTrimmer
 from router.ice import username_fragment
+from router.ice_tcp import IceTcpServer
 from router.media_router import Consumer, MediaRouter, Producer
 from router.messages import (
     ConnectRequest,
@@ -47,6 +48,7 @@ from router.messages import (
     StreamState,
     TransportScores,
 )
+from router.ports import loopback_for
 from router.protocol import Body, Empty, Event, Method, RequestError
 from router.registry import Registry
 from router.scores import ScoreKeeper
@@ -81,6 +83,13 @@ class MediaService:
         self._tick_task: asyncio.Task[None] | None = None
         self.consent = ConsentSchedule()  # connected transports by consent deadline (RFC 7675)
         self._last_consent_check = 0.0
+        # Every announced address over UDP, then over ICE-TCP when the worker listens on TCP (router/ice_tcp.py).
+        self.ice_tcp: IceTcpServer | None = None
+        if worker.tcp_sock is not None:
+            self.ice_tcp = IceTcpServer(worker.loop, worker.tcp_sock, (loopback_for(worker.bind_ip), worker.rtc_port))
+        protocols = ("udp", "tcp") if self.ice_tcp is not None else ("udp",)
+        self.candidates = [IceCandidate(ip=ip, port=worker.rtc_port, protocol=protocol)  # type: ignore[arg-type]
+                           for protocol in protocols for ip in worker.node_ips]
         # Shares each subscriber transport's bandwidth estimate among its consumers (router/allocator.py).
         if estimates is None:
             estimates = EngineEstimates(self.engine) if worker.congestion_control else NoEstimates()
@@ -99,6 +108,11 @@ class MediaService:
         loop = self.worker.loop
         loop.add_reader(self.worker.sock.fileno(), self._on_readable)
         self._tick_task = loop.create_task(self._tick_loop())
+        if self.ice_tcp is not None:
+            ice_tcp = self.ice_tcp
+            loop.create_task(ice_tcp.start())
+            self.worker.add_close_callback(ice_tcp.close)
+            self.worker.add_heartbeat_source(ice_tcp.stats)
         for method, handler in self.request_handlers().items():
             self.worker.channel.handle(method, self._guard(handler))
         self.worker.add_heartbeat_source(self.heartbeat)
@@ -174,18 +188,20 @@ class MediaService:
 
     # ---- I/O ---------------------------------------------------------------------------------------------
     def _on_readable(self) -> None:
-        for handle, data, addr in self.engine.pump():
+        ice_tcp = self.ice_tcp
+        # (handle, data, addr, local): local is the address the datagram came to ("" unless IP_PKTINFO is on)
+        for handle, data, addr, local in self.engine.pump(True):
             if handle < 0:
                 ufrag = username_fragment(data)
                 transport = self._by_ufrag.get(ufrag) if ufrag else None
                 if transport is not None:
-                    transport.handle_stun(data, addr)
+                    transport.handle_stun(data, addr, ice_tcp.peer_of(addr) if ice_tcp is not None else None, local)
                 continue
             transport = self.transports.by_handle(handle)
             if transport is None:
                 continue
             if data[0] < 4:
-                transport.handle_stun(data, addr)
+                transport.handle_stun(data, addr, ice_tcp.peer_of(addr) if ice_tcp is not None else None, local)
             else:
                 transport.handle_dtls(data)
         self._drain_events()
@@ -284,7 +300,8 @@ class MediaService:
             ice_ufrag=existing.ice.local_ufrag,
             ice_pwd=existing.ice.local_pwd,
             fingerprints=self.fingerprints,
-            candidate=IceCandidate(ip=self.worker.node_ip, port=self.worker.rtc_port),
+            candidate=self.candidates[0],
+            candidates=self.candidates,
         )
 
     # ---- transport.* -------------------------------------------------------------------------------------

@@ -46,11 +46,12 @@ class CreateWebRtcTransportRequest(Body):
 
 @dataclass(frozen=True, slots=True)
 class IceCandidate(Body):
-    """The worker's one ICE-lite host candidate: its node address and shared UDP port."""
+    """One ICE-lite host candidate of the worker: an announced address and its shared UDP port, or its passive
+    ICE-TCP port (RFC 6544)."""
 
     ip: str
     port: int
-    protocol: Literal["udp"] = "udp"
+    protocol: Literal["udp", "tcp"] = "udp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,8 @@ class CreateWebRtcTransportReply(Body):
     ice_ufrag: str
     ice_pwd: str
     fingerprints: list[Fingerprint]
-    candidate: IceCandidate
+    candidate: IceCandidate  # the primary one: UDP on the first announced address
+    candidates: list[IceCandidate] = field(default_factory=list)  # every candidate, the primary one first
 
 
 # --------------------------------------------------------------------------------------------- transport.*
@@ -237,10 +239,12 @@ class TransportState(Body):
 
 @dataclass(frozen=True, slots=True)
 class TupleChanged(Body):
-    """``transport.tuple_changed``: the peer address a connectivity check selected."""
+    """``transport.tuple_changed``: the peer address a connectivity check selected, and over which protocol
+    ("tcp": an ICE-TCP connection, whose client address this is)."""
 
     host: str
     port: int
+    protocol: Literal["udp", "tcp"] = "udp"
 
 
 @dataclass(frozen=True, slots=True)

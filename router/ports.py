@@ -1,11 +1,16 @@
-"""The worker's UDP socket: bind one shared port, size its kernel buffers, set Don't Fragment.
+"""The worker's sockets: one shared UDP port (kernel buffers sized, Don't Fragment set) and its ICE-TCP listener.
 
 Every transport on a worker shares this one socket (docs/FORWARDING.md, Demultiplexing; like mediasoup's
 WebRtcServer); demultiplexing by ICE ufrag and 5-tuple is done later by the media side. This module only binds
-the socket non-blocking on (node_ip, port) and asks the kernel for large receive/send buffers, reading back
+the socket non-blocking on (bind_ip, port) (every interface by default; the announced node_ip may be on none, as
+behind 1:1 NAT) and asks the kernel for large receive/send buffers, reading back
 what it granted. Linux doubles the requested value for bookkeeping (socket(7)) and clamps it to
 net.core.rmem_max/wmem_max unless SO_RCVBUFFORCE/SO_SNDBUFFORCE (CAP_NET_ADMIN) is allowed; a clamp is logged
 as a warning.
+
+A socket bound to every IPv4 address has IP_PKTINFO on: on a host with several addresses, a reply must leave from
+the address the peer sent to (the peer's ICE pairs the server's address it checked), which the kernel's route-based
+source selection does not guarantee; the Engine learns each check's local address and sends from it.
 
 IPv4 sockets send with DF set and the path-MTU cache ignored (``IP_PMTUDISC_PROBE``, ip(7)). The default mode
 (``IP_PMTUDISC_WANT``) sets DF too but still marks the packet fragmentable, so the kernel takes an IP ID for it
@@ -34,6 +39,7 @@ _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 # Not in the socket module at all (values from <linux/in.h>).
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_PROBE = 3
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 
 
 class PortBindError(OSError):
@@ -71,6 +77,10 @@ def bind_udp(host: str, port: int, buffer_bytes: int = DEFAULT_BUFFER_BYTES) -> 
         sndbuf = _size_buffer(sock, socket.SO_SNDBUF, _SO_SNDBUFFORCE, buffer_bytes, "SO_SNDBUF")
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
+            if address.is_unspecified:
+                # Bound to every address: each datagram carries the local address it came to, and the Engine
+                # answers from it (fastpath.Engine: pump(local=True), bind_tuple/send with local; ip(7)).
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -97,3 +107,37 @@ def _size_buffer(sock: socket.socket, option: int, force_option: int, wanted: in
         log.warning("%s clamped by the kernel: asked %d bytes, got %d (raise net.core.%s)", name, wanted,
                     granted, "rmem_max" if option == socket.SO_RCVBUF else "wmem_max")
     return granted
+
+
+def wildcard(node_ip: str) -> str:
+    """The every-interface address of ``node_ip``'s family: 0.0.0.0 or ::."""
+    return "::" if ipaddress.ip_address(node_ip).version == 6 else "0.0.0.0"
+
+
+def loopback_for(bind_ip: str) -> str:
+    """Where a local process reaches a port bound on ``bind_ip``: the address itself, or loopback for a wildcard."""
+    address = ipaddress.ip_address(bind_ip)
+    if address.is_unspecified:
+        return "::1" if address.version == 6 else "127.0.0.1"
+    return bind_ip
+
+
+def bind_tcp(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A non-blocking listening TCP socket on (host, port) with SO_REUSEADDR (the ICE-TCP port, RFC 6544).
+
+    Raises :class:`PortBindError` when the kernel refuses the bind."""
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            reason = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            raise PortBindError(exc.errno, f"cannot bind TCP {host}:{port}: {reason}") from exc
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

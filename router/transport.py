@@ -124,6 +124,8 @@ class WebRtcTransport:
         self._sctp_remote_port: int | None = None
         self._sctp_max_message_size = 262144
         self.tuple: Addr | None = None
+        self.tcp_peer: Addr | None = None  # the client's address when the selected tuple is an ICE-TCP relay
+        self.local = ""  # the worker's address the selected tuple's checks came to ("" = the socket's own)
         self.ice_state = "new"
         self.dtls_state = "new"
         self.sctp_state = "new"
@@ -141,17 +143,25 @@ class WebRtcTransport:
         engine.add_transport(handle)
 
     # ---- ICE ---------------------------------------------------------------------------------------------
-    def handle_stun(self, data: bytes, addr: Addr) -> None:
+    def handle_stun(self, data: bytes, addr: Addr, tcp_peer: Addr | None = None, local: str = "") -> None:
+        """One STUN datagram from ``addr``; ``tcp_peer`` is the client's address when ``addr`` is the relay tuple
+        of an ICE-TCP connection (router/ice_tcp.py): the response maps that address, the Engine binds ``addr``.
+        ``local`` is the worker's address the datagram came to (IP_PKTINFO, "" when the socket is bound to one
+        address): the response, and once selected everything sent on the tuple, leaves from it."""
         self.stats.stun_requests += 1
-        result = self.ice.handle(data, addr, int(time.monotonic() * 1000))
+        result = self.ice.handle(data, addr, int(time.monotonic() * 1000), mapped=tcp_peer)
         if result.response is None:
             self.stats.stun_rejected += 1
             return
-        self._engine.send(addr[0], addr[1], result.response)
-        if result.select and addr != self.tuple:
+        self._engine.send(addr[0], addr[1], result.response, local)
+        if result.select and (addr != self.tuple or local != self.local):
             self.tuple = addr
-            self._engine.bind_tuple(self.handle, addr[0], addr[1])
-            self._notify(Event.TRANSPORT_TUPLE_CHANGED, self.id, TupleChanged(host=addr[0], port=addr[1]))
+            self.local = local
+            self.tcp_peer = tcp_peer
+            self._engine.bind_tuple(self.handle, addr[0], addr[1], local)
+            shown = tcp_peer or addr
+            self._notify(Event.TRANSPORT_TUPLE_CHANGED, self.id,
+                         TupleChanged(host=shown[0], port=shown[1], protocol="tcp" if tcp_peer else "udp"))
             if self.ice_state != "connected":
                 self._set_ice_state("connected")
             if self.dtls is not None and self.dtls.state == "new" and self.dtls.role == "client":
@@ -231,7 +241,7 @@ class WebRtcTransport:
 
     def _send_dtls(self, data: bytes) -> None:
         if self.tuple is not None and not self.closed:
-            self._engine.send(self.tuple[0], self.tuple[1], data)
+            self._engine.send(self.tuple[0], self.tuple[1], data, self.local)
 
     def _arm_dtls_timer(self) -> None:
         if self.dtls is None or self.closed:
@@ -332,6 +342,9 @@ class WebRtcTransport:
             "dtls_state": self.dtls_state,
             "sctp_state": self.sctp_state,
             "tuple": list(self.tuple) if self.tuple else None,
+            "protocol": "tcp" if self.tcp_peer else "udp",
+            "remote": list(self.tcp_peer or self.tuple) if self.tuple else None,
+            "local": self.local,
         }
 
 

@@ -1,4 +1,4 @@
-"""One worker process: pinned to one core, one UDP port, one control channel, one event loop.
+"""One worker process: pinned to one core, one UDP port (and its ICE-TCP port), one control channel, one event loop.
 
 The Worker owns the process-level set-up (CPU affinity, signal dispositions, parent-death signal, uvloop), the
 UDP socket (router/ports.py), the DEALER channel (router/channel.py), ``worker.running``/``worker.heartbeat``
@@ -26,7 +26,7 @@ from typing import Any
 from fastpath import crypto_kernel
 from router import media_host
 from router.channel import BodyHandler, Channel
-from router.ports import DEFAULT_BUFFER_BYTES, PortBindError, bind_udp
+from router.ports import DEFAULT_BUFFER_BYTES, PortBindError, bind_tcp, bind_udp, wildcard
 from router.protocol import PROTOCOL_VERSION, Empty, Event, Method, WorkerHeartbeat, WorkerRunning
 
 log = logging.getLogger("router.worker")
@@ -56,9 +56,11 @@ class Worker:
     or control lost) → close callbacks run → channel and socket closed → exit code returned.
 
     Attributes for the media side (valid once ``install_media`` is called): ``loop``, ``sock`` (the bound
-    non-blocking UDP socket), ``channel`` (register request handlers, ``notify`` events), ``worker_id``,
-    ``core``, ``node_ip``, ``rtc_port``, ``rcvbuf``/``sndbuf`` (as read back from the kernel), ``gso`` (send
-    with UDP GSO where the kernel has it).
+    non-blocking UDP socket), ``tcp_sock`` (the listening ICE-TCP socket on the same port number, None when
+    ``ice_tcp`` is off), ``channel`` (register request handlers, ``notify`` events), ``worker_id``,
+    ``core``, ``node_ip`` (the primary announced address), ``node_ips`` (every announced address), ``bind_ip``
+    (where the sockets are bound: every interface unless given), ``rtc_port``, ``rcvbuf``/``sndbuf`` (as read back
+    from the kernel), ``gso`` (send with UDP GSO where the kernel has it).
 
     Fast-path settings (``mediarouter serve``'s, control/config.py): ``gso``; ``hmac_batch`` and
     ``srtp_crypto`` go to ``fastpath.crypto_kernel.install`` before the media side makes its first SRTP session.
@@ -67,8 +69,8 @@ class Worker:
     """
 
     def __init__(self, worker_id: int, core: int, control_endpoint: str, node_ip: str, rtc_port: int, *,
-                 buffer_bytes: int = DEFAULT_BUFFER_BYTES, gso: bool = True, hmac_batch: bool = True,
-                 srtp_crypto: str = "mediarouter", congestion_control: bool = True) -> None:
+                 bind_ip: str = "", ice_tcp: bool = False, buffer_bytes: int = DEFAULT_BUFFER_BYTES, gso: bool = True,
+                 hmac_batch: bool = True, srtp_crypto: str = "mediarouter", congestion_control: bool = True) -> None:
         if worker_id < 0:
             raise ValueError(f"worker id {worker_id} must be non-negative")
         if core < 0:
@@ -80,7 +82,16 @@ class Worker:
         self.worker_id = worker_id
         self.core = core
         self.control_endpoint = control_endpoint
-        self.node_ip = node_ip
+        self.node_ips = [address.strip() for address in node_ip.split(",") if address.strip()]
+        if not self.node_ips:
+            raise ValueError(f"node ip {node_ip!r} names no address")
+        self.node_ip = self.node_ips[0]
+        try:
+            self.bind_ip = bind_ip or wildcard(self.node_ip)
+        except ValueError as exc:
+            raise ValueError(f"invalid IP address {self.node_ip!r}") from exc
+        self.ice_tcp = ice_tcp
+        self.tcp_sock: socket.socket | None = None
         self.rtc_port = rtc_port
         self.buffer_bytes = buffer_bytes
         self.gso = gso
@@ -158,13 +169,20 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         try:
-            bound = bind_udp(self.node_ip, self.rtc_port, self.buffer_bytes)
+            bound = bind_udp(self.bind_ip, self.rtc_port, self.buffer_bytes)
         except PortBindError as exc:
             log.error("worker %d: %s", self.worker_id, exc.strerror)
             return EXIT_BIND_FAILED
         except ValueError as exc:
             log.error("worker %d: %s", self.worker_id, exc)
             return EXIT_SETUP_FAILED
+        if self.ice_tcp:
+            try:
+                self.tcp_sock = bind_tcp(self.bind_ip, self.rtc_port)
+            except PortBindError as exc:
+                bound.sock.close()
+                log.error("worker %d: %s", self.worker_id, exc.strerror)
+                return EXIT_BIND_FAILED
         self.sock, self.rcvbuf, self.sndbuf = bound.sock, bound.rcvbuf, bound.sndbuf
         self.channel = Channel(self.control_endpoint, self.worker_id)
         try:
@@ -177,15 +195,16 @@ class Worker:
         except Exception:
             log.exception("worker %d set-up failed", self.worker_id)
             await self.channel.close()
-            self.sock.close()
+            self._close_sockets()
             return EXIT_SETUP_FAILED
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.stop, EXIT_OK, signal.Signals(sig).name)
         running = WorkerRunning(pid=os.getpid(), core=self.core, udp_port=self.rtc_port,
                                 protocol_version=PROTOCOL_VERSION, rcvbuf=self.rcvbuf, sndbuf=self.sndbuf)
         self.channel.emit(Event.WORKER_RUNNING, "", running)
-        log.info("worker %d running: pid %d, core %d, udp %s:%d", self.worker_id, os.getpid(), self.core,
-                 self.node_ip, self.rtc_port)
+        log.info("worker %d running: pid %d, core %d, udp%s %s:%d, announced as %s", self.worker_id, os.getpid(),
+                 self.core, "+tcp" if self.tcp_sock is not None else "", self.bind_ip, self.rtc_port,
+                 ",".join(self.node_ips))
         for primitive, provider in crypto_kernel.installed().items():
             # libsrtp's own function is slower, not wrong: a warning unless the operator asked for it.
             quiet = provider.startswith("mediarouter") or self.srtp_crypto == "libsrtp"
@@ -213,7 +232,12 @@ class Worker:
             except Exception:
                 log.exception("close callback failed")
         await self.channel.close()
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
         self.sock.close()
+        if self.tcp_sock is not None:
+            self.tcp_sock.close()
 
     def request_handlers(self) -> dict[Method, BodyHandler]:
         """The worker's own requests; ``install_media`` registers the media ones (and ``worker.dump``)."""

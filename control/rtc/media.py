@@ -76,6 +76,7 @@ class MediaClient:
             fingerprints=list(reply.fingerprints),
             candidate_ip=reply.candidate.ip,
             candidate_port=reply.candidate.port,
+            candidates=tuple((c.protocol, c.ip, c.port) for c in reply.candidates),
         )
 
     async def connect(

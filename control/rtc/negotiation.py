@@ -64,6 +64,9 @@ SCTP_PORT = 5000
 MAX_MESSAGE_SIZE = 262144
 DEFAULT_REMOTE_MAX_MESSAGE_SIZE = 65536  # RFC 8841 §6: absent a=max-message-size means 64 KiB
 HOST_PRIORITY = (126 << 24) | (65535 << 8) | 255  # RFC 8445 §5.1.2.1, host, component 1
+# RFC 6544 §4.2: a TCP host candidate's local preference is 2^13 * direction-pref (passive: 4) + other-pref, so
+# below every UDP host candidate's: clients try UDP first and fall back to TCP only when UDP fails.
+TCP_LOCAL_PREFERENCE = (4 << 13) + 8191
 KINDS = ("audio", "video")
 DATA_PROTOCOL = "UDP/DTLS/SCTP"
 DATA_FORMAT = "webrtc-datachannel"
@@ -82,6 +85,8 @@ class TransportParams:
     fingerprints: list[tuple[str, str]]
     candidate_ip: str
     candidate_port: int
+    # Every candidate as (protocol, ip, port), the primary UDP one first; empty = only the primary one.
+    candidates: tuple[tuple[str, str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.ice_ufrag or not self.ice_pwd:
@@ -94,6 +99,25 @@ class TransportParams:
     @property
     def addrtype(self) -> str:
         return "IP6" if ":" in self.candidate_ip else "IP4"
+
+    def sdp_candidates(self) -> list[sdp.Candidate]:
+        """Our host candidates (RFC 8839 §5.1): UDP on every announced address, then passive ICE-TCP (RFC 6544),
+        each address less preferred than the one before it."""
+        listed = self.candidates or (("udp", self.candidate_ip, self.candidate_port),)
+        out = []
+        rank = {"udp": 0, "tcp": 0}
+        for protocol, ip, port in listed:
+            foundation = hashlib.sha256(f"{protocol} {ip}".encode()).hexdigest()[:8]
+            if protocol == "tcp":
+                local = TCP_LOCAL_PREFERENCE - rank["tcp"]
+                extensions = [("tcptype", "passive")]
+            else:
+                local = 65535 - rank["udp"]
+                extensions = []
+            rank[protocol] += 1
+            priority = (126 << 24) | (local << 8) | 255
+            out.append(sdp.Candidate(foundation, 1, protocol, priority, ip, port, "host", extensions))
+        return out
 
 
 @dataclass(frozen=True)
@@ -249,17 +273,14 @@ def _new_session(session_id: str, version: int) -> sdp.SessionDescription:
 
 
 def _transport_attributes(m: sdp.MediaSection, local: TransportParams, setup: str, live: bool) -> None:
-    """ICE/DTLS attributes and our single host candidate (RFC 8839 §5.1, RFC 8445 §5.1.2)."""
+    """ICE/DTLS attributes and our host candidates (RFC 8839 §5.1, RFC 8445 §5.1.2, RFC 6544)."""
     m.connection = f"IN {local.addrtype} {local.candidate_ip}"
     m.ice_ufrag = local.ice_ufrag
     m.ice_pwd = local.ice_pwd
     m.fingerprints = [sdp.Fingerprint(alg.lower(), value.upper()) for alg, value in local.fingerprints]
     m.setup = setup
     if live:
-        foundation = hashlib.sha256(f"udp {local.candidate_ip}".encode()).hexdigest()[:8]
-        m.candidates = [
-            sdp.Candidate(foundation, 1, "udp", HOST_PRIORITY, local.candidate_ip, local.candidate_port, "host")
-        ]
+        m.candidates = local.sdp_candidates()
         m.end_of_candidates = True
 
 

@@ -343,6 +343,8 @@ class Participant:
         self._pub_connected = False
         self._pub_remote_ufrag = ""
         self._pub_trickled = False
+        self.tuples: dict[str, tuple[str, int, str]] = {}  # transport id -> (host, port, protocol) the worker selected
+        self.relay_addresses: set[tuple[str, int]] = set()  # the client's trickled relay candidates (TURN)
         self._sub = _SubscriberPc()
         self._sub_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -570,6 +572,31 @@ class Participant:
         sub = self.subscriptions.get(track_sid)
         if sub is not None and not sub.removed:
             self.send(lk.stream_state_update(sub.publisher_sid, track_sid, paused))
+
+    # ---- the path (diagnostics) -------------------------------------------------------------------------
+
+    def note_remote_candidate(self, candidate: str) -> None:
+        """A candidate the client trickled: its relayed addresses tell a TURN path from a direct one (RFC 8839 §5.1
+        grammar: foundation component transport priority address port ``typ`` type ...)."""
+        parts = candidate.removeprefix("candidate:").split()
+        if len(parts) >= 8 and parts[6] == "typ" and parts[7] == "relay" and parts[5].isdigit():
+            self.relay_addresses.add((parts[4], int(parts[5])))
+
+    def on_tuple(self, transport_id: str, host: str, port: int, protocol: str) -> None:
+        self.tuples[transport_id] = (host, port, protocol)
+
+    def path(self, transport_id: str | None = None) -> str:
+        """How a transport (default: the primary one) reaches the worker: "udp" (host, server- or peer-reflexive),
+        "tcp" (ICE-TCP), "relay" (through the client's TURN server), or "connecting" before a check selected one."""
+        if transport_id is None:
+            transport_id = self.sub_transport_id if self.can_subscribe else self.pub_transport_id
+        selected = self.tuples.get(transport_id)
+        if selected is None:
+            return "connecting"
+        host, port, protocol = selected
+        if protocol == "tcp":
+            return "tcp"
+        return "relay" if (host, port) in self.relay_addresses else "udp"
 
     def on_transport_state(self, transport_id: str, event: str, state: str) -> bool:
         """Worker transport events; returns True when the participant just became ACTIVE."""
@@ -883,14 +910,16 @@ class Participant:
             self.negotiate_subscriber()
 
     def _trickle(self, sdp: str, params: TransportParams | None, target: int) -> None:
-        """Our host candidate as a trickle too (it is also in the SDP; ICE-lite has exactly one)."""
+        """Our host candidates as trickles too (they are also in the SDP)."""
         match = _MID.search(sdp)
         if match is None or params is None:
             return
-        ip, port = params.candidate_ip, params.candidate_port
-        candidate = f"candidate:1 1 udp 2130706431 {ip} {port} typ host generation 0"
-        self.send(lk.trickle(candidate, sdp_mid=match.group(1), sdp_mline_index=0, target=target,
-                             username_fragment=params.ice_ufrag))
+        for c in params.sdp_candidates():
+            tail = "".join(f" {k} {v}" for k, v in c.extensions)
+            candidate = (f"candidate:{c.foundation} 1 {c.transport} {c.priority} {c.ip} {c.port} typ host{tail}"
+                         " generation 0")
+            self.send(lk.trickle(candidate, sdp_mid=match.group(1), sdp_mline_index=0, target=target,
+                                 username_fragment=params.ice_ufrag))
 
     # ---- data ------------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from livekit.protocol import models, rtc
 from control.auth import Claims, refresh_token
 from control.config import RoomSettings
 from control.rtc import events as ev
-from control.rtc import limits
+from control.rtc import limits, turn
 from control.rtc import lk_messages as lk
 from control.rtc.dynacast import OFF, Dynacast, enabled_layers, quality_of_layer
 from control.rtc.frames import ROOM_KEY, Frame, participant_key
@@ -48,7 +48,7 @@ from control.rtc.participant import (
 )
 from control.rtc.quality import QUALITY_INTERVAL_S, Peer, QualityBook
 from control.workers.placement import NoWorkerAvailable, WorkerLoad, choose_worker
-from router.messages import DataMessage, StreamState, TransportScores, TransportState
+from router.messages import DataMessage, StreamState, TransportScores, TransportState, TupleChanged
 from router.protocol import Event
 
 log = logging.getLogger("control.rtc.rooms")
@@ -234,6 +234,7 @@ class Room:
                 subscriber_primary=p.can_subscribe,
                 fast_publish=bool(p.permission.can_publish),
                 enabled_publish_codecs=self.settings.enabled_codecs,
+                ice_servers=self._ice_servers(p),
             )
         )
         p.mark_joined()
@@ -251,6 +252,11 @@ class Room:
         self._send_refresh_token(p)
         p.call_later(self.settings.join_timeout_s, self._check_active, p)
         return p
+
+    def _ice_servers(self, p: Participant) -> list[rtc.ICEServer]:
+        """The configured TURN servers with this participant's credentials (fresh TURN REST ones each time)."""
+        return [lk.ice_server(urls, username, credential)
+                for urls, username, credential in turn.ice_servers(self.settings.turn_servers, p.identity)]
 
     def _send_refresh_token(self, p: Participant) -> None:
         """A new token now and every ``refresh_interval_s`` while the session lives (LiveKit refreshes every few
@@ -335,7 +341,8 @@ class Room:
         with its own publisher ICE restart."""
         p.attach(sink)
         p.send(lk.reconnect(server_version=self.settings.server_version, node_id=self.settings.node_id,
-                            region=self.settings.region, last_message_seq=p.last_reliable_seq))
+                            region=self.settings.region, last_message_seq=p.last_reliable_seq,
+                            ice_servers=self._ice_servers(p)))
         others = [o.info() for o in self.participants.values() if o is not p and not o.hidden]
         p.send(lk.participant_update([p.info(), *others]))
         p.send(lk.room_update(self.info()))
@@ -980,6 +987,11 @@ class RoomManager:
             room.forward_data(p, message.label, message.data)
         elif event == Event.TRANSPORT_SCORES:
             room.on_scores(p, target_id, TransportScores.from_wire(body))
+        elif event == Event.TRANSPORT_TUPLE_CHANGED:
+            selected = TupleChanged.from_wire(body)
+            p.on_tuple(target_id, selected.host, selected.port, selected.protocol)
+            log.info("%s (%s) %s: %s path from %s:%d", p.identity, p.sid, target_id.rpartition(".")[2],
+                     p.path(target_id), selected.host, selected.port)
 
     def on_stream_state(self, worker_id: int, consumer_id: str, paused: bool) -> None:
         """The worker's stream allocator paused or resumed a consumer: its subscriber hears StreamStateUpdate."""
@@ -1007,6 +1019,14 @@ class RoomManager:
     def participant_count(self) -> int:
         """Sessions in every room (the drain waits for none)."""
         return sum(len(room.participants) + room.joining for room in self.rooms.values())
+
+    def paths(self) -> dict[str, int]:
+        """Participants by the path of their primary transport: udp, tcp, relay, connecting (``/healthz``)."""
+        counts = dict.fromkeys(("udp", "tcp", "relay", "connecting"), 0)
+        for room in self.rooms.values():
+            for p in room.participants.values():
+                counts[p.path()] += 1
+        return counts
 
     async def close(self) -> None:
         self.timers.cancel_all()

@@ -279,8 +279,9 @@ async def _handle(room: Room, p: Participant, kind: str, msg: Any) -> bool:
     elif kind == "answer":
         await p.handle_answer(msg)
     elif kind == "trickle":
-        # ICE-lite: the server never checks toward the client, so its candidates are only validated.
-        lk.parse_candidate_init(msg.candidateInit)
+        # ICE-lite: the server never checks toward the client; its candidates are validated and its relayed ones
+        # kept, to tell which path a transport ended on (Participant.path).
+        p.note_remote_candidate(lk.parse_candidate_init(msg.candidateInit).candidate)
     elif kind == "add_track":
         await room.handle_add_track(p, msg)
     elif kind == "mute":

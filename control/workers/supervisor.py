@@ -126,7 +126,7 @@ class Supervisor:
 
     def __init__(self, *, workers: int, node_ip: str, rtc_port_base: int, log_level: str = "info",
                  gso: bool = True, hmac_batch: bool = True, srtp_crypto: str = "mediarouter",
-                 congestion_control: bool = True,
+                 congestion_control: bool = True, bind_ip: str = "", ice_tcp: bool = False,
                  python: str = sys.executable, runtime_root: str | None = None,
                  start_timeout_s: float = 10.0, heartbeat_timeout_s: float = 3.0,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
@@ -135,7 +135,9 @@ class Supervisor:
             raise ValueError(f"workers must be at least 1, not {workers}")
         if not 1 <= rtc_port_base or rtc_port_base + workers - 1 > 65535:
             raise ValueError(f"UDP ports {rtc_port_base}-{rtc_port_base + workers - 1} out of range 1-65535")
-        self.node_ip = node_ip
+        self.node_ip = node_ip  # one address or several, comma-separated (announced in ICE candidates)
+        self.bind_ip = bind_ip
+        self.ice_tcp = ice_tcp
         self.log_level = log_level
         self.gso = gso
         self.hmac_batch = hmac_batch
@@ -250,7 +252,8 @@ class Supervisor:
                 "--control", self.endpoint, "--rtc-port", str(slot.udp_port), "--node-ip", self.node_ip,
                 "--log-level", self.log_level, "--gso" if self.gso else "--no-gso",
                 "--hmac-batch" if self.hmac_batch else "--no-hmac-batch", "--srtp-crypto", self.srtp_crypto,
-                "--congestion-control" if self.congestion_control else "--no-congestion-control"]
+                "--congestion-control" if self.congestion_control else "--no-congestion-control",
+                "--ice-tcp" if self.ice_tcp else "--no-ice-tcp", *(["--bind-ip", self.bind_ip] if self.bind_ip else [])]
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)

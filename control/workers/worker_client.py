@@ -33,9 +33,8 @@ log = logging.getLogger("control.workers.worker_client")
 NotificationCallback = Callable[[str, str, dict[str, Any]], None]
 
 # Events control takes no action on: it keeps its own record of producers and consumers (it closes them itself),
-# and the selected tuple and layers in use are in transport.get_stats. They are logged at debug level.
+# and the layers in use are in transport.get_stats. They are logged at debug level.
 LOGGED_EVENTS = frozenset({
-    Event.TRANSPORT_TUPLE_CHANGED,
     Event.PRODUCER_STREAM_ADDED,
     Event.CONSUMER_LAYERS_CHANGED,
     Event.CONSUMER_PRODUCER_CLOSED,

@@ -81,6 +81,20 @@ cdef extern from "<netinet/in.h>" nogil:
         in6_addr sin6_addr
 
 
+cdef extern from "<netinet/in.h>" nogil:
+    # ip(7) IP_PKTINFO: a datagram's local address on receive, the source address to use on send.
+    struct in_pktinfo:
+        int ipi_ifindex
+        in_addr ipi_spec_dst
+        in_addr ipi_addr
+    int IPPROTO_IP
+    int IP_PKTINFO
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t sendmsg(int fd, const msghdr* msg, int flags)
+
+
 cdef extern from *:
     # udp(7) segmentation offload: one sendmsg carries equal-sized datagrams to one destination (Linux 4.18+).
     """

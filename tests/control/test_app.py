@@ -31,6 +31,7 @@ async def test_build_app_wires_room_settings_with_keys_into_the_room_manager() -
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             health = await client.get("/healthz")
             assert health.status == 200 and len((await health.json())["workers"]) == 2
+            assert (await health.json())["participants"] == {"udp": 0, "tcp": 0, "relay": 0, "connecting": 0}
             validate = await client.get("/rtc/validate")
             assert validate.status == 401 and await validate.text() == "no token"
             twirp = await client.post("/twirp/livekit.RoomService/ListRooms",

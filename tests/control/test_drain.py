@@ -16,10 +16,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import ProcessReaper, free_tcp_port, free_udp_ports
 from livekit.protocol import models, rtc
 
 from control.auth import create_token
+from tests.conftest import ProcessReaper, free_tcp_port, free_udp_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY, SECRET = "k", "secret-secret-secret-secret-secret"

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import free_tcp_port
 from livekit.protocol import rtc
 from prometheus_client.parser import text_string_to_metric_families
 from test_rooms import FakeNegotiator, FakePool, publish  # tests/control is on sys.path
@@ -19,6 +18,7 @@ from control.auth import create_token
 from control.rtc.rooms import RoomManager, RoomSettings
 from control.service.metrics import add_metrics
 from control.service.webhooks import add_webhooks
+from tests.conftest import free_tcp_port
 
 KEY, SECRET = "devkey", "secret-secret-secret-secret-secret"
 

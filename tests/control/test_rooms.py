@@ -17,6 +17,7 @@ import pytest
 from livekit.protocol import models, rtc
 
 from control.auth import Claims, Grants
+from control.rtc.negotiation import TransportParams
 from control.rtc.participant import (
     ClientParams,
     OfferedMedia,
@@ -40,6 +41,10 @@ class FakeParams:
     fingerprints: list[tuple[str, str]] = field(default_factory=lambda: [("sha-256", "AB:CD")])
     candidate_ip: str = "198.51.100.1"
     candidate_port: int = 7882
+    candidates: tuple[tuple[str, str, int], ...] = ()
+
+    def sdp_candidates(self) -> list[Any]:
+        return TransportParams.sdp_candidates(self)  # type: ignore[arg-type]
 
 
 class FakeMedia:

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from conftest import free_tcp_port
 from livekit import api
 from livekit.protocol import models
 from test_rooms import Client, FakeNegotiator, FakePool, claims, publish  # tests/control is on sys.path
@@ -21,6 +20,7 @@ from test_rooms import Client, FakeNegotiator, FakePool, claims, publish  # test
 from control.rtc.participant import ClientParams
 from control.rtc.rooms import RoomManager, RoomSettings
 from control.service.webhooks import CONTENT_TYPE, WebhookSender
+from tests.conftest import free_tcp_port
 
 KEY, SECRET = "devkey", "secret-secret-secret-secret-secret"
 pytestmark = pytest.mark.timeout(30)

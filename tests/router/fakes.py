@@ -39,15 +39,24 @@ class FakeChannel:
 class FakeWorker:
     """The parts of router.worker.Worker that the media service uses."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, ice_tcp: bool = False,
+                 node_ips: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.loop = loop
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.setblocking(False)
         self.worker_id = 0
         self.core = 0
-        self.node_ip = "127.0.0.1"
+        self.node_ips = list(node_ips)
+        self.node_ip = node_ips[0]
+        self.bind_ip = "127.0.0.1"
         self.rtc_port = self.sock.getsockname()[1]
+        self.tcp_sock: socket.socket | None = None
+        if ice_tcp:  # the TCP listener on the UDP port's number, as router.ports.bind_tcp makes it
+            from router.ports import bind_tcp
+
+            self.tcp_sock = bind_tcp("127.0.0.1", self.rtc_port)
+        self.close_callbacks: list[Any] = []
         self.gso = True  # the worker's gso setting, which the Engine is built with
         self.congestion_control = True
         self.channel = FakeChannel()
@@ -55,3 +64,6 @@ class FakeWorker:
 
     def add_heartbeat_source(self, source: Any) -> None:
         self.heartbeat_sources.append(source)
+
+    def add_close_callback(self, callback: Any) -> None:
+        self.close_callbacks.append(callback)

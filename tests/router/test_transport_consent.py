@@ -36,10 +36,10 @@ class StubEngine:
     def remove_transport(self, handle: int) -> None:
         pass
 
-    def send(self, host: str, port: int, data: bytes) -> None:
+    def send(self, host: str, port: int, data: bytes, local: str = "") -> None:
         pass
 
-    def bind_tuple(self, handle: int, host: str, port: int) -> None:
+    def bind_tuple(self, handle: int, host: str, port: int, local: str = "") -> None:
         pass
 
 
