@@ -201,6 +201,8 @@ ctypedef struct Consumer:
     uint8_t wait_keyframe
     uint8_t last_pt_in                        # one-entry cache of pt_map (255 = empty): one PT per stream
     int16_t last_pt_out
+    uint8_t pinned                            # a pipe consumer (_pipe.pxi): its target is `preferred`, always
+    uint8_t test_loss                         # test hook: percent of first sends dropped (pipe loss tests)
     int32_t preferred                         # asked (-1 = highest)
     int32_t target
     int32_t current                           # -1 = nothing sent yet
@@ -230,6 +232,7 @@ ctypedef struct Consumer:
     uint16_t rtx_seq
     uint8_t rtx_pt[128]                       # subscriber media PT -> its RTX PT, RTX_PT_NONE = none
     uint64_t rtx_packets
+    uint64_t test_lost                        # first sends the test_loss hook dropped
 
 
 ctypedef struct Transport:
