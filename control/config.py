@@ -308,6 +308,8 @@ class RoomSettings:
     empty_timeout: int = 300
     departure_timeout: int = 20
     dynacast_pause_delay_s: float = 5.0  # a simulcast layer nobody wants is turned off after this (LiveKit: 5 s)
+    spread: str = "auto"  # a room over several workers: "auto", "always" or "never" (control/rtc/spread.py)
+    spread_share: float = 0.5  # auto: spill once the room's home worker carries more than this share of the load
     keys: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -321,8 +323,10 @@ _ROOM_NUMBERS: dict[str, tuple[type, float, float]] = {
     "empty_timeout": (int, 1, 86400),
     "departure_timeout": (int, 0, 86400),
     "dynacast_pause_delay_s": (float, 0, 3600),
+    "spread_share": (float, 0, 1),
 }
-_ROOM_FIELDS = (*_ROOM_NUMBERS, "enabled_codecs")
+_SPREAD_MODES = ("auto", "always", "never")
+_ROOM_FIELDS = (*_ROOM_NUMBERS, "enabled_codecs", "spread")
 
 
 def load_room_settings(section: Any, environ: Mapping[str, str], path: str | None = None) -> RoomSettings:
@@ -357,6 +361,11 @@ def _room_value(name: str, value: Any, source: str, *, from_env: bool) -> Any:
     if name == "enabled_codecs":
         items = value.split(",") if from_env and isinstance(value, str) else value
         return _codecs(items, source)
+    if name == "spread":
+        mode = value.strip().lower() if isinstance(value, str) else value
+        if mode not in _SPREAD_MODES:
+            raise ConfigError(f"{source} must be one of {', '.join(_SPREAD_MODES)}, not {value!r}")
+        return mode
     kind, low, high = _ROOM_NUMBERS[name]
     if from_env:
         try:
