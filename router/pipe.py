@@ -36,7 +36,7 @@ log = logging.getLogger("router.pipe")
 
 PIPE_HANDLE_BASE = 1 << 28  # Engine handles of pipe transports and pinned consumers; registries stay far below
 PLAIN_KEY = bytes(30)  # the plain profile derives no key that is used; libsrtp still wants one
-# Test hook (the pipe loss tests): the percentage of first sends every new pinned consumer loses.
+# Test hook (the pipe loss tests): the percentage of first sends every new pinned video consumer loses.
 TEST_LOSS_ENV = "MEDIAROUTER_TEST_PIPE_LOSS_PERCENT"
 KINDS = {"audio": 0, "video": 1}
 
@@ -132,7 +132,7 @@ class PipeService:
                                          rtx_ssrc=rtx_ssrc if rtx_pt_map else 0,
                                          rtx_pt_map=rtx_pt_map if rtx_ssrc else None, pinned=True)
                 handles.append(handle)
-                if self.test_loss:
+                if self.test_loss and producer.kind == "video":  # audio has no NACK to recover it with
                     self.engine.set_consumer_test_loss(handle, self.test_loss)
                 if producer.paused:
                     self.engine.pause_consumer(handle)
@@ -220,7 +220,8 @@ class PipeService:
     def counters(self) -> dict[str, Any]:
         """For the heartbeat: pipe transports, open source ends, packets and drops over every pipe transport."""
         totals = {"pipe_transports": len(self.transports), "pipes_out": len(self.outs),
-                  "pipe_tx_packets": 0, "pipe_rx_packets": 0, "pipe_drops": 0, "pipe_test_lost": 0}
+                  "pipe_tx_packets": 0, "pipe_rx_packets": 0, "pipe_drops": 0, "pipe_test_lost": 0,
+                  "pipe_retransmits": 0, "pipe_nack_refused": 0, "pipe_nack_recovered": 0, "pipe_nack_expired": 0}
         for transport in self.transports.values():
             snap = self.engine.snapshot_transport(transport.handle)
             totals["pipe_tx_packets"] += snap["tx_packets"]
@@ -228,7 +229,15 @@ class PipeService:
             totals["pipe_drops"] += sum(v for k, v in snap.items() if k.startswith("drop_") and isinstance(v, int))
         for out in self.outs.values():
             for handle in out.handles:
-                totals["pipe_test_lost"] += self.engine.snapshot_consumer(handle)["test_lost"]
+                snap = self.engine.snapshot_consumer(handle)
+                totals["pipe_test_lost"] += snap["test_lost"]
+                totals["pipe_retransmits"] += snap["retransmits"]
+                totals["pipe_nack_refused"] += sum(v for k, v in snap.items() if k.startswith("drop_nack"))
+        for transport in self.transports.values():  # destination ends: what their NACKs got back
+            for producer_id in transport.producers:
+                for layer in self.engine.snapshot_producer(self.media.producers.handle(producer_id))["layers"]:
+                    totals["pipe_nack_recovered"] += layer.get("nack_recovered", 0)
+                    totals["pipe_nack_expired"] += layer.get("nack_expired", 0)
         return totals
 
     def snapshot(self) -> dict[str, Any]:
