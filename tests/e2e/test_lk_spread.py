@@ -5,7 +5,8 @@ The scenario is ``tests/e2e/lk_scenarios/spread.py``; it runs in a private netwo
 Pass criteria: /healthz places alice and carol on worker 0 and bob on worker 1 with alice's tracks piped to worker 1;
 bob decodes >= 30 frames of the 960x540 layer and audio through the pipe, then >= 30 frames of 320x180 after asking
 for LOW; the data packet reaches bob and carol; every video packet the hook dropped on the pipe was asked for again
-and (see the NOTE) at most a few NACK entries expired; after SIGKILL of worker 1 carol (worker 0) keeps decoding with no gap over 1 s, and bob comes back.
+and resent (see the NOTE on expired entries); after SIGKILL of worker 1 carol (worker 0) keeps decoding with no gap
+over 1 s, and bob comes back.
 """
 
 from __future__ import annotations
