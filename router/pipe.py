@@ -221,7 +221,8 @@ class PipeService:
         """For the heartbeat: pipe transports, open source ends, packets and drops over every pipe transport."""
         totals = {"pipe_transports": len(self.transports), "pipes_out": len(self.outs),
                   "pipe_tx_packets": 0, "pipe_rx_packets": 0, "pipe_drops": 0, "pipe_test_lost": 0,
-                  "pipe_retransmits": 0, "pipe_nack_refused": 0, "pipe_nack_recovered": 0, "pipe_nack_expired": 0}
+                  "pipe_retransmits": 0, "pipe_nack_refused": 0, "pipe_nack_recovered": 0, "pipe_nack_expired": 0,
+                  "pipe_source_nack_expired": 0}
         for transport in self.transports.values():
             snap = self.engine.snapshot_transport(transport.handle)
             totals["pipe_tx_packets"] += snap["tx_packets"]
@@ -233,6 +234,10 @@ class PipeService:
                 totals["pipe_test_lost"] += snap["test_lost"]
                 totals["pipe_retransmits"] += snap["retransmits"]
                 totals["pipe_nack_refused"] += sum(v for k, v in snap.items() if k.startswith("drop_nack"))
+        for producer_id in {out.producer_id for out in self.outs.values()}:  # source ends: publisher losses
+            handle = self.media.producers.handle(producer_id)
+            for layer in self.engine.snapshot_producer(handle)["layers"]:
+                totals["pipe_source_nack_expired"] += layer.get("nack_expired", 0)
         for transport in self.transports.values():  # destination ends: what their NACKs got back
             for producer_id in transport.producers:
                 for layer in self.engine.snapshot_producer(self.media.producers.handle(producer_id))["layers"]:

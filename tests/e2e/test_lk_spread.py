@@ -5,8 +5,7 @@ The scenario is ``tests/e2e/lk_scenarios/spread.py``; it runs in a private netwo
 Pass criteria: /healthz places alice and carol on worker 0 and bob on worker 1 with alice's tracks piped to worker 1;
 bob decodes >= 30 frames of the 960x540 layer and audio through the pipe, then >= 30 frames of 320x180 after asking
 for LOW; the data packet reaches bob and carol; every video packet the hook dropped on the pipe was asked for again
-and resent (see the NOTE on expired entries); after SIGKILL of worker 1 carol (worker 0) keeps decoding with no gap
-over 1 s, and bob comes back.
+and resent; after SIGKILL of worker 1 carol (worker 0) keeps decoding with no gap over 1 s, and bob comes back.
 """
 
 from __future__ import annotations
@@ -34,9 +33,11 @@ def test_one_room_on_two_workers_through_a_pipe() -> None:
     assert r["pipe_lost"] > 0, (source, dest)
     assert source["pipe_retransmits"] >= r["pipe_lost"], source  # counters from later heartbeats
     assert dest["pipe_nack_recovered"] >= r["pipe_lost"], (source, dest)
-    # NOTE: a few NACK entries (2-4 a run, against 30-40 losses) expire on the destination without being a packet
-    # the hook dropped (those are all recovered above); not yet explained, so bounded rather than zero.
-    assert dest["pipe_nack_expired"] <= max(2, r["pipe_lost"] // 5), (source, dest)
+    # What the destination may give up on: a packet the source never had (the publisher's link lost it for good:
+    # the source gave up on it too), and a packet lost on the pipe just before dynacast paused its layer, noticed
+    # only when the layer resumed seconds later and then too old to resend (tests/fastpath/test_pipe.py shows
+    # both); this scenario pauses and resumes each of the 3 encodings at most once.
+    assert dest["pipe_nack_expired"] <= source["pipe_source_nack_expired"] + 3, (source, dest)
     assert r["carol_frames_after_kill"] >= 30, r
     assert r["carol_longest_gap_s"] < 1.0, r
     assert r["bob_frames_after_rejoin"] >= 30, r

@@ -177,6 +177,24 @@ def test_a_packet_lost_on_the_pipe_is_repaired_by_nack_and_rtx(pipe: Pipe) -> No
     assert pipe.b.snapshot_producer(PIPE_PRODUCER)["layers"][1]["rtx_packets"] == 1
 
 
+def test_a_loss_just_before_a_layer_pauses_is_too_old_to_resend_when_it_resumes(pipe: Pipe) -> None:
+    publish(pipe, HIGH, [10, 11])
+    pipe.pump()
+    pipe.a.set_consumer_test_loss(101, 100)
+    publish(pipe, HIGH, [12], key_first=False)  # the last packet before the publisher pauses the layer
+    pipe.pump()
+    pipe.a.set_consumer_test_loss(101, 0)
+    time.sleep(1.2)  # longer than a video packet may wait for its resend (1 s)
+    publish(pipe, HIGH, [13, 14])
+    for _ in range(4):
+        time.sleep(0.03)
+        pipe.tick()
+        pipe.pump()
+    assert pipe.a.snapshot_consumer(101)["retransmits"] == 0
+    assert pipe.a.snapshot_consumer(101)["drop_nack_too_old"] >= 1
+    assert pipe.b.snapshot_producer(PIPE_PRODUCER)["layers"][1]["nack_requested"] >= 1
+
+
 def test_a_pinned_consumer_keeps_its_encoding_when_it_is_the_only_one_sending(pipe: Pipe) -> None:
     publish(pipe, LOW, [40, 41, 42])
     pipe.pump()
