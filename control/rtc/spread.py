@@ -4,7 +4,8 @@ producers to the workers of its subscribers.
 A room keeps a *home* worker (placement's choice when it was created). :class:`SpreadPolicy` places each new
 participant: ``never`` keeps everyone at home; ``always`` puts each one on the worker holding the fewest of the
 room's participants (tests, and rooms known to be large); ``auto`` (the default) keeps participants at home until
-the home worker carries more than ``spread_share`` of the host's load, then spills them to the least-loaded worker.
+the home worker carries more than ``spread_share`` of the host's load (and at least ``AUTO_MIN_SCORE``, so that small
+rooms never spread), then spills them to the least-loaded worker.
 
 :class:`RoomPipes` opens one pipe per (producer, destination worker) when the first subscriber there consumes it,
 shares it among every subscriber there, and closes it with the last one or with the producer
@@ -27,6 +28,9 @@ from control.workers.placement import WorkerLoad
 log = logging.getLogger("control.rtc.spread")
 
 SpreadMode = Literal["auto", "always", "never"]
+# auto: a home worker below this placement score (control/workers/placement.py: e.g. 100 transports and 200
+# consumers) is never spilled from, so that small rooms stay on one worker whatever the share.
+AUTO_MIN_SCORE = 200.0
 SPREAD_MODES: tuple[str, ...] = ("auto", "always", "never")
 
 
@@ -47,7 +51,7 @@ class SpreadPolicy:
             return best.worker_id
         total = sum(w.score for w in available)
         home_load = next((w for w in available if w.worker_id == home), None)
-        if home_load is not None and (total <= 0 or home_load.score / total <= self.share):
+        if home_load is not None and (home_load.score < AUTO_MIN_SCORE or home_load.score / total <= self.share):
             return home
         return min(available, key=lambda w: (w.score, w.worker_id)).worker_id
 

@@ -39,9 +39,13 @@ def test_always_alternates_over_the_workers_starting_at_home() -> None:
 
 def test_auto_spills_once_home_carries_more_than_its_share() -> None:
     policy = SpreadPolicy("auto", share=0.6)
-    assert policy.place(0, {0: 10}, loads((10, 50), (10, 0))) == 1  # 35 of 45: 0.78 > 0.6 -> spill
-    assert policy.place(0, {0: 10}, loads((10, 50), (10, 0), (2, 0))) == 2  # the least-loaded worker
-    assert policy.place(0, {0: 1}, loads((2, 2), (2, 0))) == 0  # 3 of 5: 0.6 is not more than the share
+    assert policy.place(0, {0: 100}, loads((200, 400), (100, 0))) == 1  # 400 of 500: 0.8 > 0.6 -> spill
+    assert policy.place(0, {0: 100}, loads((200, 400), (100, 0), (20, 0))) == 2  # the least-loaded worker
+    assert policy.place(0, {0: 100}, loads((300, 0), (200, 0))) == 0  # 300 of 500: 0.6 is not more than the share
+
+
+def test_auto_keeps_a_small_room_at_home_whatever_the_share() -> None:
+    assert SpreadPolicy("auto", share=0.5).place(0, {0: 3}, loads((6, 4), (0, 0))) == 0  # 8 of 8, below the floor
 
 
 def test_a_single_or_unavailable_worker_keeps_the_home() -> None:
