@@ -5,7 +5,8 @@ The scenario is ``tests/e2e/lk_scenarios/spread.py``; it runs in a private netwo
 Pass criteria: /healthz places alice and carol on worker 0 and bob on worker 1 with alice's tracks piped to worker 1;
 bob decodes >= 30 frames of the 960x540 layer and audio through the pipe, then >= 30 frames of 320x180 after asking
 for LOW; the data packet reaches bob and carol; every video packet the hook dropped on the pipe was asked for again
-and resent; after SIGKILL of worker 1 carol (worker 0) keeps decoding with no gap over 1 s, and bob comes back.
+and resent; after SIGKILL of worker 1 carol (worker 0) keeps decoding with no gap over 1 s, bob comes back, and a
+newcomer once worker 1 is back is placed there and decodes >= 30 frames through a pipe opened again.
 """
 
 from __future__ import annotations
@@ -41,3 +42,7 @@ def test_one_room_on_two_workers_through_a_pipe() -> None:
     assert r["carol_frames_after_kill"] >= 30, r
     assert r["carol_longest_gap_s"] < 1.0, r
     assert r["bob_frames_after_rejoin"] >= 30, r
+    # The respawned worker 1 takes the next newcomer, and alice's tracks are piped to it again.
+    assert r["placement_respawned"]["dave"] == 1, r["placement_respawned"]
+    assert {(p["source"], p["dest"]) for p in r["pipes_respawned"]} >= {(0, 1)}, r["pipes_respawned"]
+    assert r["dave_frames"] >= 30, r

@@ -4,7 +4,7 @@ alice publishes audio and a 960x540 simulcast camera from worker 0 (the room's h
 receives it through a pipe; carol joins on worker 0. Recorded: where /healthz says each participant is and which
 pipes exist, what bob decodes (highest layer, then LOW across the pipe), the data packets everybody gets, the pipe
 counters (the server runs with a test-loss hook on the pipe) and, after worker 1 is SIGKILLed, what carol (worker 0)
-keeps decoding and whether bob comes back."""
+keeps decoding, whether bob comes back, and whether a newcomer on the respawned worker 1 is piped to again."""
 
 from __future__ import annotations
 
@@ -95,6 +95,18 @@ async def run(ctx: Any, result: dict[str, Any]) -> None:
     await wait_for(lambda: sum(bob.video.values()) >= bob_before + 30, 40)
     result["bob_frames_after_rejoin"] = sum(bob.video.values()) - bob_before
     result["placement_after"] = room_of(ctx.http).get("participants")
+
+    # Once worker 1 is back, a newcomer lands there and alice's tracks are piped to it again.
+    await wait_for(lambda: all(w["alive"] for w in healthz(ctx.http)["workers"]), 15, step_s=0.2)
+    room_d = await connect(ctx.url, ctx.token("dave", ROOM))
+    dave = Receiver(room_d).attach()
+    await wait_for(lambda: sum(dave.video.values()) >= 30, 30)
+    result["dave_frames"] = sum(dave.video.values())
+    room = room_of(ctx.http)
+    result["placement_respawned"] = room.get("participants")
+    result["pipes_respawned"] = room.get("pipes")
+    await dave.stop()
+    await room_d.disconnect()
     await bob.stop()
     await carol.stop()
     await publisher.stop()
