@@ -784,6 +784,7 @@ class Participant:
                             await self._consume(sub, rtx=True)
                         except Exception as exc:  # e.g. the track went away meanwhile: offer without it
                             log.warning("%s: cannot consume %s: %r", self.sid, sub.track_sid, exc)
+                            self.listener.on_consumer_closed(self, sub.track_sid)  # a pipe opened for it may close
                             del self.subscriptions[sub.track_sid]
                             self.send(lk.subscription_response(sub.track_sid,
                                                                models.SubscriptionError.SE_TRACK_NOTFOUND))
