@@ -473,6 +473,8 @@ class RoomSettings:
     max_rooms_per_node: int = 10000
     max_data_packet_bytes: int = 65535  # one DataPacket from a client
     data_packets_per_s: int = 500  # DataPackets one participant may send per second (bursts of twice that)
+    spread: str = "auto"  # a room over several workers: "auto", "always" or "never" (control/rtc/spread.py)
+    spread_share: float = 0.5  # auto: spill once the room's home worker carries more than this share of the load
     keys: Mapping[str, str] = field(default_factory=dict)
     turn_servers: tuple[TurnServer, ...] = ()  # from Settings.turn_servers (control.app adds them)
 
@@ -498,8 +500,10 @@ _ROOM_NUMBERS: dict[str, tuple[type, float, float]] = {
     "max_rooms_per_node": (int, 0, 10_000_000),
     "max_data_packet_bytes": (int, 0, 16 * 1024 * 1024),
     "data_packets_per_s": (int, 0, 1_000_000),
+    "spread_share": (float, 0, 1),
 }
-_ROOM_FIELDS = (*_ROOM_NUMBERS, "enabled_codecs", "enable_remote_unmute")
+_SPREAD_MODES = ("auto", "always", "never")
+_ROOM_FIELDS = (*_ROOM_NUMBERS, "enabled_codecs", "enable_remote_unmute", "spread")
 
 
 def load_room_settings(section: Any, environ: Mapping[str, str], path: str | None = None) -> RoomSettings:
@@ -536,6 +540,11 @@ def _room_value(name: str, value: Any, source: str, *, from_env: bool) -> Any:
         return _codecs(items, source)
     if name == "enable_remote_unmute":
         return parse_flag(source, value) if from_env else _boolean(source, value)
+    if name == "spread":
+        mode = value.strip().lower() if isinstance(value, str) else value
+        if mode not in _SPREAD_MODES:
+            raise ConfigError(f"{source} must be one of {', '.join(_SPREAD_MODES)}, not {value!r}")
+        return mode
     kind, low, high = _ROOM_NUMBERS[name]
     if from_env:
         try:

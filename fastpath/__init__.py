@@ -20,6 +20,7 @@ from fastpath.srtp import (
     PROFILE_AEAD_AES_128_GCM,
     PROFILE_AEAD_AES_256_GCM,
     PROFILE_AES128_CM_SHA1_80,
+    PROFILE_PLAIN,
     SrtpContext,
     protect_batched,
 )
@@ -58,7 +59,8 @@ __all__ = [
     "DROP_REASON_NAMES", "EV_BWE_CHANGED", "EV_KEY_FRAME_REQUESTED", "EV_LAYER_SWITCHED", "EV_NEW_STREAM",
     "EV_PRODUCER_CLOSED", "EV_SRTP_STREAM_RESET", "EV_STREAM_RESTARTED", "EV_UNKNOWN", "EXT_ID_UNUSED",
     "Engine", "KEY_LENGTHS", "KIND_AUDIO", "KIND_VIDEO", "NackGenerator", "PROFILE_AEAD_AES_128_GCM",
-    "PROFILE_AEAD_AES_256_GCM", "PROFILE_AES128_CM_SHA1_80", "SendEstimator", "SeqRewriter", "SrtpContext", "TsRewriter",
+    "PROFILE_AEAD_AES_256_GCM", "PROFILE_AES128_CM_SHA1_80",
+    "PROFILE_PLAIN", "SendEstimator", "SeqRewriter", "SrtpContext", "TsRewriter",
     "TwccRecorder",
     "Unwrapper", "Vp8Forwarder", "parse_vp8",
     "classify", "is_keyframe", "parse_rtcp", "parse_rtp", "protect_batched", "rewrite_extensions",

@@ -132,6 +132,9 @@ cdef void consumer_retarget(EngineState* e, Consumer* c, int64_t now_ms) noexcep
     if p.n_enc == 1:
         c.target = 0
         return
+    if c.pinned:
+        c.target = c.preferred                # a pipe consumer carries one encoding as it is (_pipe.pxi)
+        return
     layer = highest_active_layer(p, c.preferred, now_ms)
     if layer >= 0:
         c.target = layer

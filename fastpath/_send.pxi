@@ -94,6 +94,8 @@ cdef int send_rtp(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
     if length + SRTP_MAX_TRAILER > SEND_SLOT_BYTES:
         c.drops[DROP_TOO_BIG] += 1
         return -1
+    if c.test_loss != 0 and pipe_test_drop(e, c):
+        return 0                              # "sent" and lost: its NACK metadata is kept, so it can be repaired
     out = send_slot(e)
     memcpy(out, packet, length)
     rtp_set_header(out, pt, seq, ts, c.out_ssrc)

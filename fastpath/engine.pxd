@@ -209,6 +209,8 @@ ctypedef struct Consumer:
     uint8_t last_pt_in                        # one-entry cache of pt_map (255 = empty): one PT per stream
     uint8_t drain                             # a congestion downswitch: current layer stopped until the switch
     int16_t last_pt_out
+    uint8_t pinned                            # a pipe consumer (_pipe.pxi): its target is `preferred`, always
+    uint8_t test_loss                         # test hook: percent of first sends dropped (pipe loss tests)
     int32_t preferred                         # asked (-1 = highest)
     int32_t target
     int32_t current                           # -1 = nothing sent yet
@@ -242,6 +244,7 @@ ctypedef struct Consumer:
     int64_t drain_until_ms                    # drain ends here even if the target's key frame never came
     int64_t hole_kf_ms                        # last key frame asked for an unrepairable NACK (consumer_hole)
     uint64_t hole_keyframes
+    uint64_t test_lost                        # first sends the test_loss hook dropped
 
 
 ctypedef struct Transport:

@@ -211,6 +211,7 @@ import os
 from fastpath.counters import DROP_REASON_NAMES
 from fastpath.crypto_kernel import ensure_installed
 
+include "_pipe.pxi"
 include "_send.pxi"
 include "_gso.pxi"
 include "_forward.pxi"
@@ -844,9 +845,10 @@ cdef class Engine:
     # ---- consumers ----
 
     def add_consumer(self, int c, int t, int p, unsigned int out_ssrc, dict pt_map, bint nack,
-                     int spatial=-1, *, unsigned int rtx_ssrc=0, dict rtx_pt_map=None) -> None:
+                     int spatial=-1, *, unsigned int rtx_ssrc=0, dict rtx_pt_map=None, bint pinned=False) -> None:
         """Forward producer p to transport t as consumer c under out_ssrc. With rtx_ssrc (non-zero) and
-        rtx_pt_map (subscriber media PT -> RTX PT) retransmissions go out as RTX (RFC 4588), else on out_ssrc."""
+        rtx_pt_map (subscriber media PT -> RTX PT) retransmissions go out as RTX (RFC 4588), else on out_ssrc.
+        ``pinned`` (a pipe consumer, _pipe.pxi) forwards encoding ``spatial`` only, whichever layers are active."""
         cdef int32_t t_slot = self._t_slot(t)
         cdef int32_t p_slot = self._p_slot(p)
         cdef Transport* tr = self.st.transports[t_slot]
@@ -868,6 +870,8 @@ cdef class Engine:
                 raise ValueError(f"pt_map entry {k}->{v} out of range 0..127")
         if not -1 <= spatial < pr.n_enc:
             raise ValueError(f"spatial must be in -1..{pr.n_enc - 1}, got {spatial}")
+        if pinned and spatial < 0:
+            raise ValueError("a pinned consumer needs its encoding (spatial >= 0)")
         if rtx_ssrc != 0:
             if rtx_ssrc == out_ssrc or ht_get(&self.st.tx_ssrc, ssrc_key(t_slot, rtx_ssrc)) >= 0:
                 raise ValueError(f"rtx_ssrc {rtx_ssrc} is already used on transport {t}")
@@ -908,6 +912,7 @@ cdef class Engine:
         seq_rw_init(co.seq, 1000 + rng_next(self.st) % 31768)
         vp8_munger_init(&co.vp8)
         co.preferred = spatial
+        co.pinned = pinned
         co.current = -1
         co.target = -1
         co.rtt_ms = -1
@@ -957,6 +962,12 @@ cdef class Engine:
         if not -1 <= temporal <= VP8_TID_ALL:
             raise ValueError(f"temporal must be in -1..{VP8_TID_ALL}, got {temporal}")
         vp8_set_max_temporal(&co.vp8, temporal)
+
+    def set_consumer_test_loss(self, int c, int percent) -> None:
+        """Test hook: drop ``percent`` % of c's first sends (never its retransmissions), as a lossy link would."""
+        if not 0 <= percent <= 100:
+            raise ValueError(f"percent must be in 0..100, got {percent}")
+        self.st.consumers[self._c_slot(c)].test_loss = percent
 
     def pause_consumer(self, int c) -> None:
         self.st.consumers[self._c_slot(c)].paused = 1
@@ -1193,7 +1204,7 @@ cdef class Engine:
              "rr_highest_seq": co.rr_highest_seq, "rr_jitter": co.rr_jitter, "rtt_ms": co.rtt_ms,
              "rtx_ssrc": co.rtx_ssrc, "rtx_packets": co.rtx_packets,
              "temporal_layer": co.vp8.tid_max, "temporal_target": co.vp8.tid_target,
-             "hole_keyframes": co.hole_keyframes}
+             "hole_keyframes": co.hole_keyframes, "pinned": int(co.pinned), "test_lost": co.test_lost}
         d.update(_drops(co.drops))
         return d
 

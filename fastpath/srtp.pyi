@@ -1,5 +1,6 @@
 from pylibsrtp import Session
 
+PROFILE_PLAIN: int
 PROFILE_AES128_CM_SHA1_80: int
 PROFILE_AEAD_AES_128_GCM: int
 PROFILE_AEAD_AES_256_GCM: int

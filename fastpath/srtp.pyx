@@ -44,12 +44,13 @@ from pylibsrtp._binding import ffi, lib
 
 from fastpath.crypto_kernel import ensure_installed
 
+PROFILE_PLAIN = 0  # no cipher, no authentication: pipe transports between workers (fastpath/_pipe.pxi)
 PROFILE_AES128_CM_SHA1_80 = 1
 PROFILE_AEAD_AES_128_GCM = 7
 PROFILE_AEAD_AES_256_GCM = 8
 
 # key || salt lengths (RFC 3711 4.3, RFC 7714 12).
-KEY_LENGTHS = {PROFILE_AES128_CM_SHA1_80: 30, PROFILE_AEAD_AES_128_GCM: 28, PROFILE_AEAD_AES_256_GCM: 44}
+KEY_LENGTHS = {PROFILE_PLAIN: 30, PROFILE_AES128_CM_SHA1_80: 30, PROFILE_AEAD_AES_128_GCM: 28, PROFILE_AEAD_AES_256_GCM: 44}
 
 _REQUIRED_SYMBOLS = ("srtp_protect", "srtp_unprotect", "srtp_protect_rtcp", "srtp_unprotect_rtcp",
                      "srtp_remove_stream")
@@ -148,6 +149,22 @@ def protect_batched(list contexts, list packets) -> list:
     return [bytes(bufs[i][:sizes[i]]) for i in range(count)]
 
 
+def _plain(policy: Policy) -> None:
+    """libsrtp's null cipher and null authentication on both of the policy's crypto policies (what
+    srtp_crypto_policy_set_null_cipher_hmac_null does; pylibsrtp's cffi declares the struct opaque). Its layout is
+    srtp.h's srtp_crypto_policy_t in libsrtp 2.x: cipher_type, cipher_key_len, auth_type, auth_key_len,
+    auth_tag_len, sec_serv, six ints; the key length stays the AES-ICM one the key derivation reads."""
+    for crypto in (ffi.addressof(policy._policy.rtp), ffi.addressof(policy._policy.rtcp)):
+        fields = ffi.cast("int *", crypto)
+        if fields[1] != 30:
+            raise RuntimeError("srtp: unexpected srtp_crypto_policy_t layout")
+        fields[0] = 0  # SRTP_NULL_CIPHER
+        fields[2] = 0  # SRTP_NULL_AUTH
+        fields[3] = 0
+        fields[4] = 0
+        fields[5] = 0  # sec_serv_none
+
+
 cdef class SrtpContext:
     """One libsrtp session (srtp_t) for one direction of one transport.
 
@@ -162,7 +179,9 @@ cdef class SrtpContext:
             raise ValueError(f"srtp: key must be {KEY_LENGTHS[profile]} bytes for profile {profile}, "
                              f"got {len(key)}")
         policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND if outbound else Policy.SSRC_ANY_INBOUND,
-                        srtp_profile=profile)
+                        srtp_profile=profile or PROFILE_AES128_CM_SHA1_80)
+        if profile == PROFILE_PLAIN:
+            _plain(policy)
         policy.allow_repeat_tx = bool(outbound)
         policy.window_size = 512 if outbound else 1024
         ensure_installed()  # before the first session: AES-CM-80 then runs on fastpath.crypto_kernel's functions

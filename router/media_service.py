@@ -48,6 +48,7 @@ from router.messages import (
     StreamState,
     TransportScores,
 )
+from router.pipe import PipeService
 from router.ports import loopback_for
 from router.protocol import Body, Empty, Event, Method, RequestError
 from router.registry import Registry
@@ -102,6 +103,8 @@ class MediaService:
                                   _handles(self.consumers))
         # Freed heap pages back to the kernel after a crowd left (router/heap.py).
         self.heap = HeapTrimmer()
+        # Both ends of the pipes between this worker and the others of the host (router/pipe.py).
+        self.pipes = PipeService(self)
 
     # ---- wiring ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -124,6 +127,9 @@ class MediaService:
             Method.MEDIA_ROUTER_CREATE: self.media_router_create,
             Method.MEDIA_ROUTER_CLOSE: self.media_router_close,
             Method.MEDIA_ROUTER_CREATE_WEBRTC_TRANSPORT: self.create_webrtc_transport,
+            Method.MEDIA_ROUTER_PRODUCE_PIPE: self.pipes.produce_pipe,
+            Method.PRODUCER_PIPE: self.pipes.producer_pipe,
+            Method.PRODUCER_UNPIPE: self.pipes.producer_unpipe,
             Method.TRANSPORT_CONNECT: self.transport_connect,
             Method.TRANSPORT_RESTART_ICE: self.transport_restart_ice,
             Method.TRANSPORT_CLOSE: self.transport_close,
@@ -179,6 +185,7 @@ class MediaService:
             "tx_datagrams": engine["tx_datagrams"],
             "tx_messages": engine["tx_messages"],  # fewer than tx_datagrams while UDP GSO groups sends
             **self.totals.collect(),  # "totals" and "drops" (router/totals.py)
+            **self.pipes.counters(),
         }
 
     def memory(self) -> dict[str, int]:
@@ -259,6 +266,9 @@ class MediaService:
         if router is not None:
             for tid in list(router.transports):
                 self._close_transport(tid)
+            for pid in self.pipes.router_producers(router_id):
+                if pid in self.producers:
+                    self._close_producer(pid)
         return Empty()
 
     def _router(self, router_id: str) -> MediaRouter:
@@ -496,8 +506,10 @@ class MediaService:
             if cid in self.consumers:
                 self._close_consumer(cid)
                 self.notify(Event.CONSUMER_PRODUCER_CLOSED, cid, Empty())
+        self.pipes.producer_closed(producer_id)
         self.engine.remove_producer(self.producers.handle(producer_id))
         self.producers.remove(producer_id)
+        self.pipes.pipe_producer_removed(producer)
         transport = self.transports.find(producer.transport_id)
         if transport is not None:
             transport.producer_ids.discard(producer_id)
@@ -507,6 +519,7 @@ class MediaService:
         producer.paused = True
         for cid in producer.consumers:
             self.engine.pause_consumer(self.consumers.handle(cid))
+        self.pipes.producer_paused(producer_id, True)
         return Empty()
 
     async def producer_resume(self, producer_id: str, body: Empty) -> Empty:
@@ -516,6 +529,7 @@ class MediaService:
             consumer = self.consumers.get(cid)
             if not consumer.paused and not consumer.bw_paused:
                 self.engine.resume_consumer(self.consumers.handle(cid))
+        self.pipes.producer_paused(producer_id, False)
         return Empty()
 
     async def consumer_close(self, consumer_id: str, body: Empty) -> Empty:

@@ -293,6 +293,64 @@ class DataMessage(Body):
     data: bytes | str
 
 
+# ------------------------------------------------------------------------------------ pipes between workers
+
+
+PipeSsrcs = tuple[int, int]  # (media ssrc, rtx ssrc or 0) of one encoding on a pipe
+
+
+@dataclass(frozen=True, slots=True)
+class PipeRequest(Body):
+    """``producer.pipe`` (target: the producer on the worker that receives it from its publisher): send every
+    encoding of the producer, decrypted, to the worker whose UDP port is ``peer_port`` on this host, encoding ``i``
+    under ``ssrcs[i]`` (docs/FORWARDING.md, Pipe transports). ``pipe_id`` names this pipe for ``producer.unpipe``;
+    ``payload_types`` and ``rtx_apt`` are the producer's (the pipe keeps them)."""
+
+    pipe_id: str
+    peer_port: int
+    ssrcs: list[PipeSsrcs]
+    payload_types: list[int]
+    rtx_apt: list[PayloadTypePair] = field(default_factory=list)
+
+    def problem(self) -> tuple[str, str] | None:
+        if not self.ssrcs:
+            return "ssrcs", "must hold at least one encoding"
+        if not 1 <= self.peer_port <= 65535:
+            return "peer_port", f"must be a UDP port, not {self.peer_port}"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class UnpipeRequest(Body):
+    """``producer.unpipe``: stop the pipe ``pipe_id`` of the target producer (nothing when it is not open)."""
+
+    pipe_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PipeProduceRequest(Body):
+    """``media_router.produce_pipe`` (target: the router id): the receiving end of a pipe, a producer ``producer_id``
+    in this router fed by the worker whose UDP port is ``peer_port``, with the pipe's SSRCs as its ``encodings``
+    (rid "", ssrc, rtx ssrc) and the original producer's payload types, codecs, RTX pairs and clock rate. Its
+    consumers are made with ``transport.consume`` as for any producer; ``producer.close`` ends it."""
+
+    producer_id: str
+    peer_port: int
+    kind: Literal["audio", "video"]
+    encodings: list[Encoding]
+    payload_types: list[int]
+    clock_rate: int
+    codecs: list[Codec] = field(default_factory=list)
+    rtx_apt: list[PayloadTypePair] = field(default_factory=list)
+
+    def problem(self) -> tuple[str, str] | None:
+        if not self.encodings or any(ssrc == 0 for _, ssrc, _ in self.encodings):
+            return "encodings", "must hold at least one encoding, each with its ssrc"
+        if not 1 <= self.peer_port <= 65535:
+            return "peer_port", f"must be a UDP port, not {self.peer_port}"
+        return None
+
+
 # ------------------------------------------------------------------------------------------------- tables
 
 REQUESTS: dict[Method, tuple[type[Body], type[Body]]] = {
@@ -301,6 +359,7 @@ REQUESTS: dict[Method, tuple[type[Body], type[Body]]] = {
     Method.MEDIA_ROUTER_CREATE: (Empty, Empty),
     Method.MEDIA_ROUTER_CLOSE: (Empty, Empty),
     Method.MEDIA_ROUTER_CREATE_WEBRTC_TRANSPORT: (CreateWebRtcTransportRequest, CreateWebRtcTransportReply),
+    Method.MEDIA_ROUTER_PRODUCE_PIPE: (PipeProduceRequest, Empty),
     Method.TRANSPORT_CONNECT: (ConnectRequest, Empty),
     Method.TRANSPORT_RESTART_ICE: (IceParameters, IceParameters),
     Method.TRANSPORT_CLOSE: (Empty, Empty),
@@ -314,6 +373,8 @@ REQUESTS: dict[Method, tuple[type[Body], type[Body]]] = {
     Method.PRODUCER_PAUSE: (Empty, Empty),
     Method.PRODUCER_RESUME: (Empty, Empty),
     Method.PRODUCER_CLOSE: (Empty, Empty),
+    Method.PRODUCER_PIPE: (PipeRequest, Empty),
+    Method.PRODUCER_UNPIPE: (UnpipeRequest, Empty),
     Method.CONSUMER_PAUSE: (Empty, Empty),
     Method.CONSUMER_RESUME: (Empty, Empty),
     Method.CONSUMER_CLOSE: (Empty, Empty),

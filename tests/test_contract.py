@@ -38,6 +38,8 @@ from router.messages import (
     IceParameters,
     LayersChanged,
     OpenDataChannelRequest,
+    PipeProduceRequest,
+    PipeRequest,
     ProduceDataRequest,
     ProduceRequest,
     RtpExtensions,
@@ -49,6 +51,7 @@ from router.messages import (
     TransportScores,
     TransportState,
     TupleChanged,
+    UnpipeRequest,
 )
 from router.protocol import (
     Body,
@@ -92,6 +95,12 @@ SAMPLES: dict[type[Body], Body] = {
     ConsumeRequest: ConsumeRequest(consumer_id="c", producer_id="p", out_ssrc=7, pt_map=[(96, 100)], nack=False,
                                    spatial=1, paused=True),
     ProduceDataRequest: ProduceDataRequest(data_producer_id="d", label="*", relay_to_control=True),
+    PipeRequest: PipeRequest(pipe_id="p>w1", peer_port=7883, ssrcs=[(11, 12), (13, 14)], payload_types=[96, 97],
+                             rtx_apt=[(97, 96)]),
+    UnpipeRequest: UnpipeRequest(pipe_id="p>w1"),
+    PipeProduceRequest: PipeProduceRequest(producer_id="p", peer_port=7882, kind="video",
+                                           encodings=[("", 11, 12), ("", 13, 14)], payload_types=[96, 97],
+                                           clock_rate=90000, codecs=[(96, "VP8")], rtx_apt=[(97, 96)]),
     ConsumeDataRequest: ConsumeDataRequest(data_consumer_id="dc", data_producer_id="d", label="chat"),
     OpenDataChannelRequest: OpenDataChannelRequest(label="_lossy", ordered=False, max_retransmits=0),
     SendDataRequest: SendDataRequest(label="_reliable", data=b"\x00\x01"),
@@ -227,6 +236,10 @@ CALLS: dict[str, tuple[Callable[[MediaClient], Awaitable[Any]], Method]] = {
     "produce": (lambda m: m.produce("t", "p", TRACK), Method.TRANSPORT_PRODUCE),
     "consume": (lambda m: m.consume("t", "c", "p", out_ssrc=7, pt_map={96: 100}), Method.TRANSPORT_CONSUME),
     "close_producer": (lambda m: m.close_producer("p"), Method.PRODUCER_CLOSE),
+    "pipe": (lambda m: m.pipe("p", "p>w1", peer_port=7883, ssrcs=[(11, 12)], track=TRACK), Method.PRODUCER_PIPE),
+    "unpipe": (lambda m: m.unpipe("p", "p>w1"), Method.PRODUCER_UNPIPE),
+    "produce_pipe": (lambda m: m.produce_pipe("r", "p", peer_port=7882, ssrcs=[(11, 12)], track=TRACK),
+                     Method.MEDIA_ROUTER_PRODUCE_PIPE),
     "pause_producer": (lambda m: m.pause_producer("p"), Method.PRODUCER_PAUSE),
     "resume_producer": (lambda m: m.resume_producer("p"), Method.PRODUCER_RESUME),
     "close_consumer": (lambda m: m.close_consumer("c"), Method.CONSUMER_CLOSE),
@@ -274,3 +287,17 @@ async def test_media_client_bodies_carry_the_arguments() -> None:
     # twcc_id: the transport-cc id every subscriber offer negotiates (send-side bandwidth estimation).
     assert consume == ConsumeRequest(consumer_id="c", producer_id="p", out_ssrc=7, pt_map=[(96, 100)], twcc_id=5)
     assert send == SendDataRequest(label="_reliable", data=b"x")
+
+
+async def test_pipe_bodies_carry_the_track_and_the_pipe_ssrcs() -> None:
+    sender = RecordingSender()
+    media = MediaClient(sender)
+    await media.produce_pipe("r", "p", peer_port=7882, ssrcs=[(11, 12)], track=TRACK)
+    await media.pipe("p", "p>w1", peer_port=7883, ssrcs=[(11, 12)], track=TRACK)
+    (_, router, produce), (_, producer, pipe) = sender.sent
+    assert (router, producer) == ("r", "p")
+    assert produce == PipeProduceRequest(producer_id="p", peer_port=7882, kind="video", encodings=[("", 11, 12)],
+                                         payload_types=[96], clock_rate=90000, codecs=[(96, "VP8")],
+                                         rtx_apt=[(97, 96)])
+    assert pipe == PipeRequest(pipe_id="p>w1", peer_port=7883, ssrcs=[(11, 12)], payload_types=[96],
+                               rtx_apt=[(97, 96)])

@@ -129,10 +129,11 @@ def test_methods_and_events_are_the_seam_lists() -> None:
     assert {m.value for m in Method} == {
         "worker.dump", "worker.close",
         "media_router.create", "media_router.close", "media_router.create_webrtc_transport",
+        "media_router.produce_pipe",
         "transport.connect", "transport.restart_ice", "transport.close", "transport.get_stats",
         "transport.produce", "transport.consume", "transport.produce_data", "transport.consume_data",
         "transport.open_data_channel", "transport.send_data",
-        "producer.pause", "producer.resume", "producer.close",
+        "producer.pause", "producer.resume", "producer.close", "producer.pipe", "producer.unpipe",
         "consumer.pause", "consumer.resume", "consumer.close", "consumer.set_preferred_layers",
         "consumer.request_key_frame", "data_producer.close", "data_consumer.close",
     }

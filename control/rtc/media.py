@@ -22,12 +22,15 @@ from router.messages import (
     GetStatsReply,
     IceParameters,
     OpenDataChannelRequest,
+    PipeProduceRequest,
+    PipeRequest,
     ProduceDataRequest,
     ProduceRequest,
     RtpExtensions,
     SendDataReply,
     SendDataRequest,
     SetPreferredLayersRequest,
+    UnpipeRequest,
 )
 from router.protocol import Body, Empty, Method, WorkerDump
 
@@ -158,6 +161,33 @@ class MediaClient:
             twcc_id=SUBSCRIBER_TWCC_ID,
         )
         await self._request(Method.TRANSPORT_CONSUME, transport_id, request)
+
+    async def pipe(self, producer_id: str, pipe_id: str, *, peer_port: int, ssrcs: list[tuple[int, int]],
+                   track: TrackPlan) -> None:
+        """The source end of a pipe: this worker sends every encoding of ``producer_id`` to the worker on
+        ``peer_port`` under ``ssrcs`` (docs/FORWARDING.md, Pipe transports)."""
+        request = PipeRequest(pipe_id=pipe_id, peer_port=peer_port, ssrcs=ssrcs,
+                              payload_types=[c.pt for c in track.codecs], rtx_apt=list(track.rtx_apt.items()))
+        await self._request(Method.PRODUCER_PIPE, producer_id, request)
+
+    async def unpipe(self, producer_id: str, pipe_id: str) -> None:
+        await self._request(Method.PRODUCER_UNPIPE, producer_id, UnpipeRequest(pipe_id=pipe_id))
+
+    async def produce_pipe(self, router_id: str, producer_id: str, *, peer_port: int,
+                           ssrcs: list[tuple[int, int]], track: TrackPlan) -> None:
+        """The destination end of a pipe: producer ``producer_id`` in this worker's router, fed by the worker on
+        ``peer_port`` under ``ssrcs`` (one pair per encoding of ``track``)."""
+        request = PipeProduceRequest(
+            producer_id=producer_id,
+            peer_port=peer_port,
+            kind=track.kind,  # type: ignore[arg-type]  # "audio" or "video" for a media m-line
+            encodings=[("", ssrc, rtx) for ssrc, rtx in ssrcs],
+            payload_types=[c.pt for c in track.codecs],
+            codecs=[(c.pt, c.name) for c in track.codecs],
+            rtx_apt=list(track.rtx_apt.items()),
+            clock_rate=track.codecs[0].clock_rate,
+        )
+        await self._request(Method.MEDIA_ROUTER_PRODUCE_PIPE, router_id, request)
 
     async def close_producer(self, producer_id: str) -> None:
         await self._request(Method.PRODUCER_CLOSE, producer_id, EMPTY)

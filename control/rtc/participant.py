@@ -170,6 +170,14 @@ class ParticipantListener(Protocol):
         (``disabled``, ``spatial``) changed or it was removed (dynacast, ``control.rtc.dynacast``)."""
         ...
 
+    async def before_consume(self, subscriber: Participant, track_sid: str) -> None:
+        """The track's producer must exist on ``subscriber``'s worker (a pipe, control/rtc/spread.py)."""
+        ...
+
+    def on_consumer_closed(self, subscriber: Participant, track_sid: str) -> None:
+        """``subscriber``'s consumer of the track is gone (its pipe may close)."""
+        ...
+
 
 def new_ssrc(taken: set[int]) -> int:
     """A random non-zero SSRC not in ``taken`` (RFC 3550 §8.1), added to it."""
@@ -196,6 +204,12 @@ class NullParticipantListener:
         pass
 
     def on_subscription_changed(self, subscriber_sid: str, sub: Subscription) -> None:
+        pass
+
+    async def before_consume(self, subscriber: Participant, track_sid: str) -> None:
+        pass
+
+    def on_consumer_closed(self, subscriber: Participant, track_sid: str) -> None:
         pass
 
 
@@ -560,6 +574,9 @@ class Participant:
             if task is not current:  # a removal running as this participant's own task must finish
                 task.cancel()
         self.sink.close()
+        for sub in self.subscriptions.values():
+            if sub.created:
+                self.listener.on_consumer_closed(self, sub.track_sid)
         for tid in (self.pub_transport_id, self.sub_transport_id):
             try:
                 await self.media.close_transport(tid)
@@ -826,6 +843,7 @@ class Participant:
                         del self.subscriptions[sub.track_sid]
                         if sub.created:
                             await self.media.close_consumer(sub.consumer_id)
+                            self.listener.on_consumer_closed(self, sub.track_sid)
                 specs: list[SubscribedSpec] = []
                 for sub in list(self.subscriptions.values()):
                     if not sub.created:
@@ -833,6 +851,7 @@ class Participant:
                             await self._consume(sub, rtx=True)
                         except Exception as exc:  # e.g. the track went away meanwhile: offer without it
                             log.warning("%s: cannot consume %s: %r", self.sid, sub.track_sid, exc)
+                            self.listener.on_consumer_closed(self, sub.track_sid)  # a pipe opened for it may close
                             del self.subscriptions[sub.track_sid]
                             self.send(lk.subscription_response(sub.track_sid,
                                                                models.SubscriptionError.SE_TRACK_NOTFOUND))
@@ -861,6 +880,7 @@ class Participant:
         """Creates the worker's consumer of ``sub``, paused; with ``rtx`` it retransmits as RTX if the m-line
         offers it."""
         rtx_pt_map = self.negotiator.rtx_pt_map(sub.spec) if rtx else {}
+        await self.listener.before_consume(self, sub.track_sid)
         await self.media.consume(
             self.sub_transport_id,
             sub.consumer_id,

@@ -47,6 +47,7 @@ from control.rtc.participant import (
     subscriber_transport_id,
 )
 from control.rtc.quality import QUALITY_INTERVAL_S, Peer, QualityBook
+from control.rtc.spread import PipeMedia, RoomPipes, SpreadPolicy
 from control.workers.placement import NoWorkerAvailable, WorkerLoad, choose_worker
 from router.messages import DataMessage, StreamState, TransportScores, TransportState, TupleChanged
 from router.protocol import Event
@@ -65,6 +66,7 @@ class WorkerPool(Protocol):
 
     def loads(self, rooms_per_worker: Mapping[int, int]) -> list[WorkerLoad]: ...
     def media(self, worker_id: int) -> MediaApi: ...
+    def udp_port(self, worker_id: int) -> int: ...
 
 
 class JoinRefused(Exception):
@@ -122,6 +124,8 @@ class Room:
         targets: dict[str, Room] | None = None,
         events: ev.RoomEvents | None = None,
         refusals: Counter[str] | None = None,
+        pool: WorkerPool | None = None,
+        spread: SpreadPolicy | None = None,
     ) -> None:
         self.sid = lk.new_room_sid()
         self.targets = targets if targets is not None else {}  # node-wide: worker object id -> room
@@ -159,6 +163,54 @@ class Room:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._data_buckets: dict[str, limits.TokenBucket] = {}  # participant sid -> its DataPacket rate
         self.closed = False
+        # A room over several workers (control/rtc/spread.py): the worker of each participant (by sid), the
+        # workers holding this room's MediaRouter, and the pipes between them.
+        self.pool = pool
+        self.spread = spread or SpreadPolicy("never")
+        self.worker_of: dict[str, int] = {}
+        self.router_workers: set[int] = {worker_id}
+        self.pipes = RoomPipes(self.router_id, self._pipe_media, self._udp_port, self.new_ssrc)
+
+    # ---- workers (control/rtc/spread.py) ---------------------------------------------------------------
+
+    def media_for(self, worker_id: int) -> MediaApi:
+        return self.media if worker_id == self.worker_id or self.pool is None else self.pool.media(worker_id)
+
+    def _pipe_media(self, worker_id: int) -> PipeMedia:
+        return self.media_for(worker_id)  # type: ignore[return-value]  # MediaClient has the pipe requests
+
+    def _udp_port(self, worker_id: int) -> int:
+        assert self.pool is not None, "pipes need the worker pool"
+        return self.pool.udp_port(worker_id)
+
+    def workers(self) -> list[int]:
+        """The workers this room uses: its home and every participant's."""
+        return sorted({self.worker_id, *self.worker_of.values()})
+
+    async def _place(self) -> tuple[int, MediaApi]:
+        """The worker (and its MediaClient) of a new participant; the room's router is created there first."""
+        worker_id = self.worker_id
+        if self.pool is not None and self.spread.mode != "never":
+            members: dict[int, int] = {}
+            for w in self.worker_of.values():
+                members[w] = members.get(w, 0) + 1
+            worker_id = self.spread.place(self.worker_id, members, self.pool.loads({}))
+        media = self.media_for(worker_id)
+        if worker_id not in self.router_workers:
+            await media.create_router(self.router_id)
+            self.router_workers.add(worker_id)
+        return worker_id, media
+
+    async def before_consume(self, subscriber: Participant, track_sid: str) -> None:
+        found = self.find_track(track_sid)
+        if found is None or found[1].media is None:
+            return
+        source = self.worker_of.get(found[0].sid, self.worker_id)
+        dest = self.worker_of.get(subscriber.sid, self.worker_id)
+        await self.pipes.ensure(track_sid, found[1].media.plan, source, dest, subscriber.sid)
+
+    def on_consumer_closed(self, subscriber: Participant, track_sid: str) -> None:
+        self.pipes.release(track_sid, self.worker_of.get(subscriber.sid, self.worker_id), subscriber.sid)
 
     def info(self) -> models.Room:
         active = [p for p in self.participants.values() if p.state != State.DISCONNECTED]
@@ -208,9 +260,11 @@ class Room:
         if old is not None:
             old.send(lk.leave(Reason.DUPLICATE_IDENTITY))
             await self.remove(old, Reason.DUPLICATE_IDENTITY)
-        p = Participant(sid=lk.new_participant_sid(), claims=claims, client=client, sink=sink, media=self.media,
+        worker_id, media = await self._place()
+        p = Participant(sid=lk.new_participant_sid(), claims=claims, client=client, sink=sink, media=media,
                         negotiator=self.negotiator, router_id=self.router_id,
                         enabled_codecs=self.settings.enabled_codecs, listener=self)
+        self.worker_of[p.sid] = worker_id
         self.participants[p.identity] = p
         for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):
             self.by_target[target] = p
@@ -293,6 +347,8 @@ class Room:
             self._tell_left(p)
         if announce and was_announced and not p.hidden:
             self._announce(lk.disconnected(p.info(), reason), immediate=p.is_publisher)
+        for track_sid in list(p.publications):
+            self.pipes.producer_gone(track_sid)
         if not self.closing:  # when the whole room goes, nobody needs a new subscriber offer
             for track_sid in list(p.publications):
                 for other in self.participants.values():
@@ -302,6 +358,7 @@ class Room:
         if announce and not self.closing and self.participants:
             self.send_room_update(batched=True)
         await p.close()
+        self.worker_of.pop(p.sid, None)
         self.check_empty()
 
     def _tell_left(self, p: Participant) -> None:
@@ -430,6 +487,7 @@ class Room:
         self.broadcast(p)
         for pub in removed:
             self.events.emit(ev.TRACK_UNPUBLISHED, self.info(), p.info(), pub.info)
+            self.pipes.producer_gone(pub.sid)
             self.dynacast.remove_track(pub.sid)
             for other in self.participants.values():
                 other.unsubscribe(pub.sid)
@@ -686,7 +744,7 @@ class Room:
                      if pub.media is not None and pub.media.kind == "audio" and not pub.info.muted]
             if not audio or p.closed:
                 continue
-            stats = await self.media.get_stats(p.pub_transport_id)
+            stats = await p.media.get_stats(p.pub_transport_id)
             loudest: float | None = None
             for pub in audio:
                 snap = stats.get("producers", {}).get(pub.producer_id)
@@ -826,6 +884,7 @@ class RoomManager:
         self.timers = RoomTimers()  # empty rooms waiting to close (control/rtc/lifecycle.py)
         self._placing: dict[int, int] = {}  # worker id -> rooms being created there (create_router in flight)
         self.refusals: Counter[str] = Counter()  # limit name -> requests refused by it (for the metrics)
+        self.spread = SpreadPolicy(settings.spread, settings.spread_share)  # type: ignore[arg-type]  # checked
 
     def rooms_per_worker(self) -> dict[int, int]:
         """Rooms per worker, counting the rooms placed and those being placed (so that rooms created at the
@@ -849,7 +908,7 @@ class RoomManager:
             media = self.pool.media(worker_id)
             room = Room(name=name, worker_id=worker_id, media=media, negotiator=self.negotiator,
                         settings=self.settings, on_empty=self._room_empty, targets=self.targets,
-                        events=self.events, refusals=self.refusals)
+                        events=self.events, refusals=self.refusals, pool=self.pool, spread=self.spread)
             self._placing[worker_id] = self._placing.get(worker_id, 0) + 1
             try:
                 await media.create_router(room.router_id)
@@ -950,10 +1009,11 @@ class RoomManager:
         self.events.emit(ev.ROOM_FINISHED, room.info())
 
     async def _close_router(self, room: Room) -> None:
-        try:
-            await room.media.close_router(room.router_id)
-        except Exception as exc:
-            log.debug("close router %s: %r", room.router_id, exc)
+        for worker_id in sorted(room.router_workers):
+            try:
+                await room.media_for(worker_id).close_router(room.router_id)
+            except Exception as exc:
+                log.debug("close router %s on worker %d: %r", room.router_id, worker_id, exc)
 
     def find_session(self, claims: Claims, sid: str) -> tuple[Room, Participant] | None:
         """The live session a resume asks for: same room, same identity, same participant sid."""
@@ -978,7 +1038,7 @@ class RoomManager:
         if found is None:
             return
         room, p = found
-        if room.worker_id != worker_id:
+        if room.worker_of.get(p.sid, room.worker_id) != worker_id:
             return
         if event in (Event.TRANSPORT_DTLS_STATE, Event.TRANSPORT_ICE_STATE, Event.TRANSPORT_SCTP_STATE):
             room.on_transport_event(p, target_id, event, TransportState.from_wire(body).state)
@@ -997,24 +1057,38 @@ class RoomManager:
         """The worker's stream allocator paused or resumed a consumer: its subscriber hears StreamStateUpdate."""
         subscriber_sid, track_sid = consumer_owner(consumer_id)
         found = self.find(subscriber_transport_id(subscriber_sid))
-        if found is not None and found[0].worker_id == worker_id:
+        if found is not None and found[0].worker_of.get(found[1].sid, found[0].worker_id) == worker_id:
             found[1].on_stream_state(track_sid, paused)
 
     def on_worker_died(self, worker_id: int) -> None:
-        """Every session on a dead worker is told to reconnect (a new room is placed on a live worker)."""
-        for room in [r for r in self.rooms.values() if r.worker_id == worker_id]:
-            del self.rooms[room.name]
-            self.timers.cancel(room)
-            room.closed = room.closing = True
-            room.stop_speaker_detection()
-            room.stop_quality_updates()
-            for p in list(room.participants.values()):
+        """Every session on a dead worker is told to reconnect. A room that lived only there goes (a new one is
+        placed on a live worker); a room spread over several workers loses only the sessions on the dead one: its
+        pipes from and to it close, and a subscriber that reconnects is piped again (control/rtc/spread.py)."""
+        for room in [r for r in self.rooms.values() if worker_id in r.workers()]:
+            room.router_workers.discard(worker_id)
+            room.pipes.worker_died(worker_id)
+            dead = [p for p in room.participants.values() if room.worker_of.get(p.sid, room.worker_id) == worker_id]
+            survivors = len(room.participants) - len(dead)
+            if survivors == 0:
+                del self.rooms[room.name]
+                self.timers.cancel(room)
+                room.closed = room.closing = True
+                room.stop_speaker_detection()
+                room.stop_quality_updates()
+            elif room.worker_id == worker_id:
+                # The home moves to a worker the room still uses.
+                room.worker_id = min(room.worker_of.get(p.sid, room.worker_id) for p in room.participants.values()
+                                     if p not in dead)
+                if room.pool is not None:
+                    room.media = room.pool.media(room.worker_id)
+            for p in dead:
                 p.send(lk.leave(Reason.MIGRATION, rtc.LeaveRequest.Action.RECONNECT))
-                removal = room.remove(p, Reason.MIGRATION, announce=False)
+                removal = room.remove(p, Reason.MIGRATION, announce=survivors > 0)
                 task = asyncio.get_running_loop().create_task(removal)
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
-            self.events.emit(ev.ROOM_FINISHED, room.info())
+            if survivors == 0:
+                self.events.emit(ev.ROOM_FINISHED, room.info())
 
     def participant_count(self) -> int:
         """Sessions in every room (the drain waits for none)."""

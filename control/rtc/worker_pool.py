@@ -24,6 +24,10 @@ class SupervisorPool:
     def media(self, worker_id: int) -> MediaClient:
         return MediaClient(self.supervisor.client(worker_id))
 
+    def udp_port(self, worker_id: int) -> int:
+        """The worker's UDP port: where pipes toward it are sent (control/rtc/spread.py)."""
+        return int(self.supervisor.slots[worker_id].udp_port)
+
 
 def attach_supervisor(manager: RoomManager, supervisor: Supervisor) -> None:
     """Routes every worker's notifications and deaths to the room manager."""

@@ -101,10 +101,18 @@ class WorkerSlot:
             "heartbeat_age_s": round(now - self.last_heartbeat_at, 3) if self.running else None,
             "heartbeat_silence_s": round(max(0.0, self.silence_s(now, stalled_s)), 3) if self.running else None,
             "loop_lag_ms": self.heartbeat.get("loop_lag_ms") if self.running else None,
+            "pipes": self.pipe_counters() if self.running else None,
             "rcvbuf": self.rcvbuf,
             "sndbuf": self.sndbuf,
             "usage": self.usage(),
         }
+
+    def pipe_counters(self) -> dict[str, Any]:
+        """The pipe counters of the last heartbeat (router/pipe.py): transports, packets, drops, repairs."""
+        counters = self.heartbeat.get("counters", {})
+        if not isinstance(counters, dict):
+            return {}
+        return {k: v for k, v in counters.items() if k.startswith("pipe")}
 
     def usage(self) -> dict[str, Any] | None:
         """The kernel's accounting of the live process and its socket (``control.workers.procstat.worker_usage``)."""

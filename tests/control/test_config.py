@@ -302,6 +302,21 @@ def test_room_dynacast_pause_delay(tmp_path: Path) -> None:
         load_settings(serve_args("--config", bad, "--keys", "k:s"), environ={})
 
 
+def test_room_spread(tmp_path: Path) -> None:
+    assert (RoomSettings().spread, RoomSettings().spread_share) == ("auto", 0.5)
+    config = write(tmp_path, "room:\n  spread: always\n  spread_share: 0.7\n")
+    room = load_settings(serve_args("--config", config, "--keys", "k:s"), environ={}).room
+    assert (room.spread, room.spread_share) == ("always", 0.7)
+    env = {"MEDIAROUTER_ROOM_SPREAD": "Never"}
+    assert load_settings(serve_args("--config", config, "--keys", "k:s"), environ=env).room.spread == "never"
+    bad = write(tmp_path, "room:\n  spread: sometimes\n")
+    with pytest.raises(ConfigError, match="room.spread must be one of auto, always, never, not 'sometimes'"):
+        load_settings(serve_args("--config", bad, "--keys", "k:s"), environ={})
+    with pytest.raises(ConfigError, match="room.spread_share 2 out of range 0-1"):
+        load_settings(serve_args("--config", write(tmp_path, "room:\n  spread_share: 2\n"), "--keys", "k:s"),
+                      environ={})
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("room: 5\n", "config file {config}: room must be a mapping, not int"),
     ("room:\n  ping: 5\n", "config file {config}: room: unknown setting 'ping'"),
@@ -344,8 +359,8 @@ def test_bad_room_sections_are_refused(tmp_path: Path, text: str, message: str) 
      "MEDIAROUTER_ROOM_MAX_TRACKS_PER_PARTICIPANT, MEDIAROUTER_ROOM_MAX_PENDING_TRACKS, "
      "MEDIAROUTER_ROOM_MAX_SUBSCRIPTIONS_PER_PARTICIPANT, MEDIAROUTER_ROOM_MAX_PARTICIPANTS_PER_ROOM, "
      "MEDIAROUTER_ROOM_MAX_PARTICIPANTS_PER_NODE, MEDIAROUTER_ROOM_MAX_ROOMS_PER_NODE, "
-     "MEDIAROUTER_ROOM_MAX_DATA_PACKET_BYTES, MEDIAROUTER_ROOM_DATA_PACKETS_PER_S, MEDIAROUTER_ROOM_ENABLED_CODECS, "
-     "MEDIAROUTER_ROOM_ENABLE_REMOTE_UNMUTE)"),
+     "MEDIAROUTER_ROOM_MAX_DATA_PACKET_BYTES, MEDIAROUTER_ROOM_DATA_PACKETS_PER_S, MEDIAROUTER_ROOM_SPREAD_SHARE, "
+     "MEDIAROUTER_ROOM_ENABLED_CODECS, MEDIAROUTER_ROOM_ENABLE_REMOTE_UNMUTE, MEDIAROUTER_ROOM_SPREAD)"),
 ])
 def test_bad_room_environment_is_refused(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as info:

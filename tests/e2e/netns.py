@@ -192,15 +192,17 @@ def check_available() -> None:
         raise NetnsUnavailable(f"unshare --net failed: {probe.stderr.strip() or probe.returncode}")
 
 
-def run_scenario(name: str, *, workers: int = 1, timeout_s: float = 90.0, log_level: str = "info") -> dict[str, Any]:
-    """Runs scenario ``name`` in a fresh namespace; returns its result dict (with ``server_log`` on failure)."""
+def run_scenario(name: str, *, workers: int = 1, timeout_s: float = 90.0, log_level: str = "info",
+                 env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Runs scenario ``name`` in a fresh namespace; returns its result dict (with ``server_log`` on failure).
+    ``env`` is added to the server's environment (settings as ``MEDIAROUTER_*`` variables, test hooks)."""
     check_available()
     if not (SCENARIOS / f"{name}.py").is_file():
         raise ValueError(f"no scenario {name!r} in {SCENARIOS}")
     cmd = ["unshare", "--net", "--", sys.executable, str(Path(__file__).resolve()), "--inner", name,
            "--workers", str(workers), "--timeout", str(timeout_s), "--log-level", log_level]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            start_new_session=True)
+                            start_new_session=True, env=dict(os.environ, **(env or {})))
     try:
         out, err = proc.communicate(timeout=timeout_s + 30)
     except subprocess.TimeoutExpired:
@@ -300,7 +302,7 @@ async def _e2e_stats(request: Any) -> Any:
     out: dict[str, Any] = {}
     for key, transport_id in (("pub", p.pub_transport_id), ("sub", p.sub_transport_id)):
         try:
-            out[key] = await room.media.get_stats(transport_id)
+            out[key] = await p.media.get_stats(transport_id)  # the participant's own worker
         except Exception as exc:  # noqa: BLE001 - reported, the scenario decides
             out[key] = {"error": repr(exc)}
     return web.json_response(out, dumps=lambda o: json.dumps(o, default=str))
