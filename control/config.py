@@ -24,12 +24,15 @@ congestion_control MEDIAROUTER_CONGESTION_CONTROL --[no-]congestion-control on
 drain_timeout  MEDIAROUTER_DRAIN_TIMEOUT  --drain-timeout S              300 (s, 0-86400)
 webhook        MEDIAROUTER_WEBHOOK_URLS,  (file only otherwise)          none
                MEDIAROUTER_WEBHOOK_API_KEY
+livekit_client_url MEDIAROUTER_LIVEKIT_CLIENT_URL --livekit-client-url U the CDN build of livekit-client 2.23.0
 =============  =========================  =============================  =======================================
 
 ``drain_timeout``: after SIGTERM (or a first SIGINT) the server admits no join and waits this long at most for its
 participants to leave before it sends each a LeaveRequest and stops (control/service/drain.py). ``webhook``: LiveKit
 webhooks (control/service/webhooks.py) POSTed to every URL, signed with the API key ``api_key`` (default: the only
-key); ``MEDIAROUTER_WEBHOOK_URLS`` is a comma-separated list.
+key); ``MEDIAROUTER_WEBHOOK_URLS`` is a comma-separated list. ``livekit_client_url``: where the page at ``GET /``
+(control/service/demo.py) loads the ``livekit-client`` UMD script from (an ``http(s)://`` URL or a path on this
+server's origin starting with ``/``).
 
 ``gso``: the workers send with UDP generic segmentation offload (fastpath/gso.pxd). ``hmac_batch``: AES-CM-80
 tags are computed in batches with OpenSSL's multi-buffer SHA-1. ``srtp_crypto``: ``mediarouter`` gives libsrtp
@@ -52,6 +55,7 @@ YAML file (every field optional)::
     congestion_control: true
     drain_timeout: 300
     webhook: {urls: [https://backend.example/livekit], api_key: devkey}
+    livekit_client_url: https://cdn.jsdelivr.net/npm/livekit-client@2.23.0/dist/livekit-client.umd.js
     room:                 # the LiveKit rooms (RoomSettings); MEDIAROUTER_ROOM_<FIELD> overrides each
       ping_interval: 5    # s between the clients' pings (JoinResponse), 1-3600
       ping_timeout: 15    # s without a pong before a client gives up, greater than ping_interval, up to 3600
@@ -104,8 +108,13 @@ DEFAULT_LOG_LEVEL = "info"
 DEFAULT_SRTP_CRYPTO = "mediarouter"
 
 _FILE_FIELDS = ("workers", "node_ip", "rtc_port_base", "http_host", "http_port", "log_level", "keys", "gso",
-                "hmac_batch", "srtp_crypto", "congestion_control", "room", "drain_timeout", "webhook")
+                "hmac_batch", "srtp_crypto", "congestion_control", "room", "drain_timeout", "webhook",
+                "livekit_client_url")
 DEFAULT_DRAIN_TIMEOUT_S = 300
+# The version tests/e2e/js/package.json pins (tests/control/test_demo.py checks that they agree).
+LIVEKIT_CLIENT_VERSION = "2.23.0"
+DEFAULT_LIVEKIT_CLIENT_URL = (f"https://cdn.jsdelivr.net/npm/livekit-client@{LIVEKIT_CLIENT_VERSION}"
+                              "/dist/livekit-client.umd.js")
 
 
 class ConfigError(ValueError):
@@ -131,6 +140,7 @@ class Settings:
     config_path: str | None = None
     drain_timeout: int = DEFAULT_DRAIN_TIMEOUT_S
     webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings())
+    livekit_client_url: str = DEFAULT_LIVEKIT_CLIENT_URL
     room: RoomSettings = field(default_factory=lambda: RoomSettings())  # without the keys (control.app adds them)
 
 
@@ -270,11 +280,15 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         log.warning("development mode: API key devkey, secret 'secret'")
     drain_timeout = _integer("drain_timeout", pick("drain_timeout", DEFAULT_DRAIN_TIMEOUT_S), 0, 86400)
     webhook = load_webhook_settings(file.get("webhook"), env, keys)
+    livekit_client_url = pick("livekit_client_url", DEFAULT_LIVEKIT_CLIENT_URL)
+    if not isinstance(livekit_client_url, str) or not livekit_client_url.startswith(("http://", "https://", "/")):
+        raise ConfigError(f"livekit_client_url must be an http:// or https:// URL or a path starting with /, "
+                          f"not {livekit_client_url!r}")
     return Settings(workers=workers, node_ip=node_ip, rtc_port_base=rtc_port_base, http_host=http_host,
                     http_port=http_port, keys=MappingProxyType(keys), dev_mode=dev_mode,
                     log_level=log_level.lower(), gso=gso, hmac_batch=hmac_batch, srtp_crypto=srtp_crypto.lower(),
                     congestion_control=congestion_control, config_path=path, drain_timeout=drain_timeout,
-                    webhook=webhook,
+                    webhook=webhook, livekit_client_url=livekit_client_url,
                     room=load_room_settings(file.get("room"), env, path))
 
 

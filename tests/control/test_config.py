@@ -89,6 +89,8 @@ PRECEDENCE = [
      "congestion_control: false", (False, True, False)),
     ("congestion_control", ["--congestion-control"], ("MEDIAROUTER_CONGESTION_CONTROL", "0"),
      "congestion_control: true", (True, False, True)),
+    ("livekit_client_url", ["--livekit-client-url", "/cli.js"], ("MEDIAROUTER_LIVEKIT_CLIENT_URL", "http://e/env.js"),
+     "livekit_client_url: https://f/file.js", ("/cli.js", "http://e/env.js", "https://f/file.js")),
 ]
 
 
@@ -132,6 +134,8 @@ def test_bad_env_keys_name_the_variable() -> None:
     (["--http-port", "0"], "http_port 0 out of range 1-65535"),
     (["--node-ip", "example.org"], "node_ip 'example.org' is not an IP address"),
     (["--node-ip", "0.0.0.0"], "node_ip 0.0.0.0 is unspecified; give the address clients can reach"),
+    (["--livekit-client-url", "cdn/lk.js"],
+     "livekit_client_url must be an http:// or https:// URL or a path starting with /, not 'cdn/lk.js'"),
 ])
 def test_bad_command_line_values_are_refused(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as info:
