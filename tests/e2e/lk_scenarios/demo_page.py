@@ -105,9 +105,9 @@ const { chromium } = require("playwright-core");
       pages.push({page, logs, url});
     }
     const fn = eval(check);
+    const ids = urls.map((u) => new URL(u).searchParams.get("identity"));
     const done = (states) => states.every((s, i) => {
-      const other = states.length - 1 - i;
-      const name = Object.keys(states[other].tiles)[0];
+      const name = ids[ids.length - 1 - i];
       const tile = s.tiles[name];
       const audio = s.audio[name];
       return tile && tile.playing && audio && audio.energy > 0 && s.everSpoke.includes(name);
