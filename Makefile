@@ -37,10 +37,13 @@ fuzz: build
 annotate: install
 	$(PY) setup.py -q build_ext --inplace --cython-annotate
 
-# Optional: Chromium (Debian) and the pinned livekit-client + playwright-core for the browser end-to-end test,
-# which skips with its reason when they are missing. Needs root for apt-get.
+# Optional: Chromium and nginx (Debian) and the pinned livekit-client + playwright-core for the browser end-to-end
+# tests (tests/e2e/test_livekit_sdk.py, tests/e2e/test_demo_page.py: the page at / and TLS through nginx), which
+# skip with their reason when these are missing. Needs root for apt-get.
 browser-deps:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx) \
+		|| echo "nginx unavailable: the TLS test will skip"
 	cd tests/e2e/js && npm ci --silent --no-audit --no-fund
 
 # Optional: nftables and coturn (Debian) for the reachability end-to-end tests (tests/e2e/test_reach.py: 1:1 NAT,

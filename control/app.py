@@ -4,12 +4,13 @@ This module only wires parts together: the :class:`~control.workers.supervisor.S
 :class:`~control.rtc.rooms.RoomManager` over it (its room settings with the API keys, the SDP layer of
 ``control.rtc.negotiation``, the workers' notifications), the typed application keys of ``control.service.keys``, and
 the routes: ``GET /healthz`` (control/service/health.py), LiveKit's signaling (control/service/signaling.py) and
-Twirp RoomService (control/service/twirp.py), ``GET /metrics`` (control/service/metrics.py) and, when configured,
-the webhook sender (control/service/webhooks.py), all on the same port, behind the connection guard
-(control/service/connections.py: header deadline, caps on unauthenticated connections, fd reserve). SIGTERM or
-SIGINT drains (control/service/drain.py): no new join, the calls go on until their participants leave or
-``drain_timeout`` passes, then whoever is left gets a LeaveRequest; a second signal stops at once. Then the HTTP
-server stops, then the workers, then the runtime directory is removed.
+Twirp RoomService (control/service/twirp.py), ``GET /metrics`` (control/service/metrics.py), the page to try it at
+``GET /`` with ``/dev/token`` in development mode (control/service/demo.py) and, when configured, the webhook sender
+(control/service/webhooks.py), all on the same port, behind the connection guard (control/service/connections.py:
+header deadline, caps on unauthenticated connections, fd reserve). SIGTERM or SIGINT drains
+(control/service/drain.py): no new join, the calls go on until their participants leave or ``drain_timeout``
+passes, then whoever is left gets a LeaveRequest; a second signal stops at once. Then the HTTP server stops, then
+the workers, then the runtime directory is removed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from control.rtc.rooms import RoomManager
 from control.rtc.worker_pool import SupervisorPool, attach_supervisor
 from control.service import signaling, twirp
 from control.service.connections import ConnectionGuard, GuardedSite, mark_admitted, raise_fd_limit
+from control.service.demo import add_demo
 from control.service.drain import DRAIN_KEY, add_drain, drain_rooms
 from control.service.health import healthz
 from control.service.keys import GUARD_KEY, MANAGER_KEY, SETTINGS_KEY, SUPERVISOR_KEY
@@ -58,6 +60,7 @@ def build_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     add_livekit(app, manager)
     add_drain(app)
     add_metrics(app, supervisor, manager)
+    add_demo(app, settings.livekit_client_url)
     if settings.webhook.urls:
         add_webhooks(app, manager.events, settings.webhook.urls, settings.webhook.api_key, settings.webhook.api_secret)
     return app

@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share each subscriber's bandwidth estimate among its tracks (default on)")
     serve.add_argument("--drain-timeout", type=int, metavar="S",
                        help="s to wait for participants to leave after SIGTERM before they are told to (300)")
+    serve.add_argument("--livekit-client-url", metavar="URL",
+                       help="livekit-client UMD script the page at / loads (default: the CDN build)")
     serve.add_argument("--srtp-crypto", choices=SRTP_CRYPTO,
                        help="AES-CM-80 primitives under libsrtp: the fast path's (mediarouter, the default) or "
                             "libsrtp's own")

@@ -31,12 +31,15 @@ header_timeout_s MEDIAROUTER_HEADER_TIMEOUT_S --header-timeout-s S         10 (0
 max_pending_connections MEDIAROUTER_MAX_PENDING_CONNECTIONS --max-pending-connections N  4096
 max_pending_per_address MEDIAROUTER_MAX_PENDING_PER_ADDRESS --max-pending-per-address N  256
 fd_reserve     MEDIAROUTER_FD_RESERVE     --fd-reserve N                 512
+livekit_client_url MEDIAROUTER_LIVEKIT_CLIENT_URL --livekit-client-url U the CDN build of livekit-client 2.23.0
 =============  =========================  =============================  =======================================
 
 ``drain_timeout``: after SIGTERM (or a first SIGINT) the server admits no join and waits this long at most for its
 participants to leave before it sends each a LeaveRequest and stops (control/service/drain.py). ``webhook``: LiveKit
 webhooks (control/service/webhooks.py) POSTed to every URL, signed with the API key ``api_key`` (default: the only
-key); ``MEDIAROUTER_WEBHOOK_URLS`` is a comma-separated list.
+key); ``MEDIAROUTER_WEBHOOK_URLS`` is a comma-separated list. ``livekit_client_url``: where the page at ``GET /``
+(control/service/demo.py) loads the ``livekit-client`` UMD script from (an ``http(s)://`` URL or a path on this
+server's origin starting with ``/``).
 ``node_ip``: the addresses the workers announce in their ICE candidates (the first is the primary one); they may be
 on no interface of the host (a cloud VM's public address under 1:1 NAT). ``bind_ip``: where the workers' UDP and TCP
 ports are bound. ``ice_tcp``: each worker also listens on TCP at the port number of its UDP port and announces
@@ -79,6 +82,7 @@ YAML file (every field optional)::
     max_pending_connections: 4096
     max_pending_per_address: 256
     fd_reserve: 512
+    livekit_client_url: https://cdn.jsdelivr.net/npm/livekit-client@2.23.0/dist/livekit-client.umd.js
     room:                 # the LiveKit rooms (RoomSettings); MEDIAROUTER_ROOM_<FIELD> overrides each
       ping_interval: 5    # s between the clients' pings (JoinResponse), 1-3600
       ping_timeout: 15    # s without a pong before a client gives up, greater than ping_interval, up to 3600
@@ -149,8 +153,12 @@ DEFAULT_FD_RESERVE = 512
 _FILE_FIELDS = ("workers", "node_ip", "bind_ip", "ice_tcp", "turn_servers", "rtc_port_base", "http_host",
                 "http_port", "log_level", "keys", "gso", "hmac_batch", "srtp_crypto", "congestion_control",
                 "header_timeout_s", "max_pending_connections", "max_pending_per_address", "fd_reserve", "room",
-                "drain_timeout", "webhook")
+                "drain_timeout", "webhook", "livekit_client_url")
 DEFAULT_DRAIN_TIMEOUT_S = 300
+# The version tests/e2e/js/package.json pins (tests/control/test_demo.py checks that they agree).
+LIVEKIT_CLIENT_VERSION = "2.23.0"
+DEFAULT_LIVEKIT_CLIENT_URL = (f"https://cdn.jsdelivr.net/npm/livekit-client@{LIVEKIT_CLIENT_VERSION}"
+                              "/dist/livekit-client.umd.js")
 
 
 class ConfigError(ValueError):
@@ -184,6 +192,7 @@ class Settings:
     bind_ip: str = ""  # "" = every interface (0.0.0.0, or :: when node_ip is IPv6)
     ice_tcp: bool = True
     turn_servers: tuple[TurnServer, ...] = ()
+    livekit_client_url: str = DEFAULT_LIVEKIT_CLIENT_URL
     room: RoomSettings = field(default_factory=lambda: RoomSettings())  # without the keys (control.app adds them)
 
     @property
@@ -358,6 +367,10 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         log.warning("development mode: API key devkey, secret 'secret'")
     drain_timeout = _integer("drain_timeout", pick("drain_timeout", DEFAULT_DRAIN_TIMEOUT_S), 0, 86400)
     webhook = load_webhook_settings(file.get("webhook"), env, keys)
+    livekit_client_url = pick("livekit_client_url", DEFAULT_LIVEKIT_CLIENT_URL)
+    if not isinstance(livekit_client_url, str) or not livekit_client_url.startswith(("http://", "https://", "/")):
+        raise ConfigError(f"livekit_client_url must be an http:// or https:// URL or a path starting with /, "
+                          f"not {livekit_client_url!r}")
     return Settings(workers=workers, node_ip=node_ips[0], more_node_ips=node_ips[1:], bind_ip=bind_ip,
                     ice_tcp=ice_tcp, turn_servers=turn_servers, rtc_port_base=rtc_port_base, http_host=http_host,
                     http_port=http_port, keys=MappingProxyType(keys), dev_mode=dev_mode,
@@ -365,6 +378,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
                     congestion_control=congestion_control, header_timeout_s=float(header_timeout_s),
                     max_pending_connections=max_pending, max_pending_per_address=max_per_address,
                     fd_reserve=fd_reserve, config_path=path, drain_timeout=drain_timeout, webhook=webhook,
+                    livekit_client_url=livekit_client_url,
                     room=load_room_settings(file.get("room"), env, path))
 
 

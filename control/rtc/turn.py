@@ -6,7 +6,7 @@ draft-uberti-behave-turn-rest-00, which coturn implements): each participant the
 credentials, ``username = "<expiry unix time>:<identity>"`` and ``credential = base64(HMAC-SHA1(secret,
 username))``. coturn checks both the HMAC and that the expiry is still in the future, so a credential stops working
 ``ttl_s`` after it was minted; clients get fresh ones on every join and resume. The matching coturn configuration
-is in docs/DEPLOYMENT.md.
+is in docs/deploy.md.
 """
 
 from __future__ import annotations

@@ -96,6 +96,8 @@ PRECEDENCE = [
     ("max_pending_per_address", ["--max-pending-per-address", "10"], ("MEDIAROUTER_MAX_PENDING_PER_ADDRESS", "20"),
      "max_pending_per_address: 30", (10, 20, 30)),
     ("fd_reserve", ["--fd-reserve", "100"], ("MEDIAROUTER_FD_RESERVE", "200"), "fd_reserve: 300", (100, 200, 300)),
+    ("livekit_client_url", ["--livekit-client-url", "/cli.js"], ("MEDIAROUTER_LIVEKIT_CLIENT_URL", "http://e/env.js"),
+     "livekit_client_url: https://f/file.js", ("/cli.js", "http://e/env.js", "https://f/file.js")),
 ]
 
 
@@ -143,6 +145,8 @@ def test_bad_env_keys_name_the_variable() -> None:
     (["--max-pending-connections", "0"], "max_pending_connections 0 out of range 1-1048576"),
     (["--max-pending-per-address", "0"], "max_pending_per_address 0 out of range 1-1048576"),
     (["--fd-reserve", "8"], "fd_reserve 8 out of range 16-1048576"),
+    (["--livekit-client-url", "cdn/lk.js"],
+     "livekit_client_url must be an http:// or https:// URL or a path starting with /, not 'cdn/lk.js'"),
 ])
 def test_bad_command_line_values_are_refused(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -21,6 +21,9 @@ relay's counters per direction. The relay exits with the scenario (and by its ow
 namespace and devices with it. ``await ctx.worker_stats(room, identity)`` returns the worker's
 ``transport.get_stats`` for that participant's transports: the server runs with one extra test-only route,
 ``GET /e2e/stats`` (see :func:`serve_with_stats`).
+
+A scenario module may set ``SERVER_ENV`` (a dict of ``MEDIAROUTER_*`` variables for the server) and ``DEV_MODE =
+True`` (the server runs without API keys, in development mode, and ``ctx.token`` uses the development key).
 """
 
 from __future__ import annotations
@@ -252,12 +255,15 @@ def _healthz(http: str) -> dict[str, Any] | None:
         return None
 
 
-def start_server(workers: int, log_path: str, log_level: str) -> subprocess.Popen[bytes]:
+def start_server(workers: int, log_path: str, log_level: str, *, dev_mode: bool = False,
+                 server_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     args = ["serve", "--node-ip", NODE_IP, "--workers", str(workers), "--http-host", NODE_IP,
-            "--http-port", str(HTTP_PORT), "--rtc-port-base", str(RTC_PORT_BASE),
-            "--keys", f"{API_KEY}:{API_SECRET}", "--log-level", log_level]
+            "--http-port", str(HTTP_PORT), "--rtc-port-base", str(RTC_PORT_BASE), "--log-level", log_level]
+    if not dev_mode:
+        args += ["--keys", f"{API_KEY}:{API_SECRET}"]
     cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", *args]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    env = {k: v for k, v in os.environ.items() if not (dev_mode and k == "MEDIAROUTER_KEYS")}
+    env.update(server_env or {}, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
                                 start_new_session=True)
@@ -344,17 +350,20 @@ async def _run_with_hosts(scenario: Any, ctx: Context, partial: dict[str, Any], 
 
 def inner(name: str, workers: int, timeout_s: float, log_level: str) -> dict[str, Any]:
     setup_network()
+    scenario = load_scenario(name)
+    dev_mode = bool(getattr(scenario, "DEV_MODE", False))
     http = f"http://{NODE_IP}:{HTTP_PORT}"
-    ctx = Context(url=f"ws://{NODE_IP}:{HTTP_PORT}", http=http, api_key=API_KEY, api_secret=API_SECRET,
+    api_key, api_secret = ("devkey", "secret") if dev_mode else (API_KEY, API_SECRET)
+    ctx = Context(url=f"ws://{NODE_IP}:{HTTP_PORT}", http=http, api_key=api_key, api_secret=api_secret,
                   workers=workers, rtc_port_base=RTC_PORT_BASE, timeout_s=timeout_s)
     log_dir = tempfile.mkdtemp(prefix="mr-netns-")
     log_path = os.path.join(log_dir, "server.log")
-    server = start_server(workers, log_path, log_level)
+    server = start_server(workers, log_path, log_level, dev_mode=dev_mode,
+                          server_env=dict(getattr(scenario, "SERVER_ENV", {})))
     partial: dict[str, Any] = {}  # the scenario fills it as it goes, so a failure still shows how far it got
     result: dict[str, Any]
     try:
         wait_ready(server, http, workers)
-        scenario = load_scenario(name)
         asyncio.run(_run_with_hosts(scenario, ctx, partial, timeout_s))
         result = {"ok": True, "result": partial}
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the test as data
