@@ -50,12 +50,17 @@ class ConsentSchedule:
     transport would, and files the ones still connected again under their current deadline. A transport is popped
     about once per consent timeout, so a second's work follows the number of deadlines that came up, not the
     number of transports. Entries are lists so that :meth:`cancel` can blank one in place (the ``heapq``
-    documentation's removal idiom); a blank entry is dropped when it comes up.
+    documentation's removal idiom); a blank entry is dropped when it comes up, or earlier when blank entries are
+    more than half of the heap (and at least :data:`COMPACT_MIN`): a crowd that leaves at once must not hold its
+    entries for a whole consent timeout (docs/RELIABILITY.md, K7).
     """
+
+    COMPACT_MIN = 64
 
     def __init__(self) -> None:
         self._heap: list[list[Any]] = []  # [due_ms, sequence, transport or None]
         self._sequence = itertools.count()
+        self._blank = 0  # cancelled entries still in the heap
 
     def __len__(self) -> int:
         """Entries held, cancelled ones included until they come up."""
@@ -66,9 +71,15 @@ class ConsentSchedule:
         heapq.heappush(self._heap, entry)
         return entry
 
-    @staticmethod
-    def cancel(entry: list[Any]) -> None:
+    def cancel(self, entry: list[Any]) -> None:
+        if entry[2] is None:
+            return
         entry[2] = None
+        self._blank += 1
+        if self._blank >= self.COMPACT_MIN and 2 * self._blank > len(self._heap):
+            self._heap = [e for e in self._heap if e[2] is not None]
+            heapq.heapify(self._heap)
+            self._blank = 0
 
     def run(self, now_ms: int) -> None:
         """Check every transport whose entry is due at ``now_ms``."""
@@ -77,6 +88,8 @@ class ConsentSchedule:
             transport = heapq.heappop(heap)[2]
             if transport is not None:
                 transport.consent_due(now_ms)
+            elif self._blank:
+                self._blank -= 1
 
 
 @dataclass
@@ -189,7 +202,7 @@ class WebRtcTransport:
         if self._consent is None:
             return
         if self._consent_entry is not None:
-            ConsentSchedule.cancel(self._consent_entry)
+            self._consent.cancel(self._consent_entry)
             self._consent_entry = None
         if self.ice_state != "connected" or self.closed:
             return
@@ -322,7 +335,7 @@ class WebRtcTransport:
             return
         self.closed = True
         if self._consent_entry is not None:
-            ConsentSchedule.cancel(self._consent_entry)
+            self._consent.cancel(self._consent_entry)
             self._consent_entry = None
         if self._dtls_timer is not None:
             self._dtls_timer.cancel()

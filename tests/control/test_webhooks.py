@@ -129,7 +129,7 @@ async def test_receiver_down_at_first_gets_the_events_after_it_comes_back(receiv
     receivers.append(receiver)
     try:
         await scripted_session(manager_with(sender))
-        await asyncio.sleep(2.0)  # nothing listens yet: the first event is retried with back-off
+        await asyncio.sleep(5.0)  # nothing listens for 5 s: the first event is retried with back-off
         assert sender.counters.failed_attempts >= 2 and sender.counters.delivered == 0
         await receiver.start(port)
         assert await wait_for(lambda: len(receiver.events) == len(EXPECTED), 10.0), receiver.names()

@@ -180,3 +180,14 @@ def test_schedule_decides_like_checking_every_transport(clock: Clock, seed: int)
         assert sorted(map(str, scheduled_events)) == sorted(map(str, scanned_events))
     assert any(e[2] == {"state": "disconnected"} for e in scanned_events)
     assert len(schedule) <= 40
+
+
+def test_a_crowd_that_leaves_at_once_does_not_hold_its_entries_for_a_consent_timeout() -> None:
+    schedule = ConsentSchedule()
+    kept = [schedule.add(object(), 30_000 + i) for i in range(10)]  # type: ignore[arg-type]
+    gone = [schedule.add(object(), 30_000 + i) for i in range(100)]  # type: ignore[arg-type]
+    for entry in gone:
+        schedule.cancel(entry)
+        schedule.cancel(entry)  # twice is once
+    assert len(schedule) <= 10 + ConsentSchedule.COMPACT_MIN
+    assert all(entry in schedule._heap for entry in kept)
