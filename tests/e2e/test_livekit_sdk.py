@@ -116,6 +116,42 @@ def test_javascript_sdk_in_chromium_with_a_python_peer() -> None:
     assert [(d["data"], d["from"]) for d in r["py_data"]] == [("from js", "js")]
 
 
+def longest_stall_ms(samples: list[list[int]]) -> int:
+    """The longest time framesDecoded stood still in a run of [time ms, framesDecoded, width] samples (100 ms apart)."""
+    longest, since, last = 0, samples[0][0], samples[0][1]
+    for at, decoded, _ in samples[1:]:
+        if decoded != last:
+            longest, since, last = max(longest, at - since), at, decoded
+    return max(longest, samples[-1][0] - since)
+
+
+def test_adaptive_stream_in_chromium_gets_the_small_layer_stops_the_large_one_and_switches_without_a_gap() -> None:
+    r = scenario("js_adaptive", workers=1, timeout_s=180)
+    if "skipped" in r:
+        pytest.skip(r["skipped"])
+    js = r["js"]
+    assert "error" not in js and js["connected"], js
+    samples, marks = js["samples"], js["phase_marks"]
+    # A 160x90 element: the client asks for that size and gets the 320 px layer ...
+    small_end = marks[1][1]
+    late_small = [x for x in samples if small_end - 3000 <= x[0] < small_end]
+    assert late_small and all(0 < x[2] <= 320 for x in late_small), late_small
+    # ... and nobody wanting more, dynacast stops the publisher's 1280 px layer (its encoder counts no frame in 3 s)
+    # while the 320 px one goes on.
+    before, after = r["publisher_small"]
+    assert after["f"]["frames_encoded"] == before["f"]["frames_encoded"], r["publisher_small"]
+    assert after["q"]["frames_encoded"] > before["q"]["frames_encoded"], r["publisher_small"]
+    # 20 switches between 1280x720 and 160x90: each reaches its layer, and framesDecoded never stands still for more
+    # than 0.5 s (docs/RELIABILITY.md, L5).
+    switches = marks[1:-1]
+    assert len(switches) == 20
+    for (name, start), (_, end) in zip(switches, marks[2:], strict=True):
+        window = [x for x in samples if start <= x[0] < end]
+        assert window and window[-1][2] == (1280 if name == "big" else 320), (name, window[-3:])
+    during = [x for x in samples if switches[0][1] <= x[0] < marks[-1][1]]
+    assert longest_stall_ms(during) <= 500, during
+
+
 def test_killed_client_is_removed_after_the_grace_period() -> None:
     r = scenario("abrupt_leave", workers=1, timeout_s=120)
     assert r["child"] == "ready" and r["frames_from_doomed"] >= 10
