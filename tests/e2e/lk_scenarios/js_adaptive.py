@@ -12,17 +12,12 @@ them it records ``skipped`` with the reason.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from common import Publisher
 from impaired import publisher_layers
-from js_client import DRIVER, PAGE, node_modules
+from js_client import Browser
 from livekit import rtc
 
 ROOM = "e2e-js-adaptive"
@@ -83,33 +78,18 @@ async ({url, token, seconds}) => {
 
 
 async def run(ctx: Any, result: dict[str, Any]) -> None:
-    modules = node_modules()
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    node = shutil.which("node")
-    if modules is None or chromium is None or node is None:
-        result["skipped"] = (f"needs chromium ({chromium}), node ({node}) and livekit-client + playwright-core "
-                             f"(make browser-deps; found {modules})")
+    browser = Browser(ctx, PAGE_PORT)
+    if (why := browser.missing()) is not None:
+        result["skipped"] = why
+        shutil.rmtree(browser.workdir, ignore_errors=True)
         return
-    host = ctx.url.split("//", 1)[1].rsplit(":", 1)[0]
-    app = web.Application()
-    app.router.add_get("/", lambda _: web.Response(text=PAGE, content_type="text/html"))
-    umd = modules / "livekit-client" / "dist" / "livekit-client.umd.js"
-    app.router.add_get("/livekit-client.umd.js", lambda _: web.FileResponse(umd))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, PAGE_PORT).start()
-    workdir = tempfile.mkdtemp(prefix="mr-js-adaptive-")
     try:
+        await browser.serve()
         room = rtc.Room()  # dynacast on: the publisher obeys SubscribedQualityUpdate
         await room.connect(ctx.url, ctx.token("pub", ROOM), rtc.RoomOptions(dynacast=True, connect_timeout=10))
         publisher = Publisher(room, 1280, 720)
         await publisher.publish(audio=False, simulcast=True)
-        script = Path(workdir) / "driver.js"
-        script.write_text(DRIVER.replace("seconds: 25", "seconds: 60"))
-        env = dict(os.environ, NODE_PATH=str(modules))
-        proc = await asyncio.create_subprocess_exec(
-            node, str(script), f"http://{host}:{PAGE_PORT}/", ctx.url, ctx.token("js", ROOM), chromium, IN_PAGE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=workdir)
+        proc = await browser.start(ctx.url, ctx.token("js", ROOM), IN_PAGE, 60)
 
         async def layers_during_small_phase() -> None:
             # The page joins within a few seconds, then holds 160x90 for SMALL_S: read the publisher's layers
@@ -120,16 +100,9 @@ async def run(ctx: Any, result: dict[str, Any]) -> None:
             result["publisher_small"] = [first, await publisher_layers(room)]
 
         reader = asyncio.create_task(layers_during_small_phase())
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), 120)
-        except TimeoutError:
-            proc.kill()
-            out, err = await proc.communicate()
-        lines = [line for line in out.decode(errors="replace").splitlines() if line.startswith("{")]
-        result["js"] = json.loads(lines[-1]) if lines else {"error": err.decode(errors="replace")[-3000:]}
+        result["js"] = await browser.result(proc, 120)
         await asyncio.gather(reader, return_exceptions=True)
         await publisher.stop()
         await room.disconnect()
     finally:
-        await runner.cleanup()
-        shutil.rmtree(workdir, ignore_errors=True)
+        await browser.close()

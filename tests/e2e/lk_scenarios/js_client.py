@@ -127,34 +127,76 @@ def node_modules() -> Path | None:
     return None
 
 
+class Browser:
+    """What a browser scenario needs: the tools (``missing`` says which are not there), a page server on
+    ``host:port`` serving PAGE and the npm copy of livekit-client, and :meth:`start` of the playwright driver that runs
+    one in-page function against the server and prints its result as one JSON line."""
+
+    def __init__(self, ctx: Any, port: int) -> None:
+        self.modules = node_modules()
+        self.chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        self.node = shutil.which("node")
+        self.host = ctx.url.split("//", 1)[1].rsplit(":", 1)[0]
+        self.port = port
+        self.runner: web.AppRunner | None = None
+        self.workdir = tempfile.mkdtemp(prefix="mr-js-")
+
+    def missing(self) -> str | None:
+        if self.modules is None or self.chromium is None or self.node is None:
+            return (f"needs chromium ({self.chromium}), node ({self.node}) and livekit-client + playwright-core in "
+                    f"$MEDIAROUTER_E2E_NODE_MODULES, tests/e2e/js/node_modules (make browser-deps) or "
+                    f"~/.cache/mediarouter-e2e/node_modules ({self.modules})")
+        return None
+
+    async def serve(self) -> None:
+        assert self.modules is not None
+        app = web.Application()
+        app.router.add_get("/", lambda _: web.Response(text=PAGE, content_type="text/html"))
+        umd = self.modules / "livekit-client" / "dist" / "livekit-client.umd.js"
+        app.router.add_get("/livekit-client.umd.js", lambda _: web.FileResponse(umd))
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, self.host, self.port).start()
+
+    async def start(self, ws_url: str, token: str, in_page: str, seconds: float) -> asyncio.subprocess.Process:
+        assert self.node is not None and self.chromium is not None
+        script = Path(self.workdir) / "driver.js"
+        script.write_text(DRIVER.replace("seconds: 25", f"seconds: {seconds}"))
+        env = dict(os.environ, NODE_PATH=str(self.modules))
+        return await asyncio.create_subprocess_exec(
+            self.node, str(script), f"http://{self.host}:{self.port}/", ws_url, token, self.chromium, in_page,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=self.workdir)
+
+    @staticmethod
+    async def result(proc: asyncio.subprocess.Process, timeout_s: float) -> dict[str, Any]:
+        """The in-page function's result (or ``{"error": ...}``), the driver killed after ``timeout_s``."""
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        except TimeoutError:
+            proc.kill()
+            out, err = await proc.communicate()
+        lines = [line for line in out.decode(errors="replace").splitlines() if line.startswith("{")]
+        return json.loads(lines[-1]) if lines else {"error": err.decode(errors="replace")[-3000:]}
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 async def run(ctx: Any, result: dict[str, Any]) -> None:
-    modules = node_modules()
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    node = shutil.which("node")
-    if modules is None or chromium is None or node is None:
-        result["skipped"] = (f"needs chromium ({chromium}), node ({node}) and livekit-client + playwright-core in "
-                             f"$MEDIAROUTER_E2E_NODE_MODULES or ~/.cache/mediarouter-e2e/node_modules ({modules})")
+    browser = Browser(ctx, PAGE_PORT)
+    if (why := browser.missing()) is not None:
+        result["skipped"] = why
+        shutil.rmtree(browser.workdir, ignore_errors=True)
         return
-    host = ctx.url.split("//", 1)[1].rsplit(":", 1)[0]
-    app = web.Application()
-    app.router.add_get("/", lambda _: web.Response(text=PAGE, content_type="text/html"))
-    umd = modules / "livekit-client" / "dist" / "livekit-client.umd.js"
-    app.router.add_get("/livekit-client.umd.js", lambda _: web.FileResponse(umd))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, PAGE_PORT).start()
-    workdir = tempfile.mkdtemp(prefix="mr-js-")
     try:
+        await browser.serve()
         room_py = await connect(ctx.url, ctx.token("py", ROOM))
         publisher = Publisher(room_py, 320, 240)
         await publisher.publish()
         receiver = Receiver(room_py).attach()
-        script = Path(workdir) / "driver.js"
-        script.write_text(DRIVER)
-        env = dict(os.environ, NODE_PATH=str(modules))
-        proc = await asyncio.create_subprocess_exec(
-            node, str(script), f"http://{host}:{PAGE_PORT}/", ctx.url, ctx.token("js", ROOM), chromium, IN_PAGE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=workdir)
+        proc = await browser.start(ctx.url, ctx.token("js", ROOM), IN_PAGE, 25)
 
         async def greet_js() -> None:
             await wait_for(lambda: any(p.identity == "js" for p in room_py.remote_participants.values()), 30)
@@ -163,13 +205,7 @@ async def run(ctx: Any, result: dict[str, Any]) -> None:
                                                          topic="py")
 
         greeter = asyncio.create_task(greet_js())
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), 90)
-        except TimeoutError:
-            proc.kill()
-            out, err = await proc.communicate()
-        lines = [line for line in out.decode(errors="replace").splitlines() if line.startswith("{")]
-        result["js"] = json.loads(lines[-1]) if lines else {"error": err.decode(errors="replace")[-3000:]}
+        result["js"] = await browser.result(proc, 90)
         greeter.cancel()
         await wait_for(lambda: bool(receiver.data), 5)
         result["py_video"] = dict(receiver.video)
@@ -179,5 +215,4 @@ async def run(ctx: Any, result: dict[str, Any]) -> None:
         await publisher.stop()
         await room_py.disconnect()
     finally:
-        await runner.cleanup()
-        shutil.rmtree(workdir, ignore_errors=True)
+        await browser.close()
