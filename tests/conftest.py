@@ -6,6 +6,7 @@ started (and any extra pid it was told about) with SIGKILL and reaps it, so no t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -15,7 +16,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,13 @@ def runtime_root() -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.05) -> bool:
+    """Poll ``predicate`` every ``step_s`` until it holds or ``timeout_s`` passed; its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(step_s)
+    return predicate()

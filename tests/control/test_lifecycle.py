@@ -7,7 +7,6 @@ Twirp services this server lacks answer ``unimplemented``."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -23,6 +22,7 @@ from control.auth import create_token, verify_token
 from control.rtc.participant import ClientParams
 from control.rtc.rooms import RoomManager, RoomSettings
 from control.service.keys import MANAGER_KEY
+from tests.conftest import wait_for
 
 KEY, SECRET = "devkey", "secret-secret-secret-secret-secret"
 pytestmark = pytest.mark.timeout(30)
@@ -49,15 +49,6 @@ async def serve() -> AsyncIterator[Serve]:
     for client, lkapi in opened:
         await lkapi.aclose()
         await client.close()
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return predicate()
 
 
 async def names(lkapi: api.LiveKitAPI) -> list[str]:

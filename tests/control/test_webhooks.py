@@ -6,8 +6,7 @@ the sender drop and count, not grow without bound."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from test_rooms import Client, FakeNegotiator, FakePool, claims, publish  # test
 from control.rtc.participant import ClientParams
 from control.rtc.rooms import RoomManager, RoomSettings
 from control.service.webhooks import CONTENT_TYPE, WebhookSender
-from tests.conftest import free_tcp_port
+from tests.conftest import free_tcp_port, wait_for
 
 KEY, SECRET = "devkey", "secret-secret-secret-secret-secret"
 pytestmark = pytest.mark.timeout(30)
@@ -67,15 +66,6 @@ async def receivers() -> AsyncIterator[list[Receiver]]:
         if r.hold is not None:
             r.hold.set()
         await r.close()
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return predicate()
 
 
 def manager_with(sender: WebhookSender) -> RoomManager:
