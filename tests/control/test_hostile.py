@@ -152,8 +152,8 @@ async def _ping_rtt(ws: aiohttp.ClientWebSocketResponse, stamp: int) -> float:
 
 async def test_metadata_burst_leaves_others_connected_and_responsive(client: TestClient) -> None:
     """Finding 2: 20,000 metadata updates in a burst from one participant. The others' sockets stay open and
-    their pings, sent during and after the burst, are answered in under 100 ms (median); they see the sender's
-    latest metadata; the sender hears LIMIT_EXCEEDED with the request ids of refused updates."""
+    their pings, sent during and after the burst, are answered in under 100 ms (95 %, every one within 0.5 s); they
+    see the sender's latest metadata; the sender hears LIMIT_EXCEEDED with the request ids of refused updates."""
     others = [await client.ws_connect("/rtc", headers=_bearer(f"o{i}")) for i in range(3)]
     for ws in others:
         await _frames(ws, 0.2)
@@ -176,9 +176,10 @@ async def test_metadata_burst_leaves_others_connected_and_responsive(client: Tes
 
     _, *per_socket = await asyncio.gather(burst(), *(pings(ws, 1000 * (n + 1)) for n, ws in enumerate(others)))
     rtts = sorted(r for socket in per_socket for r in socket)
-    # The issue's bound (100 ms) on the median; the worst only has to stay far below the seconds the unthrottled
-    # burst cost (a loaded host may deschedule this process for a moment).
-    assert rtts[len(rtts) // 2] < 0.1 and rtts[-1] < 1.0, rtts
+    # The issue's bound (100 ms) on 95 % of the pings (measured: all of them within 36 ms on a loaded 2-core host);
+    # the worst only has to stay far below the seconds the unthrottled burst cost (a loaded host may deschedule this
+    # process for a moment: one 480 ms ping was seen at a load average of 10).
+    assert rtts[int(len(rtts) * 0.95) - 1] < 0.1 and rtts[-1] < 0.5, rtts
     refused = [m.request_response for m in await _frames(sender, 1.0) if m.WhichOneof("message") ==
                "request_response"]
     assert refused and all(r.reason == rtc.RequestResponse.Reason.LIMIT_EXCEEDED for r in refused)
