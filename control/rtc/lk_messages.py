@@ -473,6 +473,42 @@ def join_response(
     return rtc.SignalResponse(join=join)
 
 
+_OTHERS_FIELD = rtc.JoinResponse.DESCRIPTOR.fields_by_name["other_participants"].number
+_JOIN_FIELD = rtc.SignalResponse.DESCRIPTOR.fields_by_name["join"].number
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def listed_participant(info: models.ParticipantInfo) -> bytes:
+    """``info`` checked and encoded as one entry of JoinResponse.other_participants (tag, length, message): a
+    participant's entry is built once per change and reused by every JoinResponse that lists it."""
+    _check_participant(info)
+    if info.permission.hidden:
+        raise ValueError(f"hidden participant {info.sid} must not be listed to others")
+    if info.state == models.ParticipantInfo.State.DISCONNECTED:
+        raise ValueError(f"disconnected participant {info.sid} must not be listed")
+    data = info.SerializeToString()
+    return _varint(_OTHERS_FIELD << 3 | 2) + _varint(len(data)) + data
+
+
+def join_response_bytes(
+    room: models.Room, participant: models.ParticipantInfo, listed: Sequence[bytes], **kwargs: Any
+) -> bytes:
+    """The encoded SignalResponse of :func:`join_response` whose other participants are ``listed`` (entries of
+    :func:`listed_participant`, distinct participants other than ``participant``): the same message, without
+    copying and encoding every other participant's info again for each newcomer (a repeated field's entries may
+    follow the message's other fields, Protocol Buffers encoding)."""
+    join = join_response(room, participant, [], **kwargs).join.SerializeToString() + b"".join(listed)
+    return _varint(_JOIN_FIELD << 3 | 2) + _varint(len(join)) + join
+
+
 def reconnect(
     *,
     server_version: str,

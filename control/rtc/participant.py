@@ -367,6 +367,7 @@ class Participant:
         self._drop_next_resume = ""  # SimulateScenario: "", "silent" or "after_reconnect"
         self.subscription_policy: rtc.SubscriptionPermission | None = None  # None: everyone may subscribe
         self._info: models.ParticipantInfo | None = None  # info() until the next change
+        self._listed: tuple[models.ParticipantInfo, bytes] | None = None  # listed(): the info it encodes, bytes
         self.closed = False
 
     # ---- shared helpers --------------------------------------------------------------------------
@@ -423,6 +424,14 @@ class Participant:
         if self._info is None:
             self._info = self._build_info()
         return self._info
+
+    def listed(self) -> bytes:
+        """:meth:`info` as an entry of another participant's JoinResponse (``lk.listed_participant``), checked and
+        encoded once per change of the info; empty for a hidden participant (never listed to others)."""
+        info = self.info()
+        if self._listed is None or self._listed[0] is not info:
+            self._listed = (info, b"" if info.permission.hidden else lk.listed_participant(info))
+        return self._listed[1]
 
     def changed(self) -> None:
         """Something :meth:`info` shows changed: the next call builds it again."""

@@ -213,7 +213,8 @@ class Room:
         self.pipes.release(track_sid, self.worker_of.get(subscriber.sid, self.worker_id), subscriber.sid)
 
     def info(self) -> models.Room:
-        active = [p for p in self.participants.values() if p.state != State.DISCONNECTED]
+        # A session is DISCONNECTED only once remove() has taken it out of ``participants``: every one listed
+        # counts, and only those with tracks need a look for a published one.
         return lk.room_info(
             sid=self.sid,
             name=self.name,
@@ -222,8 +223,8 @@ class Room:
             max_participants=self.max_participants,
             empty_timeout=self.empty_timeout,
             departure_timeout=self.departure_timeout,
-            num_participants=len(active),
-            num_publishers=sum(1 for p in active if any(x.published for x in p.publications.values())),
+            num_participants=len(self.participants),
+            num_publishers=sum(1 for p in self.participants.values() if p.publications and p.is_publisher),
             enabled_codecs=self.settings.enabled_codecs,
         )
 
@@ -274,26 +275,27 @@ class Room:
         except Exception:
             await self.remove(p, Reason.JOIN_FAILURE, announce=False)
             raise
-        others = [o.info() for o in self.participants.values() if o is not p and not o.hidden]
-        p.send(
-            lk.join_response(
-                self.info(),
-                p.info(),
-                others,
-                server_version=self.settings.server_version,
-                node_id=self.settings.node_id,
-                region=self.settings.region,
-                ping_interval=self.settings.ping_interval,
-                ping_timeout=self.settings.ping_timeout,
-                subscriber_primary=p.can_subscribe,
-                fast_publish=bool(p.permission.can_publish),
-                enabled_publish_codecs=self.settings.enabled_codecs,
-                ice_servers=self._ice_servers(p),
-            )
-        )
+        # Everyone else's info as encoded once per change (Participant.listed; hidden ones are empty): no copy nor
+        # encode of every other participant per newcomer.
+        others = [o.listed() for o in self.participants.values() if o is not p]
+        room_info = self.info()
+        p.send_frame(Frame.encoded("join", lk.join_response_bytes(
+            room_info,
+            p.info(),
+            others,
+            server_version=self.settings.server_version,
+            node_id=self.settings.node_id,
+            region=self.settings.region,
+            ping_interval=self.settings.ping_interval,
+            ping_timeout=self.settings.ping_timeout,
+            subscriber_primary=p.can_subscribe,
+            fast_publish=bool(p.permission.can_publish),
+            enabled_publish_codecs=self.settings.enabled_codecs,
+            ice_servers=self._ice_servers(p),
+        )))
         p.mark_joined()
         self.ever_joined = True
-        self.events.emit(ev.PARTICIPANT_JOINED, self.info(), p.info())
+        self.events.emit(ev.PARTICIPANT_JOINED, room_info, p.info())
         self.broadcast(p, immediate=False)  # a newcomer publishes nothing yet
         self.send_room_update(batched=True)
         if p.auto_subscribes:

@@ -359,6 +359,30 @@ def test_join_response_refuses_hidden_and_bad_others() -> None:
         join(others=[raw])
 
 
+def test_join_response_bytes_is_the_join_response_with_cached_entries() -> None:
+    bob = participant(sid="PA_bbbbbbbbbbbb", identity="bob", state=State.ACTIVE, tracks=[audio_track()])
+    carol = participant(sid="PA_cccccccccccc", identity="carol", metadata="x" * 300)
+    args = {"server_version": "1.9.0", "node_id": "node-1", "region": "local",
+            "enabled_publish_codecs": ["audio/opus"], "ice_servers": [lm.ice_server(["stun:stun.example.org"])]}
+    data = lm.join_response_bytes(room(), participant(), [lm.listed_participant(bob), lm.listed_participant(carol)],
+                                  **args)
+    parsed = rtc.SignalResponse.FromString(data)
+    assert parsed == lm.join_response(room(), participant(), [bob, carol], **args)  # type: ignore[arg-type]
+    assert [p.identity for p in parsed.join.other_participants] == ["bob", "carol"]
+    alone = lm.join_response_bytes(room(), participant(), [], **args)
+    assert rtc.SignalResponse.FromString(alone) == lm.join_response(room(), participant(), [], **args)  # type: ignore[arg-type]
+
+
+def test_listed_participant_refuses_hidden_and_bad_infos() -> None:
+    with pytest.raises(ValueError, match="^hidden participant PA_hhhhhhhhhhhh must not be listed to others$"):
+        lm.listed_participant(participant(sid="PA_hhhhhhhhhhhh", identity="rec", permission=perm(hidden=True)))
+    gone = lm.disconnected(participant(sid="PA_gggggggggggg", identity="g"), models.DisconnectReason.UNKNOWN_REASON)
+    with pytest.raises(ValueError, match="^disconnected participant PA_gggggggggggg must not be listed$"):
+        lm.listed_participant(gone)
+    with pytest.raises(ValueError, match="^participant sid 'bob' must start with PA_"):
+        lm.listed_participant(models.ParticipantInfo(sid="bob", identity="bob"))
+
+
 def test_join_response_refuses_missing_room_sid_and_permission() -> None:
     with pytest.raises(ValueError, match="^room sid '' must start with RM_"):
         lm.join_response(
