@@ -13,7 +13,8 @@ All CPU figures are worker CPU microseconds per packet the publisher sent in the
 to the one other worker). From the one-worker pair: a subscriber's cost ``c = (whole - half) / (S - S // 2)`` and
 the intake ``in = half - c * (S // 2)``. The pipe's source cost is worker 0's spread figure minus ``half`` (the
 same subscribers on it), its destination cost worker 1's spread figure minus ``whole - half`` (the same subscribers
-on it). The CPU ratio is the total worker CPU per forwarded packet of the spread room over the whole room's.
+on it). The CPU ratio is both workers' CPU per forwarded packet of the spread room over worker 0's of the whole
+room (the idle worker 1's housekeeping is left out of the one-worker figure: a host with one worker has none).
 Capacity in CPU-equivalent subscribers at the run's rate: one worker fits ``(T - in) / c`` and two workers, with
 placement balancing their load, ``(2T - in - source - destination) / c``, T being one core's microseconds per
 published packet (1e6 / packets per second).
@@ -82,7 +83,9 @@ def figures(subscribers: int, half_n: int, rate_pps: float, spread: Measurement,
     intake = a_half - c * half_n
     source = _per_sent(spread, 0) - a_half
     dest = _per_sent(spread, 1) - (a_whole - a_half)
-    ratio = spread.cpu_us_per_packet / max(whole.cpu_us_per_packet, 1e-9)
+    # One worker is worker 0 alone (a host without the idle worker 1); two workers count both.
+    one_worker = 1e6 * whole.worker_cpu_s[0] / max(whole.received, 1)
+    ratio = spread.cpu_us_per_packet / max(one_worker, 1e-9)
     budget = 1e6 / rate_pps if rate_pps > 0 else 0.0
     out: dict[str, Any] = {
         "subscriber_us_per_packet": round(c, 3),
@@ -90,7 +93,7 @@ def figures(subscribers: int, half_n: int, rate_pps: float, spread: Measurement,
         "pipe_source_us_per_piped_packet": round(source, 3),
         "pipe_destination_us_per_piped_packet": round(dest, 3),
         "cpu_us_per_forwarded_packet_spread": round(spread.cpu_us_per_packet, 3),
-        "cpu_us_per_forwarded_packet_one_worker": round(whole.cpu_us_per_packet, 3),
+        "cpu_us_per_forwarded_packet_one_worker": round(one_worker, 3),
         "cpu_ratio_spread_to_one_worker": round(ratio, 3),
         "cpu_ratio_goal": CPU_RATIO_GOAL,
         "capacity_one_worker_subscribers": None,
