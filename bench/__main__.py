@@ -214,7 +214,13 @@ async def _main(args: argparse.Namespace) -> int:
                        profile_worker=args.profile_worker, url=args.url,
                        source_net=args.source_net, api_key=args.api_key,
                        api_secret=args.api_secret, **switches)
-        results.append(report.combine_runs([await run_one(opts) for _ in range(args.repeat)]))
+        runs = [await run_one(opts) for _ in range(args.repeat)]
+        if opts.spread and len(runs) > 1:
+            from bench.spread import combine
+
+            results.append(combine(runs))
+        else:
+            results.append(report.combine_runs(runs))
     print(report.format_table(results))
     for r in results:
         notes = []

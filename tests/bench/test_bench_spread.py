@@ -1,6 +1,6 @@
 """``python -m bench fanout --workers 2 --spread``: one room over two workers, the producer piped between them.
 
-The end-to-end test runs the option at 4 subscribers for half a second per measurement (three fresh two-worker
+The end-to-end test runs the option at 4 subscribers for half a second per measurement (five fresh two-worker
 servers, synthetic participants with ICE, DTLS and SRTP) and asserts the report's fields, that the subscribers were
 split over both workers, that both forwarded packets and that the pipe carried them; never a timing. The figures'
 arithmetic and the option's refusals are checked without a server.
@@ -55,7 +55,7 @@ def test_spread_fanout_splits_the_room_and_both_workers_forward(tmp_path: Path) 
     assert source["pipes_out"] == 1 and source["pipe_tx_packets"] > 0  # worker 0 sent the publisher's packets
     assert dest["pipe_rx_packets"] > 0  # and worker 1 took them in
     assert result["points"][0]["auth_failed"] == 0
-    assert spread["one_worker_half"]["load"] == 2 and spread["one_worker_whole"]["load"] == 4
+    assert [(r["home"], r["load"]) for r in spread["one_worker"]] == [(0, 2), (0, 4), (1, 2), (1, 4)]
     assert "pipe: source side" in stdout and "worker CPU per forwarded packet" in stdout
 
 
@@ -68,22 +68,31 @@ def _m(cpu: list[float], sent: int, received: int) -> Measurement:
 
 
 def test_figures_recover_the_costs_of_a_linear_worker() -> None:
-    """Workers costing 3 us to take a packet in, 2 us per subscriber, 1 us (source) and 1.5 us (destination) per
-    piped packet: the figures give those costs back, and the ratios follow."""
+    """Workers costing 3 us to take a packet in, 2 us per subscriber (worker 1, on a busier core: 4 us and 2.5 us),
+    1 us (source) and 1.5 us (destination) per piped packet: the figures give those costs back."""
     sent, n, half = 1000, 10, 5
     cost = 1e-6 * sent
-    whole = _m([(3 + 2 * n) * cost, 0.0], sent, n * sent)
-    halfm = _m([(3 + 2 * half) * cost, 0.0], sent, half * sent)
-    spread = _m([(3 + 1 + 2 * half) * cost, (1.5 + 2 * (n - half)) * cost], sent, n * sent)
-    f = figures(n, half, 100.0, spread, halfm, whole)
-    assert f["subscriber_us_per_packet"] == pytest.approx(2.0)
-    assert f["intake_us_per_packet"] == pytest.approx(3.0)
+
+    def alone(worker: int, subs: int) -> Measurement:
+        intake, per_sub = ((3, 2), (4, 2.5))[worker]
+        cpu = [0.0, 0.0]
+        cpu[worker] = (intake + per_sub * subs) * cost
+        return _m(cpu, sent, subs * sent)
+
+    spread = _m([(3 + 1 + 2 * half) * cost, (1.5 + 2.5 * (n - half)) * cost], sent, n * sent)
+    f = figures(n, half, 100.0, spread, (alone(0, half), alone(1, half)), (alone(0, n), alone(1, n)))
+    assert f["subscriber_us_per_packet"] == pytest.approx([2.0, 2.5])
+    assert f["intake_us_per_packet"] == pytest.approx([3.0, 4.0])
     assert f["pipe_source_us_per_piped_packet"] == pytest.approx(1.0)
     assert f["pipe_destination_us_per_piped_packet"] == pytest.approx(1.5)
-    assert f["cpu_ratio_spread_to_one_worker"] == pytest.approx((3 + 1 + 1.5 + 2 * n) / (3 + 2 * n), abs=1e-3)
-    # one core = 10,000 us per published packet at 100 pkt/s: (10,000 - 3) / 2 and (20,000 - 5.5) / 2
-    assert f["capacity_one_worker_subscribers"] == pytest.approx((10000 - 3) / 2, abs=1)
-    assert f["capacity_two_workers_subscribers"] == pytest.approx((20000 - 5.5) / 2, abs=1)
+    spread_us = (3 + 1 + 2 * half + 1.5 + 2.5 * (n - half)) / n
+    one_us = ((3 + 2 * n) / n + (4 + 2.5 * n) / n) / 2
+    assert f["cpu_ratio_spread_to_one_worker"] == pytest.approx(spread_us / one_us, abs=1e-3)
+    # one core = 10,000 us per published packet at 100 pkt/s
+    one = ((10000 - 3) / 2 + (10000 - 4) / 2.5) / 2
+    two = (10000 - 3 - 1) / 2 + (10000 - 1.5) / 2.5
+    assert f["capacity_one_worker_subscribers"] == pytest.approx(one, abs=1)
+    assert f["capacity_two_workers_subscribers"] == pytest.approx(two, abs=1)
 
 
 @pytest.mark.parametrize("kwargs", [{"workers": 1}, {"workers": 3}, {"rate": 0}, {"find_capacity": True},
