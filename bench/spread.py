@@ -163,7 +163,9 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
     spread = dict(combined["spread"])
     for key in FIGURE_KEYS:
         values = [r["spread"][key] for r in results if r["spread"][key] is not None]
-        spread[key] = round(statistics.median(values), 3) if values else None
+        median = statistics.median(values) if values else None
+        spread[key] = None if median is None else round(median) if key.startswith("capacity_") and \
+            key != "capacity_ratio" else round(median, 3)
     combined["spread"] = spread
     combined["spread_runs"] = [{k: r["spread"][k] for k in FIGURE_KEYS} for r in results]
     return combined
