@@ -121,6 +121,7 @@ def figures(subscribers: int, half_n: int, rate_pps: float, spread: Measurement,
 FIGURE_KEYS = ("pipe_source_us_per_piped_packet", "pipe_destination_us_per_piped_packet",
                "cpu_us_per_forwarded_packet_spread", "cpu_ratio_spread_to_one_worker",
                "capacity_one_worker_subscribers", "capacity_two_workers_subscribers", "capacity_ratio")
+PER_WORKER_KEYS = ("subscriber_us_per_packet", "intake_us_per_packet", "cpu_us_per_forwarded_packet_one_worker")
 
 
 async def run_spread(opts: Any) -> dict[str, Any]:
@@ -156,7 +157,8 @@ async def run_spread(opts: Any) -> dict[str, Any]:
 
 
 def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """``--repeat``: the spread figures' medians over the runs (each run's under ``spread_runs``)."""
+    """``--repeat``: the spread figures' medians over the runs, each on its own (each run's under
+    ``spread_runs``); the rest is the first run's."""
     import statistics
 
     combined = dict(results[0])
@@ -166,8 +168,10 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
         median = statistics.median(values) if values else None
         spread[key] = None if median is None else round(median) if key.startswith("capacity_") and \
             key != "capacity_ratio" else round(median, 3)
+    for key in PER_WORKER_KEYS:
+        spread[key] = [round(statistics.median(r["spread"][key][w] for r in results), 3) for w in (0, 1)]
     combined["spread"] = spread
-    combined["spread_runs"] = [{k: r["spread"][k] for k in FIGURE_KEYS} for r in results]
+    combined["spread_runs"] = [{k: r["spread"][k] for k in (*FIGURE_KEYS, *PER_WORKER_KEYS)} for r in results]
     return combined
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from bench.scenarios import Options
 from bench.session import Measurement
-from bench.spread import figures
+from bench.spread import FIGURE_KEYS, PER_WORKER_KEYS, combine, figures
 
 ROOT = Path(__file__).resolve().parents[2]
 SPREAD_KEYS = ("subscribers_by_worker", "forwarded_by_worker", "piped_packets", "pipes_opened",
@@ -100,3 +100,15 @@ def test_figures_recover_the_costs_of_a_linear_worker() -> None:
 def test_spread_refuses_what_it_cannot_measure(kwargs: dict) -> None:
     with pytest.raises(ValueError, match="--spread"):
         Options("fanout", **{"workers": 2, "spread": True, **kwargs})
+
+
+def test_repeated_runs_give_each_figure_its_median() -> None:
+    def run(x: float) -> dict:
+        figures_ = {k: x for k in FIGURE_KEYS}
+        figures_.update({k: [x, 2 * x] for k in PER_WORKER_KEYS})
+        return {"scenario": "fanout", "spread": figures_}
+
+    combined = combine([run(1.0), run(5.0), run(3.0)])
+    assert combined["spread"]["cpu_ratio_spread_to_one_worker"] == 3.0
+    assert combined["spread"]["subscriber_us_per_packet"] == [3.0, 6.0]
+    assert len(combined["spread_runs"]) == 3
