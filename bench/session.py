@@ -6,7 +6,9 @@ participant's certificate fingerprint given to the server (``MediaClient.connect
 a real ICE check and DTLS handshake (``bench.peer``), then producers built from a ``TrackPlan`` constructed here (no
 SDP: VP8 pt 96 / Opus pt 111, the SSRC signaled, no header extensions) and consumers with chosen outgoing SSRCs.
 Every published track becomes a paced (or flat-out) sender of the generator and every consumer a receiver that
-also sends the server an SRTCP receiver report about once a second.
+also sends the server an SRTCP receiver report about once a second. A spread room (``RoomSpec.spread``) has its
+MediaRouter on every worker, places each participant as control's ``SpreadPolicy("always")`` does and pipes a
+producer to a subscriber's worker through control's ``RoomPipes`` before consuming it there.
 :func:`measure` runs the generator for warm-up + measurement + drain and reads the kernel's accounting of the
 worker processes over the measurement window (``bench.probe``: from ``/proc`` here, or the server's ``/healthz``).
 """
