@@ -7,6 +7,10 @@ Usage::
                     [--downlink-loss PCT] [--uplink-loss PCT] [--aiortc] [--no-limit] [--repeat N]
                     [--json FILE] [--plot FILE.png] [--url URL] [--source-net CIDR] [--profile-worker [FILE]]
                     [--api-key KEY] [--api-secret SECRET] [--no-gso] [--no-hmac-batch] [--srtp-crypto C] [--no-gro]
+    python -m bench fanout --workers 2 --spread [--subscribers S] [--seconds T] [--rate PPS] [--json FILE]
+
+``--spread`` (bench/spread.py) puts one room on both workers, its producer piped from one to the other, and compares
+it with the same room on one worker: the pipe's CPU per piped packet on each side, the CPU ratio and the capacity.
     python -m bench suite [--quick] [--repeat N] [--json FILE] [--plot FILE.png] [--no-gso] ...
     python -m bench join --participants N [--url URL] [--workers W] [--concurrency C] [--json FILE]
 
@@ -53,6 +57,13 @@ STEAL_WARN_PCT = 3.0
 
 
 async def run_one(opts: Options, label: str | None = None) -> dict[str, Any]:
+    if opts.spread:
+        from bench.spread import run_spread
+
+        result = await run_spread(opts)
+        if label:
+            result["label"] = label
+        return result
     points, info = await run_server_steps(opts)
     capacity = None
     if opts.find_capacity:
@@ -147,6 +158,9 @@ def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     ap.add_argument("--uplink-loss", type=float, default=0.0, metavar="PCT",
                     help="lose PCT %% of the publishers' packets; they answer the server's NACKs from a 512-packet "
                          "history, as browsers do (paced rates only; default 0)")
+    ap.add_argument("--spread", action="store_true",
+                    help="fanout --workers 2: one room over both workers (room spread always, the producer piped) "
+                         "against the same room on one worker (bench/spread.py; no limit loop)")
     ap.add_argument("--no-limit", action="store_true", help="skip the limit-loop baseline")
     ap.add_argument("--aiortc", action="store_true", help="also measure the aiortc relay baseline")
     ap.add_argument("--json", metavar="FILE")
@@ -195,12 +209,18 @@ async def _main(args: argparse.Namespace) -> int:
                        steps=max(args.steps, 4 if args.plot and args.scenario == "fanout" else 1),
                        find_capacity=args.find_capacity, capacity_step=args.capacity_step,
                        verify_every=args.verify_every or (2 if args.rate == 0 else 1), simulcast=args.simulcast,
-                       limit=not args.no_limit,
+                       limit=not args.no_limit and not args.spread, spread=args.spread,
                        downlink_loss=args.downlink_loss, uplink_loss=args.uplink_loss, aiortc=args.aiortc,
                        profile_worker=args.profile_worker, url=args.url,
                        source_net=args.source_net, api_key=args.api_key,
                        api_secret=args.api_secret, **switches)
-        results.append(report.combine_runs([await run_one(opts) for _ in range(args.repeat)]))
+        runs = [await run_one(opts) for _ in range(args.repeat)]
+        if opts.spread and len(runs) > 1:
+            from bench.spread import combine
+
+            results.append(combine(runs))
+        else:
+            results.append(report.combine_runs(runs))
     print(report.format_table(results))
     for r in results:
         notes = []
@@ -219,6 +239,10 @@ async def _main(args: argparse.Namespace) -> int:
                             if r.get("limit_subscribers_per_core_estimate") is not None else ""))
         if r.get("server_on_this_host") is False and (r.get("limit") or r.get("aiortc_relay")):
             notes.append("the baselines ran on this host, the server on another: their ratios compare two machines")
+        if r.get("spread"):
+            from bench.spread import format_spread
+
+            notes.extend(format_spread(r["spread"]))
         if r.get("worker_restarts"):
             notes.append(f"INVALID: {r['worker_restarts']} worker death(s) during the run")
         if r.get("host_steal_pct_max", 0) >= STEAL_WARN_PCT:

@@ -72,6 +72,7 @@ class Options:
     hmac_batch: bool = True
     srtp_crypto: str = "mediarouter"
     gro: bool = True
+    spread: bool = False  # fanout: one room over two workers against the same room on one (bench.spread)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -94,6 +95,10 @@ class Options:
             raise ValueError(f"srtp_crypto must be one of {', '.join(SRTP_CRYPTO)}, not {self.srtp_crypto!r}")
         if self.url and self.scenario == "scale":
             raise ValueError("scale starts 1..W workers itself; it cannot run against --url")
+        if self.spread and (self.scenario != "fanout" or self.workers != 2 or self.url or self.find_capacity
+                            or self.steps != 1 or self.rate == 0):
+            raise ValueError("--spread is for fanout on --workers 2 at a paced --rate, one step, on a server the "
+                             "benchmark starts (with --url: docs/PERFORMANCE.md, One room on two workers)")
         if self.source_net is not None:
             if not self.url:
                 raise ValueError("--source-net is for --url: a server the benchmark starts itself is on loopback")

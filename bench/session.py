@@ -6,7 +6,9 @@ participant's certificate fingerprint given to the server (``MediaClient.connect
 a real ICE check and DTLS handshake (``bench.peer``), then producers built from a ``TrackPlan`` constructed here (no
 SDP: VP8 pt 96 / Opus pt 111, the SSRC signaled, no header extensions) and consumers with chosen outgoing SSRCs.
 Every published track becomes a paced (or flat-out) sender of the generator and every consumer a receiver that
-also sends the server an SRTCP receiver report about once a second.
+also sends the server an SRTCP receiver report about once a second. A spread room (``RoomSpec.spread``) has its
+MediaRouter on every worker, places each participant as control's ``SpreadPolicy("always")`` does and pipes a
+producer to a subscriber's worker through control's ``RoomPipes`` before consuming it there.
 :func:`measure` runs the generator for warm-up + measurement + drain and reads the kernel's accounting of the
 worker processes over the measurement window (``bench.probe``: from ``/proc`` here, or the server's ``/healthz``).
 """
@@ -29,7 +31,9 @@ from bench.probe import Probe
 from bench.server import BenchServer
 from control.rtc.codecs import Codec
 from control.rtc.negotiation import TrackPlan
+from control.rtc.spread import RoomPipes, SpreadPolicy
 from control.workers import procstat
+from control.workers.placement import WorkerLoad
 
 VIDEO_PT = 96
 AUDIO_PT = 111
@@ -71,8 +75,9 @@ class ParticipantSpec:
 
 @dataclass(frozen=True)
 class RoomSpec:
-    worker: int
+    worker: int  # the room's home worker
     participants: tuple[ParticipantSpec, ...]
+    spread: bool = False  # participants over every worker (room spread ``always``), producers piped to them
 
 
 @dataclass
@@ -81,6 +86,8 @@ class _Track:
     spec: TrackSpec
     ssrcs: list[int]  # every encoding's, lowest first
     stream: int = -1  # generator sender id of the top encoding: what subscribers receive
+    worker: int = 0  # the worker the track is published on
+    plan: TrackPlan | None = None
 
 
 @dataclass
@@ -89,6 +96,7 @@ class _Participant:
     address: str
     transport_id: str
     spec: ParticipantSpec
+    worker: int = 0
     keys: SrtpKeys | None = None
     tracks: list[_Track] = field(default_factory=list)
     consent: bytes = b""
@@ -102,6 +110,7 @@ class Room:
     router_id: str
     worker: int
     members: list[_Participant]
+    pipes: RoomPipes | None = None  # a spread room's pipes (control/rtc/spread.py), else None
 
 
 class Session:
@@ -117,6 +126,7 @@ class Session:
         self.participants: list[_Participant] = []
         self.rooms: list[Room] = []
         self.fanout: list[int] = []  # receivers per generator sender stream
+        self.receiver_workers: list[int] = []  # the worker each generator receiver is served by
         self._consumed: set[tuple[int, int]] = set()
         self._next_ssrc = 0x0100_0000
         self._next_out_ssrc = 0x4000_0000
@@ -126,7 +136,13 @@ class Session:
         """Create the room's router, connect its participants, then produce and consume."""
         handle = Room(f"room-{len(self.rooms)}", room.worker, [])
         self.rooms.append(handle)
-        await self.server.media(room.worker).create_router(handle.router_id)
+        workers = range(self.server.workers) if room.spread else (room.worker,)
+        for w in workers:
+            await self.server.media(w).create_router(handle.router_id)
+        if room.spread:
+            # The pipes exactly as control opens them for a room spread over workers (control/rtc/spread.py).
+            handle.pipes = RoomPipes(handle.router_id, self.server.media, lambda w: self.server.worker_ports()[w],
+                                     self._ssrc)
         await self.extend(handle, room.participants)
         return handle
 
@@ -134,14 +150,16 @@ class Session:
         """Add participants to a room: new tracks are published, then every receiving member (old and new)
         consumes every track it does not consume yet."""
         start = time.monotonic()
-        media = self.server.media(room.worker)
         members = [self._new_participant(spec) for spec in specs]
-        await self._connect_all(media, room.router_id, members)
+        self._place(room, members)
+        await self._connect_all(room.router_id, members)
         for p in members:
             for t, spec in enumerate(p.spec.tracks):
                 ssrcs = [self._ssrc() for _ in spec.layers]
-                track = _Track(f"{p.transport_id}-p{t}", spec, ssrcs)
-                await media.produce(p.transport_id, track.producer_id, _track_plan(str(t), spec, ssrcs))
+                track = _Track(f"{p.transport_id}-p{t}", spec, ssrcs, worker=p.worker,
+                               plan=_track_plan(str(t), spec, ssrcs))
+                assert track.plan is not None
+                await self.server.media(p.worker).produce(p.transport_id, track.producer_id, track.plan)
                 track.stream = self._add_senders(p, track)
                 p.tracks.append(track)
         room.members.extend(members)
@@ -156,8 +174,12 @@ class Session:
                         continue
                     out_ssrc = self._next_out_ssrc
                     self._next_out_ssrc += 1
-                    await media.consume(p.transport_id, f"{p.transport_id}-c{out_ssrc:x}", track.producer_id,
-                                        out_ssrc=out_ssrc, pt_map={_pt(track.spec): _pt(track.spec)})
+                    if room.pipes is not None and track.plan is not None:
+                        await room.pipes.ensure(track.producer_id, track.plan, track.worker, p.worker,
+                                                p.transport_id)
+                    await self.server.media(p.worker).consume(
+                        p.transport_id, f"{p.transport_id}-c{out_ssrc:x}", track.producer_id, out_ssrc=out_ssrc,
+                        pt_map={_pt(track.spec): _pt(track.spec)})
                     self._add_receiver(p, track.stream, out_ssrc)
         self.setup_s += time.monotonic() - start
 
@@ -169,17 +191,34 @@ class Session:
         self._next_ssrc += 1
         return self._next_ssrc
 
+    def _place(self, room: Room, members: Sequence[_Participant]) -> None:
+        """Each new member's worker: the room's home, or for a spread room the worker holding the fewest of its
+        members (control's ``SpreadPolicy("always")``)."""
+        if room.pipes is None:
+            for p in members:
+                p.worker = room.worker
+            return
+        policy = SpreadPolicy("always")
+        loads = [WorkerLoad(w, True) for w in range(self.server.workers)]
+        counts: dict[int, int] = {}
+        for p in room.members:
+            counts[p.worker] = counts.get(p.worker, 0) + 1
+        for p in members:
+            p.worker = policy.place(room.worker, counts, loads)
+            counts[p.worker] = counts.get(p.worker, 0) + 1
+
     def _new_participant(self, spec: ParticipantSpec) -> _Participant:
         index = len(self.participants)
         p = _Participant(index, self.net.address(index), f"t{index}", spec)
         self.participants.append(p)
         return p
 
-    async def _connect_all(self, media: Any, router_id: str, members: Sequence[_Participant]) -> None:
+    async def _connect_all(self, router_id: str, members: Sequence[_Participant]) -> None:
         self.net.start_dispatch()
         gate = asyncio.Semaphore(SETUP_CONCURRENCY)
 
         async def connect(p: _Participant) -> None:
+            media = self.server.media(p.worker)
             async with gate:
                 params = await media.create_transport(router_id, p.transport_id)
                 server = ServerParams(params.ice_ufrag, params.ice_pwd, dict(params.fingerprints)["sha-256"],
@@ -215,6 +254,7 @@ class Session:
                               reporter_ssrc=REPORTER_SSRC_BASE + p.index)
         self._consumed.add((p.index, stream))
         self.fanout[stream] += 1
+        self.receiver_workers.append(p.worker)
 
     def _add_senders(self, p: _Participant, track: _Track, header_ext: Sequence[bytes] = ()) -> int:
         """One generator sender per encoding of ``track`` (``header_ext[i]``: the RTP header extension block of
@@ -306,6 +346,7 @@ class Measurement:
     uplink_retransmitted: int = 0  # packets the publishers sent again because the server NACKed them
     uplink_nack_missing: int = 0  # NACKed packets a publisher no longer had
     uplink_lost_deliveries: int = 0  # uplink drops x the fan-out of their stream
+    received_by_worker: list[int] = field(default_factory=list)  # received packets per serving worker, if asked
 
     @property
     def lost_before_recovery(self) -> int:
@@ -361,9 +402,11 @@ def percentile(histogram: list[tuple[float, int]], q: float) -> float | None:
 
 
 async def measure(gen: LoadGen, probe: Probe, generator_port: int, fanout_of: list[int], seconds: float, *,
-                  warmup: float = 1.2, drain: float = 0.3, verify_every: int = 1) -> Measurement:
+                  warmup: float = 1.2, drain: float = 0.3, verify_every: int = 1,
+                  receiver_workers: Sequence[int] = ()) -> Measurement:
     """Warm up, then measure ``seconds`` of load; ``fanout_of[stream]`` = receivers of each sender stream; the
-    server's side is read from ``probe`` before and after the window.
+    server's side is read from ``probe`` before and after the window; with ``receiver_workers`` (the worker of
+    each generator receiver, in order) the received packets are also counted per worker.
 
     The warm-up outlasts the publishers' key-frame interval (30 frames, about 1 s): a new video consumer forwards
     nothing before the next key frame, and the generator's publishers do not answer PLI."""
@@ -384,6 +427,9 @@ async def measure(gen: LoadGen, probe: Probe, generator_port: int, fanout_of: li
     hist = gen.latency_histogram()
     snmp1 = procstat.udp_snmp()
     backlog = await _drain_backlog(gen, probe, verify_every)
+    by_worker = [0] * (max(receiver_workers) + 1 if receiver_workers else 0)
+    for r, w in zip(receivers, receiver_workers, strict=False):
+        by_worker[w] += r["received"]
     return Measurement(
         seconds=elapsed,
         sent=sum(s["sent"] for s in senders),
@@ -423,6 +469,7 @@ async def measure(gen: LoadGen, probe: Probe, generator_port: int, fanout_of: li
         uplink_retransmitted=sum(s["retransmitted"] for s in senders),
         uplink_nack_missing=sum(s["nack_missing"] for s in senders),
         uplink_lost_deliveries=sum(s["uplink_dropped"] * n for s, n in zip(senders, fanout_of, strict=True)),
+        received_by_worker=by_worker,
     )
 
 
