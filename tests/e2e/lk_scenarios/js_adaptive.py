@@ -2,8 +2,8 @@
 publisher's 1280x720 three-layer simulcast camera: the video element is first 160x90 (the client asks for that size;
 the server gives the low layer, and dynacast tells the publisher nobody wants its high layer), then alternates
 between 1280x720 and 160x90 ``SWITCHES`` times, ``HOLD_S`` seconds each. The page samples the inbound video's
-``framesDecoded`` and frame width every 100 ms; the scenario records those samples and the publisher's encoded
-frames per layer (rid) before and after the small phase.
+``framesDecoded`` and frame width every 100 ms; the scenario records those samples and, once a second during the
+small phase, the publisher's encoded frames per layer (rid).
 
 Needs what js_client.py needs (Chromium, node, livekit-client and playwright-core from ``make browser-deps``); without
 them it records ``skipped`` with the reason.
@@ -22,7 +22,7 @@ from livekit import rtc
 
 ROOM = "e2e-js-adaptive"
 PAGE_PORT = 8081
-SMALL_S = 12  # the element stays 160x90 this long first (dynacast's pause delay is a few seconds)
+SMALL_S = 14  # the element stays 160x90 this long first (dynacast's pause delay is 5 s)
 SWITCHES = 20
 HOLD_S = 1.5
 
@@ -92,12 +92,15 @@ async def run(ctx: Any, result: dict[str, Any]) -> None:
         proc = await browser.start(ctx.url, ctx.token("js", ROOM), IN_PAGE, 60)
 
         async def layers_during_small_phase() -> None:
-            # The page joins within a few seconds, then holds 160x90 for SMALL_S: read the publisher's layers
-            # near the end of that phase, twice 3 s apart.
-            await asyncio.sleep(SMALL_S - 1)
-            first = await publisher_layers(room)
-            await asyncio.sleep(3)
-            result["publisher_small"] = [first, await publisher_layers(room)]
+            # The page joins within a few seconds, then holds 160x90 for SMALL_S: the publisher's encoded frames per
+            # layer once a second until the switches start (the test looks for a stop of the 1280 px layer in it).
+            series = result["publisher_small"] = []
+            loop = asyncio.get_running_loop()
+            end = loop.time() + SMALL_S + 1
+            while loop.time() < end:
+                layers = await publisher_layers(room)
+                series.append({rid: layer["frames_encoded"] for rid, layer in layers.items()})
+                await asyncio.sleep(1)
 
         reader = asyncio.create_task(layers_during_small_phase())
         result["js"] = await browser.result(proc, 120)
