@@ -1,10 +1,13 @@
 """``GET /metrics`` (control/service/metrics.py) while real aiortc peers publish and subscribe through a worker:
 the text parses with ``prometheus_client``'s parser, and the worker's forwarded packets and bytes, received packets
-and key frames grow between two scrapes as the session runs (read from the heartbeats, router/totals.py)."""
+and key frames grow between two scrapes as the session runs (read from the heartbeats, router/totals.py), and its
+drop counters grow by the stray datagrams it is sent."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 
 import pytest
 from aiohttp import web
@@ -77,6 +80,13 @@ async def test_metrics_parse_and_forwarded_packets_move_as_a_session_runs(superv
             first = samples(await resp.text())
             await asyncio.sleep(2.2)  # two more heartbeats
             second = samples(await (await client.get("/metrics")).text())
+            # Datagrams from nobody the worker knows: dropped, and the drop counters move.
+            port = supervisor.snapshot()[0]["udp_port"]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
+                for _ in range(20):
+                    junk.sendto(b"\x80\x60" + os.urandom(40), ("127.0.0.1", port))
+            await asyncio.sleep(2.2)
+            third = samples(await (await client.get("/metrics")).text())
         finally:
             for task in tasks:
                 task.cancel()
@@ -91,3 +101,10 @@ async def test_metrics_parse_and_forwarded_packets_move_as_a_session_runs(superv
     assert worker0(second, "mediarouter_worker_cpu_seconds_total") > 0
     assert ("mediarouter_worker_forwarded_packets_total", (("worker", "1"),)) in second  # the idle worker too
     assert second[("mediarouter_control_loop_lag_seconds", ())] >= 0
+    assert dropped(third) >= dropped(second) + 20, {k: v for k, v in third.items() if "dropped" in k[0]}
+
+
+def dropped(values: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+    """Worker 0's dropped packets over every reason."""
+    return sum(v for (name, labels), v in values.items()
+               if name == "mediarouter_worker_dropped_packets_total" and ("worker", "0") in labels)
