@@ -202,27 +202,33 @@ def run_scenario(name: str, *, workers: int = 1, timeout_s: float = 90.0, log_le
     check_available()
     if not (SCENARIOS / f"{name}.py").is_file():
         raise ValueError(f"no scenario {name!r} in {SCENARIOS}")
-    cmd = ["unshare", "--net", "--", sys.executable, str(Path(__file__).resolve()), "--inner", name,
-           "--workers", str(workers), "--timeout", str(timeout_s), "--log-level", log_level]
+    cmd = [str(Path(__file__).resolve()), "--inner", name, "--workers", str(workers), "--timeout", str(timeout_s),
+           "--log-level", log_level]
+    return run_inner(cmd, f"scenario {name}", timeout_s + 30, env)
+
+
+def run_inner(argv: list[str], what: str, timeout_s: float, env: dict[str, str] | None = None,
+              mark: str = RESULT_MARK) -> dict[str, Any]:
+    """Runs ``python argv`` in a new network namespace (its own session, killed as a group when done or after
+    ``timeout_s``) and returns the JSON it printed after ``mark``, with its stderr tail."""
+    cmd = ["unshare", "--net", "--", sys.executable, *argv]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             start_new_session=True, env=dict(os.environ, **(env or {})))
     try:
-        out, err = proc.communicate(timeout=timeout_s + 30)
+        out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise RuntimeError(
-            f"scenario {name} did not finish in {timeout_s + 30:.0f} s; stderr tail:\n{err[-4000:]}"
-        ) from None
+        raise RuntimeError(f"{what} did not finish in {timeout_s:.0f} s; stderr tail:\n{err[-4000:]}") from None
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     for line in reversed(out.splitlines()):
-        if line.startswith(RESULT_MARK):
-            result: dict[str, Any] = json.loads(line[len(RESULT_MARK):])
+        if line.startswith(mark):
+            result: dict[str, Any] = json.loads(line[len(mark):])
             result.setdefault("stderr_tail", err[-4000:])
             return result
-    raise RuntimeError(f"scenario {name} printed no result (exit {proc.returncode}); stderr tail:\n{err[-4000:]}")
+    raise RuntimeError(f"{what} printed no result (exit {proc.returncode}); stderr tail:\n{err[-4000:]}")
 
 
 # ------------------------------------------------------------------------------------------- inner

@@ -32,7 +32,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -73,25 +72,8 @@ def run_reach(mode: str, timeout_s: float = 60.0) -> dict[str, Any]:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     check_available(mode)
-    cmd = ["unshare", "--net", "--", sys.executable, str(Path(__file__).resolve()), "--inner", mode,
-           "--timeout", str(timeout_s)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout_s + 40)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise RuntimeError(f"reach {mode} did not finish; stderr tail:\n{err[-4000:]}") from None
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    for line in reversed(out.splitlines()):
-        if line.startswith(RESULT_MARK):
-            result: dict[str, Any] = json.loads(line[len(RESULT_MARK):])
-            result.setdefault("stderr_tail", err[-4000:])
-            return result
-    raise RuntimeError(f"reach {mode} printed no result (exit {proc.returncode}); stderr tail:\n{err[-4000:]}")
+    return netns.run_inner([str(Path(__file__).resolve()), "--inner", mode, "--timeout", str(timeout_s)],
+                           f"reach {mode}", timeout_s + 40, mark=RESULT_MARK)
 
 
 # ------------------------------------------------------------------------------------------- inner (router ns)

@@ -12,7 +12,6 @@ them it records ``skipped`` with the reason.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from typing import Any
 
 from common import Publisher
@@ -81,7 +80,6 @@ async def run(ctx: Any, result: dict[str, Any]) -> None:
     browser = Browser(ctx, PAGE_PORT)
     if (why := browser.missing()) is not None:
         result["skipped"] = why
-        shutil.rmtree(browser.workdir, ignore_errors=True)
         return
     try:
         await browser.serve()

@@ -139,7 +139,7 @@ class Browser:
         self.host = ctx.url.split("//", 1)[1].rsplit(":", 1)[0]
         self.port = port
         self.runner: web.AppRunner | None = None
-        self.workdir = tempfile.mkdtemp(prefix="mr-js-")
+        self.workdir = ""  # made by serve()
 
     def missing(self) -> str | None:
         if self.modules is None or self.chromium is None or self.node is None:
@@ -150,6 +150,7 @@ class Browser:
 
     async def serve(self) -> None:
         assert self.modules is not None
+        self.workdir = tempfile.mkdtemp(prefix="mr-js-")
         app = web.Application()
         app.router.add_get("/", lambda _: web.Response(text=PAGE, content_type="text/html"))
         umd = self.modules / "livekit-client" / "dist" / "livekit-client.umd.js"
@@ -181,14 +182,14 @@ class Browser:
     async def close(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 async def run(ctx: Any, result: dict[str, Any]) -> None:
     browser = Browser(ctx, PAGE_PORT)
     if (why := browser.missing()) is not None:
         result["skipped"] = why
-        shutil.rmtree(browser.workdir, ignore_errors=True)
         return
     try:
         await browser.serve()
