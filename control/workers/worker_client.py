@@ -9,6 +9,13 @@ timeout. Notifications are checked against their body type (router/messages.py `
 registered with ``on_notification``; a malformed frame, an unknown event or a bad body is logged and counted,
 never passed on. Events control only logs (:data:`LOGGED_EVENTS`) are logged here at debug level. This module
 does not spawn or watch processes; control/workers/supervisor.py does and calls ``fail_all``.
+
+The ROUTER is a plain (blocking-API) ZeroMQ socket read from the event loop's reader callback on its file
+descriptor: each wake-up drains every frame already queued (``NOBLOCK`` until ``EAGAIN``) and sends never wait.
+pyzmq's asyncio socket costs a Future and several callbacks per frame in each direction, which was a fifth of
+control's CPU during a burst of joins (docs/PERFORMANCE.md, "Large rooms: joins"). ZeroMQ's descriptor is
+edge-triggered: it signals a change of the socket's event state, so after every drain and every send the socket's
+``EVENTS`` is read again and a drain is scheduled when frames wait (as zmq/_future.py does).
 """
 
 from __future__ import annotations
@@ -22,9 +29,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
-from router.channel import routing_id, send_now
+from router.channel import routing_id
 from router.messages import EVENTS
 from router.protocol import Event, Notification, ProtocolError, Request, Response, decode, encode
 
@@ -77,13 +83,18 @@ class ControlSocket:
     → ``close()``.
     """
 
-    def __init__(self, endpoint: str, *, context: zmq.asyncio.Context | None = None) -> None:
+    # Frames handled per reader wake-up before yielding to the loop (a flood cannot starve signaling).
+    DRAIN_BATCH = 256
+
+    def __init__(self, endpoint: str, *, context: zmq.Context[Any] | None = None) -> None:
         self.endpoint = endpoint
         self.counters = SocketCounters()
-        self._context = context or zmq.asyncio.Context.instance()
-        self._sock: zmq.asyncio.Socket | None = None
+        self._context = context or zmq.Context.instance()
+        self._sock: zmq.Socket[Any] | None = None
         self._clients: dict[bytes, WorkerClient] = {}
-        self._receiver: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd = -1
+        self._drain_scheduled = False
 
     def attach(self, client: WorkerClient) -> None:
         rid = routing_id(client.worker_id)
@@ -105,13 +116,15 @@ class ControlSocket:
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.bind(self.endpoint)
         self._sock = sock
-        self._receiver = asyncio.get_running_loop().create_task(self._receive_loop())
+        self._loop = asyncio.get_running_loop()
+        self._fd = sock.getsockopt(zmq.FD)
+        self._loop.add_reader(self._fd, self._drain)
+        self._schedule_drain()
 
     async def close(self) -> None:
-        if self._receiver is not None:
-            self._receiver.cancel()
-            await asyncio.gather(self._receiver, return_exceptions=True)
-            self._receiver = None
+        if self._loop is not None and self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            self._fd = -1
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -121,49 +134,78 @@ class ControlSocket:
         if self._sock is None:
             raise WorkerDied(worker_id, "control socket is closed")
         try:
-            sent = send_now(self._sock, [routing_id(worker_id), frame])
+            self._sock.send_multipart([routing_id(worker_id), frame], zmq.NOBLOCK)
+        except zmq.Again as exc:
+            # Cannot happen with SNDHWM 0, but a silent drop would hang the caller until its timeout.
+            raise WorkerDied(worker_id, "send queue to the worker is full") from exc
         except zmq.ZMQError as exc:
             if exc.errno == errno.EHOSTUNREACH:
                 raise WorkerDied(worker_id, "worker is not connected") from exc
             raise
-        if not sent:
-            # Cannot happen with SNDHWM 0, but a silent drop would hang the caller until its timeout.
-            raise WorkerDied(worker_id, "send queue to the worker is full")
+        finally:
+            # A send may consume the descriptor's edge while frames wait to be read.
+            self._schedule_drain()
 
-    async def _receive_loop(self) -> None:
-        assert self._sock is not None
-        while True:
-            frames = await self._sock.recv_multipart(copy=True)
-            self.counters.frames_in += 1
-            if len(frames) != 2:
-                self._malformed(f"{len(frames)}-part message")
-                continue
-            rid, payload = frames
-            client = self._clients.get(rid)
-            if client is None:
-                self.counters.unknown_peers += 1
-                log.warning("frame from unknown peer %r dropped", rid)
-                continue
+    def _schedule_drain(self) -> None:
+        if self._drain_scheduled or self._sock is None or self._loop is None:
+            return
+        if self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Reader callback: handles up to :attr:`DRAIN_BATCH` queued frames, then re-arms."""
+        self._drain_scheduled = False
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(self.DRAIN_BATCH):
             try:
-                envelope = decode(payload)
-            except ProtocolError as exc:
-                self._malformed(f"from worker {client.worker_id}: {exc.reason}")
-                continue
-            if isinstance(envelope, Response):
-                if not client._on_response(envelope):
-                    self.counters.stale_responses += 1
-            elif isinstance(envelope, Notification):
-                reason = _bad_notification(envelope)
-                if reason is not None:
-                    self._malformed(f"from worker {client.worker_id}: {reason}")
-                    continue
-                client._on_notification(envelope)
-            else:
-                self._malformed(f"request from worker {client.worker_id}")
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            try:
+                self._on_frames(frames)
+            except Exception:
+                log.exception("frame handling failed")
+        self._schedule_drain()
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        self.counters.frames_in += 1
+        if len(frames) != 2:
+            self._malformed(f"{len(frames)}-part message")
+            return
+        rid, payload = frames
+        client = self._clients.get(rid)
+        if client is None:
+            self.counters.unknown_peers += 1
+            log.warning("frame from unknown peer %r dropped", rid)
+            return
+        try:
+            envelope = decode(payload)
+        except ProtocolError as exc:
+            self._malformed(f"from worker {client.worker_id}: {exc.reason}")
+            return
+        if isinstance(envelope, Response):
+            if not client._on_response(envelope):
+                self.counters.stale_responses += 1
+        elif isinstance(envelope, Notification):
+            reason = _bad_notification(envelope)
+            if reason is not None:
+                self._malformed(f"from worker {client.worker_id}: {reason}")
+                return
+            client._on_notification(envelope)
+        else:
+            self._malformed(f"request from worker {client.worker_id}")
 
     def _malformed(self, reason: str) -> None:
         self.counters.malformed += 1
         log.warning("malformed frame dropped: %s", reason)
+
+
+def _expire(future: asyncio.Future[dict[str, Any]]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _bad_notification(notification: Notification) -> str | None:
@@ -222,12 +264,16 @@ class WorkerClient:
             raise WorkerDied(self.worker_id, "worker is not running")
         request_id = next(self._ids)
         frame = encode(Request(request_id, str(method), target_id, body or {}))
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[request_id] = future
+        # A timer instead of asyncio.wait_for: no extra task per request.
+        timer = loop.call_later(timeout, _expire, future)
         try:
             self._socket.send(self.worker_id, frame)
-            return await asyncio.wait_for(future, timeout)
+            return await future
         finally:
+            timer.cancel()
             self._pending.pop(request_id, None)
 
     def on_notification(self, callback: NotificationCallback) -> Callable[[], None]:
