@@ -8,7 +8,9 @@ each run ``--repeat`` times (medians printed):
 - ``alone``: A receives and decrypts, and forwards to nobody (the cost of taking a packet in);
 - ``subscriber``: A forwards to one SRTP subscriber (the cost one more subscriber adds: ``subscriber - alone``);
 - ``pipe``: A forwards to one pinned pipe consumer toward B, and B takes the plain packet in as the pipe's producer
-  with no subscriber (the source's cost ``pipe - alone`` on A, the destination's cost on B).
+  with no subscriber (the source's cost ``pipe - alone`` on A, the destination's cost on B);
+- ``pipe_srtp``, ``pipe_gcm``: the same pipe keyed as between hosts (docs/FORWARDING.md, Pipes between hosts), with
+  AES-CM-128-HMAC-SHA1-80 or AEAD-AES-128-GCM: A encrypts each piped packet once more and B decrypts it.
 
 A room spread over two workers pays ``source + destination`` once per packet and destination worker, whatever the
 number of subscribers there, so against the same room on one worker its total worker CPU per forwarded packet grows by
@@ -37,6 +39,8 @@ import fastpath
 VP8 = 96
 CM80 = fastpath.PROFILE_AES128_CM_SHA1_80
 BATCH = 32
+# The pipe set-ups and their SRTP profile: plain between the workers of one host, keyed between hosts.
+PIPES = {"pipe": fastpath.PROFILE_PLAIN, "pipe_srtp": CM80, "pipe_gcm": fastpath.PROFILE_AEAD_AES_128_GCM}
 
 
 def _socket() -> socket.socket:
@@ -72,11 +76,14 @@ def run(mode: str, packets: int) -> tuple[float, float]:
         if mode == "subscriber":
             _keyed(a, 2, sub_sock)
             a.add_consumer(20, 2, 10, 0x5555, {VP8: VP8}, True)
-        if mode == "pipe":
-            for engine, peer in ((a, b_sock), (b, a_sock)):
+        if mode in PIPES:
+            profile = PIPES[mode]
+            size = 28 if profile == fastpath.PROFILE_AEAD_AES_128_GCM else 30
+            a_to_b, b_to_a = os.urandom(size), os.urandom(size)
+            for engine, peer, mine, theirs in ((a, b_sock, a_to_b, b_to_a), (b, a_sock, b_to_a, a_to_b)):
                 engine.add_transport(50)
                 engine.bind_tuple(50, *peer.getsockname())
-                engine.set_srtp(50, fastpath.PROFILE_PLAIN, bytes(30), bytes(30))
+                engine.set_srtp(50, profile, mine, theirs)
             a.add_consumer(100, 50, 10, 0x9000, {VP8: VP8}, True, 0, pinned=True)
             b.add_producer(11, 50, fastpath.KIND_VIDEO, b"", [(b"", 0x9000, 0)], [VP8], {}, 90000)
         payload = b"\x10\x00" + bytes(1200 - 14)
@@ -90,12 +97,12 @@ def run(mode: str, packets: int) -> tuple[float, float]:
             start = time.thread_time()
             a.pump()
             a_cpu += time.thread_time() - start
-            if mode == "pipe" and select.select([b_sock], [], [], 0.05)[0]:
+            if mode in PIPES and select.select([b_sock], [], [], 0.05)[0]:
                 start = time.thread_time()
                 b.pump()
                 b_cpu += time.thread_time() - start
         a_in = a.snapshot_producer(10)["packets"]
-        b_in = b.snapshot_producer(11)["packets"] if mode == "pipe" else 0
+        b_in = b.snapshot_producer(11)["packets"] if mode in PIPES else 0
         return a_cpu / max(a_in, 1) * 1e6, (b_cpu / b_in * 1e6 if b_in else 0.0)
     finally:
         del a, b
@@ -108,15 +115,16 @@ def main() -> None:
     ap.add_argument("--packets", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    runs: dict[str, list[tuple[float, float]]] = {"alone": [], "subscriber": [], "pipe": []}
+    runs: dict[str, list[tuple[float, float]]] = {"alone": [], "subscriber": [], **{m: [] for m in PIPES}}
     for _ in range(args.repeat):
         for mode, results in runs.items():
             results.append(run(mode, args.packets))
     med = {mode: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for mode, v in runs.items()}
-    print(f"taking a packet in (A alone):          {med['alone'][0]:6.2f} us/packet")
-    print(f"one SRTP subscriber on A:             +{med['subscriber'][0] - med['alone'][0]:6.2f} us/packet")
-    print(f"pipe, source side (A):                +{med['pipe'][0] - med['alone'][0]:6.2f} us/packet")
-    print(f"pipe, destination side (B, no subs):   {med['pipe'][1]:6.2f} us/packet")
+    print(f"taking a packet in (A alone):              {med['alone'][0]:6.2f} us/packet")
+    print(f"one SRTP subscriber on A:                 +{med['subscriber'][0] - med['alone'][0]:6.2f} us/packet")
+    for mode, name in (("pipe", "plain pipe"), ("pipe_srtp", "SRTP pipe (CM-80)"), ("pipe_gcm", "SRTP pipe (GCM)")):
+        print(f"{name + ', source side (A):':42s}+{med[mode][0] - med['alone'][0]:6.2f} us/packet")
+        print(f"{name + ', destination side (B):':42s} {med[mode][1]:6.2f} us/packet")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@
 #   ordinary consumer feedback path (_feedback.pxi), key-frame requests throttled as for any subscriber;
 # - on the receiving worker the pipe is an ordinary producer with those SSRCs as its encodings: its consumers keep
 #   their layer selection, NACK store and rewriting, and its NACK generation asks the sending worker for losses.
+# - toward a worker of another host the pipe transport has a real SRTP profile instead (AES-CM-128-HMAC-SHA1-80 or
+#   AEAD-AES-128-GCM, keys from control): the same transport, protected and checked like a client's
+#   (docs/FORWARDING.md, Pipes between hosts).
 # The only per-packet code here is the test hook below (Consumer.test_loss, 0 outside tests).
 
 

@@ -13,6 +13,8 @@ arrays. Numbers only: SDP, tokens and room names never reach a worker.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -297,6 +299,54 @@ class DataMessage(Body):
 
 
 PipeSsrcs = tuple[int, int]  # (media ssrc, rtx ssrc or 0) of one encoding on a pipe
+# The SRTP protection profiles a pipe between hosts can use, by their DTLS-SRTP names (RFC 5764, RFC 7714), and
+# the length of their master key || master salt.
+PipeSrtpProfile = Literal["SRTP_AES128_CM_HMAC_SHA1_80", "SRTP_AEAD_AES_128_GCM"]
+PIPE_SRTP_KEY_BYTES: dict[str, int] = {"SRTP_AES128_CM_HMAC_SHA1_80": 30, "SRTP_AEAD_AES_128_GCM": 28}
+
+
+@dataclass(frozen=True, slots=True)
+class PipeSrtp(Body):
+    """The SRTP keys of a pipe that leaves the host (docs/FORWARDING.md, Pipes between hosts): this worker protects
+    what it sends with ``local_key`` and checks what it receives with ``remote_key`` (each the master key || master
+    salt of ``profile``). The side that opens the pipe makes them with :meth:`generate`, sends them to its own worker
+    and :meth:`reversed` to the other end's; they travel in clear inside the control channels, so those must be
+    trusted (a private network or TLS between the nodes)."""
+
+    profile: PipeSrtpProfile
+    local_key: bytes
+    remote_key: bytes
+
+    def problem(self) -> tuple[str, str] | None:
+        size = PIPE_SRTP_KEY_BYTES[self.profile]
+        for name in ("local_key", "remote_key"):
+            if len(getattr(self, name)) != size:
+                return name, f"must be {size} bytes for {self.profile}, not {len(getattr(self, name))}"
+        if self.local_key == self.remote_key:
+            return "remote_key", "must differ from local_key (one key per direction)"
+        return None
+
+    @classmethod
+    def generate(cls, profile: PipeSrtpProfile = "SRTP_AES128_CM_HMAC_SHA1_80") -> PipeSrtp:
+        """Fresh random keys, one per direction."""
+        size = PIPE_SRTP_KEY_BYTES[profile]
+        return cls(profile=profile, local_key=os.urandom(size), remote_key=os.urandom(size))
+
+    def reversed(self) -> PipeSrtp:
+        """The same keys as the other end of the pipe holds them."""
+        return PipeSrtp(profile=self.profile, local_key=self.remote_key, remote_key=self.local_key)
+
+
+def _address_problem(body: Any) -> tuple[str, str] | None:
+    """An IPv4 ``peer_ip``/``local_ip`` or "" (the Engine binds IPv4 tuples only)."""
+    for name in ("peer_ip", "local_ip"):
+        value = getattr(body, name)
+        if value:
+            try:
+                ipaddress.IPv4Address(value)
+            except ValueError:
+                return name, f"must be an IPv4 address or empty, not {value!r}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,20 +354,28 @@ class PipeRequest(Body):
     """``producer.pipe`` (target: the producer on the worker that receives it from its publisher): send every
     encoding of the producer, decrypted, to the worker whose UDP port is ``peer_port`` on this host, encoding ``i``
     under ``ssrcs[i]`` (docs/FORWARDING.md, Pipe transports). ``pipe_id`` names this pipe for ``producer.unpipe``;
-    ``payload_types`` and ``rtx_apt`` are the producer's (the pipe keeps them)."""
+    ``payload_types`` and ``rtx_apt`` are the producer's (the pipe keeps them).
+
+    Between hosts (docs/FORWARDING.md, Pipes between hosts): ``peer_ip`` is the other worker's address ("" = this
+    host's, the worker's own announced address), ``local_ip`` the address the pipe's packets leave from, which the
+    other end names as its ``peer_ip`` ("" = the kernel's choice), and ``srtp`` the keys (required when ``peer_ip``
+    is not this host's; None = plain RTP, for pipes on one host)."""
 
     pipe_id: str
     peer_port: int
     ssrcs: list[PipeSsrcs]
     payload_types: list[int]
     rtx_apt: list[PayloadTypePair] = field(default_factory=list)
+    peer_ip: str = ""
+    local_ip: str = ""
+    srtp: PipeSrtp | None = None
 
     def problem(self) -> tuple[str, str] | None:
         if not self.ssrcs:
             return "ssrcs", "must hold at least one encoding"
         if not 1 <= self.peer_port <= 65535:
             return "peer_port", f"must be a UDP port, not {self.peer_port}"
-        return None
+        return _address_problem(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +390,8 @@ class PipeProduceRequest(Body):
     """``media_router.produce_pipe`` (target: the router id): the receiving end of a pipe, a producer ``producer_id``
     in this router fed by the worker whose UDP port is ``peer_port``, with the pipe's SSRCs as its ``encodings``
     (rid "", ssrc, rtx ssrc) and the original producer's payload types, codecs, RTX pairs and clock rate. Its
-    consumers are made with ``transport.consume`` as for any producer; ``producer.close`` ends it."""
+    consumers are made with ``transport.consume`` as for any producer; ``producer.close`` ends it. ``peer_ip``,
+    ``local_ip`` and ``srtp`` as in :class:`PipeRequest`, seen from this end (``srtp`` is the source's, reversed)."""
 
     producer_id: str
     peer_port: int
@@ -342,13 +401,16 @@ class PipeProduceRequest(Body):
     clock_rate: int
     codecs: list[Codec] = field(default_factory=list)
     rtx_apt: list[PayloadTypePair] = field(default_factory=list)
+    peer_ip: str = ""
+    local_ip: str = ""
+    srtp: PipeSrtp | None = None
 
     def problem(self) -> tuple[str, str] | None:
         if not self.encodings or any(ssrc == 0 for _, ssrc, _ in self.encodings):
             return "encodings", "must hold at least one encoding, each with its ssrc"
         if not 1 <= self.peer_port <= 65535:
             return "peer_port", f"must be a UDP port, not {self.peer_port}"
-        return None
+        return _address_problem(self)
 
 
 # ------------------------------------------------------------------------------------------------- tables

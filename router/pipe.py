@@ -1,12 +1,13 @@
-"""Pipes between the workers of one host: the ends of a producer that crosses from one worker to another.
+"""Pipes between workers: the ends of a producer that crosses from one worker to another, on this host or another.
 
 A pipe carries one producer's packets, decrypted once on the worker that receives them from the publisher (the
 *source*), to another worker (the *destination*) as plain RTP/RTCP over loopback UDP, as mediasoup's PipeTransport
-does (docs/FORWARDING.md, Pipe transports). This module owns both ends on a worker:
+does (docs/FORWARDING.md, Pipe transports); toward a worker of another host the same pipe is SRTP with the keys
+control passes (docs/FORWARDING.md, Pipes between hosts). This module owns both ends on a worker:
 
-- one pipe transport per peer worker, an Engine transport bound to the peer's UDP port with the plain SRTP profile
-  (``fastpath.PROFILE_PLAIN``), shared by every pipe between the two workers in either direction and removed with
-  the last of them;
+- one pipe transport per peer worker (its address and UDP port), an Engine transport bound to the peer with the
+  plain SRTP profile (``fastpath.PROFILE_PLAIN``) on one host or the request's SRTP keys between hosts, shared by
+  every pipe between the two workers in either direction and removed with the last of them;
 - at the source (``producer.pipe``), one *pinned* Engine consumer per encoding of the producer, under the SSRCs
   control chose; the Engine serves the destination's NACKs and key-frame requests on them like any subscriber's;
 - at the destination (``media_router.produce_pipe``), a producer registered like a publisher's, so that
@@ -19,6 +20,7 @@ consumer registry, so the stream allocator and the scores never see them. Counte
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import fastpath
 from router.media_router import Producer
-from router.messages import PipeProduceRequest, PipeRequest, UnpipeRequest
+from router.messages import PipeProduceRequest, PipeRequest, PipeSrtp, UnpipeRequest
 from router.protocol import Empty, RequestError
 
 if TYPE_CHECKING:
@@ -39,19 +41,29 @@ PLAIN_KEY = bytes(30)  # the plain profile derives no key that is used; libsrtp 
 # Test hook (the pipe loss tests): the percentage of first sends every new pinned video consumer loses.
 TEST_LOSS_ENV = "MEDIAROUTER_TEST_PIPE_LOSS_PERCENT"
 KINDS = {"audio": 0, "video": 1}
+SRTP_PROFILES = {"SRTP_AES128_CM_HMAC_SHA1_80": fastpath.PROFILE_AES128_CM_SHA1_80,
+                 "SRTP_AEAD_AES_128_GCM": fastpath.PROFILE_AEAD_AES_128_GCM}
+Peer = tuple[str, int]  # the other worker's (address, UDP port)
 
 
-def pipe_transport_id(peer_port: int) -> str:
-    """The id a pipe producer's ``transport_id`` names: the pipe transport toward the worker on ``peer_port``."""
-    return f"pipe:{peer_port}"
+def pipe_transport_id(peer: Peer) -> str:
+    """The id a pipe producer's ``transport_id`` names: the pipe transport toward the worker at ``peer``."""
+    return f"pipe:{peer[0]}:{peer[1]}"
+
+
+def _peer_of(transport_id: str) -> Peer:
+    host, _, port = transport_id[len("pipe:"):].rpartition(":")
+    return host, int(port)
 
 
 @dataclass
 class PipeTransport:
     """The Engine transport toward one peer worker, and what uses it."""
 
-    peer_port: int
+    peer: Peer
     handle: int
+    local_ip: str = ""
+    srtp: PipeSrtp | None = None  # None: the plain profile (a pipe on this host)
     producers: set[str] = field(default_factory=set)  # destination ends on this worker
     pipes: set[tuple[str, str]] = field(default_factory=set)  # (producer id, pipe id): source ends on this worker
 
@@ -62,7 +74,7 @@ class PipeOut:
 
     pipe_id: str
     producer_id: str
-    peer_port: int
+    peer: Peer
     handles: list[int]
 
 
@@ -72,7 +84,7 @@ class PipeService:
     def __init__(self, media: MediaService) -> None:
         self.media = media
         self.engine = media.engine
-        self.transports: dict[int, PipeTransport] = {}  # peer port -> transport
+        self.transports: dict[Peer, PipeTransport] = {}  # peer worker -> transport
         self.outs: dict[tuple[str, str], PipeOut] = {}  # (producer id, pipe id) -> source end
         self.by_router: dict[str, set[str]] = {}  # router id -> its pipe producers (destination ends)
         self._next_handle = PIPE_HANDLE_BASE
@@ -80,6 +92,7 @@ class PipeService:
         self.test_loss = _test_loss()
         self.opened = 0
         self.closed = 0
+        self.rekeys = 0  # an open pipe transport given other keys or another local address (docs/FORWARDING.md)
 
     # ---- handles and transports ------------------------------------------------------------------------
     def _handle(self) -> int:
@@ -88,22 +101,50 @@ class PipeService:
         self._next_handle += 1
         return self._next_handle
 
-    def _transport(self, peer_port: int) -> PipeTransport:
-        transport = self.transports.get(peer_port)
+    def _on_this_host(self, ip: str) -> bool:
+        worker = self.media.worker
+        return ipaddress.ip_address(ip).is_loopback or ip in worker.node_ips or ip == worker.bind_ip
+
+    def _peer(self, peer_ip: str, peer_port: int, srtp: PipeSrtp | None) -> Peer:
+        """The peer a request names ("" = this host's announced address), checked."""
+        ip = peer_ip or self.media.worker.node_ip
+        local = self._on_this_host(ip)
+        if local and peer_port == self.media.worker.rtc_port:
+            raise RequestError("ValueError", "a pipe needs another worker's port")
+        if not local and srtp is None:
+            raise RequestError("ValueError", f"a pipe to {ip} leaves the host: it needs srtp keys")
+        return ip, peer_port
+
+    def _key(self, handle: int, srtp: PipeSrtp | None) -> None:
+        if srtp is None:
+            self.engine.set_srtp(handle, fastpath.PROFILE_PLAIN, PLAIN_KEY, PLAIN_KEY)
+        else:
+            self.engine.set_srtp(handle, SRTP_PROFILES[srtp.profile], srtp.local_key, srtp.remote_key)
+
+    def _transport(self, peer: Peer, local_ip: str, srtp: PipeSrtp | None) -> PipeTransport:
+        transport = self.transports.get(peer)
         if transport is None:
-            if peer_port == self.media.worker.rtc_port:
-                raise RequestError("ValueError", "a pipe needs another worker's port")
             handle = self._handle()
             self.engine.add_transport(handle)
             try:
-                self.engine.bind_tuple(handle, self.media.worker.node_ip, peer_port)
-                self.engine.set_srtp(handle, fastpath.PROFILE_PLAIN, PLAIN_KEY, PLAIN_KEY)
+                self.engine.bind_tuple(handle, peer[0], peer[1], local_ip)
+                self._key(handle, srtp)
             except Exception:
                 self.engine.remove_transport(handle)
                 self._free.append(handle)
                 raise
-            transport = self.transports[peer_port] = PipeTransport(peer_port, handle)
-            log.info("pipe transport toward port %d opened", peer_port)
+            transport = self.transports[peer] = PipeTransport(peer, handle, local_ip, srtp)
+            log.info("pipe transport toward %s:%d opened (%s)", *peer, srtp.profile if srtp else "plain")
+        elif transport.srtp != srtp or transport.local_ip != local_ip:
+            # The last request wins: both ends of a pipe transport hold the keys of the latest pipe opened over it
+            # (control keeps one key pair per pair of workers; docs/FORWARDING.md, Pipes between hosts).
+            if transport.local_ip != local_ip:
+                self.engine.bind_tuple(transport.handle, peer[0], peer[1], local_ip)
+            if transport.srtp != srtp:
+                self._key(transport.handle, srtp)
+            transport.local_ip, transport.srtp = local_ip, srtp
+            self.rekeys += 1
+            log.warning("pipe transport toward %s:%d re-keyed (%s)", *peer, srtp.profile if srtp else "plain")
         return transport
 
     def _release(self, transport: PipeTransport) -> None:
@@ -111,8 +152,8 @@ class PipeService:
             return
         self.engine.remove_transport(transport.handle)
         self._free.append(transport.handle)
-        del self.transports[transport.peer_port]
-        log.info("pipe transport toward port %d closed", transport.peer_port)
+        del self.transports[transport.peer]
+        log.info("pipe transport toward %s:%d closed", *transport.peer)
 
     # ---- source ends (producer.pipe / producer.unpipe) ---------------------------------------------------
     async def producer_pipe(self, producer_id: str, body: PipeRequest) -> Empty:
@@ -121,7 +162,7 @@ class PipeService:
             return Empty()
         producer = self.media.producers.get(producer_id)
         p_handle = self.media.producers.handle(producer_id)
-        transport = self._transport(body.peer_port)
+        transport = self._transport(self._peer(body.peer_ip, body.peer_port, body.srtp), body.local_ip, body.srtp)
         pt_map = {pt: pt for pt in body.payload_types}
         rtx_pt_map = {apt: rtx for rtx, apt in body.rtx_apt}
         handles: list[int] = []
@@ -142,7 +183,7 @@ class PipeService:
                 self._free.append(handle)
             self._release(transport)
             raise
-        self.outs[key] = PipeOut(body.pipe_id, producer_id, body.peer_port, handles)
+        self.outs[key] = PipeOut(body.pipe_id, producer_id, transport.peer, handles)
         transport.pipes.add(key)
         self.opened += 1
         return Empty()
@@ -159,7 +200,7 @@ class PipeService:
             self.engine.remove_consumer(handle)
             self._free.append(handle)
         self.closed += 1
-        transport = self.transports.get(out.peer_port)
+        transport = self.transports.get(out.peer)
         if transport is not None:
             transport.pipes.discard(key)
             self._release(transport)
@@ -183,8 +224,8 @@ class PipeService:
         self.media._router(router_id)
         if body.producer_id in self.media.producers:
             return Empty()
-        transport = self._transport(body.peer_port)
-        producer = Producer(body.producer_id, pipe_transport_id(body.peer_port), body.kind, "")
+        transport = self._transport(self._peer(body.peer_ip, body.peer_port, body.srtp), body.local_ip, body.srtp)
+        producer = Producer(body.producer_id, pipe_transport_id(transport.peer), body.kind, "")
         handle = self.media.producers.add(body.producer_id, producer)
         try:
             self.engine.add_producer(
@@ -207,7 +248,7 @@ class PipeService:
             return
         for producers in self.by_router.values():
             producers.discard(producer.id)
-        transport = self.transports.get(int(producer.transport_id[5:]))
+        transport = self.transports.get(_peer_of(producer.transport_id))
         if transport is not None:
             transport.producers.discard(producer.id)
             self._release(transport)
@@ -218,8 +259,11 @@ class PipeService:
 
     # ---- counters ----------------------------------------------------------------------------------------
     def counters(self) -> dict[str, Any]:
-        """For the heartbeat: pipe transports, open source ends, packets and drops over every pipe transport."""
+        """For the heartbeat: pipe transports (those with SRTP, their re-keyings and SRTP drops), open source ends,
+        packets and drops over every pipe transport."""
         totals = {"pipe_transports": len(self.transports), "pipes_out": len(self.outs),
+                  "pipe_srtp_transports": sum(t.srtp is not None for t in self.transports.values()),
+                  "pipe_rekeys": self.rekeys, "pipe_srtp_drops": 0,
                   "pipe_tx_packets": 0, "pipe_rx_packets": 0, "pipe_drops": 0, "pipe_test_lost": 0,
                   "pipe_retransmits": 0, "pipe_nack_refused": 0, "pipe_nack_recovered": 0, "pipe_nack_expired": 0,
                   "pipe_source_nack_expired": 0}
@@ -228,6 +272,7 @@ class PipeService:
             totals["pipe_tx_packets"] += snap["tx_packets"]
             totals["pipe_rx_packets"] += snap["rx_packets"]
             totals["pipe_drops"] += sum(v for k, v in snap.items() if k.startswith("drop_") and isinstance(v, int))
+            totals["pipe_srtp_drops"] += snap.get("drop_srtp_unprotect", 0)
         for out in self.outs.values():
             for handle in out.handles:
                 snap = self.engine.snapshot_consumer(handle)
@@ -248,7 +293,8 @@ class PipeService:
     def snapshot(self) -> dict[str, Any]:
         """Per pipe: the Engine counters of each pinned consumer (source ends) and of each pipe transport."""
         return {
-            "transports": {port: self.engine.snapshot_transport(t.handle) for port, t in self.transports.items()},
+            "transports": {f"{ip}:{port}": self.engine.snapshot_transport(t.handle)
+                           for (ip, port), t in self.transports.items()},
             "outs": {f"{pid}/{pipe}": [self.engine.snapshot_consumer(h) for h in out.handles]
                      for (pid, pipe), out in self.outs.items()},
         }

@@ -40,6 +40,7 @@ from router.messages import (
     OpenDataChannelRequest,
     PipeProduceRequest,
     PipeRequest,
+    PipeSrtp,
     ProduceDataRequest,
     ProduceRequest,
     RtpExtensions,
@@ -59,6 +60,7 @@ from router.protocol import (
     Event,
     Method,
     Notification,
+    ProtocolError,
     Request,
     Response,
     WorkerDump,
@@ -72,6 +74,7 @@ from tests.router.fakes import FakeWorker
 
 ROOT = Path(__file__).resolve().parent.parent
 FINGERPRINT = ("sha-256", ":".join(["AB"] * 32))
+PIPE_SRTP = PipeSrtp(profile="SRTP_AEAD_AES_128_GCM", local_key=bytes(range(28)), remote_key=bytes(range(1, 29)))
 
 # One valid value of every body type, with every optional field set.
 SAMPLES: dict[type[Body], Body] = {
@@ -96,11 +99,13 @@ SAMPLES: dict[type[Body], Body] = {
                                    spatial=1, paused=True),
     ProduceDataRequest: ProduceDataRequest(data_producer_id="d", label="*", relay_to_control=True),
     PipeRequest: PipeRequest(pipe_id="p>w1", peer_port=7883, ssrcs=[(11, 12), (13, 14)], payload_types=[96, 97],
-                             rtx_apt=[(97, 96)]),
+                             rtx_apt=[(97, 96)], peer_ip="198.51.100.2", local_ip="198.51.100.1", srtp=PIPE_SRTP),
     UnpipeRequest: UnpipeRequest(pipe_id="p>w1"),
     PipeProduceRequest: PipeProduceRequest(producer_id="p", peer_port=7882, kind="video",
                                            encodings=[("", 11, 12), ("", 13, 14)], payload_types=[96, 97],
-                                           clock_rate=90000, codecs=[(96, "VP8")], rtx_apt=[(97, 96)]),
+                                           clock_rate=90000, codecs=[(96, "VP8")], rtx_apt=[(97, 96)],
+                                           peer_ip="198.51.100.1", local_ip="198.51.100.2",
+                                           srtp=PIPE_SRTP.reversed()),
     ConsumeDataRequest: ConsumeDataRequest(data_consumer_id="dc", data_producer_id="d", label="chat"),
     OpenDataChannelRequest: OpenDataChannelRequest(label="_lossy", ordered=False, max_retransmits=0),
     SendDataRequest: SendDataRequest(label="_reliable", data=b"\x00\x01"),
@@ -301,3 +306,35 @@ async def test_pipe_bodies_carry_the_track_and_the_pipe_ssrcs() -> None:
                                          rtx_apt=[(97, 96)])
     assert pipe == PipeRequest(pipe_id="p>w1", peer_port=7883, ssrcs=[(11, 12)], payload_types=[96],
                                rtx_apt=[(97, 96)])
+
+
+async def test_pipe_bodies_between_hosts_carry_the_address_and_the_keys() -> None:
+    sender = RecordingSender()
+    media = MediaClient(sender)
+    srtp = PipeSrtp.generate()
+    await media.produce_pipe("r", "p", peer_port=7882, ssrcs=[(11, 12)], track=TRACK, peer_ip="198.51.100.1",
+                             local_ip="198.51.100.2", srtp=srtp.reversed())
+    await media.pipe("p", "p>w1", peer_port=7883, ssrcs=[(11, 12)], track=TRACK, peer_ip="198.51.100.2",
+                     local_ip="198.51.100.1", srtp=srtp)
+    (_, _, produce), (_, _, pipe) = sender.sent
+    assert isinstance(produce, PipeProduceRequest) and isinstance(pipe, PipeRequest)
+    assert (produce.peer_ip, produce.local_ip, pipe.peer_ip, pipe.local_ip) == (
+        "198.51.100.1", "198.51.100.2", "198.51.100.2", "198.51.100.1")
+    assert pipe.srtp == srtp and produce.srtp == srtp.reversed()
+    assert produce.srtp is not None and (produce.srtp.local_key, produce.srtp.remote_key) == (
+        srtp.remote_key, srtp.local_key)
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"srtp": {"profile": "SRTP_AES128_CM_HMAC_SHA1_80", "local_key": bytes(28), "remote_key": bytes(30)}},
+     "field 'srtp.local_key' must be 30 bytes"),
+    ({"srtp": {"profile": "SRTP_NULL", "local_key": bytes(30), "remote_key": bytes(30)}}, "field 'srtp.profile'"),
+    ({"srtp": {"profile": "SRTP_AEAD_AES_128_GCM", "local_key": bytes(28), "remote_key": bytes(28)}},
+     "field 'srtp.remote_key' must differ"),
+    ({"peer_ip": "example.com"}, "field 'peer_ip' must be an IPv4 address"),
+    ({"local_ip": "::1"}, "field 'local_ip' must be an IPv4 address"),
+])
+def test_bad_pipe_keys_and_addresses_are_refused_by_name(change: dict[str, Any], reason: str) -> None:
+    wire = dict(SAMPLES[PipeRequest].to_wire(), **change)
+    with pytest.raises(ProtocolError, match=re.escape(reason)):
+        PipeRequest.from_wire(wire)

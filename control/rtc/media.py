@@ -24,6 +24,7 @@ from router.messages import (
     OpenDataChannelRequest,
     PipeProduceRequest,
     PipeRequest,
+    PipeSrtp,
     ProduceDataRequest,
     ProduceRequest,
     RtpExtensions,
@@ -163,20 +164,24 @@ class MediaClient:
         await self._request(Method.TRANSPORT_CONSUME, transport_id, request)
 
     async def pipe(self, producer_id: str, pipe_id: str, *, peer_port: int, ssrcs: list[tuple[int, int]],
-                   track: TrackPlan) -> None:
+                   track: TrackPlan, peer_ip: str = "", local_ip: str = "", srtp: PipeSrtp | None = None) -> None:
         """The source end of a pipe: this worker sends every encoding of ``producer_id`` to the worker on
-        ``peer_port`` under ``ssrcs`` (docs/FORWARDING.md, Pipe transports)."""
+        ``peer_port`` under ``ssrcs`` (docs/FORWARDING.md, Pipe transports); on another host ``peer_ip``, from
+        ``local_ip``, with ``srtp`` (docs/FORWARDING.md, Pipes between hosts)."""
         request = PipeRequest(pipe_id=pipe_id, peer_port=peer_port, ssrcs=ssrcs,
-                              payload_types=[c.pt for c in track.codecs], rtx_apt=list(track.rtx_apt.items()))
+                              payload_types=[c.pt for c in track.codecs], rtx_apt=list(track.rtx_apt.items()),
+                              peer_ip=peer_ip, local_ip=local_ip, srtp=srtp)
         await self._request(Method.PRODUCER_PIPE, producer_id, request)
 
     async def unpipe(self, producer_id: str, pipe_id: str) -> None:
         await self._request(Method.PRODUCER_UNPIPE, producer_id, UnpipeRequest(pipe_id=pipe_id))
 
     async def produce_pipe(self, router_id: str, producer_id: str, *, peer_port: int,
-                           ssrcs: list[tuple[int, int]], track: TrackPlan) -> None:
+                           ssrcs: list[tuple[int, int]], track: TrackPlan, peer_ip: str = "", local_ip: str = "",
+                           srtp: PipeSrtp | None = None) -> None:
         """The destination end of a pipe: producer ``producer_id`` in this worker's router, fed by the worker on
-        ``peer_port`` under ``ssrcs`` (one pair per encoding of ``track``)."""
+        ``peer_port`` under ``ssrcs`` (one pair per encoding of ``track``); ``peer_ip``, ``local_ip`` and ``srtp``
+        (the source's keys, reversed) for a pipe from another host."""
         request = PipeProduceRequest(
             producer_id=producer_id,
             peer_port=peer_port,
@@ -186,6 +191,9 @@ class MediaClient:
             codecs=[(c.pt, c.name) for c in track.codecs],
             rtx_apt=list(track.rtx_apt.items()),
             clock_rate=track.codecs[0].clock_rate,
+            peer_ip=peer_ip,
+            local_ip=local_ip,
+            srtp=srtp,
         )
         await self._request(Method.MEDIA_ROUTER_PRODUCE_PIPE, router_id, request)
 
