@@ -112,6 +112,17 @@ async def _pump_down(frames: Frames, ws: web.WebSocketResponse) -> None:
             await ws.send_bytes(frame)
 
 
+async def _ready(pubsub: Any) -> bool:
+    """Waits for the owner's READY (None answers from get_message are subscription confirmations or timeouts)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_TIMEOUT_S
+    while (left := deadline - loop.time()) > 0:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        if message is not None and message.get("type") == "message":
+            return bool(message["data"] == READY)
+    return False
+
+
 async def relay_client(redis: Any, bus: Bus, registry: NodeRegistry, owner: str, local_id: str,
                        request: dict[str, Any], ws: web.WebSocketResponse) -> bool:
     """The entry node's side: relays ``ws`` to ``owner`` until either end closes. False when the owner could not
@@ -125,10 +136,7 @@ async def relay_client(redis: Any, bus: Bus, registry: NodeRegistry, owner: str,
             await bus.send(owner, "connect", {**request, "connection": connection_id, "node": local_id})
         except NodeUnavailable:
             return False
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=READY_TIMEOUT_S)
-        while message is not None and message.get("type") != "message":
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=READY_TIMEOUT_S)
-        if message is None or message["data"] != READY:
+        if not await _ready(pubsub):
             return False
         loop = asyncio.get_running_loop()
         down_task = loop.create_task(_pump_down(incoming(pubsub, lambda: registry.alive(owner)), ws))
