@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install build run test lint bench annotate clean browser-deps net-deps fuzz
+.PHONY: install build run test lint bench annotate clean browser-deps net-deps cluster-deps fuzz
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ browser-deps:
 net-deps:
 	command -v nft >/dev/null && command -v turnserver >/dev/null || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables coturn)
+
+# Optional: redis-server (Debian) for the cluster tests (tests/cluster/: registry, ownership, relay, two nodes),
+# which skip with their reason when it is missing. Needs root for apt-get.
+cluster-deps:
+	command -v redis-server >/dev/null || test -x /usr/bin/redis-server || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server)
 
 clean:
 	rm -rf build $(VENV) fastpath/*.so fastpath/*.c fastpath/*.html

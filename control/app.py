@@ -9,7 +9,9 @@ Twirp RoomService (control/service/twirp.py), ``GET /metrics`` (control/service/
 (control/service/webhooks.py), all on the same port, behind the connection guard (control/service/connections.py:
 header deadline, caps on unauthenticated connections, fd reserve). SIGTERM or SIGINT drains
 (control/service/drain.py): no new join, the calls go on until their participants leave or ``drain_timeout``
-passes, then whoever is left gets a LeaveRequest; a second signal stops at once. Then the HTTP server stops, then
+passes, then whoever is left gets a LeaveRequest; a second signal stops at once. With ``redis`` set the node joins
+a cluster (control/cluster/node.py) once its workers run, says ``draining`` when the drain starts and leaves
+after the rooms are closed. Then the HTTP server stops, then
 the workers, then the runtime directory is removed.
 """
 
@@ -23,6 +25,7 @@ import signal
 
 from aiohttp import web
 
+from control.cluster.node import CLUSTER_KEY, ClusterNode, new_node_id
 from control.config import Settings
 from control.rtc.participant import LiveKitNegotiator
 from control.rtc.rooms import RoomManager
@@ -55,9 +58,13 @@ def build_app(settings: Settings, supervisor: Supervisor) -> web.Application:
     app.router.add_get("/healthz", healthz)
     room_settings = dataclasses.replace(settings.room, keys=dict(settings.keys),
                                         turn_servers=settings.turn_servers)
+    node_id = new_node_id() if settings.redis is not None else room_settings.node_id
+    room_settings = dataclasses.replace(room_settings, node_id=node_id)
     manager = RoomManager(SupervisorPool(supervisor), LiveKitNegotiator(), room_settings)
     attach_supervisor(manager, supervisor)
     add_livekit(app, manager)
+    if settings.redis is not None:
+        add_cluster(app, settings, manager, supervisor, node_id)
     add_drain(app)
     add_metrics(app, supervisor, manager)
     add_demo(app, settings.livekit_client_url)
@@ -73,6 +80,19 @@ def add_livekit(app: web.Application, manager: RoomManager) -> None:
     signaling.add_routes(app)
     twirp.add_routes(app)
     app.on_shutdown.append(_close_rooms)
+
+
+def add_cluster(app: web.Application, settings: Settings, manager: RoomManager, supervisor: Supervisor,
+                node_id: str) -> ClusterNode:
+    """This node's membership in the cluster of ``settings.redis`` (control/cluster/): joins relayed to room owners,
+    the RoomService answering for the whole cluster. Started and stopped by :func:`serve`."""
+    from control.service.twirp_cluster import make_router
+
+    cluster = ClusterNode(settings, manager, supervisor, node_id)
+    cluster.run_session = functools.partial(signaling.run_session, manager)
+    app[CLUSTER_KEY] = cluster
+    app[twirp.ROUTER_KEY] = make_router(cluster, manager)
+    return cluster
 
 
 async def _admit(guard: ConnectionGuard, request: web.Request, response: web.StreamResponse) -> None:
@@ -103,6 +123,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
                             gso=settings.gso, hmac_batch=settings.hmac_batch, srtp_crypto=settings.srtp_crypto,
                             congestion_control=settings.congestion_control)
     app = build_app(settings, supervisor)
+    cluster = app.get(CLUSTER_KEY)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     code = 0
@@ -116,12 +137,22 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
             return 1
         log.info("listening on http://%s:%d", settings.http_host, settings.http_port)
         await supervisor.start()
+        if cluster is not None:
+            try:
+                await cluster.start()
+            except Exception as exc:  # redis.exceptions.ConnectionError and kin
+                log.error("cannot join the cluster: %s", exc)
+                return 1
         await stop.wait()
         app = runner.app
+        if cluster is not None:
+            await cluster.set_draining()
         await drain_rooms(app[DRAIN_KEY], app[MANAGER_KEY], settings.drain_timeout, stop_now)
         log.info("shutting down")
         await app[MANAGER_KEY].close()  # a LeaveRequest to each participant still there
     finally:
+        if cluster is not None:
+            await cluster.stop()
         await runner.cleanup()
         await supervisor.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="AES-CM-80 primitives under libsrtp: the fast path's (mediarouter, the default) or "
                             "libsrtp's own")
 
+    serve.add_argument("--redis-address", metavar="HOST:PORT",
+                       help="join the cluster of nodes sharing this Redis (default: none, one node)")
+
     serve.add_argument("--header-timeout-s", type=float,
                        help="s a connection has to send its request headers (default 10)")
     serve.add_argument("--max-pending-connections", type=int,

@@ -32,6 +32,8 @@ max_pending_connections MEDIAROUTER_MAX_PENDING_CONNECTIONS --max-pending-connec
 max_pending_per_address MEDIAROUTER_MAX_PENDING_PER_ADDRESS --max-pending-per-address N  256
 fd_reserve     MEDIAROUTER_FD_RESERVE     --fd-reserve N                 512
 livekit_client_url MEDIAROUTER_LIVEKIT_CLIENT_URL --livekit-client-url U the CDN build of livekit-client 2.23.0
+redis          MEDIAROUTER_REDIS_<FIELD>  --redis-address HOST:PORT      none (one node, no Redis)
+cluster        MEDIAROUTER_CLUSTER_<FIELD> (file only otherwise)         node_selector rooms, ttl_s 5
 =============  =========================  =============================  =======================================
 
 ``drain_timeout``: after SIGTERM (or a first SIGINT) the server admits no join and waits this long at most for its
@@ -53,6 +55,11 @@ tags are computed in batches with OpenSSL's multi-buffer SHA-1. The last four gu
 (control/service/connections.py): a connection must deliver its request headers within ``header_timeout_s``; at
 most ``max_pending_connections`` connections (``max_pending_per_address`` from one address) may be open without
 an admitted WebSocket; ``fd_reserve`` file descriptors are kept free; a connection over a cap gets a 503.
+``redis``: the Redis the nodes of a cluster share (docs/CLUSTER.md): ``{address, username, password, db, use_tls,
+sentinel_master_name, sentinel_addresses}`` as livekit.yaml has them; ``address`` is ``host:port`` or a unix socket
+path; with ``sentinel_master_name`` the master is found through ``sentinel_addresses``. Without it the server is
+one node and needs no Redis. ``cluster``: ``node_selector`` (``any``, ``cpuload`` or ``rooms``: where a new room
+goes) and ``ttl_s`` (1-60: a node's entry and its rooms' ownership expire this long after its last refresh).
 ``srtp_crypto``: ``mediarouter`` gives libsrtp the fast path's AES-CM-80 primitives (fastpath/crypto_kernel.pyx),
 ``libsrtp`` keeps its own. The Supervisor
 passes these three to every worker on its command line (router/__main__.py). In the environment the keys are
@@ -83,6 +90,8 @@ YAML file (every field optional)::
     max_pending_per_address: 256
     fd_reserve: 512
     livekit_client_url: https://cdn.jsdelivr.net/npm/livekit-client@2.23.0/dist/livekit-client.umd.js
+    redis: {address: 127.0.0.1:6379, db: 0}   # joins a cluster (docs/CLUSTER.md); absent = one node
+    cluster: {node_selector: rooms, ttl_s: 5}
     room:                 # the LiveKit rooms (RoomSettings); MEDIAROUTER_ROOM_<FIELD> overrides each
       ping_interval: 5    # s between the clients' pings (JoinResponse), 1-3600
       ping_timeout: 15    # s without a pong before a client gives up, greater than ping_interval, up to 3600
@@ -153,7 +162,7 @@ DEFAULT_FD_RESERVE = 512
 _FILE_FIELDS = ("workers", "node_ip", "bind_ip", "ice_tcp", "turn_servers", "rtc_port_base", "http_host",
                 "http_port", "log_level", "keys", "gso", "hmac_batch", "srtp_crypto", "congestion_control",
                 "header_timeout_s", "max_pending_connections", "max_pending_per_address", "fd_reserve", "room",
-                "drain_timeout", "webhook", "livekit_client_url")
+                "drain_timeout", "webhook", "livekit_client_url", "redis", "cluster")
 DEFAULT_DRAIN_TIMEOUT_S = 300
 # The version tests/e2e/js/package.json pins (tests/control/test_demo.py checks that they agree).
 LIVEKIT_CLIENT_VERSION = "2.23.0"
@@ -194,6 +203,8 @@ class Settings:
     turn_servers: tuple[TurnServer, ...] = ()
     livekit_client_url: str = DEFAULT_LIVEKIT_CLIENT_URL
     room: RoomSettings = field(default_factory=lambda: RoomSettings())  # without the keys (control.app adds them)
+    redis: RedisSettings | None = None  # None: one node, no Redis (control/cluster/)
+    cluster: ClusterSettings = field(default_factory=lambda: ClusterSettings())
 
     @property
     def node_ips(self) -> tuple[str, ...]:
@@ -379,7 +390,9 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
                     max_pending_connections=max_pending, max_pending_per_address=max_per_address,
                     fd_reserve=fd_reserve, config_path=path, drain_timeout=drain_timeout, webhook=webhook,
                     livekit_client_url=livekit_client_url,
-                    room=load_room_settings(file.get("room"), env, path))
+                    room=load_room_settings(file.get("room"), env, path),
+                    redis=load_redis_settings(file.get("redis"), env, getattr(args, "redis_address", None)),
+                    cluster=load_cluster_settings(file.get("cluster"), env))
 
 
 def _integer(name: str, value: Any, low: int, high: int) -> int:
@@ -626,3 +639,93 @@ def load_webhook_settings(section: Any, environ: Mapping[str, str], keys: Mappin
     if api_key not in keys:
         raise ConfigError(f"webhook.api_key {api_key!r} is not one of the API keys")
     return WebhookSettings(urls=tuple(urls), api_key=api_key, api_secret=keys[api_key])
+
+
+# ------------------------------------------------------------------------------------ cluster settings
+# ``redis:`` (livekit.yaml's fields) and ``cluster:``; MEDIAROUTER_REDIS_<FIELD> / MEDIAROUTER_CLUSTER_<FIELD>
+# override the file's fields, ``--redis-address`` overrides both.
+
+NODE_SELECTORS = ("any", "cpuload", "rooms")
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """How to reach the Redis the nodes share (control/cluster/client.py)."""
+
+    address: str = ""  # host:port or a unix socket path; unused with sentinel_master_name
+    username: str = ""
+    password: str = ""
+    db: int = 0
+    use_tls: bool = False
+    sentinel_master_name: str = ""
+    sentinel_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """How the nodes of a cluster share rooms (control/cluster/)."""
+
+    node_selector: str = "rooms"  # any | cpuload | rooms (control/cluster/selector.py)
+    ttl_s: float = 5.0  # a node's entry and its rooms' ownership live this long without a refresh
+
+
+_REDIS_FIELDS = ("address", "username", "password", "db", "use_tls", "sentinel_master_name", "sentinel_addresses")
+
+
+def _section(name: str, section: Any, environ: Mapping[str, str], fields: tuple[str, ...]) -> dict[str, Any]:
+    """The file's section overlaid with its MEDIAROUTER_<SECTION>_<FIELD> variables (kept as text)."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{name} must be a mapping, not {type(section).__name__}")
+    unknown = sorted(str(k) for k in section if k not in fields)
+    if unknown:
+        raise ConfigError(f"{name}: unknown setting {unknown[0]!r}")
+    values = dict(section)
+    prefix = f"{ENV_PREFIX}{name.upper()}_"
+    for key, text in environ.items():
+        if key.startswith(prefix) and text.strip():
+            field_name = key[len(prefix):].lower()
+            if field_name not in fields:
+                raise ConfigError(f"unknown environment variable {key}")
+            values[field_name] = text.strip()
+    return values
+
+
+def load_redis_settings(section: Any, environ: Mapping[str, str], cli_address: str | None = None
+                        ) -> RedisSettings | None:
+    """:class:`RedisSettings`, or None when no address nor sentinel is given anywhere (one node)."""
+    values = _section("redis", section, environ, _REDIS_FIELDS)
+    if cli_address:
+        values["address"] = cli_address
+    if not values.get("address") and not values.get("sentinel_master_name"):
+        return None
+    sentinels = values.get("sentinel_addresses", ())
+    if isinstance(sentinels, str):
+        sentinels = [s.strip() for s in sentinels.split(",") if s.strip()]
+    if not isinstance(sentinels, list | tuple) or not all(isinstance(s, str) and ":" in s for s in sentinels):
+        raise ConfigError(f"redis.sentinel_addresses must be a list of host:port, not {sentinels!r}")
+    if values.get("sentinel_master_name") and not sentinels:
+        raise ConfigError("redis.sentinel_master_name needs redis.sentinel_addresses")
+    db = values.get("db", 0)
+    db = _parse_integer("redis.db", db) if isinstance(db, str) else db
+    use_tls = values.get("use_tls", False)
+    use_tls = parse_flag("redis.use_tls", use_tls) if isinstance(use_tls, str) else _boolean("redis.use_tls", use_tls)
+    texts = {name: values.get(name, "") for name in ("address", "username", "password", "sentinel_master_name")}
+    for name, text in texts.items():
+        if not isinstance(text, str):
+            raise ConfigError(f"redis.{name} must be a string, not {text!r}")
+    return RedisSettings(db=_integer("redis.db", db, 0, 1 << 16), use_tls=use_tls,
+                         sentinel_addresses=tuple(sentinels), **texts)
+
+
+def load_cluster_settings(section: Any, environ: Mapping[str, str]) -> ClusterSettings:
+    values = _section("cluster", section, environ, ("node_selector", "ttl_s"))
+    selector = values.get("node_selector", ClusterSettings.node_selector)
+    if not isinstance(selector, str) or selector.lower() not in NODE_SELECTORS:
+        raise ConfigError(f"cluster.node_selector must be one of {', '.join(NODE_SELECTORS)}, not {selector!r}")
+    ttl_s = values.get("ttl_s", ClusterSettings.ttl_s)
+    ttl_s = _parse_number("cluster.ttl_s", ttl_s) if isinstance(ttl_s, str) else ttl_s
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not 1 <= ttl_s <= 60:
+        raise ConfigError(f"cluster.ttl_s must be a number of seconds in 1-60, not {ttl_s!r}")
+    return ClusterSettings(node_selector=selector.lower(), ttl_s=float(ttl_s))

@@ -6,7 +6,9 @@ participant, and keepalive answers. ``/rtc/v1`` and ``/rtc/v1/validate`` answer 
 ``Access-Control-Allow-Origin: *`` so that clients fall back to ``/rtc`` (docs/PROTOCOL.md, Connection).
 A resume (``reconnect=1&sid=PA_...``) of a live session moves it to the new WebSocket (``Room.resume``); a resume
 with nothing to resume, or one that fails, gets ``leave {STATE_MISMATCH, RECONNECT}``, which makes the client
-rejoin from scratch (docs/PROTOCOL.md, Resume). The handlers reach the RoomManager through
+rejoin from scratch (docs/PROTOCOL.md, Resume). In a cluster (docs/CLUSTER.md) a join for a room another node
+owns is relayed to that node (control/cluster/relay.py), which runs :func:`run_session` over the relayed frames.
+The handlers reach the RoomManager through
 ``control.service.keys.MANAGER_KEY``; ``control.app`` wires it.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,7 @@ from aiohttp import WSMsgType, web
 from livekit.protocol import models, rtc
 
 from control.auth import AuthError, Claims, require_join, token_from_request, verify_token
+from control.cluster.node import CLUSTER_KEY
 from control.rtc import lk_messages as lk
 from control.rtc.participant import ClientParams, Participant, ParticipantError
 from control.rtc.rooms import JoinRefused, Room, RoomManager
@@ -124,7 +127,8 @@ class Connection:
 
 
 async def rtc_handler(request: web.Request) -> web.StreamResponse:
-    """``GET /rtc``: verify, upgrade, join or resume, then one request at a time until leave or close."""
+    """``GET /rtc``: verify, upgrade, join or resume (here, or relayed to the room's node in a cluster), then one
+    request at a time until leave or close."""
     try:
         claims = authorize(request)
     except AuthError as exc:
@@ -133,23 +137,43 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=lk.MAX_SIGNAL_REQUEST_BYTES)
     if not ws.can_prepare(request).ok:
         return web.Response(status=404, text="expected a WebSocket upgrade", headers=CORS)
-    params = client_params(request.query)
+    cluster = request.app.get(CLUSTER_KEY)
+    owner = await cluster.place(claims.room) if cluster is not None else None
     await ws.prepare(request)
+    if cluster is not None and owner != cluster.id:
+        await cluster.relay(owner or "", token_from_request(request.headers, request.query), request.query, ws)
+        return ws
     sink = WebSocketSink(ws, transport=request.transport)
-    session = await _open_session(request.app[MANAGER_KEY], claims, params, sink)
+    await run_session(request.app[MANAGER_KEY], claims, request.query, sink, _frames(ws))
+    return ws
+
+
+async def run_session(manager: RoomManager, claims: Claims, query: Mapping[str, str], sink: WebSocketSink,
+                      frames: AsyncIterator[bytes | str]) -> None:
+    """One signal connection's session: join or resume, then the client's ``frames`` until leave or close (a
+    WebSocket here, or a connection relayed by another node of the cluster)."""
+    params = client_params(query)
+    session = await _open_session(manager, claims, params, sink)
     if session is None:
         await sink.drain()
-        return ws
+        return
     room, participant = session
     left = False
-    connection = Connection(limiter=RequestLimiter(counter=request.app[MANAGER_KEY].refusals))
+    connection = Connection(limiter=RequestLimiter(counter=manager.refusals))
     try:
-        left = await _read_requests(ws, room, participant, connection)
+        left = await _read_requests(frames, room, participant, connection)
     finally:
         connection.bad_frames.summary(participant.sid)
         connection.over_rate.summary(participant.sid)
         await _end(room, participant, sink, left)
-    return ws
+
+
+async def _frames(ws: web.WebSocketResponse) -> AsyncIterator[bytes | str]:
+    async for msg in ws:
+        if msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+            yield msg.data
+        elif msg.type == WSMsgType.ERROR:
+            break
 
 
 async def _open_session(
@@ -205,17 +229,14 @@ async def _resume(
     return room, participant
 
 
-async def _read_requests(ws: web.WebSocketResponse, room: Room, participant: Participant,
+async def _read_requests(frames: AsyncIterator[bytes | str], room: Room, participant: Participant,
                          connection: Connection) -> bool:
-    """Dispatches the client's frames in order; True when the client left, False when the socket closed. Yields
-    to the event loop after each frame, so that a burst already buffered cannot hold up everyone else."""
-    async for msg in ws:
-        if msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
-            if await dispatch(room, participant, msg.data, connection):
-                return True
-            await asyncio.sleep(0)
-        elif msg.type == WSMsgType.ERROR:
-            break
+    """Dispatches the client's frames in order; True when the client left, False when the connection closed.
+    Yields to the event loop after each frame, so that a burst already buffered cannot hold up everyone else."""
+    async for frame in frames:
+        if await dispatch(room, participant, frame, connection):
+            return True
+        await asyncio.sleep(0)
     return False
 
 

@@ -6,7 +6,8 @@ encoding. Auth is a Bearer JWT signed with an API secret: CreateRoom/DeleteRoom 
 ``roomList``, every other method ``roomAdmin`` for the request's room (docs/PROTOCOL.md, Server API). Errors are Twirp
 JSON ``{"code", "msg"}`` with ``Content-Type: application/json`` and Twirp's HTTP status codes. The services this
 server does not implement (Egress, Ingress, SIP, AgentDispatchService) answer every method with Twirp's
-``unimplemented`` (HTTP 501) naming the service, so that a LiveKit SDK reports a clear error.
+``unimplemented`` (HTTP 501) naming the service, so that a LiveKit SDK reports a clear error. In a cluster the
+calls go to the room's node (control/service/twirp_cluster.py).
 """
 
 from __future__ import annotations
@@ -156,6 +157,15 @@ async def update_room_metadata(manager: RoomManager, claims: Claims,
     return _room(manager, req.room).set_metadata(req.metadata)
 
 
+# What each method answers (a call forwarded to another node of a cluster is decoded with it).
+RESPONSES: dict[str, type[Message]] = {
+    "CreateRoom": models.Room, "ListRooms": room_pb.ListRoomsResponse, "DeleteRoom": room_pb.DeleteRoomResponse,
+    "ListParticipants": room_pb.ListParticipantsResponse, "GetParticipant": models.ParticipantInfo,
+    "RemoveParticipant": room_pb.RemoveParticipantResponse, "MutePublishedTrack": room_pb.MuteRoomTrackResponse,
+    "UpdateParticipant": models.ParticipantInfo, "UpdateSubscriptions": room_pb.UpdateSubscriptionsResponse,
+    "SendData": room_pb.SendDataResponse, "UpdateRoomMetadata": models.Room,
+}
+
 METHODS: dict[str, tuple[type[Message], Handler]] = {
     "CreateRoom": (room_pb.CreateRoomRequest, create_room),
     "ListRooms": (room_pb.ListRoomsRequest, list_rooms),
@@ -186,6 +196,12 @@ async def other_service_handler(request: web.Request) -> web.Response:
     return error_response("bad_route", f"no Twirp service {service!r}")
 
 
+# In a cluster (control/service/twirp_cluster.py): (claims, method, request, token) -> the answer, wherever the
+# room lives; without it every call is served by this node's RoomManager.
+Router = Callable[[Claims, str, Any, str], Awaitable[Message]]
+ROUTER_KEY = web.AppKey("room_service_router", Router)
+
+
 async def twirp_handler(request: web.Request) -> web.Response:
     return await handle(request, request.app[MANAGER_KEY])
 
@@ -200,7 +216,8 @@ async def handle(request: web.Request, manager: RoomManager) -> web.Response:
         return error_response("bad_route", f"unexpected Content-Type {content_type!r}")
     request_type, function = entry
     try:
-        claims = verify_token(token_from_request(request.headers, {}), manager.settings.keys)
+        token = token_from_request(request.headers, {})
+        claims = verify_token(token, manager.settings.keys)
     except AuthError as exc:
         return error_response("unauthenticated", exc.reason)
     body = await request.read()
@@ -216,7 +233,9 @@ async def handle(request: web.Request, manager: RoomManager) -> web.Response:
         return error_response("malformed", f"cannot decode {request_type.__name__}: {exc}")
     try:
         _grant_check(claims, method, getattr(message, "room", "") or getattr(message, "name", ""))
-        reply = await function(manager, claims, message)
+        router = request.app.get(ROUTER_KEY)
+        reply = await (router(claims, method, message, token) if router is not None
+                       else function(manager, claims, message))
     except TwirpError as exc:
         return error_response(exc.code, exc.msg)
     except Exception as exc:
