@@ -67,3 +67,22 @@ def test_client_that_reaches_only_coturn_is_relayed() -> None:
     assert paths(result) == {("udp", reach_netns.ROUTER_S_IP)}, result["transports"]
     assert result["participants"] == {"udp": 0, "tcp": 0, "relay": 2, "connecting": 0}  # told by the trickled relays
     assert result["turn_expired"] == 401 and result["turn_fresh"] == 200, result
+
+
+def test_udp_blocked_browser_connects_over_ice_tcp() -> None:
+    """``livekit-client`` in Chromium, UDP dropped in its namespace: it subscribes over ICE-TCP (skipped without the
+    browser tools: make browser-deps)."""
+    try:
+        r = reach_netns.run_reach("tcp_js", timeout_s=60)
+    except netns.NetnsUnavailable as exc:
+        pytest.skip(str(exc))
+    detail = json.dumps({k: v for k, v in r.items() if k != "result"}, default=str)[-6000:]
+    assert r.get("ok"), detail
+    result: dict[str, Any] = r["result"]
+    js = result["js"]
+    assert js.get("connected") and not js.get("error"), js
+    assert (js.get("video") or {}).get("framesDecoded", 0) >= 30, js
+    assert (js["video"]["width"], js["video"]["height"]) == (reach_netns.WIDTH, reach_netns.HEIGHT), js
+    assert (js.get("audio") or {}).get("packetsReceived", 0) > 0, js
+    # The worker's selected pair for the browser's subscriber transport: its TCP connection from the client.
+    assert paths(result) == {("tcp", reach_netns.CLIENT_IP)}, result["transports"]
