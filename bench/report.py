@@ -154,6 +154,21 @@ def tcp_vs_udp(udp: list[dict[str, Any]], tcp: list[dict[str, Any]]) -> list[dic
     return out
 
 
+def _combine_tcp_vs_udp(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each step's UDP and TCP CPU per packet as the median over the runs, the difference and ratio from those."""
+    out = []
+    for rows in zip(*runs, strict=False):
+        row = dict(rows[len(rows) // 2])
+        for key in ("udp_cpu_us_per_packet", "tcp_cpu_us_per_packet", "udp_loss_pct", "tcp_loss_pct"):
+            row[key] = round(statistics.median(r[key] for r in rows), 3)
+        row["tcp_extra_us_per_packet"] = round(row["tcp_cpu_us_per_packet"] - row["udp_cpu_us_per_packet"], 3)
+        row["tcp_over_udp"] = round(row["tcp_cpu_us_per_packet"] / max(row["udp_cpu_us_per_packet"], 1e-9), 2)
+        row["generator_bound"] = any(r["generator_bound"] for r in rows)
+        row["median_of"] = len(rows)
+        out.append(row)
+    return out
+
+
 def format_tcp_vs_udp(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     for r in rows:
@@ -182,6 +197,10 @@ def combine_runs(results: list[dict[str, Any]]) -> dict[str, Any]:
     combined["generator_bound_reason"] = "; ".join(r["generator_bound_reason"] for r in results
                                                    if r["generator_bound_reason"])
     combined["runs"] = [{k: r.get(k) for k in (*MEDIAN_KEYS, "generator_bound", "measured_at")} for r in results]
+    if all(r.get("tcp_vs_udp") for r in results):
+        combined["tcp_vs_udp"] = _combine_tcp_vs_udp([r["tcp_vs_udp"] for r in results])
+        for run, r in zip(combined["runs"], results, strict=True):
+            run["tcp_vs_udp"] = r["tcp_vs_udp"]
     combined["median_of"] = len(results)
     return combined
 
