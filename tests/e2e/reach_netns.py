@@ -10,6 +10,10 @@ to itself with two veth pairs. TEST-NET addresses only (RFC 5737):
 * ``nat``: R maps 203.0.113.10 to 198.51.100.10 (DNAT, and SNAT back: 1:1 NAT) and forwards from C only what was
   sent to 203.0.113.10; the server runs with ``--node-ip 203.0.113.10``, an address on none of its interfaces.
 * ``tcp``: as ``nat``, and C drops every UDP datagram it sends or receives: only ICE over TCP can work.
+* ``ipv6``: every namespace also has an IPv6 address (2001:db8::/32, RFC 3849; C 2001:db8:2::10, S 2001:db8:1::10,
+  R routing between them) and R forwards no IPv4 from C: the client reaches the server over IPv6 only. The server
+  announces ``--node-ip 198.51.100.10,2001:db8:1::10``; the fast path forwards IPv4 only, so the IPv6 address is a
+  TCP candidate, and the client connects over ICE-TCP on IPv6.
 * ``tcp_js``: the network of ``tcp``, with ``livekit-client`` in headless Chromium as the subscriber (the browser
   tools of tests/e2e/lk_scenarios/js_client.py; :func:`check_available` says when they are missing).
 * ``multihomed``: the server also has 198.51.100.20 (on ``lo``, another device) and announces only that one; R forwards
@@ -56,7 +60,11 @@ HTTP_PORT = 7880
 RTC_PORT = 7882
 TURN_PORT = 3478
 SECOND_IP = "198.51.100.20"
-MODES = ("nat", "tcp", "turn", "multihomed", "tcp_js")
+MODES = ("nat", "tcp", "turn", "multihomed", "tcp_js", "ipv6")
+SERVER_IP6 = "2001:db8:1::10"
+ROUTER_S_IP6 = "2001:db8:1::1"
+CLIENT_IP6 = "2001:db8:2::10"
+ROUTER_C_IP6 = "2001:db8:2::1"
 JS_PAGE_PORT = 8090
 RESULT_MARK = "REACH-RESULT "
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +129,22 @@ def setup_network(mode: str, server_ns: int, client_ns: int) -> None:
         _run("ip", "addr", "add", f"{addr}/24", "dev", dev, ns=ns)
         _run("ip", "link", "set", dev, "up", ns=ns)
         _run("ip", "route", "add", "default", "via", gateway, ns=ns)
-    if mode == "multihomed":
+    if mode == "ipv6":
+        for dev, addr in (("rs", ROUTER_S_IP6), ("rc", ROUTER_C_IP6)):
+            _run("ip", "-6", "addr", "add", f"{addr}/64", "dev", dev, "nodad")
+        Path("/proc/sys/net/ipv6/conf/all/forwarding").write_text("1\n")
+        for ns, dev, addr, gateway in ((server_ns, "s0", SERVER_IP6, ROUTER_S_IP6),
+                                       (client_ns, "c0", CLIENT_IP6, ROUTER_C_IP6)):
+            _run("ip", "-6", "addr", "add", f"{addr}/64", "dev", dev, "nodad", ns=ns)
+            _run("ip", "-6", "route", "add", "default", "via", gateway, ns=ns)
+    if mode == "ipv6":  # C reaches S over IPv6 only
+        rules = """
+table inet reach_filter {
+  chain reach_forward { type filter hook forward priority 0; policy accept;
+    iifname "rc" meta nfproto ipv4 drop; }
+}
+"""
+    elif mode == "multihomed":
         _run("ip", "addr", "add", f"{SECOND_IP}/32", "dev", "lo", ns=server_ns)  # no dummy driver everywhere
         rules = f"""
 table ip reach_filter {{
@@ -171,8 +194,9 @@ def start_coturn(secret: str, work: str) -> subprocess.Popen[bytes]:
 
 
 def start_server(mode: str, server_ns: int, log_path: str, secret: str) -> subprocess.Popen[bytes]:
-    node_ip = {"turn": SERVER_IP, "multihomed": SECOND_IP}.get(mode, PUBLIC_IP)
-    args = ["serve", "--node-ip", node_ip, "--workers", "1", "--http-host", "0.0.0.0", "--http-port",
+    node_ip = {"turn": SERVER_IP, "multihomed": SECOND_IP, "ipv6": f"{SERVER_IP},{SERVER_IP6}"}.get(mode, PUBLIC_IP)
+    http_host = "::" if mode == "ipv6" else "0.0.0.0"  # asyncio binds "::" IPv6 only
+    args = ["serve", "--node-ip", node_ip, "--workers", "1", "--http-host", http_host, "--http-port",
             str(HTTP_PORT), "--rtc-port-base", str(RTC_PORT), "--keys", f"{netns.API_KEY}:{netns.API_SECRET}"]
     if mode == "turn":
         args += ["--turn-servers", json.dumps([{"host": ROUTER_C_IP, "port": TURN_PORT, "protocol": "udp",
@@ -198,8 +222,9 @@ def inner(mode: str, timeout_s: float) -> dict[str, Any]:
         if mode == "turn":
             procs.append(start_coturn(secret, work))
         server = start_server(mode, server_ns, os.path.join(work, "server.log"), secret)
-        netns.wait_ready(server, f"http://{SERVER_IP}:{HTTP_PORT}", 1)
-        host = {"turn": SERVER_IP, "multihomed": SECOND_IP}.get(mode, PUBLIC_IP)
+        netns.wait_ready(server, f"http://[{SERVER_IP6}]:{HTTP_PORT}" if mode == "ipv6" else
+                         f"http://{SERVER_IP}:{HTTP_PORT}", 1)
+        host = {"turn": SERVER_IP, "multihomed": SECOND_IP, "ipv6": f"[{SERVER_IP6}]"}.get(mode, PUBLIC_IP)
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1",
                    REACH_TURN_SECRET=secret if mode == "turn" else "")
         clients = subprocess.run(

@@ -1,4 +1,4 @@
-"""Issue 16 acceptance: reachable behind 1:1 NAT, over ICE-TCP when UDP is blocked, and through coturn.
+"""Issue 16 acceptance: reachable behind 1:1 NAT, over ICE-TCP when UDP is blocked (and on IPv6), through coturn.
 
 Each test runs one mode of tests/e2e/reach_netns.py (server, router and client namespaces made by the test, TEST-NET
 addresses) with the unmodified ``livekit`` SDK in the client's namespace, and asserts what the clients received and
@@ -58,6 +58,13 @@ def test_multi_homed_server_answers_from_the_address_checked() -> None:
 def test_udp_blocked_client_connects_over_ice_tcp() -> None:
     result = reach("tcp")
     assert paths(result) == {("tcp", reach_netns.CLIENT_IP)}, result["transports"]
+    assert result["participants"] == {"udp": 0, "tcp": 2, "relay": 0, "connecting": 0}
+
+
+def test_ipv6_client_connects_over_ice_tcp_on_ipv6() -> None:
+    result = reach("ipv6")
+    # The fast path forwards IPv4 only: the IPv6 address is a TCP candidate, relayed into the Engine over IPv4.
+    assert paths(result) == {("tcp", reach_netns.CLIENT_IP6)}, result["transports"]
     assert result["participants"] == {"udp": 0, "tcp": 2, "relay": 0, "connecting": 0}
 
 
