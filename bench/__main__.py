@@ -8,6 +8,11 @@ Usage::
                     [--json FILE] [--plot FILE.png] [--url URL] [--source-net CIDR] [--profile-worker [FILE]]
                     [--api-key KEY] [--api-secret SECRET] [--no-gso] [--no-hmac-batch] [--srtp-crypto C] [--no-gro]
     python -m bench fanout --workers 2 --spread [--subscribers S] [--seconds T] [--rate PPS] [--json FILE]
+    python -m bench fanout --tcp [--subscribers S] [--seconds T] [--rate PPS] [--steps N] [--json FILE]
+
+``--tcp`` measures the fan-out twice in one run, the subscribers over UDP and then over ICE-TCP (bench/tcp_bridge.py:
+a TCP connection per subscriber to the worker's ICE-TCP port), and reports the worker's CPU per forwarded packet of
+both, their difference and the bridge's own (client-side) CPU.
 
 ``--spread`` (bench/spread.py) puts one room on both workers, its producer piped from one to the other, and compares
 it with the same room on one worker: the pipe's CPU per piped packet on each side, the CPU ratio and the capacity.
@@ -64,6 +69,9 @@ async def run_one(opts: Options, label: str | None = None) -> dict[str, Any]:
         if label:
             result["label"] = label
         return result
+    udp_points: list[dict[str, Any]] = []
+    if opts.tcp:  # the same fan-out over UDP first, on a fresh server: the comparison of the same run
+        udp_points, _ = await run_server_steps(dataclasses.replace(opts, tcp=False, tcp_listen=True, limit=False))
     points, info = await run_server_steps(opts)
     capacity = None
     if opts.find_capacity:
@@ -83,6 +91,8 @@ async def run_one(opts: Options, label: str | None = None) -> dict[str, Any]:
 
         aiortc_result = await run_aiortc_relay(opts)
     result = report.build_result(opts, points, info, limit, capacity)
+    if udp_points:
+        result["tcp_vs_udp"] = report.tcp_vs_udp(udp_points, points)
     if aiortc_result is not None:
         result["aiortc_relay"] = aiortc_result
         ours = 1e6 / max(result["cpu_us_per_packet"], 1e-9)
@@ -161,6 +171,9 @@ def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     ap.add_argument("--spread", action="store_true",
                     help="fanout --workers 2: one room over both workers (room spread always, the producer piped) "
                          "against the same room on one worker (bench/spread.py; no limit loop)")
+    ap.add_argument("--tcp", action="store_true",
+                    help="fanout: the subscribers over ICE-TCP (RFC 6544/4571), after the same run over UDP; reports "
+                         "the worker's CPU per forwarded packet of both (bench/tcp_bridge.py)")
     ap.add_argument("--no-limit", action="store_true", help="skip the limit-loop baseline")
     ap.add_argument("--aiortc", action="store_true", help="also measure the aiortc relay baseline")
     ap.add_argument("--json", metavar="FILE")
@@ -209,7 +222,7 @@ async def _main(args: argparse.Namespace) -> int:
                        steps=max(args.steps, 4 if args.plot and args.scenario == "fanout" else 1),
                        find_capacity=args.find_capacity, capacity_step=args.capacity_step,
                        verify_every=args.verify_every or (2 if args.rate == 0 else 1), simulcast=args.simulcast,
-                       limit=not args.no_limit and not args.spread, spread=args.spread,
+                       limit=not args.no_limit and not args.spread, spread=args.spread, tcp=args.tcp,
                        downlink_loss=args.downlink_loss, uplink_loss=args.uplink_loss, aiortc=args.aiortc,
                        profile_worker=args.profile_worker, url=args.url,
                        source_net=args.source_net, api_key=args.api_key,
@@ -239,6 +252,8 @@ async def _main(args: argparse.Namespace) -> int:
                             if r.get("limit_subscribers_per_core_estimate") is not None else ""))
         if r.get("server_on_this_host") is False and (r.get("limit") or r.get("aiortc_relay")):
             notes.append("the baselines ran on this host, the server on another: their ratios compare two machines")
+        if r.get("tcp_vs_udp"):
+            notes.extend(report.format_tcp_vs_udp(r["tcp_vs_udp"]))
         if r.get("spread"):
             from bench.spread import format_spread
 

@@ -81,6 +81,7 @@ class ChurnHost:
         self.bind_ip = "127.0.0.1"
         self.rtc_port = self.sock.getsockname()[1]
         self.tcp_sock: socket.socket | None = None  # no ICE-TCP listener
+        self.tcp6_sock: socket.socket | None = None
         self.gso = True
         self.congestion_control = True
         self.channel = _Channel()

@@ -134,6 +134,53 @@ MEDIAN_KEYS = ("forwarded_pps", "forwarded_mbps", "cpu_us_per_packet", "limit_fo
                "subscribers_per_core_estimate", "limit_subscribers_per_core_estimate", "host_steal_pct_max")
 
 
+def tcp_vs_udp(udp: list[dict[str, Any]], tcp: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``fanout --tcp``: per load step, the worker's CPU per forwarded packet with the subscribers over UDP and over
+    ICE-TCP (the same load on two fresh servers of one run), the difference, and the client-side bridge's figures."""
+    out = []
+    for u, t in zip(udp, tcp, strict=False):
+        out.append({
+            "load": t["load"],
+            "udp_cpu_us_per_packet": u["cpu_us_per_packet"],
+            "tcp_cpu_us_per_packet": t["cpu_us_per_packet"],
+            "tcp_extra_us_per_packet": round(t["cpu_us_per_packet"] - u["cpu_us_per_packet"], 3),
+            "tcp_over_udp": round(t["cpu_us_per_packet"] / max(u["cpu_us_per_packet"], 1e-9), 2),
+            "udp_forwarded_pps": u["forwarded_pps"], "tcp_forwarded_pps": t["forwarded_pps"],
+            "udp_loss_pct": u["loss_pct"], "tcp_loss_pct": t["loss_pct"],
+            "udp_latency_ms_p50": u["latency_ms_p50"], "tcp_latency_ms_p50": t["latency_ms_p50"],
+            "generator_bound": u["generator_bound"] or t["generator_bound"],
+            "tcp_bridge": t.get("tcp_bridge"),
+        })
+    return out
+
+
+def _combine_tcp_vs_udp(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each step's UDP and TCP CPU per packet as the median over the runs, the difference and ratio from those."""
+    out = []
+    for rows in zip(*runs, strict=False):
+        row = dict(rows[len(rows) // 2])
+        for key in ("udp_cpu_us_per_packet", "tcp_cpu_us_per_packet", "udp_loss_pct", "tcp_loss_pct"):
+            row[key] = round(statistics.median(r[key] for r in rows), 3)
+        row["tcp_extra_us_per_packet"] = round(row["tcp_cpu_us_per_packet"] - row["udp_cpu_us_per_packet"], 3)
+        row["tcp_over_udp"] = round(row["tcp_cpu_us_per_packet"] / max(row["udp_cpu_us_per_packet"], 1e-9), 2)
+        row["generator_bound"] = any(r["generator_bound"] for r in rows)
+        row["median_of"] = len(rows)
+        out.append(row)
+    return out
+
+
+def format_tcp_vs_udp(rows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for r in rows:
+        bridge = r.get("tcp_bridge") or {}
+        lines.append(f"{r['load']} subscribers: worker {r['udp_cpu_us_per_packet']} us/pkt over UDP, "
+                     f"{r['tcp_cpu_us_per_packet']} over ICE-TCP (+{r['tcp_extra_us_per_packet']}, "
+                     f"{r['tcp_over_udp']}x); loss {r['udp_loss_pct']} / {r['tcp_loss_pct']} %; the client-side "
+                     f"bridge {bridge.get('cpu_us_per_frame')} us/frame ({bridge.get('cpu_pct')} % CPU)"
+                     + (" [generator bound]" if r["generator_bound"] else ""))
+    return lines
+
+
 def combine_runs(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One result from repeated runs of the same case: the median of each headline figure (the machine is shared
     and noisy; compare medians), ``generator_bound`` if any run was, every run's figures under ``runs``, and the
@@ -150,6 +197,10 @@ def combine_runs(results: list[dict[str, Any]]) -> dict[str, Any]:
     combined["generator_bound_reason"] = "; ".join(r["generator_bound_reason"] for r in results
                                                    if r["generator_bound_reason"])
     combined["runs"] = [{k: r.get(k) for k in (*MEDIAN_KEYS, "generator_bound", "measured_at")} for r in results]
+    if all(r.get("tcp_vs_udp") for r in results):
+        combined["tcp_vs_udp"] = _combine_tcp_vs_udp([r["tcp_vs_udp"] for r in results])
+        for run, r in zip(combined["runs"], results, strict=True):
+            run["tcp_vs_udp"] = r["tcp_vs_udp"]
     combined["median_of"] = len(results)
     return combined
 

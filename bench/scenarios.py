@@ -29,6 +29,7 @@ from bench.profile import WorkerProfiler
 from bench.remote import RemoteServer, SignalingSession
 from bench.server import BenchServer, plan_cores
 from bench.session import Measurement, ParticipantSpec, RoomSpec, Session, TrackSpec, measure
+from bench.tcp_bridge import TcpBridge
 from control.config import SRTP_CRYPTO
 
 log = logging.getLogger("bench")
@@ -73,6 +74,8 @@ class Options:
     srtp_crypto: str = "mediarouter"
     gro: bool = True
     spread: bool = False  # fanout: one room over two workers against the same room on one (bench.spread)
+    tcp: bool = False  # fanout: the subscribers over ICE-TCP (bench.tcp_bridge), after the same run over UDP
+    tcp_listen: bool = False  # the workers listen on ICE-TCP even without --tcp (the UDP half of a --tcp run)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -99,6 +102,9 @@ class Options:
                             or self.steps != 1 or self.rate == 0):
             raise ValueError("--spread is for fanout on --workers 2 at a paced --rate, one step, on a server the "
                              "benchmark starts (with --url: docs/PERFORMANCE.md, One room on two workers)")
+        if self.tcp and (self.scenario != "fanout" or self.url or self.spread or self.find_capacity):
+            raise ValueError("--tcp is for fanout on a server the benchmark starts, without --spread or "
+                             "--find-capacity")
         if self.source_net is not None:
             if not self.url:
                 raise ValueError("--source-net is for --url: a server the benchmark starts itself is on loopback")
@@ -217,7 +223,7 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
     for workers in worker_counts:
         server: Any = (RemoteServer(opts.url, opts.source_net, profile_worker=bool(opts.profile_worker))
                        if opts.url else BenchServer(workers, gso=opts.gso, hmac_batch=opts.hmac_batch,
-                                                    srtp_crypto=opts.srtp_crypto))
+                                                    srtp_crypto=opts.srtp_crypto, ice_tcp=opts.tcp or opts.tcp_listen))
         await server.start()
         # generator None: not pinned (the server's workers run on another machine's cores)
         info["cores"] = {"generator": server.plan.generator if server.plan.generator >= 0 else None,
@@ -232,9 +238,13 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
                  "max_streams": sum(len(t.layers) for r in layout_final for p in r.participants
                                     for t in p.tracks) + 8,
                  "max_receivers": _receivers(layout_final) + 8}
+        bridge = None
+        if opts.tcp:
+            bridge = TcpBridge()
+            await bridge.start()
         session = (SignalingSession(server, opts.srtp, api_key=opts.api_key, api_secret=opts.api_secret,
                                     source_net=_source_net(opts), gro=opts.gro, **sizes)
-                   if opts.url else Session(server, opts.srtp, gro=opts.gro, **sizes))
+                   if opts.url else Session(server, opts.srtp, gro=opts.gro, tcp_bridge=bridge, **sizes))
         session.gen.set_downlink_loss(opts.downlink_loss)
         session.gen.set_uplink_loss(opts.uplink_loss)
         try:
@@ -255,8 +265,11 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
                         and workers == worker_counts[-1]):
                     profiler = WorkerProfiler(server.worker_pids()[0], opts.profile_worker, opts.seconds)
                     profiler.start()
+                bridge_before = await bridge.stats() if bridge is not None else None
                 m = await _measure_session(server, session, opts)
                 p = point(m, load, opts.flat_out)
+                if bridge is not None and bridge_before is not None:
+                    p["tcp_bridge"] = _bridge_figures(bridge_before, await bridge.stats())
                 discarded: list[float] = []
                 while (opts.find_capacity and p["loss_pct"] >= CAPACITY_LOSS_PCT
                        and p["host_steal_pct"] >= STEAL_RETRY_PCT and len(discarded) < STEAL_RETRIES):
@@ -288,8 +301,22 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
             if isinstance(session, SignalingSession):
                 await session.leave_all()
             session.close()
+            if bridge is not None:
+                await bridge.close()
             await server.stop()
     return points, info
+
+
+def _bridge_figures(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The client side of ICE-TCP over one measurement (bench.tcp_bridge: its own process, not the worker's CPU):
+    its CPU per frame it passed on, over the whole measurement (warm-up and drain included)."""
+    frames = after["frames_down"] - before["frames_down"]
+    cpu, wall = after["cpu_s"] - before["cpu_s"], after["wall_s"] - before["wall_s"]
+    return {"connections": after["connections"], "frames_down": frames,
+            "frames_up": after["frames_up"] - before["frames_up"],
+            "dropped_down": after["dropped_down"] - before["dropped_down"],
+            "cpu_pct": round(100 * cpu / max(wall, 1e-9), 1),
+            "cpu_us_per_frame": round(1e6 * cpu / max(frames, 1), 3)}
 
 
 def _source_net(opts: Options) -> IPv4Network:

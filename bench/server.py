@@ -43,17 +43,22 @@ def plan_cores(workers: int) -> CorePlan:
     return CorePlan(generator, [cores[(i + 1) % len(cores)] for i in range(workers)], True)
 
 
-def _free_udp_ports(count: int) -> int:
+def _free_udp_ports(count: int, tcp: bool = False) -> int:
+    """A base of ``count`` consecutive ports free over UDP (and TCP too with ``tcp``: the ICE-TCP listeners)."""
+    kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM) if tcp else (socket.SOCK_DGRAM,)
     for _ in range(200):
         base = random.randrange(20000, 60000 - count)
         ok = True
         for port in range(base, base + count):
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
+            for kind in kinds:
+                with socket.socket(socket.AF_INET, kind) as s:
+                    try:
+                        s.bind(("127.0.0.1", port))
+                    except OSError:
+                        ok = False
+                        break
+            if not ok:
+                break
         if ok:
             return base
     raise RuntimeError(f"no {count} consecutive free UDP ports")
@@ -63,12 +68,13 @@ class BenchServer:
     """``await start()`` spawns the workers pinned per :func:`plan_cores`; ``await stop()`` ends them."""
 
     def __init__(self, workers: int, *, gso: bool = True, hmac_batch: bool = True,
-                 srtp_crypto: str = "mediarouter") -> None:
+                 srtp_crypto: str = "mediarouter", ice_tcp: bool = False) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.plan = plan_cores(workers)
         self.workers = workers
         self.switches = {"gso": gso, "hmac_batch": hmac_batch, "srtp_crypto": srtp_crypto}  # for every worker
+        self.ice_tcp = ice_tcp  # the workers also listen on ICE-TCP at their UDP port's number (fanout --tcp)
         self.supervisor: Supervisor | None = None
         self._root = tempfile.mkdtemp(prefix="mrb-", dir="/tmp")
         self._original_affinity: set[int] | None = None
@@ -83,7 +89,8 @@ class BenchServer:
             # MEDIAROUTER_BIND_IP=127.0.0.1 binds the workers to loopback only (no IP_PKTINFO), as before issue 16.
             self.supervisor = Supervisor(workers=self.workers, node_ip="127.0.0.1",
                                          bind_ip=os.environ.get("MEDIAROUTER_BIND_IP", ""),
-                                         rtc_port_base=_free_udp_ports(self.workers), runtime_root=self._root,
+                                         rtc_port_base=_free_udp_ports(self.workers, tcp=self.ice_tcp),
+                                         runtime_root=self._root, ice_tcp=self.ice_tcp,
                                          heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S, **self.switches)
         finally:
             os.sched_setaffinity(0, original)

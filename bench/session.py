@@ -8,7 +8,10 @@ SDP: VP8 pt 96 / Opus pt 111, the SSRC signaled, no header extensions) and consu
 Every published track becomes a paced (or flat-out) sender of the generator and every consumer a receiver that
 also sends the server an SRTCP receiver report about once a second. A spread room (``RoomSpec.spread``) has its
 MediaRouter on every worker, places each participant as control's ``SpreadPolicy("always")`` does and pipes a
-producer to a subscriber's worker through control's ``RoomPipes`` before consuming it there.
+producer to a subscriber's worker through control's ``RoomPipes`` before consuming it there. With a
+``tcp_bridge`` (``python -m bench fanout --tcp``) the participants that only receive connect over ICE-TCP instead:
+their transport is reached through ``bench.tcp_bridge`` (a TCP connection from the participant's address to the
+worker's ICE-TCP port), everything else as over UDP.
 :func:`measure` runs the generator for warm-up + measurement + drain and reads the kernel's accounting of the
 worker processes over the measurement window (``bench.probe``: from ``/proc`` here, or the server's ``/healthz``).
 """
@@ -26,9 +29,10 @@ from typing import Any
 import fastpath
 from bench._loadgen import LoadGen
 from bench.net import DEFAULT_SOURCE_NET, GeneratorSocket
-from bench.peer import Credentials, ServerParams, SrtpKeys, SyntheticPeer
+from bench.peer import Credentials, ServerParams, SetupError, SrtpKeys, SyntheticPeer
 from bench.probe import Probe
 from bench.server import BenchServer
+from bench.tcp_bridge import TcpBridge
 from control.rtc.codecs import Codec
 from control.rtc.negotiation import TrackPlan
 from control.rtc.spread import RoomPipes, SpreadPolicy
@@ -117,8 +121,10 @@ class Session:
     """All rooms of one run on one server, sharing one generator socket and one :class:`LoadGen`."""
 
     def __init__(self, server: BenchServer, profile: str, *, max_participants: int, max_streams: int,
-                 max_receivers: int, source_net: IPv4Network = DEFAULT_SOURCE_NET, gro: bool = True) -> None:
+                 max_receivers: int, source_net: IPv4Network = DEFAULT_SOURCE_NET, gro: bool = True,
+                 tcp_bridge: TcpBridge | None = None) -> None:
         self.server = server
+        self.tcp_bridge = tcp_bridge
         self.profile = profile
         self.net = GeneratorSocket(source_net=source_net, gro=gro)
         self.gen = LoadGen(self.net.fileno(), max_streams, max_receivers, max_participants)
@@ -221,8 +227,15 @@ class Session:
             media = self.server.media(p.worker)
             async with gate:
                 params = await media.create_transport(router_id, p.transport_id)
+                host, port = params.candidate_ip, params.candidate_port
+                if self.tcp_bridge is not None and not p.spec.tracks:  # a subscriber: over the worker's ICE-TCP
+                    tcp = [c_port for proto, c_ip, c_port in params.candidates if proto == "tcp" and c_ip == host]
+                    if not tcp:
+                        raise SetupError(f"the worker announces no ICE-TCP candidate on {host} (ice_tcp off?)")
+                    host, port = await self.tcp_bridge.open(p.address, host, tcp[0], self.net.port)
+                    self.net.accept_from(host)
                 server = ServerParams(params.ice_ufrag, params.ice_pwd, dict(params.fingerprints)["sha-256"],
-                                      params.candidate_ip, params.candidate_port)
+                                      host, port)
                 peer = SyntheticPeer(self.net, p.address, self.credentials, self.profile)
                 await media.connect(p.transport_id, role="server",
                                     fingerprints=[("sha-256", self.credentials.fingerprint)])

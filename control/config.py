@@ -42,11 +42,12 @@ webhooks (control/service/webhooks.py) POSTed to every URL, signed with the API 
 key); ``MEDIAROUTER_WEBHOOK_URLS`` is a comma-separated list. ``livekit_client_url``: where the page at ``GET /``
 (control/service/demo.py) loads the ``livekit-client`` UMD script from (an ``http(s)://`` URL or a path on this
 server's origin starting with ``/``).
-``node_ip``: the addresses the workers announce in their ICE candidates (the first is the primary one); they may be
-on no interface of the host (a cloud VM's public address under 1:1 NAT). ``bind_ip``: where the workers' UDP and TCP
-ports are bound. ``ice_tcp``: each worker also listens on TCP at the port number of its UDP port and announces
-passive ICE-TCP candidates (RFC 6544), less preferred than UDP. ``turn_servers``: TURN servers given to the clients
-in the JoinResponse's ``ice_servers`` (control/rtc/turn.py): a list of ``{host, port, protocol: udp|tcp|tls,
+``node_ip``: the addresses the workers announce in their ICE candidates (the first is the primary one); they may be on
+no interface of the host (a cloud VM's public address under 1:1 NAT). IPv4 first: IPv6 addresses after it are announced
+over ICE-TCP only (the fast path forwards IPv4), on an IPv6 listener beside the IPv4 one. ``bind_ip``: where the
+workers' UDP and TCP ports are bound. ``ice_tcp``: each worker also listens on TCP at the port number of its UDP port
+and announces passive ICE-TCP candidates (RFC 6544), less preferred than UDP. ``turn_servers``: TURN servers given to
+the clients in the JoinResponse's ``ice_servers`` (control/rtc/turn.py): a list of ``{host, port, protocol: udp|tcp|tls,
 username, credential}`` or ``{host, port, protocol, secret, ttl_s}`` for coturn's ``use-auth-secret`` (credentials
 minted per participant, valid ``ttl_s``, default 86400); in the environment and on the command line as JSON.
 
@@ -351,6 +352,9 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     node_ips = _node_ips(pick("node_ip", DEFAULT_NODE_IP))
     bind_ip = _bind_ip(pick("bind_ip", ""), node_ips)
     ice_tcp = _boolean("ice_tcp", pick("ice_tcp", True))
+    if not ice_tcp and any(ipaddress.ip_address(a).version == 6 for a in node_ips):
+        raise ConfigError(f"node_ip {','.join(node_ips)}: IPv6 addresses are offered over ICE-TCP only; ice_tcp "
+                          "must be on")
     turn_servers = parse_turn_servers(pick("turn_servers", []), "turn_servers")
     http_host = pick("http_host", DEFAULT_HTTP_HOST)
     if not isinstance(http_host, str) or not http_host:
@@ -420,15 +424,18 @@ def _node_ip(value: Any) -> str:
 
 
 def _node_ips(value: Any) -> tuple[str, ...]:
-    """One address, a comma-separated list or a YAML list; one family (the workers' sockets have one), no repeats."""
+    """One address, a comma-separated list or a YAML list, no repeats; one family, or IPv4 first and IPv6 after it
+    (the workers' UDP port is IPv4 then, and the IPv6 addresses are announced over ICE-TCP only: the fast path
+    forwards IPv4 tuples)."""
     items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
     addresses = tuple(_node_ip(item) for item in items if str(item).strip())
     if not addresses:
         raise ConfigError(f"node_ip {value!r} names no address")
     if len(set(addresses)) != len(addresses):
         raise ConfigError(f"node_ip {value!r} names an address twice")
-    if len({ipaddress.ip_address(a).version for a in addresses}) > 1:
-        raise ConfigError(f"node_ip {value!r} mixes IPv4 and IPv6 (a worker binds one socket family)")
+    if ipaddress.ip_address(addresses[0]).version == 6:
+        raise ConfigError(f"node_ip {value!r}: the fast path forwards IPv4 only; give an IPv4 address first (IPv6 "
+                          "addresses after it are offered over ICE-TCP)")
     return addresses
 
 

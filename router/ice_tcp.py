@@ -202,20 +202,23 @@ class IceTcpConnection(asyncio.Protocol):
 class IceTcpServer:
     """The worker's listening TCP socket and its connections.
 
-    Lifecycle: ``IceTcpServer(loop, sock, udp_target)`` with a bound, listening socket → ``await start()`` →
-    connections come and go → ``close()``.
+    Lifecycle: ``IceTcpServer(loop, sock, udp_target)`` with a bound, listening socket (and ``more`` listening
+    sockets on the same port number, e.g. IPv6 beside IPv4: their connections are relayed to the same UDP target)
+    → ``await start()`` → connections come and go → ``close()``.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, udp_target: Address) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, udp_target: Address,
+                 more: tuple[socket.socket, ...] = ()) -> None:
         self.loop = loop
         self.sock = sock
+        self.socks = (sock, *more)
         self.udp_target = udp_target
         # The relay sockets sit on the address the UDP port listens on (or loopback when that is every interface).
         self.relay_host = udp_target[0]
         self.counters = IceTcpCounters()
         self.connections: set[IceTcpConnection] = set()
         self._by_relay: dict[Address, IceTcpConnection] = {}
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.TimerHandle | None = None
 
     @property
@@ -223,14 +226,15 @@ class IceTcpServer:
         return int(self.sock.getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await self.loop.create_server(lambda: IceTcpConnection(self), sock=self.sock)
+        for sock in self.socks:
+            self._servers.append(await self.loop.create_server(lambda: IceTcpConnection(self), sock=sock))
         self._sweeper = self.loop.call_later(1.0, self._sweep)
 
     def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for connection in list(self.connections):
             connection.close()
 

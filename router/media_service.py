@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
 import fastpath
@@ -85,12 +86,19 @@ class MediaService:
         self.consent = ConsentSchedule()  # connected transports by consent deadline (RFC 7675)
         self._last_consent_check = 0.0
         # Every announced address over UDP, then over ICE-TCP when the worker listens on TCP (router/ice_tcp.py).
+        # The Engine forwards IPv4 tuples only: IPv6 addresses beside an IPv4 UDP port are announced over ICE-TCP
+        # alone, whose IPv6 listener (tcp6_sock) relays into the UDP port over IPv4 like any TCP connection.
         self.ice_tcp: IceTcpServer | None = None
         if worker.tcp_sock is not None:
-            self.ice_tcp = IceTcpServer(worker.loop, worker.tcp_sock, (loopback_for(worker.bind_ip), worker.rtc_port))
-        protocols = ("udp", "tcp") if self.ice_tcp is not None else ("udp",)
-        self.candidates = [IceCandidate(ip=ip, port=worker.rtc_port, protocol=protocol)  # type: ignore[arg-type]
-                           for protocol in protocols for ip in worker.node_ips]
+            more = (worker.tcp6_sock,) if worker.tcp6_sock is not None else ()
+            self.ice_tcp = IceTcpServer(worker.loop, worker.tcp_sock, (loopback_for(worker.bind_ip), worker.rtc_port),
+                                        more)
+        udp_version = ip_address(worker.bind_ip).version
+        self.candidates = [IceCandidate(ip=ip, port=worker.rtc_port, protocol="udp") for ip in worker.node_ips
+                           if ip_address(ip).version == udp_version]
+        if self.ice_tcp is not None:
+            self.candidates += [IceCandidate(ip=ip, port=worker.rtc_port, protocol="tcp") for ip in worker.node_ips
+                                if ip_address(ip).version == udp_version or worker.tcp6_sock is not None]
         # Shares each subscriber transport's bandwidth estimate among its consumers (router/allocator.py).
         if estimates is None:
             estimates = EngineEstimates(self.engine) if worker.congestion_control else NoEstimates()

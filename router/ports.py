@@ -114,6 +114,13 @@ def wildcard(node_ip: str) -> str:
     return "::" if ipaddress.ip_address(node_ip).version == 6 else "0.0.0.0"
 
 
+def ipv6_over_tcp(bind_ip: str, node_ips: list[str] | tuple[str, ...]) -> bool:
+    """Whether IPv6 addresses are announced beside an IPv4 UDP port: then they are offered over ICE-TCP only, on
+    an IPv6 listener of their own (the Engine's tuples are IPv4; docs/FORWARDING.md, ICE over TCP)."""
+    return (ipaddress.ip_address(bind_ip).version == 4
+            and any(ipaddress.ip_address(ip).version == 6 for ip in node_ips))
+
+
 def loopback_for(bind_ip: str) -> str:
     """Where a local process reaches a port bound on ``bind_ip``: the address itself, or loopback for a wildcard."""
     address = ipaddress.ip_address(bind_ip)
@@ -122,8 +129,9 @@ def loopback_for(bind_ip: str) -> str:
     return bind_ip
 
 
-def bind_tcp(host: str, port: int, backlog: int = 1024) -> socket.socket:
-    """A non-blocking listening TCP socket on (host, port) with SO_REUSEADDR (the ICE-TCP port, RFC 6544).
+def bind_tcp(host: str, port: int, backlog: int = 1024, v6only: bool = False) -> socket.socket:
+    """A non-blocking listening TCP socket on (host, port) with SO_REUSEADDR (the ICE-TCP port, RFC 6544);
+    ``v6only`` (IPv6 only): IPV6_V6ONLY, so that it shares the port number with an IPv4 listener.
 
     Raises :class:`PortBindError` when the kernel refuses the bind."""
     family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
@@ -131,6 +139,8 @@ def bind_tcp(host: str, port: int, backlog: int = 1024) -> socket.socket:
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and v6only:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

@@ -26,7 +26,7 @@ from typing import Any
 from fastpath import crypto_kernel
 from router import media_host
 from router.channel import BodyHandler, Channel
-from router.ports import DEFAULT_BUFFER_BYTES, PortBindError, bind_tcp, bind_udp, wildcard
+from router.ports import DEFAULT_BUFFER_BYTES, PortBindError, bind_tcp, bind_udp, ipv6_over_tcp, wildcard
 from router.protocol import PROTOCOL_VERSION, Empty, Event, Method, WorkerHeartbeat, WorkerRunning
 
 log = logging.getLogger("router.worker")
@@ -57,7 +57,10 @@ class Worker:
 
     Attributes for the media side (valid once ``install_media`` is called): ``loop``, ``sock`` (the bound
     non-blocking UDP socket), ``tcp_sock`` (the listening ICE-TCP socket on the same port number, None when
-    ``ice_tcp`` is off), ``channel`` (register request handlers, ``notify`` events), ``worker_id``,
+    ``ice_tcp`` is off), ``tcp6_sock`` (an IPv6 ICE-TCP listener on ``::`` at that number when ``node_ips`` has
+    IPv6 addresses after an IPv4 one: the fast path forwards IPv4 tuples only, so IPv6 clients come in over ICE-TCP,
+    whose relay reaches the Engine over IPv4; else None), ``channel`` (register request handlers, ``notify``
+    events), ``worker_id``,
     ``core``, ``node_ip`` (the primary announced address), ``node_ips`` (every announced address), ``bind_ip``
     (where the sockets are bound: every interface unless given), ``rtc_port``, ``rcvbuf``/``sndbuf`` (as read back
     from the kernel), ``gso`` (send with UDP GSO where the kernel has it).
@@ -92,6 +95,7 @@ class Worker:
             raise ValueError(f"invalid IP address {self.node_ip!r}") from exc
         self.ice_tcp = ice_tcp
         self.tcp_sock: socket.socket | None = None
+        self.tcp6_sock: socket.socket | None = None
         self.rtc_port = rtc_port
         self.buffer_bytes = buffer_bytes
         self.gso = gso
@@ -179,7 +183,12 @@ class Worker:
         if self.ice_tcp:
             try:
                 self.tcp_sock = bind_tcp(self.bind_ip, self.rtc_port)
+                if ipv6_over_tcp(self.bind_ip, self.node_ips):
+                    self.tcp6_sock = bind_tcp("::", self.rtc_port, v6only=True)
             except PortBindError as exc:
+                if self.tcp_sock is not None:
+                    self.tcp_sock.close()
+                    self.tcp_sock = None
                 bound.sock.close()
                 log.error("worker %d: %s", self.worker_id, exc.strerror)
                 return EXIT_BIND_FAILED
@@ -202,9 +211,9 @@ class Worker:
         running = WorkerRunning(pid=os.getpid(), core=self.core, udp_port=self.rtc_port,
                                 protocol_version=PROTOCOL_VERSION, rcvbuf=self.rcvbuf, sndbuf=self.sndbuf)
         self.channel.emit(Event.WORKER_RUNNING, "", running)
+        tcp = ("+tcp" if self.tcp_sock is not None else "") + ("+tcp6" if self.tcp6_sock is not None else "")
         log.info("worker %d running: pid %d, core %d, udp%s %s:%d, announced as %s", self.worker_id, os.getpid(),
-                 self.core, "+tcp" if self.tcp_sock is not None else "", self.bind_ip, self.rtc_port,
-                 ",".join(self.node_ips))
+                 self.core, tcp, self.bind_ip, self.rtc_port, ",".join(self.node_ips))
         for primitive, provider in crypto_kernel.installed().items():
             # libsrtp's own function is slower, not wrong: a warning unless the operator asked for it.
             quiet = provider.startswith("mediarouter") or self.srtp_crypto == "libsrtp"
@@ -238,6 +247,8 @@ class Worker:
         self.sock.close()
         if self.tcp_sock is not None:
             self.tcp_sock.close()
+        if self.tcp6_sock is not None:
+            self.tcp6_sock.close()
 
     def request_handlers(self) -> dict[Method, BodyHandler]:
         """The worker's own requests; ``install_media`` registers the media ones (and ``worker.dump``)."""

@@ -37,6 +37,7 @@ from control.workers.placement import NoWorkerAvailable
 log = logging.getLogger("control.service.signaling")
 
 CORS = {"Access-Control-Allow-Origin": "*"}
+PATH_HEADER = "X-Mediarouter-Path"  # /rtc/validate: where the token holder's transports ended (diagnostics)
 MAX_METADATA_BYTES = 512 * 1024
 MAX_ATTRIBUTES_BYTES = 64 * 1024
 Reason = models.DisconnectReason
@@ -100,12 +101,38 @@ def client_params(query: Mapping[str, str]) -> ClientParams:
 
 
 async def validate_handler(request: web.Request) -> web.Response:
-    """``GET /rtc/validate``: 200 ``success`` when a join would be accepted, else the plain reason."""
+    """``GET /rtc/validate``: 200 ``success`` when a join would be accepted, else the plain reason (as LiveKit's
+    ``RTCService.validate``). When the token's holder is in the room (an SDK validates after a failed resume), the
+    ``X-Mediarouter-Path`` header says where each of its transports ended (:func:`transport_paths`)."""
     try:
-        authorize(request)
+        claims = authorize(request)
     except AuthError as exc:
         return web.Response(status=exc.status, text=exc.reason, headers=CORS)
-    return web.Response(text="success", headers=CORS)
+    headers = dict(CORS)
+    paths = transport_paths(request.app[MANAGER_KEY], claims)
+    if paths:
+        headers[PATH_HEADER] = paths
+        headers["Access-Control-Expose-Headers"] = PATH_HEADER
+    return web.Response(text="success", headers=headers)
+
+
+def transport_paths(manager: RoomManager, claims: Claims) -> str:
+    """The token holder's transports as the worker selected them, e.g. ``pub=udp 198.51.100.7:50312,
+    sub=tcp 192.0.2.10:41022`` (``udp``, ``tcp`` for ICE-TCP, ``relay`` through TURN, or ``connecting`` with no
+    address before a check selected one); "" when the holder is not in the room."""
+    room = manager.rooms.get(claims.room)
+    p = room.participants.get(claims.identity) if room is not None else None
+    if p is None:
+        return ""
+    out = []
+    for name, transport_id in (("pub", p.pub_transport_id), ("sub", p.sub_transport_id)):
+        selected = p.tuples.get(transport_id)
+        where = ""
+        if selected is not None:
+            host, port = selected[0], selected[1]
+            where = f" [{host}]:{port}" if ":" in host else f" {host}:{port}"
+        out.append(f"{name}={p.path(transport_id)}{where}")
+    return ", ".join(out)
 
 
 async def v1_handler(request: web.Request) -> web.Response:

@@ -73,6 +73,27 @@ async def test_validate_success_and_reasons(client: TestClient) -> None:
     assert resp.status == 401 and await resp.text() == "no token"
 
 
+async def test_validate_says_where_a_present_participants_transports_ended(client: TestClient) -> None:
+    absent = await client.get("/rtc/validate", params={"access_token": token("alice")})
+    assert absent.status == 200 and "X-Mediarouter-Path" not in absent.headers  # not in the room: LiveKit's answer
+    ws = await client.ws_connect("/rtc", params={"access_token": token("alice")})
+    await read(ws)
+    manager: RoomManager = client.app[MANAGER_KEY]
+    alice = manager.rooms["r1"].participants["alice"]
+    resp = await client.get("/rtc/validate", params={"access_token": token("alice")})
+    assert resp.status == 200 and await resp.text() == "success"
+    assert resp.headers["X-Mediarouter-Path"] == "pub=connecting, sub=connecting"
+    alice.on_tuple(alice.sub_transport_id, "192.0.2.10", 41022, "tcp")
+    alice.note_remote_candidate("candidate:1 1 udp 16777215 203.0.113.5 3479 typ relay raddr 0.0.0.0 rport 0")
+    alice.on_tuple(alice.pub_transport_id, "203.0.113.5", 3479, "udp")
+    resp = await client.get("/rtc/validate", params={"access_token": token("alice")})
+    assert resp.headers["X-Mediarouter-Path"] == "pub=relay 203.0.113.5:3479, sub=tcp 192.0.2.10:41022"
+    assert resp.headers["Access-Control-Expose-Headers"] == "X-Mediarouter-Path"  # a browser may read it
+    other = await client.get("/rtc/validate", params={"access_token": token("bob")})
+    assert "X-Mediarouter-Path" not in other.headers  # only the holder's own transports
+    await ws.close()
+
+
 async def test_v1_paths_are_404_with_cors(client: TestClient) -> None:
     for path in ("/rtc/v1", "/rtc/v1/validate"):
         resp = await client.get(path, params={"access_token": token()})

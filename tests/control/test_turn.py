@@ -78,8 +78,15 @@ def test_reach_settings_from_cli_environment_and_file(tmp_path: Path) -> None:
                     dev_mode=False, log_level="info").node_ips == ("192.0.2.5",)
 
 
+def test_ipv6_after_ipv4_is_accepted_for_ice_tcp() -> None:
+    settings = load_settings(serve_args("--node-ip", "203.0.113.10,2001:db8::1"), environ={"MEDIAROUTER_KEYS": "k:s"})
+    assert settings.node_ips == ("203.0.113.10", "2001:db8::1") and settings.ice_tcp
+
+
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--node-ip", "203.0.113.10,2001:db8::1"], "mixes IPv4 and IPv6"),
+    (["--node-ip", "2001:db8::1,203.0.113.10"], "the fast path forwards IPv4 only; give an IPv4 address first"),
+    (["--node-ip", "2001:db8::1"], "the fast path forwards IPv4 only"),
+    (["--node-ip", "203.0.113.10,2001:db8::1", "--no-ice-tcp"], "IPv6 addresses are offered over ICE-TCP only"),
     (["--node-ip", "203.0.113.10,203.0.113.10"], "names an address twice"),
     (["--bind-ip", "::"], "bind_ip :: and node_ip 127.0.0.1 are of different IP versions"),
     (["--turn-servers", "{"], "turn_servers is not valid JSON"),

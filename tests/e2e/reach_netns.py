@@ -10,6 +10,12 @@ to itself with two veth pairs. TEST-NET addresses only (RFC 5737):
 * ``nat``: R maps 203.0.113.10 to 198.51.100.10 (DNAT, and SNAT back: 1:1 NAT) and forwards from C only what was
   sent to 203.0.113.10; the server runs with ``--node-ip 203.0.113.10``, an address on none of its interfaces.
 * ``tcp``: as ``nat``, and C drops every UDP datagram it sends or receives: only ICE over TCP can work.
+* ``ipv6``: every namespace also has an IPv6 address (2001:db8::/32, RFC 3849; C 2001:db8:2::10, S 2001:db8:1::10,
+  R routing between them) and R forwards no IPv4 from C: the client reaches the server over IPv6 only. The server
+  announces ``--node-ip 198.51.100.10,2001:db8:1::10``; the fast path forwards IPv4 only, so the IPv6 address is a
+  TCP candidate, and the client connects over ICE-TCP on IPv6.
+* ``tcp_js``: the network of ``tcp``, with ``livekit-client`` in headless Chromium as the subscriber (the browser
+  tools of tests/e2e/lk_scenarios/js_client.py; :func:`check_available` says when they are missing).
 * ``multihomed``: the server also has 198.51.100.20 (on ``lo``, another device) and announces only that one; R forwards
   from C only what is sent to it. The server's route back to C prefers 198.51.100.10 as source, so replies must
   leave from the address the checks came to (IP_PKTINFO) for the client to accept them.
@@ -19,7 +25,8 @@ to itself with two veth pairs. TEST-NET addresses only (RFC 5737):
 
 In C, one process runs the unmodified ``livekit`` SDK: alice publishes audio and video, bob subscribes, alice sends bob
 a reliable data packet, and bob's transports as the worker sees them are read from ``GET /e2e/stats``
-(tests/e2e/netns.py). The result comes back as one JSON line. Outer use: ``run_reach("nat")`` -> dict, raising
+(tests/e2e/netns.py); in ``tcp_js`` the browser subscribes instead of bob and reports the frames it decoded and the
+audio it received. The result comes back as one JSON line. Outer use: ``run_reach("nat")`` -> dict, raising
 :class:`netns.NetnsUnavailable` (with the reason) when this host cannot run it (not root, no nft, no turnserver).
 """
 
@@ -53,7 +60,12 @@ HTTP_PORT = 7880
 RTC_PORT = 7882
 TURN_PORT = 3478
 SECOND_IP = "198.51.100.20"
-MODES = ("nat", "tcp", "turn", "multihomed")
+MODES = ("nat", "tcp", "turn", "multihomed", "tcp_js", "ipv6")
+SERVER_IP6 = "2001:db8:1::10"
+ROUTER_S_IP6 = "2001:db8:1::1"
+CLIENT_IP6 = "2001:db8:2::10"
+ROUTER_C_IP6 = "2001:db8:2::1"
+JS_PAGE_PORT = 8090
 RESULT_MARK = "REACH-RESULT "
 ROOT = Path(__file__).resolve().parents[2]
 WIDTH, HEIGHT = 320, 240
@@ -65,6 +77,18 @@ def check_available(mode: str) -> None:
         raise netns.NetnsUnavailable("nft is not installed (make net-deps)")
     if mode == "turn" and shutil.which("turnserver") is None:
         raise netns.NetnsUnavailable("coturn's turnserver is not installed (make net-deps)")
+    if mode == "tcp_js" and (why := browser_missing()) is not None:
+        raise netns.NetnsUnavailable(why)
+
+
+def browser_missing() -> str | None:
+    """Why the browser mode cannot run here (no Chromium, node or npm modules: ``make browser-deps``), or None."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "lk_scenarios"))
+    from types import SimpleNamespace
+
+    from js_client import Browser
+
+    return Browser(SimpleNamespace(url="ws://127.0.0.1:0"), JS_PAGE_PORT).missing()
 
 
 def run_reach(mode: str, timeout_s: float = 60.0) -> dict[str, Any]:
@@ -105,7 +129,22 @@ def setup_network(mode: str, server_ns: int, client_ns: int) -> None:
         _run("ip", "addr", "add", f"{addr}/24", "dev", dev, ns=ns)
         _run("ip", "link", "set", dev, "up", ns=ns)
         _run("ip", "route", "add", "default", "via", gateway, ns=ns)
-    if mode == "multihomed":
+    if mode == "ipv6":
+        for dev, addr in (("rs", ROUTER_S_IP6), ("rc", ROUTER_C_IP6)):
+            _run("ip", "-6", "addr", "add", f"{addr}/64", "dev", dev, "nodad")
+        Path("/proc/sys/net/ipv6/conf/all/forwarding").write_text("1\n")
+        for ns, dev, addr, gateway in ((server_ns, "s0", SERVER_IP6, ROUTER_S_IP6),
+                                       (client_ns, "c0", CLIENT_IP6, ROUTER_C_IP6)):
+            _run("ip", "-6", "addr", "add", f"{addr}/64", "dev", dev, "nodad", ns=ns)
+            _run("ip", "-6", "route", "add", "default", "via", gateway, ns=ns)
+    if mode == "ipv6":  # C reaches S over IPv6 only
+        rules = """
+table inet reach_filter {
+  chain reach_forward { type filter hook forward priority 0; policy accept;
+    iifname "rc" meta nfproto ipv4 drop; }
+}
+"""
+    elif mode == "multihomed":
         _run("ip", "addr", "add", f"{SECOND_IP}/32", "dev", "lo", ns=server_ns)  # no dummy driver everywhere
         rules = f"""
 table ip reach_filter {{
@@ -113,7 +152,7 @@ table ip reach_filter {{
     iifname "rc" ip daddr {SECOND_IP} accept; iifname "rc" drop; }}
 }}
 """
-    elif mode in ("nat", "tcp"):
+    elif mode in ("nat", "tcp", "tcp_js"):
         rules = f"""
 table ip reach_nat {{
   chain reach_pre {{ type nat hook prerouting priority dstnat; ip daddr {PUBLIC_IP} dnat to {SERVER_IP}; }}
@@ -132,7 +171,7 @@ table ip reach_filter {{
 }}
 """
     _run("nft", "-f", "-", stdin=rules)
-    if mode == "tcp":
+    if mode in ("tcp", "tcp_js"):
         _run("nft", "-f", "-", ns=client_ns, stdin="""
 table inet reach_noudp {
   chain reach_out { type filter hook output priority 0; meta l4proto udp drop; }
@@ -155,8 +194,9 @@ def start_coturn(secret: str, work: str) -> subprocess.Popen[bytes]:
 
 
 def start_server(mode: str, server_ns: int, log_path: str, secret: str) -> subprocess.Popen[bytes]:
-    node_ip = {"turn": SERVER_IP, "multihomed": SECOND_IP}.get(mode, PUBLIC_IP)
-    args = ["serve", "--node-ip", node_ip, "--workers", "1", "--http-host", "0.0.0.0", "--http-port",
+    node_ip = {"turn": SERVER_IP, "multihomed": SECOND_IP, "ipv6": f"{SERVER_IP},{SERVER_IP6}"}.get(mode, PUBLIC_IP)
+    http_host = "::" if mode == "ipv6" else "0.0.0.0"  # asyncio binds "::" IPv6 only
+    args = ["serve", "--node-ip", node_ip, "--workers", "1", "--http-host", http_host, "--http-port",
             str(HTTP_PORT), "--rtc-port-base", str(RTC_PORT), "--keys", f"{netns.API_KEY}:{netns.API_SECRET}"]
     if mode == "turn":
         args += ["--turn-servers", json.dumps([{"host": ROUTER_C_IP, "port": TURN_PORT, "protocol": "udp",
@@ -182,13 +222,14 @@ def inner(mode: str, timeout_s: float) -> dict[str, Any]:
         if mode == "turn":
             procs.append(start_coturn(secret, work))
         server = start_server(mode, server_ns, os.path.join(work, "server.log"), secret)
-        netns.wait_ready(server, f"http://{SERVER_IP}:{HTTP_PORT}", 1)
-        host = {"turn": SERVER_IP, "multihomed": SECOND_IP}.get(mode, PUBLIC_IP)
+        netns.wait_ready(server, f"http://[{SERVER_IP6}]:{HTTP_PORT}" if mode == "ipv6" else
+                         f"http://{SERVER_IP}:{HTTP_PORT}", 1)
+        host = {"turn": SERVER_IP, "multihomed": SECOND_IP, "ipv6": f"[{SERVER_IP6}]"}.get(mode, PUBLIC_IP)
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1",
                    REACH_TURN_SECRET=secret if mode == "turn" else "")
         clients = subprocess.run(
             ["nsenter", f"--net=/proc/{client_ns}/ns/net", "--", sys.executable, str(Path(__file__).resolve()),
-             "--clients", host, "--timeout", str(timeout_s)],
+             "--js-clients" if mode == "tcp_js" else "--clients", host, "--timeout", str(timeout_s)],
             capture_output=True, text=True, timeout=timeout_s + 20, cwd=ROOT, env=env)
         for line in reversed(clients.stdout.splitlines()):
             if line.startswith(RESULT_MARK):
@@ -291,9 +332,98 @@ async def clients(host: str, timeout_s: float, turn_secret: str) -> dict[str, An
     return result
 
 
-def run_clients(host: str, timeout_s: float, turn_secret: str) -> dict[str, Any]:
+# The browser subscribes to alice and samples its inbound RTP until it decoded 30 frames and received audio.
+JS_SUBSCRIBER = """
+async ({url, token, seconds}) => {
+  const { Room, RoomEvent } = LivekitClient;
+  const out = {connected: false, subscribed: [], video: null, audio: null};
+  const room = new Room();
+  const tracks = [];
+  room.on(RoomEvent.TrackSubscribed, (track, pub, participant) => {
+    out.subscribed.push(participant.identity + "/" + track.kind);
+    const el = track.attach();
+    el.muted = true;
+    document.body.appendChild(el);
+    tracks.push(track);
+  });
+  await room.connect(url, token);
+  out.connected = true;
+  const deadline = Date.now() + seconds * 1000;
+  while (Date.now() < deadline) {
+    for (const track of tracks) {
+      const report = await track.getRTCStatsReport();
+      if (!report) continue;
+      report.forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video") {
+          out.video = {framesDecoded: s.framesDecoded || 0, width: s.frameWidth || 0, height: s.frameHeight || 0};
+        } else if (s.type === "inbound-rtp" && s.kind === "audio") {
+          out.audio = {packetsReceived: s.packetsReceived || 0, totalSamplesReceived: s.totalSamplesReceived || 0};
+        }
+      });
+    }
+    if (out.video && out.video.framesDecoded >= 30 && out.audio && out.audio.packetsReceived >= 50) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  await room.disconnect();
+  return out;
+}
+"""
+
+
+async def js_clients(host: str, timeout_s: float) -> dict[str, Any]:
+    """alice publishes with the ``livekit`` SDK, ``livekit-client`` in Chromium subscribes as ``js``; the worker's
+    view of js's transports is read while the browser is still connected."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "lk_scenarios"))
+    from types import SimpleNamespace
+
+    from common import Publisher, connect
+    from js_client import Browser
+    from livekit import api
+
+    def token(identity: str) -> str:
+        grants = api.VideoGrants(room_join=True, room="reach")
+        return (api.AccessToken(netns.API_KEY, netns.API_SECRET).with_identity(identity).with_grants(grants)
+                .to_jwt())
+
+    url, http = f"ws://{host}:{HTTP_PORT}", f"http://{host}:{HTTP_PORT}"
+    result: dict[str, Any] = {}
+    browser = Browser(SimpleNamespace(url=f"ws://127.0.0.1:{JS_PAGE_PORT}"), JS_PAGE_PORT)  # the page on lo
     try:
-        return {"ok": True, "result": asyncio.run(asyncio.wait_for(clients(host, timeout_s, turn_secret), timeout_s))}
+        await browser.serve()
+        room_a = await connect(url, token("alice"))
+        publisher = Publisher(room_a, WIDTH, HEIGHT)
+        result["published"] = await publisher.publish()
+        proc = await browser.start(url, token("js"), JS_SUBSCRIBER, timeout_s / 2)
+        stats: dict[str, Any] = {}
+
+        async def js_transports() -> None:  # sampled while the browser is connected and receiving
+            query = f"{http}/e2e/stats?room=reach&identity=js"
+            deadline = time.monotonic() + timeout_s / 2
+            while time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    body = await asyncio.to_thread(lambda: urllib.request.urlopen(query, timeout=5).read())
+                    found = {k: v.get("transport") for k, v in json.loads(body).items() if isinstance(v, dict)}
+                    connected = {k: t for k, t in found.items() if t and t.get("remote")}  # a transport in use
+                    if "sub" in connected:
+                        stats.update(connected)
+                        return
+                await asyncio.sleep(0.5)
+
+        watcher = asyncio.create_task(js_transports())
+        result["js"] = await browser.result(proc, timeout_s / 2 + 15)
+        await asyncio.gather(watcher, return_exceptions=True)
+        result["transports"] = {"js": stats}
+        await publisher.stop()
+        await room_a.disconnect()
+    finally:
+        await browser.close()
+    return result
+
+
+def run_clients(host: str, timeout_s: float, turn_secret: str, js: bool = False) -> dict[str, Any]:
+    try:
+        work = js_clients(host, timeout_s) if js else clients(host, timeout_s, turn_secret)
+        return {"ok": True, "result": asyncio.run(asyncio.wait_for(work, timeout_s))}
     except BaseException as exc:  # noqa: BLE001
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
 
@@ -302,11 +432,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inner", choices=MODES)
     parser.add_argument("--clients", metavar="HOST")
+    parser.add_argument("--js-clients", metavar="HOST")
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("mode", nargs="?", choices=MODES)
     args = parser.parse_args()
-    if args.clients:
-        result = run_clients(args.clients, args.timeout, os.environ.get("REACH_TURN_SECRET", ""))
+    if args.clients or args.js_clients:
+        result = run_clients(args.clients or args.js_clients, args.timeout, os.environ.get("REACH_TURN_SECRET", ""),
+                             js=bool(args.js_clients))
     elif args.inner:
         result = inner(args.inner, args.timeout)
     else:

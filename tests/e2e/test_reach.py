@@ -1,4 +1,4 @@
-"""Issue 16 acceptance: reachable behind 1:1 NAT, over ICE-TCP when UDP is blocked, and through coturn.
+"""Issue 16 acceptance: reachable behind 1:1 NAT, over ICE-TCP when UDP is blocked (and on IPv6), through coturn.
 
 Each test runs one mode of tests/e2e/reach_netns.py (server, router and client namespaces made by the test, TEST-NET
 addresses) with the unmodified ``livekit`` SDK in the client's namespace, and asserts what the clients received and
@@ -61,9 +61,35 @@ def test_udp_blocked_client_connects_over_ice_tcp() -> None:
     assert result["participants"] == {"udp": 0, "tcp": 2, "relay": 0, "connecting": 0}
 
 
+def test_ipv6_client_connects_over_ice_tcp_on_ipv6() -> None:
+    result = reach("ipv6")
+    # The fast path forwards IPv4 only: the IPv6 address is a TCP candidate, relayed into the Engine over IPv4.
+    assert paths(result) == {("tcp", reach_netns.CLIENT_IP6)}, result["transports"]
+    assert result["participants"] == {"udp": 0, "tcp": 2, "relay": 0, "connecting": 0}
+
+
 def test_client_that_reaches_only_coturn_is_relayed() -> None:
     result = reach("turn")
     # coturn relays from 198.51.100.1: every transport's peer is a relayed address.
     assert paths(result) == {("udp", reach_netns.ROUTER_S_IP)}, result["transports"]
     assert result["participants"] == {"udp": 0, "tcp": 0, "relay": 2, "connecting": 0}  # told by the trickled relays
     assert result["turn_expired"] == 401 and result["turn_fresh"] == 200, result
+
+
+def test_udp_blocked_browser_connects_over_ice_tcp() -> None:
+    """``livekit-client`` in Chromium, UDP dropped in its namespace: it subscribes over ICE-TCP (skipped without the
+    browser tools: make browser-deps)."""
+    try:
+        r = reach_netns.run_reach("tcp_js", timeout_s=60)
+    except netns.NetnsUnavailable as exc:
+        pytest.skip(str(exc))
+    detail = json.dumps({k: v for k, v in r.items() if k != "result"}, default=str)[-6000:]
+    assert r.get("ok"), detail
+    result: dict[str, Any] = r["result"]
+    js = result["js"]
+    assert js.get("connected") and not js.get("error"), js
+    assert (js.get("video") or {}).get("framesDecoded", 0) >= 30, js
+    assert (js["video"]["width"], js["video"]["height"]) == (reach_netns.WIDTH, reach_netns.HEIGHT), js
+    assert (js.get("audio") or {}).get("packetsReceived", 0) > 0, js
+    # The worker's selected pair for the browser's subscriber transport: its TCP connection from the client.
+    assert paths(result) == {("tcp", reach_netns.CLIENT_IP)}, result["transports"]

@@ -52,6 +52,7 @@ class FakeWorker:
         self.bind_ip = "127.0.0.1"
         self.rtc_port = self.sock.getsockname()[1]
         self.tcp_sock: socket.socket | None = None
+        self.tcp6_sock: socket.socket | None = None
         if ice_tcp:  # the TCP listener on the UDP port's number, as router.ports.bind_tcp makes it
             from router.ports import bind_tcp
 

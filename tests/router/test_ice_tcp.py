@@ -104,6 +104,53 @@ async def test_first_binding_request_finds_the_transport_and_maps_the_tcp_addres
         writer.close()
 
 
+async def test_ipv6_is_announced_over_tcp_only_and_relayed_into_the_ipv4_engine() -> None:
+    """An IPv6 address beside the IPv4 UDP port: a TCP candidate only (the Engine's tuples are IPv4), and a client
+    on the IPv6 listener is checked, mapped to its own IPv6 address and bound through its IPv4 relay tuple."""
+    from router.ports import bind_tcp
+
+    worker = FakeWorker(asyncio.get_running_loop(), ice_tcp=True, node_ips=("192.0.2.7", "2001:db8::7"))
+    worker.tcp6_sock = bind_tcp("::1", worker.rtc_port, v6only=True)  # the worker binds ::, the test ::1
+    media = MediaService(worker)  # type: ignore[arg-type]
+    media.start()
+    await asyncio.sleep(0.05)
+    ch = worker.channel
+    try:
+        reply = await create(ch)
+        port = worker.rtc_port
+        assert [(c.protocol, c.ip, c.port) for c in reply.candidates] == [
+            ("udp", "192.0.2.7", port), ("tcp", "192.0.2.7", port), ("tcp", "2001:db8::7", port)]
+        reader, writer = await asyncio.open_connection("::1", port)
+        try:
+            check = stun.StunMessage(stun.METHOD_BINDING, stun.StunClass.REQUEST)
+            check.add_username(f"{reply.ice_ufrag}:peer").add_priority(1).add_ice_controlling(1).add_use_candidate()
+            writer.write(framed(check.to_bytes(reply.ice_pwd.encode())))
+            response = stun.parse(await read_frame(reader))
+            client = writer.get_extra_info("sockname")
+            assert response.cls == stun.StunClass.SUCCESS
+            value = response.get(stun.ATTR_XOR_MAPPED_ADDRESS)
+            assert value is not None
+            assert stun.decode_xor_address(value, response.transaction_id) == ("::1", client[1])
+            transport = media.transports.get("t")
+            assert transport.tcp_peer == ("::1", client[1])
+            assert transport.tuple is not None and transport.tuple[0] == "127.0.0.1"  # the relay: IPv4 to the Engine
+            changed = [n for n in ch.notifications if n[0] == "transport.tuple_changed"]
+            assert changed == [("transport.tuple_changed", "t",
+                                TupleChanged(host="::1", port=client[1], protocol="tcp").to_wire())]
+        finally:
+            writer.close()
+    finally:
+        assert media.ice_tcp is not None
+        media.ice_tcp.close()
+        if media._tick_task is not None:
+            media._tick_task.cancel()
+        worker.loop.remove_reader(worker.sock.fileno())
+        worker.sock.close()
+        for sock in (worker.tcp_sock, worker.tcp6_sock):
+            assert sock is not None
+            sock.close()
+
+
 async def test_a_first_frame_that_is_no_binding_request_closes_the_connection(service: Any) -> None:
     media, _ = service
     reader, writer = await asyncio.open_connection("127.0.0.1", media.worker.rtc_port)
