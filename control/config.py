@@ -646,6 +646,7 @@ def load_webhook_settings(section: Any, environ: Mapping[str, str], keys: Mappin
 # override the file's fields, ``--redis-address`` overrides both.
 
 NODE_SELECTORS = ("any", "cpuload", "rooms")
+SPREAD_NODES = ("never", "auto", "always")
 
 
 @dataclass(frozen=True)
@@ -667,6 +668,8 @@ class ClusterSettings:
 
     node_selector: str = "rooms"  # any | cpuload | rooms (control/cluster/selector.py)
     ttl_s: float = 5.0  # a node's entry and its rooms' ownership live this long without a refresh
+    spread_nodes: str = "never"  # never | auto | always: a room's new participants on other nodes
+    # (control/cluster/remote_pool.py; only where room.spread is not "never")
 
 
 _REDIS_FIELDS = ("address", "username", "password", "db", "use_tls", "sentinel_master_name", "sentinel_addresses")
@@ -720,7 +723,7 @@ def load_redis_settings(section: Any, environ: Mapping[str, str], cli_address: s
 
 
 def load_cluster_settings(section: Any, environ: Mapping[str, str]) -> ClusterSettings:
-    values = _section("cluster", section, environ, ("node_selector", "ttl_s"))
+    values = _section("cluster", section, environ, ("node_selector", "ttl_s", "spread_nodes"))
     selector = values.get("node_selector", ClusterSettings.node_selector)
     if not isinstance(selector, str) or selector.lower() not in NODE_SELECTORS:
         raise ConfigError(f"cluster.node_selector must be one of {', '.join(NODE_SELECTORS)}, not {selector!r}")
@@ -728,4 +731,7 @@ def load_cluster_settings(section: Any, environ: Mapping[str, str]) -> ClusterSe
     ttl_s = _parse_number("cluster.ttl_s", ttl_s) if isinstance(ttl_s, str) else ttl_s
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not 1 <= ttl_s <= 60:
         raise ConfigError(f"cluster.ttl_s must be a number of seconds in 1-60, not {ttl_s!r}")
-    return ClusterSettings(node_selector=selector.lower(), ttl_s=float(ttl_s))
+    spread_nodes = values.get("spread_nodes", ClusterSettings.spread_nodes)
+    if not isinstance(spread_nodes, str) or spread_nodes.lower() not in SPREAD_NODES:
+        raise ConfigError(f"cluster.spread_nodes must be one of {', '.join(SPREAD_NODES)}, not {spread_nodes!r}")
+    return ClusterSettings(node_selector=selector.lower(), ttl_s=float(ttl_s), spread_nodes=spread_nodes.lower())
