@@ -59,7 +59,9 @@ an admitted WebSocket; ``fd_reserve`` file descriptors are kept free; a connecti
 sentinel_master_name, sentinel_addresses}`` as livekit.yaml has them; ``address`` is ``host:port`` or a unix socket
 path; with ``sentinel_master_name`` the master is found through ``sentinel_addresses``. Without it the server is
 one node and needs no Redis. ``cluster``: ``node_selector`` (``any``, ``cpuload`` or ``rooms``: where a new room
-goes) and ``ttl_s`` (1-60: a node's entry and its rooms' ownership expire this long after its last refresh).
+goes), ``ttl_s`` (1-60: a node's entry and its rooms' ownership expire this long after its last refresh) and
+``spread_nodes`` (``never``, ``auto`` or ``always``: whether a room's new participants may go to another node's
+worker, docs/CLUSTER.md, Rooms across nodes).
 ``srtp_crypto``: ``mediarouter`` gives libsrtp the fast path's AES-CM-80 primitives (fastpath/crypto_kernel.pyx),
 ``libsrtp`` keeps its own. The Supervisor
 passes these three to every worker on its command line (router/__main__.py). In the environment the keys are
@@ -91,7 +93,7 @@ YAML file (every field optional)::
     fd_reserve: 512
     livekit_client_url: https://cdn.jsdelivr.net/npm/livekit-client@2.23.0/dist/livekit-client.umd.js
     redis: {address: 127.0.0.1:6379, db: 0}   # joins a cluster (docs/CLUSTER.md); absent = one node
-    cluster: {node_selector: rooms, ttl_s: 5}
+    cluster: {node_selector: rooms, ttl_s: 5, spread_nodes: never}
     room:                 # the LiveKit rooms (RoomSettings); MEDIAROUTER_ROOM_<FIELD> overrides each
       ping_interval: 5    # s between the clients' pings (JoinResponse), 1-3600
       ping_timeout: 15    # s without a pong before a client gives up, greater than ping_interval, up to 3600
