@@ -145,7 +145,8 @@ class ClusterPool:
         return number
 
     async def place_off_host(self, room: str, router_id: str, members: Mapping[int, int]) -> int | None:
-        """A worker of another node for a new participant of ``room``, or None to place it here."""
+        """A worker of another node for a new participant of ``room``, or None to place it here (also when the
+        chosen node does not answer)."""
         if self.mode == "never" or self.node is None:
             return None
         per_node: dict[str, int] = {}
@@ -159,10 +160,12 @@ class ClusterPool:
             if worker in self.remote and self.remote[worker].node == target:
                 return worker
         request = PlaceRequest(owner=self.node.id, room=room, router_id=router_id)
-        answer = await self.node.bus.call(target, PLACE, request.to_wire())
-        if answer.get("error"):
-            raise WorkerError("PlaceFailed", str(answer["error"]))
-        reply = PlaceReply.from_wire(answer)
+        try:
+            answer = await self.node.bus.call(target, PLACE, request.to_wire())
+            reply = PlaceReply.from_wire(answer)
+        except Exception as exc:  # NodeUnavailable, or the node had no worker: the participant stays here
+            log.warning("room %s: node %s took no participant (%r); placed here", room, target, exc)
+            return None
         number = self.number(target, reply.worker, reply.ip, reply.port)
         log.info("room %s: a participant on node %s worker %d (%s:%d)", room, target, reply.worker, reply.ip,
                  reply.port)

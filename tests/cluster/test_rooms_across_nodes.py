@@ -203,3 +203,9 @@ async def test_both_nodes_asking_for_a_pair_of_workers_get_one_key_pair(redis_se
         assert from_y[0] == from_x[0].reversed() and from_x[0].local_key != from_x[0].remote_key
     finally:
         await other.aclose()
+
+
+async def test_a_node_that_does_not_answer_leaves_the_participant_with_the_owner(nodes: list[Any]) -> None:
+    a, manager_a, _, b, _, _ = nodes
+    await b.bus.stop()  # B's entry is there, but nobody listens on its channel
+    assert await manager_a.pool.place_off_host("r", "RM_1", {0: 1}) is None
