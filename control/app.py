@@ -28,7 +28,7 @@ from aiohttp import web
 from control.cluster.node import CLUSTER_KEY, ClusterNode, new_node_id
 from control.config import Settings
 from control.rtc.participant import LiveKitNegotiator
-from control.rtc.rooms import RoomManager
+from control.rtc.rooms import RoomManager, WorkerPool
 from control.rtc.worker_pool import SupervisorPool, attach_supervisor
 from control.service import signaling, twirp
 from control.service.connections import ConnectionGuard, GuardedSite, mark_admitted, raise_fd_limit
@@ -60,7 +60,12 @@ def build_app(settings: Settings, supervisor: Supervisor) -> web.Application:
                                         turn_servers=settings.turn_servers)
     node_id = new_node_id() if settings.redis is not None else room_settings.node_id
     room_settings = dataclasses.replace(room_settings, node_id=node_id)
-    manager = RoomManager(SupervisorPool(supervisor), LiveKitNegotiator(), room_settings)
+    pool: WorkerPool = SupervisorPool(supervisor)
+    if settings.redis is not None:  # other nodes' workers too (a room spanning nodes, control/cluster/remote_pool.py)
+        from control.cluster.remote_pool import ClusterPool
+
+        pool = ClusterPool(pool, settings)
+    manager = RoomManager(pool, LiveKitNegotiator(), room_settings)
     attach_supervisor(manager, supervisor)
     add_livekit(app, manager)
     if settings.redis is not None:
@@ -85,10 +90,16 @@ def add_livekit(app: web.Application, manager: RoomManager) -> None:
 def add_cluster(app: web.Application, settings: Settings, manager: RoomManager, supervisor: Supervisor,
                 node_id: str) -> ClusterNode:
     """This node's membership in the cluster of ``settings.redis`` (control/cluster/): joins relayed to room owners,
-    the RoomService answering for the whole cluster. Started and stopped by :func:`serve`."""
+    the RoomService answering for the whole cluster, rooms spanning nodes. Started and stopped by :func:`serve`."""
+    from control.cluster.remote_pool import ClusterPool
     from control.service.twirp_cluster import make_router
 
     cluster = ClusterNode(settings, manager, supervisor, node_id)
+    if isinstance(manager.pool, ClusterPool):
+        cluster.bind_pool(manager.pool)
+    for client in supervisor.clients:  # notifications about objects made for other nodes' rooms go back to them
+        client.on_notification(lambda event, target, body, wid=client.worker_id:
+                               cluster.media_host.on_notification(wid, event, target, body))
     cluster.run_session = functools.partial(signaling.run_session, manager)
     app[CLUSTER_KEY] = cluster
     app[twirp.ROUTER_KEY] = make_router(cluster, manager)

@@ -60,7 +60,9 @@ an admitted WebSocket; ``fd_reserve`` file descriptors are kept free; a connecti
 sentinel_master_name, sentinel_addresses}`` as livekit.yaml has them; ``address`` is ``host:port`` or a unix socket
 path; with ``sentinel_master_name`` the master is found through ``sentinel_addresses``. Without it the server is
 one node and needs no Redis. ``cluster``: ``node_selector`` (``any``, ``cpuload`` or ``rooms``: where a new room
-goes) and ``ttl_s`` (1-60: a node's entry and its rooms' ownership expire this long after its last refresh).
+goes), ``ttl_s`` (1-60: a node's entry and its rooms' ownership expire this long after its last refresh) and
+``spread_nodes`` (``never``, ``auto`` or ``always``: whether a room's new participants may go to another node's
+worker, docs/CLUSTER.md, Rooms across nodes).
 ``srtp_crypto``: ``mediarouter`` gives libsrtp the fast path's AES-CM-80 primitives (fastpath/crypto_kernel.pyx),
 ``libsrtp`` keeps its own. The Supervisor
 passes these three to every worker on its command line (router/__main__.py). In the environment the keys are
@@ -92,7 +94,7 @@ YAML file (every field optional)::
     fd_reserve: 512
     livekit_client_url: https://cdn.jsdelivr.net/npm/livekit-client@2.23.0/dist/livekit-client.umd.js
     redis: {address: 127.0.0.1:6379, db: 0}   # joins a cluster (docs/CLUSTER.md); absent = one node
-    cluster: {node_selector: rooms, ttl_s: 5}
+    cluster: {node_selector: rooms, ttl_s: 5, spread_nodes: never}
     room:                 # the LiveKit rooms (RoomSettings); MEDIAROUTER_ROOM_<FIELD> overrides each
       ping_interval: 5    # s between the clients' pings (JoinResponse), 1-3600
       ping_timeout: 15    # s without a pong before a client gives up, greater than ping_interval, up to 3600
@@ -653,6 +655,7 @@ def load_webhook_settings(section: Any, environ: Mapping[str, str], keys: Mappin
 # override the file's fields, ``--redis-address`` overrides both.
 
 NODE_SELECTORS = ("any", "cpuload", "rooms")
+SPREAD_NODES = ("never", "auto", "always")
 
 
 @dataclass(frozen=True)
@@ -674,6 +677,8 @@ class ClusterSettings:
 
     node_selector: str = "rooms"  # any | cpuload | rooms (control/cluster/selector.py)
     ttl_s: float = 5.0  # a node's entry and its rooms' ownership live this long without a refresh
+    spread_nodes: str = "never"  # never | auto | always: a room's new participants on other nodes
+    # (control/cluster/remote_pool.py; only where room.spread is not "never")
 
 
 _REDIS_FIELDS = ("address", "username", "password", "db", "use_tls", "sentinel_master_name", "sentinel_addresses")
@@ -727,7 +732,7 @@ def load_redis_settings(section: Any, environ: Mapping[str, str], cli_address: s
 
 
 def load_cluster_settings(section: Any, environ: Mapping[str, str]) -> ClusterSettings:
-    values = _section("cluster", section, environ, ("node_selector", "ttl_s"))
+    values = _section("cluster", section, environ, ("node_selector", "ttl_s", "spread_nodes"))
     selector = values.get("node_selector", ClusterSettings.node_selector)
     if not isinstance(selector, str) or selector.lower() not in NODE_SELECTORS:
         raise ConfigError(f"cluster.node_selector must be one of {', '.join(NODE_SELECTORS)}, not {selector!r}")
@@ -735,4 +740,7 @@ def load_cluster_settings(section: Any, environ: Mapping[str, str]) -> ClusterSe
     ttl_s = _parse_number("cluster.ttl_s", ttl_s) if isinstance(ttl_s, str) else ttl_s
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not 1 <= ttl_s <= 60:
         raise ConfigError(f"cluster.ttl_s must be a number of seconds in 1-60, not {ttl_s!r}")
-    return ClusterSettings(node_selector=selector.lower(), ttl_s=float(ttl_s))
+    spread_nodes = values.get("spread_nodes", ClusterSettings.spread_nodes)
+    if not isinstance(spread_nodes, str) or spread_nodes.lower() not in SPREAD_NODES:
+        raise ConfigError(f"cluster.spread_nodes must be one of {', '.join(SPREAD_NODES)}, not {spread_nodes!r}")
+    return ClusterSettings(node_selector=selector.lower(), ttl_s=float(ttl_s), spread_nodes=spread_nodes.lower())

@@ -5,8 +5,10 @@ room keys (control/cluster/ownership.py) are refreshed every third of ``cluster.
 served here when this node owns the room or wins it (control/cluster/selector.py picks the node for a new room),
 else relayed to its owner (control/cluster/relay.py); requests from other nodes arrive on the bus
 (control/cluster/bus.py): ``connect`` (a relayed join) and ``room_service`` (a RoomService call for a room owned
-here, served by ``room_service``). A room's key is released when the room closes here; at drain the entry says
-``draining`` (no new room comes here) and at stop it is deleted.
+here, served by ``room_service``), and for a room spanning nodes ``media_place``/``media`` (this node's workers
+holding part of another node's room, control/cluster/media_host.py) and ``media_event`` (the notifications of the
+other nodes' workers this node's rooms use, control/cluster/remote_pool.py). A room's key is released when the room
+closes here; at drain the entry says ``draining`` (no new room comes here) and at stop it is deleted.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from control.auth import AuthError, Claims, require_join, verify_token
 from control.cluster.bus import Bus, Handler
 from control.cluster.client import connect
 from control.cluster.load import LoadSampler
+from control.cluster.media_host import MediaHost
 from control.cluster.ownership import RoomOwnership
 from control.cluster.registry import NodeInfo, NodeRegistry
 from control.cluster.relay import Frames, relay_client, serve_relayed
+from control.cluster.remote_pool import ClusterPool
 from control.cluster.selector import NoNodeAvailable, select_node
 from control.config import Settings
 from control.rtc import events as ev
@@ -61,9 +65,17 @@ class ClusterNode:
         self.run_session: SessionRunner | None = None  # control/service/signaling.py, wired by control/app.py
         self.handlers: dict[str, Handler] = {"connect": self._on_connect}
         self.bus = Bus(self.redis, node_id, self.handlers)
+        self.media_host = MediaHost(node_id, settings.node_ip, self.bus, self.registry, manager, supervisor)
+        self.handlers.update(self.media_host.handlers())
+        self.remote_pool: ClusterPool | None = None  # the rooms' pool, when it reaches other nodes (bind_pool)
         self._beat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         manager.events.subscribe(self._on_event)
+
+    def bind_pool(self, pool: ClusterPool) -> None:
+        """The rooms' pool reaches other nodes' workers through this node's bus."""
+        self.remote_pool = pool
+        pool.bind(self, self.manager)
 
     # ---------------------------------------------------------------------------------------- life cycle
 
@@ -92,6 +104,7 @@ class ClusterNode:
             self._beat.cancel()
             await asyncio.gather(self._beat, return_exceptions=True)
         await self.bus.stop()
+        await self.media_host.stop()
         try:
             for name in list(self.manager.rooms):
                 await self.ownership.release(name)
@@ -118,6 +131,12 @@ class ClusterNode:
                         log.warning("room %s is owned by another node too", name)
             except Exception as exc:
                 log.warning("cluster room refresh failed: %r", exc)
+            try:
+                await self.media_host.check_owners()
+                if self.remote_pool is not None:
+                    await self.remote_pool.check_nodes()
+            except Exception as exc:
+                log.warning("cluster media check failed: %r", exc)
 
     def _on_event(self, event: ev.RoomEvent) -> None:
         if event.event == ev.ROOM_STARTED:  # mostly claimed already (a join routed here); CreateRoom forwarded here

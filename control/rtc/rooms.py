@@ -17,7 +17,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from google.protobuf.message import DecodeError
 from livekit.protocol import models, rtc
@@ -47,7 +47,7 @@ from control.rtc.participant import (
     subscriber_transport_id,
 )
 from control.rtc.quality import QUALITY_INTERVAL_S, Peer, QualityBook
-from control.rtc.spread import PipeMedia, RoomPipes, SpreadPolicy
+from control.rtc.spread import PipeEnds, PipeMedia, RoomPipes, SpreadPolicy, local_ends
 from control.workers.placement import NoWorkerAvailable, WorkerLoad, choose_worker
 from router.messages import DataMessage, StreamState, TransportScores, TransportState, TupleChanged
 from router.protocol import Event
@@ -67,6 +67,15 @@ class WorkerPool(Protocol):
     def loads(self, rooms_per_worker: Mapping[int, int]) -> list[WorkerLoad]: ...
     def media(self, worker_id: int) -> MediaApi: ...
     def udp_port(self, worker_id: int) -> int: ...
+
+
+@runtime_checkable
+class OffHostPool(WorkerPool, Protocol):
+    """A pool that also reaches workers of other nodes of a cluster (control/cluster/remote_pool.py): a room's new
+    participant may be placed there, and pipes toward them leave the host."""
+
+    async def place_off_host(self, room: str, router_id: str, members: Mapping[int, int]) -> int | None: ...
+    async def pipe_ends(self, source: int, dest: int) -> PipeEnds: ...
 
 
 class JoinRefused(Exception):
@@ -169,7 +178,7 @@ class Room:
         self.spread = spread or SpreadPolicy("never")
         self.worker_of: dict[str, int] = {}
         self.router_workers: set[int] = {worker_id}
-        self.pipes = RoomPipes(self.router_id, self._pipe_media, self._udp_port, self.new_ssrc)
+        self.pipes = RoomPipes(self.router_id, self._pipe_media, self._pipe_ends, self.new_ssrc)
 
     # ---- workers (control/rtc/spread.py) ---------------------------------------------------------------
 
@@ -179,9 +188,11 @@ class Room:
     def _pipe_media(self, worker_id: int) -> PipeMedia:
         return self.media_for(worker_id)  # type: ignore[return-value]  # MediaClient has the pipe requests
 
-    def _udp_port(self, worker_id: int) -> int:
+    async def _pipe_ends(self, source: int, dest: int) -> PipeEnds:
         assert self.pool is not None, "pipes need the worker pool"
-        return self.pool.udp_port(worker_id)
+        if isinstance(self.pool, OffHostPool):
+            return await self.pool.pipe_ends(source, dest)
+        return local_ends(self.pool.udp_port, source, dest)
 
     def workers(self) -> list[int]:
         """The workers this room uses: its home and every participant's."""
@@ -195,6 +206,9 @@ class Room:
             for w in self.worker_of.values():
                 members[w] = members.get(w, 0) + 1
             worker_id = self.spread.place(self.worker_id, members, self.pool.loads({}))
+            if isinstance(self.pool, OffHostPool):  # a cluster may place it on another node's worker
+                remote = await self.pool.place_off_host(self.name, self.router_id, members)
+                worker_id = worker_id if remote is None else remote
         media = self.media_for(worker_id)
         if worker_id not in self.router_workers:
             await media.create_router(self.router_id)

@@ -12,18 +12,23 @@ shares it among every subscriber there, and closes it with the last one or with 
 (docs/FORWARDING.md, Pipe transports). The producer's worker is the pipe's source; the piped producer on the
 destination keeps the producer's id, so a subscriber consumes it there exactly as at home. When a worker dies its
 pipes are forgotten: those toward it are stopped at their source, those from it end with its publishers.
+
+Each end of a pipe learns where the other is from :class:`PipeEnds`: on one host a UDP port; toward a worker of
+another node (a room spanning hosts, control/cluster/remote_pool.py) also its address and the SRTP keys of the pair
+of workers (docs/FORWARDING.md, Pipes between hosts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from control.rtc.negotiation import TrackPlan
 from control.workers.placement import WorkerLoad
+from router.messages import PipeSrtp
 
 log = logging.getLogger("control.rtc.spread")
 
@@ -60,11 +65,41 @@ class PipeMedia(Protocol):
     """The part of ``control.rtc.media.MediaClient`` pipes use."""
 
     async def pipe(self, producer_id: str, pipe_id: str, *, peer_port: int, ssrcs: list[tuple[int, int]],
-                   track: TrackPlan) -> None: ...
+                   track: TrackPlan, peer_ip: str = "", srtp: PipeSrtp | None = None) -> None: ...
     async def unpipe(self, producer_id: str, pipe_id: str) -> None: ...
     async def produce_pipe(self, router_id: str, producer_id: str, *, peer_port: int,
-                           ssrcs: list[tuple[int, int]], track: TrackPlan) -> None: ...
+                           ssrcs: list[tuple[int, int]], track: TrackPlan, peer_ip: str = "",
+                           srtp: PipeSrtp | None = None) -> None: ...
     async def close_producer(self, producer_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipeEnd:
+    """Where one end of a pipe sends: the other worker's UDP port, and off the host its address and this end's
+    SRTP keys."""
+
+    peer_port: int
+    peer_ip: str = ""
+    srtp: PipeSrtp | None = None
+
+    def args(self) -> dict[str, Any]:
+        """The keyword arguments of ``MediaClient.pipe``/``produce_pipe`` (none beyond the port on one host)."""
+        if not self.peer_ip:
+            return {"peer_port": self.peer_port}
+        return {"peer_port": self.peer_port, "peer_ip": self.peer_ip, "srtp": self.srtp}
+
+
+@dataclass(frozen=True)
+class PipeEnds:
+    """Both ends of a pipe from ``source`` to ``dest``: what each is told."""
+
+    source: PipeEnd
+    dest: PipeEnd
+
+
+def local_ends(port: Callable[[int], int], source: int, dest: int) -> PipeEnds:
+    """A pipe between two workers of this host."""
+    return PipeEnds(PipeEnd(port(dest)), PipeEnd(port(source)))
 
 
 @dataclass
@@ -86,11 +121,11 @@ class Pipe:
 class RoomPipes:
     """The pipes of one room."""
 
-    def __init__(self, router_id: str, media: Callable[[int], PipeMedia], port: Callable[[int], int],
-                 new_ssrc: Callable[[], int]) -> None:
+    def __init__(self, router_id: str, media: Callable[[int], PipeMedia],
+                 ends: Callable[[int, int], Awaitable[PipeEnds]], new_ssrc: Callable[[], int]) -> None:
         self.router_id = router_id
         self.media = media
-        self.port = port
+        self.ends = ends
         self.new_ssrc = new_ssrc
         self.pipes: dict[tuple[str, int], Pipe] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -116,11 +151,12 @@ class RoomPipes:
             pipe = self.pipes[key] = Pipe(producer_id, source, dest, ssrcs)
             pipe.ready = asyncio.get_running_loop().create_future()
             try:
+                ends = await self.ends(source, dest)
                 # The destination first, so that the first packets find their producer.
-                await self.media(dest).produce_pipe(self.router_id, producer_id, peer_port=self.port(source),
-                                                    ssrcs=ssrcs, track=track)
-                await self.media(source).pipe(producer_id, pipe.pipe_id, peer_port=self.port(dest), ssrcs=ssrcs,
-                                              track=track)
+                await self.media(dest).produce_pipe(self.router_id, producer_id, ssrcs=ssrcs, track=track,
+                                                    **ends.dest.args())
+                await self.media(source).pipe(producer_id, pipe.pipe_id, ssrcs=ssrcs, track=track,
+                                              **ends.source.args())
             except BaseException as exc:
                 if self.pipes.get(key) is pipe:
                     del self.pipes[key]

@@ -23,14 +23,17 @@ def test_without_redis_the_node_is_alone(tmp_path: Path) -> None:
 
 def test_file_environment_and_command_line(tmp_path: Path) -> None:
     yaml = ("redis: {address: 10.0.0.5:6379, db: 2, password: pw, use_tls: true}\n"
-            "cluster: {node_selector: cpuload, ttl_s: 3}\n")
+            "cluster: {node_selector: cpuload, ttl_s: 3, spread_nodes: always}\n")
     s = settings(tmp_path, yaml)
     assert s.redis == RedisSettings(address="10.0.0.5:6379", db=2, password="pw", use_tls=True)  # type: ignore
-    assert s.cluster == ClusterSettings(node_selector="cpuload", ttl_s=3.0)  # type: ignore[attr-defined]
+    assert s.cluster == ClusterSettings(node_selector="cpuload", ttl_s=3.0,  # type: ignore[attr-defined]
+                                        spread_nodes="always")
     s = settings(tmp_path, yaml, {"MEDIAROUTER_REDIS_DB": "4", "MEDIAROUTER_REDIS_USE_TLS": "0",
-                                  "MEDIAROUTER_CLUSTER_NODE_SELECTOR": "any"}, redis_address="/run/redis.sock")
+                                  "MEDIAROUTER_CLUSTER_NODE_SELECTOR": "any",
+                                  "MEDIAROUTER_CLUSTER_SPREAD_NODES": "Auto"}, redis_address="/run/redis.sock")
     assert s.redis == RedisSettings(address="/run/redis.sock", db=4, password="pw")  # type: ignore[attr-defined]
     assert s.cluster.node_selector == "any"  # type: ignore[attr-defined]
+    assert s.cluster.spread_nodes == "auto"  # type: ignore[attr-defined]
     s = settings(tmp_path, "", {"MEDIAROUTER_REDIS_SENTINEL_MASTER_NAME": "mymaster",
                                 "MEDIAROUTER_REDIS_SENTINEL_ADDRESSES": "10.0.0.1:26379, 10.0.0.2:26379"})
     assert s.redis.sentinel_addresses == ("10.0.0.1:26379", "10.0.0.2:26379")  # type: ignore[attr-defined]
@@ -43,6 +46,7 @@ def test_file_environment_and_command_line(tmp_path: Path) -> None:
     ("redis: {address: 'x:1', db: -1}\n", {}, "redis.db -1 out of range"),
     ("cluster: {node_selector: random}\n", {}, "cluster.node_selector must be one of"),
     ("cluster: {ttl_s: 0}\n", {}, "cluster.ttl_s must be"),
+    ("cluster: {spread_nodes: sometimes}\n", {}, "cluster.spread_nodes must be one of"),
 ])
 def test_bad_values_are_refused(tmp_path: Path, yaml: str, env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

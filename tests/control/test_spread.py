@@ -9,7 +9,7 @@ from typing import Any
 
 from control.rtc.codecs import Codec
 from control.rtc.negotiation import TrackPlan
-from control.rtc.spread import RoomPipes, SpreadPolicy
+from control.rtc.spread import PipeEnds, RoomPipes, SpreadPolicy, local_ends
 from control.workers.placement import WorkerLoad
 
 TRACK = TrackPlan(mid="1", kind="video", codecs=[Codec("VP8", 96, 90000)], rtx_apt={97: 96},
@@ -95,7 +95,11 @@ class WorkerMedia:
 
 def pipes(media: FakeMedia) -> RoomPipes:
     ssrcs = iter(range(1000, 2000))
-    return RoomPipes("RM_1", media.of, lambda w: 7882 + w, lambda: next(ssrcs))
+
+    async def ends(source: int, dest: int) -> PipeEnds:
+        return local_ends(lambda w: 7882 + w, source, dest)
+
+    return RoomPipes("RM_1", media.of, ends, lambda: next(ssrcs))
 
 
 async def settle() -> None:
