@@ -39,6 +39,7 @@ import os
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -700,6 +701,29 @@ def compare(ours: Sequence[dict[str, Any]], janus: dict[str, list[dict[str, Any]
                          "janus_generator_bound": jp["generator_bound"]})
         table[label] = rows
     return table
+
+
+def combine_tables(tables: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The comparison of repeated runs (``--repeat``): per configuration and load the median of each figure,
+    ``janus_generator_bound`` if any run was, and every run's ``x janus`` under ``x_janus_runs``."""
+    combined: dict[str, Any] = {}
+    for label in tables[0]:
+        rows = []
+        for row in tables[0][label]:
+            same = [r for t in tables for r in t.get(label, []) if r["load"] == row["load"]]
+            out: dict[str, Any] = {"load": row["load"]}
+            for key, value in row.items():
+                if key == "load":
+                    continue
+                if isinstance(value, bool):
+                    out[key] = any(r[key] for r in same)
+                    continue
+                values = [r[key] for r in same if isinstance(r.get(key), int | float)]
+                out[key] = round(statistics.median(values), 3) if values else None
+            out["x_janus_runs"] = [r["x_janus"] for r in same]
+            rows.append(out)
+        combined[label] = rows
+    return combined
 
 
 def format_compare(table: dict[str, Any]) -> list[str]:

@@ -73,6 +73,7 @@ class Options:
     srtp_crypto: str = "mediarouter"
     gro: bool = True
     spread: bool = False  # fanout: one room over two workers against the same room on one (bench.spread)
+    janus: bool = False  # fanout: the same loads through Janus's streaming plugin too (bench.janus)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -99,6 +100,11 @@ class Options:
                             or self.steps != 1 or self.rate == 0):
             raise ValueError("--spread is for fanout on --workers 2 at a paced --rate, one step, on a server the "
                              "benchmark starts (with --url: docs/PERFORMANCE.md, One room on two workers)")
+        if self.janus and (self.scenario != "fanout" or self.url or self.spread or self.find_capacity
+                           or self.rate == 0 or self.simulcast or self.srtp != "cm80"):
+            raise ValueError("--janus is for fanout at a paced --rate with cm80, on a server the benchmark starts "
+                             "(Janus's mountpoint takes one AES-CM-80 stream; docs/PERFORMANCE.md, Janus side by "
+                             "side)")
         if self.source_net is not None:
             if not self.url:
                 raise ValueError("--source-net is for --url: a server the benchmark starts itself is on loopback")
