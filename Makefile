@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install build run test lint bench annotate clean browser-deps net-deps fuzz
+.PHONY: install build run test lint bench annotate clean browser-deps net-deps bench-deps fuzz
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ browser-deps:
 net-deps:
 	command -v nft >/dev/null && command -v turnserver >/dev/null || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables coturn)
+
+# Optional: Janus (Debian) for `python -m bench fanout --janus`, the suite's Janus case and tests/bench/test_janus.py,
+# which skip with their reason when it is missing. Needs root for apt-get.
+bench-deps:
+	command -v janus >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends janus)
 
 clean:
 	rm -rf build $(VENV) fastpath/*.so fastpath/*.c fastpath/*.html
