@@ -2,7 +2,7 @@
 
 Why this exists: a CPU figure per forwarded packet means little on its own; measured in the same run, on the same
 core, with the same generator and the same SRTP work as a well-known C SFU, it says how mediarouter compares
-(``python -m bench fanout --janus``, docs/PERFORMANCE.md "Janus side by side").
+(``python -m bench fanout --janus``; docs/PERFORMANCE.md, Janus side by side).
 
 Owns everything Janus-specific:
 - the configuration files of one Janus run (:func:`render_config`): the Debian package's defaults except what the

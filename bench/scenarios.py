@@ -102,9 +102,9 @@ class Options:
                              "benchmark starts (with --url: docs/PERFORMANCE.md, One room on two workers)")
         if self.janus and (self.scenario != "fanout" or self.url or self.spread or self.find_capacity
                            or self.rate == 0 or self.simulcast or self.srtp != "cm80"):
-            raise ValueError("--janus is for fanout at a paced --rate with cm80, on a server the benchmark starts "
-                             "(Janus's mountpoint takes one AES-CM-80 stream; docs/PERFORMANCE.md, Janus side by "
-                             "side)")
+            raise ValueError("--janus is for fanout at a paced --rate with cm80, on a server the benchmark starts: "
+                             "Janus's mountpoint takes one AES-CM-80 stream "
+                             "(docs/PERFORMANCE.md, Janus side by side)")
         if self.source_net is not None:
             if not self.url:
                 raise ValueError("--source-net is for --url: a server the benchmark starts itself is on loopback")
