@@ -223,3 +223,25 @@ def test_packets_reach_five_viewers_through_janus() -> None:
     assert p["stream_received_min"] > 0 and p["verified"] > 0 and p["auth_failed"] == 0
     assert p["received"] >= 0.9 * p["expected"]
     assert p["worker_cpu_pct"][0] > 0  # Janus's CPU was read over the window
+
+
+# ---- the command line ----
+
+def test_janus_is_refused_outside_a_paced_fanout() -> None:
+    from bench.scenarios import Options
+
+    Options("fanout", subscribers=25, janus=True)  # accepted
+    for bad in (dict(scenario="conference"), dict(scenario="fanout", rate=0), dict(scenario="fanout", srtp="gcm"),
+                dict(scenario="fanout", url="ws://127.0.0.1:9")):
+        with pytest.raises(ValueError, match="--janus"):
+            Options(janus=True, **bad)  # type: ignore[arg-type]
+
+
+def test_a_run_without_janus_says_why_and_keeps_its_own_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.__main__ import _janus
+    from bench.scenarios import Options
+
+    monkeypatch.setattr(janus, "JANUS_BIN", "no-such-janus-binary")
+    out = asyncio.run(_janus(Options("fanout", janus=True), [_point(25, 10.0)],
+                             {"cores": {"generator": 0, "workers": [0]}}))
+    assert out == {"janus_skipped": "the janus package is not installed (make bench-deps)"}
