@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install build run test lint bench annotate clean browser-deps net-deps cluster-deps fuzz
+.PHONY: install build run test lint bench annotate clean browser-deps net-deps cluster-deps bench-deps fuzz
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ net-deps:
 cluster-deps:
 	command -v redis-server >/dev/null || test -x /usr/bin/redis-server || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server)
+
+# Optional: Janus (Debian) for `python -m bench fanout --janus`, the suite's Janus case and tests/bench/test_janus.py,
+# which skip with their reason when it is missing. Needs root for apt-get.
+bench-deps:
+	command -v janus >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends janus)
 
 clean:
 	rm -rf build $(VENV) fastpath/*.so fastpath/*.c fastpath/*.html

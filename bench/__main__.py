@@ -13,6 +13,11 @@ Usage::
 ``--tcp`` measures the fan-out twice in one run, the subscribers over UDP and then over ICE-TCP (bench/tcp_bridge.py:
 a TCP connection per subscriber to the worker's ICE-TCP port), and reports the worker's CPU per forwarded packet of
 both, their difference and the bridge's own (client-side) CPU.
+    python -m bench fanout --janus --subscribers 100 --steps 4 [--seconds T] [--repeat N] [--json FILE]
+
+``--janus`` (bench/janus.py) measures the same loads through Janus's streaming plugin (the Debian package, in a
+network namespace the bench creates, pinned to the worker's core) after mediarouter, in its default set-up and with
+``event_loops = 1``, and prints ``x janus``: Janus's CPU per forwarded packet / mediarouter's at each load.
 
 ``--spread`` (bench/spread.py) puts one room on both workers, its producer piped from one to the other, and compares
 it with the same room on one worker: the pipe's CPU per piped packet on each side, the CPU ratio and the capacity.
@@ -85,6 +90,7 @@ async def run_one(opts: Options, label: str | None = None) -> dict[str, Any]:
             dests = capacity or points[-1]["load"]
         size = opts.size if opts.scenario != "audio" else 100
         limit = await run_limit(opts, max(1, dests), size)
+    janus_result = await _janus(opts, points, info) if opts.janus else {}
     aiortc_result = None
     if opts.aiortc:
         from bench.aiortc_relay import run_aiortc_relay
@@ -93,6 +99,7 @@ async def run_one(opts: Options, label: str | None = None) -> dict[str, Any]:
     result = report.build_result(opts, points, info, limit, capacity)
     if udp_points:
         result["tcp_vs_udp"] = report.tcp_vs_udp(udp_points, points)
+    result.update(janus_result)
     if aiortc_result is not None:
         result["aiortc_relay"] = aiortc_result
         ours = 1e6 / max(result["cpu_us_per_packet"], 1e-9)
@@ -105,6 +112,23 @@ async def run_one(opts: Options, label: str | None = None) -> dict[str, Any]:
     if label:
         result["label"] = label
     return result
+
+
+async def _janus(opts: Options, points: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
+    """Janus at the loads just measured, on the worker's core (``bench.janus``): ``{"janus": x janus table}``, or
+    ``{"janus_skipped": why}`` when Janus cannot run here."""
+    from bench import janus
+
+    cores = info["cores"]
+    try:
+        table = await asyncio.to_thread(
+            janus.run_janus, [p["load"] for p in points], generator_core=cores["generator"],
+            janus_core=cores["workers"][0], seconds=opts.seconds, rate=opts.rate, size=opts.size,
+            verify_every=opts.verify_every, srtp_crypto=opts.srtp_crypto)
+    except janus.JanusUnavailable as exc:
+        log.warning("Janus skipped: %s", exc)
+        return {"janus_skipped": str(exc)}
+    return {"janus": janus.compare(points, table)}
 
 
 def suite_cases(quick: bool) -> list[tuple[str, Options]]:
@@ -121,6 +145,8 @@ def suite_cases(quick: bool) -> list[tuple[str, Options]]:
         ("conference 8 simulcast", Options("conference", subscribers=8, seconds=s, rate=156, simulcast=True)),
         ("audio 200, rooms of 4", Options("audio", subscribers=200, seconds=s, rate=50, size=100)),
         ("scale 400 on 1..2", Options("scale", subscribers=400, seconds=s, rate=156, workers=2)),
+        ("fanout 1.5 Mbps vs Janus", Options("fanout", subscribers=100, seconds=s, rate=156, steps=4, limit=False,
+                                             janus=True)),
     ]
 
 
@@ -138,6 +164,17 @@ def switch_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
     gro = environ.get("MEDIAROUTER_GRO", "").strip()
     return {"gso": True if gso is None else gso, "hmac_batch": True if hmac_batch is None else hmac_batch,
             "srtp_crypto": srtp_crypto, "gro": parse_flag("MEDIAROUTER_GRO", gro) if gro else True}
+
+
+def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``report.combine_runs``, with the medians of the Janus comparison when the runs made one."""
+    combined = report.combine_runs(runs)
+    tables = [r["janus"] for r in runs if r.get("janus")]
+    if len(tables) > 1:
+        from bench.janus import combine_tables
+
+        combined["janus"] = combine_tables(tables)
+    return combined
 
 
 def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -174,6 +211,9 @@ def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     ap.add_argument("--tcp", action="store_true",
                     help="fanout: the subscribers over ICE-TCP (RFC 6544/4571), after the same run over UDP; reports "
                          "the worker's CPU per forwarded packet of both (bench/tcp_bridge.py)")
+    ap.add_argument("--janus", action="store_true",
+                    help="fanout: also measure each load through Janus's streaming plugin, default set-up and "
+                         "event_loops = 1, and print x janus (bench/janus.py; needs root and the janus package)")
     ap.add_argument("--no-limit", action="store_true", help="skip the limit-loop baseline")
     ap.add_argument("--aiortc", action="store_true", help="also measure the aiortc relay baseline")
     ap.add_argument("--json", metavar="FILE")
@@ -215,7 +255,7 @@ async def _main(args: argparse.Namespace) -> int:
         for label, case in suite_cases(args.quick):
             opts = dataclasses.replace(case, **switches)
             print(f"... {label} ({opts.srtp})", file=sys.stderr, flush=True)
-            results.append(report.combine_runs([await run_one(opts, label) for _ in range(args.repeat)]))
+            results.append(_combine([await run_one(opts, label) for _ in range(args.repeat)]))
     else:
         opts = Options(args.scenario, subscribers=args.subscribers, seconds=args.seconds, workers=args.workers,
                        srtp=args.srtp, rate=args.rate, size=args.size, room_size=args.room_size,
@@ -224,6 +264,7 @@ async def _main(args: argparse.Namespace) -> int:
                        verify_every=args.verify_every or (2 if args.rate == 0 else 1), simulcast=args.simulcast,
                        limit=not args.no_limit and not args.spread, spread=args.spread, tcp=args.tcp,
                        downlink_loss=args.downlink_loss, uplink_loss=args.uplink_loss, aiortc=args.aiortc,
+                       janus=args.janus,
                        profile_worker=args.profile_worker, url=args.url,
                        source_net=args.source_net, api_key=args.api_key,
                        api_secret=args.api_secret, **switches)
@@ -233,7 +274,7 @@ async def _main(args: argparse.Namespace) -> int:
 
             results.append(combine(runs))
         else:
-            results.append(report.combine_runs(runs))
+            results.append(_combine(runs))
     print(report.format_table(results))
     for r in results:
         notes = []
@@ -254,6 +295,12 @@ async def _main(args: argparse.Namespace) -> int:
             notes.append("the baselines ran on this host, the server on another: their ratios compare two machines")
         if r.get("tcp_vs_udp"):
             notes.extend(report.format_tcp_vs_udp(r["tcp_vs_udp"]))
+        if r.get("janus"):
+            from bench.janus import format_compare
+
+            notes.extend(format_compare(r["janus"]))
+        if r.get("janus_skipped"):
+            notes.append(f"Janus skipped: {r['janus_skipped']}")
         if r.get("spread"):
             from bench.spread import format_spread
 

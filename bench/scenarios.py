@@ -76,6 +76,7 @@ class Options:
     spread: bool = False  # fanout: one room over two workers against the same room on one (bench.spread)
     tcp: bool = False  # fanout: the subscribers over ICE-TCP (bench.tcp_bridge), after the same run over UDP
     tcp_listen: bool = False  # the workers listen on ICE-TCP even without --tcp (the UDP half of a --tcp run)
+    janus: bool = False  # fanout: the same loads through Janus's streaming plugin too (bench.janus)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -105,6 +106,11 @@ class Options:
         if self.tcp and (self.scenario != "fanout" or self.url or self.spread or self.find_capacity):
             raise ValueError("--tcp is for fanout on a server the benchmark starts, without --spread or "
                              "--find-capacity")
+        if self.janus and (self.scenario != "fanout" or self.url or self.spread or self.find_capacity
+                           or self.rate == 0 or self.simulcast or self.srtp != "cm80"):
+            raise ValueError("--janus is for fanout at a paced --rate with cm80, on a server the benchmark starts: "
+                             "Janus's mountpoint takes one AES-CM-80 stream "
+                             "(docs/PERFORMANCE.md, Janus side by side)")
         if self.source_net is not None:
             if not self.url:
                 raise ValueError("--source-net is for --url: a server the benchmark starts itself is on loopback")
