@@ -15,7 +15,6 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import fastpath
@@ -62,6 +61,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("router.media")
 
 TICK_S = 0.02
+# While the Engine holds no transport nothing of the tick can be due sooner (the heap trim runs every few seconds;
+# consent, scores and the allocator have nobody to look at): an idle worker wakes twice a second instead of 50
+# times (docs/PERFORMANCE.md, Wake-ups). A new transport ends the idle sleep at once (kick_tick).
+IDLE_TICK_S = 0.5
 KINDS = {"audio": 0, "video": 1}
 
 
@@ -82,6 +85,7 @@ class MediaService:
         self.data_consumers: dict[str, DataConsumer] = {}
         self._by_ufrag: dict[str, WebRtcTransport] = {}
         self._tick_task: asyncio.Task[None] | None = None
+        self._idle_sleep: asyncio.Future[None] | None = None  # the tick loop's idle sleep, which kick_tick ends
         self.consent = ConsentSchedule()  # connected transports by consent deadline (RFC 7675)
         self._last_consent_check = 0.0
         # Every announced address over UDP, then over ICE-TCP when the worker listens on TCP (router/ice_tcp.py).
@@ -98,9 +102,8 @@ class MediaService:
                                          self.producers, self.consumers, self._on_stream_state)
         # Connection-quality scores of every producer and consumer, each transport every 2 s (router/scores.py).
         self.scores = ScoreKeeper(self.engine, self.transports, self.producers, self.consumers, self._emit_scores)
-        # Monotonic media totals for the heartbeat, summed from the snapshots (router/totals.py).
-        self.totals = MediaTotals(self.engine, _handles(self.transports), _handles(self.producers),
-                                  _handles(self.consumers))
+        # Monotonic media totals for the heartbeat, summed by the Engine (router/totals.py).
+        self.totals = MediaTotals(self.engine)
         # Freed heap pages back to the kernel after a crowd left (router/heap.py).
         self.heap = HeapTrimmer()
         # Both ends of the pipes between this worker and the others of the host (router/pipe.py).
@@ -184,6 +187,7 @@ class MediaService:
             "rx_datagrams": engine["rx_datagrams"],
             "tx_datagrams": engine["tx_datagrams"],
             "tx_messages": engine["tx_messages"],  # fewer than tx_datagrams while UDP GSO groups sends
+            "rx_wakeups": engine["wakeups"],  # pump() calls (the socket was readable): rx_datagrams per wake-up
             **self.totals.collect(),  # "totals" and "drops" (router/totals.py)
             **self.pipes.counters(),
         }
@@ -213,9 +217,28 @@ class MediaService:
                 transport.handle_dtls(data)
         self._drain_events()
 
+    def kick_tick(self) -> None:
+        """A transport was added: end the tick loop's idle sleep so that its timers run every TICK_S again."""
+        sleep = self._idle_sleep
+        if sleep is not None and not sleep.done():
+            sleep.set_result(None)
+
+    async def _sleep_idle(self) -> None:
+        loop = self.worker.loop
+        sleep = self._idle_sleep = loop.create_future()
+        timer = loop.call_later(IDLE_TICK_S, self.kick_tick)
+        try:
+            await sleep
+        finally:
+            timer.cancel()
+            self._idle_sleep = None
+
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(TICK_S)
+            if self.engine.transport_count:
+                await asyncio.sleep(TICK_S)
+            else:
+                await self._sleep_idle()
             now = time.monotonic()
             self.engine.tick(int(now * 1000))
             self._drain_events()
@@ -306,6 +329,7 @@ class MediaService:
             self._by_ufrag[ufrag] = transport
             router.transports.add(transport_id)
             existing = transport
+            self.kick_tick()
         return CreateWebRtcTransportReply(
             ice_ufrag=existing.ice.local_ufrag,
             ice_pwd=existing.ice.local_pwd,
@@ -596,7 +620,3 @@ class MediaService:
             consumer.close()
         return Empty()
 
-
-def _handles(registry: Registry[Any]) -> Callable[[], list[tuple[str, int]]]:
-    """(id, Engine handle) of every object of ``registry`` (a registry's handle is the Engine's)."""
-    return lambda: [(object_id, registry.handle(object_id)) for object_id in registry.ids()]

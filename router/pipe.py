@@ -95,6 +95,7 @@ class PipeService:
                 raise RequestError("ValueError", "a pipe needs another worker's port")
             handle = self._handle()
             self.engine.add_transport(handle)
+            self.media.kick_tick()
             try:
                 self.engine.bind_tuple(handle, self.media.worker.node_ip, peer_port)
                 self.engine.set_srtp(handle, fastpath.PROFILE_PLAIN, PLAIN_KEY, PLAIN_KEY)
