@@ -83,6 +83,7 @@ class ChurnHost:
         self.tcp_sock: socket.socket | None = None  # no ICE-TCP listener
         self.gso = True
         self.congestion_control = True
+        self.rx_hold_ms = 0
         self.channel = _Channel()
         self.heartbeat_sources: list[Any] = []
         self.media = MediaService(self)  # type: ignore[arg-type]

@@ -72,6 +72,7 @@ class Options:
     hmac_batch: bool = True
     srtp_crypto: str = "mediarouter"
     gro: bool = True
+    rx_hold_ms: int = 0  # the workers' rx_hold_ms (docs/PERFORMANCE.md, Wake-ups)
     spread: bool = False  # fanout: one room over two workers against the same room on one (bench.spread)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -217,7 +218,7 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
     for workers in worker_counts:
         server: Any = (RemoteServer(opts.url, opts.source_net, profile_worker=bool(opts.profile_worker))
                        if opts.url else BenchServer(workers, gso=opts.gso, hmac_batch=opts.hmac_batch,
-                                                    srtp_crypto=opts.srtp_crypto))
+                                                    srtp_crypto=opts.srtp_crypto, rx_hold_ms=opts.rx_hold_ms))
         await server.start()
         # generator None: not pinned (the server's workers run on another machine's cores)
         info["cores"] = {"generator": server.plan.generator if server.plan.generator >= 0 else None,

@@ -63,12 +63,13 @@ class BenchServer:
     """``await start()`` spawns the workers pinned per :func:`plan_cores`; ``await stop()`` ends them."""
 
     def __init__(self, workers: int, *, gso: bool = True, hmac_batch: bool = True,
-                 srtp_crypto: str = "mediarouter") -> None:
+                 srtp_crypto: str = "mediarouter", rx_hold_ms: int = 0) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.plan = plan_cores(workers)
         self.workers = workers
-        self.switches = {"gso": gso, "hmac_batch": hmac_batch, "srtp_crypto": srtp_crypto}  # for every worker
+        self.switches = {"gso": gso, "hmac_batch": hmac_batch, "srtp_crypto": srtp_crypto,  # for every worker
+                         "rx_hold_ms": rx_hold_ms}
         self.supervisor: Supervisor | None = None
         self._root = tempfile.mkdtemp(prefix="mrb-", dir="/tmp")
         self._original_affinity: set[int] | None = None

@@ -101,7 +101,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
                             ice_tcp=settings.ice_tcp,
                             rtc_port_base=settings.rtc_port_base, log_level=settings.log_level,
                             gso=settings.gso, hmac_batch=settings.hmac_batch, srtp_crypto=settings.srtp_crypto,
-                            congestion_control=settings.congestion_control)
+                            congestion_control=settings.congestion_control, rx_hold_ms=settings.rx_hold_ms)
     app = build_app(settings, supervisor)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()

@@ -86,6 +86,10 @@ class MediaService:
         self._by_ufrag: dict[str, WebRtcTransport] = {}
         self._tick_task: asyncio.Task[None] | None = None
         self._idle_sleep: asyncio.Future[None] | None = None  # the tick loop's idle sleep, which kick_tick ends
+        # rx_hold_ms (control/config.py): after a wake-up the socket stays unwatched this long (docs/PERFORMANCE.md,
+        # Wake-ups); _held is the timer that watches it again.
+        self._hold_s = worker.rx_hold_ms / 1000.0
+        self._held: asyncio.TimerHandle | None = None
         self.consent = ConsentSchedule()  # connected transports by consent deadline (RFC 7675)
         self._last_consent_check = 0.0
         # Every announced address over UDP, then over ICE-TCP when the worker listens on TCP (router/ice_tcp.py).
@@ -123,6 +127,8 @@ class MediaService:
             self.worker.channel.handle(method, self._guard(handler))
         self.worker.add_heartbeat_source(self.heartbeat)
         self.worker.add_heartbeat_source(self.memory)
+        if self._hold_s:
+            self.worker.add_close_callback(self._end_hold)
 
     def request_handlers(self) -> dict[Method, BodyHandler]:
         """Every media request this service answers, by method."""
@@ -216,6 +222,21 @@ class MediaService:
             else:
                 transport.handle_dtls(data)
         self._drain_events()
+        if self._hold_s and self._held is None:
+            # What arrives during the hold waits in the socket and is read, forwarded and sent (one GSO message per
+            # transport and size) by the next wake-up: fewer wake-ups and sends for each packet's wait of <= the hold.
+            loop = self.worker.loop
+            loop.remove_reader(self.worker.sock.fileno())
+            self._held = loop.call_later(self._hold_s, self._watch_again)
+
+    def _end_hold(self) -> None:
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
+
+    def _watch_again(self) -> None:
+        self._held = None
+        self.worker.loop.add_reader(self.worker.sock.fileno(), self._on_readable)
 
     def kick_tick(self) -> None:
         """A transport was added: end the tick loop's idle sleep so that its timers run every TICK_S again."""
