@@ -150,7 +150,7 @@ def suite_cases(quick: bool) -> list[tuple[str, Options]]:
     ]
 
 
-SWITCHES = ("gso", "hmac_batch", "srtp_crypto", "gro")
+SWITCHES = ("gso", "hmac_batch", "srtp_crypto", "gro", "rx_hold_ms")
 
 
 def switch_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -162,8 +162,10 @@ def switch_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
     if srtp_crypto not in SRTP_CRYPTO:
         raise ConfigError(f"MEDIAROUTER_SRTP_CRYPTO must be one of {', '.join(SRTP_CRYPTO)}, not {srtp_crypto!r}")
     gro = environ.get("MEDIAROUTER_GRO", "").strip()
+    rx_hold_ms = from_environment("rx_hold_ms", environ)
     return {"gso": True if gso is None else gso, "hmac_batch": True if hmac_batch is None else hmac_batch,
-            "srtp_crypto": srtp_crypto, "gro": parse_flag("MEDIAROUTER_GRO", gro) if gro else True}
+            "srtp_crypto": srtp_crypto, "gro": parse_flag("MEDIAROUTER_GRO", gro) if gro else True,
+            "rx_hold_ms": rx_hold_ms or 0}
 
 
 def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -242,6 +244,8 @@ def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser
                          "env MEDIAROUTER_SRTP_CRYPTO)")
     ap.add_argument("--gro", action=argparse.BooleanOptionalAction,
                     help="UDP_GRO on the generator's socket (default on; env MEDIAROUTER_GRO)")
+    ap.add_argument("--rx-hold-ms", type=int, metavar="MS",
+                    help="the workers' rx_hold_ms (control/config.py; default 0 = off; env MEDIAROUTER_RX_HOLD_MS)")
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.set_defaults(**switch_defaults(os.environ if environ is None else environ))
     return ap

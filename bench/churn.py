@@ -84,6 +84,7 @@ class ChurnHost:
         self.tcp6_sock: socket.socket | None = None
         self.gso = True
         self.congestion_control = True
+        self.rx_hold_ms = 0
         self.channel = _Channel()
         self.heartbeat_sources: list[Any] = []
         self.media = MediaService(self)  # type: ignore[arg-type]

@@ -119,6 +119,7 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
     result["udp_gso"] = None if remote else udp_gso(opts.gso)
     result["hmac_batch"] = None if remote else opts.hmac_batch
     result["srtp_crypto"] = None if remote else opts.srtp_crypto
+    result["rx_hold_ms"] = None if remote else getattr(opts, "rx_hold_ms", 0)
     # UDP_GRO on the generator's socket (bench/net.py): trains of datagrams are not split in the sender's context.
     result["generator_gro"] = any(p.get("generator_counters", {}).get("gro", False) for p in points)
     result["measured_at"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

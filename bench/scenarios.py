@@ -73,6 +73,7 @@ class Options:
     hmac_batch: bool = True
     srtp_crypto: str = "mediarouter"
     gro: bool = True
+    rx_hold_ms: int = 0  # the workers' rx_hold_ms (docs/PERFORMANCE.md, Wake-ups)
     spread: bool = False  # fanout: one room over two workers against the same room on one (bench.spread)
     tcp: bool = False  # fanout: the subscribers over ICE-TCP (bench.tcp_bridge), after the same run over UDP
     tcp_listen: bool = False  # the workers listen on ICE-TCP even without --tcp (the UDP half of a --tcp run)
@@ -229,7 +230,8 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
     for workers in worker_counts:
         server: Any = (RemoteServer(opts.url, opts.source_net, profile_worker=bool(opts.profile_worker))
                        if opts.url else BenchServer(workers, gso=opts.gso, hmac_batch=opts.hmac_batch,
-                                                    srtp_crypto=opts.srtp_crypto, ice_tcp=opts.tcp or opts.tcp_listen))
+                                                    srtp_crypto=opts.srtp_crypto, ice_tcp=opts.tcp or opts.tcp_listen,
+                                                    rx_hold_ms=opts.rx_hold_ms))
         await server.start()
         # generator None: not pinned (the server's workers run on another machine's cores)
         info["cores"] = {"generator": server.plan.generator if server.plan.generator >= 0 else None,

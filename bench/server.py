@@ -68,12 +68,13 @@ class BenchServer:
     """``await start()`` spawns the workers pinned per :func:`plan_cores`; ``await stop()`` ends them."""
 
     def __init__(self, workers: int, *, gso: bool = True, hmac_batch: bool = True,
-                 srtp_crypto: str = "mediarouter", ice_tcp: bool = False) -> None:
+                 srtp_crypto: str = "mediarouter", ice_tcp: bool = False, rx_hold_ms: int = 0) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.plan = plan_cores(workers)
         self.workers = workers
-        self.switches = {"gso": gso, "hmac_batch": hmac_batch, "srtp_crypto": srtp_crypto}  # for every worker
+        self.switches = {"gso": gso, "hmac_batch": hmac_batch, "srtp_crypto": srtp_crypto,  # for every worker
+                         "rx_hold_ms": rx_hold_ms}
         self.ice_tcp = ice_tcp  # the workers also listen on ICE-TCP at their UDP port's number (fanout --tcp)
         self.supervisor: Supervisor | None = None
         self._root = tempfile.mkdtemp(prefix="mrb-", dir="/tmp")

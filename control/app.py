@@ -132,7 +132,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
                             ice_tcp=settings.ice_tcp,
                             rtc_port_base=settings.rtc_port_base, log_level=settings.log_level,
                             gso=settings.gso, hmac_batch=settings.hmac_batch, srtp_crypto=settings.srtp_crypto,
-                            congestion_control=settings.congestion_control)
+                            congestion_control=settings.congestion_control, rx_hold_ms=settings.rx_hold_ms)
     app = build_app(settings, supervisor)
     cluster = app.get(CLUSTER_KEY)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)

@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="AES-CM-80 tags computed in batches (default on)")
     serve.add_argument("--congestion-control", action=argparse.BooleanOptionalAction, default=None,
                        help="share each subscriber's bandwidth estimate among its tracks (default on)")
+    serve.add_argument("--rx-hold-ms", type=int, metavar="MS",
+                       help="ms a worker leaves its UDP socket unwatched after each wake-up (default 0: off)")
     serve.add_argument("--drain-timeout", type=int, metavar="S",
                        help="s to wait for participants to leave after SIGTERM before they are told to (300)")
     serve.add_argument("--livekit-client-url", metavar="URL",

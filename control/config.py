@@ -24,6 +24,7 @@ gso            MEDIAROUTER_GSO            --gso, --no-gso                on (whe
 hmac_batch     MEDIAROUTER_HMAC_BATCH     --hmac-batch, --no-hmac-batch  on (where OpenSSL has sha1_multi_block)
 srtp_crypto    MEDIAROUTER_SRTP_CRYPTO    --srtp-crypto C                mediarouter (or libsrtp)
 congestion_control MEDIAROUTER_CONGESTION_CONTROL --[no-]congestion-control on
+rx_hold_ms     MEDIAROUTER_RX_HOLD_MS     --rx-hold-ms MS                0 (off; 0-20)
 drain_timeout  MEDIAROUTER_DRAIN_TIMEOUT  --drain-timeout S              300 (s, 0-86400)
 webhook        MEDIAROUTER_WEBHOOK_URLS,  (file only otherwise)          none
                MEDIAROUTER_WEBHOOK_API_KEY
@@ -63,6 +64,9 @@ one node and needs no Redis. ``cluster``: ``node_selector`` (``any``, ``cpuload`
 goes), ``ttl_s`` (1-60: a node's entry and its rooms' ownership expire this long after its last refresh) and
 ``spread_nodes`` (``never``, ``auto`` or ``always``: whether a room's new participants may go to another node's
 worker, docs/CLUSTER.md, Rooms across nodes).
+``rx_hold_ms``: after each wake-up for its UDP socket a worker leaves the socket unwatched for this long, so that
+the packets of a busy small room arrive in batches and leave in UDP GSO messages (fewer wake-ups and sends, each
+packet waiting up to that long more; docs/PERFORMANCE.md, Wake-ups); 0 answers every packet at once.
 ``srtp_crypto``: ``mediarouter`` gives libsrtp the fast path's AES-CM-80 primitives (fastpath/crypto_kernel.pyx),
 ``libsrtp`` keeps its own. The Supervisor
 passes these three to every worker on its command line (router/__main__.py). In the environment the keys are
@@ -86,6 +90,7 @@ YAML file (every field optional)::
     hmac_batch: true
     srtp_crypto: mediarouter
     congestion_control: true
+    rx_hold_ms: 0
     drain_timeout: 300
     webhook: {urls: [https://backend.example/livekit], api_key: devkey}
     header_timeout_s: 10
@@ -161,11 +166,12 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_MAX_PENDING_CONNECTIONS = 4096
 DEFAULT_MAX_PENDING_PER_ADDRESS = 256
 DEFAULT_FD_RESERVE = 512
+MAX_RX_HOLD_MS = 20
 
 _FILE_FIELDS = ("workers", "node_ip", "bind_ip", "ice_tcp", "turn_servers", "rtc_port_base", "http_host",
                 "http_port", "log_level", "keys", "gso", "hmac_batch", "srtp_crypto", "congestion_control",
-                "header_timeout_s", "max_pending_connections", "max_pending_per_address", "fd_reserve", "room",
-                "drain_timeout", "webhook", "livekit_client_url", "redis", "cluster")
+                "rx_hold_ms", "header_timeout_s", "max_pending_connections", "max_pending_per_address", "fd_reserve",
+                "room", "drain_timeout", "webhook", "livekit_client_url", "redis", "cluster")
 DEFAULT_DRAIN_TIMEOUT_S = 300
 # The version tests/e2e/js/package.json pins (tests/control/test_demo.py checks that they agree).
 LIVEKIT_CLIENT_VERSION = "2.23.0"
@@ -192,6 +198,7 @@ class Settings:
     gso: bool = True
     hmac_batch: bool = True
     congestion_control: bool = True
+    rx_hold_ms: int = 0
     srtp_crypto: str = DEFAULT_SRTP_CRYPTO
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
     max_pending_connections: int = DEFAULT_MAX_PENDING_CONNECTIONS
@@ -317,6 +324,7 @@ def parse_turn_servers_json(source: str, text: str) -> Any:
 _ENV_PARSERS: dict[str, Callable[[str, str], Any]] = {
     "workers": _parse_integer, "rtc_port_base": _parse_integer, "http_port": _parse_integer,
     "gso": parse_flag, "hmac_batch": parse_flag, "congestion_control": parse_flag, "drain_timeout": _parse_integer,
+    "rx_hold_ms": _parse_integer,
     "header_timeout_s": _parse_number, "max_pending_connections": _parse_integer,
     "max_pending_per_address": _parse_integer, "fd_reserve": _parse_integer, "ice_tcp": parse_flag,
     "turn_servers": parse_turn_servers_json,
@@ -367,6 +375,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     gso = _boolean("gso", pick("gso", True))
     hmac_batch = _boolean("hmac_batch", pick("hmac_batch", True))
     congestion_control = _boolean("congestion_control", pick("congestion_control", True))
+    rx_hold_ms = _integer("rx_hold_ms", pick("rx_hold_ms", 0), 0, MAX_RX_HOLD_MS)
     srtp_crypto = pick("srtp_crypto", DEFAULT_SRTP_CRYPTO)
     if not isinstance(srtp_crypto, str) or srtp_crypto.lower() not in SRTP_CRYPTO:
         raise ConfigError(f"srtp_crypto must be one of {', '.join(SRTP_CRYPTO)}, not {srtp_crypto!r}")
@@ -392,7 +401,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
                     ice_tcp=ice_tcp, turn_servers=turn_servers, rtc_port_base=rtc_port_base, http_host=http_host,
                     http_port=http_port, keys=MappingProxyType(keys), dev_mode=dev_mode,
                     log_level=log_level.lower(), gso=gso, hmac_batch=hmac_batch, srtp_crypto=srtp_crypto.lower(),
-                    congestion_control=congestion_control, header_timeout_s=float(header_timeout_s),
+                    congestion_control=congestion_control, rx_hold_ms=rx_hold_ms,
+                    header_timeout_s=float(header_timeout_s),
                     max_pending_connections=max_pending, max_pending_per_address=max_per_address,
                     fd_reserve=fd_reserve, config_path=path, drain_timeout=drain_timeout, webhook=webhook,
                     livekit_client_url=livekit_client_url,

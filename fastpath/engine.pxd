@@ -310,6 +310,22 @@ ctypedef struct PendingRtp:
     Vp8Desc vp8                               # its VP8 payload descriptor (present = 0: not VP8)
 
 
+# Engine.totals(): the media totals of the worker's heartbeat (TOTAL_NAMES in engine.pyx, in this order).
+cdef enum:
+    TOTAL_RX_PACKETS = 0
+    TOTAL_RX_BYTES = 1
+    TOTAL_KEYFRAMES_RX = 2
+    TOTAL_KEYFRAME_REQUESTS_TX = 3
+    TOTAL_NACKS_TX = 4
+    TOTAL_RTX_RX = 5
+    TOTAL_TX_PACKETS = 6
+    TOTAL_TX_BYTES = 7
+    TOTAL_RETRANSMITS = 8
+    TOTAL_NACKS_RX = 9
+    TOTAL_PLIS_RX = 10
+    TOTAL_COUNT = 11
+
+
 ctypedef struct EngineState:
     int fd
     SrtpFns srtp
@@ -367,5 +383,10 @@ ctypedef struct EngineState:
     uint64_t rx_datagrams
     uint64_t tx_datagrams
     uint64_t recv_errors
-    uint64_t pumps
+    uint64_t pumps                            # receive batches that returned datagrams
+    uint64_t wakeups                          # pump() calls: the worker's wake-ups for the socket
     uint64_t drops[DROP_REASON_COUNT]
+    # What removed transports, producers and consumers counted (Engine.totals(): the heartbeat's media totals
+    # only grow): TOTAL_* sums and drops by reason, folded in when each object is removed.
+    uint64_t retired[TOTAL_COUNT]
+    uint64_t retired_drops[DROP_REASON_COUNT]

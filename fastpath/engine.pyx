@@ -371,6 +371,41 @@ cdef dict _drops(const uint64_t* drops):
     return {"drop_" + DROP_REASON_NAMES[i]: drops[i] for i in range(DROP_REASON_COUNT) if drops[i]}
 
 
+# Engine.totals() names, in TOTAL_* order (engine.pxd): the heartbeat's media totals (router/totals.py).
+TOTAL_NAMES = ("rx_packets", "rx_bytes", "keyframes_rx", "keyframe_requests_tx", "nacks_tx", "rtx_rx",
+               "tx_packets", "tx_bytes", "retransmits", "nacks_rx", "plis_rx")
+
+
+cdef void _sum_drops(uint64_t* into, const uint64_t* drops) noexcept nogil:
+    cdef int i
+    for i in range(DROP_REASON_COUNT):
+        into[i] += drops[i]
+
+
+cdef void _sum_producer(uint64_t* tot, uint64_t* drops, Producer* pr) noexcept nogil:
+    cdef RecvStream* s
+    cdef int32_t i
+    for i in range(pr.n_enc):
+        s = &pr.enc[i]
+        tot[TOTAL_RX_PACKETS] += s.packets
+        tot[TOTAL_RX_BYTES] += s.bytes
+        tot[TOTAL_KEYFRAMES_RX] += s.keyframes
+        tot[TOTAL_KEYFRAME_REQUESTS_TX] += s.kf_requests
+        tot[TOTAL_RTX_RX] += s.rtx_packets
+        if s.nack != NULL:
+            tot[TOTAL_NACKS_TX] += s.nack.requested
+        _sum_drops(drops, s.drops)
+
+
+cdef void _sum_consumer(uint64_t* tot, uint64_t* drops, Consumer* co) noexcept nogil:
+    tot[TOTAL_TX_PACKETS] += co.packets
+    tot[TOTAL_TX_BYTES] += co.bytes
+    tot[TOTAL_RETRANSMITS] += co.retransmits
+    tot[TOTAL_NACKS_RX] += co.nack_rx
+    tot[TOTAL_PLIS_RX] += co.pli_rx
+    _sum_drops(drops, co.drops)
+
+
 cdef class Engine:
     """The per-worker fast path. See docs/SEAMS.md section 1 for the command set.
 
@@ -698,6 +733,7 @@ cdef class Engine:
         if tr.twcc != NULL:
             self.st.twcc_transports -= 1
             _want_timestamps(self.st)
+        _sum_drops(self.st.retired_drops, tr.drops)
         _free_transport(tr)
         self.st.transports[slot] = NULL
         del self._t[t]
@@ -829,6 +865,7 @@ cdef class Engine:
                         self.st.srtp.remove_stream(tr.srtp_in, htonl(x))
         il_remove(&tr.producers, slot)
         self._rx_budget -= 2 * pr.n_enc
+        _sum_producer(self.st.retired, self.st.retired_drops, pr)
         _free_producer(pr)
         self.st.producers[slot] = NULL
         del self._p[p]
@@ -1000,6 +1037,7 @@ cdef class Engine:
             self.st.srtp.remove_stream(tr.srtp_out, htonl(co.out_ssrc))
             if co.rtx_ssrc != 0:
                 self.st.srtp.remove_stream(tr.srtp_out, htonl(co.rtx_ssrc))
+        _sum_consumer(self.st.retired, self.st.retired_drops, co)
         _free_consumer(co)
         self.st.consumers[slot] = NULL
         del self._c[c]
@@ -1017,6 +1055,7 @@ cdef class Engine:
         cdef timespec wall
         cdef list out = []
         cdef uint64_t tx_start = e.tx_datagrams + <uint64_t>e.n_send
+        e.wakeups += 1
         while batches < PUMP_BUDGET_BATCHES:
             for i in range(e.batch):
                 e.recv_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6)
@@ -1143,12 +1182,40 @@ cdef class Engine:
         self.st.gso = on and gso_supported(self.fd)
         self.st.gso_refusals = 0
 
+    @property
+    def transport_count(self) -> int:
+        """Transports the Engine holds (the worker's tick slows down while there are none)."""
+        return len(self._t)
+
+    def totals(self) -> dict:
+        """The worker's media totals for its heartbeat, summed in C over every live transport, producer layer and
+        consumer plus what removed ones counted (so they only grow): ``{"totals": {TOTAL_NAMES...}, "drops":
+        {reason: n}}``, drops including the Engine's own (datagrams no transport owns)."""
+        cdef EngineState* e = self.st
+        cdef uint64_t tot[TOTAL_COUNT]
+        cdef uint64_t drops[DROP_REASON_COUNT]
+        cdef int32_t i
+        memcpy(tot, e.retired, sizeof(tot))
+        memcpy(drops, e.retired_drops, sizeof(drops))
+        _sum_drops(drops, e.drops)
+        for i in range(e.cap_transports):
+            if e.transports[i] != NULL:
+                _sum_drops(drops, e.transports[i].drops)
+        for i in range(e.cap_producers):
+            if e.producers[i] != NULL:
+                _sum_producer(tot, drops, e.producers[i])
+        for i in range(e.cap_consumers):
+            if e.consumers[i] != NULL:
+                _sum_consumer(tot, drops, e.consumers[i])
+        return {"totals": {TOTAL_NAMES[i]: tot[i] for i in range(TOTAL_COUNT)},
+                "drops": {DROP_REASON_NAMES[i]: drops[i] for i in range(DROP_REASON_COUNT) if drops[i]}}
+
     def snapshot_engine(self) -> dict:
         cdef EngineState* e = self.st
         d = {"rx_datagrams": e.rx_datagrams, "tx_datagrams": e.tx_datagrams, "tx_messages": e.tx_messages,
              "gso": int(e.gso), "gso_errno": e.gso_errno, "gso_refused": e.gso_refused,
              "recv_errors": e.recv_errors,
-             "pumps": e.pumps, "events_dropped": e.ev_dropped, "transports": len(self._t),
+             "pumps": e.pumps, "wakeups": e.wakeups, "events_dropped": e.ev_dropped, "transports": len(self._t),
              "producers": len(self._p), "consumers": len(self._c), "kernel_timestamps": int(e.kernel_ts)}
         d.update(_drops(e.drops))
         d["c_bytes"], d["c_blocks"] = mem_allocated()   # the Engine module's own C state (fastpath/mem.pxd)

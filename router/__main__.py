@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="AES-CM-80 primitives under libsrtp: the fast path's or libsrtp's own")
     parser.add_argument("--congestion-control", action=argparse.BooleanOptionalAction, default=True,
                         help="share each subscriber transport's bandwidth estimate among its consumers (default on)")
+    parser.add_argument("--rx-hold-ms", type=int, default=0,
+                        help="leave the UDP socket unwatched this long after each wake-up (default 0: off)")
     return parser.parse_args(argv)
 
 
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = Worker(args.worker_id, args.core, args.control, args.node_ip, args.rtc_port, bind_ip=args.bind_ip,
                         ice_tcp=args.ice_tcp, gso=args.gso,
                         hmac_batch=args.hmac_batch, srtp_crypto=args.srtp_crypto,
-                        congestion_control=args.congestion_control)
+                        congestion_control=args.congestion_control, rx_hold_ms=args.rx_hold_ms)
     except ValueError as exc:
         logging.getLogger("router.worker").error("%s", exc)
         return 2

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +62,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("router.media")
 
 TICK_S = 0.02
+# While the Engine holds no transport nothing of the tick can be due sooner (the heap trim runs every few seconds;
+# consent, scores and the allocator have nobody to look at): an idle worker wakes twice a second instead of 50
+# times (docs/PERFORMANCE.md, Wake-ups). A new transport ends the idle sleep at once (kick_tick).
+IDLE_TICK_S = 0.5
 KINDS = {"audio": 0, "video": 1}
 
 
@@ -83,6 +86,11 @@ class MediaService:
         self.data_consumers: dict[str, DataConsumer] = {}
         self._by_ufrag: dict[str, WebRtcTransport] = {}
         self._tick_task: asyncio.Task[None] | None = None
+        self._idle_sleep: asyncio.Future[None] | None = None  # the tick loop's idle sleep, which kick_tick ends
+        # rx_hold_ms (control/config.py): after a wake-up the socket stays unwatched this long (docs/PERFORMANCE.md,
+        # Wake-ups); _held is the timer that watches it again.
+        self._hold_s = worker.rx_hold_ms / 1000.0
+        self._held: asyncio.TimerHandle | None = None
         self.consent = ConsentSchedule()  # connected transports by consent deadline (RFC 7675)
         self._last_consent_check = 0.0
         # Every announced address over UDP, then over ICE-TCP when the worker listens on TCP (router/ice_tcp.py).
@@ -106,9 +114,8 @@ class MediaService:
                                          self.producers, self.consumers, self._on_stream_state)
         # Connection-quality scores of every producer and consumer, each transport every 2 s (router/scores.py).
         self.scores = ScoreKeeper(self.engine, self.transports, self.producers, self.consumers, self._emit_scores)
-        # Monotonic media totals for the heartbeat, summed from the snapshots (router/totals.py).
-        self.totals = MediaTotals(self.engine, _handles(self.transports), _handles(self.producers),
-                                  _handles(self.consumers))
+        # Monotonic media totals for the heartbeat, summed by the Engine (router/totals.py).
+        self.totals = MediaTotals(self.engine)
         # Freed heap pages back to the kernel after a crowd left (router/heap.py).
         self.heap = HeapTrimmer()
         # Both ends of the pipes between this worker and the others of the host (router/pipe.py).
@@ -128,6 +135,8 @@ class MediaService:
             self.worker.channel.handle(method, self._guard(handler))
         self.worker.add_heartbeat_source(self.heartbeat)
         self.worker.add_heartbeat_source(self.memory)
+        if self._hold_s:
+            self.worker.add_close_callback(self._end_hold)
 
     def request_handlers(self) -> dict[Method, BodyHandler]:
         """Every media request this service answers, by method."""
@@ -192,6 +201,7 @@ class MediaService:
             "rx_datagrams": engine["rx_datagrams"],
             "tx_datagrams": engine["tx_datagrams"],
             "tx_messages": engine["tx_messages"],  # fewer than tx_datagrams while UDP GSO groups sends
+            "rx_wakeups": engine["wakeups"],  # pump() calls (the socket was readable): rx_datagrams per wake-up
             **self.totals.collect(),  # "totals" and "drops" (router/totals.py)
             **self.pipes.counters(),
         }
@@ -220,10 +230,44 @@ class MediaService:
             else:
                 transport.handle_dtls(data)
         self._drain_events()
+        if self._hold_s and self._held is None:
+            # What arrives during the hold waits in the socket and is read, forwarded and sent (one GSO message per
+            # transport and size) by the next wake-up: fewer wake-ups and sends for each packet's wait of <= the hold.
+            loop = self.worker.loop
+            loop.remove_reader(self.worker.sock.fileno())
+            self._held = loop.call_later(self._hold_s, self._watch_again)
+
+    def _end_hold(self) -> None:
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
+
+    def _watch_again(self) -> None:
+        self._held = None
+        self.worker.loop.add_reader(self.worker.sock.fileno(), self._on_readable)
+
+    def kick_tick(self) -> None:
+        """A transport was added: end the tick loop's idle sleep so that its timers run every TICK_S again."""
+        sleep = self._idle_sleep
+        if sleep is not None and not sleep.done():
+            sleep.set_result(None)
+
+    async def _sleep_idle(self) -> None:
+        loop = self.worker.loop
+        sleep = self._idle_sleep = loop.create_future()
+        timer = loop.call_later(IDLE_TICK_S, self.kick_tick)
+        try:
+            await sleep
+        finally:
+            timer.cancel()
+            self._idle_sleep = None
 
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(TICK_S)
+            if self.engine.transport_count:
+                await asyncio.sleep(TICK_S)
+            else:
+                await self._sleep_idle()
             now = time.monotonic()
             self.engine.tick(int(now * 1000))
             self._drain_events()
@@ -314,6 +358,7 @@ class MediaService:
             self._by_ufrag[ufrag] = transport
             router.transports.add(transport_id)
             existing = transport
+            self.kick_tick()
         return CreateWebRtcTransportReply(
             ice_ufrag=existing.ice.local_ufrag,
             ice_pwd=existing.ice.local_pwd,
@@ -604,7 +649,3 @@ class MediaService:
             consumer.close()
         return Empty()
 
-
-def _handles(registry: Registry[Any]) -> Callable[[], list[tuple[str, int]]]:
-    """(id, Engine handle) of every object of ``registry`` (a registry's handle is the Engine's)."""
-    return lambda: [(object_id, registry.handle(object_id)) for object_id in registry.ids()]

@@ -126,6 +126,7 @@ class PipeService:
         if transport is None:
             handle = self._handle()
             self.engine.add_transport(handle)
+            self.media.kick_tick()
             try:
                 self.engine.bind_tuple(handle, peer[0], peer[1], local_ip)
                 self._key(handle, srtp)

@@ -69,17 +69,22 @@ class Worker:
     ``srtp_crypto`` go to ``fastpath.crypto_kernel.install`` before the media side makes its first SRTP session.
     Heartbeats report ``gso`` (1 while the Engine segments its sends). ``congestion_control`` off leaves every
     consumer on control's preferred layer (router/media_service.py gives the stream allocator no estimates).
+    ``rx_hold_ms`` > 0: after each wake-up for the UDP socket the media side leaves it unwatched that long
+    (docs/PERFORMANCE.md, Wake-ups).
     """
 
     def __init__(self, worker_id: int, core: int, control_endpoint: str, node_ip: str, rtc_port: int, *,
                  bind_ip: str = "", ice_tcp: bool = False, buffer_bytes: int = DEFAULT_BUFFER_BYTES, gso: bool = True,
-                 hmac_batch: bool = True, srtp_crypto: str = "mediarouter", congestion_control: bool = True) -> None:
+                 hmac_batch: bool = True, srtp_crypto: str = "mediarouter", congestion_control: bool = True,
+                 rx_hold_ms: int = 0) -> None:
         if worker_id < 0:
             raise ValueError(f"worker id {worker_id} must be non-negative")
         if core < 0:
             raise ValueError(f"core {core} must be non-negative")
         if not 1 <= rtc_port <= 65535:
             raise ValueError(f"rtc port {rtc_port} out of range 1-65535")
+        if not 0 <= rx_hold_ms <= 1000:
+            raise ValueError(f"rx hold {rx_hold_ms} ms out of range 0-1000")
         if srtp_crypto not in crypto_kernel.SRTP_CRYPTO:
             raise ValueError(f"srtp crypto {srtp_crypto!r} is not one of {', '.join(crypto_kernel.SRTP_CRYPTO)}")
         self.worker_id = worker_id
@@ -102,6 +107,7 @@ class Worker:
         self.hmac_batch = hmac_batch
         self.srtp_crypto = srtp_crypto
         self.congestion_control = congestion_control
+        self.rx_hold_ms = rx_hold_ms
         self.loop: asyncio.AbstractEventLoop
         self.sock: socket.socket
         self.channel: Channel

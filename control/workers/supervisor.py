@@ -134,7 +134,7 @@ class Supervisor:
 
     def __init__(self, *, workers: int, node_ip: str, rtc_port_base: int, log_level: str = "info",
                  gso: bool = True, hmac_batch: bool = True, srtp_crypto: str = "mediarouter",
-                 congestion_control: bool = True, bind_ip: str = "", ice_tcp: bool = False,
+                 congestion_control: bool = True, rx_hold_ms: int = 0, bind_ip: str = "", ice_tcp: bool = False,
                  python: str = sys.executable, runtime_root: str | None = None,
                  start_timeout_s: float = 10.0, heartbeat_timeout_s: float = 3.0,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
@@ -151,6 +151,7 @@ class Supervisor:
         self.hmac_batch = hmac_batch
         self.srtp_crypto = srtp_crypto
         self.congestion_control = congestion_control
+        self.rx_hold_ms = rx_hold_ms
         self.python = python
         self.start_timeout_s = start_timeout_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -261,6 +262,7 @@ class Supervisor:
                 "--log-level", self.log_level, "--gso" if self.gso else "--no-gso",
                 "--hmac-batch" if self.hmac_batch else "--no-hmac-batch", "--srtp-crypto", self.srtp_crypto,
                 "--congestion-control" if self.congestion_control else "--no-congestion-control",
+                "--rx-hold-ms", str(self.rx_hold_ms),
                 "--ice-tcp" if self.ice_tcp else "--no-ice-tcp", *(["--bind-ip", self.bind_ip] if self.bind_ip else [])]
 
     def _environment(self) -> dict[str, str]:

@@ -28,7 +28,10 @@ def _switches(argv: list[str], environ: dict[str, str]) -> tuple[object, ...]:
 
 
 def test_the_environment_gives_the_defaults_and_the_flags_win() -> None:
-    assert switch_defaults({}) == {"gso": True, "hmac_batch": True, "srtp_crypto": "mediarouter", "gro": True}
+    assert switch_defaults({}) == {"gso": True, "hmac_batch": True, "srtp_crypto": "mediarouter", "gro": True,
+                                   "rx_hold_ms": 0}
+    assert switch_defaults({"MEDIAROUTER_RX_HOLD_MS": "2"})["rx_hold_ms"] == 2
+    assert _parser({}).parse_args(["conference", "--rx-hold-ms", "1"]).rx_hold_ms == 1
     assert _switches([], {}) == (True, True, "mediarouter", True)
     assert _switches([], SWITCHES_OFF) == (False, False, "libsrtp", False)
     assert _switches(["--no-gso", "--no-hmac-batch", "--srtp-crypto", "libsrtp", "--no-gro"], {}) == (

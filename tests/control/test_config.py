@@ -89,6 +89,7 @@ PRECEDENCE = [
      "congestion_control: false", (False, True, False)),
     ("congestion_control", ["--congestion-control"], ("MEDIAROUTER_CONGESTION_CONTROL", "0"),
      "congestion_control: true", (True, False, True)),
+    ("rx_hold_ms", ["--rx-hold-ms", "2"], ("MEDIAROUTER_RX_HOLD_MS", "1"), "rx_hold_ms: 5", (2, 1, 5)),
     ("header_timeout_s", ["--header-timeout-s", "2.5"], ("MEDIAROUTER_HEADER_TIMEOUT_S", "4"),
      "header_timeout_s: 30", (2.5, 4.0, 30.0)),
     ("max_pending_connections", ["--max-pending-connections", "100"], ("MEDIAROUTER_MAX_PENDING_CONNECTIONS", "200"),
@@ -145,6 +146,7 @@ def test_bad_env_keys_name_the_variable() -> None:
     (["--max-pending-connections", "0"], "max_pending_connections 0 out of range 1-1048576"),
     (["--max-pending-per-address", "0"], "max_pending_per_address 0 out of range 1-1048576"),
     (["--fd-reserve", "8"], "fd_reserve 8 out of range 16-1048576"),
+    (["--rx-hold-ms", "21"], "rx_hold_ms 21 out of range 0-20"),
     (["--livekit-client-url", "cdn/lk.js"],
      "livekit_client_url must be an http:// or https:// URL or a path starting with /, not 'cdn/lk.js'"),
 ])

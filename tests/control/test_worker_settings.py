@@ -42,6 +42,7 @@ async def test_a_worker_reports_gso_as_it_was_started(runtime_root: str, reaper:
         argv = _command_line(slot.pid)
         assert ("--gso" if gso else "--no-gso") in argv and "--no-hmac-batch" in argv
         assert argv[argv.index("--srtp-crypto") + 1] == "libsrtp"
+        assert argv[argv.index("--rx-hold-ms") + 1] == "0"
         # Loopback has UDP_SEGMENT here, so the Engine segments exactly when it was asked to.
         assert (await _heartbeat_counters(sup))["gso"] == int(gso)
     finally:
@@ -55,10 +56,11 @@ def test_the_worker_command_line_defaults_and_switches() -> None:
     base = ["--worker-id", "0", "--core", "0", "--control", "ipc:///x", "--rtc-port", "7882", "--node-ip", "127.0.0.1"]
     args = parse_args(base)
     assert (args.gso, args.hmac_batch, args.srtp_crypto) == (True, True, "mediarouter")
-    assert args.congestion_control
-    args = parse_args([*base, "--no-gso", "--no-hmac-batch", "--srtp-crypto", "libsrtp", "--no-congestion-control"])
+    assert args.congestion_control and args.rx_hold_ms == 0
+    args = parse_args([*base, "--no-gso", "--no-hmac-batch", "--srtp-crypto", "libsrtp", "--no-congestion-control",
+                       "--rx-hold-ms", "2"])
     assert (args.gso, args.hmac_batch, args.srtp_crypto) == (False, False, "libsrtp")
-    assert not args.congestion_control
+    assert not args.congestion_control and args.rx_hold_ms == 2
 
 
 def test_a_worker_refuses_an_unknown_srtp_crypto() -> None:

@@ -251,7 +251,8 @@ async def test_publish_subscribe_media_and_data(supervisor: Supervisor) -> None:
         await media.close_transport("ta")
         await media.close_router("room-1")
         dump = (await supervisor.client(0).request("worker.dump", "", {}))["media"]
-        totals = {"rx_datagrams", "tx_datagrams", "tx_messages", "totals", "drops"}  # lifetime traffic counters
+        # lifetime traffic counters
+        totals = {"rx_datagrams", "rx_wakeups", "tx_datagrams", "tx_messages", "totals", "drops"}
         assert {k: v for k, v in dump.items() if k not in totals} == dict.fromkeys(dump.keys() - totals, 0)
         with pytest.raises(WorkerError, match="not found"):
             await media.get_stats("ta")

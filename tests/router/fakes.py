@@ -60,6 +60,7 @@ class FakeWorker:
         self.close_callbacks: list[Any] = []
         self.gso = True  # the worker's gso setting, which the Engine is built with
         self.congestion_control = True
+        self.rx_hold_ms = 0  # the worker's rx_hold_ms setting: 0 = every wake-up reads at once
         self.channel = FakeChannel()
         self.heartbeat_sources: list[Any] = []
 
