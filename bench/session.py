@@ -29,7 +29,7 @@ from bench.net import DEFAULT_SOURCE_NET, GeneratorSocket
 from bench.peer import Credentials, ServerParams, SrtpKeys, SyntheticPeer
 from bench.probe import Probe
 from bench.server import BenchServer
-from control.rtc.codecs import Codec
+from control.rtc.codecs import SUBSCRIBER_TWCC_ID, Codec
 from control.rtc.negotiation import TrackPlan
 from control.rtc.spread import RoomPipes, SpreadPolicy
 from control.workers import procstat
@@ -131,6 +131,53 @@ class Session:
         self._next_ssrc = 0x0100_0000
         self._next_out_ssrc = 0x4000_0000
         self.setup_s = 0.0
+        # Subscribers' links (set_downlinks): TWCC feedback as a browser sends it, a token bucket for a share.
+        self.downlink_feedback = False
+        self.downlink_cap_kbps = 0.0
+        self.capped_pct = 0.0
+        self.downlinks: dict[int, int] = {}  # participant index -> LoadGen downlink
+
+    def set_downlinks(self, *, feedback: bool, cap_kbps: float = 0.0, capped_pct: float = 0.0) -> None:
+        """Subscribers added from now on answer with transport-wide CC feedback (``feedback``); ``capped_pct`` %
+        of them (spread evenly over the participants) get a ``cap_kbps`` token-bucket downlink."""
+        self.downlink_feedback = feedback
+        self.downlink_cap_kbps = cap_kbps
+        self.capped_pct = capped_pct
+
+    def capped(self, index: int) -> bool:
+        """Whether participant ``index`` has the capped downlink: ``capped_pct`` % of the indices, evenly."""
+        pct = self.capped_pct
+        return self.downlink_cap_kbps > 0 and int((index + 1) * pct // 100) != int(index * pct // 100)
+
+    async def downlink_report(self, seconds: float) -> dict[str, Any]:
+        """The capped subscribers against the others over the last measurement: kbit/s delivered and offered
+        per subscriber, the share the cap's queue dropped, feedback packets, and the server's view of their
+        transports (estimate, retransmitted bytes, their consumers' current layers)."""
+        snaps = self.gen.downlinks_snapshot()
+        groups: dict[str, dict[str, Any]] = {}
+        for index, downlink in self.downlinks.items():
+            p = self.participants[index]
+            d = snaps[downlink]
+            stats = await self.server.media(p.worker).get_stats(p.transport_id)
+            media = stats.get("media", {})
+            g = groups.setdefault("capped" if self.capped(index) else "others", {
+                "subscribers": 0, "offered_bytes": 0, "delivered_bytes": 0, "cap_dropped": 0,
+                "feedback_sent": 0, "rtx_bytes": 0, "bwe_kbps": [], "layers": {}})
+            g["subscribers"] += 1
+            for key in ("offered_bytes", "delivered_bytes", "cap_dropped", "feedback_sent"):
+                g[key] += d[key]
+            g["rtx_bytes"] += int(media.get("rtx_bytes", 0))
+            g["bwe_kbps"].append(round(media.get("bwe_bps", 0) / 1000))
+            for consumer in stats.get("consumers", {}).values():
+                layer = "paused" if consumer.get("paused") else str(consumer.get("current_layer"))
+                g["layers"][layer] = g["layers"].get(layer, 0) + 1
+        for g in groups.values():
+            n = max(g["subscribers"], 1)
+            g["offered_kbit_per_sub"] = round(g["offered_bytes"] * 8 / seconds / 1000 / n, 1)
+            g["delivered_kbit_per_sub"] = round(g["delivered_bytes"] * 8 / seconds / 1000 / n, 1)
+            estimates = sorted(g.pop("bwe_kbps"))
+            g["bwe_kbps_median"] = estimates[len(estimates) // 2] if estimates else None
+        return groups
 
     async def add_room(self, room: RoomSpec) -> Room:
         """Create the room's router, connect its participants, then produce and consume."""
@@ -249,9 +296,14 @@ class Session:
     def _add_receiver(self, p: _Participant, stream: int, out_ssrc: int) -> None:
         """Count ``out_ssrc`` arriving at ``p`` as one more receiver of generator stream ``stream``."""
         assert p.server is not None
+        downlink = self.downlinks.get(p.index, -1)
+        if downlink < 0 and self.downlink_feedback:
+            downlink = self.downlinks[p.index] = self.gen.add_downlink(
+                p.tx, p.address, p.server.host, p.server.port, REPORTER_SSRC_BASE + p.index, SUBSCRIBER_TWCC_ID,
+                cap_kbps=self.downlink_cap_kbps if self.capped(p.index) else 0.0)
         self.gen.add_receiver(out_ssrc, p.rx, stream, report_ctx=p.tx, report_from=p.address,
                               report_to=p.server.host, report_port=p.server.port,
-                              reporter_ssrc=REPORTER_SSRC_BASE + p.index)
+                              reporter_ssrc=REPORTER_SSRC_BASE + p.index, downlink=downlink)
         self._consumed.add((p.index, stream))
         self.fanout[stream] += 1
         self.receiver_workers.append(p.worker)
