@@ -49,7 +49,7 @@ from fastpath.includes.linux cimport (
 from fastpath.includes.srtp cimport SRTP_ERR_OK, SrtpFns
 from fastpath.rtp cimport rd16, rd32, wr16, wr32
 from fastpath.srtp cimport SrtpContext, srtp_fns
-from fastpath.twcc cimport TWCC_FEEDBACK_BYTES, TwccRecv, twcc_build, twcc_free, twcc_init, twcc_pending, twcc_record
+from fastpath.twcc cimport TWCC_FEEDBACK_BYTES, TWCC_FLUSH_PENDING, TwccRecv, twcc_build, twcc_free, twcc_init, twcc_pending, twcc_record
 
 
 cdef extern from "<netinet/in.h>" nogil:
@@ -157,6 +157,7 @@ ctypedef struct Receiver:
     uint64_t nacks_sent
     uint64_t nacked                      # sequence numbers asked for again
     int32_t downlink                     # index of the participant's Downlink, -1 = none
+    uint8_t rtx                          # an RTX stream (RFC 4588): counted and fed to the downlink only
 
 
 ctypedef struct Downlink:
@@ -447,13 +448,15 @@ cdef class LoadGen:
 
     def add_receiver(self, unsigned int ssrc, SrtpContext ctx, int sender=-1, *, SrtpContext report_ctx=None,
                      str report_from=None, str report_to=None, int report_port=0,
-                     unsigned int reporter_ssrc=0, int downlink=-1) -> int:
+                     unsigned int reporter_ssrc=0, int downlink=-1, bint rtx=False) -> int:
         """A stream this generator receives (demultiplexed by SSRC); ``sender`` is the expected stream id in
         its payload (-1: not checked). One inbound context may be shared by a participant's streams.
 
         With ``report_ctx`` (the participant's outbound context), the receiver sends an SRTCP receiver report
         for the stream about once a second from ``report_from`` to ``report_to``:``report_port``, as browsers do.
-        ``downlink`` (from :meth:`add_downlink`): the stream arrives over that participant's link."""
+        ``downlink`` (from :meth:`add_downlink`): the stream arrives over that participant's link. ``rtx``: an
+        RTX stream (retransmissions and probe padding, RFC 4588): its packets go through the downlink and are
+        counted (``received``, ``bytes``), nothing else (no sequence accounting, no reports, never decrypted)."""
         cdef uint32_t h
         cdef int idx
         if report_ctx is not None and (not report_ctx.outbound or report_from is None or report_to is None):
@@ -476,6 +479,7 @@ cdef class LoadGen:
         self.receivers[idx].sender = sender
         self.receivers[idx].first_ext = -1
         self.receivers[idx].downlink = downlink
+        self.receivers[idx].rtx = rtx
         if report_ctx is not None:
             _addr(report_to, report_port, &self.receivers[idx].rtcp_dst)
             self.receivers[idx].rtcp_src = _ip(report_from)
@@ -558,14 +562,16 @@ cdef class LoadGen:
             if i + 1 + ln > end:
                 break
             if b >> 4 == d.ext_id and ln >= 2:
-                twcc_record(&d.twcc, rd16(p + i + 1), arrival // 1000, rd32(p + 8))
+                if twcc_record(&d.twcc, rd16(p + i + 1), arrival // 1000, rd32(p + 8)) >= TWCC_FLUSH_PENDING:
+                    d.next_fb_ns = 0              # as a fast receiver does: feedback before the ring overflows
                 return 1
             i += 1 + ln
         d.no_element += 1
         return 1
 
     cdef void _send_feedback(self, int64_t t) noexcept nogil:
-        """Every 100 ms, each downlink's transport-wide CC feedback for what arrived since the last one."""
+        """Every 100 ms (or as soon as TWCC_FLUSH_PENDING packets wait), each downlink's transport-wide CC
+        feedback for what arrived since the last one."""
         cdef int i, n = 0, plen
         cdef Downlink* d
         cdef uint8_t* p
@@ -981,6 +987,10 @@ cdef class LoadGen:
         if r.downlink >= 0 and not self._downlink(&self.downlinks[r.downlink], p, length, t):
             r.dropped += 1                          # the cap's queue was full
             return
+        if r.rtx:
+            r.received += 1
+            r.bytes += length
+            return
         if r.first_ext < 0:
             if r.max_ext == 0:
                 r.max_ext = (<int64_t>1 << 32) + rd16(p + 2)
@@ -1230,7 +1240,7 @@ cdef class LoadGen:
         cdef uint32_t fraction
         for i in range(self.nreceivers):
             r = &self.receivers[i]
-            if r.rtcp_ctx == NULL or r.next_rr_ns > t:
+            if r.rtcp_ctx == NULL or r.next_rr_ns > t or r.rtx:
                 continue
             r.next_rr_ns = t + 1000000000
             if r.first_ext < 0:
@@ -1318,7 +1328,7 @@ cdef class LoadGen:
             out.append({"ssrc": r.ssrc, "received": r.received, "bytes": r.bytes,
                         "gaps": max(0, span - <int64_t>r.received), "reordered": r.reordered,
                         "verified": r.verified, "auth_failed": r.auth_failed, "bad_payload": r.bad_payload,
-                        "dropped": r.dropped, "nacks_sent": r.nacks_sent, "nacked": r.nacked})
+                        "dropped": r.dropped, "nacks_sent": r.nacks_sent, "nacked": r.nacked, "rtx": bool(r.rtx)})
         return out
 
     def counters(self) -> dict:

@@ -238,7 +238,9 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
         sizes = {"max_participants": sum(len(r.participants) for r in layout_final) + 8,
                  "max_streams": sum(len(t.layers) for r in layout_final for p in r.participants
                                     for t in p.tracks) + 8,
-                 "max_receivers": _receivers(layout_final) + 8}
+                 # with downlinks every video receiver has an RTX stream too
+                 "max_receivers": (2 if opts.downlink_cap or opts.twcc_feedback else 1) * _receivers(layout_final)
+                 + 8}
         session = (SignalingSession(server, opts.srtp, api_key=opts.api_key, api_secret=opts.api_secret,
                                     source_net=_source_net(opts), gro=opts.gro, **sizes)
                    if opts.url else Session(server, opts.srtp, gro=opts.gro, **sizes))

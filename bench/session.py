@@ -36,6 +36,8 @@ from control.workers import procstat
 from control.workers.placement import WorkerLoad
 
 VIDEO_PT = 96
+RTX_PT = 97  # the RTX payload type (apt 96) of subscribers with downlinks (set_downlinks)
+RTX_SSRC_OFFSET = 0x2000_0000  # a consumer's RTX SSRC: its media SSRC (0x4000_0000 and up) plus this
 AUDIO_PT = 111
 SETUP_CONCURRENCY = 48
 REPORTER_SSRC_BASE = 0x7000_0000  # the SSRC a subscribing participant's receiver reports come from
@@ -224,10 +226,15 @@ class Session:
                     if room.pipes is not None and track.plan is not None:
                         await room.pipes.ensure(track.producer_id, track.plan, track.worker, p.worker,
                                                 p.transport_id)
+                    # With downlinks, video consumers negotiate RTX as browsers do: retransmissions and the
+                    # allocator's probe padding come on it (without RTX nothing can probe).
+                    rtx = self.downlink_feedback and track.spec.kind == "video"
                     await self.server.media(p.worker).consume(
                         p.transport_id, f"{p.transport_id}-c{out_ssrc:x}", track.producer_id, out_ssrc=out_ssrc,
-                        pt_map={_pt(track.spec): _pt(track.spec)})
-                    self._add_receiver(p, track.stream, out_ssrc)
+                        pt_map={_pt(track.spec): _pt(track.spec)},
+                        rtx_ssrc=out_ssrc + RTX_SSRC_OFFSET if rtx else 0,
+                        rtx_pt_map={VIDEO_PT: RTX_PT} if rtx else None)
+                    self._add_receiver(p, track.stream, out_ssrc, rtx=rtx)
         self.setup_s += time.monotonic() - start
 
     @property
@@ -293,8 +300,9 @@ class Session:
         self.gen.add_consent(p.address, server.host, server.port, p.consent, (p.index % 97) * 0.05)
         self.gen.add_rtcp_endpoint(p.address, p.rx)  # PLI/FIR toward this participant's senders
 
-    def _add_receiver(self, p: _Participant, stream: int, out_ssrc: int) -> None:
-        """Count ``out_ssrc`` arriving at ``p`` as one more receiver of generator stream ``stream``."""
+    def _add_receiver(self, p: _Participant, stream: int, out_ssrc: int, *, rtx: bool = False) -> None:
+        """Count ``out_ssrc`` arriving at ``p`` as one more receiver of generator stream ``stream`` (and, with
+        ``rtx``, its RTX stream through the participant's downlink)."""
         assert p.server is not None
         downlink = self.downlinks.get(p.index, -1)
         if downlink < 0 and self.downlink_feedback:
@@ -304,6 +312,8 @@ class Session:
         self.gen.add_receiver(out_ssrc, p.rx, stream, report_ctx=p.tx, report_from=p.address,
                               report_to=p.server.host, report_port=p.server.port,
                               reporter_ssrc=REPORTER_SSRC_BASE + p.index, downlink=downlink)
+        if rtx:
+            self.gen.add_receiver(out_ssrc + RTX_SSRC_OFFSET, p.rx, -1, downlink=downlink, rtx=True)
         self._consumed.add((p.index, stream))
         self.fanout[stream] += 1
         self.receiver_workers.append(p.worker)
@@ -474,7 +484,7 @@ async def measure(gen: LoadGen, probe: Probe, generator_port: int, fanout_of: li
     senders = gen.senders_snapshot()
     rx_backlog = procstat.udp_rx_queue(generator_port)
     await asyncio.to_thread(gen.run, drain, False, verify_every)
-    receivers = gen.receivers_snapshot()
+    receivers = [r for r in gen.receivers_snapshot() if not r["rtx"]]  # RTX streams: see Session.downlink_report
     counters = gen.counters()
     hist = gen.latency_histogram()
     snmp1 = procstat.udp_snmp()
