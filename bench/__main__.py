@@ -4,7 +4,8 @@ Usage::
 
     python -m bench <fanout|conference|audio|scale> [--subscribers S] [--seconds T] [--workers W]
                     [--srtp cm80|gcm] [--rate PPS] [--size BYTES] [--steps N] [--find-capacity] [--simulcast]
-                    [--downlink-loss PCT] [--uplink-loss PCT] [--aiortc] [--no-limit] [--repeat N]
+                    [--downlink-loss PCT] [--uplink-loss PCT] [--twcc-feedback] [--downlink-cap KBPS --capped PCT]
+                    [--aiortc] [--no-limit] [--repeat N]
                     [--json FILE] [--plot FILE.png] [--url URL] [--source-net CIDR] [--profile-worker [FILE]]
                     [--api-key KEY] [--api-secret SECRET] [--no-gso] [--no-hmac-batch] [--srtp-crypto C] [--no-gro]
     python -m bench fanout --workers 2 --spread [--subscribers S] [--seconds T] [--rate PPS] [--json FILE]

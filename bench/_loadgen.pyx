@@ -7,10 +7,14 @@ loopback address (``IP_PKTINFO`` per message, the socket is bound to the wildcar
 ``recvmmsg``, demultiplexing by SSRC, counting packets, sequence gaps and reordering per received stream,
 authenticating and decrypting (every ``verify_every``-th packet) and measuring one-way latency against the
 send time in the payload (``CLOCK_MONOTONIC``, same host). It also resends each participant's ICE consent
-check (a pre-built STUN request) every few seconds. The loop runs without the GIL.
+check (a pre-built STUN request) every few seconds. A subscribing participant may have a downlink
+(``add_downlink``): the transport-wide sequence of every packet arriving over it is answered with transport-wide CC
+feedback every 100 ms (the fast path's own builder, fastpath/twcc.pxd), optionally behind a token bucket with a
+virtual FIFO queue (a rate-capped link). The loop runs without the GIL.
 
 RFC 3550 (RTP), RFC 3711 (SRTP), RFC 7741 (VP8 payload descriptor: the first two payload bytes make the
-Engine's key-frame detection see frame starts and key frames), RFC 7675 (consent freshness).
+Engine's key-frame detection see frame starts and key frames), RFC 7675 (consent freshness), RFC 4588 (RTX),
+draft-holmer-rmcat-transport-wide-cc-extensions-01 (transport-wide CC).
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
