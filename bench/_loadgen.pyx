@@ -184,6 +184,8 @@ ctypedef struct Downlink:
     uint64_t cap_dropped
     uint64_t no_element                  # packets without the transport-wide sequence element
     uint64_t feedback_sent
+    int64_t first_ns                     # the first packet offered (never reset), 0 = none yet
+    int64_t last_drop_ns                 # the cap's last tail drop (never reset), 0 = none
 
 
 ctypedef struct Consent:
@@ -537,11 +539,14 @@ cdef class LoadGen:
         cdef uint8_t b
         cdef int64_t arrival = t
         d.offered_bytes += length
+        if d.first_ns == 0:
+            d.first_ns = t
         if d.ns_per_byte > 0:
             if d.link_free_ns < t:
                 d.link_free_ns = t
             if d.link_free_ns - t > d.queue_ns:
                 d.cap_dropped += 1
+                d.last_drop_ns = t
                 return 0
             d.link_free_ns += <int64_t>(length * d.ns_per_byte)
             arrival = d.link_free_ns
@@ -600,7 +605,9 @@ cdef class LoadGen:
         self._flush(n)
 
     def downlinks_snapshot(self) -> list:
-        """Per downlink: dict(offered_bytes, delivered_bytes, cap_dropped, feedback_sent, recorded, no_element)."""
+        """Per downlink: dict(offered_bytes, delivered_bytes, cap_dropped, feedback_sent, recorded, no_element) over
+        the last run, and ``overflowed_s``: from its first packet to the cap's last tail drop, since it was added
+        (the time the server took to fit its sending to the cap; 0 = never dropped)."""
         cdef int i
         cdef Downlink* d
         out = []
@@ -608,7 +615,8 @@ cdef class LoadGen:
             d = &self.downlinks[i]
             out.append({"offered_bytes": d.offered_bytes, "delivered_bytes": d.delivered_bytes,
                         "cap_dropped": d.cap_dropped, "feedback_sent": d.feedback_sent,
-                        "recorded": d.twcc.packets, "no_element": d.no_element})
+                        "recorded": d.twcc.packets, "no_element": d.no_element,
+                        "overflowed_s": (d.last_drop_ns - d.first_ns) / 1e9 if d.last_drop_ns else 0.0})
         return out
 
     def set_downlink_loss(self, double pct, unsigned long long seed=0x9E3779B97F4A7C15) -> None:

@@ -153,8 +153,10 @@ class Session:
 
     async def downlink_report(self, seconds: float) -> dict[str, Any]:
         """The capped subscribers against the others over the last measurement: kbit/s delivered and offered
-        per subscriber, the share the cap's queue dropped, feedback packets, and the server's view of their
-        transports (estimate, retransmitted bytes, their consumers' current layers)."""
+        per subscriber, the packets the cap's queue dropped, feedback packets, and the server's view of their
+        transports (estimate, retransmitted bytes, their consumers' current layers); ``overflowed_s_max``: the
+        longest time from a subscriber's first packet to its cap's last tail drop (how long the server took to fit
+        its sending to the cap, since the subscriber joined)."""
         snaps = self.gen.downlinks_snapshot()
         groups: dict[str, dict[str, Any]] = {}
         for index, downlink in self.downlinks.items():
@@ -168,6 +170,7 @@ class Session:
             g["subscribers"] += 1
             for key in ("offered_bytes", "delivered_bytes", "cap_dropped", "feedback_sent"):
                 g[key] += d[key]
+            g["overflowed_s_max"] = round(max(g.get("overflowed_s_max", 0.0), d["overflowed_s"]), 2)
             g["rtx_bytes"] += int(media.get("rtx_bytes", 0))
             g["bwe_kbps"].append(round(media.get("bwe_bps", 0) / 1000))
             for consumer in stats.get("consumers", {}).values():

@@ -180,6 +180,7 @@ def test_capped_subscribers_send_twcc_feedback_and_are_moved_off_the_top_layer(t
     # the others' above it, probed up to the top layer.
     assert 0 < capped["bwe_kbps_median"] < 1000 < others["bwe_kbps_median"]
     assert capped["delivered_kbit_per_sub"] <= 500 * 1.1  # the bucket holds (plus its queue)
+    assert capped["cap_dropped"] + capped["overflowed_s_max"] > 0 and others["overflowed_s_max"] == 0
     assert set(capped["layers"]) <= {"0", "1", "paused"} and "paused" not in others["layers"]
 
 
