@@ -232,9 +232,12 @@ def fit(video: Sequence[Track], budget: float) -> float:
 Prober = Callable[[float], bool]  # start a probe toward the transport at this many bit/s; False = cannot
 
 
-def probe_rate(goal_bps: float) -> float:
-    """What a probe for an estimate of ``goal_bps`` sends at."""
-    return max(goal_bps * PROBE_OVERSHOOT, goal_bps + PROBE_MIN_EXTRA_BPS)
+def probe_rate(goal_bps: float, *, resume: bool = False) -> float:
+    """What a probe for an estimate of ``goal_bps`` sends at. A probe to resume a transport whose video is all
+    paused sends at PROBE_OVERSHOOT of the goal only: the lowest layer's need plus PROBE_MIN_EXTRA_BPS would be more
+    than a link on which that layer fits can carry (150 kbit/s: a 383 kbit/s probe), so every such probe would end in
+    overuse and the track would stay paused on a link that holds it."""
+    return goal_bps * PROBE_OVERSHOOT if resume else max(goal_bps * PROBE_OVERSHOOT, goal_bps + PROBE_MIN_EXTRA_BPS)
 
 
 class TransportAllocation:
@@ -272,8 +275,8 @@ class TransportAllocation:
         self.rtx_bytes, self.rtx_at = counter, now
         return self.rtx_bps
 
-    def _start_probe(self, now: float, goal: float, probe: Prober | None) -> bool:
-        if probe is None or not probe(probe_rate(goal)):
+    def _start_probe(self, now: float, goal: float, probe: Prober | None, *, resume: bool = False) -> bool:
+        if probe is None or not probe(probe_rate(goal, resume=resume)):
             self.next_probe_at = now + PROBE_BACKOFF_S  # no RTX stream to pad on (yet): ask again later
             return False
         self.probed = True
@@ -346,7 +349,7 @@ class TransportAllocation:
             self.streak = 0
             if now >= self.next_probe_at:
                 need = min(t.rate(t.lowest()) for t in video) * RAISE_MARGIN
-                self._start_probe(now, need / VIDEO_SHARE + audio_bps, probe)
+                self._start_probe(now, need / VIDEO_SHARE + audio_bps, probe, resume=True)
             return []
         best: Track | None = None
         best_layer = best_rank = 0
@@ -366,7 +369,7 @@ class TransportAllocation:
         if best is None:
             self.streak = 0
             if wanted and (idle or self.clean >= PROBE_CLEAN_PASSES) and now >= self.next_probe_at:
-                self._start_probe(now, wanted / VIDEO_SHARE + audio_bps, probe)
+                self._start_probe(now, wanted / VIDEO_SHARE + audio_bps, probe, resume=idle)
             return []
         self.streak += 1
         if self.streak < (1 if self.boost else RAISE_TICKS):

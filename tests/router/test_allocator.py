@@ -462,6 +462,27 @@ def test_an_all_paused_transport_probes_despite_a_stale_loss() -> None:
     assert w.got("c") != "paused"
 
 
+def test_a_paused_track_resumes_on_a_link_that_holds_its_lowest_layer_with_little_room() -> None:
+    # A 240 kbit/s link: the 150 kbit/s layer fits (a 183 kbit/s estimate), a probe above the link's rate ends in
+    # overuse. The resume probe stays below the link (1.2x the goal, not the goal + 200 kbit/s of a raise's).
+    w, engine = probing_world(100_000)
+    w.run(2.0)
+    assert w.got("c") == "paused"
+
+    def link(bps: float) -> None:
+        if bps <= 240_000:
+            w.estimate("sub", int(bps * 0.95))
+        else:
+            w.estimate("sub", 200_000, "overusing")
+
+    engine.on_probe = link
+    w.run(RAISE_HOLD_S + PROBE_BACKOFF_S + 3.0)
+    goal = SIMULCAST[0] * RAISE_MARGIN / VIDEO_SHARE
+    resumes = [p for p in engine.probes[1:] if p[2] < 240_000]
+    assert resumes and resumes[0][2] == pytest.approx(probe_rate(goal, resume=True), rel=0.05)
+    assert w.got("c") == 0  # (a later probe for 640 px ends in overuse; 320 px stays)
+
+
 def test_an_all_paused_transport_probes_despite_a_stale_overuse_and_resumes_on_a_fresh_verdict() -> None:
     w, engine = probing_world(100_000)
     w.run(2.0)
@@ -470,7 +491,8 @@ def test_an_all_paused_transport_probes_despite_a_stale_overuse_and_resumes_on_a
     engine.on_probe = lambda bps: w.estimate("sub", int(bps))  # the probe's feedback: normal, room
     w.run(RAISE_HOLD_S + 2.0)
     assert len(engine.probes) >= 2  # the first allocation's, then one for the lowest layer
-    assert engine.probes[1][2] == pytest.approx(probe_rate(SIMULCAST[0] * RAISE_MARGIN / VIDEO_SHARE), rel=0.05)
+    assert engine.probes[1][2] == pytest.approx(probe_rate(SIMULCAST[0] * RAISE_MARGIN / VIDEO_SHARE, resume=True),
+                                                rel=0.05)
     assert w.got("c") != "paused"
 
 
