@@ -4,7 +4,8 @@ Usage::
 
     python -m bench <fanout|conference|audio|scale> [--subscribers S] [--seconds T] [--workers W]
                     [--srtp cm80|gcm] [--rate PPS] [--size BYTES] [--steps N] [--find-capacity] [--simulcast]
-                    [--downlink-loss PCT] [--uplink-loss PCT] [--aiortc] [--no-limit] [--repeat N]
+                    [--downlink-loss PCT] [--uplink-loss PCT] [--twcc-feedback] [--downlink-cap KBPS --capped PCT]
+                    [--aiortc] [--no-limit] [--repeat N]
                     [--json FILE] [--plot FILE.png] [--url URL] [--source-net CIDR] [--profile-worker [FILE]]
                     [--api-key KEY] [--api-secret SECRET] [--no-gso] [--no-hmac-batch] [--srtp-crypto C] [--no-gro]
     python -m bench fanout --workers 2 --spread [--subscribers S] [--seconds T] [--rate PPS] [--json FILE]
@@ -207,6 +208,14 @@ def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     ap.add_argument("--uplink-loss", type=float, default=0.0, metavar="PCT",
                     help="lose PCT %% of the publishers' packets; they answer the server's NACKs from a 512-packet "
                          "history, as browsers do (paced rates only; default 0)")
+    ap.add_argument("--downlink-cap", type=float, default=0.0, metavar="KBPS",
+                    help="fanout: --capped PCT %% of the subscribers get a token-bucket downlink of KBPS kbit/s "
+                         "(200 ms queue) in the generator; every subscriber then answers with transport-wide CC "
+                         "feedback, as a browser does; the report compares the capped subscribers with the others")
+    ap.add_argument("--capped", type=float, default=0.0, metavar="PCT", help="see --downlink-cap")
+    ap.add_argument("--twcc-feedback", action="store_true",
+                    help="fanout: subscribers answer with transport-wide CC feedback (the server's bandwidth "
+                         "estimation and stream allocation run for them), without a cap")
     ap.add_argument("--spread", action="store_true",
                     help="fanout --workers 2: one room over both workers (room spread always, the producer piped) "
                          "against the same room on one worker (bench/spread.py; no limit loop)")
@@ -269,6 +278,7 @@ async def _main(args: argparse.Namespace) -> int:
                        limit=not args.no_limit and not args.spread, spread=args.spread, tcp=args.tcp,
                        downlink_loss=args.downlink_loss, uplink_loss=args.uplink_loss, aiortc=args.aiortc,
                        janus=args.janus,
+                       downlink_cap=args.downlink_cap, capped=args.capped, twcc_feedback=args.twcc_feedback,
                        profile_worker=args.profile_worker, url=args.url,
                        source_net=args.source_net, api_key=args.api_key,
                        api_secret=args.api_secret, **switches)

@@ -7,10 +7,14 @@ loopback address (``IP_PKTINFO`` per message, the socket is bound to the wildcar
 ``recvmmsg``, demultiplexing by SSRC, counting packets, sequence gaps and reordering per received stream,
 authenticating and decrypting (every ``verify_every``-th packet) and measuring one-way latency against the
 send time in the payload (``CLOCK_MONOTONIC``, same host). It also resends each participant's ICE consent
-check (a pre-built STUN request) every few seconds. The loop runs without the GIL.
+check (a pre-built STUN request) every few seconds. A subscribing participant may have a downlink
+(``add_downlink``): the transport-wide sequence of every packet arriving over it is answered with transport-wide CC
+feedback every 100 ms (the fast path's own builder, fastpath/twcc.pxd), optionally behind a token bucket with a
+virtual FIFO queue (a rate-capped link). The loop runs without the GIL.
 
 RFC 3550 (RTP), RFC 3711 (SRTP), RFC 7741 (VP8 payload descriptor: the first two payload bytes make the
-Engine's key-frame detection see frame starts and key frames), RFC 7675 (consent freshness).
+Engine's key-frame detection see frame starts and key frames), RFC 7675 (consent freshness), RFC 4588 (RTX),
+draft-holmer-rmcat-transport-wide-cc-extensions-01 (transport-wide CC).
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -49,6 +53,7 @@ from fastpath.includes.linux cimport (
 from fastpath.includes.srtp cimport SRTP_ERR_OK, SrtpFns
 from fastpath.rtp cimport rd16, rd32, wr16, wr32
 from fastpath.srtp cimport SrtpContext, srtp_fns
+from fastpath.twcc cimport TWCC_FEEDBACK_BYTES, TWCC_FLUSH_PENDING, TwccRecv, twcc_build, twcc_free, twcc_init, twcc_pending, twcc_record
 
 
 cdef extern from "<netinet/in.h>" nogil:
@@ -155,6 +160,32 @@ ctypedef struct Receiver:
     uint64_t dropped                     # packets the generator discarded as if the network had lost them
     uint64_t nacks_sent
     uint64_t nacked                      # sequence numbers asked for again
+    int32_t downlink                     # index of the participant's Downlink, -1 = none
+    uint8_t rtx                          # an RTX stream (RFC 4588): counted and fed to the downlink only
+
+
+ctypedef struct Downlink:
+    # One subscribing participant's link: its transport-wide CC feedback (what a browser sends every 100 ms) and,
+    # with a cap, a token bucket with a FIFO queue in front of it. The queue is virtual: a packet that fits is
+    # counted at once but reported as arriving when the bucket would have let it through, one that would wait
+    # longer than the queue holds is dropped (tail drop), as a shaped link does.
+    TwccRecv twcc
+    uint8_t ext_id                       # the transport-wide sequence element's id, 1..14 (one-byte form)
+    void* rtcp_ctx                       # the participant's outbound context
+    sockaddr_in rtcp_dst
+    uint32_t rtcp_src
+    uint32_t sender_ssrc
+    int64_t next_fb_ns
+    double ns_per_byte                   # 0 = no cap
+    int64_t queue_ns
+    int64_t link_free_ns                 # when the virtual link has sent everything queued so far
+    uint64_t offered_bytes
+    uint64_t delivered_bytes
+    uint64_t cap_dropped
+    uint64_t no_element                  # packets without the transport-wide sequence element
+    uint64_t feedback_sent
+    int64_t first_ns                     # the first packet offered (never reset), 0 = none yet
+    int64_t last_drop_ns                 # the cap's last tail drop (never reset), 0 = none
 
 
 ctypedef struct Consent:
@@ -263,6 +294,9 @@ cdef class LoadGen:
     cdef uint32_t accept_net[MAX_ACCEPT]      # network order, already masked
     cdef uint32_t accept_mask[MAX_ACCEPT]
     cdef int naccept
+    cdef Downlink* downlinks
+    cdef int ndownlinks
+    cdef int max_downlinks
 
     def __cinit__(self, int fd, int max_senders, int max_receivers, int max_consents=0, int batch=64):
         cdef int i
@@ -290,6 +324,10 @@ cdef class LoadGen:
         self.table_mask = size - 1
         self.senders = <Sender*>calloc(max_senders + 1, sizeof(Sender))
         self.receivers = <Receiver*>calloc(max_receivers + 1, sizeof(Receiver))
+        self.max_downlinks = max_receivers
+        self.downlinks = <Downlink*>calloc(max_receivers + 1, sizeof(Downlink))
+        if self.downlinks == NULL:
+            raise MemoryError()
         self.consents = <Consent*>calloc(max_consents + 1, sizeof(Consent))
         self.table = <int*>calloc(size, sizeof(int))
         self.rbuf = <uint8_t*>calloc(batch, self.rslot)
@@ -340,6 +378,10 @@ cdef class LoadGen:
                 free(self.senders[i].hist_seq)
         free(self.senders)
         free(self.receivers)
+        if self.downlinks != NULL:
+            for i in range(self.ndownlinks):
+                twcc_free(&self.downlinks[i].twcc)
+        free(self.downlinks)
         free(self.consents)
         free(self.table)
         free(self.rbuf)
@@ -412,12 +454,15 @@ cdef class LoadGen:
 
     def add_receiver(self, unsigned int ssrc, SrtpContext ctx, int sender=-1, *, SrtpContext report_ctx=None,
                      str report_from=None, str report_to=None, int report_port=0,
-                     unsigned int reporter_ssrc=0) -> int:
+                     unsigned int reporter_ssrc=0, int downlink=-1, bint rtx=False) -> int:
         """A stream this generator receives (demultiplexed by SSRC); ``sender`` is the expected stream id in
         its payload (-1: not checked). One inbound context may be shared by a participant's streams.
 
         With ``report_ctx`` (the participant's outbound context), the receiver sends an SRTCP receiver report
-        for the stream about once a second from ``report_from`` to ``report_to``:``report_port``, as browsers do."""
+        for the stream about once a second from ``report_from`` to ``report_to``:``report_port``, as browsers do.
+        ``downlink`` (from :meth:`add_downlink`): the stream arrives over that participant's link. ``rtx``: an
+        RTX stream (retransmissions and probe padding, RFC 4588): its packets go through the downlink and are
+        counted (``received``, ``bytes``), nothing else (no sequence accounting, no reports, never decrypted)."""
         cdef uint32_t h
         cdef int idx
         if report_ctx is not None and (not report_ctx.outbound or report_from is None or report_to is None):
@@ -426,6 +471,8 @@ cdef class LoadGen:
             raise ValueError(f"more than {self.max_receivers} receivers")
         if ctx.outbound:
             raise ValueError("a receiver needs an inbound SRTP context")
+        if not -1 <= downlink < self.ndownlinks:
+            raise ValueError(f"no downlink {downlink}")
         h = (ssrc * 2654435761u) & self.table_mask
         while self.table[h] != 0:
             if self.receivers[self.table[h] - 1].ssrc == ssrc:
@@ -437,6 +484,8 @@ cdef class LoadGen:
         self.receivers[idx].ssrc = ssrc
         self.receivers[idx].sender = sender
         self.receivers[idx].first_ext = -1
+        self.receivers[idx].downlink = downlink
+        self.receivers[idx].rtx = rtx
         if report_ctx is not None:
             _addr(report_to, report_port, &self.receivers[idx].rtcp_dst)
             self.receivers[idx].rtcp_src = _ip(report_from)
@@ -450,6 +499,125 @@ cdef class LoadGen:
         self._keep.append(ctx)
         self.nreceivers += 1
         return idx
+
+    def add_downlink(self, SrtpContext report_ctx, str report_from, str report_to, int report_port,
+                     unsigned int sender_ssrc, int ext_id, double cap_kbps=0.0, double queue_ms=200.0) -> int:
+        """A subscribing participant's link (give its index to :meth:`add_receiver` for each of its streams): the
+        generator reads the transport-wide sequence element (id ``ext_id``, RFC 8285 one-byte form) of every
+        packet arriving on it and sends transport-wide CC feedback (RTCP RTPFB FMT 15) every 100 ms from
+        ``report_from`` to ``report_to``:``report_port``, protected with ``report_ctx``, as a browser does. With
+        ``cap_kbps`` the link is a token bucket at that rate behind a FIFO queue of ``queue_ms``: packets that
+        would wait longer are dropped (never counted by their receiver), the others are reported as arriving
+        when the bucket lets them through."""
+        cdef Downlink* d
+        if not report_ctx.outbound:
+            raise ValueError("feedback needs the participant's outbound context")
+        if not 1 <= ext_id <= 14:
+            raise ValueError("ext_id must be 1..14 (one-byte form)")
+        if cap_kbps < 0 or queue_ms <= 0:
+            raise ValueError("cap_kbps >= 0 and queue_ms > 0 required")
+        if self.ndownlinks >= self.max_downlinks:
+            raise ValueError(f"more than {self.max_downlinks} downlinks")
+        d = &self.downlinks[self.ndownlinks]
+        memset(d, 0, sizeof(Downlink))
+        twcc_init(&d.twcc)
+        d.ext_id = <uint8_t>ext_id
+        d.rtcp_ctx = report_ctx.ctx
+        _addr(report_to, report_port, &d.rtcp_dst)
+        d.rtcp_src = _ip(report_from)
+        d.sender_ssrc = sender_ssrc
+        d.ns_per_byte = 8e9 / (cap_kbps * 1000.0) if cap_kbps > 0 else 0.0
+        d.queue_ns = <int64_t>(queue_ms * 1e6)
+        self._keep.append(report_ctx)
+        self.ndownlinks += 1
+        return self.ndownlinks - 1
+
+    cdef int _downlink(self, Downlink* d, const uint8_t* p, int length, int64_t t) noexcept nogil:
+        """A packet arriving on ``d`` at ``t``: 0 = dropped by the cap's queue; else its transport-wide sequence
+        is recorded with the time it leaves the bucket."""
+        cdef int32_t off, end, i, ln
+        cdef uint8_t b
+        cdef int64_t arrival = t
+        d.offered_bytes += length
+        if d.first_ns == 0:
+            d.first_ns = t
+        if d.ns_per_byte > 0:
+            if d.link_free_ns < t:
+                d.link_free_ns = t
+            if d.link_free_ns - t > d.queue_ns:
+                d.cap_dropped += 1
+                d.last_drop_ns = t
+                return 0
+            d.link_free_ns += <int64_t>(length * d.ns_per_byte)
+            arrival = d.link_free_ns
+        d.delivered_bytes += length
+        off = 12 + 4 * (p[0] & 0x0F)
+        if not (p[0] & 0x10) or off + 4 > length or rd16(p + off) != 0xBEDE:
+            d.no_element += 1
+            return 1
+        i = off + 4
+        end = i + 4 * <int32_t>rd16(p + off + 2)
+        if end > length:
+            d.no_element += 1
+            return 1
+        while i < end:
+            b = p[i]
+            if b == 0:
+                i += 1
+                continue
+            if b >> 4 == 15:
+                break
+            ln = (b & 0x0F) + 1
+            if i + 1 + ln > end:
+                break
+            if b >> 4 == d.ext_id and ln >= 2:
+                if twcc_record(&d.twcc, rd16(p + i + 1), arrival // 1000, rd32(p + 8)) >= TWCC_FLUSH_PENDING:
+                    d.next_fb_ns = 0              # as a fast receiver does: feedback before the ring overflows
+                return 1
+            i += 1 + ln
+        d.no_element += 1
+        return 1
+
+    cdef void _send_feedback(self, int64_t t) noexcept nogil:
+        """Every 100 ms (or as soon as TWCC_FLUSH_PENDING packets wait), each downlink's transport-wide CC
+        feedback for what arrived since the last one."""
+        cdef int i, n = 0, plen
+        cdef Downlink* d
+        cdef uint8_t* p
+        for i in range(self.ndownlinks):
+            d = &self.downlinks[i]
+            if d.next_fb_ns > t:
+                continue
+            d.next_fb_ns = t + 100000000
+            while twcc_pending(&d.twcc) > 0:
+                p = self.sbuf + n * SLOT
+                plen = twcc_build(&d.twcc, p, TWCC_FEEDBACK_BYTES, d.sender_ssrc)
+                if plen <= 0:
+                    break
+                if self.fns.protect_rtcp(d.rtcp_ctx, p, &plen) != SRTP_ERR_OK:
+                    continue
+                self._address(n, plen, &d.rtcp_dst, d.rtcp_src)
+                d.feedback_sent += 1
+                n += 1
+                if n == self.batch:
+                    self._flush(n)
+                    n = 0
+        self._flush(n)
+
+    def downlinks_snapshot(self) -> list:
+        """Per downlink: dict(offered_bytes, delivered_bytes, cap_dropped, feedback_sent, recorded, no_element) over
+        the last run, and ``overflowed_s``: from its first packet to the cap's last tail drop, since it was added
+        (the time the server took to fit its sending to the cap; 0 = never dropped)."""
+        cdef int i
+        cdef Downlink* d
+        out = []
+        for i in range(self.ndownlinks):
+            d = &self.downlinks[i]
+            out.append({"offered_bytes": d.offered_bytes, "delivered_bytes": d.delivered_bytes,
+                        "cap_dropped": d.cap_dropped, "feedback_sent": d.feedback_sent,
+                        "recorded": d.twcc.packets, "no_element": d.no_element,
+                        "overflowed_s": (d.last_drop_ns - d.first_ns) / 1e9 if d.last_drop_ns else 0.0})
+        return out
 
     def set_downlink_loss(self, double pct, unsigned long long seed=0x9E3779B97F4A7C15) -> None:
         """Discard ``pct`` % of the RTP packets arriving for receivers (at random, as a lossy downlink would) and
@@ -607,6 +775,7 @@ cdef class LoadGen:
         cdef int i
         cdef Sender* s
         cdef Receiver* r
+        cdef Downlink* d
         for i in range(self.nsenders):
             s = &self.senders[i]
             s.sent = 0
@@ -629,6 +798,9 @@ cdef class LoadGen:
             r.nacks_sent = 0
             r.nacked = 0
             r.first_ext = -1
+        for i in range(self.ndownlinks):
+            d = &self.downlinks[i]
+            d.offered_bytes = d.delivered_bytes = d.cap_dropped = d.no_element = d.feedback_sent = 0
         memset(self.latency, 0, sizeof(self.latency))
         self.c_rtcp = self.c_stun = self.c_dtls = self.c_unknown = self.c_foreign = self.c_short = 0
         self.c_recv_calls = self.c_send_calls = self.c_send_errors = self.c_consent_sent = self.c_polls = 0
@@ -704,6 +876,8 @@ cdef class LoadGen:
                 wake = self._send_due(t, saturating, &rr)
                 self._send_consents(t, consent_ns)
                 self._send_reports(t)
+                if self.ndownlinks:
+                    self._send_feedback(t)
             else:
                 wake = t + MAX_WAIT_NS
             if saturating and send and not self.blocked:
@@ -822,6 +996,13 @@ cdef class LoadGen:
         if self.drop_below and self._draw() < self.drop_below:
             r.dropped += 1                          # lost on the simulated downlink: never seen
             return
+        if r.downlink >= 0 and not self._downlink(&self.downlinks[r.downlink], p, length, t):
+            r.dropped += 1                          # the cap's queue was full
+            return
+        if r.rtx:
+            r.received += 1
+            r.bytes += length
+            return
         if r.first_ext < 0:
             if r.max_ext == 0:
                 r.max_ext = (<int64_t>1 << 32) + rd16(p + 2)
@@ -832,7 +1013,8 @@ cdef class LoadGen:
         else:
             ext = self._unwrap(r, rd16(p + 2))
         if ext > r.max_ext:
-            if self.drop_below and ext > r.max_ext + 1 and r.first_ext < ext:
+            if (self.drop_below or r.downlink >= 0 and self.downlinks[r.downlink].ns_per_byte > 0) \
+                    and ext > r.max_ext + 1 and r.first_ext < ext:
                 self._nack(r, r.max_ext + 1, ext - 1)
             r.max_ext = ext
         elif ext < r.max_ext:
@@ -1070,7 +1252,7 @@ cdef class LoadGen:
         cdef uint32_t fraction
         for i in range(self.nreceivers):
             r = &self.receivers[i]
-            if r.rtcp_ctx == NULL or r.next_rr_ns > t:
+            if r.rtcp_ctx == NULL or r.next_rr_ns > t or r.rtx:
                 continue
             r.next_rr_ns = t + 1000000000
             if r.first_ext < 0:
@@ -1158,7 +1340,7 @@ cdef class LoadGen:
             out.append({"ssrc": r.ssrc, "received": r.received, "bytes": r.bytes,
                         "gaps": max(0, span - <int64_t>r.received), "reordered": r.reordered,
                         "verified": r.verified, "auth_failed": r.auth_failed, "bad_payload": r.bad_payload,
-                        "dropped": r.dropped, "nacks_sent": r.nacks_sent, "nacked": r.nacked})
+                        "dropped": r.dropped, "nacks_sent": r.nacks_sent, "nacked": r.nacked, "rtx": bool(r.rtx)})
         return out
 
     def counters(self) -> dict:

@@ -60,6 +60,9 @@ class Options:
     simulcast: bool = False  # video tracks publish three layers (bench.session.SIMULCAST_LAYERS)
     downlink_loss: float = 0.0  # % of the packets to subscribers the generator drops and NACKs (LoadGen)
     uplink_loss: float = 0.0  # % of the publishers' packets the generator drops; it answers the server's NACKs
+    downlink_cap: float = 0.0  # kbit/s: a token-bucket downlink for ``capped`` % of the subscribers (LoadGen)
+    capped: float = 0.0  # % of the subscribers with the capped downlink
+    twcc_feedback: bool = False  # subscribers answer with transport-wide CC feedback (on with a downlink cap)
     limit: bool = True
     aiortc: bool = False
     profile_worker: str | None = None  # output file
@@ -94,6 +97,10 @@ class Options:
                              "publisher of its own) and a scenario with video")
         if not 0 <= self.downlink_loss <= 50 or not 0 <= self.uplink_loss <= 50:
             raise ValueError("--downlink-loss and --uplink-loss must be in 0..50 %")
+        if self.downlink_cap < 0 or not 0 <= self.capped <= 100 or bool(self.downlink_cap) != bool(self.capped):
+            raise ValueError("--downlink-cap KBPS and --capped PCT (0..100) go together")
+        if (self.downlink_cap or self.twcc_feedback) and (self.url or self.scenario != "fanout"):
+            raise ValueError("--downlink-cap and --twcc-feedback are for fanout on a server the benchmark starts")
         if self.uplink_loss and self.rate == 0:
             raise ValueError("--uplink-loss needs a paced --rate (flat out, the publishers keep no history)")
         if self.srtp_crypto not in SRTP_CRYPTO:
@@ -245,7 +252,9 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
         sizes = {"max_participants": sum(len(r.participants) for r in layout_final) + 8,
                  "max_streams": sum(len(t.layers) for r in layout_final for p in r.participants
                                     for t in p.tracks) + 8,
-                 "max_receivers": _receivers(layout_final) + 8}
+                 # with downlinks every video receiver has an RTX stream too
+                 "max_receivers": (2 if opts.downlink_cap or opts.twcc_feedback else 1) * _receivers(layout_final)
+                 + 8}
         bridge = None
         if opts.tcp:
             bridge = TcpBridge()
@@ -254,6 +263,8 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
                                     source_net=_source_net(opts), gro=opts.gro, **sizes)
                    if opts.url else Session(server, opts.srtp, gro=opts.gro, tcp_bridge=bridge, **sizes))
         session.gen.set_downlink_loss(opts.downlink_loss)
+        if isinstance(session, Session) and (opts.twcc_feedback or opts.downlink_cap):
+            session.set_downlinks(feedback=True, cap_kbps=opts.downlink_cap, capped_pct=opts.capped)
         session.gen.set_uplink_loss(opts.uplink_loss)
         try:
             steps = _steps(opts) if opts.scenario == "fanout" else [opts.subscribers]
@@ -296,6 +307,8 @@ async def run_server_steps(opts: Options) -> tuple[list[dict[str, Any]], dict[st
                 p["receivers"] = session.receivers
                 p["participants"] = len(session.participants)
                 p["setup_s"] = round(session.setup_s, 2)
+                if isinstance(session, Session) and session.downlinks:
+                    p["downlinks"] = await session.downlink_report(m.seconds)
                 points.append(p)
                 log.info("%s load %d (%d workers): %.0f pkt/s, %.2f us/pkt, loss %.3f %%, p50 %s ms%s",
                          opts.scenario, load, workers, p["forwarded_pps"], p["cpu_us_per_packet"], p["loss_pct"],

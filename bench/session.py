@@ -33,13 +33,15 @@ from bench.peer import Credentials, ServerParams, SetupError, SrtpKeys, Syntheti
 from bench.probe import Probe
 from bench.server import BenchServer
 from bench.tcp_bridge import TcpBridge
-from control.rtc.codecs import Codec
+from control.rtc.codecs import SUBSCRIBER_TWCC_ID, Codec
 from control.rtc.negotiation import TrackPlan
 from control.rtc.spread import RoomPipes, SpreadPolicy
 from control.workers import procstat
 from control.workers.placement import WorkerLoad
 
 VIDEO_PT = 96
+RTX_PT = 97  # the RTX payload type (apt 96) of subscribers with downlinks (set_downlinks)
+RTX_SSRC_OFFSET = 0x2000_0000  # a consumer's RTX SSRC: its media SSRC (0x4000_0000 and up) plus this
 AUDIO_PT = 111
 SETUP_CONCURRENCY = 48
 REPORTER_SSRC_BASE = 0x7000_0000  # the SSRC a subscribing participant's receiver reports come from
@@ -137,6 +139,56 @@ class Session:
         self._next_ssrc = 0x0100_0000
         self._next_out_ssrc = 0x4000_0000
         self.setup_s = 0.0
+        # Subscribers' links (set_downlinks): TWCC feedback as a browser sends it, a token bucket for a share.
+        self.downlink_feedback = False
+        self.downlink_cap_kbps = 0.0
+        self.capped_pct = 0.0
+        self.downlinks: dict[int, int] = {}  # participant index -> LoadGen downlink
+
+    def set_downlinks(self, *, feedback: bool, cap_kbps: float = 0.0, capped_pct: float = 0.0) -> None:
+        """Subscribers added from now on answer with transport-wide CC feedback (``feedback``); ``capped_pct`` %
+        of them (spread evenly over the participants) get a ``cap_kbps`` token-bucket downlink."""
+        self.downlink_feedback = feedback
+        self.downlink_cap_kbps = cap_kbps
+        self.capped_pct = capped_pct
+
+    def capped(self, index: int) -> bool:
+        """Whether participant ``index`` has the capped downlink: ``capped_pct`` % of the indices, evenly."""
+        pct = self.capped_pct
+        return self.downlink_cap_kbps > 0 and int((index + 1) * pct // 100) != int(index * pct // 100)
+
+    async def downlink_report(self, seconds: float) -> dict[str, Any]:
+        """The capped subscribers against the others over the last measurement: kbit/s delivered and offered
+        per subscriber, the packets the cap's queue dropped, feedback packets, and the server's view of their
+        transports (estimate, retransmitted bytes, their consumers' current layers); ``overflowed_s_max``: the
+        longest time from a subscriber's first packet to its cap's last tail drop (how long the server took to fit
+        its sending to the cap, since the subscriber joined)."""
+        snaps = self.gen.downlinks_snapshot()
+        groups: dict[str, dict[str, Any]] = {}
+        for index, downlink in self.downlinks.items():
+            p = self.participants[index]
+            d = snaps[downlink]
+            stats = await self.server.media(p.worker).get_stats(p.transport_id)
+            media = stats.get("media", {})
+            g = groups.setdefault("capped" if self.capped(index) else "others", {
+                "subscribers": 0, "offered_bytes": 0, "delivered_bytes": 0, "cap_dropped": 0,
+                "feedback_sent": 0, "rtx_bytes": 0, "bwe_kbps": [], "layers": {}})
+            g["subscribers"] += 1
+            for key in ("offered_bytes", "delivered_bytes", "cap_dropped", "feedback_sent"):
+                g[key] += d[key]
+            g["overflowed_s_max"] = round(max(g.get("overflowed_s_max", 0.0), d["overflowed_s"]), 2)
+            g["rtx_bytes"] += int(media.get("rtx_bytes", 0))
+            g["bwe_kbps"].append(round(media.get("bwe_bps", 0) / 1000))
+            for consumer in stats.get("consumers", {}).values():
+                layer = "paused" if consumer.get("paused") else str(consumer.get("current_layer"))
+                g["layers"][layer] = g["layers"].get(layer, 0) + 1
+        for g in groups.values():
+            n = max(g["subscribers"], 1)
+            g["offered_kbit_per_sub"] = round(g["offered_bytes"] * 8 / seconds / 1000 / n, 1)
+            g["delivered_kbit_per_sub"] = round(g["delivered_bytes"] * 8 / seconds / 1000 / n, 1)
+            estimates = sorted(g.pop("bwe_kbps"))
+            g["bwe_kbps_median"] = estimates[len(estimates) // 2] if estimates else None
+        return groups
 
     async def add_room(self, room: RoomSpec) -> Room:
         """Create the room's router, connect its participants, then produce and consume."""
@@ -183,10 +235,15 @@ class Session:
                     if room.pipes is not None and track.plan is not None:
                         await room.pipes.ensure(track.producer_id, track.plan, track.worker, p.worker,
                                                 p.transport_id)
+                    # With downlinks, video consumers negotiate RTX as browsers do: retransmissions and the
+                    # allocator's probe padding come on it (without RTX nothing can probe).
+                    rtx = self.downlink_feedback and track.spec.kind == "video"
                     await self.server.media(p.worker).consume(
                         p.transport_id, f"{p.transport_id}-c{out_ssrc:x}", track.producer_id, out_ssrc=out_ssrc,
-                        pt_map={_pt(track.spec): _pt(track.spec)})
-                    self._add_receiver(p, track.stream, out_ssrc)
+                        pt_map={_pt(track.spec): _pt(track.spec)},
+                        rtx_ssrc=out_ssrc + RTX_SSRC_OFFSET if rtx else 0,
+                        rtx_pt_map={VIDEO_PT: RTX_PT} if rtx else None)
+                    self._add_receiver(p, track.stream, out_ssrc, rtx=rtx)
         self.setup_s += time.monotonic() - start
 
     @property
@@ -259,12 +316,20 @@ class Session:
         self.gen.add_consent(p.address, server.host, server.port, p.consent, (p.index % 97) * 0.05)
         self.gen.add_rtcp_endpoint(p.address, p.rx)  # PLI/FIR toward this participant's senders
 
-    def _add_receiver(self, p: _Participant, stream: int, out_ssrc: int) -> None:
-        """Count ``out_ssrc`` arriving at ``p`` as one more receiver of generator stream ``stream``."""
+    def _add_receiver(self, p: _Participant, stream: int, out_ssrc: int, *, rtx: bool = False) -> None:
+        """Count ``out_ssrc`` arriving at ``p`` as one more receiver of generator stream ``stream`` (and, with
+        ``rtx``, its RTX stream through the participant's downlink)."""
         assert p.server is not None
+        downlink = self.downlinks.get(p.index, -1)
+        if downlink < 0 and self.downlink_feedback:
+            downlink = self.downlinks[p.index] = self.gen.add_downlink(
+                p.tx, p.address, p.server.host, p.server.port, REPORTER_SSRC_BASE + p.index, SUBSCRIBER_TWCC_ID,
+                cap_kbps=self.downlink_cap_kbps if self.capped(p.index) else 0.0)
         self.gen.add_receiver(out_ssrc, p.rx, stream, report_ctx=p.tx, report_from=p.address,
                               report_to=p.server.host, report_port=p.server.port,
-                              reporter_ssrc=REPORTER_SSRC_BASE + p.index)
+                              reporter_ssrc=REPORTER_SSRC_BASE + p.index, downlink=downlink)
+        if rtx:
+            self.gen.add_receiver(out_ssrc + RTX_SSRC_OFFSET, p.rx, -1, downlink=downlink, rtx=True)
         self._consumed.add((p.index, stream))
         self.fanout[stream] += 1
         self.receiver_workers.append(p.worker)
@@ -435,7 +500,7 @@ async def measure(gen: LoadGen, probe: Probe, generator_port: int, fanout_of: li
     senders = gen.senders_snapshot()
     rx_backlog = procstat.udp_rx_queue(generator_port)
     await asyncio.to_thread(gen.run, drain, False, verify_every)
-    receivers = gen.receivers_snapshot()
+    receivers = [r for r in gen.receivers_snapshot() if not r["rtx"]]  # RTX streams: see Session.downlink_report
     counters = gen.counters()
     hist = gen.latency_histogram()
     snmp1 = procstat.udp_snmp()

@@ -8,7 +8,9 @@
 #   and fitted by a trendline over 20 groups, compared with an adaptive threshold (overuse detector), and an AIMD
 #   rate controller (x0.85 of the acknowledged rate on overuse, +8 %/s or about one packet per response time
 #   near the last known capacity, never above 1.5x the acknowledged rate);
-# - loss-based: over at least BWE_LOSS_MIN_PACKETS reported packets, more than 10 % lost lowers a loss limit to
+# - loss-based: over a window of BWE_LOSS_WINDOW_PACKETS reported packets (or BWE_LOSS_WINDOW_US with at least
+#   BWE_LOSS_MIN_PACKETS, or at least BWE_LOSS_MIN_PACKETS of which BWE_LOSS_HEAVY_PCT % were lost: a rate cap's
+#   overflow is acted on at once), more than 10 % lost lowers a loss limit to
 #   (1 - loss/2) of the estimate (at most every 300 ms) but not below 80 % of the acknowledged rate, less than 2 %
 #   lets it grow back by 8 %/s until it no longer limits, and a probe result above it lifts it;
 # - the estimate is the lower of the two (and of the subscriber's REMB, if it sends one); a subscriber that sends
@@ -34,6 +36,10 @@ cdef enum:
     BWE_BURST_US = 5000
     BWE_TREND_WINDOW = 20
     BWE_LOSS_MIN_PACKETS = 20
+    BWE_LOSS_WINDOW_PACKETS = 100     # a loss window: 5 % random loss reads above 10 % in 1 % of 100-packet windows
+                                      # (binomial), in 7.5 % of 20-packet ones (each a decrease that holds)
+    BWE_LOSS_WINDOW_US = 2000000      # ... or this long (a low-rate stream), with BWE_LOSS_MIN_PACKETS
+    BWE_LOSS_HEAVY_PCT = 40           # ... or this much lost of BWE_LOSS_MIN_PACKETS (a cap's queue overflowing)
     BWE_ACK_WINDOW_US = 500000        # acknowledged rate: bytes received over at least this much arrival time
     BWE_MIN_BPS = 30000
     BWE_START_BPS = 1000000
@@ -124,6 +130,7 @@ ctypedef struct Bwe:
     double loss                       # fraction lost in the last evaluated window
     double loss_bps                   # 0 = no loss limit
     int64_t loss_last_us              # -1 = never evaluated
+    int64_t loss_window_us            # when the open loss window began, -1 = none yet
     int64_t loss_last_decrease_us     # -1 = never
     # REMB (PSFB FMT 15)
     double remb_bps                   # 0 = none received
@@ -174,6 +181,7 @@ cdef inline int bwe_init(Bwe* b, uint8_t ext_id) noexcept nogil:
     b.cap_kbps = -1
     b.cap_var = 0.4
     b.loss_last_us = -1
+    b.loss_window_us = -1
     b.loss_last_decrease_us = -1
     b.estimate_bps = BWE_START_BPS
     b.pr_start_us = -1
@@ -550,8 +558,13 @@ cdef inline void _bwe_rate(Bwe* b, int64_t now_us) noexcept nogil:
 
 cdef inline void _bwe_loss(Bwe* b, int64_t now_us) noexcept nogil:
     cdef double dt_s, new, floor
+    if b.loss_window_us < 0:
+        b.loss_window_us = now_us
     if b.loss_total < BWE_LOSS_MIN_PACKETS:
         return
+    if b.loss_total < BWE_LOSS_WINDOW_PACKETS and now_us - b.loss_window_us < BWE_LOSS_WINDOW_US \
+            and b.loss_lost * 100 < b.loss_total * BWE_LOSS_HEAVY_PCT:
+        return                                # random loss needs a larger sample than a cap's overflow
     b.loss = <double>b.loss_lost / b.loss_total
     dt_s = 0 if b.loss_last_us < 0 else (now_us - b.loss_last_us) / 1000000.0
     if dt_s > 1:
@@ -581,6 +594,7 @@ cdef inline void _bwe_loss(Bwe* b, int64_t now_us) noexcept nogil:
         if b.loss_bps >= b.delay_bps:
             b.loss_bps = 0                    # no longer the limit
     b.loss_last_us = now_us
+    b.loss_window_us = now_us
     b.loss_lost = 0
     b.loss_total = 0
 

@@ -52,7 +52,10 @@ PROBE_DURATION_S = 0.25  # one probe cluster (LiveKit starts at 200 ms): short, 
 PROBE_SETTLE_S = 1.5  # the longest wait for a probe's result after the cluster (feedback and its RTT)
 PROBE_OVERSHOOT = 1.2  # probe at this much of the estimate the raise needs ...
 PROBE_MIN_EXTRA_BPS = 200_000  # ... and at least this much above it (LiveKit: max(120 %, 200 kbit/s))
-PROBE_MAX_LOSS = 0.02  # no probe on a link that loses more than this (or is overusing)
+PROBE_MAX_LOSS = 0.1  # no probe on a link that loses more than this (or is overusing). As GCC's hold band and
+# libwebrtc's loss-based BWE v2 (which learns a link's inherent loss), loss below 10 % is not taken as congestion:
+# random loss that NACK/RTX repairs stays the same at a higher rate and must not keep a subscriber below a layer
+# (a 5 % lossy link read 2-8 % in nearly every estimator window and was never probed)
 PROBE_BACKOFF_S = 3.0  # after a failed probe the next waits this long ...
 PROBE_BACKOFF_FACTOR = 1.5  # ... times this after each further failure ...
 PROBE_BACKOFF_MAX_S = 10.0  # ... up to this (LiveKit's is longer; a link whose cap is lifted must be found again
@@ -229,9 +232,12 @@ def fit(video: Sequence[Track], budget: float) -> float:
 Prober = Callable[[float], bool]  # start a probe toward the transport at this many bit/s; False = cannot
 
 
-def probe_rate(goal_bps: float) -> float:
-    """What a probe for an estimate of ``goal_bps`` sends at."""
-    return max(goal_bps * PROBE_OVERSHOOT, goal_bps + PROBE_MIN_EXTRA_BPS)
+def probe_rate(goal_bps: float, *, resume: bool = False) -> float:
+    """What a probe for an estimate of ``goal_bps`` sends at. A probe to resume a transport whose video is all
+    paused sends at PROBE_OVERSHOOT of the goal only: the lowest layer's need plus PROBE_MIN_EXTRA_BPS would be more
+    than a link on which that layer fits can carry (150 kbit/s: a 383 kbit/s probe), so every such probe would end in
+    overuse and the track would stay paused on a link that holds it."""
+    return goal_bps * PROBE_OVERSHOOT if resume else max(goal_bps * PROBE_OVERSHOOT, goal_bps + PROBE_MIN_EXTRA_BPS)
 
 
 class TransportAllocation:
@@ -269,8 +275,8 @@ class TransportAllocation:
         self.rtx_bytes, self.rtx_at = counter, now
         return self.rtx_bps
 
-    def _start_probe(self, now: float, goal: float, probe: Prober | None) -> bool:
-        if probe is None or not probe(probe_rate(goal)):
+    def _start_probe(self, now: float, goal: float, probe: Prober | None, *, resume: bool = False) -> bool:
+        if probe is None or not probe(probe_rate(goal, resume=resume)):
             self.next_probe_at = now + PROBE_BACKOFF_S  # no RTX stream to pad on (yet): ask again later
             return False
         self.probed = True
@@ -343,7 +349,7 @@ class TransportAllocation:
             self.streak = 0
             if now >= self.next_probe_at:
                 need = min(t.rate(t.lowest()) for t in video) * RAISE_MARGIN
-                self._start_probe(now, need / VIDEO_SHARE + audio_bps, probe)
+                self._start_probe(now, need / VIDEO_SHARE + audio_bps, probe, resume=True)
             return []
         best: Track | None = None
         best_layer = best_rank = 0
@@ -363,7 +369,7 @@ class TransportAllocation:
         if best is None:
             self.streak = 0
             if wanted and (idle or self.clean >= PROBE_CLEAN_PASSES) and now >= self.next_probe_at:
-                self._start_probe(now, wanted / VIDEO_SHARE + audio_bps, probe)
+                self._start_probe(now, wanted / VIDEO_SHARE + audio_bps, probe, resume=idle)
             return []
         self.streak += 1
         if self.streak < (1 if self.boost else RAISE_TICKS):

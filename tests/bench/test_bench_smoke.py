@@ -165,6 +165,26 @@ def test_downlink_loss_is_nacked_and_mostly_recovered_by_the_server(tmp_path: Pa
 
 
 @pytest.mark.timeout(150)
+def test_capped_subscribers_send_twcc_feedback_and_are_moved_off_the_top_layer(tmp_path: Path) -> None:
+    """--downlink-cap: every subscriber answers with transport-wide CC feedback from the generator, so the server
+    estimates each subscriber's link; a quarter of them have a 500 kbit/s token bucket, which the 2.9 Mbit/s top
+    layer does not fit: the allocator moves them down (or pauses them), never the others."""
+    result = _bench_result(["fanout", "--subscribers", "4", "--seconds", "2", "--rate", "300", "--simulcast",
+                            "--downlink-cap", "500", "--capped", "25"], tmp_path)
+    assert result["twcc_feedback"] and result["downlink_cap_kbps"] == 500
+    groups = result["points"][0]["downlinks"]
+    capped, others = groups["capped"], groups["others"]
+    assert capped["subscribers"] == 1 and others["subscribers"] == 3
+    assert others["feedback_sent"] > 0  # (a capped subscriber the allocator paused receives nothing to report)
+    # Estimates from the generator's feedback (the Engine starts at 1,000 kbit/s): the capped link's below it,
+    # the others' above it, probed up to the top layer.
+    assert 0 < capped["bwe_kbps_median"] < 1000 < others["bwe_kbps_median"]
+    assert capped["delivered_kbit_per_sub"] <= 500 * 1.1  # the bucket holds (plus its queue)
+    assert capped["cap_dropped"] + capped["overflowed_s_max"] > 0 and others["overflowed_s_max"] == 0
+    assert set(capped["layers"]) <= {"0", "1", "paused"} and "paused" not in others["layers"]
+
+
+@pytest.mark.timeout(150)
 def test_uplink_loss_is_nacked_by_the_worker_and_resent_by_the_publisher(tmp_path: Path) -> None:
     """5 % of the publisher's packets never reach the worker: it NACKs them, the generator's publisher resends them
     from its history, and the subscribers get them late instead of never."""

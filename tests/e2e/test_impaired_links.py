@@ -21,14 +21,24 @@ def test_loss_toward_a_subscriber_is_repaired_once_per_lost_packet_and_video_kee
     r = scenario("loss_short", workers=1, timeout_s=90)
     relay, sub, worker = r["relay"], r["subscriber"], r["worker"]
     assert 0.03 <= relay["loss_share"] <= 0.07, relay  # the 5 % rule, measured at the relay inside the harness
-    # About 11-19 fps on a loaded 2-core host. The longest gap is 0.2-0.3 s, except in runs where the delay-based
-    # detector reads the loaded relay's jitter as queuing and the allocator moves the subscriber down one layer
-    # once: the switch waits for the publisher's key frame (2.8-3.2 s seen; docs/RELIABILITY.md, L1).
+    # Random loss that NACK/RTX repairs does not keep the subscriber below the layer it had without loss (before
+    # the estimator's larger loss window and probing through loss below 10 %, 5 % loss held it on 640 px). One
+    # lowering may still come when the loaded relay's jitter reads as queuing: the raise after it waits RAISE_HOLD_S
+    # and a probe, so most of the seconds stay on 1280 px.
+    widths = [s["width"] for s in r["per_second"]]
+    assert widths.count(1280) >= 0.6 * len(widths), r["per_second"]
+    # The issue asks for >= 27 fps, but on this 2-core host the publisher encodes its 1280 px layer at 8-14 fps: the
+    # subscriber is held to the frames the publisher encoded of the layer it shows, second by second. It gets all of
+    # them without the loss and 0.86 of them with it (the receiver gives up on some frames whose retransmission
+    # comes late); below 0.7 would be frames lost to the repair.
+    assert r["clean_fps_over_publisher"] is not None and r["fps_over_publisher"] >= 0.7, (r["per_second"], r)
     assert sub["fps"] >= 5 and sub["longest_freeze_s"] <= 3.5, sub
-    # NACK repairs: about one retransmission per packet the relay dropped (0.67-0.98 measured: the relay also drops
-    # bandwidth-probe padding, which nobody repairs), never a storm; each NACKed packet resent about once.
-    assert 0.5 <= r["retransmits_per_lost_packet"] <= 3.0, (r["retransmits_per_lost_packet"], relay, worker)
+    # NACK repairs: about one retransmission per packet the relay dropped (0.87-0.98 measured: the relay also drops
+    # bandwidth-probe padding, which nobody repairs), never a storm; a packet is resent at most once per RTT (the
+    # worker refuses sooner NACKs: drop_nack_too_soon), and on the RTX stream, which the SDK negotiates.
+    assert 0.5 <= r["retransmits_per_lost_packet"] <= 1.3, (r["retransmits_per_lost_packet"], relay, worker)
     assert worker["retransmits"] <= 1.2 * worker["nack_rx"] + 5, worker
+    assert worker["rtx_packets"] == worker["retransmits"] > 0, worker
 
 
 def test_a_capped_subscriber_does_not_disturb_a_clean_one_and_recovers_when_the_cap_lifts() -> None:

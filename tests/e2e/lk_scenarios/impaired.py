@@ -124,8 +124,11 @@ def summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def consumer_counters(stats: dict[str, Any]) -> dict[str, int]:
-    """The sums of the worker's counters over the consumers of a participant's subscriber transport."""
-    out = {"packets": 0, "bytes": 0, "retransmits": 0, "nack_rx": 0, "pli_rx": 0, "layer_switches": 0}
+    """The sums of the worker's counters over the consumers of a participant's subscriber transport: packets and
+    bytes sent, retransmissions (``rtx_packets`` of them on the RTX stream), NACKs and PLIs received, layer switches,
+    and the NACKed packets not resent because they were resent less than an RTT ago, too often or too late."""
+    out = {"packets": 0, "bytes": 0, "retransmits": 0, "nack_rx": 0, "pli_rx": 0, "layer_switches": 0,
+           "rtx_packets": 0, "drop_nack_too_soon": 0, "drop_nack_limit": 0, "drop_nack_too_old": 0}
     for consumer in stats.get("sub", {}).get("consumers", {}).values():
         for key in out:
             out[key] += int(consumer.get(key, 0))
@@ -139,7 +142,17 @@ def sender_view(stats: dict[str, Any]) -> dict[str, Any]:
     media = sub.get("media", {})
     layers = [("p" if c.get("paused") else c.get("current_layer")) for c in sub.get("consumers", {}).values()
               if "current_layer" in c]
-    return {"bwe_kbps": round(media.get("bwe_bps", 0) / 1000), "bwe_state": media.get("bwe_state"), "layers": layers}
+    return {"bwe_kbps": round(media.get("bwe_bps", 0) / 1000), "bwe_state": media.get("bwe_state"),
+            "bwe_loss": round(float(media.get("bwe_loss", 0.0)), 3), "layers": layers}
+
+
+def producer_layer_bytes(stats: dict[str, Any]) -> list[int]:
+    """The worker's cumulative received bytes per spatial layer of the participant's (first) video producer."""
+    for producer in stats.get("pub", {}).get("producers", {}).values():
+        layers = producer.get("layers", [])
+        if len(layers) > 1:
+            return [int(layer.get("bytes", 0)) for layer in layers]
+    return []
 
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
