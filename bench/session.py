@@ -35,7 +35,7 @@ from bench.server import BenchServer
 from bench.tcp_bridge import TcpBridge
 from control.rtc.codecs import SUBSCRIBER_TWCC_ID, Codec
 from control.rtc.negotiation import TrackPlan
-from control.rtc.spread import RoomPipes, SpreadPolicy
+from control.rtc.spread import PipeEnds, RoomPipes, SpreadPolicy, local_ends
 from control.workers import procstat
 from control.workers.placement import WorkerLoad
 
@@ -190,6 +190,9 @@ class Session:
             g["bwe_kbps_median"] = estimates[len(estimates) // 2] if estimates else None
         return groups
 
+    async def _local_pipe_ends(self, source: int, dest: int) -> PipeEnds:
+        return local_ends(lambda w: self.server.worker_ports()[w], source, dest)
+
     async def add_room(self, room: RoomSpec) -> Room:
         """Create the room's router, connect its participants, then produce and consume."""
         handle = Room(f"room-{len(self.rooms)}", room.worker, [])
@@ -199,8 +202,7 @@ class Session:
             await self.server.media(w).create_router(handle.router_id)
         if room.spread:
             # The pipes exactly as control opens them for a room spread over workers (control/rtc/spread.py).
-            handle.pipes = RoomPipes(handle.router_id, self.server.media, lambda w: self.server.worker_ports()[w],
-                                     self._ssrc)
+            handle.pipes = RoomPipes(handle.router_id, self.server.media, self._local_pipe_ends, self._ssrc)
         await self.extend(handle, room.participants)
         return handle
 
