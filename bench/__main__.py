@@ -305,6 +305,10 @@ async def _main(args: argparse.Namespace) -> int:
                          f"fill one whole core at this CPU cost per packet"
                          + (f" (the limit loop: {r['limit_subscribers_per_core_estimate']})"
                             if r.get("limit_subscribers_per_core_estimate") is not None else ""))
+        if r.get("marginal_us_per_packet") is not None:
+            notes.append(f"cost fit over the loads: marginal {r['marginal_us_per_packet']} us per forwarded packet, "
+                         f"fixed {r['fixed_cpu_ms_per_s']} ms of CPU per second; at {r['smallest_load']} subscribers "
+                         f"{r['smallest_load_over_marginal']}x the marginal cost")
         if r.get("server_on_this_host") is False and (r.get("limit") or r.get("aiortc_relay")):
             notes.append("the baselines ran on this host, the server on another: their ratios compare two machines")
         if r.get("tcp_vs_udp"):

@@ -106,6 +106,9 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
         if limit is not None:
             # The same estimate for the limit loop (at its fan-out): the ceiling this machine puts on the figure.
             result["limit_subscribers_per_core_estimate"] = int(1e6 / (limit["cpu_us_per_packet"] * opts.rate))
+    fit = cost_fit(points) if not opts.flat_out else None
+    if fit is not None:
+        result.update(fit)
     # The hypervisor's steal time during the measured windows (this one's and the limit loop's): figures taken
     # while a shared VM lost a noticeable share of its vCPUs are not comparable with quiet ones.
     result["host_steal_pct_max"] = max(p.get("host_steal_pct", 0.0) for p in [*points, *([limit] if limit else [])])
@@ -132,11 +135,38 @@ def build_result(opts: Any, points: list[dict[str, Any]], info: dict[str, Any], 
     return result
 
 
+def cost_fit(points: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A least-squares line through the paced load steps: the worker's CPU per second against its forwarded packets
+    per second. Its slope is the *marginal* cost of one more forwarded packet, its intercept the *fixed* cost a
+    worker pays per second whatever it forwards (wake-ups, timers, heartbeats). ``smallest_load_over_marginal`` is
+    the smallest load's CPU per packet over the marginal cost: how much more a small fan-out pays per packet than a
+    large one. None with fewer than two distinct rates."""
+    xs = [float(p["forwarded_pps"]) for p in points if p.get("forwarded_pps") and p.get("cpu_us_per_packet")]
+    ys = [float(p["forwarded_pps"]) * float(p["cpu_us_per_packet"]) / 1000.0 for p in points
+          if p.get("forwarded_pps") and p.get("cpu_us_per_packet")]  # CPU ms per second
+    if len(xs) < 2 or max(xs) - min(xs) < 1e-9:
+        return None
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    if slope <= 0:
+        return None
+    marginal_us = slope * 1000.0
+    smallest = min((p for p in points if p.get("forwarded_pps") and p.get("cpu_us_per_packet")),
+                   key=lambda p: p["load"])
+    return {
+        "marginal_us_per_packet": round(marginal_us, 3),
+        "fixed_cpu_ms_per_s": round(my - slope * mx, 2),
+        "smallest_load": smallest["load"],
+        "smallest_load_over_marginal": round(smallest["cpu_us_per_packet"] / marginal_us, 3),
+    }
+
+
 MEDIAN_KEYS = ("forwarded_pps", "forwarded_mbps", "cpu_us_per_packet", "limit_forwarded_pps", "limit_cpu_us_per_packet",
                "ratio_to_limit", "ratio_to_limit_per_cpu", "cpu_us_over_limit", "loss_pct", "latency_ms_p50",
                "latency_ms_p99", "ratio_to_aiortc", "limit_ratio_to_aiortc", "capacity_subscribers",
                "capacity_low_latency_subscribers",
-               "subscribers_per_core_estimate", "limit_subscribers_per_core_estimate", "host_steal_pct_max")
+               "subscribers_per_core_estimate", "limit_subscribers_per_core_estimate", "host_steal_pct_max",
+               "marginal_us_per_packet", "fixed_cpu_ms_per_s", "smallest_load_over_marginal")
 
 
 def tcp_vs_udp(udp: list[dict[str, Any]], tcp: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -525,3 +525,19 @@ def test_capacity_reports_the_load_with_low_loss_and_the_one_with_low_latency_to
     # A step that queued ends the low-latency ramp even if a later one (less stolen time) did not queue.
     ramp = [_point(100, 0.0, 2.0), _point(200, 0.0, 150.0), _point(300, 0.0, 3.0)]
     assert build_result(opts, ramp, {}, None, capacity=300)["capacity_low_latency_subscribers"] == 100
+
+
+def test_cost_fit_separates_the_fixed_cost_from_the_marginal_one() -> None:
+    from bench.report import cost_fit
+
+    # 30 ms of CPU per second fixed, 4 us per forwarded packet: the fit recovers both, and the smallest load
+    # (1,000 pkt/s: 34 us per packet) pays 8.5x the marginal cost.
+    points = [{"load": n, "forwarded_pps": pps, "cpu_us_per_packet": (30_000 + 4 * pps) / pps}
+              for n, pps in ((10, 1000), (50, 5000), (100, 10_000))]
+    fit = cost_fit(points)
+    assert fit is not None
+    assert fit["marginal_us_per_packet"] == pytest.approx(4.0, abs=1e-6)
+    assert fit["fixed_cpu_ms_per_s"] == pytest.approx(30.0, abs=0.01)
+    assert fit["smallest_load"] == 10
+    assert fit["smallest_load_over_marginal"] == pytest.approx(8.5, abs=1e-3)
+    assert cost_fit(points[:1]) is None  # one load: no line
