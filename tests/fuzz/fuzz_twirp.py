@@ -63,6 +63,7 @@ class _Request:
         self.content_type = content_type
         self.headers = {"Content-Type": content_type, "Authorization": f"Bearer {_token}"}
         self._body = body
+        self.app: dict[object, object] = {}  # one node: no cluster router (control/service/twirp.py ROUTER_KEY)
 
     async def read(self) -> bytes:
         return self._body
