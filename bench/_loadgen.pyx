@@ -95,6 +95,7 @@ cdef enum:
     LATE_NS = 10000000                   # a packet sent more than 10 ms after its due time is "late"
     MAX_WAIT_NS = 5000000
     STALL_NS = 50000000                  # flat out: no packet back for 50 ms -> the window's packets are lost
+    MEDIA_GAP_NS = 1000000000            # a downlink without media this long had its video paused (resumed_s)
 
 
 ctypedef struct Sender:
@@ -186,6 +187,9 @@ ctypedef struct Downlink:
     uint64_t feedback_sent
     int64_t first_ns                     # the first packet offered (never reset), 0 = none yet
     int64_t last_drop_ns                 # the cap's last tail drop (never reset), 0 = none
+    int64_t media_last_ns                # the last media packet delivered (not RTX: probe padding), 0 = none
+    int64_t media_gap_max_ns             # the longest time without media after the first (a paused track)
+    int64_t media_resumed_ns             # the first media packet after the last gap > MEDIA_GAP_NS, 0 = none
 
 
 ctypedef struct Consent:
@@ -578,6 +582,18 @@ cdef class LoadGen:
         d.no_element += 1
         return 1
 
+    cdef inline void _media_arrived(self, Downlink* d, int64_t t) noexcept nogil:
+        """A media packet delivered on ``d`` at ``t``: the gaps between media packets (how long a track paused
+        by the server's allocator stayed paused, and when it resumed)."""
+        cdef int64_t gap
+        if d.media_last_ns:
+            gap = t - d.media_last_ns
+            if gap > d.media_gap_max_ns:
+                d.media_gap_max_ns = gap
+            if gap > MEDIA_GAP_NS:
+                d.media_resumed_ns = t
+        d.media_last_ns = t
+
     cdef void _send_feedback(self, int64_t t) noexcept nogil:
         """Every 100 ms (or as soon as TWCC_FLUSH_PENDING packets wait), each downlink's transport-wide CC
         feedback for what arrived since the last one."""
@@ -607,7 +623,10 @@ cdef class LoadGen:
     def downlinks_snapshot(self) -> list:
         """Per downlink: dict(offered_bytes, delivered_bytes, cap_dropped, feedback_sent, recorded, no_element) over
         the last run, and ``overflowed_s``: from its first packet to the cap's last tail drop, since it was added
-        (the time the server took to fit its sending to the cap; 0 = never dropped)."""
+        (the time the server took to fit its sending to the cap; 0 = never dropped); ``media_gap_s_max``: the
+        longest time without a media packet (RTX and probe padding aside) after the first, and ``resumed_s``: from
+        the first packet to the first media packet after the last gap of more than 1 s (a paused track's resume;
+        0 = media never stopped that long); ``media_idle_s``: how long ago the last media packet came (-1 = none)."""
         cdef int i
         cdef Downlink* d
         out = []
@@ -616,7 +635,10 @@ cdef class LoadGen:
             out.append({"offered_bytes": d.offered_bytes, "delivered_bytes": d.delivered_bytes,
                         "cap_dropped": d.cap_dropped, "feedback_sent": d.feedback_sent,
                         "recorded": d.twcc.packets, "no_element": d.no_element,
-                        "overflowed_s": (d.last_drop_ns - d.first_ns) / 1e9 if d.last_drop_ns else 0.0})
+                        "overflowed_s": (d.last_drop_ns - d.first_ns) / 1e9 if d.last_drop_ns else 0.0,
+                        "media_gap_s_max": d.media_gap_max_ns / 1e9,
+                        "resumed_s": (d.media_resumed_ns - d.first_ns) / 1e9 if d.media_resumed_ns else 0.0,
+                        "media_idle_s": (now_ns() - d.media_last_ns) / 1e9 if d.media_last_ns else -1.0})
         return out
 
     def set_downlink_loss(self, double pct, unsigned long long seed=0x9E3779B97F4A7C15) -> None:
@@ -1003,6 +1025,8 @@ cdef class LoadGen:
             r.received += 1
             r.bytes += length
             return
+        if r.downlink >= 0:
+            self._media_arrived(&self.downlinks[r.downlink], t)
         if r.first_ext < 0:
             if r.max_ext == 0:
                 r.max_ext = (<int64_t>1 << 32) + rd16(p + 2)

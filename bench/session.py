@@ -162,7 +162,10 @@ class Session:
         per subscriber, the packets the cap's queue dropped, feedback packets, and the server's view of their
         transports (estimate, retransmitted bytes, their consumers' current layers); ``overflowed_s_max``: the
         longest time from a subscriber's first packet to its cap's last tail drop (how long the server took to fit
-        its sending to the cap, since the subscriber joined)."""
+        its sending to the cap, since the subscriber joined); ``media_gap_s_max``: the longest time a subscriber went
+        without media (a track paused by the allocator), ``resumed_s``/``resumed_s_max``: from a subscriber's first
+        packet to its media's return after its last gap of more than 1 s (0 = no such gap), ``without_media_now``:
+        subscribers that got no media in the last second (still paused)."""
         snaps = self.gen.downlinks_snapshot()
         groups: dict[str, dict[str, Any]] = {}
         for index, downlink in self.downlinks.items():
@@ -177,6 +180,12 @@ class Session:
             for key in ("offered_bytes", "delivered_bytes", "cap_dropped", "feedback_sent"):
                 g[key] += d[key]
             g["overflowed_s_max"] = round(max(g.get("overflowed_s_max", 0.0), d["overflowed_s"]), 2)
+            # A paused track: how long its subscriber went without media, when it resumed, whether it is paused now.
+            g["media_gap_s_max"] = round(max(g.get("media_gap_s_max", 0.0), d["media_gap_s_max"]), 2)
+            g["resumed_s_max"] = round(max(g.get("resumed_s_max", 0.0), d["resumed_s"]), 2)
+            g.setdefault("resumed_s", []).append(round(d["resumed_s"], 1))
+            g["without_media_now"] = g.get("without_media_now", 0) + int(d["media_idle_s"] < 0
+                                                                          or d["media_idle_s"] > 1.0)
             g["rtx_bytes"] += int(media.get("rtx_bytes", 0))
             g["bwe_kbps"].append(round(media.get("bwe_bps", 0) / 1000))
             for consumer in stats.get("consumers", {}).values():

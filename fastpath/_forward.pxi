@@ -276,6 +276,8 @@ cdef void forward_to(EngineState* e, Producer* p, int32_t layer, Consumer* c, co
     m.valid = 1
     m.sent_ms = <uint32_t>e.now_ms
     m.resends = 0
+    if out_ext == c.seq.max_out:
+        c.frame_end = h.marker                # the newest packet: padding may follow it only at a frame's end
     c.packets += 1
     c.bytes += length
 

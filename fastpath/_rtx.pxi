@@ -1,8 +1,8 @@
 # Retransmission toward subscribers (included by engine.pyx, used by retransmit in _feedback.pxi): when a NACKed
 # packet may go out again, and the RTX packet (RFC 4588 4) it goes out as when the subscriber negotiated RTX.
 # The rules and their numbers: docs/FORWARDING.md, NACK and retransmission. Also the padding of bandwidth probes
-# (Engine.probe, the tick): padding-only RTP packets (RFC 3550 5.1) on a consumer's RTX stream
-# (docs/FORWARDING.md, Probing).
+# (Engine.probe, the tick): padding-only RTP packets (RFC 3550 5.1) on a consumer's RTX stream, or on its media
+# SSRC at a frame boundary when it has no RTX (docs/FORWARDING.md, Probing).
 
 cdef enum:
     RESEND_DEFAULT_RTT_MS = 100               # before the first receiver report (libwebrtc NackRequester, mediasoup)
@@ -68,7 +68,7 @@ cdef int send_rtx(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
     return 0
 
 
-# ---- bandwidth probes: padding on an RTX stream ----------------------------------------------------------------
+# ---- bandwidth probes: padding on an RTX stream or the media SSRC --------------------------------------------------
 
 cdef inline int probe_rtx_pt(const Consumer* c) noexcept nogil:
     """The RTX payload type a probe of consumer c uses: that of the media PT it sends, else any it negotiated;
@@ -82,47 +82,82 @@ cdef inline int probe_rtx_pt(const Consumer* c) noexcept nogil:
     return -1
 
 
-cdef Consumer* probe_consumer(EngineState* e, Transport* t) noexcept nogil:
-    """A video consumer of t that negotiated RTX, one that is forwarding preferred; NULL = none."""
+cdef inline bint probe_on_media(const Consumer* c) noexcept nogil:
+    """Whether padding may go on c's media SSRC now (c without RTX): it has sent media, and its newest packet
+    ended a frame, or its stream is stopped until a key frame (paused, waiting for one, draining). Padding between
+    two packets of one frame would split the frame for the receiver's packet buffer (libwebrtc's RTPSender pads
+    on the media SSRC only after a marker bit, as LiveKit's forwarder does)."""
+    if not c.seq.started or not c.ts.started or c.last_pt_out < 0:
+        return False
+    return c.frame_end or c.paused or c.wait_keyframe or c.drain
+
+
+cdef Consumer* probe_consumer(EngineState* e, Transport* t, bint ready) noexcept nogil:
+    """The video consumer of t whose streams carry a probe's padding; NULL = none. One that negotiated RTX is
+    preferred (padding on its RTX stream, forwarding before paused); else one that has sent media pads on its media
+    SSRC, with ``ready`` only one at a frame boundary now (probe_on_media), forwarding before stopped."""
     cdef Consumer* c
     cdef Consumer* found = NULL
+    cdef Consumer* media = NULL
     cdef int32_t i
     for i in range(t.consumers.n):
         c = e.consumers[t.consumers.items[i]]
-        if c == NULL or c.rtx_ssrc == 0 or c.producer < 0 or e.producers[c.producer].kind != 1:
+        if c == NULL or c.producer < 0 or e.producers[c.producer].kind != 1:
             continue
-        if probe_rtx_pt(c) < 0:
+        if c.rtx_ssrc == 0 or probe_rtx_pt(c) < 0:
+            if media == NULL or media.paused and not c.paused:
+                if not c.seq.started or c.last_pt_out < 0:
+                    continue
+                if ready and not probe_on_media(c):
+                    continue
+                media = c
             continue
         if c.ts.started and not c.paused:
             return c
         if found == NULL:
             found = c
-    return found
+    return found if found != NULL else media
 
 
 cdef int send_probe_padding(EngineState* e, Consumer* c, int32_t pad) noexcept nogil:
-    """Queue one padding-only RTP packet on c's RTX stream: RTX SSRC and payload type, the next RTX sequence
-    number, the timestamp of c's last sent packet, P set and pad bytes of padding (the last one the count,
-    RFC 3550 5.1), stamped with the transport-wide sequence. Returns the bytes queued, 0 = nothing."""
+    """Queue one padding-only RTP packet (P set, pad bytes of padding, the last one the count, RFC 3550 5.1; M
+    clear) with the timestamp of c's last sent packet, stamped with the transport-wide sequence: on c's RTX stream
+    (RTX SSRC and payload type, the next RTX sequence number) when c negotiated RTX, else on its media SSRC with
+    the payload type it sends and the next number of its rewritten sequence (seq_rw_insert: the media after it
+    moves up by one; its NACK slot is cleared, so a NACK for it resends nothing). Returns the bytes queued."""
     cdef Transport* t = e.transports[c.transport]
     cdef uint8_t* out
     cdef int n = 12 + pad
-    cdef int pt = probe_rtx_pt(c)
+    cdef int pt
+    cdef int64_t seq
+    cdef bint rtx = c.rtx_ssrc != 0
+    pt = probe_rtx_pt(c) if rtx else -1
+    if pt < 0:
+        rtx = False
+        pt = c.last_pt_out
     if pt < 0 or pad < 1 or pad > PROBE_PAD_MAX:
         return 0
+    if rtx:
+        seq = c.rtx_seq
+    else:
+        seq = seq_rw_insert(c.seq)
+        if seq < 0:
+            return 0
+        c.meta[seq & (META_RING - 1)].valid = 0
     out = send_slot(e)
     out[0] = 0xA0                             # V=2, P=1, X=0, CC=0
     out[1] = <uint8_t>(pt & 0x7F)             # M=0
-    wr16(out + 2, c.rtx_seq)
+    wr16(out + 2, <uint16_t>seq)
     wr32(out + 4, c.ts.max_out)
-    wr32(out + 8, c.rtx_ssrc)
+    wr32(out + 8, c.rtx_ssrc if rtx else c.out_ssrc)
     memset(out + 12, 0, pad - 1)
     out[12 + pad - 1] = <uint8_t>pad
     n = send_rtp_out(e, c.transport, out, n, 1)  # counted by the estimator, but not for its loss-based limit
     if n < 0:
         t.drops[DROP_SRTP_PROTECT] += 1
         return 0
-    c.rtx_seq += 1
+    if rtx:
+        c.rtx_seq += 1
     t.probe_packets += 1
     t.probe_bytes += n
     return n
@@ -149,10 +184,11 @@ cdef void probe_tick(EngineState* e, Transport* t, int64_t now_ms) noexcept nogi
     t.probe_last_tx = t.tx_bytes
     if deficit <= 0:
         return
-    c = probe_consumer(e, t)
+    c = probe_consumer(e, t, True)
     if c == NULL:
-        t.probe_until_ms = 0                  # its RTX consumer left
-        return
+        if probe_consumer(e, t, False) == NULL:
+            t.probe_until_ms = 0              # its consumers left
+        return                                # (or none is at a frame boundary in this tick: the next one)
     while deficit > 0 and k < PROBE_TICK_MAX_PACKETS:
         # 40 bytes: header, transport-wide element and SRTP tag; what is left below that is not worth a packet
         pad = PROBE_PAD_MAX if deficit > PROBE_PAD_MAX + 40 else <int32_t>(deficit - 40)

@@ -211,6 +211,7 @@ ctypedef struct Consumer:
     int16_t last_pt_out
     uint8_t pinned                            # a pipe consumer (_pipe.pxi): its target is `preferred`, always
     uint8_t test_loss                         # test hook: percent of first sends dropped (pipe loss tests)
+    uint8_t frame_end                         # the newest packet sent had the marker bit: a frame boundary
     int32_t preferred                         # asked (-1 = highest)
     int32_t target
     int32_t current                           # -1 = nothing sent yet

@@ -177,7 +177,7 @@ from fastpath.rtp cimport (
     wr16,
     wr32,
 )
-from fastpath.seq cimport SEQ_DUPLICATE, SEQ_FORWARD, SEQ_RING_MASK, SeqResult, seq_rw_drop, seq_rw_init, seq_rw_input, seq_rw_sync, ts_rw_input, ts_rw_switch
+from fastpath.seq cimport SEQ_DUPLICATE, SEQ_FORWARD, SEQ_RING_MASK, SeqResult, seq_rw_drop, seq_rw_init, seq_rw_input, seq_rw_insert, seq_rw_sync, ts_rw_input, ts_rw_switch
 from fastpath.srtp cimport SrtpContext, srtp_fns
 from fastpath.vp8 cimport (
     VP8_TID_ALL,
@@ -653,17 +653,18 @@ cdef class Engine:
 
     def probe(self, int t, long long bps, int duration_ms) -> bool:
         """Start a bandwidth probe cluster toward transport t: for duration_ms the tick tops the transport's send
-        rate up to bps with padding-only packets on the RTX stream of one of its video consumers, stamped with
-        the transport-wide sequence, and the estimator measures the cluster (docs/FORWARDING.md, Probing). A
-        probe still running is replaced. False (nothing sent) without such a consumer, without transport-cc
-        toward t, or before t is bound with SRTP keys."""
+        rate up to bps with padding-only packets on the RTX stream of one of its video consumers (or, when none
+        negotiated RTX, on the media SSRC of one that has sent media, at frame boundaries), stamped with the
+        transport-wide sequence, and the estimator measures the cluster (docs/FORWARDING.md, Probing). A probe
+        still running is replaced. False (nothing sent) without such a consumer, without transport-cc toward t,
+        or before t is bound with SRTP keys."""
         cdef EngineState* e = self.st
         cdef Transport* tr = e.transports[self._t_slot(t)]
         if bps <= 0 or duration_ms <= 0:
             raise ValueError(f"bps and duration_ms must be positive, got {bps}, {duration_ms}")
         if tr.bwe == NULL or tr.bwe.history == NULL or not tr.bound or tr.srtp_out == NULL:
             return False
-        if probe_consumer(e, tr) == NULL:
+        if probe_consumer(e, tr, False) == NULL:
             return False
         tr.probe_bps = <uint64_t>bps
         tr.probe_until_ms = e.now_ms + duration_ms

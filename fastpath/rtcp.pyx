@@ -20,6 +20,7 @@ from fastpath.bwe cimport (
     Bwe,
     bwe_free,
     bwe_init,
+    bwe_mark_padding,
     bwe_on_feedback,
     bwe_on_remb,
     bwe_probe_expire,
@@ -300,12 +301,15 @@ cdef class SendEstimator:
         bwe_record(&self._b, send_us, len(out))
         return out
 
-    def sent(self, long long send_us, int size) -> int:
-        """Record a packet of size bytes sent at send_us without building it; returns its 16-bit seq."""
+    def sent(self, long long send_us, int size, bint padding=False) -> int:
+        """Record a packet of size bytes sent at send_us without building it; returns its 16-bit seq. ``padding``:
+        probe padding, as the Engine marks it (counted for the delay-based estimate, not the loss-based limit)."""
         cdef uint16_t seq = <uint16_t>self._b.next_seq
         if self._b.history == NULL:
             raise ValueError("no history: ext_id 0 (REMB only)")
         bwe_record(&self._b, send_us, size)
+        if padding:
+            bwe_mark_padding(&self._b)
         return seq
 
     def probe(self, long long now_us, long long duration_us) -> None:

@@ -138,6 +138,17 @@ cdef inline SeqResult seq_rw_input(SeqRw* rw, int64_t in_ext, int64_t* out) noex
     return SEQ_FORWARD
 
 
+cdef inline int64_t seq_rw_insert(SeqRw* rw) noexcept nogil:
+    """Take the next output number for a packet of our own (a probe's padding on the media SSRC): later inputs
+    move up by one, so no number is used twice and none is left out. -1 before the first input."""
+    if not rw.started:
+        return -1
+    rw.max_out += 1
+    if not rw.sync_pending:
+        rw.offset += 1              # max_out == max_in + offset holds (a pending sync starts at max_out + 1)
+    return rw.max_out
+
+
 cdef inline void seq_rw_drop(SeqRw* rw, int64_t in_ext) noexcept nogil:
     """Drop an input on purpose (padding-only, filtered) without leaving a hole in the output."""
     cdef SeqSlot* slot

@@ -18,6 +18,7 @@ from fastpath.seq cimport (
     seq_rw_drop,
     seq_rw_init,
     seq_rw_input,
+    seq_rw_insert,
     seq_rw_sync,
     ts_rw_input,
     ts_rw_switch,
@@ -87,6 +88,11 @@ cdef class SeqRewriter:
         if not 0 <= seq <= 0xFFFF:
             raise ValueError("seq must be in 0..65535")
         seq_rw_drop(self._rw, unwrap_seq(&self._u, <uint16_t>seq))
+
+    def insert(self):
+        """Take the next output seq for a packet of our own (probe padding); None before the first input."""
+        cdef int64_t out = seq_rw_insert(self._rw)
+        return None if out < 0 else <uint16_t>out
 
     def sync(self) -> None:
         """Make the next input continue at the last output + 1 (resume, layer switch)."""

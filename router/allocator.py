@@ -14,7 +14,10 @@ track not even the lowest layer of which fits is paused, and ``on_stream_state``
 (and on the first allocation, before lowering from the unconfirmed start estimate) the allocator asks the Engine
 for a probe (``Engine.probe``: padding up to a probe rate for :data:`PROBE_DURATION_S`), as LiveKit's
 probe controller does; a probe that did not lift the estimate to its goal delays the next one
-(:data:`PROBE_BACKOFF_S`, x :data:`PROBE_BACKOFF_FACTOR` up to :data:`PROBE_BACKOFF_MAX_S`). The layer asked of
+(:data:`PROBE_BACKOFF_S`, x :data:`PROBE_BACKOFF_FACTOR` up to :data:`PROBE_BACKOFF_MAX_S`). A transport whose
+video is all paused probes to resume :data:`PAUSE_HOLD_S` after the pause and, after a failure, again within
+:data:`PROBE_RESUME_BACKOFF_S` growing to :data:`PROBE_RESUME_BACKOFF_MAX_S`; retransmissions never pause a track
+(its lowest layer is fitted to the budget before them). The layer asked of
 the Engine is ``Consumer.layer_cap``, the lower of control's preference and the allocation. A lowering is always
 the bandwidth's, so it goes to the Engine as ``lower_consumer_layer`` where the Engine has it: the layer that no
 longer fits stops at once, and the lower layer's key frame (asked for at the same moment) is not queued behind it.
@@ -62,6 +65,12 @@ PROBE_BACKOFF_MAX_S = 10.0  # ... up to this (LiveKit's is longer; a link whose 
 # within seconds, and a 0.25 s probe every 10 s costs a capped link a ~100 ms queue); a successful probe resets it
 # once its raise held this long:
 PROBE_STABLE_S = 10.0  # (a lowering sooner counts as a failure, so a lossy link does not flap between layers)
+PAUSE_HOLD_S = 2.0  # a transport whose video is all paused may probe to resume this long after the lowering: it
+# sends nothing, so the bottleneck's queue has drained (RAISE_HOLD_S is for a link that still carries media)
+PROBE_RESUME_BACKOFF_S = 1.0  # after a failed probe to resume such a transport the next waits this long ...
+PROBE_RESUME_BACKOFF_MAX_S = 4.0  # ... times PROBE_BACKOFF_FACTOR after each further failure, up to this: the
+# subscriber sees no video meanwhile and the probe's padding is all that goes to it (LiveKit's probe regulator
+# starts at 3 s, libwebrtc's ProbeController probes again within seconds of a large drop)
 PROBE_CLEAN_PASSES = 3  # a probe needs this many passes in a row without loss or overuse (a loss window is small)
 RTX_MAX_SHARE = 0.25  # retransmissions come off the video budget, at most this share of it (a burst of NACKs
 # after a loss must not pause a track by itself; a link that keeps losing is lowered by its loss and delay)
@@ -197,21 +206,24 @@ def priority_order(track: Track) -> tuple[int, int]:
     return -track.priority, track.handle
 
 
-def fit(video: Sequence[Track], budget: float) -> float:
+def fit(video: Sequence[Track], budget: float, floor: float | None = None) -> float:
     """Sets ``track.fit`` for ``video`` (in priority order) within ``budget`` bit/s; returns what is left.
 
-    Every track gets its lowest live layer in turn (PAUSED when it does not fit); then, round after round, each
-    track goes up one live layer while the difference fits, so that no track gets more before all got the least.
+    Every track gets its lowest live layer in turn (PAUSED when it does not fit in ``floor``, the budget before
+    retransmissions: they never pause a track by themselves); then, round after round, each track goes up one live
+    layer while the difference fits in what ``budget`` leaves, so that no track gets more before all got the least.
     """
-    remaining = budget
+    lowest = budget if floor is None else max(floor, budget)
     for t in video:
         low = t.lowest()
         need = t.rate(low)
-        if low >= 0 and need <= remaining:
+        if low >= 0 and need <= lowest:
             t.fit = low
-            remaining -= need
+            lowest -= need
+            budget -= need
         else:
             t.fit = PAUSED
+    remaining = budget
     raised = True
     while raised:
         raised = False
@@ -245,7 +257,7 @@ class TransportAllocation:
 
     __slots__ = ("transport_id", "tracks", "video", "lowered_at", "streak", "managed", "stamp", "probe_started",
                  "probe_goal", "probe_wait", "next_probe_at", "probed", "boost", "raised_at", "clean",
-                 "rtx_bytes", "rtx_at", "rtx_bps")
+                 "rtx_bytes", "rtx_at", "rtx_bps", "probe_resume", "resume_wait", "next_resume_at")
 
     def __init__(self, transport_id: str) -> None:
         self.transport_id = transport_id
@@ -266,6 +278,9 @@ class TransportAllocation:
         self.rtx_bytes = 0  # the estimate's retransmission counter at the last pass ...
         self.rtx_at = -1.0  # ... and when (-1: none yet)
         self.rtx_bps = 0.0  # the retransmission rate between the last two passes
+        self.probe_resume = False  # the probe in flight is to resume an all-paused transport
+        self.resume_wait = 0.0  # the backoff after the last failed probe to resume, 0 = none
+        self.next_resume_at = -1e9
 
     def _rtx_rate(self, now: float, counter: int) -> float:
         if self.rtx_at >= 0 and counter >= self.rtx_bytes and now > self.rtx_at:
@@ -277,10 +292,14 @@ class TransportAllocation:
 
     def _start_probe(self, now: float, goal: float, probe: Prober | None, *, resume: bool = False) -> bool:
         if probe is None or not probe(probe_rate(goal, resume=resume)):
-            self.next_probe_at = now + PROBE_BACKOFF_S  # no RTX stream to pad on (yet): ask again later
+            # No stream to pad on (nothing sent yet) or no transport-cc: ask again later.
+            if resume:
+                self.next_resume_at = now + PROBE_BACKOFF_S
+            else:
+                self.next_probe_at = now + PROBE_BACKOFF_S
             return False
         self.probed = True
-        self.probe_started, self.probe_goal = now, goal
+        self.probe_started, self.probe_goal, self.probe_resume = now, goal, resume
         return True
 
     def _back_off(self, now: float) -> None:
@@ -291,6 +310,13 @@ class TransportAllocation:
 
     def _probe_done(self, now: float, success: bool) -> None:
         self.probe_started = -1.0
+        if self.probe_resume:  # its own backoff: short, and the raises' is left as it was
+            self.resume_wait = 0.0 if success else min(self.resume_wait * PROBE_BACKOFF_FACTOR,
+                                                       PROBE_RESUME_BACKOFF_MAX_S) \
+                if self.resume_wait else PROBE_RESUME_BACKOFF_S
+            self.next_resume_at = now + self.resume_wait
+            self.boost = success  # a success resumes at the next pass
+            return
         if success:  # the next layer may be probed for at once; the backoff goes once the raise held
             self.next_probe_at = now
             self.raised_at = now
@@ -303,8 +329,9 @@ class TransportAllocation:
                probe: Prober | None = None) -> list[tuple[Track, int]]:
         """The changes of one pass: ``video`` are the allocatable video tracks in priority order; ``probe``
         starts a bandwidth probe toward the transport (None: no probing)."""
-        budget = estimate.bps * VIDEO_SHARE - audio_bps
-        # Retransmissions use the same link: their rate comes off the video budget.
+        floor = budget = estimate.bps * VIDEO_SHARE - audio_bps
+        # Retransmissions use the same link: their rate comes off the video budget (but a track's lowest layer is
+        # paused only when it does not fit the budget without them).
         budget -= min(self._rtx_rate(now, estimate.rtx_bytes), RTX_MAX_SHARE * max(budget, 0.0))
         congested = estimate.state == "overusing" or estimate.loss > RAISE_MAX_LOSS
         self.clean = self.clean + 1 if estimate.state == "normal" and estimate.loss < PROBE_MAX_LOSS else 0
@@ -312,18 +339,21 @@ class TransportAllocation:
             self.probe_wait, self.raised_at = 0.0, -1.0  # the probed raise held: a success
         if self.probe_started >= 0:
             age = now - self.probe_started
-            if age < PROBE_DURATION_S or (estimate.probing and not congested
+            # A probe to resume is judged by the delay-based verdict its feedback renews: the loss is that of the
+            # media before the pause (padding does not count for it), and would end every such probe as failed.
+            hot = estimate.state == "overusing" if self.probe_resume else congested
+            if age < PROBE_DURATION_S or (estimate.probing and not hot
                                           and age < PROBE_DURATION_S + PROBE_SETTLE_S):
                 return []  # its result is not in yet: change nothing
             # Done: it succeeded if the estimate reached the goal; a congested link lowers below as usual.
-            self._probe_done(now, not congested and estimate.bps >= self.probe_goal)
+            self._probe_done(now, not hot and estimate.bps >= self.probe_goal)
         used = 0.0
         idle = bool(video)  # every video track is paused by us: nothing is sent, the loss and state are stale
         for t in video:
             cur = t.current()
             used += t.rate(cur)
             idle = idle and cur == PAUSED
-        fit(video, budget)
+        fit(video, budget, floor)
         if used > budget:  # congested: every track drops to what fits now, none goes up
             if not self.probed and not congested and self.lowered_at < 0 and estimate.loss < PROBE_MAX_LOSS \
                     and self._start_probe(now, used * RAISE_MARGIN / VIDEO_SHARE + audio_bps, probe):
@@ -340,14 +370,14 @@ class TransportAllocation:
                 self.streak = 0
                 self.boost = False
             return changes
-        if now - self.lowered_at < RAISE_HOLD_S or (estimate.state == "overusing"
-                                                     or estimate.loss > RAISE_MAX_LOSS) and not idle:
+        if now - self.lowered_at < (PAUSE_HOLD_S if idle else RAISE_HOLD_S) \
+                or (estimate.state == "overusing" or estimate.loss > RAISE_MAX_LOSS) and not idle:
             self.streak = 0
             return []
         if idle and estimate.state == "overusing":
             # Nothing was sent since the pause: the verdict is stale and only feedback on a probe renews it.
             self.streak = 0
-            if now >= self.next_probe_at:
+            if now >= self.next_resume_at:
                 need = min(t.rate(t.lowest()) for t in video) * RAISE_MARGIN
                 self._start_probe(now, need / VIDEO_SHARE + audio_bps, probe, resume=True)
             return []
@@ -368,7 +398,8 @@ class TransportAllocation:
                 best, best_layer, best_rank = t, nxt, rank
         if best is None:
             self.streak = 0
-            if wanted and (idle or self.clean >= PROBE_CLEAN_PASSES) and now >= self.next_probe_at:
+            if wanted and (now >= self.next_resume_at if idle
+                           else self.clean >= PROBE_CLEAN_PASSES and now >= self.next_probe_at):
                 self._start_probe(now, wanted / VIDEO_SHARE + audio_bps, probe, resume=idle)
             return []
         self.streak += 1

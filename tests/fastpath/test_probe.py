@@ -1,8 +1,9 @@
 """Bandwidth probes (fastpath/_rtx.pxi, fastpath/bwe.pxd; docs/FORWARDING.md, Probing).
 
 ``Engine.probe`` tops a subscriber transport's send rate up to a probe rate on every tick with padding-only RTP
-packets (RFC 3550 5.1) on the RTX stream (RFC 4588) of one of its video consumers, stamped with the
-transport-wide sequence: checked byte for byte, with the per-tick top-up and the refusal without RTX. The
+packets (RFC 3550 5.1) on the RTX stream (RFC 4588) of one of its video consumers, or, without RTX, on the media
+SSRC at a frame boundary with numbers of the consumer's rewritten sequence, stamped with the transport-wide
+sequence: checked byte for byte, with the per-tick top-up and the refusals. The
 estimator measures the probe cluster from synthetic TWCC feedback: a link with room lifts the estimate above the
 1.5x-acknowledged ceiling, a saturated one does not.
 """
@@ -129,9 +130,8 @@ def test_a_late_tick_tops_up_at_most_40_ms(rig: Rig) -> None:
     assert 4000 - 40 <= rig.engine.snapshot_transport(2)["probe_bytes"] <= 4000
 
 
-@pytest.mark.parametrize(("rtx", "twcc"), [(False, True), (True, False)], ids=["no RTX", "no transport-cc"])
-def test_probe_without_rtx_or_transport_cc_is_refused_and_sends_nothing(rig: Rig, rtx: bool, twcc: bool) -> None:
-    setup(rig, rtx=rtx, twcc=twcc)
+def test_probe_without_transport_cc_is_refused_and_sends_nothing(rig: Rig) -> None:
+    setup(rig, twcc=False)
     forward_media(rig, 2)
     t0 = now_ms()
     rig.engine.tick(t0)
@@ -142,6 +142,108 @@ def test_probe_without_rtx_or_transport_cc_is_refused_and_sends_nothing(rig: Rig
     assert got == []
     snap = rig.engine.snapshot_transport(2)
     assert (snap["probe_packets"], snap["probing"]) == (0, 0)
+
+
+def test_probe_without_rtx_and_before_any_media_is_refused(rig: Rig) -> None:
+    # No RTX stream and nothing sent on the media SSRC yet: no sequence number or timestamp to pad with.
+    setup(rig, rtx=False)
+    rig.engine.tick(now_ms())
+    assert rig.engine.probe(2, 1_000_000, 500) is False
+    assert rig.engine.snapshot_transport(2)["probing"] == 0
+
+
+# ---- without RTX: padding on the media SSRC, in the consumer's rewritten sequence ---------------------------------
+
+
+def forward_frames(rig: Rig, seqs: range, *, last_marker: bool = True, key_first: bool = True) -> list[bytes]:
+    """One packet per frame (marker set) from the publisher, the last one's marker as asked."""
+    for i, seq in enumerate(seqs):
+        marker = last_marker or i < len(seqs) - 1
+        rig.pub.send_rtp(packets.rtp(VP8, seq, 3000 * seq, PUB_SSRC,
+                                     packets.vp8_payload(key=key_first and i == 0), marker=marker))
+    rig.pump()
+    got, _ = rig.sub.drain()
+    assert len(got) == len(seqs)
+    return got
+
+
+def out_seq(packet: bytes) -> int:
+    return struct.unpack("!H", packet[2:4])[0]
+
+
+def test_without_rtx_probe_padding_goes_on_the_media_ssrc_in_the_consumers_sequence(rig: Rig) -> None:
+    setup(rig, rtx=False)
+    media = forward_frames(rig, range(300, 304))
+    last_seq, last_ts = out_seq(media[-1]), struct.unpack("!I", media[-1][4:8])[0]
+    last_twcc = seq_of(media[-1])
+    t0 = now_ms()
+    rig.engine.tick(t0)
+    rig.sub.drain(0.05)
+    assert rig.engine.probe(2, 400_000, 500) is True
+    rig.engine.tick(t0 + 20)                                  # 1,000 bytes: 4 padding-only packets
+    got, _ = rig.sub.drain()
+    assert len(got) == 4
+    for i, p in enumerate(got):
+        pad = p[-1]
+        expected = (bytes([0xB0, OUT_VP8]) + struct.pack("!HII", (last_seq + 1 + i) & 0xFFFF, last_ts, OUT_SSRC)
+                    + bytes.fromhex("bede0001") + bytes([TWCC_ID << 4 | 1])
+                    + struct.pack("!H", (last_twcc + 1 + i) & 0xFFFF) + b"\x00" + b"\x00" * (pad - 1) + bytes([pad]))
+        assert p == expected
+        assert fastpath.parse_rtp(p)["payload"] == b""
+    assert rig.engine.snapshot_transport(2)["probe_packets"] == 4
+    # The media after the padding continues the sequence: no number used twice, none left out.
+    after = forward_frames(rig, range(304, 306), key_first=False)
+    assert [out_seq(p) for p in after] == [(last_seq + 5) & 0xFFFF, (last_seq + 6) & 0xFFFF]
+    assert {struct.unpack("!I", p[8:12])[0] for p in after} == {OUT_SSRC}
+    # A NACK for a padding number resends nothing; one for media resends it under its own number.
+    rig.sub.forget_received()
+    rig.sub.send_rtcp(packets.rtcp_nack(0xABC, OUT_SSRC, [(last_seq + 2) & 0xFFFF]))
+    rig.pump()
+    assert rig.sub.drain(0.05)[0] == []
+    rig.sub.send_rtcp(packets.rtcp_nack(0xABC, OUT_SSRC, [out_seq(after[0])]))
+    rig.pump()
+    again, _ = rig.sub.drain()
+    assert [out_seq(p) for p in again] == [out_seq(after[0])]
+    assert again[0][12 + 8:] == after[0][12 + 8:]             # the same payload (after the transport-wide element)
+
+
+def test_without_rtx_padding_waits_for_the_end_of_a_frame(rig: Rig) -> None:
+    # Padding between two packets of one frame would split the frame for the receiver's packet buffer.
+    setup(rig, rtx=False)
+    media = forward_frames(rig, range(300, 303), last_marker=False)
+    t0 = now_ms()
+    rig.engine.tick(t0)
+    rig.sub.drain(0.05)
+    assert rig.engine.probe(2, 400_000, 500) is True
+    rig.engine.tick(t0 + 20)
+    assert rig.sub.drain(0.05)[0] == []
+    snap = rig.engine.snapshot_transport(2)
+    assert (snap["probe_packets"], snap["probing"]) == (0, 1)
+    end = forward_frames(rig, range(303, 304), key_first=False)    # the frame's last packet
+    assert out_seq(end[0]) == (out_seq(media[-1]) + 1) & 0xFFFF
+    rig.engine.tick(t0 + 40)
+    got, _ = rig.sub.drain()
+    assert len(got) >= 1 and [out_seq(p) for p in got] == [(out_seq(end[0]) + 1 + i) & 0xFFFF
+                                                           for i in range(len(got))]
+
+
+def test_a_paused_consumer_without_rtx_is_probed_and_resumes_after_the_padding(rig: Rig) -> None:
+    # The allocator paused the only video track (mid-frame): the resume probe pads on its media SSRC, and the key
+    # frame that resumes it continues the sequence after the padding.
+    setup(rig, rtx=False)
+    media = forward_frames(rig, range(300, 303), last_marker=False)
+    rig.engine.pause_consumer(20)
+    t0 = now_ms()
+    rig.engine.tick(t0)
+    rig.sub.drain(0.05)
+    assert rig.engine.probe(2, 400_000, 500) is True
+    rig.engine.tick(t0 + 20)
+    padding, _ = rig.sub.drain()
+    assert len(padding) == 4
+    assert [out_seq(p) for p in padding] == [(out_seq(media[-1]) + 1 + i) & 0xFFFF for i in range(4)]
+    rig.engine.resume_consumer(20)
+    resumed = forward_frames(rig, range(310, 312))                 # a key frame first
+    assert [out_seq(p) for p in resumed] == [(out_seq(padding[-1]) + 1 + i) & 0xFFFF for i in range(2)]
 
 
 def test_probe_arguments_are_checked(rig: Rig) -> None:

@@ -1,6 +1,7 @@
 """Sequence/timestamp rewriting as table rows (fastpath.seq), the same C code the Engine runs per consumer.
 
-Row steps: ("in", seq, expected output or None), ("sync",), ("drop", seq). The rewriter starts at 1000.
+Row steps: ("in", seq, expected output or None), ("sync",), ("drop", seq), ("insert", expected output or None: a
+number taken for a packet of our own, probe padding on the media SSRC). The rewriter starts at 1000.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ ROWS: dict[str, list[Step]] = {
     "padding_drop_leaves_no_hole": [("in", 10, 1000), ("drop", 11), ("in", 12, 1001), ("in", 13, 1002)],
     "drop_after_gap_keeps_late_numbers": [("in", 10, 1000), ("in", 12, 1002), ("drop", 13), ("in", 14, 1003),
                                           ("in", 11, 1001), ("in", 13, None)],
+    "insert_moves_later_inputs_up": [("in", 10, 1000), ("in", 11, 1001), ("insert", 1002), ("insert", 1003),
+                                     ("in", 12, 1004), ("in", 13, 1005)],
+    "insert_keeps_the_numbers_of_a_gap": [("in", 10, 1000), ("in", 12, 1002), ("insert", 1003), ("in", 11, 1001),
+                                          ("in", 13, 1004), ("in", 12, None)],
+    "insert_before_a_pending_sync": [("in", 10, 1000), ("sync",), ("insert", 1001), ("in", 500, 1002),
+                                     ("in", 501, 1003)],
+    "insert_before_any_input_takes_nothing": [("insert", None), ("in", 7, 1000), ("insert", 1001), ("in", 8, 1002)],
+    "insert_after_drop": [("in", 10, 1000), ("drop", 11), ("insert", 1001), ("in", 12, 1002)],
     "too_old_outside_ring": [("in", 10, 1000), ("in", 1010, 2000), ("in", 11, None)],
     "backward_jump_is_old": [("in", 10, 1000), ("in", 40000, None), ("in", 11, 1001)],
 }
@@ -41,6 +50,8 @@ def test_seq_rewriter_rows(steps: list[Step]) -> None:
             rw.sync()
         elif step[0] == "drop":
             rw.drop(step[1])
+        elif step[0] == "insert":
+            assert rw.insert() == step[1], step
         else:
             assert rw.input(step[1]) == step[2], (step, rw.last_result)
 

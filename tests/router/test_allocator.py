@@ -14,11 +14,14 @@ import pytest
 
 from router.allocator import (
     ALLOCATE_INTERVAL_S,
+    PAUSE_HOLD_S,
     PROBE_BACKOFF_FACTOR,
     PROBE_BACKOFF_MAX_S,
     PROBE_BACKOFF_S,
     PROBE_CLEAN_PASSES,
     PROBE_DURATION_S,
+    PROBE_RESUME_BACKOFF_MAX_S,
+    PROBE_RESUME_BACKOFF_S,
     PROBE_STABLE_S,
     RAISE_HOLD_S,
     RAISE_MARGIN,
@@ -573,6 +576,85 @@ def test_retransmissions_come_off_the_budget_but_never_pause_a_track_by_themselv
     assert w.got("c") == 0  # at most a quarter of the budget goes to retransmissions: 405 k, not paused
     retransmit(0, RAISE_HOLD_S + 3.0)
     assert w.got("c") == 1  # the losses stopped: back up
+
+
+def test_retransmissions_never_pause_a_track_whose_lowest_layer_fits_without_them() -> None:
+    # `fanout --simulcast --rate 300 --downlink-cap 500`: a 288 kbit/s lowest layer, a 400 kbit/s estimate after the
+    # join's flood (360 k of video budget) and the flood's losses being retransmitted. A quarter of the budget off
+    # for them would leave 270 k: the track was paused by its retransmissions.
+    w = World()
+    w.transport("sub", 5_000_000)
+    w.producer("v", "video", [288_000.0, 960_000.0, 2_880_000.0])
+    w.consumer("c", "sub", "v")
+    w.run(2.0)
+    h = w.transports.handle("sub")
+    sent = 0
+    for _ in range(8):
+        sent += int(300_000 / 8 * ALLOCATE_INTERVAL_S)
+        w.estimates.estimates[h] = Estimate(400_000, rtx_bytes=sent)
+        w.run(ALLOCATE_INTERVAL_S)
+        assert w.got("c") == 0
+    assert w.states == []
+
+
+def paused_by_a_flood(**estimate: Any) -> tuple[World, ProbingEngine, float]:
+    """A subscriber paused by a low estimate after its join (the estimate and loss stay as the last feedback
+    before the pause left them); returns when it was paused."""
+    w, engine = probing_world(100_000, **estimate)
+    for _ in range(8):
+        w.run(ALLOCATE_INTERVAL_S)
+        if w.got("c") == "paused":
+            return w, engine, w.now
+    raise AssertionError("not paused")
+
+
+def test_a_paused_transport_probes_to_resume_within_seconds_despite_the_floods_stale_loss() -> None:
+    # The flood's loss (80 %) stays in the estimate: padding does not renew it. The resume probe's result must be
+    # awaited and judged by the estimate and the delay-based verdict, not by that loss.
+    w, engine, paused_at = paused_by_a_flood(loss=0.8)
+    probes_before = len(engine.probes)
+    engine.on_probe = lambda bps: w.estimates.estimates.update(
+        {w.transports.handle("sub"): Estimate(int(bps * 0.95), "normal", 0.8, probing=True)})
+    resumed_at = None
+    for _ in range(40):
+        w.run(ALLOCATE_INTERVAL_S)
+        h = w.transports.handle("sub")
+        e = w.estimates.estimates[h]
+        if e.probing:  # the cluster's feedback came: its result is in
+            w.estimates.estimates[h] = Estimate(e.bps, e.state, e.loss)
+        if w.got("c") != "paused":
+            resumed_at = w.now
+            break
+    assert resumed_at is not None
+    first = engine.probes[probes_before][0]
+    assert first - paused_at <= PAUSE_HOLD_S + ALLOCATE_INTERVAL_S
+    # The probe's own time, its result's pass, and one pass to resume (a successful probe boosts the next raise).
+    assert resumed_at - first <= PROBE_DURATION_S + 3 * ALLOCATE_INTERVAL_S
+    assert len(engine.probes) == probes_before + 1
+
+
+def test_failed_probes_to_resume_back_off_to_a_few_seconds_at_most() -> None:
+    w, engine, paused_at = paused_by_a_flood()
+    probes_before = len(engine.probes)
+    engine.on_probe = lambda bps: w.estimate("sub", 100_000, "overusing")  # the link holds nothing yet
+    w.run(30.0)
+    times = [p[0] for p in engine.probes[probes_before:]]
+    assert times[0] - paused_at <= PAUSE_HOLD_S + ALLOCATE_INTERVAL_S
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(gaps) >= 6
+    for i, gap in enumerate(gaps):
+        wait = min(PROBE_RESUME_BACKOFF_S * PROBE_BACKOFF_FACTOR ** i, PROBE_RESUME_BACKOFF_MAX_S)
+        assert wait + PROBE_DURATION_S <= gap <= wait + PROBE_DURATION_S + 2 * ALLOCATE_INTERVAL_S, (i, gaps)
+    assert w.got("c") == "paused"
+    # The cap is lifted: the next probe finds the room and the track resumes within the capped backoff.
+    engine.on_probe = lambda bps: w.estimate("sub", int(bps))
+    lifted = w.now
+    for _ in range(20):
+        w.run(ALLOCATE_INTERVAL_S)
+        if w.got("c") != "paused":
+            break
+    assert w.got("c") != "paused"
+    assert w.now - lifted <= PROBE_RESUME_BACKOFF_MAX_S + PROBE_DURATION_S + 3 * ALLOCATE_INTERVAL_S
 
 
 class LoweringEngine(FakeEngine):
