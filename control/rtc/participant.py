@@ -30,6 +30,7 @@ from control.auth import Claims
 from control.rtc import lk_messages as lk
 from control.rtc import negotiation
 from control.rtc.frames import Frame
+from control.rtc.media import DataChannelSpec, DataProducerSpec
 from control.rtc.negotiation import SubscribedTrack, TrackPlan, TransportParams
 
 log = logging.getLogger("control.rtc.participant")
@@ -37,6 +38,8 @@ log = logging.getLogger("control.rtc.participant")
 State = models.ParticipantInfo.State
 RELIABLE = "_reliable"
 LOSSY = "_lossy"
+# The subscriber PC's server-created channels (LiveKit's names): reliable, and lossy (unordered, no retransmits).
+SERVER_CHANNELS = (DataChannelSpec(RELIABLE, ordered=True), DataChannelSpec(LOSSY, ordered=False, max_retransmits=0))
 DATA_LABELS = (RELIABLE, LOSSY)
 RID_RANK = {"q": 0, "h": 1, "f": 2}  # LiveKit's simulcast rids, low to high (videoQualityForRid)
 _MID = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
@@ -64,7 +67,10 @@ class MediaApi(Protocol):
 
     async def create_router(self, router_id: str) -> None: ...
     async def close_router(self, router_id: str) -> None: ...
-    async def create_transport(self, router_id: str, transport_id: str) -> TransportParams: ...
+    async def create_transport(
+        self, router_id: str, transport_id: str, *, data_producer: DataProducerSpec | None = None,
+        data_channels: Sequence[DataChannelSpec] = (),
+    ) -> TransportParams: ...
     async def connect(
         self, transport_id: str, *, role: str, fingerprints: list[tuple[str, str]],
         sctp_port: int | None = None, max_message_size: int = 262144,
@@ -525,18 +531,18 @@ class Participant:
     # ---- life cycle ------------------------------------------------------------------------------
 
     async def setup(self) -> None:
-        """Creates both transports, the data relay of the publisher PC and the server's data channels."""
+        """Creates both transports, the data relay of the publisher PC and the server's data channels: two
+        requests, each setting up its transport whole, in flight at once."""
         self.pub_params, self.sub_params = await asyncio.gather(
-            self.media.create_transport(self.router_id, self.pub_transport_id),
-            self.media.create_transport(self.router_id, self.sub_transport_id),
+            # Client data arrives on the channels the client opens on its publisher PC; control applies LiveKit's
+            # DataPacket rules (sender, destinations, canPublishData) and re-sends it (docs/PROTOCOL.md, Data
+            # packets).
+            self.media.create_transport(
+                self.router_id, self.pub_transport_id,
+                data_producer=DataProducerSpec(self.data_producer_id, "*", relay_to_control=True),
+            ),
+            self.media.create_transport(self.router_id, self.sub_transport_id, data_channels=SERVER_CHANNELS),
         )
-        # Client data arrives on the channels the client opens on its publisher PC; control applies LiveKit's
-        # DataPacket rules (sender, destinations, canPublishData) and re-sends it (docs/PROTOCOL.md, Data packets).
-        await self.media.produce_data(
-            self.pub_transport_id, self.data_producer_id, "*", relay_to_control=True
-        )
-        await self.media.open_data_channel(self.sub_transport_id, RELIABLE, ordered=True)
-        await self.media.open_data_channel(self.sub_transport_id, LOSSY, ordered=False, max_retransmits=0)
 
     def signal_lost(self, grace_s: float, on_expire: Callable[[], None]) -> None:
         """The WebSocket is gone without a leave: ``on_expire`` runs after ``grace_s`` unless closed first."""

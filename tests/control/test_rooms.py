@@ -72,9 +72,19 @@ class FakeMedia:
     async def close_router(self, router_id: str) -> None:
         self.calls.append(("close_router", router_id))
 
-    async def create_transport(self, router_id: str, transport_id: str) -> FakeParams:
-        self.calls.append(("create_transport", router_id, transport_id))
+    async def create_transport(self, router_id: str, transport_id: str, *, data_producer: Any = None,
+                               data_channels: Any = ()) -> FakeParams:
+        self._create(router_id, transport_id, data_producer, data_channels)
         return FakeParams(ice_ufrag=transport_id[-8:])
+
+    def _create(self, router_id: str, transport_id: str, data_producer: Any, data_channels: Any) -> None:
+        """A transport set up in one request is recorded as the separate requests it stands for."""
+        self.calls.append(("create_transport", router_id, transport_id))
+        if data_producer is not None:
+            self.calls.append(("produce_data", transport_id, data_producer.data_producer_id, data_producer.label,
+                               data_producer.relay_to_control))
+        for c in data_channels:
+            self.calls.append(("open_data_channel", transport_id, c.label, c.ordered, c.max_retransmits))
 
     async def connect(self, transport_id: str, *, role: str, fingerprints: list[tuple[str, str]],
                       sctp_port: int | None = None, max_message_size: int = 262144) -> None:
@@ -747,10 +757,11 @@ DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "data"
 class NegotiatingMedia(FakeMedia):
     """FakeMedia whose transports have real ICE/DTLS parameters, so that control.rtc.negotiation can write SDP."""
 
-    async def create_transport(self, router_id: str, transport_id: str) -> Any:
+    async def create_transport(self, router_id: str, transport_id: str, *, data_producer: Any = None,
+                               data_channels: Any = ()) -> Any:
         from control.rtc.negotiation import TransportParams
 
-        self.calls.append(("create_transport", router_id, transport_id))
+        self._create(router_id, transport_id, data_producer, data_channels)
         return TransportParams(ice_ufrag=f"u{len(self.calls):04d}", ice_pwd="p" * 24,
                                fingerprints=[("sha-256", ":".join(["AB"] * 32))],
                                candidate_ip="198.51.100.1", candidate_port=7882)
