@@ -39,7 +39,7 @@ ALGORITHM = "HS256"
 # One HS256 signer, and the header segment every token we mint starts with (what ``jwt.encode`` writes for HS256:
 # its keys sorted, no spaces). Signing and verifying with them costs one JSON parse or dump and one HMAC per token,
 # where ``jwt.encode`` and three ``jwt.decode`` passes cost a header dump, a key check and a warning per token and
-# three base64 and JSON parses of the same token (docs/PERFORMANCE.md, Large rooms: joins).
+# three base64 and JSON parses of the same token (docs/PERFORMANCE.md, "Large rooms: joins").
 _HS256 = HMACAlgorithm(HMACAlgorithm.SHA256)
 _HEADER_SEGMENT = base64url_encode(
     json.dumps({"alg": ALGORITHM, "typ": "JWT"}, separators=(",", ":"), sort_keys=True).encode()
