@@ -146,6 +146,9 @@ class Room:
         self.router_id = self.sid
         self.created_ms = time.time_ns() // 1_000_000
         self.participants: dict[str, Participant] = {}  # identity -> session
+        # Every session that has published a track (a superset of the publishers): info() counts publishers
+        # among these, not over the whole room.
+        self._published: dict[str, Participant] = {}  # sid -> session
         self.by_target: dict[str, Participant] = {}  # worker object id -> session
         self._ssrcs: set[int] = set()
         self._on_empty = on_empty
@@ -228,7 +231,7 @@ class Room:
 
     def info(self) -> models.Room:
         # A session is DISCONNECTED only once remove() has taken it out of ``participants``: every one listed
-        # counts, and only those with tracks need a look for a published one.
+        # counts, and only those that have published (``_published``) need a look for a published track.
         return lk.room_info(
             sid=self.sid,
             name=self.name,
@@ -238,7 +241,7 @@ class Room:
             empty_timeout=self.empty_timeout,
             departure_timeout=self.departure_timeout,
             num_participants=len(self.participants),
-            num_publishers=sum(1 for p in self.participants.values() if p.publications and p.is_publisher),
+            num_publishers=sum(1 for p in self._published.values() if p.is_publisher),
             enabled_codecs=self.settings.enabled_codecs,
         )
 
@@ -348,6 +351,7 @@ class Room:
         """Removes a session: DISCONNECTED to the others, its tracks dropped, its transports freed."""
         if self.participants.get(p.identity) is p:
             del self.participants[p.identity]
+        self._published.pop(p.sid, None)
         for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):
             if self.by_target.get(target) is p:
                 del self.by_target[target]
@@ -512,6 +516,8 @@ class Room:
         """After a negotiation: announce first (update with the tracks), then subscribe (offers follow)."""
         if not published and not removed:
             return
+        if published and self.participants.get(p.identity) is p:
+            self._published[p.sid] = p
         self._tracks_removed(p, removed)
         for pub in published:
             self.events.emit(ev.TRACK_PUBLISHED, self.info(), p.info(), pub.info)

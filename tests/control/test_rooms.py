@@ -851,6 +851,13 @@ async def test_track_subscribed_once_and_room_updates() -> None:
     assert client_a.of("room_update")[-1].room.num_publishers == 1
     await room.remove(c, models.DisconnectReason.CLIENT_INITIATED)
     assert client_a.of("room_update")[-1].room.num_participants == 2
+    assert room.info().num_publishers == 1
+    await room.unpublish(a, track_sid)
+    assert room.info().num_publishers == 0
+    await publish(room, b, "mic-2")
+    assert room.info().num_publishers == 1
+    await room.remove(b, models.DisconnectReason.CLIENT_INITIATED)
+    assert (room.info().num_participants, room.info().num_publishers) == (1, 0)
 
 
 async def test_publisher_ice_restart_gets_new_server_credentials() -> None:
