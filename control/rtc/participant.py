@@ -184,6 +184,10 @@ class ParticipantListener(Protocol):
         """``subscriber``'s consumer of the track is gone (its pipe may close)."""
         ...
 
+    def on_published(self, publisher: Participant) -> None:
+        """A track of ``publisher`` is published now (its producer exists on the worker)."""
+        ...
+
 
 def new_ssrc(taken: set[int]) -> int:
     """A random non-zero SSRC not in ``taken`` (RFC 3550 §8.1), added to it."""
@@ -216,6 +220,9 @@ class NullParticipantListener:
         pass
 
     def on_consumer_closed(self, subscriber: Participant, track_sid: str) -> None:
+        pass
+
+    def on_published(self, publisher: Participant) -> None:
         pass
 
 
@@ -737,6 +744,7 @@ class Participant:
                 log.warning("%s: cannot produce %s (mid %s): %r", self.sid, match.sid, mid, exc)
                 continue
             match.media = media
+            self.listener.on_published(self)
             match.info.mid = mid
             match.info.mime_type = media.mime_type
             self.changed()

@@ -146,8 +146,8 @@ class Room:
         self.router_id = self.sid
         self.created_ms = time.time_ns() // 1_000_000
         self.participants: dict[str, Participant] = {}  # identity -> session
-        # Every session that has published a track (a superset of the publishers): info() counts publishers
-        # among these, not over the whole room.
+        # Every session in the room that has published a track (on_published; a superset of the publishers):
+        # info() counts publishers and find_track looks for a track among these, not over the whole room.
         self._published: dict[str, Participant] = {}  # sid -> session
         self.by_target: dict[str, Participant] = {}  # worker object id -> session
         self._ssrcs: set[int] = set()
@@ -205,9 +205,7 @@ class Room:
         """The worker (and its MediaClient) of a new participant; the room's router is created there first."""
         worker_id = self.worker_id
         if self.pool is not None and self.spread.mode != "never":
-            members: dict[int, int] = {}
-            for w in self.worker_of.values():
-                members[w] = members.get(w, 0) + 1
+            members = dict(Counter(self.worker_of.values()))  # counted in C: this runs on every join
             worker_id = self.spread.place(self.worker_id, members, self.pool.loads({}))
             if isinstance(self.pool, OffHostPool):  # a cluster may place it on another node's worker
                 remote = await self.pool.place_off_host(self.name, self.router_id, members)
@@ -225,6 +223,10 @@ class Room:
         source = self.worker_of.get(found[0].sid, self.worker_id)
         dest = self.worker_of.get(subscriber.sid, self.worker_id)
         await self.pipes.ensure(track_sid, found[1].media.plan, source, dest, subscriber.sid)
+
+    def on_published(self, publisher: Participant) -> None:
+        if self.participants.get(publisher.identity) is publisher:
+            self._published[publisher.sid] = publisher
 
     def on_consumer_closed(self, subscriber: Participant, track_sid: str) -> None:
         self.pipes.release(track_sid, self.worker_of.get(subscriber.sid, self.worker_id), subscriber.sid)
@@ -249,7 +251,7 @@ class Room:
         return new_ssrc(self._ssrcs)
 
     def find_track(self, track_sid: str) -> tuple[Participant, Publication] | None:
-        for p in self.participants.values():
+        for p in self._published.values():
             pub = p.publications.get(track_sid)
             if pub is not None and pub.published:
                 return p, pub
@@ -516,8 +518,6 @@ class Room:
         """After a negotiation: announce first (update with the tracks), then subscribe (offers follow)."""
         if not published and not removed:
             return
-        if published and self.participants.get(p.identity) is p:
-            self._published[p.sid] = p
         self._tracks_removed(p, removed)
         for pub in published:
             self.events.emit(ev.TRACK_PUBLISHED, self.info(), p.info(), pub.info)

@@ -854,10 +854,14 @@ async def test_track_subscribed_once_and_room_updates() -> None:
     assert room.info().num_publishers == 1
     await room.unpublish(a, track_sid)
     assert room.info().num_publishers == 0
-    await publish(room, b, "mic-2")
+    assert room.find_track(track_sid) is None
+    bob_track = await publish(room, b, "mic-2")
     assert room.info().num_publishers == 1
+    found = room.find_track(bob_track)
+    assert found is not None and found[0] is b
     await room.remove(b, models.DisconnectReason.CLIENT_INITIATED)
     assert (room.info().num_participants, room.info().num_publishers) == (1, 0)
+    assert room.find_track(bob_track) is None
 
 
 async def test_publisher_ice_restart_gets_new_server_credentials() -> None:
