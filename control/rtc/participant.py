@@ -188,6 +188,10 @@ class ParticipantListener(Protocol):
         """A track of ``publisher`` is published now (its producer exists on the worker)."""
         ...
 
+    def on_info_changed(self, p: Participant) -> None:
+        """Something ``p``'s :meth:`Participant.info` shows changed (its entry in JoinResponses too)."""
+        ...
+
 
 def new_ssrc(taken: set[int]) -> int:
     """A random non-zero SSRC not in ``taken`` (RFC 3550 §8.1), added to it."""
@@ -223,6 +227,9 @@ class NullParticipantListener:
         pass
 
     def on_published(self, publisher: Participant) -> None:
+        pass
+
+    def on_info_changed(self, p: Participant) -> None:
         pass
 
 
@@ -448,7 +455,11 @@ class Participant:
 
     def changed(self) -> None:
         """Something :meth:`info` shows changed: the next call builds it again."""
+        self._info_changed()
+
+    def _info_changed(self) -> None:
         self._info = None
+        self.listener.on_info_changed(self)
 
     def _build_info(self) -> models.ParticipantInfo:
         tracks = [p.info for p in self.publications.values() if p.published]
@@ -470,7 +481,7 @@ class Participant:
 
     def bump(self) -> None:
         self.version += 1
-        self._info = None
+        self._info_changed()
 
     # ---- what the room changes -------------------------------------------------------------------
 
@@ -482,12 +493,12 @@ class Participant:
     def mark_disconnected(self, reason: int) -> None:
         self.disconnect_reason = reason
         self.state = State.DISCONNECTED
-        self._info = None
+        self._info_changed()
 
     def update_info(self, *, name: str = "", metadata: str = "", attributes: Mapping[str, str] | None = None) -> None:
         """LiveKit's rule for name, metadata and attributes: empty values keep the old ones, except that an
         attribute with an empty value is deleted."""
-        self._info = None
+        self._info_changed()
         if name:
             self.name = name
         if metadata:
@@ -500,7 +511,7 @@ class Participant:
 
     def set_permission(self, permission: models.ParticipantPermission) -> None:
         self.permission = permission
-        self._info = None
+        self._info_changed()
 
     def set_subscription_policy(self, policy: rtc.SubscriptionPermission) -> None:
         """Who may subscribe to this participant's tracks (a copy of the publisher's SubscriptionPermission)."""

@@ -149,6 +149,10 @@ class Room:
         # Every session in the room that has published a track (on_published; a superset of the publishers):
         # info() counts publishers and find_track looks for a track among these, not over the whole room.
         self._published: dict[str, Participant] = {}  # sid -> session
+        # Every session's entry in others' JoinResponses (Participant.listed), in the room's order; those whose info
+        # changed since (on_info_changed) are encoded again when the next JoinResponse goes out.
+        self._entries: dict[str, bytes] = {}  # sid -> entry
+        self._stale: dict[str, Participant] = {}  # sid -> session whose entry is out of date
         self.by_target: dict[str, Participant] = {}  # worker object id -> session
         self._ssrcs: set[int] = set()
         self._on_empty = on_empty
@@ -224,6 +228,10 @@ class Room:
         dest = self.worker_of.get(subscriber.sid, self.worker_id)
         await self.pipes.ensure(track_sid, found[1].media.plan, source, dest, subscriber.sid)
 
+    def on_info_changed(self, p: Participant) -> None:
+        if p.sid in self._entries:
+            self._stale[p.sid] = p
+
     def on_published(self, publisher: Participant) -> None:
         if self.participants.get(publisher.identity) is publisher:
             self._published[publisher.sid] = publisher
@@ -286,6 +294,8 @@ class Room:
                         enabled_codecs=self.settings.enabled_codecs, listener=self)
         self.worker_of[p.sid] = worker_id
         self.participants[p.identity] = p
+        self._entries[p.sid] = b""
+        self._stale[p.sid] = p
         for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):
             self.by_target[target] = p
             self.targets[target] = self
@@ -294,14 +304,13 @@ class Room:
         except Exception:
             await self.remove(p, Reason.JOIN_FAILURE, announce=False)
             raise
-        # Everyone else's info as encoded once per change (Participant.listed; hidden ones are empty): no copy nor
-        # encode of every other participant per newcomer.
-        others = [o.listed() for o in self.participants.values() if o is not p]
+        # Everyone else's info as encoded once per change (Participant.listed; hidden ones are empty), joined in C:
+        # no copy nor encode of every other participant per newcomer, no Python step per participant.
         room_info = self.info()
         p.send_frame(Frame.encoded("join", lk.join_response_bytes(
             room_info,
             p.info(),
-            others,
+            [self._listed_others(p)],
             server_version=self.settings.server_version,
             node_id=self.settings.node_id,
             region=self.settings.region,
@@ -327,6 +336,22 @@ class Room:
         self._send_refresh_token(p)
         p.call_later(self.settings.join_timeout_s, self._check_active, p)
         return p
+
+    def _listed_others(self, p: Participant) -> bytes:
+        """The JoinResponse entries of everyone in the room but ``p``, in the room's order."""
+        entries = self._entries
+        for sid, o in self._stale.items():
+            if sid in entries:
+                entries[sid] = o.listed()
+        self._stale.clear()
+        mine = entries.get(p.sid)
+        if mine is None:
+            return b"".join(entries.values())
+        entries[p.sid] = b""  # an assignment keeps the key's place
+        try:
+            return b"".join(entries.values())
+        finally:
+            entries[p.sid] = mine
 
     def _ice_servers(self, p: Participant) -> list[rtc.ICEServer]:
         """The configured TURN servers with this participant's credentials (fresh TURN REST ones each time)."""
@@ -354,6 +379,8 @@ class Room:
         if self.participants.get(p.identity) is p:
             del self.participants[p.identity]
         self._published.pop(p.sid, None)
+        self._entries.pop(p.sid, None)
+        self._stale.pop(p.sid, None)
         for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):
             if self.by_target.get(target) is p:
                 del self.by_target[target]

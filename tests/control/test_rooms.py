@@ -282,6 +282,21 @@ async def test_join_response_first_with_required_fields_then_subscriber_offer() 
     assert p.state == State.JOINED
 
 
+async def test_join_response_lists_everyone_else_as_they_are_now_in_room_order() -> None:
+    manager, _ = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    _, b, _ = await joined(manager, "bob")
+    await room.update_participant(a, metadata="changed")
+    _, c, client_c = await joined(manager, "carol")
+    others = list(client_c.messages[0].join.other_participants)
+    assert [(o.identity, o.metadata) for o in others] == [("alice", "changed"), ("bob", "")]
+    assert [(o.state, o.version) for o in others] == [(x.info().state, x.info().version) for x in (a, b)]
+    await room.remove(b, models.DisconnectReason.CLIENT_INITIATED)
+    await joined(manager, "erin", hidden=True)
+    _, _, client_d = await joined(manager, "dave")
+    assert [o.identity for o in client_d.messages[0].join.other_participants] == ["alice", "carol"]
+
+
 async def test_second_participant_sees_first_and_first_gets_update() -> None:
     manager, _ = make_manager()
     _, a, client_a = await joined(manager, "alice")
