@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -53,6 +54,7 @@ from router.messages import DataMessage, StreamState, TransportScores, Transport
 from router.protocol import Event
 
 log = logging.getLogger("control.rtc.rooms")
+_PUBLICATIONS = operator.attrgetter("publications")  # a session's publications, truthy when it has any
 
 Reason = models.DisconnectReason
 SPEAKER_INTERVAL_S = 0.4  # LiveKit's audio.update_interval
@@ -327,7 +329,8 @@ class Room:
         self.broadcast(p, immediate=False)  # a newcomer publishes nothing yet
         self.send_room_update(batched=True)
         if p.auto_subscribes:
-            for other in list(self.participants.values()):
+            # Those with publications picked in C (filter, attrgetter): most of a large room has none.
+            for other in list(filter(_PUBLICATIONS, self.participants.values())):
                 if other is not p:
                     for pub in other.publications.values():
                         self.subscribe(p, other, pub)
