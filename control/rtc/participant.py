@@ -35,7 +35,17 @@ from control.rtc.negotiation import SubscribedTrack, TrackPlan, TransportParams
 
 log = logging.getLogger("control.rtc.participant")
 
-State = models.ParticipantInfo.State
+
+class State:
+    """``ParticipantInfo.State`` values as plain ints: an attribute of the protobuf enum wrapper is a Python
+    ``__getattr__`` call each time, and a broadcast compares every recipient's state."""
+
+    JOINING: int = models.ParticipantInfo.State.JOINING
+    JOINED: int = models.ParticipantInfo.State.JOINED
+    ACTIVE: int = models.ParticipantInfo.State.ACTIVE
+    DISCONNECTED: int = models.ParticipantInfo.State.DISCONNECTED
+
+
 RELIABLE = "_reliable"
 LOSSY = "_lossy"
 # The subscriber PC's server-created channels (LiveKit's names): reliable, and lossy (unordered, no retransmits).

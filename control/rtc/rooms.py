@@ -186,6 +186,7 @@ class Room:
         self.pool = pool
         self.spread = spread or SpreadPolicy("never")
         self.worker_of: dict[str, int] = {}
+        self._members: Counter[int] = Counter()  # worker -> sessions on it (worker_of counted, for placement)
         self.router_workers: set[int] = {worker_id}
         self.pipes = RoomPipes(self.router_id, self._pipe_media, self._pipe_ends, self.new_ssrc)
 
@@ -211,7 +212,7 @@ class Room:
         """The worker (and its MediaClient) of a new participant; the room's router is created there first."""
         worker_id = self.worker_id
         if self.pool is not None and self.spread.mode != "never":
-            members = dict(Counter(self.worker_of.values()))  # counted in C: this runs on every join
+            members = dict(self._members)
             worker_id = self.spread.place(self.worker_id, members, self.pool.loads({}))
             if isinstance(self.pool, OffHostPool):  # a cluster may place it on another node's worker
                 remote = await self.pool.place_off_host(self.name, self.router_id, members)
@@ -295,6 +296,7 @@ class Room:
                         negotiator=self.negotiator, router_id=self.router_id,
                         enabled_codecs=self.settings.enabled_codecs, listener=self)
         self.worker_of[p.sid] = worker_id
+        self._members[worker_id] += 1
         self.participants[p.identity] = p
         self._entries[p.sid] = b""
         self._stale[p.sid] = p
@@ -410,7 +412,11 @@ class Room:
         if announce and not self.closing and self.participants:
             self.send_room_update(batched=True)
         await p.close()
-        self.worker_of.pop(p.sid, None)
+        gone = self.worker_of.pop(p.sid, None)
+        if gone is not None:
+            self._members[gone] -= 1
+            if not self._members[gone]:
+                del self._members[gone]
         self.check_empty()
 
     def _tell_left(self, p: Participant) -> None:
