@@ -16,15 +16,17 @@ semantics of LiveKit's `auth/verifier.go` and `auth/grants.go`:
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
-from jwt.warnings import InsecureKeyLengthWarning
+from jwt.algorithms import HMACAlgorithm
+from jwt.utils import base64url_encode
 from livekit.protocol import models
 
 LEEWAY_S = 60
@@ -33,6 +35,15 @@ MIN_REFRESH_TTL_S = 600
 MAX_NAME_LENGTH = 256
 MAX_TOKEN_TIME = 2**53  # seconds; JSON numbers beyond this are not exact integers any more
 ALGORITHM = "HS256"
+
+# One HS256 signer, and the header segment every token we mint starts with (what ``jwt.encode`` writes for HS256:
+# its keys sorted, no spaces). Signing and verifying with them costs one JSON parse or dump and one HMAC per token,
+# where ``jwt.encode`` and three ``jwt.decode`` passes cost a header dump, a key check and a warning per token and
+# three base64 and JSON parses of the same token (docs/PERFORMANCE.md, "Large rooms: joins").
+_HS256 = HMACAlgorithm(HMACAlgorithm.SHA256)
+_HEADER_SEGMENT = base64url_encode(
+    json.dumps({"alg": ALGORITHM, "typ": "JWT"}, separators=(",", ":"), sort_keys=True).encode()
+)
 
 #: LiveKit's canPublishSources names -> TrackSource enum values.
 SOURCE_NAMES: dict[str, int] = {
@@ -279,20 +290,35 @@ def create_token(
         payload["attributes"] = dict(attributes)
     if kind:
         payload["kind"] = kind
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InsecureKeyLengthWarning)
-        return jwt.encode(payload, api_secret, algorithm=ALGORITHM)
+    return _sign(payload, api_secret)
+
+
+@functools.lru_cache(maxsize=64)
+def _hmac_key(secret: str) -> bytes:
+    """The secret as PyJWT's HMAC key (``prepare_key`` refuses PEM and SSH public keys: InvalidKeyError)."""
+    return _HS256.prepare_key(secret)
+
+
+def _sign(payload: dict[str, Any], secret: str) -> str:
+    """The compact JWS of ``payload`` under HS256, byte for byte what ``jwt.encode(payload, secret, "HS256")``
+    returns, without its warning about secrets shorter than 32 bytes (LiveKit's dev secret is 6)."""
+    if not isinstance(payload.get("iss", ""), str):
+        raise TypeError("Issuer (iss) must be a string.")
+    signing_input = _HEADER_SEGMENT + b"." + base64url_encode(json.dumps(payload, separators=(",", ":")).encode())
+    return (signing_input + b"." + base64url_encode(_HS256.sign(signing_input, _hmac_key(secret)))).decode()
 
 
 def verify_token(token: str, keys: Mapping[str, str], *, now: float | None = None) -> Claims:
     """Verify a token against the known API keys ({api_key: secret}); raises AuthError with the reason."""
     if not token:
         raise AuthError("no token")
+    # One parse of the token (header and payload), then the HMAC over its first two segments: PyJWT's checks of
+    # the same token (segments, base64url, JSON objects, header parameters, alg, signature, sub and jti types).
     try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
+        decoded = jwt.api_jwt.decode_complete(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
         raise AuthError("malformed token") from exc
+    header, unverified = decoded["header"], decoded["payload"]
     alg = header.get("alg")
     if alg != ALGORITHM:
         raise AuthError(f"unsupported token algorithm {alg!r}, only HS256 is accepted")
@@ -303,24 +329,16 @@ def verify_token(token: str, keys: Mapping[str, str], *, now: float | None = Non
     if not secret:
         raise AuthError("unknown API key")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", InsecureKeyLengthWarning)
-            payload = jwt.decode(
-                token,
-                secret,
-                algorithms=[ALGORITHM],
-                options={
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                    "verify_iss": False,
-                    "verify_aud": False,
-                },
-            )
-    except jwt.InvalidSignatureError as exc:
-        raise AuthError("invalid token signature") from exc
+        key = _hmac_key(secret)
     except jwt.PyJWTError as exc:
         raise AuthError("malformed token") from exc
+    signing_input = token.encode().rsplit(b".", 1)[0]
+    if not _HS256.verify(signing_input, key, decoded["signature"]):
+        raise AuthError("invalid token signature")
+    payload = unverified
+    for claim in ("sub", "jti"):  # PyJWT's verify_sub and verify_jti
+        if claim in payload and not isinstance(payload[claim], str):
+            raise AuthError("malformed token")
     return _claims_from_payload(payload, issuer, _now(now))
 
 

@@ -359,6 +359,10 @@ class MediaService:
             router.transports.add(transport_id)
             existing = transport
             self.kick_tick()
+        if body.data_producer is not None:
+            await self.transport_produce_data(transport_id, body.data_producer)
+        for channel in body.data_channels:
+            await self.transport_open_data_channel(transport_id, channel)
         return CreateWebRtcTransportReply(
             ice_ufrag=existing.ice.local_ufrag,
             ice_pwd=existing.ice.local_pwd,

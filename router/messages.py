@@ -39,11 +39,16 @@ Fingerprint = tuple[str, str]  # (algorithm, "AB:CD:..."), as in an SDP a=finger
 @dataclass(frozen=True, slots=True)
 class CreateWebRtcTransportRequest(Body):
     """``media_router.create_webrtc_transport`` (target: the router id). Without credentials the worker picks
-    them; with them (a resumed session keeps its ICE credentials) it uses these."""
+    them; with them (a resumed session keeps its ICE credentials) it uses these. With ``data_producer`` and
+    ``data_channels`` the new transport gets them at once."""
 
     transport_id: str
     ice_ufrag: str | None = None
     ice_pwd: str | None = None
+    # Set up in the same request, in this order, as ``transport.produce_data`` and ``transport.open_data_channel``
+    # would right after it (a participant's join: one round trip instead of three).
+    data_producer: ProduceDataRequest | None = None
+    data_channels: list[OpenDataChannelRequest] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

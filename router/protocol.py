@@ -172,8 +172,9 @@ Envelope = Request | Response | Notification
 
 def encode(envelope: Envelope) -> bytes:
     """Validates and packs one envelope into a msgpack frame."""
-    _validate(envelope.to_wire())
-    return msgpack.packb(envelope.to_wire(), use_bin_type=True)
+    wire = envelope.to_wire()
+    _validate(wire)
+    return msgpack.packb(wire, use_bin_type=True)
 
 
 def decode(frame: bytes) -> Envelope:
@@ -274,7 +275,10 @@ class Body:
     __dataclass_fields__: ClassVar[dict[str, Any]]
 
     def to_wire(self) -> dict[str, Any]:
-        return {f.name: _to_wire(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        names = _NAMES.get(type(self))
+        if names is None:
+            names = _NAMES[type(self)] = tuple(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
+        return {name: _to_wire(getattr(self, name)) for name in names}
 
     def problem(self) -> tuple[str, str] | None:
         """``(field, why)`` when the values break a rule the types cannot say (``("id_map", "must be 256
@@ -306,6 +310,7 @@ class Body:
 
 
 _FIELDS: dict[type, list[tuple[str, Any, bool]]] = {}
+_NAMES: dict[type, tuple[str, ...]] = {}  # to_wire: the field names of a body class, in order
 
 
 def _fields(cls: type) -> list[tuple[str, Any, bool]]:
@@ -330,6 +335,16 @@ def _to_wire(value: Any) -> Any:
 
 
 _SCALARS = (int, float, bool, str, bytes, type(None))
+
+_SHAPES: dict[Any, tuple[Any, tuple[Any, ...]]] = {}
+
+
+def _shape(hint: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``typing.get_origin`` and ``typing.get_args`` of a field's annotation, worked out once per annotation."""
+    shape = _SHAPES.get(hint)
+    if shape is None:
+        shape = _SHAPES[hint] = (typing.get_origin(hint), typing.get_args(hint))
+    return shape
 
 
 def _scalar(hint: Any, value: Any) -> tuple[bool, Any]:
@@ -364,8 +379,7 @@ def _check(owner: str, path: str, hint: Any, value: Any) -> Any:
     """``value`` checked against ``hint`` (and converted: arrays to tuples, ints to floats, maps to Bodies)."""
     if hint is Any:
         return value
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
+    origin, args = _shape(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

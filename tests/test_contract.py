@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from control.rtc.codecs import Codec
-from control.rtc.media import MediaClient
+from control.rtc.media import DataChannelSpec, DataProducerSpec, MediaClient
 from control.rtc.negotiation import TrackPlan
 from router.media_host import install_media
 from router.messages import (
@@ -292,6 +292,20 @@ async def test_media_client_bodies_carry_the_arguments() -> None:
     # twcc_id: the transport-cc id every subscriber offer negotiates (send-side bandwidth estimation).
     assert consume == ConsumeRequest(consumer_id="c", producer_id="p", out_ssrc=7, pt_map=[(96, 100)], twcc_id=5)
     assert send == SendDataRequest(label="_reliable", data=b"x")
+
+
+async def test_create_transport_carries_the_data_setup_of_a_join() -> None:
+    sender = RecordingSender()
+    media = MediaClient(sender)
+    await media.create_transport("r", "pub", data_producer=DataProducerSpec("d", "*", relay_to_control=True))
+    await media.create_transport("r", "sub", data_channels=[DataChannelSpec("_reliable"),
+                                                          DataChannelSpec("_lossy", ordered=False, max_retransmits=0)])
+    pub, sub = (body for _, _, body in sender.sent)
+    assert pub == CreateWebRtcTransportRequest(
+        transport_id="pub", data_producer=ProduceDataRequest(data_producer_id="d", label="*", relay_to_control=True))
+    assert sub == CreateWebRtcTransportRequest(transport_id="sub", data_channels=[
+        OpenDataChannelRequest(label="_reliable", ordered=True),
+        OpenDataChannelRequest(label="_lossy", ordered=False, max_retransmits=0)])
 
 
 async def test_pipe_bodies_carry_the_track_and_the_pipe_ssrcs() -> None:

@@ -727,8 +727,11 @@ class CandidateInit:
         return json.dumps(body, separators=(",", ":"))
 
 
+_TARGETS = (rtc.SignalTarget.PUBLISHER, rtc.SignalTarget.SUBSCRIBER)
+
+
 def _check_target(target: int) -> None:
-    if target not in (rtc.SignalTarget.PUBLISHER, rtc.SignalTarget.SUBSCRIBER):
+    if target not in _TARGETS:
         raise ValueError(f"trickle target {target!r} must be PUBLISHER (0) or SUBSCRIBER (1)")
 
 

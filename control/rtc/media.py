@@ -9,6 +9,8 @@ ids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from control.rtc.codecs import SUBSCRIBER_TWCC_ID, URI_TRANSPORT_CC
@@ -36,6 +38,24 @@ from router.messages import (
 from router.protocol import Body, Empty, Method, WorkerDump
 
 EMPTY = Empty()
+
+
+@dataclass(frozen=True, slots=True)
+class DataProducerSpec:
+    """A DataProducer created with its transport (:meth:`MediaClient.produce_data`'s arguments)."""
+
+    data_producer_id: str
+    label: str = "*"
+    relay_to_control: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DataChannelSpec:
+    """A server-created channel opened with its transport (:meth:`MediaClient.open_data_channel`'s arguments)."""
+
+    label: str
+    ordered: bool = True
+    max_retransmits: int | None = None
 
 
 class RequestSender(Protocol):
@@ -66,11 +86,27 @@ class MediaClient:
         await self._request(Method.MEDIA_ROUTER_CLOSE, router_id, EMPTY)
 
     async def create_transport(
-        self, router_id: str, transport_id: str, *, ice_ufrag: str | None = None, ice_pwd: str | None = None
+        self,
+        router_id: str,
+        transport_id: str,
+        *,
+        ice_ufrag: str | None = None,
+        ice_pwd: str | None = None,
+        data_producer: DataProducerSpec | None = None,
+        data_channels: Sequence[DataChannelSpec] = (),
     ) -> TransportParams:
-        request = CreateWebRtcTransportRequest(transport_id=transport_id)
-        if ice_ufrag and ice_pwd:
-            request = CreateWebRtcTransportRequest(transport_id=transport_id, ice_ufrag=ice_ufrag, ice_pwd=ice_pwd)
+        """A WebRTC transport; with ``data_producer`` and ``data_channels`` it is set up as :meth:`produce_data`
+        and :meth:`open_data_channel` would, in the same request."""
+        request = CreateWebRtcTransportRequest(
+            transport_id=transport_id,
+            ice_ufrag=ice_ufrag if ice_ufrag and ice_pwd else None,
+            ice_pwd=ice_pwd if ice_ufrag and ice_pwd else None,
+            data_producer=None if data_producer is None else ProduceDataRequest(
+                data_producer_id=data_producer.data_producer_id, label=data_producer.label,
+                relay_to_control=data_producer.relay_to_control),
+            data_channels=[OpenDataChannelRequest(label=c.label, ordered=c.ordered, max_retransmits=c.max_retransmits)
+                           for c in data_channels],
+        )
         reply = CreateWebRtcTransportReply.from_wire(
             await self._request(Method.MEDIA_ROUTER_CREATE_WEBRTC_TRANSPORT, router_id, request)
         )

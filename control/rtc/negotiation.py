@@ -13,6 +13,7 @@ offer shape of docs/PROTOCOL.md (Subscriber offers). Pure functions, no I/O.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -74,6 +75,14 @@ DATA_FORMAT = "webrtc-datachannel"
 
 class NegotiationError(ValueError):
     """An offer or answer that is valid SDP but cannot be negotiated; the message gives the reason."""
+
+
+# Non-empty and without whitespace (``\s`` is what ``str.isspace`` calls whitespace): one regex match per value.
+_TOKEN = re.compile(r"\S+")
+
+
+def _is_token(value: str) -> bool:
+    return bool(value) and _TOKEN.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -207,13 +216,13 @@ class SubscribedTrack:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"SubscribedTrack kind must be audio or video, got {self.kind!r}")
-        if not self.mid or any(c.isspace() for c in self.mid):
+        if not _is_token(self.mid):
             raise ValueError(f"SubscribedTrack mid {self.mid!r} must be a non-empty token")
         if not 0 < self.out_ssrc <= 0xFFFFFFFF:
             raise ValueError(f"out_ssrc must be in 1..2^32-1, got {self.out_ssrc}")
         for name in ("stream_id", "track_id", "cname"):
             value = getattr(self, name)
-            if not value or any(c.isspace() for c in value):
+            if not _is_token(value):
                 raise ValueError(f"SubscribedTrack {name} {value!r} must be a non-empty token")
         if (self.rtx_pt is None) != (self.rtx_ssrc == 0):
             raise ValueError("SubscribedTrack needs both rtx_pt and rtx_ssrc, or neither")

@@ -30,13 +30,26 @@ from control.auth import Claims
 from control.rtc import lk_messages as lk
 from control.rtc import negotiation
 from control.rtc.frames import Frame
+from control.rtc.media import DataChannelSpec, DataProducerSpec
 from control.rtc.negotiation import SubscribedTrack, TrackPlan, TransportParams
 
 log = logging.getLogger("control.rtc.participant")
 
-State = models.ParticipantInfo.State
+
+class State:
+    """``ParticipantInfo.State`` values as plain ints: an attribute of the protobuf enum wrapper is a Python
+    ``__getattr__`` call each time, and a broadcast compares every recipient's state."""
+
+    JOINING: int = models.ParticipantInfo.State.JOINING
+    JOINED: int = models.ParticipantInfo.State.JOINED
+    ACTIVE: int = models.ParticipantInfo.State.ACTIVE
+    DISCONNECTED: int = models.ParticipantInfo.State.DISCONNECTED
+
+
 RELIABLE = "_reliable"
 LOSSY = "_lossy"
+# The subscriber PC's server-created channels (LiveKit's names): reliable, and lossy (unordered, no retransmits).
+SERVER_CHANNELS = (DataChannelSpec(RELIABLE, ordered=True), DataChannelSpec(LOSSY, ordered=False, max_retransmits=0))
 DATA_LABELS = (RELIABLE, LOSSY)
 RID_RANK = {"q": 0, "h": 1, "f": 2}  # LiveKit's simulcast rids, low to high (videoQualityForRid)
 _MID = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
@@ -64,7 +77,10 @@ class MediaApi(Protocol):
 
     async def create_router(self, router_id: str) -> None: ...
     async def close_router(self, router_id: str) -> None: ...
-    async def create_transport(self, router_id: str, transport_id: str) -> TransportParams: ...
+    async def create_transport(
+        self, router_id: str, transport_id: str, *, data_producer: DataProducerSpec | None = None,
+        data_channels: Sequence[DataChannelSpec] = (),
+    ) -> TransportParams: ...
     async def connect(
         self, transport_id: str, *, role: str, fingerprints: list[tuple[str, str]],
         sctp_port: int | None = None, max_message_size: int = 262144,
@@ -178,6 +194,14 @@ class ParticipantListener(Protocol):
         """``subscriber``'s consumer of the track is gone (its pipe may close)."""
         ...
 
+    def on_published(self, publisher: Participant) -> None:
+        """A track of ``publisher`` is published now (its producer exists on the worker)."""
+        ...
+
+    def on_info_changed(self, p: Participant) -> None:
+        """Something ``p``'s :meth:`Participant.info` shows changed (its entry in JoinResponses too)."""
+        ...
+
 
 def new_ssrc(taken: set[int]) -> int:
     """A random non-zero SSRC not in ``taken`` (RFC 3550 §8.1), added to it."""
@@ -210,6 +234,12 @@ class NullParticipantListener:
         pass
 
     def on_consumer_closed(self, subscriber: Participant, track_sid: str) -> None:
+        pass
+
+    def on_published(self, publisher: Participant) -> None:
+        pass
+
+    def on_info_changed(self, p: Participant) -> None:
         pass
 
 
@@ -435,7 +465,11 @@ class Participant:
 
     def changed(self) -> None:
         """Something :meth:`info` shows changed: the next call builds it again."""
+        self._info_changed()
+
+    def _info_changed(self) -> None:
         self._info = None
+        self.listener.on_info_changed(self)
 
     def _build_info(self) -> models.ParticipantInfo:
         tracks = [p.info for p in self.publications.values() if p.published]
@@ -457,7 +491,7 @@ class Participant:
 
     def bump(self) -> None:
         self.version += 1
-        self._info = None
+        self._info_changed()
 
     # ---- what the room changes -------------------------------------------------------------------
 
@@ -469,12 +503,12 @@ class Participant:
     def mark_disconnected(self, reason: int) -> None:
         self.disconnect_reason = reason
         self.state = State.DISCONNECTED
-        self._info = None
+        self._info_changed()
 
     def update_info(self, *, name: str = "", metadata: str = "", attributes: Mapping[str, str] | None = None) -> None:
         """LiveKit's rule for name, metadata and attributes: empty values keep the old ones, except that an
         attribute with an empty value is deleted."""
-        self._info = None
+        self._info_changed()
         if name:
             self.name = name
         if metadata:
@@ -487,7 +521,7 @@ class Participant:
 
     def set_permission(self, permission: models.ParticipantPermission) -> None:
         self.permission = permission
-        self._info = None
+        self._info_changed()
 
     def set_subscription_policy(self, policy: rtc.SubscriptionPermission) -> None:
         """Who may subscribe to this participant's tracks (a copy of the publisher's SubscriptionPermission)."""
@@ -525,18 +559,18 @@ class Participant:
     # ---- life cycle ------------------------------------------------------------------------------
 
     async def setup(self) -> None:
-        """Creates both transports, the data relay of the publisher PC and the server's data channels."""
+        """Creates both transports, the data relay of the publisher PC and the server's data channels: two
+        requests, each setting up its transport whole, in flight at once."""
         self.pub_params, self.sub_params = await asyncio.gather(
-            self.media.create_transport(self.router_id, self.pub_transport_id),
-            self.media.create_transport(self.router_id, self.sub_transport_id),
+            # Client data arrives on the channels the client opens on its publisher PC; control applies LiveKit's
+            # DataPacket rules (sender, destinations, canPublishData) and re-sends it (docs/PROTOCOL.md, Data
+            # packets).
+            self.media.create_transport(
+                self.router_id, self.pub_transport_id,
+                data_producer=DataProducerSpec(self.data_producer_id, "*", relay_to_control=True),
+            ),
+            self.media.create_transport(self.router_id, self.sub_transport_id, data_channels=SERVER_CHANNELS),
         )
-        # Client data arrives on the channels the client opens on its publisher PC; control applies LiveKit's
-        # DataPacket rules (sender, destinations, canPublishData) and re-sends it (docs/PROTOCOL.md, Data packets).
-        await self.media.produce_data(
-            self.pub_transport_id, self.data_producer_id, "*", relay_to_control=True
-        )
-        await self.media.open_data_channel(self.sub_transport_id, RELIABLE, ordered=True)
-        await self.media.open_data_channel(self.sub_transport_id, LOSSY, ordered=False, max_retransmits=0)
 
     def signal_lost(self, grace_s: float, on_expire: Callable[[], None]) -> None:
         """The WebSocket is gone without a leave: ``on_expire`` runs after ``grace_s`` unless closed first."""
@@ -731,6 +765,7 @@ class Participant:
                 log.warning("%s: cannot produce %s (mid %s): %r", self.sid, match.sid, mid, exc)
                 continue
             match.media = media
+            self.listener.on_published(self)
             match.info.mid = mid
             match.info.mime_type = media.mime_type
             self.changed()

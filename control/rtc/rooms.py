@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -53,6 +54,7 @@ from router.messages import DataMessage, StreamState, TransportScores, Transport
 from router.protocol import Event
 
 log = logging.getLogger("control.rtc.rooms")
+_PUBLICATIONS = operator.attrgetter("publications")  # a session's publications, truthy when it has any
 
 Reason = models.DisconnectReason
 SPEAKER_INTERVAL_S = 0.4  # LiveKit's audio.update_interval
@@ -146,6 +148,13 @@ class Room:
         self.router_id = self.sid
         self.created_ms = time.time_ns() // 1_000_000
         self.participants: dict[str, Participant] = {}  # identity -> session
+        # Every session in the room that has published a track (on_published; a superset of the publishers):
+        # info() counts publishers and find_track looks for a track among these, not over the whole room.
+        self._published: dict[str, Participant] = {}  # sid -> session
+        # Every session's entry in others' JoinResponses (Participant.listed), in the room's order; those whose info
+        # changed since (on_info_changed) are encoded again when the next JoinResponse goes out.
+        self._entries: dict[str, bytes] = {}  # sid -> entry
+        self._stale: dict[str, Participant] = {}  # sid -> session whose entry is out of date
         self.by_target: dict[str, Participant] = {}  # worker object id -> session
         self._ssrcs: set[int] = set()
         self._on_empty = on_empty
@@ -177,6 +186,7 @@ class Room:
         self.pool = pool
         self.spread = spread or SpreadPolicy("never")
         self.worker_of: dict[str, int] = {}
+        self._members: Counter[int] = Counter()  # worker -> sessions on it (worker_of counted, for placement)
         self.router_workers: set[int] = {worker_id}
         self.pipes = RoomPipes(self.router_id, self._pipe_media, self._pipe_ends, self.new_ssrc)
 
@@ -202,9 +212,7 @@ class Room:
         """The worker (and its MediaClient) of a new participant; the room's router is created there first."""
         worker_id = self.worker_id
         if self.pool is not None and self.spread.mode != "never":
-            members: dict[int, int] = {}
-            for w in self.worker_of.values():
-                members[w] = members.get(w, 0) + 1
+            members = dict(self._members)
             worker_id = self.spread.place(self.worker_id, members, self.pool.loads({}))
             if isinstance(self.pool, OffHostPool):  # a cluster may place it on another node's worker
                 remote = await self.pool.place_off_host(self.name, self.router_id, members)
@@ -223,12 +231,20 @@ class Room:
         dest = self.worker_of.get(subscriber.sid, self.worker_id)
         await self.pipes.ensure(track_sid, found[1].media.plan, source, dest, subscriber.sid)
 
+    def on_info_changed(self, p: Participant) -> None:
+        if p.sid in self._entries:
+            self._stale[p.sid] = p
+
+    def on_published(self, publisher: Participant) -> None:
+        if self.participants.get(publisher.identity) is publisher:
+            self._published[publisher.sid] = publisher
+
     def on_consumer_closed(self, subscriber: Participant, track_sid: str) -> None:
         self.pipes.release(track_sid, self.worker_of.get(subscriber.sid, self.worker_id), subscriber.sid)
 
     def info(self) -> models.Room:
         # A session is DISCONNECTED only once remove() has taken it out of ``participants``: every one listed
-        # counts, and only those with tracks need a look for a published one.
+        # counts, and only those that have published (``_published``) need a look for a published track.
         return lk.room_info(
             sid=self.sid,
             name=self.name,
@@ -238,7 +254,7 @@ class Room:
             empty_timeout=self.empty_timeout,
             departure_timeout=self.departure_timeout,
             num_participants=len(self.participants),
-            num_publishers=sum(1 for p in self.participants.values() if p.publications and p.is_publisher),
+            num_publishers=sum(1 for p in self._published.values() if p.is_publisher),
             enabled_codecs=self.settings.enabled_codecs,
         )
 
@@ -246,7 +262,7 @@ class Room:
         return new_ssrc(self._ssrcs)
 
     def find_track(self, track_sid: str) -> tuple[Participant, Publication] | None:
-        for p in self.participants.values():
+        for p in self._published.values():
             pub = p.publications.get(track_sid)
             if pub is not None and pub.published:
                 return p, pub
@@ -280,7 +296,10 @@ class Room:
                         negotiator=self.negotiator, router_id=self.router_id,
                         enabled_codecs=self.settings.enabled_codecs, listener=self)
         self.worker_of[p.sid] = worker_id
+        self._members[worker_id] += 1
         self.participants[p.identity] = p
+        self._entries[p.sid] = b""
+        self._stale[p.sid] = p
         for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):
             self.by_target[target] = p
             self.targets[target] = self
@@ -289,14 +308,13 @@ class Room:
         except Exception:
             await self.remove(p, Reason.JOIN_FAILURE, announce=False)
             raise
-        # Everyone else's info as encoded once per change (Participant.listed; hidden ones are empty): no copy nor
-        # encode of every other participant per newcomer.
-        others = [o.listed() for o in self.participants.values() if o is not p]
+        # Everyone else's info as encoded once per change (Participant.listed; hidden ones are empty), joined in C:
+        # no copy nor encode of every other participant per newcomer, no Python step per participant.
         room_info = self.info()
         p.send_frame(Frame.encoded("join", lk.join_response_bytes(
             room_info,
             p.info(),
-            others,
+            [self._listed_others(p)],
             server_version=self.settings.server_version,
             node_id=self.settings.node_id,
             region=self.settings.region,
@@ -313,7 +331,8 @@ class Room:
         self.broadcast(p, immediate=False)  # a newcomer publishes nothing yet
         self.send_room_update(batched=True)
         if p.auto_subscribes:
-            for other in list(self.participants.values()):
+            # Those with publications picked in C (filter, attrgetter): most of a large room has none.
+            for other in list(filter(_PUBLICATIONS, self.participants.values())):
                 if other is not p:
                     for pub in other.publications.values():
                         self.subscribe(p, other, pub)
@@ -322,6 +341,22 @@ class Room:
         self._send_refresh_token(p)
         p.call_later(self.settings.join_timeout_s, self._check_active, p)
         return p
+
+    def _listed_others(self, p: Participant) -> bytes:
+        """The JoinResponse entries of everyone in the room but ``p``, in the room's order."""
+        entries = self._entries
+        for sid, o in self._stale.items():
+            if sid in entries:
+                entries[sid] = o.listed()
+        self._stale.clear()
+        mine = entries.get(p.sid)
+        if mine is None:
+            return b"".join(entries.values())
+        entries[p.sid] = b""  # an assignment keeps the key's place
+        try:
+            return b"".join(entries.values())
+        finally:
+            entries[p.sid] = mine
 
     def _ice_servers(self, p: Participant) -> list[rtc.ICEServer]:
         """The configured TURN servers with this participant's credentials (fresh TURN REST ones each time)."""
@@ -348,6 +383,9 @@ class Room:
         """Removes a session: DISCONNECTED to the others, its tracks dropped, its transports freed."""
         if self.participants.get(p.identity) is p:
             del self.participants[p.identity]
+        self._published.pop(p.sid, None)
+        self._entries.pop(p.sid, None)
+        self._stale.pop(p.sid, None)
         for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):
             if self.by_target.get(target) is p:
                 del self.by_target[target]
@@ -374,7 +412,11 @@ class Room:
         if announce and not self.closing and self.participants:
             self.send_room_update(batched=True)
         await p.close()
-        self.worker_of.pop(p.sid, None)
+        gone = self.worker_of.pop(p.sid, None)
+        if gone is not None:
+            self._members[gone] -= 1
+            if not self._members[gone]:
+                del self._members[gone]
         self.check_empty()
 
     def _tell_left(self, p: Participant) -> None:

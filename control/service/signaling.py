@@ -293,7 +293,7 @@ async def dispatch(room: Room, p: Participant, frame: bytes | str, connection: C
             _refuse_over_rate(p, kind, msg)
         return False
     signal_message(kind)
-    if kind not in ("ping", "ping_req", "trickle"):
+    if kind not in ("ping", "ping_req", "trickle") and log.isEnabledFor(logging.DEBUG):  # str(msg) costs
         log.debug("%s: %s %s", p.sid, kind, str(msg).replace("\n", " ")[:300] if kind != "offer" else "")
     try:
         return await _handle(room, p, kind, msg)

@@ -239,6 +239,26 @@ def test_missing_issuer_is_refused() -> None:
     assert _refusal(_sign(_payload(iss=None))) == "missing iss claim"
 
 
+def test_non_string_sub_or_jti_is_malformed() -> None:
+    # PyJWT's sub and jti checks: each must be a string when present.
+    assert _refusal(_sign(_payload(sub=42))) == "malformed token"
+    assert _refusal(_sign(_payload(jti=["x"]))) == "malformed token"
+    assert verify_token(_sign(_payload(sub=None, jti="j-1")), KEYS, now=NOW).identity == "j-1"
+
+
+def test_bad_signature_encoding_is_malformed() -> None:
+    header, payload, sig = _sign(_payload()).split(".")
+    assert _refusal(f"{header}.{payload}.{sig}!") == "malformed token"
+
+
+def test_created_token_is_what_pyjwt_encodes() -> None:
+    token = create_token(KEY, SECRET, identity="u", room="r", name="N", metadata="m", attributes={"a": "b"},
+                         kind="agent", now=NOW)
+    payload = jwt.decode(token, options={"verify_signature": False})
+    assert token == _sign(payload)
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT"}
+
+
 @pytest.mark.parametrize("token", ["garbage", "a.b.c", "eyJhbGciOiJIUzI1NiJ9.%%%.xyz"])
 def test_malformed_token_is_refused(token: str) -> None:
     assert _refusal(token) == "malformed token"

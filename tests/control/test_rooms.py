@@ -72,9 +72,19 @@ class FakeMedia:
     async def close_router(self, router_id: str) -> None:
         self.calls.append(("close_router", router_id))
 
-    async def create_transport(self, router_id: str, transport_id: str) -> FakeParams:
-        self.calls.append(("create_transport", router_id, transport_id))
+    async def create_transport(self, router_id: str, transport_id: str, *, data_producer: Any = None,
+                               data_channels: Any = ()) -> FakeParams:
+        self._create(router_id, transport_id, data_producer, data_channels)
         return FakeParams(ice_ufrag=transport_id[-8:])
+
+    def _create(self, router_id: str, transport_id: str, data_producer: Any, data_channels: Any) -> None:
+        """A transport set up in one request is recorded as the separate requests it stands for."""
+        self.calls.append(("create_transport", router_id, transport_id))
+        if data_producer is not None:
+            self.calls.append(("produce_data", transport_id, data_producer.data_producer_id, data_producer.label,
+                               data_producer.relay_to_control))
+        for c in data_channels:
+            self.calls.append(("open_data_channel", transport_id, c.label, c.ordered, c.max_retransmits))
 
     async def connect(self, transport_id: str, *, role: str, fingerprints: list[tuple[str, str]],
                       sctp_port: int | None = None, max_message_size: int = 262144) -> None:
@@ -270,6 +280,21 @@ async def test_join_response_first_with_required_fields_then_subscriber_offer() 
     assert ("open_data_channel", p.sub_transport_id, "_lossy", False, 0) in media.calls
     assert ("produce_data", p.pub_transport_id, p.data_producer_id, "*", True) in media.calls
     assert p.state == State.JOINED
+
+
+async def test_join_response_lists_everyone_else_as_they_are_now_in_room_order() -> None:
+    manager, _ = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    _, b, _ = await joined(manager, "bob")
+    await room.update_participant(a, metadata="changed")
+    _, c, client_c = await joined(manager, "carol")
+    others = list(client_c.messages[0].join.other_participants)
+    assert [(o.identity, o.metadata) for o in others] == [("alice", "changed"), ("bob", "")]
+    assert [(o.state, o.version) for o in others] == [(x.info().state, x.info().version) for x in (a, b)]
+    await room.remove(b, models.DisconnectReason.CLIENT_INITIATED)
+    await joined(manager, "erin", hidden=True)
+    _, _, client_d = await joined(manager, "dave")
+    assert [o.identity for o in client_d.messages[0].join.other_participants] == ["alice", "carol"]
 
 
 async def test_second_participant_sees_first_and_first_gets_update() -> None:
@@ -747,10 +772,11 @@ DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "data"
 class NegotiatingMedia(FakeMedia):
     """FakeMedia whose transports have real ICE/DTLS parameters, so that control.rtc.negotiation can write SDP."""
 
-    async def create_transport(self, router_id: str, transport_id: str) -> Any:
+    async def create_transport(self, router_id: str, transport_id: str, *, data_producer: Any = None,
+                               data_channels: Any = ()) -> Any:
         from control.rtc.negotiation import TransportParams
 
-        self.calls.append(("create_transport", router_id, transport_id))
+        self._create(router_id, transport_id, data_producer, data_channels)
         return TransportParams(ice_ufrag=f"u{len(self.calls):04d}", ice_pwd="p" * 24,
                                fingerprints=[("sha-256", ":".join(["AB"] * 32))],
                                candidate_ip="198.51.100.1", candidate_port=7882)
@@ -840,6 +866,17 @@ async def test_track_subscribed_once_and_room_updates() -> None:
     assert client_a.of("room_update")[-1].room.num_publishers == 1
     await room.remove(c, models.DisconnectReason.CLIENT_INITIATED)
     assert client_a.of("room_update")[-1].room.num_participants == 2
+    assert room.info().num_publishers == 1
+    await room.unpublish(a, track_sid)
+    assert room.info().num_publishers == 0
+    assert room.find_track(track_sid) is None
+    bob_track = await publish(room, b, "mic-2")
+    assert room.info().num_publishers == 1
+    found = room.find_track(bob_track)
+    assert found is not None and found[0] is b
+    await room.remove(b, models.DisconnectReason.CLIENT_INITIATED)
+    assert (room.info().num_participants, room.info().num_publishers) == (1, 0)
+    assert room.find_track(bob_track) is None
 
 
 async def test_publisher_ice_restart_gets_new_server_credentials() -> None:

@@ -24,6 +24,7 @@ from router.messages import (
     ConsumeRequest,
     CreateWebRtcTransportReply,
     CreateWebRtcTransportRequest,
+    OpenDataChannelRequest,
     ProduceDataRequest,
     ProduceRequest,
     RtpExtensions,
@@ -82,6 +83,22 @@ async def create_transport(channel: FakeChannel, router_id: str, transport_id: s
     request = CreateWebRtcTransportRequest(transport_id=transport_id)
     reply = await call(channel, Method.MEDIA_ROUTER_CREATE_WEBRTC_TRANSPORT, router_id, request)
     return CreateWebRtcTransportReply.from_wire(reply)
+
+
+async def test_a_transport_created_with_its_data_setup_has_it(service: tuple[MediaService, FakeChannel]) -> None:
+    media, ch = service
+    await call(ch, Method.MEDIA_ROUTER_CREATE, "r", Empty())
+    pub = CreateWebRtcTransportRequest(transport_id="pub", data_producer=ProduceDataRequest(
+        data_producer_id="d", label="*", relay_to_control=True))
+    sub = CreateWebRtcTransportRequest(transport_id="sub", data_channels=[
+        OpenDataChannelRequest(label="_reliable"), OpenDataChannelRequest(label="_lossy", ordered=False,
+                                                                          max_retransmits=0)])
+    for request in (pub, sub, sub):  # a repeated create changes nothing
+        await call(ch, Method.MEDIA_ROUTER_CREATE_WEBRTC_TRANSPORT, "r", request)
+    producer = media.data_producers["d"]
+    assert (producer.label, producer.relay_to_control) == ("*", True)
+    assert producer.transport is media.transports.get("pub")
+    assert media.transports.get("sub")._wanted_channels == {"_reliable": (True, None), "_lossy": (False, 0)}
 
 
 async def test_creates_are_idempotent_and_bad_bodies_get_exact_errors(
