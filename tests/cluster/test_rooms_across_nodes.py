@@ -140,7 +140,7 @@ async def test_a_participant_placed_on_another_node_and_its_worker_reached_over_
     assert worker_b.requests == [
         (Method.MEDIA_ROUTER_CREATE, "RM_1", {}),
         (Method.MEDIA_ROUTER_CREATE_WEBRTC_TRANSPORT, "RM_1",
-         {"transport_id": "PA_x.sub", "ice_ufrag": None, "ice_pwd": None}),
+         {"transport_id": "PA_x.sub", "ice_ufrag": None, "ice_pwd": None, "data_producer": None, "data_channels": []}),
         (Method.TRANSPORT_SEND_DATA, "PA_x.sub", {"label": "_reliable", "data": b"\x00\x01"}),
     ]
     with pytest.raises(WorkerError) as failed:
