@@ -388,15 +388,10 @@ class JanusPeer(SyntheticPeer):
         while not (ours and self.nominated.is_set()):
             if not ours:
                 self.net.send_from(self.address, request, (server.host, server.port))
-            try:
-                data = await asyncio.wait_for(self._inbox.get(), 0.1)
-            except TimeoutError:
+            answer = await self._check_answer(transaction, 0.1)
+            if answer is None:
                 continue
-            if len(data) < 20 or data[0] >= 4 or data[8:20] != transaction:
-                continue
-            message = stun.parse_message(data)
-            if message.message_class == stun.Class.ERROR:
-                raise SetupError(f"{self.address}: Janus refused our ICE check: {message.attributes.get('ERROR-CODE')}")
+            data, message = answer
             if message.message_class == stun.Class.RESPONSE and integrity_ok(data, key):
                 ours = True
 

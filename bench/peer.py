@@ -151,21 +151,30 @@ class SyntheticPeer:
         key = server.ice_pwd.encode()
         while True:
             self.net.send_from(self.address, request, (server.host, server.port))
-            try:
-                data = await asyncio.wait_for(self._inbox.get(), _STUN_RETRY_S)
-            except TimeoutError:
+            answer = await self._check_answer(transaction, _STUN_RETRY_S)
+            if answer is None:
                 continue
-            if len(data) < 20 or data[0] >= 4 or data[8:20] != transaction:
-                continue
-            message = stun.parse_message(data)
-            if message.message_class == stun.Class.ERROR:
-                raise SetupError(f"{self.address}: ICE check refused: {message.attributes.get('ERROR-CODE')}")
+            data, message = answer
             if message.message_class != stun.Class.RESPONSE or not integrity_ok(data, key):
                 raise SetupError(f"{self.address}: ICE answer without valid MESSAGE-INTEGRITY")
             mapped = message.attributes.get("XOR-MAPPED-ADDRESS")
             if mapped is None or mapped[0] != self.address:
                 raise SetupError(f"{self.address}: ICE answer maps us to {mapped}")
             return
+
+    async def _check_answer(self, transaction: bytes, timeout: float) -> tuple[bytes, stun.Message] | None:
+        """The next datagram within ``timeout`` if it answers our check ``transaction`` (raw and parsed), else None;
+        an error answer raises :class:`SetupError`."""
+        try:
+            data = await asyncio.wait_for(self._inbox.get(), timeout)
+        except TimeoutError:
+            return None
+        if len(data) < 20 or data[0] >= 4 or data[8:20] != transaction:
+            return None
+        message = stun.parse_message(data)
+        if message.message_class == stun.Class.ERROR:
+            raise SetupError(f"{self.address}: ICE check refused: {message.attributes.get('ERROR-CODE')}")
+        return data, message
 
     async def _dtls(self, server: ServerParams) -> SrtpKeys:
         openssl_name, libsrtp, key_len, salt_len = SRTP_PROFILES[self.profile]

@@ -286,15 +286,17 @@ def turn_allocate(server: tuple[str, int], username: str, password: str) -> int:
     return code[2] * 100 + code[3]
 
 
+def token(identity: str) -> str:
+    """A token of the room ``reach`` for ``identity`` (the SDK's own AccessToken, as an application makes one)."""
+    from livekit import api
+
+    grants = api.VideoGrants(room_join=True, room="reach")
+    return api.AccessToken(netns.API_KEY, netns.API_SECRET).with_identity(identity).with_grants(grants).to_jwt()
+
+
 async def clients(host: str, timeout_s: float, turn_secret: str) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parent / "lk_scenarios"))
     from common import Publisher, Receiver, connect, wait_for
-    from livekit import api
-
-    def token(identity: str) -> str:
-        grants = api.VideoGrants(room_join=True, room="reach")
-        return (api.AccessToken(netns.API_KEY, netns.API_SECRET).with_identity(identity).with_grants(grants)
-                .to_jwt())
 
     url, http = f"ws://{host}:{HTTP_PORT}", f"http://{host}:{HTTP_PORT}"
     result: dict[str, Any] = {}
@@ -378,12 +380,6 @@ async def js_clients(host: str, timeout_s: float) -> dict[str, Any]:
 
     from common import Publisher, connect
     from js_client import Browser
-    from livekit import api
-
-    def token(identity: str) -> str:
-        grants = api.VideoGrants(room_join=True, room="reach")
-        return (api.AccessToken(netns.API_KEY, netns.API_SECRET).with_identity(identity).with_grants(grants)
-                .to_jwt())
 
     url, http = f"ws://{host}:{HTTP_PORT}", f"http://{host}:{HTTP_PORT}"
     result: dict[str, Any] = {}

@@ -32,14 +32,20 @@ async def service() -> AsyncIterator[tuple[MediaService, FakeChannel]]:
     try:
         yield media, worker.channel
     finally:
-        assert media.ice_tcp is not None
-        media.ice_tcp.close()
-        if media._tick_task is not None:
-            media._tick_task.cancel()
-        worker.loop.remove_reader(worker.sock.fileno())
-        worker.sock.close()
-        assert worker.tcp_sock is not None
-        worker.tcp_sock.close()
+        stop(media, worker, worker.tcp_sock)
+
+
+def stop(media: Any, worker: Any, *tcp_socks: socket.socket | None) -> None:
+    """Stops what the fixture started: the ICE-TCP listener, the tick, the UDP reader, the sockets."""
+    assert media.ice_tcp is not None
+    media.ice_tcp.close()
+    if media._tick_task is not None:
+        media._tick_task.cancel()
+    worker.loop.remove_reader(worker.sock.fileno())
+    worker.sock.close()
+    for sock in tcp_socks:
+        assert sock is not None
+        sock.close()
 
 
 async def create(channel: FakeChannel) -> CreateWebRtcTransportReply:
@@ -140,15 +146,7 @@ async def test_ipv6_is_announced_over_tcp_only_and_relayed_into_the_ipv4_engine(
         finally:
             writer.close()
     finally:
-        assert media.ice_tcp is not None
-        media.ice_tcp.close()
-        if media._tick_task is not None:
-            media._tick_task.cancel()
-        worker.loop.remove_reader(worker.sock.fileno())
-        worker.sock.close()
-        for sock in (worker.tcp_sock, worker.tcp6_sock):
-            assert sock is not None
-            sock.close()
+        stop(media, worker, worker.tcp_sock, worker.tcp6_sock)
 
 
 async def test_a_first_frame_that_is_no_binding_request_closes_the_connection(service: Any) -> None:
