@@ -1,5 +1,6 @@
-"""bench/janus.py: Janus's configuration, its HTTP API flow (against a fake Janus), the viewer's ICE answers, the
-``x janus`` accounting and, when the janus package is installed and this is root, a short run through Janus."""
+"""bench/janus.py and bench/janus_viewer.py: Janus's configuration, its HTTP API flow (against a fake Janus), the
+viewer's ICE answers, the ``x janus`` accounting and, when the janus package is installed and this is root, a short
+run through Janus."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from aioice import stun
 
-from bench import janus
+from bench import janus, janus_viewer
 from bench.peer import Credentials, ServerParams, SetupError, integrity_ok
 
 OFFER = "\r\n".join([
@@ -28,28 +29,28 @@ OFFER = "\r\n".join([
 
 def test_config_loads_only_streaming_and_http_and_sets_event_loops_only_when_asked(tmp_path: Path) -> None:
     key = bytes(range(30))
-    default = janus.render_config(tmp_path / "d", event_loops=None, srtp_master=key)
-    cheap = janus.render_config(tmp_path / "c", event_loops=1, srtp_master=key)
+    default = janus_viewer.render_config(tmp_path / "d", event_loops=None, srtp_master=key)
+    cheap = janus_viewer.render_config(tmp_path / "c", event_loops=1, srtp_master=key)
     assert "event_loops" not in default.read_text()
     assert "event_loops = 1" in cheap.read_text()
-    assert f'ice_enforce_list = "{janus.NODE_IP}"' in default.read_text()
+    assert f'ice_enforce_list = "{janus_viewer.NODE_IP}"' in default.read_text()
     assert [p.name for p in (tmp_path / "d" / "plugins").iterdir()] == ["libjanus_streaming.so"]
     assert [p.name for p in (tmp_path / "d" / "transports").iterdir()] == ["libjanus_http.so"]
     streaming = (tmp_path / "d" / "janus.plugin.streaming.jcfg").read_text()
     assert f'srtpcrypto = "{base64.b64encode(key).decode()}"' in streaming
-    assert "srtpsuite = 80" in streaming and f"port = {janus.MOUNT_PORT}" in streaming
-    assert f"port = {janus.HTTP_PORT}" in (tmp_path / "d" / "janus.transport.http.jcfg").read_text()
+    assert "srtpsuite = 80" in streaming and f"port = {janus_viewer.MOUNT_PORT}" in streaming
+    assert f"port = {janus_viewer.HTTP_PORT}" in (tmp_path / "d" / "janus.transport.http.jcfg").read_text()
 
 
 # ---- SDP ----
 
 def test_offer_parsed_and_answered() -> None:
-    offer = janus.parse_offer(OFFER)
+    offer = janus_viewer.parse_offer(OFFER)
     assert (offer.ice_ufrag, offer.ice_pwd, offer.mid, offer.ssrc, offer.pt) == (
         "e5Vi", "0cp0NUe58lxBVdyGr66NpY", "v", 4187194234, 96)
     assert offer.candidates == [("198.51.100.1", 34977)]
     assert offer.fingerprint.startswith("7B:E3")
-    answer = janus.render_answer(offer, address="203.0.113.2", port=4000, ice_ufrag="uf", ice_pwd="pw" * 11,
+    answer = janus_viewer.render_answer(offer, address="203.0.113.2", port=4000, ice_ufrag="uf", ice_pwd="pw" * 11,
                                  fingerprint="AA:BB")
     for line in ("a=setup:active", "a=recvonly", "a=mid:v", "a=ice-ufrag:uf", "a=rtpmap:96 VP8/90000",
                  "a=candidate:1 1 udp 2130706431 203.0.113.2 4000 typ host", "a=fingerprint:sha-256 AA:BB"):
@@ -58,7 +59,7 @@ def test_offer_parsed_and_answered() -> None:
 
 def test_offer_without_candidates_is_refused() -> None:
     with pytest.raises(SetupError, match="candidate"):
-        janus.parse_offer(OFFER.replace("a=candidate:1 1 udp 2015363327 198.51.100.1 34977 typ host\r\n", ""))
+        janus_viewer.parse_offer(OFFER.replace("a=candidate:1 1 udp 2015363327 198.51.100.1 34977 typ host\r\n", ""))
 
 
 # ---- the HTTP API flow against a fake Janus ----
@@ -103,12 +104,12 @@ class FakeJanus:
 def test_api_flow_create_attach_watch_start() -> None:
     async def go() -> FakeJanus:
         fake = FakeJanus()
-        api = janus.JanusApi(fake.post, fake.get)
+        api = janus_viewer.JanusApi(fake.post, fake.get)
         assert await api.create() == 11
         poller = asyncio.create_task(api.poll())
         handle = await api.attach()
         assert handle == 22
-        assert janus.parse_offer(await api.watch(handle)).ssrc == 4187194234
+        assert janus_viewer.parse_offer(await api.watch(handle)).ssrc == 4187194234
         await api.start(handle, "v=0\r\n")
         poller.cancel()
         return fake
@@ -122,7 +123,7 @@ def test_api_flow_create_attach_watch_start() -> None:
 def test_api_raises_the_plugins_error() -> None:
     async def go() -> None:
         fake = FakeJanus(refuse_watch=True)
-        api = janus.JanusApi(fake.post, fake.get)
+        api = janus_viewer.JanusApi(fake.post, fake.get)
         await api.create()
         poller = asyncio.create_task(api.poll())
         try:
@@ -130,7 +131,7 @@ def test_api_raises_the_plugins_error() -> None:
         finally:
             poller.cancel()
 
-    with pytest.raises(janus.JanusError, match="No such mountpoint"):
+    with pytest.raises(janus_viewer.JanusError, match="No such mountpoint"):
         asyncio.run(go())
 
 
@@ -150,7 +151,7 @@ class FakeNet:
         self.sent.append((source, data, destination))
 
 
-def _janus_check(viewer: janus.JanusPeer, *, nominate: bool, key: bytes) -> bytes:
+def _janus_check(viewer: janus_viewer.JanusPeer, *, nominate: bool, key: bytes) -> bytes:
     msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
     msg.attributes["USERNAME"] = f"{viewer.ice_ufrag}:e5Vi"
     msg.attributes["PRIORITY"] = 0x6E2000FF
@@ -165,7 +166,7 @@ def _janus_check(viewer: janus.JanusPeer, *, nominate: bool, key: bytes) -> byte
 def test_viewer_answers_janus_checks_and_sees_the_nomination() -> None:
     async def go() -> None:
         net = FakeNet()
-        viewer = janus.JanusPeer(net, "203.0.113.2", Credentials.generate(), "cm80")  # type: ignore[arg-type]
+        viewer = janus_viewer.JanusPeer(net, "203.0.113.2", Credentials.generate(), "cm80")  # type: ignore[arg-type]
         viewer.server = ServerParams("e5Vi", "0cp0NUe58lxBVdyGr66NpY", "AA", "198.51.100.1", 34977)
         janus_addr = ("198.51.100.1", 34977)
         viewer._on_datagram(_janus_check(viewer, nominate=False, key=b"wrong"), janus_addr)
