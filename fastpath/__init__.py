@@ -3,7 +3,7 @@
 Build with ``python setup.py build_ext --inplace``. The Engine's contract is docs/SEAMS.md section 1; the
 wrappers (``parse_rtp``, ``parse_rtcp``, ``classify``, ``SeqRewriter``, ``TsRewriter``, ``Unwrapper``,
 ``SrtpContext``, ``is_keyframe``, ``parse_vp8``, ``Vp8Forwarder``, ``TwccRecorder``, ``NackGenerator``,
-``SendEstimator``, ``stamp_transport_seq``) run the same C code the Engine runs.
+``SendEstimator``, ``stamp_transport_seq``, ``put_extension``) run the same C code the Engine runs.
 Nothing here reads the environment: the caller passes each choice (``Engine(fd, gso=...)``,
 ``crypto_kernel.install(srtp_crypto=..., hmac_batch=...)``).
 """
@@ -12,7 +12,7 @@ from fastpath.counters import DROP_REASON_NAMES
 from fastpath.demux import classify
 from fastpath.engine import Engine
 from fastpath.keyframe import CODECS, is_keyframe
-from fastpath.rtcp import NackGenerator, SendEstimator, TwccRecorder, parse_rtcp, stamp_transport_seq
+from fastpath.rtcp import NackGenerator, SendEstimator, TwccRecorder, parse_rtcp, put_extension, stamp_transport_seq
 from fastpath.rtp import parse_rtp, rewrite_extensions
 from fastpath.seq import SeqRewriter, TsRewriter, Unwrapper
 from fastpath.srtp import (
@@ -64,5 +64,6 @@ __all__ = [
     "TwccRecorder",
     "Unwrapper", "Vp8Forwarder", "parse_vp8",
     "classify", "is_keyframe", "parse_rtcp", "parse_rtp", "protect_batched", "rewrite_extensions",
+    "put_extension",
     "stamp_transport_seq",
 ]

@@ -101,6 +101,8 @@ cdef int send_rtp(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
     rtp_set_header(out, pt, seq, ts, c.out_ssrc)
     if vp8 != NULL and vp8.present:
         vp8_write(out, vp8, pid, tl0)
+    if c.pd_on:
+        playout_stamp(e, c, out, &n)
     if send_rtp_out(e, c.transport, out, n, 0) < 0:
         c.drops[DROP_SRTP_PROTECT] += 1
         return -1

@@ -20,8 +20,9 @@
 from libc.math cimport pow, sqrt
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from fastpath.mem cimport fp_calloc as calloc, fp_free as free
-from libc.string cimport memmove, memset
+from libc.string cimport memset
 
+from fastpath.hdrext cimport hdrext_put
 from fastpath.rtp cimport rd16, rd32, wr16
 
 cdef enum:
@@ -52,11 +53,9 @@ cdef enum:
     BWE_SENT_LOST = 2                 # reported lost (a later report may still say received)
     BWE_SENT_PADDING = 4              # probe padding: counts for the delay-based estimate and the probe cluster,
                                       # not for the loss-based limit (its loss says the probe rate did not fit)
-    BWE_ONE_BYTE_MAX_ID = 14
     BWE_PROBE_MIN_PACKETS = 5         # a probe cluster needs this many acknowledged packets for a result
     BWE_STREAM_TIMEOUT_US = 2000000   # arrivals this far apart restart the delay-based detector
     BWE_PROBE_TIMEOUT_US = 1000000    # a cluster without feedback after its end this long is evaluated as it is
-    BWE_EXT_ID_UNUSED = 14            # the id ingress gives elements that are not forwarded (fastpath/rtp.pxd)
 
 cdef enum BweState:                   # the overuse detector's verdict on the last group
     BWE_NORMAL = 0
@@ -196,109 +195,15 @@ cdef inline void bwe_free(Bwe* b) noexcept nogil:
 
 # ---- per packet: the element and the history ---------------------------------------------------------------
 
-cdef inline int _bwe_insert(uint8_t* pkt, int32_t* length, int32_t room, int32_t at, int32_t n) noexcept nogil:
-    """Open n bytes at offset at (everything after it moves up); 0 when the buffer has no room."""
-    if room < n:
-        return 0
-    memmove(pkt + at + n, pkt + at, length[0] - at)
-    length[0] += n
-    return 1
-
-
 cdef inline int bwe_stamp_packet(uint8_t* pkt, int32_t* length, int32_t room, uint8_t ext_id,
                                  uint16_t seq) noexcept nogil:
-    """Write seq as the transport-wide sequence element (id ext_id) of the RTP packet pkt[:length[0]] in place;
-    room is how many bytes the buffer can grow by. An element with id ext_id, or one blanked on ingress
-    (BWE_EXT_ID_UNUSED: e.g. the publisher's own transport-cc or abs-send-time) with at least 2 data bytes, is
-    reused (one-byte form: surplus bytes become padding); else a 4-byte element is appended to the block, or an
-    8-byte one-byte block added. Returns 1 when stamped, 0 when the header is malformed or there is no room."""
-    cdef int32_t n = length[0]
-    cdef int32_t off, i, end, ln, k
-    cdef uint8_t b, eid
-    cdef uint16_t profile
-    if n < 12 or ext_id == 0:
-        return 0
-    off = 12 + 4 * (pkt[0] & 0x0F)
-    if not (pkt[0] & 0x10):
-        if off > n or not _bwe_insert(pkt, length, room, off, 8):
-            return 0
-        pkt[0] |= 0x10
-        if ext_id <= BWE_ONE_BYTE_MAX_ID:
-            pkt[off] = 0xBE
-            pkt[off + 1] = 0xDE
-            pkt[off + 4] = <uint8_t>((ext_id << 4) | 1)
-            wr16(pkt + off + 5, seq)
-            pkt[off + 7] = 0
-        else:
-            pkt[off] = 0x10
-            pkt[off + 1] = 0x00
-            pkt[off + 4] = ext_id
-            pkt[off + 5] = 2
-            wr16(pkt + off + 6, seq)
-        pkt[off + 2] = 0
-        pkt[off + 3] = 1
-        return 1
-    if off + 4 > n:
-        return 0
-    profile = rd16(pkt + off)
-    i = off + 4
-    end = i + 4 * <int32_t>rd16(pkt + off + 2)
-    if end > n:
-        return 0
-    if profile == 0xBEDE:
-        if ext_id > BWE_ONE_BYTE_MAX_ID:
-            return 0
-        while i < end:
-            b = pkt[i]
-            if b == 0:
-                i += 1
-                continue
-            eid = b >> 4
-            if eid == 15:
-                break
-            ln = (b & 0x0F) + 1
-            if i + 1 + ln > end:
-                return 0
-            if ln >= 2 and (eid == ext_id or eid == BWE_EXT_ID_UNUSED):
-                pkt[i] = <uint8_t>((ext_id << 4) | 1)
-                wr16(pkt + i + 1, seq)
-                for k in range(i + 3, i + 1 + ln):
-                    pkt[k] = 0
-                return 1
-            i += 1 + ln
-        if not _bwe_insert(pkt, length, room, end, 4):
-            return 0
-        pkt[end] = <uint8_t>((ext_id << 4) | 1)
-        wr16(pkt + end + 1, seq)
-        pkt[end + 3] = 0
-    elif (profile & 0xFFF0) == 0x1000:
-        while i < end:
-            eid = pkt[i]
-            if eid == 0:
-                i += 1
-                continue
-            if i + 2 > end:
-                return 0
-            ln = pkt[i + 1]
-            if i + 2 + ln > end:
-                return 0
-            if ln >= 2 and (eid == ext_id or eid == BWE_EXT_ID_UNUSED):
-                pkt[i] = ext_id
-                pkt[i + 1] = 2
-                wr16(pkt + i + 2, seq)
-                for k in range(i + 4, i + 2 + ln):
-                    pkt[k] = 0
-                return 1
-            i += 2 + ln
-        if not _bwe_insert(pkt, length, room, end, 4):
-            return 0
-        pkt[end] = ext_id
-        pkt[end + 1] = 2
-        wr16(pkt + end + 2, seq)
-    else:
-        return 0
-    wr16(pkt + off + 2, <uint16_t>(rd16(pkt + off + 2) + 1))
-    return 1
+    """Write seq as the transport-wide sequence element (id ext_id) of the RTP packet pkt[:length[0]] in place
+    (fastpath/hdrext.pxd: an element with id ext_id or one blanked on ingress is reused, else one is added); room is
+    how many bytes the buffer can grow by. Returns 1 when stamped, 0 when the header is malformed or there is no
+    room."""
+    cdef uint8_t data[2]
+    wr16(data, seq)
+    return hdrext_put(pkt, length, room, ext_id, data, 2)
 
 
 cdef inline void bwe_mark_padding(Bwe* b) noexcept nogil:

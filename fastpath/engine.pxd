@@ -212,6 +212,7 @@ ctypedef struct Consumer:
     uint8_t pinned                            # a pipe consumer (_pipe.pxi): its target is `preferred`, always
     uint8_t test_loss                         # test hook: percent of first sends dropped (pipe loss tests)
     uint8_t frame_end                         # the newest packet sent had the marker bit: a frame boundary
+    uint8_t pd_on                             # a playout delay element goes into each packet until pd_until_us
     int32_t preferred                         # asked (-1 = highest)
     int32_t target
     int32_t current                           # -1 = nothing sent yet
@@ -246,6 +247,12 @@ ctypedef struct Consumer:
     int64_t hole_kf_ms                        # last key frame asked for an unrepairable NACK (consumer_hole)
     uint64_t hole_keyframes
     uint64_t test_lost                        # first sends the test_loss hook dropped
+    # Playout delay toward the subscriber (_playout.pxi): element pd_id (0 = not offered) carrying pd_data (min and
+    # max delay, 10 ms units, 12 bits each) in every packet sent until pd_until_us after the value was set.
+    uint8_t pd_id
+    uint8_t pd_data[3]
+    int64_t pd_until_us
+    uint64_t pd_stamped                       # packets that carried it
 
 
 ctypedef struct Transport:

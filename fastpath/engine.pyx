@@ -79,6 +79,7 @@ from fastpath.bwe cimport (
 )
 from fastpath.crypto_kernel cimport hmac_batch_new, hmac_flush, prefetch_session, protect_queued
 from fastpath.demux cimport KIND_DTLS, KIND_RTCP, KIND_STUN, KIND_UNKNOWN, PacketKind, demux_classify
+from fastpath.hdrext cimport hdrext_put
 from fastpath.gso cimport GsoArena, GsoMsg, gso_group, gso_layout, gso_refused, gso_supported
 from fastpath.includes.linux cimport (
     AF_INET,
@@ -212,6 +213,7 @@ from fastpath.counters import DROP_REASON_NAMES
 from fastpath.crypto_kernel import ensure_installed
 
 include "_pipe.pxi"
+include "_playout.pxi"
 include "_send.pxi"
 include "_gso.pxi"
 include "_forward.pxi"
@@ -1007,6 +1009,16 @@ cdef class Engine:
             raise ValueError(f"percent must be in 0..100, got {percent}")
         self.st.consumers[self._c_slot(c)].test_loss = percent
 
+    def set_playout_delay(self, int c, int ext_id, int min_ms, int max_ms) -> None:
+        """Tell c's receiver to hold its video for at least min_ms and at most max_ms before showing it (the
+        playout-delay element with id ext_id, written into c's packets for a second from now; ext_id 0 stops)."""
+        if not 0 <= ext_id <= 255:
+            raise ValueError(f"ext_id must be in 0..255 (0 = not negotiated), got {ext_id}")
+        if not 0 <= min_ms <= max_ms <= PLAYOUT_MAX_UNITS * 10:
+            raise ValueError(f"need 0 <= min_ms <= max_ms <= {PLAYOUT_MAX_UNITS * 10}, got {min_ms}, {max_ms}")
+        playout_set(self.st.consumers[self._c_slot(c)], monotonic_us() - self.st.epoch_us, <uint8_t>ext_id,
+                    min_ms // 10, max_ms // 10)
+
     def pause_consumer(self, int c) -> None:
         self.st.consumers[self._c_slot(c)].paused = 1
 
@@ -1272,7 +1284,8 @@ cdef class Engine:
              "rr_highest_seq": co.rr_highest_seq, "rr_jitter": co.rr_jitter, "rtt_ms": co.rtt_ms,
              "rtx_ssrc": co.rtx_ssrc, "rtx_packets": co.rtx_packets,
              "temporal_layer": co.vp8.tid_max, "temporal_target": co.vp8.tid_target,
-             "hole_keyframes": co.hole_keyframes, "pinned": int(co.pinned), "test_lost": co.test_lost}
+             "hole_keyframes": co.hole_keyframes, "pinned": int(co.pinned), "test_lost": co.test_lost,
+             "playout_stamped": co.pd_stamped}
         d.update(_drops(co.drops))
         return d
 

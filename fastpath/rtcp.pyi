@@ -24,6 +24,7 @@ class NackGenerator:
 
 
 def stamp_transport_seq(packet: bytes, ext_id: int, seq: int, room: int = 64) -> bytes | None: ...
+def put_extension(packet: bytes, ext_id: int, data: bytes, room: int = 64) -> bytes | None: ...
 
 BWE_STATE_NAMES: tuple[str, ...]
 

@@ -14,6 +14,7 @@ wrap one publisher transport's arrival ring and one video stream's NACK state.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.stdlib cimport free, malloc
 
+from fastpath.hdrext cimport hdrext_put
 from fastpath.bwe cimport (
     BWE_FMT_REMB,
     BWE_FMT_TWCC,
@@ -272,6 +273,21 @@ def stamp_transport_seq(const uint8_t[:] packet, int ext_id, int seq, int room=6
     if not 1 <= ext_id <= 255 or not 0 <= seq <= 0xFFFF:
         raise ValueError("ext_id must be in 1..255 and seq in 0..65535")
     if not bwe_stamp_packet(&v[0], &length, room, <uint8_t>ext_id, <uint16_t>seq):
+        return None
+    return bytes(buf[:length])
+
+
+def put_extension(const uint8_t[:] packet, int ext_id, const uint8_t[:] data, int room=64):
+    """The RTP packet with data written as its header extension element ext_id (fastpath/hdrext.pxd), as the
+    Engine's send path writes the elements it adds, or None when the header is malformed, the element does not fit
+    the packet's extension form, or growing it needs more than room bytes."""
+    cdef bytearray buf = bytearray(bytes(packet)) + bytearray(room)
+    cdef uint8_t[::1] v = buf
+    cdef bytes d = bytes(data)
+    cdef int32_t length = <int32_t>packet.shape[0]
+    if not 1 <= ext_id <= 255 or not 1 <= len(d) <= 255:
+        raise ValueError("ext_id must be in 1..255 and data 1..255 bytes")
+    if not hdrext_put(&v[0], &length, room, <uint8_t>ext_id, <const uint8_t*>d, <int32_t>len(d)):
         return None
     return bytes(buf[:length])
 
