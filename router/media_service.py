@@ -49,6 +49,7 @@ from router.messages import (
     TransportScores,
 )
 from router.pipe import PipeService
+from router.playout import PlayoutDelays
 from router.ports import loopback_for
 from router.protocol import Body, Empty, Event, Method, RequestError
 from router.registry import Registry
@@ -112,8 +113,13 @@ class MediaService:
             estimates = EngineEstimates(self.engine) if worker.congestion_control else NoEstimates()
         self.allocator = StreamAllocator(self.engine, estimates, self.transports,
                                          self.producers, self.consumers, self._on_stream_state)
+        # Playout delay floors of video consumers on links that need repairs (router/playout.py), decided from the
+        # same 2 s windows as the scores; off with congestion control, as every other adaptation to the link.
+        self.playout = PlayoutDelays(self.engine)
+        self._playout_on = worker.congestion_control
         # Connection-quality scores of every producer and consumer, each transport every 2 s (router/scores.py).
-        self.scores = ScoreKeeper(self.engine, self.transports, self.producers, self.consumers, self._emit_scores)
+        self.scores = ScoreKeeper(self.engine, self.transports, self.producers, self.consumers, self._emit_scores,
+                                  observe_consumer=self.playout.observe)
         # Monotonic media totals for the heartbeat, summed by the Engine (router/totals.py).
         self.totals = MediaTotals(self.engine)
         # Freed heap pages back to the kernel after a crowd left (router/heap.py).
@@ -500,6 +506,8 @@ class MediaService:
             # control): the Engine stamps the transport-wide seq and reads the peer's feedback.
             self.engine.set_transport_cc(transport.handle, body.twcc_id)
             transport.send_twcc_id = body.twcc_id
+        if body.playout_delay_id and producer.kind == "video" and self._playout_on:
+            self.playout.watch(consumer_id, handle, body.playout_delay_id)
         producer.consumers.add(consumer_id)
         transport.consumer_ids.add(consumer_id)
         consumer.paused = body.paused
@@ -601,6 +609,7 @@ class MediaService:
                       self.engine.snapshot_consumer(self.consumers.handle(consumer_id)))
         self.engine.remove_consumer(self.consumers.handle(consumer_id))
         self.consumers.remove(consumer_id)
+        self.playout.forget(consumer_id)
         transport = self.transports.find(consumer.transport_id)
         if transport is not None:
             transport.consumer_ids.discard(consumer_id)

@@ -160,7 +160,9 @@ class ConsumeRequest(Body):
     pt) retransmissions go out as RTX (RFC 4588) on ``rtx_ssrc``; without, on ``out_ssrc``. ``twcc_id`` is the
     transport-cc extension id the transport's peer was offered for what it receives (0 = none): the worker then
     writes a transport-wide sequence number into every packet toward the transport and estimates its bandwidth from
-    the peer's feedback (transport-wide: the first non-zero id sticks).
+    the peer's feedback (transport-wide: the first non-zero id sticks). ``playout_delay_id`` is the playout-delay
+    extension id the peer was offered (0 = none): for a video consumer the worker then raises the peer's playout
+    delay while its link needs repairs (router/playout.py).
     """
 
     consumer_id: str
@@ -173,10 +175,13 @@ class ConsumeRequest(Body):
     rtx_ssrc: int = 0
     rtx_pt_map: list[PayloadTypePair] = field(default_factory=list)
     twcc_id: int = 0
+    playout_delay_id: int = 0
 
     def problem(self) -> tuple[str, str] | None:
         if not 0 <= self.twcc_id <= 255:
             return "twcc_id", f"must be in 0..255, not {self.twcc_id}"
+        if not 0 <= self.playout_delay_id <= 255:
+            return "playout_delay_id", f"must be in 0..255, not {self.playout_delay_id}"
         return None
 
 

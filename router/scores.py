@@ -250,6 +250,7 @@ class ScoreKeeper:
         emit: Callable[[str, TransportScores], None],
         *,
         interval_s: float = SCORE_INTERVAL_S,
+        observe_consumer: Callable[[str, Mapping[str, Any], float], None] | None = None,
     ) -> None:
         self.engine = engine
         self.transports = transports
@@ -257,6 +258,8 @@ class ScoreKeeper:
         self.consumers = consumers
         self.emit = emit
         self.interval_s = interval_s
+        # Also shown each consumer snapshot the keeper takes (router/playout.py reads the same window).
+        self.observe_consumer = observe_consumer
         self.producer_meters: dict[str, ProducerMeter] = {}
         self.consumer_meters: dict[str, ConsumerMeter] = {}
         self._due: list[tuple[float, str]] = []
@@ -320,6 +323,8 @@ class ScoreKeeper:
             upstream = self.producer_meters.get(consumer.producer_id)
             producer = self.producers.find(consumer.producer_id)
             snapshot = self.engine.snapshot_consumer(self.consumers.handle(consumer_id))
+            if self.observe_consumer is not None:
+                self.observe_consumer(consumer_id, snapshot, now)
             score = meter_c.update(snapshot, now, muted=consumer.paused or (producer is not None and producer.paused),
                                    upstream=upstream, preferred=consumer.preferred_layer,
                                    congested=consumer.bw_paused)

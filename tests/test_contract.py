@@ -289,8 +289,10 @@ async def test_media_client_bodies_carry_the_arguments() -> None:
     assert isinstance(produce, ProduceRequest)
     assert (produce.encodings, produce.codecs, produce.rtx_apt) == ([("", 1111, 2222)], [(96, "VP8")], [(97, 96)])
     assert produce.extensions == RtpExtensions(id_map=bytes(256), mid_id=1)
-    # twcc_id: the transport-cc id every subscriber offer negotiates (send-side bandwidth estimation).
-    assert consume == ConsumeRequest(consumer_id="c", producer_id="p", out_ssrc=7, pt_map=[(96, 100)], twcc_id=5)
+    # twcc_id and playout_delay_id: the transport-cc and playout-delay ids every subscriber offer negotiates
+    # (send-side bandwidth estimation; the playout delay of a lossy subscriber's video).
+    assert consume == ConsumeRequest(consumer_id="c", producer_id="p", out_ssrc=7, pt_map=[(96, 100)], twcc_id=5,
+                                     playout_delay_id=7)
     assert send == SendDataRequest(label="_reliable", data=b"x")
 
 

@@ -75,6 +75,9 @@ FORWARDED_EXTENSIONS: dict[str, tuple[str, ...]] = {
 SUBSCRIBER_EXTENSIONS: tuple[str, ...] = (URI_TRANSPORT_CC,)
 #: The transport-cc id of every subscriber offer: what the worker stamps (router/messages.py ``ConsumeRequest``).
 SUBSCRIBER_TWCC_ID = ROUTER_EXTENSIONS[URI_TRANSPORT_CC]
+#: The playout-delay id of every subscriber video offer (forwarded from publishers that send it, and written by the
+#: worker while a subscriber's link needs repairs: router/playout.py).
+SUBSCRIBER_PLAYOUT_DELAY_ID = ROUTER_EXTENSIONS[URI_PLAYOUT_DELAY]
 
 # --- codecs -------------------------------------------------------------------------------------------------
 

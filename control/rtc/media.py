@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from control.rtc.codecs import SUBSCRIBER_TWCC_ID, URI_TRANSPORT_CC
+from control.rtc.codecs import SUBSCRIBER_PLAYOUT_DELAY_ID, SUBSCRIBER_TWCC_ID, URI_TRANSPORT_CC
 from control.rtc.negotiation import TrackPlan, TransportParams
 from router.messages import (
     ConnectRequest,
@@ -196,6 +196,7 @@ class MediaClient:
             rtx_pt_map=list((rtx_pt_map or {}).items()),
             # Every subscriber offer negotiates transport-cc at this id (control/rtc/negotiation.py).
             twcc_id=SUBSCRIBER_TWCC_ID,
+            playout_delay_id=SUBSCRIBER_PLAYOUT_DELAY_ID,
         )
         await self._request(Method.TRANSPORT_CONSUME, transport_id, request)
 
