@@ -27,11 +27,15 @@ def test_loss_toward_a_subscriber_is_repaired_once_per_lost_packet_and_video_kee
     # and a probe, so most of the seconds stay on 1280 px.
     widths = [s["width"] for s in r["per_second"]]
     assert widths.count(1280) >= 0.6 * len(widths), r["per_second"]
-    # The issue asks for >= 27 fps, but on this 2-core host the publisher encodes its 1280 px layer at 8-14 fps: the
-    # subscriber is held to the frames the publisher encoded of the layer it shows, second by second. It gets all of
-    # them without the loss and 0.86 of them with it (the receiver gives up on some frames whose retransmission
-    # comes late); below 0.7 would be frames lost to the repair.
-    assert r["clean_fps_over_publisher"] is not None and r["fps_over_publisher"] >= 0.7, (r["per_second"], r)
+    # The subscriber is held to the frames the publisher encoded of the layer it shows, second by second (on a
+    # loaded host the publisher's encoder, not the link, sets the frame rate). Without a playout delay a libwebrtc
+    # receiver, which knows no round-trip time, skips the frames whose retransmission comes after its short jitter
+    # buffer: 0.67 of them on the full 25 s scenario. The worker raises the subscriber's playout delay after the
+    # first lossy 2 s window (router/playout.py): 0.96 there, 28.2 fps of the publisher's 30.
+    assert worker["playout_stamped"] > 0, worker
+    assert r["clean_fps_over_publisher"] is not None and r["fps_over_publisher"] >= 0.85, (r["per_second"], r)
+    if r["publisher_fps"].get("f", 0) >= 29:
+        assert sub["fps"] >= 25, (sub, r["publisher_fps"])
     assert sub["fps"] >= 5 and sub["longest_freeze_s"] <= 3.5, sub
     # NACK repairs: about one retransmission per packet the relay dropped (0.87-0.98 measured: the relay also drops
     # bandwidth-probe padding, which nobody repairs), never a storm; a packet is resent at most once per RTT (the
