@@ -174,6 +174,6 @@ async def publisher_layers(room: rtc.Room) -> dict[str, dict[str, Any]]:
         o = out["outbound"]
         layers[o.get("rid", "")] = {"frames_encoded": int(o.get("framesEncoded", 0)),
                                     "width": int(o.get("frameWidth", 0)), "fps": o.get("framesPerSecond"),
-                                    "target_bps": o.get("targetBitrate"),
+                                    "target_bps": o.get("targetBitrate"), "scalability": o.get("scalabilityMode"),
                                     "bytes_sent": int(out.get("sent", {}).get("bytesSent", 0))}
     return layers
