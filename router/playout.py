@@ -10,8 +10,9 @@ and answer in their SDP, sets a floor under that buffer. LiveKit's SFU writes th
 rates; this module decides it from what the worker retransmitted and the subscriber's round-trip time, in our own
 terms (docs/FORWARDING.md, Playout delay):
 
-- a consumer whose retransmissions over a scoring window are at least ``LOSSY_SHARE`` of what it sent gets a
-  minimum delay of two round trips plus a margin (one repair, and a second one after the receiver's own NACK retry),
+- a consumer whose retransmissions, or the NACK entries its subscriber sent (a packet lost before the worker got
+  it is repaired from the publisher and forwarded late, never resent by the worker), over a scoring window are at
+  least ``LOSSY_SHARE`` of what it sent gets a minimum delay of two round trips plus a margin (one repair, and a second one after the receiver's own NACK retry),
   bounded to ``MIN_DELAY_MS``..``MAX_DELAY_MS``; raising takes effect at once;
 - after ``HOLD_S`` without such a window the floor comes down by ``STEP_DOWN_MS`` a window until it is gone, so
   that audio, which the receiver keeps in sync with the video, follows without a jump;
@@ -52,19 +53,21 @@ class PlayoutDelay:
     sent_ms: int = 0  # the minimum the receiver was last told (0 = none: libwebrtc's default)
     _packets: int = -1
     _retransmits: int = 0
+    _nacks: int = 0
     _lossy_at: float | None = None
 
     def update(self, snapshot: Mapping[str, Any], now: float) -> tuple[int, int] | None:
         packets = int(snapshot.get("packets", 0))
         retransmits = int(snapshot.get("retransmits", 0))
+        nacks = int(snapshot.get("nack_rx", 0))
         if self._packets < 0:
-            self._packets, self._retransmits = packets, retransmits
+            self._packets, self._retransmits, self._nacks = packets, retransmits, nacks
             return None
         sent = packets - self._packets
-        resent = retransmits - self._retransmits
-        self._packets, self._retransmits = packets, retransmits
+        repairs = max(retransmits - self._retransmits, nacks - self._nacks)
+        self._packets, self._retransmits, self._nacks = packets, retransmits, nacks
         target = self.sent_ms
-        if sent > 0 and resent >= LOSSY_SHARE * sent:
+        if sent > 0 and repairs >= LOSSY_SHARE * sent:
             self._lossy_at = now
             target = max(self.sent_ms, repair_delay_ms(int(snapshot.get("rtt_ms", -1))))
         elif self.sent_ms and (self._lossy_at is None or now - self._lossy_at >= HOLD_S):

@@ -84,6 +84,15 @@ def test_a_longer_round_trip_raises_the_floor_and_a_shorter_one_does_not_lower_i
     assert delay.sent_ms == 300
 
 
+def test_nacks_the_worker_could_not_serve_count_as_repairs() -> None:
+    # Loss before the worker (the publisher's uplink): the subscriber NACKs, the worker has nothing to resend, and
+    # the packet comes late, repaired from the publisher.
+    delay = PlayoutDelay()
+    assert delay.update({"packets": 0, "retransmits": 0, "nack_rx": 0, "rtt_ms": 50}, 0.0) is None
+    assert delay.update({"packets": 500, "retransmits": 0, "nack_rx": 4, "rtt_ms": 50}, 2.0) is None
+    assert delay.update({"packets": 1000, "retransmits": 0, "nack_rx": 14, "rtt_ms": 50}, 4.0) == (160, CEILING_MS)
+
+
 def test_nothing_sent_changes_nothing() -> None:
     assert run([(2.0, 0, 0), (4.0, 0, 3)]) == [None, None, None]
 
