@@ -79,8 +79,8 @@ from fastpath.bwe cimport (
 )
 from fastpath.crypto_kernel cimport hmac_batch_new, hmac_flush, prefetch_session, protect_queued
 from fastpath.demux cimport KIND_DTLS, KIND_RTCP, KIND_STUN, KIND_UNKNOWN, PacketKind, demux_classify
-from fastpath.hdrext cimport hdrext_put
 from fastpath.gso cimport GsoArena, GsoMsg, gso_group, gso_layout, gso_refused, gso_supported
+from fastpath.hdrext cimport hdrext_put
 from fastpath.includes.linux cimport (
     AF_INET,
     AF_INET6,
