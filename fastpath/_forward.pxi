@@ -529,6 +529,7 @@ cdef inline void fanout_queue(EngineState* e, int32_t p_slot, int32_t layer, uin
     """Add a packet to the fan-out run (handle_rtp has flushed a run of another producer or layer); a VP8 payload's
     descriptor is parsed here, once for every consumer."""
     cdef PendingRtp* r = &e.run[e.n_run]
+    cdef RecvStream* s
     if e.n_run == 0:
         e.run_p = p_slot
         e.run_layer = layer
@@ -539,6 +540,10 @@ cdef inline void fanout_queue(EngineState* e, int32_t p_slot, int32_t layer, uin
     r.key = key
     if vp8:
         vp8_parse(buf, h.header_len, h.payload_len, &r.vp8)
+        if r.vp8.present and 0 <= r.vp8.tid < 4:
+            s = &e.producers[p_slot].enc[layer]
+            s.tid_bytes[r.vp8.tid] += length
+            s.tid_pictures[r.vp8.tid] += r.vp8.start
     else:
         vp8_desc_none(&r.vp8)
     e.n_run += 1

@@ -159,6 +159,10 @@ ctypedef struct RecvStream:
     uint64_t packets
     uint64_t bytes
     uint64_t rtx_packets
+    # per VP8 temporal layer (TID 0-3; fanout_queue): what each costs and how many pictures it carries, for the
+    # stream allocator's temporal choice (router/layer_rates.py)
+    uint64_t tid_bytes[4]
+    uint64_t tid_pictures[4]
     uint64_t drops[DROP_REASON_COUNT]
     PacketStore store
     NackGen* nack                             # video only: NACK generation toward the publisher

@@ -1264,7 +1264,10 @@ cdef class Engine:
                      "rtx_packets": s.rtx_packets, "keyframes": s.keyframes, "kf_requests": s.kf_requests,
                      "received": s.received,
                      "expected": (s.max_ext_seq - s.base_ext_seq + 1) if s.seq_started else 0,
-                     "jitter": s.jitter_q4 >> 4, "sr_count": s.sr_count}
+                     "jitter": s.jitter_q4 >> 4, "sr_count": s.sr_count,
+                     "temporal_bytes": [s.tid_bytes[0], s.tid_bytes[1], s.tid_bytes[2], s.tid_bytes[3]],
+                     "temporal_pictures": [s.tid_pictures[0], s.tid_pictures[1], s.tid_pictures[2],
+                                           s.tid_pictures[3]]}
             if s.nack != NULL:
                 layer.update(nack_requested=s.nack.requested, nack_packets=s.nack.packets,
                              nack_recovered=s.nack.recovered, nack_expired=s.nack.expired,

@@ -21,8 +21,8 @@ video is all paused probes to resume :data:`PAUSE_HOLD_S` after the pause and, a
 the Engine is ``Consumer.layer_cap``, the lower of control's preference and the allocation. A lowering is always
 the bandwidth's, so it goes to the Engine as ``lower_consumer_layer`` where the Engine has it: the layer that no
 longer fits stops at once, and the lower layer's key frame (asked for at the same moment) is not queued behind it.
-Temporal layers are not allocated: the producers' rates are measured per spatial layer only, so a consumer's
-temporal cap (``Engine.set_consumer_temporal``) stays "all". docs/FORWARDING.md "Simulcast switching" (and its
+Temporal layers are not allocated (docs/FORWARDING.md, VP8 payload descriptor, says why): a consumer's temporal
+cap (``Engine.set_consumer_temporal``) stays "all". docs/FORWARDING.md "Simulcast switching" (and its
 "Probing") explains the rules and constants.
 
 This module owns the allocator's state (per transport, per track, the producers' measured layer rates); the

@@ -174,6 +174,21 @@ def test_engine_drops_temporal_layers_above_the_cap_without_gaps(rig: Rig) -> No
         e.set_consumer_temporal(20, 4)
 
 
+def test_engine_counts_bytes_and_pictures_per_temporal_layer_of_each_encoding(rig: Rig) -> None:
+    add_simulcast(rig, fastpath.CODEC_VP8)
+    tids = [0, 2, 1, 2, 0, 2, 1, 2]
+    sent = [send(rig, b"hi", 0xB, 7000 + i, vp8(200 + i, tl0=10 + i // 4, tid=tid, key=i == 0))
+            for i, tid in enumerate(tids)]
+    more = send(rig, b"hi", 0xB, 7008, vp8(207, tl0=11, tid=2, start=False))  # the same picture's second packet
+    rig.pump()
+    layers = rig.engine.snapshot_producer(10)["layers"]
+    assert layers[0]["temporal_pictures"] == [0, 0, 0, 0]
+    assert layers[1]["temporal_pictures"] == [2, 2, 4, 0]
+    by_tid = [sum(len(p) for p, t in zip(sent, tids, strict=True) if t == k) for k in range(4)]
+    by_tid[2] += len(more)  # both packets of the last picture
+    assert layers[1]["temporal_bytes"] == by_tid
+
+
 def test_engine_leaves_other_codecs_payloads_untouched(rig: Rig) -> None:
     """A producer whose PT is not declared VP8 (no key-frame peek either, so the switch happens on the first packet)
     gets no descriptor rewriting and no temporal filtering, even of VP8-looking bytes."""
