@@ -12,8 +12,9 @@ terms (docs/FORWARDING.md, Playout delay):
 
 - a consumer whose retransmissions, or the NACK entries its subscriber sent (a packet lost before the worker got
   it is repaired from the publisher and forwarded late, never resent by the worker), over a scoring window are at
-  least ``LOSSY_SHARE`` of what it sent gets a minimum delay of two round trips plus a margin (one repair, and a second one after the receiver's own NACK retry),
-  bounded to ``MIN_DELAY_MS``..``MAX_DELAY_MS``; raising takes effect at once;
+  least ``LOSSY_SHARE`` of what it sent gets a minimum delay of two round trips plus a margin (one repair, and a
+  second one after the receiver's own NACK retry), bounded to ``MIN_DELAY_MS``..``MAX_DELAY_MS``; raising takes
+  effect at once;
 - after ``HOLD_S`` without such a window the floor comes down by ``STEP_DOWN_MS`` a window until it is gone, so
   that audio, which the receiver keeps in sync with the video, follows without a jump;
 - the maximum stays libwebrtc's default (``CEILING_MS``).
