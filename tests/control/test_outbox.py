@@ -1,0 +1,106 @@
+"""The signal WebSocket's writer over a real aiohttp connection: broadcasts framed once and written as they are,
+per-socket frames compressed when the client negotiated permessage-deflate, the order kept either way, and a reader
+that stops reading still cut off for its own backlog."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestServer
+from livekit.protocol import models, rtc
+
+from control.rtc import lk_messages as lk
+from control.rtc.frames import Frame, participant_key, websocket_frame
+from control.service.outbox import WebSocketSink
+
+
+def _update(sid: str, metadata: str = "") -> rtc.SignalResponse:
+    return lk.participant_update([models.ParticipantInfo(sid=sid, identity=sid, metadata=metadata, version=1)])
+
+
+async def _serve(script: object) -> TestServer:
+    """A server whose WebSocket handler hands a sink to ``script`` and drains it."""
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sink = WebSocketSink(ws, transport=request.transport, protocol=request.protocol, max_queued=50)
+        await script(sink)  # type: ignore[operator]
+        await sink.drain()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    server = TestServer(app)
+    await server.start_server()
+    return server
+
+
+def test_the_wire_form_is_one_final_unmasked_binary_frame() -> None:
+    for size in (0, 125, 126, 65535, 65536):
+        wire = websocket_frame(b"x" * size)
+        assert wire[0] == 0x82 and not wire[1] & 0x80
+        header = 2 if size < 126 else 4 if size < 65536 else 10
+        assert len(wire) == header + size
+
+
+@pytest.mark.parametrize("compress", [0, 15])
+async def test_broadcasts_and_own_frames_arrive_in_order(compress: int) -> None:
+    """Shared frames (written from their one framing) and per-socket frames (compressed on this socket when
+    negotiated) interleave and arrive in the order they were queued, each intact."""
+    big = "m" * 40_000  # above aiohttp's synchronous compression size: compressed in its executor
+
+    async def script(sink: WebSocketSink) -> None:
+        assert sink.ws.compress == compress
+        sink.send_frame(Frame(_update("PA_a")))
+        sink.send(lk.pong(1))
+        sink.send_frame(Frame(_update("PA_b", big)))
+        sink.send(_update("PA_c", big))
+        sink.send_frame(Frame(_update("PA_d")))
+        await asyncio.sleep(0)
+        sink.send_frame(Frame(_update("PA_e")))
+
+    server = await _serve(script)
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(server.make_url("/ws"), compress=compress) as ws:
+            got = []
+            async for msg in ws:
+                assert msg.type == WSMsgType.BINARY
+                got.append(rtc.SignalResponse.FromString(msg.data))
+        kinds = [m.WhichOneof("message") for m in got]
+        assert kinds == ["update", "pong", "update", "update", "update", "update"]
+        assert [m.update.participants[0].sid for m in got if m.HasField("update")] == [
+            "PA_a", "PA_b", "PA_c", "PA_d", "PA_e"]
+        assert got[2].update.participants[0].metadata == big and got[3].update.participants[0].metadata == big
+    finally:
+        await server.close()
+
+
+async def test_a_reader_that_stops_reading_is_cut_off_by_its_own_backlog() -> None:
+    """Written directly to the transport, frames still queue (and coalesce) once its buffer is full, and the
+    connection closes when this reader's own queue passes ``max_queued``."""
+    done: asyncio.Future[WebSocketSink] = asyncio.get_running_loop().create_future()
+
+    async def script(sink: WebSocketSink) -> None:
+        payload = "p" * 60_000
+        for n in range(2000):
+            sink.send_frame(Frame(_update(f"PA_{n}", payload)))
+            if sink.closed:
+                break
+            await asyncio.sleep(0)
+        coalescing = Frame(_update("PA_same"), participant_key("PA_same"))
+        sink.send_frame(coalescing)
+        done.set_result(sink)
+
+    server = await _serve(script)
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(server.make_url("/ws"))
+            sink = await asyncio.wait_for(done, 30)
+            assert sink.overflowed and sink.closed
+            ws._response.connection.transport.abort()  # type: ignore[union-attr]
+    finally:
+        await server.close()
