@@ -55,12 +55,18 @@ class WebSocketSink:
         self.overflowed = False
         self._loop = asyncio.get_running_loop()
         # The synchronous path: a real transport whose protocol says when writing is paused.
-        self._direct = isinstance(transport, asyncio.WriteTransport) and hasattr(protocol, "writing_paused")
+        # (uvloop's transports are not asyncio.Transport subclasses: duck-typed)
+        self._direct = hasattr(transport, "write") and hasattr(protocol, "writing_paused")
         self._protocol = protocol
         self._compressed = bool(getattr(ws, "compress", False))  # permessage-deflate negotiated on this socket
         self._flush_scheduled = False
         self._busy = False  # the writer task owns the queue (a compressed frame, a full buffer, the close)
         self.task = self._loop.create_task(self._write())
+
+    @property
+    def direct(self) -> bool:
+        """Whether frames are written to the transport synchronously (else one ``send_bytes`` each)."""
+        return self._direct
 
     @property
     def queued(self) -> int:
@@ -117,8 +123,7 @@ class WebSocketSink:
         self._flush_scheduled = False
         if self._busy or self.overflowed:
             return
-        transport = self.transport
-        assert isinstance(transport, asyncio.WriteTransport)
+        transport: Any = self.transport
         if self._queue and not (self.ws.closed or transport.is_closing() or self._protocol.writing_paused):
             data = self._take_raw()
             if data:
@@ -146,8 +151,8 @@ class WebSocketSink:
                                    CLOSE_TIMEOUT_S)
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
-        if not self.ws.closed and isinstance(self.transport, asyncio.Transport):
-            self.transport.abort()
+        if not self.ws.closed and hasattr(self.transport, "abort"):
+            self.transport.abort()  # type: ignore[union-attr]
 
     def close(self) -> None:
         """No more frames; what is queued is still written, then the socket is closed."""
@@ -181,8 +186,7 @@ class WebSocketSink:
 
     async def _write_direct(self) -> None:
         """Sleeps while :meth:`_flush` keeps up; writes what it handed over (or what is left at the close)."""
-        transport = self.transport
-        assert isinstance(transport, asyncio.WriteTransport)
+        transport: Any = self.transport
         while True:
             if not self._busy:
                 if self.closed and not self._flush_scheduled:

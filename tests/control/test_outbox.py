@@ -54,7 +54,7 @@ async def test_broadcasts_and_own_frames_arrive_in_order(compress: int) -> None:
     big = "m" * 40_000  # above aiohttp's synchronous compression size: compressed in its executor
 
     async def script(sink: WebSocketSink) -> None:
-        assert sink.ws.compress == compress
+        assert sink.ws.compress == compress and sink.direct
         sink.send_frame(Frame(_update("PA_a")))
         sink.send(lk.pong(1))
         sink.send_frame(Frame(_update("PA_b", big)))
@@ -85,6 +85,7 @@ async def test_a_reader_that_stops_reading_is_cut_off_by_its_own_backlog() -> No
     done: asyncio.Future[WebSocketSink] = asyncio.get_running_loop().create_future()
 
     async def script(sink: WebSocketSink) -> None:
+        assert sink.direct
         payload = "p" * 60_000
         for n in range(2000):
             sink.send_frame(Frame(_update(f"PA_{n}", payload)))
