@@ -1,25 +1,29 @@
 """Outbox: the server's side of one signal WebSocket, what is queued for it and how fast it drains.
 
-Frames (``control.rtc.frames``) are written in order by one task. A keyed frame (one participant's state, the
-room's info) replaces the bytes of an unsent frame with the same key where that one stands in the queue, so what a
-participant is sent is coalesced by state: however fast others change, its queue holds at most one update per
-participant. Only a reader whose own backlog passes ``max_queued`` frames is disconnected (it resumes or rejoins);
-nobody else's behaviour can put it there (docs/PROTOCOL.md, Flow control).
+Frames (``control.rtc.frames``) are written in order. A keyed frame (one participant's state, the room's info)
+replaces the bytes of an unsent frame with the same key where that one stands in the queue, so what a participant is
+sent is coalesced by state: however fast others change, its queue holds at most one update per participant. Only a
+reader whose own backlog passes ``max_queued`` frames is disconnected (it resumes or rejoins); nobody else's
+behaviour can put it there (docs/PROTOCOL.md, Flow control).
 
 With the connection's transport and protocol at hand (a real aiohttp WebSocket), the queue is written without a
-coroutine per frame: the first frame queued in a loop iteration schedules one synchronous flush, which writes every
-queued frame that may go uncompressed in one ``transport.write``: a broadcast's :attr:`Frame.wire` (built once
-for all sockets) and, when the client did not negotiate permessage-deflate, every frame. RFC 7692 (section 6) lets
-a sender leave any message uncompressed (RSV1 clear), and an uncompressed message does not touch the compression
-context of the ones around it. The writer task takes over only for what must wait: a frame that this socket
-compresses (aiohttp's ``send_bytes``, in order), or a transport whose write buffer is full (it waits for the
-protocol to resume writing; meanwhile frames queue, coalesce and count towards ``max_queued`` as before).
+coroutine per frame: the first frame queued puts the sink in its loop's list of sockets to write (one callback for
+all of them, at most ``WRITE_BUDGET`` bytes per loop iteration, so that a broadcast to thousands of sockets does
+not hold the loop), and its turn writes every queued frame that may go uncompressed in one ``transport.write``: a
+broadcast's :attr:`Frame.wire` (built once for all sockets) and, when the client did not negotiate
+permessage-deflate, every frame. RFC 7692 (section 6) lets a sender leave any message uncompressed (RSV1 clear),
+and an uncompressed message does not touch the compression context of the ones around it. The writer task takes
+over only for what must wait: a frame that this socket compresses (aiohttp's ``send_bytes``, in order), or a
+transport whose write buffer is full (it waits for the protocol to resume writing; meanwhile frames queue,
+coalesce and count towards ``max_queued`` as before). Without a transport (a relayed connection's socket) the task
+writes every frame with ``send_bytes``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import deque
 from collections.abc import Hashable
 from typing import Any
@@ -33,6 +37,47 @@ log = logging.getLogger("control.service.outbox")
 
 MAX_QUEUED_FRAMES = 2000  # a client this far behind is cut off (it resumes or rejoins)
 CLOSE_TIMEOUT_S = 1.0  # a reader that does not take the close frame either loses its connection
+
+
+WRITE_BUDGET = 256 * 1024  # bytes written to sockets per loop iteration before the others get their turn
+WRITE_COST = 512  # what one write costs besides its bytes (a system call), in bytes
+
+
+class _Writes:
+    """The sinks of one event loop that have frames to write, flushed in the order they got them: at most
+    :data:`WRITE_BUDGET` per loop iteration, so a broadcast to thousands of sockets (a ParticipantUpdate batch is
+    kilobytes) is spread over iterations and timers and reads run in between."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pending: deque[WebSocketSink] = deque()
+        self.scheduled = False
+
+    def add(self, sink: WebSocketSink) -> None:
+        self.pending.append(sink)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self.scheduled = False
+        pending = self.pending
+        budget = WRITE_BUDGET
+        while pending and budget > 0:
+            budget -= pending.popleft()._flush() + WRITE_COST
+        if pending:
+            self.scheduled = True
+            self.loop.call_soon(self.run)
+
+
+_WRITES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Writes] = weakref.WeakKeyDictionary()
+
+
+def _writes_of(loop: asyncio.AbstractEventLoop) -> _Writes:
+    writes = _WRITES.get(loop)
+    if writes is None:
+        writes = _WRITES[loop] = _Writes(loop)
+    return writes
 
 
 class WebSocketSink:
@@ -96,7 +141,7 @@ class WebSocketSink:
             self._wake.set()
         elif not self._flush_scheduled and not self._busy:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            _writes_of(self._loop).add(self)
 
     def _raw(self, frame: Frame) -> bool:
         return frame.shared or not self._compressed
@@ -117,19 +162,23 @@ class WebSocketSink:
             out.append(self._pop().wire)
         return out[0] if len(out) == 1 else b"".join(out)
 
-    def _flush(self) -> None:
-        """The synchronous write of what is queued (once per loop iteration); hands over to the task when a frame
-        must be compressed, the transport's buffer is full or the connection is closing."""
+    def _flush(self) -> int:
+        """The synchronous write of what is queued (at most once per loop iteration); hands over to the task when a
+        frame must be compressed, the transport's buffer is full or the connection is closing. Returns the bytes
+        written."""
         self._flush_scheduled = False
         if self._busy or self.overflowed:
-            return
+            return 0
         transport: Any = self.transport
+        written = 0
         if self._queue and not (self.ws.closed or transport.is_closing() or self._protocol.writing_paused):
             data = self._take_raw()
             if data:
                 transport.write(data)
+                written = len(data)
         if self._queue or self.closed:
             self._hand_over()
+        return written
 
     def _hand_over(self) -> None:
         self._busy = True

@@ -105,3 +105,46 @@ async def test_a_reader_that_stops_reading_is_cut_off_by_its_own_backlog() -> No
             ws._response.connection.transport.abort()  # type: ignore[union-attr]
     finally:
         await server.close()
+
+
+async def test_a_broadcast_to_many_sockets_is_written_over_several_loop_iterations() -> None:
+    """One frame to 100 sockets (1 MB in all): each loop iteration writes at most WRITE_BUDGET bytes (plus the
+    socket whose write crossed it), every socket gets the same framed bytes once, and all of them get it."""
+    from control.service import outbox
+
+    class Transport:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+    class Protocol:
+        writing_paused = False
+
+    class Socket:
+        closed = False
+        compress = 0
+
+        async def close(self, **kw: object) -> None:
+            self.closed = True
+
+    transports = [Transport() for _ in range(100)]
+    sinks = [WebSocketSink(Socket(), transport=t, protocol=Protocol()) for t in transports]  # type: ignore[arg-type]
+    assert all(s.direct for s in sinks)
+    frame = Frame(_update("PA_big", "b" * 10_000))
+    for sink in sinks:
+        sink.send_frame(frame)
+    per_iteration = []
+    while sum(len(t.writes) for t in transports) < 100 and len(per_iteration) < 50:
+        before = sum(len(w) for t in transports for w in t.writes)
+        await asyncio.sleep(0)
+        per_iteration.append(sum(len(w) for t in transports for w in t.writes) - before)
+    assert all(t.writes == [frame.wire] for t in transports)
+    assert len([n for n in per_iteration if n]) >= 3
+    assert max(per_iteration) <= outbox.WRITE_BUDGET + len(frame.wire)
+    for sink in sinks:
+        await sink.drain()
