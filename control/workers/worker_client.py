@@ -6,8 +6,9 @@ requests into futures keyed by request id (asynchronous, never REQ/REP lock-step
 returns the reply body, raises :class:`WorkerError` on a false response, :class:`WorkerDied` when the worker
 dies (every pending request fails at once, as mediasoup's Channel does on close) and ``TimeoutError`` on
 timeout. Notifications are checked against their body type (router/messages.py ``EVENTS``) and go to callbacks
-registered with ``on_notification``; a malformed frame, an unknown event or a bad body is logged and counted,
-never passed on. Events control only logs (:data:`LOGGED_EVENTS`) are logged here at debug level. This module
+registered with ``on_notification``, the map as a ``CheckedMap`` (its handlers' ``from_wire`` returns the body
+checked here instead of checking it again); a malformed frame, an unknown event or a bad body is logged and
+counted, never passed on. Events control only logs (:data:`LOGGED_EVENTS`) are logged here at debug level. This module
 does not spawn or watch processes; control/workers/supervisor.py does and calls ``fail_all``.
 
 The ROUTER is a plain (blocking-API) ZeroMQ socket read from the event loop's reader callback on its file
@@ -32,7 +33,7 @@ import zmq
 
 from router.channel import routing_id
 from router.messages import EVENTS
-from router.protocol import Event, Notification, ProtocolError, Request, Response, decode, encode
+from router.protocol import CheckedMap, Event, Notification, ProtocolError, Request, Response, decode, encode
 
 log = logging.getLogger("control.workers.worker_client")
 
@@ -190,11 +191,11 @@ class ControlSocket:
             if not client._on_response(envelope):
                 self.counters.stale_responses += 1
         elif isinstance(envelope, Notification):
-            reason = _bad_notification(envelope)
-            if reason is not None:
-                self._malformed(f"from worker {client.worker_id}: {reason}")
+            checked = _checked_notification(envelope)
+            if isinstance(checked, str):
+                self._malformed(f"from worker {client.worker_id}: {checked}")
                 return
-            client._on_notification(envelope)
+            client._on_notification(checked)
         else:
             self._malformed(f"request from worker {client.worker_id}")
 
@@ -208,17 +209,18 @@ def _expire(future: asyncio.Future[dict[str, Any]]) -> None:
         future.set_exception(TimeoutError())
 
 
-def _bad_notification(notification: Notification) -> str | None:
-    """Why a notification does not follow router/messages.py ``EVENTS``, or None."""
+def _checked_notification(notification: Notification) -> Notification | str:
+    """The notification with its body checked against router/messages.py ``EVENTS`` (a :class:`CheckedMap`, so
+    that its handlers' ``from_wire`` does not check it again), or why it does not follow them."""
     try:
         body_type = EVENTS[Event(notification.event)]
     except ValueError:
         return f"unknown event {notification.event!r}"
     try:
-        body_type.from_wire(notification.body)
+        parsed = body_type.from_wire(notification.body)
     except ProtocolError as exc:
         return f"{notification.event}: {exc.reason}"
-    return None
+    return Notification(notification.event, notification.target_id, CheckedMap(notification.body, parsed))
 
 
 class WorkerClient:
