@@ -39,33 +39,41 @@ MAX_QUEUED_FRAMES = 2000  # a client this far behind is cut off (it resumes or r
 CLOSE_TIMEOUT_S = 1.0  # a reader that does not take the close frame either loses its connection
 
 
-WRITE_BUDGET = 256 * 1024  # bytes written to sockets per loop iteration before the others get their turn
+WRITE_BUDGET = 512 * 1024  # bytes written to sockets per loop iteration before the others get their turn
 WRITE_COST = 512  # what one write costs besides its bytes (a system call), in bytes
 
 
 class _Writes:
-    """The sinks of one event loop that have frames to write, flushed in the order they got them: at most
-    :data:`WRITE_BUDGET` per loop iteration, so a broadcast to thousands of sockets (a ParticipantUpdate batch is
-    kilobytes) is spread over iterations and timers and reads run in between."""
+    """The sinks of one event loop that have frames to write, flushed in the order they got them, those with a
+    frame of their own (a JoinResponse, an offer) before those with broadcasts only: at most :data:`WRITE_BUDGET`
+    per loop iteration, so a broadcast to thousands of sockets (a ParticipantUpdate batch is kilobytes) is spread
+    over iterations, timers and reads run in between, and a join's own messages do not wait behind it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.urgent: deque[WebSocketSink] = deque()
         self.pending: deque[WebSocketSink] = deque()
         self.scheduled = False
 
-    def add(self, sink: WebSocketSink) -> None:
-        self.pending.append(sink)
+    def add(self, sink: WebSocketSink, *, urgent: bool = False) -> None:
+        (self.urgent if urgent else self.pending).append(sink)
         if not self.scheduled:
             self.scheduled = True
             self.loop.call_soon(self.run)
 
     def run(self) -> None:
         self.scheduled = False
-        pending = self.pending
         budget = WRITE_BUDGET
+        urgent, pending = self.urgent, self.pending
+        while urgent and budget > 0:
+            sink = urgent.popleft()
+            sink._urgent = False
+            budget -= sink._flush() + WRITE_COST
         while pending and budget > 0:
-            budget -= pending.popleft()._flush() + WRITE_COST
-        if pending:
+            sink = pending.popleft()
+            sink._flush_scheduled = False
+            budget -= sink._flush() + WRITE_COST
+        if urgent or pending:
             self.scheduled = True
             self.loop.call_soon(self.run)
 
@@ -104,7 +112,8 @@ class WebSocketSink:
         self._direct = hasattr(transport, "write") and hasattr(protocol, "writing_paused")
         self._protocol = protocol
         self._compressed = bool(getattr(ws, "compress", False))  # permessage-deflate negotiated on this socket
-        self._flush_scheduled = False
+        self._flush_scheduled = False  # in its loop's list of sockets to write
+        self._urgent = False  # in that list's front part (it has a frame of its own)
         self._busy = False  # the writer task owns the queue (a compressed frame, a full buffer, the close)
         self.task = self._loop.create_task(self._write())
 
@@ -139,9 +148,13 @@ class WebSocketSink:
             self._keyed[key] = slot
         if not self._direct:
             self._wake.set()
-        elif not self._flush_scheduled and not self._busy:
-            self._flush_scheduled = True
-            _writes_of(self._loop).add(self)
+        elif not self._busy:
+            if not frame.shared and not self._urgent:
+                self._urgent = True  # this socket's own frame (a JoinResponse, an offer) waits for no broadcast
+                _writes_of(self._loop).add(self, urgent=True)
+            elif not self._flush_scheduled:
+                self._flush_scheduled = True
+                _writes_of(self._loop).add(self)
 
     def _raw(self, frame: Frame) -> bool:
         return frame.shared or not self._compressed
@@ -166,7 +179,6 @@ class WebSocketSink:
         """The synchronous write of what is queued (at most once per loop iteration); hands over to the task when a
         frame must be compressed, the transport's buffer is full or the connection is closing. Returns the bytes
         written."""
-        self._flush_scheduled = False
         if self._busy or self.overflowed:
             return 0
         transport: Any = self.transport
@@ -238,7 +250,7 @@ class WebSocketSink:
         transport: Any = self.transport
         while True:
             if not self._busy:
-                if self.closed and not self._flush_scheduled:
+                if self.closed and not (self._flush_scheduled or self._urgent):
                     self._busy = True  # the close: whatever is still queued is written here
                     if not self._queue:
                         break

@@ -108,8 +108,9 @@ async def test_a_reader_that_stops_reading_is_cut_off_by_its_own_backlog() -> No
 
 
 async def test_a_broadcast_to_many_sockets_is_written_over_several_loop_iterations() -> None:
-    """One frame to 100 sockets (1 MB in all): each loop iteration writes at most WRITE_BUDGET bytes (plus the
-    socket whose write crossed it), every socket gets the same framed bytes once, and all of them get it."""
+    """One frame to 100 sockets (3 MB in all): each loop iteration writes at most WRITE_BUDGET bytes (plus the
+    socket whose write crossed it), every socket gets the same framed bytes once, and all of them get it; a socket
+    with a frame of its own is written in the first iteration, not after the others."""
     from control.service import outbox
 
     class Transport:
@@ -135,15 +136,20 @@ async def test_a_broadcast_to_many_sockets_is_written_over_several_loop_iteratio
     transports = [Transport() for _ in range(100)]
     sinks = [WebSocketSink(Socket(), transport=t, protocol=Protocol()) for t in transports]  # type: ignore[arg-type]
     assert all(s.direct for s in sinks)
-    frame = Frame(_update("PA_big", "b" * 10_000))
+    frame = Frame(_update("PA_big", "b" * 30_000))
     for sink in sinks:
         sink.send_frame(frame)
+    own = lk.pong(7)
+    sinks[-1].send(own)  # a frame of its own: this socket is written first, its queue in order
     per_iteration = []
     while sum(len(t.writes) for t in transports) < 100 and len(per_iteration) < 50:
         before = sum(len(w) for t in transports for w in t.writes)
         await asyncio.sleep(0)
         per_iteration.append(sum(len(w) for t in transports for w in t.writes) - before)
-    assert all(t.writes == [frame.wire] for t in transports)
+        if len(per_iteration) == 1:
+            assert transports[-1].writes and not transports[-2].writes
+    assert transports[-1].writes == [frame.wire + websocket_frame(own.SerializeToString())]
+    assert all(t.writes == [frame.wire] for t in transports[:-1])
     assert len([n for n in per_iteration if n]) >= 3
     assert max(per_iteration) <= outbox.WRITE_BUDGET + len(frame.wire)
     for sink in sinks:
