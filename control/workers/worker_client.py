@@ -13,6 +13,8 @@ does not spawn or watch processes; control/workers/supervisor.py does and calls 
 
 The ROUTER is a plain (blocking-API) ZeroMQ socket read from the event loop's reader callback on its file
 descriptor: each wake-up drains every frame already queued (``NOBLOCK`` until ``EAGAIN``) and sends never wait.
+The requests made in one loop iteration go to each worker as one message, a request per part: every message wakes
+ZeroMQ's I/O thread, which on a busy host was a tenth of control's samples during a burst of joins.
 pyzmq's asyncio socket costs a Future and several callbacks per frame in each direction, which was a fifth of
 control's CPU during a burst of joins (docs/PERFORMANCE.md, "Large rooms: joins"). ZeroMQ's descriptor is
 edge-triggered: it signals a change of the socket's event state, so after every drain and every send the socket's
@@ -96,6 +98,8 @@ class ControlSocket:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd = -1
         self._drain_scheduled = False
+        self._out: dict[int, list[tuple[bytes, asyncio.Future[dict[str, Any]] | None]]] = {}
+        self._send_scheduled = False
 
     def attach(self, client: WorkerClient) -> None:
         rid = routing_id(client.worker_id)
@@ -130,22 +134,46 @@ class ControlSocket:
             self._sock.close(linger=0)
             self._sock = None
 
-    def send(self, worker_id: int, frame: bytes) -> None:
-        """Queues one frame to a worker; raises :class:`WorkerDied` when it is not connected."""
+    def send(self, worker_id: int, frame: bytes, future: asyncio.Future[dict[str, Any]] | None = None) -> None:
+        """Queues one request frame to a worker; the frames queued in one loop iteration go out together, one
+        ZeroMQ message per worker with a frame per part (docs/SEAMS.md §3). Raises :class:`WorkerDied` when the
+        socket is closed; a worker that is not connected fails ``future`` with it when the message goes out."""
+        if self._sock is None or self._loop is None:
+            raise WorkerDied(worker_id, "control socket is closed")
+        out = self._out.get(worker_id)
+        if out is None:
+            out = self._out[worker_id] = []
+        out.append((frame, future))
+        if not self._send_scheduled:
+            self._send_scheduled = True
+            self._loop.call_soon(self._send_all)
+
+    def _send_all(self) -> None:
+        """One message per worker with every frame queued for it since the last call."""
+        self._send_scheduled = False
+        out, self._out = self._out, {}
+        for worker_id, items in out.items():
+            try:
+                self._send_parts(worker_id, [frame for frame, _ in items])
+            except WorkerDied as died:
+                for _, future in items:
+                    if future is not None and not future.done():
+                        future.set_exception(WorkerDied(worker_id, died.reason))
+        # A send may consume the descriptor's edge while frames wait to be read.
+        self._schedule_drain()
+
+    def _send_parts(self, worker_id: int, frames: list[bytes]) -> None:
         if self._sock is None:
             raise WorkerDied(worker_id, "control socket is closed")
         try:
-            self._sock.send_multipart([routing_id(worker_id), frame], zmq.NOBLOCK)
+            self._sock.send_multipart([routing_id(worker_id), *frames], zmq.NOBLOCK)
         except zmq.Again as exc:
             # Cannot happen with SNDHWM 0, but a silent drop would hang the caller until its timeout.
             raise WorkerDied(worker_id, "send queue to the worker is full") from exc
         except zmq.ZMQError as exc:
             if exc.errno == errno.EHOSTUNREACH:
                 raise WorkerDied(worker_id, "worker is not connected") from exc
-            raise
-        finally:
-            # A send may consume the descriptor's edge while frames wait to be read.
-            self._schedule_drain()
+            raise WorkerDied(worker_id, f"send failed: {exc}") from exc
 
     def _schedule_drain(self) -> None:
         if self._drain_scheduled or self._sock is None or self._loop is None:
@@ -272,7 +300,7 @@ class WorkerClient:
         # A timer instead of asyncio.wait_for: no extra task per request.
         timer = loop.call_later(timeout, _expire, future)
         try:
-            self._socket.send(self.worker_id, frame)
+            self._socket.send(self.worker_id, frame, future)
             return await future
         finally:
             timer.cancel()
