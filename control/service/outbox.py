@@ -40,7 +40,8 @@ CLOSE_TIMEOUT_S = 1.0  # a reader that does not take the close frame either lose
 
 
 WRITE_BUDGET = 512 * 1024  # bytes written to sockets per loop iteration before the others get their turn
-WRITE_COST = 512  # what one write costs besides its bytes (a system call), in bytes
+WRITE_COST = 8 * 1024  # what one write costs besides its bytes (a system call; on loopback the receiver's side
+# too), in bytes: at most 64 writes per loop iteration
 
 
 class _Writes:

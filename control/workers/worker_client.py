@@ -87,7 +87,7 @@ class ControlSocket:
     """
 
     # Frames handled per reader wake-up before yielding to the loop (a flood cannot starve signaling).
-    DRAIN_BATCH = 256
+    DRAIN_BATCH = 64
 
     def __init__(self, endpoint: str, *, context: zmq.Context[Any] | None = None) -> None:
         self.endpoint = endpoint
