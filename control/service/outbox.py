@@ -69,14 +69,24 @@ class _Writes:
         while urgent and budget > 0:
             sink = urgent.popleft()
             sink._urgent = False
-            budget -= sink._flush() + WRITE_COST
+            budget -= _flush(sink) + WRITE_COST
         while pending and budget > 0:
             sink = pending.popleft()
             sink._flush_scheduled = False
-            budget -= sink._flush() + WRITE_COST
+            budget -= _flush(sink) + WRITE_COST
         if urgent or pending:
             self.scheduled = True
             self.loop.call_soon(self.run)
+
+
+def _flush(sink: WebSocketSink) -> int:
+    """One sink's turn; a failed write ends that sink (its task closes it), never the others' turns."""
+    try:
+        return sink._flush()
+    except Exception as exc:  # e.g. the transport's write on a connection that went away meanwhile
+        log.debug("signal write failed: %r", exc)
+        sink._hand_over()
+        return 0
 
 
 _WRITES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Writes] = weakref.WeakKeyDictionary()
