@@ -12,7 +12,8 @@ header deadline, caps on unauthenticated connections, fd reserve). SIGTERM or SI
 passes, then whoever is left gets a LeaveRequest; a second signal stops at once. With ``redis`` set the node joins
 a cluster (control/cluster/node.py) once its workers run, says ``draining`` when the drain starts and leaves
 after the rooms are closed. Then the HTTP server stops, then
-the workers, then the runtime directory is removed.
+the workers, then the runtime directory is removed. While it serves, the garbage collector is paced
+(control/collector.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import signal
 from aiohttp import web
 
 from control.cluster.node import CLUSTER_KEY, ClusterNode, new_node_id
+from control.collector import paced_collector
 from control.config import Settings
 from control.rtc.participant import LiveKitNegotiator
 from control.rtc.rooms import RoomManager, WorkerPool
@@ -154,7 +156,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
             except Exception as exc:  # redis.exceptions.ConnectionError and kin
                 log.error("cannot join the cluster: %s", exc)
                 return 1
-        await stop.wait()
+        with paced_collector():  # control/collector.py: what is alive now is never walked again
+            await stop.wait()
         app = runner.app
         if cluster is not None:
             await cluster.set_draining()

@@ -7,8 +7,8 @@ notifications. Requests are served concurrently (never REQ/REP lock-step): each 
 before the handler runs (a bad body is answered ``TypeError`` with the parser's reason) and the reply must be the
 method's reply body; :meth:`Channel.emit` sends a notification whose body type matches ``EVENTS``. A
 :class:`RequestError` becomes ``{"error": e.error, "reason": e.reason}``; any other exception ``{"error": type
-name, "reason": str(exc)}``; a method without a handler ``{"error": "UnknownMethod"}``. A malformed frame is
-logged and counted, never fatal.
+name, "reason": str(exc)}``; a method without a handler ``{"error": "UnknownMethod"}``. A message from control
+carries one request per part (docs/SEAMS.md §3). A malformed frame is logged and counted, never fatal.
 
 Sending never blocks the event loop: frames go out with NOBLOCK; when the socket is full, responses and
 ordinary notifications wait in an ordered backlog that a task flushes, while droppable ones (heartbeats) are
@@ -264,20 +264,18 @@ class Channel:
     async def _receive_loop(self) -> None:
         assert self._sock is not None
         while True:
-            frames = await self._sock.recv_multipart(copy=True)
-            if len(frames) != 1:
-                self._malformed(f"{len(frames)}-part message")
-                continue
-            try:
-                envelope: Envelope = decode(frames[0])
-            except ProtocolError as exc:
-                self._malformed(exc.reason)
-                continue
-            if not isinstance(envelope, Request):
-                self._malformed(f"unexpected {type(envelope).__name__.lower()} from control")
-                continue
-            self.counters.requests += 1
-            self._spawn(self._serve(envelope))
+            # Control sends the requests of one of its loop iterations as one message, a request per part.
+            for frame in await self._sock.recv_multipart(copy=True):
+                try:
+                    envelope: Envelope = decode(frame)
+                except ProtocolError as exc:
+                    self._malformed(exc.reason)
+                    continue
+                if not isinstance(envelope, Request):
+                    self._malformed(f"unexpected {type(envelope).__name__.lower()} from control")
+                    continue
+                self.counters.requests += 1
+                self._spawn(self._serve(envelope))
 
     def _malformed(self, reason: str) -> None:
         self.counters.malformed += 1

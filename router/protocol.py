@@ -287,6 +287,8 @@ class Body:
 
     @classmethod
     def from_wire(cls, body: Any) -> Self:
+        if type(body) is CheckedMap and type(body.parsed) is cls:
+            return body.parsed  # type: ignore[return-value]  # checked once already, by the receiver
         return cls._parse(body, cls.__name__, "")
 
     @classmethod
@@ -307,6 +309,18 @@ class Body:
         if problem is not None:
             raise ProtocolError(f"{owner}: field '{prefix}{problem[0]}' {problem[1]}")
         return parsed
+
+
+class CheckedMap(dict[str, Any]):
+    """A body map that its receiver has already checked (``parsed``, the :class:`Body` it gave): ``from_wire`` of
+    that same body type returns ``parsed`` instead of checking the map again. Control's worker channel hands
+    notifications on this way (control/workers/worker_client.py), so each is checked once, whoever handles it."""
+
+    __slots__ = ("parsed",)
+
+    def __init__(self, body: dict[str, Any], parsed: Body) -> None:
+        super().__init__(body)
+        self.parsed = parsed
 
 
 _FIELDS: dict[type, list[tuple[str, Any, bool]]] = {}

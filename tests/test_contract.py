@@ -56,6 +56,7 @@ from router.messages import (
 )
 from router.protocol import (
     Body,
+    CheckedMap,
     Empty,
     Event,
     Method,
@@ -159,6 +160,16 @@ def test_every_body_round_trips_through_msgpack(body: Body) -> None:
                      Notification("a.b", "t", body.to_wire())):
         decoded = decode(encode(envelope))
         assert type(body).from_wire(decoded.body) == body
+
+
+def test_a_checked_map_gives_its_body_to_that_body_type_only() -> None:
+    """A map its receiver checked (CheckedMap) is not checked again by the same body type; any other body type
+    checks it as a plain map."""
+    heartbeat = SAMPLES[WorkerHeartbeat]
+    checked = CheckedMap(heartbeat.to_wire(), heartbeat)
+    assert WorkerHeartbeat.from_wire(checked) is heartbeat and checked == heartbeat.to_wire()
+    with pytest.raises(ProtocolError, match="WorkerRunning: missing field"):
+        WorkerRunning.from_wire(checked)
 
 
 def test_seams_doc_names_every_body_and_only_files_that_exist() -> None:

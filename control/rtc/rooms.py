@@ -60,6 +60,7 @@ Reason = models.DisconnectReason
 SPEAKER_INTERVAL_S = 0.4  # LiveKit's audio.update_interval
 ACTIVE_LEVEL_DBOV = 35.0  # LiveKit's audio.active_level: louder than -35 dBov counts as speaking
 LEVEL_STEP = 0.05  # smaller changes of a speaker's level are not re-sent
+QUALITY_CHUNK = 200  # ConnectionQualityUpdates sent per loop iteration in a round
 MAX_NOT_FOUND_ANSWERS = 100  # SE_TRACK_NOTFOUND answers per UpdateSubscription; the rest are only skipped
 
 
@@ -846,20 +847,29 @@ class Room:
         self._quality.stop()
 
     async def _quality_round(self) -> None:
-        self.send_quality_updates()
+        """A round of :meth:`send_quality_updates` that yields to the loop after every :data:`QUALITY_CHUNK`
+        messages: in a room of thousands, one round would otherwise hold control's loop for tens of ms."""
+        by_sid, rounds = self._quality_messages()
+        for start in range(0, len(rounds), QUALITY_CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            for sid, infos in rounds[start:start + QUALITY_CHUNK]:
+                by_sid[sid].send(lk.connection_quality(infos))
 
     def send_quality_updates(self) -> int:
         """One round: ConnectionQualityUpdate to the active participants when a quality changed or a participant
         is new (each hears about itself and the participants it subscribes to). Returns the messages sent."""
+        by_sid, rounds = self._quality_messages()
+        for sid, infos in rounds:
+            by_sid[sid].send(lk.connection_quality(infos))
+        return len(rounds)
+
+    def _quality_messages(self) -> tuple[dict[str, Participant], list[tuple[str, list[rtc.ConnectionQualityInfo]]]]:
         active = [p for p in self.participants.values() if p.state == State.ACTIVE and not p.closed]
         self.quality.forget(p.sid for p in self.participants.values())
         peers = [Peer(p.sid, p.client.protocol,
                       frozenset(s.publisher_sid for s in p.subscriptions.values() if not s.removed)) for p in active]
-        by_sid = {p.sid: p for p in active}
-        rounds = self.quality.round(peers)
-        for sid, infos in rounds:
-            by_sid[sid].send(lk.connection_quality(infos))
-        return len(rounds)
+        return {p.sid: p for p in active}, self.quality.round(peers)
 
     # ---- server API (Twirp RoomService) ------------------------------------------------------------
 

@@ -170,7 +170,7 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
     if cluster is not None and owner != cluster.id:
         await cluster.relay(owner or "", token_from_request(request.headers, request.query), request.query, ws)
         return ws
-    sink = WebSocketSink(ws, transport=request.transport)
+    sink = WebSocketSink(ws, transport=request.transport, protocol=request.protocol)
     await run_session(request.app[MANAGER_KEY], claims, request.query, sink, _frames(ws))
     return ws
 

@@ -6,12 +6,15 @@ requests into futures keyed by request id (asynchronous, never REQ/REP lock-step
 returns the reply body, raises :class:`WorkerError` on a false response, :class:`WorkerDied` when the worker
 dies (every pending request fails at once, as mediasoup's Channel does on close) and ``TimeoutError`` on
 timeout. Notifications are checked against their body type (router/messages.py ``EVENTS``) and go to callbacks
-registered with ``on_notification``; a malformed frame, an unknown event or a bad body is logged and counted,
-never passed on. Events control only logs (:data:`LOGGED_EVENTS`) are logged here at debug level. This module
+registered with ``on_notification``, the map as a ``CheckedMap`` (its handlers' ``from_wire`` returns the body
+checked here instead of checking it again); a malformed frame, an unknown event or a bad body is logged and
+counted, never passed on. Events control only logs (:data:`LOGGED_EVENTS`) are logged here at debug level. This module
 does not spawn or watch processes; control/workers/supervisor.py does and calls ``fail_all``.
 
 The ROUTER is a plain (blocking-API) ZeroMQ socket read from the event loop's reader callback on its file
 descriptor: each wake-up drains every frame already queued (``NOBLOCK`` until ``EAGAIN``) and sends never wait.
+The requests made in one loop iteration go to each worker as one message, a request per part: every message wakes
+ZeroMQ's I/O thread, which on a busy host was a tenth of control's samples during a burst of joins.
 pyzmq's asyncio socket costs a Future and several callbacks per frame in each direction, which was a fifth of
 control's CPU during a burst of joins (docs/PERFORMANCE.md, "Large rooms: joins"). ZeroMQ's descriptor is
 edge-triggered: it signals a change of the socket's event state, so after every drain and every send the socket's
@@ -32,7 +35,7 @@ import zmq
 
 from router.channel import routing_id
 from router.messages import EVENTS
-from router.protocol import Event, Notification, ProtocolError, Request, Response, decode, encode
+from router.protocol import CheckedMap, Event, Notification, ProtocolError, Request, Response, decode, encode
 
 log = logging.getLogger("control.workers.worker_client")
 
@@ -84,7 +87,7 @@ class ControlSocket:
     """
 
     # Frames handled per reader wake-up before yielding to the loop (a flood cannot starve signaling).
-    DRAIN_BATCH = 256
+    DRAIN_BATCH = 64
 
     def __init__(self, endpoint: str, *, context: zmq.Context[Any] | None = None) -> None:
         self.endpoint = endpoint
@@ -95,6 +98,8 @@ class ControlSocket:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd = -1
         self._drain_scheduled = False
+        self._out: dict[int, list[tuple[bytes, asyncio.Future[dict[str, Any]] | None]]] = {}
+        self._send_scheduled = False
 
     def attach(self, client: WorkerClient) -> None:
         rid = routing_id(client.worker_id)
@@ -129,22 +134,46 @@ class ControlSocket:
             self._sock.close(linger=0)
             self._sock = None
 
-    def send(self, worker_id: int, frame: bytes) -> None:
-        """Queues one frame to a worker; raises :class:`WorkerDied` when it is not connected."""
+    def send(self, worker_id: int, frame: bytes, future: asyncio.Future[dict[str, Any]] | None = None) -> None:
+        """Queues one request frame to a worker; the frames queued in one loop iteration go out together, one
+        ZeroMQ message per worker with a frame per part (docs/SEAMS.md §3). Raises :class:`WorkerDied` when the
+        socket is closed; a worker that is not connected fails ``future`` with it when the message goes out."""
+        if self._sock is None or self._loop is None:
+            raise WorkerDied(worker_id, "control socket is closed")
+        out = self._out.get(worker_id)
+        if out is None:
+            out = self._out[worker_id] = []
+        out.append((frame, future))
+        if not self._send_scheduled:
+            self._send_scheduled = True
+            self._loop.call_soon(self._send_all)
+
+    def _send_all(self) -> None:
+        """One message per worker with every frame queued for it since the last call."""
+        self._send_scheduled = False
+        out, self._out = self._out, {}
+        for worker_id, items in out.items():
+            try:
+                self._send_parts(worker_id, [frame for frame, _ in items])
+            except WorkerDied as died:
+                for _, future in items:
+                    if future is not None and not future.done():
+                        future.set_exception(WorkerDied(worker_id, died.reason))
+        # A send may consume the descriptor's edge while frames wait to be read.
+        self._schedule_drain()
+
+    def _send_parts(self, worker_id: int, frames: list[bytes]) -> None:
         if self._sock is None:
             raise WorkerDied(worker_id, "control socket is closed")
         try:
-            self._sock.send_multipart([routing_id(worker_id), frame], zmq.NOBLOCK)
+            self._sock.send_multipart([routing_id(worker_id), *frames], zmq.NOBLOCK)
         except zmq.Again as exc:
             # Cannot happen with SNDHWM 0, but a silent drop would hang the caller until its timeout.
             raise WorkerDied(worker_id, "send queue to the worker is full") from exc
         except zmq.ZMQError as exc:
             if exc.errno == errno.EHOSTUNREACH:
                 raise WorkerDied(worker_id, "worker is not connected") from exc
-            raise
-        finally:
-            # A send may consume the descriptor's edge while frames wait to be read.
-            self._schedule_drain()
+            raise WorkerDied(worker_id, f"send failed: {exc}") from exc
 
     def _schedule_drain(self) -> None:
         if self._drain_scheduled or self._sock is None or self._loop is None:
@@ -190,11 +219,11 @@ class ControlSocket:
             if not client._on_response(envelope):
                 self.counters.stale_responses += 1
         elif isinstance(envelope, Notification):
-            reason = _bad_notification(envelope)
-            if reason is not None:
-                self._malformed(f"from worker {client.worker_id}: {reason}")
+            checked = _checked_notification(envelope)
+            if isinstance(checked, str):
+                self._malformed(f"from worker {client.worker_id}: {checked}")
                 return
-            client._on_notification(envelope)
+            client._on_notification(checked)
         else:
             self._malformed(f"request from worker {client.worker_id}")
 
@@ -208,17 +237,18 @@ def _expire(future: asyncio.Future[dict[str, Any]]) -> None:
         future.set_exception(TimeoutError())
 
 
-def _bad_notification(notification: Notification) -> str | None:
-    """Why a notification does not follow router/messages.py ``EVENTS``, or None."""
+def _checked_notification(notification: Notification) -> Notification | str:
+    """The notification with its body checked against router/messages.py ``EVENTS`` (a :class:`CheckedMap`, so
+    that its handlers' ``from_wire`` does not check it again), or why it does not follow them."""
     try:
         body_type = EVENTS[Event(notification.event)]
     except ValueError:
         return f"unknown event {notification.event!r}"
     try:
-        body_type.from_wire(notification.body)
+        parsed = body_type.from_wire(notification.body)
     except ProtocolError as exc:
         return f"{notification.event}: {exc.reason}"
-    return None
+    return Notification(notification.event, notification.target_id, CheckedMap(notification.body, parsed))
 
 
 class WorkerClient:
@@ -270,7 +300,7 @@ class WorkerClient:
         # A timer instead of asyncio.wait_for: no extra task per request.
         timer = loop.call_later(timeout, _expire, future)
         try:
-            self._socket.send(self.worker_id, frame)
+            self._socket.send(self.worker_id, frame, future)
             return await future
         finally:
             timer.cancel()

@@ -1105,3 +1105,23 @@ async def test_connection_quality_rounds_reach_participants_only_when_due_and_ch
     room.send_quality_updates()
     assert b.sid not in room.quality.scores  # a participant that left is forgotten
     room.stop_quality_updates()
+
+
+async def test_a_quality_round_of_a_large_room_yields_to_the_loop_between_chunks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The periodic round sends QUALITY_CHUNK messages per loop iteration; every active participant still gets its
+    update, once."""
+    from control.rtc import rooms
+
+    monkeypatch.setattr(rooms, "QUALITY_CHUNK", 2)
+    manager, _ = make_manager()
+    sessions = [await active(manager, f"p{n}") for n in range(5)]
+    room = sessions[0][0]
+    round_task = asyncio.ensure_future(room._quality_round())
+    sent_per_iteration = []
+    while not round_task.done():
+        before = sum(len(c.of("connection_quality")) for _, _, c in sessions)
+        await asyncio.sleep(0)
+        sent_per_iteration.append(sum(len(c.of("connection_quality")) for _, _, c in sessions) - before)
+    assert [len(c.of("connection_quality")) for _, _, c in sessions] == [1] * 5
+    assert max(sent_per_iteration) <= 2 and len([n for n in sent_per_iteration if n]) >= 3

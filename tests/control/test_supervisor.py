@@ -26,6 +26,7 @@ import zmq.asyncio
 
 from control.workers.supervisor import Supervisor
 from control.workers.worker_client import ControlSocket, WorkerClient, WorkerDied, WorkerError
+from router.messages import TransportState
 from router.ports import IP_MTU_DISCOVER, IP_PMTUDISC_PROBE, PortBindError, bind_udp
 from router.protocol import Method, Notification, Request, Response, decode, encode
 from tests.conftest import (
@@ -165,6 +166,8 @@ async def test_control_socket_counts_bad_frames_and_routes_good_ones(runtime_roo
         await worker.send(encode(Notification("transport.dtls_state", "t1", {"state": "connected"})))
         assert await async_wait_until(lambda: bool(seen), 5.0)
         assert seen == [("transport.dtls_state", "t1", {"state": "connected"})]
+        checked = seen[0][2]  # checked once here: its handler's from_wire gives that body without a second check
+        assert TransportState.from_wire(checked) is TransportState.from_wire(checked) == TransportState("connected")
         assert (control.counters.malformed, control.counters.stale_responses,
                 control.counters.unknown_peers) == (4, 1, 1)
 

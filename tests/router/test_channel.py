@@ -139,11 +139,25 @@ async def test_malformed_frames_are_counted_and_the_channel_keeps_serving(channe
     await control.send(b"w3", msgpack.packb([0, 1, "worker.dump"]))
     await control.send(b"w3", encode(Response(1, True, {})))
     await control.send(b"w3", encode(Notification("worker.heartbeat", "", {})))
-    await control.send(b"w3", b"part one", b"part two")
+    await control.send(b"w3", b"part one", b"part two")  # a request per part: two bad ones
     response = await control.request(b"w3", Request(6, "transport.get_stats", "t", {}))
     assert response.ok
-    assert channel.counters.malformed == 5
+    assert channel.counters.malformed == 6
     assert channel.counters.requests == 1
+
+
+async def test_one_message_carries_several_requests_each_answered(channel: Channel, control: Control) -> None:
+    """Control sends the requests of one loop iteration as one message, a request per part; a bad part is
+    counted and the others are served."""
+    await control.send(b"w3", encode(Request(7, "transport.get_stats", "t", {})), b"\xc1garbage",
+                       encode(Request(8, "producer.resume", "p", {})))
+    answered = {}
+    while len(answered) < 2:
+        _, envelope = await control.recv()
+        if isinstance(envelope, Response):
+            answered[envelope.id] = envelope
+    assert sorted(answered) == [7, 8] and answered[7].ok
+    assert channel.counters.requests == 2 and channel.counters.malformed == 1
 
 
 async def test_requests_are_served_concurrently_not_in_lock_step(endpoint: str, control: Control) -> None:

@@ -1,0 +1,156 @@
+"""The signal WebSocket's writer over a real aiohttp connection: broadcasts framed once and written as they are,
+per-socket frames compressed when the client negotiated permessage-deflate, the order kept either way, and a reader
+that stops reading still cut off for its own backlog."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestServer
+from livekit.protocol import models, rtc
+
+from control.rtc import lk_messages as lk
+from control.rtc.frames import Frame, participant_key, websocket_frame
+from control.service.outbox import WebSocketSink
+
+
+def _update(sid: str, metadata: str = "") -> rtc.SignalResponse:
+    return lk.participant_update([models.ParticipantInfo(sid=sid, identity=sid, metadata=metadata, version=1)])
+
+
+async def _serve(script: object) -> TestServer:
+    """A server whose WebSocket handler hands a sink to ``script`` and drains it."""
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sink = WebSocketSink(ws, transport=request.transport, protocol=request.protocol, max_queued=50)
+        await script(sink)  # type: ignore[operator]
+        await sink.drain()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    server = TestServer(app)
+    await server.start_server()
+    return server
+
+
+def test_the_wire_form_is_one_final_unmasked_binary_frame() -> None:
+    for size in (0, 125, 126, 65535, 65536):
+        wire = websocket_frame(b"x" * size)
+        assert wire[0] == 0x82 and not wire[1] & 0x80
+        header = 2 if size < 126 else 4 if size < 65536 else 10
+        assert len(wire) == header + size
+
+
+@pytest.mark.parametrize("compress", [0, 15])
+async def test_broadcasts_and_own_frames_arrive_in_order(compress: int) -> None:
+    """Shared frames (written from their one framing) and per-socket frames (compressed on this socket when
+    negotiated) interleave and arrive in the order they were queued, each intact."""
+    big = "m" * 40_000  # above aiohttp's synchronous compression size: compressed in its executor
+
+    async def script(sink: WebSocketSink) -> None:
+        assert sink.ws.compress == compress and sink.direct
+        sink.send_frame(Frame(_update("PA_a")))
+        sink.send(lk.pong(1))
+        sink.send_frame(Frame(_update("PA_b", big)))
+        sink.send(_update("PA_c", big))
+        sink.send_frame(Frame(_update("PA_d")))
+        await asyncio.sleep(0)
+        sink.send_frame(Frame(_update("PA_e")))
+
+    server = await _serve(script)
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(server.make_url("/ws"), compress=compress) as ws:
+            got = []
+            async for msg in ws:
+                assert msg.type == WSMsgType.BINARY
+                got.append(rtc.SignalResponse.FromString(msg.data))
+        kinds = [m.WhichOneof("message") for m in got]
+        assert kinds == ["update", "pong", "update", "update", "update", "update"]
+        assert [m.update.participants[0].sid for m in got if m.HasField("update")] == [
+            "PA_a", "PA_b", "PA_c", "PA_d", "PA_e"]
+        assert got[2].update.participants[0].metadata == big and got[3].update.participants[0].metadata == big
+    finally:
+        await server.close()
+
+
+async def test_a_reader_that_stops_reading_is_cut_off_by_its_own_backlog() -> None:
+    """Written directly to the transport, frames still queue (and coalesce) once its buffer is full, and the
+    connection closes when this reader's own queue passes ``max_queued``."""
+    done: asyncio.Future[WebSocketSink] = asyncio.get_running_loop().create_future()
+
+    async def script(sink: WebSocketSink) -> None:
+        assert sink.direct
+        payload = "p" * 60_000
+        for n in range(2000):
+            sink.send_frame(Frame(_update(f"PA_{n}", payload)))
+            if sink.closed:
+                break
+            await asyncio.sleep(0)
+        coalescing = Frame(_update("PA_same"), participant_key("PA_same"))
+        sink.send_frame(coalescing)
+        done.set_result(sink)
+
+    server = await _serve(script)
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(server.make_url("/ws"))
+            sink = await asyncio.wait_for(done, 30)
+            assert sink.overflowed and sink.closed
+            ws._response.connection.transport.abort()  # type: ignore[union-attr]
+    finally:
+        await server.close()
+
+
+async def test_a_broadcast_to_many_sockets_is_written_over_several_loop_iterations() -> None:
+    """One frame to 100 sockets (3 MB in all): each loop iteration writes at most WRITE_BUDGET bytes (plus the
+    socket whose write crossed it), every socket gets the same framed bytes once, and all of them get it; a socket
+    with a frame of its own is written in the first iteration, not after the others."""
+    from control.service import outbox
+
+    class Transport:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+    class Protocol:
+        writing_paused = False
+
+    class Socket:
+        closed = False
+        compress = 0
+
+        async def close(self, **kw: object) -> None:
+            self.closed = True
+
+    transports = [Transport() for _ in range(100)]
+    sinks = [WebSocketSink(Socket(), transport=t, protocol=Protocol()) for t in transports]  # type: ignore[arg-type]
+    assert all(s.direct for s in sinks)
+    frame = Frame(_update("PA_big", "b" * 30_000))
+    for sink in sinks:
+        sink.send_frame(frame)
+    own = lk.pong(7)
+    sinks[-1].send(own)  # a frame of its own: this socket is written first, its queue in order
+    per_iteration = []
+    while sum(len(t.writes) for t in transports) < 100 and len(per_iteration) < 50:
+        before = sum(len(w) for t in transports for w in t.writes)
+        await asyncio.sleep(0)
+        per_iteration.append(sum(len(w) for t in transports for w in t.writes) - before)
+        if len(per_iteration) == 1:
+            assert transports[-1].writes and not transports[-2].writes
+    assert transports[-1].writes == [frame.wire + websocket_frame(own.SerializeToString())]
+    assert all(t.writes == [frame.wire] for t in transports[:-1])
+    assert len([n for n in per_iteration if n]) >= 3
+    assert max(per_iteration) <= outbox.WRITE_BUDGET + len(frame.wire)
+    for sink in sinks:
+        await sink.drain()
