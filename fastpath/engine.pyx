@@ -1096,13 +1096,14 @@ cdef class Engine:
                 # at once while the socket stays readable, so yielding here costs no throughput but lets the
                 # worker's loop answer control and send heartbeats (an overloaded worker is not a hung one).
                 break
+        send_flush(e)
         if e.auto_tick_ms > 0 and batches > 0 and e.now_ms - e.last_tick_ms >= e.auto_tick_ms:
-            # The timers ride on the wake-up that packets caused (Engine.auto_tick_ms): no wake-up of their own.
+            # The timers ride on the wake-up that packets caused (Engine.auto_tick_ms), after its media left: no
+            # wake-up of their own. engine_tick flushes what it queued.
             clock_gettime(CLOCK_REALTIME, &wall)
             e.pump_ticks += 1
             engine_tick(e, e.now_ms, <uint32_t>(wall.tv_sec + 2208988800),
                         <uint32_t>((<uint64_t>wall.tv_nsec << 32) // 1000000000))
-        send_flush(e)
         return out
 
     def send(self, str host, int port, bytes data, str local="") -> None:
@@ -1251,7 +1252,8 @@ cdef class Engine:
         d = {"rx_datagrams": e.rx_datagrams, "tx_datagrams": e.tx_datagrams, "tx_messages": e.tx_messages,
              "gso": int(e.gso), "gso_errno": e.gso_errno, "gso_refused": e.gso_refused,
              "recv_errors": e.recv_errors,
-             "pumps": e.pumps, "wakeups": e.wakeups, "pump_ticks": e.pump_ticks, "events_dropped": e.ev_dropped, "transports": len(self._t),
+             "pumps": e.pumps, "wakeups": e.wakeups, "pump_ticks": e.pump_ticks,
+             "events_dropped": e.ev_dropped, "transports": len(self._t),
              "producers": len(self._p), "consumers": len(self._c), "kernel_timestamps": int(e.kernel_ts)}
         d.update(_drops(e.drops))
         d["c_bytes"], d["c_blocks"] = mem_allocated()   # the Engine module's own C state (fastpath/mem.pxd)
