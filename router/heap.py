@@ -71,11 +71,6 @@ class HeapTrimmer:
         self._low = 0  # the least free heap seen since the last trim
         self._thread: threading.Thread | None = None
 
-    @property
-    def next_due(self) -> float:
-        """When tick() next looks at the heap (monotonic seconds; never without glibc's malloc_trim)."""
-        return self._last + self.interval_s if _LIBC is not None else float("inf")
-
     def tick(self, now: float) -> bool:
         if now - self._last < self.interval_s or _LIBC is None:
             return False

@@ -61,11 +61,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("router.media")
 
-# The tick sleeps until its next timer is due (docs/FORWARDING.md, Timers): the Engine's (Engine.next_due_ms:
-# RTCP reports, TWCC feedback, ...; TICK_S while a timer needs every tick, as NACK retries do), the allocator's
-# pass, the next transport to score, consent checks and the heap trim; never less than TICK_S, never more than
-# MAX_TICK_S. While packets arrive, pump() runs the Engine's timers itself every TICK_S (Engine.auto_tick_ms), so
-# the tick does not wake for them. kick_tick ends the sleep early: a new transport, a request, a fallen estimate.
+# The tick sleeps MAX_TICK_S, or until the allocator's pass, or TICK_S while one of the Engine's timers needs
+# every tick (Engine.next_due_ms: a probe, NACK retries, a key-frame request, ...) and no packet arrived since the
+# last run (while packets arrive, pump() runs the Engine's timers itself every TICK_S: Engine.auto_tick_ms). What
+# tolerates being up to MAX_TICK_S late rides on these runs, whatever its own phase: the Engine's reports and
+# send-rate windows, scores, consent checks, the heap trim (docs/FORWARDING.md, Timers). kick_tick ends the sleep
+# early: a new transport, a request, a fallen estimate.
 TICK_S = 0.02
 MAX_TICK_S = 0.1
 # While the Engine holds no transport nothing of the tick can be due sooner (the heap trim runs every few seconds;
@@ -299,19 +300,18 @@ class MediaService:
             self._last_tick_at = loop.time()
 
     def _tick_delay(self) -> float:
-        """How long the tick may sleep: until the first of its timers is due, within [TICK_S, MAX_TICK_S]."""
+        """How long the tick may sleep, within [TICK_S, MAX_TICK_S]: until the allocator's pass, or TICK_S while an
+        Engine timer needs every tick and pump() does not run it; the other timers ride on these runs."""
         engine = self.engine
         if not engine.transport_count:
             return IDLE_TICK_S
         now = time.monotonic()
-        due = min(now + MAX_TICK_S, self.allocator.next_run, self.scores.next_due, self.heap.next_due,
-                  self._last_consent_check + CONSENT_CHECK_S)
+        delay = min(MAX_TICK_S, self.allocator.next_run - now)
         wakeups = engine.wakeups
-        if wakeups == self._wakeups_at_tick:
-            # No packet since the last tick, so pump() ran none of the Engine's timers: the tick runs them.
-            due = min(due, engine.next_due_ms(int(now * 1000)) / 1000.0)
+        if wakeups == self._wakeups_at_tick and engine.next_due_ms(int(now * 1000)) <= (now + TICK_S) * 1000:
+            delay = 0.0  # no packet since the last tick, so pump() ran none of the Engine's timers: the tick does
         self._wakeups_at_tick = wakeups
-        return max(TICK_S, due - now)
+        return max(TICK_S, delay)
 
     async def _tick_loop(self) -> None:
         while True:

@@ -19,9 +19,9 @@ highest seq, whose deltas are the interval's loss and expected packets; jitter; 
 what the publisher's uplink lost and its jitter, which the subscriber sees but its own link did not cause.
 
 :class:`ScoreKeeper` spreads the work: each transport is scored on its own phase of the interval (a heap of due
-times, which the worker's tick sleeps until), its producers and consumers together, and one ``transport.scores``
-goes out only when a rounded score or the set of entities changed. The notifications per second are at most the
-worker's transports / 2 s, however many consumers each carries (docs/PROTOCOL.md, Connection quality).
+times, looked at on every worker tick), its producers and consumers together, and one ``transport.scores`` goes out
+only when a rounded score or the set of entities changed. The notifications per second are at most the worker's
+transports / 2 s, however many consumers each carries (docs/PROTOCOL.md, Connection quality).
 """
 
 from __future__ import annotations
@@ -239,8 +239,7 @@ class ScoredTransport(Protocol):
 
 class ScoreKeeper:
     """Scores every producer and consumer once per interval, each transport on its own phase, and emits a
-    transport's scores when they changed. ``tick(now)`` runs from the worker's tick, which
-    sleeps until ``next_due`` at the latest."""
+    transport's scores when they changed. ``tick(now)`` runs from the worker's tick."""
 
     def __init__(
         self,
@@ -264,11 +263,6 @@ class ScoreKeeper:
         self._scheduled: set[str] = set()
         self._sent: dict[str, TransportScores] = {}
         self._next_sweep = 0.0
-
-    @property
-    def next_due(self) -> float:
-        """When tick() next has a transport to score or new ones to schedule (monotonic seconds)."""
-        return min(self._next_sweep, self._due[0][0]) if self._due else self._next_sweep
 
     def tick(self, now: float) -> None:
         if now >= self._next_sweep:
