@@ -148,6 +148,7 @@ cdef void engine_tick(EngineState* e, int64_t now_ms, uint32_t ntp_sec, uint32_t
     cdef Consumer* c
     cdef Producer* p
     e.now_ms = now_ms
+    e.last_tick_ms = now_ms
     for i in range(e.cap_transports):
         t = e.transports[i]
         if t == NULL or not t.bound or t.srtp_out == NULL:
@@ -179,3 +180,4 @@ cdef void engine_tick(EngineState* e, int64_t now_ms, uint32_t ntp_sec, uint32_t
             if p.enc[j].nack != NULL and p.enc[j].nack.n > 0:
                 send_nacks(e, p, j, now_ms)
     send_flush(e)
+

@@ -59,6 +59,8 @@ cdef enum:
     HOLE_KEYFRAME_MS = 1000                   # key frames per consumer for NACKs that cannot be repaired (_feedback)
     STREAM_ACTIVE_MS = 1500
     REPORT_INTERVAL_MS = 1000
+    TICK_FINE_MS = 20                         # the cadence of timers that need one every tick (engine_next_due)
+    NEXT_DUE_MAX_MS = 1000                    # engine_next_due looks no further ahead than this
     SRTP_RESET_AFTER = 4                      # consecutive replay_old failures before a stream reset
 
 # The route value, rx_ssrc's int32 value for an SSRC a transport receives: which producer slot, which of its
@@ -397,6 +399,11 @@ ctypedef struct EngineState:
     uint64_t recv_errors
     uint64_t pumps                            # receive batches that returned datagrams
     uint64_t wakeups                          # pump() calls: the worker's wake-ups for the socket
+    # Timers in the packet path (Engine.auto_tick_ms): pump() runs engine_tick when a batch arrives at least
+    # auto_tick_ms after the last tick (0 = only Engine.tick runs the timers); last_tick_ms is the tick's clock.
+    int64_t last_tick_ms
+    int32_t auto_tick_ms
+    uint64_t pump_ticks                       # engine_tick runs from pump()
     uint64_t drops[DROP_REASON_COUNT]
     # What removed transports, producers and consumers counted (Engine.totals(): the heartbeat's media totals
     # only grow): TOTAL_* sums and drops by reason, folded in when each object is removed.

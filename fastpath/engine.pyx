@@ -65,6 +65,7 @@ from fastpath.bwe cimport (
     BWE_FMT_TWCC,
     BWE_HISTORY,
     BWE_OVERUSING,
+    BWE_PROBE_TIMEOUT_US,
     Bwe,
     BweSent,
     bwe_free,
@@ -222,6 +223,7 @@ include "_feedback.pxi"
 include "_publisher_feedback.pxi"
 include "_reports.pxi"
 include "_bwe.pxi"
+include "_timers.pxi"
 
 CNAME = b"mediarouter"
 
@@ -1107,6 +1109,13 @@ cdef class Engine:
                 # worker's loop answer control and send heartbeats (an overloaded worker is not a hung one).
                 break
         send_flush(e)
+        if e.auto_tick_ms > 0 and batches > 0 and e.now_ms - e.last_tick_ms >= e.auto_tick_ms:
+            # The timers ride on the wake-up that packets caused (Engine.auto_tick_ms), after its media left: no
+            # wake-up of their own. engine_tick flushes what it queued.
+            clock_gettime(CLOCK_REALTIME, &wall)
+            e.pump_ticks += 1
+            engine_tick(e, e.now_ms, <uint32_t>(wall.tv_sec + 2208988800),
+                        <uint32_t>((<uint64_t>wall.tv_nsec << 32) // 1000000000))
         return out
 
     def send(self, str host, int port, bytes data, str local="") -> None:
@@ -1164,6 +1173,33 @@ cdef class Engine:
         clock_gettime(CLOCK_REALTIME, &wall)
         engine_tick(self.st, now_ms, <uint32_t>(wall.tv_sec + 2208988800),
                     <uint32_t>((<uint64_t>wall.tv_nsec << 32) // 1000000000))
+
+    def next_due_ms(self, long long now_ms) -> int:
+        """When tick() next has work (the same clock as tick's now_ms, at most NEXT_DUE_MAX_MS ahead; now_ms or
+        earlier when something is due): RTCP reports, TWCC feedback, the send-rate window, a probe cluster's
+        timeout; now_ms + TICK_FINE_MS while a timer needs every tick (probe padding, NACKs, key-frame requests,
+        layer switches). The worker's tick sleeps until then (docs/FORWARDING.md, Timers)."""
+        return engine_next_due(self.st, now_ms)
+
+    @property
+    def auto_tick_ms(self) -> int:
+        """0, or: pump() also runs tick()'s timers when a batch arrives at least this many ms after the last tick
+        (the worker sets TICK_FINE_MS, so a busy worker's timers keep their cadence without waking for them)."""
+        return self.st.auto_tick_ms
+
+    @auto_tick_ms.setter
+    def auto_tick_ms(self, int ms) -> None:
+        self.st.auto_tick_ms = ms if ms > 0 else 0
+
+    @property
+    def last_tick_ms(self) -> int:
+        """The now_ms of the last timer run (tick() or pump()'s), 0 before the first."""
+        return self.st.last_tick_ms
+
+    @property
+    def wakeups(self) -> int:
+        """pump() calls so far (the worker's wake-ups for its socket)."""
+        return self.st.wakeups
 
     def poll_events(self) -> list:
         cdef EngineState* e = self.st
@@ -1228,7 +1264,8 @@ cdef class Engine:
         d = {"rx_datagrams": e.rx_datagrams, "tx_datagrams": e.tx_datagrams, "tx_messages": e.tx_messages,
              "gso": int(e.gso), "gso_errno": e.gso_errno, "gso_refused": e.gso_refused,
              "recv_errors": e.recv_errors,
-             "pumps": e.pumps, "wakeups": e.wakeups, "events_dropped": e.ev_dropped, "transports": len(self._t),
+             "pumps": e.pumps, "wakeups": e.wakeups, "pump_ticks": e.pump_ticks,
+             "events_dropped": e.ev_dropped, "transports": len(self._t),
              "producers": len(self._p), "consumers": len(self._c), "kernel_timestamps": int(e.kernel_ts)}
         d.update(_drops(e.drops))
         d["c_bytes"], d["c_blocks"] = mem_allocated()   # the Engine module's own C state (fastpath/mem.pxd)

@@ -475,6 +475,11 @@ class StreamAllocator:
         the pass interval; the pass after it follows ALLOCATE_INTERVAL_S later as usual."""
         self._next_run = 0.0
 
+    @property
+    def next_run(self) -> float:
+        """When the next pass is due (monotonic seconds; 0 after wake()): the worker's tick sleeps no longer."""
+        return self._next_run
+
     def layer_bytes(self, producer_handle: int) -> Sequence[int]:
         """The Engine's cumulative byte counter of each of a producer's layers."""
         return [layer["bytes"] for layer in self.engine.snapshot_producer(producer_handle)["layers"]]

@@ -1,12 +1,12 @@
 """The media side of a worker: the Engine, the MediaRouters and the handlers of control's media requests.
 
 MediaService owns the worker's one ``fastpath.Engine`` (driven by ``loop.add_reader`` on the shared UDP socket and a
-20 ms tick), the registries that turn control's string ids into Engine handles, and the request handlers for
-``media_router.*``, ``transport.*``, ``producer.*``, ``consumer.*`` and ``data_*``. Every create is idempotent
-(the same id and body again answers the same result) so that control can replay after a restart. Handlers are
-registered by :class:`router.protocol.Method` and receive their request body already parsed (router/messages.py);
-notifications go out as the typed bodies of ``EVENTS``. It never sees SDP, tokens or room names; control sends
-numbers.
+tick that sleeps until its next timer is due), the registries that turn control's string ids into Engine handles,
+and the request handlers for ``media_router.*``, ``transport.*``, ``producer.*``, ``consumer.*`` and ``data_*``.
+Every create is idempotent (the same id and body again answers the same result) so that control can replay after a
+restart. Handlers are registered by :class:`router.protocol.Method` and receive their request body already parsed
+(router/messages.py); notifications go out as the typed bodies of ``EVENTS``. It never sees SDP, tokens or room
+names; control sends numbers.
 """
 
 from __future__ import annotations
@@ -62,11 +62,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("router.media")
 
+# The tick sleeps MAX_TICK_S, or until the allocator's pass, or TICK_S while one of the Engine's timers needs
+# every tick (Engine.next_due_ms: a probe, NACK retries, a key-frame request, ...) and no packet arrived since the
+# last run (while packets arrive, pump() runs the Engine's timers itself every TICK_S: Engine.auto_tick_ms). What
+# tolerates being up to MAX_TICK_S late rides on these runs, whatever its own phase: the Engine's reports and
+# send-rate windows, scores, consent checks, the heap trim (docs/FORWARDING.md, Timers). kick_tick ends the sleep
+# early: a new transport, a request, a fallen estimate.
 TICK_S = 0.02
+MAX_TICK_S = 0.1
 # While the Engine holds no transport nothing of the tick can be due sooner (the heap trim runs every few seconds;
-# consent, scores and the allocator have nobody to look at): an idle worker wakes twice a second instead of 50
-# times (docs/PERFORMANCE.md, Wake-ups). A new transport ends the idle sleep at once (kick_tick).
+# consent, scores and the allocator have nobody to look at): an idle worker wakes twice a second
+# (docs/PERFORMANCE.md, Wake-ups).
 IDLE_TICK_S = 0.5
+CONSENT_CHECK_S = 1.0
 KINDS = {"audio": 0, "video": 1}
 
 
@@ -77,6 +85,7 @@ class MediaService:
         self.worker = worker
         # UDP GSO (fastpath/gso.pxd) where the kernel has it, unless the gso setting is off.
         self.engine = fastpath.Engine(worker.sock.fileno(), gso=worker.gso)
+        self.engine.auto_tick_ms = round(TICK_S * 1000)  # the Engine's timers ride on packet wake-ups
         self.certificate = DtlsCertificate.generate()
         self.fingerprints = [("sha-256", self.certificate.fingerprint("sha-256"))]
         self.routers: dict[str, MediaRouter] = {}
@@ -87,7 +96,10 @@ class MediaService:
         self.data_consumers: dict[str, DataConsumer] = {}
         self._by_ufrag: dict[str, WebRtcTransport] = {}
         self._tick_task: asyncio.Task[None] | None = None
-        self._idle_sleep: asyncio.Future[None] | None = None  # the tick loop's idle sleep, which kick_tick ends
+        self._tick_sleep: asyncio.Future[None] | None = None  # the tick loop's sleep, which kick_tick ends
+        self._tick_timer: asyncio.TimerHandle | None = None  # ends _tick_sleep
+        self._last_tick_at = float("-inf")  # the loop's time when the last tick ran
+        self._wakeups_at_tick = -1  # the Engine's wake-ups when the last tick ended (did pump() run meanwhile?)
         # rx_hold_ms (control/config.py): after a wake-up the socket stays unwatched this long (docs/PERFORMANCE.md,
         # Wake-ups); _held is the timer that watches it again.
         self._hold_s = worker.rx_hold_ms / 1000.0
@@ -185,6 +197,8 @@ class MediaService:
                 raise RequestError("NotFound", str(exc.args[0]) if exc.args else "not found") from None
             except (ValueError, InvalidState) as exc:
                 raise RequestError(type(exc).__name__, str(exc)) from None
+            finally:
+                self.kick_tick()  # what the request changed may have a timer due sooner than the tick's sleep
 
         return run
 
@@ -253,31 +267,65 @@ class MediaService:
         self.worker.loop.add_reader(self.worker.sock.fileno(), self._on_readable)
 
     def kick_tick(self) -> None:
-        """A transport was added: end the tick loop's idle sleep so that its timers run every TICK_S again."""
-        sleep = self._idle_sleep
+        """Something may have a timer due sooner (a transport was added, a request changed state, an estimate
+        fell): the tick runs TICK_S after the last one at the latest (at once if that has passed), and works out
+        its next sleep again. A burst of requests so costs no more ticks than TICK_S allows."""
+        sleep = self._tick_sleep
+        if sleep is None or sleep.done():
+            return
+        wake_at = self._last_tick_at + TICK_S
+        timer = self._tick_timer
+        if timer is not None and timer.when() <= wake_at:
+            return
+        if timer is not None:
+            timer.cancel()
+        loop = self.worker.loop
+        if wake_at <= loop.time():
+            self._tick_timer = None
+            sleep.set_result(None)
+        else:
+            self._tick_timer = loop.call_at(wake_at, self._end_sleep)
+
+    def _end_sleep(self) -> None:
+        self._tick_timer = None
+        sleep = self._tick_sleep
         if sleep is not None and not sleep.done():
             sleep.set_result(None)
 
-    async def _sleep_idle(self) -> None:
+    async def _sleep(self, delay: float) -> None:
         loop = self.worker.loop
-        sleep = self._idle_sleep = loop.create_future()
-        timer = loop.call_later(IDLE_TICK_S, self.kick_tick)
+        sleep = self._tick_sleep = loop.create_future()
+        self._tick_timer = loop.call_later(delay, self._end_sleep)
         try:
             await sleep
         finally:
-            timer.cancel()
-            self._idle_sleep = None
+            if self._tick_timer is not None:
+                self._tick_timer.cancel()
+                self._tick_timer = None
+            self._tick_sleep = None
+            self._last_tick_at = loop.time()
+
+    def _tick_delay(self) -> float:
+        """How long the tick may sleep, within [TICK_S, MAX_TICK_S]: until the allocator's pass, or TICK_S while an
+        Engine timer needs every tick and pump() does not run it; the other timers ride on these runs."""
+        engine = self.engine
+        if not engine.transport_count:
+            return IDLE_TICK_S
+        now = time.monotonic()
+        delay = min(MAX_TICK_S, self.allocator.next_run - now)
+        wakeups = engine.wakeups
+        if wakeups == self._wakeups_at_tick and engine.next_due_ms(int(now * 1000)) <= (now + TICK_S) * 1000:
+            delay = 0.0  # no packet since the last tick, so pump() ran none of the Engine's timers: the tick does
+        self._wakeups_at_tick = wakeups
+        return max(TICK_S, delay)
 
     async def _tick_loop(self) -> None:
         while True:
-            if self.engine.transport_count:
-                await asyncio.sleep(TICK_S)
-            else:
-                await self._sleep_idle()
+            await self._sleep(self._tick_delay())
             now = time.monotonic()
             self.engine.tick(int(now * 1000))
             self._drain_events()
-            if now - self._last_consent_check >= 1.0:
+            if now - self._last_consent_check >= CONSENT_CHECK_S:
                 self._last_consent_check = now
                 self.consent.run(int(now * 1000))  # only the transports whose deadline has passed
             self.allocator.tick(now)
@@ -301,6 +349,7 @@ class MediaService:
                 if bwe_transport is not None:
                     if bps < bwe_transport.bwe_bps:
                         self.allocator.wake()  # a lowering must not wait for the next pass
+                        self.kick_tick()
                     bwe_transport.bwe_bps = bps  # what the stream allocator reads
                     log.debug("transport %s: estimate %d bit/s (%s)", bwe_transport.id, bps,
                               fastpath.BWE_STATES[state])

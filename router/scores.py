@@ -19,7 +19,7 @@ highest seq, whose deltas are the interval's loss and expected packets; jitter; 
 what the publisher's uplink lost and its jitter, which the subscriber sees but its own link did not cause.
 
 :class:`ScoreKeeper` spreads the work: each transport is scored on its own phase of the interval (a heap of due
-times, looked at every 20 ms tick), its producers and consumers together, and one ``transport.scores`` goes out
+times, looked at on every worker tick), its producers and consumers together, and one ``transport.scores`` goes out
 only when a rounded score or the set of entities changed. The notifications per second are at most the worker's
 transports / 2 s, however many consumers each carries (docs/PROTOCOL.md, Connection quality).
 """
@@ -239,7 +239,7 @@ class ScoredTransport(Protocol):
 
 class ScoreKeeper:
     """Scores every producer and consumer once per interval, each transport on its own phase, and emits a
-    transport's scores when they changed. ``tick(now)`` runs from the worker's 20 ms tick."""
+    transport's scores when they changed. ``tick(now)`` runs from the worker's tick."""
 
     def __init__(
         self,

@@ -1,11 +1,13 @@
 """MediaService's wake-ups (docs/PERFORMANCE.md, Wake-ups): with ``rx_hold_ms`` the UDP socket is left unwatched
 for the hold after each wake-up and what arrived meanwhile is read by one later wake-up; without a transport the
-tick sleeps long, and a new transport ends that sleep."""
+tick sleeps long, and a new transport ends that sleep; with a quiet transport the tick sleeps until its next timer
+(docs/FORWARDING.md, Timers), and requests that wake it early never make it run more often than every TICK_S."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -74,15 +76,63 @@ async def test_without_a_hold_every_datagram_is_read_at_once() -> None:
     await _with_service(0, body)
 
 
+def _count_ticks(media: MediaService) -> list[float]:
+    """The times of the tick's runs (the allocator is ticked once per run)."""
+    ticks: list[float] = []
+    tick = media.allocator.tick
+
+    def counted(now: float) -> None:
+        ticks.append(now)
+        tick(now)
+
+    media.allocator.tick = counted  # type: ignore[method-assign]
+    return ticks
+
+
 async def test_the_idle_tick_sleeps_until_a_transport_is_added(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(media_service, "IDLE_TICK_S", 60.0)  # only the kick can end the idle sleep in time
 
     async def body(media: MediaService, worker: FakeWorker) -> None:
-        await _until(lambda: media._idle_sleep is not None)  # no transport: the long sleep
+        ticks = _count_ticks(media)
+        await _until(lambda: media._tick_sleep is not None)  # no transport: the long sleep
+        await asyncio.sleep(0.1)
+        assert ticks == []
         await call(worker.channel, Method.MEDIA_ROUTER_CREATE, "r", Empty())
         await create_transport(worker.channel, "r", "t")
-        await _until(lambda: media._idle_sleep is None)  # woken by the new transport, not after IDLE_TICK_S
-        await asyncio.sleep(0.1)
-        assert media._idle_sleep is None  # and ticking every TICK_S while the transport lives
+        await _until(lambda: len(ticks) >= 1)  # woken by the new transport, not after IDLE_TICK_S
+
+    await _with_service(0, body)
+
+
+async def test_a_quiet_transport_lets_the_tick_sleep_until_its_next_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(media_service, "MAX_TICK_S", 0.25)
+
+    async def body(media: MediaService, worker: FakeWorker) -> None:
+        ticks = _count_ticks(media)
+        await call(worker.channel, Method.MEDIA_ROUTER_CREATE, "r", Empty())
+        await create_transport(worker.channel, "r", "t")
+        await asyncio.sleep(0.6)
+        # A transport without ICE, DTLS or media has no Engine timer: the tick sleeps until the allocator's pass
+        # (every 0.5 s), the consent check (1 s) or MAX_TICK_S, not every TICK_S (that would be 30 runs).
+        assert 2 <= len(ticks) <= 8
+        gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+        assert max(gaps) > 0.2
+
+    await _with_service(0, body)
+
+
+async def test_a_burst_of_requests_ticks_no_faster_than_tick_s() -> None:
+    async def body(media: MediaService, worker: FakeWorker) -> None:
+        ticks = _count_ticks(media)
+        await call(worker.channel, Method.MEDIA_ROUTER_CREATE, "r", Empty())
+        start = time.monotonic()
+        for i in range(40):
+            await create_transport(worker.channel, "r", f"t{i}")
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - start
+        # every request kicks the tick, yet runs are at least TICK_S apart (a few ms of timer slack aside)
+        assert len(ticks) <= elapsed / media_service.TICK_S + 2
+        assert all(b - a >= media_service.TICK_S - 0.005 for a, b in zip(ticks, ticks[1:], strict=False))
 
     await _with_service(0, body)
