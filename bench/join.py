@@ -49,6 +49,7 @@ from bench import lk_client
 from bench.lk_client import LocalTrack, SignalClient, SignalingError
 from bench.net import DEFAULT_SOURCE_NET, GeneratorSocket, source_network
 from bench.peer import Credentials, ServerParams, SyntheticPeer
+from bench.ports import free_port_base
 from control.auth import create_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +122,7 @@ class ControlProcess:
         self.workers = workers
         self.api_key, self.api_secret = "bench", uuid.uuid4().hex
         self.http_port = _free_port(socket.SOCK_STREAM)
-        self.rtc_port_base = _free_port(socket.SOCK_DGRAM)
+        self.rtc_port_base = free_port_base(workers)  # UDP and the ICE-TCP listener
         self.log = tempfile.NamedTemporaryFile(prefix="bench-join-control-", suffix=".log", delete=False)
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -136,6 +137,14 @@ class ControlProcess:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         self.process = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         cwd=ROOT, env=env, start_new_session=True)
+        try:
+            await self._wait_healthy()
+        except BaseException:
+            await self.stop()  # a server that never came up is not left behind
+            raise
+
+    async def _wait_healthy(self) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + 60.0
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:

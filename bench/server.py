@@ -10,11 +10,10 @@ straight through MediaClient requests (see ``bench.session``); ``--url`` replace
 from __future__ import annotations
 
 import os
-import random
-import socket
 import tempfile
 from dataclasses import dataclass
 
+from bench.ports import free_port_base
 from bench.probe import ProcProbe
 from control.rtc.media import MediaClient
 from control.workers.supervisor import Supervisor
@@ -43,27 +42,6 @@ def plan_cores(workers: int) -> CorePlan:
     return CorePlan(generator, [cores[(i + 1) % len(cores)] for i in range(workers)], True)
 
 
-def _free_udp_ports(count: int, tcp: bool = False) -> int:
-    """A base of ``count`` consecutive ports free over UDP (and TCP too with ``tcp``: the ICE-TCP listeners)."""
-    kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM) if tcp else (socket.SOCK_DGRAM,)
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - count)
-        ok = True
-        for port in range(base, base + count):
-            for kind in kinds:
-                with socket.socket(socket.AF_INET, kind) as s:
-                    try:
-                        s.bind(("127.0.0.1", port))
-                    except OSError:
-                        ok = False
-                        break
-            if not ok:
-                break
-        if ok:
-            return base
-    raise RuntimeError(f"no {count} consecutive free UDP ports")
-
-
 class BenchServer:
     """``await start()`` spawns the workers pinned per :func:`plan_cores`; ``await stop()`` ends them."""
 
@@ -90,7 +68,7 @@ class BenchServer:
             # MEDIAROUTER_BIND_IP=127.0.0.1 binds the workers to loopback only (no IP_PKTINFO), as before issue 16.
             self.supervisor = Supervisor(workers=self.workers, node_ip="127.0.0.1",
                                          bind_ip=os.environ.get("MEDIAROUTER_BIND_IP", ""),
-                                         rtc_port_base=_free_udp_ports(self.workers, tcp=self.ice_tcp),
+                                         rtc_port_base=free_port_base(self.workers, tcp=self.ice_tcp),
                                          runtime_root=self._root, ice_tcp=self.ice_tcp,
                                          heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S, **self.switches)
         finally:

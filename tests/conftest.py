@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import shutil
 import signal
 import socket
@@ -25,6 +24,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.ports import free_port_base  # noqa: E402 (after ROOT is on the path)
 
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:
@@ -44,12 +45,9 @@ def udp_port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def free_udp_ports(count: int, host: str = "127.0.0.1") -> int:
-    """The first of ``count`` consecutive free UDP ports in a high random range."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - count)
-        if all(udp_port_is_free(base + i, host) for i in range(count)):
-            return base
-    raise RuntimeError(f"no {count} consecutive free UDP ports found")
+    """The first of ``count`` consecutive ports free over UDP and TCP (a worker's RTC port takes both with ICE over
+    TCP), below the kernel's ephemeral range (bench/ports.py says why)."""
+    return free_port_base(count, host=host)
 
 
 def pinned_cpus(pid: int) -> str:
