@@ -26,6 +26,7 @@ from livekit.protocol import models, rtc
 from control.auth import AuthError, Claims, require_join, token_from_request, verify_token
 from control.cluster.node import CLUSTER_KEY
 from control.rtc import lk_messages as lk
+from control.rtc import pacer
 from control.rtc.participant import ClientParams, Participant, ParticipantError
 from control.rtc.rooms import JoinRefused, Room, RoomManager
 from control.service.flow import OncePerConnection, RequestLimiter, install_malformed_request_filter
@@ -155,7 +156,9 @@ class Connection:
 
 async def rtc_handler(request: web.Request) -> web.StreamResponse:
     """``GET /rtc``: verify, upgrade, join or resume (here, or relayed to the room's node in a cluster), then one
-    request at a time until leave or close."""
+    request at a time until leave or close. Each step of the session takes a turn of the loop pacer
+    (control/rtc/pacer.py) first: a burst of joins or leaves is spread over short loop iterations."""
+    await pacer.turn()
     try:
         claims = authorize(request)
     except AuthError as exc:
@@ -172,6 +175,7 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
         return ws
     sink = WebSocketSink(ws, transport=request.transport, protocol=request.protocol)
     await run_session(request.app[MANAGER_KEY], claims, request.query, sink, _frames(ws))
+    await pacer.turn()  # what the server does after a session (the WebSocket's close) is paced too
     return ws
 
 
@@ -259,8 +263,11 @@ async def _resume(
 async def _read_requests(frames: AsyncIterator[bytes | str], room: Room, participant: Participant,
                          connection: Connection) -> bool:
     """Dispatches the client's frames in order; True when the client left, False when the connection closed.
-    Yields to the event loop after each frame, so that a burst already buffered cannot hold up everyone else."""
+    Yields to the event loop after each frame, so that a burst already buffered cannot hold up everyone else, and
+    takes a turn of the loop pacer before each (control/rtc/pacer.py): a thousand LeaveRequests read at once are
+    handled over several short iterations."""
     async for frame in frames:
+        await pacer.turn()
         if await dispatch(room, participant, frame, connection):
             return True
         await asyncio.sleep(0)
@@ -270,6 +277,7 @@ async def _read_requests(frames: AsyncIterator[bytes | str], room: Room, partici
 async def _end(room: Room, participant: Participant, sink: WebSocketSink, left: bool) -> None:
     """After a leave the queued answers are written; a lost connection starts the grace period instead."""
     if left:
+        await pacer.turn()  # the end of a left session (its last writes, the WebSocket's close) is paced too
         await sink.drain()
     else:
         sink.close()
