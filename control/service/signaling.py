@@ -156,7 +156,8 @@ class Connection:
 
 async def rtc_handler(request: web.Request) -> web.StreamResponse:
     """``GET /rtc``: verify, upgrade, join or resume (here, or relayed to the room's node in a cluster), then one
-    request at a time until leave or close. Each step of the session takes a turn of the loop pacer
+    request at a time until leave or close. The heavy steps of a session (its start up to the worker requests of
+    its join, the JoinResponse after them, a leave and the end after it) take a turn of the loop pacer
     (control/rtc/pacer.py) first: a burst of joins or leaves is spread over short loop iterations."""
     await pacer.turn()
     try:
@@ -263,11 +264,8 @@ async def _resume(
 async def _read_requests(frames: AsyncIterator[bytes | str], room: Room, participant: Participant,
                          connection: Connection) -> bool:
     """Dispatches the client's frames in order; True when the client left, False when the connection closed.
-    Yields to the event loop after each frame, so that a burst already buffered cannot hold up everyone else, and
-    takes a turn of the loop pacer before each (control/rtc/pacer.py): a thousand LeaveRequests read at once are
-    handled over several short iterations."""
+    Yields to the event loop after each frame, so that a burst already buffered cannot hold up everyone else."""
     async for frame in frames:
-        await pacer.turn()
         if await dispatch(room, participant, frame, connection):
             return True
         await asyncio.sleep(0)
@@ -349,6 +347,9 @@ async def _handle(room: Room, p: Participant, kind: str, msg: Any) -> bool:
     elif kind == "update_metadata":
         await _update_metadata(room, p, msg)
     elif kind == "leave":
+        # A thousand LeaveRequests read at once are handled over several short loop iterations (control/rtc/pacer.py).
+        # The requests on the way to first media (answer, trickle) are light and not paced.
+        await pacer.turn()
         log.info("%s left (%s)", p.sid, models.DisconnectReason.Name(msg.reason) if msg.reason in
                  models.DisconnectReason.values() else msg.reason)
         await room.remove(p, Reason.CLIENT_INITIATED)
