@@ -10,7 +10,8 @@ the JoinResponse after them, the answers, the leaves), and each such iteration i
 A session's step asks for a :meth:`Pacer.turn` first. The first turn of an iteration opens a window; turns go on
 at once while the window is younger than :attr:`Pacer.budget_s`; after that they wait, in order of arrival, and
 :attr:`Pacer.wake` of them are woken per iteration to try again (each still within the budget of its own
-iteration). The work is the same; it is spread over more, shorter iterations, with the worker replies and the
+iteration; one that finds the budget spent goes back to the front of the line, so no turn waits behind newer ones
+for long). The work is the same; it is spread over more, shorter iterations, with the worker replies and the
 socket writes of other sessions in between.
 """
 
@@ -47,13 +48,16 @@ class Pacer:
         if not self._waiting and self._open(loop):
             return
         self.waits += 1
+        future: asyncio.Future[None] = loop.create_future()
+        self._waiting.append(future)
         while True:
-            future: asyncio.Future[None] = loop.create_future()
-            self._waiting.append(future)
             self._schedule(loop)
             await future
             if self._open(loop):
                 return
+            # Woken, but this iteration's budget is spent: back to the front of the line, not behind newer turns.
+            future = loop.create_future()
+            self._waiting.appendleft(future)
 
     def _open(self, loop: asyncio.AbstractEventLoop) -> bool:
         now = self.clock()
