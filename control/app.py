@@ -13,7 +13,7 @@ passes, then whoever is left gets a LeaveRequest; a second signal stops at once.
 a cluster (control/cluster/node.py) once its workers run, says ``draining`` when the drain starts and leaves
 after the rooms are closed. Then the HTTP server stops, then
 the workers, then the runtime directory is removed. While it serves, the garbage collector is paced
-(control/collector.py).
+(router/collector.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import signal
 from aiohttp import web
 
 from control.cluster.node import CLUSTER_KEY, ClusterNode, new_node_id
-from control.collector import paced_collector
 from control.config import Settings
 from control.rtc.participant import LiveKitNegotiator
 from control.rtc.rooms import RoomManager, WorkerPool
@@ -41,6 +40,7 @@ from control.service.keys import GUARD_KEY, MANAGER_KEY, SETTINGS_KEY, SUPERVISO
 from control.service.metrics import add_metrics
 from control.service.webhooks import add_webhooks
 from control.workers.supervisor import Supervisor
+from router.collector import paced_collector
 
 log = logging.getLogger("control.app")
 
@@ -156,7 +156,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
             except Exception as exc:  # redis.exceptions.ConnectionError and kin
                 log.error("cannot join the cluster: %s", exc)
                 return 1
-        with paced_collector():  # control/collector.py: what is alive now is never walked again
+        with paced_collector():  # router/collector.py: what is alive now is never walked again
             await stop.wait()
         app = runner.app
         if cluster is not None:

@@ -275,11 +275,12 @@ class MediaService:
             return
         wake_at = self._last_tick_at + TICK_S
         timer = self._tick_timer
-        if timer is not None and timer.when() <= wake_at:
+        loop = self.worker.loop
+        # uvloop's call_later with a delay <= 0 returns a plain Handle (due now, no ``when``)
+        if timer is not None and getattr(timer, "when", loop.time)() <= wake_at:
             return
         if timer is not None:
             timer.cancel()
-        loop = self.worker.loop
         if wake_at <= loop.time():
             self._tick_timer = None
             sleep.set_result(None)

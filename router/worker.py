@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import gc
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from typing import Any
 from fastpath import crypto_kernel
 from router import media_host
 from router.channel import BodyHandler, Channel
+from router.collector import paced_collector
 from router.ports import DEFAULT_BUFFER_BYTES, PortBindError, bind_tcp, bind_udp, ipv6_over_tcp, wildcard
 from router.protocol import PROTOCOL_VERSION, Empty, Event, Method, WorkerHeartbeat, WorkerRunning
 
@@ -228,10 +228,11 @@ class Worker:
         log.info("worker %d UDP GSO: %s", self.worker_id, "on" if media.engine.gso else
                  "off (the kernel has no UDP_SEGMENT)" if self.gso else "off (gso setting)")
         self.add_heartbeat_source(lambda: {"gso": int(media.engine.gso)})
-        # Objects created during start-up live for the whole process; keep them out of the collector's scans.
-        gc.freeze()
-        tasks = [self.loop.create_task(self._heartbeat_loop()), self.loop.create_task(self._watch_loop())]
-        await self._stopped.wait()
+        # Objects created during start-up live for the whole process: frozen, out of the collector's scans, and full
+        # collections paced while the worker serves (router/collector.py).
+        with paced_collector():
+            tasks = [self.loop.create_task(self._heartbeat_loop()), self.loop.create_task(self._watch_loop())]
+            await self._stopped.wait()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

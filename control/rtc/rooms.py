@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import operator
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,7 +25,7 @@ from livekit.protocol import models, rtc
 from control.auth import Claims, refresh_token
 from control.config import RoomSettings
 from control.rtc import events as ev
-from control.rtc import limits, turn
+from control.rtc import limits, pacer, turn
 from control.rtc import lk_messages as lk
 from control.rtc.dynacast import OFF, Dynacast, enabled_layers, quality_of_layer
 from control.rtc.frames import ROOM_KEY, Frame, participant_key
@@ -54,7 +53,6 @@ from router.messages import DataMessage, StreamState, TransportScores, Transport
 from router.protocol import Event
 
 log = logging.getLogger("control.rtc.rooms")
-_PUBLICATIONS = operator.attrgetter("publications")  # a session's publications, truthy when it has any
 
 Reason = models.DisconnectReason
 SPEAKER_INTERVAL_S = 0.4  # LiveKit's audio.update_interval
@@ -152,6 +150,8 @@ class Room:
         # Every session in the room that has published a track (on_published; a superset of the publishers):
         # info() counts publishers and find_track looks for a track among these, not over the whole room.
         self._published: dict[str, Participant] = {}  # sid -> session
+        self._order: dict[str, int] = {}  # sid -> place in the room's order of joins (sorts ``_published``)
+        self._joins = 0
         # Every session's entry in others' JoinResponses (Participant.listed), in the room's order; those whose info
         # changed since (on_info_changed) are encoded again when the next JoinResponse goes out.
         self._entries: dict[str, bytes] = {}  # sid -> entry
@@ -240,6 +240,9 @@ class Room:
         if self.participants.get(publisher.identity) is publisher:
             self._published[publisher.sid] = publisher
 
+    def _position(self, p: Participant) -> int:
+        return self._order.get(p.sid, 0)
+
     def on_consumer_closed(self, subscriber: Participant, track_sid: str) -> None:
         self.pipes.release(track_sid, self.worker_of.get(subscriber.sid, self.worker_id), subscriber.sid)
 
@@ -299,6 +302,8 @@ class Room:
         self.worker_of[p.sid] = worker_id
         self._members[worker_id] += 1
         self.participants[p.identity] = p
+        self._joins += 1
+        self._order[p.sid] = self._joins
         self._entries[p.sid] = b""
         self._stale[p.sid] = p
         for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):
@@ -309,6 +314,7 @@ class Room:
         except Exception:
             await self.remove(p, Reason.JOIN_FAILURE, announce=False)
             raise
+        await pacer.turn()  # the rest runs in one step: a turn of the loop pacer first (control/rtc/pacer.py)
         # Everyone else's info as encoded once per change (Participant.listed; hidden ones are empty), joined in C:
         # no copy nor encode of every other participant per newcomer, no Python step per participant.
         room_info = self.info()
@@ -332,8 +338,10 @@ class Room:
         self.broadcast(p, immediate=False)  # a newcomer publishes nothing yet
         self.send_room_update(batched=True)
         if p.auto_subscribes:
-            # Those with publications picked in C (filter, attrgetter): most of a large room has none.
-            for other in list(filter(_PUBLICATIONS, self.participants.values())):
+            # Only the sessions that have published (the room's index, ``_published``), in the room's order: a
+            # join looks at the publishers, not at every participant. A track not published yet has no media and
+            # no subscription (Participant.subscribe); its publisher is auto-subscribed to when it is published.
+            for other in sorted(self._published.values(), key=self._position):
                 if other is not p:
                     for pub in other.publications.values():
                         self.subscribe(p, other, pub)
@@ -385,6 +393,7 @@ class Room:
         if self.participants.get(p.identity) is p:
             del self.participants[p.identity]
         self._published.pop(p.sid, None)
+        self._order.pop(p.sid, None)
         self._entries.pop(p.sid, None)
         self._stale.pop(p.sid, None)
         for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):

@@ -26,6 +26,7 @@ from livekit.protocol import models, rtc
 from control.auth import AuthError, Claims, require_join, token_from_request, verify_token
 from control.cluster.node import CLUSTER_KEY
 from control.rtc import lk_messages as lk
+from control.rtc import pacer
 from control.rtc.participant import ClientParams, Participant, ParticipantError
 from control.rtc.rooms import JoinRefused, Room, RoomManager
 from control.service.flow import OncePerConnection, RequestLimiter, install_malformed_request_filter
@@ -155,7 +156,10 @@ class Connection:
 
 async def rtc_handler(request: web.Request) -> web.StreamResponse:
     """``GET /rtc``: verify, upgrade, join or resume (here, or relayed to the room's node in a cluster), then one
-    request at a time until leave or close."""
+    request at a time until leave or close. The heavy steps of a session (its start up to the worker requests of
+    its join, the JoinResponse after them, a leave and the end after it) take a turn of the loop pacer
+    (control/rtc/pacer.py) first: a burst of joins or leaves is spread over short loop iterations."""
+    await pacer.turn()
     try:
         claims = authorize(request)
     except AuthError as exc:
@@ -172,6 +176,7 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
         return ws
     sink = WebSocketSink(ws, transport=request.transport, protocol=request.protocol)
     await run_session(request.app[MANAGER_KEY], claims, request.query, sink, _frames(ws))
+    await pacer.turn()  # what the server does after a session (the WebSocket's close) is paced too
     return ws
 
 
@@ -270,6 +275,7 @@ async def _read_requests(frames: AsyncIterator[bytes | str], room: Room, partici
 async def _end(room: Room, participant: Participant, sink: WebSocketSink, left: bool) -> None:
     """After a leave the queued answers are written; a lost connection starts the grace period instead."""
     if left:
+        await pacer.turn()  # the end of a left session (its last writes, the WebSocket's close) is paced too
         await sink.drain()
     else:
         sink.close()
@@ -341,6 +347,9 @@ async def _handle(room: Room, p: Participant, kind: str, msg: Any) -> bool:
     elif kind == "update_metadata":
         await _update_metadata(room, p, msg)
     elif kind == "leave":
+        # A thousand LeaveRequests read at once are handled over several short loop iterations (control/rtc/pacer.py).
+        # The requests on the way to first media (answer, trickle) are light and not paced.
+        await pacer.turn()
         log.info("%s left (%s)", p.sid, models.DisconnectReason.Name(msg.reason) if msg.reason in
                  models.DisconnectReason.values() else msg.reason)
         await room.remove(p, Reason.CLIENT_INITIATED)

@@ -1,4 +1,4 @@
-"""The control process's garbage collector: start-up objects frozen, full collections paced.
+"""The garbage collector of control and of each worker: start-up objects frozen, full collections paced.
 
 CPython (3.11) collects the young generation every 700 net container allocations and the middle one every 10 of
 those; a full collection (the oldest generation) is considered after 10 middle ones and runs when the objects
@@ -6,9 +6,12 @@ promoted since the last one reach a quarter of the long-lived heap. A full colle
 and blocks the event loop meanwhile: with 1,000 participants in control (a few hundred tracked objects each) one
 took 70-140 ms of CPU, and while a room of 1,000 filled up the heap grew by a quarter four or five times, so full
 collections came back every few seconds and were control's longest stalls (docs/PERFORMANCE.md, "Large rooms:
-joins"). Here:
+joins"). A worker's full collections took 50-110 ms during the same fill (its consumers, transports and
+DTLS state), holding up the packets and handshakes of every participant on it. Control (control/app.py) and each
+worker (router/worker.py) pace theirs here while they serve:
 
-- the objects alive once control is up (modules, the application, the workers' clients) are frozen
+- the objects alive once the process is up (modules, control's application and workers' clients, a worker's
+  Engine and sockets) are frozen
   (:func:`gc.freeze`): no collection walks them again;
 - a full collection is considered after :data:`FULL_AFTER_MIDDLE` middle collections instead of 10 (CPython's
   quarter-of-the-heap rule still applies on top), so a burst of joins does not set off one after another. Cyclic

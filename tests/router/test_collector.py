@@ -1,11 +1,11 @@
-"""control/collector.py: while control serves, start-up objects are frozen and full collections are paced; both
-are restored when it stops."""
+"""router/collector.py: while control or a worker serves, start-up objects are frozen and full collections are
+paced; both are restored when it stops."""
 
 from __future__ import annotations
 
 import gc
 
-from control.collector import FULL_AFTER_MIDDLE, paced_collector
+from router.collector import FULL_AFTER_MIDDLE, paced_collector
 
 
 def test_paced_collector_freezes_paces_and_restores() -> None:
