@@ -136,3 +136,20 @@ async def test_a_burst_of_requests_ticks_no_faster_than_tick_s() -> None:
         assert all(b - a >= media_service.TICK_S - 0.005 for a, b in zip(ticks, ticks[1:], strict=False))
 
     await _with_service(0, body)
+
+
+async def test_a_kick_while_the_sleep_ends_now_is_harmless() -> None:
+    # uvloop's call_later with a delay <= 0 gives a plain Handle without ``when()``: a kick then (a request arriving
+    # as the sleep ends) must leave that timer alone instead of failing the request with AttributeError.
+    async def body(media: MediaService, worker: FakeWorker) -> None:
+        await _until(lambda: media._tick_sleep is not None and not media._tick_sleep.done())
+        sleep = media._tick_sleep
+        media._tick_timer.cancel()  # type: ignore[union-attr]
+        plain = worker.loop.call_soon(media._end_sleep)
+        media._tick_timer = plain  # type: ignore[assignment]
+        media._last_tick_at = worker.loop.time()
+        media.kick_tick()
+        assert media._tick_timer is plain
+        await _until(sleep.done)  # the plain handle still ends the sleep
+
+    await _with_service(0, body)
