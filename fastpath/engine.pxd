@@ -161,8 +161,8 @@ ctypedef struct RecvStream:
     uint64_t packets
     uint64_t bytes
     uint64_t rtx_packets
-    # per VP8 temporal layer (TID 0-3; fanout_queue): what each costs and how many pictures it carries, for the
-    # stream allocator's temporal choice (router/layer_rates.py)
+    # per VP8 temporal layer (TID 0-3; fanout_queue): what each costs and how many pictures it carries
+    # (snapshot_producer; the stream allocator does not choose temporal layers: docs/FORWARDING.md)
     uint64_t tid_bytes[4]
     uint64_t tid_pictures[4]
     uint64_t drops[DROP_REASON_COUNT]

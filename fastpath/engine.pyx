@@ -1112,10 +1112,8 @@ cdef class Engine:
         if e.auto_tick_ms > 0 and batches > 0 and e.now_ms - e.last_tick_ms >= e.auto_tick_ms:
             # The timers ride on the wake-up that packets caused (Engine.auto_tick_ms), after its media left: no
             # wake-up of their own. engine_tick flushes what it queued.
-            clock_gettime(CLOCK_REALTIME, &wall)
             e.pump_ticks += 1
-            engine_tick(e, e.now_ms, <uint32_t>(wall.tv_sec + 2208988800),
-                        <uint32_t>((<uint64_t>wall.tv_nsec << 32) // 1000000000))
+            engine_tick_now(e, e.now_ms)
         return out
 
     def send(self, str host, int port, bytes data, str local="") -> None:
@@ -1166,13 +1164,10 @@ cdef class Engine:
         """Timers: RR toward publishers and SR+SDES toward subscribers about every second per transport,
         transport-wide CC feedback toward publishers every TWCC_INTERVAL_MS, NACKs toward publishers,
         layer re-targeting, key-frame request retries. now_ms is CLOCK_MONOTONIC in milliseconds."""
-        cdef timespec wall
         cdef int64_t now_us = now_ms * 1000 - self.st.epoch_us
         if now_us > self.st.now_us:
             self.st.now_us = now_us           # send times of what the tick sends (_bwe.pxi)
-        clock_gettime(CLOCK_REALTIME, &wall)
-        engine_tick(self.st, now_ms, <uint32_t>(wall.tv_sec + 2208988800),
-                    <uint32_t>((<uint64_t>wall.tv_nsec << 32) // 1000000000))
+        engine_tick_now(self.st, now_ms)
 
     def next_due_ms(self, long long now_ms) -> int:
         """When tick() next has work (the same clock as tick's now_ms, at most NEXT_DUE_MAX_MS ahead; now_ms or

@@ -45,7 +45,7 @@ cdef inline int hdrext_put(uint8_t* pkt, int32_t* length, int32_t room, uint8_t 
     grow by. Returns 1 when written, 0 when the header is malformed, the element does not fit the packet's
     extension form, or there is no room."""
     cdef int32_t n = length[0]
-    cdef int32_t off, i, end, ln, span
+    cdef int32_t off, i, end, ln, span, head
     cdef uint8_t b, eid
     cdef uint16_t profile
     cdef bint one
@@ -69,48 +69,36 @@ cdef inline int hdrext_put(uint8_t* pkt, int32_t* length, int32_t room, uint8_t 
     end = i + 4 * <int32_t>rd16(pkt + off + 2)
     if end > n:
         return 0
-    if profile == RTP_EXT_PROFILE_ONE_BYTE:
-        if ext_id > HDREXT_ONE_BYTE_MAX_ID or dlen > HDREXT_ONE_BYTE_MAX_LEN:
-            return 0
-        while i < end:
-            b = pkt[i]
-            if b == 0:
-                i += 1
-                continue
+    one = profile == RTP_EXT_PROFILE_ONE_BYTE
+    if not one and (profile & 0xFFF0) != RTP_EXT_PROFILE_TWO_BYTE:
+        return 0
+    if one and (ext_id > HDREXT_ONE_BYTE_MAX_ID or dlen > HDREXT_ONE_BYTE_MAX_LEN):
+        return 0
+    head = 1 if one else 2
+    while i < end:
+        b = pkt[i]
+        if b == 0:                            # padding
+            i += 1
+            continue
+        if one:
             eid = b >> 4
-            if eid == 15:
+            if eid == 15:                     # the rest of the block is to be ignored (RFC 8285 4.2)
                 break
             ln = (b & 0x0F) + 1
-            if i + 1 + ln > end:
-                return 0
-            if ln >= dlen and (eid == ext_id or eid == EXT_ID_UNUSED):
-                _hdrext_element(pkt + i, 1, ext_id, data, dlen, 1 + ln)
-                return 1
-            i += 1 + ln
-        span = (1 + dlen + 3) & ~3
-        if not _hdrext_open(pkt, length, room, end, span):
-            return 0
-        _hdrext_element(pkt + end, 1, ext_id, data, dlen, span)
-    elif (profile & 0xFFF0) == RTP_EXT_PROFILE_TWO_BYTE:
-        while i < end:
-            eid = pkt[i]
-            if eid == 0:
-                i += 1
-                continue
+        else:
             if i + 2 > end:
                 return 0
+            eid = b
             ln = pkt[i + 1]
-            if i + 2 + ln > end:
-                return 0
-            if ln >= dlen and (eid == ext_id or eid == EXT_ID_UNUSED):
-                _hdrext_element(pkt + i, 0, ext_id, data, dlen, 2 + ln)
-                return 1
-            i += 2 + ln
-        span = (2 + dlen + 3) & ~3
-        if not _hdrext_open(pkt, length, room, end, span):
+        if i + head + ln > end:
             return 0
-        _hdrext_element(pkt + end, 0, ext_id, data, dlen, span)
-    else:
+        if ln >= dlen and (eid == ext_id or eid == EXT_ID_UNUSED):
+            _hdrext_element(pkt + i, one, ext_id, data, dlen, head + ln)
+            return 1
+        i += head + ln
+    span = (head + dlen + 3) & ~3
+    if not _hdrext_open(pkt, length, room, end, span):
         return 0
+    _hdrext_element(pkt + end, one, ext_id, data, dlen, span)
     wr16(pkt + off + 2, <uint16_t>(rd16(pkt + off + 2) + span // 4))
     return 1
