@@ -182,9 +182,12 @@ cdef void engine_tick(EngineState* e, int64_t now_ms, uint32_t ntp_sec, uint32_t
     send_flush(e)
 
 
+cdef int64_t NTP_UNIX_OFFSET_S = 2208988800  # 1900 -> 1970 (RFC 5905)
+
+
 cdef void engine_tick_now(EngineState* e, int64_t now_ms) noexcept nogil:
     """engine_tick with the wall clock read now (the NTP time of the sender reports)."""
     cdef timespec wall
     clock_gettime(CLOCK_REALTIME, &wall)
-    engine_tick(e, now_ms, <uint32_t>(wall.tv_sec + 2208988800),
+    engine_tick(e, now_ms, <uint32_t>(wall.tv_sec + NTP_UNIX_OFFSET_S),
                 <uint32_t>((<uint64_t>wall.tv_nsec << 32) // 1000000000))
