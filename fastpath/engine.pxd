@@ -352,6 +352,7 @@ ctypedef struct EngineState:
     uint8_t pktinfo                           # IP_PKTINFO is on: datagrams carry their local address
     int32_t twcc_transports                   # transports that want TWCC feedback: only they need kernel_ts
     int64_t realtime_offset_us                # CLOCK_REALTIME - CLOCK_MONOTONIC at the last recvmmsg
+    int64_t last_rx_at_us                     # the latest kernel arrival time handed out (rx_arrival_us)
     int32_t cur_rx                            # arena index of the datagram being handled
     Transport** transports
     int32_t cap_transports

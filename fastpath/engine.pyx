@@ -265,7 +265,11 @@ cdef uint32_t rng_next(EngineState* e) noexcept nogil:
 cdef int64_t rx_arrival_us(EngineState* e) noexcept nogil:
     """Arrival time (e.now_us's clock) of the datagram being handled: the kernel's receive timestamp when
     SO_TIMESTAMPNS is on (packets that waited in the socket buffer keep their own times, which the
-    publisher's delay-based estimate needs), else the time of the recvmmsg that returned it."""
+    publisher's delay-based estimate needs), else the time of the recvmmsg that returned it.
+
+    The socket's queue is in arrival order, so the times never go back (``last_rx_at_us``): the kernel turns
+    timestamping on from a deferred work item after the first socket asks, and until it runs it stamps a datagram
+    when it is read, later than a datagram that arrives after the switch and is stamped on arrival."""
     cdef msghdr* h
     cdef cmsghdr* c
     cdef timespec ts
@@ -280,6 +284,9 @@ cdef int64_t rx_arrival_us(EngineState* e) noexcept nogil:
             at = <int64_t>ts.tv_sec * 1000000 + ts.tv_nsec // 1000 - e.realtime_offset_us - e.epoch_us
             # A stepped wall clock would move it: only trust it within the last second before now.
             if e.now_us - 1000000 < at <= e.now_us:
+                if at < e.last_rx_at_us:
+                    at = e.last_rx_at_us
+                e.last_rx_at_us = at
                 return at
             return e.now_us
         c = CMSG_NXTHDR(h, c)
