@@ -21,9 +21,13 @@ video is all paused probes to resume :data:`PAUSE_HOLD_S` after the pause and, a
 the Engine is ``Consumer.layer_cap``, the lower of control's preference and the allocation. A lowering is always
 the bandwidth's, so it goes to the Engine as ``lower_consumer_layer`` where the Engine has it: the layer that no
 longer fits stops at once, and the lower layer's key frame (asked for at the same moment) is not queued behind it.
-Temporal layers are not allocated (docs/FORWARDING.md, VP8 payload descriptor, says why): a consumer's temporal
-cap (``Engine.set_consumer_temporal``) stays "all". docs/FORWARDING.md "Simulcast switching" (and its
-"Probing") explains the rules and constants.
+A "layer" above is a spatial layer for a simulcast camera (it keeps its full frame rate). A track with a single
+spatial layer, and a screen share, move instead on a ladder of (spatial layer, VP8 TID cap) steps built by
+router/temporal.py (frame rate is the single-layer track's only lever before a pause; a screen share keeps its
+resolution and drops frame rate first, as libwebrtc's degradation preferences): the same rules apply to the steps,
+and a step's TID cap goes to the Engine as ``set_consumer_temporal`` (lower: at the next picture; higher: at the
+next layer-sync picture) and is kept on the Consumer record (``allocated_temporal``). docs/FORWARDING.md
+"Simulcast switching" (its "Temporal layers" and "Probing") explains the rules and constants.
 
 This module owns the allocator's state (per transport, per track, the producers' measured layer rates); the
 Consumer records carry only what the media service needs too (``allocated_layer``, ``bw_paused``).
