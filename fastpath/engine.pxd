@@ -162,7 +162,7 @@ ctypedef struct RecvStream:
     uint64_t bytes
     uint64_t rtx_packets
     # per VP8 temporal layer (TID 0-3; fanout_queue): what each costs and how many pictures it carries
-    # (snapshot_producer; the stream allocator does not choose temporal layers: docs/FORWARDING.md)
+    # (snapshot_producer; the stream allocator prices its temporal steps with them: router/temporal.py)
     uint64_t tid_bytes[4]
     uint64_t tid_pictures[4]
     uint64_t drops[DROP_REASON_COUNT]

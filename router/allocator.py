@@ -21,9 +21,13 @@ video is all paused probes to resume :data:`PAUSE_HOLD_S` after the pause and, a
 the Engine is ``Consumer.layer_cap``, the lower of control's preference and the allocation. A lowering is always
 the bandwidth's, so it goes to the Engine as ``lower_consumer_layer`` where the Engine has it: the layer that no
 longer fits stops at once, and the lower layer's key frame (asked for at the same moment) is not queued behind it.
-Temporal layers are not allocated (docs/FORWARDING.md, VP8 payload descriptor, says why): a consumer's temporal
-cap (``Engine.set_consumer_temporal``) stays "all". docs/FORWARDING.md "Simulcast switching" (and its
-"Probing") explains the rules and constants.
+A "layer" above is a spatial layer for a simulcast camera (it keeps its full frame rate). A track with a single
+spatial layer, and a screen share, move instead on a ladder of (spatial layer, VP8 TID cap) steps built by
+router/temporal.py (frame rate is the single-layer track's only lever before a pause; a screen share keeps its
+resolution and drops frame rate first, as libwebrtc's degradation preferences): the same rules apply to the steps,
+and a step's TID cap goes to the Engine as ``set_consumer_temporal`` (lower: at the next picture; higher: at the
+next layer-sync picture) and is kept on the Consumer record (``allocated_temporal``). docs/FORWARDING.md
+"Simulcast switching" (its "Temporal layers" and "Probing") explains the rules and constants.
 
 This module owns the allocator's state (per transport, per track, the producers' measured layer rates); the
 Consumer records carry only what the media service needs too (``allocated_layer``, ``bw_paused``).
@@ -37,6 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from router.layer_rates import LayerRates
+from router.temporal import TID_ALL, Steps, TemporalRates, allocates_temporal
 
 if TYPE_CHECKING:
     from router.media_router import Consumer, Producer
@@ -145,14 +150,15 @@ class FixedEstimates:
 class Track:
     """One consumer as the allocator sees it: kind, priority, layer cap, its producer's rates, its allocation."""
 
-    __slots__ = ("consumer", "handle", "video", "priority", "cap", "rates", "fit", "producer")
+    __slots__ = ("consumer", "handle", "video", "priority", "cap", "rates", "fit", "producer", "steps")
 
     def __init__(self, consumer: Consumer, handle: int, rates: LayerRates) -> None:
         self.consumer = consumer
         self.handle = handle
         self.video = consumer.kind == "video"
         self.priority = consumer.priority
-        self.rates = rates
+        self.rates: LayerRates | Steps = rates  # a layer index below is a step of ``steps`` when it has one
+        self.steps: Steps | None = None  # the (spatial, temporal) ladder of router/temporal.py, None: layers only
         self.cap = 0
         self.set_cap(consumer.preferred_layer)
         self.fit = NONE  # scratch of fit()
@@ -161,9 +167,29 @@ class Track:
     @property
     def layer(self) -> int:
         """What the allocator gave it: NONE, PAUSED or a layer (kept on the Consumer record)."""
-        return PAUSED if self.consumer.bw_paused else self.consumer.allocated_layer
+        consumer = self.consumer
+        if consumer.bw_paused:
+            return PAUSED
+        if self.steps is None or consumer.allocated_layer < 0:
+            return consumer.allocated_layer
+        return self.steps.index(consumer.allocated_layer, consumer.allocated_temporal)
+
+    def target(self, layer: int) -> tuple[int, int]:
+        """(spatial layer, TID cap) of an allocation (NONE: (NONE, TID_ALL))."""
+        if layer < 0:
+            return NONE, TID_ALL
+        return self.steps.step(layer) if self.steps is not None else (layer, TID_ALL)
+
+    def set_steps(self, steps: Steps | None) -> None:
+        """Moves the track onto ``steps`` (its producer's temporal ladder) or, with None, onto its layers."""
+        self.steps = steps
+        if steps is not None:
+            self.rates = steps
 
     def set_cap(self, preferred: int) -> None:
+        if self.steps is not None:
+            self.cap = self.steps.cap_for(preferred)
+            return
         n = self.rates.layers
         self.cap = preferred if 0 <= preferred < n else n - 1
 
@@ -420,7 +446,8 @@ class AllocatorEngine(Protocol):
     def set_consumer_layer(self, c: int, spatial: int) -> None: ...
     def pause_consumer(self, c: int) -> None: ...
     def resume_consumer(self, c: int) -> None: ...
-    # and, optionally, probe(t, bps, duration_ms) -> bool (fastpath.Engine.probe): without it nothing probes;
+    # and, optionally, set_consumer_temporal(c, tid) (fastpath.Engine.set_consumer_temporal): without it no TID
+    # cap is applied; probe(t, bps, duration_ms) -> bool (fastpath.Engine.probe): without it nothing probes;
     # lower_consumer_layer(c, spatial) (fastpath.Engine.lower_consumer_layer): without it a lowering is a
     # set_consumer_layer like any other change
 
@@ -429,12 +456,15 @@ StreamStateCallback = Callable[["Consumer", bool], None]  # (consumer, paused)
 
 
 class _Measured:
-    __slots__ = ("producer", "handle", "rates")
+    __slots__ = ("producer", "handle", "rates", "temporal", "steps")
 
     def __init__(self, producer: Producer, handle: int, rates: LayerRates) -> None:
         self.producer = producer
         self.handle = handle
         self.rates = rates
+        # Only for a producer whose consumers are allocated temporal steps (router/temporal.py):
+        self.temporal: TemporalRates | None = None
+        self.steps: Steps | None = None
 
 
 class StreamAllocator:
@@ -466,7 +496,8 @@ class StreamAllocator:
         (it was at or above it) is dropped, so that a raise of the preference takes effect at once as it did
         before the allocator; the next pass lowers it again within ALLOCATE_INTERVAL_S if it does not fit. A
         limit below the old preference was the bandwidth's and stays."""
-        if consumer.allocated_layer >= 0 and 0 <= old_preferred <= consumer.allocated_layer:
+        if consumer.allocated_layer >= 0 and 0 <= old_preferred <= consumer.allocated_layer \
+                and consumer.allocated_temporal == TID_ALL:  # a TID cap is always the bandwidth's: it stays
             consumer.allocated_layer = NONE
 
     def wake(self) -> None:
@@ -483,6 +514,13 @@ class StreamAllocator:
     def layer_bytes(self, producer_handle: int) -> Sequence[int]:
         """The Engine's cumulative byte counter of each of a producer's layers."""
         return [layer["bytes"] for layer in self.engine.snapshot_producer(producer_handle)["layers"]]
+
+    def temporal_counters(self, producer_handle: int) -> tuple[list[Sequence[int]], list[Sequence[int]]]:
+        """The Engine's cumulative byte and picture counters per VP8 TID of each of a producer's layers (none
+        where the Engine has no such counters)."""
+        layers = self.engine.snapshot_producer(producer_handle)["layers"]
+        return ([layer.get("temporal_bytes", ()) for layer in layers],
+                [layer.get("temporal_pictures", ()) for layer in layers])
 
     def tick(self, now: float) -> None:
         """Called on every worker tick (``now``: monotonic seconds); a pass runs every ALLOCATE_INTERVAL_S."""
@@ -510,10 +548,30 @@ class StreamAllocator:
             counters = self.layer_bytes(handle)
             m = self._measured[producer.id] = _Measured(producer, handle, LayerRates(len(counters)))
             m.rates.update(now, counters)
+            if allocates_temporal(producer.kind, producer.source, len(counters)):
+                m.temporal, m.steps = TemporalRates(len(counters)), Steps()
+                self._sample_temporal(m)
         elif m.rates.stamp != self._cycle and m.rates.due(now):
             m.rates.update(now, self.layer_bytes(m.handle))
+            self._sample_temporal(m)
         m.rates.stamp = self._cycle
         return m.rates if m.rates.ready and m.rates.layers else None
+
+    def _sample_temporal(self, m: _Measured) -> None:
+        if m.temporal is not None and m.steps is not None:
+            m.temporal.update(*self.temporal_counters(m.handle))
+            m.steps.stamp = -1  # rebuilt from the new rates when next used
+
+    def _steps(self, producer: Producer) -> Steps | None:
+        """The producer's temporal ladder, None when its consumers move on layers only (router/temporal.py)."""
+        m = self._measured.get(producer.id)
+        if m is None or m.temporal is None or m.steps is None:
+            return None
+        steps = m.steps
+        if steps.stamp < 0:
+            steps.build(m.rates, m.temporal)
+            steps.stamp = self._cycle
+        return steps if steps.temporal_steps else None
 
     def _sync(self, state: TransportAllocation, consumer_ids: set[str], now: float) -> Iterable[Track]:
         """The state's tracks made to match the transport's consumers (new ones unmanaged)."""
@@ -572,6 +630,7 @@ class StreamAllocator:
                 continue
             if consumer.paused or producer.paused:
                 continue  # control's pause: it uses nothing and keeps its allocation
+            t.set_steps(self._steps(producer))
             t.priority = consumer.priority
             t.set_cap(consumer.preferred_layer)
             if t.lowest() >= 0:
@@ -601,7 +660,12 @@ class StreamAllocator:
             return
         before = consumer.layer_cap
         lowering = not consumer.bw_paused and 0 <= layer < t.current()
-        consumer.allocated_layer = layer
+        consumer.allocated_layer, temporal = t.target(layer)
+        if temporal != consumer.allocated_temporal:  # a temporal step (router/temporal.py)
+            consumer.allocated_temporal = temporal
+            set_temporal: Callable[[int, int], None] | None = getattr(self.engine, "set_consumer_temporal", None)
+            if set_temporal is not None:  # lower: at the next picture; higher: at the next layer-sync picture
+                set_temporal(t.handle, temporal)
         if consumer.layer_cap != before:
             lower: Callable[[int, int], None] | None = getattr(self.engine, "lower_consumer_layer", None)
             if lowering and lower is not None:

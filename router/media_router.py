@@ -29,6 +29,7 @@ class Producer:
     mid: str
     paused: bool = False
     consumers: set[str] = field(default_factory=set)
+    source: str = "unknown"  # ProduceRequest.source: "camera", "screen_share", ... (router/temporal.py)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Consumer:
     preferred_layer: int = -1  # control's preference (consumer.set_preferred_layers), -1 = the highest
     current_layer: int = -1
     allocated_layer: int = -1  # the stream allocator's limit (router/allocator.py), -1 = none
+    allocated_temporal: int = -1  # ... and its VP8 TID cap (router/temporal.py; set_consumer_temporal), -1 = all
     bw_paused: bool = False  # paused by the stream allocator: not even the lowest layer fits the estimate
     priority: int = 1  # the allocator serves higher priorities first
 

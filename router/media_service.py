@@ -507,7 +507,7 @@ class MediaService:
             twcc_id=transport.twcc_id,
         )
         encodings = [(rid.encode(), ssrc, rtx) for rid, ssrc, rtx in body.encodings]
-        producer = Producer(producer_id, transport_id, body.kind, body.mid)
+        producer = Producer(producer_id, transport_id, body.kind, body.mid, source=body.source)
         handle = self.producers.add(producer_id, producer)
         try:
             self.engine.add_producer(

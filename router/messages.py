@@ -129,11 +129,14 @@ class RtpExtensions(Body):
 Encoding = tuple[str, int, int]  # (rid or "", ssrc or 0 = learn it, rtx ssrc or 0); index = spatial layer
 Codec = tuple[int, str]  # (payload type, codec name as in SDP: "VP8", "opus")
 PayloadTypePair = tuple[int, int]  # (rtx pt, apt) in rtx_apt, (pt in, pt out) in pt_map
+# What a producer's track is (LiveKit's TrackSource, lower-case): the stream allocator keeps a screen share's
+# resolution and lowers its frame rate first (router/temporal.py).
+TrackSource = Literal["unknown", "camera", "microphone", "screen_share", "screen_share_audio"]
 
 
 @dataclass(frozen=True, slots=True)
 class ProduceRequest(Body):
-    """``transport.produce``: one inbound track of the transport's peer."""
+    """``transport.produce``: one inbound track of the transport's peer; ``source`` is what the track is."""
 
     producer_id: str
     kind: Literal["audio", "video"]
@@ -144,6 +147,7 @@ class ProduceRequest(Body):
     mid: str = ""
     codecs: list[Codec] = field(default_factory=list)
     rtx_apt: list[PayloadTypePair] = field(default_factory=list)
+    source: TrackSource = "unknown"
 
     def problem(self) -> tuple[str, str] | None:
         if not self.encodings:
@@ -401,7 +405,8 @@ class PipeProduceRequest(Body):
     in this router fed by the worker whose UDP port is ``peer_port``, with the pipe's SSRCs as its ``encodings``
     (rid "", ssrc, rtx ssrc) and the original producer's payload types, codecs, RTX pairs and clock rate. Its
     consumers are made with ``transport.consume`` as for any producer; ``producer.close`` ends it. ``peer_ip``,
-    ``local_ip`` and ``srtp`` as in :class:`PipeRequest`, seen from this end (``srtp`` is the source's, reversed)."""
+    ``local_ip`` and ``srtp`` as in :class:`PipeRequest`, seen from this end (``srtp`` is the source's, reversed).
+    ``source`` is the original producer's (:class:`ProduceRequest`)."""
 
     producer_id: str
     peer_port: int
@@ -414,6 +419,7 @@ class PipeProduceRequest(Body):
     peer_ip: str = ""
     local_ip: str = ""
     srtp: PipeSrtp | None = None
+    source: TrackSource = "unknown"
 
     def problem(self) -> tuple[str, str] | None:
         if not self.encodings or any(ssrc == 0 for _, ssrc, _ in self.encodings):

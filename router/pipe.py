@@ -226,7 +226,7 @@ class PipeService:
         if body.producer_id in self.media.producers:
             return Empty()
         transport = self._transport(self._peer(body.peer_ip, body.peer_port, body.srtp), body.local_ip, body.srtp)
-        producer = Producer(body.producer_id, pipe_transport_id(transport.peer), body.kind, "")
+        producer = Producer(body.producer_id, pipe_transport_id(transport.peer), body.kind, "", source=body.source)
         handle = self.media.producers.add(body.producer_id, producer)
         try:
             self.engine.add_producer(

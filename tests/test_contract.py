@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
 import inspect
 import re
 from collections.abc import Awaitable, Callable
@@ -95,7 +96,7 @@ SAMPLES: dict[type[Body], Body] = {
         producer_id="p", kind="video", mid="1", encodings=[("q", 0, 0), ("f", 1111, 2222)], payload_types=[96, 97],
         codecs=[(96, "VP8")], rtx_apt=[(97, 96)], clock_rate=90000,
         extensions=RtpExtensions(id_map=bytes(range(256)), mid_id=1, rid_id=2, rrid_id=3, audio_level_id=4,
-                                 twcc_id=5)),
+                                 twcc_id=5), source="screen_share"),
     ConsumeRequest: ConsumeRequest(consumer_id="c", producer_id="p", out_ssrc=7, pt_map=[(96, 100)], nack=False,
                                    spatial=1, paused=True),
     ProduceDataRequest: ProduceDataRequest(data_producer_id="d", label="*", relay_to_control=True),
@@ -106,7 +107,7 @@ SAMPLES: dict[type[Body], Body] = {
                                            encodings=[("", 11, 12), ("", 13, 14)], payload_types=[96, 97],
                                            clock_rate=90000, codecs=[(96, "VP8")], rtx_apt=[(97, 96)],
                                            peer_ip="198.51.100.1", local_ip="198.51.100.2",
-                                           srtp=PIPE_SRTP.reversed()),
+                                           srtp=PIPE_SRTP.reversed(), source="camera"),
     ConsumeDataRequest: ConsumeDataRequest(data_consumer_id="dc", data_producer_id="d", label="chat"),
     OpenDataChannelRequest: OpenDataChannelRequest(label="_lossy", ordered=False, max_retransmits=0),
     SendDataRequest: SendDataRequest(label="_reliable", data=b"\x00\x01"),
@@ -305,6 +306,24 @@ async def test_media_client_bodies_carry_the_arguments() -> None:
     assert consume == ConsumeRequest(consumer_id="c", producer_id="p", out_ssrc=7, pt_map=[(96, 100)], twcc_id=5,
                                      playout_delay_id=7)
     assert send == SendDataRequest(label="_reliable", data=b"x")
+
+
+async def test_produce_bodies_carry_the_track_source() -> None:
+    """The publication's source (router/temporal.py: a screen share keeps its resolution) reaches the worker with
+    the producer and with its pipes; one the contract does not know goes as "unknown"."""
+    sender = RecordingSender()
+    media = MediaClient(sender)
+    assert ProduceRequest.from_wire({k: v for k, v in SAMPLES[ProduceRequest].to_wire().items()
+                                     if k != "source"}).source == "unknown"  # an older control's request
+    for source, sent in (("screen_share", "screen_share"), ("camera", "camera"), ("hologram", "unknown")):
+        track = dataclasses.replace(TRACK, source=source)
+        await media.produce("t", "p", track)
+        await media.produce_pipe("r", "p", peer_port=7882, ssrcs=[(11, 12)], track=track)
+        (_, _, produce), (_, _, pipe) = sender.sent[-2:]
+        assert isinstance(produce, ProduceRequest) and isinstance(pipe, PipeProduceRequest)
+        assert (produce.source, pipe.source) == (sent, sent)
+    with pytest.raises(ProtocolError):
+        ProduceRequest.from_wire(dict(SAMPLES[ProduceRequest].to_wire(), source="hologram"))
 
 
 async def test_create_transport_carries_the_data_setup_of_a_join() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, get_args
 
 from control.rtc.codecs import SUBSCRIBER_PLAYOUT_DELAY_ID, SUBSCRIBER_TWCC_ID, URI_TRANSPORT_CC
 from control.rtc.negotiation import TrackPlan, TransportParams
@@ -33,11 +33,17 @@ from router.messages import (
     SendDataReply,
     SendDataRequest,
     SetPreferredLayersRequest,
+    TrackSource,
     UnpipeRequest,
 )
 from router.protocol import Body, Empty, Method, WorkerDump
 
 EMPTY = Empty()
+
+
+def track_source(name: str) -> TrackSource:
+    """A TrackPlan's source as the contract's TrackSource ("unknown" for a name it does not know)."""
+    return cast(TrackSource, name) if name in get_args(TrackSource) else "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +165,7 @@ class MediaClient:
             codecs=[(c.pt, c.name) for c in track.codecs],
             rtx_apt=list(track.rtx_apt.items()),
             clock_rate=track.codecs[0].clock_rate,
+            source=track_source(track.source),
             extensions=RtpExtensions(
                 id_map=bytes(track.id_map),
                 mid_id=track.mid_id,
@@ -231,6 +238,7 @@ class MediaClient:
             peer_ip=peer_ip,
             local_ip=local_ip,
             srtp=srtp,
+            source=track_source(track.source),
         )
         await self._request(Method.MEDIA_ROUTER_PRODUCE_PIPE, router_id, request)
 

@@ -161,6 +161,9 @@ class TrackPlan:
     rid_id: int = 0
     rrid_id: int = 0
     audio_level_id: int = 0
+    # The publication's source (LiveKit's TrackSource, lower-case, as router/messages.py TrackSource), set when
+    # the m-line is bound to its AddTrackRequest: the worker's stream allocator treats a screen share apart.
+    source: str = "unknown"
 
     @property
     def simulcast(self) -> bool:

@@ -757,6 +757,8 @@ class Participant:
                 continue
             del self._pending_media[mid]
             waiting.remove(match)
+            media.plan.source = models.TrackSource.Name(match.info.source).lower() \
+                if match.info.source in models.TrackSource.values() else "unknown"
             try:
                 await self.media.produce(self.pub_transport_id, match.producer_id, media.plan)
                 if match.info.muted:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from livekit.protocol import models, rtc
-from test_rooms import Client, FakeMedia, FakeNegotiator, claims, settle  # tests/control is on sys.path
+from test_rooms import Client, FakeMedia, FakeNegotiator, FakePlan, claims, settle  # tests/control is on sys.path
 
 from control.rtc.participant import (
     ClientParams,
@@ -59,7 +59,8 @@ async def test_publish_and_subscribe_without_a_room() -> None:
     published, removed = await alice.handle_offer(rtc.SessionDescription(type="offer", sdp="v=0\r\nm=audio 0 mic\r\n",
                                                                          id=1))
     assert published == [pub] and removed == [] and pub.info.mid == "0"
-    assert ("produce", "PA_alice.pub", pub.sid, ("plan", "0")) in media.calls
+    # The worker learns the publication's source with the producer (router/temporal.py).
+    assert ("produce", "PA_alice.pub", pub.sid, FakePlan("0", "microphone")) in media.calls
 
     assert bob.subscribe(alice, pub)
     await settle()

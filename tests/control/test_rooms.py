@@ -35,6 +35,14 @@ State = models.ParticipantInfo.State
 
 
 @dataclass
+class FakePlan:
+    """Stands for a TrackPlan: the m-line's mid, and the source the participant sets when it binds the track."""
+
+    mid: str
+    source: str = "unknown"
+
+
+@dataclass
 class FakeParams:
     ice_ufrag: str
     ice_pwd: str = "pwd"
@@ -162,7 +170,7 @@ class FakeNegotiator:
                 kind, mid, track_id = line[2:].split()
                 mime = "audio/opus" if kind == "audio" else "video/VP8"
                 media.append(OfferedMedia(mid=mid, kind=kind, track_id=track_id, mime_type=mime,
-                                          plan=("plan", mid)))
+                                          plan=FakePlan(mid)))
         body = "".join(f"a=mid:{m.mid}\r\n" for m in media) or "a=mid:dc\r\n"
         return PublisherAnswer(sdp="v=0\r\n" + body, remote=RemoteSide([("sha-256", "EF")], "server", 5000),
                                media=media)
@@ -331,7 +339,7 @@ async def test_publish_update_precedes_subscriber_offer_with_packed_msid() -> No
     answers = client_a.of("answer")
     assert answers[-1].id == 1 and answers[-1].type == "answer"
     media = pool.workers[0]
-    assert ("produce", a.pub_transport_id, track_sid, ("plan", "0")) in media.calls
+    assert ("produce", a.pub_transport_id, track_sid, FakePlan("0", "microphone")) in media.calls
     # B: the ParticipantUpdate listing the track comes before the offer that carries it.
     kinds = client_b.kinds()
     update_index = max(i for i, m in enumerate(client_b.messages)
@@ -357,7 +365,7 @@ async def test_offer_before_add_track_binds_when_request_arrives() -> None:
     await room.handle_add_track(a, rtc.AddTrackRequest(cid="cam-1", type=models.TrackType.VIDEO,
                                                        source=models.TrackSource.CAMERA, width=640, height=480))
     produced = pool.workers[0].find("produce")
-    assert len(produced) == 1 and produced[0][3] == ("plan", "0")
+    assert len(produced) == 1 and produced[0][3] == FakePlan("0", "camera")  # the source the request names
     assert a.info().tracks[0].mime_type == "video/VP8"
 
 

@@ -142,6 +142,17 @@ async def test_an_m_line_without_transport_cc_keeps_the_transport_wide_id(
     assert media.transports.get("t").twcc_id == 5
 
 
+async def test_a_producer_keeps_its_track_source(service: tuple[MediaService, FakeChannel]) -> None:
+    """ProduceRequest.source reaches the Producer record the stream allocator reads (router/temporal.py)."""
+    media, ch = service
+    await call(ch, Method.MEDIA_ROUTER_CREATE, "r", Empty())
+    await create_transport(ch, "r", "t")
+    await call(ch, Method.TRANSPORT_PRODUCE, "t", dataclasses.replace(VIDEO, source="screen_share"))
+    await call(ch, Method.TRANSPORT_PRODUCE, "t", AUDIO)
+    assert (media.producers.get("p-video").source, media.producers.get("p-audio").source) == (
+        "screen_share", "unknown")
+
+
 async def test_closing_the_router_releases_every_entry(service: tuple[MediaService, FakeChannel]) -> None:
     media, ch = service
     await call(ch, Method.MEDIA_ROUTER_CREATE, "r", Empty())
