@@ -54,6 +54,7 @@ cdef enum:
     BWE_SENT_PADDING = 4              # probe padding: counts for the delay-based estimate and the probe cluster,
                                       # not for the loss-based limit (its loss says the probe rate did not fit)
     BWE_PROBE_MIN_PACKETS = 5         # a probe cluster needs this many acknowledged packets for a result
+    BWE_PROBE_MIN_SPAN_US = 10000     # ... sent over at least this long: one tick's burst says nothing of a rate
     BWE_STREAM_TIMEOUT_US = 2000000   # arrivals this far apart restart the delay-based detector
     BWE_PROBE_TIMEOUT_US = 1000000    # a cluster without feedback after its end this long is evaluated as it is
 
@@ -434,6 +435,7 @@ cdef inline void _bwe_rate(Bwe* b, int64_t now_us) noexcept nogil:
     elif b.aimd == AIMD_DECREASE:
         if b.last_decrease_us < 0 or now_us - b.last_decrease_us >= BWE_DECREASE_US:
             if b.pr_start_us >= 0 and b.pr_packets >= BWE_PROBE_MIN_PACKETS \
+                    and b.pr_last_send_us - b.pr_first_send_us >= BWE_PROBE_MIN_SPAN_US \
                     and b.pr_last_arrival_us > b.pr_first_arrival_us:
                 # During a probe the link's throughput is what the cluster arrives at; the acknowledged rate
                 # (a 500 ms average, mostly before the probe) would take the estimate below the media rate.
@@ -555,14 +557,19 @@ cdef inline void _bwe_probe_packet(Bwe* b, int64_t send_us, int64_t arrival_us, 
 cdef inline double bwe_probe_rate(Bwe* b) noexcept nogil:
     """The open cluster's result as libwebrtc's ProbeBitrateEstimator takes it: the lower of the rate it was
     sent at and the rate it arrived at, and 0.95 of the arrival rate when that is below 0.9 of the send rate (the
-    link was saturated). 0 = no result (too few packets, more than 10 % lost, no time span)."""
+    link was saturated). 0 = no result: too few packets, more than 10 % lost, sent within less than
+    BWE_PROBE_MIN_SPAN_US (padding goes out in one burst per tick: a cluster that got one tick, e.g. on a late
+    tick, measured a burst, and gave estimates of hundreds of Mbit/s on a 2 Mbit/s link), or arriving at more
+    than twice the rate it was sent at (libwebrtc's kMaxValidRatio: not a measurement of the link)."""
     cdef double send_bps, recv_bps
     if b.pr_packets < BWE_PROBE_MIN_PACKETS or b.pr_lost * 10 > b.pr_packets + b.pr_lost:
         return 0
-    if b.pr_last_send_us <= b.pr_first_send_us or b.pr_last_arrival_us <= b.pr_first_arrival_us:
+    if b.pr_last_send_us - b.pr_first_send_us < BWE_PROBE_MIN_SPAN_US or b.pr_last_arrival_us <= b.pr_first_arrival_us:
         return 0
     send_bps = b.pr_bytes * 8.0 * 1000000.0 / (b.pr_last_send_us - b.pr_first_send_us)
     recv_bps = b.pr_bytes * 8.0 * 1000000.0 / (b.pr_last_arrival_us - b.pr_first_arrival_us)
+    if recv_bps > 2.0 * send_bps:
+        return 0
     if recv_bps < 0.9 * send_bps:
         return 0.95 * recv_bps
     return send_bps if send_bps < recv_bps else recv_bps
@@ -578,7 +585,8 @@ cdef inline void _bwe_probe_result(Bwe* b) noexcept nogil:
     b.pr_start_us = -1
     b.pr_closed_us = b.pr_end_us
     b.pr_arrival_bps = 0
-    if b.pr_packets >= BWE_PROBE_MIN_PACKETS and b.pr_last_arrival_us > b.pr_first_arrival_us:
+    if b.pr_packets >= BWE_PROBE_MIN_PACKETS and b.pr_last_arrival_us > b.pr_first_arrival_us \
+            and b.pr_last_send_us - b.pr_first_send_us >= BWE_PROBE_MIN_SPAN_US:
         b.pr_arrival_bps = b.pr_bytes * 8.0 * 1000000.0 / (b.pr_last_arrival_us - b.pr_first_arrival_us)
     b.probe_results += 1
     if r <= 0:

@@ -461,3 +461,27 @@ def test_arrivals_after_a_pause_restart_the_delay_detector() -> None:
     stats = bwe.stats
     assert stats["bwe_detector_restarts"] == 1
     assert stats["bwe_state"] != "overusing"
+
+
+@pytest.mark.parametrize(("case", "send_gap_us", "arrival_gap_us", "result"), [
+    ("spread over 60 ms, arriving as sent", 6_000, 6_000, 380_000),
+    ("one tick's burst (50 us apart): no rate", 5, 5, 0),
+    ("arriving at more than twice the send rate: not the link", 6_000, 2_000, 0),
+])
+def test_a_probe_cluster_is_a_rate_only_when_spread_and_consistent(case: str, send_gap_us: int, arrival_gap_us: int,
+                                                                    result: int) -> None:
+    # Ten 285-byte paddings; a burst once gave 336 Mbit/s on a 2 Mbit/s link (one late tick held the whole cluster).
+    bwe, rec = fastpath.SendEstimator(TWCC_ID), fastpath.TwccRecorder()
+    bwe.probe(0, 250_000)
+    for k in range(11):
+        seq = bwe.sent(k * send_gap_us, 285)
+        rec.record(seq, 20_000 + k * arrival_gap_us)
+    for fb in rec.build(0xABC):
+        bwe.feedback(fb, 300_000)
+    assert bwe.expire_probe(1_400_000) or bwe.stats["bwe_probe_pending"] == 0, case
+    stats = bwe.stats
+    assert stats["bwe_probe_results"] == 1, case
+    if result:
+        assert stats["bwe_probe_bps"] == pytest.approx(result, rel=0.1), case
+    else:
+        assert stats["bwe_probe_bps"] == 0 and stats["bwe_probe_raises"] == 0, case
