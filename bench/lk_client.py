@@ -181,6 +181,13 @@ def subscriber_answer(offer_sdp: str, ice_ufrag: str, ice_pwd: str, fingerprint:
     return "\r\n".join(lines) + "\r\n"
 
 
+# The first byte of a SignalResponse that carries one of the room's broadcasts (its one field's protobuf key: field
+# number << 3 | 2, length-delimited): update 5, speakers_changed 10, room_update 11,
+# connection_quality 12. :meth:`SignalClient._read` acts on none of them, so it skips their decoding, which in a
+# room of thousands is most of what a participant receives.
+_IGNORED_TAGS = frozenset(bytes([number << 3 | 2]) for number in (5, 10, 11, 12))
+
+
 class SignalClient:
     """One participant's signaling connection; responses are sorted into queues the caller awaits."""
 
@@ -270,6 +277,8 @@ class SignalClient:
                     if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
                         break
                     continue
+                if msg.data[:1] in _IGNORED_TAGS:
+                    continue  # a room broadcast this client does not use: not decoded (its bytes were read)
                 response = rtc.SignalResponse.FromString(msg.data)
                 kind = response.WhichOneof("message")
                 if kind == "track_published":
