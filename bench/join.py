@@ -115,6 +115,8 @@ class _Run:
     lag_p99_ms: float = 0.0
     lag_max_ms: float = 0.0
     health_errors: int = 0
+    # one HTTP client session for every participant's /rtc WebSocket (each its own connection; no connection cap)
+    signal_http: aiohttp.ClientSession | None = None
 
 
 class ControlProcess:
@@ -201,7 +203,8 @@ async def run_join(opts: JoinOptions) -> dict[str, Any]:
     net = GeneratorSocket(source_net=source_net, gro=opts.gro)
     run = _Run(opts, ws_url, http_url, f"bench-join-{uuid.uuid4().hex[:6]}", net, Credentials.generate())
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession() as http, aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0)) as run.signal_http:
             return await _measure(run, http)
     finally:
         net.close()
@@ -313,7 +316,7 @@ def _token(run: _Run, identity: str, **grants: Any) -> str:
 async def _signal(run: _Run, identity: str, grants: dict[str, Any], result: Joined | None = None) -> SignalClient:
     """A joined SignalClient; a 503 (the connection guard's caps) is retried."""
     while True:
-        client = SignalClient(run.ws_url, _token(run, identity, **grants))
+        client = SignalClient(run.ws_url, _token(run, identity, **grants), run.signal_http)
         try:
             await client.connect()
             return client

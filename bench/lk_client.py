@@ -189,12 +189,17 @@ _IGNORED_TAGS = frozenset(bytes([number << 3 | 2]) for number in (5, 10, 11, 12)
 
 
 class SignalClient:
-    """One participant's signaling connection; responses are sorted into queues the caller awaits."""
+    """One participant's signaling connection; responses are sorted into queues the caller awaits.
 
-    def __init__(self, url: str, token: str) -> None:
+    ``session``: an HTTP client session shared with other participants (its connector must not limit the number of
+    connections, every WebSocket keeps its own); without it the client opens and closes a session of its own. Each
+    participant has its own WebSocket connection either way."""
+
+    def __init__(self, url: str, token: str, session: aiohttp.ClientSession | None = None) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.join: rtc.JoinResponse | None = None
+        self._shared = session
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -208,9 +213,11 @@ class SignalClient:
     async def connect(self) -> rtc.JoinResponse:
         query = urlencode({"access_token": self.token, "auto_subscribe": "1", "protocol": PROTOCOL_VERSION,
                            "sdk": "python", "version": "bench"})
-        self._http = aiohttp.ClientSession()
+        http = self._shared
+        if http is None:
+            http = self._http = aiohttp.ClientSession()
         try:
-            self._ws = await self._http.ws_connect(f"{self.url}/rtc?{query}", heartbeat=None, max_msg_size=0)
+            self._ws = await http.ws_connect(f"{self.url}/rtc?{query}", heartbeat=None, max_msg_size=0)
         except aiohttp.WSServerHandshakeError as exc:
             await self.close()
             raise SignalingError(f"join refused: HTTP {exc.status} {exc.message}") from None
