@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import struct
@@ -43,6 +44,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
+import uvloop
 
 import fastpath
 from bench import lk_client
@@ -113,6 +115,8 @@ class _Run:
     lag_p99_ms: float = 0.0
     lag_max_ms: float = 0.0
     health_errors: int = 0
+    # one HTTP client session for every participant's /rtc WebSocket (each its own connection; no connection cap)
+    signal_http: aiohttp.ClientSession | None = None
 
 
 class ControlProcess:
@@ -199,7 +203,8 @@ async def run_join(opts: JoinOptions) -> dict[str, Any]:
     net = GeneratorSocket(source_net=source_net, gro=opts.gro)
     run = _Run(opts, ws_url, http_url, f"bench-join-{uuid.uuid4().hex[:6]}", net, Credentials.generate())
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession() as http, aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0)) as run.signal_http:
             return await _measure(run, http)
     finally:
         net.close()
@@ -217,12 +222,12 @@ async def _measure(run: _Run, http: aiohttp.ClientSession) -> dict[str, Any]:
     monitor = asyncio.create_task(_watch_health(run, http))
     gate = asyncio.Semaphore(opts.concurrency)
     try:
-        cpu0 = (await _health(http, run.http_url))["control"]["usage"]["cpu_s"]
+        cpu0 = _cpu_by_kind(await _health(http, run.http_url))
         start = time.monotonic()
         joined = await asyncio.gather(*(_join(run, i + 1, gate) for i in range(opts.participants)))
         join_wall_s = time.monotonic() - start
         after_join = await _health(http, run.http_url)
-        cpu1 = after_join["control"]["usage"]["cpu_s"]
+        cpu1 = _cpu_by_kind(after_join)
         failed = [j.error for j in joined if j.error]
         leave_start = time.monotonic()
         await asyncio.gather(*(p.client.close() for p in run.peers), return_exceptions=True)
@@ -238,6 +243,7 @@ async def _measure(run: _Run, http: aiohttp.ClientSession) -> dict[str, Any]:
     ok = [j for j in joined if not j.error]
     media = [j.media_s for j in ok]
     signaled = [j.signaled_s for j in ok]
+    cpu_joins = {kind: cpu1[kind] - cpu0.get(kind, 0.0) for kind in cpu1}
     restarts = sum(int(w.get("restarts", 0)) for w in after["workers"]) - sum(
         int(w.get("restarts", 0)) for w in before["workers"])
     return {
@@ -257,9 +263,10 @@ async def _measure(run: _Run, http: aiohttp.ClientSession) -> dict[str, Any]:
         "signal_join_ms_p50": round(1000 * percentile(signaled, 0.50), 1),
         "signal_join_ms_p99": round(1000 * percentile(signaled, 0.99), 1),
         "retries_503": sum(j.retries_503 for j in joined),
-        "control_cpu_ms_per_join": round(1000 * (cpu1 - cpu0) / max(1, len(ok)), 2),
-        "control_cpu_s_joins": round(cpu1 - cpu0, 2),
-        "control_cpu_s_leaves": round(after["control"]["usage"]["cpu_s"] - cpu1, 2),
+        "control_cpu_ms_per_join": round(1000 * cpu_joins["control"] / max(1, len(ok)), 2),
+        "control_cpu_s_joins": round(cpu_joins["control"], 2),
+        "control_cpu_s_leaves": round(after["control"]["usage"]["cpu_s"] - cpu1["control"], 2),
+        "cpu_ms_per_join": {kind: round(1000 * cpu / max(1, len(ok)), 2) for kind, cpu in cpu_joins.items()},
         "control_loop_lag_ms_p99": round(max(run.lag_p99_ms, after["control"]["loop_lag"]["p99_ms"]), 1),
         "control_loop_lag_ms_max": round(max(run.lag_max_ms, after["control"]["loop_lag"]["max_ms"]), 1),
         "control_rss_mb": round(after["control"]["usage"]["rss_bytes"] / 1e6, 1),
@@ -276,6 +283,17 @@ async def _health(http: aiohttp.ClientSession, http_url: str) -> dict[str, Any]:
     if "control" not in state or "usage" not in state["control"]:
         raise RuntimeError(f"{http_url}/healthz reports no control usage (a mediarouter older than this benchmark?)")
     return state
+
+
+def _cpu_by_kind(health: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds so far of control, of each worker (``worker N``, from ``/healthz``) and of this generator process
+    (all its threads: ``resource.getrusage``)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = {"control": float(health["control"]["usage"]["cpu_s"])}
+    for index, worker in enumerate(health["workers"]):
+        cpu[f"worker {worker.get('id', index)}"] = float((worker.get("usage") or {}).get("cpu_s", 0.0))
+    cpu["generator"] = usage.ru_utime + usage.ru_stime
+    return cpu
 
 
 async def _watch_health(run: _Run, http: aiohttp.ClientSession) -> None:
@@ -298,7 +316,7 @@ def _token(run: _Run, identity: str, **grants: Any) -> str:
 async def _signal(run: _Run, identity: str, grants: dict[str, Any], result: Joined | None = None) -> SignalClient:
     """A joined SignalClient; a 503 (the connection guard's caps) is retried."""
     while True:
-        client = SignalClient(run.ws_url, _token(run, identity, **grants))
+        client = SignalClient(run.ws_url, _token(run, identity, **grants), run.signal_http)
         try:
             await client.connect()
             return client
@@ -421,6 +439,8 @@ def format_result(r: dict[str, Any]) -> str:
         f"  /rtc -> JoinResponse     p50 {r['signal_join_ms_p50']} ms, p99 {r['signal_join_ms_p99']} ms",
         f"  control CPU per join     {r['control_cpu_ms_per_join']} ms ({r['control_cpu_s_joins']} s for the "
         f"joins, {r['control_cpu_s_leaves']} s for the leaves; RSS {r['control_rss_mb']} MB)",
+        "  CPU per join             " + ", ".join(f"{kind} {ms} ms" for kind, ms in r["cpu_ms_per_join"].items())
+        + " (the join phase's CPU time of each process, divided by the joins)",
         f"  control loop lag         p99 {r['control_loop_lag_ms_p99']} ms, max {r['control_loop_lag_ms_max']} ms "
         "(/healthz, last minute)",
         f"  leave                    {r['leave_s']} s" if r["leave_s"] is not None else
@@ -456,7 +476,7 @@ def main(argv: list[str]) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     try:
-        result = asyncio.run(run_join(opts))
+        result = uvloop.run(run_join(opts))  # the generator's own loop overhead, as low as the server's
     except (RuntimeError, SignalingError, OSError, aiohttp.ClientError) as exc:
         print(f"bench: the run failed: {exc}", file=sys.stderr)
         return 1

@@ -181,13 +181,25 @@ def subscriber_answer(offer_sdp: str, ice_ufrag: str, ice_pwd: str, fingerprint:
     return "\r\n".join(lines) + "\r\n"
 
 
-class SignalClient:
-    """One participant's signaling connection; responses are sorted into queues the caller awaits."""
+# The first byte of a SignalResponse that carries one of the room's broadcasts (its one field's protobuf key: field
+# number << 3 | 2, length-delimited): update 5, speakers_changed 10, room_update 11,
+# connection_quality 12. :meth:`SignalClient._read` acts on none of them, so it skips their decoding, which in a
+# room of thousands is most of what a participant receives.
+_IGNORED_TAGS = frozenset(bytes([number << 3 | 2]) for number in (5, 10, 11, 12))
 
-    def __init__(self, url: str, token: str) -> None:
+
+class SignalClient:
+    """One participant's signaling connection; responses are sorted into queues the caller awaits.
+
+    ``session``: an HTTP client session shared with other participants (its connector must not limit the number of
+    connections, every WebSocket keeps its own); without it the client opens and closes a session of its own. Each
+    participant has its own WebSocket connection either way."""
+
+    def __init__(self, url: str, token: str, session: aiohttp.ClientSession | None = None) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.join: rtc.JoinResponse | None = None
+        self._shared = session
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -201,9 +213,11 @@ class SignalClient:
     async def connect(self) -> rtc.JoinResponse:
         query = urlencode({"access_token": self.token, "auto_subscribe": "1", "protocol": PROTOCOL_VERSION,
                            "sdk": "python", "version": "bench"})
-        self._http = aiohttp.ClientSession()
+        http = self._shared
+        if http is None:
+            http = self._http = aiohttp.ClientSession()
         try:
-            self._ws = await self._http.ws_connect(f"{self.url}/rtc?{query}", heartbeat=None, max_msg_size=0)
+            self._ws = await http.ws_connect(f"{self.url}/rtc?{query}", heartbeat=None, max_msg_size=0)
         except aiohttp.WSServerHandshakeError as exc:
             await self.close()
             raise SignalingError(f"join refused: HTTP {exc.status} {exc.message}") from None
@@ -270,6 +284,8 @@ class SignalClient:
                     if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
                         break
                     continue
+                if msg.data[:1] in _IGNORED_TAGS:
+                    continue  # a room broadcast this client does not use: not decoded (its bytes were read)
                 response = rtc.SignalResponse.FromString(msg.data)
                 kind = response.WhichOneof("message")
                 if kind == "track_published":

@@ -100,6 +100,7 @@ class GeneratorSocket:
         self.port: int = self.sock.getsockname()[1]
         self.rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self._routes: dict[str, Datagram] = {}
+        self._accepted_hosts: dict[str, bool] = {}  # is_accepted's answers by source host (a handful of servers)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dropped_unrouted = 0
 
@@ -119,10 +120,14 @@ class GeneratorSocket:
         """Hand on datagrams from ``host`` (a server address the participants talk to) from now on."""
         if not self.is_accepted(host):
             self._accepted.append(ipaddress.IPv4Network(host))
+            self._accepted_hosts.clear()
 
     def is_accepted(self, host: str) -> bool:
-        address = ipaddress.IPv4Address(host)
-        return any(address in n for n in self._accepted)
+        known = self._accepted_hosts.get(host)
+        if known is None:
+            address = ipaddress.IPv4Address(host)
+            known = self._accepted_hosts[host] = any(address in n for n in self._accepted)
+        return known
 
     def register(self, address: str, callback: Datagram) -> None:
         self._routes[address] = callback
@@ -153,8 +158,6 @@ class GeneratorSocket:
                 data, ancdata, _flags, addr = self.sock.recvmsg(GRO_BUFFER if self.gro else 2048, 64)
             except (BlockingIOError, InterruptedError):
                 return
-            if not self.is_accepted(addr[0]):
-                continue
             destination = None
             segment = 0
             for level, kind, value in ancdata:
@@ -163,8 +166,10 @@ class GeneratorSocket:
                 elif level == socket.IPPROTO_UDP and kind == UDP_GRO and len(value) >= _SEGMENT.size:
                     segment = _SEGMENT.unpack(value[: _SEGMENT.size])[0]
             callback = self._routes.get(destination or "")
-            if callback is None:
+            if callback is None:  # e.g. media to a participant that has connected (no longer routed here)
                 self.dropped_unrouted += 1
+                continue
+            if not self.is_accepted(addr[0]):
                 continue
             for datagram in split_segments(data, segment):
                 callback(datagram, addr)

@@ -178,26 +178,9 @@ class SyntheticPeer:
 
     async def _dtls(self, server: ServerParams) -> SrtpKeys:
         openssl_name, libsrtp, key_len, salt_len = SRTP_PROFILES[self.profile]
-        ctx = SSL.Context(SSL.DTLS_METHOD)
-        ctx.set_min_proto_version(DTLS1_2)
-        ctx.set_max_proto_version(DTLS1_2)
-        ctx.use_certificate(self.credentials.cert)
-        ctx.use_privatekey(self.credentials.key)
-        ctx.set_tlsext_use_srtp(openssl_name)
-        expected = server.fingerprint.upper()
-        mismatch: list[str] = []
-
-        def verify(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
-            if depth != 0:
-                return True
-            got = certificate_fingerprint(cert.to_cryptography(), "sha-256")
-            if got != expected:
-                mismatch.append(got)
-                return False
-            return True
-
-        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
-        conn = SSL.Connection(ctx, None)
+        check = _ServerCheck(server.fingerprint.upper())
+        conn = SSL.Connection(client_context(self.credentials, self.profile), None)
+        conn.set_app_data(check)
         conn.set_connect_state()
         dest = (server.host, server.port)
         while True:
@@ -207,7 +190,7 @@ class SyntheticPeer:
             except SSL.WantReadError:
                 pass
             except SSL.Error as exc:
-                why = "server certificate does not match its fingerprint" if mismatch else str(exc)
+                why = "server certificate does not match its fingerprint" if check.mismatch else str(exc)
                 raise SetupError(f"{self.address}: DTLS handshake failed: {why}") from None
             self._flush(conn, dest)
             timeout = conn.DTLSv1_get_timeout()
@@ -238,6 +221,48 @@ class SyntheticPeer:
                 return
             for record in _split_records(data):
                 self.net.send_from(self.address, record, dest)
+
+
+@dataclass
+class _ServerCheck:
+    """What one handshake's certificate check expects (the connection's app data) and what it found."""
+
+    expected: str  # the server's reported sha-256 fingerprint, upper-case
+    mismatch: str = ""
+
+
+def _verify(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
+    """The peer certificate check: the leaf's sha-256 fingerprint must be the one the server reported (RFC 8122)."""
+    if depth != 0:
+        return True
+    check: _ServerCheck = conn.get_app_data()
+    got = certificate_fingerprint(cert.to_cryptography(), "sha-256")
+    if got != check.expected:
+        check.mismatch = got
+        return False
+    return True
+
+
+_CONTEXTS: dict[tuple[int, str], tuple[Credentials, SSL.Context]] = {}
+
+
+def client_context(credentials: Credentials, profile: str) -> SSL.Context:
+    """One DTLS 1.2 client context per (credentials, SRTP profile), shared by every participant of a run, as one
+    browser shares its certificate among its peer connections; each handshake's expected fingerprint is its
+    connection's app data (:class:`_ServerCheck`), so sharing changes no check."""
+    key = (id(credentials), profile)
+    cached = _CONTEXTS.get(key)
+    if cached is not None and cached[0] is credentials:
+        return cached[1]
+    ctx = SSL.Context(SSL.DTLS_METHOD)
+    ctx.set_min_proto_version(DTLS1_2)
+    ctx.set_max_proto_version(DTLS1_2)
+    ctx.use_certificate(credentials.cert)
+    ctx.use_privatekey(credentials.key)
+    ctx.set_tlsext_use_srtp(SRTP_PROFILES[profile][0])
+    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify)
+    _CONTEXTS[key] = (credentials, ctx)
+    return ctx
 
 
 def _split_records(data: bytes, mtu: int = 1200) -> list[bytes]:

@@ -228,6 +228,9 @@ class Worker:
         log.info("worker %d UDP GSO: %s", self.worker_id, "on" if media.engine.gso else
                  "off (the kernel has no UDP_SEGMENT)" if self.gso else "off (gso setting)")
         self.add_heartbeat_source(lambda: {"gso": int(media.engine.gso)})
+        # The data-channel stack (aiortc's SCTP, ~0.5 s of imports) now, while no transport waits, instead of inside
+        # the first DTLS handshake that completes (router/transport.py imports it there).
+        import router.sctp  # noqa: F401
         # Objects created during start-up live for the whole process: frozen, out of the collector's scans, and full
         # collections paced while the worker serves (router/collector.py).
         with paced_collector():

@@ -25,8 +25,12 @@ def test_join_runs_end_to_end_and_reports_its_figures(tmp_path: Path) -> None:
     assert 0 < r["signal_join_ms_p50"] <= r["join_to_media_ms_p50"] <= r["join_to_media_ms_p99"]
     assert r["joins_per_s"] > 0 and r["control_cpu_ms_per_join"] > 0 and r["control_loop_lag_ms_p99"] >= 0
     assert r["leave_s"] is not None  # ListParticipants showed only the publisher again
-    for figure in ("joins/s", "join -> first media", "control CPU per join", "control loop lag", "leave",
-                   "workers killed"):
+    # each process's share: control, the one worker, this generator
+    assert set(r["cpu_ms_per_join"]) == {"control", "worker 0", "generator"}
+    assert all(ms > 0 for ms in r["cpu_ms_per_join"].values())
+    assert r["cpu_ms_per_join"]["control"] == r["control_cpu_ms_per_join"]
+    for figure in ("joins/s", "join -> first media", "control CPU per join", "CPU per join", "control loop lag",
+                   "leave", "workers killed"):
         assert figure in proc.stdout
 
 
