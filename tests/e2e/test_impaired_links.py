@@ -78,3 +78,22 @@ def test_below_the_lowest_layer_video_pauses_audio_flows_quality_is_poor_and_all
     # and so does the quality.
     assert r["resumed_after_lift_s"] is not None and r["resumed_after_lift_s"] <= 12, r["per_second"]
     assert r["good_again_after_lift_s"] is not None, r["per_second"]
+
+
+def test_a_capped_screen_share_keeps_its_resolution_at_a_lower_frame_rate() -> None:
+    r = scenario("temporal", workers=1, timeout_s=100)
+    # The SDK's screen share: two simulcast layers, each with three VP8 temporal layers (TID 0/1/2 in 1:1:2).
+    top = r["producer_tids_end"][-1]
+    assert top[0] > 0 and top[1] > 0 and top[2] > 0, r["producer_tids_end"]
+    during = [s for s in r["per_second"] if s["capped"]]
+    after = [s for s in r["per_second"] if not s["capped"]]
+    late = [s for s in during if s["t"] >= 4]
+    # 1 Mbit/s holds the top layer's lower temporal layers, not all of it: the screen share stays on the top layer
+    # with pictures above a TID cap dropped (the first seconds of the cap, while its queue overflows, may take it
+    # down a layer too) and is never paused: a frame every second at least.
+    assert any(s["worker"]["layers"] == [1] and s["worker"]["tid_cap"] <= 1 for s in late), r["per_second"]
+    assert late[-1]["worker"]["filtered"] > 0, r["per_second"]
+    assert all(s["worker"]["layers"] != ["p"] and s["frames"] >= 1 for s in late), r["per_second"]
+    # Once the cap is lifted, the top layer's TID cap is raised again, past TID 1's 7.5 fps.
+    assert any(s["worker"]["layers"] == [1] and s["worker"]["tid_cap"] >= 2 for s in after), r["per_second"]
+    assert max(s["frames"] for s in after) >= 11, r["per_second"]

@@ -38,15 +38,17 @@ class SimulcastPublisher:
         self.tone: Any = None  # common.Publisher sending the microphone, when published with audio
         self.sid = ""
 
-    async def publish(self, *, audio: bool = False) -> str:
-        """Publish the camera (and, with ``audio``, a microphone with a tone); returns the camera's sid."""
+    async def publish(self, *, audio: bool = False, screen_share: bool = False) -> str:
+        """Publish the camera (and, with ``audio``, a microphone with a tone); returns the camera's sid. With
+        ``screen_share`` the track's source is a screen share (same frames, same simulcast layers)."""
         if audio:
             from common import Publisher
 
             self.tone = Publisher(self.room, W, H)
             await self.tone.publish(audio=True, video=False)
         track = rtc.LocalVideoTrack.create_video_track("cam", self.source)
-        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=True)
+        source = rtc.TrackSource.SOURCE_SCREENSHARE if screen_share else rtc.TrackSource.SOURCE_CAMERA
+        options = rtc.TrackPublishOptions(source=source, simulcast=True)
         self.sid = (await self.room.local_participant.publish_track(track, options)).sid
         self.task = asyncio.create_task(self._feed())
         return self.sid
