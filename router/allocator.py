@@ -7,10 +7,11 @@ LiveKit's order (pkg/sfu/streamallocator): audio first (always, its measured rat
 by priority, every video track its lowest live layer before any track gets more, then one layer up at a time while
 it fits in :data:`VIDEO_SHARE` of the estimate less the rate of retransmissions toward the transport (at most
 :data:`RTX_MAX_SHARE` of it), never above the preferred layer. When the current layers no longer
-fit (congestion) the tracks drop at once to what fits; a raise needs headroom of :data:`RAISE_MARGIN` over the
-next layer's need for :data:`RAISE_TICKS` passes in a row and waits :data:`RAISE_HOLD_S` after a lowering. A video
-track not even the lowest layer of which fits is paused, and ``on_stream_state`` tells control (the subscriber gets
-``StreamStateUpdate``). An estimate cannot rise far above what is sent, so when a raise is wanted and does not fit
+fit and the link shows it (overuse, loss, or an estimate below what is sent) the tracks drop at once to what
+fits; a raise needs headroom of :data:`RAISE_MARGIN` over the next layer's need for :data:`RAISE_TICKS`
+passes in a row and waits :data:`RAISE_HOLD_S` after a lowering. A video track not even the lowest layer of
+which fits is paused, and ``on_stream_state`` tells control (the subscriber gets ``StreamStateUpdate``).
+An estimate cannot rise far above what is sent, so when a raise is wanted and does not fit
 (and on the first allocation, before lowering from the unconfirmed start estimate) the allocator asks the Engine
 for a probe (``Engine.probe``: padding up to a probe rate for :data:`PROBE_DURATION_S`), as LiveKit's
 probe controller does; a probe that did not lift the estimate to its goal delays the next one
