@@ -5,7 +5,7 @@ Usage::
     python -m bench <fanout|conference|audio|scale> [--subscribers S] [--seconds T] [--workers W]
                     [--srtp cm80|gcm] [--rate PPS] [--size BYTES] [--steps N] [--find-capacity] [--simulcast]
                     [--downlink-loss PCT] [--uplink-loss PCT] [--twcc-feedback] [--downlink-cap KBPS --capped PCT]
-                    [--aiortc] [--no-limit] [--repeat N]
+                    [--aiortc] [--no-limit] [--repeat N] [--cost-of-feedback]
                     [--json FILE] [--plot FILE.png] [--url URL] [--source-net CIDR] [--profile-worker [FILE]]
                     [--api-key KEY] [--api-secret SECRET] [--no-gso] [--no-hmac-batch] [--srtp-crypto C] [--no-gro]
     python -m bench fanout --workers 2 --spread [--subscribers S] [--seconds T] [--rate PPS] [--json FILE]
@@ -22,6 +22,9 @@ network namespace the bench creates, pinned to the worker's core) after mediarou
 
 ``--spread`` (bench/spread.py) puts one room on both workers, its producer piped from one to the other, and compares
 it with the same room on one worker: the pipe's CPU per piped packet on each side, the CPU ratio and the capacity.
+``--cost-of-feedback`` (bench/feedback_cost.py) measures one fanout load in interleaved pairs without and with
+``--twcc-feedback`` and prints the worker's CPU per forwarded packet of both and their ratio (with
+``--find-capacity``: at the largest load that loses < 0.5 % without feedback).
     python -m bench suite [--quick] [--repeat N] [--json FILE] [--plot FILE.png] [--no-gso] ...
     python -m bench join --participants N [--url URL] [--workers W] [--concurrency C] [--json FILE]
 
