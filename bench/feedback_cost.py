@@ -57,11 +57,16 @@ def pair_order(index: int) -> tuple[bool, bool]:
 
 def allocation_changed(point: dict[str, Any]) -> bool:
     """Whether some subscriber's video was paused or not on its top layer at the end of a run with feedback."""
+    return any(count and layer != "0" for layer, count in layers(point).items())
+
+
+def layers(point: dict[str, Any]) -> dict[str, int]:
+    """The subscribers' video at the end of a run: layer (or "paused") -> consumers; {} without feedback."""
+    out: dict[str, int] = {}
     for group in (point.get("downlinks") or {}).values():
         for layer, count in group.get("layers", {}).items():
-            if count and layer != "0":
-                return True
-    return False
+            out[layer] = out.get(layer, 0) + count
+    return out
 
 
 async def _one(opts: Options, load: int, feedback: bool) -> dict[str, Any]:
@@ -91,7 +96,8 @@ async def run_cost_of_feedback(opts: Options, pairs: int) -> dict[str, Any]:
                 "worker_cpu_pct_median": round(median([sum(p["worker_cpu_pct"]) for p in points]), 1),
                 "forwarded_pps_median": round(median([p["forwarded_pps"] for p in points]), 1),
                 "loss_pct_max": max(p["loss_pct"] for p in points),
-                "generator_bound": any(p["generator_bound"] for p in points)}
+                "generator_bound": any(p["generator_bound"] for p in points),
+                "layers": [layers(p) for p in points]}
 
     without, with_fb = side(runs[False]), side(runs[True])
     return {"scenario": "fanout", "cost_of_feedback": True, "subscribers": load, "rate_pps": opts.rate,
@@ -117,6 +123,7 @@ def format_result(r: dict[str, Any]) -> list[str]:
         lines.append("  capacity search without feedback: " + ", ".join(
             f"{p['load']}: {p['loss_pct']} % lost, worker {p['worker_cpu_pct']} %" for p in r["capacity_search"]))
     if r["allocation_changed"]:
-        lines.append("  INVALID: the allocator paused or lowered some subscriber's video in a run with feedback; "
-                     "that run forwarded less, it did not measure the cost")
+        lines.append("  INVALID: the allocator paused or lowered some subscriber's video in a run with feedback "
+                     f"(at the end of each: {r['with']['layers']}); that run forwarded less, it did not measure "
+                     "the cost")
     return lines

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.__main__ import main
-from bench.feedback_cost import allocation_changed, check_options, cost_ratio, median, pair_order
+from bench.feedback_cost import allocation_changed, check_options, cost_ratio, layers, median, pair_order
 from bench.scenarios import Options
 
 
@@ -54,3 +54,9 @@ def test_a_paused_or_lowered_subscriber_marks_the_run() -> None:
 def test_cli_refuses_the_comparison_outside_fanout(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audio", "--cost-of-feedback"]) == 2
     assert "fanout" in capsys.readouterr().err
+
+
+def test_layers_add_up_over_the_groups() -> None:
+    point = {"downlinks": {"capped": {"layers": {"0": 2, "paused": 1}}, "others": {"layers": {"0": 7}}}}
+    assert layers(point) == {"0": 9, "paused": 1}
+    assert layers({}) == {}
