@@ -24,7 +24,7 @@ network namespace the bench creates, pinned to the worker's core) after mediarou
 it with the same room on one worker: the pipe's CPU per piped packet on each side, the CPU ratio and the capacity.
 ``--cost-of-feedback`` (bench/feedback_cost.py) measures one fanout load in interleaved pairs without and with
 ``--twcc-feedback`` and prints the worker's CPU per forwarded packet of both and their ratio (with
-``--find-capacity``: at the largest load that loses < 0.5 % without feedback).
+``--find-capacity``: at 0.8 of the largest load that loses < 0.5 % without feedback).
     python -m bench suite [--quick] [--repeat N] [--json FILE] [--plot FILE.png] [--no-gso] ...
     python -m bench join --participants N [--url URL] [--workers W] [--concurrency C] [--json FILE]
 
@@ -231,7 +231,7 @@ def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     ap.add_argument("--cost-of-feedback", action="store_true",
                     help="fanout: the worker's CPU per forwarded packet with --twcc-feedback against without, "
                          "--repeat interleaved pairs (default 3), medians and their ratio (bench/feedback_cost.py); "
-                         "with --find-capacity at the largest load that loses < 0.5 %% without feedback")
+                         "with --find-capacity at 0.8 of the largest load that loses < 0.5 %% without feedback")
     ap.add_argument("--no-limit", action="store_true", help="skip the limit-loop baseline")
     ap.add_argument("--aiortc", action="store_true", help="also measure the aiortc relay baseline")
     ap.add_argument("--json", metavar="FILE")

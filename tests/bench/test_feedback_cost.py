@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from bench.__main__ import main
-from bench.feedback_cost import allocation_changed, check_options, cost_ratio, layers, median, pair_order
+from bench.feedback_cost import (
+    allocation_changed,
+    capacity_point,
+    check_options,
+    cost_ratio,
+    layers,
+    median,
+    pair_order,
+)
 from bench.scenarios import Options
 
 
@@ -60,3 +68,9 @@ def test_layers_add_up_over_the_groups() -> None:
     point = {"downlinks": {"capped": {"layers": {"0": 2, "paused": 1}}, "others": {"layers": {"0": 7}}}}
     assert layers(point) == {"0": 9, "paused": 1}
     assert layers({}) == {}
+
+
+@pytest.mark.parametrize(("capacity", "step", "load"), [(1000, 100, 800), (1050, 100, 800), (100, 100, 100),
+                                                         (900, 200, 600)])
+def test_the_capacity_point_is_a_share_of_the_capacity_in_whole_steps(capacity: int, step: int, load: int) -> None:
+    assert capacity_point(capacity, step) == load
