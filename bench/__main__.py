@@ -5,7 +5,7 @@ Usage::
     python -m bench <fanout|conference|audio|scale> [--subscribers S] [--seconds T] [--workers W]
                     [--srtp cm80|gcm] [--rate PPS] [--size BYTES] [--steps N] [--find-capacity] [--simulcast]
                     [--downlink-loss PCT] [--uplink-loss PCT] [--twcc-feedback] [--downlink-cap KBPS --capped PCT]
-                    [--aiortc] [--no-limit] [--repeat N]
+                    [--aiortc] [--no-limit] [--repeat N] [--cost-of-feedback]
                     [--json FILE] [--plot FILE.png] [--url URL] [--source-net CIDR] [--profile-worker [FILE]]
                     [--api-key KEY] [--api-secret SECRET] [--no-gso] [--no-hmac-batch] [--srtp-crypto C] [--no-gro]
     python -m bench fanout --workers 2 --spread [--subscribers S] [--seconds T] [--rate PPS] [--json FILE]
@@ -22,6 +22,9 @@ network namespace the bench creates, pinned to the worker's core) after mediarou
 
 ``--spread`` (bench/spread.py) puts one room on both workers, its producer piped from one to the other, and compares
 it with the same room on one worker: the pipe's CPU per piped packet on each side, the CPU ratio and the capacity.
+``--cost-of-feedback`` (bench/feedback_cost.py) measures one fanout load in interleaved pairs without and with
+``--twcc-feedback`` and prints the worker's CPU per forwarded packet of both and their ratio (with
+``--find-capacity``: at 0.8 of the largest load that loses < 0.5 % without feedback).
     python -m bench suite [--quick] [--repeat N] [--json FILE] [--plot FILE.png] [--no-gso] ...
     python -m bench join --participants N [--url URL] [--workers W] [--concurrency C] [--json FILE]
 
@@ -225,6 +228,10 @@ def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     ap.add_argument("--janus", action="store_true",
                     help="fanout: also measure each load through Janus's streaming plugin, default set-up and "
                          "event_loops = 1, and print x janus (bench/janus.py; needs root and the janus package)")
+    ap.add_argument("--cost-of-feedback", action="store_true",
+                    help="fanout: the worker's CPU per forwarded packet with --twcc-feedback against without, "
+                         "--repeat interleaved pairs (default 3), medians and their ratio (bench/feedback_cost.py); "
+                         "with --find-capacity at 0.8 of the largest load that loses < 0.5 %% without feedback")
     ap.add_argument("--no-limit", action="store_true", help="skip the limit-loop baseline")
     ap.add_argument("--aiortc", action="store_true", help="also measure the aiortc relay baseline")
     ap.add_argument("--json", metavar="FILE")
@@ -241,7 +248,7 @@ def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser
                     help="--url: its secret (env LIVEKIT_API_SECRET; default secret, the server's dev key)")
     ap.add_argument("--profile-worker", nargs="?", const="worker-profile", metavar="FILE",
                     help="record the worker with py-spy (or perf) during the last measurement")
-    ap.add_argument("--repeat", type=int, default=1,
+    ap.add_argument("--repeat", type=int, default=None,
                     help="run each case N times and report the median of each figure (runs listed in the JSON)")
     ap.add_argument("--quick", action="store_true", help="suite: 1 s per step instead of 2")
     ap.add_argument("--gso", action=argparse.BooleanOptionalAction,
@@ -268,7 +275,7 @@ async def _main(args: argparse.Namespace) -> int:
         for label, case in suite_cases(args.quick):
             opts = dataclasses.replace(case, **switches)
             print(f"... {label} ({opts.srtp})", file=sys.stderr, flush=True)
-            results.append(_combine([await run_one(opts, label) for _ in range(args.repeat)]))
+            results.append(_combine([await run_one(opts, label) for _ in range(args.repeat or 1)]))
     else:
         opts = Options(args.scenario, subscribers=args.subscribers, seconds=args.seconds, workers=args.workers,
                        srtp=args.srtp, rate=args.rate, size=args.size, room_size=args.room_size,
@@ -282,7 +289,15 @@ async def _main(args: argparse.Namespace) -> int:
                        profile_worker=args.profile_worker, url=args.url,
                        source_net=args.source_net, api_key=args.api_key,
                        api_secret=args.api_secret, **switches)
-        runs = [await run_one(opts) for _ in range(args.repeat)]
+        if args.cost_of_feedback:
+            from bench.feedback_cost import format_result, run_cost_of_feedback
+
+            r = await run_cost_of_feedback(dataclasses.replace(opts, limit=False), args.repeat or 3)
+            print("\n".join(format_result(r)))
+            if args.json:
+                report.write_json(args.json, r)
+            return 0
+        runs = [await run_one(opts) for _ in range(args.repeat or 1)]
         if opts.spread and len(runs) > 1:
             from bench.spread import combine
 
@@ -378,7 +393,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.scenario == "suite":
             print("bench: the suite starts its own servers; run one scenario with --url", file=sys.stderr)
             return 2
-    if args.repeat < 1:
+    if args.cost_of_feedback and args.scenario != "fanout":
+        print("bench: --cost-of-feedback is for the fanout scenario", file=sys.stderr)
+        return 2
+    if args.repeat is not None and args.repeat < 1:
         print("bench: --repeat must be at least 1", file=sys.stderr)
         return 2
     if args.verify_every is not None and args.verify_every < 1:

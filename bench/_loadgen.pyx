@@ -24,6 +24,7 @@ from libc.string cimport memcpy, memset
 from fastpath.includes.linux cimport (
     AF_INET,
     CLOCK_MONOTONIC,
+    CLOCK_REALTIME,
     CMSG_DATA,
     CMSG_FIRSTHDR,
     CMSG_LEN,
@@ -33,6 +34,9 @@ from fastpath.includes.linux cimport (
     IPPROTO_UDP,
     MSG_DONTWAIT,
     MSG_TRUNC,
+    SCM_TIMESTAMPNS,
+    SO_TIMESTAMPNS,
+    SOL_SOCKET,
     UDP_GRO,
     clock_gettime,
     cmsghdr,
@@ -46,6 +50,7 @@ from fastpath.includes.linux cimport (
     msghdr,
     recvmmsg,
     sendmmsg,
+    setsockopt,
     sockaddr_in,
     socklen_t,
     timespec,
@@ -85,7 +90,8 @@ cdef enum:
     MAX_HEADER_EXT = 64                  # bytes of RTP header extension block a sender may add
     MAX_NACK_FCI = 16                    # (PID, BLP) pairs per generic NACK: up to 272 packets
     HISTORY = 512                        # packets a sender keeps for retransmission (uplink loss only)
-    CMSG_SLOT = 64                       # IP_PKTINFO (32 bytes) and, with UDP_GRO, the segment length (24)
+    CMSG_SLOT = 96                       # IP_PKTINFO (32 bytes), with UDP_GRO the segment length (24) and, with
+                                         # downlinks, the kernel's receive time (SO_TIMESTAMPNS, 32)
     MAGIC = 0x4D524231                   # "MRB1": bench payload marker
     PAYLOAD_OFFSET = 2                   # after the VP8 payload descriptor and payload header bytes
     BENCH_HEADER = 24                    # magic, stream id, counter, send time
@@ -206,6 +212,12 @@ cdef inline int64_t now_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
+cdef inline int64_t _realtime_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
 cdef inline int64_t thread_cpu_ns() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
@@ -277,6 +289,8 @@ cdef class LoadGen:
     cdef uint8_t* rbuf
     cdef int rslot                       # bytes per receive slot: SLOT, or GRO_SLOT with UDP_GRO
     cdef bint gro
+    cdef bint kernel_ts                  # SO_TIMESTAMPNS is on (a downlink's feedback reports the kernel's times)
+    cdef int64_t rt_offset_ns            # CLOCK_REALTIME - CLOCK_MONOTONIC at the last recvmmsg (kernel_ts)
     cdef uint64_t c_gro_buffers, c_gro_datagrams, c_truncated
     cdef mmsghdr* rmsgs
     cdef iovec* riov
@@ -514,6 +528,7 @@ cdef class LoadGen:
         would wait longer are dropped (never counted by their receiver), the others are reported as arriving
         when the bucket lets them through."""
         cdef Downlink* d
+        cdef int one = 1
         if not report_ctx.outbound:
             raise ValueError("feedback needs the participant's outbound context")
         if not 1 <= ext_id <= 14:
@@ -522,6 +537,11 @@ cdef class LoadGen:
             raise ValueError("cap_kbps >= 0 and queue_ms > 0 required")
         if self.ndownlinks >= self.max_downlinks:
             raise ValueError(f"more than {self.max_downlinks} downlinks")
+        if not self.kernel_ts:
+            # The feedback reports when each packet reached this socket, as a receiver whose network thread is not
+            # busy does (and as the worker reports its publishers' arrivals), not when this loop, busy sending,
+            # got to it: a generator that falls behind would otherwise show the server a queue that is its own.
+            self.kernel_ts = setsockopt(self.fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(int)) == 0
         d = &self.downlinks[self.ndownlinks]
         memset(d, 0, sizeof(Downlink))
         twcc_init(&d.twcc)
@@ -941,6 +961,8 @@ cdef class LoadGen:
         if n <= 0:
             return 0
         t = now_ns()
+        if self.kernel_ts:
+            self.rt_offset_ns = _realtime_ns() - t
         self.nack_queued = 0
         for i in range(n):
             p = self.rbuf + <size_t>i * self.rslot
@@ -963,6 +985,26 @@ cdef class LoadGen:
                 off += seg
         self._flush(self.nack_queued)                 # the NACKs this batch's gaps asked for
         return n
+
+    cdef int64_t _arrival(self, int i, int64_t t) noexcept nogil:
+        """When message ``i`` reached the socket (now_ns's clock): the kernel's receive time with kernel_ts (a
+        GRO train's datagrams share it), else ``t``, the time of the recvmmsg that returned it; a time that a
+        stepped wall clock put outside the last second before ``t`` is not trusted."""
+        cdef msghdr* m
+        cdef cmsghdr* c
+        cdef timespec ts
+        cdef int64_t at
+        if not self.kernel_ts:
+            return t
+        m = &self.rmsgs[i].msg_hdr
+        c = CMSG_FIRSTHDR(m)
+        while c != NULL:
+            if c.cmsg_level == SOL_SOCKET and c.cmsg_type == SCM_TIMESTAMPNS:
+                memcpy(&ts, CMSG_DATA(c), sizeof(timespec))
+                at = <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec - self.rt_offset_ns
+                return at if t - 1000000000 < at <= t else t
+            c = CMSG_NXTHDR(m, c)
+        return t
 
     cdef int _gro_segment(self, int i) noexcept nogil:
         """The segment length of message ``i`` when the kernel delivered a train of datagrams as one buffer
@@ -1018,7 +1060,7 @@ cdef class LoadGen:
         if self.drop_below and self._draw() < self.drop_below:
             r.dropped += 1                          # lost on the simulated downlink: never seen
             return
-        if r.downlink >= 0 and not self._downlink(&self.downlinks[r.downlink], p, length, t):
+        if r.downlink >= 0 and not self._downlink(&self.downlinks[r.downlink], p, length, self._arrival(i, t)):
             r.dropped += 1                          # the cap's queue was full
             return
         if r.rtx:

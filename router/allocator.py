@@ -7,10 +7,11 @@ LiveKit's order (pkg/sfu/streamallocator): audio first (always, its measured rat
 by priority, every video track its lowest live layer before any track gets more, then one layer up at a time while
 it fits in :data:`VIDEO_SHARE` of the estimate less the rate of retransmissions toward the transport (at most
 :data:`RTX_MAX_SHARE` of it), never above the preferred layer. When the current layers no longer
-fit (congestion) the tracks drop at once to what fits; a raise needs headroom of :data:`RAISE_MARGIN` over the
-next layer's need for :data:`RAISE_TICKS` passes in a row and waits :data:`RAISE_HOLD_S` after a lowering. A video
-track not even the lowest layer of which fits is paused, and ``on_stream_state`` tells control (the subscriber gets
-``StreamStateUpdate``). An estimate cannot rise far above what is sent, so when a raise is wanted and does not fit
+fit and the link shows it (overuse, loss, or an estimate below what is sent) the tracks drop at once to what
+fits; a raise needs headroom of :data:`RAISE_MARGIN` over the next layer's need for :data:`RAISE_TICKS`
+passes in a row and waits :data:`RAISE_HOLD_S` after a lowering. A video track not even the lowest layer of
+which fits is paused, and ``on_stream_state`` tells control (the subscriber gets ``StreamStateUpdate``).
+An estimate cannot rise far above what is sent, so when a raise is wanted and does not fit
 (and on the first allocation, before lowering from the unconfirmed start estimate) the allocator asks the Engine
 for a probe (``Engine.probe``: padding up to a probe rate for :data:`PROBE_DURATION_S`), as LiveKit's
 probe controller does; a probe that did not lift the estimate to its goal delays the next one
@@ -358,7 +359,8 @@ class TransportAllocation:
         floor = budget = estimate.bps * VIDEO_SHARE - audio_bps
         # Retransmissions use the same link: their rate comes off the video budget (but a track's lowest layer is
         # paused only when it does not fit the budget without them).
-        budget -= min(self._rtx_rate(now, estimate.rtx_bytes), RTX_MAX_SHARE * max(budget, 0.0))
+        rtx_bps = self._rtx_rate(now, estimate.rtx_bytes)
+        budget -= min(rtx_bps, RTX_MAX_SHARE * max(budget, 0.0))
         congested = estimate.state == "overusing" or estimate.loss > RAISE_MAX_LOSS
         self.clean = self.clean + 1 if estimate.state == "normal" and estimate.loss < PROBE_MAX_LOSS else 0
         if self.raised_at >= 0 and now - self.raised_at >= PROBE_STABLE_S:
@@ -380,7 +382,13 @@ class TransportAllocation:
             used += t.rate(cur)
             idle = idle and cur == PAUSED
         fit(video, budget, floor)
-        if used > budget:  # congested: every track drops to what fits now, none goes up
+        # Lower only for a reason: the estimator's congestion verdict, or an estimate below what is being sent
+        # (media, audio and retransmissions). A link whose estimate carries all that without overuse or loss, only
+        # not with the headroom of VIDEO_SHARE, keeps its layers (that headroom is asked of a raise): the estimate
+        # of a stream no probe has confirmed with the margin yet (a probe's padding cannot lift it far above a
+        # high single-layer rate) must not pause the stream the link carries.
+        if used > budget and (congested or used + audio_bps + rtx_bps > estimate.bps):
+            # congested: every track drops to what fits now, none goes up
             if not self.probed and not congested and self.lowered_at < 0 and estimate.loss < PROBE_MAX_LOSS \
                     and self._start_probe(now, used * RAISE_MARGIN / VIDEO_SHARE + audio_bps, probe):
                 return []  # the first allocation: the start estimate is a guess, probe what is being sent

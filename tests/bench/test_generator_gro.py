@@ -156,3 +156,63 @@ def test_setup_dispatch_hands_on_each_datagram_of_a_train(gro: bool) -> None:
         return got
 
     assert asyncio.run(scenario()) == [b"A" * 100, b"B" * 100, b"C" * 40]
+
+
+def _twcc_arrival_deltas_us(fb: bytes) -> list[int]:
+    """The receive deltas (us) of a transport-wide CC feedback packet whose packets were all received
+    (draft-holmer-rmcat-transport-wide-cc-extensions-01 3.1: run-length or status-vector chunks, then deltas)."""
+    count = int.from_bytes(fb[14:16], "big")
+    pos, symbols = 20, []
+    while len(symbols) < count:
+        chunk = int.from_bytes(fb[pos:pos + 2], "big")
+        pos += 2
+        if not chunk & 0x8000:
+            symbols += [(chunk >> 13) & 3] * (chunk & 0x1FFF)
+        elif chunk & 0x4000:
+            symbols += [(chunk >> (12 - 2 * k)) & 3 for k in range(7)]
+        else:
+            symbols += [(chunk >> (13 - k)) & 1 for k in range(14)]
+    deltas = []
+    for sym in symbols[:count]:
+        assert sym in (1, 2), "every packet was received"
+        size = sym
+        deltas.append(int.from_bytes(fb[pos:pos + size], "big", signed=size == 2) * 250)
+        pos += size
+    return deltas
+
+
+@pytest.mark.timeout(30)
+def test_downlink_feedback_reports_when_a_packet_reached_the_socket_not_when_it_was_read() -> None:
+    """Two packets 200 ms apart, read by one recvmmsg after both arrived: the feedback must show them 200 ms apart
+    (the kernel's receive times), as a receiver that is not busy sending would, not 0 ms (the read's time)."""
+    net = GeneratorSocket(buffer_bytes=1 << 20, gro=False)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sink.bind(("127.0.0.1", 0))
+        sink.settimeout(5)
+        key = os.urandom(30)
+        gen = LoadGen(net.fileno(), 0, 1, 0)
+        address = participant_address(5)
+        d = gen.add_downlink(fastpath.SrtpContext(CM80, key, True), address, "127.0.0.1", sink.getsockname()[1],
+                             0x7777, 3)
+        gen.add_receiver(SSRC, fastpath.SrtpContext(CM80, os.urandom(30), False), downlink=d, rtx=True)
+        for twcc_seq in (10, 11):
+            rtp = bytearray(40)
+            rtp[0], rtp[1] = 0x90, 97  # X bit: a one-byte header extension block with the transport-wide seq
+            rtp[2:4] = twcc_seq.to_bytes(2, "big")
+            rtp[8:12] = SSRC.to_bytes(4, "big")
+            rtp[12:20] = b"\xbe\xde\x00\x01" + bytes([(3 << 4) | 1]) + twcc_seq.to_bytes(2, "big") + b"\x00"
+            sender.sendto(bytes(rtp), (address, net.port))
+            if twcc_seq == 10:
+                time.sleep(0.2)
+        gen.run(0.3)  # no senders: only the feedback goes out
+        fb = fastpath.SrtpContext(CM80, key, False).unprotect_rtcp(sink.recv(2048))
+        assert fb[1] == 205 and fb[0] & 0x1F == 15
+        assert int.from_bytes(fb[12:14], "big") == 10 and int.from_bytes(fb[14:16], "big") == 2
+        gap_us = _twcc_arrival_deltas_us(fb)[1]
+        assert 150_000 <= gap_us <= 400_000
+    finally:
+        sender.close()
+        sink.close()
+        net.close()

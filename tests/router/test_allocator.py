@@ -219,7 +219,9 @@ def test_no_flapping_around_a_threshold_then_a_slow_raise() -> None:
     w.producer("v", "video", SIMULCAST)
     h = w.consumer("c", "sub", "v")
     w.run(2.0)
-    threshold = SIMULCAST[2] / 0.9  # where 1280 px just fits in 0.9 x the estimate
+    # Where the estimate just carries 1280 px: below it the layer no longer fits (between it and 1280 px / 0.9
+    # a link without overuse or loss keeps what it carries: the headroom is asked of a raise only)
+    threshold = SIMULCAST[2]
     for i in range(40):  # 20 s of an estimate wobbling 3 % around it
         w.estimate("sub", int(threshold * (0.97 if i % 2 == 0 else 1.03)))
         w.run(0.5)
@@ -692,3 +694,28 @@ def test_a_fallen_estimate_wakes_the_next_pass_at_once() -> None:
     w.now += 0.02
     w.allocator.tick(w.now)
     assert w.engine.calls == [("layer", h, 0)]
+
+
+@pytest.mark.parametrize(("estimate", "state", "loss", "rtx_bps", "expected"), [
+    (104_000_000, "normal", 0.0, 0, 0),  # carries the 96 Mbit/s stream (not with VIDEO_SHARE's headroom): kept
+    (104_000_000, "normal", 0.05, 0, 0),  # loss that NACK repairs is not congestion: kept
+    (104_000_000, "overusing", 0.0, 0, "paused"),  # the estimator's verdict: the only layer does not fit
+    (104_000_000, "normal", 0.2, 0, "paused"),  # ... or congestive loss
+    (104_000_000, "normal", 0.0, 10_000_000, "paused"),  # media and retransmissions above the estimate
+    (95_000_000, "normal", 0.0, 0, "paused"),  # an estimate below what is sent
+])
+def test_a_single_layer_stream_the_estimate_carries_is_lowered_only_for_congestion(
+        estimate: int, state: str, loss: float, rtx_bps: int, expected: int | str) -> None:
+    w = World(ProbingEngine())
+    w.transport("sub", 200_000_000)
+    w.producer("v", "video", [96_000_000.0])
+    w.consumer("c", "sub", "v")
+    w.run(2.0)
+    assert w.got("c") == 0
+    h = w.transports.handle("sub")
+    sent = 0
+    for _ in range(6):
+        sent += int(rtx_bps / 8 * ALLOCATE_INTERVAL_S)
+        w.estimates.estimates[h] = Estimate(estimate, state, loss, rtx_bytes=sent)
+        w.run(ALLOCATE_INTERVAL_S)
+    assert w.got("c") == expected
