@@ -6,7 +6,8 @@ h 640 px, f 1280 px) with their default ceilings (measured about 150, 450 and 3,
 across the middle sixteenth of each frame keeps every layer at its ceiling, while the static rest keeps the encoder's
 and the decoders' CPU affordable on a small shared machine: full-frame noise held the clean link at 3 fps there, a
 quarter of the frame held the 1280 px layer at 12-13 fps, a sixteenth lets it reach 30 fps at the same layer rates.
-``RemoteSubscriber`` starts tests/e2e/lk_scenarios/remote_subscriber.py in a host and collects its samples.
+``RemoteSubscriber`` starts tests/e2e/lk_scenarios/remote_subscriber.py in a host and collects its samples;
+``cap_and_lift`` caps a host's downlink for a while and samples the worker's view of it every second.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import contextlib
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from livekit import rtc
+from netimpair import Rule
 
 W, H = 1280, 720
 HERE = Path(__file__).resolve().parent
@@ -107,6 +111,41 @@ class RemoteSubscriber:
     async def finish(self, timeout_s: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.reader, timeout_s)
+
+
+async def until_video(subscriber: RemoteSubscriber) -> None:
+    """Wait until the subscriber decodes video (at most 20 s), then 2 s more."""
+    for _ in range(40):
+        await asyncio.sleep(0.5)
+        if subscriber.recent_width(2) > 0:
+            break
+    await asyncio.sleep(2)
+
+
+Row = tuple[float, dict[str, Any], dict[str, Any]]
+
+
+async def cap_and_lift(ctx: Any, host: Any, room: str, identity: str, cap: Rule, cap_s: float, after_s: float,
+                       view: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[list[Row], float, float]:
+    """Cap the host's downlink for cap_s, then lift it for after_s, sampling every second: (the time, the host's
+    link counters, ``view`` of the worker's stats of ``identity``). Returns the rows (the first one before the cap)
+    and when the cap went on and off."""
+    rows: list[Row] = []
+
+    async def sample(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            await asyncio.sleep(1)
+            rows.append((time.monotonic(), (await host.stats())["down"], view(await ctx.worker_stats(room, identity))))
+
+    rows.append((time.monotonic(), (await host.stats())["down"], {}))
+    cap_on = time.monotonic()
+    await host.set(downlink=cap)
+    await sample(cap_s)
+    cap_off = time.monotonic()
+    await host.set(downlink=Rule())
+    await sample(after_s)
+    return rows, cap_on, cap_off
 
 
 def window(samples: list[dict[str, Any]], start: float, end: float) -> list[dict[str, Any]]:

@@ -12,10 +12,9 @@ when the video was paused and resumed, the audio through the cap, and the qualit
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
-from impaired import RemoteSubscriber, SimulcastPublisher, sender_view, window
+from impaired import RemoteSubscriber, SimulcastPublisher, cap_and_lift, sender_view, until_video, window
 from netimpair import Rule
 
 ROOM = "e2e-pause"
@@ -32,28 +31,8 @@ async def run(ctx: Any, result: dict[str, Any], cap_s: float = CAP_S, after_s: f
     host = await ctx.client_host("capped")
     capped = await RemoteSubscriber.start(ctx, host, ROOM, "capped", 20 + 2 + cap_s + after_s + 2)
     await asyncio.wait_for(capped.connected.wait(), 20)
-    for _ in range(40):
-        await asyncio.sleep(0.5)
-        if capped.recent_width(2) > 0:
-            break
-    await asyncio.sleep(2)
-
-    rows: list[tuple[float, dict[str, Any], dict[str, Any]]] = []
-
-    async def sample(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            await asyncio.sleep(1)
-            rows.append((time.monotonic(), (await host.stats())["down"],
-                         sender_view(await ctx.worker_stats(ROOM, "capped"))))
-
-    rows.append((time.monotonic(), (await host.stats())["down"], {}))
-    cap_on = time.monotonic()
-    await host.set(downlink=CAP)
-    await sample(cap_s)
-    cap_off = time.monotonic()
-    await host.set(downlink=Rule())
-    await sample(after_s)
+    await until_video(capped)
+    rows, cap_on, cap_off = await cap_and_lift(ctx, host, ROOM, "capped", CAP, cap_s, after_s, sender_view)
 
     per_second = []
     for (t0, a, _), (t1, b, worker) in zip(rows, rows[1:], strict=False):

@@ -1,27 +1,28 @@
 """A screen share on a capped link: the stream allocator lowers its frame rate before its resolution.
 
 A publisher on the server's network shares a "screen" (the noise frames of impaired.SimulcastPublisher with source
-SCREEN_SHARE: the `livekit` SDK sends two simulcast layers at 15 fps, each with three VP8 temporal layers, the top one
-about 1.5 Mbit/s); subscriber ``capped`` in a client host whose downlink is capped at ``CAP_KBIT`` (token bucket,
-200 ms queue: the impairment relay, tests/netimpair.py) for ``CAP_S`` seconds, then uncapped for ``AFTER_S``. The cap
-holds the top layer's lower temporal layers but not all of it: the subscriber keeps the top layer at a lower frame
-rate (docs/FORWARDING.md, VP8 payload descriptor).
+SCREEN_SHARE: the `livekit` SDK sends two simulcast layers, at 3 and 15 fps, each with three VP8 temporal layers,
+the top one about 1.5 Mbit/s); subscriber ``capped`` in a client host whose downlink is capped at ``CAP_KBIT``
+(token bucket with a 500 ms queue, so that the switch to the cap is not a burst of loss: the impairment relay,
+tests/netimpair.py) for ``CAP_S`` seconds, then uncapped for ``AFTER_S``. The cap holds the top layer's lower
+temporal layers but not all of it: the subscriber keeps the top layer at a lower frame rate (docs/FORWARDING.md,
+VP8 payload descriptor).
 
 Reports per second from the moment the cap goes on: the subscriber's frames, the kbit/s offered at its link, the
-worker's estimate, layers ("p": paused) and the consumer's temporal cap; and the TIDs the producer received.
+worker's estimate, layers ("p": paused), the consumer's temporal cap and the probes; and the TIDs the producer
+received.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
-from impaired import RemoteSubscriber, SimulcastPublisher, sender_view, window
+from impaired import RemoteSubscriber, SimulcastPublisher, cap_and_lift, sender_view, until_video, window
 from netimpair import Rule
 
 ROOM = "e2e-temporal"
-CAP_KBIT, CAP_S, AFTER_S = 1000, 8, 15
+CAP_KBIT, CAP_S, AFTER_S = 1000, 10, 15
 
 
 def temporal_view(stats: dict[str, Any]) -> dict[str, Any]:
@@ -53,30 +54,11 @@ async def run(ctx: Any, result: dict[str, Any], cap_s: float = CAP_S, after_s: f
     host = await ctx.client_host("capped")
     capped = await RemoteSubscriber.start(ctx, host, ROOM, "capped", 20 + 2 + cap_s + after_s + 2)
     await asyncio.wait_for(capped.connected.wait(), 20)
-    for _ in range(40):
-        await asyncio.sleep(0.5)
-        if capped.recent_width(2) > 0:
-            break
-    await asyncio.sleep(2)
+    await until_video(capped)
     result["producer_tids"] = producer_tids(await ctx.worker_stats(ROOM, "pub"))
-
-    rows: list[tuple[float, dict[str, Any], dict[str, Any]]] = []
-
-    async def sample(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            await asyncio.sleep(1)
-            stats = await ctx.worker_stats(ROOM, "capped")
-            rows.append((time.monotonic(), (await host.stats())["down"], {**sender_view(stats),
-                                                                          **temporal_view(stats)}))
-
-    rows.append((time.monotonic(), (await host.stats())["down"], {}))
-    cap_on = time.monotonic()
-    await host.set(downlink=Rule(rate_kbit=CAP_KBIT, burst_bytes=16000, queue_ms=200))
-    await sample(cap_s)
-    cap_off = time.monotonic()
-    await host.set(downlink=Rule())
-    await sample(after_s)
+    cap = Rule(rate_kbit=CAP_KBIT, burst_bytes=16000, queue_ms=500)
+    rows, cap_on, cap_off = await cap_and_lift(ctx, host, ROOM, "capped", cap, cap_s, after_s,
+                                               lambda stats: {**sender_view(stats), **temporal_view(stats)})
 
     per_second = []
     for (t0, a, _), (t1, b, worker) in zip(rows, rows[1:], strict=False):
