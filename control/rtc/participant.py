@@ -1,12 +1,14 @@
 """Participant: one LiveKit client's session inside a Room (LiveKit's v0 dual peer-connection model).
 
 Owns the client's two WebRTC transports on the room's worker (the publisher PC, offered by the client, and the
-subscriber PC, offered by the server), its publications (AddTrackRequest -> TrackInfo, bound to an offer
-m-line by the msid track id, RFC 8830), its subscriptions (one consumer and one subscriber m-line per track; the
-consumer stays paused until the client has answered the offer that carries its m-line), the serialised subscriber
-offer/answer rounds (JSEP, RFC 8829: one offer outstanding at a time) and the signal sink its messages go to.
-Room-wide effects (broadcasts, auto-subscribe, data forwarding) are the Room's (``control.rtc.rooms``): a participant
-knows its room only as a :class:`ParticipantListener`, and the room changes a participant only through its methods.
+subscriber PC, offered by the server; the publisher transport of a participant that may subscribe but not publish is
+created only when its first publisher offer arrives, :meth:`Participant.publisher_at_join`), its publications
+(AddTrackRequest -> TrackInfo, bound to an offer m-line by the msid track id, RFC 8830), its subscriptions (one
+consumer and one subscriber m-line per track; the consumer stays paused until the client has answered the offer that
+carries its m-line), the serialised subscriber offer/answer rounds (JSEP, RFC 8829: one offer outstanding at a time)
+and the signal sink its messages go to. Room-wide effects (broadcasts, auto-subscribe, data forwarding) are the
+Room's (``control.rtc.rooms``): a participant knows its room only as a :class:`ParticipantListener`, and the room
+changes a participant only through its methods.
 
 SDP is written and read by ``control.rtc.negotiation`` through the small :class:`Negotiator` seam below, so that
 the LiveKit state machine can be tested without SDP and the SDP layer without LiveKit.
@@ -385,6 +387,7 @@ class Participant:
         self.disconnect_reason: int = models.DisconnectReason.UNKNOWN_REASON
         self._pending_media: dict[str, OfferedMedia] = {}  # mid -> m-line without an AddTrackRequest yet
         self._pub_connected = False
+        self._pub_setup: asyncio.Task[TransportParams] | None = None  # the publisher transport's creation
         self._pub_remote_ufrag = ""
         self._pub_trickled = False
         self.tuples: dict[str, tuple[str, int, str]] = {}  # transport id -> (host, port, protocol) the worker selected
@@ -558,19 +561,72 @@ class Participant:
 
     # ---- life cycle ------------------------------------------------------------------------------
 
+    @property
+    def publisher_at_join(self) -> bool:
+        """Whether the publisher transport is created at join rather than on the first publisher offer: when the
+        client negotiates its publisher PC right after the JoinResponse anyway, i.e. when the publisher PC is
+        primary (no subscribe permission) or the JoinResponse says ``fast_publish`` (= canPublish; every LiveKit
+        SDK then offers at once). Created with the subscriber transport, in parallel, that first offer's answer
+        does not wait for a worker round trip; a subscribe-only participant costs one transport, not two
+        (docs/PROTOCOL.md, Join)."""
+        return bool(self.permission.can_publish) or not self.can_subscribe
+
+    @property
+    def has_publisher_transport(self) -> bool:
+        """The publisher transport exists on the worker (a lazy one only after the first publisher offer)."""
+        return self.pub_params is not None
+
     async def setup(self) -> None:
-        """Creates both transports, the data relay of the publisher PC and the server's data channels: two
-        requests, each setting up its transport whole, in flight at once."""
-        self.pub_params, self.sub_params = await asyncio.gather(
-            # Client data arrives on the channels the client opens on its publisher PC; control applies LiveKit's
-            # DataPacket rules (sender, destinations, canPublishData) and re-sends it (docs/PROTOCOL.md, Data
-            # packets).
-            self.media.create_transport(
-                self.router_id, self.pub_transport_id,
-                data_producer=DataProducerSpec(self.data_producer_id, "*", relay_to_control=True),
-            ),
-            self.media.create_transport(self.router_id, self.sub_transport_id, data_channels=SERVER_CHANNELS),
+        """Creates the subscriber transport with the server's data channels and, if :attr:`publisher_at_join`, the
+        publisher transport with its data relay: each request sets up its transport whole, both in flight at
+        once."""
+        sub = self.media.create_transport(self.router_id, self.sub_transport_id, data_channels=SERVER_CHANNELS)
+        if self.publisher_at_join:
+            _, self.sub_params = await asyncio.gather(self._publisher_transport(), sub)
+        else:
+            self.sub_params = await sub
+
+    def prepare_publisher(self) -> None:
+        """Starts creating the publisher transport if it is not there yet (an AddTrackRequest: its offer follows)."""
+        if self._pub_setup is None and self.pub_params is None and not self.closed:
+            task = asyncio.get_running_loop().create_task(self._create_publisher())
+            task.add_done_callback(self._publisher_created)
+            self._pub_setup = task
+
+    def _publisher_created(self, task: asyncio.Task[TransportParams]) -> None:
+        if (task.cancelled() or task.exception() is not None) and self._pub_setup is task:
+            self._pub_setup = None  # the next offer tries again
+
+    async def _publisher_transport(self) -> TransportParams:
+        """The publisher transport's parameters, created now (one worker request) or by the creation under way."""
+        if self.pub_params is not None:
+            return self.pub_params
+        self.prepare_publisher()
+        if self._pub_setup is None:
+            raise ParticipantError("the session is closed")
+        try:
+            # A cancelled caller must not cancel the creation: its transport would be left on the worker.
+            return await asyncio.shield(self._pub_setup)
+        except ParticipantError:
+            raise
+        except Exception as exc:
+            raise ParticipantError(f"cannot create the publisher transport: {exc!r}") from exc
+
+    async def _create_publisher(self) -> TransportParams:
+        # Client data arrives on the channels the client opens on its publisher PC; control applies LiveKit's
+        # DataPacket rules (sender, destinations, canPublishData) and re-sends it (docs/PROTOCOL.md, Data packets).
+        params = await self.media.create_transport(
+            self.router_id, self.pub_transport_id,
+            data_producer=DataProducerSpec(self.data_producer_id, "*", relay_to_control=True),
         )
+        if self.closed:  # closed while the worker created it: close() did not know of it
+            try:
+                await self.media.close_transport(self.pub_transport_id)
+            except Exception as exc:
+                log.debug("%s: close %s: %r", self.sid, self.pub_transport_id, exc)
+            raise ParticipantError("the session is closed")
+        self.pub_params = params
+        return params
 
     def signal_lost(self, grace_s: float, on_expire: Callable[[], None]) -> None:
         """The WebSocket is gone without a leave: ``on_expire`` runs after ``grace_s`` unless closed first."""
@@ -602,7 +658,8 @@ class Participant:
         return dataclasses.replace(params, ice_ufrag=ufrag, ice_pwd=pwd)
 
     async def close(self) -> None:
-        """Frees the worker side (both transports: their producers, consumers and channels) and the sink."""
+        """Frees the worker side (its transports: their producers, consumers and channels) and the sink. A publisher
+        transport still being created is closed by its creation (:meth:`_create_publisher`)."""
         if self.closed:
             return
         self.closed = True
@@ -620,7 +677,9 @@ class Participant:
         for sub in self.subscriptions.values():
             if sub.created:
                 self.listener.on_consumer_closed(self, sub.track_sid)
-        for tid in (self.pub_transport_id, self.sub_transport_id):
+        transports = (self.pub_transport_id, self.sub_transport_id) if self.pub_params is not None \
+            else (self.sub_transport_id,)
+        for tid in transports:
             try:
                 await self.media.close_transport(tid)
             except Exception as exc:  # a dead worker has nothing left to free
@@ -676,7 +735,11 @@ class Participant:
             raise ParticipantError(f"publisher description must be an offer, not {sd.type!r}")
         remote_ufrag = _ICE_UFRAG.search(sd.sdp)
         ufrag = remote_ufrag.group(1) if remote_ufrag else ""
-        if self._pub_remote_ufrag and ufrag and ufrag != self._pub_remote_ufrag:
+        if self.pub_params is None:
+            # The first offer of a participant without a publisher transport: one worker round trip (or less
+            # when an AddTrackRequest started it). Its ICE credentials are fresh: no restart to do.
+            await self._publisher_transport()
+        elif self._pub_remote_ufrag and ufrag and ufrag != self._pub_remote_ufrag:
             # The client restarted ICE (after a resume): the answerer changes its credentials too (RFC 8839).
             self.pub_params = await self._restart_ice(self.pub_transport_id, self.pub_params)
         self._pub_remote_ufrag = ufrag or self._pub_remote_ufrag
@@ -994,8 +1057,11 @@ class Participant:
         participant that cannot subscribe (no subscriber PC), its own channel on its publisher PC (docs/PROTOCOL.md)."""
         if self.closed:
             return False
-        transport_id = self.sub_transport_id if self.can_subscribe else self.pub_transport_id
-        return await self.media.send_data(transport_id, label, payload)
+        if self.can_subscribe:
+            return await self.media.send_data(self.sub_transport_id, label, payload)
+        if self.pub_params is None:
+            return False
+        return await self.media.send_data(self.pub_transport_id, label, payload)
 
 
 def _layer_for(layers: list[models.VideoLayer], req: rtc.UpdateTrackSettings) -> int:

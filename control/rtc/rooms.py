@@ -580,6 +580,7 @@ class Room:
         if self._refuse_track(p, req):
             return
         if p.handle_add_track(req) is not None:
+            p.prepare_publisher()  # a lazy publisher transport is ready sooner for the offer that follows
             self.tracks_changed(p, await p.bind_pending(), [])
 
     def _refuse_track(self, p: Participant, req: rtc.AddTrackRequest) -> bool:

@@ -120,13 +120,17 @@ async def validate_handler(request: web.Request) -> web.Response:
 def transport_paths(manager: RoomManager, claims: Claims) -> str:
     """The token holder's transports as the worker selected them, e.g. ``pub=udp 198.51.100.7:50312,
     sub=tcp 192.0.2.10:41022`` (``udp``, ``tcp`` for ICE-TCP, ``relay`` through TURN, or ``connecting`` with no
-    address before a check selected one); "" when the holder is not in the room."""
+    address before a check selected one; ``pub=none`` before a subscribe-only participant's first publisher offer);
+    "" when the holder is not in the room."""
     room = manager.rooms.get(claims.room)
     p = room.participants.get(claims.identity) if room is not None else None
     if p is None:
         return ""
     out = []
     for name, transport_id in (("pub", p.pub_transport_id), ("sub", p.sub_transport_id)):
+        if transport_id == p.pub_transport_id and not p.has_publisher_transport:
+            out.append(f"{name}=none")  # a subscribe-only participant that never offered (docs/PROTOCOL.md, Join)
+            continue
         selected = p.tuples.get(transport_id)
         where = ""
         if selected is not None:

@@ -42,6 +42,10 @@ def test_refused_tokens_and_subscribe_only_participant() -> None:
     assert r["viewer_publish_error"], "a canPublish=false participant published a track"
     assert r["viewer_video"].get("presenter 320x240", 0) >= 10, r["viewer_video"]
     assert r["presenter_sees_viewer_tracks"] == [0]
+    # A viewer's publisher transport exists only once its SDK negotiated the publisher PC (to send data).
+    assert r["viewer_path_at_join"].startswith("pub=none, "), r["viewer_path_at_join"]
+    assert r["presenter_heard"] == [["from a viewer", "viewer"]], r["presenter_heard"]
+    assert not r["viewer_path_after_data"].startswith("pub=none"), r["viewer_path_after_data"]
 
 
 def test_two_rooms_on_two_workers_are_isolated() -> None:

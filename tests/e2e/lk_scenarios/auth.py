@@ -1,5 +1,6 @@
 """Issue 3 acceptance, permissions: bad-signature, expired and no-roomJoin tokens are refused before the WebSocket
-upgrade and /rtc/validate says why; a canPublish=false participant cannot publish but can subscribe."""
+upgrade and /rtc/validate says why; a canPublish=false participant cannot publish but can subscribe, and with
+canPublishData its data reaches the room through a publisher transport created by its first publisher offer."""
 
 from __future__ import annotations
 
@@ -46,6 +47,14 @@ async def refusal(ctx: Any, token: str) -> dict[str, Any]:
     return out
 
 
+async def path_header(ctx: Any, token: str) -> str:
+    """/rtc/validate's X-Mediarouter-Path for the holder of ``token`` (where its transports are)."""
+    async with aiohttp.ClientSession() as session, session.get(
+        f"{ctx.http}/rtc/validate", headers={"Authorization": f"Bearer {token}"}
+    ) as resp:
+        return resp.headers.get("X-Mediarouter-Path", "")
+
+
 async def run(ctx: Any, result: dict[str, Any]) -> None:
     wrong_secret = (api.AccessToken(ctx.api_key, "not-the-secret-0123456789-abcdefghijklmnop")
                     .with_identity("mallory").with_grants(api.VideoGrants(room_join=True, room=ROOM)).to_jwt())
@@ -56,8 +65,11 @@ async def run(ctx: Any, result: dict[str, Any]) -> None:
     room_p = await connect(ctx.url, ctx.token("presenter", ROOM))
     presenter = Publisher(room_p, 320, 240)
     await presenter.publish(audio=False)
-    room_v = await connect(ctx.url, ctx.token("viewer", ROOM, can_publish=False))
+    heard = Receiver(room_p).attach()
+    viewer_token = ctx.token("viewer", ROOM, can_publish=False, can_publish_data=True)
+    room_v = await connect(ctx.url, viewer_token)
     viewer = Receiver(room_v).attach()
+    result["viewer_path_at_join"] = await path_header(ctx, viewer_token)
     source = rtc.AudioSource(48000, 1)
     track = rtc.LocalAudioTrack.create_audio_track("mic", source)
     try:
@@ -71,6 +83,10 @@ async def run(ctx: Any, result: dict[str, Any]) -> None:
     result["presenter_sees_viewer_tracks"] = [
         len(p.track_publications) for p in room_p.remote_participants.values() if p.identity == "viewer"
     ]
+    await room_v.local_participant.publish_data(b"from a viewer", reliable=True, topic="viewer")
+    await wait_for(lambda: bool(heard.data), 20)
+    result["presenter_heard"] = [(d["data"], d["from"]) for d in heard.data]
+    result["viewer_path_after_data"] = await path_header(ctx, viewer_token)
     await viewer.stop()
     await presenter.stop()
     await room_v.disconnect()
