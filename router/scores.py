@@ -5,17 +5,20 @@ one subscription) gets a score from 0 to 100 computed from what the interval add
 the scale of LiveKit's connection-quality scorer (pkg/sfu/connectionquality/scorer.go): a simplified E-model,
 ``100 - delay effect - loss % x loss weight`` (video weight 10: 2 % loss falls to GOOD, 6 % to POOR; Opus 8), for
 video also ``100 - 35 x the layers missing`` (the layer a subscriber wants and the producer sends, against the one it
-gets), smoothed (a fall counts 0.8 of the new value, a rise 0.4) and kept at or above 30 while packets flow. An
-interval without a packet from a publisher that sends is scored directly: 40 (POOR) while its sender reports still
-arrive, else 20 (LOST); a subscriber that is sent packets but has sent no receiver report for
-:data:`NO_REPORT_LOST_S` is LOST. Muted (paused) producers and consumers, and producers nobody consumes (dynacast
-may have stopped them), read 100, as LiveKit's muted tracks do; a consumer the stream allocator paused (nothing fits
-the subscriber's estimate) reads POOR.
+gets: a missing spatial layer counts 1, a missing temporal layer 1 / the temporal layers the forwarded spatial layer
+carries, as LiveKit's forwarder counts its distance to the desired layer), smoothed (a fall counts 0.8 of the new
+value, a rise 0.4) and kept at or above 30 while packets flow. An interval without a packet from a publisher that
+sends is scored directly: 40 (POOR) while its sender reports still arrive, else 20 (LOST); a subscriber that is sent
+packets but has sent no receiver report for :data:`NO_REPORT_LOST_S` is LOST. Muted (paused) producers and
+consumers, and producers nobody consumes (dynacast may have stopped them), read 100, as LiveKit's muted tracks do;
+a consumer the stream allocator paused (nothing fits the subscriber's estimate) reads POOR.
 
 The uplink reads a producer's layers: ``expected`` (highest minus first extended seq), ``received`` (media packets),
-``rtx_packets`` (repairs), ``jitter`` (RFC 3550 A.8, RTP units) and ``sr_count``; loss is what neither the media
-nor its RTX stream delivered. The downlink reads a consumer's receiver-report fields (cumulative loss and extended
-highest seq, whose deltas are the interval's loss and expected packets; jitter; RTT from LSR/DLSR) and discounts
+``rtx_packets`` (repairs), ``jitter`` (RFC 3550 A.8, RTP units), ``sr_count`` and ``temporal_pictures`` (pictures per
+VP8 TID: how many temporal layers each spatial layer carries); loss is what neither the media nor its RTX stream
+delivered. The downlink reads a consumer's receiver-report fields (cumulative loss and extended
+highest seq, whose deltas are the interval's loss and expected packets; jitter; RTT from LSR/DLSR; the layers it is
+forwarded: ``current_layer`` and the VP8 TID cap in force, ``temporal_layer``) and discounts
 what the publisher's uplink lost and its jitter, which the subscriber sees but its own link did not cause.
 
 :class:`ScoreKeeper` spreads the work: each transport is scored on its own phase of the interval (a heap of due
@@ -42,7 +45,11 @@ POOR_SCORE = 40.0  # a publisher that sends sender reports but no media
 LOST_SCORE = 20.0  # nothing arrives at all
 INCREASE_FACTOR = 0.4  # rise slowly
 DECREASE_FACTOR = 0.8  # fall fast
-LAYER_DISTANCE_WEIGHT = 35.0  # each spatial layer missed drops a quality level
+LAYER_DISTANCE_WEIGHT = 35.0  # each spatial layer missed drops a quality level ...
+# ... and each temporal layer missed a share of it: 1 / the temporal layers the forwarded spatial layer carries
+# (L1T3: 35 / 3 per layer, so TID 0 only, a quarter of the frame rate, costs 23.3: GOOD; LiveKit's
+# getDistanceToDesired in pkg/sfu/forwarder.go). The Engine's TID cap reads VP8_TID_ALL (3) when nothing is filtered.
+ENGINE_TID_ALL = 3
 LOSS_WEIGHT = {"audio": 8.0, "video": 10.0}  # LiveKit: Opus without FEC 8, video 10
 NO_REPORT_LOST_S = 10.0  # sending to a subscriber whose receiver reports stopped for this long: LOST
 SEQ_MOD = 1 << 32
@@ -112,7 +119,11 @@ class ProducerMeter:
     jitter_ms: float = 0.0
     top_layer: int = -1  # highest layer that delivered packets in the last interval
     clock_rate: int = 0
+    # per spatial layer: the temporal layers it carries (highest VP8 TID with pictures in the last interval that had
+    # any, + 1; 0: no TIDs, or nothing seen yet)
+    temporal_layers: list[int] = field(default_factory=list)
     _prev: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+    _prev_pictures: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def update(self, snapshot: Mapping[str, Any], *, muted: bool, rtt_ms: float = 0.0) -> float:
         clock = self.clock_rate = int(snapshot.get("clock_rate") or (90000 if self.kind == "video" else 48000))
@@ -132,6 +143,7 @@ class ProducerMeter:
             if d_received > 0:
                 top = i
                 jitter_ms = max(jitter_ms, int(layer.get("jitter", 0)) * 1000.0 / clock)
+            self._count_temporal(i, layer.get("temporal_pictures", ()))
         lost = max(0, expected - received - repaired)
         self.loss_fraction = lost / expected if expected > 0 else 0.0
         self.jitter_ms = jitter_ms
@@ -146,6 +158,22 @@ class ProducerMeter:
             return self.scorer.set(POOR_SCORE if reports else LOST_SCORE)
         window = Window(packets=max(expected, received), lost=lost, jitter_ms=jitter_ms, rtt_ms=max(0.0, rtt_ms))
         return self.scorer.update(window, LOSS_WEIGHT.get(self.kind, LOSS_WEIGHT["video"]))
+
+    def _count_temporal(self, i: int, pictures: Any) -> None:
+        """Layer ``i``'s temporal layers from the interval's growth of its per-TID picture counters; a layer that
+        sent no picture keeps what it carried before."""
+        now = tuple(int(x) for x in pictures)
+        before = self._prev_pictures.get(i, ())
+        self._prev_pictures[i] = now
+        grown = [_delta(n, before[t] if t < len(before) else 0) for t, n in enumerate(now)]
+        while len(self.temporal_layers) <= i:
+            self.temporal_layers.append(0)
+        if any(grown):
+            self.temporal_layers[i] = max(t + 1 for t, n in enumerate(grown) if n > 0)
+
+    def carried_temporal(self, layer: int) -> int:
+        """The temporal layers spatial layer ``layer`` carries (0: unknown, or no TIDs)."""
+        return self.temporal_layers[layer] if 0 <= layer < len(self.temporal_layers) else 0
 
 
 @dataclass(slots=True)
@@ -209,7 +237,9 @@ class ConsumerMeter:
         return self.scorer.update(window, LOSS_WEIGHT.get(self.kind, LOSS_WEIGHT["video"]))
 
     def _layer_distance(self, snapshot: Mapping[str, Any], upstream: ProducerMeter | None, preferred: int) -> float:
-        """Spatial layers between the one wanted (asked for, and sent by the publisher) and the one forwarded."""
+        """Spatial layers between the one wanted (asked for, and sent by the publisher) and the one forwarded,
+        plus the temporal layers the forwarded one carries but its TID cap filters out, each 1 / those it carries
+        (LiveKit's distance to the desired layer, pkg/sfu/forwarder.go getDistanceToDesired)."""
         if self.kind != "video":
             return 0.0
         current = int(snapshot.get("current_layer", -1))
@@ -218,7 +248,12 @@ class ConsumerMeter:
         wanted = int(snapshot.get("target_layer", -1))
         if upstream is not None and upstream.top_layer >= 0:
             wanted = upstream.top_layer if preferred < 0 else min(preferred, upstream.top_layer)
-        return float(max(0, wanted - current))
+        distance = float(max(0, wanted - current))
+        carried = upstream.carried_temporal(current) if upstream is not None else 0
+        cap = int(snapshot.get("temporal_layer", ENGINE_TID_ALL))
+        if carried > 1 and 0 <= cap < carried - 1:
+            distance += (carried - 1 - cap) / carried
+        return distance
 
 
 class ScoreEngine(Protocol):

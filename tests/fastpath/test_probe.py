@@ -485,3 +485,41 @@ def test_a_probe_cluster_is_a_rate_only_when_spread_and_consistent(case: str, se
         assert stats["bwe_probe_bps"] == pytest.approx(result, rel=0.1), case
     else:
         assert stats["bwe_probe_bps"] == 0 and stats["bwe_probe_raises"] == 0, case
+
+
+@pytest.mark.parametrize(("case", "queue_growth_us", "lose_every", "lifted"), [
+    ("arrives as sent", 0, 0, True),
+    ("builds a 40 ms queue: overuse", 600, 0, True),
+    ("loses one in four: no result", 0, 4, False),
+])
+def test_a_probe_after_a_lifted_cap_lifts_the_loss_limit_even_on_overuse(case: str, queue_growth_us: int,
+                                                                        lose_every: int, lifted: bool) -> None:
+    # A cap's overflow left a loss limit of ~320 kbit/s under a higher delay-based estimate; the cap is gone and a
+    # low layer (200 kbit/s) is sent, so the limit cannot grow past 1.5x that by itself. A probe at ~650 kbit/s
+    # gets through; on a loaded host its arrivals drift (a queue in the relay, the receiver's scheduling) and the
+    # detector reads overuse. The loss limit must still go up to the result (the delay-based estimate, lowered to
+    # 0.85 of what the cluster arrived at, is then the limit): before, the estimate stayed at the limit for good.
+    bwe, rec = fastpath.SendEstimator(TWCC_ID), fastpath.TwccRecorder()
+    t = run_capped(bwe, rec, start_us=0, seconds=2, rate_bps=1_500_000, capacity_bps=400_000)
+    t = run_capped(bwe, rec, start_us=t, seconds=4, rate_bps=200_000, capacity_bps=10_000_000)
+    before = bwe.stats
+    assert 0 < before["bwe_loss_bps"] == before["bwe_bps"] < 350_000 < before["bwe_delay_bps"], case
+    bwe.probe(int(t), 250_000)
+    for k in range(71):                                      # 285-byte padding every 3.5 ms: ~650 kbit/s
+        seq = bwe.sent(int(t + k * 3_500), 285, True)
+        if not lose_every or k % lose_every:
+            rec.record(seq, int(t + k * 3_500 + 20_000 + k * queue_growth_us))
+    seq = bwe.sent(int(t + 300_000), 1200)                   # media after the cluster: its feedback ends it
+    rec.record(seq, int(t + 320_000))
+    for fb in rec.build(0xABC):
+        bwe.feedback(fb, int(t + 350_000))
+    after = bwe.stats
+    assert after["bwe_probe_results"] == 1 and after["bwe_probe_pending"] == 0, case
+    if queue_growth_us:
+        assert after["bwe_state"] == "overusing", case
+    if not lifted:
+        assert after["bwe_probe_raises"] == 0 and after["bwe_bps"] == before["bwe_bps"], case
+        return
+    assert after["bwe_probe_raises"] == 1, case
+    assert after["bwe_loss_bps"] == 0 or after["bwe_loss_bps"] >= after["bwe_probe_bps"], case
+    assert after["bwe_bps"] >= 450_000, case                # a 400 kbit/s step fits again (with VIDEO_SHARE)

@@ -179,6 +179,73 @@ def test_consumer_meter_layer_gap() -> None:
                             preferred=0) == MAX_SCORE
 
 
+def pictures(*rows: tuple[int, ...]) -> dict[str, Any]:
+    """A producer snapshot whose layers delivered 100 packets each and these cumulative pictures per TID."""
+    return {"clock_rate": 90000, "layers": [
+        {"expected": 100, "received": 100, "rtx_packets": 0, "sr_count": 1, "jitter": 0,
+         "temporal_pictures": list(row)} for row in rows]}
+
+
+def test_producer_meter_counts_the_temporal_layers_each_spatial_layer_carries() -> None:
+    meter = ProducerMeter("video")
+    meter.update(pictures((0, 0, 0, 0), (0, 0, 0, 0)), muted=False)
+    assert meter.temporal_layers == [0, 0]  # nothing seen yet
+    # layer 0: L1T3 at 3 fps (TID 0 2 1 2 ...), layer 1: TID 0 and 1 only this interval
+    meter.update(pictures((2, 1, 3, 0), (15, 15, 0, 0)), muted=False)
+    assert meter.temporal_layers == [3, 2]
+    assert (meter.carried_temporal(0), meter.carried_temporal(1), meter.carried_temporal(2)) == (3, 2, 0)
+    # an interval where layer 1 sent no picture keeps what it carried; one where it sent TID 0 only counts 1
+    meter.update(pictures((4, 2, 6, 0), (15, 15, 0, 0)), muted=False)
+    assert meter.temporal_layers == [3, 2]
+    meter.update(pictures((6, 3, 9, 0), (30, 15, 0, 0)), muted=False)
+    assert meter.temporal_layers == [3, 1]
+    # a layer without the T bit (or not VP8) counts no pictures: no temporal layers
+    plain = ProducerMeter("video")
+    plain.update(layers((100, 100, 0, 1, 0)), muted=False)
+    assert plain.temporal_layers == [0]
+
+
+@pytest.mark.parametrize(
+    ("carried", "current", "cap", "preferred", "distance", "quality"),
+    [
+        ((3,), 0, 3, -1, 0.0, Q.EXCELLENT),         # a single-layer L1T3 track, nothing filtered
+        ((3,), 0, 2, -1, 0.0, Q.EXCELLENT),         # TID <= 2 is all of L1T3
+        ((3,), 0, 1, -1, 1 / 3, Q.EXCELLENT),       # half the frame rate: one of three temporal layers, 88
+        ((3,), 0, 0, -1, 2 / 3, Q.GOOD),            # a quarter of the frame rate: 77
+        ((2,), 0, 0, -1, 1 / 2, Q.EXCELLENT),       # L1T2 at half its frame rate: 82.5
+        ((1,), 0, 0, -1, 0.0, Q.EXCELLENT),         # the publisher sends TID 0 only: nothing is missing
+        ((0,), 0, 0, -1, 0.0, Q.EXCELLENT),         # no TIDs (not VP8, no T bit): a cap filters nothing
+        ((3, 3), 1, 0, -1, 2 / 3, Q.GOOD),          # a screen share's top layer at a quarter of its frame rate
+        ((3, 3), 0, 3, -1, 1.0, Q.GOOD),            # its lower layer at its full frame rate: one layer down
+        ((3, 3), 0, 0, -1, 1 + 2 / 3, Q.GOOD),      # both: 41.7
+        ((3, 3), 0, 0, 0, 2 / 3, Q.GOOD),           # asked for the lower layer: only the frame rate is missing
+        ((1, 3), 0, 0, -1, 1.0, Q.GOOD),            # the forwarded layer's own temporal layers count, not the top's
+        ((2, 2, 2), 0, 0, -1, 2.5, Q.POOR),         # a simulcast camera two layers and half its frame rate down
+    ],
+)
+def test_consumer_meter_temporal_gap_table(carried: tuple[int, ...], current: int, cap: int, preferred: int,
+                                           distance: float, quality: int) -> None:
+    upstream = ProducerMeter("video", top_layer=len(carried) - 1, clock_rate=90000, temporal_layers=list(carried))
+    meter = ConsumerMeter("video")
+    snapshot = {**rr(0, 0, 0, 0, current=current), "temporal_layer": cap}
+    assert meter._layer_distance(snapshot, upstream, preferred) == pytest.approx(distance)
+    assert quality_of(steady(Window(packets=1000, lost=0, rtt_ms=20.0, layer_distance=distance))) == quality
+
+
+def test_consumer_meter_scores_a_lowered_tid_cap() -> None:
+    """A screen share forwarded at TID 0 of its three temporal layers (the stream allocator's cap under a capped
+    link) scores below one forwarded whole, from the Engine's snapshots alone."""
+    upstream = ProducerMeter("video")
+    upstream.update(pictures((2, 1, 3, 0), (10, 5, 10, 0)), muted=False)
+    upstream.update(pictures((4, 2, 6, 0), (20, 10, 20, 0)), muted=False)
+    capped, whole = ConsumerMeter("video"), ConsumerMeter("video")
+    for meter, cap in ((capped, 0), (whole, 3)):
+        meter.update({**rr(100, 1, 0, 1000, current=1), "temporal_layer": cap}, 0.0, muted=False, upstream=upstream)
+        meter.update({**rr(1100, 2, 0, 2000, current=1), "temporal_layer": cap}, 2.0, muted=False, upstream=upstream)
+    assert whole.scorer.score == MAX_SCORE
+    assert capped.scorer.score == pytest.approx(0.8 * (MAX_SCORE - 35 * 2 / 3) + 0.2 * MAX_SCORE)
+
+
 # ------------------------------------------------------------------------------------------ ScoreKeeper
 
 
