@@ -362,7 +362,10 @@ class TransportAllocation:
         rtx_bps = self._rtx_rate(now, estimate.rtx_bytes)
         budget -= min(rtx_bps, RTX_MAX_SHARE * max(budget, 0.0))
         congested = estimate.state == "overusing" or estimate.loss > RAISE_MAX_LOSS
-        self.clean = self.clean + 1 if estimate.state == "normal" and estimate.loss < PROBE_MAX_LOSS else 0
+        # Underuse (the queue draining, e.g. after a cap was lifted) is not congestion: it must not hold probes back
+        # (a screen share stayed on its 3 fps layer for 12 s after a lift while the verdict wavered between normal
+        # and underusing and each underusing pass restarted this count).
+        self.clean = self.clean + 1 if estimate.state != "overusing" and estimate.loss < PROBE_MAX_LOSS else 0
         if self.raised_at >= 0 and now - self.raised_at >= PROBE_STABLE_S:
             self.probe_wait, self.raised_at = 0.0, -1.0  # the probed raise held: a success
         if self.probe_started >= 0:
