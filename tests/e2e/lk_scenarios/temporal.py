@@ -22,7 +22,7 @@ from impaired import RemoteSubscriber, SimulcastPublisher, cap_and_lift, sender_
 from netimpair import Rule
 
 ROOM = "e2e-temporal"
-CAP_KBIT, CAP_S, AFTER_S = 1000, 10, 15
+CAP_KBIT, CAP_S, AFTER_S = 1000, 14, 15
 
 
 def temporal_view(stats: dict[str, Any]) -> dict[str, Any]:
