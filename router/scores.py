@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from router.media_router import Consumer, Producer
 from router.messages import TransportScores
 from router.registry import Registry
+from router.temporal import carried_layers
 
 SCORE_INTERVAL_S = 2.0
 MAX_SCORE = 100.0
@@ -169,7 +170,7 @@ class ProducerMeter:
         while len(self.temporal_layers) <= i:
             self.temporal_layers.append(0)
         if any(grown):
-            self.temporal_layers[i] = max(t + 1 for t, n in enumerate(grown) if n > 0)
+            self.temporal_layers[i] = carried_layers(grown)
 
     def carried_temporal(self, layer: int) -> int:
         """The temporal layers spatial layer ``layer`` carries (0: unknown, or no TIDs)."""

@@ -43,6 +43,12 @@ PRIOR_SHARES: dict[int, tuple[float, ...]] = {
 MIN_PICTURES = 8  # a window's measured split replaces the prior once it holds this many pictures
 
 
+def carried_layers(pictures: Sequence[int]) -> int:
+    """The temporal layers a spatial layer carries, from its pictures per TID over some interval: the highest TID
+    with pictures, + 1 (0: none, or no TIDs)."""
+    return max((t + 1 for t, n in enumerate(pictures) if n > 0), default=0)
+
+
 def allocates_temporal(kind: str, source: str, spatial_layers: int) -> bool:
     """Whether a producer's consumers are allocated temporal steps (where it carries temporal layers)."""
     return kind == "video" and (spatial_layers == 1 or source == SCREEN_SHARE)
@@ -79,11 +85,7 @@ class TemporalRates:
         for s in range(len(rows_b)):
             d_b = [max(0, rows_b[s][t] - old_b[s][t]) for t in range(MAX_TIDS)]
             d_p = [max(0, rows_p[s][t] - old_p[s][t]) for t in range(MAX_TIDS)]
-            n = 0
-            for t in range(MAX_TIDS):
-                if d_p[t]:
-                    n = t + 1
-            self.counts[s] = n
+            n = self.counts[s] = carried_layers(d_p)
             total = sum(d_b[:n])
             if n < 2:
                 self.shares[s] = PRIOR_SHARES[1]
