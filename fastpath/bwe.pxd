@@ -54,6 +54,7 @@ cdef enum:
     BWE_SENT_PADDING = 4              # probe padding: counts for the delay-based estimate and the probe cluster,
                                       # not for the loss-based limit (its loss says the probe rate did not fit)
     BWE_PROBE_MIN_PACKETS = 5         # a probe cluster needs this many acknowledged packets for a result
+    BWE_PROBE_MIN_TAIL_PACKETS = 4    # ... and its second half this many to measure a saturated link by them
     BWE_PROBE_MIN_SPAN_US = 10000     # ... sent over at least this long: one tick's burst says nothing of a rate
     BWE_STREAM_TIMEOUT_US = 2000000   # arrivals this far apart restart the delay-based detector
     BWE_PROBE_TIMEOUT_US = 1000000    # a cluster without feedback after its end this long is evaluated as it is
@@ -149,6 +150,13 @@ ctypedef struct Bwe:
     uint64_t pr_bytes
     int32_t pr_packets
     int32_t pr_lost
+    # ... and of them, those sent in the second half of the window: once the probe filled the bottleneck's queue
+    # they arrive at the bottleneck's rate, whatever burst a token bucket let through at the start
+    int64_t pr_tail_first_arrival_us
+    int64_t pr_tail_last_arrival_us
+    uint64_t pr_tail_bytes            # bytes after the tail's first arrival (its first packet's bytes excluded)
+    int32_t pr_tail_first_size
+    int32_t pr_tail_packets
     uint8_t pr_done                   # a packet sent after the window was reported: the window is covered
     int64_t pr_closed_us              # the end of the last evaluated cluster's window
     double pr_arrival_bps             # the rate that cluster arrived at (0 = not measured): an overuse within
@@ -534,6 +542,10 @@ cdef inline void bwe_probe_start(Bwe* b, int64_t now_us, int64_t duration_us) no
     b.pr_packets = 0
     b.pr_lost = 0
     b.pr_done = 0
+    b.pr_tail_first_arrival_us = b.pr_tail_last_arrival_us = -1
+    b.pr_tail_bytes = 0
+    b.pr_tail_first_size = 0
+    b.pr_tail_packets = 0
 
 
 cdef inline void _bwe_probe_packet(Bwe* b, int64_t send_us, int64_t arrival_us, int32_t size) noexcept nogil:
@@ -552,6 +564,20 @@ cdef inline void _bwe_probe_packet(Bwe* b, int64_t send_us, int64_t arrival_us, 
         b.pr_last_arrival_us = arrival_us
     b.pr_bytes += size
     b.pr_packets += 1
+    if send_us - b.pr_start_us < (b.pr_end_us - b.pr_start_us) // 2:
+        return
+    if b.pr_tail_packets == 0:
+        b.pr_tail_first_arrival_us = b.pr_tail_last_arrival_us = arrival_us
+        b.pr_tail_first_size = size
+    elif arrival_us < b.pr_tail_first_arrival_us:
+        b.pr_tail_bytes += b.pr_tail_first_size
+        b.pr_tail_first_arrival_us = arrival_us
+        b.pr_tail_first_size = size
+    else:
+        b.pr_tail_bytes += size
+        if arrival_us > b.pr_tail_last_arrival_us:
+            b.pr_tail_last_arrival_us = arrival_us
+    b.pr_tail_packets += 1
 
 
 cdef inline double bwe_probe_rate(Bwe* b) noexcept nogil:
@@ -560,8 +586,15 @@ cdef inline double bwe_probe_rate(Bwe* b) noexcept nogil:
     link was saturated). 0 = no result: too few packets, more than 10 % lost, sent within less than
     BWE_PROBE_MIN_SPAN_US (padding goes out in one burst per tick: a cluster that got one tick, e.g. on a late
     tick, measured a burst, and gave estimates of hundreds of Mbit/s on a 2 Mbit/s link), or arriving at more
-    than twice the rate it was sent at (libwebrtc's kMaxValidRatio: not a measurement of the link)."""
-    cdef double send_bps, recv_bps
+    than twice the rate it was sent at (libwebrtc's kMaxValidRatio: not a measurement of the link).
+
+    A saturated link is measured by the cluster's tail when that arrived slower than the whole: the packets sent
+    in the second half of the window, queued behind the first, arrive at the bottleneck's rate, while a token
+    bucket that was full when the cluster started lets its burst through at the send rate and inflates the whole
+    cluster's arrival rate (a paused subscriber's 100 kbit/s link measured 158 kbit/s and could be resumed into a
+    link that cannot carry its lowest layer; libwebrtc does not guard against this, and recovers by its delay
+    detector after the raise)."""
+    cdef double send_bps, recv_bps, tail_bps
     if b.pr_packets < BWE_PROBE_MIN_PACKETS or b.pr_lost * 10 > b.pr_packets + b.pr_lost:
         return 0
     if b.pr_last_send_us - b.pr_first_send_us < BWE_PROBE_MIN_SPAN_US or b.pr_last_arrival_us <= b.pr_first_arrival_us:
@@ -571,6 +604,11 @@ cdef inline double bwe_probe_rate(Bwe* b) noexcept nogil:
     if recv_bps > 2.0 * send_bps:
         return 0
     if recv_bps < 0.9 * send_bps:
+        if b.pr_tail_packets >= BWE_PROBE_MIN_TAIL_PACKETS \
+                and b.pr_tail_last_arrival_us > b.pr_tail_first_arrival_us:
+            tail_bps = b.pr_tail_bytes * 8.0 * 1000000.0 / (b.pr_tail_last_arrival_us - b.pr_tail_first_arrival_us)
+            if tail_bps < recv_bps:
+                recv_bps = tail_bps
         return 0.95 * recv_bps
     return send_bps if send_bps < recv_bps else recv_bps
 

@@ -16,7 +16,8 @@ An estimate cannot rise far above what is sent, so when a raise is wanted and do
 for a probe (``Engine.probe``: padding up to a probe rate for :data:`PROBE_DURATION_S`), as LiveKit's
 probe controller does; a probe that did not lift the estimate to its goal delays the next one
 (:data:`PROBE_BACKOFF_S`, x :data:`PROBE_BACKOFF_FACTOR` up to :data:`PROBE_BACKOFF_MAX_S`). A transport whose
-video is all paused probes to resume :data:`PAUSE_HOLD_S` after the pause and, after a failure, again within
+video is all paused probes to resume :data:`PAUSE_HOLD_S` after the pause, for :data:`PROBE_RESUME_DURATION_S`,
+and, after a failure (or a pause again within :data:`PROBE_STABLE_S` of the resume), again within
 :data:`PROBE_RESUME_BACKOFF_S` growing to :data:`PROBE_RESUME_BACKOFF_MAX_S`; retransmissions never pause a track
 (its lowest layer is fitted to the budget before them). The layer asked of
 the Engine is ``Consumer.layer_cap``, the lower of control's preference and the allocation. A lowering is always
@@ -73,6 +74,9 @@ PROBE_BACKOFF_MAX_S = 10.0  # ... up to this (LiveKit's is longer; a link whose 
 PROBE_STABLE_S = 10.0  # (a lowering sooner counts as a failure, so a lossy link does not flap between layers)
 PAUSE_HOLD_S = 2.0  # a transport whose video is all paused may probe to resume this long after the lowering: it
 # sends nothing, so the bottleneck's queue has drained (RAISE_HOLD_S is for a link that still carries media)
+PROBE_RESUME_DURATION_S = 0.5  # a probe to resume a paused transport is longer: its link is idle, so a token
+# bucket's burst lets a short cluster through at any rate (a 100 kbit/s cap measured 158 kbit/s with 250 ms), and
+# only what arrives after the burst, queued, tells the link's rate (the estimator's cluster tail)
 PROBE_RESUME_BACKOFF_S = 1.0  # after a failed probe to resume such a transport the next waits this long ...
 PROBE_RESUME_BACKOFF_MAX_S = 4.0  # ... times PROBE_BACKOFF_FACTOR after each further failure, up to this: the
 # subscriber sees no video meanwhile and the probe's padding is all that goes to it (LiveKit's probe regulator
@@ -268,7 +272,8 @@ def fit(video: Sequence[Track], budget: float, floor: float | None = None) -> fl
     return remaining
 
 
-Prober = Callable[[float], bool]  # start a probe toward the transport at this many bit/s; False = cannot
+Prober = Callable[[float, float], bool]  # start a probe toward the transport at this many bit/s for this many
+# seconds; False = cannot
 
 
 def probe_rate(goal_bps: float, *, resume: bool = False) -> float:
@@ -284,7 +289,8 @@ class TransportAllocation:
 
     __slots__ = ("transport_id", "tracks", "video", "lowered_at", "streak", "managed", "stamp", "probe_started",
                  "probe_goal", "probe_wait", "next_probe_at", "probed", "boost", "raised_at", "clean",
-                 "rtx_bytes", "rtx_at", "rtx_bps", "probe_resume", "resume_wait", "next_resume_at")
+                 "rtx_bytes", "rtx_at", "rtx_bps", "probe_resume", "resume_wait", "next_resume_at",
+                 "probe_duration", "resumed_at")
 
     def __init__(self, transport_id: str) -> None:
         self.transport_id = transport_id
@@ -296,6 +302,7 @@ class TransportAllocation:
         self.stamp = 0
         self.probe_started = -1.0  # a probe in flight since then, -1 = none
         self.probe_goal = 0.0  # the estimate it should reach
+        self.probe_duration = PROBE_DURATION_S  # how long its padding is sent
         self.probe_wait = 0.0  # the backoff after the last failure, 0 = none
         self.next_probe_at = -1e9
         self.probed = False  # some probe was started (the first allocation's probe is done)
@@ -308,6 +315,7 @@ class TransportAllocation:
         self.probe_resume = False  # the probe in flight is to resume an all-paused transport
         self.resume_wait = 0.0  # the backoff after the last failed probe to resume, 0 = none
         self.next_resume_at = -1e9
+        self.resumed_at = -1.0  # when the allocator resumed an all-paused transport, -1 = it held PROBE_STABLE_S
 
     def _rtx_rate(self, now: float, counter: int) -> float:
         if self.rtx_at >= 0 and counter >= self.rtx_bytes and now > self.rtx_at:
@@ -318,7 +326,8 @@ class TransportAllocation:
         return self.rtx_bps
 
     def _start_probe(self, now: float, goal: float, probe: Prober | None, *, resume: bool = False) -> bool:
-        if probe is None or not probe(probe_rate(goal, resume=resume)):
+        duration = PROBE_RESUME_DURATION_S if resume else PROBE_DURATION_S
+        if probe is None or not probe(probe_rate(goal, resume=resume), duration):
             # No stream to pad on (nothing sent yet) or no transport-cc: ask again later.
             if resume:
                 self.next_resume_at = now + PROBE_BACKOFF_S
@@ -327,6 +336,7 @@ class TransportAllocation:
             return False
         self.probed = True
         self.probe_started, self.probe_goal, self.probe_resume = now, goal, resume
+        self.probe_duration = duration
         return True
 
     def _back_off(self, now: float) -> None:
@@ -335,13 +345,18 @@ class TransportAllocation:
         self.next_probe_at = now + self.probe_wait
         self.raised_at = -1.0
 
+    def _resume_failed(self, now: float) -> None:
+        self.resume_wait = min(self.resume_wait * PROBE_BACKOFF_FACTOR, PROBE_RESUME_BACKOFF_MAX_S) \
+            if self.resume_wait else PROBE_RESUME_BACKOFF_S
+        self.next_resume_at = now + self.resume_wait
+
     def _probe_done(self, now: float, success: bool) -> None:
         self.probe_started = -1.0
         if self.probe_resume:  # its own backoff: short, and the raises' is left as it was
-            self.resume_wait = 0.0 if success else min(self.resume_wait * PROBE_BACKOFF_FACTOR,
-                                                       PROBE_RESUME_BACKOFF_MAX_S) \
-                if self.resume_wait else PROBE_RESUME_BACKOFF_S
-            self.next_resume_at = now + self.resume_wait
+            if success:
+                self.next_resume_at = now
+            else:
+                self._resume_failed(now)
             self.boost = success  # a success resumes at the next pass
             return
         if success:  # the next layer may be probed for at once; the backoff goes once the raise held
@@ -368,13 +383,15 @@ class TransportAllocation:
         self.clean = self.clean + 1 if estimate.state != "overusing" and estimate.loss < PROBE_MAX_LOSS else 0
         if self.raised_at >= 0 and now - self.raised_at >= PROBE_STABLE_S:
             self.probe_wait, self.raised_at = 0.0, -1.0  # the probed raise held: a success
+        if self.resumed_at >= 0 and now - self.resumed_at >= PROBE_STABLE_S:
+            self.resume_wait, self.resumed_at = 0.0, -1.0  # the resume held: its probe succeeded
         if self.probe_started >= 0:
             age = now - self.probe_started
             # A probe to resume is judged by the delay-based verdict its feedback renews: the loss is that of the
             # media before the pause (padding does not count for it), and would end every such probe as failed.
             hot = estimate.state == "overusing" if self.probe_resume else congested
-            if age < PROBE_DURATION_S or (estimate.probing and not hot
-                                          and age < PROBE_DURATION_S + PROBE_SETTLE_S):
+            if age < self.probe_duration or (estimate.probing and not hot
+                                             and age < self.probe_duration + PROBE_SETTLE_S):
                 return []  # its result is not in yet: change nothing
             # Done: it succeeded if the estimate reached the goal; a congested link lowers below as usual.
             self._probe_done(now, not hot and estimate.bps >= self.probe_goal)
@@ -403,6 +420,9 @@ class TransportAllocation:
             if changes:
                 if self.raised_at >= 0:
                     self._back_off(now)  # soon after a probed raise: that probe did not really succeed
+                if self.resumed_at >= 0 and all(t.fit == PAUSED for t in video):
+                    self._resume_failed(now)  # paused again soon after a resume: its probe did not really succeed
+                    self.resumed_at = -1.0
                 self.lowered_at = now
                 self.streak = 0
                 self.boost = False
@@ -444,6 +464,8 @@ class TransportAllocation:
             return []
         self.streak = 0
         self.boost = False
+        if idle:
+            self.resumed_at = now
         return [(best, best_layer)]
 
 
@@ -652,9 +674,9 @@ class StreamAllocator:
         if probe is not None:
             handle = transport.handle
 
-            def prober(bps: float) -> bool:
-                log.debug("transport %s: probe at %d bit/s", transport.id, bps)
-                return bool(probe(handle, int(bps), int(PROBE_DURATION_S * 1000)))
+            def prober(bps: float, duration_s: float) -> bool:
+                log.debug("transport %s: probe at %d bit/s for %.2f s", transport.id, bps, duration_s)
+                return bool(probe(handle, int(bps), int(duration_s * 1000)))
 
         for t, layer in state.decide(now, estimate, audio_bps, video, prober):
             state.managed = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 import time
+from typing import Any
 
 import pytest
 
@@ -523,3 +524,55 @@ def test_a_probe_after_a_lifted_cap_lifts_the_loss_limit_even_on_overuse(case: s
     assert after["bwe_probe_raises"] == 1, case
     assert after["bwe_loss_bps"] == 0 or after["bwe_loss_bps"] >= after["bwe_probe_bps"], case
     assert after["bwe_bps"] >= 450_000, case                # a 400 kbit/s step fits again (with VIDEO_SHARE)
+
+
+def token_bucket(rate_bps: float, burst_bytes: int, queue_us: float) -> Any:
+    """A token-bucket shaper as tc's tbf (and tests/netimpair.py) has it, full at the start: returns the departure
+    time of a packet of ``size`` bytes sent at ``at`` (us), or None when its wait would pass the queue's limit."""
+    state = {"tokens": float(burst_bytes), "at": 0.0, "last": 0.0}
+
+    def send(at: float, size: int) -> float | None:
+        start = max(at, state["last"])
+        tokens = min(float(burst_bytes), state["tokens"] + (start - state["at"]) * rate_bps / 8e6)
+        depart = start if tokens >= size else start + (size - tokens) * 8e6 / rate_bps
+        if depart - at > queue_us:
+            return None
+        state["tokens"] = max(0.0, tokens - size) if tokens >= size else 0.0
+        state["at"] = state["last"] = depart
+        return depart
+    return send
+
+
+@pytest.mark.parametrize(("case", "duration_us", "rate_bps", "low", "high"), [
+    # The paused subscriber's link (tests/e2e/lk_scenarios/pause.py): 100 kbit/s, 4,000-byte burst, 200 ms queue,
+    # idle so its bucket is full. A 250 ms cluster at 190 kbit/s fits in burst plus refill and arrives as sent: no
+    # estimator can tell the link's rate from it (hence the longer probe to resume a paused transport) ...
+    ("250 ms into a full bucket: passes at the send rate", 250_000, 100_000, 170_000, 200_000),
+    # ... a 500 ms one fills the queue: its tail arrives at about the bucket's rate (the burst runs out ~355 ms
+    # in, so the tail's first packets still pass at the send rate: 112 kbit/s). Without the tail the result is
+    # 0.95 of what the whole cluster arrived at, the burst included: 143 kbit/s, 1.4x the link.
+    ("500 ms into a full bucket: the tail tells the bucket's rate", 500_000, 100_000, 85_000, 115_000),
+    ("500 ms on a link with room: arrives as sent", 500_000, 10_000_000, 170_000, 200_000),
+])
+def test_a_saturated_probe_is_measured_by_its_tail_not_by_a_token_buckets_burst(
+        case: str, duration_us: int, rate_bps: int, low: int, high: int) -> None:
+    bwe, rec = fastpath.SendEstimator(TWCC_ID), fastpath.TwccRecorder()
+    link = token_bucket(rate_bps, 4000, 200_000)
+    bwe.probe(0, duration_us)
+    sent = lost = 0
+    for k in range(duration_us // 12_000 + 1):               # 285-byte padding every 12 ms: 190 kbit/s
+        seq = bwe.sent(k * 12_000, 285, True)
+        sent += 1
+        depart = link(k * 12_000, 285)
+        if depart is None:
+            lost += 1
+        else:
+            rec.record(seq, int(depart + 20_000))
+    seq = bwe.sent(duration_us + 50_000, 285, True)          # a packet after the cluster: its feedback ends it
+    rec.record(seq, int((link(duration_us + 50_000, 285) or duration_us + 400_000) + 20_000))
+    for fb in rec.build(0xABC):
+        bwe.feedback(fb, duration_us + 800_000)
+    stats = bwe.stats
+    assert lost * 10 <= sent, case                           # within the cluster's loss limit: it gives a result
+    assert stats["bwe_probe_results"] == 1 and stats["bwe_probe_pending"] == 0, case
+    assert low <= stats["bwe_probe_bps"] <= high, (case, stats["bwe_probe_bps"])

@@ -187,7 +187,9 @@ def sender_view(stats: dict[str, Any]) -> dict[str, Any]:
     layers = [("p" if c.get("paused") else c.get("current_layer")) for c in sub.get("consumers", {}).values()
               if "current_layer" in c]
     return {"bwe_kbps": round(media.get("bwe_bps", 0) / 1000), "bwe_state": media.get("bwe_state"),
-            "bwe_loss": round(float(media.get("bwe_loss", 0.0)), 3), "layers": layers}
+            "bwe_loss": round(float(media.get("bwe_loss", 0.0)), 3), "layers": layers,
+            "probes": [media.get("bwe_probe_results", 0), media.get("bwe_probe_raises", 0),
+                       round(media.get("bwe_probe_bps", 0) / 1000)]}
 
 
 def producer_layer_bytes(stats: dict[str, Any]) -> list[int]:
