@@ -8,7 +8,9 @@ reads as queuing to the delay-based estimator, which lowers the layer once. Afte
 for the window without loss (``clean``) and the lossy one (``subscriber``): the subscriber's fps, longest freeze and
 widths; ``fps_over_publisher`` (``clean_fps_over_publisher``): the frames the subscriber got over the frames the
 publisher encoded of the layer it showed, second by second, from the second second on (on a loaded host the
-publisher's encoder, not the link, sets the frame rate); the packets the relay dropped; the worker's consumer counters
+publisher's encoder, not the link, sets the frame rate), and ``steady_fps_over_publisher`` the same from
+``REACT_S`` on (the worker raises the playout delay at the end of the first scoring window with loss: the seconds
+before it are the link's start-up); the packets the relay dropped; the worker's consumer counters
 over the lossy window (retransmits, how many of them on the RTX stream, NACKs received, NACKed packets not resent
 because resent less than an RTT ago, PLIs) and retransmissions per lost packet; libwebrtc's receive counters over it
 (frames received, decoded); the publisher's layers; and per second the subscriber's frames and width, the frames
@@ -37,6 +39,7 @@ from netimpair import Rule
 ROOM = "e2e-loss"
 SECONDS = 25
 CLEAN_S = 4
+REACT_S = 1.5 + 2.0  # the second second, plus one scoring window (router/scores.py SCORE_INTERVAL_S)
 DELAY = Rule(delay_ms=50, seed=13)
 LOSS = Rule(loss=0.05, delay_ms=50, seed=13)
 
@@ -56,6 +59,7 @@ async def observe(ctx: Any, room: Any, sub: RemoteSubscriber, seconds: float) ->
     end = rows[-1][0]
     per_second = []
     encoded = got = 0  # from the second second on
+    steady_encoded = steady_got = 0  # from REACT_S on
     for (t0, _, a), (t1, view, b) in zip(rows, rows[1:], strict=False):
         samples = window(sub.samples, t0, t1)
         width = sub.width(samples[-1]) if samples else 0
@@ -64,11 +68,14 @@ async def observe(ctx: Any, room: Any, sub: RemoteSubscriber, seconds: float) ->
         frames = sum(s["frames"] for s in samples)
         if t1 > start + 1.5:
             encoded, got = encoded + layer_frames, got + frames
+        if t1 > start + REACT_S:
+            steady_encoded, steady_got = steady_encoded + layer_frames, steady_got + frames
         per_second.append({"t": round(t1 - start, 1), "frames": frames, "width": width,
                            "gap_s": max((s["gap_s"] for s in samples), default=None),
                            "publisher_frames": layer_frames, "worker": view})
     return {"start": start, "end": end, "per_second": per_second,
             "fps_over_publisher": round(got / encoded, 2) if encoded else None,
+            "steady_fps_over_publisher": round(steady_got / steady_encoded, 2) if steady_encoded else None,
             "publisher_fps": {rid: round((layer["frames_encoded"] - rows[0][2].get(rid, {}).get(
                 "frames_encoded", 0)) / (end - start), 1) for rid, layer in rows[-1][2].items()}}
 
@@ -101,6 +108,7 @@ async def run(ctx: Any, result: dict[str, Any], seconds: float = SECONDS) -> Non
     result["publisher"] = await publisher_layers(room)
     result["publisher_fps"] = lossy["publisher_fps"]
     result["fps_over_publisher"] = lossy["fps_over_publisher"]
+    result["steady_fps_over_publisher"] = lossy["steady_fps_over_publisher"]
     result["per_second"] = lossy["per_second"]
     worker = delta(after, before)
     lost = after_relay["lost_packets"] - before_relay["lost_packets"]
