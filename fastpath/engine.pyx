@@ -193,7 +193,7 @@ from fastpath.vp8 cimport (
     vp8_set_max_temporal,
     vp8_write,
 )
-from fastpath.srtp import context_pair, outbound_contexts
+from fastpath.srtp import context_pair, outbound_contexts, session_policy
 from fastpath.store cimport STORE_KEY, store_clear, store_free, store_get, store_has, store_init, store_put
 from fastpath.table cimport ht_del, ht_free, ht_get, ht_init, ht_put, ht_put_reserved, ht_reserve
 from fastpath.twcc cimport (
@@ -730,7 +730,7 @@ cdef class Engine:
         rx, tx = context_pair(profile, local_key, remote_key)
         send_flush(self.st)
         self._srtp[slot] = (rx, tx)
-        self._keys[slot] = (profile, local_key)
+        self._keys[slot] = (profile, session_policy(profile, local_key, True))  # for its consumers' sessions
         tr.srtp_in = rx.ctx
         tr.srtp_out = tx.ctx
         tr.out_hot = tx.hot
@@ -753,7 +753,7 @@ cdef class Engine:
         co.out_hot.auth = NULL
         if keys is None:
             return
-        contexts = outbound_contexts(keys[0], keys[1], 2 if co.rtx_ssrc != 0 else 1)
+        contexts = outbound_contexts(keys[0], keys[1], [co.out_ssrc, co.rtx_ssrc] if co.rtx_ssrc != 0 else [co.out_ssrc])
         media = contexts[0]
         co.srtp_out = media.ctx
         co.out_hot = media.hot

@@ -165,6 +165,23 @@ def _plain(policy: Policy) -> None:
         fields[5] = 0  # sec_serv_none
 
 
+def session_policy(int profile, bytes key, bint outbound):
+    """The pylibsrtp Policy of a session under ``key`` (libsrtp copies what it needs when a session is made, so one
+    policy can make several)."""
+    if profile not in KEY_LENGTHS:
+        raise ValueError(f"srtp: unsupported profile {profile}")
+    if len(key) != KEY_LENGTHS[profile]:
+        raise ValueError(f"srtp: key must be {KEY_LENGTHS[profile]} bytes for profile {profile}, "
+                         f"got {len(key)}")
+    policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND if outbound else Policy.SSRC_ANY_INBOUND,
+                    srtp_profile=profile or PROFILE_AES128_CM_SHA1_80)
+    if profile == PROFILE_PLAIN:
+        _plain(policy)
+    policy.allow_repeat_tx = bool(outbound)
+    policy.window_size = 512 if outbound else 1024
+    return policy
+
+
 cdef class SrtpContext:
     """One libsrtp session (srtp_t) for one direction of one transport.
 
@@ -172,18 +189,10 @@ cdef class SrtpContext:
     or re-keyed; the pylibsrtp Session is kept in ``session`` so the srtp_t stays valid.
     """
 
-    def __cinit__(self, int profile, bytes key, bint outbound):
-        if profile not in KEY_LENGTHS:
-            raise ValueError(f"srtp: unsupported profile {profile}")
-        if len(key) != KEY_LENGTHS[profile]:
-            raise ValueError(f"srtp: key must be {KEY_LENGTHS[profile]} bytes for profile {profile}, "
-                             f"got {len(key)}")
-        policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND if outbound else Policy.SSRC_ANY_INBOUND,
-                        srtp_profile=profile or PROFILE_AES128_CM_SHA1_80)
-        if profile == PROFILE_PLAIN:
-            _plain(policy)
-        policy.allow_repeat_tx = bool(outbound)
-        policy.window_size = 512 if outbound else 1024
+    def __cinit__(self, int profile, bytes key, bint outbound, *, policy=None):
+        # ``policy``: what session_policy(profile, key, outbound) made, reused for several sessions under one key.
+        if policy is None:
+            policy = session_policy(profile, key, outbound)
         ensure_installed()  # before the first session: AES-CM-80 then runs on fastpath.crypto_kernel's functions
         capture_begin()
         try:
@@ -227,8 +236,17 @@ def _pair(int profile, bytes local_key, bytes remote_key) -> tuple:
     return SrtpContext(profile, remote_key, False), SrtpContext(profile, local_key, True)
 
 
-def _outbound(int profile, bytes key, int count) -> list:
-    return [SrtpContext(profile, key, True) for _ in range(count)]
+def _outbound(int profile, object policy, list ssrcs) -> list:
+    contexts = []
+    try:
+        for ssrc in ssrcs:
+            policy.ssrc_type = Policy.SSRC_SPECIFIC
+            policy.ssrc_value = ssrc
+            contexts.append(SrtpContext(profile, None, True, policy=policy))
+    finally:
+        policy.ssrc_type = Policy.SSRC_ANY_OUTBOUND
+        policy.ssrc_value = 0
+    return contexts
 
 
 def _on_allocator(fn, *args):
@@ -238,10 +256,15 @@ def _on_allocator(fn, *args):
     return _allocator.submit(fn, *args).result()
 
 
-def outbound_contexts(int profile, bytes local_key, int count) -> list:
-    """``count`` outbound contexts under one key, created on the thread :func:`context_pair` uses (the Engine's
-    per-consumer sessions: one per stream it protects, so libsrtp's stream lookup finds it first)."""
-    return _on_allocator(_outbound, profile, local_key, count)
+def outbound_contexts(int profile, object policy, list ssrcs) -> list:
+    """One outbound context per SSRC in ``ssrcs`` from ``policy`` (:func:`session_policy` with outbound set), each
+    holding that SSRC's stream only, created on the thread :func:`context_pair` uses: the Engine's per-consumer
+    sessions, one per stream it protects, so that libsrtp's stream lookup finds it first. The stream is made with
+    the session (an SSRC-specific policy), not cloned from a template by the first protect, so all of its pieces
+    (stream, keys, replay window, key limit, cipher and HMAC states) come from that thread's arena together."""
+    if not policy.allow_repeat_tx:
+        raise ValueError("srtp: outbound contexts need an outbound policy")
+    return _on_allocator(_outbound, profile, policy, ssrcs)
 
 
 def context_pair(int profile, bytes local_key, bytes remote_key) -> tuple:
