@@ -193,7 +193,7 @@ from fastpath.vp8 cimport (
     vp8_set_max_temporal,
     vp8_write,
 )
-from fastpath.srtp import context_pair, outbound_contexts, session_policy
+from fastpath.srtp import MIN_WINDOW, OUTBOUND_WINDOW, context_pair, outbound_contexts, session_policy
 from fastpath.store cimport STORE_KEY, store_clear, store_free, store_get, store_has, store_init, store_put
 from fastpath.table cimport ht_del, ht_free, ht_get, ht_init, ht_put, ht_put_reserved, ht_reserve
 from fastpath.twcc cimport (
@@ -745,6 +745,8 @@ cdef class Engine:
         (queued HMAC tags read the sessions' states)."""
         cdef Consumer* co = self.st.consumers[slot]
         cdef SrtpContext media
+        cdef int i
+        cdef bint resends
         keys = self._keys.get(co.transport)
         self._c_srtp.pop(slot, None)
         co.srtp_out = NULL
@@ -753,7 +755,16 @@ cdef class Engine:
         co.out_hot.auth = NULL
         if keys is None:
             return
-        contexts = outbound_contexts(keys[0], keys[1], [co.out_ssrc, co.rtx_ssrc] if co.rtx_ssrc != 0 else [co.out_ssrc])
+        # The media stream protects a sequence number again only when it answers a NACK itself (no RTX for a PT).
+        resends = co.nack and co.rtx_ssrc == 0
+        if co.nack and co.rtx_ssrc != 0:
+            for i in range(128):
+                if co.pt_map[i] >= 0 and co.rtx_pt[co.pt_map[i]] == RTX_PT_NONE:
+                    resends = True
+        streams = [(co.out_ssrc, OUTBOUND_WINDOW if resends else MIN_WINDOW)]
+        if co.rtx_ssrc != 0:
+            streams.append((co.rtx_ssrc, MIN_WINDOW))
+        contexts = outbound_contexts(keys[0], keys[1], streams)
         media = contexts[0]
         co.srtp_out = media.ctx
         co.out_hot = media.hot

@@ -7,9 +7,11 @@ RFC 3711 (SRTP), RFC 7714 (AES-GCM), RFC 5764 (DTLS-SRTP profiles).
 
 Inbound contexts use ``ssrc_any_inbound``; outbound ones ``ssrc_any_outbound`` with ``allow_repeat_tx`` so a
 NACK retransmission with the same sequence number can be protected again. Inbound contexts keep a 1024-packet
-replay window; outbound ones 512, which libsrtp shifts on every protected packet (a measurable share of the
-fan-out cost at a thousand subscribers) and which still covers every resend the Engine makes (its per-consumer
-NACK metadata ring, META_RING in engine.pxd, holds 512 packets and older requests are refused before protect).
+replay window; outbound ones 512 (OUTBOUND_WINDOW), which libsrtp shifts on every protected packet (a measurable
+share of the fan-out cost at a thousand subscribers) and which still covers every resend the Engine makes (its
+per-consumer NACK metadata ring, META_RING in engine.pxd, holds 512 packets and older requests are refused before
+protect). A consumer's own sessions (``outbound_contexts``) keep 512 only for a media stream that answers NACKs
+itself, 64 (libsrtp's minimum) for the rest: an RTX stream and one that never resends only move forward.
 
 ``protect_batched`` protects a list of packets the way the Engine's send flush does (AES-CM-80 tags written
 together at the end), so tests can compare its bytes with ``SrtpContext.protect``'s.
@@ -48,6 +50,11 @@ PROFILE_PLAIN = 0  # no cipher, no authentication: pipe transports between worke
 PROFILE_AES128_CM_SHA1_80 = 1
 PROFILE_AEAD_AES_128_GCM = 7
 PROFILE_AEAD_AES_256_GCM = 8
+
+# Replay windows of outbound streams: one that may protect a sequence number again (a NACK answered on the media
+# SSRC) needs the Engine's NACK metadata ring (META_RING in engine.pxd); others need libsrtp's minimum only.
+OUTBOUND_WINDOW = 512
+MIN_WINDOW = 64
 
 # key || salt lengths (RFC 3711 4.3, RFC 7714 12).
 KEY_LENGTHS = {PROFILE_PLAIN: 30, PROFILE_AES128_CM_SHA1_80: 30, PROFILE_AEAD_AES_128_GCM: 28, PROFILE_AEAD_AES_256_GCM: 44}
@@ -178,7 +185,7 @@ def session_policy(int profile, bytes key, bint outbound):
     if profile == PROFILE_PLAIN:
         _plain(policy)
     policy.allow_repeat_tx = bool(outbound)
-    policy.window_size = 512 if outbound else 1024
+    policy.window_size = OUTBOUND_WINDOW if outbound else 1024
     return policy
 
 
@@ -236,16 +243,18 @@ def _pair(int profile, bytes local_key, bytes remote_key) -> tuple:
     return SrtpContext(profile, remote_key, False), SrtpContext(profile, local_key, True)
 
 
-def _outbound(int profile, object policy, list ssrcs) -> list:
+def _outbound(int profile, object policy, list streams) -> list:
     contexts = []
     try:
-        for ssrc in ssrcs:
+        for ssrc, window in streams:
             policy.ssrc_type = Policy.SSRC_SPECIFIC
             policy.ssrc_value = ssrc
+            policy.window_size = window
             contexts.append(SrtpContext(profile, None, True, policy=policy))
     finally:
         policy.ssrc_type = Policy.SSRC_ANY_OUTBOUND
         policy.ssrc_value = 0
+        policy.window_size = OUTBOUND_WINDOW
     return contexts
 
 
@@ -256,15 +265,17 @@ def _on_allocator(fn, *args):
     return _allocator.submit(fn, *args).result()
 
 
-def outbound_contexts(int profile, object policy, list ssrcs) -> list:
-    """One outbound context per SSRC in ``ssrcs`` from ``policy`` (:func:`session_policy` with outbound set), each
-    holding that SSRC's stream only, created on the thread :func:`context_pair` uses: the Engine's per-consumer
+def outbound_contexts(int profile, object policy, list streams) -> list:
+    """One outbound context per (SSRC, replay window) in ``streams`` from ``policy`` (:func:`session_policy` with
+    outbound set), each holding that SSRC's stream only, created on the thread :func:`context_pair` uses. The window
+    is OUTBOUND_WINDOW for a stream that resends old sequence numbers (NACK answers on the media SSRC), else
+    MIN_WINDOW: libsrtp shifts it on every protected packet. These are the Engine's per-consumer
     sessions, one per stream it protects, so that libsrtp's stream lookup finds it first. The stream is made with
     the session (an SSRC-specific policy), not cloned from a template by the first protect, so all of its pieces
     (stream, keys, replay window, key limit, cipher and HMAC states) come from that thread's arena together."""
     if not policy.allow_repeat_tx:
         raise ValueError("srtp: outbound contexts need an outbound policy")
-    return _on_allocator(_outbound, profile, policy, ssrcs)
+    return _on_allocator(_outbound, profile, policy, streams)
 
 
 def context_pair(int profile, bytes local_key, bytes remote_key) -> tuple:

@@ -127,6 +127,23 @@ def test_nack_older_than_the_outbound_replay_window_is_a_miss(rig: Rig) -> None:
     assert (c["drop_nack_miss"], c["retransmits"]) == (1, 0)
 
 
+def test_nack_well_inside_the_outbound_replay_window_is_answered_on_the_media_ssrc(rig: Rig) -> None:
+    """Without RTX a NACK is answered on the media SSRC with the old sequence number: that stream's own session
+    keeps the full outbound replay window (200 packets back here; libsrtp's minimum window is 64)."""
+    add_video(rig)
+    sent = send_frames(rig, [1, 201])
+    rig.pump()
+    got, _ = rig.sub.drain()
+    base = header(got[0])[1]
+    assert header(got[1])[1] == (base + 200) & 0xFFFF
+    rig.sub.forget_received()
+    rig.sub.send_rtcp(packets.rtcp_nack(0xABC, OUT_SSRC, [base]))
+    rig.pump()
+    again, _ = rig.sub.drain()
+    assert [(header(p)[1], header(p)[3], p[12:]) for p in again] == [(base, OUT_SSRC, sent[0][12:])]
+    assert rig.engine.snapshot_consumer(20)["retransmits"] == 1
+
+
 def test_pli_from_subscriber_becomes_pli_for_publisher_ssrc(rig: Rig) -> None:
     add_video(rig)
     send_frames(rig, [7, 8, 9])
