@@ -115,7 +115,6 @@ class Footprint:
     engine_producers: int
     engine_consumers: int
     srtp_sessions: int
-    srtp_consumer_sessions: int  # the consumers' own outbound sessions (one per stream they send)
     c_bytes: int      # the Engine module's own C allocations (fastpath/mem.pxd)
     c_blocks: int
     py_bytes: int     # tracemalloc's current total (0 when tracemalloc is off)
@@ -128,7 +127,6 @@ class Footprint:
         """The entity counts that must be back at their baseline exactly."""
         return {k: getattr(self, k) for k in ("transports", "producers", "consumers", "engine_transports",
                                                "engine_producers", "engine_consumers", "srtp_sessions",
-                                               "srtp_consumer_sessions",
                                                "fds", "tasks")}
 
 
@@ -144,7 +142,6 @@ def footprint(host: ChurnHost) -> Footprint:
         transports=len(media.transports), producers=len(media.producers), consumers=len(media.consumers),
         engine_transports=engine["transports"], engine_producers=engine["producers"],
         engine_consumers=engine["consumers"], srtp_sessions=engine["srtp_sessions"],
-        srtp_consumer_sessions=engine["srtp_consumer_sessions"],
         c_bytes=engine["c_bytes"], c_blocks=engine["c_blocks"],
         py_bytes=tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0,
         fds=len(os.listdir("/proc/self/fd")), tasks=len(asyncio.all_tasks()), rss_bytes=rss_bytes(),

@@ -166,9 +166,10 @@ cdef inline void prefetch_state(EngineState* e, Consumer* c, int64_t ext) noexce
 
 
 cdef inline void prefetch_crypto(EngineState* e, Consumer* c) noexcept nogil:
-    # c's own lines were requested one consumer earlier: its libsrtp session and the cipher/HMAC states.
-    __builtin_prefetch(c.srtp_out)
-    prefetch_session(&c.out_hot)
+    # c's transport line was requested one consumer earlier: its libsrtp session and the cipher/HMAC states.
+    cdef Transport* t = e.transports[c.transport]
+    __builtin_prefetch(t.srtp_out)
+    prefetch_session(&t.out_hot)
 
 
 cdef void consumer_switch(EngineState* e, Producer* p, Consumer* c, int32_t layer, uint32_t in_ts) noexcept nogil:

@@ -60,7 +60,7 @@ cdef int send_rtx(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
     rtp_set_header(out, rtx_pt, c.rtx_seq, ts, c.rtx_ssrc)
     if vp8 != NULL and vp8.present:
         vp8_write(out + 2, vp8, pid, tl0)     # the descriptor moved by the OSN's 2 bytes
-    if send_rtp_out(e, c.transport, c.srtp_rtx, out, length + 2, 0) < 0:
+    if send_rtp_out(e, c.transport, out, length + 2, 0) < 0:
         c.drops[DROP_SRTP_PROTECT] += 1
         return -1
     c.rtx_seq += 1
@@ -152,7 +152,7 @@ cdef int send_probe_padding(EngineState* e, Consumer* c, int32_t pad) noexcept n
     wr32(out + 8, c.rtx_ssrc if rtx else c.out_ssrc)
     memset(out + 12, 0, pad - 1)
     out[12 + pad - 1] = <uint8_t>pad
-    n = send_rtp_out(e, c.transport, c.srtp_rtx if rtx else c.srtp_out, out, n, 1)  # counted by the estimator, but not for its loss-based limit
+    n = send_rtp_out(e, c.transport, out, n, 1)  # counted by the estimator, but not for its loss-based limit
     if n < 0:
         t.drops[DROP_SRTP_PROTECT] += 1
         return 0

@@ -67,13 +67,11 @@ cdef void send_plain(EngineState* e, int32_t i) noexcept nogil:
         i += 1
 
 
-cdef inline int send_rtp_out(EngineState* e, int32_t t_slot, void* session, uint8_t* out, int n,
-                             bint padding) noexcept nogil:
+cdef inline int send_rtp_out(EngineState* e, int32_t t_slot, uint8_t* out, int n, bint padding) noexcept nogil:
     """The tail every RTP packet toward a subscriber shares (media, retransmission, RTX, probe padding), written at
     send_slot(e) with n bytes: the transport-wide sequence (_bwe.pxi; padding is marked so that the loss-based limit
-    ignores it), SRTP protect in ``session`` (the consumer's own for the packet's SSRC; NULL: the transport's) with
-    the tag queued for the next send_flush, then the send queue. Returns the bytes queued, or -1 when protect failed
-    (the caller counts the drop where it belongs)."""
+    ignores it), SRTP protect with the tag queued for the next send_flush, then the send queue. Returns the bytes
+    queued, or -1 when protect failed (the caller counts the drop where it belongs)."""
     cdef Transport* t = e.transports[t_slot]
     cdef int64_t stamped
     if t.bwe != NULL:
@@ -81,9 +79,7 @@ cdef inline int send_rtp_out(EngineState* e, int32_t t_slot, void* session, uint
         bwe_stamp(e, t, out, &n)
         if padding and t.bwe.next_seq != stamped:
             bwe_mark_padding(t.bwe)
-    if session == NULL:
-        session = t.srtp_out
-    if protect_queued(e.srtp.protect, session, out, &n, e.hmac) != SRTP_ERR_OK:
+    if protect_queued(e.srtp.protect, t.srtp_out, out, &n, e.hmac) != SRTP_ERR_OK:
         return -1
     send_queue(e, t_slot, n)
     return n
@@ -107,7 +103,7 @@ cdef int send_rtp(EngineState* e, Consumer* c, const uint8_t* packet, int32_t le
         vp8_write(out, vp8, pid, tl0)
     if c.pd_on:
         playout_stamp(e, c, out, &n)
-    if send_rtp_out(e, c.transport, c.srtp_out, out, n, 0) < 0:
+    if send_rtp_out(e, c.transport, out, n, 0) < 0:
         c.drops[DROP_SRTP_PROTECT] += 1
         return -1
     return 0

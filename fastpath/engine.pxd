@@ -224,11 +224,6 @@ ctypedef struct Consumer:
     int32_t current                           # -1 = nothing sent yet
     SeqRw* seq
     MetaSlot* meta
-    # Its own outbound libsrtp sessions (Engine._consumer_srtp), NULL until the transport has keys: a session per
-    # stream, so that libsrtp's per-packet stream lookup finds it at the head of a one-stream list.
-    void* srtp_out                            # the media SSRC's
-    void* srtp_rtx                            # the RTX SSRC's (NULL without RTX)
-    SessionState out_hot                      # srtp_out's cipher and HMAC states, prefetched one consumer ahead
     TsRw ts
     Vp8Munger vp8                             # VP8 PictureID/TL0PICIDX continuity and temporal cap (vp8.pxd)
     uint64_t packets

@@ -193,7 +193,7 @@ from fastpath.vp8 cimport (
     vp8_set_max_temporal,
     vp8_write,
 )
-from fastpath.srtp import MIN_WINDOW, OUTBOUND_WINDOW, context_pair, outbound_contexts, session_policy
+from fastpath.srtp import context_pair
 from fastpath.store cimport STORE_KEY, store_clear, store_free, store_get, store_has, store_init, store_put
 from fastpath.table cimport ht_del, ht_free, ht_get, ht_init, ht_put, ht_put_reserved, ht_reserve
 from fastpath.twcc cimport (
@@ -430,8 +430,6 @@ cdef class Engine:
     cdef dict _p
     cdef dict _c
     cdef dict _srtp
-    cdef dict _keys
-    cdef dict _c_srtp
     cdef list _free_t
     cdef list _free_p
     cdef list _free_c
@@ -454,8 +452,6 @@ cdef class Engine:
         self._p = {}
         self._c = {}
         self._srtp = {}
-        self._keys = {}
-        self._c_srtp = {}
         self._free_t = []
         self._free_p = []
         self._free_c = []
@@ -730,47 +726,10 @@ cdef class Engine:
         rx, tx = context_pair(profile, local_key, remote_key)
         send_flush(self.st)
         self._srtp[slot] = (rx, tx)
-        self._keys[slot] = (profile, session_policy(profile, local_key, True))  # for its consumers' sessions
         tr.srtp_in = rx.ctx
         tr.srtp_out = tx.ctx
         tr.out_hot = tx.hot
         tr.fail_count = 0
-        for i in [tr.consumers.items[k] for k in range(tr.consumers.n)]:
-            self._consumer_srtp(i)           # re-keyed: the consumers' streams start again with the new key
-
-    cdef _consumer_srtp(self, int32_t slot):
-        """Give consumer ``slot`` its own outbound sessions under its transport's key (none while the transport has
-        no keys): one for the media SSRC and one for the RTX SSRC, so that each protect's stream lookup in libsrtp
-        (a linked list of one stream per SSRC seen) finds its stream first. The caller has flushed the send arena
-        (queued HMAC tags read the sessions' states)."""
-        cdef Consumer* co = self.st.consumers[slot]
-        cdef SrtpContext media
-        cdef int i
-        cdef bint resends
-        keys = self._keys.get(co.transport)
-        self._c_srtp.pop(slot, None)
-        co.srtp_out = NULL
-        co.srtp_rtx = NULL
-        co.out_hot.cipher = NULL
-        co.out_hot.auth = NULL
-        if keys is None:
-            return
-        # The media stream protects a sequence number again only when it answers a NACK itself (no RTX for a PT).
-        resends = co.nack and co.rtx_ssrc == 0
-        if co.nack and co.rtx_ssrc != 0:
-            for i in range(128):
-                if co.pt_map[i] >= 0 and co.rtx_pt[co.pt_map[i]] == RTX_PT_NONE:
-                    resends = True
-        streams = [(co.out_ssrc, OUTBOUND_WINDOW if resends else MIN_WINDOW)]
-        if co.rtx_ssrc != 0:
-            streams.append((co.rtx_ssrc, MIN_WINDOW))
-        contexts = outbound_contexts(keys[0], keys[1], streams)
-        media = contexts[0]
-        co.srtp_out = media.ctx
-        co.out_hot = media.hot
-        if co.rtx_ssrc != 0:
-            co.srtp_rtx = (<SrtpContext>contexts[1]).ctx
-        self._c_srtp[slot] = contexts
 
     def remove_transport(self, int t) -> None:
         cdef int32_t slot = self._t_slot(t)
@@ -783,7 +742,6 @@ cdef class Engine:
         if tr.bound:
             ht_del(&self.st.tuples, tr.tuple_key)
         self._srtp.pop(slot, None)
-        self._keys.pop(slot, None)
         if tr.twcc != NULL:
             self.st.twcc_transports -= 1
             _want_timestamps(self.st)
@@ -1009,14 +967,6 @@ cdef class Engine:
         co.rtt_ms = -1
         ht_put(&self.st.tx_ssrc, ssrc_key(t_slot, out_ssrc), slot)
         self.st.consumers[slot] = co
-        try:
-            self._consumer_srtp(slot)
-        except BaseException:
-            ht_del(&self.st.tx_ssrc, ssrc_key(t_slot, out_ssrc))
-            self.st.consumers[slot] = NULL
-            _free_consumer(co)
-            self._free_c.append(slot)
-            raise
         il_append(&pr.consumers, slot)
         il_append(&tr.consumers, slot)
         self._c[c] = slot
@@ -1105,7 +1055,10 @@ cdef class Engine:
             il_remove(&self.st.producers[co.producer].consumers, slot)
         il_remove(&tr.consumers, slot)
         ht_del(&self.st.tx_ssrc, ssrc_key(co.transport, co.out_ssrc))
-        self._c_srtp.pop(slot, None)            # its sessions (send_flush above computed their queued tags)
+        if tr.srtp_out != NULL:
+            self.st.srtp.remove_stream(tr.srtp_out, htonl(co.out_ssrc))
+            if co.rtx_ssrc != 0:
+                self.st.srtp.remove_stream(tr.srtp_out, htonl(co.rtx_ssrc))
         _sum_consumer(self.st.retired, self.st.retired_drops, co)
         _free_consumer(co)
         self.st.consumers[slot] = NULL
@@ -1319,7 +1272,6 @@ cdef class Engine:
         d.update(_drops(e.drops))
         d["c_bytes"], d["c_blocks"] = mem_allocated()   # the Engine module's own C state (fastpath/mem.pxd)
         d["srtp_sessions"] = len(self._srtp)
-        d["srtp_consumer_sessions"] = sum(len(v) for v in self._c_srtp.values())
         return d
 
     def snapshot_transport(self, int t) -> dict:

@@ -7,11 +7,9 @@ RFC 3711 (SRTP), RFC 7714 (AES-GCM), RFC 5764 (DTLS-SRTP profiles).
 
 Inbound contexts use ``ssrc_any_inbound``; outbound ones ``ssrc_any_outbound`` with ``allow_repeat_tx`` so a
 NACK retransmission with the same sequence number can be protected again. Inbound contexts keep a 1024-packet
-replay window; outbound ones 512 (OUTBOUND_WINDOW), which libsrtp shifts on every protected packet (a measurable
-share of the fan-out cost at a thousand subscribers) and which still covers every resend the Engine makes (its
-per-consumer NACK metadata ring, META_RING in engine.pxd, holds 512 packets and older requests are refused before
-protect). A consumer's own sessions (``outbound_contexts``) keep 512 only for a media stream that answers NACKs
-itself, 64 (libsrtp's minimum) for the rest: an RTX stream and one that never resends only move forward.
+replay window; outbound ones 512, which libsrtp shifts on every protected packet (a measurable share of the
+fan-out cost at a thousand subscribers) and which still covers every resend the Engine makes (its per-consumer
+NACK metadata ring, META_RING in engine.pxd, holds 512 packets and older requests are refused before protect).
 
 ``protect_batched`` protects a list of packets the way the Engine's send flush does (AES-CM-80 tags written
 together at the end), so tests can compare its bytes with ``SrtpContext.protect``'s.
@@ -50,11 +48,6 @@ PROFILE_PLAIN = 0  # no cipher, no authentication: pipe transports between worke
 PROFILE_AES128_CM_SHA1_80 = 1
 PROFILE_AEAD_AES_128_GCM = 7
 PROFILE_AEAD_AES_256_GCM = 8
-
-# Replay windows of outbound streams: one that may protect a sequence number again (a NACK answered on the media
-# SSRC) needs the Engine's NACK metadata ring (META_RING in engine.pxd); others need libsrtp's minimum only.
-OUTBOUND_WINDOW = 512
-MIN_WINDOW = 64
 
 # key || salt lengths (RFC 3711 4.3, RFC 7714 12).
 KEY_LENGTHS = {PROFILE_PLAIN: 30, PROFILE_AES128_CM_SHA1_80: 30, PROFILE_AEAD_AES_128_GCM: 28, PROFILE_AEAD_AES_256_GCM: 44}
@@ -172,23 +165,6 @@ def _plain(policy: Policy) -> None:
         fields[5] = 0  # sec_serv_none
 
 
-def session_policy(int profile, bytes key, bint outbound):
-    """The pylibsrtp Policy of a session under ``key`` (libsrtp copies what it needs when a session is made, so one
-    policy can make several)."""
-    if profile not in KEY_LENGTHS:
-        raise ValueError(f"srtp: unsupported profile {profile}")
-    if len(key) != KEY_LENGTHS[profile]:
-        raise ValueError(f"srtp: key must be {KEY_LENGTHS[profile]} bytes for profile {profile}, "
-                         f"got {len(key)}")
-    policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND if outbound else Policy.SSRC_ANY_INBOUND,
-                    srtp_profile=profile or PROFILE_AES128_CM_SHA1_80)
-    if profile == PROFILE_PLAIN:
-        _plain(policy)
-    policy.allow_repeat_tx = bool(outbound)
-    policy.window_size = OUTBOUND_WINDOW if outbound else 1024
-    return policy
-
-
 cdef class SrtpContext:
     """One libsrtp session (srtp_t) for one direction of one transport.
 
@@ -196,10 +172,18 @@ cdef class SrtpContext:
     or re-keyed; the pylibsrtp Session is kept in ``session`` so the srtp_t stays valid.
     """
 
-    def __cinit__(self, int profile, bytes key, bint outbound, *, policy=None):
-        # ``policy``: what session_policy(profile, key, outbound) made, reused for several sessions under one key.
-        if policy is None:
-            policy = session_policy(profile, key, outbound)
+    def __cinit__(self, int profile, bytes key, bint outbound):
+        if profile not in KEY_LENGTHS:
+            raise ValueError(f"srtp: unsupported profile {profile}")
+        if len(key) != KEY_LENGTHS[profile]:
+            raise ValueError(f"srtp: key must be {KEY_LENGTHS[profile]} bytes for profile {profile}, "
+                             f"got {len(key)}")
+        policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND if outbound else Policy.SSRC_ANY_INBOUND,
+                        srtp_profile=profile or PROFILE_AES128_CM_SHA1_80)
+        if profile == PROFILE_PLAIN:
+            _plain(policy)
+        policy.allow_repeat_tx = bool(outbound)
+        policy.window_size = 512 if outbound else 1024
         ensure_installed()  # before the first session: AES-CM-80 then runs on fastpath.crypto_kernel's functions
         capture_begin()
         try:
@@ -243,41 +227,6 @@ def _pair(int profile, bytes local_key, bytes remote_key) -> tuple:
     return SrtpContext(profile, remote_key, False), SrtpContext(profile, local_key, True)
 
 
-def _outbound(int profile, object policy, list streams) -> list:
-    contexts = []
-    try:
-        for ssrc, window in streams:
-            policy.ssrc_type = Policy.SSRC_SPECIFIC
-            policy.ssrc_value = ssrc
-            policy.window_size = window
-            contexts.append(SrtpContext(profile, None, True, policy=policy))
-    finally:
-        policy.ssrc_type = Policy.SSRC_ANY_OUTBOUND
-        policy.ssrc_value = 0
-        policy.window_size = OUTBOUND_WINDOW
-    return contexts
-
-
-def _on_allocator(fn, *args):
-    global _allocator
-    if _allocator is None:
-        _allocator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srtp-alloc")
-    return _allocator.submit(fn, *args).result()
-
-
-def outbound_contexts(int profile, object policy, list streams) -> list:
-    """One outbound context per (SSRC, replay window) in ``streams`` from ``policy`` (:func:`session_policy` with
-    outbound set), each holding that SSRC's stream only, created on the thread :func:`context_pair` uses. The window
-    is OUTBOUND_WINDOW for a stream that resends old sequence numbers (NACK answers on the media SSRC), else
-    MIN_WINDOW: libsrtp shifts it on every protected packet. These are the Engine's per-consumer
-    sessions, one per stream it protects, so that libsrtp's stream lookup finds it first. The stream is made with
-    the session (an SSRC-specific policy), not cloned from a template by the first protect, so all of its pieces
-    (stream, keys, replay window, key limit, cipher and HMAC states) come from that thread's arena together."""
-    if not policy.allow_repeat_tx:
-        raise ValueError("srtp: outbound contexts need an outbound policy")
-    return _on_allocator(_outbound, profile, policy, streams)
-
-
 def context_pair(int profile, bytes local_key, bytes remote_key) -> tuple:
     """(inbound, outbound) contexts for one transport, created on one long-lived thread.
 
@@ -286,4 +235,7 @@ def context_pair(int profile, bytes local_key, bytes remote_key) -> tuple:
     main heap. With a thousand subscribers the per-packet protect touches each session's cipher and HMAC state
     once per packet; packing them measurably lowers the cache and TLB misses (bench: the limit loop with its
     sessions scattered between other allocations costs +0.4 us per packet at 1,000 destinations)."""
-    return _on_allocator(_pair, profile, local_key, remote_key)
+    global _allocator
+    if _allocator is None:
+        _allocator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="srtp-alloc")
+    return _allocator.submit(_pair, profile, local_key, remote_key).result()
