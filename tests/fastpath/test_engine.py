@@ -15,7 +15,7 @@ import pytest
 
 import fastpath
 from tests import packets
-from tests.fastpath.conftest import Rig, udp_socket
+from tests.fastpath.conftest import KEY_LEN, Rig, session, udp_socket
 
 PUB_SSRC = 0x1111
 RTX_SSRC = 0x2222
@@ -125,6 +125,23 @@ def test_nack_older_than_the_outbound_replay_window_is_a_miss(rig: Rig) -> None:
     assert rig.sub.drain(0.05)[0] == []
     c = rig.engine.snapshot_consumer(20)
     assert (c["drop_nack_miss"], c["retransmits"]) == (1, 0)
+
+
+def test_nack_well_inside_the_outbound_replay_window_is_answered_on_the_media_ssrc(rig: Rig) -> None:
+    """Without RTX a NACK is answered on the media SSRC with the old sequence number, inside the outbound replay
+    window (200 packets back here; libsrtp's minimum window is 64)."""
+    add_video(rig)
+    sent = send_frames(rig, [1, 201])
+    rig.pump()
+    got, _ = rig.sub.drain()
+    base = header(got[0])[1]
+    assert header(got[1])[1] == (base + 200) & 0xFFFF
+    rig.sub.forget_received()
+    rig.sub.send_rtcp(packets.rtcp_nack(0xABC, OUT_SSRC, [base]))
+    rig.pump()
+    again, _ = rig.sub.drain()
+    assert [(header(p)[1], header(p)[3], p[12:]) for p in again] == [(base, OUT_SSRC, sent[0][12:])]
+    assert rig.engine.snapshot_consumer(20)["retransmits"] == 1
 
 
 def test_pli_from_subscriber_becomes_pli_for_publisher_ssrc(rig: Rig) -> None:
@@ -391,6 +408,23 @@ def test_remove_and_readd(rig: Rig) -> None:
         e.snapshot_producer(10)
     assert e.poll_events()[-1] == (fastpath.EV_PRODUCER_CLOSED, 20)
     assert e.snapshot_engine()["transports"] == 1
+
+
+def test_a_new_key_reaches_the_consumers_of_the_transport(rig: Rig) -> None:
+    """set_srtp again (a new DTLS handshake) re-keys what the transport's consumers send: the subscriber reads what
+    follows with the new key only."""
+    add_video(rig)
+    send_frames(rig, [1, 2])
+    rig.pump()
+    assert len(rig.sub.drain()[0]) == 2
+    n = KEY_LEN[rig.profile]
+    new_key = os.urandom(n)
+    rig.engine.set_srtp(2, rig.profile, new_key, os.urandom(n))
+    send_frames(rig, [3, 4], key_first=False)
+    rig.pump()
+    rig.sub.rx = session(rig.profile, new_key, False)
+    got, _ = rig.sub.drain()
+    assert [header(p)[3] for p in got] == [OUT_SSRC, OUT_SSRC]
 
 
 def test_bad_commands_raise_with_reason(rig: Rig) -> None:
