@@ -716,6 +716,10 @@ def answer(
     return rtc.SignalResponse(answer=_session_description("answer", sdp, offer_id, mid_to_track_id))
 
 
+# ``json.dumps`` with separators builds a new encoder per call; one encoder, the same text.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class CandidateInit:
     """RTCIceCandidateInit as carried in `TrickleRequest.candidateInit`."""
@@ -733,7 +737,7 @@ class CandidateInit:
         }
         if self.username_fragment is not None:
             body["usernameFragment"] = self.username_fragment
-        return json.dumps(body, separators=(",", ":"))
+        return _COMPACT_JSON.encode(body)
 
 
 _TARGETS = (rtc.SignalTarget.PUBLISHER, rtc.SignalTarget.SUBSCRIBER)
