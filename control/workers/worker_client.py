@@ -14,7 +14,8 @@ does not spawn or watch processes; control/workers/supervisor.py does and calls 
 The ROUTER is a plain (blocking-API) ZeroMQ socket read from the event loop's reader callback on its file
 descriptor: each wake-up drains every frame already queued (``NOBLOCK`` until ``EAGAIN``) and sends never wait.
 The requests made in one loop iteration go to each worker as one message, a request per part: every message wakes
-ZeroMQ's I/O thread, which on a busy host was a tenth of control's samples during a burst of joins.
+ZeroMQ's I/O thread, which on a busy host was a tenth of control's samples during a burst of joins. A worker sends
+its frames the same way; each part is read as a frame of its own.
 pyzmq's asyncio socket costs a Future and several callbacks per frame in each direction, which was a fifth of
 control's CPU during a burst of joins (docs/PERFORMANCE.md, "Large rooms: joins"). ZeroMQ's descriptor is
 edge-triggered: it signals a change of the socket's event state, so after every drain and every send the socket's
@@ -204,15 +205,24 @@ class ControlSocket:
 
     def _on_frames(self, frames: list[bytes]) -> None:
         self.counters.frames_in += 1
-        if len(frames) != 2:
+        if len(frames) < 2:
             self._malformed(f"{len(frames)}-part message")
             return
-        rid, payload = frames
+        rid = frames[0]
         client = self._clients.get(rid)
         if client is None:
             self.counters.unknown_peers += 1
             log.warning("frame from unknown peer %r dropped", rid)
             return
+        self._on_payload(client, frames[1])
+        for payload in frames[2:]:  # the worker's other frames of the same loop iteration, in order
+            self.counters.frames_in += 1
+            try:
+                self._on_payload(client, payload)
+            except Exception:  # as a frame of its own would: the others of the message are still handled
+                log.exception("frame handling failed")
+
+    def _on_payload(self, client: WorkerClient, payload: bytes) -> None:
         try:
             envelope = decode(payload)
         except ProtocolError as exc:
