@@ -349,6 +349,9 @@ def _to_wire(value: Any) -> Any:
 
 
 _SCALARS = (int, float, bool, str, bytes, type(None))
+# Values of exactly these types pass _check unchanged when the annotation is that same type (int excludes bool
+# and float takes an int there, which an exact type match leaves out): checked by one comparison.
+_EXACT = frozenset({int, float, bool, str, bytes})
 
 _SHAPES: dict[Any, tuple[Any, tuple[Any, ...]]] = {}
 
@@ -393,6 +396,8 @@ def _check(owner: str, path: str, hint: Any, value: Any) -> Any:
     """``value`` checked against ``hint`` (and converted: arrays to tuples, ints to floats, maps to Bodies)."""
     if hint is Any:
         return value
+    if type(value) is hint and hint in _EXACT:
+        return value  # what _scalar accepts and returns unchanged, without the walk below
     origin, args = _shape(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -412,11 +417,16 @@ def _check(owner: str, path: str, hint: Any, value: Any) -> Any:
         return hint._parse(value, owner, path + ".")
     elif origin is list:
         if isinstance(value, list | tuple):
-            return [_check(owner, f"{path}[{i}]", args[0], v) for i, v in enumerate(value)]
+            item = args[0]
+            if item in _EXACT and all(type(v) is item for v in value):
+                return list(value)
+            return [_check(owner, f"{path}[{i}]", item, v) for i, v in enumerate(value)]
     elif origin is tuple:
         if isinstance(value, list | tuple):
             if len(value) != len(args):
                 raise ProtocolError(f"{owner}: field '{path}' must be {_describe(hint)}, not an array of {len(value)}")
+            if all(type(v) is arg and arg in _EXACT for arg, v in zip(args, value, strict=True)):
+                return tuple(value)
             pairs = enumerate(zip(args, value, strict=True))
             return tuple(_check(owner, f"{path}[{i}]", arg, v) for i, (arg, v) in pairs)
     elif origin is dict:

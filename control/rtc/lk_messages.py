@@ -36,6 +36,8 @@ ROOM_PREFIX = "RM_"
 SID_LENGTH = 12
 #: shortuuid's base-57 alphabet (no 0/1/I/O/l), as LiveKit's guid package uses.
 SID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_SID_BASE = len(SID_ALPHABET)
+_SID_SPACE = _SID_BASE**SID_LENGTH
 
 _SVC_CODECS = frozenset({"vp9", "av1"})
 _CODEC_NAMES = {
@@ -66,7 +68,14 @@ class SignalMessageError(ValueError):
 
 def new_sid(prefix: str) -> str:
     """`prefix` + 12 random characters of the base-57 alphabet (about 70 bits)."""
-    return prefix + "".join(secrets.choice(SID_ALPHABET) for _ in range(SID_LENGTH))
+    # One draw below 57**12, written in base 57 (uniform like 12 independent choices, one call into the OS's
+    # random source instead of 12: those were 1 % of control's samples under ``bench join``).
+    n = secrets.randbelow(_SID_SPACE)
+    chars = []
+    for _ in range(SID_LENGTH):
+        n, i = divmod(n, _SID_BASE)
+        chars.append(SID_ALPHABET[i])
+    return prefix + "".join(chars)
 
 
 def new_participant_sid() -> str:
@@ -707,6 +716,10 @@ def answer(
     return rtc.SignalResponse(answer=_session_description("answer", sdp, offer_id, mid_to_track_id))
 
 
+# ``json.dumps`` with separators builds a new encoder per call; one encoder, the same text.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class CandidateInit:
     """RTCIceCandidateInit as carried in `TrickleRequest.candidateInit`."""
@@ -724,7 +737,7 @@ class CandidateInit:
         }
         if self.username_fragment is not None:
             body["usernameFragment"] = self.username_fragment
-        return json.dumps(body, separators=(",", ":"))
+        return _COMPACT_JSON.encode(body)
 
 
 _TARGETS = (rtc.SignalTarget.PUBLISHER, rtc.SignalTarget.SUBSCRIBER)

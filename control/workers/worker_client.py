@@ -14,7 +14,8 @@ does not spawn or watch processes; control/workers/supervisor.py does and calls 
 The ROUTER is a plain (blocking-API) ZeroMQ socket read from the event loop's reader callback on its file
 descriptor: each wake-up drains every frame already queued (``NOBLOCK`` until ``EAGAIN``) and sends never wait.
 The requests made in one loop iteration go to each worker as one message, a request per part: every message wakes
-ZeroMQ's I/O thread, which on a busy host was a tenth of control's samples during a burst of joins.
+ZeroMQ's I/O thread, which on a busy host was a tenth of control's samples during a burst of joins. A worker sends
+its frames the same way; each part is read as a frame of its own.
 pyzmq's asyncio socket costs a Future and several callbacks per frame in each direction, which was a fifth of
 control's CPU during a burst of joins (docs/PERFORMANCE.md, "Large rooms: joins"). ZeroMQ's descriptor is
 edge-triggered: it signals a change of the socket's event state, so after every drain and every send the socket's
@@ -35,9 +36,12 @@ import zmq
 
 from router.channel import routing_id
 from router.messages import EVENTS
-from router.protocol import CheckedMap, Event, Notification, ProtocolError, Request, Response, decode, encode
+from router.protocol import Body, CheckedMap, Event, Notification, ProtocolError, Request, Response, decode, encode
 
 log = logging.getLogger("control.workers.worker_client")
+
+_ZMQ_EVENTS = int(zmq.EVENTS)  # plain ints: ``getsockopt(...) & zmq.POLLIN`` went through ``enum.Flag`` per drain
+_ZMQ_POLLIN = int(zmq.POLLIN)
 
 NotificationCallback = Callable[[str, str, dict[str, Any]], None]
 
@@ -178,7 +182,7 @@ class ControlSocket:
     def _schedule_drain(self) -> None:
         if self._drain_scheduled or self._sock is None or self._loop is None:
             return
-        if self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if self._sock.getsockopt(_ZMQ_EVENTS) & _ZMQ_POLLIN:
             self._drain_scheduled = True
             self._loop.call_soon(self._drain)
 
@@ -201,15 +205,24 @@ class ControlSocket:
 
     def _on_frames(self, frames: list[bytes]) -> None:
         self.counters.frames_in += 1
-        if len(frames) != 2:
+        if len(frames) < 2:
             self._malformed(f"{len(frames)}-part message")
             return
-        rid, payload = frames
+        rid = frames[0]
         client = self._clients.get(rid)
         if client is None:
             self.counters.unknown_peers += 1
             log.warning("frame from unknown peer %r dropped", rid)
             return
+        self._on_payload(client, frames[1])
+        for payload in frames[2:]:  # the worker's other frames of the same loop iteration, in order
+            self.counters.frames_in += 1
+            try:
+                self._on_payload(client, payload)
+            except Exception:  # as a frame of its own would: the others of the message are still handled
+                log.exception("frame handling failed")
+
+    def _on_payload(self, client: WorkerClient, payload: bytes) -> None:
         try:
             envelope = decode(payload)
         except ProtocolError as exc:
@@ -237,12 +250,16 @@ def _expire(future: asyncio.Future[dict[str, Any]]) -> None:
         future.set_exception(TimeoutError())
 
 
+# Each event's body type by its name on the wire: one dict lookup per notification, not an ``Event(...)`` call
+# (the enum's constructor was 1.4 % of control's samples under ``bench join``).
+_BODY_OF_EVENT: dict[str, type[Body]] = {event.value: body for event, body in EVENTS.items()}
+
+
 def _checked_notification(notification: Notification) -> Notification | str:
     """The notification with its body checked against router/messages.py ``EVENTS`` (a :class:`CheckedMap`, so
     that its handlers' ``from_wire`` does not check it again), or why it does not follow them."""
-    try:
-        body_type = EVENTS[Event(notification.event)]
-    except ValueError:
+    body_type = _BODY_OF_EVENT.get(notification.event)
+    if body_type is None:
         return f"unknown event {notification.event!r}"
     try:
         parsed = body_type.from_wire(notification.body)

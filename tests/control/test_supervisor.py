@@ -171,6 +171,18 @@ async def test_control_socket_counts_bad_frames_and_routes_good_ones(runtime_roo
         assert (control.counters.malformed, control.counters.stale_responses,
                 control.counters.unknown_peers) == (4, 1, 1)
 
+        # One message with several frames (a worker's frames of one loop iteration): each handled, in order, a bad
+        # one counted as on its own.
+        await worker.send_multipart([
+            encode(Notification("transport.ice_state", "t2", {"state": "connected"})),
+            b"\xc1not msgpack",
+            encode(Notification("transport.dtls_state", "t2", {"state": "connected"})),
+        ])
+        assert await async_wait_until(lambda: len(seen) == 3, 5.0)
+        assert seen[1:] == [("transport.ice_state", "t2", {"state": "connected"}),
+                            ("transport.dtls_state", "t2", {"state": "connected"})]
+        assert control.counters.malformed == 5
+
         client.mark_running()
         pending = asyncio.ensure_future(client.request("producer.pause", "p1", {"a": 1}))
         request = decode(await asyncio.wait_for(worker.recv(), 5.0))

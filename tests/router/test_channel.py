@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,12 +25,18 @@ class Control:
         self.sock = zmq.asyncio.Context.instance().socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.bind(endpoint)
+        self.pending: collections.deque[tuple[bytes, bytes]] = collections.deque()
 
     async def send(self, rid: bytes, *frames: bytes) -> None:
         await self.sock.send_multipart([rid, *frames])
 
     async def recv(self, timeout: float = 5.0) -> tuple[bytes, Request | Response | Notification]:
-        rid, frame = await asyncio.wait_for(self.sock.recv_multipart(), timeout)
+        """The next frame; a message carries one or more (the worker's frames of one loop iteration)."""
+        if not self.pending:
+            rid, *frames = await asyncio.wait_for(self.sock.recv_multipart(), timeout)
+            assert frames, "a message without a frame"
+            self.pending.extend((rid, frame) for frame in frames)
+        rid, frame = self.pending.popleft()
         return rid, decode(frame)
 
     async def request(self, rid: bytes, request: Request) -> Response:
@@ -198,7 +205,10 @@ async def test_without_a_peer_heartbeats_drop_and_other_frames_wait_in_order(end
     ch = Channel(endpoint, 5, sndhwm=2)
     await ch.start()
     try:
-        sent = [ch.notify("producer.score", "p", {"n": i}) for i in range(6)]
+        sent = []
+        for i in range(6):  # one loop iteration each: six messages against a high-water mark of two
+            sent.append(ch.notify("producer.score", "p", {"n": i}))
+            await asyncio.sleep(0)
         assert sent == [True] * 6
         assert not ch.notify("worker.heartbeat", "", {"seq": 1}, droppable=True)
         assert ch.counters.notifications_dropped == 1
@@ -248,5 +258,23 @@ async def test_notifications_queued_before_start_are_sent_after_it(endpoint: str
     try:
         rid, envelope = await control.recv()
         assert (rid, envelope) == (b"w8", Notification("producer.stream_added", "p1", {"layer": 0}))
+    finally:
+        await ch.close(linger_ms=0)
+
+
+async def test_frames_of_one_loop_iteration_go_as_one_message_in_order(control: Control, endpoint: str) -> None:
+    ch = await started(Channel(endpoint, 7))
+    try:
+        for i in range(3):
+            ch.notify("producer.score", "p", {"n": i})
+        rid, *frames = await asyncio.wait_for(control.sock.recv_multipart(), 5.0)
+        assert rid == routing_id(7)
+        assert [decode(f).body["n"] for f in frames] == [0, 1, 2]  # type: ignore[union-attr]
+        ch.notify("producer.score", "p", {"n": 3})
+        await asyncio.sleep(0)
+        ch.notify("producer.score", "p", {"n": 4})
+        first = await asyncio.wait_for(control.sock.recv_multipart(), 5.0)
+        second = await asyncio.wait_for(control.sock.recv_multipart(), 5.0)
+        assert [len(first), len(second)] == [2, 2]  # one loop iteration each: a message each
     finally:
         await ch.close(linger_ms=0)
