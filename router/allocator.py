@@ -82,6 +82,10 @@ PROBE_RESUME_BACKOFF_MAX_S = 4.0  # ... times PROBE_BACKOFF_FACTOR after each fu
 # subscriber sees no video meanwhile and the probe's padding is all that goes to it (LiveKit's probe regulator
 # starts at 3 s, libwebrtc's ProbeController probes again within seconds of a large drop)
 PROBE_CLEAN_PASSES = 3  # a probe needs this many passes in a row without loss or overuse (a loss window is small)
+RAISE_SETTLE_S = 2.5  # after a raise its own transient is not a reason to lower: the switch's key frame on the new
+# layer sits in that layer's measured rate for a window (router/layer_rates.py, ~1.5 s, after a request round trip)
+# and the switch's lost packets are retransmitted; for this long an estimate that has not fallen since the raise
+# is not lowered for what is sent above it (congestion, or an estimate that fell, still lowers at once)
 RTX_MAX_SHARE = 0.25  # retransmissions come off the video budget, at most this share of it (a burst of NACKs
 # after a loss must not pause a track by itself; a link that keeps losing is lowered by its loss and delay)
 
@@ -290,7 +294,7 @@ class TransportAllocation:
     __slots__ = ("transport_id", "tracks", "video", "lowered_at", "streak", "managed", "stamp", "probe_started",
                  "probe_goal", "probe_wait", "next_probe_at", "probed", "boost", "raised_at", "clean",
                  "rtx_bytes", "rtx_at", "rtx_bps", "probe_resume", "resume_wait", "next_resume_at",
-                 "probe_duration", "resumed_at")
+                 "probe_duration", "resumed_at", "settle_until", "settle_bps")
 
     def __init__(self, transport_id: str) -> None:
         self.transport_id = transport_id
@@ -316,6 +320,8 @@ class TransportAllocation:
         self.resume_wait = 0.0  # the backoff after the last failed probe to resume, 0 = none
         self.next_resume_at = -1e9
         self.resumed_at = -1.0  # when the allocator resumed an all-paused transport, -1 = it held PROBE_STABLE_S
+        self.settle_until = -1.0  # the last raise's transient lasts until then (RAISE_SETTLE_S) ...
+        self.settle_bps = 0  # ... unless the estimate falls below this, the one the raise was made at
 
     def _rtx_rate(self, now: float, counter: int) -> float:
         if self.rtx_at >= 0 and counter >= self.rtx_bytes and now > self.rtx_at:
@@ -407,7 +413,11 @@ class TransportAllocation:
         # not with the headroom of VIDEO_SHARE, keeps its layers (that headroom is asked of a raise): the estimate
         # of a stream no probe has confirmed with the margin yet (a probe's padding cannot lift it far above a
         # high single-layer rate) must not pause the stream the link carries.
-        if used > budget and (congested or used + audio_bps + rtx_bps > estimate.bps):
+        # Right after a raise what is sent includes the raise's own transient (the new layer's key frame, the
+        # switch's retransmissions): above an estimate that has not fallen since, it is no reason to lower.
+        above = used + audio_bps + rtx_bps > estimate.bps \
+            and (now >= self.settle_until or estimate.bps < self.settle_bps)
+        if used > budget and (congested or above):
             # congested: every track drops to what fits now, none goes up
             if not self.probed and not congested and self.lowered_at < 0 and estimate.loss < PROBE_MAX_LOSS \
                     and self._start_probe(now, used * RAISE_MARGIN / VIDEO_SHARE + audio_bps, probe):
@@ -466,6 +476,7 @@ class TransportAllocation:
         self.boost = False
         if idle:
             self.resumed_at = now
+        self.settle_until, self.settle_bps = now + RAISE_SETTLE_S, estimate.bps
         return [(best, best_layer)]
 
 

@@ -795,3 +795,58 @@ def test_a_single_layer_stream_the_estimate_carries_is_lowered_only_for_congesti
         w.estimates.estimates[h] = Estimate(estimate, state, loss, rtx_bytes=sent)
         w.run(ALLOCATE_INTERVAL_S)
     assert w.got("c") == expected
+
+
+KEY_FRAME_BYTES = 75_000  # the 1280 px layer's key frame asked for by the switch: about ten of its 7 KB frames
+SWITCH_RTX_BPS = 100_000  # ... and the retransmissions of the switch's lost packets in the pass after it
+
+
+def raised_on_a_probed_goal() -> tuple[World, int, int]:
+    """640 px, then a probe that lifts the estimate just to its goal (no more headroom than the raise asks) and
+    the raise to 1280 px in the pass after it: the world, the producer's and the transport's handles."""
+    w, engine = probing_world(1_000_000)
+    w.run(2.0)  # the first probe fails: 640 px
+    assert w.got("c") == 1
+    engine.on_probe = lambda bps: w.estimate("sub", int(top_goal()) + 1)
+    for _ in range(100):
+        w.run(ALLOCATE_INTERVAL_S)
+        if w.got("c") == 2:
+            break
+    assert w.got("c") == 2
+    return w, w.producers.handle("v"), w.transports.handle("sub")
+
+
+@pytest.mark.parametrize(("estimate", "state", "loss", "expected"), [
+    (0, "normal", 0.0, [2] * 6),  # the same estimate: the raise's own transient, kept
+    (0, "underusing", 0.05, [2] * 6),  # a draining queue, loss that NACK repairs: kept
+    (-1, "normal", 0.0, [1] * 6),  # the estimate fell below what is sent: lowered at once
+    (0, "overusing", 0.0, [1] * 6),  # congestion: lowered at once
+    (0, "normal", 0.2, [1] * 6),  # ... or congestive loss
+], ids=["same", "draining", "fallen", "overusing", "lossy"])
+def test_a_raise_is_not_undone_by_its_own_key_frame_and_retransmissions(
+        estimate: int, state: str, loss: float, expected: list[int]) -> None:
+    # After a raise the switch asks the publisher for a key frame on the new layer: it sits in that layer's
+    # measured rate (~1.5 s window, shared by every subscriber) and its lost packets are retransmitted, so for a
+    # pass or more what is sent is above an estimate that just carried the raise. That is no reason to lower;
+    # a fallen estimate or congestion is.
+    w, hp, ht = raised_on_a_probed_goal()
+    bps = int(top_goal()) + 1 + estimate * 200_000
+    w.engine.bytes[hp][2] += KEY_FRAME_BYTES
+    sent = int(SWITCH_RTX_BPS / 8 * ALLOCATE_INTERVAL_S)
+    got = []
+    for _ in range(6):  # 3 s: the key frame leaves the window
+        w.estimates.estimates[ht] = Estimate(bps, state, loss, rtx_bytes=sent)
+        w.run(ALLOCATE_INTERVAL_S)
+        got.append(w.got("c"))
+    assert got == expected
+
+
+def test_a_raised_layer_that_stays_above_the_estimate_is_lowered_once_the_switch_settled() -> None:
+    # Not a transient: the publisher's 1280 px layer really sends more than the estimate from the raise on.
+    w, hp, ht = raised_on_a_probed_goal()
+    w.rates[hp][2] = top_goal() * 1.1
+    got = []
+    for _ in range(8):
+        w.run(ALLOCATE_INTERVAL_S)
+        got.append(w.got("c"))
+    assert got[0] == 2 and got[-1] == 1
