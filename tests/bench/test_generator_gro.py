@@ -215,10 +215,10 @@ def test_downlink_feedback_reports_when_a_packet_reached_the_socket_not_when_it_
     net = GeneratorSocket(buffer_bytes=1 << 20, gro=False)
     # When no other socket of the host had them on, both packets were once stamped at the read (gap 0, in a full
     # suite); the generator's socket keeps them on from here.
-    wait_for_kernel_receive_timestamps()
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
+        wait_for_kernel_receive_timestamps()
         sink.bind(("127.0.0.1", 0))
         sink.settimeout(5)
         key = os.urandom(30)
