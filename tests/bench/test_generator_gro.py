@@ -19,9 +19,9 @@ import pytest
 import fastpath
 from bench._loadgen import LoadGen
 from bench.net import GeneratorSocket, participant_address, split_segments
+from tests.kernel_stamps import wait_for_kernel_stamping
 
 UDP_SEGMENT = 103
-SO_TIMESTAMPNS = 35  # Linux's (and SCM_TIMESTAMPNS, its control message); the socket module does not name it
 MAGIC = 0x4D524231
 CM80 = fastpath.PROFILE_AES128_CM_SHA1_80
 SSRC = 0x5151_0001
@@ -183,32 +183,6 @@ def _twcc_arrival_deltas_us(fb: bytes) -> list[int]:
 
 
 @pytest.mark.timeout(30)
-def wait_for_kernel_receive_timestamps(timeout_s: float = 2.0) -> None:
-    """Linux turns receive timestamping on for the whole host from a deferred work item when the first socket asks
-    for it (net_enable_timestamp): until that ran, a datagram queued meanwhile is stamped when it is read. Wait
-    until a datagram read 30 ms after it arrived carries its arrival time."""
-    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        rx.bind(("127.0.0.1", 0))
-        rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            tx.sendto(b"x", rx.getsockname())
-            time.sleep(0.03)
-            _, ancillary, _, _ = rx.recvmsg(16, 64)
-            read_at = time.time()
-            for level, kind, data in ancillary:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                    sec, nsec = struct.unpack("qq", data[:16])
-                    if read_at - (sec + nsec / 1e9) >= 0.02:
-                        return
-        pytest.fail("the kernel's receive timestamps did not come on")
-    finally:
-        rx.close()
-        tx.close()
-
-
 def test_downlink_feedback_reports_when_a_packet_reached_the_socket_not_when_it_was_read() -> None:
     """Two packets 200 ms apart, read by one recvmmsg after both arrived: the feedback must show them 200 ms apart
     (the kernel's receive times), as a receiver that is not busy sending would, not 0 ms (the read's time)."""
@@ -218,7 +192,7 @@ def test_downlink_feedback_reports_when_a_packet_reached_the_socket_not_when_it_
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        wait_for_kernel_receive_timestamps()
+        wait_for_kernel_stamping()
         sink.bind(("127.0.0.1", 0))
         sink.settimeout(5)
         key = os.urandom(30)

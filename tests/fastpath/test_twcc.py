@@ -18,8 +18,7 @@ import pytest
 import fastpath
 from tests import packets
 from tests.fastpath.conftest import Rig
-
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+from tests.kernel_stamps import SO_TIMESTAMPNS, wait_for_kernel_stamping
 
 SENDER = 0x01020304
 MEDIA = 0xAABBCCDD
@@ -317,27 +316,6 @@ def test_a_jump_beyond_half_the_seq_space_restarts_the_window() -> None:
     assert (fb.base, fb.count, fb.received) == (40063, 1, [40063])
     r.record(40064, 3000)
     assert decode(r.build(SENDER)[0]).received == [40064]
-
-
-def wait_for_kernel_stamping(timeout_s: float = 5.0) -> None:
-    """The kernel turns on stamping packets at arrival from a work queue after the first socket asks for it, not
-    within setsockopt: until then a packet gets the time it is read. Wait until a datagram that sat 20 ms in a
-    socket carries its arrival time."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        probe.bind(("127.0.0.1", 0))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            probe.sendto(b"x", probe.getsockname())
-            time.sleep(0.02)
-            _, ancdata, _, _ = probe.recvmsg(16, 64)
-            read_at = time.time()
-            for level, kind, data in ancdata:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                    sec, nsec = struct.unpack("qq", data[:16])
-                    if read_at - (sec + nsec / 1e9) >= 0.015:
-                        return
-        raise AssertionError("the kernel never stamped a packet at its arrival")
 
 
 def test_arrival_times_are_the_kernels_not_the_read_time(rig: Rig) -> None:
