@@ -280,6 +280,11 @@ Prober = Callable[[float, float], bool]  # start a probe toward the transport at
 # seconds; False = cannot
 
 
+def probe_duration(*, resume: bool) -> float:
+    """How long a probe's padding is sent: longer to resume an all-paused transport (PROBE_RESUME_DURATION_S)."""
+    return PROBE_RESUME_DURATION_S if resume else PROBE_DURATION_S
+
+
 def probe_rate(goal_bps: float, *, resume: bool = False) -> float:
     """What a probe for an estimate of ``goal_bps`` sends at. A probe to resume a transport whose video is all
     paused sends at PROBE_OVERSHOOT of the goal only: the lowest layer's need plus PROBE_MIN_EXTRA_BPS would be more
@@ -294,7 +299,7 @@ class TransportAllocation:
     __slots__ = ("transport_id", "tracks", "video", "lowered_at", "streak", "managed", "stamp", "probe_started",
                  "probe_goal", "probe_wait", "next_probe_at", "probed", "boost", "raised_at", "clean",
                  "rtx_bytes", "rtx_at", "rtx_bps", "probe_resume", "resume_wait", "next_resume_at",
-                 "probe_duration", "resumed_at", "settle_until", "settle_bps")
+                 "resumed_at", "settle_until", "settle_bps")
 
     def __init__(self, transport_id: str) -> None:
         self.transport_id = transport_id
@@ -306,7 +311,6 @@ class TransportAllocation:
         self.stamp = 0
         self.probe_started = -1.0  # a probe in flight since then, -1 = none
         self.probe_goal = 0.0  # the estimate it should reach
-        self.probe_duration = PROBE_DURATION_S  # how long its padding is sent
         self.probe_wait = 0.0  # the backoff after the last failure, 0 = none
         self.next_probe_at = -1e9
         self.probed = False  # some probe was started (the first allocation's probe is done)
@@ -332,8 +336,7 @@ class TransportAllocation:
         return self.rtx_bps
 
     def _start_probe(self, now: float, goal: float, probe: Prober | None, *, resume: bool = False) -> bool:
-        duration = PROBE_RESUME_DURATION_S if resume else PROBE_DURATION_S
-        if probe is None or not probe(probe_rate(goal, resume=resume), duration):
+        if probe is None or not probe(probe_rate(goal, resume=resume), probe_duration(resume=resume)):
             # No stream to pad on (nothing sent yet) or no transport-cc: ask again later.
             if resume:
                 self.next_resume_at = now + PROBE_BACKOFF_S
@@ -342,7 +345,6 @@ class TransportAllocation:
             return False
         self.probed = True
         self.probe_started, self.probe_goal, self.probe_resume = now, goal, resume
-        self.probe_duration = duration
         return True
 
     def _back_off(self, now: float) -> None:
@@ -396,8 +398,8 @@ class TransportAllocation:
             # A probe to resume is judged by the delay-based verdict its feedback renews: the loss is that of the
             # media before the pause (padding does not count for it), and would end every such probe as failed.
             hot = estimate.state == "overusing" if self.probe_resume else congested
-            if age < self.probe_duration or (estimate.probing and not hot
-                                             and age < self.probe_duration + PROBE_SETTLE_S):
+            duration = probe_duration(resume=self.probe_resume)
+            if age < duration or (estimate.probing and not hot and age < duration + PROBE_SETTLE_S):
                 return []  # its result is not in yet: change nothing
             # Done: it succeeded if the estimate reached the goal; a congested link lowers below as usual.
             self._probe_done(now, not hot and estimate.bps >= self.probe_goal)

@@ -214,12 +214,11 @@ class ControlSocket:
             self.counters.unknown_peers += 1
             log.warning("frame from unknown peer %r dropped", rid)
             return
-        self._on_payload(client, frames[1])
-        for payload in frames[2:]:  # the worker's other frames of the same loop iteration, in order
-            self.counters.frames_in += 1
+        self.counters.frames_in += len(frames) - 2
+        for payload in frames[1:]:  # the worker's frames of one loop iteration, in order, each handled alone
             try:
                 self._on_payload(client, payload)
-            except Exception:  # as a frame of its own would: the others of the message are still handled
+            except Exception:  # a failing frame does not take the others of its message with it
                 log.exception("frame handling failed")
 
     def _on_payload(self, client: WorkerClient, payload: bytes) -> None:
