@@ -4,8 +4,10 @@ Owns the socket that all synthetic participants share (bound to the wildcard add
 their addresses arrive on it; ``IP_PKTINFO`` picks each participant's source address per datagram and reports the
 destination address of each received one), the address plan (participant i sends from the (i + 1)-th address of
 the source network, 127.77.0.0/16 by default: 127.77.0.1, 127.77.0.2, ...; see :func:`participant_address`) and,
-during set-up, the dispatch of received datagrams to the participant that owns the destination address. After
-set-up the Cython hot loop (``bench._loadgen``) reads the same socket.
+during set-up, the dispatch of received datagrams to the participant that owns the destination address
+(``bench._dispatch`` reads in batches and drops, in C, what no registered participant waits for: e.g. the media
+of participants that finished their set-up). After set-up the Cython hot loop (``bench._loadgen``) reads the same
+socket.
 
 Only datagrams from the server are handed on: from 127.0.0.0/8 when the participants are on loopback, otherwise
 from the addresses given to :meth:`GeneratorSocket.accept_from` (the server's ICE candidates). A source network
@@ -29,6 +31,7 @@ import socket
 import struct
 from collections.abc import Callable
 
+from bench._dispatch import SetupReader
 from router.ports import IP_MTU_DISCOVER, IP_PMTUDISC_PROBE
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -36,8 +39,6 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 UDP_GRO = getattr(socket, "UDP_GRO", 104)
 _PKTINFO = struct.Struct("=i4s4s")
-_SEGMENT = struct.Struct("=i")
-GRO_BUFFER = 65536
 DEFAULT_SOURCE_NET = ipaddress.IPv4Network("127.77.0.0/16")
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
@@ -100,9 +101,10 @@ class GeneratorSocket:
         self.port: int = self.sock.getsockname()[1]
         self.rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self._routes: dict[str, Datagram] = {}
+        # Reads in batches and keeps only datagrams for a routed address (bench/_dispatch.pyx).
+        self._reader = SetupReader(self.sock.fileno(), self.gro)
         self._accepted_hosts: dict[str, bool] = {}  # is_accepted's answers by source host (a handful of servers)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.dropped_unrouted = 0
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -129,11 +131,18 @@ class GeneratorSocket:
             known = self._accepted_hosts[host] = any(address in n for n in self._accepted)
         return known
 
+    @property
+    def dropped_unrouted(self) -> int:
+        """Datagrams the set-up dispatch read for an address no participant had registered."""
+        return self._reader.dropped
+
     def register(self, address: str, callback: Datagram) -> None:
         self._routes[address] = callback
+        self._reader.route(address)
 
     def unregister(self, address: str) -> None:
-        self._routes.pop(address, None)
+        if self._routes.pop(address, None) is not None:
+            self._reader.unroute(address)
 
     def send_from(self, source: str, data: bytes, destination: tuple[str, int]) -> None:
         info = _PKTINFO.pack(0, socket.inet_aton(source), b"\0\0\0\0")
@@ -153,24 +162,10 @@ class GeneratorSocket:
             self._loop = None
 
     def _on_readable(self) -> None:
-        for _ in range(256):
-            try:
-                data, ancdata, _flags, addr = self.sock.recvmsg(GRO_BUFFER if self.gro else 2048, 64)
-            except (BlockingIOError, InterruptedError):
-                return
-            destination = None
-            segment = 0
-            for level, kind, value in ancdata:
-                if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
-                    destination = socket.inet_ntoa(_PKTINFO.unpack(value[: _PKTINFO.size])[2])
-                elif level == socket.IPPROTO_UDP and kind == UDP_GRO and len(value) >= _SEGMENT.size:
-                    segment = _SEGMENT.unpack(value[: _SEGMENT.size])[0]
-            callback = self._routes.get(destination or "")
-            if callback is None:  # e.g. media to a participant that has connected (no longer routed here)
-                self.dropped_unrouted += 1
-                continue
-            if not self.is_accepted(addr[0]):
-                continue
+        for destination, data, addr, segment in self._reader.read(256):
+            callback = self._routes.get(destination)
+            if callback is None or not self.is_accepted(addr[0]):
+                continue  # unregistered by a callback of this same batch, or not from a server
             for datagram in split_segments(data, segment):
                 callback(datagram, addr)
 
