@@ -514,8 +514,16 @@ def join_response_bytes(
     :func:`listed_participant`, distinct participants other than ``participant``): the same message, without
     copying and encoding every other participant's info again for each newcomer (a repeated field's entries may
     follow the message's other fields, Protocol Buffers encoding)."""
-    join = join_response(room, participant, [], **kwargs).join.SerializeToString() + b"".join(listed)
-    return _varint(_JOIN_FIELD << 3 | 2) + _varint(len(join)) + join
+    others = b"".join(listed)
+    return join_response_head(room, participant, len(others), **kwargs) + others
+
+
+def join_response_head(room: models.Room, participant: models.ParticipantInfo, listed_bytes: int,
+                       **kwargs: Any) -> bytes:
+    """The start of :func:`join_response_bytes`: everything but the other participants' entries, which follow it
+    (``listed_bytes`` of them)."""
+    own = join_response(room, participant, [], **kwargs).join.SerializeToString()
+    return _varint(_JOIN_FIELD << 3 | 2) + _varint(len(own) + listed_bytes) + own
 
 
 def reconnect(

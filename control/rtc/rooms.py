@@ -28,8 +28,9 @@ from control.rtc import events as ev
 from control.rtc import limits, pacer, turn
 from control.rtc import lk_messages as lk
 from control.rtc.dynacast import OFF, Dynacast, enabled_layers, quality_of_layer
-from control.rtc.frames import ROOM_KEY, Frame, participant_key
+from control.rtc.frames import ROOM_KEY, Frame, deflate_piece, participant_key
 from control.rtc.lifecycle import RoomTimers, close_delay
+from control.rtc.listing import Listing, Snapshot
 from control.rtc.participant import (
     DATA_LABELS,
     RELIABLE,
@@ -154,7 +155,7 @@ class Room:
         self._joins = 0
         # Every session's entry in others' JoinResponses (Participant.listed), in the room's order; those whose info
         # changed since (on_info_changed) are encoded again when the next JoinResponse goes out.
-        self._entries: dict[str, bytes] = {}  # sid -> entry
+        self._listing = Listing()  # sid -> entry, by block (control/rtc/listing.py)
         self._stale: dict[str, Participant] = {}  # sid -> session whose entry is out of date
         self.by_target: dict[str, Participant] = {}  # worker object id -> session
         self._ssrcs: set[int] = set()
@@ -246,7 +247,7 @@ class Room:
         await self.pipes.ensure(track_sid, found[1].media.plan, source, dest, subscriber.sid)
 
     def on_info_changed(self, p: Participant) -> None:
-        if p.sid in self._entries:
+        if p.sid in self._listing:
             self._stale[p.sid] = p
 
     def on_published(self, publisher: Participant) -> None:
@@ -317,7 +318,7 @@ class Room:
         self.participants[p.identity] = p
         self._joins += 1
         self._order[p.sid] = self._joins
-        self._entries[p.sid] = b""
+        self._listing.put(p.sid, b"")
         self._stale[p.sid] = p
         for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):
             self.by_target[target] = p
@@ -328,13 +329,16 @@ class Room:
             await self.remove(p, Reason.JOIN_FAILURE, announce=False)
             raise
         await pacer.turn()  # the rest runs in one step: a turn of the loop pacer first (control/rtc/pacer.py)
-        # Everyone else's info as encoded once per change (Participant.listed; hidden ones are empty), joined in C:
-        # no copy nor encode of every other participant per newcomer, no Python step per participant.
+        # Everyone else's info as encoded once per change (Participant.listed; hidden ones are empty) and compressed
+        # once per block of participants (control/rtc/listing.py): no copy, encode or compression of every other
+        # participant per newcomer, no Python step per participant.
         room_info = self.info()
-        p.send_frame(Frame.encoded("join", lk.join_response_bytes(
+        others = self._listed_others(p)
+        listed = others.raw()
+        head = lk.join_response_head(
             room_info,
             p.info(),
-            [self._listed_others(p)],
+            len(listed),
             server_version=self.settings.server_version,
             node_id=self.settings.node_id,
             region=self.settings.region,
@@ -344,7 +348,9 @@ class Room:
             fast_publish=bool(p.permission.can_publish),
             enabled_publish_codecs=self.settings.enabled_codecs,
             ice_servers=self._ice_servers(p),
-        )))
+        )
+        p.send_frame(Frame.encoded("join", head + listed,
+                                   deflate=lambda wbits: deflate_piece(head, wbits) + others.deflated(wbits)))
         p.mark_joined()
         self.ever_joined = True
         self.events.emit(ev.PARTICIPANT_JOINED, room_info, p.info())
@@ -364,21 +370,14 @@ class Room:
         p.call_later(self.settings.join_timeout_s, self._check_active, p)
         return p
 
-    def _listed_others(self, p: Participant) -> bytes:
+    def _listed_others(self, p: Participant) -> Snapshot:
         """The JoinResponse entries of everyone in the room but ``p``, in the room's order."""
-        entries = self._entries
+        listing = self._listing
         for sid, o in self._stale.items():
-            if sid in entries:
-                entries[sid] = o.listed()
+            if sid in listing:
+                listing.put(sid, o.listed())
         self._stale.clear()
-        mine = entries.get(p.sid)
-        if mine is None:
-            return b"".join(entries.values())
-        entries[p.sid] = b""  # an assignment keeps the key's place
-        try:
-            return b"".join(entries.values())
-        finally:
-            entries[p.sid] = mine
+        return listing.snapshot(without=p.sid)
 
     def _ice_servers(self, p: Participant) -> list[rtc.ICEServer]:
         """The configured TURN servers with this participant's credentials (fresh TURN REST ones each time)."""
@@ -407,7 +406,7 @@ class Room:
             del self.participants[p.identity]
         self._published.pop(p.sid, None)
         self._order.pop(p.sid, None)
-        self._entries.pop(p.sid, None)
+        self._listing.discard(p.sid)
         self._stale.pop(p.sid, None)
         for target in (p.pub_transport_id, p.sub_transport_id, p.data_producer_id):
             if self.by_target.get(target) is p:

@@ -9,14 +9,15 @@ behaviour can put it there (docs/PROTOCOL.md, Flow control).
 With the connection's transport and protocol at hand (a real aiohttp WebSocket), the queue is written without a
 coroutine per frame: the first frame queued puts the sink in its loop's list of sockets to write (one callback for
 all of them, at most ``WRITE_BUDGET`` bytes per loop iteration, so that a broadcast to thousands of sockets does
-not hold the loop), and its turn writes every queued frame that may go uncompressed in one ``transport.write``: a
-broadcast's :attr:`Frame.wire` (built once for all sockets) and, when the client did not negotiate
-permessage-deflate, every frame. RFC 7692 (section 6) lets a sender leave any message uncompressed (RSV1 clear),
-and an uncompressed message does not touch the compression context of the ones around it. The writer task takes
-over only for what must wait: a frame that this socket compresses (aiohttp's ``send_bytes``, in order), or a
+not hold the loop), and its turn writes every queued frame in one ``transport.write``, each framed once for every
+socket that takes the same form: :attr:`Frame.wire` (uncompressed) or, when the client negotiated
+permessage-deflate (browsers do), :meth:`Frame.deflated` (a message that refers to no earlier one, compressed once;
+control/rtc/frames.py). RFC 7692 (section 6) lets a sender leave any message uncompressed (RSV1 clear), as small
+frames are, and an uncompressed message does not touch the compression context of the ones around it. aiohttp's
+own per-socket compressor is never used for these frames. The writer task takes over only for what must wait: a
 transport whose write buffer is full (it waits for the protocol to resume writing; meanwhile frames queue,
-coalesce and count towards ``max_queued`` as before). Without a transport (a relayed connection's socket) the task
-writes every frame with ``send_bytes``.
+coalesce and count towards ``max_queued`` as before) and the close. Without a transport (a relayed connection's
+socket) the task writes every frame with ``send_bytes``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ CLOSE_TIMEOUT_S = 1.0  # a reader that does not take the close frame either lose
 WRITE_BUDGET = 512 * 1024  # bytes written to sockets per loop iteration before the others get their turn
 WRITE_COST = 8 * 1024  # what one write costs besides its bytes (a system call; on loopback the receiver's side
 # too), in bytes: at most 64 writes per loop iteration
+
+
+def _deflate_window(negotiated: object) -> int:
+    """The server window (bits) of a socket's negotiated permessage-deflate (aiohttp's ``compress``: 0 or False
+    when not negotiated, else the window bits), within what zlib's raw DEFLATE supports (9-15)."""
+    if negotiated is True:
+        return 15
+    if not isinstance(negotiated, int) or negotiated <= 0:
+        return 0
+    return min(15, max(9, negotiated))
 
 
 class _Writes:
@@ -122,10 +133,10 @@ class WebSocketSink:
         # (uvloop's transports are not asyncio.Transport subclasses: duck-typed)
         self._direct = hasattr(transport, "write") and hasattr(protocol, "writing_paused")
         self._protocol = protocol
-        self._compressed = bool(getattr(ws, "compress", False))  # permessage-deflate negotiated on this socket
+        self._wbits = _deflate_window(getattr(ws, "compress", 0))  # permessage-deflate's window here, or 0
         self._flush_scheduled = False  # in its loop's list of sockets to write
         self._urgent = False  # in that list's front part (it has a frame of its own)
-        self._busy = False  # the writer task owns the queue (a compressed frame, a full buffer, the close)
+        self._busy = False  # the writer task owns the queue (a full buffer, the close)
         self.task = self._loop.create_task(self._write())
 
     @property
@@ -167,9 +178,6 @@ class WebSocketSink:
                 self._flush_scheduled = True
                 _writes_of(self._loop).add(self)
 
-    def _raw(self, frame: Frame) -> bool:
-        return frame.shared or not self._compressed
-
     def _pop(self) -> Frame:
         slot = self._queue.popleft()
         key = slot[0]
@@ -178,27 +186,26 @@ class WebSocketSink:
         frame: Frame = slot[1]
         return frame
 
-    def _take_raw(self) -> bytes:
-        """Takes the queued frames up to the first one this socket compresses; their bytes, framed."""
+    def _take_all(self) -> bytes:
+        """Takes the queued frames; their bytes, framed (compressed where this socket negotiated it)."""
+        wbits = self._wbits
         out: list[bytes] = []
-        queue = self._queue
-        while queue and self._raw(queue[0][1]):
-            out.append(self._pop().wire)
+        while self._queue:
+            frame = self._pop()
+            out.append(frame.deflated(wbits) if wbits else frame.wire)
         return out[0] if len(out) == 1 else b"".join(out)
 
     def _flush(self) -> int:
-        """The synchronous write of what is queued (at most once per loop iteration); hands over to the task when a
-        frame must be compressed, the transport's buffer is full or the connection is closing. Returns the bytes
-        written."""
+        """The synchronous write of what is queued (at most once per loop iteration); hands over to the task when
+        the transport's buffer is full or the connection is closing. Returns the bytes written."""
         if self._busy or self.overflowed:
             return 0
         transport: Any = self.transport
         written = 0
         if self._queue and not (self.ws.closed or transport.is_closing() or self._protocol.writing_paused):
-            data = self._take_raw()
-            if data:
-                transport.write(data)
-                written = len(data)
+            data = self._take_all()
+            transport.write(data)
+            written = len(data)
         if self._queue or self.closed:
             self._hand_over()
         return written
@@ -279,10 +286,7 @@ class WebSocketSink:
             if self._protocol.writing_paused:
                 await self._protocol._drain_helper()  # aiohttp's wait for resume_writing
                 continue
-            if self._raw(self._queue[0][1]):
-                transport.write(self._take_raw())
-            else:
-                await self.ws.send_bytes(self._pop().data)
+            transport.write(self._take_all())
 
     async def drain(self) -> None:
         """Closes after everything queued is written."""

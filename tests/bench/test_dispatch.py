@@ -64,7 +64,7 @@ def test_read_keeps_only_routed_datagrams_and_counts_the_others(gro: bool) -> No
         assert {addr for _, _, addr, _ in got} == {sender.getsockname()}
         assert reader.dropped == 90 and reader.datagrams == 100
         assert reader.read(256) == []  # the socket is empty
-        for i in range(40):
+        for _ in range(40):
             sender.sendto(b"x", (wanted, net.port))
         assert len(reader.read(16)) == 16  # at most the limit per read; the rest waits for the next one
         assert len(reader.read(256)) == 24

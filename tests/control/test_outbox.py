@@ -15,6 +15,7 @@ from livekit.protocol import models, rtc
 from control.rtc import lk_messages as lk
 from control.rtc.frames import Frame, participant_key, websocket_frame
 from control.service.outbox import WebSocketSink
+from tests.control.ws_reader import Reader
 
 
 def _update(sid: str, metadata: str = "") -> rtc.SignalResponse:
@@ -154,3 +155,52 @@ async def test_a_broadcast_to_many_sockets_is_written_over_several_loop_iteratio
     assert max(per_iteration) <= outbox.WRITE_BUDGET + len(frame.wire)
     for sink in sinks:
         await sink.drain()
+
+
+async def test_a_socket_with_permessage_deflate_gets_large_frames_compressed_once_for_all() -> None:
+    """Two sockets that negotiated permessage-deflate and one that did not: the large broadcast is compressed once
+    (the same bytes to both deflate sockets), the socket's own large frame compressed, small frames uncompressed;
+    each socket decodes exactly what was queued, in order."""
+    class Transport:
+        def __init__(self) -> None:
+            self.data = b""
+
+        def write(self, data: bytes) -> None:
+            self.data += data
+
+        def is_closing(self) -> bool:
+            return False
+
+    class Protocol:
+        writing_paused = False
+
+    class Socket:
+        closed = False
+
+        def __init__(self, compress: int) -> None:
+            self.compress = compress
+
+        async def close(self, **kw: object) -> None:
+            self.closed = True
+
+    transports = [Transport() for _ in range(3)]
+    sinks = [WebSocketSink(Socket(c), transport=t, protocol=Protocol())  # type: ignore[arg-type]
+             for c, t in zip((15, 15, 0), transports, strict=True)]
+    broadcast = Frame(_update("PA_all", "b" * 30_000))
+    own = [_update(f"PA_own{i}", "o" * 5_000) for i in range(3)]
+    for sink, message in zip(sinks, own, strict=True):
+        sink.send_frame(broadcast)
+        sink.send(lk.pong(1))
+        sink.send(message)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    expected = [[broadcast.data, lk.pong(1).SerializeToString(), m.SerializeToString()] for m in own]
+    for transport, want, deflate in zip(transports, expected, (True, True, False), strict=True):
+        reader = Reader()
+        assert reader.messages(transport.data) == want
+        assert reader.compressed == [deflate, False, deflate]
+    shared = broadcast.deflated(15)
+    assert transports[0].data.startswith(shared) and transports[1].data.startswith(shared)
+    assert len(transports[0].data) < len(transports[2].data) // 10
+    for sink in sinks:
+        sink.close()
