@@ -3,7 +3,8 @@
 One publisher joins the room first and sends an Opus-like audio stream (``--media-rate`` packets/s). Then N
 subscribers join as fast as the server admits them (at most ``--concurrency`` joins in flight; a ``503`` from the
 connection guard is retried after 50 ms and counted), each the whole LiveKit way: ``/rtc`` WebSocket and
-JoinResponse (``bench.lk_client``), the server's subscriber offer answered, the ICE check and the DTLS handshake
+JoinResponse (``bench.lk_client``; offering permessage-deflate as browsers do, unless ``--no-deflate``), the
+server's subscriber offer answered, the ICE check and the DTLS handshake
 (``bench.peer``), until the first SRTP packet of the publisher's stream arrives on its subscriber transport (an RTP
 packet from the server's port to the participant's address after DTLS; the benchmark does not decrypt it). Then
 every participant leaves at once (LeaveRequest, WebSocket closed), and the leave time is until ``ListParticipants``
@@ -12,8 +13,8 @@ every participant leaves at once (LeaveRequest, WebSocket closed), and the leave
 Printed (and with ``--json`` written): ``joins_per_s`` (N over the time from the first join's start to the last
 one's first media), join-to-first-media ``p50``/``p99``/max, the signaling part alone (``/rtc`` to JoinResponse),
 ``control_cpu_ms_per_join`` (control's CPU time over the join phase, divided by N), control's loop lag
-(``/healthz``'s p99 and max over its last minute, read every second during the run: the figures are the highest
-seen), ``leave_s`` and ``workers_killed`` (worker restarts during the run: must be 0).
+(``/healthz``'s p99 and max over its last minute, read every ``HEALTH_EVERY_S`` during the run: the figures are the
+highest seen), ``leave_s`` and ``workers_killed`` (worker restarts during the run: must be 0).
 
 Without ``--url`` the benchmark starts ``python -m control serve`` itself (``--workers``, loopback, its own ports and
 key) and stops it at the end; with ``--url`` it uses the running server's ``/healthz`` (control's CPU and loop lag
@@ -59,6 +60,7 @@ AUDIO_PT = 111
 RETRY_503_S = 0.05
 STEP_TIMEOUT_S = 60.0
 CONSENT_INTERVAL_S = 5.0
+HEALTH_EVERY_S = 5.0
 LEAVE_TIMEOUT_S = 120.0
 
 
@@ -74,6 +76,7 @@ class JoinOptions:
     source_net: str | None = None
     srtp: str = "cm80"
     gro: bool = True
+    deflate: bool = True  # the participants offer permessage-deflate, as browsers do
 
     def __post_init__(self) -> None:
         if self.participants < 1 or self.concurrency < 1 or self.workers < 1:
@@ -255,6 +258,7 @@ async def _measure(run: _Run, http: aiohttp.ClientSession) -> dict[str, Any]:
         "workers": len(after["workers"]),
         "concurrency": opts.concurrency,
         "media_rate_pps": opts.media_rate,
+        "deflate": opts.deflate,
         "join_wall_s": round(join_wall_s, 2),
         "joins_per_s": round(len(ok) / join_wall_s, 1) if join_wall_s > 0 else 0.0,
         "join_to_media_ms_p50": round(1000 * percentile(media, 0.50), 1),
@@ -297,9 +301,11 @@ def _cpu_by_kind(health: dict[str, Any]) -> dict[str, float]:
 
 
 async def _watch_health(run: _Run, http: aiohttp.ClientSession) -> None:
-    """Reads /healthz every second: the highest loop-lag p99 and max seen."""
+    """Reads /healthz every HEALTH_EVERY_S: the highest loop-lag p99 and max seen. /healthz lists every room's
+    participants (O(N) for control to build), and its lag figures cover the last minute, so a read every few
+    seconds sees every stall and costs control less than the joins it measures."""
     while True:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(HEALTH_EVERY_S)
         try:
             lag = (await _health(http, run.http_url))["control"]["loop_lag"]
         except (aiohttp.ClientError, OSError, TimeoutError, RuntimeError):
@@ -316,7 +322,7 @@ def _token(run: _Run, identity: str, **grants: Any) -> str:
 async def _signal(run: _Run, identity: str, grants: dict[str, Any], result: Joined | None = None) -> SignalClient:
     """A joined SignalClient; a 503 (the connection guard's caps) is retried."""
     while True:
-        client = SignalClient(run.ws_url, _token(run, identity, **grants), run.signal_http)
+        client = SignalClient(run.ws_url, _token(run, identity, **grants), run.signal_http, deflate=run.opts.deflate)
         try:
             await client.connect()
             return client
@@ -431,7 +437,8 @@ def format_result(r: dict[str, Any]) -> str:
     """The printed summary of one join run."""
     lines = [
         f"join: {r['joined']} of {r['participants']} participants joined one room on {r['workers']} worker(s) "
-        f"({r['server']}; at most {r['concurrency']} joins in flight, {r['retries_503']} retries after a 503)",
+        f"({r['server']}; at most {r['concurrency']} joins in flight, {r['retries_503']} retries after a 503; "
+        f"signaling {'with' if r.get('deflate') else 'without'} permessage-deflate)",
         f"  joins/s                  {r['joins_per_s']}  ({r['join_wall_s']} s from the first join to the last "
         "first media packet)",
         f"  join -> first media      p50 {r['join_to_media_ms_p50']} ms, p99 {r['join_to_media_ms_p99']} ms, "
@@ -466,12 +473,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--api-key", default=os.environ.get("LIVEKIT_API_KEY", "devkey"))
     ap.add_argument("--api-secret", default=os.environ.get("LIVEKIT_API_SECRET", "secret"))
     ap.add_argument("--srtp", choices=("cm80", "gcm"), default="cm80")
+    ap.add_argument("--no-deflate", dest="deflate", action="store_false",
+                    help="signal without permessage-deflate (as LiveKit's Rust-based SDKs); default: offer it, as "
+                         "browsers do")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
     try:
         opts = JoinOptions(args.participants, url=args.url, workers=args.workers, concurrency=args.concurrency,
                            media_rate=args.media_rate, api_key=args.api_key, api_secret=args.api_secret,
-                           source_net=args.source_net, srtp=args.srtp)
+                           source_net=args.source_net, srtp=args.srtp, deflate=args.deflate)
     except ValueError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2

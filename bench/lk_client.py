@@ -195,9 +195,11 @@ class SignalClient:
     connections, every WebSocket keeps its own); without it the client opens and closes a session of its own. Each
     participant has its own WebSocket connection either way."""
 
-    def __init__(self, url: str, token: str, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, url: str, token: str, session: aiohttp.ClientSession | None = None, *,
+                 deflate: bool = False) -> None:
         self.url = url.rstrip("/")
         self.token = token
+        self.deflate = deflate  # offer permessage-deflate, as browsers do (RFC 7692)
         self.join: rtc.JoinResponse | None = None
         self._shared = session
         self._http: aiohttp.ClientSession | None = None
@@ -217,7 +219,8 @@ class SignalClient:
         if http is None:
             http = self._http = aiohttp.ClientSession()
         try:
-            self._ws = await http.ws_connect(f"{self.url}/rtc?{query}", heartbeat=None, max_msg_size=0)
+            self._ws = await http.ws_connect(f"{self.url}/rtc?{query}", heartbeat=None, max_msg_size=0,
+                                             compress=15 if self.deflate else 0)
         except aiohttp.WSServerHandshakeError as exc:
             await self.close()
             raise SignalingError(f"join refused: HTTP {exc.status} {exc.message}") from None
