@@ -51,7 +51,7 @@ import fastpath
 from bench import lk_client
 from bench.lk_client import LocalTrack, SignalClient, SignalingError
 from bench.net import DEFAULT_SOURCE_NET, GeneratorSocket, source_network
-from bench.peer import Credentials, ServerParams, SyntheticPeer
+from bench.peer import Credentials, ServerParams, SetupError, SyntheticPeer
 from bench.ports import free_port_base
 from control.auth import create_token
 
@@ -389,7 +389,7 @@ async def _join(run: _Run, index: int, gate: asyncio.Semaphore) -> Joined:
         run.peers.append(peer)
         try:
             result.media_s = await _first_media(run, peer) - start
-        except (SignalingError, TimeoutError, OSError, RuntimeError) as exc:
+        except (SignalingError, SetupError, TimeoutError, OSError, RuntimeError) as exc:
             result.error = f"media: {type(exc).__name__}: {exc}"
     return result
 
