@@ -288,3 +288,58 @@ def test_handshake_without_use_srtp_fails() -> None:
     assert server.failure_reason == "no SRTP profile negotiated (use_srtp missing)"
     with pytest.raises(DtlsError):
         server.srtp_keys()
+
+
+@pytest.mark.parametrize("algorithm", ["sha-1", "sha-256", "sha-384", "sha-512"])
+def test_fingerprint_text_is_the_sdp_form(algorithm: str) -> None:
+    # The a=fingerprint form (RFC 8122 section 5): every digest byte as two uppercase hex digits, colon-separated.
+    from router.dtls import HASHES, certificate_fingerprint
+
+    digest = SERVER_CERT.cert.fingerprint(HASHES[algorithm]())
+    assert certificate_fingerprint(SERVER_CERT.cert, algorithm) == ":".join(f"{b:02X}" for b in digest)
+    assert certificate_fingerprint(SERVER_CERT.cert, algorithm.upper()) == SERVER_CERT.fingerprint(algorithm)
+
+
+_SHA1 = ":".join(f"{b:02X}" for b in range(0xA0, 0xB4))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (_SHA1, _SHA1),
+        (_SHA1.lower(), _SHA1),
+        (f"  {_SHA1}\n", _SHA1),
+        (_SHA1[:-3], None),  # 19 bytes
+        (_SHA1 + ":00", None),  # 21 bytes
+        (_SHA1 + ":", None),
+        (":" + _SHA1, None),
+        (_SHA1.replace(":", "", 1), None),  # one byte of four digits
+        (_SHA1.replace("A0:", "A:0", 1), None),
+        (_SHA1.replace("A0", "G0", 1), None),
+        (_SHA1.replace("A0", "\u0660\u0661", 1), None),  # Arabic-Indic digits are no hex digits
+        (_SHA1.replace(":", "-"), None),
+        (_SHA1.replace("A0:", "A0::", 1), None),
+    ],
+)
+def test_fingerprint_values_are_normalized_or_rejected(value: str, expected: str | None) -> None:
+    from router.dtls import _normalize_fingerprints
+
+    if expected is None:
+        with pytest.raises(ValueError, match="^sha-1 fingerprint must be 20 colon-separated hex bytes"):
+            _normalize_fingerprints([("SHA-1", value)])
+    else:
+        assert _normalize_fingerprints([("SHA-1", value)]) == [("sha-1", expected)]
+
+
+def test_handshake_flights_are_sent_whole() -> None:
+    # Every record OpenSSL wrote leaves in a datagram: the client's datagrams hold whole records (13-byte header
+    # and the length it announces) and the handshake completes with nothing left behind.
+    link = Link()
+    link.connect()
+    assert link.client.state == link.server.state == "connected"
+    for datagram in link.datagrams:
+        pos = 0
+        while pos < len(datagram):
+            pos += 13 + int.from_bytes(datagram[pos + 11 : pos + 13], "big")
+        assert pos == len(datagram)
+    assert not link.to_client and not link.to_server
