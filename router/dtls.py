@@ -138,6 +138,9 @@ class DtlsCertificate:
             ctx.check_privatekey()
             ctx.set_cipher_list(_CIPHERS)
             ctx.set_tlsext_use_srtp(b":".join(p.openssl_name for p in SRTP_PROFILES))
+            # One verify callback for every connection of the context: it asks the connection's endpoint (its app
+            # data), so a connection needs no callback of its own (pyOpenSSL makes one cffi callback per call).
+            ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify_peer)
             self._context = ctx
         return self._context
 
@@ -211,7 +214,7 @@ class DtlsEndpoint:
         self.on_state_change: Callable[[str], None] | None = None
 
         self._ssl = SSL.Connection(cert.ssl_context(), None)
-        self._ssl.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
+        self._ssl.set_app_data(self)  # the context's verify callback (_verify_peer) calls our _verify
         self._ssl.set_ciphertext_mtu(mtu)
         if role == "client":
             self._ssl.set_connect_state()
@@ -415,3 +418,12 @@ class DtlsEndpoint:
             pos = end
         if datagram:
             self._send(bytes(datagram))
+
+
+def _verify_peer(conn: SSL.Connection, cert: Any, errnum: int, depth: int, ok: int) -> bool:
+    """The verify callback of :meth:`DtlsCertificate.ssl_context`: the connection's :class:`DtlsEndpoint` decides; a
+    connection without one (made from the context by other code that set no callback of its own) is refused."""
+    endpoint = conn.get_app_data()
+    if not isinstance(endpoint, DtlsEndpoint):
+        return False
+    return endpoint._verify(conn, cert, errnum, depth, ok)

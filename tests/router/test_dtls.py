@@ -343,3 +343,58 @@ def test_handshake_flights_are_sent_whole() -> None:
             pos += 13 + int.from_bytes(datagram[pos + 11 : pos + 13], "big")
         assert pos == len(datagram)
     assert not link.to_client and not link.to_server
+
+
+def test_endpoints_sharing_a_context_each_check_their_own_fingerprints() -> None:
+    # The verify callback is the context's (one per certificate); it must ask the endpoint of the connection being
+    # verified. Two handshakes under way at once on the same server certificate: only the one expecting the
+    # client's certificate connects.
+    other = DtlsCertificate.generate()
+    good = Link()
+    bad = Link(server_fps=[("sha-256", other.fingerprint())])
+    good.client.start()
+    bad.client.start()
+    for _ in range(20):
+        for link in (bad, good):
+            while link.to_server:
+                link.server.handle(link.to_server.popleft())
+            while link.to_client:
+                link.client.handle(link.to_client.popleft())
+    assert good.server.state == good.client.state == "connected"
+    assert bad.server.state == "failed"
+    assert bad.server.failure_reason == "remote certificate does not match the signaled fingerprint"
+
+
+def test_a_connection_of_the_context_without_an_endpoint_is_refused() -> None:
+    from OpenSSL import SSL
+
+    ctx = SSL.Context(SSL.DTLS_METHOD)
+    ctx.use_certificate(CLIENT_CERT.cert)
+    ctx.use_privatekey(CLIENT_CERT.key)
+    ctx.set_tlsext_use_srtp(b"SRTP_AES128_CM_SHA1_80")
+    ctx.set_verify(SSL.VERIFY_PEER, lambda *args: True)
+    client = SSL.Connection(ctx, None)
+    client.set_connect_state()
+    client.set_ciphertext_mtu(1200)
+    server = SSL.Connection(SERVER_CERT.ssl_context(), None)  # no DtlsEndpoint, no callback of its own
+    server.set_accept_state()
+    server.set_ciphertext_mtu(1200)  # the context does not query the MTU
+    failed: SSL.Connection | None = None
+    reason = ""
+    for _ in range(10):
+        for conn, peer in ((client, server), (server, client)):
+            try:
+                conn.do_handshake()
+            except SSL.WantReadError:
+                pass
+            except SSL.Error as exc:
+                failed, reason = conn, str(exc)
+                break
+            while True:
+                try:
+                    peer.bio_write(conn.bio_read(65536))
+                except SSL.WantReadError:
+                    break
+        if failed is not None:
+            break
+    assert failed is server and "certificate verify failed" in reason  # refused the client's certificate
