@@ -1292,6 +1292,18 @@ cdef class Engine:
         d.update(_drops(tr.drops))
         return d
 
+    def transport_estimate(self, int t):
+        """The send-side estimate toward a transport as ``snapshot_transport`` reports it, without the rest of the
+        snapshot: ``(bwe_bps, bwe_state, bwe_loss, bwe_probe_pending, rtx_bytes, twcc_feedback_packets,
+        remb_packets)``, or None when the transport has no estimator (no transport-cc). The stream allocator
+        (router/allocator.py) reads it for every transport with consumers twice a second."""
+        cdef Transport* tr = self.st.transports[self._t_slot(t)]
+        cdef Bwe* b = tr.bwe
+        if b == NULL:
+            return None
+        return (int(b.estimate_bps), BWE_STATES[b.state], round(b.loss, 4), int(b.pr_start_us >= 0), tr.rtx_bytes,
+                b.feedback_packets, b.remb_packets)
+
     def snapshot_producer(self, int p) -> dict:
         cdef Producer* pr = self.st.producers[self._p_slot(p)]
         cdef RecvStream* s

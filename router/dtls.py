@@ -26,6 +26,7 @@ import binascii
 import datetime
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ log = logging.getLogger("router.dtls")
 DTLS1_2_VERSION = 0xFEFD
 DEFAULT_MTU = 1200
 _RECORD_HEADER = 13
+_BIO_READ = 65536
 _EXPORTER_LABEL = b"EXTRACTOR-dtls_srtp"
 
 HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
@@ -86,7 +88,7 @@ def certificate_fingerprint(cert: x509.Certificate, algorithm: str = "sha-256") 
     hash_factory = HASHES.get(algorithm.lower())
     if hash_factory is None:
         raise ValueError(f"unknown fingerprint algorithm {algorithm!r}")
-    return ":".join(f"{b:02X}" for b in cert.fingerprint(hash_factory()))
+    return cert.fingerprint(hash_factory()).hex(":").upper()
 
 
 class DtlsCertificate:
@@ -136,11 +138,28 @@ class DtlsCertificate:
             ctx.check_privatekey()
             ctx.set_cipher_list(_CIPHERS)
             ctx.set_tlsext_use_srtp(b":".join(p.openssl_name for p in SRTP_PROFILES))
+            # One verify callback for every connection of the context: it asks the connection's endpoint (its app
+            # data), so a connection needs no callback of its own (pyOpenSSL makes one cffi callback per call).
+            ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify_peer)
             self._context = ctx
         return self._context
 
 
+# One byte of a fingerprint as uppercase hex; a value of n bytes is n of these joined by colons.
+_HEX_PAIR = "[0-9A-F]{2}"
+_FINGERPRINT_RES: dict[int, re.Pattern[str]] = {}
+
+
+def _fingerprint_re(size: int) -> re.Pattern[str]:
+    pattern = _FINGERPRINT_RES.get(size)
+    if pattern is None:
+        pattern = _FINGERPRINT_RES[size] = re.compile(_HEX_PAIR + f"(?::{_HEX_PAIR}){{{size - 1}}}")
+    return pattern
+
+
 def _normalize_fingerprints(remote_fingerprints: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The list with each algorithm lowercased and each value uppercased and stripped; ValueError for an empty list,
+    an unknown algorithm, or a value that is not the algorithm's digest size of colon-separated two-digit hex bytes."""
     if not remote_fingerprints:
         raise ValueError("remote_fingerprints is empty")
     out: list[tuple[str, str]] = []
@@ -149,11 +168,11 @@ def _normalize_fingerprints(remote_fingerprints: list[tuple[str, str]]) -> list[
         hash_factory = HASHES.get(algo)
         if hash_factory is None:
             raise ValueError(f"unknown fingerprint algorithm {algorithm!r}")
-        parts = value.strip().upper().split(":")
+        text = value.strip().upper()
         size = hash_factory().digest_size
-        if len(parts) != size or any(len(p) != 2 or any(c not in "0123456789ABCDEF" for c in p) for p in parts):
+        if _fingerprint_re(size).fullmatch(text) is None:
             raise ValueError(f"{algo} fingerprint must be {size} colon-separated hex bytes, got {value!r}")
-        out.append((algo, ":".join(parts)))
+        out.append((algo, text))
     return out
 
 
@@ -177,6 +196,9 @@ class DtlsEndpoint:
             raise ValueError(f"mtu {mtu} outside 256..65507")
         self.role = role
         self.remote_fingerprints = _normalize_fingerprints(remote_fingerprints)
+        # The same list as (hash, digest bytes): a certificate is checked by comparing its digests, not their text.
+        self._expected = [(HASHES[algo](), bytes.fromhex(value.replace(":", "")))
+                          for algo, value in self.remote_fingerprints]
         self.mtu = mtu
         self._send = send
         self.state = "new"
@@ -192,7 +214,7 @@ class DtlsEndpoint:
         self.on_state_change: Callable[[str], None] | None = None
 
         self._ssl = SSL.Connection(cert.ssl_context(), None)
-        self._ssl.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
+        self._ssl.set_app_data(self)  # the context's verify callback (_verify_peer) calls our _verify
         self._ssl.set_ciphertext_mtu(mtu)
         if role == "client":
             self._ssl.set_connect_state()
@@ -201,7 +223,10 @@ class DtlsEndpoint:
 
     # ---- fingerprint -------------------------------------------------------------------------------------
     def _matches(self, cert: x509.Certificate) -> bool:
-        return any(certificate_fingerprint(cert, algo) == value for algo, value in self.remote_fingerprints)
+        for hash_algorithm, digest in self._expected:
+            if cert.fingerprint(hash_algorithm) == digest:
+                return True
+        return False
 
     def _verify(self, conn: SSL.Connection, cert: Any, errnum: int, depth: int, ok: int) -> bool:
         # Self-signed certificates are expected (errnum 18/19); the SDP fingerprint is what authenticates the peer.
@@ -258,10 +283,10 @@ class DtlsEndpoint:
         self.records_in += 1
         self._ssl.bio_write(bytes(record))
         if not self._handshake_done:
-            self._handshake()
+            self._handshake()  # flushes what it produced, on every path
         if self.state == "connected":
             self._read_application_data()
-        self._flush()
+            self._flush()
 
     def _handshake(self) -> None:
         try:
@@ -367,12 +392,14 @@ class DtlsEndpoint:
         chunks: list[bytes] = []
         while True:
             try:
-                chunk = self._ssl.bio_read(65536)
-            except SSL.Error:
+                chunk = self._ssl.bio_read(_BIO_READ)
+            except SSL.Error:  # nothing pending
                 break
             if not chunk:
                 break
             chunks.append(chunk)
+            if len(chunk) < _BIO_READ:
+                break  # a memory BIO returns all it holds up to the size asked: it is empty now
         if not chunks:
             return
         buf = b"".join(chunks)
@@ -391,3 +418,12 @@ class DtlsEndpoint:
             pos = end
         if datagram:
             self._send(bytes(datagram))
+
+
+def _verify_peer(conn: SSL.Connection, cert: Any, errnum: int, depth: int, ok: int) -> bool:
+    """The verify callback of :meth:`DtlsCertificate.ssl_context`: the connection's :class:`DtlsEndpoint` decides; a
+    connection without one (made from the context by other code that set no callback of its own) is refused."""
+    endpoint = conn.get_app_data()
+    if not isinstance(endpoint, DtlsEndpoint):
+        return False
+    return endpoint._verify(conn, cert, errnum, depth, ok)

@@ -412,6 +412,7 @@ class MediaService:
                 ),
             )
             self._by_ufrag[ufrag] = transport
+            transport.ufrags.append(ufrag)
             router.transports.add(transport_id)
             existing = transport
             self.kick_tick()
@@ -442,6 +443,7 @@ class MediaService:
         transport = self.transports.get(transport_id)
         transport.restart_ice(body.ice_ufrag, body.ice_pwd)
         self._by_ufrag[body.ice_ufrag] = transport
+        transport.ufrags.append(body.ice_ufrag)
         return body
 
     async def transport_close(self, transport_id: str, body: Empty) -> Empty:
@@ -455,14 +457,15 @@ class MediaService:
             self._close_producer(pid)
         for cid in list(transport.consumer_ids):
             self._close_consumer(cid)
-        for dpid in [d.id for d in self.data_producers.values() if d.transport is transport]:
+        for dpid in list(transport.data_producer_ids):
             self._close_data_producer(dpid)
-        for dcid in [d.id for d in self.data_consumers.values() if d.transport is transport]:
-            self.data_consumers.pop(dcid).close()
+        for dcid in list(transport.data_consumer_ids):
+            self._pop_data_consumer(dcid).close()
         transport.close()
         self.transports.remove(transport_id)
-        for ufrag in [u for u, t in self._by_ufrag.items() if t is transport]:
-            del self._by_ufrag[ufrag]
+        for ufrag in transport.ufrags:
+            if self._by_ufrag.get(ufrag) is transport:  # a later restart of another transport may have taken it
+                del self._by_ufrag[ufrag]
         router = self.routers.get(transport.router_id)
         if router is not None:
             router.transports.discard(transport_id)
@@ -571,6 +574,7 @@ class MediaService:
             self.data_producers[body.data_producer_id] = DataProducer(
                 body.data_producer_id, transport, body.label, relay_to_control=body.relay_to_control
             )
+            transport.data_producer_ids[body.data_producer_id] = None
         return Empty()
 
     async def transport_consume_data(self, transport_id: str, body: ConsumeDataRequest) -> Empty:
@@ -584,6 +588,7 @@ class MediaService:
         label = body.label if body.label is not None else producer.label
         consumer = DataConsumer(dc_id, transport, producer, label)
         self.data_consumers[dc_id] = consumer
+        transport.data_consumer_ids[dc_id] = None
         producer.consumers[dc_id] = consumer
         consumer.open()
         return Empty()
@@ -598,8 +603,9 @@ class MediaService:
         return SendDataReply(sent=transport.send_data(body.label, body.data))
 
     def _on_data_message(self, transport: WebRtcTransport, label: str, data: bytes | str) -> None:
-        for producer in self.data_producers.values():
-            if producer.transport is not transport or not producer.accepts(label):
+        for dp_id in transport.data_producer_ids:
+            producer = self.data_producers[dp_id]
+            if not producer.accepts(label):
                 continue
             if producer.relay_to_control:
                 # LiveKit's DataPacket semantics (sender identity, destinations, permissions) live in control.
@@ -700,13 +706,21 @@ class MediaService:
 
     def _close_data_producer(self, dp_id: str) -> None:
         producer = self.data_producers.pop(dp_id)
+        producer.transport.data_producer_ids.pop(dp_id, None)
         for dc_id in list(producer.consumers):
-            consumer = self.data_consumers.pop(dc_id, None)
+            consumer = self._pop_data_consumer(dc_id)
             if consumer is not None:
                 consumer.close()
 
-    async def data_consumer_close(self, dc_id: str, body: Empty) -> Empty:
+    def _pop_data_consumer(self, dc_id: str) -> DataConsumer | None:
+        """Removes a data consumer from the worker's table and from its transport's."""
         consumer = self.data_consumers.pop(dc_id, None)
+        if consumer is not None:
+            consumer.transport.data_consumer_ids.pop(dc_id, None)
+        return consumer
+
+    async def data_consumer_close(self, dc_id: str, body: Empty) -> Empty:
+        consumer = self._pop_data_consumer(dc_id)
         if consumer is not None:
             consumer.producer.consumers.pop(dc_id, None)
             consumer.close()

@@ -153,6 +153,11 @@ class WebRtcTransport:
         self.bwe_bps = 0  # the Engine's last reported send-side estimate toward the peer (EV_BWE_CHANGED), 0 = none
         self.producer_ids: set[str] = set()  # kept by MediaService, so that close and stats need no scan
         self.consumer_ids: set[str] = set()
+        # The data producers on this transport and the data consumers sending on it, in creation order (dicts used as
+        # ordered sets), and the ICE ufrags that name it; kept by MediaService, so that a close needs no scan.
+        self.data_producer_ids: dict[str, None] = {}
+        self.data_consumer_ids: dict[str, None] = {}
+        self.ufrags: list[str] = []
         engine.add_transport(handle)
 
     # ---- ICE ---------------------------------------------------------------------------------------------

@@ -346,6 +346,11 @@ def test_engine_reads_feedback_and_reports_the_estimate(rig: Rig) -> None:
     assert t2["bwe_bps"] >= 30_000 and t2["bwe_state"] in fastpath.BWE_STATES
     events = [e for e in rig.engine.poll_events() if e[0] == fastpath.EV_BWE_CHANGED]
     assert events and events[0][1] == 2 and events[0][2] == t2["bwe_bps"]
+    # The allocator's accessor: the same values as the snapshot's keys; None for a transport without transport-cc.
+    keys = ("bwe_bps", "bwe_state", "bwe_loss", "bwe_probe_pending", "rtx_bytes", "twcc_feedback_packets",
+            "remb_packets")
+    assert rig.engine.transport_estimate(2) == tuple(t2[k] for k in keys)
+    assert rig.engine.transport_estimate(1) is None and "bwe_bps" not in rig.engine.snapshot_transport(1)
 
 
 def test_feedback_on_a_transport_without_transport_cc_is_dropped(rig: Rig) -> None:

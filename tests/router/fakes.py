@@ -16,6 +16,16 @@ from router.messages import EVENTS
 from router.protocol import Body, Event, Method
 
 
+def estimate_of(snapshot: dict[str, Any]) -> tuple[int, str, float, int, int, int, int] | None:
+    """``Engine.transport_estimate`` of a transport whose ``snapshot_transport`` is ``snapshot`` (the same values,
+    None without an estimator: the snapshot has no ``bwe_bps``)."""
+    if "bwe_bps" not in snapshot:
+        return None
+    return (snapshot["bwe_bps"], snapshot.get("bwe_state", "normal"), snapshot.get("bwe_loss", 0.0),
+            snapshot.get("bwe_probe_pending", 0), snapshot.get("rtx_bytes", 0),
+            snapshot.get("twcc_feedback_packets", 0), snapshot.get("remb_packets", 0))
+
+
 class FakeChannel:
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {}

@@ -37,6 +37,7 @@ from router.allocator import (
 from router.layer_rates import LayerRates
 from router.media_router import Consumer, Producer
 from router.registry import Registry
+from tests.router.fakes import estimate_of
 
 SIMULCAST = [150_000.0, 450_000.0, 1_700_000.0]  # the 720p publisher: 320, 640 and 1280 px
 OPUS = [64_000.0]
@@ -318,8 +319,8 @@ def test_engine_estimates_read_the_snapshot_keys_when_present() -> None:
         def __init__(self, snap: dict[str, Any]) -> None:
             self.snap = snap
 
-        def snapshot_transport(self, t: int) -> dict[str, Any]:
-            return self.snap
+        def transport_estimate(self, t: int) -> tuple[int, str, float, int, int, int, int] | None:
+            return estimate_of(self.snap)  # the Engine's, for a transport whose snapshot_transport is snap
 
     assert EngineEstimates(Snapshots({"tx_bytes": 1})).estimate(0) is None  # an Engine without estimation
     assert EngineEstimates(Snapshots({"bwe_bps": 0, "bwe_state": "normal"})).estimate(0) is None  # unknown yet

@@ -16,6 +16,7 @@ from typing import Any
 
 import fastpath
 from router.allocator import ALLOCATE_INTERVAL_S, EngineEstimates
+from tests.router.fakes import estimate_of
 from tests.router.test_allocator import ProbingEngine, World
 
 TICK_S = 0.02
@@ -45,6 +46,9 @@ class Link:
 
     def snapshot_transport(self, t: int) -> dict[str, Any]:
         return {**self.bwe.stats, "rtx_bytes": self.rtx_bytes}  # the keys of the Engine's snapshot_transport
+
+    def transport_estimate(self, t: int) -> tuple[int, str, float, int, int, int, int] | None:
+        return estimate_of(self.snapshot_transport(t))
 
     def send(self, at_us: float, size: int, padding: bool = False) -> bool:
         seq = self.bwe.sent(int(at_us), size, padding)

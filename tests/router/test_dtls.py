@@ -288,3 +288,113 @@ def test_handshake_without_use_srtp_fails() -> None:
     assert server.failure_reason == "no SRTP profile negotiated (use_srtp missing)"
     with pytest.raises(DtlsError):
         server.srtp_keys()
+
+
+@pytest.mark.parametrize("algorithm", ["sha-1", "sha-256", "sha-384", "sha-512"])
+def test_fingerprint_text_is_the_sdp_form(algorithm: str) -> None:
+    # The a=fingerprint form (RFC 8122 section 5): every digest byte as two uppercase hex digits, colon-separated.
+    from router.dtls import HASHES, certificate_fingerprint
+
+    digest = SERVER_CERT.cert.fingerprint(HASHES[algorithm]())
+    assert certificate_fingerprint(SERVER_CERT.cert, algorithm) == ":".join(f"{b:02X}" for b in digest)
+    assert certificate_fingerprint(SERVER_CERT.cert, algorithm.upper()) == SERVER_CERT.fingerprint(algorithm)
+
+
+_SHA1 = ":".join(f"{b:02X}" for b in range(0xA0, 0xB4))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (_SHA1, _SHA1),
+        (_SHA1.lower(), _SHA1),
+        (f"  {_SHA1}\n", _SHA1),
+        (_SHA1[:-3], None),  # 19 bytes
+        (_SHA1 + ":00", None),  # 21 bytes
+        (_SHA1 + ":", None),
+        (":" + _SHA1, None),
+        (_SHA1.replace(":", "", 1), None),  # one byte of four digits
+        (_SHA1.replace("A0:", "A:0", 1), None),
+        (_SHA1.replace("A0", "G0", 1), None),
+        (_SHA1.replace("A0", "\u0660\u0661", 1), None),  # Arabic-Indic digits are no hex digits
+        (_SHA1.replace(":", "-"), None),
+        (_SHA1.replace("A0:", "A0::", 1), None),
+    ],
+)
+def test_fingerprint_values_are_normalized_or_rejected(value: str, expected: str | None) -> None:
+    from router.dtls import _normalize_fingerprints
+
+    if expected is None:
+        with pytest.raises(ValueError, match="^sha-1 fingerprint must be 20 colon-separated hex bytes"):
+            _normalize_fingerprints([("SHA-1", value)])
+    else:
+        assert _normalize_fingerprints([("SHA-1", value)]) == [("sha-1", expected)]
+
+
+def test_handshake_flights_are_sent_whole() -> None:
+    # Every record OpenSSL wrote leaves in a datagram: the client's datagrams hold whole records (13-byte header
+    # and the length it announces) and the handshake completes with nothing left behind.
+    link = Link()
+    link.connect()
+    assert link.client.state == link.server.state == "connected"
+    for datagram in link.datagrams:
+        pos = 0
+        while pos < len(datagram):
+            pos += 13 + int.from_bytes(datagram[pos + 11 : pos + 13], "big")
+        assert pos == len(datagram)
+    assert not link.to_client and not link.to_server
+
+
+def test_endpoints_sharing_a_context_each_check_their_own_fingerprints() -> None:
+    # The verify callback is the context's (one per certificate); it must ask the endpoint of the connection being
+    # verified. Two handshakes under way at once on the same server certificate: only the one expecting the
+    # client's certificate connects.
+    other = DtlsCertificate.generate()
+    good = Link()
+    bad = Link(server_fps=[("sha-256", other.fingerprint())])
+    good.client.start()
+    bad.client.start()
+    for _ in range(20):
+        for link in (bad, good):
+            while link.to_server:
+                link.server.handle(link.to_server.popleft())
+            while link.to_client:
+                link.client.handle(link.to_client.popleft())
+    assert good.server.state == good.client.state == "connected"
+    assert bad.server.state == "failed"
+    assert bad.server.failure_reason == "remote certificate does not match the signaled fingerprint"
+
+
+def test_a_connection_of_the_context_without_an_endpoint_is_refused() -> None:
+    from OpenSSL import SSL
+
+    ctx = SSL.Context(SSL.DTLS_METHOD)
+    ctx.use_certificate(CLIENT_CERT.cert)
+    ctx.use_privatekey(CLIENT_CERT.key)
+    ctx.set_tlsext_use_srtp(b"SRTP_AES128_CM_SHA1_80")
+    ctx.set_verify(SSL.VERIFY_PEER, lambda *args: True)
+    client = SSL.Connection(ctx, None)
+    client.set_connect_state()
+    client.set_ciphertext_mtu(1200)
+    server = SSL.Connection(SERVER_CERT.ssl_context(), None)  # no DtlsEndpoint, no callback of its own
+    server.set_accept_state()
+    server.set_ciphertext_mtu(1200)  # the context does not query the MTU
+    failed: SSL.Connection | None = None
+    reason = ""
+    for _ in range(10):
+        for conn, peer in ((client, server), (server, client)):
+            try:
+                conn.do_handshake()
+            except SSL.WantReadError:
+                pass
+            except SSL.Error as exc:
+                failed, reason = conn, str(exc)
+                break
+            while True:
+                try:
+                    peer.bio_write(conn.bio_read(65536))
+                except SSL.WantReadError:
+                    break
+        if failed is not None:
+            break
+    assert failed is server and "certificate verify failed" in reason  # refused the client's certificate

@@ -24,6 +24,7 @@ from router.messages import (
     ConsumeRequest,
     CreateWebRtcTransportReply,
     CreateWebRtcTransportRequest,
+    IceParameters,
     OpenDataChannelRequest,
     ProduceDataRequest,
     ProduceRequest,
@@ -173,6 +174,40 @@ async def test_closing_the_router_releases_every_entry(service: tuple[MediaServi
     # the rest (and the "totals" and "drops" of router/totals.py) are lifetime traffic counters
     live = [k for k in counts if not k.startswith(("rx_", "tx_")) and k not in ("totals", "drops")]
     assert {k: counts[k] for k in live} == dict.fromkeys(live, 0)
+
+
+async def test_closing_one_transport_releases_only_its_entries(service: tuple[MediaService, FakeChannel]) -> None:
+    """A transport's close finds its data producers, the data consumers sending on it and every ufrag it answered to
+    (after an ICE restart too), and leaves the other transports' entries alone."""
+    media, ch = service
+    await call(ch, Method.MEDIA_ROUTER_CREATE, "r", Empty())
+    for tid in ("a", "b", "c"):
+        await create_transport(ch, "r", tid)
+    for tid in ("a", "b"):
+        await call(ch, Method.TRANSPORT_PRODUCE_DATA, tid, ProduceDataRequest(data_producer_id=f"d-{tid}", label="*"))
+    # c consumes a's and b's data; a consumes b's; b consumes a's
+    for sub, pub in (("c", "a"), ("c", "b"), ("a", "b"), ("b", "a")):
+        await call(ch, Method.TRANSPORT_CONSUME_DATA, sub,
+                   ConsumeDataRequest(data_consumer_id=f"{sub}<{pub}", data_producer_id=f"d-{pub}"))
+    a = media.transports.get("a")
+    first_ufrag = a.ice.local_ufrag
+    await call(ch, Method.TRANSPORT_RESTART_ICE, "a", IceParameters(ice_ufrag="restarted", ice_pwd="p" * 22))
+    kept = {u for u, t in media._by_ufrag.items() if t is not a}
+    assert {first_ufrag, "restarted"} <= set(media._by_ufrag) and len(kept) == 2
+
+    await call(ch, Method.TRANSPORT_CLOSE, "a", Empty())
+    assert set(media._by_ufrag) == kept
+    assert set(media.data_producers) == {"d-b"}
+    assert set(media.data_consumers) == {"c<b"}  # a's producer took c<a and b<a along; a<b was a's own
+    assert list(media.transports.get("b").data_producer_ids) == ["d-b"]
+    assert list(media.transports.get("c").data_consumer_ids) == ["c<b"]
+    assert not media.transports.get("b").data_consumer_ids
+    # a data producer made again on another transport under a closed one's id is that transport's
+    await call(ch, Method.TRANSPORT_PRODUCE_DATA, "c", ProduceDataRequest(data_producer_id="d-a", label="*"))
+    await call(ch, Method.TRANSPORT_CLOSE, "c", Empty())
+    assert set(media.data_producers) == {"d-b"} and not media.data_consumers
+    await call(ch, Method.TRANSPORT_CLOSE, "b", Empty())
+    assert not media.data_producers and not media._by_ufrag
 
 
 async def test_consent_expiry_reaches_control_through_the_schedule(service: tuple[MediaService, FakeChannel]) -> None:
