@@ -40,6 +40,39 @@ async def _serve(script: object) -> TestServer:
     return server
 
 
+class _Transport:
+    """A transport that keeps what is written to it."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.writes)
+
+
+class _Protocol:
+    writing_paused = False
+
+
+class _Socket:
+    """An aiohttp WebSocketResponse as the sink sees it: ``compress`` is the negotiated deflate window or 0."""
+
+    closed = False
+
+    def __init__(self, compress: int = 0) -> None:
+        self.compress = compress
+
+    async def close(self, **kw: object) -> None:
+        self.closed = True
+
+
 def test_the_wire_form_is_one_final_unmasked_binary_frame() -> None:
     for size in (0, 125, 126, 65535, 65536):
         wire = websocket_frame(b"x" * size)
@@ -114,28 +147,8 @@ async def test_a_broadcast_to_many_sockets_is_written_over_several_loop_iteratio
     with a frame of its own is written in the first iteration, not after the others."""
     from control.service import outbox
 
-    class Transport:
-        def __init__(self) -> None:
-            self.writes: list[bytes] = []
-
-        def write(self, data: bytes) -> None:
-            self.writes.append(data)
-
-        def is_closing(self) -> bool:
-            return False
-
-    class Protocol:
-        writing_paused = False
-
-    class Socket:
-        closed = False
-        compress = 0
-
-        async def close(self, **kw: object) -> None:
-            self.closed = True
-
-    transports = [Transport() for _ in range(100)]
-    sinks = [WebSocketSink(Socket(), transport=t, protocol=Protocol()) for t in transports]  # type: ignore[arg-type]
+    transports = [_Transport() for _ in range(100)]
+    sinks = [WebSocketSink(_Socket(), transport=t, protocol=_Protocol()) for t in transports]  # type: ignore[arg-type]
     assert all(s.direct for s in sinks)
     frame = Frame(_update("PA_big", "b" * 30_000))
     for sink in sinks:
@@ -161,30 +174,8 @@ async def test_a_socket_with_permessage_deflate_gets_large_frames_compressed_onc
     """Two sockets that negotiated permessage-deflate and one that did not: the large broadcast is compressed once
     (the same bytes to both deflate sockets), the socket's own large frame compressed, small frames uncompressed;
     each socket decodes exactly what was queued, in order."""
-    class Transport:
-        def __init__(self) -> None:
-            self.data = b""
-
-        def write(self, data: bytes) -> None:
-            self.data += data
-
-        def is_closing(self) -> bool:
-            return False
-
-    class Protocol:
-        writing_paused = False
-
-    class Socket:
-        closed = False
-
-        def __init__(self, compress: int) -> None:
-            self.compress = compress
-
-        async def close(self, **kw: object) -> None:
-            self.closed = True
-
-    transports = [Transport() for _ in range(3)]
-    sinks = [WebSocketSink(Socket(c), transport=t, protocol=Protocol())  # type: ignore[arg-type]
+    transports = [_Transport() for _ in range(3)]
+    sinks = [WebSocketSink(_Socket(c), transport=t, protocol=_Protocol())  # type: ignore[arg-type]
              for c, t in zip((15, 15, 0), transports, strict=True)]
     broadcast = Frame(_update("PA_all", "b" * 30_000))
     own = [_update(f"PA_own{i}", "o" * 5_000) for i in range(3)]
