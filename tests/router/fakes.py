@@ -46,27 +46,39 @@ class FakeChannel:
         return True
 
 
+def _bind_ports(ice_tcp: bool) -> tuple[socket.socket, socket.socket | None]:
+    """A UDP socket on a free loopback port and, with ``ice_tcp``, the TCP listener on the same port number (as
+    router.ports.bind_tcp makes it). The kernel picks the UDP port; its number may be taken for TCP (another
+    test's connection), so a few ports are tried."""
+    from router.ports import bind_tcp
+
+    for _ in range(50):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        if not ice_tcp:
+            return sock, None
+        try:
+            return sock, bind_tcp("127.0.0.1", sock.getsockname()[1])
+        except OSError:
+            sock.close()
+    raise RuntimeError("no loopback port free for both UDP and TCP in 50 tries")
+
+
 class FakeWorker:
     """The parts of router.worker.Worker that the media service uses."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, ice_tcp: bool = False,
                  node_ips: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.loop = loop
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.setblocking(False)
+        self.sock, self.tcp_sock = _bind_ports(ice_tcp)
         self.worker_id = 0
         self.core = 0
         self.node_ips = list(node_ips)
         self.node_ip = node_ips[0]
         self.bind_ip = "127.0.0.1"
         self.rtc_port = self.sock.getsockname()[1]
-        self.tcp_sock: socket.socket | None = None
         self.tcp6_sock: socket.socket | None = None
-        if ice_tcp:  # the TCP listener on the UDP port's number, as router.ports.bind_tcp makes it
-            from router.ports import bind_tcp
-
-            self.tcp_sock = bind_tcp("127.0.0.1", self.rtc_port)
         self.close_callbacks: list[Any] = []
         self.gso = True  # the worker's gso setting, which the Engine is built with
         self.congestion_control = True
