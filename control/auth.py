@@ -299,7 +299,8 @@ def _hmac_key(secret: str) -> bytes:
     return _HS256.prepare_key(secret)
 
 
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps(..., separators=...) without a new encoder
+# json.dumps(..., separators=...) builds an encoder per call: one, the same text (tokens, trickle candidates)
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def _sign(payload: dict[str, Any], secret: str) -> str:
@@ -307,7 +308,7 @@ def _sign(payload: dict[str, Any], secret: str) -> str:
     returns, without its warning about secrets shorter than 32 bytes (LiveKit's dev secret is 6)."""
     if not isinstance(payload.get("iss", ""), str):
         raise TypeError("Issuer (iss) must be a string.")
-    signing_input = _HEADER_SEGMENT + b"." + base64url_encode(_COMPACT_JSON.encode(payload).encode())
+    signing_input = _HEADER_SEGMENT + b"." + base64url_encode(COMPACT_JSON.encode(payload).encode())
     return (signing_input + b"." + base64url_encode(_HS256.sign(signing_input, _hmac_key(secret)))).decode()
 
 

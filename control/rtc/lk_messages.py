@@ -25,6 +25,8 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from livekit.protocol import models, rtc
 
+from control.auth import COMPACT_JSON
+
 SERVER_PROTOCOL = 16
 MIN_SERVER_VERSION = (1, 8, 0)
 MAX_SIGNAL_REQUEST_BYTES = 2 * 1024 * 1024
@@ -507,21 +509,12 @@ def listed_participant(info: models.ParticipantInfo) -> bytes:
     return _varint(_OTHERS_FIELD << 3 | 2) + _varint(len(data)) + data
 
 
-def join_response_bytes(
-    room: models.Room, participant: models.ParticipantInfo, listed: Sequence[bytes], **kwargs: Any
-) -> bytes:
-    """The encoded SignalResponse of :func:`join_response` whose other participants are ``listed`` (entries of
-    :func:`listed_participant`, distinct participants other than ``participant``): the same message, without
-    copying and encoding every other participant's info again for each newcomer (a repeated field's entries may
-    follow the message's other fields, Protocol Buffers encoding)."""
-    others = b"".join(listed)
-    return join_response_head(room, participant, len(others), **kwargs) + others
-
-
 def join_response_head(room: models.Room, participant: models.ParticipantInfo, listed_bytes: int,
                        **kwargs: Any) -> bytes:
-    """The start of :func:`join_response_bytes`: everything but the other participants' entries, which follow it
-    (``listed_bytes`` of them)."""
+    """The encoded SignalResponse of :func:`join_response` up to its other participants, whose entries
+    (``listed_bytes`` of :func:`listed_participant` outputs, distinct participants other than ``participant``)
+    follow it: the same message without copying and encoding every other participant's info again for each
+    newcomer (a repeated field's entries may follow the message's other fields, Protocol Buffers encoding)."""
     own = join_response(room, participant, [], **kwargs).join.SerializeToString()
     return _varint(_JOIN_FIELD << 3 | 2) + _varint(len(own) + listed_bytes) + own
 
@@ -724,10 +717,6 @@ def answer(
     return rtc.SignalResponse(answer=_session_description("answer", sdp, offer_id, mid_to_track_id))
 
 
-# ``json.dumps`` with separators builds a new encoder per call; one encoder, the same text.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
-
-
 @dataclass(frozen=True)
 class CandidateInit:
     """RTCIceCandidateInit as carried in `TrickleRequest.candidateInit`."""
@@ -745,7 +734,7 @@ class CandidateInit:
         }
         if self.username_fragment is not None:
             body["usernameFragment"] = self.username_fragment
-        return _COMPACT_JSON.encode(body)
+        return COMPACT_JSON.encode(body)
 
 
 _TARGETS = (rtc.SignalTarget.PUBLISHER, rtc.SignalTarget.SUBSCRIBER)

@@ -186,8 +186,9 @@ class Room:
         # A room over several workers (control/rtc/spread.py): the worker of each participant (by sid), the
         # workers holding this room's MediaRouter, and the pipes between them.
         self.pool = pool
-        self._off_host_of: object = None  # the pool _off_host_is was found for
-        self._off_host_is: OffHostPool | None = None
+        # The pool if it can place off this host (a cluster's), found once: a runtime protocol's ``isinstance`` looks
+        # every member up (2 % of control's samples under ``bench join`` as a check on every join).
+        self._off_host: OffHostPool | None = pool if isinstance(pool, OffHostPool) else None
         self.spread = spread or SpreadPolicy("never")
         self.worker_of: dict[str, int] = {}
         self._members: Counter[int] = Counter()  # worker -> sessions on it (worker_of counted, for placement)
@@ -204,19 +205,9 @@ class Room:
 
     async def _pipe_ends(self, source: int, dest: int) -> PipeEnds:
         assert self.pool is not None, "pipes need the worker pool"
-        off_host = self._off_host()
-        if off_host is not None:
-            return await off_host.pipe_ends(source, dest)
+        if self._off_host is not None:
+            return await self._off_host.pipe_ends(source, dest)
         return local_ends(self.pool.udp_port, source, dest)
-
-    def _off_host(self) -> OffHostPool | None:
-        """The pool if it is an :class:`OffHostPool`, checked once per pool (a runtime protocol's ``isinstance``
-        looks every member up: 2 % of control's samples under ``bench join`` as a check on every join)."""
-        pool = self.pool
-        if self._off_host_of is not pool:
-            self._off_host_of = pool
-            self._off_host_is = pool if isinstance(pool, OffHostPool) else None
-        return self._off_host_is
 
     def workers(self) -> list[int]:
         """The workers this room uses: its home and every participant's."""
@@ -228,9 +219,8 @@ class Room:
         if self.pool is not None and self.spread.mode != "never":
             members = dict(self._members)
             worker_id = self.spread.place(self.worker_id, members, self.pool.loads({}))
-            off_host = self._off_host()
-            if off_host is not None:  # a cluster may place it on another node's worker
-                remote = await off_host.place_off_host(self.name, self.router_id, members)
+            if self._off_host is not None:  # a cluster may place it on another node's worker
+                remote = await self._off_host.place_off_host(self.name, self.router_id, members)
                 worker_id = worker_id if remote is None else remote
         media = self.media_for(worker_id)
         if worker_id not in self.router_workers:

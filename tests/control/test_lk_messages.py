@@ -359,17 +359,17 @@ def test_join_response_refuses_hidden_and_bad_others() -> None:
         join(others=[raw])
 
 
-def test_join_response_bytes_is_the_join_response_with_cached_entries() -> None:
+def test_join_response_head_and_cached_entries_are_the_join_response() -> None:
     bob = participant(sid="PA_bbbbbbbbbbbb", identity="bob", state=State.ACTIVE, tracks=[audio_track()])
     carol = participant(sid="PA_cccccccccccc", identity="carol", metadata="x" * 300)
     args = {"server_version": "1.9.0", "node_id": "node-1", "region": "local",
             "enabled_publish_codecs": ["audio/opus"], "ice_servers": [lm.ice_server(["stun:stun.example.org"])]}
-    data = lm.join_response_bytes(room(), participant(), [lm.listed_participant(bob), lm.listed_participant(carol)],
-                                  **args)
+    listed = lm.listed_participant(bob) + lm.listed_participant(carol)
+    data = lm.join_response_head(room(), participant(), len(listed), **args) + listed
     parsed = rtc.SignalResponse.FromString(data)
     assert parsed == lm.join_response(room(), participant(), [bob, carol], **args)  # type: ignore[arg-type]
     assert [p.identity for p in parsed.join.other_participants] == ["bob", "carol"]
-    alone = lm.join_response_bytes(room(), participant(), [], **args)
+    alone = lm.join_response_head(room(), participant(), 0, **args)
     assert rtc.SignalResponse.FromString(alone) == lm.join_response(room(), participant(), [], **args)  # type: ignore[arg-type]
 
 
