@@ -364,6 +364,19 @@ def _shape(hint: Any) -> tuple[Any, tuple[Any, ...]]:
     return shape
 
 
+# A Literal's values as (type, value) pairs, worked out once per annotation: a value matches only one of the same
+# type (True is not 1, 1.0 is not 1), and only hashable scalars can match.
+_LITERALS: dict[Any, frozenset[tuple[type, Any]]] = {}
+_LITERAL_TYPES = frozenset({str, int, bool, bytes, type(None)})
+
+
+def _literal_values(hint: Any, args: tuple[Any, ...]) -> frozenset[tuple[type, Any]]:
+    values = _LITERALS.get(hint)
+    if values is None:
+        values = _LITERALS[hint] = frozenset((type(arg), arg) for arg in args)
+    return values
+
+
 def _scalar(hint: Any, value: Any) -> tuple[bool, Any]:
     """Whether ``value`` is of the scalar type ``hint`` (int excludes bool; float takes an int), and the value."""
     if hint is int:
@@ -410,7 +423,7 @@ def _check(owner: str, path: str, hint: Any, value: Any) -> Any:
             if ok:
                 return converted
     elif origin is typing.Literal:
-        if any(value == arg and type(value) is type(arg) for arg in args):
+        if type(value) in _LITERAL_TYPES and (type(value), value) in _literal_values(hint, args):
             return value
         raise ProtocolError(f"{owner}: field '{path}' must be {_describe(hint)}, not {value!r}")
     elif isinstance(hint, type) and issubclass(hint, Body):

@@ -262,6 +262,8 @@ def test_good_bodies_parse_into_typed_values(wire: dict[str, object], body: Samp
     ({"pairs": [], "inner": {"n": "2"}}, "Sample: field 'inner.n' must be int, not str"),
     ({"pairs": [], "inner": {"n": 3}}, "Sample: field 'inner.n' must be even, not 3"),
     ({"pairs": [], "mode": "c"}, "Sample: field 'mode' must be one of 'a', 'b', not 'c'"),
+    ({"pairs": [], "mode": ["a"]}, "Sample: field 'mode' must be one of 'a', 'b', not ['a']"),
+    ({"pairs": [], "mode": b"a"}, "Sample: field 'mode' must be one of 'a', 'b', not b'a'"),
     ({"pairs": [], "ratio": "1"}, "Sample: field 'ratio' must be float, not str"),
     ({"pairs": [], "flag": 1}, "Sample: field 'flag' must be bool, not int"),
     ({"pairs": [], "counts": {"a": "x"}}, "Sample: field 'counts.a' must be int, not str"),
