@@ -113,7 +113,8 @@ YAML file (every field optional)::
       enabled_codecs: [audio/opus, video/VP8]  # publish codecs announced to clients (JoinResponse, Room);
                           # an AddTrackRequest's other codecs are dropped. Any of audio/opus, video/VP8,
                           # video/H264, video/VP9, video/AV1
-      update_batch_interval_s: 0.5        # s between batched ParticipantUpdates of a large room, 0.01-60
+      update_batch_interval_s: 3          # s between batched ParticipantUpdates of a large room, 0.01-60
+      room_update_interval_s: 5           # s between a large room's RoomUpdates with new counts, 0.01-60
       update_batch_min_participants: 20   # a room this large batches plain subscribers' joins and leaves
       max_tracks_per_participant: 32      # limits, 0 = none: published and pending tracks of one participant
       max_pending_tracks: 16              # AddTrackRequests waiting for their m-line
@@ -507,8 +508,10 @@ class RoomSettings:
     departure_timeout: int = 20
     dynacast_pause_delay_s: float = 5.0  # a simulcast layer nobody wants is turned off after this (LiveKit: 5 s)
     # ParticipantUpdate batching (control/rtc/rooms.py): in a room of at least update_batch_min_participants,
-    # plain subscribers' joins and leaves (and the participant counts) go out together every update_batch_interval_s.
-    update_batch_interval_s: float = 0.5
+    # plain subscribers' joins and leaves go out together every update_batch_interval_s (LiveKit: 3 s), and the
+    # participant counts (RoomUpdate) at most every room_update_interval_s (LiveKit: 5 s).
+    update_batch_interval_s: float = 3.0
+    room_update_interval_s: float = 5.0
     update_batch_min_participants: int = 20
     # Limits (0 = none); each refusal is counted in RoomManager.refusals.
     max_tracks_per_participant: int = 32  # published and pending tracks of one participant
@@ -537,6 +540,7 @@ _ROOM_NUMBERS: dict[str, tuple[type, float, float]] = {
     "dynacast_pause_delay_s": (float, 0, 3600),
     "refresh_interval_s": (float, 1, 86400),
     "update_batch_interval_s": (float, 0.01, 60),
+    "room_update_interval_s": (float, 0.01, 60),
     "update_batch_min_participants": (int, 0, 1_000_000),
     "max_tracks_per_participant": (int, 0, 100_000),
     "max_pending_tracks": (int, 0, 100_000),

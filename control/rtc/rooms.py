@@ -179,8 +179,8 @@ class Room:
         self._quality = Periodic(f"room {self.sid}: connection quality", self._quality_round, self.is_open)
         self.refusals: Counter[str] = refusals if refusals is not None else Counter()
         self._batched: dict[str, models.ParticipantInfo] = {}  # sid -> state waiting for the next batch
-        self._room_update_due = False
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._room_update_timer: asyncio.TimerHandle | None = None
         self._data_buckets: dict[str, limits.TokenBucket] = {}  # participant sid -> its DataPacket rate
         self.closed = False
         # A room over several workers (control/rtc/spread.py): the worker of each participant (by sid), the
@@ -513,19 +513,15 @@ class Room:
             self._flush_timer = loop.call_later(self.settings.update_batch_interval_s, self.flush_updates)
 
     def flush_updates(self) -> None:
-        """Sends what waited for the batch: one ParticipantUpdate with every batched participant, and the room's
-        info if its counts changed; each encoded once for everyone."""
+        """Sends what waited for the batch: one ParticipantUpdate with every batched participant, encoded once for
+        everyone."""
         self._flush_timer = None
         batched, self._batched = list(self._batched.values()), {}
-        due, self._room_update_due = self._room_update_due, False
-        if self.closed or self.closing:
+        if self.closed or self.closing or not batched:
             return
-        frames = [Frame(lk.participant_update(batched))] if batched else []
-        if due:
-            frames.append(Frame(lk.room_update(self.info()), ROOM_KEY))
-        for frame in frames:
-            for p in self.participants.values():
-                p.send_frame(frame)
+        frame = Frame(lk.participant_update(batched))
+        for p in self.participants.values():
+            p.send_frame(frame)
 
     def on_consumer_created(self, sub: Subscription) -> None:
         """The first subscriber of a track: the publisher hears TrackSubscribed (LocalTrackSubscribed event)."""
@@ -535,14 +531,21 @@ class Room:
 
     def send_room_update(self, *, batched: bool = False) -> None:
         """RoomUpdate (participant and publisher counts) to everyone still in the room, encoded once; ``batched``
-        (a count changed) in a large room: with the next batch."""
+        (a count changed) in a large room: at most every ``room_update_interval_s``, with the counts of then."""
         if batched and self.batching():
-            self._room_update_due = True
-            self._schedule_flush()
+            if self._room_update_timer is None:
+                loop = asyncio.get_running_loop()
+                self._room_update_timer = loop.call_later(self.settings.room_update_interval_s,
+                                                          self._room_update_due)
             return
         frame = Frame(lk.room_update(self.info()), ROOM_KEY)
         for p in self.participants.values():
             p.send_frame(frame)
+
+    def _room_update_due(self) -> None:
+        self._room_update_timer = None
+        if not (self.closed or self.closing):
+            self.send_room_update()
 
     def on_transport_event(self, p: Participant, transport_id: str, event: str, state: str) -> None:
         if p.on_transport_state(transport_id, event, state):

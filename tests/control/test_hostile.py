@@ -337,16 +337,22 @@ async def test_data_packet_size_and_rate_limits() -> None:
 
 
 async def test_large_room_batches_subscriber_joins_and_sends_publishers_at_once() -> None:
-    manager, _ = make_manager(update_batch_min_participants=4, update_batch_interval_s=0.05)
+    manager, _ = make_manager(update_batch_min_participants=4, update_batch_interval_s=0.05,
+                              room_update_interval_s=0.2)
     room, a, client_a = await joined(manager, "alice")
     await joined(manager, "bob")
     before = len(client_a.of("update"))
+    counts_before = len(client_a.of("room_update"))
     for name in ("c1", "c2", "c3", "c4"):
         await joined(manager, name)
     assert len(client_a.of("update")) == before + 1  # c1 made the room 3: at once; the rest wait
+    assert len(client_a.of("room_update")) == counts_before + 1  # the count of 3 at once, then throttled
     await asyncio.sleep(0.1)
     batch = client_a.of("update")[-1]
     assert sorted(p.identity for p in batch.participants) == ["c2", "c3", "c4"]
+    assert len(client_a.of("room_update")) == counts_before + 1  # the counts wait longer than the batch
+    await asyncio.sleep(0.2)
+    assert len(client_a.of("room_update")) == counts_before + 2  # one RoomUpdate for three joins
     assert client_a.of("room_update")[-1].room.num_participants == 6
     mic = await publish(room, a, "mic", mid="0", offer_id=1)  # a publisher's change: at once
     _, c1, client_c1 = await joined(manager, "late")
