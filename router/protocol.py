@@ -115,6 +115,8 @@ class Event(StrEnum):
     DATA_PRODUCER_MESSAGE = "data_producer.message"
 
 
+_KNOWN_NAMES = frozenset(str(name) for name in (*Method, *Event))
+
 # ----------------------------------------------------------------------------------------------- envelopes
 
 
@@ -235,6 +237,8 @@ def _id(value: Any) -> int:
 
 
 def _name(value: Any, what: str) -> str:
+    if type(value) is str and value in _KNOWN_NAMES:
+        return value  # a Method or Event of this contract: the pattern is known to match
     if not isinstance(value, str) or not _NAME_RE.match(value):
         shape = "entity.verb" if what == "method" else "entity.event"
         raise ProtocolError(f"{what} must be an '{shape}' string, not {value!r}")
@@ -293,6 +297,10 @@ class Body:
 
     @classmethod
     def _parse(cls, body: Any, owner: str, prefix: str) -> Self:
+        try:
+            return _parse_fast(cls, body)
+        except ProtocolError:
+            pass  # the walk below finds the first bad field and says why
         if not isinstance(body, dict):
             if prefix:
                 raise ProtocolError(f"{owner}: field '{prefix[:-1]}' must be a map, not {type(body).__name__}")
@@ -338,6 +346,98 @@ def _fields(cls: type) -> list[tuple[str, Any, bool]]:
             for f in dataclasses.fields(cls)
         ]
     return fields
+
+
+# --- the fast path of from_wire: a checker per field, built once per body class -------------------------------
+#
+# Each checker takes a wire value and returns what ``_check`` returns for it, or raises ProtocolError (without a
+# useful reason) where ``_check`` would refuse it or where it does not decide; ``Body._parse`` then walks the body
+# again with ``_check``, which names the field and the fault. So a good body is checked without building any
+# path string or looking an annotation up (hashing a ``Literal`` annotation walks its values), and a bad one gets
+# the same error as before.
+
+_Checker = typing.Callable[[Any], Any]
+_PLANS: dict[type, list[tuple[str, _Checker, bool]]] = {}
+_MISSING = object()
+_NOT_DECIDED = ProtocolError("not decided on the fast path")
+
+
+def _parse_fast(cls: type[Body], body: Any) -> Any:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = _PLANS[cls] = [(name, _checker(hint), required) for name, hint, required in _fields(cls)]
+    if not isinstance(body, dict):
+        raise _NOT_DECIDED
+    values: dict[str, Any] = {}
+    for name, check, required in plan:
+        value = body.get(name, _MISSING)
+        if value is _MISSING:
+            if required:
+                raise _NOT_DECIDED
+            continue
+        values[name] = check(value)
+    parsed = cls(**values)
+    if parsed.problem() is not None:
+        raise _NOT_DECIDED
+    return parsed
+
+
+def _checker(hint: Any) -> _Checker:
+    """The fast checker of one annotation (see above); annotations it has no shortcut for go to ``_check``."""
+    if hint is Any:
+        return _same
+    if hint in _EXACT:
+        def exact(value: Any) -> Any:
+            return value if type(value) is hint else _decided_by_check(hint, value)
+        return exact
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        allowed = frozenset((type(arg), arg) for arg in args)
+
+        def literal(value: Any) -> Any:
+            if type(value) in _LITERAL_TYPES and (type(value), value) in allowed:
+                return value
+            raise _NOT_DECIDED
+        return literal
+    if isinstance(hint, type) and issubclass(hint, Body):
+        return lambda value: _parse_fast(hint, value)
+    if origin in (typing.Union, types.UnionType) and type(None) in args and len(args) == 2:
+        arm = next(arg for arg in args if arg is not type(None))
+        if arm not in _SCALARS:
+            inner = _checker(arm)
+            return lambda value: None if value is None else inner(value)
+    if origin is list and args:
+        item = args[0]
+        if item in _EXACT:
+            def exact_items(value: Any) -> Any:
+                if type(value) is list and all(type(v) is item for v in value):
+                    return list(value)
+                return _decided_by_check(hint, value)
+            return exact_items
+        check_item = _checker(item)
+
+        def items(value: Any) -> Any:
+            if not isinstance(value, list | tuple):
+                raise _NOT_DECIDED
+            return [check_item(v) for v in value]
+        return items
+    if origin is tuple and args and Ellipsis not in args:
+        checks = tuple(_checker(arg) for arg in args)
+
+        def fixed(value: Any) -> Any:
+            if not isinstance(value, list | tuple) or len(value) != len(checks):
+                raise _NOT_DECIDED
+            return tuple(check(v) for check, v in zip(checks, value, strict=True))
+        return fixed
+    return lambda value: _decided_by_check(hint, value)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _decided_by_check(hint: Any, value: Any) -> Any:
+    return _check("", "", hint, value)
 
 
 def _to_wire(value: Any) -> Any:

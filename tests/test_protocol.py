@@ -31,6 +31,7 @@ from router.protocol import (
     WorkerDump,
     WorkerHeartbeat,
     WorkerRunning,
+    _parse_fast,
     decode,
     encode,
 )
@@ -85,6 +86,7 @@ def test_notification_round_trips() -> None:
     (pack([0, True, "worker.dump", "", {}]), "id must be an integer, not bool"),
     (pack([0, 1, "WorkerDump", "", {}]), "method must be an 'entity.verb' string, not 'WorkerDump'"),
     (pack([0, 1, 5, "", {}]), "method must be an 'entity.verb' string, not 5"),
+    (pack([0, 1, ["worker.dump"], "", {}]), "method must be an 'entity.verb' string, not ['worker.dump']"),
     (pack([0, 1, "worker.dump", 3, {}]), "target id must be a string, not int"),
     (pack([0, 1, "worker.dump", "", [1]]), "body must be a map, not list"),
     (pack([0, 1, "worker.dump", "", {b"k": 1}]), "body keys must be strings, not bytes"),
@@ -232,14 +234,17 @@ class Sample(Body):
     counts: dict[str, int] = field(default_factory=dict)
 
 
-@pytest.mark.parametrize(("wire", "body"), [
+GOOD_SAMPLES = [
     ({"pairs": []}, Sample(pairs=[])),
     ({"pairs": [[1, "x"], [2, "y"]], "maybe": 3, "blob": "s", "inner": {"n": 2}, "mode": "b", "ratio": 1,
       "flag": True, "counts": {"a": 1}, "newer_field": [1]},
      Sample(pairs=[(1, "x"), (2, "y")], maybe=3, blob="s", inner=Inner(2), mode="b", ratio=1.0, flag=True,
             counts={"a": 1})),
     ({"pairs": [], "maybe": None, "inner": None, "blob": b"\x00"}, Sample(pairs=[], blob=b"\x00")),
-])
+]
+
+
+@pytest.mark.parametrize(("wire", "body"), GOOD_SAMPLES)
 def test_good_bodies_parse_into_typed_values(wire: dict[str, object], body: Sample) -> None:
     parsed = Sample.from_wire(wire)
     assert parsed == body
@@ -247,7 +252,7 @@ def test_good_bodies_parse_into_typed_values(wire: dict[str, object], body: Samp
     assert Sample.from_wire(decode(encode(Notification("a.b", "", parsed.to_wire()))).body) == parsed  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("wire", "reason"), [
+BAD_SAMPLES = [
     ({}, "Sample: missing field 'pairs'"),
     ({"pairs": {}}, "Sample: field 'pairs' must be list, not dict"),
     ({"pairs": [7]}, "Sample: field 'pairs[0]' must be an array of 2, not int"),
@@ -269,12 +274,29 @@ def test_good_bodies_parse_into_typed_values(wire: dict[str, object], body: Samp
     ({"pairs": [], "counts": {"a": "x"}}, "Sample: field 'counts.a' must be int, not str"),
     ({"pairs": [], "counts": {1: 2}}, "Sample: field 'counts' keys must be str, not int"),
     ("pairs", "Sample body must be a map, not str"),
-])
+]
+
+
+@pytest.mark.parametrize(("wire", "reason"), BAD_SAMPLES)
 def test_bad_bodies_raise_one_reason_naming_the_field(wire: object, reason: str) -> None:
     with pytest.raises(ProtocolError) as info:
         Sample.from_wire(wire)
     assert info.value.reason == reason
 
+
+
+@pytest.mark.parametrize(("wire", "body"), GOOD_SAMPLES)
+def test_the_fast_path_decides_good_bodies_alone(wire: dict[str, object], body: Sample) -> None:
+    # from_wire's shortcut (a checker per field, built once) gives what the field-by-field walk gives
+    assert _parse_fast(Sample, wire) == body
+    assert all(isinstance(pair, tuple) for pair in _parse_fast(Sample, wire).pairs)
+
+
+@pytest.mark.parametrize(("wire", "reason"), BAD_SAMPLES)
+def test_the_fast_path_never_accepts_a_bad_body(wire: object, reason: str) -> None:
+    # it refuses (leaving the reason to the walk) whatever the walk refuses
+    with pytest.raises(ProtocolError):
+        _parse_fast(Sample, wire)
 
 GOOD_EXTENSIONS = {"id_map": bytes(256), "mid_id": 1}
 GOOD_PRODUCE = {"producer_id": "p", "kind": "video", "encodings": [["", 1111, 0]], "payload_types": [96],
