@@ -251,6 +251,27 @@ def test_bad_signature_encoding_is_malformed() -> None:
     assert _refusal(f"{header}.{payload}.{sig}!") == "malformed token"
 
 
+
+def _segment(obj: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+def _signed(header: dict, payload: dict) -> str:
+    signing_input = f"{_segment(header)}.{_segment(payload)}"
+    mac = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+def test_tokens_beyond_the_plain_form_follow_pyjwt() -> None:
+    # the plain form (three unpadded segments, alg/typ/kid) is read without PyJWT; the rest is PyJWT's to judge
+    assert verify_token(_signed({"alg": "HS256", "typ": "JWT", "kid": "k1"}, _payload()), KEYS, now=NOW).identity \
+        == "alice"
+    assert verify_token(_sign(_payload()) + "=", KEYS, now=NOW).identity == "alice"  # a padded signature
+    assert _refusal(_signed({"alg": "HS256", "kid": 5}, _payload())) == "malformed token"
+    assert _refusal(_signed({"alg": "HS256", "b64": False, "crit": ["b64"]}, _payload())) == "malformed token"
+    assert _refusal(_signed({"alg": "HS256"}, [_payload()])) == "malformed token"  # a payload that is no object
+    assert _refusal(_signed(["HS256"], _payload())) == "malformed token"
+
 def test_created_token_is_what_pyjwt_encodes() -> None:
     token = create_token(KEY, SECRET, identity="u", room="r", name="N", metadata="m", attributes={"a": "b"},
                          kind="agent", now=NOW)
@@ -419,6 +440,25 @@ def test_refresh_token_keeps_grants_and_never_shortens() -> None:
         verify_token(refresh_token(short, SECRET, ttl_s=60, now=NOW), KEYS, now=NOW).expires_at == NOW + 600
     )
 
+
+
+@pytest.mark.parametrize("video", [
+    {"roomJoin": True, "room": "r"},
+    {"roomJoin": True, "room": "r", "canPublish": False, "canPublishSources": ["camera", "microphone"]},
+    {"roomJoin": True, "room": "r", "canPublishData": False, "hidden": True, "canUpdateOwnMetadata": True},
+    {"roomJoin": True, "room": "r", "canSubscribe": False, "agent": True, "roomAdmin": True},
+])
+def test_a_refreshed_token_is_the_one_create_token_mints_for_the_same_holder(video: dict[str, object]) -> None:
+    original = _claims(video, name="N", metadata="m", exp=NOW + 7200)
+    grants = original.grants
+    resolved = grants.to_claim() | {"roomJoin": grants.room_join, "canPublish": grants.get_can_publish(),
+                                    "canSubscribe": grants.get_can_subscribe(),
+                                    "canPublishData": grants.get_can_publish_data()}
+    del resolved["room"]
+    expected = create_token(KEY, SECRET, identity="alice", room="r", name="N", metadata="m", grants=resolved,
+                            ttl_s=7200, now=NOW)
+    assert refresh_token(original, SECRET, ttl_s=60, now=NOW) == expected
+    assert refresh_token(original, SECRET, ttl_s=60, now=NOW) == expected  # the grants' claim, cached, unchanged
 
 # --- request parsing --------------------------------------------------------------------------
 
