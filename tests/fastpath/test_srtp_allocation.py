@@ -1,6 +1,5 @@
 """The SRTP allocation thread (fastpath.srtp.context_pair): one pthread that creates a transport's two libsrtp
-sessions, so that their state blocks sit together in that thread's glibc malloc arena (docs/FORWARDING.md, "SRTP
-contexts")."""
+sessions, so that their state blocks sit together in that thread's glibc malloc arena (docs/FORWARDING.md, SRTP)."""
 
 from __future__ import annotations
 
