@@ -1,5 +1,3 @@
-from pylibsrtp import Session
-
 PROFILE_PLAIN: int
 PROFILE_AES128_CM_SHA1_80: int
 PROFILE_AEAD_AES_128_GCM: int
@@ -9,7 +7,6 @@ KEY_LENGTHS: dict[int, int]
 def srtp_error_reason(status: int) -> str: ...
 
 class SrtpContext:
-    session: Session
     profile: int
     outbound: bool
     def __init__(self, profile: int, key: bytes, outbound: bool) -> None: ...
@@ -22,3 +19,4 @@ class SrtpContext:
 
 def protect_batched(contexts: list[SrtpContext], packets: list[bytes]) -> list[bytes]: ...
 def context_pair(profile: int, local_key: bytes, remote_key: bytes) -> tuple[SrtpContext, SrtpContext]: ...
+def allocation_jobs() -> int: ...

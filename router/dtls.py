@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import binascii
 import datetime
+import hashlib
 import logging
 import os
 import re
@@ -35,7 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 
 log = logging.getLogger("router.dtls")
 
@@ -51,6 +52,8 @@ HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "sha-384": hashes.SHA384,
     "sha-512": hashes.SHA512,
 }
+# The same algorithms by their hashlib names: a peer certificate is checked by hashing its DER bytes.
+_HASHLIB_NAMES = {"sha-1": "sha1", "sha-256": "sha256", "sha-384": "sha384", "sha-512": "sha512"}
 
 _CIPHERS = (
     b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES256-GCM-SHA384:"
@@ -196,9 +199,11 @@ class DtlsEndpoint:
             raise ValueError(f"mtu {mtu} outside 256..65507")
         self.role = role
         self.remote_fingerprints = _normalize_fingerprints(remote_fingerprints)
-        # The same list as (hash, digest bytes): a certificate is checked by comparing its digests, not their text.
-        self._expected = [(HASHES[algo](), bytes.fromhex(value.replace(":", "")))
+        # The same list as (hashlib name, digest bytes): a certificate is checked by comparing the digests of its DER
+        # encoding, not their text.
+        self._expected = [(_HASHLIB_NAMES[algo], bytes.fromhex(value.replace(":", "")))
                           for algo, value in self.remote_fingerprints]
+        self._checked: tuple[bytes, bool] | None = None  # (DER, matched) of the last certificate checked
         self.mtu = mtu
         self._send = send
         self.state = "new"
@@ -222,18 +227,27 @@ class DtlsEndpoint:
             self._ssl.set_accept_state()
 
     # ---- fingerprint -------------------------------------------------------------------------------------
-    def _matches(self, cert: x509.Certificate) -> bool:
-        for hash_algorithm, digest in self._expected:
-            if cert.fingerprint(hash_algorithm) == digest:
-                return True
-        return False
+    def _matches(self, der: bytes) -> bool:
+        """Whether the certificate with this DER encoding has one of the signaled fingerprints. The verify callback
+        and the finished handshake check the same certificate (the callback more than once for a self-signed one):
+        its digests are computed once, and a certificate with other bytes is hashed afresh."""
+        checked = self._checked
+        if checked is not None and checked[0] == der:
+            return checked[1]
+        matched = False
+        for name, digest in self._expected:
+            if hashlib.new(name, der).digest() == digest:
+                matched = True
+                break
+        self._checked = (der, matched)
+        return matched
 
     def _verify(self, conn: SSL.Connection, cert: Any, errnum: int, depth: int, ok: int) -> bool:
         # Self-signed certificates are expected (errnum 18/19); the SDP fingerprint is what authenticates the peer.
         if depth != 0:
             return True
         try:
-            matched = self._matches(cert.to_cryptography())
+            matched = self._matches(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert))
         except Exception as exc:  # never let an exception escape into OpenSSL
             self._fingerprint_mismatch = f"cannot read peer certificate: {exc}"
             return False
@@ -302,11 +316,11 @@ class DtlsEndpoint:
         self._complete()
 
     def _complete(self) -> None:
-        cert = self._ssl.get_peer_certificate(as_cryptography=True)
+        cert = self._ssl.get_peer_certificate()
         if cert is None:
             self._fail("peer sent no certificate")
             return
-        if not self._matches(cert):
+        if not self._matches(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)):
             self._fail("remote certificate does not match the signaled fingerprint")
             return
         profile = _PROFILES_BY_NAME.get(self._ssl.get_selected_srtp_profile())

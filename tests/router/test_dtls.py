@@ -398,3 +398,37 @@ def test_a_connection_of_the_context_without_an_endpoint_is_refused() -> None:
         if failed is not None:
             break
     assert failed is server and "certificate verify failed" in reason  # refused the client's certificate
+
+
+def test_the_peer_certificate_is_hashed_once_per_handshake(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The verify callback (twice at depth 0 for a self-signed certificate) and the finished handshake check the same
+    # certificate: its digest is computed once per endpoint.
+    import router.dtls
+
+    calls: list[str] = []
+    real_new = router.dtls.hashlib.new
+
+    def counting_new(name: str, data: bytes = b"") -> object:
+        calls.append(name)
+        return real_new(name, data)
+
+    monkeypatch.setattr(router.dtls.hashlib, "new", counting_new)
+    link = Link()
+    link.connect()
+    assert link.client.state == link.server.state == "connected"
+    assert calls == ["sha256", "sha256"]  # one per endpoint
+
+
+def test_a_finished_handshake_with_another_certificate_than_the_verified_one_fails() -> None:
+    # The second check hashes what the finished handshake reports, not the verify callback's answer: a peer
+    # certificate with other bytes than the one verified is refused before any key is exported.
+    from OpenSSL import crypto
+
+    other = crypto.X509.from_cryptography(DtlsCertificate.generate().cert)
+    link = Link()
+    link.client._ssl.get_peer_certificate = lambda: other  # type: ignore[method-assign]
+    link.connect()
+    assert link.client.state == "failed"
+    assert link.client.failure_reason == "remote certificate does not match the signaled fingerprint"
+    with pytest.raises(DtlsError):
+        link.client.srtp_keys()

@@ -310,3 +310,23 @@ async def until_async(predicate: Callable[[], bool]) -> None:
     """Real I/O is involved here, so yield to the loop with short sleeps; the caller bounds it with wait_for."""
     while not predicate():
         await asyncio.sleep(0.005)
+
+
+async def test_own_channels_report_to_the_association_before_any_listener_and_need_none() -> None:
+    # A channel this side opens reports its messages and its close to the association itself (no pyee listener per
+    # channel, a cost per transport in a burst of joins); a listener added by a user still hears them, after it.
+    pair = Pair()
+    reliable = pair.server_assoc.create_channel("_reliable")
+    assert reliable.listeners("message") == [] and reliable.listeners("close") == []
+    assert pair.server_assoc._sctp.listeners("datachannel") == []
+    seen: list[tuple[str, bytes | str]] = []
+    reliable.on("message", lambda data: seen.append(("listener", data)))
+    pair.server_assoc.on_message = lambda label, data: seen.append(("association", data))
+    await pair.connect()
+    await until(lambda: len(pair.announced["client"]) == 1 and reliable.readyState == "open", "open")
+    assert pair.client_assoc.send("_reliable", b"x")
+    await until(lambda: len(seen) == 2, "the message")
+    assert seen == [("association", b"x"), ("listener", b"x")]
+    assert pair.server_assoc.channels == [reliable]
+    pair.close()
+    assert reliable.readyState == "closed" and pair.server_assoc.channels == []
