@@ -118,8 +118,6 @@ class _Run:
     lag_p99_ms: float = 0.0
     lag_max_ms: float = 0.0
     health_errors: int = 0
-    # one HTTP client session for every participant's /rtc WebSocket (each its own connection; no connection cap)
-    signal_http: aiohttp.ClientSession | None = None
 
 
 class ControlProcess:
@@ -206,8 +204,7 @@ async def run_join(opts: JoinOptions) -> dict[str, Any]:
     net = GeneratorSocket(source_net=source_net, gro=opts.gro)
     run = _Run(opts, ws_url, http_url, f"bench-join-{uuid.uuid4().hex[:6]}", net, Credentials.generate())
     try:
-        async with aiohttp.ClientSession() as http, aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0)) as run.signal_http:
+        async with aiohttp.ClientSession() as http:
             return await _measure(run, http)
     finally:
         net.close()
@@ -322,7 +319,7 @@ def _token(run: _Run, identity: str, **grants: Any) -> str:
 async def _signal(run: _Run, identity: str, grants: dict[str, Any], result: Joined | None = None) -> SignalClient:
     """A joined SignalClient; a 503 (the connection guard's caps) is retried."""
     while True:
-        client = SignalClient(run.ws_url, _token(run, identity, **grants), run.signal_http, deflate=run.opts.deflate)
+        client = SignalClient(run.ws_url, _token(run, identity, **grants), deflate=run.opts.deflate)
         try:
             await client.connect()
             return client
