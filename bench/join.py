@@ -221,10 +221,12 @@ async def _measure(run: _Run, http: aiohttp.ClientSession) -> dict[str, Any]:
     consent = asyncio.create_task(_consent(run))
     monitor = asyncio.create_task(_watch_health(run, http))
     gate = asyncio.Semaphore(opts.concurrency)
+    # Each participant's access token, minted before the clock starts: an app server issues it, not the browser.
+    tokens = [_subscriber_token(run, i + 1) for i in range(opts.participants)]
     try:
         cpu0 = _cpu_by_kind(await _health(http, run.http_url))
         start = time.monotonic()
-        joined = await asyncio.gather(*(_join(run, i + 1, gate) for i in range(opts.participants)))
+        joined = await asyncio.gather(*(_join(run, i + 1, tokens[i], gate) for i in range(opts.participants)))
         join_wall_s = time.monotonic() - start
         after_join = await _health(http, run.http_url)
         cpu1 = _cpu_by_kind(after_join)
@@ -316,10 +318,14 @@ def _token(run: _Run, identity: str, **grants: Any) -> str:
     return create_token(run.opts.api_key, run.opts.api_secret, identity=identity, room=run.room, grants=grants)
 
 
-async def _signal(run: _Run, identity: str, grants: dict[str, Any], result: Joined | None = None) -> SignalClient:
+def _subscriber_token(run: _Run, index: int) -> str:
+    return _token(run, f"p{index}", canPublish=False, canSubscribe=True)
+
+
+async def _signal(run: _Run, token: str, result: Joined | None = None) -> SignalClient:
     """A joined SignalClient; a 503 (the connection guard's caps) is retried."""
     while True:
-        client = SignalClient(run.ws_url, _token(run, identity, **grants), deflate=run.opts.deflate)
+        client = SignalClient(run.ws_url, token, deflate=run.opts.deflate)
         try:
             await client.connect()
             return client
@@ -333,7 +339,7 @@ async def _signal(run: _Run, identity: str, grants: dict[str, Any], result: Join
 
 async def _publish(run: _Run) -> _Peer:
     """The publisher: joins, adds one audio track, connects its publisher transport."""
-    client = await _signal(run, "publisher", {"canPublish": True, "canSubscribe": False})
+    client = await _signal(run, _token(run, "publisher", canPublish=True, canSubscribe=False))
     track = LocalTrack("publisher-audio", "audio", 0x5EED_0001)
     track.sid = (await client.add_track(track)).sid
     address = run.net.address(0)
@@ -372,12 +378,12 @@ async def _consent(run: _Run) -> None:
                 run.net.send_from(p.address, p.consent, (p.server.host, p.server.port))
 
 
-async def _join(run: _Run, index: int, gate: asyncio.Semaphore) -> Joined:
+async def _join(run: _Run, index: int, token: str, gate: asyncio.Semaphore) -> Joined:
     result = Joined()
     async with gate:
         start = time.monotonic()
         try:
-            client = await _signal(run, f"p{index}", {"canPublish": False, "canSubscribe": True}, result)
+            client = await _signal(run, token, result)
         except (SignalingError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             result.error = f"join: {type(exc).__name__}: {exc}"
             return result

@@ -188,6 +188,11 @@ def subscriber_answer(offer_sdp: str, ice_ufrag: str, ice_pwd: str, fingerprint:
 _IGNORED_TAGS = frozenset(bytes([number << 3 | 2]) for number in (5, 10, 11, 12))
 
 
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class SignalClient:
     """One participant's signaling connection (its own WebSocket, ``bench.ws_client``); responses are sorted as they
     arrive, in the connection's ``data_received``, into the queues the caller awaits: no reader task."""
@@ -200,6 +205,7 @@ class SignalClient:
         self._ws: ws_client.WebSocket | None = None
         self._joined: asyncio.Future[rtc.JoinResponse] | None = None
         self._ping: asyncio.TimerHandle | None = None
+        self._wake: asyncio.Future[None] | None = None  # what _next awaits: an answer, an offer or the end
         self._published: dict[str, asyncio.Future[models.TrackInfo]] = {}
         self.answers: asyncio.Queue[rtc.SessionDescription] = asyncio.Queue()
         self.offers: asyncio.Queue[rtc.SessionDescription] = asyncio.Queue()
@@ -248,16 +254,24 @@ class SignalClient:
                 future.set_result(response.track_published.track)
         elif kind == "answer":
             self.answers.put_nowait(response.answer)
+            self._notify()
         elif kind == "offer":
             self.offers.put_nowait(response.offer)
+            self._notify()
         elif kind == "leave":
             self.leave_reason = models.DisconnectReason.Name(response.leave.reason)
             self.left.set()
+            self._notify()
+
+    def _notify(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
     def _on_close(self) -> None:
         if not self.leave_reason:
             self.leave_reason = "signal connection closed"
         self.left.set()
+        self._notify()
         if self._joined is not None and not self._joined.done():
             self._joined.set_exception(SignalingError("signal connection closed before the JoinResponse"))
         if self._ping is not None:
@@ -290,16 +304,35 @@ class SignalClient:
 
     async def offer(self, sdp: str) -> str:
         await self.send(rtc.SignalRequest(offer=rtc.SessionDescription(type="offer", sdp=sdp, id=1)))
-        answer = await self._wait(self.answers.get(), "the publisher answer")
+        answer = await self._next(self.answers, "the publisher answer", SIGNAL_TIMEOUT_S)
         return answer.sdp
 
     async def next_offer(self, timeout: float = SIGNAL_TIMEOUT_S) -> rtc.SessionDescription:
-        if not self.offers.empty():
-            return self.offers.get_nowait()
-        return await self._wait(self.offers.get(), "a subscriber offer", timeout)
+        return await self._next(self.offers, "a subscriber offer", timeout)
 
     async def answer(self, sdp: str, offer_id: int) -> None:
         await self.send(rtc.SignalRequest(answer=rtc.SessionDescription(type="answer", sdp=sdp, id=offer_id)))
+
+    async def _next(self, queue: asyncio.Queue[rtc.SessionDescription], what: str,
+                    timeout: float) -> rtc.SessionDescription:
+        """The next description from ``queue`` (filled by :meth:`_on_message`); raises :class:`SignalingError` when the
+        session ends first or after ``timeout`` seconds. One future and one timer per wait, no task."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while queue.empty():
+            if self.left.is_set():
+                raise SignalingError(f"server ended the session waiting for {what}: {self.leave_reason}")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise SignalingError(f"no {what} within {timeout} s")
+            waiter = self._wake = loop.create_future()
+            timer = loop.call_later(remaining, _release, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._wake = None
+        return queue.get_nowait()
 
     async def _wait(self, awaitable: object, what: str, timeout: float = SIGNAL_TIMEOUT_S) -> object:
         leave = asyncio.ensure_future(self.left.wait())
