@@ -417,7 +417,8 @@ async def _first_media(run: _Run, peer: _Peer) -> float:
     await synthetic.connect(server, timeout=STEP_TIMEOUT_S)  # unregisters its own route when done
     peer.server, peer.consent = server, synthetic.consent_request()
     run.net.register(peer.address, on_datagram)
-    return await asyncio.wait_for(arrived, STEP_TIMEOUT_S)
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        return await arrived
 
 
 async def _wait_left(run: _Run, http: aiohttp.ClientSession, remaining: int) -> bool:

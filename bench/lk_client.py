@@ -225,7 +225,8 @@ class SignalClient:
         except ws_client.ProtocolError as exc:
             raise SignalingError(f"signal connection: {exc}") from None
         try:
-            self.join = await asyncio.wait_for(asyncio.shield(self._joined), SIGNAL_TIMEOUT_S)
+            async with asyncio.timeout(SIGNAL_TIMEOUT_S):
+                self.join = await self._joined
         except TimeoutError:
             raise SignalingError(f"no JoinResponse within {SIGNAL_TIMEOUT_S} s") from None
         interval = max(1, self.join.ping_interval or 5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import hashlib
 import hmac
 import os
 import secrets
@@ -187,7 +188,8 @@ class SyntheticPeer:
         """ICE check, then DTLS handshake; returns the exported SRTP keys."""
         self.server = server
         try:
-            return await asyncio.wait_for(self._connect(server), timeout)
+            async with asyncio.timeout(timeout):  # no task of its own, unlike asyncio.wait_for
+                return await self._connect(server)
         except TimeoutError:
             raise SetupError(f"{self.address}: no connection to {server.host}:{server.port} in {timeout} s") from None
         finally:
@@ -281,17 +283,25 @@ class _ServerCheck:
 
     expected: str  # the server's reported sha-256 fingerprint, upper-case
     mismatch: str = ""
+    verified: bool = False  # the leaf matched (OpenSSL may ask again about the same certificate)
+
+    def __post_init__(self) -> None:
+        self.expected_raw = bytes.fromhex(self.expected.replace(":", ""))
 
 
 def _verify(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
-    """The peer certificate check: the leaf's sha-256 fingerprint must be the one the server reported (RFC 8122)."""
+    """The peer certificate check: the leaf's sha-256 fingerprint must be the one the server reported (RFC 8122).
+    Compared as raw digests of the certificate's DER (formatted only for the error message)."""
     if depth != 0:
         return True
     check: _ServerCheck = conn.get_app_data()
-    got = cert.digest("sha256").decode()  # "AB:CD:...", as router.dtls.certificate_fingerprint writes it
-    if got != check.expected:
-        check.mismatch = got
+    if check.verified:
+        return True
+    got = hashlib.sha256(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)).digest()
+    if got != check.expected_raw:
+        check.mismatch = ":".join(f"{b:02X}" for b in got)
         return False
+    check.verified = True
     return True
 
 

@@ -339,7 +339,8 @@ async def connect(url: str, on_message: Message, on_close: Callable[[], None], *
         ws._start(head, key, deflate)
 
     try:
-        await asyncio.wait_for(open_(), timeout)
+        async with asyncio.timeout(timeout):  # no task of its own, unlike asyncio.wait_for
+            await open_()
     except BaseException:
         ws._closed = True  # no on_close for a connection that never opened
         if ws._transport is not None:
