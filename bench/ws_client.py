@@ -190,31 +190,40 @@ class WebSocket(asyncio.Protocol):
     # -- frames in
 
     def _parse(self) -> None:
+        """Every whole frame in the buffer, removed from it once at the end (a read carries dozens of a room's
+        broadcasts: no copy of the rest per frame). A final unfragmented data frame, the common case, is delivered
+        here; anything else goes through :meth:`_frame`."""
         buf = self._buffer
-        while not self._closed:
-            if len(buf) < 2:
-                return
-            first, second = buf[0], buf[1]
+        size = len(buf)
+        pos = 0
+        while size - pos >= 2 and not self._closed:
+            first, second = buf[pos], buf[pos + 1]
             if second & 0x80:
                 self._fail(ProtocolError("a masked frame from the server"))
                 return
             length = second & 0x7F
-            pos = 2
+            start = pos + 2
             if length == 126:
-                if len(buf) < 4:
-                    return
-                length = int.from_bytes(buf[2:4], "big")
-                pos = 4
+                if size - pos < 4:
+                    break
+                length = (buf[pos + 2] << 8) | buf[pos + 3]
+                start = pos + 4
             elif length == 127:
-                if len(buf) < 10:
-                    return
-                length = int.from_bytes(buf[2:10], "big")
-                pos = 10
-            if len(buf) < pos + length:
-                return
-            payload = bytes(buf[pos:pos + length])
-            del buf[:pos + length]
-            self._frame(first, payload)
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+                start = pos + 10
+            end = start + length
+            if end > size:
+                break
+            pos = end
+            if first == 0xC2 and self.deflate and not self._fragments:  # FIN, RSV1, binary: a deflated message
+                self._inflated(buf[start:end])
+            elif first == 0x82 and not self._fragments:  # FIN, binary
+                self._on_message(bytes(buf[start:end]))
+            else:
+                self._frame(first, bytes(buf[start:end]))
+        del buf[:pos]
 
     def _frame(self, first: int, payload: bytes) -> None:
         fin, rsv1, opcode = first & 0x80, bool(first & 0x40), first & 0x0F
@@ -250,14 +259,19 @@ class WebSocket(asyncio.Protocol):
 
     def _deliver(self, payload: bytes, compressed: bool) -> None:
         if compressed:
-            if self._inflate is None or not self._server_takeover:
-                self._inflate = zlib.decompressobj(-self._server_bits)
-            try:
-                payload = self._inflate.decompress(payload + _TAIL)
-            except zlib.error as exc:
-                self._fail(ProtocolError(f"cannot inflate a message: {exc}"))
-                return
-        self._on_message(payload)
+            self._inflated(payload)
+        else:
+            self._on_message(payload)
+
+    def _inflated(self, payload: bytes | bytearray) -> None:
+        if self._inflate is None or not self._server_takeover:
+            self._inflate = zlib.decompressobj(-self._server_bits)
+        try:
+            data = self._inflate.decompress(payload + _TAIL)
+        except zlib.error as exc:
+            self._fail(ProtocolError(f"cannot inflate a message: {exc}"))
+            return
+        self._on_message(data)
 
     # -- frames out
 

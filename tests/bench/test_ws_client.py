@@ -47,19 +47,17 @@ def test_deflate_both_ways_with_context_takeover() -> None:
         runner, url = await _server(handler)
         received: list[bytes] = []
         closed: list[bool] = []
-        first_bytes: list[int] = []
-        sizes: list[int] = []
+        wire = bytearray()
         try:
             ws = await ws_client.connect(url, received.append, lambda: closed.append(True), deflate=True)
             assert ws.deflate
-            original = ws._frame
+            original = ws.data_received
 
-            def spy(first: int, body: bytes) -> None:
-                first_bytes.append(first)
-                sizes.append(len(body))
-                original(first, body)
+            def spy(data: bytes) -> None:
+                wire.extend(data)  # the server's frames as they came off the socket
+                original(data)
 
-            ws._frame = spy  # type: ignore[method-assign]
+            ws.data_received = spy  # type: ignore[method-assign]
             sent: list[bytes] = []
             real_write = ws._transport.write  # type: ignore[union-attr]
             ws._transport.write = lambda data: (sent.append(data), real_write(data))  # type: ignore[union-attr]
@@ -75,13 +73,29 @@ def test_deflate_both_ways_with_context_takeover() -> None:
         assert seen["offer"] == "permessage-deflate; client_max_window_bits"
         assert seen["got"] == [payload] * 3  # aiohttp inflated what we deflated, in its kept context
         assert received == [payload] * 3
-        assert all(first & 0x40 for first in first_bytes[:3])  # the server's messages were compressed (RSV1)
-        assert sizes[1] < sizes[0] / 4  # the repeat referred to the first: the inflate context was kept
+        frames = _server_frames(bytes(wire))
+        assert all(first & 0x40 for first, _ in frames[:3])  # the server's messages were compressed (RSV1)
+        assert frames[1][1] < frames[0][1] / 4  # the repeat referred to the first: the inflate context was kept
         assert all(frame[0] & 0x40 and frame[1] & 0x80 for frame in sent[:3])  # compressed and masked
         assert len(sent[1]) < len(sent[0]) / 4  # our own context kept too
         assert closed == [True] and ws.closed
 
     asyncio.run(main())
+
+
+def _server_frames(stream: bytes) -> list[tuple[int, int]]:
+    """(first byte, payload length) of each unmasked frame in ``stream``."""
+    out = []
+    pos = 0
+    while pos + 2 <= len(stream):
+        n, start = stream[pos + 1] & 0x7F, pos + 2
+        if n == 126:
+            n, start = int.from_bytes(stream[pos + 2:pos + 4], "big"), pos + 4
+        elif n == 127:
+            n, start = int.from_bytes(stream[pos + 2:pos + 10], "big"), pos + 10
+        out.append((stream[pos], n))
+        pos = start + n
+    return out
 
 
 def test_without_deflate_nothing_is_compressed() -> None:
