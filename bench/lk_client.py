@@ -202,6 +202,7 @@ class SignalClient:
         self.token = token
         self.deflate = deflate  # offer permessage-deflate, as browsers do (RFC 7692)
         self.join: rtc.JoinResponse | None = None
+        self.join_seen = False  # the first message arrived (it must be the JoinResponse)
         self._ws: ws_client.WebSocket | None = None
         self._joined: asyncio.Future[rtc.JoinResponse] | None = None
         self._ping: asyncio.TimerHandle | None = None
@@ -234,19 +235,22 @@ class SignalClient:
         return self.join
 
     def _on_message(self, data: bytes) -> None:
+        if data[:1] in _IGNORED_TAGS and self.join_seen:
+            return  # a room broadcast this client does not use: not decoded (its bytes were read and inflated)
         if self.left.is_set():
             return
         joined = self._joined
-        if joined is not None and not joined.done():
+        if not self.join_seen:
             response = rtc.SignalResponse.FromString(data)
             kind = response.WhichOneof("message")
+            self.join_seen = True
+            if joined is None or joined.done():
+                return
             if kind == "join":
                 joined.set_result(response.join)
             else:
                 joined.set_exception(SignalingError(f"expected a JoinResponse, got {kind}"))
             return
-        if data[:1] in _IGNORED_TAGS:
-            return  # a room broadcast this client does not use: not decoded (its bytes were read and inflated)
         response = rtc.SignalResponse.FromString(data)
         kind = response.WhichOneof("message")
         if kind == "track_published":

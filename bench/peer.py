@@ -247,15 +247,7 @@ class SyntheticPeer:
                 why = "server certificate does not match its fingerprint" if check.mismatch else str(exc)
                 raise SetupError(f"{self.address}: DTLS handshake failed: {why}") from None
             self._flush(conn, dest)
-            timeout = conn.DTLSv1_get_timeout()
-            try:
-                record = await self._inbox.get(timeout if timeout is not None else 1.0)
-            except TimeoutError:
-                conn.DTLSv1_handle_timeout()
-                self._flush(conn, dest)
-                continue
-            if 20 <= record[0] <= 63:
-                conn.bio_write(record)
+            conn.bio_write(await self._next_record(conn, dest))
         self._flush(conn, dest)
         if conn.get_selected_srtp_profile() != openssl_name:
             raise SetupError(f"{self.address}: server selected SRTP profile {conn.get_selected_srtp_profile()!r}")
@@ -264,6 +256,20 @@ class SyntheticPeer:
         client = material[:k] + material[2 * k : 2 * k + s]
         server_key = material[k : 2 * k] + material[2 * k + s : 2 * k + 2 * s]
         return SrtpKeys(libsrtp, client, server_key)
+
+    async def _next_record(self, conn: SSL.Connection, dest: tuple[str, int]) -> bytes:
+        """The next DTLS datagram from the server, retransmitting our flight on OpenSSL's timer meanwhile; anything
+        else (the answers to ICE check retransmissions that arrive late) is skipped without running the handshake."""
+        while True:
+            timeout = conn.DTLSv1_get_timeout()
+            try:
+                record = await self._inbox.get(timeout if timeout is not None else 1.0)
+            except TimeoutError:
+                conn.DTLSv1_handle_timeout()
+                self._flush(conn, dest)
+                continue
+            if 20 <= record[0] <= 63:
+                return record
 
     def _flush(self, conn: SSL.Connection, dest: tuple[str, int]) -> None:
         while True:
