@@ -2,13 +2,14 @@
 
 One publisher joins the room first and sends an Opus-like audio stream (``--media-rate`` packets/s). Then N
 subscribers join as fast as the server admits them (at most ``--concurrency`` joins in flight; a ``503`` from the
-connection guard is retried after 50 ms and counted), each the whole LiveKit way: ``/rtc`` WebSocket and
-JoinResponse (``bench.lk_client``; offering permessage-deflate as browsers do, unless ``--no-deflate``), the
-server's subscriber offer answered, the ICE check and the DTLS handshake
-(``bench.peer``), until the first SRTP packet of the publisher's stream arrives on its subscriber transport (an RTP
-packet from the server's port to the participant's address after DTLS; the benchmark does not decrypt it). Then
-every participant leaves at once (LeaveRequest, WebSocket closed), and the leave time is until ``ListParticipants``
-(Twirp) shows only the publisher.
+connection guard is retried after 50 ms and counted), each the whole LiveKit way: ``/rtc`` WebSocket and JoinResponse
+(``bench.lk_client`` over ``bench.ws_client``; offering permessage-deflate as browsers do, unless ``--no-deflate``),
+the server's subscriber offer answered, the ICE check and the DTLS handshake (``bench.peer``), until the first SRTP
+packet of the publisher's stream arrives on its subscriber transport (an RTP packet from the server's port to the
+participant's address after DTLS; the benchmark does not decrypt it). Then every participant leaves at once
+(LeaveRequest, WebSocket closed), and the leave time is until ``ListParticipants`` (Twirp) shows only the publisher.
+The participants' access tokens are minted before the clock starts: an application server issues them, not the
+participant.
 
 Printed (and with ``--json`` written): ``joins_per_s`` (N over the time from the first join's start to the last
 one's first media), join-to-first-media ``p50``/``p99``/max, the signaling part alone (``/rtc`` to JoinResponse),

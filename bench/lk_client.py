@@ -1,17 +1,17 @@
 """A synthetic participant's LiveKit signaling: what ``python -m bench --url`` speaks to a running server.
 
-Owns one participant's ``/rtc`` WebSocket (binary protobuf ``SignalRequest``/``SignalResponse`` frames from
-``livekit-protocol``): the join, ``AddTrackRequest`` -> ``TrackPublishedResponse``, the publisher offer built here
-(one m-line per track: VP8 pt 96 or Opus pt 111 with the SSRC the generator sends, ``a=msid`` naming the AddTrack
-cid, our ICE credentials and DTLS fingerprint, ``a=setup:actpass``), the server's answer, the subscriber offers the
-server sends and our answers (``a=setup:active``, every RTP m-line received, the data channel m-line accepted but
-never used), and
-the ping that keeps the session alive. A simulcast video track is published as browsers do it: AddTrack with three
-``VideoLayer`` sizes, and an m-line with ``a=rid:q/h/f send``, ``a=simulcast:send q;h;f`` and the MID and RID header
-extensions (ids :data:`MID_EXT_ID`, :data:`RID_EXT_ID`) instead of SSRC lines, so the server learns each layer's
-SSRC from the extensions in the packets. It builds and reads SDP text itself rather than through ``control.rtc.sdp``
-because it plays the *client* side, whose SDP the server must accept from any SDK; the ICE and DTLS work that follows
-is ``bench.peer``'s. Only what a load test needs: no trickle from our side (the server is ICE-lite and puts its one
+Owns one participant's ``/rtc`` messages (binary protobuf ``SignalRequest``/``SignalResponse`` frames from
+``livekit-protocol``, over the WebSocket of ``bench.ws_client``, each message handled as it arrives): the join,
+``AddTrackRequest`` -> ``TrackPublishedResponse``, the publisher offer built here (one m-line per track: VP8 pt 96 or
+Opus pt 111 with the SSRC the generator sends, ``a=msid`` naming the AddTrack cid, our ICE credentials and DTLS
+fingerprint, ``a=setup:actpass``), the server's answer, the subscriber offers the server sends and our answers
+(``a=setup:active``, every RTP m-line received, the data channel m-line accepted but never used), and the ping that
+keeps the session alive. A simulcast video track is published as browsers do it: AddTrack with three ``VideoLayer``
+sizes, and an m-line with ``a=rid:q/h/f send``, ``a=simulcast:send q;h;f`` and the MID and RID header extensions (ids
+:data:`MID_EXT_ID`, :data:`RID_EXT_ID`) instead of SSRC lines, so the server learns each layer's SSRC from the
+extensions in the packets. It builds and reads SDP text itself rather than through ``control.rtc.sdp`` because it
+plays the *client* side, whose SDP the server must accept from any SDK; the ICE and DTLS work that follows is
+``bench.peer``'s. Only what a load test needs: no trickle from our side (the server is ICE-lite and puts its one
 candidate in its SDP), no resume.
 """
 
