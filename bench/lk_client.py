@@ -22,7 +22,7 @@ import contextlib
 import re
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from livekit.protocol import models, rtc
 
@@ -188,6 +188,11 @@ def subscriber_answer(offer_sdp: str, ice_ufrag: str, ice_pwd: str, fingerprint:
 _IGNORED_TAGS = frozenset(bytes([number << 3 | 2]) for number in (5, 10, 11, 12))
 
 
+# The /rtc query after the token: the same for every participant, encoded once.
+_QUERY_REST = "&" + urlencode({"auto_subscribe": "1", "protocol": PROTOCOL_VERSION, "sdk": "python",
+                               "version": "bench"})
+
+
 def _release(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -214,8 +219,7 @@ class SignalClient:
         self.leave_reason = ""
 
     async def connect(self) -> rtc.JoinResponse:
-        query = urlencode({"access_token": self.token, "auto_subscribe": "1", "protocol": PROTOCOL_VERSION,
-                           "sdk": "python", "version": "bench"})
+        query = f"access_token={quote(self.token, safe='')}{_QUERY_REST}"
         loop = asyncio.get_running_loop()
         self._joined = loop.create_future()
         try:
