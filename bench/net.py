@@ -101,7 +101,6 @@ class GeneratorSocket:
         self.port: int = self.sock.getsockname()[1]
         self.rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self._routes: dict[str, Datagram] = {}
-        self._pktinfo: dict[str, list[tuple[int, int, bytes]]] = {}  # send_from's ancillary data by source address
         # Reads in batches and keeps only datagrams for a routed address (bench/_dispatch.pyx).
         self._reader = SetupReader(self.sock.fileno(), self.gro)
         self._accepted_hosts: dict[str, bool] = {}  # is_accepted's answers by source host (a handful of servers)
@@ -146,12 +145,9 @@ class GeneratorSocket:
             self._reader.unroute(address)
 
     def send_from(self, source: str, data: bytes, destination: tuple[str, int]) -> None:
-        ancillary = self._pktinfo.get(source)
-        if ancillary is None:
-            info = _PKTINFO.pack(0, socket.inet_aton(source), b"\0\0\0\0")
-            ancillary = self._pktinfo[source] = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
+        info = _PKTINFO.pack(0, socket.inet_aton(source), b"\0\0\0\0")
         try:
-            self.sock.sendmsg([data], ancillary, 0, destination)
+            self.sock.sendmsg([data], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, destination)
         except BlockingIOError:
             pass  # a full send buffer drops the datagram, as the network would; set-up retransmits
 
