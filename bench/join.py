@@ -2,13 +2,14 @@
 
 One publisher joins the room first and sends an Opus-like audio stream (``--media-rate`` packets/s). Then N
 subscribers join as fast as the server admits them (at most ``--concurrency`` joins in flight; a ``503`` from the
-connection guard is retried after 50 ms and counted), each the whole LiveKit way: ``/rtc`` WebSocket and
-JoinResponse (``bench.lk_client``; offering permessage-deflate as browsers do, unless ``--no-deflate``), the
-server's subscriber offer answered, the ICE check and the DTLS handshake
-(``bench.peer``), until the first SRTP packet of the publisher's stream arrives on its subscriber transport (an RTP
-packet from the server's port to the participant's address after DTLS; the benchmark does not decrypt it). Then
-every participant leaves at once (LeaveRequest, WebSocket closed), and the leave time is until ``ListParticipants``
-(Twirp) shows only the publisher.
+connection guard is retried after 50 ms and counted), each the whole LiveKit way: ``/rtc`` WebSocket and JoinResponse
+(``bench.lk_client`` over ``bench.ws_client``; offering permessage-deflate as browsers do, unless ``--no-deflate``),
+the server's subscriber offer answered, the ICE check and the DTLS handshake (``bench.peer``), until the first SRTP
+packet of the publisher's stream arrives on its subscriber transport (an RTP packet from the server's port to the
+participant's address after DTLS; the benchmark does not decrypt it). Then every participant leaves at once
+(LeaveRequest, WebSocket closed), and the leave time is until ``ListParticipants`` (Twirp) shows only the publisher.
+The participants' access tokens are minted before the clock starts: an application server issues them, not the
+participant.
 
 Printed (and with ``--json`` written): ``joins_per_s`` (N over the time from the first join's start to the last
 one's first media), join-to-first-media ``p50``/``p99``/max, the signaling part alone (``/rtc`` to JoinResponse),
@@ -118,8 +119,6 @@ class _Run:
     lag_p99_ms: float = 0.0
     lag_max_ms: float = 0.0
     health_errors: int = 0
-    # one HTTP client session for every participant's /rtc WebSocket (each its own connection; no connection cap)
-    signal_http: aiohttp.ClientSession | None = None
 
 
 class ControlProcess:
@@ -206,8 +205,7 @@ async def run_join(opts: JoinOptions) -> dict[str, Any]:
     net = GeneratorSocket(source_net=source_net, gro=opts.gro)
     run = _Run(opts, ws_url, http_url, f"bench-join-{uuid.uuid4().hex[:6]}", net, Credentials.generate())
     try:
-        async with aiohttp.ClientSession() as http, aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0)) as run.signal_http:
+        async with aiohttp.ClientSession() as http:
             return await _measure(run, http)
     finally:
         net.close()
@@ -224,10 +222,12 @@ async def _measure(run: _Run, http: aiohttp.ClientSession) -> dict[str, Any]:
     consent = asyncio.create_task(_consent(run))
     monitor = asyncio.create_task(_watch_health(run, http))
     gate = asyncio.Semaphore(opts.concurrency)
+    # Each participant's access token, minted before the clock starts: an app server issues it, not the browser.
+    tokens = [_subscriber_token(run, i + 1) for i in range(opts.participants)]
     try:
         cpu0 = _cpu_by_kind(await _health(http, run.http_url))
         start = time.monotonic()
-        joined = await asyncio.gather(*(_join(run, i + 1, gate) for i in range(opts.participants)))
+        joined = await asyncio.gather(*(_join(run, i + 1, tokens[i], gate) for i in range(opts.participants)))
         join_wall_s = time.monotonic() - start
         after_join = await _health(http, run.http_url)
         cpu1 = _cpu_by_kind(after_join)
@@ -319,10 +319,14 @@ def _token(run: _Run, identity: str, **grants: Any) -> str:
     return create_token(run.opts.api_key, run.opts.api_secret, identity=identity, room=run.room, grants=grants)
 
 
-async def _signal(run: _Run, identity: str, grants: dict[str, Any], result: Joined | None = None) -> SignalClient:
+def _subscriber_token(run: _Run, index: int) -> str:
+    return _token(run, f"p{index}", canPublish=False, canSubscribe=True)
+
+
+async def _signal(run: _Run, token: str, result: Joined | None = None) -> SignalClient:
     """A joined SignalClient; a 503 (the connection guard's caps) is retried."""
     while True:
-        client = SignalClient(run.ws_url, _token(run, identity, **grants), run.signal_http, deflate=run.opts.deflate)
+        client = SignalClient(run.ws_url, token, deflate=run.opts.deflate)
         try:
             await client.connect()
             return client
@@ -336,7 +340,7 @@ async def _signal(run: _Run, identity: str, grants: dict[str, Any], result: Join
 
 async def _publish(run: _Run) -> _Peer:
     """The publisher: joins, adds one audio track, connects its publisher transport."""
-    client = await _signal(run, "publisher", {"canPublish": True, "canSubscribe": False})
+    client = await _signal(run, _token(run, "publisher", canPublish=True, canSubscribe=False))
     track = LocalTrack("publisher-audio", "audio", 0x5EED_0001)
     track.sid = (await client.add_track(track)).sid
     address = run.net.address(0)
@@ -375,12 +379,12 @@ async def _consent(run: _Run) -> None:
                 run.net.send_from(p.address, p.consent, (p.server.host, p.server.port))
 
 
-async def _join(run: _Run, index: int, gate: asyncio.Semaphore) -> Joined:
+async def _join(run: _Run, index: int, token: str, gate: asyncio.Semaphore) -> Joined:
     result = Joined()
     async with gate:
         start = time.monotonic()
         try:
-            client = await _signal(run, f"p{index}", {"canPublish": False, "canSubscribe": True}, result)
+            client = await _signal(run, token, result)
         except (SignalingError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             result.error = f"join: {type(exc).__name__}: {exc}"
             return result
@@ -414,7 +418,8 @@ async def _first_media(run: _Run, peer: _Peer) -> float:
     await synthetic.connect(server, timeout=STEP_TIMEOUT_S)  # unregisters its own route when done
     peer.server, peer.consent = server, synthetic.consent_request()
     run.net.register(peer.address, on_datagram)
-    return await asyncio.wait_for(arrived, STEP_TIMEOUT_S)
+    async with asyncio.timeout(STEP_TIMEOUT_S):
+        return await arrived
 
 
 async def _wait_left(run: _Run, http: aiohttp.ClientSession, remaining: int) -> bool:

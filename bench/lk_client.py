@@ -1,17 +1,17 @@
 """A synthetic participant's LiveKit signaling: what ``python -m bench --url`` speaks to a running server.
 
-Owns one participant's ``/rtc`` WebSocket (binary protobuf ``SignalRequest``/``SignalResponse`` frames from
-``livekit-protocol``): the join, ``AddTrackRequest`` -> ``TrackPublishedResponse``, the publisher offer built here
-(one m-line per track: VP8 pt 96 or Opus pt 111 with the SSRC the generator sends, ``a=msid`` naming the AddTrack
-cid, our ICE credentials and DTLS fingerprint, ``a=setup:actpass``), the server's answer, the subscriber offers the
-server sends and our answers (``a=setup:active``, every RTP m-line received, the data channel m-line accepted but
-never used), and
-the ping that keeps the session alive. A simulcast video track is published as browsers do it: AddTrack with three
-``VideoLayer`` sizes, and an m-line with ``a=rid:q/h/f send``, ``a=simulcast:send q;h;f`` and the MID and RID header
-extensions (ids :data:`MID_EXT_ID`, :data:`RID_EXT_ID`) instead of SSRC lines, so the server learns each layer's
-SSRC from the extensions in the packets. It builds and reads SDP text itself rather than through ``control.rtc.sdp``
-because it plays the *client* side, whose SDP the server must accept from any SDK; the ICE and DTLS work that follows
-is ``bench.peer``'s. Only what a load test needs: no trickle from our side (the server is ICE-lite and puts its one
+Owns one participant's ``/rtc`` messages (binary protobuf ``SignalRequest``/``SignalResponse`` frames from
+``livekit-protocol``, over the WebSocket of ``bench.ws_client``, each message handled as it arrives): the join,
+``AddTrackRequest`` -> ``TrackPublishedResponse``, the publisher offer built here (one m-line per track: VP8 pt 96 or
+Opus pt 111 with the SSRC the generator sends, ``a=msid`` naming the AddTrack cid, our ICE credentials and DTLS
+fingerprint, ``a=setup:actpass``), the server's answer, the subscriber offers the server sends and our answers
+(``a=setup:active``, every RTP m-line received, the data channel m-line accepted but never used), and the ping that
+keeps the session alive. A simulcast video track is published as browsers do it: AddTrack with three ``VideoLayer``
+sizes, and an m-line with ``a=rid:q/h/f send``, ``a=simulcast:send q;h;f`` and the MID and RID header extensions (ids
+:data:`MID_EXT_ID`, :data:`RID_EXT_ID`) instead of SSRC lines, so the server learns each layer's SSRC from the
+extensions in the packets. It builds and reads SDP text itself rather than through ``control.rtc.sdp`` because it
+plays the *client* side, whose SDP the server must accept from any SDK; the ICE and DTLS work that follows is
+``bench.peer``'s. Only what a load test needs: no trickle from our side (the server is ICE-lite and puts its one
 candidate in its SDP), no resume.
 """
 
@@ -22,11 +22,11 @@ import contextlib
 import re
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
-import aiohttp
 from livekit.protocol import models, rtc
 
+from bench import ws_client
 from bench.peer import ServerParams
 from bench.session import AUDIO_PT, VIDEO_PT
 
@@ -188,24 +188,30 @@ def subscriber_answer(offer_sdp: str, ice_ufrag: str, ice_pwd: str, fingerprint:
 _IGNORED_TAGS = frozenset(bytes([number << 3 | 2]) for number in (5, 10, 11, 12))
 
 
+# The /rtc query after the token: the same for every participant, encoded once.
+_QUERY_REST = "&" + urlencode({"auto_subscribe": "1", "protocol": PROTOCOL_VERSION, "sdk": "python",
+                               "version": "bench"})
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class SignalClient:
-    """One participant's signaling connection; responses are sorted into queues the caller awaits.
+    """One participant's signaling connection (its own WebSocket, ``bench.ws_client``); responses are sorted as they
+    arrive, in the connection's ``data_received``, into the queues the caller awaits: no reader task."""
 
-    ``session``: an HTTP client session shared with other participants (its connector must not limit the number of
-    connections, every WebSocket keeps its own); without it the client opens and closes a session of its own. Each
-    participant has its own WebSocket connection either way."""
-
-    def __init__(self, url: str, token: str, session: aiohttp.ClientSession | None = None, *,
-                 deflate: bool = False) -> None:
+    def __init__(self, url: str, token: str, *, deflate: bool = False) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.deflate = deflate  # offer permessage-deflate, as browsers do (RFC 7692)
         self.join: rtc.JoinResponse | None = None
-        self._shared = session
-        self._http: aiohttp.ClientSession | None = None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._pinger: asyncio.Task[None] | None = None
+        self.join_seen = False  # the first message arrived (it must be the JoinResponse)
+        self._ws: ws_client.WebSocket | None = None
+        self._joined: asyncio.Future[rtc.JoinResponse] | None = None
+        self._ping: asyncio.TimerHandle | None = None
+        self._wake: asyncio.Future[None] | None = None  # what _next awaits: an answer, an offer or the end
         self._published: dict[str, asyncio.Future[models.TrackInfo]] = {}
         self.answers: asyncio.Queue[rtc.SessionDescription] = asyncio.Queue()
         self.offers: asyncio.Queue[rtc.SessionDescription] = asyncio.Queue()
@@ -213,31 +219,82 @@ class SignalClient:
         self.leave_reason = ""
 
     async def connect(self) -> rtc.JoinResponse:
-        query = urlencode({"access_token": self.token, "auto_subscribe": "1", "protocol": PROTOCOL_VERSION,
-                           "sdk": "python", "version": "bench"})
-        http = self._shared
-        if http is None:
-            http = self._http = aiohttp.ClientSession()
+        query = f"access_token={quote(self.token, safe='')}{_QUERY_REST}"
+        loop = asyncio.get_running_loop()
+        self._joined = loop.create_future()
         try:
-            self._ws = await http.ws_connect(f"{self.url}/rtc?{query}", heartbeat=None, max_msg_size=0,
-                                             compress=15 if self.deflate else 0)
-        except aiohttp.WSServerHandshakeError as exc:
-            await self.close()
-            raise SignalingError(f"join refused: HTTP {exc.status} {exc.message}") from None
-        first = await asyncio.wait_for(self._ws.receive(), SIGNAL_TIMEOUT_S)
-        if first.type != aiohttp.WSMsgType.BINARY:
-            raise SignalingError(f"expected a binary JoinResponse, got {first.type!r}")
-        response = rtc.SignalResponse.FromString(first.data)
-        if response.WhichOneof("message") != "join":
-            raise SignalingError(f"expected a JoinResponse, got {response.WhichOneof('message')}")
-        self.join = response.join
-        self._reader = asyncio.create_task(self._read())
-        self._pinger = asyncio.create_task(self._ping(max(1, self.join.ping_interval or 5)))
+            self._ws = await ws_client.connect(f"{self.url}/rtc?{query}", self._on_message, self._on_close,
+                                               deflate=self.deflate, timeout=SIGNAL_TIMEOUT_S)
+        except ws_client.HandshakeError as exc:
+            raise SignalingError(f"join refused: HTTP {exc.status} {exc.reason}") from None
+        except ws_client.ProtocolError as exc:
+            raise SignalingError(f"signal connection: {exc}") from None
+        try:
+            async with asyncio.timeout(SIGNAL_TIMEOUT_S):
+                self.join = await self._joined
+        except TimeoutError:
+            raise SignalingError(f"no JoinResponse within {SIGNAL_TIMEOUT_S} s") from None
+        interval = max(1, self.join.ping_interval or 5)
+        self._ping = loop.call_later(interval, self._send_ping, interval)
         return self.join
+
+    def _on_message(self, data: bytes) -> None:
+        if data[:1] in _IGNORED_TAGS and self.join_seen:
+            return  # a room broadcast this client does not use: not decoded (its bytes were read and inflated)
+        if self.left.is_set():
+            return
+        joined = self._joined
+        if not self.join_seen:
+            response = rtc.SignalResponse.FromString(data)
+            kind = response.WhichOneof("message")
+            self.join_seen = True
+            if joined is None or joined.done():
+                return
+            if kind == "join":
+                joined.set_result(response.join)
+            else:
+                joined.set_exception(SignalingError(f"expected a JoinResponse, got {kind}"))
+            return
+        response = rtc.SignalResponse.FromString(data)
+        kind = response.WhichOneof("message")
+        if kind == "track_published":
+            future = self._published.pop(response.track_published.cid, None)
+            if future is not None and not future.done():
+                future.set_result(response.track_published.track)
+        elif kind == "answer":
+            self.answers.put_nowait(response.answer)
+            self._notify()
+        elif kind == "offer":
+            self.offers.put_nowait(response.offer)
+            self._notify()
+        elif kind == "leave":
+            self.leave_reason = models.DisconnectReason.Name(response.leave.reason)
+            self.left.set()
+            self._notify()
+
+    def _notify(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def _on_close(self) -> None:
+        if not self.leave_reason:
+            self.leave_reason = "signal connection closed"
+        self.left.set()
+        self._notify()
+        if self._joined is not None and not self._joined.done():
+            self._joined.set_exception(SignalingError("signal connection closed before the JoinResponse"))
+        if self._ping is not None:
+            self._ping.cancel()
+
+    def _send_ping(self, interval: int) -> None:
+        if self.left.is_set() or self._ws is None or self._ws.closed:
+            return
+        self._ws.send(rtc.SignalRequest(ping=int(time.time() * 1000)).SerializeToString())
+        self._ping = asyncio.get_running_loop().call_later(interval, self._send_ping, interval)
 
     async def send(self, request: rtc.SignalRequest) -> None:
         assert self._ws is not None
-        await self._ws.send_bytes(request.SerializeToString())
+        self._ws.send(request.SerializeToString())
 
     async def add_track(self, track: LocalTrack) -> models.TrackInfo:
         future: asyncio.Future[models.TrackInfo] = asyncio.get_running_loop().create_future()
@@ -256,14 +313,35 @@ class SignalClient:
 
     async def offer(self, sdp: str) -> str:
         await self.send(rtc.SignalRequest(offer=rtc.SessionDescription(type="offer", sdp=sdp, id=1)))
-        answer = await self._wait(self.answers.get(), "the publisher answer")
+        answer = await self._next(self.answers, "the publisher answer", SIGNAL_TIMEOUT_S)
         return answer.sdp
 
     async def next_offer(self, timeout: float = SIGNAL_TIMEOUT_S) -> rtc.SessionDescription:
-        return await self._wait(self.offers.get(), "a subscriber offer", timeout)
+        return await self._next(self.offers, "a subscriber offer", timeout)
 
     async def answer(self, sdp: str, offer_id: int) -> None:
         await self.send(rtc.SignalRequest(answer=rtc.SessionDescription(type="answer", sdp=sdp, id=offer_id)))
+
+    async def _next(self, queue: asyncio.Queue[rtc.SessionDescription], what: str,
+                    timeout: float) -> rtc.SessionDescription:
+        """The next description from ``queue`` (filled by :meth:`_on_message`); raises :class:`SignalingError` when the
+        session ends first or after ``timeout`` seconds. One future and one timer per wait, no task."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while queue.empty():
+            if self.left.is_set():
+                raise SignalingError(f"server ended the session waiting for {what}: {self.leave_reason}")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise SignalingError(f"no {what} within {timeout} s")
+            waiter = self._wake = loop.create_future()
+            timer = loop.call_later(remaining, _release, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._wake = None
+        return queue.get_nowait()
 
     async def _wait(self, awaitable: object, what: str, timeout: float = SIGNAL_TIMEOUT_S) -> object:
         leave = asyncio.ensure_future(self.left.wait())
@@ -279,48 +357,11 @@ class SignalClient:
             raise SignalingError(f"server ended the session waiting for {what}: {self.leave_reason}")
         raise SignalingError(f"no {what} within {timeout} s")
 
-    async def _read(self) -> None:
-        assert self._ws is not None
-        try:
-            async for msg in self._ws:
-                if msg.type != aiohttp.WSMsgType.BINARY:
-                    if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
-                        break
-                    continue
-                if msg.data[:1] in _IGNORED_TAGS:
-                    continue  # a room broadcast this client does not use: not decoded (its bytes were read)
-                response = rtc.SignalResponse.FromString(msg.data)
-                kind = response.WhichOneof("message")
-                if kind == "track_published":
-                    future = self._published.pop(response.track_published.cid, None)
-                    if future is not None and not future.done():
-                        future.set_result(response.track_published.track)
-                elif kind == "answer":
-                    self.answers.put_nowait(response.answer)
-                elif kind == "offer":
-                    self.offers.put_nowait(response.offer)
-                elif kind == "leave":
-                    self.leave_reason = models.DisconnectReason.Name(response.leave.reason)
-                    break
-        finally:
-            if not self.leave_reason:
-                self.leave_reason = "signal connection closed"
-            self.left.set()
-
-    async def _ping(self, interval: int) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            while not self.left.is_set():
-                await asyncio.sleep(interval)
-                await self.send(rtc.SignalRequest(ping=int(time.time() * 1000)))
-
     async def close(self) -> None:
-        for task in (self._pinger, self._reader):
-            if task is not None:
-                task.cancel()
+        if self._ping is not None:
+            self._ping.cancel()
         if self._ws is not None and not self._ws.closed:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(ConnectionError):
                 await self.send(rtc.SignalRequest(leave=rtc.LeaveRequest(
                     reason=models.DisconnectReason.CLIENT_INITIATED)))
             await self._ws.close()
-        if self._http is not None:
-            await self._http.close()

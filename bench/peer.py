@@ -19,13 +19,15 @@ import hmac
 import os
 import secrets
 import struct
+import zlib
+from collections import deque
 from dataclasses import dataclass
 
 from aioice import stun
 from OpenSSL import SSL, crypto
 
 from bench.net import GeneratorSocket
-from router.dtls import DtlsCertificate, certificate_fingerprint
+from router.dtls import DtlsCertificate
 
 # name on the command line -> (OpenSSL profile name, libsrtp srtp_profile_t, key length, salt length)
 SRTP_PROFILES: dict[str, tuple[bytes, int, int, int]] = {
@@ -76,17 +78,33 @@ class SrtpKeys:
     remote: bytes  # the server's key||salt (we unprotect with it)
 
 
-def binding_request(server: ServerParams, client_ufrag: str, tie_breaker: int, *, nominate: bool) -> bytes:
-    """An authenticated ICE Binding request from the controlling agent."""
-    msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
-    msg.attributes["USERNAME"] = f"{server.ice_ufrag}:{client_ufrag}"
-    msg.attributes["PRIORITY"] = (110 << 24) | (65535 << 8) | 255  # peer-reflexive, component 1 (RFC 8445 §7.1.1)
-    msg.attributes["ICE-CONTROLLING"] = tie_breaker
+_MAGIC = 0x2112A442
+_FINGERPRINT_XOR = 0x5354554E
+_ATTR_USERNAME, _ATTR_PRIORITY, _ATTR_CONTROLLING, _ATTR_USE_CANDIDATE = 0x0006, 0x0024, 0x802A, 0x0025
+_ATTR_FINGERPRINT = 0x8028
+_PEER_REFLEXIVE_PRIORITY = (110 << 24) | (65535 << 8) | 255  # peer-reflexive, component 1 (RFC 8445 §7.1.1)
+
+
+def binding_request(server: ServerParams, client_ufrag: str, tie_breaker: int, *, nominate: bool,
+                    transaction: bytes | None = None) -> bytes:
+    """An authenticated ICE Binding request from the controlling agent: USERNAME, PRIORITY, ICE-CONTROLLING,
+    USE-CANDIDATE when ``nominate``, MESSAGE-INTEGRITY (HMAC-SHA1 keyed with the server's ice-pwd) and FINGERPRINT
+    (RFC 8489 §14.5, §14.7), packed here in one pass (``aioice.stun.Message`` builds the same bytes through an
+    attribute table; this runs twice per participant)."""
+    username = f"{server.ice_ufrag}:{client_ufrag}".encode()
+    body = (struct.pack("!HH", _ATTR_USERNAME, len(username)) + username + bytes(-len(username) % 4)
+            + struct.pack("!HHI", _ATTR_PRIORITY, 4, _PEER_REFLEXIVE_PRIORITY)
+            + struct.pack("!HHQ", _ATTR_CONTROLLING, 8, tie_breaker))
     if nominate:
-        msg.attributes["USE-CANDIDATE"] = None
-    msg.add_message_integrity(server.ice_pwd.encode())
-    msg.add_fingerprint()
-    return bytes(msg)
+        body += struct.pack("!HH", _ATTR_USE_CANDIDATE, 0)
+    tid = secrets.token_bytes(12) if transaction is None else transaction
+    # The length field covers what each trailer protects up to its own end (RFC 8489 §14.5, §14.7).
+    signed = struct.pack("!HHI", 0x0001, len(body) + 24, _MAGIC) + tid + body
+    signed += struct.pack("!HH", _STUN_INTEGRITY, 20) + hmac.digest(server.ice_pwd.encode(), signed, "sha1")
+    message = bytearray(signed)
+    struct.pack_into("!H", message, 2, len(signed) - 20 + 8)
+    crc = (zlib.crc32(message) ^ _FINGERPRINT_XOR) & 0xFFFFFFFF
+    return bytes(message) + struct.pack("!HHI", _ATTR_FINGERPRINT, 4, crc)
 
 
 def integrity_ok(data: bytes, key: bytes) -> bool:
@@ -99,10 +117,45 @@ def integrity_ok(data: bytes, key: bytes) -> bool:
                 return False
             head = bytearray(data[:pos])
             struct.pack_into("!H", head, 2, pos + 24 - 20)
-            expected = hmac.new(key, bytes(head), hashlib.sha1).digest()
+            expected = hmac.digest(key, bytes(head), "sha1")
             return hmac.compare_digest(expected, data[pos + 4 : pos + 24])
         pos += 4 + length + (-length % 4)
     return False
+
+
+class Inbox:
+    """A participant's received set-up datagrams: ``put_nowait`` from the socket's dispatch, ``get(timeout)`` for
+    the handshake. The same as ``asyncio.wait_for(queue.get(), timeout)`` without its task and timeout context per
+    wait (each participant waits half a dozen times)."""
+
+    def __init__(self) -> None:
+        self._items: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, data: bytes) -> None:
+        self._items.append(data)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self, timeout: float) -> bytes:
+        """The oldest datagram; raises ``TimeoutError`` when none arrived within ``timeout`` seconds."""
+        if not self._items:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._items:
+                raise TimeoutError
+        return self._items.popleft()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class SyntheticPeer:
@@ -119,7 +172,7 @@ class SyntheticPeer:
         self.ice_pwd = secrets.token_hex(16)
         self.tie_breaker = int.from_bytes(os.urandom(8), "big")
         self.server: ServerParams | None = None
-        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._inbox = Inbox()
         net.register(address, self._on_datagram)
 
     def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -135,7 +188,8 @@ class SyntheticPeer:
         """ICE check, then DTLS handshake; returns the exported SRTP keys."""
         self.server = server
         try:
-            return await asyncio.wait_for(self._connect(server), timeout)
+            async with asyncio.timeout(timeout):  # no task of its own, unlike asyncio.wait_for
+                return await self._connect(server)
         except TimeoutError:
             raise SetupError(f"{self.address}: no connection to {server.host}:{server.port} in {timeout} s") from None
         finally:
@@ -166,7 +220,7 @@ class SyntheticPeer:
         """The next datagram within ``timeout`` if it answers our check ``transaction`` (raw and parsed), else None;
         an error answer raises :class:`SetupError`."""
         try:
-            data = await asyncio.wait_for(self._inbox.get(), timeout)
+            data = await self._inbox.get(timeout)
         except TimeoutError:
             return None
         if len(data) < 20 or data[0] >= 4 or data[8:20] != transaction:
@@ -193,15 +247,7 @@ class SyntheticPeer:
                 why = "server certificate does not match its fingerprint" if check.mismatch else str(exc)
                 raise SetupError(f"{self.address}: DTLS handshake failed: {why}") from None
             self._flush(conn, dest)
-            timeout = conn.DTLSv1_get_timeout()
-            try:
-                record = await asyncio.wait_for(self._inbox.get(), timeout if timeout is not None else 1.0)
-            except TimeoutError:
-                conn.DTLSv1_handle_timeout()
-                self._flush(conn, dest)
-                continue
-            if 20 <= record[0] <= 63:
-                conn.bio_write(record)
+            conn.bio_write(await self._next_record(conn, dest))
         self._flush(conn, dest)
         if conn.get_selected_srtp_profile() != openssl_name:
             raise SetupError(f"{self.address}: server selected SRTP profile {conn.get_selected_srtp_profile()!r}")
@@ -210,6 +256,20 @@ class SyntheticPeer:
         client = material[:k] + material[2 * k : 2 * k + s]
         server_key = material[k : 2 * k] + material[2 * k + s : 2 * k + 2 * s]
         return SrtpKeys(libsrtp, client, server_key)
+
+    async def _next_record(self, conn: SSL.Connection, dest: tuple[str, int]) -> bytes:
+        """The next DTLS datagram from the server, retransmitting our flight on OpenSSL's timer meanwhile; anything
+        else (the answers to ICE check retransmissions that arrive late) is skipped without running the handshake."""
+        while True:
+            timeout = conn.DTLSv1_get_timeout()
+            try:
+                record = await self._inbox.get(timeout if timeout is not None else 1.0)
+            except TimeoutError:
+                conn.DTLSv1_handle_timeout()
+                self._flush(conn, dest)
+                continue
+            if 20 <= record[0] <= 63:
+                return record
 
     def _flush(self, conn: SSL.Connection, dest: tuple[str, int]) -> None:
         while True:
@@ -229,17 +289,25 @@ class _ServerCheck:
 
     expected: str  # the server's reported sha-256 fingerprint, upper-case
     mismatch: str = ""
+    verified: bool = False  # the leaf matched (OpenSSL may ask again about the same certificate)
+
+    def __post_init__(self) -> None:
+        self.expected_raw = bytes.fromhex(self.expected.replace(":", ""))
 
 
 def _verify(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
-    """The peer certificate check: the leaf's sha-256 fingerprint must be the one the server reported (RFC 8122)."""
+    """The peer certificate check: the leaf's sha-256 fingerprint must be the one the server reported (RFC 8122).
+    Compared as raw digests of the certificate's DER (formatted only for the error message)."""
     if depth != 0:
         return True
     check: _ServerCheck = conn.get_app_data()
-    got = certificate_fingerprint(cert.to_cryptography(), "sha-256")
-    if got != check.expected:
-        check.mismatch = got
+    if check.verified:
+        return True
+    got = hashlib.sha256(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)).digest()
+    if got != check.expected_raw:
+        check.mismatch = ":".join(f"{b:02X}" for b in got)
         return False
+    check.verified = True
     return True
 
 

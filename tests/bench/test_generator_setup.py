@@ -1,14 +1,18 @@
 """The join generator's shared set-up state: one DTLS client context per run still checks each server's own
-fingerprint, and the signal client skips decoding only the room broadcasts it never acts on."""
+fingerprint, the signal client skips decoding only the room broadcasts it never acts on, the ICE check is the
+request aioice would build, and a participant's inbox hands out datagrams in order or times out."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from aioice import stun
 from livekit.protocol import models, rtc
 from OpenSSL import SSL
 
 from bench.lk_client import _IGNORED_TAGS
-from bench.peer import Credentials, _ServerCheck, client_context
+from bench.peer import Credentials, Inbox, ServerParams, _ServerCheck, binding_request, client_context, integrity_ok
 from router.dtls import DtlsCertificate
 
 
@@ -88,3 +92,41 @@ def test_one_client_context_is_shared_and_each_handshake_checks_its_own_server()
 ])
 def test_signal_client_skips_decoding_exactly_the_broadcasts(response: rtc.SignalResponse, skipped: bool) -> None:
     assert (response.SerializeToString()[:1] in _IGNORED_TAGS) is skipped
+
+
+@pytest.mark.parametrize("nominate", [True, False])
+def test_binding_request_is_the_bytes_aioice_builds(nominate: bool) -> None:
+    """The one-pass STUN packing: same attributes, MESSAGE-INTEGRITY and FINGERPRINT as ``aioice.stun.Message``."""
+    server = ServerParams("srvu", "server-password-0123456789", "AA:BB", "127.0.0.1", 5000)
+    transaction = bytes(range(12))
+    ours = binding_request(server, "cliu", 0x0123456789ABCDEF, nominate=nominate, transaction=transaction)
+    msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, transaction_id=transaction)
+    msg.attributes["USERNAME"] = "srvu:cliu"
+    msg.attributes["PRIORITY"] = (110 << 24) | (65535 << 8) | 255
+    msg.attributes["ICE-CONTROLLING"] = 0x0123456789ABCDEF
+    if nominate:
+        msg.attributes["USE-CANDIDATE"] = None
+    msg.add_message_integrity(server.ice_pwd.encode())
+    msg.add_fingerprint()
+    assert ours == bytes(msg)
+    assert integrity_ok(ours, server.ice_pwd.encode()) and not integrity_ok(ours, b"another password")
+    parsed = stun.parse_message(ours)
+    assert ("USE-CANDIDATE" in parsed.attributes) is nominate
+    assert binding_request(server, "cliu", 1, nominate=True)[8:20] != binding_request(server, "cliu", 1,
+                                                                                      nominate=True)[8:20]
+
+
+def test_inbox_returns_in_order_wakes_a_waiter_and_times_out() -> None:
+    async def main() -> None:
+        inbox = Inbox()
+        inbox.put_nowait(b"a")
+        inbox.put_nowait(b"b")
+        assert [await inbox.get(1.0), await inbox.get(1.0)] == [b"a", b"b"]
+        asyncio.get_running_loop().call_later(0.01, inbox.put_nowait, b"c")
+        assert await inbox.get(5.0) == b"c"
+        with pytest.raises(TimeoutError):
+            await inbox.get(0.01)
+        inbox.put_nowait(b"d")  # a datagram after a timeout is still there for the next get
+        assert await inbox.get(0.01) == b"d"
+
+    asyncio.run(main())
