@@ -40,6 +40,7 @@ from control.service.keys import GUARD_KEY, MANAGER_KEY, SETTINGS_KEY, SUPERVISO
 from control.service.metrics import add_metrics
 from control.service.webhooks import add_webhooks
 from control.workers.supervisor import Supervisor
+from control.workers.worker_client import quiet_events
 from router.collector import paced_collector
 
 log = logging.getLogger("control.app")
@@ -134,7 +135,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
                             ice_tcp=settings.ice_tcp,
                             rtc_port_base=settings.rtc_port_base, log_level=settings.log_level,
                             gso=settings.gso, hmac_batch=settings.hmac_batch, srtp_crypto=settings.srtp_crypto,
-                            congestion_control=settings.congestion_control, rx_hold_ms=settings.rx_hold_ms)
+                            congestion_control=settings.congestion_control, rx_hold_ms=settings.rx_hold_ms,
+                            quiet_events=quiet_events(settings.log_level))
     app = build_app(settings, supervisor)
     cluster = app.get(CLUSTER_KEY)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)

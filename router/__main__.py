@@ -11,7 +11,10 @@ import argparse
 import logging
 import sys
 
+from router.protocol import Event
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
+EVENT_NAMES = frozenset(str(event) for event in Event)
 SRTP_CRYPTO = ("mediarouter", "libsrtp")
 
 
@@ -37,7 +40,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="share each subscriber transport's bandwidth estimate among its consumers (default on)")
     parser.add_argument("--rx-hold-ms", type=int, default=0,
                         help="leave the UDP socket unwatched this long after each wake-up (default 0: off)")
-    return parser.parse_args(argv)
+    parser.add_argument("--quiet-events", default="",
+                        help="events not to send to control, comma-separated (control names those it ignores)")
+    args = parser.parse_args(argv)
+    args.quiet_events = [event.strip() for event in args.quiet_events.split(",") if event.strip()]
+    unknown = [event for event in args.quiet_events if event not in EVENT_NAMES]
+    if unknown:
+        parser.error(f"--quiet-events: unknown event(s) {', '.join(unknown)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         worker = Worker(args.worker_id, args.core, args.control, args.node_ip, args.rtc_port, bind_ip=args.bind_ip,
                         ice_tcp=args.ice_tcp, gso=args.gso,
                         hmac_batch=args.hmac_batch, srtp_crypto=args.srtp_crypto,
-                        congestion_control=args.congestion_control, rx_hold_ms=args.rx_hold_ms)
+                        congestion_control=args.congestion_control, rx_hold_ms=args.rx_hold_ms,
+                        quiet_events=args.quiet_events)
     except ValueError as exc:
         logging.getLogger("router.worker").error("%s", exc)
         return 2

@@ -112,6 +112,7 @@ class ChannelCounters:
     malformed: int = 0
     notifications: int = 0
     notifications_dropped: int = 0
+    notifications_quiet: int = 0  # events control asked not to hear (``Channel.quiet``), never encoded
     backlog_max: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -142,6 +143,9 @@ class Channel:
         self._connected = False
         self._disconnected_since = time.monotonic()
         self._closed = False
+        # Events control does not act on (the supervisor's ``--quiet-events``): not sent, only counted. A burst of
+        # joins sent four such notifications per subscriber (ICE and SCTP states, the consumer's first layer).
+        self.quiet: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------------------------------- set-up
 
@@ -236,6 +240,9 @@ class Channel:
         """:meth:`notify` with the typed body of ``event``; a body of another type is a TypeError."""
         if type(body) is not EVENTS[event]:
             raise TypeError(f"{event} takes {EVENTS[event].__name__}, not {type(body).__name__}")
+        if event in self.quiet:
+            self.counters.notifications_quiet += 1
+            return True
         return self.notify(event, target_id, body.to_wire(), droppable=droppable)
 
     def _send_reliable(self, frame: bytes) -> None:

@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from fastpath import crypto_kernel
@@ -76,7 +76,7 @@ class Worker:
     def __init__(self, worker_id: int, core: int, control_endpoint: str, node_ip: str, rtc_port: int, *,
                  bind_ip: str = "", ice_tcp: bool = False, buffer_bytes: int = DEFAULT_BUFFER_BYTES, gso: bool = True,
                  hmac_batch: bool = True, srtp_crypto: str = "mediarouter", congestion_control: bool = True,
-                 rx_hold_ms: int = 0) -> None:
+                 rx_hold_ms: int = 0, quiet_events: Iterable[str] = ()) -> None:
         if worker_id < 0:
             raise ValueError(f"worker id {worker_id} must be non-negative")
         if core < 0:
@@ -99,6 +99,7 @@ class Worker:
         except ValueError as exc:
             raise ValueError(f"invalid IP address {self.node_ip!r}") from exc
         self.ice_tcp = ice_tcp
+        self.quiet_events = frozenset(quiet_events)
         self.tcp_sock: socket.socket | None = None
         self.tcp6_sock: socket.socket | None = None
         self.rtc_port = rtc_port
@@ -200,6 +201,7 @@ class Worker:
                 return EXIT_BIND_FAILED
         self.sock, self.rcvbuf, self.sndbuf = bound.sock, bound.rcvbuf, bound.sndbuf
         self.channel = Channel(self.control_endpoint, self.worker_id)
+        self.channel.quiet = self.quiet_events
         try:
             for method, handler in self.request_handlers().items():
                 self.channel.handle(method, handler)

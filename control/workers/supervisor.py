@@ -36,7 +36,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,7 @@ class Supervisor:
     def __init__(self, *, workers: int, node_ip: str, rtc_port_base: int, log_level: str = "info",
                  gso: bool = True, hmac_batch: bool = True, srtp_crypto: str = "mediarouter",
                  congestion_control: bool = True, rx_hold_ms: int = 0, bind_ip: str = "", ice_tcp: bool = False,
-                 python: str = sys.executable, runtime_root: str | None = None,
+                 quiet_events: Iterable[str] = (), python: str = sys.executable, runtime_root: str | None = None,
                  start_timeout_s: float = 10.0, heartbeat_timeout_s: float = 3.0,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
                  backoff_reset_s: float = 60.0, stop_timeout_s: float = 3.0) -> None:
@@ -152,6 +152,7 @@ class Supervisor:
         self.srtp_crypto = srtp_crypto
         self.congestion_control = congestion_control
         self.rx_hold_ms = rx_hold_ms
+        self.quiet_events = sorted(quiet_events)  # events the workers need not send (worker_client.quiet_events)
         self.python = python
         self.start_timeout_s = start_timeout_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -263,7 +264,8 @@ class Supervisor:
                 "--hmac-batch" if self.hmac_batch else "--no-hmac-batch", "--srtp-crypto", self.srtp_crypto,
                 "--congestion-control" if self.congestion_control else "--no-congestion-control",
                 "--rx-hold-ms", str(self.rx_hold_ms),
-                "--ice-tcp" if self.ice_tcp else "--no-ice-tcp", *(["--bind-ip", self.bind_ip] if self.bind_ip else [])]
+                "--ice-tcp" if self.ice_tcp else "--no-ice-tcp", *(["--bind-ip", self.bind_ip] if self.bind_ip else []),
+                *(["--quiet-events", ",".join(self.quiet_events)] if self.quiet_events else [])]
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -53,6 +53,17 @@ LOGGED_EVENTS = frozenset({
     Event.CONSUMER_PRODUCER_CLOSED,
 })
 
+# Events control ignores: a participant's state follows its primary transport's DTLS state alone.
+IGNORED_EVENTS = frozenset({Event.TRANSPORT_ICE_STATE, Event.TRANSPORT_SCTP_STATE})
+
+
+def quiet_events(log_level: str) -> frozenset[str]:
+    """The events workers are told not to send (``python -m router --quiet-events``): those control ignores, and
+    unless it logs at debug level, those it only logs. Under ``bench join`` they were half of a join's
+    notifications, each encoded and sent by the worker and decoded and checked by control."""
+    quiet = IGNORED_EVENTS if log_level == "debug" else IGNORED_EVENTS | LOGGED_EVENTS
+    return frozenset(str(event) for event in quiet)
+
 
 class WorkerDied(Exception):
     """The worker died (or is not running) while a request was pending or about to be sent."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from control.workers.supervisor import Supervisor
+from control.workers.worker_client import quiet_events
 from router.__main__ import parse_args
 from router.worker import Worker
 from tests.conftest import ProcessReaper, free_udp_ports
@@ -33,7 +34,7 @@ async def _heartbeat_counters(supervisor: Supervisor, timeout: float = 5.0) -> d
 @pytest.mark.parametrize("gso", [True, False])
 async def test_a_worker_reports_gso_as_it_was_started(runtime_root: str, reaper: ProcessReaper, gso: bool) -> None:
     sup = Supervisor(workers=1, node_ip="127.0.0.1", rtc_port_base=free_udp_ports(1), runtime_root=runtime_root,
-                     gso=gso, hmac_batch=False, srtp_crypto="libsrtp")
+                     gso=gso, hmac_batch=False, srtp_crypto="libsrtp", quiet_events=quiet_events("debug"))
     try:
         await sup.start()
         slot = sup.slots[0]
@@ -43,6 +44,7 @@ async def test_a_worker_reports_gso_as_it_was_started(runtime_root: str, reaper:
         assert ("--gso" if gso else "--no-gso") in argv and "--no-hmac-batch" in argv
         assert argv[argv.index("--srtp-crypto") + 1] == "libsrtp"
         assert argv[argv.index("--rx-hold-ms") + 1] == "0"
+        assert argv[argv.index("--quiet-events") + 1] == "transport.ice_state,transport.sctp_state"
         # Loopback has UDP_SEGMENT here, so the Engine segments exactly when it was asked to.
         assert (await _heartbeat_counters(sup))["gso"] == int(gso)
     finally:
@@ -61,6 +63,25 @@ def test_the_worker_command_line_defaults_and_switches() -> None:
                        "--rx-hold-ms", "2"])
     assert (args.gso, args.hmac_batch, args.srtp_crypto) == (False, False, "libsrtp")
     assert not args.congestion_control and args.rx_hold_ms == 2
+    assert args.quiet_events == []
+    args = parse_args([*base, "--quiet-events", "transport.ice_state, consumer.layers_changed"])
+    assert args.quiet_events == ["transport.ice_state", "consumer.layers_changed"]
+
+
+def test_an_unknown_quiet_event_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--worker-id", "0", "--core", "0", "--control", "ipc:///x", "--rtc-port", "7882", "--node-ip", "127.0.0.1"]
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--quiet-events", "transport.ice_state,transport.nope"])
+    assert "--quiet-events: unknown event(s) transport.nope" in capsys.readouterr().err
+
+
+def test_workers_are_told_to_keep_quiet_what_control_ignores() -> None:
+    info = quiet_events("info")
+    assert info == {"transport.ice_state", "transport.sctp_state", "producer.stream_added",
+                    "consumer.layers_changed", "consumer.producer_closed"}
+    assert quiet_events("debug") == {"transport.ice_state", "transport.sctp_state"}  # what it logs, it hears
+    assert not info & {"transport.dtls_state", "transport.tuple_changed", "transport.scores",
+                       "consumer.stream_state", "data_producer.message", "worker.heartbeat", "worker.running"}
 
 
 def test_a_worker_refuses_an_unknown_srtp_crypto() -> None:

@@ -14,7 +14,8 @@ import zmq
 import zmq.asyncio
 
 from router.channel import Channel, routing_id
-from router.protocol import Notification, Request, RequestError, Response, decode, encode
+from router.messages import TransportState, TupleChanged
+from router.protocol import Event, Notification, Request, RequestError, Response, decode, encode
 
 
 class Control:
@@ -200,6 +201,18 @@ async def test_notify_sends_a_notification_from_the_worker_routing_id(channel: C
     assert rid == b"w3"
     assert envelope == Notification("transport.ice_state", "t1", {"state": "completed"})
 
+
+
+async def test_quiet_events_are_counted_not_sent(channel: Channel, control: Control) -> None:
+    channel.quiet = frozenset({"transport.ice_state", "transport.sctp_state"})
+    assert channel.emit(Event.TRANSPORT_ICE_STATE, "t1", TransportState(state="connected"))
+    assert channel.emit(Event.TRANSPORT_SCTP_STATE, "t1", TransportState(state="connecting"))
+    assert channel.emit(Event.TRANSPORT_DTLS_STATE, "t1", TransportState(state="connected"))
+    rid, envelope = await control.recv()
+    assert envelope == Notification("transport.dtls_state", "t1", {"state": "connected"})  # the only one sent
+    assert channel.counters.notifications_quiet == 2 and channel.counters.notifications == 1
+    with pytest.raises(TypeError):  # a quiet event's body is still checked
+        channel.emit(Event.TRANSPORT_ICE_STATE, "t1", TupleChanged(host="127.0.0.1", port=1))
 
 async def test_without_a_peer_heartbeats_drop_and_other_frames_wait_in_order(endpoint: str) -> None:
     ch = Channel(endpoint, 5, sndhwm=2)
