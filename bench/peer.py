@@ -325,8 +325,8 @@ def client_context(credentials: Credentials, profile: str) -> SSL.Context:
     ctx = SSL.Context(SSL.DTLS_METHOD)
     ctx.set_min_proto_version(DTLS1_2)
     ctx.set_max_proto_version(DTLS1_2)
-    ctx.use_certificate(credentials.cert)
-    ctx.use_privatekey(credentials.key)
+    ctx.use_certificate(credentials.cert.to_cryptography())  # pyOpenSSL deprecates its own X509 and PKey here
+    ctx.use_privatekey(credentials.key.to_cryptography_key())
     ctx.set_tlsext_use_srtp(SRTP_PROFILES[profile][0])
     ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify)
     _CONTEXTS[key] = (credentials, ctx)
