@@ -387,7 +387,7 @@ async def _join(run: _Run, index: int, token: str, gate: asyncio.Semaphore) -> J
         start = time.monotonic()
         try:
             client = await _signal(run, token, result)
-        except (SignalingError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except (SignalingError, OSError, TimeoutError) as exc:  # the WebSocket is bench.ws_client's, not aiohttp's
             result.error = f"join: {type(exc).__name__}: {exc}"
             return result
         result.signaled_s = time.monotonic() - start

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlencode
 from livekit.protocol import models, rtc
 
 from bench import ws_client
-from bench.peer import ServerParams
+from bench.peer import ServerParams, woken_or_timeout
 from bench.session import AUDIO_PT, VIDEO_PT
 
 PROTOCOL_VERSION = 15
@@ -193,11 +193,6 @@ _QUERY_REST = "&" + urlencode({"auto_subscribe": "1", "protocol": PROTOCOL_VERSI
                                "version": "bench"})
 
 
-def _release(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
 class SignalClient:
     """One participant's signaling connection (its own WebSocket, ``bench.ws_client``); responses are sorted as they
     arrive, in the connection's ``data_received``, into the queues the caller awaits: no reader task."""
@@ -334,12 +329,10 @@ class SignalClient:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise SignalingError(f"no {what} within {timeout} s")
-            waiter = self._wake = loop.create_future()
-            timer = loop.call_later(remaining, _release, waiter)
+            self._wake = loop.create_future()
             try:
-                await waiter
+                await woken_or_timeout(self._wake, remaining)
             finally:
-                timer.cancel()
                 self._wake = None
         return queue.get_nowait()
 

@@ -140,17 +140,24 @@ class Inbox:
     async def get(self, timeout: float) -> bytes:
         """The oldest datagram; raises ``TimeoutError`` when none arrived within ``timeout`` seconds."""
         if not self._items:
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(timeout, _wake, waiter)
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await waiter
+                await woken_or_timeout(waiter, timeout)
             finally:
-                timer.cancel()
                 self._waiter = None
             if not self._items:
                 raise TimeoutError
         return self._items.popleft()
+
+
+async def woken_or_timeout(waiter: asyncio.Future[None], timeout: float) -> None:
+    """Returns when ``waiter`` is set (by whoever holds it) or after ``timeout`` seconds, whichever comes first: one
+    future and one timer, without the task and timeout context of ``asyncio.wait_for``."""
+    timer = waiter.get_loop().call_later(timeout, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

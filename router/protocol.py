@@ -373,7 +373,14 @@ def _fields(cls: type) -> list[tuple[str, Any, bool]]:
 _Checker = typing.Callable[[Any], Any]
 _PLANS: dict[type, list[tuple[str, _Checker, bool]]] = {}
 _MISSING = object()
-_NOT_DECIDED = ProtocolError("not decided on the fast path")
+
+
+class _NotDecided(ProtocolError):
+    """The fast path leaves this body to the field-by-field walk (raised afresh each time: a raised instance keeps
+    the traceback of every raise)."""
+
+    def __init__(self) -> None:
+        super().__init__("not decided on the fast path")
 
 
 def _parse_fast(cls: type[Body], body: Any) -> Any:
@@ -381,18 +388,18 @@ def _parse_fast(cls: type[Body], body: Any) -> Any:
     if plan is None:
         plan = _PLANS[cls] = [(name, _checker(hint), required) for name, hint, required in _fields(cls)]
     if not isinstance(body, dict):
-        raise _NOT_DECIDED
+        raise _NotDecided
     values: dict[str, Any] = {}
     for name, check, required in plan:
         value = body.get(name, _MISSING)
         if value is _MISSING:
             if required:
-                raise _NOT_DECIDED
+                raise _NotDecided
             continue
         values[name] = check(value)
     parsed = cls(**values)
     if parsed.problem() is not None:
-        raise _NOT_DECIDED
+        raise _NotDecided
     return parsed
 
 
@@ -406,12 +413,12 @@ def _checker(hint: Any) -> _Checker:
         return exact
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Literal:
-        allowed = frozenset((type(arg), arg) for arg in args)
+        allowed = _literal_values(hint, args)
 
         def literal(value: Any) -> Any:
             if type(value) in _LITERAL_TYPES and (type(value), value) in allowed:
                 return value
-            raise _NOT_DECIDED
+            raise _NotDecided
         return literal
     if isinstance(hint, type) and issubclass(hint, Body):
         return lambda value: _parse_fast(hint, value)
@@ -432,7 +439,7 @@ def _checker(hint: Any) -> _Checker:
 
         def items(value: Any) -> Any:
             if not isinstance(value, list | tuple):
-                raise _NOT_DECIDED
+                raise _NotDecided
             return [check_item(v) for v in value]
         return items
     if origin is tuple and args and Ellipsis not in args:
@@ -440,7 +447,7 @@ def _checker(hint: Any) -> _Checker:
 
         def fixed(value: Any) -> Any:
             if not isinstance(value, list | tuple) or len(value) != len(checks):
-                raise _NOT_DECIDED
+                raise _NotDecided
             return tuple(check(v) for check, v in zip(checks, value, strict=True))
         return fixed
     return lambda value: _decided_by_check(hint, value)

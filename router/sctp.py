@@ -119,8 +119,6 @@ class _Sctp(RTCSctpTransport):
         # fewer per association), then to any listener of the event.
         if event == "datachannel":
             self._owner._on_remote_channel(args[0])
-            super().emit(event, *args, **kwargs)
-            return True
         return super().emit(event, *args, **kwargs)
 
     def _set_state(self, state: RTCSctpTransport.State) -> None:
@@ -152,10 +150,7 @@ class _Channel(RTCDataChannel):
             self._owner._channel_message(self, args[0])
         elif event == "close":
             self._owner._channel_closed(self)
-        else:
-            return super().emit(event, *args, **kwargs)
-        super().emit(event, *args, **kwargs)
-        return True
+        return super().emit(event, *args, **kwargs)
 
 
 class SctpAssociation:
