@@ -65,6 +65,7 @@ CONSENT_INTERVAL_S = 5.0
 HEALTH_EVERY_S = 5.0
 LEAVE_TIMEOUT_S = 120.0
 LEAVE_POLL_S = 0.05
+STAGE_NAMES = {"offer": "JoinResponse -> offer", "connect": "offer -> ICE+DTLS done", "media": "-> first RTP"}
 
 
 @dataclass
@@ -95,6 +96,8 @@ class Joined:
     """One subscriber's times, seconds from the start of its join."""
 
     signaled_s: float = 0.0
+    offered_s: float = 0.0  # the server's subscriber offer arrived
+    connected_s: float = 0.0  # ICE and DTLS done, SRTP keyed
     media_s: float = 0.0
     retries_503: int = 0
     error: str = ""
@@ -248,6 +251,8 @@ async def _measure(run: _Run, http: aiohttp.ClientSession) -> dict[str, Any]:
     ok = [j for j in joined if not j.error]
     media = [j.media_s for j in ok]
     signaled = [j.signaled_s for j in ok]
+    stages = {"offer": [j.offered_s - j.signaled_s for j in ok], "connect": [j.connected_s - j.offered_s for j in ok],
+              "media": [j.media_s - j.connected_s for j in ok]}
     cpu_joins = {kind: cpu1[kind] - cpu0.get(kind, 0.0) for kind in cpu1}
     restarts = sum(int(w.get("restarts", 0)) for w in after["workers"]) - sum(
         int(w.get("restarts", 0)) for w in before["workers"])
@@ -268,6 +273,8 @@ async def _measure(run: _Run, http: aiohttp.ClientSession) -> dict[str, Any]:
         "join_to_media_ms_max": round(1000 * max(media, default=0.0), 1),
         "signal_join_ms_p50": round(1000 * percentile(signaled, 0.50), 1),
         "signal_join_ms_p99": round(1000 * percentile(signaled, 0.99), 1),
+        "stage_ms": {name: [round(1000 * percentile(v, 0.50), 1), round(1000 * percentile(v, 0.99), 1)]
+                     for name, v in stages.items()},
         "retries_503": sum(j.retries_503 for j in joined),
         "control_cpu_ms_per_join": round(1000 * cpu_joins["control"] / max(1, len(ok)), 2),
         "control_cpu_s_joins": round(cpu_joins["control"], 2),
@@ -394,15 +401,16 @@ async def _join(run: _Run, index: int, token: str, gate: asyncio.Semaphore) -> J
         peer = _Peer(client, run.net.address(index))
         run.peers.append(peer)
         try:
-            result.media_s = await _first_media(run, peer) - start
+            result.media_s = await _first_media(run, peer, result, start) - start
         except (SignalingError, SetupError, TimeoutError, OSError, RuntimeError) as exc:
             result.error = f"media: {type(exc).__name__}: {exc}"
     return result
 
 
-async def _first_media(run: _Run, peer: _Peer) -> float:
+async def _first_media(run: _Run, peer: _Peer, result: Joined, start: float) -> float:
     """Answers the subscriber offer, connects ICE and DTLS; returns when the first RTP packet arrived."""
     offer = await peer.client.next_offer(STEP_TIMEOUT_S)
+    result.offered_s = time.monotonic() - start
     synthetic = SyntheticPeer(run.net, peer.address, run.credentials, run.opts.srtp)
     await peer.client.answer(lk_client.subscriber_answer(offer.sdp, synthetic.ice_ufrag, synthetic.ice_pwd,
                                                          run.credentials.fingerprint), offer.id)
@@ -418,6 +426,7 @@ async def _first_media(run: _Run, peer: _Peer) -> float:
             run.net.unregister(peer.address)
 
     await synthetic.connect(server, timeout=STEP_TIMEOUT_S)  # unregisters its own route when done
+    result.connected_s = time.monotonic() - start
     peer.server, peer.consent = server, synthetic.consent_request()
     run.net.register(peer.address, on_datagram)
     async with asyncio.timeout(STEP_TIMEOUT_S):
@@ -454,6 +463,8 @@ def format_result(r: dict[str, Any]) -> str:
         f"  join -> first media      p50 {r['join_to_media_ms_p50']} ms, p99 {r['join_to_media_ms_p99']} ms, "
         f"max {r['join_to_media_ms_max']} ms",
         f"  /rtc -> JoinResponse     p50 {r['signal_join_ms_p50']} ms, p99 {r['signal_join_ms_p99']} ms",
+        "  then, p50 / p99          " + ", ".join(
+            f"{STAGE_NAMES[name]} {p50} / {p99} ms" for name, (p50, p99) in r.get("stage_ms", {}).items()),
         f"  control CPU per join     {r['control_cpu_ms_per_join']} ms ({r['control_cpu_s_joins']} s for the "
         f"joins, {r['control_cpu_s_leaves']} s for the leaves; RSS {r['control_rss_mb']} MB)",
         "  CPU per join             " + ", ".join(f"{kind} {ms} ms" for kind, ms in r["cpu_ms_per_join"].items())

@@ -1014,29 +1014,42 @@ class Participant:
         if sd.id and sd.id != self._sub.offer_id:
             raise ParticipantError(f"answer id {sd.id} does not match offer id {self._sub.offer_id}")
         remote = self.negotiator.parse_answer(sd.sdp)
-        if not self._sub.connected:
-            await self.media.connect(
-                self.sub_transport_id,
-                role=remote.dtls_role,
-                fingerprints=remote.fingerprints,
-                sctp_port=remote.sctp_port,
-                max_message_size=remote.max_message_size,
-            )
-            self._sub.connected = True
-        self._sub.awaiting_answer = False
+        # The transport's connect and the answered consumers' starts go to the worker together, not one after the
+        # other's reply: the worker takes them in order, and a subscriber's first media waits for its consumer's
+        # resume as much as for its DTLS handshake (a round trip through control saved on every join).
+        steps = [self._connect_subscriber(remote)] if not self._sub.connected else []
         answered, self._sub.unanswered = self._sub.unanswered, []
         for sub in answered:
             if self.subscriptions.get(sub.track_sid) is not sub or sub.removed:
                 continue
             sub.negotiated = True
-            if sub.rtx and remote.rtx_mids is not None and sub.spec.mid not in remote.rtx_mids:
-                # The client refused RTX (RFC 4588 is optional): retransmit on the media SSRC instead.
-                await self.media.close_consumer(sub.consumer_id)
-                await self._consume(sub, rtx=False)
-            if not sub.disabled:
-                await self.media.resume_consumer(sub.consumer_id)
+            steps.append(self._start_consumer(sub, remote))
+        failed = [r for r in await asyncio.gather(*steps, return_exceptions=True) if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
+        self._sub.awaiting_answer = False
         if self._sub.dirty:
             self.negotiate_subscriber()
+
+    async def _connect_subscriber(self, remote: RemoteSide) -> None:
+        await self.media.connect(
+            self.sub_transport_id,
+            role=remote.dtls_role,
+            fingerprints=remote.fingerprints,
+            sctp_port=remote.sctp_port,
+            max_message_size=remote.max_message_size,
+        )
+        self._sub.connected = True
+
+    async def _start_consumer(self, sub: Subscription, remote: RemoteSide) -> None:
+        """An answered subscription's consumer starts sending (unless disabled); re-made without RTX first if the
+        client refused RTX for its m-line."""
+        if sub.rtx and remote.rtx_mids is not None and sub.spec.mid not in remote.rtx_mids:
+            # The client refused RTX (RFC 4588 is optional): retransmit on the media SSRC instead.
+            await self.media.close_consumer(sub.consumer_id)
+            await self._consume(sub, rtx=False)
+        if not sub.disabled:
+            await self.media.resume_consumer(sub.consumer_id)
 
     def _trickle(self, sdp: str, params: TransportParams | None, target: int) -> None:
         """Our host candidates as trickles too (they are also in the SDP)."""
