@@ -11,8 +11,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 MODULES = ("demux", "rtp", "rtcp", "seq", "keyframe", "vp8", "crypto_kernel", "srtp", "counters", "engine")
-# The benchmark's load generator (bench/_loadgen.pyx) builds on the fast path's SRTP and RTP helpers; bench/_dispatch.pyx
-# reads the generator's socket during set-up.
+# The benchmark's load generator (bench/_loadgen.pyx) builds on the fast path's SRTP and RTP helpers;
+# bench/_dispatch.pyx reads the generator's socket during set-up.
 BENCH_MODULES = ("_loadgen", "_limit", "_dispatch")
 
 

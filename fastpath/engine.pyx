@@ -434,6 +434,8 @@ cdef class Engine:
     cdef list _free_p
     cdef list _free_c
     cdef uint32_t _rx_budget
+    cdef object _slow_path                # on_readable's Python callback (set_reader), or None
+    cdef bint _reader_local
     cdef readonly int fd
     cdef readonly int batch_size
 
@@ -1071,11 +1073,32 @@ cdef class Engine:
         """Drain the socket (up to PUMP_BUDGET_BATCHES batches or PUMP_BUDGET_TX sends), forward RTP/RTCP
         natively and return the STUN/DTLS datagrams as (transport handle or -1, data, (host, port)); with
         ``local`` as (handle, data, (host, port), local address) where the socket has IP_PKTINFO on ("" if not)."""
+        cdef list out = self._pump(local)
+        return out if out is not None else []
+
+    def set_reader(self, slow_path, bint local=False) -> None:
+        """What :meth:`on_readable` calls when a wake-up has work for Python: ``slow_path(datagrams)`` with
+        pump()'s list (None when only events are pending); ``local`` as for pump(). None: on_readable only pumps."""
+        if slow_path is not None and not callable(slow_path):
+            raise TypeError("slow_path must be callable or None")
+        self._slow_path = slow_path
+        self._reader_local = local
+
+    def on_readable(self) -> None:
+        """The socket's reader callback (the worker's event loop calls it directly): pump() in C, and a call into
+        Python (set_reader's ``slow_path``) only if STUN or DTLS arrived or an event is pending. A wake-up that
+        only forwards media builds no Python object and runs no Python code."""
+        cdef list out = self._pump(self._reader_local)
+        if (out is not None or self.st.ev_head != self.st.ev_tail) and self._slow_path is not None:
+            self._slow_path(out)
+
+    cdef list _pump(self, bint local):
+        """pump()'s work; None instead of an empty list."""
         cdef EngineState* e = self.st
         cdef int n, i, batches = 0
         cdef int32_t t_out = -1
         cdef timespec wall
-        cdef list out = []
+        cdef list out = None
         cdef uint64_t tx_start = e.tx_datagrams + <uint64_t>e.n_send
         e.wakeups += 1
         while batches < PUMP_BUDGET_BATCHES:
@@ -1101,6 +1124,8 @@ cdef class Engine:
                 e.rx_datagrams += 1
                 if on_datagram(e, i, &t_out):
                     data = (<char*>(e.recv_buf + <size_t>i * RECV_SLOT_BYTES))[:e.recv_msgs[i].msg_len]
+                    if out is None:
+                        out = []
                     if local:
                         out.append((t_out, data, _address(&e.recv_addr[i]),
                                     _local_address(&e.recv_msgs[i].msg_hdr) if e.pktinfo else ""))

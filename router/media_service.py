@@ -15,6 +15,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +143,8 @@ class MediaService:
     # ---- wiring ------------------------------------------------------------------------------------------
     def start(self) -> None:
         loop = self.worker.loop
-        loop.add_reader(self.worker.sock.fileno(), self._on_readable)
+        self.engine.set_reader(self._slow_path, True)
+        loop.add_reader(self.worker.sock.fileno(), self._reader())
         self._tick_task = loop.create_task(self._tick_loop())
         if self.ice_tcp is not None:
             ice_tcp = self.ice_tcp
@@ -232,10 +234,25 @@ class MediaService:
         return {"engine_c_bytes": self.engine.snapshot_engine()["c_bytes"], **self.heap.counters()}
 
     # ---- I/O ---------------------------------------------------------------------------------------------
+    def _reader(self) -> Callable[[], None]:
+        """The socket's reader: the Engine's own (C; Python only for a wake-up with STUN, DTLS or events), or with
+        a receive hold this service's, which takes the socket off the loop after each wake-up."""
+        return self._on_readable if self._hold_s else self.engine.on_readable
+
     def _on_readable(self) -> None:
+        self._slow_path(self.engine.pump(True))
+        if self._held is None:
+            # What arrives during the hold waits in the socket and is read, forwarded and sent (one GSO message per
+            # transport and size) by the next wake-up: fewer wake-ups and sends for each packet's wait of <= the hold.
+            loop = self.worker.loop
+            loop.remove_reader(self.worker.sock.fileno())
+            self._held = loop.call_later(self._hold_s, self._watch_again)
+
+    def _slow_path(self, datagrams: list[tuple[int, bytes, tuple[str, int], str]] | None) -> None:
+        """A wake-up's work for Python: its STUN and DTLS datagrams, then the Engine's events."""
         ice_tcp = self.ice_tcp
         # (handle, data, addr, local): local is the address the datagram came to ("" unless IP_PKTINFO is on)
-        for handle, data, addr, local in self.engine.pump(True):
+        for handle, data, addr, local in datagrams or ():
             if handle < 0:
                 ufrag = username_fragment(data)
                 transport = self._by_ufrag.get(ufrag) if ufrag else None
@@ -250,12 +267,6 @@ class MediaService:
             else:
                 transport.handle_dtls(data)
         self._drain_events()
-        if self._hold_s and self._held is None:
-            # What arrives during the hold waits in the socket and is read, forwarded and sent (one GSO message per
-            # transport and size) by the next wake-up: fewer wake-ups and sends for each packet's wait of <= the hold.
-            loop = self.worker.loop
-            loop.remove_reader(self.worker.sock.fileno())
-            self._held = loop.call_later(self._hold_s, self._watch_again)
 
     def _end_hold(self) -> None:
         if self._held is not None:
@@ -264,7 +275,7 @@ class MediaService:
 
     def _watch_again(self) -> None:
         self._held = None
-        self.worker.loop.add_reader(self.worker.sock.fileno(), self._on_readable)
+        self.worker.loop.add_reader(self.worker.sock.fileno(), self._reader())
 
     def kick_tick(self) -> None:
         """Something may have a timer due sooner (a transport was added, a request changed state, an estimate

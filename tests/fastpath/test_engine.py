@@ -230,6 +230,37 @@ def test_stun_and_dtls_go_to_python(rig: Rig) -> None:
     assert {addr for t, _, addr in out if t == 1} == {rig.pub.addr}
 
 
+def test_on_readable_calls_python_only_for_slow_path_work(rig: Rig) -> None:
+    """The reader the worker's loop calls: media is forwarded in C without a call into Python; STUN (and pending
+    events) reach the slow-path callback with pump()'s tuples."""
+    add_video(rig)
+    calls: list[list | None] = []
+    rig.engine.set_reader(calls.append, True)
+    send_frames(rig, [1, 2, 3])
+    rig.pump()                                        # the stream's first packets: events, drained here
+    rig.engine.poll_events()
+    rig.sub.drain()
+    sent = send_frames(rig, [4, 5, 6], key_first=False)
+    select.select([rig.sock], [], [], 1.0)
+    time.sleep(0.02)                                  # all three in the socket: one wake-up
+    rig.engine.on_readable()
+    got, _ = rig.sub.drain()
+    assert [header(p)[2] for p in got] == [header(p)[2] for p in sent]
+    assert calls == []                                # media only: Python was not called
+    stun = struct.pack("!HHI12s", 0x0001, 0, 0x2112A442, os.urandom(12))
+    rig.pub.send_raw(stun)
+    select.select([rig.sock], [], [], 1.0)
+    rig.engine.on_readable()
+    assert calls == [[(1, stun, rig.pub.addr, "")]]   # pump(True)'s form: the local address is "" without PKTINFO
+    rig.engine.set_reader(None)
+    rig.pub.send_raw(stun)
+    select.select([rig.sock], [], [], 1.0)
+    rig.engine.on_readable()                          # no callback: the datagram is read and nothing is called
+    assert len(calls) == 1 and rig.pump(expect_input=False) == []
+    with pytest.raises(TypeError, match="callable"):
+        rig.engine.set_reader(42)
+
+
 def test_send_is_slow_path_output(rig: Rig) -> None:
     rig.engine.send(*rig.sub.addr, b"\x00\x01hello")
     assert select.select([rig.sub.sock], [], [], 1.0)[0]
