@@ -37,6 +37,7 @@ MAX_HEADER_BYTES = 16384
 CLOSE_WAIT_S = 2.0
 
 Message = Callable[[bytes], None]
+Skip = Callable[[int], bool]  # given a message's first byte: True if the receiver will not use the message
 
 
 class HandshakeError(Exception):
@@ -102,9 +103,11 @@ class WebSocket(asyncio.Protocol):
     """One client connection; ``on_message(data)`` receives every binary message (text messages too, as UTF-8
     bytes), ``on_close()`` is called once when the connection ends for any reason."""
 
-    def __init__(self, on_message: Message, on_close: Callable[[], None]) -> None:
+    def __init__(self, on_message: Message, on_close: Callable[[], None], skip: Skip | None = None) -> None:
         self._on_message = on_message
         self._on_close = on_close
+        self._skip = skip
+        self.skipped = 0  # compressed messages left uninflated after their first byte (see _inflated)
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         loop = asyncio.get_running_loop()
@@ -267,7 +270,16 @@ class WebSocket(asyncio.Protocol):
         if self._inflate is None or not self._server_takeover:
             self._inflate = zlib.decompressobj(-self._server_bits)
         try:
-            data = self._inflate.decompress(payload + _TAIL)
+            if self._skip is not None and not self._server_takeover:
+                # Each message has a context of its own (server_no_context_takeover): one the receiver will not use
+                # needs no more than its first byte, and nothing after it depends on the rest.
+                first = self._inflate.decompress(payload + _TAIL, 1)
+                if first and self._skip(first[0]):
+                    self.skipped += 1
+                    return
+                data = first + self._inflate.decompress(self._inflate.unconsumed_tail)
+            else:
+                data = self._inflate.decompress(payload + _TAIL)
         except zlib.error as exc:
             self._fail(ProtocolError(f"cannot inflate a message: {exc}"))
             return
@@ -324,9 +336,11 @@ class WebSocket(asyncio.Protocol):
 
 
 async def connect(url: str, on_message: Message, on_close: Callable[[], None], *, deflate: bool = False,
-                  timeout: float = 15.0) -> WebSocket:
+                  timeout: float = 15.0, skip: Skip | None = None) -> WebSocket:
     """A WebSocket to ``url`` (``ws://`` or ``wss://``); raises :class:`HandshakeError` when the server answers with
-    anything but ``101``, ``OSError`` when it cannot be reached, ``TimeoutError`` after ``timeout``."""
+    anything but ``101``, ``OSError`` when it cannot be reached, ``TimeoutError`` after ``timeout``. ``skip``: where
+    the server compresses each message on its own, the compressed messages it says yes to (by their first byte)
+    are not inflated further nor delivered."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
@@ -339,7 +353,7 @@ async def connect(url: str, on_message: Message, on_close: Callable[[], None], *
                f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
                + (f"Sec-WebSocket-Extensions: {OFFER}\r\n" if deflate else "") + "\r\n").encode()
     loop = asyncio.get_running_loop()
-    ws = WebSocket(on_message, on_close)
+    ws = WebSocket(on_message, on_close, skip)
 
     async def open_() -> None:
         transport, _ = await loop.create_connection(lambda: ws, parts.hostname, port,

@@ -33,6 +33,7 @@ from control.service.flow import OncePerConnection, RequestLimiter, install_malf
 from control.service.keys import MANAGER_KEY
 from control.service.metrics import join_failed, signal_message
 from control.service.outbox import WebSocketSink
+from control.service.websocket import SignalWebSocket
 from control.workers.placement import NoWorkerAvailable
 
 log = logging.getLogger("control.service.signaling")
@@ -169,7 +170,7 @@ async def rtc_handler(request: web.Request) -> web.StreamResponse:
     except AuthError as exc:
         join_failed(REFUSAL_REASONS.get(exc.status, "refused"))
         return web.Response(status=exc.status, text=exc.reason, headers=CORS)
-    ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=lk.MAX_SIGNAL_REQUEST_BYTES)
+    ws = SignalWebSocket(heartbeat=10.0, max_msg_size=lk.MAX_SIGNAL_REQUEST_BYTES)
     if not ws.can_prepare(request).ok:
         return web.Response(status=404, text="expected a WebSocket upgrade", headers=CORS)
     cluster = request.app.get(CLUSTER_KEY)

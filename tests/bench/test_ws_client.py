@@ -174,8 +174,9 @@ def _unmask(frame: bytes) -> tuple[int, bytes]:
     return frame[0], ws_client.mask(frame[pos + 4:], key)
 
 
-def _opened(received: list[bytes], closed: list[bool], *, deflate: bool) -> tuple[ws_client.WebSocket, _Transport]:
-    ws = ws_client.WebSocket(received.append, lambda: closed.append(True))
+def _opened(received: list[bytes], closed: list[bool], *, deflate: bool,
+            skip: ws_client.Skip | None = None) -> tuple[ws_client.WebSocket, _Transport]:
+    ws = ws_client.WebSocket(received.append, lambda: closed.append(True), skip)
     transport = _Transport()
     ws.connection_made(transport)  # type: ignore[arg-type]
     ws.deflate = deflate
@@ -222,6 +223,39 @@ def test_server_no_context_takeover_inflates_each_message_alone() -> None:
             body = (deflater.compress(text) + deflater.flush(zlib.Z_SYNC_FLUSH))[:-4]
             ws.data_received(_server_frame(ws_client.OP_BINARY, body, rsv1=True))
         assert received == [b"first message", b"second message"]
+
+    asyncio.run(main())
+
+
+def _deflated_alone(message: bytes) -> bytes:
+    deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)  # a fresh context, full flush
+    return (deflater.compress(message) + deflater.flush(zlib.Z_FULL_FLUSH))[:-4]
+
+
+@pytest.mark.parametrize("takeover", [False, True])
+def test_skipped_messages_are_not_inflated_past_their_first_byte(takeover: bool) -> None:
+    """With server_no_context_takeover, a compressed message the receiver declines by its first byte is dropped
+    there; the messages around it arrive whole. With context takeover every message is inflated (the context
+    needs every byte) and delivered; the receiver's own check then applies."""
+    async def main() -> None:
+        received: list[bytes] = []
+        ws, _ = _opened(received, [], deflate=True, skip=lambda first: first == 0x2A)
+        ws._server_takeover = takeover
+        big_ignored = b"\x2a" + os.urandom(50000)
+        messages = [b"\x0akept" * 300, big_ignored, b"\x12also kept", b"\x2a"]
+        if takeover:
+            deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+            bodies = [(deflater.compress(m) + deflater.flush(zlib.Z_SYNC_FLUSH))[:-4] for m in messages]
+        else:
+            bodies = [_deflated_alone(m) for m in messages]
+        for body in bodies:
+            ws.data_received(_server_frame(ws_client.OP_BINARY, body, rsv1=True))
+        if takeover:
+            assert received == messages and ws.skipped == 0
+        else:
+            assert received == [messages[0], messages[2]] and ws.skipped == 2
+        ws.data_received(_server_frame(ws_client.OP_BINARY, b"\x0auncompressed"))  # RSV1 clear: delivered as is
+        assert received[-1] == b"\x0auncompressed"
 
     asyncio.run(main())
 

@@ -137,6 +137,34 @@ async def test_join_ping_and_leave(client: TestClient) -> None:
     await ws.close()
 
 
+@pytest.mark.parametrize(("offer", "expected"), [
+    (15, "permessage-deflate; server_no_context_takeover"),  # a browser's offer: the server adds the parameter
+    (0, None),                                                # no offer: no extension
+])
+async def test_deflate_is_accepted_without_server_context_takeover(client: TestClient, offer: int,
+                                                                   expected: str | None) -> None:
+    """Every message is compressed on its own (RFC 7692 section 7.1.1.1: the server says so even when not asked),
+    and the session runs on it: aiohttp's client then inflates each message with a fresh context."""
+    ws = await client.ws_connect("/rtc", headers={"Authorization": f"Bearer {token()}"}, compress=offer,
+                                 params={"protocol": "17", "sdk": "js", "auto_subscribe": "1"})
+    extensions = ws._response.headers.get("Sec-WebSocket-Extensions")  # the upgrade's 101 response
+    assert extensions == expected
+    assert (await read(ws)).WhichOneof("message") == "join"
+    assert (await read_until(ws, "offer")).offer.id == 1
+    await ws.close()
+
+
+async def test_a_client_asking_for_no_server_takeover_gets_it_once(client: TestClient) -> None:
+    offer = "permessage-deflate; server_no_context_takeover; client_max_window_bits"
+    ws = await client.ws_connect("/rtc", headers={"Authorization": f"Bearer {token()}",
+                                                  "Sec-WebSocket-Extensions": offer},
+                                 params={"protocol": "17", "sdk": "js", "auto_subscribe": "1"})
+    extensions = ws._response.headers.get("Sec-WebSocket-Extensions")
+    assert extensions is not None and extensions.count("server_no_context_takeover") == 1
+    assert (await read(ws)).WhichOneof("message") == "join"
+    await ws.close()
+
+
 async def test_second_client_gets_update_and_closed_socket_starts_grace(client: TestClient) -> None:
     ws_a = await client.ws_connect("/rtc", params={"access_token": token("alice")})
     assert (await read(ws_a)).WhichOneof("message") == "join"
