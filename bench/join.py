@@ -56,6 +56,7 @@ from bench.net import DEFAULT_SOURCE_NET, GeneratorSocket, source_network
 from bench.peer import Credentials, ServerParams, SetupError, SyntheticPeer
 from bench.ports import free_port_base
 from control.auth import create_token
+from router.collector import paced_collector
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIO_PT = 111
@@ -210,8 +211,11 @@ async def run_join(opts: JoinOptions) -> dict[str, Any]:
     net = GeneratorSocket(source_net=source_net, gro=opts.gro)
     run = _Run(opts, ws_url, http_url, f"bench-join-{uuid.uuid4().hex[:6]}", net, Credentials.generate())
     try:
-        async with aiohttp.ClientSession() as http:
-            return await _measure(run, http)
+        # The generator's collector paced as the server's processes pace theirs (router/collector.py): a full
+        # collection of its thousands of participants stalled every join in flight for about 60 ms.
+        with paced_collector():
+            async with aiohttp.ClientSession() as http:
+                return await _measure(run, http)
     finally:
         net.close()
         if server is not None:
