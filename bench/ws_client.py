@@ -34,6 +34,7 @@ _TAIL = b"\x00\x00\xff\xff"  # RFC 7692 section 7.2.1: removed after deflating, 
 OFFER = "permessage-deflate; client_max_window_bits"  # what Chrome and Firefox offer
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 MAX_HEADER_BYTES = 16384
+_PEEK = 512  # bytes of a compressed message inflated to read its first byte (its first block's header included)
 CLOSE_WAIT_S = 2.0
 
 Message = Callable[[bytes], None]
@@ -197,6 +198,7 @@ class WebSocket(asyncio.Protocol):
         broadcasts: no copy of the rest per frame). A final unfragmented data frame, the common case, is delivered
         here; anything else goes through :meth:`_frame`."""
         buf = self._buffer
+        view = memoryview(buf)  # deflated payloads are read through it, without a copy (released before the del)
         size = len(buf)
         pos = 0
         while size - pos >= 2 and not self._closed:
@@ -221,11 +223,12 @@ class WebSocket(asyncio.Protocol):
                 break
             pos = end
             if first == 0xC2 and self.deflate and not self._fragments:  # FIN, RSV1, binary: a deflated message
-                self._inflated(buf[start:end])
+                self._inflated(view[start:end])
             elif first == 0x82 and not self._fragments:  # FIN, binary
                 self._on_message(bytes(buf[start:end]))
             else:
                 self._frame(first, bytes(buf[start:end]))
+        view.release()
         del buf[:pos]
 
     def _frame(self, first: int, payload: bytes) -> None:
@@ -266,20 +269,21 @@ class WebSocket(asyncio.Protocol):
         else:
             self._on_message(payload)
 
-    def _inflated(self, payload: bytes | bytearray) -> None:
+    def _inflated(self, payload: bytes | bytearray | memoryview) -> None:
         if self._inflate is None or not self._server_takeover:
             self._inflate = zlib.decompressobj(-self._server_bits)
         try:
             if self._skip is not None and not self._server_takeover:
                 # Each message has a context of its own (server_no_context_takeover): one the receiver will not use
-                # needs no more than its first byte, and nothing after it depends on the rest.
-                first = self._inflate.decompress(payload + _TAIL, 1)
+                # needs no more than its first byte (inflated from the head of the payload, where the first block's
+                # code tables are), and nothing after it depends on the rest.
+                first = self._inflate.decompress(payload[:_PEEK], 1)
                 if first and self._skip(first[0]):
                     self.skipped += 1
                     return
-                data = first + self._inflate.decompress(self._inflate.unconsumed_tail)
+                data = first + self._inflate.decompress(self._inflate.unconsumed_tail + payload[_PEEK:] + _TAIL)
             else:
-                data = self._inflate.decompress(payload + _TAIL)
+                data = self._inflate.decompress(bytes(payload) + _TAIL)
         except zlib.error as exc:
             self._fail(ProtocolError(f"cannot inflate a message: {exc}"))
             return

@@ -242,7 +242,8 @@ def test_skipped_messages_are_not_inflated_past_their_first_byte(takeover: bool)
         ws, _ = _opened(received, [], deflate=True, skip=lambda first: first == 0x2A)
         ws._server_takeover = takeover
         big_ignored = b"\x2a" + os.urandom(50000)
-        messages = [b"\x0akept" * 300, big_ignored, b"\x12also kept", b"\x2a"]
+        big_kept = b"\x0a" + os.urandom(5000)  # compressed far past the bytes read for the first one
+        messages = [b"\x0akept" * 300, big_ignored, b"\x12also kept", b"\x2a", big_kept]
         if takeover:
             deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
             bodies = [(deflater.compress(m) + deflater.flush(zlib.Z_SYNC_FLUSH))[:-4] for m in messages]
@@ -253,7 +254,7 @@ def test_skipped_messages_are_not_inflated_past_their_first_byte(takeover: bool)
         if takeover:
             assert received == messages and ws.skipped == 0
         else:
-            assert received == [messages[0], messages[2]] and ws.skipped == 2
+            assert received == [messages[0], messages[2], big_kept] and ws.skipped == 2
         ws.data_received(_server_frame(ws_client.OP_BINARY, b"\x0auncompressed"))  # RSV1 clear: delivered as is
         assert received[-1] == b"\x0auncompressed"
 
