@@ -398,6 +398,43 @@ async def test_auto_subscribe_off_needs_update_subscription() -> None:
     assert ("close_consumer", f"{b.sid}.{track_sid}") in pool.workers[0].calls
 
 
+async def test_answer_sends_connect_and_resumes_together() -> None:
+    """The subscriber transport's connect and the answered consumers' resumes go out without waiting for each
+    other's reply (the worker takes them in order); the answer is done when all are, and a failed connect fails it."""
+    manager, pool = make_manager()
+    room, a, _ = await joined(manager, "alice")
+    track_sid = await publish(room, a, "mic-1")
+    _, b, _ = await joined(manager, "bob", answer=False)
+    media = pool.workers[0]
+    release = asyncio.Event()
+    real_connect = media.connect
+
+    async def slow_connect(transport_id: str, **kw: Any) -> None:
+        await release.wait()
+        await real_connect(transport_id, **kw)
+
+    media.connect = slow_connect  # type: ignore[method-assign]
+    answering = asyncio.create_task(b.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=1)))
+    await settle()
+    assert ("resume_consumer", f"{b.sid}.{track_sid}") in media.calls  # sent while connect is still in flight
+    assert all(call[1] != b.sub_transport_id for call in media.find("connect"))
+    assert not answering.done()
+    release.set()
+    await answering
+    assert any(call[1] == b.sub_transport_id for call in media.find("connect"))
+    # A refused connect fails the answer: the offer stays outstanding.
+    _, c, _ = await joined(manager, "carol", answer=False)
+
+    async def refused(transport_id: str, **kw: Any) -> None:
+        raise RuntimeError("worker refused connect")
+
+    media.connect = refused  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="refused connect"):
+        await c.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=1))
+    with pytest.raises(ValueError, match="answer id 2"):  # still awaiting offer 1's answer, not a new round
+        await c.handle_answer(rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=2))
+
+
 async def test_only_one_subscriber_offer_outstanding() -> None:
     manager, _ = make_manager()
     room, a, _ = await joined(manager, "alice")
