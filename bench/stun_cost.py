@@ -5,7 +5,7 @@ FINGERPRINT; RFC 8445 §7.2.2, RFC 8489) through ``router.ice.IceLite.handle`` a
 ``router.transport.WebRtcTransport.handle_stun``; each figure is the best of ``--repeat`` runs of ``--number`` calls
 (the usual ``timeit`` reading: the minimum is the cost without interference). Everything runs in this process
 without sockets: the transport gets a stub Engine whose ``send`` and ``bind_tuple`` do nothing, so its figure is the
-Python cost of the STUN branch of ``MediaService._on_readable`` without the datagram send.
+Python cost of the STUN branch of ``MediaService._slow_path`` without the datagram send.
 
 It also times the worker's once-a-second consent pass over N connected transports: with no deadline due (best of
 ``--repeat``), and as the mean over a simulated minute in which every peer checks every 2.5 s as browsers do (only
