@@ -468,7 +468,7 @@ def format_result(r: dict[str, Any]) -> str:
         f"max {r['join_to_media_ms_max']} ms",
         f"  /rtc -> JoinResponse     p50 {r['signal_join_ms_p50']} ms, p99 {r['signal_join_ms_p99']} ms",
         "  then, p50 / p99          " + ", ".join(
-            f"{STAGE_NAMES[name]} {p50} / {p99} ms" for name, (p50, p99) in r.get("stage_ms", {}).items()),
+            f"{STAGE_NAMES[name]} {p50} / {p99} ms" for name, (p50, p99) in r["stage_ms"].items()),
         f"  control CPU per join     {r['control_cpu_ms_per_join']} ms ({r['control_cpu_s_joins']} s for the "
         f"joins, {r['control_cpu_s_leaves']} s for the leaves; RSS {r['control_rss_mb']} MB)",
         "  CPU per join             " + ", ".join(f"{kind} {ms} ms" for kind, ms in r["cpu_ms_per_join"].items())

@@ -242,8 +242,8 @@ class SignalClient:
         return self.join_seen and first in _IGNORED_FIRST_BYTES
 
     def _on_message(self, data: bytes) -> None:
-        if data[:1] in _IGNORED_TAGS and self.join_seen:
-            return  # a room broadcast this client does not use: not decoded (its bytes were read and inflated)
+        if data and self._skip(data[0]):
+            return  # a room broadcast this client does not use, inflated (context takeover) but not decoded
         if self.left.is_set():
             return
         joined = self._joined
